@@ -1,0 +1,74 @@
+//! `InBuf`: a read buffer whose bytes are all initialised, so the socket can read
+//! into its spare part without `unsafe` and without zeroing on every read.
+
+/// Received bytes live in `data[..filled]`; `data[filled..]` is spare room.
+#[derive(Default)]
+pub(crate) struct InBuf {
+    data: Vec<u8>,
+    filled: usize,
+}
+
+impl InBuf {
+    pub fn with_capacity(n: usize) -> InBuf {
+        InBuf { data: vec![0; n], filled: 0 }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..self.filled]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Room to read into.
+    pub fn spare(&mut self) -> &mut [u8] {
+        &mut self.data[self.filled..]
+    }
+
+    /// Records `n` bytes read into `spare()`.
+    pub fn advance(&mut self, n: usize) {
+        self.filled += n;
+    }
+
+    /// Drops the first `n` bytes, moving the rest to the front.
+    pub fn consume(&mut self, n: usize) {
+        self.data.copy_within(n..self.filled, 0);
+        self.filled -= n;
+    }
+
+    /// Grows the buffer so it holds at least `total` bytes.
+    pub fn grow_to(&mut self, total: usize) {
+        if self.data.len() < total {
+            self.data.resize(total, 0);
+        }
+    }
+
+    /// Appends bytes, growing as needed.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.grow_to(self.filled + bytes.len());
+        self.data[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
+        self.filled += bytes.len();
+    }
+
+    pub fn clear(&mut self) {
+        self.filled = 0;
+    }
+
+    /// Empties the buffer and returns its memory when it grew large, so an idle
+    /// connection costs little.
+    pub fn clear_and_shrink(&mut self, keep: usize) {
+        self.filled = 0;
+        if self.data.len() > keep {
+            self.data = Vec::new();
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Server settings with their defaults and validation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+use crate::handler::Handler;
+use crate::http::head::{HeadLimits, MAX_HEADERS};
+
+/// Everything a server is started with. Cloning is cheap (the handler is shared).
+#[derive(Clone)]
+pub struct Config {
+    /// `HOST:PORT`; port 0 picks a free port. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Event loops; 0 means one per available core. Default 0.
+    pub workers: usize,
+    /// When true, `start` spawns no threads: the embedder calls
+    /// `Server::run_worker(i)` once for each worker index. Default false.
+    pub external_workers: bool,
+    /// Called for every request on the worker thread that read it.
+    pub handler: Option<Arc<dyn Handler>>,
+    /// The `Server` header; empty sends none. Default `warpcore`.
+    pub server_name: Vec<u8>,
+    /// Largest request body accepted, in bytes; more is answered 413. Default 1 MiB.
+    pub max_body_size: u64,
+    /// Largest request head (request line and header fields). Default 32 KiB; more → 431.
+    pub max_head_size: usize,
+    /// Longest request line. Default 8 KiB; more → 414.
+    pub max_request_line: usize,
+    /// Most header fields in a request, at most 100. Default 100; more → 431.
+    pub max_header_count: usize,
+    /// Time for a whole request head to arrive from its first byte. Default 30 s.
+    pub header_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request. Default 15 s.
+    pub idle_timeout: Duration,
+    /// Time without progress while a request body is being received. Default 30 s.
+    pub body_timeout: Duration,
+    /// Time without progress while a response cannot be written. Default 30 s.
+    pub write_timeout: Duration,
+    /// Listen backlog per worker socket. Default 1024.
+    pub backlog: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".to_owned(),
+            workers: 0,
+            external_workers: false,
+            handler: None,
+            server_name: b"warpcore".to_vec(),
+            max_body_size: 1 << 20,
+            max_head_size: 32 * 1024,
+            max_request_line: 8 * 1024,
+            max_header_count: MAX_HEADERS,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            backlog: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every setting; the message names the one at fault.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |m: &str| Err(Error::new(ErrorKind::InvalidArgument, m));
+        if self.handler.is_none() {
+            return invalid("no handler is set");
+        }
+        if self.workers > 1024 {
+            return invalid("workers must be at most 1024");
+        }
+        if self.max_header_count == 0 || self.max_header_count > MAX_HEADERS {
+            return invalid("max_header_count must be between 1 and 100");
+        }
+        if self.max_request_line < 16 || self.max_head_size < self.max_request_line {
+            return invalid("max_request_line must be at least 16 and at most max_head_size");
+        }
+        if self.max_head_size > 1 << 20 {
+            return invalid("max_head_size must be at most 1 MiB");
+        }
+        if self.max_body_size > 1 << 40 {
+            return invalid("max_body_size must be at most 1 TiB");
+        }
+        if self.server_name.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            return invalid("server_name must not contain control characters");
+        }
+        for (name, t) in [
+            ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("body_timeout", self.body_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if t < Duration::from_secs(1) || t > Duration::from_secs(86_400) {
+                return Err(Error::new(ErrorKind::InvalidArgument, format!("{name} must be between 1 s and 1 day")));
+            }
+        }
+        if self.backlog == 0 || self.backlog > 65_535 {
+            return invalid("backlog must be between 1 and 65535");
+        }
+        Ok(())
+    }
+
+    /// The worker count with 0 resolved to the number of available cores.
+    pub fn resolved_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    pub(crate) fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_head_bytes: self.max_head_size,
+            max_request_line: self.max_request_line,
+            max_header_count: self.max_header_count,
+        }
+    }
+}

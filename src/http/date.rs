@@ -1,0 +1,101 @@
+//! The `Date` header value, formatted at most once a second per worker.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) is always 29 bytes.
+pub const HTTP_DATE_LEN: usize = 29;
+
+/// A per-worker cache of the current date; `refresh` is called once per loop turn
+/// and formats only when the second has changed. Owned by one thread: no locking.
+pub struct DateCache {
+    second: u64,
+    text: [u8; HTTP_DATE_LEN],
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        let mut cache = DateCache { second: u64::MAX, text: [b' '; HTTP_DATE_LEN] };
+        cache.refresh();
+        cache
+    }
+}
+
+impl DateCache {
+    /// Re-reads the clock; formats only when the second changed.
+    pub fn refresh(&mut self) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if now != self.second {
+            self.second = now;
+            format_http_date(now, &mut self.text);
+        }
+    }
+
+    /// The formatted date, valid until the next `refresh`.
+    pub fn get(&self) -> &[u8; HTTP_DATE_LEN] {
+        &self.text
+    }
+}
+
+/// Formats seconds since the Unix epoch as an IMF-fixdate into `out`.
+pub fn format_http_date(unix_secs: u64, out: &mut [u8; HTTP_DATE_LEN]) {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let days = unix_secs / 86_400;
+    let secs_of_day = unix_secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    let weekday = DAYS[(days % 7) as usize];
+    let two = |n: u64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
+    out[0..3].copy_from_slice(weekday);
+    out[3..5].copy_from_slice(b", ");
+    out[5..7].copy_from_slice(&two(day as u64));
+    out[7] = b' ';
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    out[11] = b' ';
+    let y = year as u64;
+    out[12..16].copy_from_slice(&[
+        b'0' + (y / 1000 % 10) as u8,
+        b'0' + (y / 100 % 10) as u8,
+        b'0' + (y / 10 % 10) as u8,
+        b'0' + (y % 10) as u8,
+    ]);
+    out[16] = b' ';
+    out[17..19].copy_from_slice(&two(secs_of_day / 3600));
+    out[19] = b':';
+    out[20..22].copy_from_slice(&two(secs_of_day / 60 % 60));
+    out[22] = b':';
+    out[23..25].copy_from_slice(&two(secs_of_day % 60));
+    out[25..29].copy_from_slice(b" GMT");
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_dates() {
+        let mut out = [0u8; HTTP_DATE_LEN];
+        format_http_date(784_111_777, &mut out);
+        assert_eq!(&out, b"Sun, 06 Nov 1994 08:49:37 GMT");
+        format_http_date(0, &mut out);
+        assert_eq!(&out, b"Thu, 01 Jan 1970 00:00:00 GMT");
+        format_http_date(1_798_761_599, &mut out);
+        assert_eq!(&out, b"Thu, 31 Dec 2026 23:59:59 GMT");
+        format_http_date(951_782_400, &mut out);
+        assert_eq!(&out, b"Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+}

@@ -1,0 +1,288 @@
+//! Parsing a request head with httparse and deciding how its body is framed and
+//! whether the connection persists (RFC 9112 §6, §9.3).
+//!
+//! Strict where leniency lets requests be smuggled: Content-Length together with
+//! Transfer-Encoding, differing or malformed Content-Length values, codings other
+//! than a final `chunked`, a missing or repeated Host in HTTP/1.1 are all refused.
+
+/// How many header fields one request may carry; more is answered 431.
+pub const MAX_HEADERS: usize = 100;
+
+/// Parser limits taken from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// The request line and header fields together, in bytes.
+    pub max_head_bytes: usize,
+    /// The request line alone (method, target, version), in bytes.
+    pub max_request_line: usize,
+    /// How many header fields.
+    pub max_header_count: usize,
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// The chunked transfer coding.
+    Chunked,
+}
+
+/// What the engine needs to know about a parsed head, without borrowing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadInfo {
+    /// Bytes of the request line and header section, blank line included.
+    pub head_len: usize,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Whether the connection persists after this request, as the client asked.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent.
+    pub expect_continue: bool,
+    /// The method is HEAD: the response carries no body.
+    pub is_head: bool,
+}
+
+/// A request that must be refused with this status; the connection then closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject(pub u16);
+
+/// Parses the head at the start of `buf` into `headers`.
+/// `Ok(None)` means more bytes are needed.
+pub fn parse<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+    limits: &HeadLimits,
+) -> Result<Option<(httparse::Request<'h, 'b>, HeadInfo)>, Reject> {
+    let count = limits.max_header_count.min(headers.len());
+    let mut req = httparse::Request::new(&mut headers[..count]);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            check_partial(buf, limits)?;
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject(431)),
+        Err(httparse::Error::Version) => return Err(reject_version(buf)),
+        Err(_) => return Err(Reject(400)),
+    };
+    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(head_len);
+    if line_len > limits.max_request_line {
+        return Err(Reject(414));
+    }
+    if head_len > limits.max_head_bytes {
+        return Err(Reject(431));
+    }
+    let info = inspect(&req, head_len)?;
+    Ok(Some((req, info)))
+}
+
+/// A partial head already past its limits is refused now, not when it completes.
+fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), Reject> {
+    match buf.iter().position(|&b| b == b'\n') {
+        None if buf.len() > limits.max_request_line => Err(Reject(414)),
+        Some(n) if n > limits.max_request_line => Err(Reject(414)),
+        _ if buf.len() > limits.max_head_bytes => Err(Reject(431)),
+        _ => Ok(()),
+    }
+}
+
+/// httparse reports any version but 1.0 and 1.1 as one error: a well-formed
+/// `HTTP/x.y` gets 505, anything else is simply malformed.
+fn reject_version(buf: &[u8]) -> Reject {
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let well_formed = version.len() == 8
+        && version.starts_with(b"HTTP/")
+        && version[5].is_ascii_digit()
+        && version[6] == b'.'
+        && version[7].is_ascii_digit();
+    Reject(if well_formed { 505 } else { 400 })
+}
+
+fn inspect(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<HeadInfo, Reject> {
+    let minor = req.version.unwrap_or(1);
+    let method = req.method.unwrap_or("");
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut saw_transfer_encoding = false;
+    let mut hosts = 0;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let value = parse_content_length(h.value).ok_or(Reject(400))?;
+            if content_length.is_some_and(|v| v != value) {
+                return Err(Reject(400));
+            }
+            content_length = Some(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if saw_transfer_encoding && chunked {
+                // `chunked` must be the last coding; anything after it is invalid.
+                return Err(Reject(400));
+            }
+            saw_transfer_encoding = true;
+            chunked = transfer_coding_is_chunked(h.value)?;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = trim(token);
+                conn_close |= token.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(Reject(417));
+            }
+        }
+    }
+
+    if minor == 1 && hosts != 1 || hosts > 1 {
+        return Err(Reject(400));
+    }
+    let framing = if saw_transfer_encoding {
+        if content_length.is_some() || minor == 0 {
+            return Err(Reject(400));
+        }
+        Framing::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let keep_alive = if minor == 1 { !conn_close } else { conn_keep_alive && !conn_close };
+    Ok(HeadInfo {
+        head_len,
+        minor,
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && minor == 1 && framing != Framing::Empty,
+        is_head: method == "HEAD",
+    })
+}
+
+/// Content-Length is 1*DIGIT; a list of identical values (`5, 5`) is allowed by
+/// RFC 9110 §8.6 and accepted when every element is the same.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut result = None;
+    for part in value.split(|&b| b == b',') {
+        let digits = trim(part);
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = digits.iter().fold(0u64, |acc, &d| acc * 10 + (d - b'0') as u64);
+        if result.is_some_and(|r| r != n) {
+            return None;
+        }
+        result = Some(n);
+    }
+    result
+}
+
+/// Accepts exactly one coding, `chunked`. Any other coding is one we do not
+/// implement (501); an empty or malformed list is a bad request (400).
+fn transfer_coding_is_chunked(value: &[u8]) -> Result<bool, Reject> {
+    let mut codings = value.split(|&b| b == b',').map(trim);
+    let first = codings.next().unwrap_or(b"");
+    if first.is_empty() {
+        return Err(Reject(400));
+    }
+    let only_one = codings.next().is_none();
+    if first.eq_ignore_ascii_case(b"chunked") && only_one {
+        Ok(true)
+    } else if first.iter().all(|&b| is_token_byte(b)) {
+        Err(Reject(501))
+    } else {
+        Err(Reject(400))
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+/// tchar of RFC 9110 §5.6.2.
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits { max_head_bytes: 8192, max_request_line: 4096, max_header_count: 100 };
+
+    fn info(raw: &[u8]) -> Result<Option<HeadInfo>, Reject> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        parse(raw, &mut headers, &LIMITS).map(|r| r.map(|(_, i)| i))
+    }
+
+    #[test]
+    fn persistent_connection_defaults() {
+        let i = info(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap();
+        assert!(i.keep_alive);
+        assert_eq!(i.framing, Framing::Empty);
+        let i = info(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        assert!(!i.keep_alive);
+        let i = info(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!i.keep_alive);
+        let i = info(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
+        assert!(i.keep_alive);
+    }
+
+    #[test]
+    fn framing() {
+        let i = info(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap();
+        assert_eq!(i.framing, Framing::Length(5));
+        let i = info(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").unwrap().unwrap();
+        assert_eq!(i.framing, Framing::Length(5));
+        let i = info(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap().unwrap();
+        assert_eq!(i.framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn refuses_smuggling_shapes() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+            (b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ];
+        for (raw, status) in cases {
+            assert_eq!(info(raw), Err(Reject(*status)), "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(5000));
+        assert_eq!(info(long_line.as_bytes()), Err(Reject(414)));
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "b".repeat(9000));
+        assert_eq!(info(big.as_bytes()), Err(Reject(431)));
+        assert_eq!(info(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+    }
+}

@@ -63,12 +63,17 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Checks every setting; the message names the one at fault.
+    /// Checks every setting and that a handler is set.
     pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |m: &str| Err(Error::new(ErrorKind::InvalidArgument, m));
         if self.handler.is_none() {
-            return invalid("no handler is set");
+            return Err(Error::new(ErrorKind::InvalidArgument, "no handler is set"));
         }
+        self.validate_settings()
+    }
+
+    /// Checks every setting but the handler; the message names the one at fault.
+    pub fn validate_settings(&self) -> Result<(), Error> {
+        let invalid = |m: &str| Err(Error::new(ErrorKind::InvalidArgument, m));
         if self.workers > 1024 {
             return invalid("workers must be at most 1024");
         }

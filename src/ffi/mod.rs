@@ -1,1 +1,20 @@
-//! C API
+//! The C API. The only place with `extern "C"`, raw pointers and `catch_unwind`:
+//! every function checks its pointers, turns errors into `warpcore_result` codes
+//! (with a message readable through `warpcore_last_error_message`) and never lets
+//! a panic cross the boundary.
+//!
+//! One concept per file, as in the header: results, config, server, request,
+//! response; `panic.rs` and `cast.rs` hold the plumbing.
+
+#![allow(non_camel_case_types)]
+#![allow(clippy::missing_safety_doc)]
+
+#[macro_use]
+mod panic;
+mod cast;
+pub mod config;
+pub mod handler;
+pub mod request;
+pub mod response;
+pub mod result;
+pub mod server;

@@ -1,0 +1,54 @@
+# libwarpcore — build, run and test.
+#   make            library (release), fresh header, build/demo
+#   make run        the C demo on 127.0.0.1:8080
+#   make test       every test suite (installs what it needs when missing)
+#   make header     regenerate include/warpcore.h with cbindgen
+
+CARGO    ?= cargo
+CC       ?= cc
+CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -pedantic
+LIBDIR   := $(abspath target/release)
+LIB      := $(LIBDIR)/libwarpcore.so
+FFI_SRC  := $(wildcard src/ffi/*.rs) cbindgen.toml
+RUST_SRC := $(shell find src -name '*.rs') Cargo.toml
+
+.PHONY: all lib header run test test-deps test-rust test-abi clean
+
+all: lib include/warpcore.h build/demo
+
+lib: $(LIB)
+
+$(LIB): $(RUST_SRC)
+	$(CARGO) build --release --lib
+	@touch $@
+
+include/warpcore.h: $(FFI_SRC)
+	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header
+	@touch $@
+
+header:
+	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header
+
+build/demo: examples/c/demo.c include/warpcore.h $(LIB)
+	@mkdir -p build
+	$(CC) $(CFLAGS_STRICT) -O2 -Iinclude $< -o $@ -L$(LIBDIR) -lwarpcore -Wl,-rpath,$(LIBDIR) -lpthread
+
+run: all
+	./build/demo --host 127.0.0.1 --port 8080
+
+# Every suite; a missing tool is installed or is an error, never a skip.
+test: test-deps all test-rust test-abi
+	@echo "make test: all suites passed"
+
+test-deps:
+	@bash scripts/test-deps.sh
+
+test-rust: all
+	WARPCORE_DEMO=$(abspath build/demo) $(CARGO) test --release
+
+test-abi: all
+	@bash tests/abi/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf build

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs when it is missing (Debian, as root).
+# A tool that cannot be had is an error: no suite is skipped.
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v c++ >/dev/null || need_apt+=(g++)
+command -v curl >/dev/null || need_apt+=(curl)
+# AddressSanitizer's runtime for the C ABI tests.
+echo 'int main(void){return 0;}' | cc -fsanitize=address -x c - -o /tmp/warpcore-asan-probe 2>/dev/null \
+  || need_apt+=(libasan8)
+rm -f /tmp/warpcore-asan-probe
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test-deps: installing ${need_apt[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "test-deps: need root to install ${need_apt[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "test-deps: cargo is missing (Rust is expected on this machine)" >&2; exit 1; }

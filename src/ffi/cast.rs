@@ -1,0 +1,60 @@
+//! Typed helpers for turning C pointers into Rust references and slices.
+
+use super::result::{fail, warpcore_result};
+
+/// A shared reference from a pointer that may be NULL.
+///
+/// The caller of the C function promises the pointer came from this library and
+/// is still live; NULL is reported, not dereferenced.
+pub(crate) fn try_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T, warpcore_result> {
+    // SAFETY: non-NULL pointers passed to the API point to live objects of this
+    // type, as every function's documentation requires.
+    unsafe { ptr.as_ref() }.ok_or_else(|| null(what))
+}
+
+/// A mutable reference from a pointer that may be NULL.
+pub(crate) fn try_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T, warpcore_result> {
+    // SAFETY: as for `try_ref`; the API documents that the object is not used
+    // from two threads at once where it hands out `&mut`.
+    unsafe { ptr.as_mut() }.ok_or_else(|| null(what))
+}
+
+/// A byte slice from `(ptr, len)`; NULL is allowed when `len` is 0.
+pub(crate) fn try_slice<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], warpcore_result> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(null(what));
+    }
+    if len > isize::MAX as usize {
+        return Err(fail(warpcore_result::InvalidArgument, format!("{what}: length {len} is too large")));
+    }
+    // SAFETY: the caller promises `len` readable bytes at `ptr` for the call.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// A slice of `T` from `(ptr, count)`; NULL is allowed when `count` is 0.
+pub(crate) fn try_array<'a, T>(ptr: *const T, count: usize, what: &str) -> Result<&'a [T], warpcore_result> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(null(what));
+    }
+    if count > (isize::MAX as usize) / std::mem::size_of::<T>().max(1) {
+        return Err(fail(warpcore_result::InvalidArgument, format!("{what}: count {count} is too large")));
+    }
+    // SAFETY: the caller promises `count` initialised elements at `ptr`.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count) })
+}
+
+/// Writes `value` to an output pointer checked non-NULL.
+pub(crate) fn write_out<T>(out: *mut T, value: T) {
+    // SAFETY: callers check `out` for NULL before computing `value`.
+    unsafe { out.write(value) }
+}
+
+fn null(what: &str) -> warpcore_result {
+    fail(warpcore_result::NullArgument, format!("{what} is NULL"))
+}

@@ -1,0 +1,189 @@
+//! `warpcore_config`: the settings a server starts with.
+
+use std::ffi::c_void;
+use std::time::Duration;
+
+use super::cast::{try_mut, try_slice, write_out};
+use super::handler::{warpcore_handler_cb, CHandler};
+use super::result::{fail, warpcore_result};
+use crate::config::Config;
+
+/// Server settings, filled in with setters and read by `warpcore_server_start`.
+///
+/// Owned by the caller: made by `warpcore_config_new`, released by
+/// `warpcore_config_free`. Starting a server copies what it needs, so a config
+/// may be changed, reused or freed right after. Not thread-safe: do not use one
+/// config from two threads at once.
+pub struct warpcore_config {
+    pub(crate) inner: Config,
+}
+
+/// Makes a config with the defaults (listen `127.0.0.1:8080`, one worker per
+/// core, `Server: warpcore`, the limits and timeouts documented on each setter)
+/// and writes it to `*out`. It has no handler yet: set one before starting.
+#[no_mangle]
+pub extern "C" fn warpcore_config_new(out: *mut *mut warpcore_config) -> warpcore_result {
+    ffi_boundary!({
+        if out.is_null() {
+            return fail(warpcore_result::NullArgument, "out is NULL");
+        }
+        let config = Box::new(warpcore_config { inner: Config::default() });
+        write_out(out, Box::into_raw(config));
+        warpcore_result::Ok
+    })
+}
+
+/// Frees a config made by `warpcore_config_new`. NULL is ignored.
+#[no_mangle]
+pub extern "C" fn warpcore_config_free(config: *mut warpcore_config) {
+    let _ = ffi_boundary!({
+        if !config.is_null() {
+            // SAFETY: a non-NULL config came from `Box::into_raw` in `warpcore_config_new`
+            // and the caller gives up its ownership here.
+            drop(unsafe { Box::from_raw(config) });
+        }
+        warpcore_result::Ok
+    });
+}
+
+/// Applies `change` to a copy, validates it, and keeps it only when valid.
+fn update(config: *mut warpcore_config, change: impl FnOnce(&mut Config)) -> warpcore_result {
+    let config = match try_mut(config, "config") {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let mut candidate = config.inner.clone();
+    change(&mut candidate);
+    match candidate.validate_settings() {
+        Ok(()) => {
+            config.inner = candidate;
+            warpcore_result::Ok
+        }
+        Err(e) => e.into(),
+    }
+}
+
+/// Sets the listen address, `HOST:PORT` (`[::1]:80` for IPv6), `len` bytes at
+/// `address` (no NUL needed). Port 0 picks a free port: read it with
+/// `warpcore_server_port`. Checked when the server starts (`WARPCORE_RESULT_INVALID_ADDRESS`).
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_listen(config: *mut warpcore_config, address: *const u8, len: usize) -> warpcore_result {
+    ffi_boundary!({
+        let bytes = match try_slice(address, len, "address") {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return fail(warpcore_result::InvalidAddress, "listen address is not UTF-8");
+        };
+        let text = text.to_owned();
+        update(config, |c| c.listen = text)
+    })
+}
+
+/// Sets the number of workers (event loops, each a thread with its own
+/// listener). 0, the default, means one per available core. At most 1024.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_workers(config: *mut warpcore_config, workers: u32) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.workers = workers as usize) })
+}
+
+/// When `external` is true, `warpcore_server_start` starts no threads: the
+/// embedder calls `warpcore_server_run_worker` once for each worker index from
+/// threads it owns, and handlers run on those threads. Default false.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_external_workers(config: *mut warpcore_config, external: bool) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.external_workers = external) })
+}
+
+/// Sets the request handler and the `userdata` passed to it. The handler is
+/// called on worker threads, several at once when there are several workers,
+/// so it and `userdata` must be thread-safe; `userdata` must stay valid until
+/// the server is freed. `handler` must not be NULL.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_handler(
+    config: *mut warpcore_config,
+    handler: warpcore_handler_cb,
+    userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let Some(cb) = handler else {
+            return fail(warpcore_result::NullArgument, "handler is NULL");
+        };
+        let adapter = CHandler::new(cb, userdata);
+        update(config, |c| c.handler = Some(std::sync::Arc::new(adapter)))
+    })
+}
+
+/// Sets the `Server` header value (`len` bytes, no control characters); an
+/// empty name sends no `Server` header. Default `warpcore`.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_server_name(config: *mut warpcore_config, name: *const u8, len: usize) -> warpcore_result {
+    ffi_boundary!({
+        let name = match try_slice(name, len, "name") {
+            Ok(n) => n.to_vec(),
+            Err(e) => return e,
+        };
+        update(config, |c| c.server_name = name)
+    })
+}
+
+/// Sets the largest request body accepted, in bytes (default 1 MiB, at most
+/// 1 TiB). A larger body is answered `413` and the connection closed.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_max_body_size(config: *mut warpcore_config, bytes: u64) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.max_body_size = bytes) })
+}
+
+/// Sets the largest request head, request line and header fields together, in
+/// bytes (default 32 KiB, at most 1 MiB). A larger head is answered `431`.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_max_head_size(config: *mut warpcore_config, bytes: u32) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.max_head_size = bytes as usize) })
+}
+
+/// Sets the longest request line in bytes (default 8 KiB, at least 16, at most
+/// the head size). A longer one is answered `414`.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_max_request_line(config: *mut warpcore_config, bytes: u32) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.max_request_line = bytes as usize) })
+}
+
+/// Sets the most header fields a request may have (1 to 100, default 100).
+/// More is answered `431`.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_max_header_count(config: *mut warpcore_config, count: u32) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.max_header_count = count as usize) })
+}
+
+/// Which wait a timeout bounds, for `warpcore_config_set_timeout`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum warpcore_timeout {
+    /// A whole request head must arrive within this time of its first byte,
+    /// however slowly it trickles (default 30 s).
+    Header = 0,
+    /// A keep-alive connection may wait this long for its next request (default 15 s).
+    Idle = 1,
+    /// A request body may make no progress for this long (default 30 s).
+    Body = 2,
+    /// A response may make no progress to a client that does not read for this long (default 30 s).
+    Write = 3,
+}
+
+/// Sets one timeout: `which` is a `warpcore_timeout` value, the time is in milliseconds, from 1 s to 1 day; deadlines are checked
+/// once a second, so they are kept to within a second. No timeout applies while
+/// a handler is working on a request.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_timeout(config: *mut warpcore_config, which: u32, milliseconds: u64) -> warpcore_result {
+    ffi_boundary!({
+        let d = Duration::from_millis(milliseconds);
+        match which {
+            x if x == warpcore_timeout::Header as u32 => update(config, |c| c.header_timeout = d),
+            x if x == warpcore_timeout::Idle as u32 => update(config, |c| c.idle_timeout = d),
+            x if x == warpcore_timeout::Body as u32 => update(config, |c| c.body_timeout = d),
+            x if x == warpcore_timeout::Write as u32 => update(config, |c| c.write_timeout = d),
+            other => fail(warpcore_result::InvalidArgument, format!("unknown timeout kind {other}")),
+        }
+    })
+}

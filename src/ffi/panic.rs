@@ -1,0 +1,36 @@
+//! The panic boundary: the body of every exported function runs inside it.
+
+/// Runs `$body` (which yields a `warpcore_result`); a panic becomes
+/// `WARPCORE_RESULT_PANIC` with its message recorded.
+macro_rules! ffi_boundary {
+    ($body:block) => {{
+        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::ffi::result::warpcore_result {
+            $body
+        })) {
+            Ok(result) => result,
+            Err(payload) => $crate::ffi::panic::record_panic(payload),
+        }
+    }};
+}
+
+/// Like `ffi_boundary!` for functions that return a plain value: a panic yields `$default`.
+macro_rules! ffi_boundary_or {
+    ($default:expr, $body:block) => {{
+        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $body)) {
+            Ok(value) => value,
+            Err(payload) => {
+                $crate::ffi::panic::record_panic(payload);
+                $default
+            }
+        }
+    }};
+}
+
+pub(crate) fn record_panic(payload: Box<dyn std::any::Any + Send>) -> super::result::warpcore_result {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    super::result::fail(super::result::warpcore_result::Panic, format!("internal panic: {text}"))
+}

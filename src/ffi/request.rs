@@ -1,0 +1,113 @@
+//! `warpcore_request`: a plain struct view of a request, readable in one go by
+//! ctypes `Structure` or Haskell `peek`.
+
+use std::cell::RefCell;
+
+use crate::handler::Request;
+
+/// A byte string: `len` bytes at `ptr`, not NUL-terminated. `ptr` may be NULL
+/// only when `len` is 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct warpcore_str {
+    /// The first byte.
+    pub ptr: *const u8,
+    /// How many bytes.
+    pub len: usize,
+}
+
+impl warpcore_str {
+    pub(crate) fn of(bytes: &[u8]) -> warpcore_str {
+        warpcore_str { ptr: bytes.as_ptr(), len: bytes.len() }
+    }
+}
+
+/// One header field: its name as sent (compare case-insensitively) and its value
+/// without surrounding whitespace.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct warpcore_header {
+    /// The field name.
+    pub name: warpcore_str,
+    /// The field value.
+    pub value: warpcore_str,
+}
+
+/// A request, as the handler sees it.
+///
+/// Borrowed: the struct and every byte it points to belong to the library and
+/// are valid only until the handler returns. Copy what must outlive the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct warpcore_request {
+    /// The method (`GET`, `POST`, …).
+    pub method: warpcore_str,
+    /// The request target as sent (`/a%20b?x=1`).
+    pub target: warpcore_str,
+    /// The path, percent-decoded (`/a b`). For an absolute-form target, the path part.
+    pub path: warpcore_str,
+    /// The query without `?`, not decoded; empty when there is none.
+    pub query: warpcore_str,
+    /// The header fields in the order received.
+    pub headers: *const warpcore_header,
+    /// How many header fields `headers` holds.
+    pub header_count: usize,
+    /// The whole request body, chunked coding removed; empty when there is none.
+    pub body: warpcore_str,
+    /// The client's IP address as text (`127.0.0.1`, `::1`).
+    pub peer_ip: warpcore_str,
+    /// The client's port.
+    pub peer_port: u16,
+    /// The HTTP major version: always 1.
+    pub version_major: u8,
+    /// The HTTP minor version: 0 or 1.
+    pub version_minor: u8,
+    /// The index of the worker that read the request (0-based).
+    pub worker_index: u32,
+}
+
+thread_local! {
+    /// Header views of the request being handled on this thread, reused so that
+    /// a request costs no allocation once the thread has seen its largest one.
+    static HEADER_VIEWS: RefCell<Vec<warpcore_header>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Builds the C view of `req` and passes it to `f`.
+pub(crate) fn with_view<R>(req: &Request<'_>, f: impl FnOnce(&warpcore_request) -> R) -> R {
+    HEADER_VIEWS.with(|cell| {
+        // A handler that starts a nested server call on this thread would find
+        // the cell borrowed; fall back to a fresh vector then.
+        let mut owned;
+        let mut borrowed;
+        let views: &mut Vec<warpcore_header> = match cell.try_borrow_mut() {
+            Ok(b) => {
+                borrowed = b;
+                &mut borrowed
+            }
+            Err(_) => {
+                owned = Vec::new();
+                &mut owned
+            }
+        };
+        views.clear();
+        views.extend(req.headers.iter().map(|h| warpcore_header {
+            name: warpcore_str::of(h.name.as_bytes()),
+            value: warpcore_str::of(h.value),
+        }));
+        let view = warpcore_request {
+            method: warpcore_str::of(req.method),
+            target: warpcore_str::of(req.target),
+            path: warpcore_str::of(req.path),
+            query: warpcore_str::of(req.query),
+            headers: views.as_ptr(),
+            header_count: views.len(),
+            body: warpcore_str::of(req.body),
+            peer_ip: warpcore_str::of(req.peer_ip),
+            peer_port: req.peer.port(),
+            version_major: 1,
+            version_minor: req.minor_version,
+            worker_index: req.worker_index as u32,
+        };
+        f(&view)
+    })
+}

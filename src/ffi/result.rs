@@ -1,0 +1,154 @@
+//! Result codes, their descriptions, and the message of the last error.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
+
+use crate::error::{Error, ErrorKind};
+use crate::handler::RespondError;
+
+/// What a fallible call did. `WARPCORE_RESULT_OK` is 0; the numbers are stable.
+/// Every other code comes with a message for the calling thread, readable with
+/// `warpcore_last_error_message`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum warpcore_result {
+    /// Success.
+    Ok = 0,
+    /// An argument is out of range or malformed.
+    InvalidArgument = 1,
+    /// A required pointer argument is NULL.
+    NullArgument = 2,
+    /// The listen address is not `HOST:PORT` or does not resolve.
+    InvalidAddress = 3,
+    /// The listen address is already in use.
+    AddressInUse = 4,
+    /// An operating-system call failed (socket, thread, poll).
+    IoError = 5,
+    /// The server is shutting down or has stopped.
+    ShuttingDown = 6,
+    /// The call does not fit the object's state (a worker index run twice, …).
+    InvalidState = 7,
+    /// The request has already been answered.
+    AlreadyAnswered = 8,
+    /// The client has gone away; the response was dropped.
+    Closed = 9,
+    /// The status code is not a final status in 200..=599.
+    InvalidStatus = 10,
+    /// A header name is not a token, or a value contains CR, LF or NUL.
+    InvalidHeader = 11,
+    /// The library caught an internal panic; the call did nothing.
+    Panic = 12,
+}
+
+impl warpcore_result {
+    fn describe(self) -> &'static CStr {
+        match self {
+            warpcore_result::Ok => c"success",
+            warpcore_result::InvalidArgument => c"invalid argument",
+            warpcore_result::NullArgument => c"a required pointer argument is NULL",
+            warpcore_result::InvalidAddress => c"invalid listen address",
+            warpcore_result::AddressInUse => c"address already in use",
+            warpcore_result::IoError => c"operating-system error",
+            warpcore_result::ShuttingDown => c"the server is shutting down",
+            warpcore_result::InvalidState => c"the call does not fit the object's state",
+            warpcore_result::AlreadyAnswered => c"the request has already been answered",
+            warpcore_result::Closed => c"the client has gone away",
+            warpcore_result::InvalidStatus => c"invalid status code",
+            warpcore_result::InvalidHeader => c"invalid header name or value",
+            warpcore_result::Panic => c"internal panic caught",
+        }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Records `message` as the calling thread's last error and returns `code`.
+pub(crate) fn fail(code: warpcore_result, message: impl Into<String>) -> warpcore_result {
+    let message = message.into();
+    LAST_ERROR.with(|m| *m.borrow_mut() = message);
+    code
+}
+
+impl From<Error> for warpcore_result {
+    fn from(e: Error) -> Self {
+        let code = match e.kind {
+            ErrorKind::InvalidArgument => warpcore_result::InvalidArgument,
+            ErrorKind::InvalidAddress => warpcore_result::InvalidAddress,
+            ErrorKind::AddressInUse => warpcore_result::AddressInUse,
+            ErrorKind::Io => warpcore_result::IoError,
+            ErrorKind::ShuttingDown => warpcore_result::ShuttingDown,
+            ErrorKind::InvalidState => warpcore_result::InvalidState,
+        };
+        fail(code, e.message)
+    }
+}
+
+impl From<RespondError> for warpcore_result {
+    fn from(e: RespondError) -> Self {
+        let (code, message) = match e {
+            RespondError::AlreadyAnswered => (warpcore_result::AlreadyAnswered, "the request has already been answered"),
+            RespondError::InvalidStatus => (warpcore_result::InvalidStatus, "status must be a final status in 200..=599"),
+            RespondError::InvalidHeader => {
+                (warpcore_result::InvalidHeader, "header names must be tokens and values must not contain CR, LF or NUL")
+            }
+            RespondError::Closed => (warpcore_result::Closed, "the client has gone away"),
+        };
+        fail(code, message)
+    }
+}
+
+/// A static, NUL-terminated description of `result`; never NULL (unknown codes
+/// get "unknown result code"). Thread-safe; the string must not be freed.
+#[no_mangle]
+pub extern "C" fn warpcore_result_str(result: u32) -> *const c_char {
+    ALL.get(result as usize).map_or(c"unknown result code", |code| code.describe()).as_ptr()
+}
+
+const ALL: [warpcore_result; 13] = [
+    warpcore_result::Ok,
+    warpcore_result::InvalidArgument,
+    warpcore_result::NullArgument,
+    warpcore_result::InvalidAddress,
+    warpcore_result::AddressInUse,
+    warpcore_result::IoError,
+    warpcore_result::ShuttingDown,
+    warpcore_result::InvalidState,
+    warpcore_result::AlreadyAnswered,
+    warpcore_result::Closed,
+    warpcore_result::InvalidStatus,
+    warpcore_result::InvalidHeader,
+    warpcore_result::Panic,
+];
+
+/// Copies the calling thread's last error message into `buf` (at most `len`
+/// bytes including a terminating NUL, which is always written when `len > 0`)
+/// and returns the message's full length without the NUL. The message describes
+/// the last call on this thread that did not return `WARPCORE_RESULT_OK`; it is
+/// empty when there was none. `buf` may be NULL when `len` is 0, to ask the length.
+#[no_mangle]
+pub extern "C" fn warpcore_last_error_message(buf: *mut c_char, len: usize) -> usize {
+    let r = std::panic::catch_unwind(|| {
+        LAST_ERROR.with(|m| {
+            let m = m.borrow();
+            if len > 0 && !buf.is_null() {
+                let n = m.len().min(len - 1);
+                // SAFETY: the caller provides `len` writable bytes at `buf`; we write n + 1 <= len.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(m.as_ptr().cast::<c_char>(), buf, n);
+                    *buf.add(n) = 0;
+                }
+            }
+            m.len()
+        })
+    });
+    r.unwrap_or(0)
+}
+
+/// The library version as a static NUL-terminated string (`"MAJOR.MINOR.PATCH"`).
+#[no_mangle]
+pub extern "C" fn warpcore_version() -> *const c_char {
+    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION.as_ptr().cast()
+}

@@ -1,0 +1,231 @@
+//! Shared helpers for the socket tests: start a server on 127.0.0.1:0 with a
+//! handler, talk to it over real TCP, read responses back.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use warpcore::{Config, Handler, Request, Response, Server};
+
+/// How long any single socket wait in a test may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server on 127.0.0.1:0, shut down when dropped.
+pub struct TestServer {
+    pub server: Server,
+    pub port: u16,
+}
+
+impl TestServer {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+    }
+}
+
+/// Starts a server with `handler`, after `tune` adjusts the config.
+pub fn start_with(handler: impl Handler, tune: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config { listen: "127.0.0.1:0".into(), workers: 1, handler: Some(Arc::new(handler)), ..Config::default() };
+    tune(&mut config);
+    let server = Server::start(&config).expect("server starts");
+    let port = server.port();
+    TestServer { server, port }
+}
+
+pub fn start(handler: impl Handler) -> TestServer {
+    start_with(handler, |_| {})
+}
+
+/// The demo's routes in Rust: `GET /` hello, `POST /echo` the body, else 404.
+pub fn demo_handler(req: &Request<'_>, res: &mut Response<'_>) {
+    let text = [(&b"Content-Type"[..], &b"text/plain"[..])];
+    let headers = text.iter().map(|(n, v)| (*n, *v));
+    let _ = match (req.method, req.path) {
+        (b"GET" | b"HEAD", b"/") => res.respond(200, headers, b"Hello, World!"),
+        (b"POST", b"/echo") => res.respond(200, headers, req.body),
+        _ => res.respond(404, headers, b"Not Found\n"),
+    };
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client connection that reads responses one at a time, keeping any bytes
+/// that belong to the next one.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends a GET for `path` with a Host header.
+    pub fn get(&mut self, path: &str) -> Reply {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.read_response(false)
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// Reads one response; `head_request` says it answers a HEAD (no body).
+    pub fn read_response(&mut self, head_request: bool) -> Reply {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf).expect("well-formed response") {
+                httparse::Status::Complete(head_len) => {
+                    let status = resp.code.unwrap();
+                    let headers: Vec<(String, String)> = resp
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                        .collect();
+                    self.buf.drain(..head_len);
+                    let reply = Reply { status, headers, body: Vec::new() };
+                    if (100..200).contains(&status) {
+                        return reply;
+                    }
+                    return self.read_body(reply, head_request);
+                }
+                httparse::Status::Partial => {
+                    if self.fill() == 0 {
+                        panic!("connection closed before a complete response head; got {:?}", String::from_utf8_lossy(&self.buf));
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_body(&mut self, mut reply: Reply, head_request: bool) -> Reply {
+        if head_request || reply.status == 204 || reply.status == 304 {
+            return reply;
+        }
+        if let Some(len) = reply.header("content-length") {
+            let len: usize = len.trim().parse().expect("numeric content-length");
+            while self.buf.len() < len {
+                if self.fill() == 0 {
+                    panic!("closed inside body");
+                }
+            }
+            reply.body = self.buf.drain(..len).collect();
+        } else if reply.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            reply.body = self.read_chunked();
+        } else {
+            while self.fill() > 0 {}
+            reply.body = std::mem::take(&mut self.buf);
+        }
+        reply
+    }
+
+    fn read_chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_line();
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).expect("hex chunk size");
+            if size == 0 {
+                while !self.read_line().is_empty() {}
+                return body;
+            }
+            while self.buf.len() < size + 2 {
+                if self.fill() == 0 {
+                    panic!("closed inside chunk");
+                }
+            }
+            body.extend(self.buf.drain(..size));
+            assert_eq!(self.buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
+        }
+    }
+
+    fn read_line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return line;
+            }
+            if self.fill() == 0 {
+                panic!("closed inside a line");
+            }
+        }
+    }
+
+    /// True when the server closes the connection (EOF) within `IO_TIMEOUT`,
+    /// after any bytes still buffered.
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Bytes received but not yet consumed as a response.
+    pub fn leftover(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Sends `bytes` on a fresh connection, half-closes, and returns everything the
+/// server sends until it closes.
+pub fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut c = Client::connect(port);
+    c.send(bytes);
+    c.shutdown_write();
+    let mut out = Vec::new();
+    let _ = c.stream.read_to_end(&mut out);
+    out
+}

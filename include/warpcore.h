@@ -54,6 +54,8 @@ enum warpcore_result
   WARPCORE_RESULT_INVALID_HEADER = 11,
   // The library caught an internal panic; the call did nothing.
   WARPCORE_RESULT_PANIC = 12,
+  // A streamed body broke its declared Content-Length; the connection is closed.
+  WARPCORE_RESULT_LENGTH_MISMATCH = 13,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -97,10 +99,21 @@ typedef struct warpcore_config warpcore_config;
 
 // The response to one request.
 //
-// Borrowed: the handle belongs to the library and is valid only until the
-// handler it was passed to returns; answer it (exactly once) before then, on
-// the handler's thread. A handler that returns without answering gets a
-// `500` sent for it.
+// Inside the handler call, answering is the fast path: the answer joins the
+// worker's output with no queue and no wakeup. A handler may instead return
+// without answering (or in the middle of a stream) and answer later from any
+// thread: the connection keeps its place (later pipelined requests wait), and
+// the calls are thread-safe. A call from another thread made while the handler
+// is still running waits until it returns.
+//
+// Lifetime: a handle answered inside the handler call belongs to the library
+// again when the handler returns. A handle the handler returned from without
+// finishing its answer belongs to the caller until the call that finishes it:
+// `warpcore_respond*` or `warpcore_response_end` that succeeds, or any call that
+// returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
+// call releases the handle; do not use it afterwards. A handle never answered
+// keeps its connection open until shutdown's deadline; a call after that
+// returns `WARPCORE_RESULT_CLOSED` (and releases it).
 typedef struct warpcore_response warpcore_response;
 
 // A running server.
@@ -173,6 +186,13 @@ typedef void (*warpcore_handler_cb)(void *userdata,
                                     const struct warpcore_request *request,
                                     struct warpcore_response *response);
 
+// Called exactly once when the library is done with a buffer handed to it
+// without a copy (`warpcore_respond_buffer`, `warpcore_response_write_buffer`):
+// after its bytes were sent, when the connection is gone, or right away when
+// the call that passed it fails. `userdata` is the caller's. It may run on any
+// thread (usually the worker's) and must not call back into the library.
+typedef void (*warpcore_release_cb)(void *userdata, const uint8_t *data, size_t len);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -233,6 +253,12 @@ warpcore_result warpcore_config_set_max_request_line(struct warpcore_config *con
 warpcore_result warpcore_config_set_max_header_count(struct warpcore_config *config,
                                                      uint32_t count);
 
+// Sets how many bytes a streamed response may have queued for its connection
+// before `warpcore_response_write` from a thread other than the worker's blocks
+// (1 KiB to 1 GiB, default 1 MiB).
+warpcore_result warpcore_config_set_stream_high_water(struct warpcore_config *config,
+                                                      uint64_t bytes);
+
 // Sets one timeout: `which` is a `warpcore_timeout` value, the time is in milliseconds, from 1 s to 1 day; deadlines are checked
 // once a second, so they are kept to within a second. No timeout applies while
 // a handler is working on a request.
@@ -246,11 +272,12 @@ warpcore_result warpcore_config_set_timeout(struct warpcore_config *config,
 // `Transfer-Encoding` or `Connection` among `headers` is replaced (a
 // `Connection: close` is honoured), a `Date` or `Server` among them is sent
 // instead of the library's. For HEAD requests and statuses 204 and 304 no body
-// is sent. `headers` and `body` are only read during the call.
+// is sent. `headers` and `body` are only read during the call (a deferred
+// answer copies the body; see `warpcore_respond_buffer` to avoid that).
 //
-// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`,
-// `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value with
-// CR, LF or NUL; nothing is sent and the request may be answered again),
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`
+// and `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value
+// with CR, LF or NUL; nothing was sent and the request may be answered again),
 // `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`.
 warpcore_result warpcore_respond(struct warpcore_response *response,
                                  uint16_t status,
@@ -258,6 +285,52 @@ warpcore_result warpcore_respond(struct warpcore_response *response,
                                  size_t header_count,
                                  const uint8_t *body,
                                  size_t body_len);
+
+// Like `warpcore_respond`, without copying the body: the library reads
+// `body_len` bytes at `body` until it calls `release(release_userdata, body,
+// body_len)`, exactly once, after the bytes are sent, when the connection is
+// gone, or before returning if this call fails. `release` must not be NULL.
+warpcore_result warpcore_respond_buffer(struct warpcore_response *response,
+                                        uint16_t status,
+                                        const struct warpcore_header *headers,
+                                        size_t header_count,
+                                        const uint8_t *body,
+                                        size_t body_len,
+                                        warpcore_release_cb release,
+                                        void *release_userdata);
+
+// Starts a streamed response: the status and header fields now, the body with
+// `warpcore_response_write` calls, then `warpcore_response_end`. With
+// `content_length` ≥ 0 exactly that many bytes must follow (a longer or shorter
+// stream closes the connection and returns `WARPCORE_RESULT_LENGTH_MISMATCH`);
+// with -1 the body is sent chunked (HTTP/1.1) or delimited by closing the
+// connection (HTTP/1.0). HEAD requests get the head only.
+warpcore_result warpcore_response_start(struct warpcore_response *response,
+                                        uint16_t status,
+                                        const struct warpcore_header *headers,
+                                        size_t header_count,
+                                        int64_t content_length);
+
+// Sends `len` more bytes of a started stream (copied). Inside the handler call
+// this never blocks; from another thread it blocks while more than the
+// high-water mark (`warpcore_config_set_stream_high_water`, default 1 MiB) is
+// queued for the connection, and resumes as the client reads.
+warpcore_result warpcore_response_write(struct warpcore_response *response,
+                                        const uint8_t *data,
+                                        size_t len);
+
+// Like `warpcore_response_write`, without copying: `release` is called exactly
+// once, as for `warpcore_respond_buffer`.
+warpcore_result warpcore_response_write_buffer(struct warpcore_response *response,
+                                               const uint8_t *data,
+                                               size_t len,
+                                               warpcore_release_cb release,
+                                               void *release_userdata);
+
+// Ends a started stream (the last chunk for chunked bodies). Returns
+// `WARPCORE_RESULT_LENGTH_MISMATCH` if fewer bytes than the declared
+// Content-Length were written (the connection is then closed).
+warpcore_result warpcore_response_end(struct warpcore_response *response);
 
 // A static, NUL-terminated description of `result`; never NULL (unknown codes
 // get "unknown result code"). Thread-safe; the string must not be freed.

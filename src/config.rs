@@ -39,6 +39,9 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Listen backlog per worker socket. Default 1024.
     pub backlog: u32,
+    /// Bytes a streamed response may have queued for its connection before a
+    /// writer on another thread blocks. Default 1 MiB.
+    pub stream_high_water: usize,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             backlog: 1024,
+            stream_high_water: 1 << 20,
         }
     }
 }
@@ -101,6 +105,9 @@ impl Config {
             if t < Duration::from_secs(1) || t > Duration::from_secs(86_400) {
                 return Err(Error::new(ErrorKind::InvalidArgument, format!("{name} must be between 1 s and 1 day")));
             }
+        }
+        if self.stream_high_water < 1024 || self.stream_high_water > 1 << 30 {
+            return invalid("stream_high_water must be between 1 KiB and 1 GiB");
         }
         if self.backlog == 0 || self.backlog > 65_535 {
             return invalid("backlog must be between 1 and 65535");

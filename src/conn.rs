@@ -6,10 +6,15 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use std::sync::Arc;
+
 use crate::buffer::InBuf;
-use crate::handler::{Outcome, Request, Response};
+use crate::deferred::{Answer, ConnRef, DeferredShared};
+use crate::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::compose::{compose_error, ComposeEnv, RequestMeta};
+use crate::http::compose::{compose_error, compose_head, BodyLength, ComposeEnv, RequestMeta};
+use crate::out::{write_now_or_queue, OutQueue};
+use crate::stream::StreamOut;
 use crate::http::head::{self, Framing, Reject, MAX_HEADERS};
 use crate::http::percent;
 use crate::timer::Deadline;
@@ -51,6 +56,8 @@ pub(crate) enum Stop {
     NeedInput,
     /// Output is backed up; resume when the socket drains.
     Backpressure,
+    /// A deferred answer is pending; resume when it is complete.
+    Waiting,
     /// The connection closes once its output is written.
     Close,
 }
@@ -64,13 +71,39 @@ pub(crate) struct Progress {
     pub need: usize,
 }
 
+/// A request handed to a `Deferred`: the connection waits for its answer.
+pub(crate) struct Waiting {
+    pub shared: Arc<DeferredShared>,
+    pub meta: RequestMeta,
+    /// The stream state once the head has been sent.
+    pub stream: Option<StreamOut>,
+    /// Body bytes posted by the handle and not yet released to it.
+    pub unacked: usize,
+}
+
+impl Waiting {
+    pub fn new(shared: Arc<DeferredShared>, meta: RequestMeta, stream: Option<StreamOut>) -> Waiting {
+        Waiting { shared, meta, stream, unacked: 0 }
+    }
+}
+
+impl Drop for Waiting {
+    /// Finished or not, the handle can no longer reach this request.
+    fn drop(&mut self) {
+        self.shared.mark_closed();
+    }
+}
+
 /// Everything about a connection except its input buffer.
 pub(crate) struct ConnState {
+    pub conn_ref: ConnRef,
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub peer_text: PeerText,
     /// Output the socket did not take yet.
-    pub backlog: Vec<u8>,
+    pub backlog: OutQueue,
+    /// The request whose answer is deferred, if any.
+    pub waiting: Option<Waiting>,
     /// A decoded chunked body.
     body: Vec<u8>,
     partial: Option<PartialBody>,
@@ -89,14 +122,16 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, conn_ref: ConnRef) -> Conn {
         Conn {
             input: InBuf::default(),
             state: ConnState {
+                conn_ref,
+                waiting: None,
                 stream,
                 peer_text: PeerText::new(&peer),
                 peer,
-                backlog: Vec::new(),
+                backlog: OutQueue::default(),
                 body: Vec::new(),
                 partial: None,
                 close_after_flush: false,
@@ -120,6 +155,9 @@ impl ConnState {
         loop {
             if self.close_after_flush {
                 return Progress { consumed: pos, stop: Stop::Close, need: 0 };
+            }
+            if self.waiting.is_some() {
+                return Progress { consumed: pos, stop: Stop::Waiting, need: 0 };
             }
             if !self.backlog.is_empty() {
                 return Progress { consumed: pos, stop: Stop::Backpressure, need: 0 };
@@ -199,17 +237,30 @@ impl ConnState {
         };
         let env = ComposeEnv { date: ctx.date.get(), server_line: &ctx.server_line };
         let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
-        let mut response =
-            Response { out, backlog: &mut self.backlog, stream: &self.stream, env, meta, outcome: Outcome::Pending };
+        let mut response = Response {
+            out,
+            backlog: &mut self.backlog,
+            stream: &self.stream,
+            env,
+            meta,
+            outcome: Outcome::Pending,
+            defer_slot: DeferSlot {
+                mailbox: &ctx.mailbox,
+                conn: self.conn_ref,
+                waiting: &mut self.waiting,
+                high_water: ctx.stream_high_water,
+            },
+        };
         ctx.handler.handle(&request, &mut response);
         let outcome = response.outcome;
         match outcome {
             Outcome::Answered { close } => self.close_after_flush |= close,
-            Outcome::Broken => self.close_after_flush = true,
+            Outcome::Deferred => {}
+            // A stream left open without a handle to finish it cannot end well.
+            Outcome::Broken | Outcome::Streaming(_) => self.close_after_flush = true,
             Outcome::Pending => {
-                // Deferred answers arrive with their own mechanism; a handler that
-                // neither answered nor deferred is a bug in it, and the client
-                // still gets an answer.
+                // A handler that neither answered nor deferred is a bug in it;
+                // the client still gets an answer.
                 compose_error(out, &env_of(ctx), 500);
                 self.close_after_flush = true;
             }
@@ -244,4 +295,78 @@ impl ConnState {
 
 fn env_of(ctx: &WorkerCtx) -> ComposeEnv<'_> {
     ComposeEnv { date: ctx.date.get(), server_line: &ctx.server_line }
+}
+
+impl ConnState {
+    /// Applies one answer posted by a `Deferred`. Returns false when the
+    /// connection must be closed at once.
+    pub fn apply(&mut self, answer: Answer, ctx: &WorkerCtx, out: &mut Vec<u8>) -> bool {
+        let Some(waiting) = self.waiting.as_mut() else { return true };
+        let env = env_of(ctx);
+        match answer {
+            Answer::Full { status, headers, body } => {
+                let len = body.as_ref().len() as u64;
+                let Ok(composed) = compose_head(out, &env, status, headers.iter(), BodyLength::Known(len), waiting.meta)
+                else {
+                    return false;
+                };
+                let body = if composed.omit_body { None } else { Some(body) };
+                self.close_after_flush |= composed.close;
+                self.waiting = None;
+                write_now_or_queue(&self.stream, &mut self.backlog, out, body, b"")
+            }
+            Answer::Start { status, headers, length } => {
+                let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
+                let Ok(composed) = compose_head(out, &env, status, headers.iter(), framing, waiting.meta) else {
+                    return false;
+                };
+                waiting.stream = Some(StreamOut::new(framing, composed, waiting.meta.minor));
+                write_now_or_queue(&self.stream, &mut self.backlog, out, None, b"")
+            }
+            Answer::Data(data) => {
+                let Some(stream) = waiting.stream.as_mut() else { return false };
+                let len = data.as_ref().len();
+                if stream.data_prefix(len, out).is_err() {
+                    return false;
+                }
+                waiting.unacked += len;
+                if !stream.sends_body() {
+                    return true;
+                }
+                let suffix = stream.data_suffix(len);
+                write_now_or_queue(&self.stream, &mut self.backlog, out, Some(data), suffix)
+            }
+            Answer::End => {
+                let Some(stream) = waiting.stream.as_mut() else { return false };
+                match stream.finish(out) {
+                    Ok(close) => {
+                        self.close_after_flush |= close || stream.close_after;
+                        self.waiting = None;
+                        write_now_or_queue(&self.stream, &mut self.backlog, out, None, b"")
+                    }
+                    Err(_) => false,
+                }
+            }
+            Answer::Abort => {
+                if waiting.stream.is_some() {
+                    return false;
+                }
+                self.waiting = None;
+                compose_error(out, &env, 500);
+                self.close_after_flush = true;
+                write_now_or_queue(&self.stream, &mut self.backlog, out, None, b"")
+            }
+        }
+    }
+
+    /// Tells a streaming handle how much of what it posted has left the socket.
+    pub fn acknowledge_written(&mut self) {
+        let pending = self.backlog.len();
+        if let Some(w) = self.waiting.as_mut() {
+            if w.unacked > pending {
+                w.shared.release(w.unacked - pending);
+                w.unacked = pending;
+            }
+        }
+    }
 }

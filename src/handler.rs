@@ -1,12 +1,17 @@
 //! What an application sees: the `Handler` trait, the borrowed `Request` and the
 //! `Response` it answers through.
 
-use std::io::{IoSlice, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mio::net::TcpStream;
 
+use crate::conn::Waiting;
+use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox};
 use crate::http::compose::{compose_head, BodyLength, ComposeEnv, ComposeError, RequestMeta};
+use crate::out::OutQueue;
+use crate::payload::Payload;
+use crate::stream::StreamOut;
 
 /// An application. Called on the worker thread that read the request; shared by
 /// every worker, hence `Sync`. A handler that blocks holds up its worker's other
@@ -68,6 +73,10 @@ pub enum RespondError {
     InvalidHeader,
     /// The client is gone; the response was dropped.
     Closed,
+    /// A stream call on a response that has not started streaming.
+    NotStreaming,
+    /// A stream broke its declared Content-Length; the connection is closed.
+    LengthMismatch,
 }
 
 impl From<ComposeError> for RespondError {
@@ -83,86 +92,206 @@ impl From<ComposeError> for RespondError {
 /// `writev` instead of being copied into the output buffer.
 pub const DIRECT_WRITE_MIN: usize = 32 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome {
     Pending,
     Answered { close: bool },
+    /// A stream was started in the handler and is still open.
+    Streaming(StreamOut),
+    /// Handed to a `Deferred`.
+    Deferred,
     /// Writing failed: the connection is to be closed.
     Broken,
 }
 
-/// The answer to one request. Responses of pipelined requests are gathered in
-/// the worker's output buffer and leave together.
+/// What `Response::defer` needs from the connection.
+pub(crate) struct DeferSlot<'a> {
+    pub mailbox: &'a Arc<Mailbox>,
+    pub conn: ConnRef,
+    pub waiting: &'a mut Option<Waiting>,
+    pub high_water: usize,
+}
+
+/// The answer to one request, on the worker thread during the handler call.
+/// Responses of pipelined requests are gathered in the worker's output buffer
+/// and leave together; nothing here queues or wakes anything.
 pub struct Response<'a> {
     pub(crate) out: &'a mut Vec<u8>,
-    pub(crate) backlog: &'a mut Vec<u8>,
+    pub(crate) backlog: &'a mut OutQueue,
     pub(crate) stream: &'a TcpStream,
     pub(crate) env: ComposeEnv<'a>,
     pub(crate) meta: RequestMeta,
     pub(crate) outcome: Outcome,
+    pub(crate) defer_slot: DeferSlot<'a>,
 }
 
 impl Response<'_> {
+    fn check_fresh(&self) -> Result<(), RespondError> {
+        match self.outcome {
+            Outcome::Pending => Ok(()),
+            Outcome::Broken => Err(RespondError::Closed),
+            _ => Err(RespondError::AlreadyAnswered),
+        }
+    }
+
     /// Sends a complete response. `headers` are the handler's fields; the engine
     /// adds `Date`, `Server`, `Content-Length` and `Connection`.
     pub fn respond<'h, I>(&mut self, status: u16, headers: I, body: &[u8]) -> Result<(), RespondError>
     where
         I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
     {
-        match self.outcome {
-            Outcome::Pending => {}
-            Outcome::Broken => return Err(RespondError::Closed),
-            Outcome::Answered { .. } => return Err(RespondError::AlreadyAnswered),
-        }
-        let start = self.out.len();
+        self.check_fresh()?;
         let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), self.meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
-        if composed.omit_body || body.is_empty() {
-            return Ok(());
+        if !composed.omit_body {
+            self.put_body(body, b"")?;
         }
-        if body.len() < DIRECT_WRITE_MIN || !self.backlog.is_empty() {
-            self.out.extend_from_slice(body);
-            return Ok(());
-        }
-        let _ = start;
-        self.write_direct(body)
+        Ok(())
     }
 
-    /// Whether the request has been answered.
+    /// Like `respond`, with a body the engine keeps without copying and drops
+    /// (releases) once it is sent or the connection is gone.
+    pub fn respond_payload<'h, I>(&mut self, status: u16, headers: I, body: Payload) -> Result<(), RespondError>
+    where
+        I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    {
+        self.check_fresh()?;
+        let len = body.as_ref().len() as u64;
+        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(len), self.meta)?;
+        self.outcome = Outcome::Answered { close: composed.close };
+        if !composed.omit_body {
+            self.put_payload(body, b"")?;
+        }
+        Ok(())
+    }
+
+    /// Starts a streamed response: chunked when `length` is None (close-delimited
+    /// for HTTP/1.0), else exactly `length` bytes must follow.
+    pub fn start<'h, I>(&mut self, status: u16, headers: I, length: Option<u64>) -> Result<(), RespondError>
+    where
+        I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    {
+        self.check_fresh()?;
+        let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
+        let composed = compose_head(self.out, &self.env, status, headers, framing, self.meta)?;
+        let mut stream = StreamOut::new(framing, composed, self.meta.minor);
+        stream.close_after = composed.close;
+        self.outcome = Outcome::Streaming(stream);
+        Ok(())
+    }
+
+    /// Sends more of a started stream. Never blocks on the worker thread.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), RespondError> {
+        let mut stream = self.streaming()?;
+        let suffix = self.frame(&mut stream, data.len())?;
+        if stream.sends_body() {
+            self.put_body(data, suffix)?;
+        }
+        Ok(())
+    }
+
+    /// Like `write`, without copying `data`.
+    pub fn write_payload(&mut self, data: Payload) -> Result<(), RespondError> {
+        let mut stream = self.streaming()?;
+        let suffix = self.frame(&mut stream, data.as_ref().len())?;
+        if stream.sends_body() {
+            self.put_payload(data, suffix)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a started stream.
+    pub fn end(&mut self) -> Result<(), RespondError> {
+        let mut stream = self.streaming()?;
+        match stream.finish(self.out) {
+            Ok(close) => {
+                self.outcome = Outcome::Answered { close: close || stream.close_after };
+                Ok(())
+            }
+            Err(_) => {
+                self.outcome = Outcome::Broken;
+                Err(RespondError::LengthMismatch)
+            }
+        }
+    }
+
+    /// Hands the response to a [`Deferred`] that may be answered later from any
+    /// thread (also mid-stream). The connection waits: later pipelined requests
+    /// are handled after this answer.
+    pub fn defer(&mut self) -> Result<Deferred, RespondError> {
+        let stream = match self.outcome {
+            Outcome::Pending => None,
+            Outcome::Streaming(s) => Some(s),
+            Outcome::Broken => return Err(RespondError::Closed),
+            _ => return Err(RespondError::AlreadyAnswered),
+        };
+        let shared = DeferredShared::new(self.defer_slot.high_water);
+        *self.defer_slot.waiting = Some(Waiting::new(shared.clone(), self.meta, stream));
+        self.outcome = Outcome::Deferred;
+        let remaining = stream.map(|s| s.remaining());
+        Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining))
+    }
+
+    /// Whether the answer is complete (or the connection broke): nothing more
+    /// will be sent for this request.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.outcome, Outcome::Answered { .. } | Outcome::Broken)
+    }
+
+    /// Whether the request has been answered, is streaming or was deferred.
     pub fn is_answered(&self) -> bool {
         !matches!(self.outcome, Outcome::Pending)
     }
 
-    /// Writes what is gathered plus `body` with one `writev`, copying only what
-    /// the socket did not take.
-    fn write_direct(&mut self, body: &[u8]) -> Result<(), RespondError> {
-        let mut head_done = 0;
-        let mut body_done = 0;
-        loop {
-            let slices = [IoSlice::new(&self.out[head_done..]), IoSlice::new(&body[body_done..])];
-            match (&*self.stream).write_vectored(&slices) {
-                Ok(0) => break,
-                Ok(mut n) => {
-                    let from_head = n.min(self.out.len() - head_done);
-                    head_done += from_head;
-                    n -= from_head;
-                    body_done += n;
-                    if body_done == body.len() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    self.out.clear();
-                    self.outcome = Outcome::Broken;
-                    return Err(RespondError::Closed);
-                }
-            }
+    /// Whether the request is HEAD (no body will be sent).
+    pub fn is_head(&self) -> bool {
+        self.meta.is_head
+    }
+
+    fn streaming(&self) -> Result<StreamOut, RespondError> {
+        match self.outcome {
+            Outcome::Streaming(s) => Ok(s),
+            Outcome::Pending => Err(RespondError::NotStreaming),
+            Outcome::Broken => Err(RespondError::Closed),
+            _ => Err(RespondError::AlreadyAnswered),
         }
-        self.backlog.extend_from_slice(&self.out[head_done..]);
-        self.backlog.extend_from_slice(&body[body_done..]);
-        self.out.clear();
+    }
+
+    /// Frames `len` more stream bytes; returns the suffix to send after them.
+    fn frame(&mut self, stream: &mut StreamOut, len: usize) -> Result<&'static [u8], RespondError> {
+        if stream.data_prefix(len, self.out).is_err() {
+            self.outcome = Outcome::Broken;
+            return Err(RespondError::LengthMismatch);
+        }
+        self.outcome = Outcome::Streaming(*stream);
+        Ok(stream.data_suffix(len))
+    }
+
+    /// Adds body bytes after what is gathered: copied when small, else written
+    /// straight from `body` with one `writev`.
+    fn put_body(&mut self, body: &[u8], suffix: &[u8]) -> Result<(), RespondError> {
+        if body.len() < DIRECT_WRITE_MIN || !self.backlog.is_empty() {
+            self.out.extend_from_slice(body);
+            self.out.extend_from_slice(suffix);
+            return Ok(());
+        }
+        if !crate::out::write_borrowed(self.stream, self.backlog, self.out, body, suffix) {
+            self.outcome = Outcome::Broken;
+            return Err(RespondError::Closed);
+        }
+        Ok(())
+    }
+
+    fn put_payload(&mut self, body: Payload, suffix: &[u8]) -> Result<(), RespondError> {
+        if body.as_ref().len() < DIRECT_WRITE_MIN && self.backlog.is_empty() {
+            self.out.extend_from_slice(body.as_ref());
+            self.out.extend_from_slice(suffix);
+            return Ok(());
+        }
+        if !crate::out::write_now_or_queue(self.stream, self.backlog, self.out, Some(body), suffix) {
+            self.outcome = Outcome::Broken;
+            return Err(RespondError::Closed);
+        }
         Ok(())
     }
 }

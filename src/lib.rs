@@ -10,16 +10,22 @@
 mod buffer;
 pub mod config;
 mod conn;
+mod deferred;
 pub mod error;
 pub mod ffi;
 pub mod handler;
 pub mod http;
+mod out;
+mod payload;
 pub mod server;
 mod sys;
+mod stream;
 mod timer;
 mod worker;
 
 pub use config::Config;
+pub use deferred::Deferred;
+pub use payload::Payload;
 pub use error::{Error, ErrorKind};
 pub use handler::{Handler, Request, RespondError, Response};
 pub use server::Server;

@@ -5,10 +5,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::Waker;
-
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
+use crate::deferred::Mailbox;
 use crate::worker::Worker;
 
 /// State every worker and the controlling thread share. Read by workers only when
@@ -47,7 +46,7 @@ pub struct Server {
     workers: usize,
     /// Workers not yet taken by a thread.
     pending: Mutex<Vec<Option<Worker>>>,
-    wakers: Vec<Waker>,
+    mailboxes: Vec<Arc<Mailbox>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -68,19 +67,19 @@ impl Server {
             finished: Condvar::new(),
         });
         let mut workers = Vec::with_capacity(count);
-        let mut wakers = Vec::with_capacity(count);
+        let mut mailboxes = Vec::with_capacity(count);
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (worker, waker) =
+            let (worker, mailbox) =
                 Worker::new(index, config, listener, shared.clone()).map_err(|e| Error::io("event loop", e))?;
             workers.push(Some(worker));
-            wakers.push(waker);
+            mailboxes.push(mailbox);
         }
         let server = Server {
             shared,
             port,
             workers: count,
             pending: Mutex::new(workers),
-            wakers,
+            mailboxes,
             threads: Mutex::new(Vec::new()),
         };
         if !config.external_workers {
@@ -144,8 +143,8 @@ impl Server {
             *deadline = Some(deadline.map_or(new, |d| d.min(new)));
         }
         self.shared.shutting_down.store(true, Ordering::Release);
-        for waker in &self.wakers {
-            let _ = waker.wake();
+        for mailbox in &self.mailboxes {
+            mailbox.poke();
         }
         // Workers no thread has taken will never run: they count as finished.
         let never_ran: Vec<Worker> =

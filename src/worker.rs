@@ -1,8 +1,8 @@
-//! One event loop: accept, read, dispatch, write, sweep deadlines, drain on
-//! shutdown. Owns its listener, its connections and its buffers; shares nothing
-//! on the request path with other workers.
+//! One event loop: accept, read, dispatch, write, apply deferred answers, sweep
+//! deadlines, drain on shutdown. Owns its listener, its connections and its
+//! buffers; shares nothing on the request path with other workers.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +12,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::buffer::InBuf;
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Stop};
+use crate::deferred::{ConnRef, Mailbox, Message};
 use crate::handler::Handler;
+use crate::http::compose::{compose_error, ComposeEnv};
 use crate::http::date::DateCache;
 use crate::http::head::HeadLimits;
+use crate::out::write_now_or_queue;
 use crate::server::Shared;
 use crate::timer::{CoarseClock, Deadline, Wait};
 
@@ -30,7 +33,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_DISCARD_MAX: usize = 256 * 1024;
 
 /// The per-worker context the connection code reaches the shared machinery
-/// through: handler, limits, date, scratch for the decoded path, counters.
+/// through: handler, limits, date, mailbox, scratch for the decoded path, counters.
 pub(crate) struct WorkerCtx {
     pub index: usize,
     pub handler: Arc<dyn Handler>,
@@ -39,6 +42,8 @@ pub(crate) struct WorkerCtx {
     pub server_line: Vec<u8>,
     pub date: DateCache,
     pub path_buf: Vec<u8>,
+    pub mailbox: Arc<Mailbox>,
+    pub stream_high_water: usize,
     /// Shutting down: responses close their connections.
     pub draining: bool,
     pub requests: u64,
@@ -59,8 +64,10 @@ pub(crate) struct Worker {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     live: usize,
+    next_conn_id: u64,
     scratch: InBuf,
     out: Vec<u8>,
+    inbox: Vec<Message>,
     ctx: WorkerCtx,
     timeouts: Timeouts,
     clock: CoarseClock,
@@ -69,10 +76,15 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub fn new(index: usize, config: &Config, mut listener: TcpListener, shared: Arc<Shared>) -> io::Result<(Worker, Waker)> {
+    pub fn new(
+        index: usize,
+        config: &Config,
+        mut listener: TcpListener,
+        shared: Arc<Shared>,
+    ) -> io::Result<(Worker, Arc<Mailbox>)> {
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+        let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
         let handler = config.handler.clone().expect("validated config has a handler");
         let worker = Worker {
             poll,
@@ -80,8 +92,10 @@ impl Worker {
             conns: Vec::new(),
             free: Vec::new(),
             live: 0,
+            next_conn_id: 0,
             scratch: InBuf::with_capacity(SCRATCH_SIZE),
             out: Vec::with_capacity(SCRATCH_SIZE),
+            inbox: Vec::new(),
             ctx: WorkerCtx {
                 index,
                 handler,
@@ -90,6 +104,8 @@ impl Worker {
                 server_line: crate::http::compose::server_line(&config.server_name),
                 date: DateCache::default(),
                 path_buf: Vec::with_capacity(256),
+                mailbox: mailbox.clone(),
+                stream_high_water: config.stream_high_water,
                 draining: false,
                 requests: 0,
                 parse_errors: 0,
@@ -104,18 +120,20 @@ impl Worker {
             shared,
             accept_paused: false,
         };
-        Ok((worker, waker))
+        Ok((worker, mailbox))
     }
 
     /// Runs the loop until shutdown has drained every connection.
     pub fn run(mut self) {
+        self.ctx.mailbox.set_worker_thread();
+        // A shutdown may have been asked before this thread started.
+        self.check_shutdown();
         let mut events = Events::with_capacity(1024);
         loop {
             if self.ctx.draining && (self.live == 0 || self.shared.past_deadline()) {
                 break;
             }
-            let timeout = Duration::from_secs(1);
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_secs(1))) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -126,7 +144,7 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
-                    WAKER => self.check_shutdown(),
+                    WAKER => self.read_mailbox(),
                     Token(i) => self.on_conn_event(i, event.is_readable(), event.is_writable()),
                 }
             }
@@ -134,9 +152,40 @@ impl Worker {
                 self.sweep();
             }
         }
-        // Whatever is left at the deadline is cut.
+        // Whatever is left at the deadline is cut; pending handles learn it.
         self.conns.clear();
         self.live = 0;
+        self.ctx.mailbox.close();
+    }
+
+    fn read_mailbox(&mut self) {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        let poked = self.ctx.mailbox.take(&mut inbox);
+        if poked {
+            self.check_shutdown();
+        }
+        for message in inbox.drain(..) {
+            self.deliver(message);
+        }
+        self.inbox = inbox;
+    }
+
+    /// Applies a deferred answer to its connection, then lets the connection
+    /// go on (flush, next pipelined request, close).
+    fn deliver(&mut self, message: Message) {
+        let ConnRef { index, id } = message.conn;
+        let Some(Some(conn)) = self.conns.get_mut(index) else { return };
+        if conn.state.conn_ref.id != id {
+            return;
+        }
+        let ok = conn.state.apply(message.answer, &self.ctx, &mut self.out);
+        self.out.clear();
+        if !ok {
+            self.close(index);
+            return;
+        }
+        conn.state.acknowledge_written();
+        self.drive(index);
     }
 
     fn check_shutdown(&mut self) {
@@ -148,7 +197,9 @@ impl Worker {
             // Idle keep-alive connections and half-received heads close now
             // (Warp #853 kept them to the deadline); requests in progress finish.
             for i in 0..self.conns.len() {
-                let idle = matches!(&self.conns[i], Some(c) if c.state.backlog.is_empty() && !c.state.awaiting_body());
+                let idle = matches!(&self.conns[i], Some(c) if c.state.backlog.is_empty()
+                    && !c.state.awaiting_body()
+                    && c.state.waiting.is_none());
                 if idle {
                     self.close(i);
                 }
@@ -173,7 +224,8 @@ impl Worker {
                         self.free.push(index);
                         continue;
                     }
-                    let mut conn = Conn::new(stream, peer);
+                    self.next_conn_id += 1;
+                    let mut conn = Conn::new(stream, peer, ConnRef { index, id: self.next_conn_id });
                     conn.state.deadline = Deadline { at: self.clock.after(self.timeouts.header), wait: Wait::Head };
                     self.conns[index] = Some(conn);
                     self.live += 1;
@@ -210,20 +262,23 @@ impl Worker {
     }
 
     /// Reads, handles and writes until the socket has nothing more or the
-    /// connection must wait (backlog, close).
+    /// connection must wait (backlog, deferred answer, close).
     fn drive(&mut self, index: usize) {
         let Worker { conns, scratch, out, ctx, clock, timeouts, .. } = self;
         let Some(Some(conn)) = conns.get_mut(index) else { return };
         let mut eof = false;
         let mut stop = if conn.state.close_after_flush {
             Stop::Close
+        } else if conn.state.waiting.is_some() {
+            Stop::Waiting
         } else if !conn.state.backlog.is_empty() {
             Stop::Backpressure
         } else {
             Stop::NeedInput
         };
 
-        // Bytes left from an earlier pass (stopped by backpressure) come first.
+        // Bytes left from an earlier pass (stopped by backpressure or a
+        // deferred answer) come first.
         if !conn.input.is_empty() && stop == Stop::NeedInput {
             let progress = conn.state.process(conn.input.bytes(), ctx, out);
             conn.input.consume(progress.consumed);
@@ -238,7 +293,7 @@ impl Worker {
                 let limit = ctx.head_limits.max_head_bytes + ctx.max_body_size as usize + SCRATCH_SIZE;
                 if buf.capacity() >= limit {
                     // Only chunk overhead can take a request past the limits.
-                    crate::http::compose::compose_error(out, &env(ctx), 413);
+                    compose_error(out, &env(ctx), 413);
                     conn.state.close_after_flush = true;
                     break;
                 }
@@ -251,7 +306,6 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     eof = true;
-                    conn.state.close_after_flush = true;
                     out.clear();
                     break;
                 }
@@ -267,18 +321,24 @@ impl Worker {
                 scratch.clear();
             }
             conn.input.grow_to(progress.need);
-            if stop == Stop::NeedInput && !out.is_empty() {
-                // Keep pipelined answers together unless the batch grew large.
-                if out.len() >= SCRATCH_SIZE {
-                    write_out(&mut conn.state, out);
-                }
+            // Keep pipelined answers together unless the batch grew large.
+            if stop == Stop::NeedInput && out.len() >= SCRATCH_SIZE {
+                write_out(&mut conn.state, out);
             }
         }
 
+        // While an answer is deferred, watch for the client going away
+        // (buffering what it pipelines, up to the head limit).
+        if stop == Stop::Waiting && !eof {
+            eof = watch_while_waiting(conn, ctx.head_limits.max_head_bytes);
+        }
+
         write_out(&mut conn.state, out);
+        conn.state.acknowledge_written();
         if eof {
             conn.state.close_after_flush = true;
         }
+        let broken = eof && conn.state.waiting.is_some();
 
         // Arm the deadline for what the connection now waits for.
         let state = &mut conn.state;
@@ -286,8 +346,9 @@ impl Worker {
             if state.deadline.wait != Wait::Write {
                 state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }
-        } else if state.close_after_flush {
-            // Handled below.
+        } else if state.waiting.is_some() || state.close_after_flush {
+            // A handler is working: no timeout (Warp #351, #808).
+            state.deadline = Deadline::NONE;
         } else if state.awaiting_body() {
             state.deadline = Deadline { at: clock.after(timeouts.body), wait: Wait::Body };
         } else if !conn.input.is_empty() {
@@ -300,11 +361,14 @@ impl Worker {
         }
 
         let needs_write = !conn.state.backlog.is_empty();
-        let closing = conn.state.close_after_flush && !needs_write;
-        let peer_gone = eof;
+        let closing = conn.state.close_after_flush && !needs_write && conn.state.waiting.is_none();
+        if broken {
+            self.close(index);
+            return;
+        }
         self.set_write_interest(index, needs_write);
         if closing {
-            if peer_gone || self.ctx.draining {
+            if eof || self.ctx.draining {
                 self.close(index);
             } else {
                 self.start_linger(index);
@@ -317,20 +381,18 @@ impl Worker {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return false };
         let state = &mut conn.state;
         let before = state.backlog.len();
-        let ok = write_all_nonblocking(&state.stream, &mut state.backlog);
-        if !ok {
+        let Ok(empty) = state.backlog.flush(&state.stream) else {
             self.close(index);
             return false;
-        }
+        };
         if state.backlog.len() < before {
             state.deadline = Deadline { at: self.clock.after(self.timeouts.write), wait: Wait::Write };
         }
-        if state.backlog.is_empty() {
+        state.acknowledge_written();
+        if empty {
             self.set_write_interest(index, false);
-            true
-        } else {
-            false
         }
+        empty
     }
 
     fn set_write_interest(&mut self, index: usize, want: bool) {
@@ -402,8 +464,27 @@ impl Worker {
     }
 }
 
-fn env(ctx: &WorkerCtx) -> crate::http::compose::ComposeEnv<'_> {
-    crate::http::compose::ComposeEnv { date: ctx.date.get(), server_line: &ctx.server_line }
+fn env(ctx: &WorkerCtx) -> ComposeEnv<'_> {
+    ComposeEnv { date: ctx.date.get(), server_line: &ctx.server_line }
+}
+
+/// Reads what a client sends while its answer is deferred; true on EOF or error.
+fn watch_while_waiting(conn: &mut Conn, limit: usize) -> bool {
+    loop {
+        if conn.input.len() >= limit {
+            return false;
+        }
+        if conn.input.spare().is_empty() {
+            conn.input.grow_to((conn.input.capacity() * 2).clamp(4096, limit));
+        }
+        match (&conn.state.stream).read(conn.input.spare()) {
+            Ok(0) => return true,
+            Ok(n) => conn.input.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
 }
 
 /// Sends the batch in `out`, keeping what the socket does not take in the
@@ -412,50 +493,10 @@ fn write_out(state: &mut ConnState, out: &mut Vec<u8>) {
     if out.is_empty() {
         return;
     }
-    if state.backlog.is_empty() {
-        let mut written = 0;
-        while written < out.len() {
-            match (&state.stream).write(&out[written..]) {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    out.clear();
-                    state.close_after_flush = true;
-                    return;
-                }
-            }
-        }
-        state.backlog.extend_from_slice(&out[written..]);
-    } else {
-        state.backlog.extend_from_slice(out);
-        if !write_all_nonblocking(&state.stream, &mut state.backlog) {
-            state.backlog.clear();
-            state.close_after_flush = true;
-        }
+    if !write_now_or_queue(&state.stream, &mut state.backlog, out, None, b"") {
+        state.backlog.clear();
+        state.close_after_flush = true;
     }
-    out.clear();
-}
-
-/// Writes from the front of `buf` until it is empty or the socket is full;
-/// false on a write error.
-fn write_all_nonblocking(stream: &mio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut written = 0;
-    let ok = loop {
-        if written == buf.len() {
-            break true;
-        }
-        match (&*stream).write(&buf[written..]) {
-            Ok(0) => break true,
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
-            Err(_) => break false,
-        }
-    };
-    buf.drain(..written);
-    ok
 }
 
 fn is_transient_accept_error(e: &io::Error) -> bool {

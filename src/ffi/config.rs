@@ -156,6 +156,14 @@ pub extern "C" fn warpcore_config_set_max_header_count(config: *mut warpcore_con
     ffi_boundary!({ update(config, |c| c.max_header_count = count as usize) })
 }
 
+/// Sets how many bytes a streamed response may have queued for its connection
+/// before `warpcore_response_write` from a thread other than the worker's blocks
+/// (1 KiB to 1 GiB, default 1 MiB).
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_stream_high_water(config: *mut warpcore_config, bytes: u64) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.stream_high_water = bytes.min(usize::MAX as u64) as usize) })
+}
+
 /// Which wait a timeout bounds, for `warpcore_config_set_timeout`.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

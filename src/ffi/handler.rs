@@ -3,7 +3,7 @@
 use std::ffi::c_void;
 
 use super::request::{with_view, warpcore_request};
-use super::response::warpcore_response;
+use super::response::{with_handle, warpcore_response};
 use crate::handler::{Handler, Request, Response};
 
 /// A request handler: called once per request with the `userdata` given to
@@ -41,10 +41,11 @@ unsafe impl Sync for CHandler {}
 impl Handler for CHandler {
     fn handle(&self, req: &Request<'_>, res: &mut Response<'_>) {
         with_view(req, |view| {
-            let mut handle = warpcore_response::borrowing(res);
-            // SAFETY: the callback was given by the embedder for exactly this
-            // signature; `view` and `handle` live until it returns.
-            unsafe { (self.callback)(self.userdata, view, &mut handle) };
+            with_handle(res, |handle| {
+                // SAFETY: the callback was given by the embedder for exactly this
+                // signature; `view` lives until it returns, `handle` as documented.
+                unsafe { (self.callback)(self.userdata, view, handle) };
+            })
         });
     }
 }

@@ -1,27 +1,229 @@
-//! `warpcore_response`: the handle a handler answers through.
+//! `warpcore_response`: the handle a handler answers through, inside the call
+//! (fast path, no queue, no wakeup) or later from any thread (deferred).
 
-use std::marker::PhantomData;
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
-use super::cast::{try_array, try_mut, try_slice};
+use super::cast::{try_array, try_slice};
 use super::request::warpcore_header;
-use super::result::warpcore_result;
-use crate::handler::Response;
+use super::result::{fail, warpcore_result};
+use crate::deferred::Deferred;
+use crate::handler::{RespondError, Response};
+use crate::payload::Payload;
+
+/// Called exactly once when the library is done with a buffer handed to it
+/// without a copy (`warpcore_respond_buffer`, `warpcore_response_write_buffer`):
+/// after its bytes were sent, when the connection is gone, or right away when
+/// the call that passed it fails. `userdata` is the caller's. It may run on any
+/// thread (usually the worker's) and must not call back into the library.
+pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
+
+enum Mode {
+    /// Inside the handler call, on `thread`: the live core response.
+    InCall { response: *mut Response<'static>, thread: ThreadId },
+    /// After the handler returned without finishing the answer.
+    Deferred(Deferred),
+    /// Answered inside the call; back in the worker's pool.
+    Idle,
+}
 
 /// The response to one request.
 ///
-/// Borrowed: the handle belongs to the library and is valid only until the
-/// handler it was passed to returns; answer it (exactly once) before then, on
-/// the handler's thread. A handler that returns without answering gets a
-/// `500` sent for it.
+/// Inside the handler call, answering is the fast path: the answer joins the
+/// worker's output with no queue and no wakeup. A handler may instead return
+/// without answering (or in the middle of a stream) and answer later from any
+/// thread: the connection keeps its place (later pipelined requests wait), and
+/// the calls are thread-safe. A call from another thread made while the handler
+/// is still running waits until it returns.
+///
+/// Lifetime: a handle answered inside the handler call belongs to the library
+/// again when the handler returns. A handle the handler returned from without
+/// finishing its answer belongs to the caller until the call that finishes it:
+/// `warpcore_respond*` or `warpcore_response_end` that succeeds, or any call that
+/// returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
+/// call releases the handle; do not use it afterwards. A handle never answered
+/// keeps its connection open until shutdown's deadline; a call after that
+/// returns `WARPCORE_RESULT_CLOSED` (and releases it).
 pub struct warpcore_response {
-    /// The core response, lifetime erased: valid for the handler call only.
-    response: *mut Response<'static>,
-    _not_send: PhantomData<*mut ()>,
+    mode: Mutex<Mode>,
+    handed_over: Condvar,
+}
+
+// SAFETY: `Mode::InCall`'s pointer is only dereferenced on the thread recorded
+// with it (the worker, during the handler call); other threads wait on the
+// condvar until the mode is `Deferred`, whose contents are `Send`.
+unsafe impl Send for warpcore_response {}
+// SAFETY: as above; every access goes through the mutex.
+unsafe impl Sync for warpcore_response {}
+
+thread_local! {
+    /// Handles for this worker's requests, reused so that a request answered in
+    /// the handler costs no allocation.
+    static POOL: RefCell<Vec<Box<warpcore_response>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs the C handler with a handle for `res`, then either returns the handle
+/// to the pool or hands it to the caller as a deferred handle.
+pub(crate) fn with_handle(res: &mut Response<'_>, call: impl FnOnce(*mut warpcore_response)) {
+    let mut handle = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+        Box::new(warpcore_response { mode: Mutex::new(Mode::Idle), handed_over: Condvar::new() })
+    });
+    let thread = std::thread::current().id();
+    *handle.lock() = Mode::InCall { response: (res as *mut Response<'_>).cast(), thread };
+    let raw: *mut warpcore_response = &mut *handle;
+    call(raw);
+
+    let mut mode = handle.lock();
+    if res.is_complete() {
+        *mode = Mode::Idle;
+        drop(mode);
+        POOL.with(|p| p.borrow_mut().push(handle));
+        return;
+    }
+    match res.defer() {
+        Ok(deferred) => *mode = Mode::Deferred(deferred),
+        Err(_) => *mode = Mode::Idle,
+    }
+    handle.handed_over.notify_all();
+    drop(mode);
+    // The caller owns it now; the call that finishes the answer frees it.
+    let _ = Box::into_raw(handle);
 }
 
 impl warpcore_response {
-    pub(crate) fn borrowing(res: &mut Response<'_>) -> warpcore_response {
-        warpcore_response { response: (res as *mut Response<'_>).cast(), _not_send: PhantomData }
+    fn lock(&self) -> MutexGuard<'_, Mode> {
+        self.mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a response call does, in either mode.
+enum Call<'a> {
+    Respond { status: u16, headers: &'a [warpcore_header], body: Body<'a> },
+    Start { status: u16, headers: &'a [warpcore_header], length: Option<u64> },
+    Write(Body<'a>),
+    End,
+}
+
+enum Body<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Payload),
+}
+
+impl Body<'_> {
+    fn into_payload(self) -> Payload {
+        match self {
+            Body::Borrowed(b) => Payload::from(b.to_vec()),
+            Body::Owned(p) => p,
+        }
+    }
+}
+
+/// A caller's buffer; dropping it runs the release callback.
+struct CBuffer {
+    data: *const u8,
+    len: usize,
+    release: unsafe extern "C" fn(*mut c_void, *const u8, usize),
+    userdata: *mut c_void,
+}
+
+// SAFETY: the caller hands the buffer over until release, and the release
+// callback is documented to run on any thread.
+unsafe impl Send for CBuffer {}
+
+impl AsRef<[u8]> for CBuffer {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller promised `len` readable bytes at `data` until release.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+impl Drop for CBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the callback was given for this signature; it runs exactly once, here.
+        unsafe { (self.release)(self.userdata, self.data, self.len) };
+    }
+}
+
+fn pairs(headers: &[warpcore_header]) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    headers.iter().map(|h| {
+        (try_slice(h.name.ptr, h.name.len, "name").unwrap_or(&[]), try_slice(h.value.ptr, h.value.len, "value").unwrap_or(&[]))
+    })
+}
+
+fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
+    let fields = try_array(headers, count, "headers")?;
+    for (i, h) in fields.iter().enumerate() {
+        try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name"))?;
+        try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value"))?;
+    }
+    Ok(fields)
+}
+
+/// Runs `call` on the handle in whichever mode it is, freeing a deferred handle
+/// whose answer the call finished.
+fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcore_result {
+    if handle.is_null() {
+        return fail(warpcore_result::NullArgument, "response is NULL");
+    }
+    // SAFETY: a non-NULL handle was passed to a handler and, per its documented
+    // lifetime, has not been released.
+    let h = unsafe { &*handle };
+    let mut mode = h.lock();
+    loop {
+        match &*mode {
+            Mode::InCall { thread, .. } if *thread != std::thread::current().id() => {
+                mode = h.handed_over.wait(mode).unwrap_or_else(|e| e.into_inner());
+            }
+            _ => break,
+        }
+    }
+    let (result, finished) = match &mut *mode {
+        Mode::InCall { response, .. } => {
+            // SAFETY: we are on the worker thread inside the handler call, where
+            // `response` points to the live core response.
+            let core = unsafe { &mut **response };
+            (call_in_handler(core, call), false)
+        }
+        Mode::Deferred(deferred) => {
+            let r = call_deferred(deferred, call);
+            (r, deferred.is_finished())
+        }
+        Mode::Idle => (Err(RespondError::AlreadyAnswered), false),
+    };
+    drop(mode);
+    if finished {
+        // SAFETY: the handle came from `Box::into_raw` in `with_handle` and this
+        // call finished its answer: it is released here, as documented.
+        drop(unsafe { Box::from_raw(handle) });
+    }
+    match result {
+        Ok(()) => warpcore_result::Ok,
+        Err(e) => e.into(),
+    }
+}
+
+fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), RespondError> {
+    match call {
+        Call::Respond { status, headers, body: Body::Borrowed(b) } => core.respond(status, pairs(headers), b),
+        Call::Respond { status, headers, body: Body::Owned(p) } => core.respond_payload(status, pairs(headers), p),
+        Call::Start { status, headers, length } => core.start(status, pairs(headers), length),
+        Call::Write(Body::Borrowed(b)) => core.write(b),
+        Call::Write(Body::Owned(p)) => core.write_payload(p),
+        Call::End => core.end(),
+    }
+}
+
+fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
+    match call {
+        Call::Respond { status, headers, body } => d.respond(status, pairs(headers), body.into_payload()),
+        Call::Start { status, headers, length } => d.start(status, pairs(headers), length),
+        Call::Write(body) => d.write(body.into_payload()),
+        Call::End => d.end(),
     }
 }
 
@@ -31,11 +233,12 @@ impl warpcore_response {
 /// `Transfer-Encoding` or `Connection` among `headers` is replaced (a
 /// `Connection: close` is honoured), a `Date` or `Server` among them is sent
 /// instead of the library's. For HEAD requests and statuses 204 and 304 no body
-/// is sent. `headers` and `body` are only read during the call.
+/// is sent. `headers` and `body` are only read during the call (a deferred
+/// answer copies the body; see `warpcore_respond_buffer` to avoid that).
 ///
-/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`,
-/// `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value with
-/// CR, LF or NUL; nothing is sent and the request may be answered again),
+/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`
+/// and `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value
+/// with CR, LF or NUL; nothing was sent and the request may be answered again),
 /// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`.
 #[no_mangle]
 pub extern "C" fn warpcore_respond(
@@ -47,11 +250,7 @@ pub extern "C" fn warpcore_respond(
     body_len: usize,
 ) -> warpcore_result {
     ffi_boundary!({
-        let handle = match try_mut(response, "response") {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
-        let fields = match try_array(headers, header_count, "headers") {
+        let fields = match check_headers(headers, header_count) {
             Ok(f) => f,
             Err(e) => return e,
         };
@@ -59,27 +258,111 @@ pub extern "C" fn warpcore_respond(
             Ok(b) => b,
             Err(e) => return e,
         };
-        // Check every field's pointers before composing anything.
-        for (i, h) in fields.iter().enumerate() {
-            if let Err(e) = try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name")) {
-                return e;
-            }
-            if let Err(e) = try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value")) {
-                return e;
-            }
-        }
-        let pairs = fields.iter().map(|h| {
-            (
-                try_slice(h.name.ptr, h.name.len, "name").unwrap_or(&[]),
-                try_slice(h.value.ptr, h.value.len, "value").unwrap_or(&[]),
-            )
-        });
-        // SAFETY: `handle.response` was set from a live `&mut Response` by the
-        // handler adapter and the handle is only valid during that call.
-        let core = unsafe { &mut *handle.response };
-        match core.respond(status, pairs, body) {
-            Ok(()) => warpcore_result::Ok,
-            Err(e) => e.into(),
-        }
+        perform(response, Call::Respond { status, headers: fields, body: Body::Borrowed(body) })
     })
+}
+
+/// Like `warpcore_respond`, without copying the body: the library reads
+/// `body_len` bytes at `body` until it calls `release(release_userdata, body,
+/// body_len)`, exactly once, after the bytes are sent, when the connection is
+/// gone, or before returning if this call fails. `release` must not be NULL.
+#[no_mangle]
+pub extern "C" fn warpcore_respond_buffer(
+    response: *mut warpcore_response,
+    status: u16,
+    headers: *const warpcore_header,
+    header_count: usize,
+    body: *const u8,
+    body_len: usize,
+    release: warpcore_release_cb,
+    release_userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let Some(release) = release else {
+            return fail(warpcore_result::NullArgument, "release is NULL");
+        };
+        let buffer = CBuffer { data: body, len: body_len, release, userdata: release_userdata };
+        if body.is_null() && body_len > 0 {
+            return fail(warpcore_result::NullArgument, "body is NULL");
+        }
+        let fields = match check_headers(headers, header_count) {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        let payload = Payload::new(Box::new(buffer));
+        perform(response, Call::Respond { status, headers: fields, body: Body::Owned(payload) })
+    })
+}
+
+/// Starts a streamed response: the status and header fields now, the body with
+/// `warpcore_response_write` calls, then `warpcore_response_end`. With
+/// `content_length` ≥ 0 exactly that many bytes must follow (a longer or shorter
+/// stream closes the connection and returns `WARPCORE_RESULT_LENGTH_MISMATCH`);
+/// with -1 the body is sent chunked (HTTP/1.1) or delimited by closing the
+/// connection (HTTP/1.0). HEAD requests get the head only.
+#[no_mangle]
+pub extern "C" fn warpcore_response_start(
+    response: *mut warpcore_response,
+    status: u16,
+    headers: *const warpcore_header,
+    header_count: usize,
+    content_length: i64,
+) -> warpcore_result {
+    ffi_boundary!({
+        let fields = match check_headers(headers, header_count) {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        let length = match content_length {
+            -1 => None,
+            n if n >= 0 => Some(n as u64),
+            n => return fail(warpcore_result::InvalidArgument, format!("content_length {n} is neither -1 nor >= 0")),
+        };
+        perform(response, Call::Start { status, headers: fields, length })
+    })
+}
+
+/// Sends `len` more bytes of a started stream (copied). Inside the handler call
+/// this never blocks; from another thread it blocks while more than the
+/// high-water mark (`warpcore_config_set_stream_high_water`, default 1 MiB) is
+/// queued for the connection, and resumes as the client reads.
+#[no_mangle]
+pub extern "C" fn warpcore_response_write(response: *mut warpcore_response, data: *const u8, len: usize) -> warpcore_result {
+    ffi_boundary!({
+        let data = match try_slice(data, len, "data") {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        perform(response, Call::Write(Body::Borrowed(data)))
+    })
+}
+
+/// Like `warpcore_response_write`, without copying: `release` is called exactly
+/// once, as for `warpcore_respond_buffer`.
+#[no_mangle]
+pub extern "C" fn warpcore_response_write_buffer(
+    response: *mut warpcore_response,
+    data: *const u8,
+    len: usize,
+    release: warpcore_release_cb,
+    release_userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let Some(release) = release else {
+            return fail(warpcore_result::NullArgument, "release is NULL");
+        };
+        let buffer = CBuffer { data, len, release, userdata: release_userdata };
+        if data.is_null() && len > 0 {
+            return fail(warpcore_result::NullArgument, "data is NULL");
+        }
+        perform(response, Call::Write(Body::Owned(Payload::new(Box::new(buffer)))))
+    })
+}
+
+/// Ends a started stream (the last chunk for chunked bodies). Returns
+/// `WARPCORE_RESULT_LENGTH_MISMATCH` if fewer bytes than the declared
+/// Content-Length were written (the connection is then closed).
+#[no_mangle]
+pub extern "C" fn warpcore_response_end(response: *mut warpcore_response) -> warpcore_result {
+    ffi_boundary!({ perform(response, Call::End) })
 }

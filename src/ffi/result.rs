@@ -38,6 +38,8 @@ pub enum warpcore_result {
     InvalidHeader = 11,
     /// The library caught an internal panic; the call did nothing.
     Panic = 12,
+    /// A streamed body broke its declared Content-Length; the connection is closed.
+    LengthMismatch = 13,
 }
 
 impl warpcore_result {
@@ -56,6 +58,7 @@ impl warpcore_result {
             warpcore_result::InvalidStatus => c"invalid status code",
             warpcore_result::InvalidHeader => c"invalid header name or value",
             warpcore_result::Panic => c"internal panic caught",
+            warpcore_result::LengthMismatch => c"the stream broke its declared Content-Length",
         }
     }
 }
@@ -94,6 +97,13 @@ impl From<RespondError> for warpcore_result {
                 (warpcore_result::InvalidHeader, "header names must be tokens and values must not contain CR, LF or NUL")
             }
             RespondError::Closed => (warpcore_result::Closed, "the client has gone away"),
+            RespondError::NotStreaming => {
+                (warpcore_result::InvalidState, "the response has not been started with warpcore_response_start")
+            }
+            RespondError::LengthMismatch => (
+                warpcore_result::LengthMismatch,
+                "the stream broke its declared Content-Length; the connection is closed",
+            ),
         };
         fail(code, message)
     }
@@ -106,7 +116,7 @@ pub extern "C" fn warpcore_result_str(result: u32) -> *const c_char {
     ALL.get(result as usize).map_or(c"unknown result code", |code| code.describe()).as_ptr()
 }
 
-const ALL: [warpcore_result; 13] = [
+const ALL: [warpcore_result; 14] = [
     warpcore_result::Ok,
     warpcore_result::InvalidArgument,
     warpcore_result::NullArgument,
@@ -120,6 +130,7 @@ const ALL: [warpcore_result; 13] = [
     warpcore_result::InvalidStatus,
     warpcore_result::InvalidHeader,
     warpcore_result::Panic,
+    warpcore_result::LengthMismatch,
 ];
 
 /// Copies the calling thread's last error message into `buf` (at most `len`

@@ -135,6 +135,11 @@ where
     Ok(Composed { close, omit_body })
 }
 
+/// Checks handler header fields without composing anything.
+pub fn validate_headers<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Result<(), ComposeError> {
+    scan(headers).map(|_| ())
+}
+
 fn scan<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Result<HandlerFields, ComposeError> {
     let mut fields = HandlerFields::default();
     for (name, value) in headers {

@@ -1,0 +1,362 @@
+//! Answering after the handler returned, from any thread: the `Deferred`
+//! handle, the worker's mailbox it posts to, and the state both sides share
+//! (closed flag, bytes queued for backpressure).
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::ThreadId;
+
+use mio::Waker;
+
+use crate::handler::RespondError;
+use crate::http::compose::{self, RequestMeta};
+use crate::payload::Payload;
+
+/// Which connection (and which incarnation of its slot) a message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnRef {
+    pub index: usize,
+    pub id: u64,
+}
+
+/// Header fields copied off the caller's thread, already validated.
+#[derive(Default)]
+pub(crate) struct OwnedHeaders {
+    bytes: Vec<u8>,
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl OwnedHeaders {
+    /// Validates and copies `headers`.
+    pub fn copy<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone) -> Result<OwnedHeaders, RespondError> {
+        compose::validate_headers(headers.clone())?;
+        let mut owned = OwnedHeaders::default();
+        for (name, value) in headers {
+            let start = owned.bytes.len();
+            owned.bytes.extend_from_slice(name);
+            owned.bytes.extend_from_slice(value);
+            owned.spans.push((start, name.len(), value.len()));
+        }
+        Ok(owned)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.spans.iter().map(|&(start, n, v)| (&self.bytes[start..start + n], &self.bytes[start + n..start + n + v]))
+    }
+}
+
+/// What a deferred handle asks the worker to do.
+pub(crate) enum Answer {
+    /// A complete response.
+    Full { status: u16, headers: OwnedHeaders, body: Payload },
+    /// The head of a streamed response; `length` None means unknown.
+    Start { status: u16, headers: OwnedHeaders, length: Option<u64> },
+    /// More body bytes of the stream.
+    Data(Payload),
+    /// The end of the stream.
+    End,
+    /// The handle went away unanswered, or the stream broke its length: answer
+    /// 500 if nothing was sent yet, else close the connection.
+    Abort,
+}
+
+/// A message for one connection of a worker.
+pub(crate) struct Message {
+    pub conn: ConnRef,
+    pub answer: Answer,
+}
+
+/// The worker's inbox for answers from other threads. Posting the first message
+/// of a batch wakes the worker; later ones ride along.
+pub(crate) struct Mailbox {
+    queue: Mutex<MailboxQueue>,
+    waker: Waker,
+    /// The thread running the worker, so writes on it never block.
+    thread: OnceLock<ThreadId>,
+}
+
+struct MailboxQueue {
+    messages: Vec<Message>,
+    closed: bool,
+    /// Shutdown or reload asked the worker to look at the shared state.
+    poke: bool,
+}
+
+impl Mailbox {
+    pub fn new(waker: Waker) -> Mailbox {
+        Mailbox {
+            queue: Mutex::new(MailboxQueue { messages: Vec::new(), closed: false, poke: false }),
+            waker,
+            thread: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MailboxQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `message`; gives it back when the worker has stopped.
+    pub fn post(&self, message: Message) -> Result<(), Message> {
+        let first = {
+            let mut q = self.lock();
+            if q.closed {
+                return Err(message);
+            }
+            q.messages.push(message);
+            q.messages.len() == 1 && !q.poke
+        };
+        if first {
+            let _ = self.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Wakes the worker to look at the server's shared state.
+    pub fn poke(&self) {
+        self.lock().poke = true;
+        let _ = self.waker.wake();
+    }
+
+    /// Moves the queued messages into `into`; returns whether a poke was pending.
+    pub fn take(&self, into: &mut Vec<Message>) -> bool {
+        let mut q = self.lock();
+        std::mem::swap(&mut q.messages, into);
+        std::mem::take(&mut q.poke)
+    }
+
+    /// The worker stopped: refuse further messages and drop (release) the rest.
+    pub fn close(&self) {
+        let rest = {
+            let mut q = self.lock();
+            q.closed = true;
+            std::mem::take(&mut q.messages)
+        };
+        drop(rest);
+    }
+
+    pub fn set_worker_thread(&self) {
+        let _ = self.thread.set(std::thread::current().id());
+    }
+
+    fn on_worker_thread(&self) -> bool {
+        self.thread.get() == Some(&std::thread::current().id())
+    }
+}
+
+/// State a deferred handle shares with its connection.
+pub(crate) struct DeferredShared {
+    state: Mutex<SharedState>,
+    drained: Condvar,
+    high_water: usize,
+}
+
+struct SharedState {
+    /// Body bytes posted and not yet written to the socket.
+    queued: usize,
+    /// The connection is gone.
+    closed: bool,
+}
+
+impl DeferredShared {
+    pub fn new(high_water: usize) -> Arc<DeferredShared> {
+        Arc::new(DeferredShared {
+            state: Mutex::new(SharedState { queued: 0, closed: false }),
+            drained: Condvar::new(),
+            high_water,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection is gone: wake blocked writers, refuse later calls.
+    pub fn mark_closed(&self) {
+        self.lock().closed = true;
+        self.drained.notify_all();
+    }
+
+    /// `n` posted bytes have reached the socket.
+    pub fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut s = self.lock();
+        s.queued = s.queued.saturating_sub(n);
+        if s.queued <= self.high_water {
+            self.drained.notify_all();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Waits (unless `never_block`) until the queue is under the high-water
+    /// mark, then counts `n` more bytes.
+    fn reserve(&self, n: usize, never_block: bool) -> Result<(), RespondError> {
+        let mut s = self.lock();
+        loop {
+            if s.closed {
+                return Err(RespondError::Closed);
+            }
+            if never_block || s.queued <= self.high_water {
+                s.queued += n;
+                return Ok(());
+            }
+            s = self.drained.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Fresh,
+    Streaming { remaining: Option<u64> },
+    Done,
+}
+
+/// A response answered after the handler returned, from any thread.
+///
+/// Made by [`crate::Response::defer`]. Its calls are thread-safe in the sense
+/// that the handle may move between threads (`Send`); one handle is used by one
+/// thread at a time. Dropping it unanswered sends a 500 (or, mid-stream, closes
+/// the connection).
+pub struct Deferred {
+    mailbox: Arc<Mailbox>,
+    conn: ConnRef,
+    shared: Arc<DeferredShared>,
+    meta: RequestMeta,
+    phase: Phase,
+}
+
+impl Deferred {
+    pub(crate) fn new(
+        mailbox: Arc<Mailbox>,
+        conn: ConnRef,
+        shared: Arc<DeferredShared>,
+        meta: RequestMeta,
+        streaming: Option<Option<u64>>,
+    ) -> Deferred {
+        let phase = match streaming {
+            Some(remaining) => Phase::Streaming { remaining },
+            None => Phase::Fresh,
+        };
+        Deferred { mailbox, conn, shared, meta, phase }
+    }
+
+    /// Whether the request is HEAD (the body will not be sent).
+    pub fn is_head(&self) -> bool {
+        self.meta.is_head
+    }
+
+    fn check_open(&mut self) -> Result<(), RespondError> {
+        if self.shared.is_closed() {
+            self.phase = Phase::Done;
+            return Err(RespondError::Closed);
+        }
+        Ok(())
+    }
+
+    fn post(&mut self, answer: Answer) -> Result<(), RespondError> {
+        match self.mailbox.post(Message { conn: self.conn, answer }) {
+            Ok(()) => Ok(()),
+            Err(_returned) => {
+                self.phase = Phase::Done;
+                Err(RespondError::Closed)
+            }
+        }
+    }
+
+    /// Sends a complete response (see [`crate::Response::respond`]).
+    pub fn respond<'h, I>(&mut self, status: u16, headers: I, body: Payload) -> Result<(), RespondError>
+    where
+        I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    {
+        if self.phase != Phase::Fresh {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        check_status(status)?;
+        let headers = OwnedHeaders::copy(headers)?;
+        self.check_open()?;
+        self.phase = Phase::Done;
+        self.post(Answer::Full { status, headers, body })
+    }
+
+    /// Starts a streamed response; `length` is the Content-Length if known.
+    pub fn start<'h, I>(&mut self, status: u16, headers: I, length: Option<u64>) -> Result<(), RespondError>
+    where
+        I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    {
+        if self.phase != Phase::Fresh {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        check_status(status)?;
+        let headers = OwnedHeaders::copy(headers)?;
+        self.check_open()?;
+        self.phase = Phase::Streaming { remaining: length };
+        self.post(Answer::Start { status, headers, length })
+    }
+
+    /// Sends more of the stream. Off the worker thread this blocks while more
+    /// than the high-water mark is queued for the connection.
+    pub fn write(&mut self, data: Payload) -> Result<(), RespondError> {
+        let Phase::Streaming { remaining } = &mut self.phase else {
+            return Err(if self.phase == Phase::Done { RespondError::AlreadyAnswered } else { RespondError::NotStreaming });
+        };
+        let len = data.as_ref().len();
+        if let Some(left) = remaining {
+            if len as u64 > *left {
+                // The declared length is broken: the connection must close.
+                self.phase = Phase::Done;
+                let _ = self.post(Answer::Abort);
+                return Err(RespondError::LengthMismatch);
+            }
+            *left -= len as u64;
+        }
+        if len == 0 {
+            return self.check_open();
+        }
+        if let Err(e) = self.shared.reserve(len, self.mailbox.on_worker_thread()) {
+            self.phase = Phase::Done;
+            return Err(e);
+        }
+        self.post(Answer::Data(data))
+    }
+
+    /// Ends the stream.
+    pub fn end(&mut self) -> Result<(), RespondError> {
+        let Phase::Streaming { remaining } = self.phase else {
+            return Err(if self.phase == Phase::Done { RespondError::AlreadyAnswered } else { RespondError::NotStreaming });
+        };
+        self.phase = Phase::Done;
+        if remaining.is_some_and(|r| r > 0) && !self.meta.is_head {
+            let _ = self.post(Answer::Abort);
+            return Err(RespondError::LengthMismatch);
+        }
+        if self.shared.is_closed() {
+            return Err(RespondError::Closed);
+        }
+        self.post(Answer::End)
+    }
+
+    /// Whether the answer is complete (or the connection gone).
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Done
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if self.phase != Phase::Done {
+            let _ = self.mailbox.post(Message { conn: self.conn, answer: Answer::Abort });
+        }
+    }
+}
+
+fn check_status(status: u16) -> Result<(), RespondError> {
+    if (200..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(RespondError::InvalidStatus)
+    }
+}

@@ -1,0 +1,207 @@
+//! A connection's pending output: what the socket has not taken yet, as a queue
+//! of segments so that borrowed-with-release bodies go out without a copy.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use crate::payload::Payload;
+
+/// One piece of pending output.
+pub(crate) enum Segment {
+    /// Bytes the engine owns (composed heads, copied bodies).
+    Owned(Vec<u8>),
+    /// A caller's buffer, released when written or dropped.
+    Payload(Payload),
+}
+
+impl Segment {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Segment::Owned(v) => v,
+            Segment::Payload(p) => p.as_ref(),
+        }
+    }
+}
+
+/// Output waiting for the socket, oldest first.
+#[derive(Default)]
+pub(crate) struct OutQueue {
+    segments: VecDeque<Segment>,
+    /// Bytes of the front segment already written.
+    front_done: usize,
+    len: usize,
+}
+
+/// How many segments one `writev` takes at most.
+const MAX_IOVECS: usize = 64;
+
+impl OutQueue {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes still to write.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends a copy of `bytes`, joining it to an owned tail segment.
+    pub fn push_copy(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        if let Some(Segment::Owned(tail)) = self.segments.back_mut() {
+            if tail.len() < 64 * 1024 {
+                tail.extend_from_slice(bytes);
+                return;
+            }
+        }
+        self.segments.push_back(Segment::Owned(bytes.to_vec()));
+    }
+
+    /// Appends a caller's buffer; it is released once written or dropped.
+    pub fn push_payload(&mut self, payload: Payload) {
+        if payload.as_ref().is_empty() {
+            return;
+        }
+        self.len += payload.as_ref().len();
+        self.segments.push_back(Segment::Payload(payload));
+    }
+
+    /// Writes as much as the socket takes. `Ok(true)` when the queue is empty.
+    pub fn flush(&mut self, stream: &mio::net::TcpStream) -> io::Result<bool> {
+        while self.len > 0 {
+            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, seg) in self.segments.iter().take(MAX_IOVECS).enumerate() {
+                let bytes = if i == 0 { &seg.bytes()[self.front_done..] } else { seg.bytes() };
+                slices[count] = IoSlice::new(bytes);
+                count += 1;
+            }
+            match (&*stream).write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.segments.front() else { break };
+            let left = front.bytes().len() - self.front_done;
+            if n >= left {
+                n -= left;
+                self.front_done = 0;
+                self.segments.pop_front();
+            } else {
+                self.front_done += n;
+                n = 0;
+            }
+        }
+    }
+
+    /// Drops everything pending (releasing payloads).
+    pub fn clear(&mut self) {
+        self.segments.clear();
+        self.front_done = 0;
+        self.len = 0;
+    }
+}
+
+/// Writes three byte strings in order with `writev` until done or the socket is
+/// full; returns how much of each went out, or None on a write error.
+fn writev_parts(stream: &mio::net::TcpStream, parts: [&[u8]; 3]) -> Option<[usize; 3]> {
+    let mut done = [0usize; 3];
+    loop {
+        if (0..3).all(|i| done[i] == parts[i].len()) {
+            return Some(done);
+        }
+        let slices = [
+            IoSlice::new(&parts[0][done[0]..]),
+            IoSlice::new(&parts[1][done[1]..]),
+            IoSlice::new(&parts[2][done[2]..]),
+        ];
+        match (&*stream).write_vectored(&slices) {
+            Ok(0) => return None,
+            Ok(mut n) => {
+                for i in 0..3 {
+                    let take = n.min(parts[i].len() - done[i]);
+                    done[i] += take;
+                    n -= take;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(done),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Writes `out`, then `body`, then `trailer` with one `writev` where the queue
+/// is empty, queueing what the socket does not take (the body without a copy).
+/// Returns false on a write error.
+pub(crate) fn write_now_or_queue(
+    stream: &mio::net::TcpStream,
+    queue: &mut OutQueue,
+    out: &mut Vec<u8>,
+    body: Option<Payload>,
+    trailer: &[u8],
+) -> bool {
+    if queue.is_empty() {
+        let body_bytes: &[u8] = body.as_ref().map_or(&[], |p| p.as_ref());
+        let Some(done) = writev_parts(stream, [out, body_bytes, trailer]) else {
+            out.clear();
+            return false;
+        };
+        let body_left = body_bytes.len() - done[1];
+        queue.push_copy(&out[done[0]..]);
+        if let Some(p) = body {
+            if body_left > 0 {
+                queue.push_payload(p.skip(done[1]));
+            }
+        }
+        queue.push_copy(&trailer[done[2]..]);
+        out.clear();
+        return true;
+    }
+    queue.push_copy(out);
+    out.clear();
+    if let Some(p) = body {
+        queue.push_payload(p);
+    }
+    queue.push_copy(trailer);
+    queue.flush(stream).is_ok()
+}
+
+/// Like `write_now_or_queue` for a borrowed body: what the socket does not take
+/// is copied into the queue.
+pub(crate) fn write_borrowed(
+    stream: &mio::net::TcpStream,
+    queue: &mut OutQueue,
+    out: &mut Vec<u8>,
+    body: &[u8],
+    suffix: &[u8],
+) -> bool {
+    if queue.is_empty() {
+        let Some(done) = writev_parts(stream, [out, body, suffix]) else {
+            out.clear();
+            return false;
+        };
+        queue.push_copy(&out[done[0]..]);
+        queue.push_copy(&body[done[1]..]);
+        queue.push_copy(&suffix[done[2]..]);
+        out.clear();
+        return true;
+    }
+    queue.push_copy(out);
+    queue.push_copy(body);
+    queue.push_copy(suffix);
+    out.clear();
+    queue.flush(stream).is_ok()
+}

@@ -1,0 +1,306 @@
+//! Deferred and streaming responses over real sockets: answers from other
+//! threads in any order, pipelined order kept, streams in every framing,
+//! backpressure, clients that leave, answers after shutdown, and every
+//! zero-copy buffer released exactly once.
+
+mod util;
+
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use util::*;
+use warpcore::{Deferred, Payload, Request, RespondError, Response};
+
+/// A handler that defers every request and sends (path, body, handle) to `tx`.
+fn deferring(tx: mpsc::Sender<(String, Vec<u8>, Deferred)>) -> impl warpcore::Handler {
+    let tx = Mutex::new(tx);
+    move |req: &Request<'_>, res: &mut Response<'_>| {
+        let d = res.defer().expect("defer");
+        let path = String::from_utf8_lossy(req.path).into_owned();
+        let _ = tx.lock().unwrap().send((path, req.body.to_vec(), d));
+    }
+}
+
+fn no_headers<'a>() -> std::iter::Empty<(&'a [u8], &'a [u8])> {
+    std::iter::empty()
+}
+
+#[test]
+fn answer_from_another_thread() {
+    let (tx, rx) = mpsc::channel();
+    let s = start(deferring(tx));
+    let answerer = std::thread::spawn(move || {
+        for (path, _, mut d) in rx.iter().take(1) {
+            d.respond(200, no_headers(), Payload::from(format!("late {path}").into_bytes())).unwrap();
+        }
+    });
+    let mut c = s.connect();
+    assert_eq!(c.get("/x").text(), "late /x");
+    answerer.join().unwrap();
+}
+
+#[test]
+fn thousand_deferred_requests_answered_by_eight_threads_in_random_order() {
+    let (tx, rx) = mpsc::channel::<(String, Vec<u8>, Deferred)>();
+    let s = start_with(deferring(tx), |c| c.workers = 2);
+    let rx = Arc::new(Mutex::new(rx));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let total = 1000;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let rx = rx.clone();
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                let mut seed = 0x9e37_79b9u32.wrapping_mul(t + 1);
+                let mut held: Vec<(String, Vec<u8>, Deferred)> = Vec::new();
+                loop {
+                    let next = rx.lock().unwrap().recv_timeout(Duration::from_millis(20));
+                    let quiet = next.is_err();
+                    match next {
+                        Ok(item) => held.push(item),
+                        Err(mpsc::RecvTimeoutError::Timeout) if held.is_empty() => {
+                            if answered.load(Ordering::SeqCst) >= total {
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) if held.is_empty() => return,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {}
+                    }
+                    // Answer a random one of those held (at once when the queue
+                    // went quiet): the order is scrambled.
+                    if held.len() >= 3 || (quiet && !held.is_empty()) {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        let i = seed as usize % held.len();
+                        let (path, body, mut d) = held.swap_remove(i);
+                        let text = format!("{path}:{}", body.len());
+                        d.respond(200, no_headers(), Payload::from(text.into_bytes())).unwrap();
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // 100 connections × 10 pipelined requests, some with bodies.
+    let clients: Vec<_> = (0..100)
+        .map(|conn| {
+            let port = s.port;
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                let mut batch = Vec::new();
+                for i in 0..10 {
+                    if i % 3 == 0 {
+                        batch.extend_from_slice(
+                            format!("POST /c{conn}/r{i} HTTP/1.1\r\nHost: t\r\nContent-Length: {i}\r\n\r\n{}", "b".repeat(i))
+                                .as_bytes(),
+                        );
+                    } else {
+                        batch.extend_from_slice(format!("GET /c{conn}/r{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+                    }
+                }
+                c.send(&batch);
+                for i in 0..10 {
+                    let r = c.read_response(false);
+                    let len = if i % 3 == 0 { i } else { 0 };
+                    assert_eq!(r.text(), format!("/c{conn}/r{i}:{len}"), "in order on each connection");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), total);
+    drop(s);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn streams_chunked_for_http11_and_until_close_for_http10() {
+    let s = start(|_req: &Request<'_>, res: &mut Response<'_>| {
+        let mut d = res.defer().unwrap();
+        std::thread::spawn(move || {
+            d.start(200, [(&b"Content-Type"[..], &b"text/plain"[..])].into_iter(), None).unwrap();
+            for i in 0..50 {
+                d.write(Payload::from(format!("line {i}\n").into_bytes())).unwrap();
+            }
+            d.end().unwrap();
+        });
+    });
+    let expected: String = (0..50).map(|i| format!("line {i}\n")).collect();
+    let mut c = s.connect();
+    let r = c.get("/");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.text(), expected);
+    assert_eq!(c.get("/").text(), expected, "the connection is reused after a chunked stream");
+
+    let mut c = s.connect();
+    c.send(b"GET / HTTP/1.0\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.text(), expected);
+}
+
+#[test]
+fn streams_with_content_length_in_the_handler_and_after() {
+    let s = start(|req: &Request<'_>, res: &mut Response<'_>| {
+        res.start(200, no_headers(), Some(10)).unwrap();
+        res.write(b"01234").unwrap();
+        if req.path == b"/inline" {
+            res.write(b"56789").unwrap();
+            res.end().unwrap();
+            return;
+        }
+        let mut d = res.defer().unwrap();
+        std::thread::spawn(move || {
+            d.write(Payload::from(b"56789".to_vec())).unwrap();
+            d.end().unwrap();
+        });
+    });
+    let mut c = s.connect();
+    for path in ["/inline", "/deferred", "/inline"] {
+        let r = c.get(path);
+        assert_eq!(r.header("content-length"), Some("10"));
+        assert_eq!(r.text(), "0123456789");
+    }
+}
+
+#[test]
+fn head_stream_sends_no_body() {
+    let s = start(|_req: &Request<'_>, res: &mut Response<'_>| {
+        res.start(200, no_headers(), None).unwrap();
+        res.write(b"never on the wire").unwrap();
+        res.end().unwrap();
+    });
+    let mut c = s.connect();
+    c.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response(true);
+    assert_eq!(r.status, 200);
+    let next = c.get("/");
+    assert_eq!(next.text(), "never on the wire");
+}
+
+#[test]
+fn a_stream_that_breaks_its_length_closes_the_connection() {
+    let s = start(|req: &Request<'_>, res: &mut Response<'_>| {
+        let mut d = res.defer().unwrap();
+        let long = req.path == b"/long";
+        std::thread::spawn(move || {
+            d.start(200, no_headers(), Some(4)).unwrap();
+            if long {
+                assert_eq!(d.write(Payload::from(b"too long".to_vec())), Err(RespondError::LengthMismatch));
+            } else {
+                d.write(Payload::from(b"ab".to_vec())).unwrap();
+                assert_eq!(d.end(), Err(RespondError::LengthMismatch));
+            }
+        });
+    });
+    for path in ["/long", "/short"] {
+        let mut c = s.connect();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let mut all = Vec::new();
+        let _ = c.stream.read_to_end(&mut all);
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(!text.contains("too long"));
+        assert!(text.len() - text.find("\r\n\r\n").unwrap() - 4 < 4, "never a complete body: {text}");
+    }
+}
+
+/// Counts how many payloads were released.
+struct Counted {
+    bytes: Vec<u8>,
+    released: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.released.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counted(bytes: Vec<u8>, released: &Arc<AtomicUsize>) -> Payload {
+    Payload::new(Box::new(Counted { bytes, released: released.clone() }))
+}
+
+#[test]
+fn client_leaving_mid_stream_is_reported_and_every_buffer_released() {
+    let released = Arc::new(AtomicUsize::new(0));
+    let made = Arc::new(AtomicUsize::new(0));
+    let (done_tx, done_rx) = mpsc::channel();
+    let done_tx = Mutex::new(done_tx);
+    let (r2, m2) = (released.clone(), made.clone());
+    let s = start(move |_req: &Request<'_>, res: &mut Response<'_>| {
+        let mut d = res.defer().unwrap();
+        let (released, made) = (r2.clone(), m2.clone());
+        let done = done_tx.lock().unwrap().clone();
+        std::thread::spawn(move || {
+            d.start(200, no_headers(), None).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let result = loop {
+                made.fetch_add(1, Ordering::SeqCst);
+                if let Err(e) = d.write(counted(vec![b'x'; 64 * 1024], &released)) {
+                    break e;
+                }
+                if Instant::now() > deadline {
+                    break RespondError::AlreadyAnswered;
+                }
+            };
+            let _ = done.send(result);
+        });
+    });
+    let mut c = s.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut first = [0u8; 4096];
+    let _ = c.stream.read(&mut first).unwrap();
+    drop(c);
+    let result = done_rx.recv_timeout(Duration::from_secs(30)).expect("writer finished");
+    assert_eq!(result, RespondError::Closed);
+    drop(s);
+    assert_eq!(released.load(Ordering::SeqCst), made.load(Ordering::SeqCst), "every buffer released exactly once");
+}
+
+#[test]
+fn answers_after_shutdown_get_closed() {
+    let (tx, rx) = mpsc::channel();
+    let s = start(deferring(tx));
+    let port = s.port;
+    let client = std::thread::spawn(move || {
+        let mut c = Client::connect(port);
+        c.send(b"GET /pending HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.closed_by_server()
+    });
+    let (_, _, mut d) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    s.server.shutdown(Duration::from_millis(200));
+    let released = Arc::new(AtomicUsize::new(0));
+    assert_eq!(d.respond(200, no_headers(), counted(b"late".to_vec(), &released)), Err(RespondError::Closed));
+    assert_eq!(released.load(Ordering::SeqCst), 1, "the refused body was released");
+    assert!(client.join().unwrap(), "the unanswered connection was closed at the deadline");
+}
+
+#[test]
+fn dropping_an_unanswered_handle_sends_500() {
+    let s = start(|_req: &Request<'_>, res: &mut Response<'_>| {
+        let d = res.defer().unwrap();
+        std::thread::spawn(move || drop(d));
+    });
+    let mut c = s.connect();
+    assert_eq!(c.get("/").status, 500);
+}
+

@@ -1,5 +1,5 @@
 # libwarpcore — build, run and test.
-#   make            library (release), fresh header, build/demo
+#   make            library (release), fresh header, build/demo, build/deferred, build/stream
 #   make run        the C demo on 127.0.0.1:8080
 #   make test       every test suite (installs what it needs when missing)
 #   make header     regenerate include/warpcore.h with cbindgen
@@ -14,7 +14,7 @@ RUST_SRC := $(shell find src -name '*.rs') Cargo.toml
 
 .PHONY: all lib header run test test-deps test-rust test-abi clean
 
-all: lib include/warpcore.h build/demo
+all: lib include/warpcore.h build/demo build/deferred build/stream
 
 lib: $(LIB)
 
@@ -29,7 +29,7 @@ include/warpcore.h: $(FFI_SRC)
 header:
 	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header
 
-build/demo: examples/c/demo.c include/warpcore.h $(LIB)
+build/%: examples/c/%.c include/warpcore.h $(LIB)
 	@mkdir -p build
 	$(CC) $(CFLAGS_STRICT) -O2 -Iinclude $< -o $@ -L$(LIBDIR) -lwarpcore -Wl,-rpath,$(LIBDIR) -lpthread
 

@@ -221,6 +221,12 @@ warpcore_result warpcore_config_set_workers(struct warpcore_config *config, uint
 // threads it owns, and handlers run on those threads. Default false.
 warpcore_result warpcore_config_set_external_workers(struct warpcore_config *config, bool external);
 
+// When `share` is true, the server joins other processes (of the same user)
+// that listen on the same address with `SO_REUSEPORT`, and the kernel spreads
+// connections over all of them: how several processes serve one port. When
+// false, the default, a port in use is `WARPCORE_RESULT_ADDRESS_IN_USE`.
+warpcore_result warpcore_config_set_share_port(struct warpcore_config *config, bool share);
+
 // Sets the request handler and the `userdata` passed to it. The handler is
 // called on worker threads, several at once when there are several workers,
 // so it and `userdata` must be thread-safe; `userdata` must stay valid until

@@ -17,6 +17,10 @@ pub struct Config {
     /// When true, `start` spawns no threads: the embedder calls
     /// `Server::run_worker(i)` once for each worker index. Default false.
     pub external_workers: bool,
+    /// Join other processes listening on the same address with `SO_REUSEPORT`
+    /// (a pre-fork style process group) instead of refusing a port in use.
+    /// Default false.
+    pub share_port: bool,
     /// Called for every request on the worker thread that read it.
     pub handler: Option<Arc<dyn Handler>>,
     /// The `Server` header; empty sends none. Default `warpcore`.
@@ -50,6 +54,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".to_owned(),
             workers: 0,
             external_workers: false,
+            share_port: false,
             handler: None,
             server_name: b"warpcore".to_vec(),
             max_body_size: 1 << 20,

@@ -58,7 +58,7 @@ impl Server {
         config.validate()?;
         let addr = crate::sys::resolve(&config.listen)?;
         let count = config.resolved_workers();
-        let listeners = crate::sys::bind_listeners(addr, count, config.backlog)?;
+        let listeners = crate::sys::bind_listeners(addr, count, config.backlog, config.share_port)?;
         let port = listeners[0].local_addr().map_err(|e| Error::io("local address", e))?.port();
         let shared = Arc::new(Shared {
             shutting_down: AtomicBool::new(false),

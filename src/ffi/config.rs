@@ -96,6 +96,15 @@ pub extern "C" fn warpcore_config_set_external_workers(config: *mut warpcore_con
     ffi_boundary!({ update(config, |c| c.external_workers = external) })
 }
 
+/// When `share` is true, the server joins other processes (of the same user)
+/// that listen on the same address with `SO_REUSEPORT`, and the kernel spreads
+/// connections over all of them: how several processes serve one port. When
+/// false, the default, a port in use is `WARPCORE_RESULT_ADDRESS_IN_USE`.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_share_port(config: *mut warpcore_config, share: bool) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.share_port = share) })
+}
+
 /// Sets the request handler and the `userdata` passed to it. The handler is
 /// called on worker threads, several at once when there are several workers,
 /// so it and `userdata` must be thread-safe; `userdata` must stay valid until

@@ -89,6 +89,27 @@ typedef uint32_t warpcore_timeout;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How serious an error-log message is.
+enum warpcore_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Something failed and was contained (a panic, a listener error).
+  WARPCORE_LOG_LEVEL_ERROR = 0,
+  // Something degraded (accepting paused for lack of descriptors).
+  WARPCORE_LOG_LEVEL_WARNING = 1,
+  // For information.
+  WARPCORE_LOG_LEVEL_INFO = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum warpcore_log_level warpcore_log_level;
+#else
+typedef uint32_t warpcore_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // Server settings, filled in with setters and read by `warpcore_server_start`.
 //
 // Owned by the caller: made by `warpcore_config_new`, released by
@@ -186,12 +207,72 @@ typedef void (*warpcore_handler_cb)(void *userdata,
                                     const struct warpcore_request *request,
                                     struct warpcore_response *response);
 
+// Receives a batch of complete access-log lines (Apache combined format, each
+// ending in `\n`), `len` bytes at `lines`, valid during the call. Called from
+// worker threads, at least once a second while requests are logged and at
+// shutdown; several workers may call it at once.
+typedef void (*warpcore_access_log_cb)(void *userdata, const uint8_t *lines, size_t len);
+
+// Receives one error-log message (`len` bytes at `message`, no newline, valid
+// during the call) with its level (a `warpcore_log_level`): accept failures,
+// listener errors, contained panics. Called from whichever thread saw the
+// event; must be thread-safe and must not call back into the server.
+typedef void (*warpcore_error_log_cb)(void *userdata,
+                                      uint32_t level,
+                                      const uint8_t *message,
+                                      size_t len);
+
 // Called exactly once when the library is done with a buffer handed to it
 // without a copy (`warpcore_respond_buffer`, `warpcore_response_write_buffer`):
 // after its bytes were sent, when the connection is gone, or right away when
 // the call that passed it fails. `userdata` is the caller's. It may run on any
 // thread (usually the worker's) and must not call back into the library.
 typedef void (*warpcore_release_cb)(void *userdata, const uint8_t *data, size_t len);
+
+// What a graceful shutdown did, from `warpcore_server_shutdown_report`.
+typedef struct warpcore_shutdown_report {
+  // Requests answered after the shutdown began.
+  uint64_t requests_finished;
+  // Connections still open at the deadline, closed without their answer.
+  uint64_t connections_cut;
+} warpcore_shutdown_report;
+
+// Counters summed over every worker, read without stopping them (each is
+// exact; they are not one atomic snapshot).
+typedef struct warpcore_stats {
+  // Connections accepted.
+  uint64_t connections_accepted;
+  // Connections open now.
+  uint64_t connections_active;
+  // Connections closed because a timeout expired.
+  uint64_t connections_timed_out;
+  // Requests read (the library's own error answers included).
+  uint64_t requests;
+  // Responses with a 1xx status (final ones; `100 Continue` is not counted).
+  uint64_t responses_1xx;
+  // Responses with a 2xx status.
+  uint64_t responses_2xx;
+  // Responses with a 3xx status.
+  uint64_t responses_3xx;
+  // Responses with a 4xx status.
+  uint64_t responses_4xx;
+  // Responses with a 5xx status.
+  uint64_t responses_5xx;
+  // Bytes read from clients.
+  uint64_t bytes_in;
+  // Bytes written to clients.
+  uint64_t bytes_out;
+  // Requests refused as malformed or over a limit.
+  uint64_t parse_errors;
+  // Static-file descriptor cache hits.
+  uint64_t fd_cache_hits;
+  // Static-file descriptor cache misses.
+  uint64_t fd_cache_misses;
+  // Static-file information cache hits.
+  uint64_t info_cache_hits;
+  // Static-file information cache misses.
+  uint64_t info_cache_misses;
+} warpcore_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -264,6 +345,36 @@ warpcore_result warpcore_config_set_max_header_count(struct warpcore_config *con
 // (1 KiB to 1 GiB, default 1 MiB).
 warpcore_result warpcore_config_set_stream_high_water(struct warpcore_config *config,
                                                       uint64_t bytes);
+
+// Sets the most connections open at once across the server (default 16384).
+// At the limit, accepting pauses (new connections wait in the listen backlog)
+// until one closes.
+warpcore_result warpcore_config_set_max_connections(struct warpcore_config *config,
+                                                    uint32_t connections);
+
+// Logs every request in Apache combined format to the file at `path` (`len`
+// bytes), appending; created when missing, opened when the server starts or
+// reloads (a failure to open is reported there), reopened by
+// `warpcore_server_reopen_logs`. Lines are buffered per worker and written at
+// least once a second and at shutdown. An empty path (`len` 0) turns the
+// access log off, the default.
+warpcore_result warpcore_config_set_access_log_file(struct warpcore_config *config,
+                                                    const uint8_t *path,
+                                                    size_t len);
+
+// Logs every request in Apache combined format to `callback` instead of a
+// file (see `warpcore_access_log_cb`); NULL turns the access log off.
+// `userdata` must stay valid until the server is freed.
+warpcore_result warpcore_config_set_access_log_callback(struct warpcore_config *config,
+                                                        warpcore_access_log_cb callback,
+                                                        void *userdata);
+
+// Sends accept failures, listener errors and contained panics to `callback`
+// (see `warpcore_error_log_cb`); NULL, the default, drops them. The library
+// never prints anything itself. `userdata` must stay valid until the server is freed.
+warpcore_result warpcore_config_set_error_log(struct warpcore_config *config,
+                                              warpcore_error_log_cb callback,
+                                              void *userdata);
 
 // Sets one timeout: `which` is a `warpcore_timeout` value, the time is in milliseconds, from 1 s to 1 day; deadlines are checked
 // once a second, so they are kept to within a second. No timeout applies while
@@ -381,8 +492,31 @@ warpcore_result warpcore_server_run_worker(const struct warpcore_server *server,
 // keep-alive connections, lets requests already received be answered (with
 // `Connection: close`) for up to `grace_ms` milliseconds, closes what remains,
 // and returns when every worker has stopped. Calling it again, or from several
-// threads, is harmless. Not from a handler.
+// threads, is harmless. Not from a handler. `warpcore_server_shutdown_report`
+// then tells how many requests it let finish and how many connections it cut.
 warpcore_result warpcore_server_shutdown(const struct warpcore_server *server, uint32_t grace_ms);
+
+// Writes what `warpcore_server_shutdown` did to `*out` (all zero before a
+// shutdown has finished).
+warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *server,
+                                                struct warpcore_shutdown_report *out);
+
+// Applies `config` to requests read from now on, atomically: handler and
+// userdata, limits, timeouts, server name, logs. Requests in flight finish
+// with what they started with; no connection is dropped. Returns when every
+// running worker uses the new settings. The listen address and the worker
+// count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
+// config is not retained. May be called from a handler.
+warpcore_result warpcore_server_reload(const struct warpcore_server *server,
+                                       const struct warpcore_config *config);
+
+// Writes the server's counters to `*out`. Thread-safe.
+warpcore_result warpcore_server_stats(const struct warpcore_server *server,
+                                      struct warpcore_stats *out);
+
+// Reopens the access-log file: after moving it away, call this so new lines
+// go to a fresh file at the configured path (log rotation). Thread-safe.
+warpcore_result warpcore_server_reopen_logs(const struct warpcore_server *server);
 
 // Blocks until every worker has stopped, that is until another thread's
 // `warpcore_server_shutdown` has finished its work. Not from a handler.

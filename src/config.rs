@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
 use crate::handler::Handler;
+use crate::log::{AccessLogTarget, ErrorLog};
 use crate::http::head::{HeadLimits, MAX_HEADERS};
 
 /// Everything a server is started with. Cloning is cheap (the handler is shared).
@@ -41,6 +42,14 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Time without progress while a response cannot be written. Default 30 s.
     pub write_timeout: Duration,
+    /// Most connections open at once across the server; at the limit accepting
+    /// pauses until one closes. Default 16384.
+    pub max_connections: usize,
+    /// Where access-log lines go (Apache combined format); None (the default)
+    /// logs nothing.
+    pub access_log: Option<AccessLogTarget>,
+    /// Receives accept failures, listener errors and contained panics. None by default.
+    pub error_log: Option<Arc<dyn ErrorLog>>,
     /// Listen backlog per worker socket. Default 1024.
     pub backlog: u32,
     /// Bytes a streamed response may have queued for its connection before a
@@ -65,6 +74,9 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            max_connections: 16384,
+            access_log: None,
+            error_log: None,
             backlog: 1024,
             stream_high_water: 1 << 20,
         }
@@ -113,6 +125,9 @@ impl Config {
         }
         if self.stream_high_water < 1024 || self.stream_high_water > 1 << 30 {
             return invalid("stream_high_water must be between 1 KiB and 1 GiB");
+        }
+        if self.max_connections == 0 || self.max_connections > 10_000_000 {
+            return invalid("max_connections must be between 1 and 10000000");
         }
         if self.backlog == 0 || self.backlog > 65_535 {
             return invalid("backlog must be between 1 and 65535");

@@ -123,6 +123,10 @@ pub struct Response<'a> {
     pub(crate) meta: RequestMeta,
     pub(crate) outcome: Outcome,
     pub(crate) defer_slot: DeferSlot<'a>,
+    /// The status sent, for the counters and the access log (0: none yet).
+    pub(crate) status: u16,
+    /// Body bytes sent so far.
+    pub(crate) body_bytes: u64,
 }
 
 impl Response<'_> {
@@ -143,7 +147,9 @@ impl Response<'_> {
         self.check_fresh()?;
         let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), self.meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
+        self.status = status;
         if !composed.omit_body {
+            self.body_bytes = body.len() as u64;
             self.put_body(body, b"")?;
         }
         Ok(())
@@ -159,7 +165,9 @@ impl Response<'_> {
         let len = body.as_ref().len() as u64;
         let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(len), self.meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
+        self.status = status;
         if !composed.omit_body {
+            self.body_bytes = len;
             self.put_payload(body, b"")?;
         }
         Ok(())
@@ -174,9 +182,9 @@ impl Response<'_> {
         self.check_fresh()?;
         let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
         let composed = compose_head(self.out, &self.env, status, headers, framing, self.meta)?;
-        let mut stream = StreamOut::new(framing, composed, self.meta.minor);
-        stream.close_after = composed.close;
+        let stream = StreamOut::new(framing, composed, self.meta.minor);
         self.outcome = Outcome::Streaming(stream);
+        self.status = status;
         Ok(())
     }
 
@@ -185,6 +193,7 @@ impl Response<'_> {
         let mut stream = self.streaming()?;
         let suffix = self.frame(&mut stream, data.len())?;
         if stream.sends_body() {
+            self.body_bytes += data.len() as u64;
             self.put_body(data, suffix)?;
         }
         Ok(())
@@ -195,6 +204,7 @@ impl Response<'_> {
         let mut stream = self.streaming()?;
         let suffix = self.frame(&mut stream, data.as_ref().len())?;
         if stream.sends_body() {
+            self.body_bytes += data.as_ref().len() as u64;
             self.put_payload(data, suffix)?;
         }
         Ok(())
@@ -226,7 +236,10 @@ impl Response<'_> {
             _ => return Err(RespondError::AlreadyAnswered),
         };
         let shared = DeferredShared::new(self.defer_slot.high_water);
-        *self.defer_slot.waiting = Some(Waiting::new(shared.clone(), self.meta, stream));
+        let mut waiting = Waiting::new(shared.clone(), self.meta, stream);
+        waiting.status = self.status;
+        waiting.body_bytes = self.body_bytes;
+        *self.defer_slot.waiting = Some(waiting);
         self.outcome = Outcome::Deferred;
         let remaining = stream.map(|s| s.remaining());
         Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining))

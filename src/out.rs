@@ -30,6 +30,8 @@ pub(crate) struct OutQueue {
     /// Bytes of the front segment already written.
     front_done: usize,
     len: usize,
+    /// Bytes written to the socket since `take_written` was last called.
+    written: u64,
 }
 
 /// How many segments one `writev` takes at most.
@@ -90,7 +92,13 @@ impl OutQueue {
         Ok(true)
     }
 
+    /// Bytes written since the last call (for the byte counters).
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
+    }
+
     fn advance(&mut self, mut n: usize) {
+        self.written += n as u64;
         self.len -= n;
         while n > 0 {
             let Some(front) = self.segments.front() else { break };
@@ -159,6 +167,7 @@ pub(crate) fn write_now_or_queue(
             out.clear();
             return false;
         };
+        queue.written += done.iter().sum::<usize>() as u64;
         let body_left = body_bytes.len() - done[1];
         queue.push_copy(&out[done[0]..]);
         if let Some(p) = body {
@@ -193,6 +202,7 @@ pub(crate) fn write_borrowed(
             out.clear();
             return false;
         };
+        queue.written += done.iter().sum::<usize>() as u64;
         queue.push_copy(&out[done[0]..]);
         queue.push_copy(&body[done[1]..]);
         queue.push_copy(&suffix[done[2]..]);

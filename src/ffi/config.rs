@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::cast::{try_mut, try_slice, write_out};
 use super::handler::{warpcore_handler_cb, CHandler};
+use super::log::{warpcore_access_log_cb, warpcore_error_log_cb, CAccessLog, CErrorLog};
+use crate::log::AccessLogTarget;
 use super::result::{fail, warpcore_result};
 use crate::config::Config;
 
@@ -171,6 +173,71 @@ pub extern "C" fn warpcore_config_set_max_header_count(config: *mut warpcore_con
 #[no_mangle]
 pub extern "C" fn warpcore_config_set_stream_high_water(config: *mut warpcore_config, bytes: u64) -> warpcore_result {
     ffi_boundary!({ update(config, |c| c.stream_high_water = bytes.min(usize::MAX as u64) as usize) })
+}
+
+/// Sets the most connections open at once across the server (default 16384).
+/// At the limit, accepting pauses (new connections wait in the listen backlog)
+/// until one closes.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_max_connections(config: *mut warpcore_config, connections: u32) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.max_connections = connections as usize) })
+}
+
+/// Logs every request in Apache combined format to the file at `path` (`len`
+/// bytes), appending; created when missing, opened when the server starts or
+/// reloads (a failure to open is reported there), reopened by
+/// `warpcore_server_reopen_logs`. Lines are buffered per worker and written at
+/// least once a second and at shutdown. An empty path (`len` 0) turns the
+/// access log off, the default.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_access_log_file(config: *mut warpcore_config, path: *const u8, len: usize) -> warpcore_result {
+    ffi_boundary!({
+        let bytes = match try_slice(path, len, "path") {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let target = if bytes.is_empty() {
+            None
+        } else {
+            use std::os::unix::ffi::OsStrExt;
+            Some(AccessLogTarget::File(std::ffi::OsStr::from_bytes(bytes).into()))
+        };
+        update(config, |c| c.access_log = target)
+    })
+}
+
+/// Logs every request in Apache combined format to `callback` instead of a
+/// file (see `warpcore_access_log_cb`); NULL turns the access log off.
+/// `userdata` must stay valid until the server is freed.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_access_log_callback(
+    config: *mut warpcore_config,
+    callback: warpcore_access_log_cb,
+    userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let target = callback.map(|callback| {
+            AccessLogTarget::Sink(std::sync::Arc::new(CAccessLog { callback, userdata }))
+        });
+        update(config, |c| c.access_log = target)
+    })
+}
+
+/// Sends accept failures, listener errors and contained panics to `callback`
+/// (see `warpcore_error_log_cb`); NULL, the default, drops them. The library
+/// never prints anything itself. `userdata` must stay valid until the server is freed.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_error_log(
+    config: *mut warpcore_config,
+    callback: warpcore_error_log_cb,
+    userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let log = callback.map(|callback| {
+            std::sync::Arc::new(CErrorLog { callback, userdata }) as std::sync::Arc<dyn crate::log::ErrorLog>
+        });
+        update(config, |c| c.error_log = log)
+    })
 }
 
 /// Which wait a timeout bounds, for `warpcore_config_set_timeout`.

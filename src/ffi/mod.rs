@@ -14,6 +14,7 @@ mod panic;
 mod cast;
 pub mod config;
 pub mod handler;
+pub mod log;
 pub mod request;
 pub mod response;
 pub mod result;

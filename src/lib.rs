@@ -18,6 +18,7 @@ pub mod http;
 pub mod log;
 mod out;
 mod payload;
+mod quiet_panic;
 pub mod server;
 mod settings;
 mod stats;

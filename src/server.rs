@@ -344,7 +344,9 @@ impl Drop for Server {
 fn run_contained(index: usize, worker: Worker) {
     let shared = worker.shared();
     ON_WORKER.with(|w| w.set(Some(index)));
-    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_ok();
+    let finished = crate::quiet_panic::quietly(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_ok()
+    });
     ON_WORKER.with(|w| w.set(None));
     if !finished {
         shared.worker_running(index, false);

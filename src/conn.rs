@@ -363,6 +363,8 @@ impl ConnState {
     /// connection must be closed at once.
     pub fn apply(&mut self, answer: Answer, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> bool {
         let Some(waiting) = self.waiting.as_mut() else { return true };
+        // An answer that arrives while shutting down closes its connection.
+        waiting.meta.keep_alive &= !ctx.draining;
         let settings = ctx.settings.clone();
         let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
         let (ok, finished) = match answer {

@@ -171,21 +171,24 @@ fn reload_swaps_the_handler_for_requests_read_afterwards() {
     };
     let server = Arc::new(Server::start(&config).unwrap());
     let port = server.port();
-    let generation = Arc::new(AtomicUsize::new(0));
+    // Every request is answered by a generation between `lower` (reload had
+    // returned before the request was sent) and `upper` (reload had begun
+    // before the answer arrived).
+    let lower = Arc::new(AtomicUsize::new(0));
+    let upper = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (generation, stop, failures) = (generation.clone(), stop.clone(), failures.clone());
+            let (lower, upper, stop, failures) = (lower.clone(), upper.clone(), stop.clone(), failures.clone());
             std::thread::spawn(move || {
                 let mut c = Client::connect(port);
                 let mut count = 0;
                 while !stop.load(Ordering::SeqCst) {
-                    // The generation before sending bounds the answer from below.
-                    let floor = generation.load(Ordering::SeqCst);
+                    let floor = lower.load(Ordering::SeqCst);
                     let r = c.get("/");
                     let got: usize = r.text().trim_start_matches("gen-").parse().unwrap_or(usize::MAX);
-                    let ceiling = generation.load(Ordering::SeqCst);
+                    let ceiling = upper.load(Ordering::SeqCst);
                     if r.status != 200 || got < floor || got > ceiling {
                         failures.fetch_add(1, Ordering::SeqCst);
                     }
@@ -195,21 +198,11 @@ fn reload_swaps_the_handler_for_requests_read_afterwards() {
             })
         })
         .collect();
-    const NAMES: [&str; 101] = {
-        let mut names = [""; 101];
-        let mut i = 0;
-        while i < 101 {
-            names[i] = GEN_NAMES[i];
-            i += 1;
-        }
-        names
-    };
     for g in 1..=100 {
-        config.handler = Some(Arc::new(named(NAMES[g])));
-        // Announce the generation only once reload returned: from then on
-        // every request read must see it.
+        config.handler = Some(Arc::new(named(Box::leak(format!("gen-{g}").into_boxed_str()))));
+        upper.store(g, Ordering::SeqCst);
         server.reload(&config).unwrap();
-        generation.store(g, Ordering::SeqCst);
+        lower.store(g, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(2));
     }
     stop.store(true, Ordering::SeqCst);
@@ -219,15 +212,6 @@ fn reload_swaps_the_handler_for_requests_read_afterwards() {
     let mut c = Client::connect(port);
     assert_eq!(c.get("/").text(), "gen-100");
 }
-
-macro_rules! gen_names {
-    ($($n:literal)*) => { [$(concat!("gen-", $n)),*] };
-}
-const GEN_NAMES: [&str; 101] = gen_names!(
-    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38
-    39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64 65 66 67 68 69 70 71 72 73 74
-    75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100
-);
 
 #[test]
 fn reload_refuses_a_new_address_or_worker_count() {

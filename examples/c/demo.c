@@ -1,8 +1,9 @@
 /*
  * The demo server of DESIGN.md in C: GET / -> "Hello, World!", POST /echo ->
- * the request body. Flags: --host H --port N --workers N.
- * Prints "listening on HOST:PORT" once it accepts connections; stops
- * gracefully on SIGTERM or SIGINT with exit status 0.
+ * the request body. Flags: --host H --port N --workers N [--access-log PATH].
+ * Prints "listening on HOST:PORT" once it accepts connections. Signals:
+ * SIGTERM/SIGINT stop it gracefully (10 s deadline, exit status 0), SIGHUP
+ * reloads its settings live, SIGUSR1 reopens the access log (rotation).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
@@ -51,7 +52,32 @@ static void handle(void *userdata, const warpcore_request *req, warpcore_respons
 }
 
 static void usage(const char *argv0) {
-    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N]\n", argv0);
+    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N] [--access-log PATH]\n", argv0);
+}
+
+/* Sends the library's error log to stderr. */
+static void log_error(void *userdata, uint32_t level, const uint8_t *message, size_t len) {
+    (void)userdata;
+    static const char *names[] = {"error", "warning", "info"};
+    fprintf(stderr, "demo: %s: %.*s\n", level < 3 ? names[level] : "log", (int)len, (const char *)message);
+}
+
+/* The settings the flags describe; used at start and on every SIGHUP. */
+static warpcore_result make_config(const char *listen, long workers, const char *access_log, warpcore_config **out) {
+    warpcore_config *config = NULL;
+    warpcore_result r = warpcore_config_new(&config);
+    if (r != WARPCORE_RESULT_OK) return r;
+    if ((r = warpcore_config_set_listen(config, (const uint8_t *)listen, strlen(listen))) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_workers(config, (uint32_t)workers)) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_error_log(config, log_error, NULL)) != WARPCORE_RESULT_OK ||
+        (access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)access_log,
+                                                                strlen(access_log))) != WARPCORE_RESULT_OK)) {
+        warpcore_config_free(config);
+        return r;
+    }
+    *out = config;
+    return WARPCORE_RESULT_OK;
 }
 
 static int fail(const char *what, warpcore_result r) {
@@ -63,6 +89,7 @@ static int fail(const char *what, warpcore_result r) {
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
+    const char *access_log = NULL;
     long port = 8080, workers = 0;
     for (int i = 1; i < argc; i++) {
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -72,6 +99,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--port") && value) {
             port = strtol(value, &end, 10);
             if (*end || port < 0 || port > 65535) { usage(argv[0]); return 2; }
+        } else if (!strcmp(argv[i], "--access-log") && value) {
+            access_log = value;
         } else if (!strcmp(argv[i], "--workers") && value) {
             workers = strtol(value, &end, 10);
             if (*end || workers < 0 || workers > 1024) { usage(argv[0]); return 2; }
@@ -87,6 +116,8 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
+    sigaddset(&stop_signals, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     char listen[300];
@@ -94,14 +125,8 @@ int main(int argc, char **argv) {
     snprintf(listen, sizeof listen, bracket ? "[%s]:%ld" : "%s:%ld", host, port);
 
     warpcore_config *config = NULL;
-    warpcore_result r = warpcore_config_new(&config);
+    warpcore_result r = make_config(listen, workers, access_log, &config);
     if (r != WARPCORE_RESULT_OK) return fail("config", r);
-    if ((r = warpcore_config_set_listen(config, (const uint8_t *)listen, strlen(listen))) != WARPCORE_RESULT_OK ||
-        (r = warpcore_config_set_workers(config, (uint32_t)workers)) != WARPCORE_RESULT_OK ||
-        (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK) {
-        warpcore_config_free(config);
-        return fail("config", r);
-    }
     warpcore_server *server = NULL;
     r = warpcore_server_start(config, &server);
     warpcore_config_free(config);
@@ -110,9 +135,23 @@ int main(int argc, char **argv) {
     printf(bracket ? "listening on [%s]:%u\n" : "listening on %s:%u\n", host, warpcore_server_port(server));
     fflush(stdout);
 
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    warpcore_server_shutdown(server, 5000);
+    for (;;) {
+        int sig = 0;
+        sigwait(&stop_signals, &sig);
+        if (sig == SIGHUP) {
+            /* Reload: the same flags, applied live to requests read from now on. */
+            warpcore_config *fresh = NULL;
+            r = make_config(listen, workers, access_log, &fresh);
+            if (r == WARPCORE_RESULT_OK) r = warpcore_server_reload(server, fresh);
+            warpcore_config_free(fresh);
+            if (r != WARPCORE_RESULT_OK) fail("reload", r);
+        } else if (sig == SIGUSR1) {
+            if ((r = warpcore_server_reopen_logs(server)) != WARPCORE_RESULT_OK) fail("reopen logs", r);
+        } else {
+            break;
+        }
+    }
+    warpcore_server_shutdown(server, 10000);
     warpcore_server_free(server);
     return 0;
 }

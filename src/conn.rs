@@ -452,3 +452,13 @@ impl ConnState {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// An idle connection costs its slot and nothing else (its buffers are
+    /// given back), so the slot's size bounds the memory per idle connection.
+    #[test]
+    fn an_idle_connection_slot_stays_under_half_a_kib() {
+        assert!(std::mem::size_of::<Option<super::Conn>>() <= 512, "{}", std::mem::size_of::<Option<super::Conn>>());
+    }
+}

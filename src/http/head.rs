@@ -70,8 +70,7 @@ pub fn parse<'b, 'h>(
         Err(httparse::Error::Version) => return Err(reject_version(buf)),
         Err(_) => return Err(Reject(400)),
     };
-    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(head_len);
-    if line_len > limits.max_request_line {
+    if request_line_len(buf).unwrap_or(head_len) > limits.max_request_line {
         return Err(Reject(414));
     }
     if head_len > limits.max_head_bytes {
@@ -83,12 +82,18 @@ pub fn parse<'b, 'h>(
 
 /// A partial head already past its limits is refused now, not when it completes.
 fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), Reject> {
-    match buf.iter().position(|&b| b == b'\n') {
+    match request_line_len(buf) {
         None if buf.len() > limits.max_request_line => Err(Reject(414)),
         Some(n) if n > limits.max_request_line => Err(Reject(414)),
         _ if buf.len() > limits.max_head_bytes => Err(Reject(431)),
         _ => Ok(()),
     }
+}
+
+/// The request line's length without its line ending, once it is complete.
+fn request_line_len(buf: &[u8]) -> Option<usize> {
+    let lf = buf.iter().position(|&b| b == b'\n')?;
+    Some(if lf > 0 && buf[lf - 1] == b'\r' { lf - 1 } else { lf })
 }
 
 /// httparse reports any version but 1.0 and 1.1 as one error: a well-formed

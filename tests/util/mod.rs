@@ -2,6 +2,8 @@
 //! handler, talk to it over real TCP, read responses back.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;

@@ -12,6 +12,8 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod ffi;
+#[allow(dead_code)] // wired into the engine by the integration commit
+mod file;
 pub mod handler;
 pub mod http;
 pub mod server;

@@ -11,7 +11,7 @@
 use std::ffi::{CStr, OsStr};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -146,6 +146,7 @@ pub(crate) fn stat(file: &File) -> io::Result<Stat> {
 mod tests {
     use super::*;
     use std::ffi::CString;
+    use std::os::fd::AsFd;
 
     fn tempdir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("warpcore-sysfs-{name}-{}", std::process::id()));

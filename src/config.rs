@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
+use crate::file::MountSpec;
 use crate::handler::Handler;
 use crate::http::head::{HeadLimits, MAX_HEADERS};
 
@@ -39,6 +40,15 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Listen backlog per worker socket. Default 1024.
     pub backlog: u32,
+    /// Static mounts: requests under a prefix are served from a directory by
+    /// the engine, without calling the handler. Default none.
+    pub static_mounts: Vec<MountSpec>,
+    /// How long an open file stays cached after its last use; 0 disables the
+    /// fd cache. Default 10 s.
+    pub fd_cache_lifetime: Duration,
+    /// How long a path's file information (stat, ETag, Last-Modified) is
+    /// trusted without a change being reported; 0 disables the cache. Default 1 s.
+    pub file_info_lifetime: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +68,9 @@ impl Default for Config {
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             backlog: 1024,
+            static_mounts: Vec::new(),
+            fd_cache_lifetime: Duration::from_secs(10),
+            file_info_lifetime: Duration::from_secs(1),
         }
     }
 }
@@ -104,6 +117,9 @@ impl Config {
         }
         if self.backlog == 0 || self.backlog > 65_535 {
             return invalid("backlog must be between 1 and 65535");
+        }
+        if self.fd_cache_lifetime > Duration::from_secs(86_400) || self.file_info_lifetime > Duration::from_secs(86_400) {
+            return invalid("file cache lifetimes must be at most 1 day");
         }
         Ok(())
     }

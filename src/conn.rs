@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 
 use crate::buffer::InBuf;
+use crate::file::FileCtx;
 use crate::handler::{Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::compose::{compose_error, ComposeEnv, RequestMeta};
 use crate::http::head::{self, Framing, Reject, MAX_HEADERS};
 use crate::http::percent;
+use crate::output::OutQueue;
 use crate::timer::Deadline;
 use crate::worker::WorkerCtx;
 
@@ -69,8 +71,8 @@ pub(crate) struct ConnState {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub peer_text: PeerText,
-    /// Output the socket did not take yet.
-    pub backlog: Vec<u8>,
+    /// Output the socket did not take yet: bytes and file segments.
+    pub backlog: OutQueue,
     /// A decoded chunked body.
     body: Vec<u8>,
     partial: Option<PartialBody>,
@@ -96,7 +98,7 @@ impl Conn {
                 stream,
                 peer_text: PeerText::new(&peer),
                 peer,
-                backlog: Vec::new(),
+                backlog: OutQueue::default(),
                 body: Vec::new(),
                 partial: None,
                 close_after_flush: false,
@@ -185,13 +187,14 @@ impl ConnState {
         if percent::decode_path_into(raw_path, &mut ctx.path_buf).is_err() {
             return Ok(self.reject(400, buf.len(), ctx, out));
         }
+        let headers: &[httparse::Header<'_>] = req.headers;
         let request = Request {
             method: req.method.unwrap_or("").as_bytes(),
             target,
             path: &ctx.path_buf,
             query,
             minor_version: info.minor,
-            headers: req.headers,
+            headers,
             body,
             peer: self.peer,
             peer_ip: self.peer_text.as_bytes(),
@@ -199,9 +202,13 @@ impl ConnState {
         };
         let env = ComposeEnv { date: ctx.date.get(), server_line: &ctx.server_line };
         let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
+        let file = FileCtx { files: &mut ctx.files, method: request.method, headers };
         let mut response =
-            Response { out, backlog: &mut self.backlog, stream: &self.stream, env, meta, outcome: Outcome::Pending };
-        ctx.handler.handle(&request, &mut response);
+            Response { out, backlog: &mut self.backlog, stream: &self.stream, env, meta, outcome: Outcome::Pending, file };
+        // A path under a static mount is served by the engine, without the handler.
+        if !response.serve_static(raw_path, query) {
+            ctx.handler.handle(&request, &mut response);
+        }
         let outcome = response.outcome;
         match outcome {
             Outcome::Answered { close } => self.close_after_flush |= close,

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::file::FileCtx;
 use crate::http::compose::{compose_head, BodyLength, ComposeEnv, ComposeError, RequestMeta};
+use crate::output::OutQueue;
 
 /// An application. Called on the worker thread that read the request; shared by
 /// every worker, hence `Sync`. A handler that blocks holds up its worker's other
@@ -68,6 +70,9 @@ pub enum RespondError {
     InvalidHeader,
     /// The client is gone; the response was dropped.
     Closed,
+    /// `respond_file`: the path is missing, a directory, not a regular file or
+    /// not readable; nothing was sent and the request may be answered again.
+    FileUnavailable(std::io::ErrorKind),
 }
 
 impl From<ComposeError> for RespondError {
@@ -95,11 +100,13 @@ pub(crate) enum Outcome {
 /// the worker's output buffer and leave together.
 pub struct Response<'a> {
     pub(crate) out: &'a mut Vec<u8>,
-    pub(crate) backlog: &'a mut Vec<u8>,
+    pub(crate) backlog: &'a mut OutQueue,
     pub(crate) stream: &'a TcpStream,
     pub(crate) env: ComposeEnv<'a>,
     pub(crate) meta: RequestMeta,
     pub(crate) outcome: Outcome,
+    /// For file answers: the worker's static files and the request's method and fields.
+    pub(crate) file: FileCtx<'a>,
 }
 
 impl Response<'_> {

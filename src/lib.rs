@@ -12,11 +12,9 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod ffi;
-#[allow(dead_code)] // wired into the engine by the integration commit
 mod file;
 pub mod handler;
 pub mod http;
-#[allow(dead_code)] // becomes the connection backlog in the integration commit
 mod output;
 pub mod server;
 mod sys;
@@ -25,5 +23,6 @@ mod worker;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};
+pub use file::{FileCacheStats, MountSpec};
 pub use handler::{Handler, Request, RespondError, Response};
 pub use server::Server;

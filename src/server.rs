@@ -9,6 +9,7 @@ use mio::Waker;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
+use crate::file::{FileCacheStats, FileSetup};
 use crate::worker::Worker;
 
 /// State every worker and the controlling thread share. Read by workers only when
@@ -19,6 +20,8 @@ pub(crate) struct Shared {
     /// Workers that have not finished (not started counts as not finished).
     unfinished: Mutex<usize>,
     finished: Condvar,
+    /// Static mounts, file cache settings and counters.
+    pub files: Arc<FileSetup>,
 }
 
 impl Shared {
@@ -59,6 +62,7 @@ impl Server {
         config.validate()?;
         let addr = crate::sys::resolve(&config.listen)?;
         let count = config.resolved_workers();
+        let files = FileSetup::new(&config.static_mounts, config.fd_cache_lifetime, config.file_info_lifetime, count)?;
         let listeners = crate::sys::bind_listeners(addr, count, config.backlog)?;
         let port = listeners[0].local_addr().map_err(|e| Error::io("local address", e))?.port();
         let shared = Arc::new(Shared {
@@ -66,6 +70,7 @@ impl Server {
             deadline: Mutex::new(None),
             unfinished: Mutex::new(count),
             finished: Condvar::new(),
+            files,
         });
         let mut workers = Vec::with_capacity(count);
         let mut wakers = Vec::with_capacity(count);
@@ -167,6 +172,11 @@ impl Server {
         while *n > 0 {
             n = self.shared.finished.wait(n).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// The file caches' hit and miss counts, summed over the workers.
+    pub fn file_cache_stats(&self) -> FileCacheStats {
+        self.shared.files.stats()
     }
 
     /// Whether every worker has stopped.

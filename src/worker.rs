@@ -3,6 +3,7 @@
 //! on the request path with other workers.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::buffer::InBuf;
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Stop};
+use crate::file::StaticFiles;
 use crate::handler::Handler;
 use crate::http::date::DateCache;
 use crate::http::head::HeadLimits;
@@ -20,6 +22,8 @@ use crate::timer::{CoarseClock, Deadline, Wait};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+/// The file watcher (inotify) of the worker's static-file caches.
+const FILE_WATCH: Token = Token(usize::MAX - 3);
 /// Reads land here first; a connection gets its own buffer only for a request
 /// that did not arrive whole.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -30,7 +34,8 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_DISCARD_MAX: usize = 256 * 1024;
 
 /// The per-worker context the connection code reaches the shared machinery
-/// through: handler, limits, date, scratch for the decoded path, counters.
+/// through: handler, limits, date, static files, scratch for the decoded path,
+/// counters.
 pub(crate) struct WorkerCtx {
     pub index: usize,
     pub handler: Arc<dyn Handler>,
@@ -38,6 +43,8 @@ pub(crate) struct WorkerCtx {
     pub max_body_size: u64,
     pub server_line: Vec<u8>,
     pub date: DateCache,
+    /// Mounts, fd and file-info caches of this worker.
+    pub files: StaticFiles,
     pub path_buf: Vec<u8>,
     /// Shutting down: responses close their connections.
     pub draining: bool,
@@ -74,6 +81,7 @@ impl Worker {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let handler = config.handler.clone().expect("validated config has a handler");
+        let files = StaticFiles::new(shared.files.clone(), index, poll.registry().try_clone().ok(), FILE_WATCH);
         let worker = Worker {
             poll,
             listener: Some(listener),
@@ -89,6 +97,7 @@ impl Worker {
                 max_body_size: config.max_body_size,
                 server_line: crate::http::compose::server_line(&config.server_name),
                 date: DateCache::default(),
+                files,
                 path_buf: Vec::with_capacity(256),
                 draining: false,
                 requests: 0,
@@ -123,8 +132,13 @@ impl Worker {
             }
             self.ctx.date.refresh();
             let new_second = self.clock.tick();
+            // File changes first: a request that follows a change must see it.
+            if events.iter().any(|e| e.token() == FILE_WATCH) {
+                self.ctx.files.on_watch_event();
+            }
             for event in events.iter() {
                 match event.token() {
+                    FILE_WATCH => {}
                     LISTENER => self.accept_all(),
                     WAKER => self.check_shutdown(),
                     Token(i) => self.on_conn_event(i, event.is_readable(), event.is_writable()),
@@ -317,7 +331,7 @@ impl Worker {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return false };
         let state = &mut conn.state;
         let before = state.backlog.len();
-        let ok = write_all_nonblocking(&state.stream, &mut state.backlog);
+        let ok = state.backlog.flush(state.stream.as_fd()).is_ok();
         if !ok {
             self.close(index);
             return false;
@@ -399,6 +413,7 @@ impl Worker {
             self.accept_paused = false;
             self.accept_all();
         }
+        self.ctx.files.sweep();
     }
 }
 
@@ -430,32 +445,12 @@ fn write_out(state: &mut ConnState, out: &mut Vec<u8>) {
         state.backlog.extend_from_slice(&out[written..]);
     } else {
         state.backlog.extend_from_slice(out);
-        if !write_all_nonblocking(&state.stream, &mut state.backlog) {
+        if state.backlog.flush(state.stream.as_fd()).is_err() {
             state.backlog.clear();
             state.close_after_flush = true;
         }
     }
     out.clear();
-}
-
-/// Writes from the front of `buf` until it is empty or the socket is full;
-/// false on a write error.
-fn write_all_nonblocking(stream: &mio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut written = 0;
-    let ok = loop {
-        if written == buf.len() {
-            break true;
-        }
-        match (&*stream).write(&buf[written..]) {
-            Ok(0) => break true,
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
-            Err(_) => break false,
-        }
-    };
-    buf.drain(..written);
-    ok
 }
 
 fn is_transient_accept_error(e: &io::Error) -> bool {

@@ -15,7 +15,7 @@ use crate::handler::Response;
 /// `500` sent for it.
 pub struct warpcore_response {
     /// The core response, lifetime erased: valid for the handler call only.
-    response: *mut Response<'static>,
+    pub(crate) response: *mut Response<'static>,
     _not_send: PhantomData<*mut ()>,
 }
 

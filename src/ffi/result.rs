@@ -94,6 +94,9 @@ impl From<RespondError> for warpcore_result {
                 (warpcore_result::InvalidHeader, "header names must be tokens and values must not contain CR, LF or NUL")
             }
             RespondError::Closed => (warpcore_result::Closed, "the client has gone away"),
+            RespondError::FileUnavailable(kind) => {
+                return fail(warpcore_result::IoError, format!("the file cannot be served: {kind}"));
+            }
         };
         fail(code, message)
     }

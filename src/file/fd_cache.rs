@@ -80,6 +80,7 @@ impl FdCache {
         self.map.retain(|_, e| now.saturating_duration_since(e.used) < lifetime);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -93,6 +93,7 @@ impl InfoCache {
         self.map.retain(|_, e| now < e.expires);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -62,6 +62,7 @@ impl HeadFields {
         self.spans[..self.len].iter().map(|&(a, b, c)| (&self.buf[a..b], &self.buf[b..c]))
     }
 
+    #[cfg(test)]
     /// The value of the field `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)

@@ -117,7 +117,8 @@ impl Watcher {
         }
     }
 
-    /// Whether nothing is being watched (and so nothing will ever be reported).
+    #[cfg(test)]
+    /// Whether the inotify instance is running.
     pub fn is_active(&self) -> bool {
         matches!(self.state, State::Active(_))
     }

@@ -19,7 +19,6 @@ macro_rules! syscall {
 
 pub(crate) mod fs;
 pub(crate) mod inotify;
-#[allow(dead_code)] // used by the connection output queue (integration)
 pub(crate) mod sendfile;
 
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,6 +1,8 @@
 /*
  * The demo server of DESIGN.md in C: GET / -> "Hello, World!", POST /echo ->
- * the request body. Flags: --host H --port N --workers N.
+ * the request body, PREFIX/... -> files under DIR for each --static PREFIX=DIR
+ * (served by the library's static mounts, not by this handler).
+ * Flags: --host H --port N --workers N --static PREFIX=DIR (repeatable).
  * Prints "listening on HOST:PORT" once it accepts connections; stops
  * gracefully on SIGTERM or SIGINT with exit status 0.
  */
@@ -51,7 +53,7 @@ static void handle(void *userdata, const warpcore_request *req, warpcore_respons
 }
 
 static void usage(const char *argv0) {
-    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N]\n", argv0);
+    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N] [--static PREFIX=DIR]...\n", argv0);
 }
 
 static int fail(const char *what, warpcore_result r) {
@@ -61,9 +63,13 @@ static int fail(const char *what, warpcore_result r) {
     return 1;
 }
 
+#define MAX_MOUNTS 16
+
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
     long port = 8080, workers = 0;
+    const char *mounts[MAX_MOUNTS];
+    int mount_count = 0;
     for (int i = 1; i < argc; i++) {
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -75,6 +81,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--workers") && value) {
             workers = strtol(value, &end, 10);
             if (*end || workers < 0 || workers > 1024) { usage(argv[0]); return 2; }
+        } else if (!strcmp(argv[i], "--static") && value) {
+            if (mount_count == MAX_MOUNTS || !strchr(value, '=')) { usage(argv[0]); return 2; }
+            mounts[mount_count++] = value;
         } else {
             usage(argv[0]);
             return 2;
@@ -101,6 +110,15 @@ int main(int argc, char **argv) {
         (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK) {
         warpcore_config_free(config);
         return fail("config", r);
+    }
+    for (int m = 0; m < mount_count; m++) {
+        const char *eq = strchr(mounts[m], '=');
+        r = warpcore_config_add_static(config, (const uint8_t *)mounts[m], (size_t)(eq - mounts[m]),
+                                       (const uint8_t *)(eq + 1), strlen(eq + 1));
+        if (r != WARPCORE_RESULT_OK) {
+            warpcore_config_free(config);
+            return fail("--static", r);
+        }
     }
     warpcore_server *server = NULL;
     r = warpcore_server_start(config, &server);

@@ -549,31 +549,90 @@ fn several_workers_each_serve_fresh_files() {
     }
 }
 
+/// The C demo (from `WARPCORE_DEMO`, which `make test` sets) with `--static`
+/// mounts. Killed if a test panics before `stop`, so no demo outlives its test.
+struct Demo {
+    child: Option<std::process::Child>,
+    port: u16,
+}
+
+impl Demo {
+    fn start(mounts: &[String]) -> Option<Demo> {
+        let Some(demo) = std::env::var_os("WARPCORE_DEMO") else {
+            eprintln!("WARPCORE_DEMO is not set (make test sets it): not run");
+            return None;
+        };
+        let mut cmd = std::process::Command::new(demo);
+        cmd.args(["--host", "127.0.0.1", "--port", "0", "--workers", "2"]);
+        for m in mounts {
+            cmd.args(["--static", m]);
+        }
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("demo starts");
+        let mut out = child.stdout.take().unwrap();
+        let mut demo = Demo { child: Some(child), port: 0 };
+        let mut line = String::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with('\n') {
+            assert_eq!(out.read(&mut byte).unwrap(), 1, "demo printed its address");
+            line.push(byte[0] as char);
+        }
+        demo.port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+        Some(demo)
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Stops it the way an operator would (SIGTERM to this child, by its pid)
+    /// and expects a clean exit.
+    fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A real browser (headless Chromium) loads examples/www from the demo; the
+/// page's script marks it "all loaded" only when the JSON, the image and the
+/// stylesheet all arrived, which the dumped DOM shows.
+#[test]
+fn a_browser_loads_the_example_site_from_the_demo() {
+    let www = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/www");
+    let Some(demo) = Demo::start(&[format!("/static={}", www.display())]) else { return };
+    let port = demo.port;
+    let profile = Site::new("chromium-profile");
+    let out = std::process::Command::new("timeout")
+        .args(["60", "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.dir.display()))
+        .args(["--virtual-time-budget=10000", "--dump-dom"])
+        .arg(format!("http://127.0.0.1:{port}/static/"))
+        .output()
+        .expect("chromium runs (make test-deps installs it)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("all loaded: libwarpcore serves 5 files"), "the page did not load fully:\n{dom}");
+    demo.stop();
+}
+
 /// The C demo with `--static`: a client that resets the connection in the
 /// middle of a large file must not kill it with SIGPIPE (C programs keep the
 /// default disposition). Runs when `make test` provides the demo.
 #[test]
 fn the_c_demo_survives_clients_that_reset_during_a_file() {
-    let Some(demo) = std::env::var_os("WARPCORE_DEMO") else {
-        eprintln!("WARPCORE_DEMO is not set (make test sets it): not run");
-        return;
-    };
     let site = Site::new("demo");
     std::fs::write(site.path("big.bin"), pattern(16 << 20)).unwrap();
-    let mut child = std::process::Command::new(demo)
-        .args(["--host", "127.0.0.1", "--port", "0", "--workers", "1", "--static"])
-        .arg(format!("/static={}", site.www().display()))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("demo starts");
-    let mut line = String::new();
-    let mut out = child.stdout.take().unwrap();
-    let mut byte = [0u8; 1];
-    while !line.ends_with('\n') {
-        assert_eq!(out.read(&mut byte).unwrap(), 1, "demo printed its address");
-        line.push(byte[0] as char);
-    }
-    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let Some(mut demo) = Demo::start(&[format!("/static={}", site.www().display())]) else { return };
+    let port = demo.port;
     for _ in 0..5 {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(8 * 1024).unwrap();
@@ -589,9 +648,6 @@ fn the_c_demo_survives_clients_that_reset_during_a_file() {
     std::thread::sleep(Duration::from_millis(200));
     let mut c = Client::connect(port);
     assert_eq!(c.get("/static/hello.txt").body, b"Hello, file!\n", "the demo is still alive");
-    assert!(child.try_wait().unwrap().is_none());
-    // Stop it the way an operator would: SIGTERM to this child, by its pid.
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(demo.is_running());
+    demo.stop();
 }

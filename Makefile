@@ -1,6 +1,6 @@
 # libwarpcore — build, run and test.
 #   make            library (release), fresh header, build/demo, build/deferred, build/stream
-#   make run        the C demo on 127.0.0.1:8080
+#   make run        the C demo on 127.0.0.1:8080, examples/www/ under /static/
 #   make test       every test suite (installs what it needs when missing)
 #   make header     regenerate include/warpcore.h with cbindgen
 
@@ -34,7 +34,7 @@ build/%: examples/c/%.c include/warpcore.h $(LIB)
 	$(CC) $(CFLAGS_STRICT) -O2 -Iinclude $< -o $@ -L$(LIBDIR) -lwarpcore -Wl,-rpath,$(LIBDIR) -lpthread
 
 run: all
-	./build/demo --host 127.0.0.1 --port 8080
+	./build/demo --host 127.0.0.1 --port 8080 --static /static=examples/www
 
 # Every suite; a missing tool is installed or is an error, never a skip.
 test: test-deps all test-rust test-abi

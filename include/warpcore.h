@@ -222,6 +222,18 @@ typedef void (*warpcore_error_log_cb)(void *userdata,
                                       const uint8_t *message,
                                       size_t len);
 
+// Hit and miss counts of a server's file caches, summed over its workers.
+typedef struct warpcore_file_cache_stats {
+  // Requests whose file information (stat, ETag, Last-Modified) came from the cache.
+  uint64_t info_hits;
+  // Requests that looked their path up on disk.
+  uint64_t info_misses;
+  // File bodies sent from an already open descriptor.
+  uint64_t fd_hits;
+  // File bodies that had to open their file.
+  uint64_t fd_misses;
+} warpcore_file_cache_stats;
+
 // Called exactly once when the library is done with a buffer handed to it
 // without a copy (`warpcore_respond_buffer`, `warpcore_response_write_buffer`):
 // after its bytes were sent, when the connection is gone, or right away when
@@ -382,6 +394,72 @@ warpcore_result warpcore_config_set_error_log(struct warpcore_config *config,
 warpcore_result warpcore_config_set_timeout(struct warpcore_config *config,
                                             uint32_t which,
                                             uint64_t milliseconds);
+
+// Mounts `directory` (`dir_len` bytes, a path) at the URL path prefix
+// `url_prefix` (`prefix_len` bytes, decoded, starting with `/`; `/` mounts
+// everything). Requests whose path is the prefix or lies below it are answered
+// by the library from the files under the directory, without calling the
+// handler: GET and HEAD (others get `405` with `Allow`), `Content-Type` by
+// extension, `Last-Modified`, `ETag`, conditional requests (`304`, `412`),
+// ranges (`206`, `416`, `multipart/byteranges`), `index.html` for a path
+// ending in `/`, a `301` to the slash form for a directory without one,
+// `404` for what is missing. Paths that try to leave the directory (`..`,
+// encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
+// fifos and sockets are never served. Call once per mount; the longest
+// matching prefix wins. The directory must exist when the server starts
+// (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` otherwise).
+//
+// Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
+// first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
+// is thread-directed, so other threads are unaffected).
+warpcore_result warpcore_config_add_static(struct warpcore_config *config,
+                                           const uint8_t *url_prefix,
+                                           size_t prefix_len,
+                                           const uint8_t *directory,
+                                           size_t dir_len);
+
+// Sets how long the file caches keep an entry: an open file descriptor
+// `fd_ms` milliseconds after its last use (default 10 000), a path's file
+// information (stat, ETag, Last-Modified) `info_ms` milliseconds (default
+// 1 000). 0 disables that cache; at most a day. Each worker has its own caches.
+// A file changed on disk is noticed at once either way (through inotify, or
+// by looking the path up on every request where a directory cannot be watched).
+warpcore_result warpcore_config_set_file_cache(struct warpcore_config *config,
+                                               uint64_t fd_ms,
+                                               uint64_t info_ms);
+
+// Answers the request with the file at `path` (`path_len` bytes; an absolute
+// path is best, a relative one is taken from the process's working directory)
+// and `status`, handled as a static mount handles its files: `Content-Type` by
+// extension, `Last-Modified`, `ETag`, `Accept-Ranges`, and for a `200` the
+// conditional requests (`304`, `412`) and ranges (`206`, `416`,
+// `multipart/byteranges`); any other status sends the whole file. The
+// library adds `Date`, `Server`, `Content-Length` and `Connection` as for
+// `warpcore_respond`. A field in `headers` named like one the library adds for
+// files (`Content-Type`, `ETag`, `Last-Modified`, `Accept-Ranges`) replaces it;
+// a given `ETag` or `Last-Modified` is then what preconditions are checked
+// against. The file is opened (through the worker's caches) during the call
+// and sent after it returns; `headers` and `path` are only read during the call.
+// Inside the handler call only: after the handler returned, this returns
+// `WARPCORE_RESULT_INVALID_STATE` (read the file and use
+// `warpcore_respond_buffer` instead).
+// As for static mounts, the first file a worker thread sends with `sendfile`
+// blocks `SIGPIPE` on that thread.
+//
+// Errors: `WARPCORE_RESULT_IO_ERROR` when the file is missing, a directory,
+// not a regular file or unreadable (nothing is sent; the request may be
+// answered again, for instance with a `404`), and those of `warpcore_respond`.
+warpcore_result warpcore_respond_file(struct warpcore_response *response,
+                                      uint16_t status,
+                                      const struct warpcore_header *headers,
+                                      size_t header_count,
+                                      const uint8_t *path,
+                                      size_t path_len);
+
+// Writes the server's file cache counters to `*out`. Thread-safe; the counts
+// are read without stopping the workers, so they may lag by a request or two.
+warpcore_result warpcore_server_file_cache_stats(const struct warpcore_server *server,
+                                                 struct warpcore_file_cache_stats *out);
 
 // Answers the request with `status` (200..=599), `header_count` header fields
 // from `headers`, and `body_len` bytes of `body`. The library adds `Date`,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
+use crate::file::MountSpec;
 use crate::handler::Handler;
 use crate::log::{AccessLogTarget, ErrorLog};
 use crate::http::head::{HeadLimits, MAX_HEADERS};
@@ -52,6 +53,16 @@ pub struct Config {
     pub error_log: Option<Arc<dyn ErrorLog>>,
     /// Listen backlog per worker socket. Default 1024.
     pub backlog: u32,
+    /// Static mounts: requests under a prefix are served from a directory by
+    /// the engine, without calling the handler. Default none. Fixed at start:
+    /// a reload does not change them.
+    pub static_mounts: Vec<MountSpec>,
+    /// How long an open file stays cached after its last use; 0 disables the
+    /// fd cache. Default 10 s.
+    pub fd_cache_lifetime: Duration,
+    /// How long a path's file information (stat, ETag, Last-Modified) is
+    /// trusted without a change being reported; 0 disables the cache. Default 1 s.
+    pub file_info_lifetime: Duration,
     /// Bytes a streamed response may have queued for its connection before a
     /// writer on another thread blocks. Default 1 MiB.
     pub stream_high_water: usize,
@@ -78,6 +89,9 @@ impl Default for Config {
             access_log: None,
             error_log: None,
             backlog: 1024,
+            static_mounts: Vec::new(),
+            fd_cache_lifetime: Duration::from_secs(10),
+            file_info_lifetime: Duration::from_secs(1),
             stream_high_water: 1 << 20,
         }
     }
@@ -131,6 +145,9 @@ impl Config {
         }
         if self.backlog == 0 || self.backlog > 65_535 {
             return invalid("backlog must be between 1 and 65535");
+        }
+        if self.fd_cache_lifetime > Duration::from_secs(86_400) || self.file_info_lifetime > Duration::from_secs(86_400) {
+            return invalid("file cache lifetimes must be at most 1 day");
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::buffer::InBuf;
 use crate::deferred::{Answer, ConnRef, DeferredShared};
+use crate::file::FileCtx;
 use crate::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::compose::{compose_error, compose_head, BodyLength, ComposeEnv, RequestMeta};
@@ -230,13 +231,14 @@ impl ConnState {
         if percent::decode_path_into(raw_path, &mut ctx.path_buf).is_err() {
             return Ok(self.reject(400, buf.len(), ctx, out));
         }
+        let fields: &[httparse::Header<'_>] = req.headers;
         let request = Request {
             method: req.method.unwrap_or("").as_bytes(),
             target,
             path: &ctx.path_buf,
             query,
             minor_version: info.minor,
-            headers: req.headers,
+            headers: fields,
             body,
             peer: self.peer,
             peer_ip: self.peer_text.as_bytes(),
@@ -260,9 +262,15 @@ impl ConnState {
             },
             status: 0,
             body_bytes: 0,
+            file: FileCtx { files: &mut ctx.files, method: request.method, headers: fields },
         };
-        // A panicking handler costs its connection, never the worker.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settings.handler.handle(&request, &mut response)));
+        // A path under a static mount is served by the engine, without the
+        // handler; a panicking handler costs its connection, never the worker.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !response.serve_static(raw_path, query) {
+                settings.handler.handle(&request, &mut response);
+            }
+        }));
         let (outcome, status, body_bytes) = (response.outcome, response.status, response.body_bytes);
         let stats = &ctx.stats;
         bump(&stats.requests, 1);

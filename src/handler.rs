@@ -8,6 +8,7 @@ use mio::net::TcpStream;
 
 use crate::conn::Waiting;
 use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox};
+use crate::file::FileCtx;
 use crate::http::compose::{compose_head, BodyLength, ComposeEnv, ComposeError, RequestMeta};
 use crate::out::OutQueue;
 use crate::payload::Payload;
@@ -77,6 +78,11 @@ pub enum RespondError {
     NotStreaming,
     /// A stream broke its declared Content-Length; the connection is closed.
     LengthMismatch,
+    /// `respond_file`: the path is missing, a directory, not a regular file or
+    /// not readable; nothing was sent and the request may be answered again.
+    FileUnavailable(std::io::ErrorKind),
+    /// The call is only available inside the handler call (`respond_file`).
+    OnlyInHandler,
 }
 
 impl From<ComposeError> for RespondError {
@@ -127,6 +133,8 @@ pub struct Response<'a> {
     pub(crate) status: u16,
     /// Body bytes sent so far.
     pub(crate) body_bytes: u64,
+    /// For file answers: the worker's static files and the request's method and fields.
+    pub(crate) file: FileCtx<'a>,
 }
 
 impl Response<'_> {

@@ -13,6 +13,7 @@ mod conn;
 mod deferred;
 pub mod error;
 pub mod ffi;
+mod file;
 pub mod handler;
 pub mod http;
 pub mod log;
@@ -29,6 +30,7 @@ mod worker;
 
 pub use config::Config;
 pub use deferred::Deferred;
+pub use file::{FileCacheStats, MountSpec};
 pub use payload::Payload;
 pub use error::{Error, ErrorKind};
 pub use handler::{Handler, Request, RespondError, Response};

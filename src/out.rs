@@ -1,10 +1,17 @@
 //! A connection's pending output: what the socket has not taken yet, as a queue
-//! of segments so that borrowed-with-release bodies go out without a copy.
+//! of segments, so that borrowed-with-release bodies go out without a copy and
+//! file bodies go out with `sendfile`. Bytes just before a file segment are
+//! sent with `MSG_MORE`, so a response head and the first bytes of its file
+//! share a packet.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, IoSlice, Write};
+use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use crate::payload::Payload;
+use crate::sys::sendfile;
 
 /// One piece of pending output.
 pub(crate) enum Segment {
@@ -12,14 +19,22 @@ pub(crate) enum Segment {
     Owned(Vec<u8>),
     /// A caller's buffer, released when written or dropped.
     Payload(Payload),
+    /// `remaining` bytes of a file from `offset`, sent with `sendfile`.
+    File { file: Arc<File>, offset: u64, remaining: u64 },
 }
 
 impl Segment {
+    /// The bytes of a byte segment; empty for a file segment.
     fn bytes(&self) -> &[u8] {
         match self {
             Segment::Owned(v) => v,
             Segment::Payload(p) => p.as_ref(),
+            Segment::File { .. } => &[],
         }
+    }
+
+    fn is_file(&self) -> bool {
+        matches!(self, Segment::File { .. })
     }
 }
 
@@ -71,17 +86,59 @@ impl OutQueue {
         self.segments.push_back(Segment::Payload(payload));
     }
 
+    /// Appends `len` bytes of `file` from `offset`, sent with `sendfile`.
+    pub fn push_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        if len > 0 {
+            self.len += len as usize;
+            self.segments.push_back(Segment::File { file, offset, remaining: len });
+        }
+    }
+
     /// Writes as much as the socket takes. `Ok(true)` when the queue is empty.
+    /// An error (the peer is gone, or a file shrank while being sent) means
+    /// the connection must close.
     pub fn flush(&mut self, stream: &mio::net::TcpStream) -> io::Result<bool> {
         while self.len > 0 {
-            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (i, seg) in self.segments.iter().take(MAX_IOVECS).enumerate() {
-                let bytes = if i == 0 { &seg.bytes()[self.front_done..] } else { seg.bytes() };
-                slices[count] = IoSlice::new(bytes);
-                count += 1;
-            }
-            match (&*stream).write_vectored(&slices[..count]) {
+            let file_next = self.segments.get(1).is_some_and(Segment::is_file);
+            let step = match self.segments.front_mut() {
+                Some(Segment::File { file, offset, remaining }) => {
+                    let want = (*remaining).min(1 << 30) as usize;
+                    match sendfile::sendfile(stream.as_fd(), file.as_fd(), offset, want) {
+                        Ok(0) => {
+                            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"))
+                        }
+                        Ok(n) => {
+                            *remaining -= n as u64;
+                            if *remaining == 0 {
+                                self.segments.pop_front();
+                            }
+                            self.len -= n;
+                            self.written += n as u64;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ if file_next => {
+                    // The head before a file: hold the packet for the file's bytes.
+                    let front = &self.segments[0].bytes()[self.front_done..];
+                    sendfile::send(stream.as_fd(), front, true)
+                }
+                _ => {
+                    let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+                    let mut count = 0;
+                    for (i, seg) in self.segments.iter().take(MAX_IOVECS).enumerate() {
+                        if seg.is_file() {
+                            break;
+                        }
+                        let bytes = if i == 0 { &seg.bytes()[self.front_done..] } else { seg.bytes() };
+                        slices[count] = IoSlice::new(bytes);
+                        count += 1;
+                    }
+                    (&*stream).write_vectored(&slices[..count])
+                }
+            };
+            match step {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

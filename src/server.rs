@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::deferred::Mailbox;
 use crate::error::{Error, ErrorKind};
+use crate::file::{FileCacheStats, FileSetup};
 use crate::settings::Settings;
 use crate::stats::{Stats, WorkerStats};
 use crate::worker::Worker;
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     open_connections: AtomicUsize,
     control: Mutex<Control>,
     changed: Condvar,
+    /// Static mounts, file cache settings and counters (fixed at start).
+    pub files: Arc<FileSetup>,
 }
 
 impl Shared {
@@ -133,6 +136,7 @@ impl Server {
         let settings = Arc::new(Settings::from_config(config)?);
         let addr = crate::sys::resolve(&config.listen)?;
         let count = config.resolved_workers();
+        let files = FileSetup::new(&config.static_mounts, config.fd_cache_lifetime, config.file_info_lifetime, count)?;
         let listeners = crate::sys::bind_listeners(addr, count, config.backlog, config.share_port)?;
         let bound = listeners[0].local_addr().map_err(|e| Error::io("local address", e))?;
         let shared = Arc::new(Shared {
@@ -147,6 +151,7 @@ impl Server {
                 report: ShutdownReport::default(),
             }),
             changed: Condvar::new(),
+            files,
         });
         let mut workers = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
@@ -273,7 +278,17 @@ impl Server {
         for s in &self.stats {
             s.add_to(&mut total);
         }
+        let files = self.file_cache_stats();
+        total.fd_cache_hits = files.fd_hits;
+        total.fd_cache_misses = files.fd_misses;
+        total.info_cache_hits = files.info_hits;
+        total.info_cache_misses = files.info_misses;
         total
+    }
+
+    /// The file caches' hit and miss counts, summed over the workers.
+    pub fn file_cache_stats(&self) -> FileCacheStats {
+        self.shared.files.stats()
     }
 
     /// Reopens the access-log file (after it was moved away, for rotation).

@@ -43,10 +43,6 @@ pub(crate) struct WorkerStats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub parse_errors: AtomicU64,
-    pub fd_cache_hits: AtomicU64,
-    pub fd_cache_misses: AtomicU64,
-    pub info_cache_hits: AtomicU64,
-    pub info_cache_misses: AtomicU64,
 }
 
 /// Adds `n` to a counter this thread alone writes.
@@ -77,9 +73,5 @@ impl WorkerStats {
         total.bytes_in += self.bytes_in.load(Relaxed);
         total.bytes_out += self.bytes_out.load(Relaxed);
         total.parse_errors += self.parse_errors.load(Relaxed);
-        total.fd_cache_hits += self.fd_cache_hits.load(Relaxed);
-        total.fd_cache_misses += self.fd_cache_misses.load(Relaxed);
-        total.info_cache_hits += self.info_cache_hits.load(Relaxed);
-        total.info_cache_misses += self.info_cache_misses.load(Relaxed);
     }
 }

@@ -12,6 +12,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::buffer::InBuf;
 use crate::conn::{Conn, ConnState, Stop};
 use crate::deferred::{ConnRef, Mailbox, Message};
+use crate::file::StaticFiles;
 use crate::http::compose::{compose_error, ComposeEnv};
 use crate::http::date::DateCache;
 use crate::log::{AccessBuffer, Level};
@@ -23,6 +24,8 @@ use crate::timer::{CoarseClock, Deadline, Wait};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+/// The file watcher (inotify) of the worker's static-file caches.
+const FILE_WATCH: Token = Token(usize::MAX - 3);
 /// Reads land here first; a connection gets its own buffer only for a request
 /// that did not arrive whole.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -41,6 +44,8 @@ pub(crate) struct WorkerCtx {
     /// Which reload `settings` came from.
     pub generation: u64,
     pub date: DateCache,
+    /// Mounts, fd and file-info caches of this worker.
+    pub files: StaticFiles,
     pub path_buf: Vec<u8>,
     pub mailbox: Arc<Mailbox>,
     pub stats: Arc<WorkerStats>,
@@ -81,6 +86,7 @@ impl Worker {
         let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
         let (settings, generation) = shared.current_settings();
         let access = settings.access_log.as_ref().map(|_| AccessBuffer::default());
+        let files = StaticFiles::new(shared.files.clone(), index, poll.registry().try_clone().ok(), FILE_WATCH);
         let worker = Worker {
             poll,
             listener: Some(listener),
@@ -96,6 +102,7 @@ impl Worker {
                 settings,
                 generation,
                 date: DateCache::default(),
+                files,
                 path_buf: Vec::with_capacity(256),
                 mailbox: mailbox.clone(),
                 stats,
@@ -135,8 +142,13 @@ impl Worker {
             }
             self.ctx.date.refresh();
             let new_second = self.clock.tick();
+            // File changes first: a request that follows a change must see it.
+            if events.iter().any(|e| e.token() == FILE_WATCH) {
+                self.ctx.files.on_watch_event();
+            }
             for event in events.iter() {
                 match event.token() {
+                    FILE_WATCH => {}
                     LISTENER => self.accept_all(),
                     WAKER => self.read_mailbox(),
                     Token(i) => self.contained(i, |w| w.on_conn_event(i, event.is_readable(), event.is_writable())),
@@ -539,6 +551,7 @@ impl Worker {
             self.accept_paused = false;
             self.accept_all();
         }
+        self.ctx.files.sweep();
     }
 }
 

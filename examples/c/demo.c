@@ -1,9 +1,12 @@
 /*
  * The demo server of DESIGN.md in C: GET / -> "Hello, World!", POST /echo ->
- * the request body. Flags: --host H --port N --workers N [--access-log PATH].
- * Prints "listening on HOST:PORT" once it accepts connections. Signals:
- * SIGTERM/SIGINT stop it gracefully (10 s deadline, exit status 0), SIGHUP
- * reloads its settings live, SIGUSR1 reopens the access log (rotation).
+ * the request body, PREFIX/... -> files under DIR for each --static PREFIX=DIR
+ * (served by the library's static mounts, not by this handler).
+ * Flags: --host H --port N --workers N --static PREFIX=DIR (repeatable)
+ * --access-log PATH. Prints "listening on HOST:PORT" once it accepts
+ * connections. Signals: SIGTERM/SIGINT stop it gracefully (10 s deadline,
+ * exit status 0), SIGHUP reloads its settings live, SIGUSR1 reopens the
+ * access log (rotation).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
@@ -52,7 +55,8 @@ static void handle(void *userdata, const warpcore_request *req, warpcore_respons
 }
 
 static void usage(const char *argv0) {
-    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N] [--access-log PATH]\n", argv0);
+    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N] [--static PREFIX=DIR]... [--access-log PATH]\n",
+            argv0);
 }
 
 /* Sends the library's error log to stderr. */
@@ -62,19 +66,39 @@ static void log_error(void *userdata, uint32_t level, const uint8_t *message, si
     fprintf(stderr, "demo: %s: %.*s\n", level < 3 ? names[level] : "log", (int)len, (const char *)message);
 }
 
+#define MAX_MOUNTS 16
+
+/* What the flags say. */
+struct flags {
+    char listen[300];
+    long workers;
+    const char *access_log;
+    const char *mounts[MAX_MOUNTS];
+    int mount_count;
+};
+
 /* The settings the flags describe; used at start and on every SIGHUP. */
-static warpcore_result make_config(const char *listen, long workers, const char *access_log, warpcore_config **out) {
+static warpcore_result make_config(const struct flags *f, warpcore_config **out) {
     warpcore_config *config = NULL;
     warpcore_result r = warpcore_config_new(&config);
     if (r != WARPCORE_RESULT_OK) return r;
-    if ((r = warpcore_config_set_listen(config, (const uint8_t *)listen, strlen(listen))) != WARPCORE_RESULT_OK ||
-        (r = warpcore_config_set_workers(config, (uint32_t)workers)) != WARPCORE_RESULT_OK ||
+    if ((r = warpcore_config_set_listen(config, (const uint8_t *)f->listen, strlen(f->listen))) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_workers(config, (uint32_t)f->workers)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_error_log(config, log_error, NULL)) != WARPCORE_RESULT_OK ||
-        (access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)access_log,
-                                                                strlen(access_log))) != WARPCORE_RESULT_OK)) {
+        (f->access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)f->access_log,
+                                                                   strlen(f->access_log))) != WARPCORE_RESULT_OK)) {
         warpcore_config_free(config);
         return r;
+    }
+    for (int m = 0; m < f->mount_count; m++) {
+        const char *eq = strchr(f->mounts[m], '=');
+        r = warpcore_config_add_static(config, (const uint8_t *)f->mounts[m], (size_t)(eq - f->mounts[m]),
+                                       (const uint8_t *)(eq + 1), strlen(eq + 1));
+        if (r != WARPCORE_RESULT_OK) {
+            warpcore_config_free(config);
+            return r;
+        }
     }
     *out = config;
     return WARPCORE_RESULT_OK;
@@ -89,8 +113,8 @@ static int fail(const char *what, warpcore_result r) {
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
-    const char *access_log = NULL;
-    long port = 8080, workers = 0;
+    long port = 8080;
+    struct flags f = {.workers = 0};
     for (int i = 1; i < argc; i++) {
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -100,10 +124,13 @@ int main(int argc, char **argv) {
             port = strtol(value, &end, 10);
             if (*end || port < 0 || port > 65535) { usage(argv[0]); return 2; }
         } else if (!strcmp(argv[i], "--access-log") && value) {
-            access_log = value;
+            f.access_log = value;
         } else if (!strcmp(argv[i], "--workers") && value) {
-            workers = strtol(value, &end, 10);
-            if (*end || workers < 0 || workers > 1024) { usage(argv[0]); return 2; }
+            f.workers = strtol(value, &end, 10);
+            if (*end || f.workers < 0 || f.workers > 1024) { usage(argv[0]); return 2; }
+        } else if (!strcmp(argv[i], "--static") && value) {
+            if (f.mount_count == MAX_MOUNTS || !strchr(value, '=')) { usage(argv[0]); return 2; }
+            f.mounts[f.mount_count++] = value;
         } else {
             usage(argv[0]);
             return 2;
@@ -120,12 +147,11 @@ int main(int argc, char **argv) {
     sigaddset(&stop_signals, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
-    char listen[300];
     int bracket = strchr(host, ':') != NULL;
-    snprintf(listen, sizeof listen, bracket ? "[%s]:%ld" : "%s:%ld", host, port);
+    snprintf(f.listen, sizeof f.listen, bracket ? "[%s]:%ld" : "%s:%ld", host, port);
 
     warpcore_config *config = NULL;
-    warpcore_result r = make_config(listen, workers, access_log, &config);
+    warpcore_result r = make_config(&f, &config);
     if (r != WARPCORE_RESULT_OK) return fail("config", r);
     warpcore_server *server = NULL;
     r = warpcore_server_start(config, &server);
@@ -141,7 +167,7 @@ int main(int argc, char **argv) {
         if (sig == SIGHUP) {
             /* Reload: the same flags, applied live to requests read from now on. */
             warpcore_config *fresh = NULL;
-            r = make_config(listen, workers, access_log, &fresh);
+            r = make_config(&f, &fresh);
             if (r == WARPCORE_RESULT_OK) r = warpcore_server_reload(server, fresh);
             warpcore_config_free(fresh);
             if (r != WARPCORE_RESULT_OK) fail("reload", r);

@@ -271,3 +271,62 @@ pub extern "C" fn warpcore_config_set_timeout(config: *mut warpcore_config, whic
         }
     })
 }
+
+/// Mounts `directory` (`dir_len` bytes, a path) at the URL path prefix
+/// `url_prefix` (`prefix_len` bytes, decoded, starting with `/`; `/` mounts
+/// everything). Requests whose path is the prefix or lies below it are answered
+/// by the library from the files under the directory, without calling the
+/// handler: GET and HEAD (others get `405` with `Allow`), `Content-Type` by
+/// extension, `Last-Modified`, `ETag`, conditional requests (`304`, `412`),
+/// ranges (`206`, `416`, `multipart/byteranges`), `index.html` for a path
+/// ending in `/`, a `301` to the slash form for a directory without one,
+/// `404` for what is missing. Paths that try to leave the directory (`..`,
+/// encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
+/// fifos and sockets are never served. Call once per mount; the longest
+/// matching prefix wins. The directory must exist when the server starts
+/// (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` otherwise).
+///
+/// Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
+/// first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
+/// is thread-directed, so other threads are unaffected).
+#[no_mangle]
+pub extern "C" fn warpcore_config_add_static(
+    config: *mut warpcore_config,
+    url_prefix: *const u8,
+    prefix_len: usize,
+    directory: *const u8,
+    dir_len: usize,
+) -> warpcore_result {
+    ffi_boundary!({
+        let prefix = match try_slice(url_prefix, prefix_len, "url_prefix") {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let dir = match try_slice(directory, dir_len, "directory") {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        use std::os::unix::ffi::OsStrExt;
+        let spec = match crate::MountSpec::new(prefix, std::ffi::OsStr::from_bytes(dir)) {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
+        update(config, |c| c.static_mounts.push(spec))
+    })
+}
+
+/// Sets how long the file caches keep an entry: an open file descriptor
+/// `fd_ms` milliseconds after its last use (default 10 000), a path's file
+/// information (stat, ETag, Last-Modified) `info_ms` milliseconds (default
+/// 1 000). 0 disables that cache; at most a day. Each worker has its own caches.
+/// A file changed on disk is noticed at once either way (through inotify, or
+/// by looking the path up on every request where a directory cannot be watched).
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_file_cache(config: *mut warpcore_config, fd_ms: u64, info_ms: u64) -> warpcore_result {
+    ffi_boundary!({
+        update(config, |c| {
+            c.fd_cache_lifetime = Duration::from_millis(fd_ms);
+            c.file_info_lifetime = Duration::from_millis(info_ms);
+        })
+    })
+}

@@ -15,7 +15,7 @@ use crate::server::Server;
 /// and `warpcore_server_wait`, which must not be called from a handler: they
 /// wait for the workers).
 pub struct warpcore_server {
-    inner: Server,
+    pub(crate) inner: Server,
     report: std::sync::Mutex<crate::server::ShutdownReport>,
 }
 

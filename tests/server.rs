@@ -79,9 +79,12 @@ fn missing_handler_is_invalid_argument() {
     assert!(e.message.contains("handler"), "{e}");
 }
 
+/// A setting's name and a change that makes it invalid.
+type BadSetting = (&'static str, Box<dyn Fn(&mut Config)>);
+
 #[test]
 fn invalid_settings_are_invalid_argument() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+    let cases: Vec<BadSetting> = vec![
         ("workers", Box::new(|c| c.workers = 5000)),
         ("max_header_count", Box::new(|c| c.max_header_count = 0)),
         ("max_header_count", Box::new(|c| c.max_header_count = 101)),

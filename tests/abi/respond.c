@@ -1,8 +1,9 @@
 /*
  * warpcore_respond's error paths from inside a real handler serving a real
  * request over a socket: NULL arguments, invalid status, invalid header
- * fields, answering twice; a handler that never answers; the request view
- * as C sees it.
+ * fields, answering twice; a handler that returns without answering (the
+ * handle is then the caller's, answered later from another thread); the
+ * request view as C sees it.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -17,6 +18,8 @@ struct seen {
     char message[256];
     size_t message_len;
     char view[1024];
+    /* A handle the handler returned from without answering. */
+    warpcore_response *unanswered;
 };
 
 static struct seen seen;
@@ -95,11 +98,13 @@ static void handler(void *userdata, const warpcore_request *req, warpcore_respon
         handle_view(req, res);
     } else if (wstr_is(req->path, "/invalid-only")) {
         record(warpcore_respond(res, 42, NULL, 0, NULL, 0));
+        seen.unanswered = res;
     } else if (wstr_is(req->path, "/no-content")) {
         static const uint8_t body[] = "must not be sent";
         record(warpcore_respond(res, 204, NULL, 0, body, sizeof body - 1));
     } else if (wstr_is(req->path, "/none")) {
-        /* Returns without answering. */
+        /* Returns without answering: the handle is the caller's now. */
+        seen.unanswered = res;
     } else {
         record(warpcore_respond(res, 404, NULL, 0, NULL, 0));
     }
@@ -113,6 +118,39 @@ static long exchange(uint16_t port, const char *request, char *reply, size_t cap
     for (int i = 0; i < 1000 && !atomic_load_explicit(&seen.done, memory_order_acquire); i++) sleep_ms(5);
     CHECK(atomic_load_explicit(&seen.done, memory_order_acquire));
     return n;
+}
+
+struct later {
+    uint16_t port;
+    const char *request;
+    char *reply;
+    size_t cap;
+    long n;
+};
+
+static void *client_thread(void *arg) {
+    struct later *l = arg;
+    l->n = http_exchange(l->port, l->request, l->reply, l->cap);
+    return NULL;
+}
+
+/* Sends `request` from a client thread; once the handler has returned without
+ * answering, answers the kept handle from this thread (503 "later"). */
+static long exchange_answering_later(uint16_t port, const char *request, char *reply, size_t cap) {
+    memset(&seen, 0, sizeof seen);
+    struct later l = {port, request, reply, cap, -1};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, client_thread, &l) == 0);
+    for (int i = 0; i < 1000 && !atomic_load_explicit(&seen.done, memory_order_acquire); i++) sleep_ms(5);
+    CHECK(atomic_load_explicit(&seen.done, memory_order_acquire));
+    CHECK(seen.unanswered != NULL);
+    if (seen.unanswered) {
+        static const uint8_t body[] = "later";
+        /* Answering releases the handle. */
+        CHECK_RESULT(warpcore_respond(seen.unanswered, 503, NULL, 0, body, sizeof body - 1), WARPCORE_RESULT_OK);
+    }
+    pthread_join(t, NULL);
+    return l.n;
 }
 
 int main(void) {
@@ -144,17 +182,23 @@ int main(void) {
     CHECK(strstr(reply, "\r\n\r\nanswered") != NULL);
     CHECK(strstr(reply + 4, "HTTP/1.1") == NULL);
 
-    /* Only invalid attempts: the client still gets an answer, a 500. */
-    n = exchange(port, "GET /invalid-only HTTP/1.1\r\nHost: t\r\n\r\n", reply, sizeof reply);
-    CHECK(n > 0 && strncmp(reply, "HTTP/1.1 500 ", 13) == 0);
-    CHECK(strstr(reply, "\r\nConnection: close\r\n") != NULL);
+    /* Only invalid attempts, then the handler returns: nothing is sent yet;
+     * the handle, now ours, is answered from this thread. */
+    n = exchange_answering_later(port, "GET /invalid-only HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                 reply, sizeof reply);
+    CHECK(n > 0 && strncmp(reply, "HTTP/1.1 503 ", 13) == 0);
+    CHECK(strstr(reply, "\r\n\r\nlater") != NULL);
     CHECK(seen.count == 1 && seen.results[0] == WARPCORE_RESULT_INVALID_STATUS);
 
-    /* No answer at all: a 500, and the pipelined request behind it is not answered. */
-    n = exchange(port, "GET /none HTTP/1.1\r\nHost: t\r\n\r\nGET /view HTTP/1.1\r\nHost: t\r\n\r\n", reply,
-                 sizeof reply);
-    CHECK(n > 0 && strncmp(reply, "HTTP/1.1 500 ", 13) == 0);
-    CHECK(strstr(reply + 4, "HTTP/1.1") == NULL);
+    /* No answer at all: the same, and the pipelined request behind it waits
+     * for that answer, then is answered after it. */
+    n = exchange_answering_later(port,
+                                 "GET /none HTTP/1.1\r\nHost: t\r\n\r\n"
+                                 "GET /view HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                 reply, sizeof reply);
+    CHECK(n > 0 && strncmp(reply, "HTTP/1.1 503 ", 13) == 0);
+    char *second = strstr(reply + 4, "HTTP/1.1 ");
+    CHECK(second != NULL && strncmp(second, "HTTP/1.1 200 OK\r\n", 17) == 0);
 
     /* 204: no body, no Content-Length, even when one is offered. */
     n = exchange(port, "GET /no-content HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", reply, sizeof reply);

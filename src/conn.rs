@@ -253,6 +253,7 @@ impl ConnState {
             stream: &self.stream,
             env,
             meta,
+            shutting_down: ctx.shared.shutdown_flag(),
             outcome: Outcome::Pending,
             defer_slot: DeferSlot {
                 mailbox: &ctx.mailbox,
@@ -371,8 +372,9 @@ impl ConnState {
     /// connection must be closed at once.
     pub fn apply(&mut self, answer: Answer, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> bool {
         let Some(waiting) = self.waiting.as_mut() else { return true };
-        // An answer that arrives while shutting down closes its connection.
-        waiting.meta.keep_alive &= !ctx.draining;
+        // An answer that arrives while shutting down closes its connection
+        // (also when this worker has not polled since shutdown began).
+        waiting.meta.keep_alive &= !(ctx.draining || ctx.shared.is_shutting_down());
         let settings = ctx.settings.clone();
         let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
         let (ok, finished) = match answer {

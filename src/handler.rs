@@ -2,6 +2,7 @@
 //! `Response` it answers through.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
@@ -127,6 +128,8 @@ pub struct Response<'a> {
     pub(crate) stream: &'a TcpStream,
     pub(crate) env: ComposeEnv<'a>,
     pub(crate) meta: RequestMeta,
+    /// The server's shutdown flag: once set, answers close their connection.
+    pub(crate) shutting_down: &'a AtomicBool,
     pub(crate) outcome: Outcome,
     pub(crate) defer_slot: DeferSlot<'a>,
     /// The status sent, for the counters and the access log (0: none yet).
@@ -138,6 +141,16 @@ pub struct Response<'a> {
 }
 
 impl Response<'_> {
+    /// The request's meta as of now: shutdown may have begun while the handler
+    /// ran (the worker learns of it only when it next polls), and then the
+    /// answer must say it closes.
+    fn meta_now(&mut self) -> RequestMeta {
+        if self.meta.keep_alive && self.shutting_down.load(Ordering::Relaxed) {
+            self.meta.keep_alive = false;
+        }
+        self.meta
+    }
+
     fn check_fresh(&self) -> Result<(), RespondError> {
         match self.outcome {
             Outcome::Pending => Ok(()),
@@ -153,7 +166,8 @@ impl Response<'_> {
         I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
     {
         self.check_fresh()?;
-        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), self.meta)?;
+        let meta = self.meta_now();
+        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
         self.status = status;
         if !composed.omit_body {
@@ -171,7 +185,8 @@ impl Response<'_> {
     {
         self.check_fresh()?;
         let len = body.as_ref().len() as u64;
-        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(len), self.meta)?;
+        let meta = self.meta_now();
+        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(len), meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
         self.status = status;
         if !composed.omit_body {
@@ -189,7 +204,8 @@ impl Response<'_> {
     {
         self.check_fresh()?;
         let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
-        let composed = compose_head(self.out, &self.env, status, headers, framing, self.meta)?;
+        let meta = self.meta_now();
+        let composed = compose_head(self.out, &self.env, status, headers, framing, meta)?;
         let stream = StreamOut::new(framing, composed, self.meta.minor);
         self.outcome = Outcome::Streaming(stream);
         self.status = status;

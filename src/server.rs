@@ -56,6 +56,13 @@ impl Shared {
         self.shutting_down.load(Ordering::Acquire)
     }
 
+    /// The flag `shutdown` sets, read once per answer when it is composed (a
+    /// relaxed load of a value that changes once), so that an answer composed
+    /// after shutdown began says it closes.
+    pub fn shutdown_flag(&self) -> &AtomicBool {
+        &self.shutting_down
+    }
+
     pub fn past_deadline(&self) -> bool {
         match *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(d) => Instant::now() >= d,

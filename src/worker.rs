@@ -55,6 +55,9 @@ pub(crate) struct WorkerCtx {
     pub draining: bool,
     /// Requests answered after shutdown began.
     pub finished_while_draining: u64,
+    /// For the shutdown flag, which answers read when composed: the worker
+    /// itself learns of shutdown only when it next polls.
+    pub shared: Arc<Shared>,
 }
 
 /// A worker before it runs: created by `start` so that bind errors surface there.
@@ -109,6 +112,7 @@ impl Worker {
                 access,
                 draining: false,
                 finished_while_draining: 0,
+                shared: shared.clone(),
             },
             clock: CoarseClock::new(),
             shared,

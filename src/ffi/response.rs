@@ -158,9 +158,14 @@ fn pairs(headers: &[warpcore_header]) -> impl Iterator<Item = (&[u8], &[u8])> + 
 
 fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
     let fields = try_array(headers, count, "headers")?;
+    // The message naming the field is formatted only on failure: answering
+    // allocates nothing.
     for (i, h) in fields.iter().enumerate() {
-        try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name"))?;
-        try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value"))?;
+        for (part, s) in [("name", h.name), ("value", h.value)] {
+            if try_slice(s.ptr, s.len, part).is_err() {
+                try_slice(s.ptr, s.len, &format!("headers[{i}].{part}"))?;
+            }
+        }
     }
     Ok(fields)
 }

@@ -44,7 +44,7 @@ test-deps:
 	@bash scripts/test-deps.sh
 
 test-rust: all
-	WARPCORE_DEMO=$(abspath build/demo) $(CARGO) test --profile test-opt
+	WARPCORE_DEMO=$(abspath build/demo) $(CARGO) test --profile test-opt --lib --tests
 
 test-abi: all
 	@bash tests/abi/run.sh

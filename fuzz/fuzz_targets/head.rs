@@ -57,6 +57,10 @@ fn check(data: &[u8], limits: &HeadLimits) {
         Verdict::Partial => {}
         Verdict::Refused(status) => {
             assert!([400, 414, 417, 431, 501, 505].contains(status), "unexpected status {status}");
+            if *status == 414 {
+                let line = request_line(data);
+                assert!(line.len() > limits.max_request_line, "414 for a request line of {} bytes", line.len());
+            }
         }
         Verdict::Complete(h) => check_complete(data, h, limits),
     }
@@ -133,6 +137,15 @@ fn check_complete(data: &[u8], h: &Head, limits: &HeadLimits) {
     if h.info.expect_continue {
         assert!(h.info.minor == 1 && h.info.framing != Framing::Empty && named("expect").count() > 0);
     }
+}
+
+/// The request line as far as it has arrived: after the empty lines that may
+/// precede it (RFC 9112 §2.2), without its line end.
+fn request_line(data: &[u8]) -> &[u8] {
+    let start = data.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(data.len());
+    let rest = &data[start..];
+    let line = rest.iter().position(|&b| b == b'\n').map_or(rest, |end| &rest[..end]);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 fn trim(s: &[u8]) -> &[u8] {

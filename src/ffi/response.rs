@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use super::cast::{try_array, try_slice};
+use super::cast::{try_array, try_slice, try_slice_named};
 use super::request::warpcore_header;
 use super::result::{fail, warpcore_result};
 use crate::deferred::Deferred;
@@ -158,8 +158,8 @@ fn pairs(headers: &[warpcore_header]) -> impl Iterator<Item = (&[u8], &[u8])> + 
 fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
     let fields = try_array(headers, count, "headers")?;
     for (i, h) in fields.iter().enumerate() {
-        try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name"))?;
-        try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value"))?;
+        try_slice_named(h.name.ptr, h.name.len, || format!("headers[{i}].name"))?;
+        try_slice_named(h.value.ptr, h.value.len, || format!("headers[{i}].value"))?;
     }
     Ok(fields)
 }

@@ -3,6 +3,7 @@
 #   make run        the C demo on 127.0.0.1:8080, examples/www/ under /static/
 #   make test       every test suite (installs what it needs when missing)
 #   make header     regenerate include/warpcore.h with cbindgen
+#   make bench-compare  the C demo against nginx, Warp, hyper, may_minihttp (wrk, ~10 min)
 
 CARGO    ?= cargo
 CC       ?= cc
@@ -12,7 +13,7 @@ LIB      := $(LIBDIR)/libwarpcore.so
 FFI_SRC  := $(wildcard src/ffi/*.rs) cbindgen.toml
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml
 
-.PHONY: all lib header run test test-deps test-rust test-abi clean
+.PHONY: all lib header run test test-deps test-rust test-abi clean bench-compare
 
 all: lib include/warpcore.h build/demo build/deferred build/stream
 
@@ -48,6 +49,10 @@ test-rust: all
 
 test-abi: all
 	@bash tests/abi/run.sh
+
+# Peers once per machine: bash ../shared/bench/setup-peers.sh
+bench-compare:
+	@bash scripts/bench-compare.sh
 
 clean:
 	$(CARGO) clean

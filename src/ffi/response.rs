@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use super::cast::{try_array, try_slice};
+use super::cast::{try_array, try_slice, try_slice_named};
 use super::request::warpcore_header;
 use super::result::{fail, warpcore_result};
 use crate::deferred::Deferred;
@@ -161,11 +161,8 @@ fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'stat
     // The message naming the field is formatted only on failure: answering
     // allocates nothing.
     for (i, h) in fields.iter().enumerate() {
-        for (part, s) in [("name", h.name), ("value", h.value)] {
-            if try_slice(s.ptr, s.len, part).is_err() {
-                try_slice(s.ptr, s.len, &format!("headers[{i}].{part}"))?;
-            }
-        }
+        try_slice_named(h.name.ptr, h.name.len, || format!("headers[{i}].name"))?;
+        try_slice_named(h.value.ptr, h.value.len, || format!("headers[{i}].value"))?;
     }
     Ok(fields)
 }

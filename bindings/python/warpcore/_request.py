@@ -1,0 +1,306 @@
+"""``Request`` and ``Headers``: a request as a handler sees it.
+
+The library lends the handler a ``warpcore_request`` struct that is valid only
+during the call. The struct is read in one go (one ``string_at`` of the whole
+struct, unpacked with ``struct``), and each field's bytes are copied the first
+time the handler asks for them. When the handler returns, a request it kept a
+reference to (in a thread, a generator, a list) has its remaining fields copied
+before the memory goes back to the library, so a kept request stays readable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json as _json
+import struct
+import sys
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from urllib.parse import parse_qs
+
+from . import _ffi
+
+__all__ = ["Request", "Headers"]
+
+_string_at = ctypes.string_at
+_getrefcount = sys.getrefcount
+
+# method ptr/len, target, path, query, headers ptr, header_count, body, peer_ip,
+# then peer_port u16, version_major u8, version_minor u8, worker_index u32.
+_VIEW = struct.Struct("@14QHBBI")
+assert _VIEW.size == ctypes.sizeof(_ffi.warpcore_request), "warpcore_request layout changed"
+_VIEW_SIZE = _VIEW.size
+_HEADER = struct.Struct("@4Q")  # name ptr, name len, value ptr, value len
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
+
+def _read(ptr: int, length: int) -> bytes:
+    return _string_at(ptr, length) if length else b""
+
+
+def read_headers(ptr: int, count: int) -> List[Tuple[bytes, bytes]]:
+    """Copies ``count`` ``warpcore_header`` fields at ``ptr`` as (name, value)
+    bytes pairs. Field bytes of one request sit together in the receive
+    buffer; when they do, one copy covers them all."""
+    if not count:
+        return []
+    raw = _string_at(ptr, 32 * count)
+    spans = [_HEADER.unpack_from(raw, 32 * i) for i in range(count)]
+    lo = min(min(np, vp) for np, _nl, vp, _vl in spans)
+    hi = max(max(np + nl, vp + vl) for np, nl, vp, vl in spans)
+    total = sum(nl + vl for _np, nl, _vp, vl in spans)
+    # ": " and CRLF between fields: a contiguous block is barely larger than
+    # its fields. Anything else is read field by field (never across a gap
+    # that might not be mapped).
+    if hi - lo <= total + 4 * count + 64:
+        block = _string_at(lo, hi - lo)
+        return [(block[np - lo : np - lo + nl], block[vp - lo : vp - lo + vl]) for np, nl, vp, vl in spans]
+    return [(_read(np, nl), _read(vp, vl)) for np, nl, vp, vl in spans]
+
+
+class Headers(Mapping[str, str]):
+    """Request header fields: case-insensitive, several values per name.
+
+    ``headers["Content-Type"]`` and ``headers.get(...)`` give the first value;
+    ``headers.get_all(name)`` gives every value in order; iterating gives the
+    names (lower-cased, once each); ``headers.items()`` gives (name, value)
+    for every field as received, in order. Names and values are ``str``
+    decoded as ISO-8859-1 (bytes in, bytes out).
+    """
+
+    __slots__ = ("_fields", "_index")
+
+    def __init__(self, fields: Union[None, Mapping[str, str], List[Tuple[str, str]]] = None) -> None:
+        if fields is None:
+            self._fields: List[Tuple[str, str]] = []
+        elif isinstance(fields, Mapping):
+            self._fields = [(str(k), str(v)) for k, v in fields.items()]
+        else:
+            self._fields = [(str(k), str(v)) for k, v in fields]
+        self._index: Optional[Dict[str, List[str]]] = None
+
+    @classmethod
+    def _from_raw(cls, raw: List[Tuple[bytes, bytes]]) -> "Headers":
+        h = cls.__new__(cls)
+        h._fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+        h._index = None
+        return h
+
+    def _idx(self) -> Dict[str, List[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for n, v in self._fields:
+                index.setdefault(n.lower(), []).append(v)
+            self._index = index
+        return index
+
+    def __getitem__(self, name: str) -> str:
+        return self._idx()[name.lower()][0]
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        values = self._idx().get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> List[str]:
+        """Every value of ``name``, in the order received (empty if absent)."""
+        return list(self._idx().get(name.lower(), ()))
+
+    getall = get_all
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._idx()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._idx())
+
+    def __len__(self) -> int:
+        return len(self._idx())
+
+    def items(self) -> List[Tuple[str, str]]:  # type: ignore[override]
+        """Every field as (name as sent, value), in order, repeats included."""
+        return list(self._fields)
+
+    def raw(self) -> List[Tuple[str, str]]:
+        return list(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
+
+
+_UNSET: Any = object()
+
+
+class Request:
+    """One HTTP request.
+
+    Attributes (read on first use): ``method`` (``"GET"``), ``target`` (as
+    sent, ``"/a%20b?x=1"``), ``path`` (percent-decoded, ``"/a b"``),
+    ``query`` (``"x=1"``, not decoded), ``args`` (the query parsed),
+    ``headers`` (:class:`Headers`), ``body`` (bytes), ``peer`` ((ip, port)),
+    ``version`` (``"HTTP/1.1"``), ``worker`` (the worker's index).
+    """
+
+    __slots__ = (
+        "_v",
+        "_live",
+        "_method",
+        "_path",
+        "_target",
+        "_query",
+        "_headers",
+        "_body",
+        "_peer",
+    )
+
+    def __init__(self, address: int) -> None:
+        """Wraps the borrowed view at ``address`` (inside the handler call only)."""
+        self._v = _VIEW.unpack(_string_at(address, _VIEW_SIZE))
+        self._live = True
+        self._method = self._path = self._target = self._query = _UNSET
+        self._headers = self._body = self._peer = _UNSET
+
+    @classmethod
+    def _detached(
+        cls,
+        method: str,
+        path: str,
+        *,
+        target: Optional[str] = None,
+        query: str = "",
+        headers: Optional[Headers] = None,
+        body: bytes = b"",
+        peer: Tuple[str, int] = ("", 0),
+        version: Tuple[int, int] = (1, 1),
+    ) -> "Request":
+        """A request not backed by the library (for tests of handlers)."""
+        r = cls.__new__(cls)
+        r._v = (0,) * 14 + (peer[1], version[0], version[1], 0)
+        r._live = False
+        r._method = method
+        r._path = path
+        r._target = target if target is not None else (path + ("?" + query if query else ""))
+        r._query = query
+        r._headers = headers if headers is not None else Headers()
+        r._body = body
+        r._peer = peer
+        return r
+
+    def _dead(self) -> RuntimeError:
+        return RuntimeError("this request's memory was returned to the library")
+
+    @property
+    def method(self) -> str:
+        m = self._method
+        if m is _UNSET:
+            if not self._live:
+                raise self._dead()
+            v = self._v
+            raw = _string_at(v[0], v[1])
+            m = self._method = _METHODS.get(raw) or raw.decode("latin-1")
+        return m
+
+    @property
+    def path(self) -> str:
+        p = self._path
+        if p is _UNSET:
+            if not self._live:
+                raise self._dead()
+            v = self._v
+            p = self._path = _read(v[4], v[5]).decode("utf-8", "surrogateescape")
+        return p
+
+    @property
+    def raw_path(self) -> bytes:
+        """The decoded path as bytes (what ``path`` decodes as UTF-8)."""
+        return self.path.encode("utf-8", "surrogateescape")
+
+    @property
+    def target(self) -> str:
+        t = self._target
+        if t is _UNSET:
+            if not self._live:
+                raise self._dead()
+            v = self._v
+            t = self._target = _read(v[2], v[3]).decode("latin-1")
+        return t
+
+    @property
+    def query(self) -> str:
+        q = self._query
+        if q is _UNSET:
+            if not self._live:
+                raise self._dead()
+            v = self._v
+            q = self._query = _read(v[6], v[7]).decode("latin-1")
+        return q
+
+    @property
+    def args(self) -> Dict[str, List[str]]:
+        """The query string parsed (``{"x": ["1"]}``), blanks kept."""
+        return parse_qs(self.query, keep_blank_values=True)
+
+    @property
+    def headers(self) -> Headers:
+        h = self._headers
+        if h is _UNSET:
+            if not self._live:
+                raise self._dead()
+            v = self._v
+            h = self._headers = Headers._from_raw(read_headers(v[8], v[9]))
+        return h
+
+    @property
+    def body(self) -> bytes:
+        b = self._body
+        if b is _UNSET:
+            if not self._live:
+                raise self._dead()
+            v = self._v
+            b = self._body = _read(v[10], v[11])
+        return b
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return _json.loads(self.body)
+
+    @property
+    def peer(self) -> Tuple[str, int]:
+        p = self._peer
+        if p is _UNSET:
+            if not self._live:
+                raise self._dead()
+            v = self._v
+            p = self._peer = (_read(v[12], v[13]).decode("ascii"), v[14])
+        return p
+
+    @property
+    def version(self) -> str:
+        return "HTTP/1.1" if self._v[16] == 1 else "HTTP/1.0"
+
+    @property
+    def worker(self) -> int:
+        return self._v[17]
+
+    def _detach(self) -> None:
+        """Copies whatever was not read yet; called while the view is valid."""
+        self.method, self.path, self.target, self.query, self.headers, self.body, self.peer  # noqa: B018
+        self._live = False
+
+    def _release(self) -> None:
+        """The handler returned: copy what a kept request still lacks."""
+        # 3 = the caller's variable, ours, getrefcount's argument.
+        if _getrefcount(self) > 3:
+            self._detach()
+        self._live = False
+
+    def __repr__(self) -> str:
+        try:
+            return f"<Request {self.method} {self.target}>"
+        except RuntimeError:
+            return "<Request (released)>"

@@ -1,11 +1,12 @@
 """``Request`` and ``Headers``: a request as a handler sees it.
 
 The library lends the handler a ``warpcore_request`` struct that is valid only
-during the call. The struct is read in one go (one ``string_at`` of the whole
-struct, unpacked with ``struct``), and each field's bytes are copied the first
-time the handler asks for them. When the handler returns, a request it kept a
-reference to (in a thread, a generator, a list) has its remaining fields copied
-before the memory goes back to the library, so a kept request stays readable.
+during the call. The struct is read in one go (``struct.unpack_from`` on a
+memoryview that spans the address space), and each field's bytes are copied
+the first time the handler asks for them, as slices of that view: no foreign
+call per field. When the handler returns, a request it kept a reference to
+(in a thread, a generator, a list) has its remaining fields copied before the
+memory goes back to the library, so a kept request stays readable.
 """
 
 from __future__ import annotations
@@ -21,21 +22,29 @@ from . import _ffi
 
 __all__ = ["Request", "Headers"]
 
-_string_at = ctypes.string_at
 _getrefcount = sys.getrefcount
+
+# All of the address space as one byte view: a slice of it copies the bytes at
+# an address with no foreign call (ctypes.string_at is a foreign call, several
+# times dearer). Only addresses the library hands us are ever read.
+_MEM = memoryview((ctypes.c_char * sys.maxsize).from_address(0)).cast("B")
+
+
 
 # method ptr/len, target, path, query, headers ptr, header_count, body, peer_ip,
 # then peer_port u16, version_major u8, version_minor u8, worker_index u32.
 _VIEW = struct.Struct("@14QHBBI")
 assert _VIEW.size == ctypes.sizeof(_ffi.warpcore_request), "warpcore_request layout changed"
-_VIEW_SIZE = _VIEW.size
-_HEADER = struct.Struct("@4Q")  # name ptr, name len, value ptr, value len
+_unpack_view = _VIEW.unpack_from
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
 def _read(ptr: int, length: int) -> bytes:
-    return _string_at(ptr, length) if length else b""
+    return _MEM[ptr : ptr + length].tobytes() if length else b""
+
+
+_header_structs: Dict[int, struct.Struct] = {}
 
 
 def read_headers(ptr: int, count: int) -> List[Tuple[bytes, bytes]]:
@@ -44,18 +53,23 @@ def read_headers(ptr: int, count: int) -> List[Tuple[bytes, bytes]]:
     buffer; when they do, one copy covers them all."""
     if not count:
         return []
-    raw = _string_at(ptr, 32 * count)
-    spans = [_HEADER.unpack_from(raw, 32 * i) for i in range(count)]
-    lo = min(min(np, vp) for np, _nl, vp, _vl in spans)
-    hi = max(max(np + nl, vp + vl) for np, nl, vp, vl in spans)
-    total = sum(nl + vl for _np, nl, _vp, vl in spans)
+    st = _header_structs.get(count)
+    if st is None:
+        st = _header_structs[count] = struct.Struct(f"@{4 * count}Q")
+    flat = st.unpack_from(_MEM, ptr)  # name ptr, name len, value ptr, value len, ...
+    ptrs = flat[0::2]
+    lens = flat[1::2]
+    lo = min(ptrs)
+    hi = max(map(int.__add__, ptrs, lens))
     # ": " and CRLF between fields: a contiguous block is barely larger than
     # its fields. Anything else is read field by field (never across a gap
     # that might not be mapped).
-    if hi - lo <= total + 4 * count + 64:
-        block = _string_at(lo, hi - lo)
-        return [(block[np - lo : np - lo + nl], block[vp - lo : vp - lo + vl]) for np, nl, vp, vl in spans]
-    return [(_read(np, nl), _read(vp, vl)) for np, nl, vp, vl in spans]
+    if hi - lo <= sum(lens) + 4 * count + 64:
+        block = _MEM[lo:hi].tobytes()
+        cut = [block[p - lo : p - lo + n] for p, n in zip(ptrs, lens)]
+    else:
+        cut = [_read(p, n) for p, n in zip(ptrs, lens)]
+    return list(zip(cut[0::2], cut[1::2]))
 
 
 class Headers(Mapping[str, str]):
@@ -155,7 +169,7 @@ class Request:
 
     def __init__(self, address: int) -> None:
         """Wraps the borrowed view at ``address`` (inside the handler call only)."""
-        self._v = _VIEW.unpack(_string_at(address, _VIEW_SIZE))
+        self._v = _unpack_view(_MEM, address)
         self._live = True
         self._method = self._path = self._target = self._query = _UNSET
         self._headers = self._body = self._peer = _UNSET
@@ -196,7 +210,7 @@ class Request:
             if not self._live:
                 raise self._dead()
             v = self._v
-            raw = _string_at(v[0], v[1])
+            raw = _MEM[v[0] : v[0] + v[1]].tobytes()
             m = self._method = _METHODS.get(raw) or raw.decode("latin-1")
         return m
 

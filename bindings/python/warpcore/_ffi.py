@@ -236,6 +236,26 @@ for _name, (_res, _args) in FUNCTIONS.items():
     _fn.restype = _res
     _fn.argtypes = list(_args)
     setattr(F, _name[len("warpcore_"):], _fn)
+
+# The response calls once more, without releasing the GIL around the call.
+# Only for the worker thread inside the handler call, where they never block
+# (the library says so): there, releasing and retaking the GIL is pure cost.
+# Anywhere else they can wait for a worker that needs the GIL: use F there.
+INLINE = _Functions()
+_LIB_KEEP_GIL = ctypes.PyDLL(LIBRARY_PATH)
+for _name in (
+    "warpcore_respond",
+    "warpcore_respond_buffer",
+    "warpcore_response_start",
+    "warpcore_response_write",
+    "warpcore_response_write_buffer",
+    "warpcore_response_end",
+):
+    _res, _args = FUNCTIONS[_name]
+    _fn = getattr(_LIB_KEEP_GIL, _name)
+    _fn.restype = _res
+    _fn.argtypes = list(_args)
+    setattr(INLINE, _name[len("warpcore_"):], _fn)
 del _name, _res, _args, _fn
 
 # --- errors --------------------------------------------------------------------

@@ -31,8 +31,9 @@ _MEM = memoryview((ctypes.c_char * sys.maxsize).from_address(0)).cast("B")
 
 
 
-# method ptr/len, target, path, query, headers ptr, header_count, body, peer_ip,
-# then peer_port u16, version_major u8, version_minor u8, worker_index u32.
+# The whole view at once: method ptr/len, target, path, query, headers
+# ptr/count, body, peer_ip, then peer_port u16, version_major u8,
+# version_minor u8, worker_index u32 (what the WSGI adapter reads).
 _VIEW = struct.Struct("@14QHBBI")
 assert _VIEW.size == ctypes.sizeof(_ffi.warpcore_request), "warpcore_request layout changed"
 _unpack_view = _VIEW.unpack_from
@@ -145,6 +146,28 @@ class Headers(Mapping[str, str]):
 _UNSET: Any = object()
 
 
+# Offsets of the fields of warpcore_request (checked against ctypes at import).
+_OFF_METHOD, _OFF_TARGET, _OFF_PATH, _OFF_QUERY = 0, 16, 32, 48
+_OFF_HEADERS, _OFF_BODY, _OFF_PEER, _OFF_TAIL = 64, 80, 96, 112
+for _name, _off in (("method", 0), ("target", 16), ("path", 32), ("query", 48), ("headers", 64),
+                    ("body", 80), ("peer_ip", 96), ("peer_port", 112)):
+    assert getattr(_ffi.warpcore_request, _name).offset == _off, f"warpcore_request.{_name} moved"
+_pair = struct.Struct("@QQ").unpack_from  # (ptr, len) of one warpcore_str
+_method_path = struct.Struct("@QQ16xQQ").unpack_from  # method (ptr, len), path (ptr, len)
+_tail = struct.Struct("@HBBI").unpack_from  # peer_port, version_major, version_minor, worker_index
+
+# Bytes of a short field come out of one struct call (cheaper than a memoryview
+# slice); longer ones are sliced.
+_SHORT = [struct.Struct(f"{n}s").unpack_from for n in range(64)]
+
+
+def _bytes_at(view_field: int) -> bytes:
+    p, n = _pair(_MEM, view_field)
+    if n < 64:
+        return _SHORT[n](_MEM, p)[0] if n else b""
+    return _MEM[p : p + n].tobytes()
+
+
 class Request:
     """One HTTP request.
 
@@ -156,7 +179,7 @@ class Request:
     """
 
     __slots__ = (
-        "_v",
+        "_a",
         "_live",
         "_method",
         "_path",
@@ -165,14 +188,21 @@ class Request:
         "_headers",
         "_body",
         "_peer",
+        "_tail",
     )
 
     def __init__(self, address: int) -> None:
-        """Wraps the borrowed view at ``address`` (inside the handler call only)."""
-        self._v = _unpack_view(_MEM, address)
+        """Wraps the borrowed view at ``address`` (inside the handler call only).
+        Method and path, which nearly every handler reads, are copied now (one
+        struct call for both spans); the rest when first asked for."""
+        self._a = address
         self._live = True
-        self._method = self._path = self._target = self._query = _UNSET
-        self._headers = self._body = self._peer = _UNSET
+        mp, ml, pp, pl = _method_path(_MEM, address)
+        raw = _SHORT[ml](_MEM, mp)[0] if ml < 64 else _MEM[mp : mp + ml].tobytes()
+        self._method = _METHODS.get(raw) or raw.decode("latin-1")
+        raw = _SHORT[pl](_MEM, pp)[0] if pl < 64 else _MEM[pp : pp + pl].tobytes()
+        self._path = raw.decode("utf-8", "surrogateescape")
+        self._target = self._query = self._headers = self._body = self._peer = self._tail = _UNSET
 
     @classmethod
     def _detached(
@@ -189,7 +219,7 @@ class Request:
     ) -> "Request":
         """A request not backed by the library (for tests of handlers)."""
         r = cls.__new__(cls)
-        r._v = (0,) * 14 + (peer[1], version[0], version[1], 0)
+        r._a = 0
         r._live = False
         r._method = method
         r._path = path
@@ -198,6 +228,7 @@ class Request:
         r._headers = headers if headers is not None else Headers()
         r._body = body
         r._peer = peer
+        r._tail = (peer[1], version[0], version[1], 0)
         return r
 
     def _dead(self) -> RuntimeError:
@@ -209,8 +240,7 @@ class Request:
         if m is _UNSET:
             if not self._live:
                 raise self._dead()
-            v = self._v
-            raw = _MEM[v[0] : v[0] + v[1]].tobytes()
+            raw = _bytes_at(self._a)
             m = self._method = _METHODS.get(raw) or raw.decode("latin-1")
         return m
 
@@ -220,8 +250,7 @@ class Request:
         if p is _UNSET:
             if not self._live:
                 raise self._dead()
-            v = self._v
-            p = self._path = _read(v[4], v[5]).decode("utf-8", "surrogateescape")
+            p = self._path = _bytes_at(self._a + _OFF_PATH).decode("utf-8", "surrogateescape")
         return p
 
     @property
@@ -235,8 +264,7 @@ class Request:
         if t is _UNSET:
             if not self._live:
                 raise self._dead()
-            v = self._v
-            t = self._target = _read(v[2], v[3]).decode("latin-1")
+            t = self._target = _bytes_at(self._a + _OFF_TARGET).decode("latin-1")
         return t
 
     @property
@@ -245,8 +273,7 @@ class Request:
         if q is _UNSET:
             if not self._live:
                 raise self._dead()
-            v = self._v
-            q = self._query = _read(v[6], v[7]).decode("latin-1")
+            q = self._query = _bytes_at(self._a + _OFF_QUERY).decode("latin-1")
         return q
 
     @property
@@ -260,8 +287,7 @@ class Request:
         if h is _UNSET:
             if not self._live:
                 raise self._dead()
-            v = self._v
-            h = self._headers = Headers._from_raw(read_headers(v[8], v[9]))
+            h = self._headers = Headers._from_raw(read_headers(*_pair(_MEM, self._a + _OFF_HEADERS)))
         return h
 
     @property
@@ -270,8 +296,7 @@ class Request:
         if b is _UNSET:
             if not self._live:
                 raise self._dead()
-            v = self._v
-            b = self._body = _read(v[10], v[11])
+            b = self._body = _bytes_at(self._a + _OFF_BODY)
         return b
 
     @property
@@ -283,27 +308,35 @@ class Request:
         """The body parsed as JSON."""
         return _json.loads(self.body)
 
+    def _fixed(self) -> Tuple[int, int, int, int]:
+        t = self._tail
+        if t is _UNSET:
+            if not self._live:
+                raise self._dead()
+            t = self._tail = _tail(_MEM, self._a + _OFF_TAIL)
+        return t
+
     @property
     def peer(self) -> Tuple[str, int]:
         p = self._peer
         if p is _UNSET:
             if not self._live:
                 raise self._dead()
-            v = self._v
-            p = self._peer = (_read(v[12], v[13]).decode("ascii"), v[14])
+            p = self._peer = (_bytes_at(self._a + _OFF_PEER).decode("ascii"), self._fixed()[0])
         return p
 
     @property
     def version(self) -> str:
-        return "HTTP/1.1" if self._v[16] == 1 else "HTTP/1.0"
+        return "HTTP/1.1" if self._fixed()[2] == 1 else "HTTP/1.0"
 
     @property
     def worker(self) -> int:
-        return self._v[17]
+        return self._fixed()[3]
 
     def _detach(self) -> None:
         """Copies whatever was not read yet; called while the view is valid."""
         self.method, self.path, self.target, self.query, self.headers, self.body, self.peer  # noqa: B018
+        self._fixed()
         self._live = False
 
     def _release(self) -> None:

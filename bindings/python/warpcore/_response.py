@@ -22,9 +22,11 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, 
 from . import _ffi
 from ._ffi import (
     CLOSED,
+    INLINE,
     LENGTH_MISMATCH,
     RELEASE,
     F,
+    HeaderArray,
     WarpcoreError,
     error_for,
     header_array,
@@ -50,6 +52,9 @@ _start = F.response_start
 _write = F.response_write
 _write_buffer = F.response_write_buffer
 _end = F.response_end
+_respond_inline = INLINE.respond
+_respond_buffer_inline = INLINE.respond_buffer
+_start_inline = INLINE.response_start
 
 
 def _body_bytes(body: Any) -> bytes:
@@ -72,12 +77,22 @@ class Response:
     ``Content-Length`` and ``Connection``.
     """
 
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "_h")
 
     def __init__(self, status: int = 200, headers: HeadersLike = None, body: Body = b"") -> None:
         self.status = status
         self.headers = headers
         self.body = body if type(body) is bytes else _body_bytes(body)
+        self._h: Optional[Tuple[Any, HeaderArray]] = None  # (headers it encodes, C array)
+
+    def _header_array(self) -> HeaderArray:
+        """The C array for ``headers``, kept on the response: a response sent
+        again and again (a module-level constant) is encoded once."""
+        h = self._h
+        headers = self.headers
+        if h is None or h[0] is not headers:
+            h = self._h = (headers, header_array(headers))
+        return h[1]
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {len(self.body)} bytes>"
@@ -170,12 +185,14 @@ class Responder:
         the handler call (the fast path; writes never block there)."""
         if type(result) is Response:
             body = result.body
-            h = header_array(result.headers)
+            h = result._header_array()
             n = len(body)
             if n < ZERO_COPY_MIN:
-                rc = _respond(res, result.status, h.address, h.count, body, n)
+                rc = (_respond_inline if on_worker else _respond)(res, result.status, h.address, h.count, body, n)
             else:
-                rc = _respond_buffer(res, result.status, h.address, h.count, body, n, RELEASE, pin(body))
+                rc = (_respond_buffer_inline if on_worker else _respond_buffer)(
+                    res, result.status, h.address, h.count, body, n, RELEASE, pin(body)
+                )
             if rc:
                 if rc == CLOSED:
                     return
@@ -217,7 +234,7 @@ class Responder:
     def _stream(self, res: int, s: StreamResponse, on_worker: bool) -> None:
         h = header_array(s.headers)
         length = -1 if s.content_length is None else int(s.content_length)
-        rc = _start(res, s.status, h.address, h.count, length)
+        rc = (_start_inline if on_worker else _start)(res, s.status, h.address, h.count, length)
         if rc:
             _close(s.iterable)
             if rc == CLOSED:

@@ -13,15 +13,16 @@ import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 import weakref
 from ctypes import byref, c_void_p
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _ffi
-from ._ffi import SHUTTING_DOWN, F, check, warpcore_handler_cb
+from ._ffi import CLOSED, INLINE, SHUTTING_DOWN, F, check, warpcore_handler_cb
 from ._request import Request
-from ._response import TEXT_PLAIN, FileResponse, Responder, Response
+from ._response import TEXT_PLAIN, ZERO_COPY_MIN, FileResponse, Responder, Response
 
 __all__ = ["Server", "Handler"]
 
@@ -160,15 +161,31 @@ class Server:
         answer = responder.answer
         fail = responder.fail
         server = self
+        respond = INLINE.respond
+        getrefcount = sys.getrefcount
 
+        # The hot path: every name is a local, a plain Response is answered
+        # right here with one foreign call that keeps the GIL.
         def on_request(_userdata: Optional[int], req: int, res: int) -> None:
             request = Request(req)
             try:
-                answer(res, server._handler(request), True)
+                result = server._handler(request)
+                if type(result) is Response and len(result.body) < ZERO_COPY_MIN:
+                    h = result._header_array()
+                    body = result.body
+                    rc = respond(res, result.status, h.address, h.count, body, len(body))
+                    if rc and rc != CLOSED:
+                        raise _ffi.error_for(rc, "warpcore_respond")
+                else:
+                    answer(res, result, True)
             except BaseException as exc:  # noqa: B902 - nothing may cross into C
                 _log_failure(request, exc)
                 fail(res)
-            request._release()
+            # A request the handler kept (in a thread, a closure) gets its
+            # fields copied before the library takes the memory back.
+            if getrefcount(request) > 2:
+                request._detach()
+            request._live = False
 
         return warpcore_handler_cb(on_request)
 

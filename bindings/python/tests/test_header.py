@@ -82,9 +82,17 @@ _SCALARS = {
     "void": {None},
     "warpcore_handler_cb": {_ffi.warpcore_handler_cb},
     "warpcore_release_cb": {_ffi.warpcore_release_cb},
+    "warpcore_access_log_cb": {_ffi.warpcore_access_log_cb},
+    "warpcore_error_log_cb": {_ffi.warpcore_error_log_cb},
 }
 _OPAQUE = {"warpcore_config", "warpcore_server", "warpcore_response"}
-_STRUCTS = {"warpcore_str": _ffi.warpcore_str, "warpcore_header": _ffi.warpcore_header, "warpcore_request": _ffi.warpcore_request}
+_STRUCTS = {
+    "warpcore_str": _ffi.warpcore_str,
+    "warpcore_header": _ffi.warpcore_header,
+    "warpcore_request": _ffi.warpcore_request,
+    "warpcore_shutdown_report": _ffi.warpcore_shutdown_report,
+    "warpcore_stats": _ffi.warpcore_stats,
+}
 
 
 def accepted(ctype: str) -> set:
@@ -113,8 +121,13 @@ def test_header_was_parsed():
     # A broken parser must not pass vacuously.
     assert len(FUNCTIONS) >= 25, sorted(FUNCTIONS)
     assert {"warpcore_respond", "warpcore_server_start", "warpcore_version"} <= set(FUNCTIONS)
-    assert set(CALLBACKS) == {"warpcore_handler_cb", "warpcore_release_cb"}
+    assert {"warpcore_handler_cb", "warpcore_release_cb"} <= set(CALLBACKS)
     assert {"warpcore_str", "warpcore_header", "warpcore_request"} <= set(STRUCTS)
+
+
+def test_every_callback_type_and_struct_is_declared():
+    assert set(CALLBACKS) <= set(_SCALARS), f"callback types not bound: {set(CALLBACKS) - set(_SCALARS)}"
+    assert set(STRUCTS) == set(_STRUCTS), f"structs not bound: {set(STRUCTS) ^ set(_STRUCTS)}"
 
 
 def test_every_header_function_is_declared():
@@ -146,7 +159,7 @@ def test_callback_types_match(name):
         assert py in accepted(c), f"{name}: {c} bound as {py}"
 
 
-@pytest.mark.parametrize("name", ["warpcore_str", "warpcore_header", "warpcore_request"])
+@pytest.mark.parametrize("name", sorted(STRUCTS))
 def test_struct_layout_matches(name):
     fields = STRUCTS[name]
     bound = _STRUCTS[name]._fields_
@@ -167,6 +180,13 @@ def test_result_codes_match():
     assert codes == {name: code for code, name in _ffi.RESULT_NAMES.items()}
     for name, code in codes.items():
         assert getattr(_ffi, name) == code
+
+
+def test_log_levels_match():
+    codes = {m.group(1): int(m.group(2)) for m in re.finditer(r"WARPCORE_LOG_LEVEL_(\w+)\s*=\s*(\d+)", CODE)}
+    assert codes == {"ERROR": 0, "WARNING": 1, "INFO": 2}
+    for name, code in codes.items():
+        assert getattr(_ffi, "LOG_LEVEL_" + name) == code
 
 
 def test_timeout_codes_match():

@@ -343,15 +343,78 @@ def test_context_manager_and_lifecycle():
         s.start()
 
 
-def test_reload_swaps_the_handler_and_refuses_engine_settings(serve):
-    s = serve(lambda req: Response(200, TEXT, b"one"))
+def test_reload_swaps_handler_mounts_and_settings(serve, tmp_path):
+    (tmp_path / "f.txt").write_text("file")
+    s = serve(lambda req: Response(200, TEXT, b"one"), server_name="before", max_body_size=100)
     assert request(s.port).body == b"one"
-    s.reload(handler=lambda req: Response(200, TEXT, b"two"))
-    assert request(s.port).body == b"two"
-    with pytest.raises(NotImplementedError, match="warpcore_server_reload"):
-        s.reload(max_body_size=10)
-    with pytest.raises(NotImplementedError, match="warpcore_server_stats"):
+    assert request(s.port).headers["server"] == "before"
+    # A keep-alive connection opened before the reload stays usable.
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"one"
+    s.reload(
+        handler=lambda req: Response(200, TEXT, b"two"),
+        static={"/s": tmp_path},
+        server_name="after",
+        max_body_size=10,
+    )
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    assert (r.read(), r.getheader("server")) == (b"two", "after")
+    conn.close()
+    assert request(s.port, path="/s/f.txt").body == b"file"
+    assert request(s.port, "POST", "/", body=b"x" * 50).status == 413
+    with pytest.raises(TypeError, match="share_port"):
+        s.reload(share_port=True)
+    with pytest.raises(warpcore.WarpcoreError) as e:
+        s.reload(max_header_count=0)  # refused by the library: nothing changes
+    assert e.value.name == "INVALID_ARGUMENT"
+    assert request(s.port).headers["server"] == "after"
+
+
+def test_reload_from_a_handler(serve):
+    holder = {}
+
+    def handler(req):
+        if req.path == "/reload":
+            holder["s"].reload(server_name="reloaded-inside")
+        return Response(200, TEXT, b"ok")
+
+    s = serve(handler, workers=2)
+    holder["s"] = s
+    assert request(s.port, path="/reload").status == 200
+    assert request(s.port).headers["server"] == "reloaded-inside"
+
+
+def test_stats_and_shutdown_report():
+    s = warpcore.Server(lambda req: Response(404 if req.path == "/x" else 200, TEXT, b"abc"), port=0).start()
+    for path in ("/", "/", "/x"):
+        request(s.port, path=path)
+    st = s.stats()
+    assert st["requests"] == 3 and st["responses_2xx"] == 2 and st["responses_4xx"] == 1
+    assert st["connections_accepted"] == 3 and st["bytes_out"] > 0 and st["bytes_in"] > 0
+    report = s.shutdown(1.0)
+    assert report == s.shutdown_report == {"requests_finished": 0, "connections_cut": 0}
+    with pytest.raises(RuntimeError):
         s.stats()
+
+
+def test_access_log_callback_file_and_error_log(serve, tmp_path, caplog):
+    lines = []
+    s = serve(lambda req: Response(200, TEXT, b"ok"), access_log=lines.append)
+    request(s.port, path="/logged?x=1")
+    path = tmp_path / "access.log"
+    s.reload(access_log=str(path))
+    request(s.port, path="/to-file")
+    s.shutdown(1.0)  # flushes the logs
+    text = b"".join(lines).decode()
+    assert '"GET /logged?x=1 HTTP/1.1" 200 2' in text
+    assert '"GET /to-file HTTP/1.1" 200' in path.read_text()
+    with caplog.at_level(logging.INFO, logger="warpcore.access"):
+        s2 = warpcore.Server(lambda req: Response(200, TEXT, b"ok"), port=0, access_log=True).start()
+        request(s2.port, path="/via-logging")
+        s2.shutdown(1.0)
+    assert any("/via-logging" in r.getMessage() for r in caplog.records if r.name == "warpcore.access")
 
 
 def test_shutdown_from_a_handler_is_refused(serve):

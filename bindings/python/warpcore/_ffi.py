@@ -137,6 +137,42 @@ warpcore_timeout = c_uint32
 warpcore_handler_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_void_p)
 #: void (*)(void *userdata, const uint8_t *data, size_t len)
 warpcore_release_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
+#: void (*)(void *userdata, const uint8_t *lines, size_t len)
+warpcore_access_log_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
+#: void (*)(void *userdata, uint32_t level, const uint8_t *message, size_t len)
+warpcore_error_log_cb = CFUNCTYPE(None, c_void_p, c_uint32, c_void_p, c_size_t)
+
+
+class warpcore_shutdown_report(Structure):
+    """What a graceful shutdown did."""
+
+    _fields_ = [("requests_finished", c_uint64), ("connections_cut", c_uint64)]
+
+
+class warpcore_stats(Structure):
+    """The server's counters, summed over every worker."""
+
+    _fields_ = [
+        (name, c_uint64)
+        for name in (
+            "connections_accepted",
+            "connections_active",
+            "connections_timed_out",
+            "requests",
+            "responses_1xx",
+            "responses_2xx",
+            "responses_3xx",
+            "responses_4xx",
+            "responses_5xx",
+            "bytes_in",
+            "bytes_out",
+            "parse_errors",
+            "fd_cache_hits",
+            "fd_cache_misses",
+            "info_cache_hits",
+            "info_cache_misses",
+        )
+    ]
 
 # Result codes (stable numbers, see enum warpcore_result).
 RESULT_NAMES: Dict[int, str] = {
@@ -170,6 +206,10 @@ INVALID_HEADER = 11
 PANIC = 12
 LENGTH_MISMATCH = 13
 
+LOG_LEVEL_ERROR = 0
+LOG_LEVEL_WARNING = 1
+LOG_LEVEL_INFO = 2
+
 TIMEOUT_HEADER = 0
 TIMEOUT_IDLE = 1
 TIMEOUT_BODY = 2
@@ -196,6 +236,13 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_config_set_max_request_line": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_max_header_count": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_stream_high_water": (warpcore_result, [warpcore_config_p, c_uint64]),
+    "warpcore_config_set_max_connections": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_access_log_file": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
+    "warpcore_config_set_access_log_callback": (
+        warpcore_result,
+        [warpcore_config_p, warpcore_access_log_cb, c_void_p],
+    ),
+    "warpcore_config_set_error_log": (warpcore_result, [warpcore_config_p, warpcore_error_log_cb, c_void_p]),
     "warpcore_config_set_timeout": (warpcore_result, [warpcore_config_p, c_uint32, c_uint64]),
     "warpcore_respond": (
         warpcore_result,
@@ -220,6 +267,10 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_server_workers": (c_uint32, [warpcore_server_p]),
     "warpcore_server_run_worker": (warpcore_result, [warpcore_server_p, c_uint32]),
     "warpcore_server_shutdown": (warpcore_result, [warpcore_server_p, c_uint32]),
+    "warpcore_server_shutdown_report": (warpcore_result, [warpcore_server_p, POINTER(warpcore_shutdown_report)]),
+    "warpcore_server_reload": (warpcore_result, [warpcore_server_p, warpcore_config_p]),
+    "warpcore_server_stats": (warpcore_result, [warpcore_server_p, POINTER(warpcore_stats)]),
+    "warpcore_server_reopen_logs": (warpcore_result, [warpcore_server_p]),
     "warpcore_server_wait": (warpcore_result, [warpcore_server_p]),
     "warpcore_server_free": (None, [warpcore_server_p]),
 }

@@ -10,6 +10,7 @@ ctypes releases the GIL while the loop runs and the callback takes it back.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from ctypes import byref, c_void_p
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _ffi
-from ._ffi import CLOSED, INLINE, SHUTTING_DOWN, F, check, warpcore_handler_cb
+from ._ffi import CLOSED, INLINE, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
 from ._request import Request
 from ._response import TEXT_PLAIN, ZERO_COPY_MIN, FileResponse, Responder, Response
 
@@ -122,7 +123,9 @@ class Server:
         max_head_size: Optional[int] = None,
         max_header_count: Optional[int] = None,
         stream_high_water: Optional[int] = None,
+        max_connections: Optional[int] = None,
         timeouts: Optional[Mapping[str, float]] = None,
+        access_log: Union[None, bool, str, os.PathLike, Callable[[bytes], Any]] = None,
         stream_threads: int = 16,
     ) -> None:
         if not callable(handler):
@@ -130,18 +133,20 @@ class Server:
         self.host = host
         self._requested_port = int(port)
         self._workers_wanted = int(workers)
+        self._share_port = bool(share_port)
         self._settings: Dict[str, Any] = {
             "server_name": server_name,
-            "share_port": share_port,
             "max_body_size": max_body_size,
             "max_head_size": max_head_size,
             "max_header_count": max_header_count,
             "stream_high_water": stream_high_water,
+            "max_connections": max_connections,
             "timeouts": dict(timeouts or {}),
+            "access_log": access_log,
         }
-        for key in self._settings["timeouts"]:
-            if key not in _TIMEOUTS:
-                raise ValueError(f"unknown timeout {key!r} (one of {', '.join(_TIMEOUTS)})")
+        _check_timeouts(self._settings["timeouts"])
+        self._keep: List[Any] = []  # callbacks the library may still call
+        self.shutdown_report: Optional[Dict[str, int]] = None
         self._user_handler = handler
         self._static = dict(static or {})
         self._handler = _static_handler(self._static, handler) if self._static else handler
@@ -215,49 +220,55 @@ class Server:
         return self
 
     def _start_server(self) -> int:
-        s = self._settings
-        cfg = c_void_p()
-        check(F.config_new(byref(cfg)), "warpcore_config_new")
+        cfg = self._config(self._requested_port, self._workers_wanted)
         try:
-            host = self.host
-            addr = (f"[{host}]" if ":" in host else host) + f":{self._requested_port}"
-            a = addr.encode("utf-8")
-            check(F.config_set_listen(cfg, a, len(a)), "warpcore_config_set_listen")
-            workers = self._workers_wanted
-            if workers < 0:
-                raise ValueError("workers must be >= 0")
-            check(F.config_set_workers(cfg, workers), "warpcore_config_set_workers")
-            check(F.config_set_external_workers(cfg, True), "warpcore_config_set_external_workers")
-            check(F.config_set_share_port(cfg, bool(s["share_port"])), "warpcore_config_set_share_port")
-            check(F.config_set_handler(cfg, self._callback, None), "warpcore_config_set_handler")
-            if s["server_name"] is not None:
-                n = s["server_name"].encode("latin-1")
-                check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
-            if s["max_body_size"] is not None:
-                check(F.config_set_max_body_size(cfg, int(s["max_body_size"])), "warpcore_config_set_max_body_size")
-            if s["max_head_size"] is not None:
-                check(F.config_set_max_head_size(cfg, int(s["max_head_size"])), "warpcore_config_set_max_head_size")
-            if s["max_header_count"] is not None:
-                check(
-                    F.config_set_max_header_count(cfg, int(s["max_header_count"])),
-                    "warpcore_config_set_max_header_count",
-                )
-            if s["stream_high_water"] is not None:
-                check(
-                    F.config_set_stream_high_water(cfg, int(s["stream_high_water"])),
-                    "warpcore_config_set_stream_high_water",
-                )
-            for which, seconds in s["timeouts"].items():
-                check(
-                    F.config_set_timeout(cfg, _TIMEOUTS[which], int(seconds * 1000)),
-                    "warpcore_config_set_timeout",
-                )
             out = c_void_p()
             check(F.server_start(cfg, byref(out)), "warpcore_server_start")
             assert out.value is not None
             return out.value
         finally:
             F.config_free(cfg)
+
+    def _config(self, port: int, workers: int) -> c_void_p:
+        """A new warpcore_config with every setting (the caller frees it)."""
+        s = self._settings
+        cfg = c_void_p()
+        check(F.config_new(byref(cfg)), "warpcore_config_new")
+        try:
+            host = self.host
+            a = ((f"[{host}]" if ":" in host else host) + f":{port}").encode("utf-8")
+            check(F.config_set_listen(cfg, a, len(a)), "warpcore_config_set_listen")
+            if workers < 0:
+                raise ValueError("workers must be >= 0")
+            check(F.config_set_workers(cfg, workers), "warpcore_config_set_workers")
+            check(F.config_set_external_workers(cfg, True), "warpcore_config_set_external_workers")
+            check(F.config_set_share_port(cfg, self._share_port), "warpcore_config_set_share_port")
+            check(F.config_set_handler(cfg, self._callback, None), "warpcore_config_set_handler")
+            check(F.config_set_error_log(cfg, _ERROR_LOG, None), "warpcore_config_set_error_log")
+            if s["server_name"] is not None:
+                n = s["server_name"].encode("latin-1")
+                check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
+            for key in ("max_body_size", "max_head_size", "max_header_count", "stream_high_water", "max_connections"):
+                if s[key] is not None:
+                    setter = getattr(F, "config_set_" + key)
+                    check(setter(cfg, int(s[key])), "warpcore_config_set_" + key)
+            for which, seconds in s["timeouts"].items():
+                check(
+                    F.config_set_timeout(cfg, _TIMEOUTS[which], int(seconds * 1000)),
+                    "warpcore_config_set_timeout",
+                )
+            log_to = s["access_log"]
+            if log_to is True or callable(log_to):
+                cb = warpcore_access_log_cb(_access_logger(log_to))
+                self._keep.append(cb)
+                check(F.config_set_access_log_callback(cfg, cb, None), "warpcore_config_set_access_log_callback")
+            elif log_to:
+                path = os.fsencode(log_to)
+                check(F.config_set_access_log_file(cfg, path, len(path)), "warpcore_config_set_access_log_file")
+        except BaseException:
+            F.config_free(cfg)
+            raise
+        return cfg
 
     def _run_worker(self, index: int) -> None:
         try:
@@ -294,30 +305,36 @@ class Server:
         """Waits until the server has stopped; returns whether it has."""
         return self._stopped.wait(timeout)
 
-    def shutdown(self, grace: float = 5.0) -> None:
+    def shutdown(self, grace: float = 5.0) -> Optional[Dict[str, int]]:
         """Stops accepting, lets requests already received finish for up to
-        ``grace`` seconds, closes the rest and frees the server. Idempotent.
-        Not from a handler (it waits for the workers)."""
+        ``grace`` seconds, closes the rest and frees the server. Returns what
+        it did (``{"requests_finished": n, "connections_cut": m}``, also kept
+        as ``shutdown_report``). Idempotent. Not from a handler (it waits for
+        the workers)."""
         if threading.current_thread() in self._threads:
             raise RuntimeError("shutdown() from a handler would wait for itself; call it from another thread")
         with self._lock:
             if self._shut:
-                return
+                return self.shutdown_report
             self._shut = True
             ptr = self._ptr
         if ptr is None:
             self._stopped.set()
-            return
+            return None
         ms = max(0, min(int(grace * 1000), 2**32 - 1))
         check(F.server_shutdown(ptr, ms), "warpcore_server_shutdown")
         for t in self._threads:
             t.join()
         self._stopped.set()
+        report = _ffi.warpcore_shutdown_report()
+        check(F.server_shutdown_report(ptr, byref(report)), "warpcore_server_shutdown_report")
+        self.shutdown_report = {"requests_finished": report.requests_finished, "connections_cut": report.connections_cut}
         # Stream threads see their connections closed and finish.
         self._responder.shutdown(wait=True)
         F.server_free(ptr)
         self._ptr = None
         _live_servers.discard(self)
+        return self.shutdown_report
 
     def reload(
         self,
@@ -325,30 +342,58 @@ class Server:
         static: Optional[Mapping[str, Union[str, os.PathLike]]] = None,
         **settings: Any,
     ) -> None:
-        """Swaps the handler and the static mounts live (both live on the
-        Python side). Changing engine settings (limits, timeouts, server name)
-        needs ``warpcore_server_reload``, which the C API does not have yet:
-        passing any raises :class:`NotImplementedError`."""
+        """Applies new settings to requests read from now on, atomically, with
+        no connection dropped: ``handler``, ``static`` mounts, and any of the
+        constructor's engine settings (``server_name``, ``max_body_size``,
+        ``max_head_size``, ``max_header_count``, ``stream_high_water``,
+        ``max_connections``, ``timeouts``, ``access_log``). Settings not given
+        keep their values. The address and the worker count cannot change.
+        May be called from a handler."""
+        unknown = set(settings) - set(self._settings)
+        if unknown:
+            raise TypeError(f"reload() cannot change {', '.join(sorted(unknown))}")
+        if handler is not None and not callable(handler):
+            raise TypeError("handler must be callable")
+        if "timeouts" in settings:
+            settings["timeouts"] = dict(settings["timeouts"] or {})
+            _check_timeouts(settings["timeouts"])
+        new_static = dict(static) if static is not None else self._static
+        new_user = handler if handler is not None else self._user_handler
+        new = _static_handler(new_static, new_user) if new_static else new_user
         if settings:
-            raise NotImplementedError(
-                "reload of engine settings (" + ", ".join(sorted(settings)) + ") needs warpcore_server_reload, "
-                "which libwarpcore's C API does not provide yet; only handler= and static= can be reloaded"
-            )
-        if handler is not None:
-            if not callable(handler):
-                raise TypeError("handler must be callable")
-            self._user_handler = handler
-        if static is not None:
-            self._static = dict(static)
-        new = _static_handler(self._static, self._user_handler) if self._static else self._user_handler
+            ptr = self._ptr
+            if ptr is None or self._shut:
+                raise RuntimeError("the server is not running")
+            old = self._settings
+            self._settings = dict(old, **settings)
+            try:
+                cfg = self._config(self._port, len(self._threads))
+                try:
+                    check(F.server_reload(ptr, cfg), "warpcore_server_reload")
+                finally:
+                    F.config_free(cfg)
+            except BaseException:
+                self._settings = old
+                raise
+        self._user_handler = new_user
+        self._static = new_static
         self._handler = new  # one attribute store: atomic for the workers
 
-    def stats(self) -> Dict[str, Any]:
-        """Not available: libwarpcore's C API has no ``warpcore_server_stats``
-        yet. Raises :class:`NotImplementedError`."""
-        raise NotImplementedError(
-            "stats() needs warpcore_server_stats, which libwarpcore's C API does not provide yet"
-        )
+    def stats(self) -> Dict[str, int]:
+        """The engine's counters (connections, requests, responses by class,
+        bytes, parse errors, cache hits), summed over the workers."""
+        ptr = self._ptr
+        if ptr is None:
+            raise RuntimeError("the server is not running")
+        out = _ffi.warpcore_stats()
+        check(F.server_stats(ptr, byref(out)), "warpcore_server_stats")
+        return {name: getattr(out, name) for name, _ in out._fields_}
+
+    def reopen_logs(self) -> None:
+        """Reopens the access-log file (after log rotation moved it away)."""
+        if self._ptr is None:
+            raise RuntimeError("the server is not running")
+        check(F.server_reopen_logs(self._ptr), "warpcore_server_reopen_logs")
 
     def serve_forever(self, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM), grace: float = 5.0) -> None:
         """Starts (if needed), runs until one of ``stop_signals`` arrives, then
@@ -378,6 +423,47 @@ class Server:
     def __repr__(self) -> str:
         state = "running" if self.running else ("stopped" if self._shut else "new")
         return f"<warpcore.Server {self.host}:{self._port or self._requested_port} {state}>"
+
+
+def _check_timeouts(timeouts: Mapping[str, float]) -> None:
+    for key in timeouts:
+        if key not in _TIMEOUTS:
+            raise ValueError(f"unknown timeout {key!r} (one of {', '.join(_TIMEOUTS)})")
+
+
+_LEVELS = {_ffi.LOG_LEVEL_ERROR: logging.ERROR, _ffi.LOG_LEVEL_WARNING: logging.WARNING, _ffi.LOG_LEVEL_INFO: logging.INFO}
+
+
+def _on_error_log(_userdata: Optional[int], level: int, message: Optional[int], length: int) -> None:
+    try:
+        text = ctypes.string_at(message, length).decode("utf-8", "replace") if length else ""
+        log.log(_LEVELS.get(level, logging.ERROR), "libwarpcore: %s", text)
+    except BaseException:  # noqa: B902 - nothing may cross into C
+        pass
+
+
+#: The library's error log goes to the ``warpcore`` logger.
+_ERROR_LOG = warpcore_error_log_cb(_on_error_log)
+
+access_log = logging.getLogger("warpcore.access")
+
+
+def _access_logger(target: Any) -> Callable[[Optional[int], Optional[int], int], None]:
+    """The access-log callback: batches of lines to ``target(bytes)``, or with
+    ``True`` each line to the ``warpcore.access`` logger."""
+
+    def on_lines(_userdata: Optional[int], lines: Optional[int], length: int) -> None:
+        try:
+            data = ctypes.string_at(lines, length) if length else b""
+            if target is True:
+                for line in data.decode("utf-8", "replace").splitlines():
+                    access_log.info("%s", line)
+            else:
+                target(data)
+        except BaseException:  # noqa: B902 - nothing may cross into C
+            log.exception("the access-log callback failed")
+
+    return on_lines
 
 
 def _log_failure(request: Request, exc: BaseException) -> None:

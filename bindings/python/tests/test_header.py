@@ -108,8 +108,10 @@ def accepted(ctype: str) -> set:
     if stars == 1:
         if base in ("uint8_t", "char"):
             return {c_char_p, c_void_p, POINTER(c_uint8)}
-        if base == "void" or base in _OPAQUE:
+        if base == "void":
             return {c_void_p}
+        if base in _OPAQUE:
+            return {c_void_p, _ffi.ResponseHandle} if base == "warpcore_response" else {c_void_p}
         if base in _STRUCTS:
             return {c_void_p, POINTER(_STRUCTS[base])}
     if stars == 2 and base in _OPAQUE:

@@ -259,13 +259,15 @@ def test_handler_exception_is_a_500_and_logged(serve, caplog):
             return None
         if req.path == "/badstatus":
             return Response(99, TEXT, b"")
+        if req.path == "/hugestatus":
+            return Response(70000, TEXT, b"")
         if req.path == "/badheader":
             return Response(200, [("Bad Name", "x")], b"")
         return Response(200, TEXT, b"fine")
 
     s = serve(handler)
     with caplog.at_level(logging.ERROR, logger="warpcore"):
-        for path in ("/boom", "/none", "/badstatus", "/badheader"):
+        for path in ("/boom", "/none", "/badstatus", "/hugestatus", "/badheader"):
             r = request(s.port, path=path)
             assert r.status == 500, path
             assert r.body == b"Internal Server Error\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import platform
 import sys
 from ctypes import (
     CFUNCTYPE,
@@ -126,15 +127,22 @@ class warpcore_request(Structure):
     ]
 
 
-# Opaque handles are plain addresses (ints) on the Python side.
+# Opaque handles are plain addresses on the Python side.
 warpcore_config_p = c_void_p
 warpcore_server_p = c_void_p
 warpcore_response_p = c_void_p
 warpcore_result = c_uint32
 warpcore_timeout = c_uint32
 
+
+class ResponseHandle(c_void_p):
+    """A ``warpcore_response *`` as the handler callback passes it. Being a
+    subclass of ``c_void_p``, ctypes hands it over as an object rather than an
+    int, and passes it on to any call unconverted (see ``RAW``)."""
+
+
 #: void (*)(void *userdata, const warpcore_request *request, warpcore_response *response)
-warpcore_handler_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_void_p)
+warpcore_handler_cb = CFUNCTYPE(None, c_void_p, c_void_p, ResponseHandle)
 #: void (*)(void *userdata, const uint8_t *data, size_t len)
 warpcore_release_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 #: void (*)(void *userdata, const uint8_t *lines, size_t len)
@@ -307,6 +315,25 @@ for _name in (
     _fn.restype = _res
     _fn.argtypes = list(_args)
     setattr(INLINE, _name[len("warpcore_"):], _fn)
+
+# ``warpcore_respond`` once more, keeping the GIL and *without* argtypes: the
+# per-argument from_param conversions cost more than the rest of the call
+# (about 1 us of 2 here). Its callers pass exactly what the C types need:
+# the response handle and the header array as c_void_p objects (passed as
+# pointers), the body as bytes (passed as a pointer to its buffer), the
+# status, header count and body length as ints below 2**31 (passed as C int,
+# which libffi widens to the full register: a uint16_t or size_t callee reads
+# the same value). Only on 64-bit x86 and ARM, where that holds; elsewhere it
+# is the typed INLINE call.
+RAW = _Functions()
+if ctypes.sizeof(c_void_p) == 8 and platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
+    _raw = ctypes.PyDLL(LIBRARY_PATH).warpcore_respond
+    _raw.restype = warpcore_result
+    RAW.respond = _raw
+    RAW_UNTYPED = True
+else:  # pragma: no cover - other machines
+    RAW.respond = INLINE.respond
+    RAW_UNTYPED = False
 del _name, _res, _args, _fn
 
 # --- errors --------------------------------------------------------------------
@@ -385,7 +412,7 @@ class HeaderArray:
     """Header fields encoded once as a C ``warpcore_header`` array; keeps the
     bytes it points to alive."""
 
-    __slots__ = ("array", "count", "address", "_keep")
+    __slots__ = ("array", "count", "address", "pointer", "_keep")
 
     def __init__(self, pairs: HeaderPairs) -> None:
         keep = []
@@ -404,6 +431,7 @@ class HeaderArray:
         self.array = arr
         self.count = n
         self.address = ctypes.addressof(arr) if n else None
+        self.pointer = c_void_p(self.address)  # for RAW.respond
         self._keep = keep
 
 

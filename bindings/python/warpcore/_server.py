@@ -21,7 +21,7 @@ from ctypes import byref, c_void_p
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _ffi
-from ._ffi import CLOSED, INLINE, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
+from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
 from ._request import Request
 from ._response import TEXT_PLAIN, ZERO_COPY_MIN, FileResponse, Responder, Response
 
@@ -166,7 +166,7 @@ class Server:
         answer = responder.answer
         fail = responder.fail
         server = self
-        respond = INLINE.respond
+        respond = RAW.respond  # untyped: see _ffi.RAW
         getrefcount = sys.getrefcount
 
         # The hot path: every name is a local, a plain Response is answered
@@ -175,10 +175,10 @@ class Server:
             request = Request(req)
             try:
                 result = server._handler(request)
-                if type(result) is Response and len(result.body) < ZERO_COPY_MIN:
+                if type(result) is Response and len(result.body) < ZERO_COPY_MIN and 0 <= result.status < 65536:
                     h = result._header_array()
                     body = result.body
-                    rc = respond(res, result.status, h.address, h.count, body, len(body))
+                    rc = respond(res, result.status, h.pointer, h.count, body, len(body))
                     if rc and rc != CLOSED:
                         raise _ffi.error_for(rc, "warpcore_respond")
                 else:

@@ -330,9 +330,14 @@ if ctypes.sizeof(c_void_p) == 8 and platform.machine().lower() in ("x86_64", "am
     _raw = ctypes.PyDLL(LIBRARY_PATH).warpcore_respond
     _raw.restype = warpcore_result
     RAW.respond = _raw
+    # The same, releasing the GIL: for answers from other threads (deferred).
+    _raw = ctypes.CDLL(LIBRARY_PATH).warpcore_respond
+    _raw.restype = warpcore_result
+    RAW.respond_deferred = _raw
     RAW_UNTYPED = True
 else:  # pragma: no cover - other machines
     RAW.respond = INLINE.respond
+    RAW.respond_deferred = F.respond
     RAW_UNTYPED = False
 del _name, _res, _args, _fn
 

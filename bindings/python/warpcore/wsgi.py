@@ -38,8 +38,8 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _ffi
-from ._ffi import CLOSED, LENGTH_MISMATCH, RELEASE, F, error_for, header_array, pin, warpcore_handler_cb
-from ._request import _MEM, _unpack_view, read_headers
+from ._ffi import CLOSED, LENGTH_MISMATCH, RAW, RELEASE, F, error_for, header_array, pin, warpcore_handler_cb
+from ._request import _MEM, _SHORT, _unpack_view, read_headers
 from ._response import FILE_CHUNK, ZERO_COPY_MIN, pump
 from ._server import _ASYNC_SIGNALS, Server
 
@@ -53,6 +53,8 @@ _respond = F.respond
 _respond_buffer = F.respond_buffer
 _start = F.response_start
 _end = F.response_end
+_respond_raw = RAW.respond
+_respond_raw_deferred = RAW.respond_deferred
 
 _ERROR_BODY = b"Internal Server Error\n"
 _ERROR_HEADERS = [("Content-Type", "text/plain; charset=utf-8")]
@@ -103,10 +105,11 @@ class FileWrapper:
 class _Call:
     """One request's application call: start_response state and the handle."""
 
-    __slots__ = ("res", "status", "code", "headers", "started", "done", "length")
+    __slots__ = ("res", "inline", "status", "code", "headers", "started", "done", "length")
 
-    def __init__(self, res: int) -> None:
+    def __init__(self, res: Any, inline: bool = False) -> None:
         self.res = res
+        self.inline = inline
         self.status: Optional[str] = None
         self.code = 0
         self.headers: Optional[List[Tuple[str, str]]] = None
@@ -188,7 +191,13 @@ class _Gone(Exception):
 def _respond_whole(call: _Call, body: bytes) -> None:
     h = header_array(call.headers)
     n = len(body)
-    if n < ZERO_COPY_MIN:
+    if n < ZERO_COPY_MIN and 0 <= call.code < 65536:
+        # Untyped calls (see _ffi.RAW): on the worker thread inside the handler
+        # call, one that keeps the GIL; from an application thread, one that
+        # releases it (the call may wait for the worker).
+        respond = _respond_raw if call.inline else _respond_raw_deferred
+        rc = respond(call.res, call.code, h.pointer, h.count, body, n)
+    elif n < ZERO_COPY_MIN:
         rc = _respond(call.res, call.code, h.address, h.count, body, n)
     else:
         rc = _respond_buffer(call.res, call.code, h.address, h.count, body, n, RELEASE, pin(body))
@@ -251,9 +260,10 @@ def _send_file(call: _Call, wrapper: FileWrapper) -> bool:
     return True
 
 
-def run_app(app: WSGIApp, environ: Dict[str, Any], res: int) -> None:
-    """Runs ``app`` for one request and answers handle ``res``. Never raises."""
-    call = _Call(res)
+def run_app(app: WSGIApp, environ: Dict[str, Any], res: Any, inline: bool = False) -> None:
+    """Runs ``app`` for one request and answers handle ``res`` (``inline``: on
+    the worker thread, inside the handler call). Never raises."""
+    call = _Call(res, inline)
     result: Any = None
     try:
         result = app(environ, call.start_response)
@@ -369,6 +379,8 @@ class WSGIServer(Server):
         BytesIO = io.BytesIO
         environ_key = _environ_key
         key_cache = _header_keys
+        short = _SHORT
+        mem = _MEM
 
         def on_request(_userdata: Optional[int], req: int, res: int) -> None:
             try:
@@ -376,12 +388,22 @@ class WSGIServer(Server):
                     base.update(server._base_environ())
                 v = _unpack_view(_MEM, req)
                 environ = base.copy()
-                environ["REQUEST_METHOD"] = _MEM[v[0] : v[0] + v[1]].tobytes().decode("latin-1")
-                environ["RAW_URI"] = environ["REQUEST_URI"] = _MEM[v[2] : v[2] + v[3]].tobytes().decode("latin-1")
-                environ["PATH_INFO"] = _MEM[v[4] : v[4] + v[5]].tobytes().decode("latin-1")
-                environ["QUERY_STRING"] = _MEM[v[6] : v[6] + v[7]].tobytes().decode("latin-1") if v[7] else ""
+                # Short fields come out of one struct call each (see _request).
+                p, n = v[0], v[1]
+                environ["REQUEST_METHOD"] = (short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()).decode("latin-1")
+                p, n = v[2], v[3]
+                environ["RAW_URI"] = environ["REQUEST_URI"] = (
+                    short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()
+                ).decode("latin-1")
+                p, n = v[4], v[5]
+                environ["PATH_INFO"] = (short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()).decode("latin-1")
+                p, n = v[6], v[7]
+                environ["QUERY_STRING"] = (
+                    (short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()).decode("latin-1") if n else ""
+                )
                 environ["SERVER_PROTOCOL"] = "HTTP/1.1" if v[16] else "HTTP/1.0"
-                environ["REMOTE_ADDR"] = _MEM[v[12] : v[12] + v[13]].tobytes().decode("ascii")
+                p, n = v[12], v[13]
+                environ["REMOTE_ADDR"] = short[n](mem, p)[0].decode("ascii") if n < 64 else ""
                 environ["REMOTE_PORT"] = str(v[14])
                 if v[9]:
                     for name, value in read_headers(v[8], v[9]):
@@ -404,7 +426,7 @@ class WSGIServer(Server):
                 _respond(res, 500, h.address, h.count, _ERROR_BODY, len(_ERROR_BODY))
                 return
             if inline:
-                run_app(app_holder.app, environ, res)
+                run_app(app_holder.app, environ, res, True)
             else:
                 put((environ, res))
 

@@ -74,28 +74,65 @@ class Response:
 
     ``headers`` is a list of (name, value) pairs or a dict; ``body`` bytes or
     str (sent as UTF-8). The library adds ``Date``, ``Server``,
-    ``Content-Length`` and ``Connection``.
+    ``Content-Length`` and ``Connection``. A response may be returned again and
+    again (a module-level constant): what the C call needs is prepared once.
     """
 
-    __slots__ = ("status", "headers", "body", "_h")
+    __slots__ = ("_status", "_headers", "_body", "_fast")
 
     def __init__(self, status: int = 200, headers: HeadersLike = None, body: Body = b"") -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body if type(body) is bytes else _body_bytes(body)
-        self._h: Optional[Tuple[Any, HeaderArray]] = None  # (headers it encodes, C array)
+        self._status = status
+        self._headers = headers
+        self._body = body if type(body) is bytes else _body_bytes(body)
+        self._fast: Optional[Tuple[Any, ...]] = None
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self._status = value
+        self._fast = None
+
+    @property
+    def headers(self) -> HeadersLike:
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: HeadersLike) -> None:
+        self._headers = value
+        self._fast = None
+
+    @property
+    def body(self) -> bytes:
+        return self._body
+
+    @body.setter
+    def body(self, value: Body) -> None:
+        self._body = value if type(value) is bytes else _body_bytes(value)
+        self._fast = None
+
+    def _prepare(self) -> Tuple[Any, ...]:
+        """(status, header array pointer, header count, body, body length)
+        for the untyped in-handler call, or () when the typed path must be
+        taken (a large body, a status out of range). Kept until a setter runs;
+        a header list changed in place is not seen (assign it again)."""
+        body = self._body
+        status = self._status
+        if len(body) < ZERO_COPY_MIN and type(status) is int and 0 <= status < 65536:
+            h = header_array(self._headers)
+            fast: Tuple[Any, ...] = (status, h.pointer, h.count, body, len(body), h)
+        else:
+            fast = ()
+        self._fast = fast
+        return fast
 
     def _header_array(self) -> HeaderArray:
-        """The C array for ``headers``, kept on the response: a response sent
-        again and again (a module-level constant) is encoded once."""
-        h = self._h
-        headers = self.headers
-        if h is None or h[0] is not headers:
-            h = self._h = (headers, header_array(headers))
-        return h[1]
+        return header_array(self._headers)
 
     def __repr__(self) -> str:
-        return f"<Response {self.status} {len(self.body)} bytes>"
+        return f"<Response {self._status} {len(self._body)} bytes>"
 
 
 class StreamResponse:
@@ -184,7 +221,7 @@ class Responder:
         """Answers handle ``res`` with ``result``. ``on_worker``: we are inside
         the handler call (the fast path; writes never block there)."""
         if type(result) is Response:
-            body = result.body
+            body = result._body
             h = result._header_array()
             n = len(body)
             if n < ZERO_COPY_MIN:

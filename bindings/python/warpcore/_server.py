@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from . import _ffi
 from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
 from ._request import Request
-from ._response import TEXT_PLAIN, ZERO_COPY_MIN, FileResponse, Responder, Response
+from ._response import TEXT_PLAIN, FileResponse, Responder, Response
 
 __all__ = ["Server", "Handler"]
 
@@ -175,10 +175,9 @@ class Server:
             request = Request(req)
             try:
                 result = server._handler(request)
-                if type(result) is Response and len(result.body) < ZERO_COPY_MIN and 0 <= result.status < 65536:
-                    h = result._header_array()
-                    body = result.body
-                    rc = respond(res, result.status, h.pointer, h.count, body, len(body))
+                if type(result) is Response and (result._fast or result._prepare()):
+                    f = result._fast
+                    rc = respond(res, f[0], f[1], f[2], f[3], f[4])
                     if rc and rc != CLOSED:
                         raise _ffi.error_for(rc, "warpcore_respond")
                 else:
@@ -187,10 +186,10 @@ class Server:
                 _log_failure(request, exc)
                 fail(res)
             # A request the handler kept (in a thread, a closure) gets its
-            # fields copied before the library takes the memory back.
+            # fields copied before the library takes the memory back; one
+            # nobody kept goes away with this frame.
             if getrefcount(request) > 2:
                 request._detach()
-            request._live = False
 
         return warpcore_handler_cb(on_request)
 

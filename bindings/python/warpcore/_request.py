@@ -50,14 +50,26 @@ _header_structs: Dict[int, struct.Struct] = {}
 
 def read_headers(ptr: int, count: int) -> List[Tuple[bytes, bytes]]:
     """Copies ``count`` ``warpcore_header`` fields at ``ptr`` as (name, value)
-    bytes pairs. Field bytes of one request sit together in the receive
-    buffer; when they do, one copy covers them all."""
+    bytes pairs. A few fields are read one by one; with more, one copy of the
+    block they sit in (the receive buffer) is cut up."""
     if not count:
         return []
     st = _header_structs.get(count)
     if st is None:
         st = _header_structs[count] = struct.Struct(f"@{4 * count}Q")
     flat = st.unpack_from(_MEM, ptr)  # name ptr, name len, value ptr, value len, ...
+    short = _SHORT
+    if count <= 4:
+        out = []
+        for i in range(0, 4 * count, 4):
+            np, nl, vp, vl = flat[i : i + 4]
+            out.append(
+                (
+                    short[nl](_MEM, np)[0] if nl < 64 else _MEM[np : np + nl].tobytes(),
+                    short[vl](_MEM, vp)[0] if vl < 64 else _MEM[vp : vp + vl].tobytes(),
+                )
+            )
+        return out
     ptrs = flat[0::2]
     lens = flat[1::2]
     lo = min(ptrs)

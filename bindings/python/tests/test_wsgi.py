@@ -294,3 +294,34 @@ def test_many_concurrent_requests(wsgi, app_errors):
     with ThreadPoolExecutor(16) as ex:
         got = list(ex.map(lambda i: request(s.port, path=f"/?{i}").body, range(300)))
     assert got == [str(i).encode() * 3 for i in range(300)]
+
+
+def test_inline_mode_drains_generators_off_the_event_loop():
+    """threads=0: the app runs on the event loop, but a body it yields bit by
+    bit is sent from a stream thread (with backpressure), not the loop."""
+    release = threading.Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] == "/slow":
+
+            def gen():
+                yield b"first,"
+                release.wait(10)
+                yield b"second"
+
+            return gen()
+        return [b"quick"]
+
+    s = WSGIServer(app, port=0, threads=0).start()
+    try:
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=request(s.port, path="/slow")))
+        t.start()
+        time.sleep(0.3)
+        assert request(s.port, path="/other", timeout=5).body == b"quick"
+        release.set()
+        t.join(10)
+        assert out["r"].body == b"first,second"
+    finally:
+        s.shutdown(1.0)

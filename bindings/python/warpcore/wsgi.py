@@ -260,13 +260,36 @@ def _send_file(call: _Call, wrapper: FileWrapper) -> bool:
     return True
 
 
-def run_app(app: WSGIApp, environ: Dict[str, Any], res: Any, inline: bool = False) -> None:
-    """Runs ``app`` for one request and answers handle ``res`` (``inline``: on
-    the worker thread, inside the handler call). Never raises."""
+def run_app(
+    app: WSGIApp,
+    environ: Dict[str, Any],
+    res: Any,
+    inline: bool = False,
+    offload: Optional[Callable[..., Any]] = None,
+) -> None:
+    """Runs ``app`` for one request and answers handle ``res``. Never raises.
+
+    ``inline``: we are on the worker thread, inside the handler call. There a
+    write never blocks, so a body the application produces bit by bit (a
+    generator, a file) would pile up in memory: with ``offload`` (a submit
+    function) it is drained on another thread, with backpressure."""
     call = _Call(res, inline)
-    result: Any = None
     try:
         result = app(environ, call.start_response)
+    except BaseException as exc:  # noqa: B902 - an app error must not kill the thread
+        _app_failed(call, environ, exc)
+        return
+    if offload is not None and type(result) is not list and type(result) is not tuple:
+        call.inline = False
+        offload(_send_result, call, environ, result)
+        return
+    _send_result(call, environ, result)
+
+
+def _send_result(call: _Call, environ: Dict[str, Any], result: Any) -> None:
+    """Sends what the application returned and closes it. Never raises."""
+    res = call.res
+    try:
         if type(result) is list or type(result) is tuple:
             if call.started:
                 for chunk in result:
@@ -296,29 +319,17 @@ def run_app(app: WSGIApp, environ: Dict[str, Any], res: Any, inline: bool = Fals
             call.done = True
             rc = _end(res)
             if rc == LENGTH_MISMATCH:
-                log.error("%s %s: the body was shorter than its Content-Length", environ.get("REQUEST_METHOD"), environ.get("RAW_URI"))
+                log.error(
+                    "%s %s: the body was shorter than its Content-Length",
+                    environ.get("REQUEST_METHOD"),
+                    environ.get("RAW_URI"),
+                )
             elif rc and rc != CLOSED:
                 log.error("warpcore_response_end: %s", error_for(rc, "warpcore_response_end"))
     except _Gone:
         log.debug("client gone during %s %s", environ.get("REQUEST_METHOD"), environ.get("RAW_URI"))
     except BaseException as exc:  # noqa: B902 - an app error must not kill the thread
-        log.error(
-            "application error on %s %s",
-            environ.get("REQUEST_METHOD"),
-            environ.get("RAW_URI"),
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
-        if not call.done:
-            call.done = True
-            if not call.started:
-                h = header_array(_ERROR_HEADERS)
-                rc = _respond(res, 500, h.address, h.count, _ERROR_BODY, len(_ERROR_BODY))
-                if rc and rc != CLOSED:
-                    log.error("cannot answer 500: %s", error_for(rc, "warpcore_respond"))
-            else:
-                # Mid-stream: with a Content-Length the short body closes the
-                # connection; a chunked body can only be ended.
-                _end(res)
+        _app_failed(call, environ, exc)
     finally:
         close = getattr(result, "close", None)
         if close is not None:
@@ -326,6 +337,28 @@ def run_app(app: WSGIApp, environ: Dict[str, Any], res: Any, inline: bool = Fals
                 close()
             except Exception:
                 log.exception("close() of the application's iterable failed")
+
+
+def _app_failed(call: _Call, environ: Dict[str, Any], exc: BaseException) -> None:
+    """Logs an application error; answers 500 if nothing was sent yet."""
+    log.error(
+        "application error on %s %s",
+        environ.get("REQUEST_METHOD"),
+        environ.get("RAW_URI"),
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    if call.done:
+        return
+    call.done = True
+    if not call.started:
+        h = header_array(_ERROR_HEADERS)
+        rc = _respond(call.res, 500, h.address, h.count, _ERROR_BODY, len(_ERROR_BODY))
+        if rc and rc != CLOSED:
+            log.error("cannot answer 500: %s", error_for(rc, "warpcore_respond"))
+    else:
+        # Mid-stream: with a Content-Length the short body closes the
+        # connection; a chunked body can only be ended (the C API has no abort).
+        _end(call.res)
 
 
 class WSGIServer(Server):
@@ -376,6 +409,7 @@ class WSGIServer(Server):
         base: Dict[str, Any] = {}
         app_holder = self
         inline = self.threads == 0
+        offload = self._responder._submit
         BytesIO = io.BytesIO
         environ_key = _environ_key
         key_cache = _header_keys
@@ -426,7 +460,7 @@ class WSGIServer(Server):
                 _respond(res, 500, h.address, h.count, _ERROR_BODY, len(_ERROR_BODY))
                 return
             if inline:
-                run_app(app_holder.app, environ, res, True)
+                run_app(app_holder.app, environ, res, True, offload)
             else:
                 put((environ, res))
 

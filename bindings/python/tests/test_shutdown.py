@@ -87,7 +87,7 @@ def test_shutdown_deadline_cuts_what_is_too_slow():
     took = time.monotonic() - t0
     release.set()
     t.join(10)
-    assert took < 3.0
+    assert took < 6.0  # 0.5 s grace; deadlines are checked once a second
     # The connection was closed at the deadline (or a 500 was sent): never a hang.
     if "value" in out:
         assert out["value"].status != 200

@@ -217,7 +217,7 @@ class Responder:
 
     # -- public entry points ---------------------------------------------------
 
-    def answer(self, res: int, result: Any, on_worker: bool) -> None:
+    def answer(self, res: Any, result: Any, on_worker: bool) -> None:
         """Answers handle ``res`` with ``result``. ``on_worker``: we are inside
         the handler call (the fast path; writes never block there)."""
         if type(result) is Response:

@@ -171,7 +171,7 @@ class Server:
 
         # The hot path: every name is a local, a plain Response is answered
         # right here with one foreign call that keeps the GIL.
-        def on_request(_userdata: Optional[int], req: int, res: int) -> None:
+        def on_request(_userdata: Optional[int], req: int, res: _ffi.ResponseHandle) -> None:
             request = Request(req)
             try:
                 result = server._handler(request)

@@ -416,7 +416,7 @@ class WSGIServer(Server):
         short = _SHORT
         mem = _MEM
 
-        def on_request(_userdata: Optional[int], req: int, res: int) -> None:
+        def on_request(_userdata: Optional[int], req: int, res: _ffi.ResponseHandle) -> None:
             try:
                 if not base:
                     base.update(server._base_environ())

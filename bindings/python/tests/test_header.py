@@ -91,6 +91,7 @@ _STRUCTS = {
     "warpcore_header": _ffi.warpcore_header,
     "warpcore_request": _ffi.warpcore_request,
     "warpcore_shutdown_report": _ffi.warpcore_shutdown_report,
+    "warpcore_file_cache_stats": _ffi.warpcore_file_cache_stats,
     "warpcore_stats": _ffi.warpcore_stats,
 }
 

@@ -151,6 +151,12 @@ warpcore_access_log_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 warpcore_error_log_cb = CFUNCTYPE(None, c_void_p, c_uint32, c_void_p, c_size_t)
 
 
+class warpcore_file_cache_stats(Structure):
+    """Hit and miss counts of the file caches."""
+
+    _fields_ = [("info_hits", c_uint64), ("info_misses", c_uint64), ("fd_hits", c_uint64), ("fd_misses", c_uint64)]
+
+
 class warpcore_shutdown_report(Structure):
     """What a graceful shutdown did."""
 
@@ -252,6 +258,13 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     ),
     "warpcore_config_set_error_log": (warpcore_result, [warpcore_config_p, warpcore_error_log_cb, c_void_p]),
     "warpcore_config_set_timeout": (warpcore_result, [warpcore_config_p, c_uint32, c_uint64]),
+    "warpcore_config_add_static": (warpcore_result, [warpcore_config_p, _u8p, c_size_t, _u8p, c_size_t]),
+    "warpcore_config_set_file_cache": (warpcore_result, [warpcore_config_p, c_uint64, c_uint64]),
+    "warpcore_respond_file": (warpcore_result, [warpcore_response_p, c_uint16, _hdrp, c_size_t, _u8p, c_size_t]),
+    "warpcore_server_file_cache_stats": (
+        warpcore_result,
+        [warpcore_server_p, POINTER(warpcore_file_cache_stats)],
+    ),
     "warpcore_respond": (
         warpcore_result,
         [warpcore_response_p, c_uint16, _hdrp, c_size_t, _u8p, c_size_t],
@@ -304,6 +317,7 @@ INLINE = _Functions()
 _LIB_KEEP_GIL = ctypes.PyDLL(LIBRARY_PATH)
 for _name in (
     "warpcore_respond",
+    "warpcore_respond_file",
     "warpcore_respond_buffer",
     "warpcore_response_start",
     "warpcore_response_write",

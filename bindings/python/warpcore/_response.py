@@ -4,9 +4,11 @@
 ``warpcore_respond_buffer`` without a copy for large bodies). ``StreamResponse``
 is started at once and its iterable is drained by a stream thread, whose writes
 block while the client is slow (the library's backpressure), so the event loop
-never waits for the iterable. ``FileResponse`` reads the file: the C API has no
-file response yet (``warpcore_respond_file`` is planned), so small files are
-sent from memory without a copy and large ones streamed in chunks.
+never waits for the iterable. ``FileResponse`` is sent by the library
+(``warpcore_respond_file``: sendfile, ETag, conditionals, ranges) when the
+handler returns it; answered later from another thread, where that call is not
+available, the file is read here (sent from memory without a copy, or streamed
+in chunks when large).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ _write = F.response_write
 _write_buffer = F.response_write_buffer
 _end = F.response_end
 _respond_inline = INLINE.respond
+_respond_file_inline = INLINE.respond_file
 _respond_buffer_inline = INLINE.respond_buffer
 _start_inline = INLINE.response_start
 
@@ -161,8 +164,9 @@ class StreamResponse:
 
 
 class FileResponse:
-    """The contents of the file at ``path``, with ``Content-Type`` guessed from
-    its name (unless given) and ``Last-Modified``. A missing file is a 404."""
+    """The contents of the file at ``path``: ``Content-Type`` by extension
+    (unless given), ``Last-Modified``, ``ETag``, conditional requests and
+    ranges, all done by the library. A missing file is a 404."""
 
     __slots__ = ("path", "status", "headers", "content_type")
 
@@ -283,7 +287,21 @@ class Responder:
         else:
             pump(res, s.iterable)
 
-    def _file(self, res: int, f: FileResponse, on_worker: bool) -> None:
+    def _file(self, res: Any, f: FileResponse, on_worker: bool) -> None:
+        if on_worker:
+            # Inside the handler call the library sends the file itself
+            # (sendfile, its caches, ETag, conditionals, ranges).
+            extra = [("Content-Type", f.content_type)] if f.content_type else []
+            h = header_array(_merge_headers(f.headers, extra) if extra else f.headers)
+            path = os.fsencode(os.path.abspath(f.path))
+            rc = _respond_file_inline(res, f.status, h.address, h.count, path, len(path))
+            if rc == 0 or rc == CLOSED:
+                return
+            if rc == _ffi.IO_ERROR:  # missing, a directory, unreadable: nothing was sent
+                return self.answer(res, _ERROR_404, on_worker)
+            raise error_for(rc, "warpcore_respond_file")
+        # After the handler call (a deferred answer) warpcore_respond_file is
+        # not available: read the file here.
         try:
             fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):

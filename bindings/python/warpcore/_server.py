@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from . import _ffi
 from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
 from ._request import Request
-from ._response import TEXT_PLAIN, FileResponse, Responder, Response
+from ._response import Responder, Response
 
 __all__ = ["Server", "Handler"]
 
@@ -58,40 +58,6 @@ def _stop_all() -> None:
             pass
 
 
-def _static_handler(mounts: Mapping[str, Union[str, os.PathLike]], fallback: Handler) -> Handler:
-    """Serves files under each mount's directory, the rest with ``fallback``.
-
-    The C API has no static mounts yet (planned as ``warpcore_respond_file``
-    and config mounts): this does the mapping in Python and sends files as a
-    :class:`FileResponse`.
-    """
-    table: List[Tuple[str, str]] = []
-    for prefix, root in mounts.items():
-        if not prefix.startswith("/"):
-            raise ValueError(f"static prefix {prefix!r} must start with '/'")
-        p = prefix.rstrip("/")
-        table.append((p, os.path.realpath(os.fspath(root))))
-    table.sort(key=lambda t: -len(t[0]))
-
-    def handle(request: Request) -> Any:
-        path = request.path
-        for prefix, root in table:
-            if prefix and path != prefix and not path.startswith(prefix + "/"):
-                continue
-            if request.method not in ("GET", "HEAD"):
-                return Response(405, TEXT_PLAIN + [("Allow", "GET, HEAD")], b"Method Not Allowed\n")
-            parts = [s for s in path[len(prefix) :].split("/") if s and s != "."]
-            if any(s == ".." or "\0" in s for s in parts):
-                return Response(404, TEXT_PLAIN, b"Not Found\n")
-            full = os.path.join(root, *parts)
-            if os.path.isdir(full):
-                full = os.path.join(full, "index.html")
-            return FileResponse(full)
-        return fallback(request)
-
-    return handle
-
-
 class Server:
     """An HTTP/1.1 server calling ``handler(request)`` for each request.
 
@@ -102,7 +68,9 @@ class Server:
     ``workers`` event loops run on as many Python threads (0: one per core).
     With one GIL, more than one worker helps only when handlers release it
     (I/O); ``processes`` in :mod:`warpcore.wsgi` gets past the GIL.
-    ``static`` maps URL prefixes to directories. ``share_port`` joins other
+    ``static`` maps URL prefixes to directories, served by the library
+    without calling the handler (sendfile, ETag, conditionals, ranges; fixed
+    when the server starts). ``share_port`` joins other
     processes listening on the same address (``SO_REUSEPORT``).
 
     Use as a context manager (``with Server(h, port=0) as s: s.port``) or call
@@ -126,6 +94,7 @@ class Server:
         max_connections: Optional[int] = None,
         timeouts: Optional[Mapping[str, float]] = None,
         access_log: Union[None, bool, str, os.PathLike, Callable[[bytes], Any]] = None,
+        file_cache: Optional[Tuple[float, float]] = None,
         stream_threads: int = 16,
     ) -> None:
         if not callable(handler):
@@ -143,13 +112,17 @@ class Server:
             "max_connections": max_connections,
             "timeouts": dict(timeouts or {}),
             "access_log": access_log,
+            "file_cache": file_cache,
         }
         _check_timeouts(self._settings["timeouts"])
         self._keep: List[Any] = []  # callbacks the library may still call
         self.shutdown_report: Optional[Dict[str, int]] = None
-        self._user_handler = handler
-        self._static = dict(static or {})
-        self._handler = _static_handler(self._static, handler) if self._static else handler
+        self._static = {}
+        for prefix, root in (static or {}).items():
+            if not prefix.startswith("/"):
+                raise ValueError(f"static prefix {prefix!r} must start with '/'")
+            self._static[prefix] = os.path.abspath(os.fspath(root))
+        self._handler = handler
         self._responder = Responder(stream_threads)
         self._ptr: Optional[int] = None
         self._callback: Any = None
@@ -244,6 +217,9 @@ class Server:
             check(F.config_set_share_port(cfg, self._share_port), "warpcore_config_set_share_port")
             check(F.config_set_handler(cfg, self._callback, None), "warpcore_config_set_handler")
             check(F.config_set_error_log(cfg, _ERROR_LOG, None), "warpcore_config_set_error_log")
+            for prefix, root in self._static.items():
+                p, d = prefix.encode("utf-8"), os.fsencode(root)
+                check(F.config_add_static(cfg, p, len(p), d, len(d)), "warpcore_config_add_static")
             if s["server_name"] is not None:
                 n = s["server_name"].encode("latin-1")
                 check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
@@ -255,6 +231,12 @@ class Server:
                 check(
                     F.config_set_timeout(cfg, _TIMEOUTS[which], int(seconds * 1000)),
                     "warpcore_config_set_timeout",
+                )
+            if s["file_cache"] is not None:
+                fd_s, info_s = s["file_cache"]
+                check(
+                    F.config_set_file_cache(cfg, int(fd_s * 1000), int(info_s * 1000)),
+                    "warpcore_config_set_file_cache",
                 )
             log_to = s["access_log"]
             if log_to is True or callable(log_to):
@@ -335,19 +317,16 @@ class Server:
         _live_servers.discard(self)
         return self.shutdown_report
 
-    def reload(
-        self,
-        handler: Optional[Handler] = None,
-        static: Optional[Mapping[str, Union[str, os.PathLike]]] = None,
-        **settings: Any,
-    ) -> None:
+    def reload(self, handler: Optional[Handler] = None, **settings: Any) -> None:
         """Applies new settings to requests read from now on, atomically, with
-        no connection dropped: ``handler``, ``static`` mounts, and any of the
-        constructor's engine settings (``server_name``, ``max_body_size``,
-        ``max_head_size``, ``max_header_count``, ``stream_high_water``,
-        ``max_connections``, ``timeouts``, ``access_log``). Settings not given
-        keep their values. The address and the worker count cannot change.
+        no connection dropped: ``handler``, and any of the constructor's engine
+        settings (``server_name``, ``max_body_size``, ``max_head_size``,
+        ``max_header_count``, ``stream_high_water``, ``max_connections``,
+        ``timeouts``, ``access_log``). Settings not given keep their values.
+        The address, the worker count and the static mounts are fixed at start.
         May be called from a handler."""
+        if "static" in settings:
+            raise NotImplementedError("libwarpcore fixes static mounts when the server starts: restart it to change them")
         unknown = set(settings) - set(self._settings)
         if unknown:
             raise TypeError(f"reload() cannot change {', '.join(sorted(unknown))}")
@@ -356,9 +335,6 @@ class Server:
         if "timeouts" in settings:
             settings["timeouts"] = dict(settings["timeouts"] or {})
             _check_timeouts(settings["timeouts"])
-        new_static = dict(static) if static is not None else self._static
-        new_user = handler if handler is not None else self._user_handler
-        new = _static_handler(new_static, new_user) if new_static else new_user
         if settings:
             ptr = self._ptr
             if ptr is None or self._shut:
@@ -374,9 +350,8 @@ class Server:
             except BaseException:
                 self._settings = old
                 raise
-        self._user_handler = new_user
-        self._static = new_static
-        self._handler = new  # one attribute store: atomic for the workers
+        if handler is not None:
+            self._handler = handler  # one attribute store: atomic for the workers
 
     def stats(self) -> Dict[str, int]:
         """The engine's counters (connections, requests, responses by class,
@@ -386,6 +361,16 @@ class Server:
             raise RuntimeError("the server is not running")
         out = _ffi.warpcore_stats()
         check(F.server_stats(ptr, byref(out)), "warpcore_server_stats")
+        return {name: getattr(out, name) for name, _ in out._fields_}
+
+    def file_cache_stats(self) -> Dict[str, int]:
+        """Hit and miss counts of the library's file caches (static mounts and
+        FileResponse)."""
+        ptr = self._ptr
+        if ptr is None:
+            raise RuntimeError("the server is not running")
+        out = _ffi.warpcore_file_cache_stats()
+        check(F.server_file_cache_stats(ptr, byref(out)), "warpcore_server_file_cache_stats")
         return {name: getattr(out, name) for name, _ in out._fields_}
 
     def reopen_logs(self) -> None:

@@ -13,7 +13,7 @@ LIB      := $(LIBDIR)/libwarpcore.so
 FFI_SRC  := $(wildcard src/ffi/*.rs) cbindgen.toml
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml
 
-.PHONY: all lib header run test test-deps test-rust test-abi clean bench-compare
+.PHONY: all lib header run test test-deps test-rust test-abi test-python clean bench-compare
 
 all: lib include/warpcore.h build/demo build/deferred build/stream
 
@@ -38,7 +38,7 @@ run: all
 	./build/demo --host 127.0.0.1 --port 8080 --static /static=examples/www
 
 # Every suite; a missing tool is installed or is an error, never a skip.
-test: test-deps all test-rust test-abi
+test: test-deps all test-rust test-abi test-python
 	@echo "make test: all suites passed"
 
 test-deps:
@@ -49,6 +49,11 @@ test-rust: all
 
 test-abi: all
 	@bash tests/abi/run.sh
+
+# The Python binding's pytest suite, in .venv (made by the script when missing).
+test-python: all
+	@bash scripts/python-venv.sh
+	cd bindings/python && ../../.venv/bin/python -m pytest
 
 # Peers once per machine: bash ../shared/bench/setup-peers.sh
 bench-compare:

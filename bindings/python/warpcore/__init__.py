@@ -1,0 +1,47 @@
+"""warpcore: Python bindings for libwarpcore, a multi-core HTTP/1.1 server
+engine (pure Python over ctypes).
+
+    import warpcore
+
+    def hello(request: warpcore.Request) -> warpcore.Response:
+        return warpcore.Response(200, [("Content-Type", "text/plain")], b"Hello, World!")
+
+    with warpcore.Server(hello, port=8080) as server:
+        server.wait()
+
+``warpcore.wsgi`` serves WSGI applications (PEP 3333).
+
+The library is looked up in this order: ``$WARPCORE_LIBRARY``; the copy
+shipped inside the package by ``pip install``; the checkout's
+``target/release/``; the system loader.
+"""
+
+from ._ffi import (
+    LIBRARY_PATH,
+    ClientClosedError,
+    LibraryNotFoundError,
+    WarpcoreError,
+    result_str,
+    version,
+)
+from ._request import Headers, Request
+from ._response import FileResponse, Response, StreamResponse
+from ._server import Handler, Server
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Server",
+    "Request",
+    "Headers",
+    "Response",
+    "FileResponse",
+    "StreamResponse",
+    "Handler",
+    "WarpcoreError",
+    "ClientClosedError",
+    "LibraryNotFoundError",
+    "LIBRARY_PATH",
+    "version",
+    "result_str",
+]

@@ -1,0 +1,515 @@
+"""The ctypes layer: finds libwarpcore, declares every C function of
+``include/warpcore.h`` with its argument and return types, and turns result
+codes into Python exceptions.
+
+Everything else in the package goes through this module; nothing else touches
+``ctypes.CDLL`` or raw result codes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import platform
+import sys
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_bool,
+    c_char_p,
+    c_int64,
+    c_size_t,
+    c_uint8,
+    c_uint16,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "LIB",
+    "LIBRARY_PATH",
+    "LibraryNotFoundError",
+    "WarpcoreError",
+    "ClientClosedError",
+    "check",
+    "error_for",
+]
+
+if sys.platform == "darwin":
+    _LIB_NAME = "libwarpcore.dylib"
+else:
+    _LIB_NAME = "libwarpcore.so"
+
+# bindings/python/warpcore/_ffi.py -> the checkout's root is three levels up.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_CHECKOUT_LIB = _PACKAGE_DIR.parents[2] / "target" / "release" / _LIB_NAME
+
+
+class LibraryNotFoundError(ImportError):
+    """libwarpcore could not be loaded; the message names every place tried."""
+
+
+def _candidates() -> List[Tuple[str, str]]:
+    """(how, path-or-name) in lookup order."""
+    env = os.environ.get("WARPCORE_LIBRARY")
+    if env:
+        # An explicit choice is the only one tried: a typo must not silently
+        # load some other build.
+        return [("WARPCORE_LIBRARY", env)]
+    out = [
+        ("inside the package (pip install)", str(_PACKAGE_DIR / _LIB_NAME)),
+        ("the checkout's target/release", str(_CHECKOUT_LIB)),
+    ]
+    import ctypes.util
+
+    found = ctypes.util.find_library("warpcore")
+    out.append(("the system loader", found or _LIB_NAME))
+    return out
+
+
+def _load() -> Tuple[ctypes.CDLL, str]:
+    tried = []
+    for how, path in _candidates():
+        is_path = os.sep in path
+        if is_path and not os.path.exists(path):
+            tried.append(f"{path} ({how}: no such file)")
+            continue
+        try:
+            return ctypes.CDLL(path), path
+        except OSError as exc:
+            tried.append(f"{path} ({how}: {exc})")
+    raise LibraryNotFoundError(
+        "cannot load libwarpcore; tried:\n  "
+        + "\n  ".join(tried)
+        + "\nbuild it with `make` in the checkout, install the package with "
+        "`pip install ./bindings/python`, or set WARPCORE_LIBRARY to the library's path"
+    )
+
+
+LIB, LIBRARY_PATH = _load()
+
+# --- types -------------------------------------------------------------------
+
+
+class warpcore_str(Structure):
+    """A byte string: ``len`` bytes at ``ptr``, not NUL-terminated."""
+
+    _fields_ = [("ptr", c_void_p), ("len", c_size_t)]
+
+
+class warpcore_header(Structure):
+    """One header field."""
+
+    _fields_ = [("name", warpcore_str), ("value", warpcore_str)]
+
+
+class warpcore_request(Structure):
+    """The borrowed request view passed to the handler."""
+
+    _fields_ = [
+        ("method", warpcore_str),
+        ("target", warpcore_str),
+        ("path", warpcore_str),
+        ("query", warpcore_str),
+        ("headers", POINTER(warpcore_header)),
+        ("header_count", c_size_t),
+        ("body", warpcore_str),
+        ("peer_ip", warpcore_str),
+        ("peer_port", c_uint16),
+        ("version_major", c_uint8),
+        ("version_minor", c_uint8),
+        ("worker_index", c_uint32),
+    ]
+
+
+# Opaque handles are plain addresses on the Python side.
+warpcore_config_p = c_void_p
+warpcore_server_p = c_void_p
+warpcore_response_p = c_void_p
+warpcore_result = c_uint32
+warpcore_timeout = c_uint32
+
+
+class ResponseHandle(c_void_p):
+    """A ``warpcore_response *`` as the handler callback passes it. Being a
+    subclass of ``c_void_p``, ctypes hands it over as an object rather than an
+    int, and passes it on to any call unconverted (see ``RAW``)."""
+
+
+#: void (*)(void *userdata, const warpcore_request *request, warpcore_response *response)
+warpcore_handler_cb = CFUNCTYPE(None, c_void_p, c_void_p, ResponseHandle)
+#: void (*)(void *userdata, const uint8_t *data, size_t len)
+warpcore_release_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
+#: void (*)(void *userdata, const uint8_t *lines, size_t len)
+warpcore_access_log_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
+#: void (*)(void *userdata, uint32_t level, const uint8_t *message, size_t len)
+warpcore_error_log_cb = CFUNCTYPE(None, c_void_p, c_uint32, c_void_p, c_size_t)
+
+
+class warpcore_file_cache_stats(Structure):
+    """Hit and miss counts of the file caches."""
+
+    _fields_ = [("info_hits", c_uint64), ("info_misses", c_uint64), ("fd_hits", c_uint64), ("fd_misses", c_uint64)]
+
+
+class warpcore_shutdown_report(Structure):
+    """What a graceful shutdown did."""
+
+    _fields_ = [("requests_finished", c_uint64), ("connections_cut", c_uint64)]
+
+
+class warpcore_stats(Structure):
+    """The server's counters, summed over every worker."""
+
+    _fields_ = [
+        (name, c_uint64)
+        for name in (
+            "connections_accepted",
+            "connections_active",
+            "connections_timed_out",
+            "requests",
+            "responses_1xx",
+            "responses_2xx",
+            "responses_3xx",
+            "responses_4xx",
+            "responses_5xx",
+            "bytes_in",
+            "bytes_out",
+            "parse_errors",
+            "fd_cache_hits",
+            "fd_cache_misses",
+            "info_cache_hits",
+            "info_cache_misses",
+        )
+    ]
+
+# Result codes (stable numbers, see enum warpcore_result).
+RESULT_NAMES: Dict[int, str] = {
+    0: "OK",
+    1: "INVALID_ARGUMENT",
+    2: "NULL_ARGUMENT",
+    3: "INVALID_ADDRESS",
+    4: "ADDRESS_IN_USE",
+    5: "IO_ERROR",
+    6: "SHUTTING_DOWN",
+    7: "INVALID_STATE",
+    8: "ALREADY_ANSWERED",
+    9: "CLOSED",
+    10: "INVALID_STATUS",
+    11: "INVALID_HEADER",
+    12: "PANIC",
+    13: "LENGTH_MISMATCH",
+}
+OK = 0
+INVALID_ARGUMENT = 1
+NULL_ARGUMENT = 2
+INVALID_ADDRESS = 3
+ADDRESS_IN_USE = 4
+IO_ERROR = 5
+SHUTTING_DOWN = 6
+INVALID_STATE = 7
+ALREADY_ANSWERED = 8
+CLOSED = 9
+INVALID_STATUS = 10
+INVALID_HEADER = 11
+PANIC = 12
+LENGTH_MISMATCH = 13
+
+LOG_LEVEL_ERROR = 0
+LOG_LEVEL_WARNING = 1
+LOG_LEVEL_INFO = 2
+
+TIMEOUT_HEADER = 0
+TIMEOUT_IDLE = 1
+TIMEOUT_BODY = 2
+TIMEOUT_WRITE = 3
+
+# --- functions -----------------------------------------------------------------
+
+_u8p = c_char_p  # const uint8_t * input: bytes pass without a copy
+_hdrp = c_void_p  # const struct warpcore_header *: an array's address
+
+#: name -> (restype, argtypes), exactly the prototypes of include/warpcore.h
+#: (tests/test_header.py parses the header and compares).
+FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
+    "warpcore_config_new": (warpcore_result, [POINTER(warpcore_config_p)]),
+    "warpcore_config_free": (None, [warpcore_config_p]),
+    "warpcore_config_set_listen": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
+    "warpcore_config_set_workers": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_external_workers": (warpcore_result, [warpcore_config_p, c_bool]),
+    "warpcore_config_set_share_port": (warpcore_result, [warpcore_config_p, c_bool]),
+    "warpcore_config_set_handler": (warpcore_result, [warpcore_config_p, warpcore_handler_cb, c_void_p]),
+    "warpcore_config_set_server_name": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
+    "warpcore_config_set_max_body_size": (warpcore_result, [warpcore_config_p, c_uint64]),
+    "warpcore_config_set_max_head_size": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_max_request_line": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_max_header_count": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_stream_high_water": (warpcore_result, [warpcore_config_p, c_uint64]),
+    "warpcore_config_set_max_connections": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_access_log_file": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
+    "warpcore_config_set_access_log_callback": (
+        warpcore_result,
+        [warpcore_config_p, warpcore_access_log_cb, c_void_p],
+    ),
+    "warpcore_config_set_error_log": (warpcore_result, [warpcore_config_p, warpcore_error_log_cb, c_void_p]),
+    "warpcore_config_set_timeout": (warpcore_result, [warpcore_config_p, c_uint32, c_uint64]),
+    "warpcore_config_add_static": (warpcore_result, [warpcore_config_p, _u8p, c_size_t, _u8p, c_size_t]),
+    "warpcore_config_set_file_cache": (warpcore_result, [warpcore_config_p, c_uint64, c_uint64]),
+    "warpcore_respond_file": (warpcore_result, [warpcore_response_p, c_uint16, _hdrp, c_size_t, _u8p, c_size_t]),
+    "warpcore_server_file_cache_stats": (
+        warpcore_result,
+        [warpcore_server_p, POINTER(warpcore_file_cache_stats)],
+    ),
+    "warpcore_respond": (
+        warpcore_result,
+        [warpcore_response_p, c_uint16, _hdrp, c_size_t, _u8p, c_size_t],
+    ),
+    "warpcore_respond_buffer": (
+        warpcore_result,
+        [warpcore_response_p, c_uint16, _hdrp, c_size_t, _u8p, c_size_t, warpcore_release_cb, c_void_p],
+    ),
+    "warpcore_response_start": (warpcore_result, [warpcore_response_p, c_uint16, _hdrp, c_size_t, c_int64]),
+    "warpcore_response_write": (warpcore_result, [warpcore_response_p, _u8p, c_size_t]),
+    "warpcore_response_write_buffer": (
+        warpcore_result,
+        [warpcore_response_p, _u8p, c_size_t, warpcore_release_cb, c_void_p],
+    ),
+    "warpcore_response_end": (warpcore_result, [warpcore_response_p]),
+    "warpcore_result_str": (c_char_p, [c_uint32]),
+    "warpcore_last_error_message": (c_size_t, [c_char_p, c_size_t]),
+    "warpcore_version": (c_char_p, []),
+    "warpcore_server_start": (warpcore_result, [warpcore_config_p, POINTER(warpcore_server_p)]),
+    "warpcore_server_port": (c_uint16, [warpcore_server_p]),
+    "warpcore_server_workers": (c_uint32, [warpcore_server_p]),
+    "warpcore_server_run_worker": (warpcore_result, [warpcore_server_p, c_uint32]),
+    "warpcore_server_shutdown": (warpcore_result, [warpcore_server_p, c_uint32]),
+    "warpcore_server_shutdown_report": (warpcore_result, [warpcore_server_p, POINTER(warpcore_shutdown_report)]),
+    "warpcore_server_reload": (warpcore_result, [warpcore_server_p, warpcore_config_p]),
+    "warpcore_server_stats": (warpcore_result, [warpcore_server_p, POINTER(warpcore_stats)]),
+    "warpcore_server_reopen_logs": (warpcore_result, [warpcore_server_p]),
+    "warpcore_server_wait": (warpcore_result, [warpcore_server_p]),
+    "warpcore_server_free": (None, [warpcore_server_p]),
+}
+
+
+class _Functions:
+    """The declared foreign functions, as attributes named without the
+    ``warpcore_`` prefix (``F.respond``)."""
+
+
+F = _Functions()
+for _name, (_res, _args) in FUNCTIONS.items():
+    _fn = getattr(LIB, _name)
+    _fn.restype = _res
+    _fn.argtypes = list(_args)
+    setattr(F, _name[len("warpcore_"):], _fn)
+
+# The response calls once more, without releasing the GIL around the call.
+# Only for the worker thread inside the handler call, where they never block
+# (the library says so): there, releasing and retaking the GIL is pure cost.
+# Anywhere else they can wait for a worker that needs the GIL: use F there.
+INLINE = _Functions()
+_LIB_KEEP_GIL = ctypes.PyDLL(LIBRARY_PATH)
+for _name in (
+    "warpcore_respond",
+    "warpcore_respond_file",
+    "warpcore_respond_buffer",
+    "warpcore_response_start",
+    "warpcore_response_write",
+    "warpcore_response_write_buffer",
+    "warpcore_response_end",
+):
+    _res, _args = FUNCTIONS[_name]
+    _fn = getattr(_LIB_KEEP_GIL, _name)
+    _fn.restype = _res
+    _fn.argtypes = list(_args)
+    setattr(INLINE, _name[len("warpcore_"):], _fn)
+
+# ``warpcore_respond`` once more, keeping the GIL and *without* argtypes: the
+# per-argument from_param conversions cost more than the rest of the call
+# (about 1 us of 2 here). Its callers pass exactly what the C types need:
+# the response handle and the header array as c_void_p objects (passed as
+# pointers), the body as bytes (passed as a pointer to its buffer), the
+# status, header count and body length as ints below 2**31 (passed as C int,
+# which libffi widens to the full register: a uint16_t or size_t callee reads
+# the same value). Only on 64-bit x86 and ARM, where that holds; elsewhere it
+# is the typed INLINE call.
+RAW = _Functions()
+if ctypes.sizeof(c_void_p) == 8 and platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
+    _raw = ctypes.PyDLL(LIBRARY_PATH).warpcore_respond
+    _raw.restype = warpcore_result
+    RAW.respond = _raw
+    # The same, releasing the GIL: for answers from other threads (deferred).
+    _raw = ctypes.CDLL(LIBRARY_PATH).warpcore_respond
+    _raw.restype = warpcore_result
+    RAW.respond_deferred = _raw
+    RAW_UNTYPED = True
+else:  # pragma: no cover - other machines
+    RAW.respond = INLINE.respond
+    RAW.respond_deferred = F.respond
+    RAW_UNTYPED = False
+del _name, _res, _args, _fn
+
+# --- errors --------------------------------------------------------------------
+
+
+class WarpcoreError(Exception):
+    """A libwarpcore call failed.
+
+    ``code`` is the ``warpcore_result`` number, ``name`` its name without the
+    ``WARPCORE_RESULT_`` prefix, ``message`` the library's message for the call.
+    """
+
+    def __init__(self, code: int, message: str, call: str = "") -> None:
+        self.code = code
+        self.name = RESULT_NAMES.get(code, f"RESULT_{code}")
+        self.message = message
+        self.call = call
+        what = f"{call}: " if call else ""
+        super().__init__(f"{what}{message} [{self.name}]")
+
+
+class ClientClosedError(WarpcoreError):
+    """The client went away before the response was finished."""
+
+
+def last_error_message() -> str:
+    """The calling thread's message for its last failed call."""
+    n = F.last_error_message(None, 0)
+    if n == 0:
+        return ""
+    buf = ctypes.create_string_buffer(n + 1)
+    F.last_error_message(buf, n + 1)
+    return buf.value.decode("utf-8", "replace")
+
+
+def error_for(code: int, call: str = "") -> WarpcoreError:
+    """The exception for result ``code`` (read right after the failed call, on
+    the same thread, so the message is that call's)."""
+    message = last_error_message() or F.result_str(code).decode("utf-8", "replace")
+    cls = ClientClosedError if code == CLOSED else WarpcoreError
+    return cls(code, message, call)
+
+
+def check(code: int, call: str = "") -> None:
+    """Raises the matching :class:`WarpcoreError` unless ``code`` is OK."""
+    if code:
+        raise error_for(code, call)
+
+
+def version() -> str:
+    """The library's version, ``"MAJOR.MINOR.PATCH"``."""
+    return F.version().decode("ascii")
+
+
+def result_str(code: int) -> str:
+    """The library's description of a result code."""
+    return F.result_str(code).decode("utf-8", "replace")
+
+
+# --- header arrays ---------------------------------------------------------------
+
+HeaderPairs = Sequence[Tuple[object, object]]
+
+
+def _to_bytes(v: object) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode("latin-1")
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    return str(v).encode("latin-1")
+
+
+class HeaderArray:
+    """Header fields encoded once as a C ``warpcore_header`` array; keeps the
+    bytes it points to alive."""
+
+    __slots__ = ("array", "count", "address", "pointer", "_keep")
+
+    def __init__(self, pairs: HeaderPairs) -> None:
+        keep = []
+        n = len(pairs)
+        arr = (warpcore_header * max(n, 1))()
+        for i, (name, value) in enumerate(pairs):
+            nb = _to_bytes(name)
+            vb = _to_bytes(value)
+            keep.append(nb)
+            keep.append(vb)
+            h = arr[i]
+            h.name.ptr = ctypes.cast(ctypes.c_char_p(nb), c_void_p).value
+            h.name.len = len(nb)
+            h.value.ptr = ctypes.cast(ctypes.c_char_p(vb), c_void_p).value
+            h.value.len = len(vb)
+        self.array = arr
+        self.count = n
+        self.address = ctypes.addressof(arr) if n else None
+        self.pointer = c_void_p(self.address)  # for RAW.respond
+        self._keep = keep
+
+
+_EMPTY = HeaderArray(())
+_cache: Dict[object, HeaderArray] = {}
+_CACHE_MAX = 512
+
+
+def header_array(headers: object) -> HeaderArray:
+    """The C array for ``headers`` (a list of pairs, a dict, a
+    :class:`~warpcore.Headers`, or None), cached by content: handlers that
+    send the same headers each time pay for the encoding once."""
+    if not headers:
+        return _EMPTY
+    if isinstance(headers, HeaderArray):
+        return headers
+    if isinstance(headers, tuple):
+        key = headers
+    elif isinstance(headers, list):
+        key = tuple(headers)
+    elif hasattr(headers, "items"):
+        key = tuple(headers.items())  # type: ignore[attr-defined]
+    else:
+        key = tuple(headers)  # type: ignore[call-overload]
+    try:
+        return _cache[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable values (lists): encode without caching
+        return HeaderArray(key)
+    arr = HeaderArray(key)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[key] = arr
+    return arr
+
+
+# --- zero-copy buffers -------------------------------------------------------------
+
+# Buffers handed to the library without a copy, by token, until it releases them.
+_pinned: Dict[int, object] = {}
+_tokens = itertools.count(1)  # next() on it is atomic under the GIL
+
+
+def _on_release(userdata: Optional[int], data: Optional[int], length: int) -> None:
+    _pinned.pop(userdata or 0, None)
+
+
+#: The one release callback; userdata is the pin token.
+RELEASE = warpcore_release_cb(_on_release)
+
+
+def pin(obj: object) -> int:
+    """Keeps ``obj`` alive until the library releases the token returned."""
+    token = next(_tokens)
+    _pinned[token] = obj
+    return token
+
+
+def pinned_count() -> int:
+    """How many zero-copy buffers the library still holds (for tests)."""
+    return len(_pinned)

@@ -1,0 +1,365 @@
+"""``Request`` and ``Headers``: a request as a handler sees it.
+
+The library lends the handler a ``warpcore_request`` struct that is valid only
+during the call. The struct is read in one go (``struct.unpack_from`` on a
+memoryview that spans the address space), and each field's bytes are copied
+the first time the handler asks for them, as slices of that view: no foreign
+call per field. When the handler returns, a request it kept a reference to
+(in a thread, a generator, a list) has its remaining fields copied before the
+memory goes back to the library, so a kept request stays readable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json as _json
+import struct
+import sys
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from urllib.parse import parse_qs
+
+from . import _ffi
+
+__all__ = ["Request", "Headers"]
+
+_getrefcount = sys.getrefcount
+
+# All of the address space as one byte view: a slice of it copies the bytes at
+# an address with no foreign call (ctypes.string_at is a foreign call, several
+# times dearer). Only addresses the library hands us are ever read.
+_MEM = memoryview((ctypes.c_char * sys.maxsize).from_address(0)).cast("B")
+
+
+
+# The whole view at once: method ptr/len, target, path, query, headers
+# ptr/count, body, peer_ip, then peer_port u16, version_major u8,
+# version_minor u8, worker_index u32 (what the WSGI adapter reads).
+_VIEW = struct.Struct("@14QHBBI")
+assert _VIEW.size == ctypes.sizeof(_ffi.warpcore_request), "warpcore_request layout changed"
+_unpack_view = _VIEW.unpack_from
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
+
+def _read(ptr: int, length: int) -> bytes:
+    return _MEM[ptr : ptr + length].tobytes() if length else b""
+
+
+_header_structs: Dict[int, struct.Struct] = {}
+
+
+def read_headers(ptr: int, count: int) -> List[Tuple[bytes, bytes]]:
+    """Copies ``count`` ``warpcore_header`` fields at ``ptr`` as (name, value)
+    bytes pairs. A few fields are read one by one; with more, one copy of the
+    block they sit in (the receive buffer) is cut up."""
+    if not count:
+        return []
+    st = _header_structs.get(count)
+    if st is None:
+        st = _header_structs[count] = struct.Struct(f"@{4 * count}Q")
+    flat = st.unpack_from(_MEM, ptr)  # name ptr, name len, value ptr, value len, ...
+    short = _SHORT
+    if count <= 4:
+        out = []
+        for i in range(0, 4 * count, 4):
+            np, nl, vp, vl = flat[i : i + 4]
+            out.append(
+                (
+                    short[nl](_MEM, np)[0] if nl < 64 else _MEM[np : np + nl].tobytes(),
+                    short[vl](_MEM, vp)[0] if vl < 64 else _MEM[vp : vp + vl].tobytes(),
+                )
+            )
+        return out
+    ptrs = flat[0::2]
+    lens = flat[1::2]
+    lo = min(ptrs)
+    hi = max(map(int.__add__, ptrs, lens))
+    # ": " and CRLF between fields: a contiguous block is barely larger than
+    # its fields. Anything else is read field by field (never across a gap
+    # that might not be mapped).
+    if hi - lo <= sum(lens) + 4 * count + 64:
+        block = _MEM[lo:hi].tobytes()
+        cut = [block[p - lo : p - lo + n] for p, n in zip(ptrs, lens)]
+    else:
+        cut = [_read(p, n) for p, n in zip(ptrs, lens)]
+    return list(zip(cut[0::2], cut[1::2]))
+
+
+class Headers(Mapping[str, str]):
+    """Request header fields: case-insensitive, several values per name.
+
+    ``headers["Content-Type"]`` and ``headers.get(...)`` give the first value;
+    ``headers.get_all(name)`` gives every value in order; iterating gives the
+    names (lower-cased, once each); ``headers.items()`` gives (name, value)
+    for every field as received, in order. Names and values are ``str``
+    decoded as ISO-8859-1 (bytes in, bytes out).
+    """
+
+    __slots__ = ("_fields", "_index")
+
+    def __init__(self, fields: Union[None, Mapping[str, str], List[Tuple[str, str]]] = None) -> None:
+        if fields is None:
+            self._fields: List[Tuple[str, str]] = []
+        elif isinstance(fields, Mapping):
+            self._fields = [(str(k), str(v)) for k, v in fields.items()]
+        else:
+            self._fields = [(str(k), str(v)) for k, v in fields]
+        self._index: Optional[Dict[str, List[str]]] = None
+
+    @classmethod
+    def _from_raw(cls, raw: List[Tuple[bytes, bytes]]) -> "Headers":
+        h = cls.__new__(cls)
+        h._fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+        h._index = None
+        return h
+
+    def _idx(self) -> Dict[str, List[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for n, v in self._fields:
+                index.setdefault(n.lower(), []).append(v)
+            self._index = index
+        return index
+
+    def __getitem__(self, name: str) -> str:
+        return self._idx()[name.lower()][0]
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        values = self._idx().get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> List[str]:
+        """Every value of ``name``, in the order received (empty if absent)."""
+        return list(self._idx().get(name.lower(), ()))
+
+    getall = get_all
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._idx()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._idx())
+
+    def __len__(self) -> int:
+        return len(self._idx())
+
+    def items(self) -> List[Tuple[str, str]]:  # type: ignore[override]
+        """Every field as (name as sent, value), in order, repeats included."""
+        return list(self._fields)
+
+    def raw(self) -> List[Tuple[str, str]]:
+        return list(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
+
+
+_UNSET: Any = object()
+
+
+# Offsets of the fields of warpcore_request (checked against ctypes at import).
+_OFF_METHOD, _OFF_TARGET, _OFF_PATH, _OFF_QUERY = 0, 16, 32, 48
+_OFF_HEADERS, _OFF_BODY, _OFF_PEER, _OFF_TAIL = 64, 80, 96, 112
+for _name, _off in (("method", 0), ("target", 16), ("path", 32), ("query", 48), ("headers", 64),
+                    ("body", 80), ("peer_ip", 96), ("peer_port", 112)):
+    assert getattr(_ffi.warpcore_request, _name).offset == _off, f"warpcore_request.{_name} moved"
+_pair = struct.Struct("@QQ").unpack_from  # (ptr, len) of one warpcore_str
+_method_path = struct.Struct("@QQ16xQQ").unpack_from  # method (ptr, len), path (ptr, len)
+_tail = struct.Struct("@HBBI").unpack_from  # peer_port, version_major, version_minor, worker_index
+
+# Bytes of a short field come out of one struct call (cheaper than a memoryview
+# slice); longer ones are sliced.
+_SHORT = [struct.Struct(f"{n}s").unpack_from for n in range(64)]
+
+
+def _bytes_at(view_field: int) -> bytes:
+    p, n = _pair(_MEM, view_field)
+    if n < 64:
+        return _SHORT[n](_MEM, p)[0] if n else b""
+    return _MEM[p : p + n].tobytes()
+
+
+class Request:
+    """One HTTP request.
+
+    Attributes (read on first use): ``method`` (``"GET"``), ``target`` (as
+    sent, ``"/a%20b?x=1"``), ``path`` (percent-decoded, ``"/a b"``),
+    ``query`` (``"x=1"``, not decoded), ``args`` (the query parsed),
+    ``headers`` (:class:`Headers`), ``body`` (bytes), ``peer`` ((ip, port)),
+    ``version`` (``"HTTP/1.1"``), ``worker`` (the worker's index).
+    """
+
+    __slots__ = (
+        "_a",
+        "_live",
+        "_method",
+        "_path",
+        "_target",
+        "_query",
+        "_headers",
+        "_body",
+        "_peer",
+        "_tail",
+    )
+
+    def __init__(self, address: int) -> None:
+        """Wraps the borrowed view at ``address`` (inside the handler call only).
+        Method and path, which nearly every handler reads, are copied now (one
+        struct call for both spans); the rest when first asked for."""
+        self._a = address
+        self._live = True
+        mp, ml, pp, pl = _method_path(_MEM, address)
+        raw = _SHORT[ml](_MEM, mp)[0] if ml < 64 else _MEM[mp : mp + ml].tobytes()
+        self._method = _METHODS.get(raw) or raw.decode("latin-1")
+        raw = _SHORT[pl](_MEM, pp)[0] if pl < 64 else _MEM[pp : pp + pl].tobytes()
+        self._path = raw.decode("utf-8", "surrogateescape")
+        self._target = self._query = self._headers = self._body = self._peer = self._tail = _UNSET
+
+    @classmethod
+    def _detached(
+        cls,
+        method: str,
+        path: str,
+        *,
+        target: Optional[str] = None,
+        query: str = "",
+        headers: Optional[Headers] = None,
+        body: bytes = b"",
+        peer: Tuple[str, int] = ("", 0),
+        version: Tuple[int, int] = (1, 1),
+    ) -> "Request":
+        """A request not backed by the library (for tests of handlers)."""
+        r = cls.__new__(cls)
+        r._a = 0
+        r._live = False
+        r._method = method
+        r._path = path
+        r._target = target if target is not None else (path + ("?" + query if query else ""))
+        r._query = query
+        r._headers = headers if headers is not None else Headers()
+        r._body = body
+        r._peer = peer
+        r._tail = (peer[1], version[0], version[1], 0)
+        return r
+
+    def _dead(self) -> RuntimeError:
+        return RuntimeError("this request's memory was returned to the library")
+
+    @property
+    def method(self) -> str:
+        m = self._method
+        if m is _UNSET:
+            if not self._live:
+                raise self._dead()
+            raw = _bytes_at(self._a)
+            m = self._method = _METHODS.get(raw) or raw.decode("latin-1")
+        return m
+
+    @property
+    def path(self) -> str:
+        p = self._path
+        if p is _UNSET:
+            if not self._live:
+                raise self._dead()
+            p = self._path = _bytes_at(self._a + _OFF_PATH).decode("utf-8", "surrogateescape")
+        return p
+
+    @property
+    def raw_path(self) -> bytes:
+        """The decoded path as bytes (what ``path`` decodes as UTF-8)."""
+        return self.path.encode("utf-8", "surrogateescape")
+
+    @property
+    def target(self) -> str:
+        t = self._target
+        if t is _UNSET:
+            if not self._live:
+                raise self._dead()
+            t = self._target = _bytes_at(self._a + _OFF_TARGET).decode("latin-1")
+        return t
+
+    @property
+    def query(self) -> str:
+        q = self._query
+        if q is _UNSET:
+            if not self._live:
+                raise self._dead()
+            q = self._query = _bytes_at(self._a + _OFF_QUERY).decode("latin-1")
+        return q
+
+    @property
+    def args(self) -> Dict[str, List[str]]:
+        """The query string parsed (``{"x": ["1"]}``), blanks kept."""
+        return parse_qs(self.query, keep_blank_values=True)
+
+    @property
+    def headers(self) -> Headers:
+        h = self._headers
+        if h is _UNSET:
+            if not self._live:
+                raise self._dead()
+            h = self._headers = Headers._from_raw(read_headers(*_pair(_MEM, self._a + _OFF_HEADERS)))
+        return h
+
+    @property
+    def body(self) -> bytes:
+        b = self._body
+        if b is _UNSET:
+            if not self._live:
+                raise self._dead()
+            b = self._body = _bytes_at(self._a + _OFF_BODY)
+        return b
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return _json.loads(self.body)
+
+    def _fixed(self) -> Tuple[int, int, int, int]:
+        t = self._tail
+        if t is _UNSET:
+            if not self._live:
+                raise self._dead()
+            t = self._tail = _tail(_MEM, self._a + _OFF_TAIL)
+        return t
+
+    @property
+    def peer(self) -> Tuple[str, int]:
+        p = self._peer
+        if p is _UNSET:
+            if not self._live:
+                raise self._dead()
+            p = self._peer = (_bytes_at(self._a + _OFF_PEER).decode("ascii"), self._fixed()[0])
+        return p
+
+    @property
+    def version(self) -> str:
+        return "HTTP/1.1" if self._fixed()[2] == 1 else "HTTP/1.0"
+
+    @property
+    def worker(self) -> int:
+        return self._fixed()[3]
+
+    def _detach(self) -> None:
+        """Copies whatever was not read yet; called while the view is valid."""
+        self.method, self.path, self.target, self.query, self.headers, self.body, self.peer  # noqa: B018
+        self._fixed()
+        self._live = False
+
+    def _release(self) -> None:
+        """The handler returned: copy what a kept request still lacks."""
+        # 3 = the caller's variable, ours, getrefcount's argument.
+        if _getrefcount(self) > 3:
+            self._detach()
+        self._live = False
+
+    def __repr__(self) -> str:
+        try:
+            return f"<Request {self.method} {self.target}>"
+        except RuntimeError:
+            return "<Request (released)>"

@@ -1,0 +1,458 @@
+"""``Server``: a libwarpcore server whose worker loops run on Python threads.
+
+The server is started with external workers: each worker's event loop runs
+inside ``warpcore_server_run_worker`` on a ``threading.Thread`` this module
+starts, so handler callbacks land on threads Python created (a fraction of a
+microsecond per crossing, against 11-13 us on a thread the library created).
+ctypes releases the GIL while the loop runs and the callback takes it back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import weakref
+from ctypes import byref, c_void_p
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from . import _ffi
+from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
+from ._request import Request
+from ._response import Responder, Response
+
+__all__ = ["Server", "Handler"]
+
+log = logging.getLogger("warpcore")
+
+Handler = Callable[[Request], Any]
+
+# Signals a worker thread must never take: they belong to the main thread,
+# where Python runs its handlers.
+_ASYNC_SIGNALS = {
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
+    if hasattr(signal, name)
+}
+
+_TIMEOUTS = {
+    "header": _ffi.TIMEOUT_HEADER,
+    "idle": _ffi.TIMEOUT_IDLE,
+    "body": _ffi.TIMEOUT_BODY,
+    "write": _ffi.TIMEOUT_WRITE,
+}
+
+_live_servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live_servers):
+        try:
+            server.shutdown(0)
+        except Exception:  # pragma: no cover - best effort at exit
+            pass
+
+
+class Server:
+    """An HTTP/1.1 server calling ``handler(request)`` for each request.
+
+    ``handler`` returns a :class:`Response`, :class:`FileResponse` or
+    :class:`StreamResponse`. An exception becomes a 500 and is logged through
+    the ``warpcore`` logger; the server goes on.
+
+    ``workers`` event loops run on as many Python threads (0: one per core).
+    With one GIL, more than one worker helps only when handlers release it
+    (I/O); ``processes`` in :mod:`warpcore.wsgi` gets past the GIL.
+    ``static`` maps URL prefixes to directories, served by the library
+    without calling the handler (sendfile, ETag, conditionals, ranges; fixed
+    when the server starts). ``share_port`` joins other
+    processes listening on the same address (``SO_REUSEPORT``).
+
+    Use as a context manager (``with Server(h, port=0) as s: s.port``) or call
+    :meth:`start` and :meth:`shutdown`.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        workers: int = 1,
+        static: Optional[Mapping[str, Union[str, os.PathLike]]] = None,
+        *,
+        server_name: Optional[str] = None,
+        share_port: bool = False,
+        max_body_size: Optional[int] = None,
+        max_head_size: Optional[int] = None,
+        max_header_count: Optional[int] = None,
+        stream_high_water: Optional[int] = None,
+        max_connections: Optional[int] = None,
+        timeouts: Optional[Mapping[str, float]] = None,
+        access_log: Union[None, bool, str, os.PathLike, Callable[[bytes], Any]] = None,
+        file_cache: Optional[Tuple[float, float]] = None,
+        stream_threads: int = 16,
+    ) -> None:
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        self.host = host
+        self._requested_port = int(port)
+        self._workers_wanted = int(workers)
+        self._share_port = bool(share_port)
+        self._settings: Dict[str, Any] = {
+            "server_name": server_name,
+            "max_body_size": max_body_size,
+            "max_head_size": max_head_size,
+            "max_header_count": max_header_count,
+            "stream_high_water": stream_high_water,
+            "max_connections": max_connections,
+            "timeouts": dict(timeouts or {}),
+            "access_log": access_log,
+            "file_cache": file_cache,
+        }
+        _check_timeouts(self._settings["timeouts"])
+        self._keep: List[Any] = []  # callbacks the library may still call
+        self.shutdown_report: Optional[Dict[str, int]] = None
+        self._static = {}
+        for prefix, root in (static or {}).items():
+            if not prefix.startswith("/"):
+                raise ValueError(f"static prefix {prefix!r} must start with '/'")
+            self._static[prefix] = os.path.abspath(os.fspath(root))
+        self._handler = handler
+        self._responder = Responder(stream_threads)
+        self._ptr: Optional[int] = None
+        self._callback: Any = None
+        self._threads: List[threading.Thread] = []
+        self._port = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._shut = False
+
+    # -- the callback -----------------------------------------------------------
+
+    def _make_callback(self) -> Any:
+        responder = self._responder
+        answer = responder.answer
+        fail = responder.fail
+        server = self
+        respond = RAW.respond  # untyped: see _ffi.RAW
+        getrefcount = sys.getrefcount
+
+        # The hot path: every name is a local, a plain Response is answered
+        # right here with one foreign call that keeps the GIL.
+        def on_request(_userdata: Optional[int], req: int, res: _ffi.ResponseHandle) -> None:
+            request = Request(req)
+            try:
+                result = server._handler(request)
+                if type(result) is Response and (result._fast or result._prepare()):
+                    f = result._fast
+                    rc = respond(res, f[0], f[1], f[2], f[3], f[4])
+                    if rc and rc != CLOSED:
+                        raise _ffi.error_for(rc, "warpcore_respond")
+                else:
+                    answer(res, result, True)
+            except BaseException as exc:  # noqa: B902 - nothing may cross into C
+                _log_failure(request, exc)
+                fail(res)
+            # A request the handler kept (in a thread, a closure) gets its
+            # fields copied before the library takes the memory back; one
+            # nobody kept goes away with this frame.
+            if getrefcount(request) > 2:
+                request._detach()
+
+        return warpcore_handler_cb(on_request)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> "Server":
+        """Binds the address and starts the worker threads; returns self. The
+        server accepts connections when this returns."""
+        with self._lock:
+            if self._ptr is not None or self._shut:
+                raise RuntimeError("the server was already started")
+            self._callback = self._make_callback()
+            self._ptr = self._start_server()
+            self._port = F.server_port(self._ptr)
+            count = F.server_workers(self._ptr)
+            _live_servers.add(self)
+            # Threads inherit the signal mask: block async signals while they
+            # are made, so the main thread keeps taking SIGINT and SIGTERM.
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+            try:
+                for i in range(count):
+                    t = threading.Thread(target=self._run_worker, args=(i,), name=f"warpcore-worker-{i}", daemon=True)
+                    t.start()
+                    self._threads.append(t)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        return self
+
+    def _start_server(self) -> int:
+        cfg = self._config(self._requested_port, self._workers_wanted)
+        try:
+            out = c_void_p()
+            check(F.server_start(cfg, byref(out)), "warpcore_server_start")
+            assert out.value is not None
+            return out.value
+        finally:
+            F.config_free(cfg)
+
+    def _config(self, port: int, workers: int) -> c_void_p:
+        """A new warpcore_config with every setting (the caller frees it)."""
+        s = self._settings
+        cfg = c_void_p()
+        check(F.config_new(byref(cfg)), "warpcore_config_new")
+        try:
+            host = self.host
+            a = ((f"[{host}]" if ":" in host else host) + f":{port}").encode("utf-8")
+            check(F.config_set_listen(cfg, a, len(a)), "warpcore_config_set_listen")
+            if workers < 0:
+                raise ValueError("workers must be >= 0")
+            check(F.config_set_workers(cfg, workers), "warpcore_config_set_workers")
+            check(F.config_set_external_workers(cfg, True), "warpcore_config_set_external_workers")
+            check(F.config_set_share_port(cfg, self._share_port), "warpcore_config_set_share_port")
+            check(F.config_set_handler(cfg, self._callback, None), "warpcore_config_set_handler")
+            check(F.config_set_error_log(cfg, _ERROR_LOG, None), "warpcore_config_set_error_log")
+            for prefix, root in self._static.items():
+                p, d = prefix.encode("utf-8"), os.fsencode(root)
+                check(F.config_add_static(cfg, p, len(p), d, len(d)), "warpcore_config_add_static")
+            if s["server_name"] is not None:
+                n = s["server_name"].encode("latin-1")
+                check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
+            for key in ("max_body_size", "max_head_size", "max_header_count", "stream_high_water", "max_connections"):
+                if s[key] is not None:
+                    setter = getattr(F, "config_set_" + key)
+                    check(setter(cfg, int(s[key])), "warpcore_config_set_" + key)
+            for which, seconds in s["timeouts"].items():
+                check(
+                    F.config_set_timeout(cfg, _TIMEOUTS[which], int(seconds * 1000)),
+                    "warpcore_config_set_timeout",
+                )
+            if s["file_cache"] is not None:
+                fd_s, info_s = s["file_cache"]
+                check(
+                    F.config_set_file_cache(cfg, int(fd_s * 1000), int(info_s * 1000)),
+                    "warpcore_config_set_file_cache",
+                )
+            log_to = s["access_log"]
+            if log_to is True or callable(log_to):
+                cb = warpcore_access_log_cb(_access_logger(log_to))
+                self._keep.append(cb)
+                check(F.config_set_access_log_callback(cfg, cb, None), "warpcore_config_set_access_log_callback")
+            elif log_to:
+                path = os.fsencode(log_to)
+                check(F.config_set_access_log_file(cfg, path, len(path)), "warpcore_config_set_access_log_file")
+        except BaseException:
+            F.config_free(cfg)
+            raise
+        return cfg
+
+    def _run_worker(self, index: int) -> None:
+        try:
+            rc = F.server_run_worker(self._ptr, index)
+            if rc and rc != SHUTTING_DOWN:
+                log.error("worker %d: %s", index, _ffi.error_for(rc, "warpcore_server_run_worker"))
+        finally:
+            if all(t is threading.current_thread() or not t.is_alive() for t in self._threads):
+                self._stopped.set()
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the real one when 0 was asked for)."""
+        if self._ptr is None and not self._port:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` the server listens on."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def workers(self) -> int:
+        """How many worker loops run."""
+        return len(self._threads)
+
+    @property
+    def running(self) -> bool:
+        return self._ptr is not None and not self._shut
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Waits until the server has stopped; returns whether it has."""
+        return self._stopped.wait(timeout)
+
+    def shutdown(self, grace: float = 5.0) -> Optional[Dict[str, int]]:
+        """Stops accepting, lets requests already received finish for up to
+        ``grace`` seconds, closes the rest and frees the server. Returns what
+        it did (``{"requests_finished": n, "connections_cut": m}``, also kept
+        as ``shutdown_report``). Idempotent. Not from a handler (it waits for
+        the workers)."""
+        if threading.current_thread() in self._threads:
+            raise RuntimeError("shutdown() from a handler would wait for itself; call it from another thread")
+        with self._lock:
+            if self._shut:
+                return self.shutdown_report
+            self._shut = True
+            ptr = self._ptr
+        if ptr is None:
+            self._stopped.set()
+            return None
+        ms = max(0, min(int(grace * 1000), 2**32 - 1))
+        check(F.server_shutdown(ptr, ms), "warpcore_server_shutdown")
+        for t in self._threads:
+            t.join()
+        self._stopped.set()
+        report = _ffi.warpcore_shutdown_report()
+        check(F.server_shutdown_report(ptr, byref(report)), "warpcore_server_shutdown_report")
+        self.shutdown_report = {"requests_finished": report.requests_finished, "connections_cut": report.connections_cut}
+        # Stream threads see their connections closed and finish.
+        self._responder.shutdown(wait=True)
+        F.server_free(ptr)
+        self._ptr = None
+        _live_servers.discard(self)
+        return self.shutdown_report
+
+    def reload(self, handler: Optional[Handler] = None, **settings: Any) -> None:
+        """Applies new settings to requests read from now on, atomically, with
+        no connection dropped: ``handler``, and any of the constructor's engine
+        settings (``server_name``, ``max_body_size``, ``max_head_size``,
+        ``max_header_count``, ``stream_high_water``, ``max_connections``,
+        ``timeouts``, ``access_log``). Settings not given keep their values.
+        The address, the worker count and the static mounts are fixed at start.
+        May be called from a handler."""
+        if "static" in settings:
+            raise NotImplementedError("libwarpcore fixes static mounts when the server starts: restart it to change them")
+        unknown = set(settings) - set(self._settings)
+        if unknown:
+            raise TypeError(f"reload() cannot change {', '.join(sorted(unknown))}")
+        if handler is not None and not callable(handler):
+            raise TypeError("handler must be callable")
+        if "timeouts" in settings:
+            settings["timeouts"] = dict(settings["timeouts"] or {})
+            _check_timeouts(settings["timeouts"])
+        if settings:
+            ptr = self._ptr
+            if ptr is None or self._shut:
+                raise RuntimeError("the server is not running")
+            old = self._settings
+            self._settings = dict(old, **settings)
+            try:
+                cfg = self._config(self._port, len(self._threads))
+                try:
+                    check(F.server_reload(ptr, cfg), "warpcore_server_reload")
+                finally:
+                    F.config_free(cfg)
+            except BaseException:
+                self._settings = old
+                raise
+        if handler is not None:
+            self._handler = handler  # one attribute store: atomic for the workers
+
+    def stats(self) -> Dict[str, int]:
+        """The engine's counters (connections, requests, responses by class,
+        bytes, parse errors, cache hits), summed over the workers."""
+        ptr = self._ptr
+        if ptr is None:
+            raise RuntimeError("the server is not running")
+        out = _ffi.warpcore_stats()
+        check(F.server_stats(ptr, byref(out)), "warpcore_server_stats")
+        return {name: getattr(out, name) for name, _ in out._fields_}
+
+    def file_cache_stats(self) -> Dict[str, int]:
+        """Hit and miss counts of the library's file caches (static mounts and
+        FileResponse)."""
+        ptr = self._ptr
+        if ptr is None:
+            raise RuntimeError("the server is not running")
+        out = _ffi.warpcore_file_cache_stats()
+        check(F.server_file_cache_stats(ptr, byref(out)), "warpcore_server_file_cache_stats")
+        return {name: getattr(out, name) for name, _ in out._fields_}
+
+    def reopen_logs(self) -> None:
+        """Reopens the access-log file (after log rotation moved it away)."""
+        if self._ptr is None:
+            raise RuntimeError("the server is not running")
+        check(F.server_reopen_logs(self._ptr), "warpcore_server_reopen_logs")
+
+    def serve_forever(self, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM), grace: float = 5.0) -> None:
+        """Starts (if needed), runs until one of ``stop_signals`` arrives, then
+        shuts down gracefully. Main thread only."""
+        stop = threading.Event()
+        previous = {}
+        for sig in stop_signals:
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+        try:
+            if self._ptr is None:
+                self.start()
+            while not stop.wait(1.0) and not self._stopped.is_set():
+                pass
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            self.shutdown(grace)
+
+    def __enter__(self) -> "Server":
+        if self._ptr is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else ("stopped" if self._shut else "new")
+        return f"<warpcore.Server {self.host}:{self._port or self._requested_port} {state}>"
+
+
+def _check_timeouts(timeouts: Mapping[str, float]) -> None:
+    for key in timeouts:
+        if key not in _TIMEOUTS:
+            raise ValueError(f"unknown timeout {key!r} (one of {', '.join(_TIMEOUTS)})")
+
+
+_LEVELS = {_ffi.LOG_LEVEL_ERROR: logging.ERROR, _ffi.LOG_LEVEL_WARNING: logging.WARNING, _ffi.LOG_LEVEL_INFO: logging.INFO}
+
+
+def _on_error_log(_userdata: Optional[int], level: int, message: Optional[int], length: int) -> None:
+    try:
+        text = ctypes.string_at(message, length).decode("utf-8", "replace") if length else ""
+        log.log(_LEVELS.get(level, logging.ERROR), "libwarpcore: %s", text)
+    except BaseException:  # noqa: B902 - nothing may cross into C
+        pass
+
+
+#: The library's error log goes to the ``warpcore`` logger.
+_ERROR_LOG = warpcore_error_log_cb(_on_error_log)
+
+access_log = logging.getLogger("warpcore.access")
+
+
+def _access_logger(target: Any) -> Callable[[Optional[int], Optional[int], int], None]:
+    """The access-log callback: batches of lines to ``target(bytes)``, or with
+    ``True`` each line to the ``warpcore.access`` logger."""
+
+    def on_lines(_userdata: Optional[int], lines: Optional[int], length: int) -> None:
+        try:
+            data = ctypes.string_at(lines, length) if length else b""
+            if target is True:
+                for line in data.decode("utf-8", "replace").splitlines():
+                    access_log.info("%s", line)
+            else:
+                target(data)
+        except BaseException:  # noqa: B902 - nothing may cross into C
+            log.exception("the access-log callback failed")
+
+    return on_lines
+
+
+def _log_failure(request: Request, exc: BaseException) -> None:
+    try:
+        what = f"{request.method} {request.target}"
+    except Exception:
+        what = "a request"
+    log.error("handler failed on %s", what, exc_info=(type(exc), exc, exc.__traceback__))

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""The demo server of DESIGN.md in Python: GET / -> "Hello, World!",
+POST /echo -> the request body, PREFIX/... -> files under DIR.
+
+    python3 examples/python/demo.py --host 127.0.0.1 --port 8080 --workers 1 --static /files=./www
+
+Prints "listening on HOST:PORT" once it accepts connections; stops gracefully
+on SIGTERM or SIGINT with exit status 0. Runs from a checkout right after
+`make` (it uses the checkout's bindings/python and target/release).
+"""
+
+import argparse
+import os
+import sys
+
+_CHECKOUT_PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bindings", "python")
+if os.path.isdir(os.path.join(_CHECKOUT_PACKAGE, "warpcore")):
+    sys.path.insert(0, os.path.abspath(_CHECKOUT_PACKAGE))
+
+import warpcore  # noqa: E402
+from warpcore import Request, Response  # noqa: E402
+
+TEXT_PLAIN = [("Content-Type", "text/plain")]
+OCTETS = [("Content-Type", "application/octet-stream")]
+HELLO = Response(200, TEXT_PLAIN, b"Hello, World!")
+NOT_FOUND = Response(404, TEXT_PLAIN, b"Not Found\n")
+NOT_ALLOWED_ROOT = Response(405, TEXT_PLAIN + [("Allow", "GET, HEAD")], b"Method Not Allowed\n")
+NOT_ALLOWED_ECHO = Response(405, TEXT_PLAIN + [("Allow", "POST")], b"Method Not Allowed\n")
+GET_HEAD = ("GET", "HEAD")
+
+
+def handle(request: Request) -> Response:
+    path = request.path
+    if path == "/":
+        return HELLO if request.method in GET_HEAD else NOT_ALLOWED_ROOT
+    if path == "/echo":
+        if request.method == "POST":
+            return Response(200, OCTETS, request.body)
+        return NOT_ALLOWED_ECHO
+    return NOT_FOUND
+
+
+def mount(spec: str):
+    prefix, sep, directory = spec.partition("=")
+    if not sep or not prefix.startswith("/") or not directory:
+        raise argparse.ArgumentTypeError(f"--static wants PREFIX=DIR with PREFIX starting with '/', not {spec!r}")
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"--static: {directory!r} is not a directory")
+    return prefix, directory
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1, help="event loops, each on its own Python thread (0: one per core)")
+    parser.add_argument("--static", type=mount, action="append", default=[], metavar="PREFIX=DIR")
+    args = parser.parse_args(argv)
+
+    try:
+        server = warpcore.Server(handle, host=args.host, port=args.port, workers=args.workers, static=dict(args.static))
+        server.start()
+    except (warpcore.WarpcoreError, ValueError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    print(f"listening on {server.address}", flush=True)
+    server.serve_forever(grace=5.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,7 @@ import Distribution.PackageDescription
 import Distribution.Simple
 import Distribution.Simple.LocalBuildInfo (LocalBuildInfo (..))
 import Distribution.Simple.Setup (ConfigFlags (..))
-import System.Directory (makeAbsolute)
+import System.Directory (canonicalizePath, makeAbsolute)
 import System.Environment (lookupEnv)
 import System.FilePath ((</>))
 
@@ -21,8 +21,8 @@ configure pkg flags = do
   incDir <- lookupEnv "WARPCORE_INCLUDE_DIR" >>= maybe (makeAbsolute ("../.." </> "include")) makeAbsolute
   let libDirs = if null (configExtraLibDirs flags) then [libDir] else configExtraLibDirs flags
       incDirs = if null (configExtraIncludeDirs flags) then [incDir] else configExtraIncludeDirs flags
-  absLibDirs <- mapM makeAbsolute libDirs
-  absIncDirs <- mapM makeAbsolute incDirs
+  absLibDirs <- mapM canonicalizePath libDirs
+  absIncDirs <- mapM canonicalizePath incDirs
   let flags' = flags {configExtraLibDirs = absLibDirs, configExtraIncludeDirs = absIncDirs}
   lbi <- confHook simpleUserHooks pkg flags'
   let rpath = emptyBuildInfo {ldOptions = ["-Wl,-rpath," ++ d | d <- absLibDirs]}

@@ -3,6 +3,7 @@ module Main (main) where
 
 import Test.Hspec
 
+import qualified DemoSpec
 import qualified HeaderSpec
 import qualified RawSpec
 import qualified ServerSpec
@@ -14,3 +15,4 @@ main = hspec $ do
   RawSpec.spec
   ServerSpec.spec
   WaiSpec.spec
+  DemoSpec.spec

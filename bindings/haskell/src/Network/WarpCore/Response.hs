@@ -102,12 +102,16 @@ transition r call expect next action =
 -- | Marshals header fields into one temporary buffer: the @warpcore_header@
 -- array followed by the bytes it points to.
 withHeaders :: [(ByteString, ByteString)] -> (Ptr Raw.Header -> Int -> IO a) -> IO a
-withHeaders [] k = k nullPtr 0
-withHeaders hs k = do
+withHeaders hs k = withHeadersAnd hs 0 (\hp n _ -> k hp n)
+
+-- | 'withHeaders' with @extra@ more bytes of scratch space in the same
+-- (pinned, short-lived) allocation: one allocation per response.
+withHeadersAnd :: [(ByteString, ByteString)] -> Int -> (Ptr Raw.Header -> Int -> Ptr Word8 -> IO a) -> IO a
+withHeadersAnd hs extra k = do
   let !n = length hs
       !arr = n * sizeOf (undefined :: Raw.Header)
       !bytes = sum [B.length a + B.length b | (a, b) <- hs]
-  allocaBytes (arr + bytes) $ \buf -> do
+  allocaBytes (arr + bytes + extra) $ \buf -> do
     let fill !_ !_ [] = pure ()
         fill !i !at ((name, value) : rest) = do
           at' <- put (i * 32) at name
@@ -120,7 +124,7 @@ withHeaders hs k = do
           pokeByteOff buf (off + 8) (fromIntegral l :: Word)
           pure (at + l)
     fill (0 :: Int) arr hs
-    k (castPtr buf) n
+    k (if n == 0 then nullPtr else castPtr buf) n (buf `plusPtr` (arr + bytes))
 
 -- | Answers with a complete body. Throws 'WarpCoreError' on failure
 -- (@CLOSED@ when the client went away: the response is then finished anyway).
@@ -171,20 +175,25 @@ respondChunks r status hs chunks
 -- buffer is built there and copied by the library; a larger one is built in
 -- chunks.
 respondBuilder :: Responder -> Int -> [(ByteString, ByteString)] -> BB.Builder -> IO ()
-respondBuilder r status hs builder =
-  allocaBytes firstSize $ \buf -> do
-    (used, next) <- BBE.runBuilder builder buf firstSize
-    case next of
-      BBE.Done -> do
-        -- Small body: answer straight from the temporary buffer.
-        transition r "warpcore_respond" Fresh Finished $
-          withHeaders hs $ \hp n ->
+respondBuilder r status hs builder = do
+  spill <-
+    withHeadersAnd hs firstSize $ \hp n buf -> do
+      (used, next) <- BBE.runBuilder builder buf firstSize
+      case next of
+        BBE.Done -> do
+          -- Small body: answer straight from the temporary buffer.
+          transition r "warpcore_respond" Fresh Finished $
             (if responderUnsafe r then Raw.c_warpcore_respond_unsafe else Raw.c_warpcore_respond)
               (responderPtr r) (fromIntegral status) hp (fromIntegral n) buf (fromIntegral used)
-      _ -> do
-        first <- B.packCStringLen (castPtr buf, used)
-        rest <- drain next
-        respondChunks r status hs (filter (not . B.null) (first : rest))
+          pure Nothing
+        _ -> do
+          first <- B.packCStringLen (castPtr buf, used)
+          pure (Just (first, next))
+  case spill of
+    Nothing -> pure ()
+    Just (first, next) -> do
+      rest <- drain next
+      respondChunks r status hs (filter (not . B.null) (first : rest))
   where
     firstSize = 2048
 

@@ -271,6 +271,10 @@ dispatcher cfg handler d i = alloca $ \out -> newWaiter >>= loop out
       case r of
         1 -> do
           peek out >>= forkAll
+          -- Let the request threads run (and answer) before looking again:
+          -- requests that arrive meanwhile are taken as one batch, without
+          -- a wakeup each.
+          yield
           loop out w
         0 -> do
           takeMVar mv

@@ -164,14 +164,8 @@ fn pairs(headers: &[warpcore_header]) -> impl Iterator<Item = (&[u8], &[u8])> + 
 fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
     let fields = try_array(headers, count, "headers")?;
     for (i, h) in fields.iter().enumerate() {
-        // The labels are formatted only for a field that fails: this runs on
-        // every response, and format! costs two allocations per header.
-        if try_slice(h.name.ptr, h.name.len, "").is_err() {
-            try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name"))?;
-        }
-        if try_slice(h.value.ptr, h.value.len, "").is_err() {
-            try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value"))?;
-        }
+        try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name"))?;
+        try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value"))?;
     }
     Ok(fields)
 }

@@ -1,8 +1,9 @@
 # libwarpcore — build, run and test.
 #   make            library (release), fresh header, build/demo, build/deferred, build/stream
-#   make run        the C demo on 127.0.0.1:8080
+#   make run        the C demo on 127.0.0.1:8080, examples/www/ under /static/
 #   make test       every test suite (installs what it needs when missing)
 #   make header     regenerate include/warpcore.h with cbindgen
+#   make bench-compare  the C demo against nginx, Warp, hyper, may_minihttp (wrk, ~10 min)
 #   make haskell    the Haskell binding (bindings/haskell), build/demo-hs, build/scotty-hs
 #   make haskell-install  register the warpcore package in the user's GHC package db
 
@@ -14,7 +15,7 @@ LIB      := $(LIBDIR)/libwarpcore.so
 FFI_SRC  := $(wildcard src/ffi/*.rs) cbindgen.toml
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml
 
-.PHONY: all lib header run test test-deps test-rust test-abi clean
+.PHONY: all lib header run test test-deps test-rust test-abi clean bench-compare
 
 all: lib include/warpcore.h build/demo build/deferred build/stream
 
@@ -36,7 +37,7 @@ build/%: examples/c/%.c include/warpcore.h $(LIB)
 	$(CC) $(CFLAGS_STRICT) -O2 -Iinclude $< -o $@ -L$(LIBDIR) -lwarpcore -Wl,-rpath,$(LIBDIR) -lpthread
 
 run: all
-	./build/demo --host 127.0.0.1 --port 8080
+	./build/demo --host 127.0.0.1 --port 8080 --static /static=examples/www
 
 # Every suite; a missing tool is installed or is an error, never a skip.
 test: test-deps all test-rust test-abi test-haskell
@@ -46,10 +47,14 @@ test-deps:
 	@bash scripts/test-deps.sh
 
 test-rust: all
-	WARPCORE_DEMO=$(abspath build/demo) $(CARGO) test --release
+	WARPCORE_DEMO=$(abspath build/demo) $(CARGO) test --profile test-opt --lib --tests
 
 test-abi: all
 	@bash tests/abi/run.sh
+
+# Peers once per machine: bash ../shared/bench/setup-peers.sh
+bench-compare:
+	@bash scripts/bench-compare.sh
 
 clean:
 	$(CARGO) clean

@@ -89,6 +89,27 @@ typedef uint32_t warpcore_timeout;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How serious an error-log message is.
+enum warpcore_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Something failed and was contained (a panic, a listener error).
+  WARPCORE_LOG_LEVEL_ERROR = 0,
+  // Something degraded (accepting paused for lack of descriptors).
+  WARPCORE_LOG_LEVEL_WARNING = 1,
+  // For information.
+  WARPCORE_LOG_LEVEL_INFO = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum warpcore_log_level warpcore_log_level;
+#else
+typedef uint32_t warpcore_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // Server settings, filled in with setters and read by `warpcore_server_start`.
 //
 // Owned by the caller: made by `warpcore_config_new`, released by
@@ -186,12 +207,84 @@ typedef void (*warpcore_handler_cb)(void *userdata,
                                     const struct warpcore_request *request,
                                     struct warpcore_response *response);
 
+// Receives a batch of complete access-log lines (Apache combined format, each
+// ending in `\n`), `len` bytes at `lines`, valid during the call. Called from
+// worker threads, at least once a second while requests are logged and at
+// shutdown; several workers may call it at once.
+typedef void (*warpcore_access_log_cb)(void *userdata, const uint8_t *lines, size_t len);
+
+// Receives one error-log message (`len` bytes at `message`, no newline, valid
+// during the call) with its level (a `warpcore_log_level`): accept failures,
+// listener errors, contained panics. Called from whichever thread saw the
+// event; must be thread-safe and must not call back into the server.
+typedef void (*warpcore_error_log_cb)(void *userdata,
+                                      uint32_t level,
+                                      const uint8_t *message,
+                                      size_t len);
+
+// Hit and miss counts of a server's file caches, summed over its workers.
+typedef struct warpcore_file_cache_stats {
+  // Requests whose file information (stat, ETag, Last-Modified) came from the cache.
+  uint64_t info_hits;
+  // Requests that looked their path up on disk.
+  uint64_t info_misses;
+  // File bodies sent from an already open descriptor.
+  uint64_t fd_hits;
+  // File bodies that had to open their file.
+  uint64_t fd_misses;
+} warpcore_file_cache_stats;
+
 // Called exactly once when the library is done with a buffer handed to it
 // without a copy (`warpcore_respond_buffer`, `warpcore_response_write_buffer`):
 // after its bytes were sent, when the connection is gone, or right away when
 // the call that passed it fails. `userdata` is the caller's. It may run on any
 // thread (usually the worker's) and must not call back into the library.
 typedef void (*warpcore_release_cb)(void *userdata, const uint8_t *data, size_t len);
+
+// What a graceful shutdown did, from `warpcore_server_shutdown_report`.
+typedef struct warpcore_shutdown_report {
+  // Requests answered after the shutdown began.
+  uint64_t requests_finished;
+  // Connections still open at the deadline, closed without their answer.
+  uint64_t connections_cut;
+} warpcore_shutdown_report;
+
+// Counters summed over every worker, read without stopping them (each is
+// exact; they are not one atomic snapshot).
+typedef struct warpcore_stats {
+  // Connections accepted.
+  uint64_t connections_accepted;
+  // Connections open now.
+  uint64_t connections_active;
+  // Connections closed because a timeout expired.
+  uint64_t connections_timed_out;
+  // Requests read (the library's own error answers included).
+  uint64_t requests;
+  // Responses with a 1xx status (final ones; `100 Continue` is not counted).
+  uint64_t responses_1xx;
+  // Responses with a 2xx status.
+  uint64_t responses_2xx;
+  // Responses with a 3xx status.
+  uint64_t responses_3xx;
+  // Responses with a 4xx status.
+  uint64_t responses_4xx;
+  // Responses with a 5xx status.
+  uint64_t responses_5xx;
+  // Bytes read from clients.
+  uint64_t bytes_in;
+  // Bytes written to clients.
+  uint64_t bytes_out;
+  // Requests refused as malformed or over a limit.
+  uint64_t parse_errors;
+  // Static-file descriptor cache hits.
+  uint64_t fd_cache_hits;
+  // Static-file descriptor cache misses.
+  uint64_t fd_cache_misses;
+  // Static-file information cache hits.
+  uint64_t info_cache_hits;
+  // Static-file information cache misses.
+  uint64_t info_cache_misses;
+} warpcore_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -265,12 +358,108 @@ warpcore_result warpcore_config_set_max_header_count(struct warpcore_config *con
 warpcore_result warpcore_config_set_stream_high_water(struct warpcore_config *config,
                                                       uint64_t bytes);
 
+// Sets the most connections open at once across the server (default 16384).
+// At the limit, accepting pauses (new connections wait in the listen backlog)
+// until one closes.
+warpcore_result warpcore_config_set_max_connections(struct warpcore_config *config,
+                                                    uint32_t connections);
+
+// Logs every request in Apache combined format to the file at `path` (`len`
+// bytes), appending; created when missing, opened when the server starts or
+// reloads (a failure to open is reported there), reopened by
+// `warpcore_server_reopen_logs`. Lines are buffered per worker and written at
+// least once a second and at shutdown. An empty path (`len` 0) turns the
+// access log off, the default.
+warpcore_result warpcore_config_set_access_log_file(struct warpcore_config *config,
+                                                    const uint8_t *path,
+                                                    size_t len);
+
+// Logs every request in Apache combined format to `callback` instead of a
+// file (see `warpcore_access_log_cb`); NULL turns the access log off.
+// `userdata` must stay valid until the server is freed.
+warpcore_result warpcore_config_set_access_log_callback(struct warpcore_config *config,
+                                                        warpcore_access_log_cb callback,
+                                                        void *userdata);
+
+// Sends accept failures, listener errors and contained panics to `callback`
+// (see `warpcore_error_log_cb`); NULL, the default, drops them. The library
+// never prints anything itself. `userdata` must stay valid until the server is freed.
+warpcore_result warpcore_config_set_error_log(struct warpcore_config *config,
+                                              warpcore_error_log_cb callback,
+                                              void *userdata);
+
 // Sets one timeout: `which` is a `warpcore_timeout` value, the time is in milliseconds, from 1 s to 1 day; deadlines are checked
 // once a second, so they are kept to within a second. No timeout applies while
 // a handler is working on a request.
 warpcore_result warpcore_config_set_timeout(struct warpcore_config *config,
                                             uint32_t which,
                                             uint64_t milliseconds);
+
+// Mounts `directory` (`dir_len` bytes, a path) at the URL path prefix
+// `url_prefix` (`prefix_len` bytes, decoded, starting with `/`; `/` mounts
+// everything). Requests whose path is the prefix or lies below it are answered
+// by the library from the files under the directory, without calling the
+// handler: GET and HEAD (others get `405` with `Allow`), `Content-Type` by
+// extension, `Last-Modified`, `ETag`, conditional requests (`304`, `412`),
+// ranges (`206`, `416`, `multipart/byteranges`), `index.html` for a path
+// ending in `/`, a `301` to the slash form for a directory without one,
+// `404` for what is missing. Paths that try to leave the directory (`..`,
+// encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
+// fifos and sockets are never served. Call once per mount; the longest
+// matching prefix wins. The directory must exist when the server starts
+// (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` otherwise).
+//
+// Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
+// first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
+// is thread-directed, so other threads are unaffected).
+warpcore_result warpcore_config_add_static(struct warpcore_config *config,
+                                           const uint8_t *url_prefix,
+                                           size_t prefix_len,
+                                           const uint8_t *directory,
+                                           size_t dir_len);
+
+// Sets how long the file caches keep an entry: an open file descriptor
+// `fd_ms` milliseconds after its last use (default 10 000), a path's file
+// information (stat, ETag, Last-Modified) `info_ms` milliseconds (default
+// 1 000). 0 disables that cache; at most a day. Each worker has its own caches.
+// A file changed on disk is noticed at once either way (through inotify, or
+// by looking the path up on every request where a directory cannot be watched).
+warpcore_result warpcore_config_set_file_cache(struct warpcore_config *config,
+                                               uint64_t fd_ms,
+                                               uint64_t info_ms);
+
+// Answers the request with the file at `path` (`path_len` bytes; an absolute
+// path is best, a relative one is taken from the process's working directory)
+// and `status`, handled as a static mount handles its files: `Content-Type` by
+// extension, `Last-Modified`, `ETag`, `Accept-Ranges`, and for a `200` the
+// conditional requests (`304`, `412`) and ranges (`206`, `416`,
+// `multipart/byteranges`); any other status sends the whole file. The
+// library adds `Date`, `Server`, `Content-Length` and `Connection` as for
+// `warpcore_respond`. A field in `headers` named like one the library adds for
+// files (`Content-Type`, `ETag`, `Last-Modified`, `Accept-Ranges`) replaces it;
+// a given `ETag` or `Last-Modified` is then what preconditions are checked
+// against. The file is opened (through the worker's caches) during the call
+// and sent after it returns; `headers` and `path` are only read during the call.
+// Inside the handler call only: after the handler returned, this returns
+// `WARPCORE_RESULT_INVALID_STATE` (read the file and use
+// `warpcore_respond_buffer` instead).
+// As for static mounts, the first file a worker thread sends with `sendfile`
+// blocks `SIGPIPE` on that thread.
+//
+// Errors: `WARPCORE_RESULT_IO_ERROR` when the file is missing, a directory,
+// not a regular file or unreadable (nothing is sent; the request may be
+// answered again, for instance with a `404`), and those of `warpcore_respond`.
+warpcore_result warpcore_respond_file(struct warpcore_response *response,
+                                      uint16_t status,
+                                      const struct warpcore_header *headers,
+                                      size_t header_count,
+                                      const uint8_t *path,
+                                      size_t path_len);
+
+// Writes the server's file cache counters to `*out`. Thread-safe; the counts
+// are read without stopping the workers, so they may lag by a request or two.
+warpcore_result warpcore_server_file_cache_stats(const struct warpcore_server *server,
+                                                 struct warpcore_file_cache_stats *out);
 
 // Answers the request with `status` (200..=599), `header_count` header fields
 // from `headers`, and `body_len` bytes of `body`. The library adds `Date`,
@@ -381,8 +570,31 @@ warpcore_result warpcore_server_run_worker(const struct warpcore_server *server,
 // keep-alive connections, lets requests already received be answered (with
 // `Connection: close`) for up to `grace_ms` milliseconds, closes what remains,
 // and returns when every worker has stopped. Calling it again, or from several
-// threads, is harmless. Not from a handler.
+// threads, is harmless. Not from a handler. `warpcore_server_shutdown_report`
+// then tells how many requests it let finish and how many connections it cut.
 warpcore_result warpcore_server_shutdown(const struct warpcore_server *server, uint32_t grace_ms);
+
+// Writes what `warpcore_server_shutdown` did to `*out` (all zero before a
+// shutdown has finished).
+warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *server,
+                                                struct warpcore_shutdown_report *out);
+
+// Applies `config` to requests read from now on, atomically: handler and
+// userdata, limits, timeouts, server name, logs. Requests in flight finish
+// with what they started with; no connection is dropped. Returns when every
+// running worker uses the new settings. The listen address and the worker
+// count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
+// config is not retained. May be called from a handler.
+warpcore_result warpcore_server_reload(const struct warpcore_server *server,
+                                       const struct warpcore_config *config);
+
+// Writes the server's counters to `*out`. Thread-safe.
+warpcore_result warpcore_server_stats(const struct warpcore_server *server,
+                                      struct warpcore_stats *out);
+
+// Reopens the access-log file: after moving it away, call this so new lines
+// go to a fresh file at the configured path (log rotation). Thread-safe.
+warpcore_result warpcore_server_reopen_logs(const struct warpcore_server *server);
 
 // Blocks until every worker has stopped, that is until another thread's
 // `warpcore_server_shutdown` has finished its work. Not from a handler.

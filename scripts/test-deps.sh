@@ -7,6 +7,8 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v curl >/dev/null || need_apt+=(curl)
+# Headless browser for the example-site test (tests/static_files.rs).
+command -v chromium >/dev/null || need_apt+=(chromium)
 # AddressSanitizer's runtime for the C ABI tests.
 echo 'int main(void){return 0;}' | cc -fsanitize=address -x c - -o /tmp/warpcore-asan-probe 2>/dev/null \
   || need_apt+=(libasan8)

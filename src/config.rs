@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
+use crate::file::MountSpec;
 use crate::handler::Handler;
+use crate::log::{AccessLogTarget, ErrorLog};
 use crate::http::head::{HeadLimits, MAX_HEADERS};
 
 /// Everything a server is started with. Cloning is cheap (the handler is shared).
@@ -41,8 +43,26 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Time without progress while a response cannot be written. Default 30 s.
     pub write_timeout: Duration,
+    /// Most connections open at once across the server; at the limit accepting
+    /// pauses until one closes. Default 16384.
+    pub max_connections: usize,
+    /// Where access-log lines go (Apache combined format); None (the default)
+    /// logs nothing.
+    pub access_log: Option<AccessLogTarget>,
+    /// Receives accept failures, listener errors and contained panics. None by default.
+    pub error_log: Option<Arc<dyn ErrorLog>>,
     /// Listen backlog per worker socket. Default 1024.
     pub backlog: u32,
+    /// Static mounts: requests under a prefix are served from a directory by
+    /// the engine, without calling the handler. Default none. Fixed at start:
+    /// a reload does not change them.
+    pub static_mounts: Vec<MountSpec>,
+    /// How long an open file stays cached after its last use; 0 disables the
+    /// fd cache. Default 10 s.
+    pub fd_cache_lifetime: Duration,
+    /// How long a path's file information (stat, ETag, Last-Modified) is
+    /// trusted without a change being reported; 0 disables the cache. Default 1 s.
+    pub file_info_lifetime: Duration,
     /// Bytes a streamed response may have queued for its connection before a
     /// writer on another thread blocks. Default 1 MiB.
     pub stream_high_water: usize,
@@ -65,7 +85,13 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            max_connections: 16384,
+            access_log: None,
+            error_log: None,
             backlog: 1024,
+            static_mounts: Vec::new(),
+            fd_cache_lifetime: Duration::from_secs(10),
+            file_info_lifetime: Duration::from_secs(1),
             stream_high_water: 1 << 20,
         }
     }
@@ -114,8 +140,14 @@ impl Config {
         if self.stream_high_water < 1024 || self.stream_high_water > 1 << 30 {
             return invalid("stream_high_water must be between 1 KiB and 1 GiB");
         }
+        if self.max_connections == 0 || self.max_connections > 10_000_000 {
+            return invalid("max_connections must be between 1 and 10000000");
+        }
         if self.backlog == 0 || self.backlog > 65_535 {
             return invalid("backlog must be between 1 and 65535");
+        }
+        if self.fd_cache_lifetime > Duration::from_secs(86_400) || self.file_info_lifetime > Duration::from_secs(86_400) {
+            return invalid("file cache lifetimes must be at most 1 day");
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::buffer::InBuf;
 use crate::deferred::{Answer, ConnRef, DeferredShared};
+use crate::file::FileCtx;
 use crate::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::compose::{compose_error, compose_head, BodyLength, ComposeEnv, RequestMeta};
@@ -17,6 +18,8 @@ use crate::out::{write_now_or_queue, OutQueue};
 use crate::stream::StreamOut;
 use crate::http::head::{self, Framing, Reject, MAX_HEADERS};
 use crate::http::percent;
+use crate::log::{Level, LogRequest, LogStart};
+use crate::stats::bump;
 use crate::timer::Deadline;
 use crate::worker::WorkerCtx;
 
@@ -79,11 +82,16 @@ pub(crate) struct Waiting {
     pub stream: Option<StreamOut>,
     /// Body bytes posted by the handle and not yet released to it.
     pub unacked: usize,
+    /// The status sent (0 until the head is), and body bytes so far.
+    pub status: u16,
+    pub body_bytes: u64,
+    /// The access-log line's request part, when logging.
+    pub log: Option<LogStart>,
 }
 
 impl Waiting {
     pub fn new(shared: Arc<DeferredShared>, meta: RequestMeta, stream: Option<StreamOut>) -> Waiting {
-        Waiting { shared, meta, stream, unacked: 0 }
+        Waiting { shared, meta, stream, unacked: 0, status: 0, body_bytes: 0, log: None }
     }
 }
 
@@ -176,7 +184,7 @@ impl ConnState {
     /// `Err(bytes needed in all)` when it is incomplete (0 if unknown).
     fn handle_one(&mut self, buf: &[u8], ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> Result<usize, usize> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let (req, info) = match head::parse(buf, &mut headers, &ctx.head_limits) {
+        let (req, info) = match head::parse(buf, &mut headers, &ctx.settings.head_limits) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Err(0),
             Err(Reject(status)) => return Ok(self.reject(status, buf.len(), ctx, out)),
@@ -185,7 +193,7 @@ impl ConnState {
         let (body, used): (&[u8], usize) = match info.framing {
             Framing::Empty => (&[], head_len),
             Framing::Length(n) => {
-                if n > ctx.max_body_size {
+                if n > ctx.settings.max_body_size {
                     return Ok(self.reject(413, buf.len(), ctx, out));
                 }
                 let end = head_len + n as usize;
@@ -198,7 +206,7 @@ impl ConnState {
             Framing::Chunked => {
                 let partial = self.partial.get_or_insert_with(|| PartialBody { continue_sent: false, chunked: None });
                 let (decoder, raw_done) =
-                    partial.chunked.get_or_insert_with(|| (ChunkedDecoder::new(ctx.max_body_size), 0));
+                    partial.chunked.get_or_insert_with(|| (ChunkedDecoder::new(ctx.settings.max_body_size), 0));
                 match decoder.decode(&buf[head_len + *raw_done..], &mut self.body) {
                     Ok((n, done)) => {
                         *raw_done += n;
@@ -223,19 +231,21 @@ impl ConnState {
         if percent::decode_path_into(raw_path, &mut ctx.path_buf).is_err() {
             return Ok(self.reject(400, buf.len(), ctx, out));
         }
+        let fields: &[httparse::Header<'_>] = req.headers;
         let request = Request {
             method: req.method.unwrap_or("").as_bytes(),
             target,
             path: &ctx.path_buf,
             query,
             minor_version: info.minor,
-            headers: req.headers,
+            headers: fields,
             body,
             peer: self.peer,
             peer_ip: self.peer_text.as_bytes(),
             worker_index: ctx.index,
         };
-        let env = ComposeEnv { date: ctx.date.get(), server_line: &ctx.server_line };
+        let settings = ctx.settings.clone();
+        let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
         let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
         let mut response = Response {
             out,
@@ -243,31 +253,76 @@ impl ConnState {
             stream: &self.stream,
             env,
             meta,
+            shutting_down: ctx.shared.shutdown_flag(),
             outcome: Outcome::Pending,
             defer_slot: DeferSlot {
                 mailbox: &ctx.mailbox,
                 conn: self.conn_ref,
                 waiting: &mut self.waiting,
-                high_water: ctx.stream_high_water,
+                high_water: settings.stream_high_water,
             },
+            status: 0,
+            body_bytes: 0,
+            file: FileCtx { files: &mut ctx.files, method: request.method, headers: fields },
         };
-        ctx.handler.handle(&request, &mut response);
-        let outcome = response.outcome;
-        match outcome {
-            Outcome::Answered { close } => self.close_after_flush |= close,
-            Outcome::Deferred => {}
+        // A path under a static mount is served by the engine, without the
+        // handler; a panicking handler costs its connection, never the worker.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !response.serve_static(raw_path, query) {
+                settings.handler.handle(&request, &mut response);
+            }
+        }));
+        let (outcome, status, body_bytes) = (response.outcome, response.status, response.body_bytes);
+        let stats = &ctx.stats;
+        bump(&stats.requests, 1);
+        let log_request = ctx.access.as_ref().map(|_| LogRequest {
+            peer: self.peer_text.as_bytes(),
+            method: request.method,
+            target: request.target,
+            minor: info.minor,
+            referer: request.header("referer"),
+            user_agent: request.header("user-agent"),
+        });
+        if let Err(panic) = run {
+            settings.log_error(Level::Error, &format!("handler panicked: {}", panic_message(&*panic)));
+        }
+        let final_status = match outcome {
+            Outcome::Answered { close } => {
+                self.close_after_flush |= close;
+                Some(status)
+            }
+            Outcome::Deferred => {
+                if let (Some(access), Some(lr), Some(w)) = (ctx.access.as_mut(), &log_request, self.waiting.as_mut()) {
+                    let mut start = LogStart { head: Vec::new(), tail: Vec::new() };
+                    access.start(lr, &mut start.head, &mut start.tail);
+                    w.log = Some(start);
+                }
+                None
+            }
             // A stream left open without a handle to finish it cannot end well.
-            Outcome::Broken | Outcome::Streaming(_) => self.close_after_flush = true,
-            Outcome::Pending => {
-                // A handler that neither answered nor deferred is a bug in it;
-                // the client still gets an answer.
-                compose_error(out, &env_of(ctx), 500);
+            Outcome::Broken | Outcome::Streaming(_) => {
                 self.close_after_flush = true;
+                (status != 0).then_some(status)
+            }
+            Outcome::Pending => {
+                // A handler that neither answered nor deferred (or panicked
+                // first) is a bug in it; the client still gets an answer.
+                compose_error(out, &env, 500);
+                self.close_after_flush = true;
+                Some(500)
+            }
+        };
+        if let Some(status) = final_status {
+            stats.response(status);
+            if ctx.draining {
+                ctx.finished_while_draining += 1;
+            }
+            if let (Some(access), Some(lr)) = (ctx.access.as_mut(), &log_request) {
+                access.record(lr, status, if status == 500 && outcome_is_pending(outcome) { 0 } else { body_bytes });
             }
         }
         self.partial = None;
         self.body.clear();
-        ctx.requests += 1;
         Ok(used)
     }
 
@@ -288,40 +343,65 @@ impl ConnState {
         self.close_after_flush = true;
         self.partial = None;
         self.body.clear();
-        ctx.parse_errors += 1;
+        bump(&ctx.stats.parse_errors, 1);
+        bump(&ctx.stats.requests, 1);
+        ctx.stats.response(status);
         rest
     }
 }
 
 fn env_of(ctx: &WorkerCtx) -> ComposeEnv<'_> {
-    ComposeEnv { date: ctx.date.get(), server_line: &ctx.server_line }
+    ComposeEnv { date: ctx.date.get(), server_line: &ctx.settings.server_line }
+}
+
+fn outcome_is_pending(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::Pending)
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 impl ConnState {
     /// Applies one answer posted by a `Deferred`. Returns false when the
     /// connection must be closed at once.
-    pub fn apply(&mut self, answer: Answer, ctx: &WorkerCtx, out: &mut Vec<u8>) -> bool {
+    pub fn apply(&mut self, answer: Answer, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> bool {
         let Some(waiting) = self.waiting.as_mut() else { return true };
-        let env = env_of(ctx);
-        match answer {
+        // An answer that arrives while shutting down closes its connection
+        // (also when this worker has not polled since shutdown began).
+        waiting.meta.keep_alive &= !(ctx.draining || ctx.shared.is_shutting_down());
+        let settings = ctx.settings.clone();
+        let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
+        let (ok, finished) = match answer {
             Answer::Full { status, headers, body } => {
                 let len = body.as_ref().len() as u64;
                 let Ok(composed) = compose_head(out, &env, status, headers.iter(), BodyLength::Known(len), waiting.meta)
                 else {
                     return false;
                 };
-                let body = if composed.omit_body { None } else { Some(body) };
+                waiting.status = status;
+                let body = if composed.omit_body {
+                    None
+                } else {
+                    waiting.body_bytes = len;
+                    Some(body)
+                };
                 self.close_after_flush |= composed.close;
-                self.waiting = None;
-                write_now_or_queue(&self.stream, &mut self.backlog, out, body, b"")
+                (write_now_or_queue(&self.stream, &mut self.backlog, out, body, b""), true)
             }
             Answer::Start { status, headers, length } => {
                 let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
                 let Ok(composed) = compose_head(out, &env, status, headers.iter(), framing, waiting.meta) else {
                     return false;
                 };
+                waiting.status = status;
                 waiting.stream = Some(StreamOut::new(framing, composed, waiting.meta.minor));
-                write_now_or_queue(&self.stream, &mut self.backlog, out, None, b"")
+                (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), false)
             }
             Answer::Data(data) => {
                 let Some(stream) = waiting.stream.as_mut() else { return false };
@@ -333,30 +413,42 @@ impl ConnState {
                 if !stream.sends_body() {
                     return true;
                 }
+                waiting.body_bytes += len as u64;
                 let suffix = stream.data_suffix(len);
-                write_now_or_queue(&self.stream, &mut self.backlog, out, Some(data), suffix)
+                (write_now_or_queue(&self.stream, &mut self.backlog, out, Some(data), suffix), false)
             }
             Answer::End => {
                 let Some(stream) = waiting.stream.as_mut() else { return false };
                 match stream.finish(out) {
                     Ok(close) => {
                         self.close_after_flush |= close || stream.close_after;
-                        self.waiting = None;
-                        write_now_or_queue(&self.stream, &mut self.backlog, out, None, b"")
+                        (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
                     }
-                    Err(_) => false,
+                    Err(_) => return false,
                 }
             }
             Answer::Abort => {
                 if waiting.stream.is_some() {
                     return false;
                 }
-                self.waiting = None;
                 compose_error(out, &env, 500);
+                waiting.status = 500;
                 self.close_after_flush = true;
-                write_now_or_queue(&self.stream, &mut self.backlog, out, None, b"")
+                (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+            }
+        };
+        if finished {
+            if let Some(w) = self.waiting.take() {
+                ctx.stats.response(w.status);
+                if ctx.draining {
+                    ctx.finished_while_draining += 1;
+                }
+                if let (Some(access), Some(start)) = (ctx.access.as_mut(), &w.log) {
+                    access.finish(start, w.status, w.body_bytes);
+                }
             }
         }
+        ok
     }
 
     /// Tells a streaming handle how much of what it posted has left the socket.
@@ -368,5 +460,15 @@ impl ConnState {
                 w.unacked = pending;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// An idle connection costs its slot and nothing else (its buffers are
+    /// given back), so the slot's size bounds the memory per idle connection.
+    #[test]
+    fn an_idle_connection_slot_stays_under_half_a_kib() {
+        assert!(std::mem::size_of::<Option<super::Conn>>() <= 512, "{}", std::mem::size_of::<Option<super::Conn>>());
     }
 }

@@ -2,12 +2,14 @@
 //! `Response` it answers through.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 
 use crate::conn::Waiting;
 use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox};
+use crate::file::FileCtx;
 use crate::http::compose::{compose_head, BodyLength, ComposeEnv, ComposeError, RequestMeta};
 use crate::out::OutQueue;
 use crate::payload::Payload;
@@ -77,6 +79,11 @@ pub enum RespondError {
     NotStreaming,
     /// A stream broke its declared Content-Length; the connection is closed.
     LengthMismatch,
+    /// `respond_file`: the path is missing, a directory, not a regular file or
+    /// not readable; nothing was sent and the request may be answered again.
+    FileUnavailable(std::io::ErrorKind),
+    /// The call is only available inside the handler call (`respond_file`).
+    OnlyInHandler,
 }
 
 impl From<ComposeError> for RespondError {
@@ -121,11 +128,29 @@ pub struct Response<'a> {
     pub(crate) stream: &'a TcpStream,
     pub(crate) env: ComposeEnv<'a>,
     pub(crate) meta: RequestMeta,
+    /// The server's shutdown flag: once set, answers close their connection.
+    pub(crate) shutting_down: &'a AtomicBool,
     pub(crate) outcome: Outcome,
     pub(crate) defer_slot: DeferSlot<'a>,
+    /// The status sent, for the counters and the access log (0: none yet).
+    pub(crate) status: u16,
+    /// Body bytes sent so far.
+    pub(crate) body_bytes: u64,
+    /// For file answers: the worker's static files and the request's method and fields.
+    pub(crate) file: FileCtx<'a>,
 }
 
 impl Response<'_> {
+    /// The request's meta as of now: shutdown may have begun while the handler
+    /// ran (the worker learns of it only when it next polls), and then the
+    /// answer must say it closes.
+    fn meta_now(&mut self) -> RequestMeta {
+        if self.meta.keep_alive && self.shutting_down.load(Ordering::Relaxed) {
+            self.meta.keep_alive = false;
+        }
+        self.meta
+    }
+
     fn check_fresh(&self) -> Result<(), RespondError> {
         match self.outcome {
             Outcome::Pending => Ok(()),
@@ -141,9 +166,12 @@ impl Response<'_> {
         I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
     {
         self.check_fresh()?;
-        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), self.meta)?;
+        let meta = self.meta_now();
+        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
+        self.status = status;
         if !composed.omit_body {
+            self.body_bytes = body.len() as u64;
             self.put_body(body, b"")?;
         }
         Ok(())
@@ -157,9 +185,12 @@ impl Response<'_> {
     {
         self.check_fresh()?;
         let len = body.as_ref().len() as u64;
-        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(len), self.meta)?;
+        let meta = self.meta_now();
+        let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(len), meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
+        self.status = status;
         if !composed.omit_body {
+            self.body_bytes = len;
             self.put_payload(body, b"")?;
         }
         Ok(())
@@ -173,10 +204,11 @@ impl Response<'_> {
     {
         self.check_fresh()?;
         let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
-        let composed = compose_head(self.out, &self.env, status, headers, framing, self.meta)?;
-        let mut stream = StreamOut::new(framing, composed, self.meta.minor);
-        stream.close_after = composed.close;
+        let meta = self.meta_now();
+        let composed = compose_head(self.out, &self.env, status, headers, framing, meta)?;
+        let stream = StreamOut::new(framing, composed, self.meta.minor);
         self.outcome = Outcome::Streaming(stream);
+        self.status = status;
         Ok(())
     }
 
@@ -185,6 +217,7 @@ impl Response<'_> {
         let mut stream = self.streaming()?;
         let suffix = self.frame(&mut stream, data.len())?;
         if stream.sends_body() {
+            self.body_bytes += data.len() as u64;
             self.put_body(data, suffix)?;
         }
         Ok(())
@@ -195,6 +228,7 @@ impl Response<'_> {
         let mut stream = self.streaming()?;
         let suffix = self.frame(&mut stream, data.as_ref().len())?;
         if stream.sends_body() {
+            self.body_bytes += data.as_ref().len() as u64;
             self.put_payload(data, suffix)?;
         }
         Ok(())
@@ -226,7 +260,10 @@ impl Response<'_> {
             _ => return Err(RespondError::AlreadyAnswered),
         };
         let shared = DeferredShared::new(self.defer_slot.high_water);
-        *self.defer_slot.waiting = Some(Waiting::new(shared.clone(), self.meta, stream));
+        let mut waiting = Waiting::new(shared.clone(), self.meta, stream);
+        waiting.status = self.status;
+        waiting.body_bytes = self.body_bytes;
+        *self.defer_slot.waiting = Some(waiting);
         self.outcome = Outcome::Deferred;
         let remaining = stream.map(|s| s.remaining());
         Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining))

@@ -1,10 +1,17 @@
 //! A connection's pending output: what the socket has not taken yet, as a queue
-//! of segments so that borrowed-with-release bodies go out without a copy.
+//! of segments, so that borrowed-with-release bodies go out without a copy and
+//! file bodies go out with `sendfile`. Bytes just before a file segment are
+//! sent with `MSG_MORE`, so a response head and the first bytes of its file
+//! share a packet.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, IoSlice, Write};
+use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use crate::payload::Payload;
+use crate::sys::sendfile;
 
 /// One piece of pending output.
 pub(crate) enum Segment {
@@ -12,14 +19,22 @@ pub(crate) enum Segment {
     Owned(Vec<u8>),
     /// A caller's buffer, released when written or dropped.
     Payload(Payload),
+    /// `remaining` bytes of a file from `offset`, sent with `sendfile`.
+    File { file: Arc<File>, offset: u64, remaining: u64 },
 }
 
 impl Segment {
+    /// The bytes of a byte segment; empty for a file segment.
     fn bytes(&self) -> &[u8] {
         match self {
             Segment::Owned(v) => v,
             Segment::Payload(p) => p.as_ref(),
+            Segment::File { .. } => &[],
         }
+    }
+
+    fn is_file(&self) -> bool {
+        matches!(self, Segment::File { .. })
     }
 }
 
@@ -30,6 +45,8 @@ pub(crate) struct OutQueue {
     /// Bytes of the front segment already written.
     front_done: usize,
     len: usize,
+    /// Bytes written to the socket since `take_written` was last called.
+    written: u64,
 }
 
 /// How many segments one `writev` takes at most.
@@ -69,17 +86,59 @@ impl OutQueue {
         self.segments.push_back(Segment::Payload(payload));
     }
 
+    /// Appends `len` bytes of `file` from `offset`, sent with `sendfile`.
+    pub fn push_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        if len > 0 {
+            self.len += len as usize;
+            self.segments.push_back(Segment::File { file, offset, remaining: len });
+        }
+    }
+
     /// Writes as much as the socket takes. `Ok(true)` when the queue is empty.
+    /// An error (the peer is gone, or a file shrank while being sent) means
+    /// the connection must close.
     pub fn flush(&mut self, stream: &mio::net::TcpStream) -> io::Result<bool> {
         while self.len > 0 {
-            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (i, seg) in self.segments.iter().take(MAX_IOVECS).enumerate() {
-                let bytes = if i == 0 { &seg.bytes()[self.front_done..] } else { seg.bytes() };
-                slices[count] = IoSlice::new(bytes);
-                count += 1;
-            }
-            match (&*stream).write_vectored(&slices[..count]) {
+            let file_next = self.segments.get(1).is_some_and(Segment::is_file);
+            let step = match self.segments.front_mut() {
+                Some(Segment::File { file, offset, remaining }) => {
+                    let want = (*remaining).min(1 << 30) as usize;
+                    match sendfile::sendfile(stream.as_fd(), file.as_fd(), offset, want) {
+                        Ok(0) => {
+                            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"))
+                        }
+                        Ok(n) => {
+                            *remaining -= n as u64;
+                            if *remaining == 0 {
+                                self.segments.pop_front();
+                            }
+                            self.len -= n;
+                            self.written += n as u64;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ if file_next => {
+                    // The head before a file: hold the packet for the file's bytes.
+                    let front = &self.segments[0].bytes()[self.front_done..];
+                    sendfile::send(stream.as_fd(), front, true)
+                }
+                _ => {
+                    let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+                    let mut count = 0;
+                    for (i, seg) in self.segments.iter().take(MAX_IOVECS).enumerate() {
+                        if seg.is_file() {
+                            break;
+                        }
+                        let bytes = if i == 0 { &seg.bytes()[self.front_done..] } else { seg.bytes() };
+                        slices[count] = IoSlice::new(bytes);
+                        count += 1;
+                    }
+                    (&*stream).write_vectored(&slices[..count])
+                }
+            };
+            match step {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -90,7 +149,13 @@ impl OutQueue {
         Ok(true)
     }
 
+    /// Bytes written since the last call (for the byte counters).
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
+    }
+
     fn advance(&mut self, mut n: usize) {
+        self.written += n as u64;
         self.len -= n;
         while n > 0 {
             let Some(front) = self.segments.front() else { break };
@@ -159,6 +224,7 @@ pub(crate) fn write_now_or_queue(
             out.clear();
             return false;
         };
+        queue.written += done.iter().sum::<usize>() as u64;
         let body_left = body_bytes.len() - done[1];
         queue.push_copy(&out[done[0]..]);
         if let Some(p) = body {
@@ -193,6 +259,7 @@ pub(crate) fn write_borrowed(
             out.clear();
             return false;
         };
+        queue.written += done.iter().sum::<usize>() as u64;
         queue.push_copy(&out[done[0]..]);
         queue.push_copy(&body[done[1]..]);
         queue.push_copy(&suffix[done[2]..]);

@@ -10,19 +10,22 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::buffer::InBuf;
-use crate::config::Config;
 use crate::conn::{Conn, ConnState, Stop};
 use crate::deferred::{ConnRef, Mailbox, Message};
-use crate::handler::Handler;
+use crate::file::StaticFiles;
 use crate::http::compose::{compose_error, ComposeEnv};
 use crate::http::date::DateCache;
-use crate::http::head::HeadLimits;
+use crate::log::{AccessBuffer, Level};
 use crate::out::write_now_or_queue;
 use crate::server::Shared;
+use crate::settings::Settings;
+use crate::stats::{bump, WorkerStats};
 use crate::timer::{CoarseClock, Deadline, Wait};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+/// The file watcher (inotify) of the worker's static-file caches.
+const FILE_WATCH: Token = Token(usize::MAX - 3);
 /// Reads land here first; a connection gets its own buffer only for a request
 /// that did not arrive whole.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -33,28 +36,28 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_DISCARD_MAX: usize = 256 * 1024;
 
 /// The per-worker context the connection code reaches the shared machinery
-/// through: handler, limits, date, mailbox, scratch for the decoded path, counters.
+/// through: the settings snapshot, date, mailbox, counters, access-log buffer,
+/// scratch for the decoded path.
 pub(crate) struct WorkerCtx {
     pub index: usize,
-    pub handler: Arc<dyn Handler>,
-    pub head_limits: HeadLimits,
-    pub max_body_size: u64,
-    pub server_line: Vec<u8>,
+    pub settings: Arc<Settings>,
+    /// Which reload `settings` came from.
+    pub generation: u64,
     pub date: DateCache,
+    /// Mounts, fd and file-info caches of this worker.
+    pub files: StaticFiles,
     pub path_buf: Vec<u8>,
     pub mailbox: Arc<Mailbox>,
-    pub stream_high_water: usize,
+    pub stats: Arc<WorkerStats>,
+    /// Formatted access-log lines, when the access log is on.
+    pub access: Option<AccessBuffer>,
     /// Shutting down: responses close their connections.
     pub draining: bool,
-    pub requests: u64,
-    pub parse_errors: u64,
-}
-
-struct Timeouts {
-    header: Duration,
-    idle: Duration,
-    body: Duration,
-    write: Duration,
+    /// Requests answered after shutdown began.
+    pub finished_while_draining: u64,
+    /// For the shutdown flag, which answers read when composed: the worker
+    /// itself learns of shutdown only when it next polls.
+    pub shared: Arc<Shared>,
 }
 
 /// A worker before it runs: created by `start` so that bind errors surface there.
@@ -69,7 +72,6 @@ pub(crate) struct Worker {
     out: Vec<u8>,
     inbox: Vec<Message>,
     ctx: WorkerCtx,
-    timeouts: Timeouts,
     clock: CoarseClock,
     shared: Arc<Shared>,
     accept_paused: bool,
@@ -78,14 +80,16 @@ pub(crate) struct Worker {
 impl Worker {
     pub fn new(
         index: usize,
-        config: &Config,
         mut listener: TcpListener,
         shared: Arc<Shared>,
+        stats: Arc<WorkerStats>,
     ) -> io::Result<(Worker, Arc<Mailbox>)> {
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
-        let handler = config.handler.clone().expect("validated config has a handler");
+        let (settings, generation) = shared.current_settings();
+        let access = settings.access_log.as_ref().map(|_| AccessBuffer::default());
+        let files = StaticFiles::new(shared.files.clone(), index, poll.registry().try_clone().ok(), FILE_WATCH);
         let worker = Worker {
             poll,
             listener: Some(listener),
@@ -98,23 +102,17 @@ impl Worker {
             inbox: Vec::new(),
             ctx: WorkerCtx {
                 index,
-                handler,
-                head_limits: config.head_limits(),
-                max_body_size: config.max_body_size,
-                server_line: crate::http::compose::server_line(&config.server_name),
+                settings,
+                generation,
                 date: DateCache::default(),
+                files,
                 path_buf: Vec::with_capacity(256),
                 mailbox: mailbox.clone(),
-                stream_high_water: config.stream_high_water,
+                stats,
+                access,
                 draining: false,
-                requests: 0,
-                parse_errors: 0,
-            },
-            timeouts: Timeouts {
-                header: config.header_timeout,
-                idle: config.idle_timeout,
-                body: config.body_timeout,
-                write: config.write_timeout,
+                finished_while_draining: 0,
+                shared: shared.clone(),
             },
             clock: CoarseClock::new(),
             shared,
@@ -123,10 +121,17 @@ impl Worker {
         Ok((worker, mailbox))
     }
 
+    /// The state shared with the server.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Runs the loop until shutdown has drained every connection.
     pub fn run(mut self) {
         self.ctx.mailbox.set_worker_thread();
-        // A shutdown may have been asked before this thread started.
+        self.shared.worker_running(self.ctx.index, true);
+        // A reload or shutdown may have been asked before this thread started.
+        self.check_settings();
         self.check_shutdown();
         let mut events = Events::with_capacity(1024);
         loop {
@@ -141,31 +146,81 @@ impl Worker {
             }
             self.ctx.date.refresh();
             let new_second = self.clock.tick();
+            // File changes first: a request that follows a change must see it.
+            if events.iter().any(|e| e.token() == FILE_WATCH) {
+                self.ctx.files.on_watch_event();
+            }
             for event in events.iter() {
                 match event.token() {
+                    FILE_WATCH => {}
                     LISTENER => self.accept_all(),
                     WAKER => self.read_mailbox(),
-                    Token(i) => self.on_conn_event(i, event.is_readable(), event.is_writable()),
+                    Token(i) => self.contained(i, |w| w.on_conn_event(i, event.is_readable(), event.is_writable())),
                 }
             }
             if new_second {
                 self.sweep();
+                self.flush_access_log();
+            } else if self.ctx.access.as_ref().is_some_and(|a| a.lines.len() >= 64 * 1024) {
+                self.flush_access_log();
             }
         }
         // Whatever is left at the deadline is cut; pending handles learn it.
+        let cut = self.live as u64;
         self.conns.clear();
+        bump(&self.ctx.stats.closed, cut);
         self.live = 0;
         self.ctx.mailbox.close();
+        self.flush_access_log();
+        self.shared.worker_report(self.ctx.finished_while_draining, cut);
+        self.shared.worker_running(self.ctx.index, false);
+    }
+
+    /// Runs `f` for connection `index`; a panic in the engine's own code costs
+    /// that connection only, and is reported to the error log.
+    fn contained(&mut self, index: usize, f: impl FnOnce(&mut Worker)) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if let Err(panic) = result {
+            let message = crate::conn::panic_message(&*panic);
+            self.ctx.settings.log_error(Level::Error, &format!("worker {}: panic contained: {message}", self.ctx.index));
+            self.out.clear();
+            self.scratch.clear();
+            self.close(index);
+        }
+    }
+
+    fn flush_access_log(&mut self) {
+        if let (Some(buffer), Some(log)) = (self.ctx.access.as_mut(), self.ctx.settings.access_log.as_ref()) {
+            if !buffer.lines.is_empty() {
+                log.write(&buffer.lines);
+                buffer.lines.clear();
+            }
+        }
+    }
+
+    /// Takes a newer settings snapshot after a reload and acknowledges it.
+    fn check_settings(&mut self) {
+        let (settings, generation) = self.shared.current_settings();
+        if generation == self.ctx.generation {
+            return;
+        }
+        self.flush_access_log();
+        self.ctx.access = settings.access_log.as_ref().map(|_| self.ctx.access.take().unwrap_or_default());
+        self.ctx.settings = settings;
+        self.ctx.generation = generation;
+        self.shared.acknowledge(self.ctx.index, generation);
     }
 
     fn read_mailbox(&mut self) {
         let mut inbox = std::mem::take(&mut self.inbox);
         let poked = self.ctx.mailbox.take(&mut inbox);
         if poked {
+            self.check_settings();
             self.check_shutdown();
         }
         for message in inbox.drain(..) {
-            self.deliver(message);
+            let index = message.conn.index;
+            self.contained(index, |w| w.deliver(message));
         }
         self.inbox = inbox;
     }
@@ -178,13 +233,14 @@ impl Worker {
         if conn.state.conn_ref.id != id {
             return;
         }
-        let ok = conn.state.apply(message.answer, &self.ctx, &mut self.out);
+        let ok = conn.state.apply(message.answer, &mut self.ctx, &mut self.out);
         self.out.clear();
         if !ok {
             self.close(index);
             return;
         }
         conn.state.acknowledge_written();
+        bump(&self.ctx.stats.bytes_out, conn.state.backlog.take_written());
         self.drive(index);
     }
 
@@ -213,8 +269,14 @@ impl Worker {
         }
         loop {
             let Some(listener) = &self.listener else { return };
+            if !self.shared.open_connection(self.ctx.settings.max_connections) {
+                // At the limit: new connections wait in the backlog until one closes.
+                self.accept_paused = true;
+                return;
+            }
             match listener.accept() {
                 Ok((mut stream, peer)) => {
+                    bump(&self.ctx.stats.accepted, 1);
                     let _ = stream.set_nodelay(true);
                     let index = self.free.pop().unwrap_or_else(|| {
                         self.conns.push(None);
@@ -222,24 +284,37 @@ impl Worker {
                     });
                     if self.poll.registry().register(&mut stream, Token(index), Interest::READABLE).is_err() {
                         self.free.push(index);
+                        self.shared.close_connection();
+                        bump(&self.ctx.stats.closed, 1);
                         continue;
                     }
                     self.next_conn_id += 1;
                     let mut conn = Conn::new(stream, peer, ConnRef { index, id: self.next_conn_id });
-                    conn.state.deadline = Deadline { at: self.clock.after(self.timeouts.header), wait: Wait::Head };
+                    conn.state.deadline =
+                        Deadline { at: self.clock.after(self.ctx.settings.timeouts.header), wait: Wait::Head };
                     self.conns[index] = Some(conn);
                     self.live += 1;
                     // The request often arrived with the connection.
-                    self.drive(index);
+                    self.contained(index, |w| w.drive(index));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_transient_accept_error(&e) => {}
-                Err(_) => {
-                    // Out of descriptors or memory: retry on the next sweep
-                    // instead of spinning.
-                    self.accept_paused = true;
-                    return;
+                Err(e) => {
+                    self.shared.close_connection();
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return,
+                        io::ErrorKind::Interrupted => {}
+                        _ if is_transient_accept_error(&e) => {}
+                        _ => {
+                            // Out of descriptors or memory: existing connections
+                            // go on; accepting retries on the next sweep or when
+                            // a connection closes, instead of spinning.
+                            self.ctx.settings.log_error(
+                                Level::Warning,
+                                &format!("worker {}: accept failed, pausing: {e}", self.ctx.index),
+                            );
+                            self.accept_paused = true;
+                            return;
+                        }
+                    }
                 }
             }
         }
@@ -264,7 +339,10 @@ impl Worker {
     /// Reads, handles and writes until the socket has nothing more or the
     /// connection must wait (backlog, deferred answer, close).
     fn drive(&mut self, index: usize) {
-        let Worker { conns, scratch, out, ctx, clock, timeouts, .. } = self;
+        let Worker { conns, scratch, out, ctx, clock, .. } = self;
+        let timeouts = ctx.settings.timeouts;
+        let max_head = ctx.settings.head_limits.max_head_bytes;
+        let max_body = ctx.settings.max_body_size as usize;
         let Some(Some(conn)) = conns.get_mut(index) else { return };
         let mut eof = false;
         let mut stop = if conn.state.close_after_flush {
@@ -290,7 +368,7 @@ impl Worker {
             let own = !conn.input.is_empty();
             let buf: &mut InBuf = if own { &mut conn.input } else { scratch };
             if buf.spare().is_empty() {
-                let limit = ctx.head_limits.max_head_bytes + ctx.max_body_size as usize + SCRATCH_SIZE;
+                let limit = max_head + max_body + SCRATCH_SIZE;
                 if buf.capacity() >= limit {
                     // Only chunk overhead can take a request past the limits.
                     compose_error(out, &env(ctx), 413);
@@ -301,7 +379,10 @@ impl Worker {
             }
             match (&conn.state.stream).read(buf.spare()) {
                 Ok(0) => eof = true,
-                Ok(n) => buf.advance(n),
+                Ok(n) => {
+                    buf.advance(n);
+                    bump(&ctx.stats.bytes_in, n as u64);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -330,11 +411,12 @@ impl Worker {
         // While an answer is deferred, watch for the client going away
         // (buffering what it pipelines, up to the head limit).
         if stop == Stop::Waiting && !eof {
-            eof = watch_while_waiting(conn, ctx.head_limits.max_head_bytes);
+            eof = watch_while_waiting(conn, max_head);
         }
 
         write_out(&mut conn.state, out);
         conn.state.acknowledge_written();
+        bump(&ctx.stats.bytes_out, conn.state.backlog.take_written());
         if eof {
             conn.state.close_after_flush = true;
         }
@@ -386,9 +468,10 @@ impl Worker {
             return false;
         };
         if state.backlog.len() < before {
-            state.deadline = Deadline { at: self.clock.after(self.timeouts.write), wait: Wait::Write };
+            state.deadline = Deadline { at: self.clock.after(self.ctx.settings.timeouts.write), wait: Wait::Write };
         }
         state.acknowledge_written();
+        bump(&self.ctx.stats.bytes_out, state.backlog.take_written());
         if empty {
             self.set_write_interest(index, false);
         }
@@ -444,6 +527,13 @@ impl Worker {
             if slot.take().is_some() {
                 self.free.push(index);
                 self.live -= 1;
+                bump(&self.ctx.stats.closed, 1);
+                self.shared.close_connection();
+                if self.accept_paused {
+                    // Below the connection limit again: take what waits.
+                    self.accept_paused = false;
+                    self.accept_all();
+                }
             }
         }
     }
@@ -454,6 +544,10 @@ impl Worker {
         for i in 0..self.conns.len() {
             let expired = matches!(&self.conns[i], Some(c) if c.state.deadline.expired(now));
             if expired {
+                let lingering = matches!(&self.conns[i], Some(c) if c.state.deadline.wait == Wait::Linger);
+                if !lingering {
+                    bump(&self.ctx.stats.timed_out, 1);
+                }
                 self.close(i);
             }
         }
@@ -461,11 +555,12 @@ impl Worker {
             self.accept_paused = false;
             self.accept_all();
         }
+        self.ctx.files.sweep();
     }
 }
 
 fn env(ctx: &WorkerCtx) -> ComposeEnv<'_> {
-    ComposeEnv { date: ctx.date.get(), server_line: &ctx.server_line }
+    ComposeEnv { date: ctx.date.get(), server_line: &ctx.settings.server_line }
 }
 
 /// Reads what a client sends while its answer is deferred; true on EOF or error.

@@ -1,8 +1,12 @@
 /*
  * The demo server of DESIGN.md in C: GET / -> "Hello, World!", POST /echo ->
- * the request body. Flags: --host H --port N --workers N.
- * Prints "listening on HOST:PORT" once it accepts connections; stops
- * gracefully on SIGTERM or SIGINT with exit status 0.
+ * the request body, PREFIX/... -> files under DIR for each --static PREFIX=DIR
+ * (served by the library's static mounts, not by this handler).
+ * Flags: --host H --port N --workers N --static PREFIX=DIR (repeatable)
+ * --access-log PATH. Prints "listening on HOST:PORT" once it accepts
+ * connections. Signals: SIGTERM/SIGINT stop it gracefully (10 s deadline,
+ * exit status 0), SIGHUP reloads its settings live, SIGUSR1 reopens the
+ * access log (rotation).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
@@ -51,7 +55,53 @@ static void handle(void *userdata, const warpcore_request *req, warpcore_respons
 }
 
 static void usage(const char *argv0) {
-    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N]\n", argv0);
+    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N] [--static PREFIX=DIR]... [--access-log PATH]\n",
+            argv0);
+}
+
+/* Sends the library's error log to stderr. */
+static void log_error(void *userdata, uint32_t level, const uint8_t *message, size_t len) {
+    (void)userdata;
+    static const char *names[] = {"error", "warning", "info"};
+    fprintf(stderr, "demo: %s: %.*s\n", level < 3 ? names[level] : "log", (int)len, (const char *)message);
+}
+
+#define MAX_MOUNTS 16
+
+/* What the flags say. */
+struct flags {
+    char listen[300];
+    long workers;
+    const char *access_log;
+    const char *mounts[MAX_MOUNTS];
+    int mount_count;
+};
+
+/* The settings the flags describe; used at start and on every SIGHUP. */
+static warpcore_result make_config(const struct flags *f, warpcore_config **out) {
+    warpcore_config *config = NULL;
+    warpcore_result r = warpcore_config_new(&config);
+    if (r != WARPCORE_RESULT_OK) return r;
+    if ((r = warpcore_config_set_listen(config, (const uint8_t *)f->listen, strlen(f->listen))) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_workers(config, (uint32_t)f->workers)) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_error_log(config, log_error, NULL)) != WARPCORE_RESULT_OK ||
+        (f->access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)f->access_log,
+                                                                   strlen(f->access_log))) != WARPCORE_RESULT_OK)) {
+        warpcore_config_free(config);
+        return r;
+    }
+    for (int m = 0; m < f->mount_count; m++) {
+        const char *eq = strchr(f->mounts[m], '=');
+        r = warpcore_config_add_static(config, (const uint8_t *)f->mounts[m], (size_t)(eq - f->mounts[m]),
+                                       (const uint8_t *)(eq + 1), strlen(eq + 1));
+        if (r != WARPCORE_RESULT_OK) {
+            warpcore_config_free(config);
+            return r;
+        }
+    }
+    *out = config;
+    return WARPCORE_RESULT_OK;
 }
 
 static int fail(const char *what, warpcore_result r) {
@@ -63,7 +113,8 @@ static int fail(const char *what, warpcore_result r) {
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
-    long port = 8080, workers = 0;
+    long port = 8080;
+    struct flags f = {.workers = 0};
     for (int i = 1; i < argc; i++) {
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -72,9 +123,14 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--port") && value) {
             port = strtol(value, &end, 10);
             if (*end || port < 0 || port > 65535) { usage(argv[0]); return 2; }
+        } else if (!strcmp(argv[i], "--access-log") && value) {
+            f.access_log = value;
         } else if (!strcmp(argv[i], "--workers") && value) {
-            workers = strtol(value, &end, 10);
-            if (*end || workers < 0 || workers > 1024) { usage(argv[0]); return 2; }
+            f.workers = strtol(value, &end, 10);
+            if (*end || f.workers < 0 || f.workers > 1024) { usage(argv[0]); return 2; }
+        } else if (!strcmp(argv[i], "--static") && value) {
+            if (f.mount_count == MAX_MOUNTS || !strchr(value, '=')) { usage(argv[0]); return 2; }
+            f.mounts[f.mount_count++] = value;
         } else {
             usage(argv[0]);
             return 2;
@@ -87,21 +143,16 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
+    sigaddset(&stop_signals, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
-    char listen[300];
     int bracket = strchr(host, ':') != NULL;
-    snprintf(listen, sizeof listen, bracket ? "[%s]:%ld" : "%s:%ld", host, port);
+    snprintf(f.listen, sizeof f.listen, bracket ? "[%s]:%ld" : "%s:%ld", host, port);
 
     warpcore_config *config = NULL;
-    warpcore_result r = warpcore_config_new(&config);
+    warpcore_result r = make_config(&f, &config);
     if (r != WARPCORE_RESULT_OK) return fail("config", r);
-    if ((r = warpcore_config_set_listen(config, (const uint8_t *)listen, strlen(listen))) != WARPCORE_RESULT_OK ||
-        (r = warpcore_config_set_workers(config, (uint32_t)workers)) != WARPCORE_RESULT_OK ||
-        (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK) {
-        warpcore_config_free(config);
-        return fail("config", r);
-    }
     warpcore_server *server = NULL;
     r = warpcore_server_start(config, &server);
     warpcore_config_free(config);
@@ -110,9 +161,23 @@ int main(int argc, char **argv) {
     printf(bracket ? "listening on [%s]:%u\n" : "listening on %s:%u\n", host, warpcore_server_port(server));
     fflush(stdout);
 
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    warpcore_server_shutdown(server, 5000);
+    for (;;) {
+        int sig = 0;
+        sigwait(&stop_signals, &sig);
+        if (sig == SIGHUP) {
+            /* Reload: the same flags, applied live to requests read from now on. */
+            warpcore_config *fresh = NULL;
+            r = make_config(&f, &fresh);
+            if (r == WARPCORE_RESULT_OK) r = warpcore_server_reload(server, fresh);
+            warpcore_config_free(fresh);
+            if (r != WARPCORE_RESULT_OK) fail("reload", r);
+        } else if (sig == SIGUSR1) {
+            if ((r = warpcore_server_reopen_logs(server)) != WARPCORE_RESULT_OK) fail("reopen logs", r);
+        } else {
+            break;
+        }
+    }
+    warpcore_server_shutdown(server, 10000);
     warpcore_server_free(server);
     return 0;
 }

@@ -34,6 +34,17 @@ pub(crate) fn try_slice<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// `try_slice` for an argument whose name must be built (`headers[3].value`):
+/// the name is formatted only when the slice is refused, so checking costs no
+/// allocation on the request path.
+pub(crate) fn try_slice_named<'a>(
+    ptr: *const u8,
+    len: usize,
+    what: impl FnOnce() -> String,
+) -> Result<&'a [u8], warpcore_result> {
+    try_slice(ptr, len, "").or_else(|_| try_slice(ptr, len, &what()))
+}
+
 /// A slice of `T` from `(ptr, count)`; NULL is allowed when `count` is 0.
 pub(crate) fn try_array<'a, T>(ptr: *const T, count: usize, what: &str) -> Result<&'a [T], warpcore_result> {
     if count == 0 {
@@ -57,4 +68,28 @@ pub(crate) fn write_out<T>(out: *mut T, value: T) {
 
 fn null(what: &str) -> warpcore_result {
     fail(warpcore_result::NullArgument, format!("{what} is NULL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        let mut buf = [0 as std::ffi::c_char; 128];
+        let n = super::super::result::warpcore_last_error_message(buf.as_mut_ptr(), buf.len());
+        let bytes: Vec<u8> = buf[..n.min(127)].iter().map(|&c| c as u8).collect();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn named_slice_builds_its_name_only_when_refused() {
+        let data = b"abc";
+        let ok = try_slice_named(data.as_ptr(), 3, || unreachable!("named on success"));
+        assert_eq!(ok, Ok(&data[..]));
+        assert_eq!(try_slice_named(std::ptr::null(), 0, || unreachable!("named on success")), Ok(&[][..]));
+
+        let refused = try_slice_named(std::ptr::null(), 5, || "headers[2].value".to_string());
+        assert_eq!(refused, Err(warpcore_result::NullArgument));
+        assert_eq!(last_error(), "headers[2].value is NULL");
+    }
 }

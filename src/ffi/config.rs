@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::cast::{try_mut, try_slice, write_out};
 use super::handler::{warpcore_handler_cb, CHandler};
+use super::log::{warpcore_access_log_cb, warpcore_error_log_cb, CAccessLog, CErrorLog};
+use crate::log::AccessLogTarget;
 use super::result::{fail, warpcore_result};
 use crate::config::Config;
 
@@ -173,6 +175,71 @@ pub extern "C" fn warpcore_config_set_stream_high_water(config: *mut warpcore_co
     ffi_boundary!({ update(config, |c| c.stream_high_water = bytes.min(usize::MAX as u64) as usize) })
 }
 
+/// Sets the most connections open at once across the server (default 16384).
+/// At the limit, accepting pauses (new connections wait in the listen backlog)
+/// until one closes.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_max_connections(config: *mut warpcore_config, connections: u32) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.max_connections = connections as usize) })
+}
+
+/// Logs every request in Apache combined format to the file at `path` (`len`
+/// bytes), appending; created when missing, opened when the server starts or
+/// reloads (a failure to open is reported there), reopened by
+/// `warpcore_server_reopen_logs`. Lines are buffered per worker and written at
+/// least once a second and at shutdown. An empty path (`len` 0) turns the
+/// access log off, the default.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_access_log_file(config: *mut warpcore_config, path: *const u8, len: usize) -> warpcore_result {
+    ffi_boundary!({
+        let bytes = match try_slice(path, len, "path") {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let target = if bytes.is_empty() {
+            None
+        } else {
+            use std::os::unix::ffi::OsStrExt;
+            Some(AccessLogTarget::File(std::ffi::OsStr::from_bytes(bytes).into()))
+        };
+        update(config, |c| c.access_log = target)
+    })
+}
+
+/// Logs every request in Apache combined format to `callback` instead of a
+/// file (see `warpcore_access_log_cb`); NULL turns the access log off.
+/// `userdata` must stay valid until the server is freed.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_access_log_callback(
+    config: *mut warpcore_config,
+    callback: warpcore_access_log_cb,
+    userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let target = callback.map(|callback| {
+            AccessLogTarget::Sink(std::sync::Arc::new(CAccessLog { callback, userdata }))
+        });
+        update(config, |c| c.access_log = target)
+    })
+}
+
+/// Sends accept failures, listener errors and contained panics to `callback`
+/// (see `warpcore_error_log_cb`); NULL, the default, drops them. The library
+/// never prints anything itself. `userdata` must stay valid until the server is freed.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_error_log(
+    config: *mut warpcore_config,
+    callback: warpcore_error_log_cb,
+    userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let log = callback.map(|callback| {
+            std::sync::Arc::new(CErrorLog { callback, userdata }) as std::sync::Arc<dyn crate::log::ErrorLog>
+        });
+        update(config, |c| c.error_log = log)
+    })
+}
+
 /// Which wait a timeout bounds, for `warpcore_config_set_timeout`.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,5 +269,64 @@ pub extern "C" fn warpcore_config_set_timeout(config: *mut warpcore_config, whic
             x if x == warpcore_timeout::Write as u32 => update(config, |c| c.write_timeout = d),
             other => fail(warpcore_result::InvalidArgument, format!("unknown timeout kind {other}")),
         }
+    })
+}
+
+/// Mounts `directory` (`dir_len` bytes, a path) at the URL path prefix
+/// `url_prefix` (`prefix_len` bytes, decoded, starting with `/`; `/` mounts
+/// everything). Requests whose path is the prefix or lies below it are answered
+/// by the library from the files under the directory, without calling the
+/// handler: GET and HEAD (others get `405` with `Allow`), `Content-Type` by
+/// extension, `Last-Modified`, `ETag`, conditional requests (`304`, `412`),
+/// ranges (`206`, `416`, `multipart/byteranges`), `index.html` for a path
+/// ending in `/`, a `301` to the slash form for a directory without one,
+/// `404` for what is missing. Paths that try to leave the directory (`..`,
+/// encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
+/// fifos and sockets are never served. Call once per mount; the longest
+/// matching prefix wins. The directory must exist when the server starts
+/// (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` otherwise).
+///
+/// Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
+/// first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
+/// is thread-directed, so other threads are unaffected).
+#[no_mangle]
+pub extern "C" fn warpcore_config_add_static(
+    config: *mut warpcore_config,
+    url_prefix: *const u8,
+    prefix_len: usize,
+    directory: *const u8,
+    dir_len: usize,
+) -> warpcore_result {
+    ffi_boundary!({
+        let prefix = match try_slice(url_prefix, prefix_len, "url_prefix") {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let dir = match try_slice(directory, dir_len, "directory") {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        use std::os::unix::ffi::OsStrExt;
+        let spec = match crate::MountSpec::new(prefix, std::ffi::OsStr::from_bytes(dir)) {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
+        update(config, |c| c.static_mounts.push(spec))
+    })
+}
+
+/// Sets how long the file caches keep an entry: an open file descriptor
+/// `fd_ms` milliseconds after its last use (default 10 000), a path's file
+/// information (stat, ETag, Last-Modified) `info_ms` milliseconds (default
+/// 1 000). 0 disables that cache; at most a day. Each worker has its own caches.
+/// A file changed on disk is noticed at once either way (through inotify, or
+/// by looking the path up on every request where a directory cannot be watched).
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_file_cache(config: *mut warpcore_config, fd_ms: u64, info_ms: u64) -> warpcore_result {
+    ffi_boundary!({
+        update(config, |c| {
+            c.fd_cache_lifetime = Duration::from_millis(fd_ms);
+            c.file_info_lifetime = Duration::from_millis(info_ms);
+        })
     })
 }

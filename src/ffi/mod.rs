@@ -4,7 +4,7 @@
 //! a panic cross the boundary.
 //!
 //! One concept per file, as in the header: results, config, server, request,
-//! response; `panic.rs` and `cast.rs` hold the plumbing.
+//! response, files; `panic.rs` and `cast.rs` hold the plumbing.
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -13,7 +13,9 @@
 mod panic;
 mod cast;
 pub mod config;
+pub mod file;
 pub mod handler;
+pub mod log;
 pub mod request;
 pub mod response;
 pub mod result;

@@ -4,9 +4,9 @@
 /// `WARPCORE_RESULT_PANIC` with its message recorded.
 macro_rules! ffi_boundary {
     ($body:block) => {{
-        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::ffi::result::warpcore_result {
+        match $crate::ffi::panic::quiet(|| ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::ffi::result::warpcore_result {
             $body
-        })) {
+        }))) {
             Ok(result) => result,
             Err(payload) => $crate::ffi::panic::record_panic(payload),
         }
@@ -16,7 +16,7 @@ macro_rules! ffi_boundary {
 /// Like `ffi_boundary!` for functions that return a plain value: a panic yields `$default`.
 macro_rules! ffi_boundary_or {
     ($default:expr, $body:block) => {{
-        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $body)) {
+        match $crate::ffi::panic::quiet(|| ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $body))) {
             Ok(value) => value,
             Err(payload) => {
                 $crate::ffi::panic::record_panic(payload);
@@ -33,4 +33,9 @@ pub(crate) fn record_panic(payload: Box<dyn std::any::Any + Send>) -> super::res
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned());
     super::result::fail(super::result::warpcore_result::Panic, format!("internal panic: {text}"))
+}
+
+/// Runs an API call with panic printing suppressed (it is reported instead).
+pub(crate) fn quiet<R>(f: impl FnOnce() -> R) -> R {
+    crate::quiet_panic::quietly(f)
 }

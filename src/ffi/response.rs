@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use super::cast::{try_array, try_slice};
+use super::cast::{try_array, try_slice, try_slice_named};
 use super::request::warpcore_header;
 use super::result::{fail, warpcore_result};
 use crate::deferred::Deferred;
@@ -105,14 +105,15 @@ impl warpcore_response {
 }
 
 /// What a response call does, in either mode.
-enum Call<'a> {
+pub(crate) enum Call<'a> {
+    File { status: u16, headers: &'a [warpcore_header], path: &'a std::path::Path },
     Respond { status: u16, headers: &'a [warpcore_header], body: Body<'a> },
     Start { status: u16, headers: &'a [warpcore_header], length: Option<u64> },
     Write(Body<'a>),
     End,
 }
 
-enum Body<'a> {
+pub(crate) enum Body<'a> {
     Borrowed(&'a [u8]),
     Owned(Payload),
 }
@@ -163,16 +164,18 @@ fn pairs(headers: &[warpcore_header]) -> impl Iterator<Item = (&[u8], &[u8])> + 
 
 fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
     let fields = try_array(headers, count, "headers")?;
+    // The message naming the field is formatted only on failure: answering
+    // allocates nothing.
     for (i, h) in fields.iter().enumerate() {
-        try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name"))?;
-        try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value"))?;
+        try_slice_named(h.name.ptr, h.name.len, || format!("headers[{i}].name"))?;
+        try_slice_named(h.value.ptr, h.value.len, || format!("headers[{i}].value"))?;
     }
     Ok(fields)
 }
 
 /// Runs `call` on the handle in whichever mode it is, freeing a deferred handle
 /// whose answer the call finished.
-fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcore_result {
+pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcore_result {
     if handle.is_null() {
         return fail(warpcore_result::NullArgument, "response is NULL");
     }
@@ -223,6 +226,10 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
         Call::Write(Body::Borrowed(b)) => core.write(b),
         Call::Write(Body::Owned(p)) => core.write_payload(p),
         Call::End => core.end(),
+        Call::File { status, headers, path } => {
+            let pairs: Vec<(&[u8], &[u8])> = pairs(headers).collect();
+            core.respond_file(status, &pairs, path)
+        }
     }
 }
 
@@ -232,6 +239,7 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
         Call::Start { status, headers, length } => d.start(status, pairs(headers), length),
         Call::Write(body) => d.write(body.into_payload()),
         Call::End => d.end(),
+        Call::File { .. } => Err(RespondError::OnlyInHandler),
     }
 }
 

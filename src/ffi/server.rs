@@ -15,7 +15,8 @@ use crate::server::Server;
 /// and `warpcore_server_wait`, which must not be called from a handler: they
 /// wait for the workers).
 pub struct warpcore_server {
-    inner: Server,
+    pub(crate) inner: Server,
+    report: std::sync::Mutex<crate::server::ShutdownReport>,
 }
 
 /// Binds the listen address (one `SO_REUSEPORT` socket per worker) and starts
@@ -36,7 +37,7 @@ pub extern "C" fn warpcore_server_start(config: *const warpcore_config, out: *mu
         }
         match Server::start(&config.inner) {
             Ok(server) => {
-                write_out(out, Box::into_raw(Box::new(warpcore_server { inner: server })));
+                write_out(out, Box::into_raw(Box::new(warpcore_server { inner: server, report: Default::default() })));
                 warpcore_result::Ok
             }
             Err(e) => e.into(),
@@ -82,7 +83,8 @@ pub extern "C" fn warpcore_server_run_worker(server: *const warpcore_server, ind
 /// keep-alive connections, lets requests already received be answered (with
 /// `Connection: close`) for up to `grace_ms` milliseconds, closes what remains,
 /// and returns when every worker has stopped. Calling it again, or from several
-/// threads, is harmless. Not from a handler.
+/// threads, is harmless. Not from a handler. `warpcore_server_shutdown_report`
+/// then tells how many requests it let finish and how many connections it cut.
 #[no_mangle]
 pub extern "C" fn warpcore_server_shutdown(server: *const warpcore_server, grace_ms: u32) -> warpcore_result {
     ffi_boundary!({
@@ -90,8 +92,156 @@ pub extern "C" fn warpcore_server_shutdown(server: *const warpcore_server, grace
             Ok(s) => s,
             Err(e) => return e,
         };
-        server.inner.shutdown(Duration::from_millis(grace_ms as u64));
+        let report = server.inner.shutdown(Duration::from_millis(grace_ms as u64));
+        *server.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
         warpcore_result::Ok
+    })
+}
+
+/// What a graceful shutdown did, from `warpcore_server_shutdown_report`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct warpcore_shutdown_report {
+    /// Requests answered after the shutdown began.
+    pub requests_finished: u64,
+    /// Connections still open at the deadline, closed without their answer.
+    pub connections_cut: u64,
+}
+
+/// Writes what `warpcore_server_shutdown` did to `*out` (all zero before a
+/// shutdown has finished).
+#[no_mangle]
+pub extern "C" fn warpcore_server_shutdown_report(
+    server: *const warpcore_server,
+    out: *mut warpcore_shutdown_report,
+) -> warpcore_result {
+    ffi_boundary!({
+        let server = match try_ref(server, "server") {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if out.is_null() {
+            return fail(warpcore_result::NullArgument, "out is NULL");
+        }
+        let r = *server.report.lock().unwrap_or_else(|e| e.into_inner());
+        write_out(out, warpcore_shutdown_report { requests_finished: r.requests_finished, connections_cut: r.connections_cut });
+        warpcore_result::Ok
+    })
+}
+
+/// Applies `config` to requests read from now on, atomically: handler and
+/// userdata, limits, timeouts, server name, logs. Requests in flight finish
+/// with what they started with; no connection is dropped. Returns when every
+/// running worker uses the new settings. The listen address and the worker
+/// count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
+/// config is not retained. May be called from a handler.
+#[no_mangle]
+pub extern "C" fn warpcore_server_reload(server: *const warpcore_server, config: *const warpcore_config) -> warpcore_result {
+    ffi_boundary!({
+        let server = match try_ref(server, "server") {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let config = match try_ref(config, "config") {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        match server.inner.reload(&config.inner) {
+            Ok(()) => warpcore_result::Ok,
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// Counters summed over every worker, read without stopping them (each is
+/// exact; they are not one atomic snapshot).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct warpcore_stats {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections open now.
+    pub connections_active: u64,
+    /// Connections closed because a timeout expired.
+    pub connections_timed_out: u64,
+    /// Requests read (the library's own error answers included).
+    pub requests: u64,
+    /// Responses with a 1xx status (final ones; `100 Continue` is not counted).
+    pub responses_1xx: u64,
+    /// Responses with a 2xx status.
+    pub responses_2xx: u64,
+    /// Responses with a 3xx status.
+    pub responses_3xx: u64,
+    /// Responses with a 4xx status.
+    pub responses_4xx: u64,
+    /// Responses with a 5xx status.
+    pub responses_5xx: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Requests refused as malformed or over a limit.
+    pub parse_errors: u64,
+    /// Static-file descriptor cache hits.
+    pub fd_cache_hits: u64,
+    /// Static-file descriptor cache misses.
+    pub fd_cache_misses: u64,
+    /// Static-file information cache hits.
+    pub info_cache_hits: u64,
+    /// Static-file information cache misses.
+    pub info_cache_misses: u64,
+}
+
+/// Writes the server's counters to `*out`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn warpcore_server_stats(server: *const warpcore_server, out: *mut warpcore_stats) -> warpcore_result {
+    ffi_boundary!({
+        let server = match try_ref(server, "server") {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if out.is_null() {
+            return fail(warpcore_result::NullArgument, "out is NULL");
+        }
+        let s = server.inner.stats();
+        write_out(
+            out,
+            warpcore_stats {
+                connections_accepted: s.connections_accepted,
+                connections_active: s.connections_active,
+                connections_timed_out: s.connections_timed_out,
+                requests: s.requests,
+                responses_1xx: s.responses[0],
+                responses_2xx: s.responses[1],
+                responses_3xx: s.responses[2],
+                responses_4xx: s.responses[3],
+                responses_5xx: s.responses[4],
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                parse_errors: s.parse_errors,
+                fd_cache_hits: s.fd_cache_hits,
+                fd_cache_misses: s.fd_cache_misses,
+                info_cache_hits: s.info_cache_hits,
+                info_cache_misses: s.info_cache_misses,
+            },
+        );
+        warpcore_result::Ok
+    })
+}
+
+/// Reopens the access-log file: after moving it away, call this so new lines
+/// go to a fresh file at the configured path (log rotation). Thread-safe.
+#[no_mangle]
+pub extern "C" fn warpcore_server_reopen_logs(server: *const warpcore_server) -> warpcore_result {
+    ffi_boundary!({
+        let server = match try_ref(server, "server") {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        match server.inner.reopen_logs() {
+            Ok(()) => warpcore_result::Ok,
+            Err(e) => e.into(),
+        }
     })
 }
 

@@ -13,8 +13,10 @@ const MAX_TRAILERS: usize = 16 * 1024;
 enum State {
     /// Reading the hex digits of a chunk size.
     Size,
-    /// After the digits: whitespace, `;` extensions, up to the line end.
+    /// After the digits: whitespace, then a `;` or the line end.
     SizeRest,
+    /// After the `;`: extensions, up to the line end.
+    Ext,
     /// Saw CR on the size line; LF must follow.
     SizeLf,
     /// Inside chunk data with `remaining` bytes to go.
@@ -82,11 +84,17 @@ impl ChunkedDecoder {
                         continue;
                     }
                 }
-                State::SizeRest => match b {
+                // Extensions: anything printable after `;`, whitespace before it.
+                State::SizeRest | State::Ext => match b {
                     b'\r' => self.state = State::SizeLf,
                     b'\n' => self.end_size_line()?,
-                    // Extensions: anything printable after `;`, whitespace before it.
-                    b'\t' | b' ' | b';' | b'=' | b'"' | 0x21..=0x7e | 0x80..=0xff => {
+                    b'\t' | b' ' | b';' | 0x21..=0x7e | 0x80..=0xff => {
+                        if b == b';' {
+                            self.state = State::Ext;
+                        } else if self.state == State::SizeRest && b != b'\t' && b != b' ' {
+                            // `5x` is not a chunk size.
+                            return Err(ChunkError::Invalid);
+                        }
                         self.line_len += 1;
                         if self.line_len > MAX_LINE {
                             return Err(ChunkError::Invalid);
@@ -226,6 +234,19 @@ mod tests {
         assert_eq!(decode_all(b"3\rX").unwrap_err(), ChunkError::Invalid);
         assert_eq!(decode_all(b"ffffffffffffffffff\r\n").unwrap_err(), ChunkError::Invalid);
         assert_eq!(decode_all(b"-1\r\n").unwrap_err(), ChunkError::Invalid);
+    }
+
+    /// Found by the `chunked` fuzz target: bytes after the size that do not start
+    /// an extension made `5x` read as 5.
+    #[test]
+    fn rejects_junk_after_the_chunk_size() {
+        for size_line in [&b"3x"[..], b"3 x", b"3\t=", b"3\x93", b"3\"a\""] {
+            let mut msg = size_line.to_vec();
+            msg.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+            assert_eq!(decode_all(&msg).unwrap_err(), ChunkError::Invalid, "{}", String::from_utf8_lossy(size_line));
+        }
+        assert_eq!(decode_all(b"3 \t\r\nabc\r\n0 ;x\r\n\r\n").unwrap().0, b"abc");
+        assert_eq!(decode_all(b"3 ; a=\"x y\" ;b\r\nabc\r\n0\r\n\r\n").unwrap().0, b"abc");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::head::is_token_byte;
 use super::status::{forbids_body, StatusTable};
 
 /// Per-worker pieces every response shares.
+#[derive(Clone, Copy)]
 pub struct ComposeEnv<'a> {
     /// The current IMF-fixdate.
     pub date: &'a [u8],

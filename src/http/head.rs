@@ -70,8 +70,7 @@ pub fn parse<'b, 'h>(
         Err(httparse::Error::Version) => return Err(reject_version(buf)),
         Err(_) => return Err(Reject(400)),
     };
-    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(head_len);
-    if line_len > limits.max_request_line {
+    if request_line(buf).len() > limits.max_request_line {
         return Err(Reject(414));
     }
     if head_len > limits.max_head_bytes {
@@ -83,12 +82,23 @@ pub fn parse<'b, 'h>(
 
 /// A partial head already past its limits is refused now, not when it completes.
 fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), Reject> {
-    match buf.iter().position(|&b| b == b'\n') {
-        None if buf.len() > limits.max_request_line => Err(Reject(414)),
-        Some(n) if n > limits.max_request_line => Err(Reject(414)),
-        _ if buf.len() > limits.max_head_bytes => Err(Reject(431)),
-        _ => Ok(()),
+    if request_line(buf).len() > limits.max_request_line {
+        Err(Reject(414))
+    } else if buf.len() > limits.max_head_bytes {
+        Err(Reject(431))
+    } else {
+        Ok(())
     }
+}
+
+/// The request line as far as it has arrived, without its line end and after
+/// the empty lines that httparse skips before it (RFC 9112 §2.2), so that
+/// neither leading CRLFs nor the CR of a CRLF count toward the limit.
+fn request_line(buf: &[u8]) -> &[u8] {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let line = rest.iter().position(|&b| b == b'\n').map_or(rest, |end| &rest[..end]);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// httparse reports any version but 1.0 and 1.1 as one error: a well-formed
@@ -284,5 +294,31 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "b".repeat(9000));
         assert_eq!(info(big.as_bytes()), Err(Reject(431)));
         assert_eq!(info(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+    }
+
+    /// Leading empty lines hid a long request line from the limit, and the CR of
+    /// a CRLF counted toward it, so a line exactly at the limit got 414.
+    #[test]
+    fn request_line_limit_is_exact_and_not_bypassed() {
+        let limits = HeadLimits { max_head_bytes: 8192, max_request_line: 64, max_header_count: 100 };
+        let parse_with = |raw: &[u8]| {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse(raw, &mut headers, &limits).map(|r| r.map(|(_, i)| i.head_len))
+        };
+        // `GET /… HTTP/1.1` of exactly 64 bytes passes, 65 fails, whatever the line end.
+        let line = |len: usize| format!("GET /{} HTTP/1.1", "a".repeat(len - 14));
+        for eol in ["\r\n", "\n"] {
+            let at = format!("{}{eol}Host: a{eol}{eol}", line(64));
+            assert_eq!(parse_with(at.as_bytes()), Ok(Some(at.len())), "{at:?}");
+            let over = format!("{}{eol}Host: a{eol}{eol}", line(65));
+            assert_eq!(parse_with(over.as_bytes()), Err(Reject(414)), "{over:?}");
+            // Still arriving: the line at the limit waits, one over is refused now.
+            assert_eq!(parse_with(format!("{}\r", line(64)).as_bytes()), Ok(None));
+            assert_eq!(parse_with(line(65).as_bytes()), Err(Reject(414)));
+            // Empty lines before the request line do not hide it.
+            let hidden = format!("\r\n\n{over}");
+            assert_eq!(parse_with(hidden.as_bytes()), Err(Reject(414)), "{hidden:?}");
+            assert_eq!(parse_with(format!("\r\n{}", line(65)).as_bytes()), Err(Reject(414)));
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! handler, talk to it over real TCP, read responses back.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -228,4 +230,130 @@ pub fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = c.stream.read_to_end(&mut out);
     out
+}
+
+impl Client {
+    /// Connects with a small receive buffer (set before connecting, so the
+    /// window stays small): the server's writes back up quickly.
+    pub fn connect_with_rcvbuf(port: u16, bytes: usize) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        socket.connect_timeout(&addr.into(), IO_TIMEOUT).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    /// Everything the server sends until it closes, buffered bytes first.
+    /// Panics if the server neither sends nor closes within `IO_TIMEOUT`.
+    /// A reset after the last byte counts as the end.
+    pub fn read_to_eof(&mut self) -> Vec<u8> {
+        let mut chunk = [0u8; 65536];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!(
+                    "no EOF within {IO_TIMEOUT:?} ({e}); got so far {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            }
+        }
+        std::mem::take(&mut self.buf)
+    }
+
+    /// One `read` with a short timeout: `Some(bytes)` (empty at EOF) or `None`
+    /// when nothing arrived in time. Bytes go straight to the caller, not to the
+    /// response buffer.
+    pub fn read_once(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut chunk = vec![0u8; 1 << 20];
+        let r = self.stream.read(&mut chunk);
+        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        match r {
+            Ok(n) => Some(chunk[..n].to_vec()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(Vec::new()),
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// Parses the complete response at the start of `buf`: the reply and the bytes
+/// it used, or `None` when it is incomplete. `head_request` says it answers a
+/// HEAD. Bodies delimited by close are not supported (they never are here).
+pub fn parse_response(buf: &[u8], head_request: bool) -> Option<(Reply, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf).expect("well-formed response") {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return None,
+    };
+    let status = resp.code.unwrap();
+    let headers: Vec<(String, String)> =
+        resp.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
+    let mut reply = Reply { status, headers, body: Vec::new() };
+    if head_request || reply.status == 204 || reply.status == 304 || (100..200).contains(&reply.status) {
+        return Some((reply, head_len));
+    }
+    let len: usize = reply
+        .header("content-length")
+        .expect("responses here carry Content-Length")
+        .trim()
+        .parse()
+        .expect("numeric content-length");
+    if buf.len() < head_len + len {
+        return None;
+    }
+    reply.body = buf[head_len..head_len + len].to_vec();
+    Some((reply, head_len + len))
+}
+
+/// Splits a byte stream into complete responses; `heads[i]` says whether the
+/// i-th answers a HEAD (missing entries: not). Returns the replies and the
+/// bytes left over after the last complete one.
+pub fn parse_responses(mut buf: &[u8], heads: &[bool]) -> (Vec<Reply>, Vec<u8>) {
+    let mut replies = Vec::new();
+    while !buf.is_empty() {
+        let head = heads.get(replies.len()).copied().unwrap_or(false);
+        match parse_response(buf, head) {
+            Some((reply, used)) => {
+                replies.push(reply);
+                buf = &buf[used..];
+            }
+            None => break,
+        }
+    }
+    (replies, buf.to_vec())
+}
+
+/// Polls `cond` every few milliseconds until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A handler that answers with what it saw: `METHOD PATH BODY` (and, for HEAD,
+/// the length GET would have).
+pub fn echo_handler(req: &Request<'_>, res: &mut Response<'_>) {
+    let mut text = Vec::new();
+    text.extend_from_slice(req.method);
+    text.push(b' ');
+    text.extend_from_slice(req.path);
+    text.push(b' ');
+    text.extend_from_slice(req.body);
+    let _ = res.respond(200, std::iter::empty(), &text);
 }

@@ -1,4 +1,25 @@
-//! Socket set-up: one `SO_REUSEPORT` listener per worker on the same address.
+//! The operating-system layer: socket set-up (one `SO_REUSEPORT` listener per
+//! worker on the same address) here, and thin wrappers over the Linux calls the
+//! file machinery needs in the submodules. The only `unsafe` outside `src/ffi/`
+//! lives under this directory, each block with its `// SAFETY:` line.
+
+/// Calls a libc function and turns a `-1` return into the thread's `errno`.
+/// The call site states why the call is sound with a `// SAFETY:` line.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_unsafe)]
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+pub(crate) mod fs;
+pub(crate) mod inotify;
+pub(crate) mod sendfile;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 

@@ -1,0 +1,107 @@
+//! Files: answering with a file, and the file caches' counters. (Static
+//! mounts are a setting: `warpcore_config_add_static` in `config.rs`.)
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::cast::{try_array, try_ref, try_slice, write_out};
+use super::request::warpcore_header;
+use super::response::{perform, warpcore_response, Call};
+use super::result::{fail, warpcore_result};
+use super::server::warpcore_server;
+
+/// Answers the request with the file at `path` (`path_len` bytes; an absolute
+/// path is best, a relative one is taken from the process's working directory)
+/// and `status`, handled as a static mount handles its files: `Content-Type` by
+/// extension, `Last-Modified`, `ETag`, `Accept-Ranges`, and for a `200` the
+/// conditional requests (`304`, `412`) and ranges (`206`, `416`,
+/// `multipart/byteranges`); any other status sends the whole file. The
+/// library adds `Date`, `Server`, `Content-Length` and `Connection` as for
+/// `warpcore_respond`. A field in `headers` named like one the library adds for
+/// files (`Content-Type`, `ETag`, `Last-Modified`, `Accept-Ranges`) replaces it;
+/// a given `ETag` or `Last-Modified` is then what preconditions are checked
+/// against. The file is opened (through the worker's caches) during the call
+/// and sent after it returns; `headers` and `path` are only read during the call.
+/// Inside the handler call only: after the handler returned, this returns
+/// `WARPCORE_RESULT_INVALID_STATE` (read the file and use
+/// `warpcore_respond_buffer` instead).
+/// As for static mounts, the first file a worker thread sends with `sendfile`
+/// blocks `SIGPIPE` on that thread.
+///
+/// Errors: `WARPCORE_RESULT_IO_ERROR` when the file is missing, a directory,
+/// not a regular file or unreadable (nothing is sent; the request may be
+/// answered again, for instance with a `404`), and those of `warpcore_respond`.
+#[no_mangle]
+pub extern "C" fn warpcore_respond_file(
+    response: *mut warpcore_response,
+    status: u16,
+    headers: *const warpcore_header,
+    header_count: usize,
+    path: *const u8,
+    path_len: usize,
+) -> warpcore_result {
+    ffi_boundary!({
+        let fields = match try_array(headers, header_count, "headers") {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        let path = match try_slice(path, path_len, "path") {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => return fail(warpcore_result::InvalidArgument, "path is empty"),
+            Err(e) => return e,
+        };
+        for (i, h) in fields.iter().enumerate() {
+            if let Err(e) = try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name")) {
+                return e;
+            }
+            if let Err(e) = try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value")) {
+                return e;
+            }
+        }
+        perform(response, Call::File { status, headers: fields, path: Path::new(OsStr::from_bytes(path)) })
+    })
+}
+
+/// Hit and miss counts of a server's file caches, summed over its workers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct warpcore_file_cache_stats {
+    /// Requests whose file information (stat, ETag, Last-Modified) came from the cache.
+    pub info_hits: u64,
+    /// Requests that looked their path up on disk.
+    pub info_misses: u64,
+    /// File bodies sent from an already open descriptor.
+    pub fd_hits: u64,
+    /// File bodies that had to open their file.
+    pub fd_misses: u64,
+}
+
+/// Writes the server's file cache counters to `*out`. Thread-safe; the counts
+/// are read without stopping the workers, so they may lag by a request or two.
+#[no_mangle]
+pub extern "C" fn warpcore_server_file_cache_stats(
+    server: *const warpcore_server,
+    out: *mut warpcore_file_cache_stats,
+) -> warpcore_result {
+    ffi_boundary!({
+        let server = match try_ref(server, "server") {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if out.is_null() {
+            return fail(warpcore_result::NullArgument, "out is NULL");
+        }
+        let s = server.inner.file_cache_stats();
+        write_out(
+            out,
+            warpcore_file_cache_stats {
+                info_hits: s.info_hits,
+                info_misses: s.info_misses,
+                fd_hits: s.fd_hits,
+                fd_misses: s.fd_misses,
+            },
+        );
+        warpcore_result::Ok
+    })
+}

@@ -1,0 +1,631 @@
+//! Static files the Warp/Mighttpd way: mounts served by the engine without a
+//! handler call, file answers from handlers, per-worker fd and file-info caches
+//! that never serve a stale file, conditionals, ranges and MIME types.
+//!
+//! One concept per file: `mount` (prefixes and safe path mapping), `info_cache`
+//! (stat results, negative entries too), `fd_cache` (open files by identity),
+//! `watch` (inotify invalidation), `validator` (ETag, Last-Modified, HTTP dates),
+//! `conditional` (If-* evaluation), `range` (Range and multipart/byteranges),
+//! `mime` (Content-Type), `serve` (the planner). [`StaticFiles`] ties them
+//! together for one worker; it is reached through the worker's context and
+//! shares nothing mutable with other workers.
+//!
+//! A request costs, once its path is cached: two hash lookups and no system
+//! call until the body is sent. A change to a cached file is reported by inotify
+//! and drops its entry at once; entries also expire (file info after 1 s by
+//! default, unused descriptors after 10 s) so that a change inotify cannot see
+//! (a write through a hard link elsewhere, say) is still picked up.
+
+pub(crate) mod conditional;
+pub(crate) mod fd_cache;
+pub(crate) mod info_cache;
+pub(crate) mod mime;
+pub(crate) mod mount;
+pub(crate) mod range;
+mod respond;
+pub(crate) mod serve;
+pub(crate) mod validator;
+pub(crate) mod watch;
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::{Registry, Token};
+
+use crate::error::Error;
+use crate::sys::fs::{self, Access, FileKind};
+use fd_cache::{FdCache, FileId};
+use info_cache::{FileInfo, Info, InfoCache};
+pub use mount::MountSpec;
+pub(crate) use respond::FileCtx;
+use mount::{Mounts, Route};
+use serve::{FileRequest, Plan};
+use validator::{Check, Validators};
+use watch::{Change, Watch, Watcher};
+
+/// The request header fields, looked up by case-insensitive name.
+#[derive(Clone, Copy)]
+pub(crate) struct Fields<'a> {
+    headers: &'a [httparse::Header<'a>],
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(headers: &'a [httparse::Header<'a>]) -> Fields<'a> {
+        Fields { headers }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Every value of the field `name`, in order.
+    pub fn values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n
+    where
+        'a: 'n,
+    {
+        let headers = self.headers;
+        headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+}
+
+/// Cache counters of a server, summed over its workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileCacheStats {
+    /// Requests whose file information came from the cache.
+    pub info_hits: u64,
+    /// Requests that had to look the path up (`open(O_PATH)` + `fstat`).
+    pub info_misses: u64,
+    /// File bodies sent from an already open descriptor.
+    pub fd_hits: u64,
+    /// File bodies that had to open their file.
+    pub fd_misses: u64,
+}
+
+/// One worker's counters, written by that worker only and read by anyone.
+#[derive(Default)]
+#[repr(align(64))]
+struct Counters {
+    info_hits: AtomicU64,
+    info_misses: AtomicU64,
+    fd_hits: AtomicU64,
+    fd_misses: AtomicU64,
+}
+
+/// One writer: a plain load and store, no locked instruction.
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// What every worker of a server shares, read-only: the mounts, the cache
+/// settings, and each worker's counters.
+pub(crate) struct FileSetup {
+    mounts: Mounts,
+    fd_lifetime: Duration,
+    info_lifetime: Duration,
+    counters: Box<[Counters]>,
+}
+
+impl FileSetup {
+    /// Opens the mounts' directories (an error names the one at fault).
+    pub fn new(specs: &[MountSpec], fd_lifetime: Duration, info_lifetime: Duration, workers: usize) -> Result<Arc<FileSetup>, Error> {
+        let mounts = Mounts::open(specs)?;
+        let counters = (0..workers).map(|_| Counters::default()).collect();
+        Ok(Arc::new(FileSetup { mounts, fd_lifetime, info_lifetime, counters }))
+    }
+
+    /// The counters summed over every worker.
+    pub fn stats(&self) -> FileCacheStats {
+        let mut s = FileCacheStats::default();
+        for c in self.counters.iter() {
+            s.info_hits += c.info_hits.load(Ordering::Relaxed);
+            s.info_misses += c.info_misses.load(Ordering::Relaxed);
+            s.fd_hits += c.fd_hits.load(Ordering::Relaxed);
+            s.fd_misses += c.fd_misses.load(Ordering::Relaxed);
+        }
+        s
+    }
+}
+
+/// A plan and, when its body needs them, the file's bytes.
+pub(crate) struct Prepared {
+    pub plan: Plan,
+    pub file: Option<Arc<File>>,
+}
+
+/// Why a handler's file cannot be served; nothing was sent.
+#[derive(Debug)]
+pub(crate) struct FileError(pub io::Error);
+
+/// Cache keys start with a 4-byte tag: a mount's index, or this for a handler's path.
+const DIRECT: [u8; 4] = [0xff; 4];
+
+/// The multipart boundary: a fixed prefix and 16 random hex digits.
+const BOUNDARY_LEN: usize = 25;
+
+/// One worker's static-file machinery.
+pub(crate) struct StaticFiles {
+    setup: Arc<FileSetup>,
+    worker: usize,
+    info: InfoCache,
+    fds: FdCache,
+    watch: Watcher,
+    decoded: Vec<u8>,
+    rel: Vec<u8>,
+    key: Vec<u8>,
+    dir_key: Vec<u8>,
+    cpath: Vec<u8>,
+    boundary: [u8; BOUNDARY_LEN],
+}
+
+impl StaticFiles {
+    /// The machinery of worker `worker`; the watcher registers with `registry`
+    /// under `token` when it first needs to (without a registry nothing is
+    /// cached: every request looks its path up).
+    pub fn new(setup: Arc<FileSetup>, worker: usize, registry: Option<Registry>, token: Token) -> StaticFiles {
+        let mut boundary = *b"warpcore-0000000000000000";
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(worker);
+        let mut n = h.finish();
+        for b in boundary[9..].iter_mut().rev() {
+            *b = b"0123456789abcdef"[(n & 15) as usize];
+            n >>= 4;
+        }
+        StaticFiles {
+            info: InfoCache::new(setup.info_lifetime),
+            fds: FdCache::new(setup.fd_lifetime),
+            setup,
+            worker,
+            watch: Watcher::new(registry, token),
+            decoded: Vec::new(),
+            rel: Vec::new(),
+            key: Vec::new(),
+            dir_key: Vec::new(),
+            cpath: Vec::new(),
+            boundary,
+        }
+    }
+
+    /// Whether any mount is configured (if not, requests skip the mount lookup).
+    pub fn has_mounts(&self) -> bool {
+        !self.setup.mounts.is_empty()
+    }
+
+    /// Plans the answer to a request for `raw_path` (as sent, not decoded) with
+    /// `query`, or `None` when no mount covers the path.
+    pub fn plan_mount(&mut self, req: &FileRequest<'_>, raw_path: &[u8], query: &[u8]) -> Option<Prepared> {
+        let (mount, dir_form) = match self.setup.mounts.route(raw_path, &mut self.decoded, &mut self.rel) {
+            Route::NoMount => return None,
+            Route::Bad => return Some(no_file(serve::error(400))),
+            Route::Found { mount, dir_form } => (mount, dir_form),
+        };
+        if !req.is_get() && !req.is_head() {
+            return Some(no_file(serve::method_not_allowed()));
+        }
+        if dir_form {
+            if !self.rel.is_empty() {
+                self.rel.push(b'/');
+            }
+            self.rel.extend_from_slice(b"index.html");
+        }
+        self.key.clear();
+        self.key.extend_from_slice(&(mount as u32).to_be_bytes());
+        if !self.rel.is_empty() {
+            self.key.push(b'/');
+            self.key.extend_from_slice(&self.rel);
+        }
+        let info = self.lookup(Target::Mount(mount));
+        let plan = match info {
+            Info::File(fi) => return Some(self.prepare(req, 200, fi, Target::Mount(mount), &[])),
+            Info::Directory if !dir_form => {
+                let m = self.setup.mounts.get(mount);
+                let mut location = Vec::with_capacity(m.prefix.len() + self.rel.len() + query.len() + 3);
+                mount::directory_url(&mut location, &m.prefix, &self.rel);
+                if !query.is_empty() {
+                    location.push(b'?');
+                    location.extend_from_slice(query);
+                }
+                serve::redirect(&location)
+            }
+            Info::Refused => serve::error(403),
+            Info::Directory | Info::Missing | Info::Outside => serve::error(404),
+        };
+        Some(no_file(plan))
+    }
+
+    /// Plans a handler's answer with the file at `path` and `status`; the
+    /// handler's own `fields` override the engine's of the same name (its
+    /// `ETag` and `Last-Modified` are then what preconditions are checked
+    /// against). Fails, sending nothing, when the path is not a readable
+    /// regular file.
+    pub fn plan_path(
+        &mut self,
+        req: &FileRequest<'_>,
+        status: u16,
+        path: &Path,
+        fields: &[(&[u8], &[u8])],
+    ) -> Result<Prepared, FileError> {
+        self.key.clear();
+        self.key.extend_from_slice(&DIRECT);
+        self.key.extend_from_slice(path.as_os_str().as_bytes());
+        match self.lookup(Target::Path(path)) {
+            Info::File(fi) => Ok(self.prepare(req, status, fi, Target::Path(path), fields)),
+            Info::Missing | Info::Outside => Err(FileError(io::Error::from_raw_os_error(libc::ENOENT))),
+            Info::Directory => Err(FileError(io::Error::from_raw_os_error(libc::EISDIR))),
+            Info::Refused => Err(FileError(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "not a readable regular file (a device, fifo or socket, or no permission)",
+            ))),
+        }
+    }
+
+    /// Plans the answer with the file `fi` and opens the file when the body
+    /// needs it. If the file turns out to have changed since its stat, the plan
+    /// is made again from the descriptor just opened.
+    fn prepare(&mut self, req: &FileRequest<'_>, status: u16, fi: FileInfo, target: Target<'_>, fields: &[(&[u8], &[u8])]) -> Prepared {
+        let now = unix_now();
+        let plan = self.plan_with(req, status, &fi, fields, now);
+        if !plan.needs_file() || req.is_head() {
+            return no_file(plan);
+        }
+        match self.open(target, &fi) {
+            Opened::Same(file) => Prepared { plan, file: Some(file) },
+            // Serve what was opened, described by its own stat.
+            Opened::Changed(file, fresh) => Prepared { plan: self.plan_with(req, status, &fresh, fields, now), file: Some(file) },
+            Opened::Gone(Info::Refused) => no_file(serve::error(403)),
+            Opened::Gone(_) => no_file(serve::error(404)),
+        }
+    }
+
+    fn plan_with(&self, req: &FileRequest<'_>, status: u16, fi: &FileInfo, fields: &[(&[u8], &[u8])], now: u64) -> Plan {
+        let given = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v);
+        let content_type = given("content-type").unwrap_or(fi.content_type.as_bytes());
+        let (etag, lm) = (given("etag"), given("last-modified"));
+        let check = if etag.is_some() || lm.is_some() {
+            let modified = lm.and_then(validator::parse_http_date);
+            Check { etag: etag.map(<[u8]>::trim_ascii), modified, modified_strong: modified.is_some_and(|m| m < now) }
+        } else {
+            fi.validators.check()
+        };
+        serve::file(req, status, fi, &check, content_type, now, &self.boundary)
+    }
+
+    /// What the path in `self.key` (and `self.rel` for a mount) is, from the
+    /// cache or looked up.
+    fn lookup(&mut self, target: Target<'_>) -> Info {
+        let now = Instant::now();
+        if let Some(info) = self.info.get(&self.key, now) {
+            bump(&self.counters().info_hits);
+            return info;
+        }
+        bump(&self.counters().info_misses);
+        // Watch first, then stat: a change in between is then reported.
+        let cacheable = self.watch_parents(target);
+        let info = match self.open_target(target, Access::Probe) {
+            Ok(file) => match fs::stat(&file) {
+                Ok(st) => classify(&st, &self.key),
+                Err(e) => info_of_error(&e),
+            },
+            Err(e) => info_of_error(&e),
+        };
+        if cacheable {
+            self.info.insert(&self.key, info, now);
+        }
+        info
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.setup.counters[self.worker]
+    }
+
+    /// Opens the target for reading, through the fd cache.
+    fn open(&mut self, target: Target<'_>, fi: &FileInfo) -> Opened {
+        let now = Instant::now();
+        let id = FileId::of(&fi.stat);
+        if let Some(file) = self.fds.get(&id, now) {
+            bump(&self.counters().fd_hits);
+            return Opened::Same(file);
+        }
+        bump(&self.counters().fd_misses);
+        let file = match self.open_target(target, Access::Read) {
+            Ok(f) => f,
+            Err(e) => {
+                let info = info_of_error(&e);
+                self.info.invalidate(&self.key);
+                return Opened::Gone(info);
+            }
+        };
+        let st = match fs::stat(&file) {
+            Ok(st) if st.kind == FileKind::Regular => st,
+            _ => {
+                self.info.invalidate(&self.key);
+                return Opened::Gone(Info::Refused);
+            }
+        };
+        let file = Arc::new(file);
+        let fresh_id = FileId::of(&st);
+        self.fds.insert(fresh_id, file.clone(), now);
+        if fresh_id == id {
+            Opened::Same(file)
+        } else {
+            let Info::File(fresh) = classify(&st, &self.key) else { unreachable!("a regular file") };
+            self.info.invalidate(&self.key);
+            Opened::Changed(file, fresh)
+        }
+    }
+
+    fn open_target(&mut self, target: Target<'_>, access: Access) -> io::Result<File> {
+        match target {
+            Target::Mount(index) => {
+                let m = self.setup.mounts.get(index);
+                self.cpath.clear();
+                self.cpath.extend_from_slice(if self.rel.is_empty() { b"." } else { &self.rel });
+                self.cpath.push(0);
+                let rel = CStr::from_bytes_with_nul(&self.cpath).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
+                fs::open_beneath(m.dir.as_fd(), &m.root, rel, access)
+            }
+            Target::Path(path) => fs::open_path(path, access),
+        }
+    }
+
+    /// Watches every directory from the mount's root down to the target's
+    /// parent (a handler's path: its parent only). False when one cannot be
+    /// watched: then the result must not be cached.
+    fn watch_parents(&mut self, target: Target<'_>) -> bool {
+        match target {
+            Target::Mount(index) => {
+                let m = self.setup.mounts.get(index);
+                let tag = &self.key[..4];
+                let rel = &self.rel;
+                let ends = std::iter::once(0).chain(rel.iter().enumerate().filter(|(_, &b)| b == b'/').map(|(i, _)| i));
+                for end in ends {
+                    self.dir_key.clear();
+                    self.dir_key.extend_from_slice(tag);
+                    if end > 0 {
+                        self.dir_key.push(b'/');
+                        self.dir_key.extend_from_slice(&rel[..end]);
+                    }
+                    match self.watch.watch(&self.dir_key, || mount::join(&m.root, &rel[..end])) {
+                        Watch::Watched => {}
+                        Watch::Missing => return true,
+                        Watch::Unwatched => return false,
+                    }
+                }
+                true
+            }
+            Target::Path(path) => {
+                let Some(parent) = path.parent() else { return false };
+                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                self.dir_key.clear();
+                self.dir_key.extend_from_slice(&DIRECT);
+                self.dir_key.extend_from_slice(parent.as_os_str().as_bytes());
+                !matches!(self.watch.watch(&self.dir_key, || parent.to_path_buf()), Watch::Unwatched)
+            }
+        }
+    }
+
+    /// Drains the watcher: called when its descriptor is readable, before the
+    /// worker handles the other events of the same wakeup.
+    pub fn on_watch_event(&mut self) {
+        let info = &mut self.info;
+        self.watch.drain(|change| match change {
+            Change::Below(key) => info.invalidate(key),
+            Change::All => info.clear(),
+        });
+    }
+
+    /// Drops expired info entries and closes descriptors unused for their
+    /// lifetime; called about once a second.
+    pub fn sweep(&mut self) {
+        let now = Instant::now();
+        self.info.sweep(now);
+        self.fds.sweep(now);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Target<'p> {
+    Mount(usize),
+    Path(&'p Path),
+}
+
+enum Opened {
+    Same(Arc<File>),
+    /// The file changed between its stat and the open: this is what was opened.
+    Changed(Arc<File>, FileInfo),
+    Gone(Info),
+}
+
+fn no_file(plan: Plan) -> Prepared {
+    Prepared { plan, file: None }
+}
+
+fn classify(st: &fs::Stat, key: &[u8]) -> Info {
+    match st.kind {
+        FileKind::Regular => Info::File(FileInfo {
+            stat: *st,
+            validators: Validators::of(st, unix_now()),
+            content_type: mime::content_type(&key[4..]),
+        }),
+        FileKind::Directory => Info::Directory,
+        FileKind::Other => Info::Refused,
+    }
+}
+
+fn info_of_error(e: &io::Error) -> Info {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => Info::Missing,
+        Some(libc::EXDEV) | Some(libc::ELOOP) => Info::Outside,
+        _ => Info::Refused,
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serve::Body;
+    use super::*;
+    use std::path::PathBuf;
+
+    struct Site {
+        dir: PathBuf,
+        files: StaticFiles,
+        _poll: mio::Poll,
+    }
+
+    impl Drop for Site {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn site(name: &str, watched: bool) -> Site {
+        let dir = std::env::temp_dir().join(format!("warpcore-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("docs")).unwrap();
+        std::fs::write(dir.join("a.txt"), b"hello").unwrap();
+        std::fs::write(dir.join("docs/index.html"), b"<p>docs</p>").unwrap();
+        let spec = MountSpec::new(b"/s", &dir).unwrap();
+        let setup = FileSetup::new(&[spec], Duration::from_secs(10), Duration::from_secs(60), 1).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let registry = watched.then(|| poll.registry().try_clone().unwrap());
+        Site { dir, files: StaticFiles::new(setup, 0, registry, Token(9)), _poll: poll }
+    }
+
+    fn get(files: &mut StaticFiles, path: &str, query: &str) -> Prepared {
+        get_with(files, "GET", path, query, &[])
+    }
+
+    fn get_with(files: &mut StaticFiles, method: &str, path: &str, query: &str, h: &[(&'static str, &str)]) -> Prepared {
+        let headers: Vec<_> = h.iter().map(|(n, v)| httparse::Header { name: n, value: v.as_bytes() }).collect();
+        let req = FileRequest { method: method.as_bytes(), fields: Fields::new(&headers) };
+        files.plan_mount(&req, path.as_bytes(), query.as_bytes()).expect("a mount covers it")
+    }
+
+    fn body(p: &Prepared) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let Body::File(r) = p.plan.body else { panic!("no file body: {}", p.plan.status) };
+        let mut buf = vec![0; r.len as usize];
+        p.file.as_ref().unwrap().read_exact_at(&mut buf, r.start).unwrap();
+        buf
+    }
+
+    #[test]
+    fn serves_files_index_redirects_and_errors() {
+        let mut s = site("basic", true);
+        let f = &mut s.files;
+        let p = get(f, "/s/a.txt", "");
+        assert_eq!((p.plan.status, body(&p)), (200, b"hello".to_vec()));
+        assert_eq!(p.plan.fields.get("content-type"), Some(&b"text/plain; charset=utf-8"[..]));
+        let p = get(f, "/s/docs/", "");
+        assert_eq!((p.plan.status, body(&p)), (200, b"<p>docs</p>".to_vec()));
+        let p = get(f, "/s/docs", "x=1&y");
+        assert_eq!((p.plan.status, p.plan.fields.get("location")), (301, Some(&b"/s/docs/?x=1&y"[..])));
+        assert_eq!(get(f, "/s", "").plan.fields.get("location"), Some(&b"/s/"[..]));
+        assert_eq!(get(f, "/s/", "").plan.status, 404, "no index.html at the root");
+        assert_eq!(get(f, "/s/nope", "").plan.status, 404);
+        assert_eq!(get(f, "/s/a.txt/", "").plan.status, 404);
+        assert_eq!(get(f, "/s/%2e%2e/x", "").plan.status, 400);
+        assert_eq!(get_with(f, "POST", "/s/a.txt", "", &[]).plan.status, 405);
+        let head = get_with(f, "HEAD", "/s/a.txt", "", &[]);
+        assert_eq!((head.plan.status, head.plan.length, head.file.is_none()), (200, 5, true));
+        let req = FileRequest { method: b"GET", fields: Fields::new(&[]) };
+        assert!(f.plan_mount(&req, b"/other", b"").is_none());
+    }
+
+    #[test]
+    fn a_file_served_many_times_is_opened_once() {
+        let mut s = site("once", true);
+        for _ in 0..1000 {
+            assert_eq!(get(&mut s.files, "/s/a.txt", "").plan.status, 200);
+        }
+        let st = s.files.setup.stats();
+        assert_eq!((st.info_misses, st.info_hits, st.fd_misses, st.fd_hits), (1, 999, 1, 999));
+        // Misses are cached too.
+        get(&mut s.files, "/s/missing", "");
+        get(&mut s.files, "/s/missing", "");
+        assert_eq!(s.files.setup.stats().info_misses, 2);
+    }
+
+    #[test]
+    fn changes_are_seen_at_once() {
+        let mut s = site("fresh", true);
+        assert_eq!(body(&get(&mut s.files, "/s/a.txt", "")), b"hello");
+        // Rewritten in place, same size.
+        std::fs::write(s.dir.join("a.txt"), b"HELLO").unwrap();
+        s.files.on_watch_event();
+        assert_eq!(body(&get(&mut s.files, "/s/a.txt", "")), b"HELLO");
+        // Rewritten in place, another size.
+        std::fs::write(s.dir.join("a.txt"), b"hi").unwrap();
+        s.files.on_watch_event();
+        assert_eq!(body(&get(&mut s.files, "/s/a.txt", "")), b"hi");
+        // Replaced by a rename.
+        std::fs::write(s.dir.join("new.tmp"), b"renamed").unwrap();
+        std::fs::rename(s.dir.join("new.tmp"), s.dir.join("a.txt")).unwrap();
+        s.files.on_watch_event();
+        assert_eq!(body(&get(&mut s.files, "/s/a.txt", "")), b"renamed");
+        // Created after a cached miss, in a directory created after it too.
+        assert_eq!(get(&mut s.files, "/s/later/x.txt", "").plan.status, 404);
+        std::fs::create_dir(s.dir.join("later")).unwrap();
+        std::fs::write(s.dir.join("later/x.txt"), b"x").unwrap();
+        s.files.on_watch_event();
+        assert_eq!(body(&get(&mut s.files, "/s/later/x.txt", "")), b"x");
+        // Deleted.
+        std::fs::remove_file(s.dir.join("a.txt")).unwrap();
+        s.files.on_watch_event();
+        assert_eq!(get(&mut s.files, "/s/a.txt", "").plan.status, 404);
+    }
+
+    #[test]
+    fn without_watches_nothing_is_cached_and_nothing_is_stale() {
+        let mut s = site("unwatched", false);
+        assert_eq!(body(&get(&mut s.files, "/s/a.txt", "")), b"hello");
+        std::fs::write(s.dir.join("a.txt"), b"HELLO").unwrap();
+        assert_eq!(body(&get(&mut s.files, "/s/a.txt", "")), b"HELLO");
+        assert_eq!(s.files.setup.stats().info_hits, 0);
+    }
+
+    #[test]
+    fn special_files_and_escaping_links_are_not_served() {
+        let mut s = site("special", true);
+        let fifo = std::ffi::CString::new(s.dir.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: test-only; `fifo` is NUL-terminated.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::os::unix::fs::symlink("/etc/passwd", s.dir.join("out")).unwrap();
+        std::os::unix::fs::symlink("a.txt", s.dir.join("in")).unwrap();
+        assert_eq!(get(&mut s.files, "/s/fifo", "").plan.status, 403);
+        assert_eq!(get(&mut s.files, "/s/out", "").plan.status, 404);
+        assert_eq!(body(&get(&mut s.files, "/s/in", "")), b"hello");
+    }
+
+    #[test]
+    fn handler_files_get_conditionals_and_their_own_validators() {
+        let mut s = site("direct", true);
+        let path = s.dir.join("a.txt");
+        let req = FileRequest { method: b"GET", fields: Fields::new(&[]) };
+        let p = s.files.plan_path(&req, 200, &path, &[]).unwrap();
+        assert_eq!(body(&p), b"hello");
+        let etag = p.plan.fields.get("etag").unwrap().to_vec();
+        let inm = [httparse::Header { name: "If-None-Match", value: &etag }];
+        let req = FileRequest { method: b"GET", fields: Fields::new(&inm) };
+        assert_eq!(s.files.plan_path(&req, 200, &path, &[]).unwrap().plan.status, 304);
+        // The handler's ETag is what is compared.
+        assert_eq!(s.files.plan_path(&req, 200, &path, &[(b"ETag", b"\"mine\"")]).unwrap().plan.status, 200);
+        let mine = [httparse::Header { name: "If-None-Match", value: b"\"mine\"" }];
+        let req = FileRequest { method: b"GET", fields: Fields::new(&mine) };
+        assert_eq!(s.files.plan_path(&req, 200, &path, &[(b"ETag", b"\"mine\"")]).unwrap().plan.status, 304);
+        assert!(s.files.plan_path(&req, 200, &s.dir.join("missing"), &[]).is_err());
+        assert!(s.files.plan_path(&req, 200, &s.dir, &[]).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! The settings a worker applies to the requests it reads: derived from a
+//! `Config` at start and on every reload, shared by every worker as one
+//! immutable snapshot, swapped whole.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::http::head::HeadLimits;
+use crate::log::{AccessLog, ErrorLog, Level};
+
+/// The timeouts deadlines are armed with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub header: Duration,
+    pub idle: Duration,
+    pub body: Duration,
+    pub write: Duration,
+}
+
+/// One immutable snapshot of everything `reload` may change.
+pub(crate) struct Settings {
+    pub handler: Arc<dyn Handler>,
+    pub head_limits: HeadLimits,
+    pub max_body_size: u64,
+    /// `Server: NAME\r\n`, or empty.
+    pub server_line: Vec<u8>,
+    pub stream_high_water: usize,
+    pub timeouts: Timeouts,
+    pub max_connections: usize,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub error_log: Option<Arc<dyn ErrorLog>>,
+}
+
+impl Settings {
+    /// Validates `config` and builds the snapshot (opening the access log).
+    pub fn from_config(config: &Config) -> Result<Settings, Error> {
+        config.validate()?;
+        let access_log = match &config.access_log {
+            Some(target) => Some(Arc::new(AccessLog::open(target).map_err(|e| Error::io("cannot open the access log", e))?)),
+            None => None,
+        };
+        Ok(Settings {
+            handler: config.handler.clone().expect("validated config has a handler"),
+            head_limits: config.head_limits(),
+            max_body_size: config.max_body_size,
+            server_line: crate::http::compose::server_line(&config.server_name),
+            stream_high_water: config.stream_high_water,
+            timeouts: Timeouts {
+                header: config.header_timeout,
+                idle: config.idle_timeout,
+                body: config.body_timeout,
+                write: config.write_timeout,
+            },
+            max_connections: config.max_connections,
+            access_log,
+            error_log: config.error_log.clone(),
+        })
+    }
+
+    /// Sends a message to the error log, if there is one.
+    pub fn log_error(&self, level: Level, message: &str) {
+        if let Some(log) = &self.error_log {
+            log.log(level, message);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The C demo binary (`build/demo`, built by `make`): it announces its port,
+//! serves `GET /` and `POST /echo`, and stops with status 0 on SIGTERM/SIGINT.
+//!
+//! The binary is taken from `WARPCORE_DEMO` (the Makefile passes it), else
+//! `build/demo` in the repository. A missing binary fails the test: run `make`.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+fn demo_path() -> PathBuf {
+    let path = match std::env::var_os("WARPCORE_DEMO") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/demo"),
+    };
+    assert!(
+        path.is_file(),
+        "the C demo is missing at {} (build it with `make`, or set WARPCORE_DEMO)",
+        path.display()
+    );
+    path
+}
+
+/// A running demo; killed (SIGKILL, by its PID) and reaped when dropped, so a
+/// failing test never leaves it behind.
+struct Demo {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Demo {
+    fn start(args: &[&str]) -> Demo {
+        let child = Command::new(demo_path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the demo starts");
+        let mut demo = Demo { child, port: 0 };
+        let stdout = demo.child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(IO_TIMEOUT).expect("the demo prints its address within the timeout");
+        let addr = line
+            .trim_end()
+            .strip_prefix("listening on 127.0.0.1:")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        demo.port = addr.parse().unwrap_or_else(|_| panic!("no port in {line:?}"));
+        assert_ne!(demo.port, 0, "the real port is printed, not 0");
+        demo
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the PID of our own child, which has not been reaped
+        // (Drop reaps it), so the PID cannot have been reused.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the demo did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn check_routes(port: u16) {
+    let mut c = Client::connect(port);
+    let r = c.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello, World!");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\necho me back");
+    let r = c.read_response(false);
+    assert_eq!((r.status, r.text().as_str()), (200, "echo me back"));
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+    assert_eq!(c.read_response(false).text(), "abc");
+    c.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response(true);
+    assert_eq!(r.header("content-length"), Some("13"));
+    assert_eq!(c.get("/missing").status, 404);
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+}
+
+#[test]
+fn demo_serves_and_stops_on_sigterm() {
+    let mut demo = Demo::start(&["--port", "0", "--workers", "2"]);
+    check_routes(demo.port);
+    // Several connections, so both workers are likely involved.
+    for _ in 0..20 {
+        assert_eq!(Client::connect(demo.port).get("/").status, 200);
+    }
+    // An idle keep-alive connection does not hold the shutdown up.
+    let mut idle = Client::connect(demo.port);
+    assert_eq!(idle.get("/").status, 200);
+
+    demo.signal(libc::SIGTERM);
+    let status = demo.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status:?}");
+    assert!(idle.closed_by_server());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", demo.port)).is_err(), "nothing listens any more");
+}
+
+#[test]
+fn demo_stops_on_sigint() {
+    let mut demo = Demo::start(&["--host", "127.0.0.1", "--port", "0", "--workers", "1"]);
+    assert_eq!(Client::connect(demo.port).get("/").text(), "Hello, World!");
+    demo.signal(libc::SIGINT);
+    let status = demo.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "exit status after SIGINT: {status:?}");
+}
+
+#[test]
+fn demo_reports_a_port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(demo_path())
+        .args(["--port", &port, "--workers", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the demo");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "no 'listening on' line");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("address already in use"), "{err}");
+}
+
+#[test]
+fn demo_rejects_bad_flags() {
+    for args in [&["--bogus"][..], &["--port", "70000"], &["--workers", "x"], &["--port"]] {
+        let child = Command::new(demo_path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the demo starts");
+        let mut demo = Demo { child, port: 0 };
+        let status = demo.wait_exit(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(2), "{args:?}");
+        let mut err = String::new();
+        demo.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(err.contains("usage"), "{args:?}: {err}");
+    }
+}

@@ -3,7 +3,8 @@
 --
 -- * @GET /@ → @200 Hello, World!@ (text/plain)
 -- * @POST /echo@ → @200@ with the request body
--- * @PREFIX/...@ → files under @DIR@ (@--static PREFIX=DIR@, repeatable)
+-- * @PREFIX/...@ → files under @DIR@ (@--static PREFIX=DIR@, repeatable),
+--   served by the library's static mounts (the application never sees them)
 --
 -- Flags: @--host H --port N --workers N --static PREFIX=DIR@, and
 -- @--dispatch Dispatcher|ForkInCallback|InCallback@ to compare the ways a
@@ -21,13 +22,11 @@ import qualified Data.ByteString.Char8 as B8
 import qualified Data.ByteString.Lazy.Char8 as L
 import Data.List (isPrefixOf)
 import Data.String (fromString)
-import qualified Data.Text as T
 import Network.HTTP.Types
 import Network.Wai
 import Network.Wai.Handler.WarpCore
 import System.Environment (getArgs)
 import System.Exit (exitWith, ExitCode (..))
-import System.FilePath (takeExtension, (</>))
 import System.IO (hFlush, hPutStrLn, stderr, stdout)
 import System.Posix.Signals (Handler (Catch), installHandler, sigINT, sigTERM)
 import Text.Read (readMaybe)
@@ -71,6 +70,7 @@ main = do
           . setPort (optPort opts)
           . (if optWorkers opts > 0 then setWorkers (optWorkers opts) else id)
           . setDispatch (optDispatch opts)
+          . foldr (\(prefix, dir) k -> setStaticMount (B8.pack prefix) dir . k) id (optStatic opts)
           . setGracefulShutdownTimeout (Just 5)
           . setInstallShutdownHandler
             ( \stop -> do
@@ -80,10 +80,10 @@ main = do
             )
           . setOnReady (\port -> putStrLn ("listening on " ++ shown ++ ":" ++ show port) >> hFlush stdout)
           $ defaultSettings
-  runSettings settings (app (optStatic opts))
+  runSettings settings app
 
-app :: [(String, FilePath)] -> Application
-app mounts req respond = case (requestMethod req, rawPathInfo req) of
+app :: Application
+app req respond = case (requestMethod req, rawPathInfo req) of
   (m, "/")
     | m == methodGet || m == methodHead -> respond hello
     | otherwise -> respond (notAllowed "GET, HEAD")
@@ -92,19 +92,7 @@ app mounts req respond = case (requestMethod req, rawPathInfo req) of
         body <- readBody req
         respond (responseLBS status200 [(hContentType, "application/octet-stream")] (L.fromChunks body))
     | otherwise -> respond (notAllowed "POST")
-  (_, path) -> case [(p, d) | (p, d) <- mounts, mounted p (B8.unpack path)] of
-    ((prefix, dir) : _) -> respond (static prefix dir)
-    [] -> respond notFound
-  where
-    mounted prefix path = prefix == "/" || path == prefix || (prefix ++ "/") `isPrefixOf` path
-    static prefix dir =
-      let rest = drop (length (filter (/= T.empty) (T.splitOn "/" (T.pack prefix)))) (pathInfo req)
-       in if null rest || any unsafeSegment rest
-            then notFound
-            else
-              let file = foldl (</>) dir (map T.unpack rest)
-               in responseFile status200 [(hContentType, mimeType file)] file Nothing
-    unsafeSegment s = s == ".." || s == "." || T.any (\c -> c == '/' || c == '\0') s
+  _ -> respond notFound
 
 hello :: Response
 hello = responseLBS status200 [(hContentType, "text/plain"), (hContentLength, "13")] "Hello, World!"
@@ -119,15 +107,3 @@ readBody :: Request -> IO [B.ByteString]
 readBody req = do
   chunk <- getRequestBodyChunk req
   if B.null chunk then pure [] else (chunk :) <$> readBody req
-
-mimeType :: FilePath -> B.ByteString
-mimeType file = case takeExtension file of
-  ".html" -> "text/html; charset=utf-8"
-  ".txt" -> "text/plain; charset=utf-8"
-  ".css" -> "text/css"
-  ".js" -> "text/javascript"
-  ".json" -> "application/json"
-  ".png" -> "image/png"
-  ".jpg" -> "image/jpeg"
-  ".svg" -> "image/svg+xml"
-  _ -> "application/octet-stream"

@@ -17,6 +17,8 @@ import Network.HTTP.Client (responseBody, responseHeaders, responseStatus)
 import qualified Network.HTTP.Types as H
 import Network.Socket (close)
 import qualified Network.Socket.ByteString as NSB
+import System.Directory (createDirectoryIfMissing, getTemporaryDirectory, removeDirectoryRecursive, removeFile)
+import System.FilePath ((</>))
 import Test.Hspec
 
 import qualified Network.WarpCore as WC
@@ -120,6 +122,49 @@ spec = describe "Network.WarpCore" $ do
     errors <- newIORef []
     withRawApi localConfig {WC.configWorkerThreads = WC.BoundThreads} (routes errors) $ \port ->
       replicateM_ 5 ((responseBody <$> get port "/hello") `shouldReturn` "Hello, World!")
+
+  it "serves static mounts, logs, counts, reloads and reports" $ bounded $ do
+    tmp <- getTemporaryDirectory
+    let dir = tmp </> "warpcore-hs-static"
+        logFile = tmp </> "warpcore-hs-access.log"
+    createDirectoryIfMissing True dir
+    writeFile (dir </> "a.txt") "static file"
+    lines' <- newIORef B.empty
+    errors <- newIORef []
+    let cfg =
+          localConfig
+            { WC.configStatic = [("/static", dir)]
+            , WC.configMaxConnections = Just 1000
+            , WC.configFileCache = Just (5000, 1000)
+            , WC.configAccessLog = Just (\l -> atomicModifyIORef' lines' (\acc -> (acc <> l, ())))
+            , WC.configAccessLogFile = Just logFile -- used by the second server only
+            , WC.configErrorLog = Just (\_ _ -> pure ())
+            }
+    WC.withServer cfg (routes errors) $ \s -> do
+      let port = WC.serverPort s
+      forM_ [1 .. 3 :: Int] $ \_ -> (responseBody <$> get port "/static/a.txt") `shouldReturn` "static file"
+      (responseBody <$> get port "/hello") `shouldReturn` "Hello, World!"
+      st <- WC.stats s
+      WC.statsRequests st `shouldSatisfy` (>= 4)
+      WC.statsResponses2xx st `shouldSatisfy` (>= 4)
+      fc <- WC.fileCacheStats s
+      (WC.fileInfoHits fc + WC.fileInfoMisses fc) `shouldSatisfy` (>= 3)
+      WC.reload s cfg {WC.configServerName = Just "reloaded"} $ \_ res -> WC.respond res 200 text "new handler"
+      r <- get port "/hello"
+      responseBody r `shouldBe` "new handler"
+      lookup "Server" (responseHeaders r) `shouldBe` Just "reloaded"
+      WC.reopenLogs s
+      WC.shutdown s 1000
+      rep <- WC.shutdownReport s
+      WC.reportConnectionsCut rep `shouldSatisfy` (>= 0)
+    logged <- readIORef lines'
+    B8.unpack logged `shouldContain` "GET /static/a.txt"
+    WC.withServer cfg {WC.configAccessLog = Nothing} (routes errors) $ \s ->
+      (responseBody <$> get (WC.serverPort s) "/static/a.txt") `shouldReturn` "static file"
+    fileLog <- B.readFile logFile
+    B8.unpack fileLog `shouldContain` "GET /static/a.txt"
+    removeDirectoryRecursive dir
+    removeFile logFile
 
   it "reports an address in use" $ bounded $ do
     errors <- newIORef []

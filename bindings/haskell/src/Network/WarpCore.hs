@@ -31,6 +31,14 @@ module Network.WarpCore
   , run
   , serverPort
   , serverWorkers
+  , reload
+  , stats
+  , fileCacheStats
+  , shutdownReport
+  , reopenLogs
+  , Stats (..)
+  , FileCacheStats (..)
+  , ShutdownReport (..)
     -- * Requests
   , Request (..)
   , requestHeader
@@ -41,6 +49,8 @@ module Network.WarpCore
   , respond
   , respondLazy
   , respondBuilder
+  , respondFile
+  , responderInline
   , startStream
   , writeStream
   , writeStreamBuilder

@@ -25,6 +25,9 @@ module Network.WarpCore.Raw
   , Str (..)
   , Header (..)
   , RequestView (..)
+  , Stats (..)
+  , FileCacheStats (..)
+  , ShutdownReport (..)
     -- * Result codes
   , Result
   , resultOk
@@ -46,10 +49,18 @@ module Network.WarpCore.Raw
   , timeoutIdle
   , timeoutBody
   , timeoutWrite
+    -- * Log levels
+  , logLevelError
+  , logLevelWarning
+  , logLevelInfo
     -- * Callbacks
   , HandlerCallback
   , ReleaseCallback
+  , AccessLogCallback
+  , ErrorLogCallback
   , mkHandlerCallback
+  , mkAccessLogCallback
+  , mkErrorLogCallback
     -- * Config
   , c_warpcore_config_new
   , c_warpcore_config_free
@@ -66,11 +77,18 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_max_header_count
   , c_warpcore_config_set_stream_high_water
   , c_warpcore_config_set_timeout
+  , c_warpcore_config_set_max_connections
+  , c_warpcore_config_set_access_log_file
+  , c_warpcore_config_set_access_log_callback
+  , c_warpcore_config_set_error_log
+  , c_warpcore_config_add_static
+  , c_warpcore_config_set_file_cache
     -- * Responses
   , c_warpcore_respond
   , c_warpcore_respond_unsafe
   , c_warpcore_respond_buffer
   , c_warpcore_respond_buffer_unsafe
+  , c_warpcore_respond_file
   , c_warpcore_response_start
   , c_warpcore_response_start_unsafe
   , c_warpcore_response_write
@@ -88,6 +106,11 @@ module Network.WarpCore.Raw
   , c_warpcore_server_shutdown
   , c_warpcore_server_wait
   , c_warpcore_server_free
+  , c_warpcore_server_stats
+  , c_warpcore_server_file_cache_stats
+  , c_warpcore_server_shutdown_report
+  , c_warpcore_server_reload
+  , c_warpcore_server_reopen_logs
     -- * The binding's C dispatcher (cbits)
   , Dispatch
   , Item
@@ -196,6 +219,86 @@ instance Storable RequestView where
     #{poke warpcore_request, version_minor} p (viewVersionMinor v)
     #{poke warpcore_request, worker_index} p (viewWorkerIndex v)
 
+-- | @warpcore_stats@: a server's counters (@warpcore_server_stats@).
+data Stats = Stats
+  { statsConnectionsAccepted :: !Word64
+  , statsConnectionsActive :: !Word64
+  , statsConnectionsTimedOut :: !Word64
+  , statsRequests :: !Word64
+  , statsResponses1xx :: !Word64
+  , statsResponses2xx :: !Word64
+  , statsResponses3xx :: !Word64
+  , statsResponses4xx :: !Word64
+  , statsResponses5xx :: !Word64
+  , statsBytesIn :: !Word64
+  , statsBytesOut :: !Word64
+  , statsParseErrors :: !Word64
+  , statsFdCacheHits :: !Word64
+  , statsFdCacheMisses :: !Word64
+  , statsInfoCacheHits :: !Word64
+  , statsInfoCacheMisses :: !Word64
+  }
+  deriving (Eq, Show)
+
+instance Storable Stats where
+  sizeOf _ = #{size warpcore_stats}
+  alignment _ = #{alignment warpcore_stats}
+  peek p =
+    Stats
+      <$> #{peek warpcore_stats, connections_accepted} p
+      <*> #{peek warpcore_stats, connections_active} p
+      <*> #{peek warpcore_stats, connections_timed_out} p
+      <*> #{peek warpcore_stats, requests} p
+      <*> #{peek warpcore_stats, responses_1xx} p
+      <*> #{peek warpcore_stats, responses_2xx} p
+      <*> #{peek warpcore_stats, responses_3xx} p
+      <*> #{peek warpcore_stats, responses_4xx} p
+      <*> #{peek warpcore_stats, responses_5xx} p
+      <*> #{peek warpcore_stats, bytes_in} p
+      <*> #{peek warpcore_stats, bytes_out} p
+      <*> #{peek warpcore_stats, parse_errors} p
+      <*> #{peek warpcore_stats, fd_cache_hits} p
+      <*> #{peek warpcore_stats, fd_cache_misses} p
+      <*> #{peek warpcore_stats, info_cache_hits} p
+      <*> #{peek warpcore_stats, info_cache_misses} p
+  poke _ _ = ioError (userError "warpcore_stats is written by the library only")
+
+-- | @warpcore_file_cache_stats@.
+data FileCacheStats = FileCacheStats
+  { fileInfoHits :: !Word64
+  , fileInfoMisses :: !Word64
+  , fileFdHits :: !Word64
+  , fileFdMisses :: !Word64
+  }
+  deriving (Eq, Show)
+
+instance Storable FileCacheStats where
+  sizeOf _ = #{size warpcore_file_cache_stats}
+  alignment _ = #{alignment warpcore_file_cache_stats}
+  peek p =
+    FileCacheStats
+      <$> #{peek warpcore_file_cache_stats, info_hits} p
+      <*> #{peek warpcore_file_cache_stats, info_misses} p
+      <*> #{peek warpcore_file_cache_stats, fd_hits} p
+      <*> #{peek warpcore_file_cache_stats, fd_misses} p
+  poke _ _ = ioError (userError "warpcore_file_cache_stats is written by the library only")
+
+-- | @warpcore_shutdown_report@.
+data ShutdownReport = ShutdownReport
+  { reportRequestsFinished :: !Word64
+  , reportConnectionsCut :: !Word64
+  }
+  deriving (Eq, Show)
+
+instance Storable ShutdownReport where
+  sizeOf _ = #{size warpcore_shutdown_report}
+  alignment _ = #{alignment warpcore_shutdown_report}
+  peek p =
+    ShutdownReport
+      <$> #{peek warpcore_shutdown_report, requests_finished} p
+      <*> #{peek warpcore_shutdown_report, connections_cut} p
+  poke _ _ = ioError (userError "warpcore_shutdown_report is written by the library only")
+
 -- | @warpcore_result@ (a @uint32_t@).
 type Result = Word32
 
@@ -224,11 +327,28 @@ timeoutIdle = #{const WARPCORE_TIMEOUT_IDLE}
 timeoutBody = #{const WARPCORE_TIMEOUT_BODY}
 timeoutWrite = #{const WARPCORE_TIMEOUT_WRITE}
 
+logLevelError, logLevelWarning, logLevelInfo :: Word32
+logLevelError = #{const WARPCORE_LOG_LEVEL_ERROR}
+logLevelWarning = #{const WARPCORE_LOG_LEVEL_WARNING}
+logLevelInfo = #{const WARPCORE_LOG_LEVEL_INFO}
+
 -- | @warpcore_handler_cb@.
 type HandlerCallback = Ptr () -> Ptr RequestView -> Ptr Response -> IO ()
 
 -- | @warpcore_release_cb@.
 type ReleaseCallback = Ptr () -> Ptr Word8 -> CSize -> IO ()
+
+-- | @warpcore_access_log_cb@: a batch of complete log lines.
+type AccessLogCallback = Ptr () -> Ptr Word8 -> CSize -> IO ()
+
+-- | @warpcore_error_log_cb@: a level and one message.
+type ErrorLogCallback = Ptr () -> Word32 -> Ptr Word8 -> CSize -> IO ()
+
+foreign import ccall "wrapper"
+  mkAccessLogCallback :: AccessLogCallback -> IO (FunPtr AccessLogCallback)
+
+foreign import ccall "wrapper"
+  mkErrorLogCallback :: ErrorLogCallback -> IO (FunPtr ErrorLogCallback)
 
 -- | Wraps a Haskell handler as a C function pointer. Release it with
 -- 'Foreign.Ptr.freeHaskellFunPtr' once the server using it is freed.
@@ -268,7 +388,24 @@ foreign import ccall unsafe "warpcore_config_set_stream_high_water"
 foreign import ccall unsafe "warpcore_config_set_timeout"
   c_warpcore_config_set_timeout :: Ptr Config -> Word32 -> Word64 -> IO Result
 
+foreign import ccall unsafe "warpcore_config_set_max_connections"
+  c_warpcore_config_set_max_connections :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_access_log_file"
+  c_warpcore_config_set_access_log_file :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_config_set_access_log_callback"
+  c_warpcore_config_set_access_log_callback :: Ptr Config -> FunPtr AccessLogCallback -> Ptr () -> IO Result
+foreign import ccall unsafe "warpcore_config_set_error_log"
+  c_warpcore_config_set_error_log :: Ptr Config -> FunPtr ErrorLogCallback -> Ptr () -> IO Result
+foreign import ccall unsafe "warpcore_config_add_static"
+  c_warpcore_config_add_static :: Ptr Config -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_config_set_file_cache"
+  c_warpcore_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> IO Result
+
 -- response ----------------------------------------------------------------
+
+-- safe: it opens the file (through the worker's caches, but it may touch the disk).
+foreign import ccall safe "warpcore_respond_file"
+  c_warpcore_respond_file :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> IO Result
 
 foreign import ccall safe "warpcore_respond"
   c_warpcore_respond :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> IO Result
@@ -319,6 +456,19 @@ foreign import ccall safe "warpcore_server_wait"
   c_warpcore_server_wait :: Ptr Server -> IO Result
 foreign import ccall safe "warpcore_server_free"
   c_warpcore_server_free :: Ptr Server -> IO ()
+
+foreign import ccall unsafe "warpcore_server_stats"
+  c_warpcore_server_stats :: Ptr Server -> Ptr Stats -> IO Result
+foreign import ccall unsafe "warpcore_server_file_cache_stats"
+  c_warpcore_server_file_cache_stats :: Ptr Server -> Ptr FileCacheStats -> IO Result
+foreign import ccall unsafe "warpcore_server_shutdown_report"
+  c_warpcore_server_shutdown_report :: Ptr Server -> Ptr ShutdownReport -> IO Result
+-- safe: it waits until every worker uses the new settings.
+foreign import ccall safe "warpcore_server_reload"
+  c_warpcore_server_reload :: Ptr Server -> Ptr Config -> IO Result
+-- safe: it reopens a file.
+foreign import ccall safe "warpcore_server_reopen_logs"
+  c_warpcore_server_reopen_logs :: Ptr Server -> IO Result
 
 -- the binding's dispatcher (cbits/warpcore_hs.c) -----------------------------
 

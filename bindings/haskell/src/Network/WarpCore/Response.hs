@@ -6,7 +6,10 @@ module Network.WarpCore.Response
   ( Responder
   , ResponderState (..)
   , newResponder
+  , newInlineResponder
   , responderState
+  , responderInline
+  , respondFile
   , respond
   , respondLazy
   , respondBuilder
@@ -38,6 +41,8 @@ import Foreign.Marshal.Utils (copyBytes)
 import Foreign.Ptr (Ptr, castPtr, nullPtr, plusPtr)
 import Foreign.StablePtr (castStablePtrToPtr, newStablePtr)
 import Foreign.Storable (pokeByteOff, sizeOf)
+import qualified GHC.Foreign as GHC
+import GHC.IO.Encoding (getFileSystemEncoding)
 
 import Network.WarpCore.Error
 import qualified Network.WarpCore.Raw as Raw
@@ -58,6 +63,9 @@ data Responder = Responder
   { responderPtr :: !(Ptr Raw.Response)
   , responderVar :: !(MVar ResponderState)
   , responderUnsafe :: !Bool
+  , responderInline :: !Bool
+  -- ^ Answered inside the handler call, on the worker thread (the
+  -- 'Network.WarpCore.InCallback' dispatch): 'respondFile' works only there.
   }
 
 -- | Wraps a handle. With @unsafe@ the complete-answer calls use @unsafe@
@@ -65,7 +73,13 @@ data Responder = Responder
 newResponder :: Bool -> Ptr Raw.Response -> IO Responder
 newResponder unsafe ptr = do
   var <- newMVar Fresh
-  pure (Responder ptr var unsafe)
+  pure (Responder ptr var unsafe False)
+
+-- | Wraps a handle that is answered inside the handler call.
+newInlineResponder :: Ptr Raw.Response -> IO Responder
+newInlineResponder ptr = do
+  var <- newMVar Fresh
+  pure (Responder ptr var False True)
 
 -- | The current state.
 responderState :: Responder -> IO ResponderState
@@ -143,6 +157,19 @@ respond r status hs body =
             (if responderUnsafe r then Raw.c_warpcore_respond_buffer_unsafe else Raw.c_warpcore_respond_buffer)
               (responderPtr r) (fromIntegral status) hp (fromIntegral n) (p `plusPtr` off) (fromIntegral len)
               Raw.p_warpcore_hs_release_stable (castStablePtrToPtr sp)
+
+-- | Answers with a file, as the library's static mounts do (Content-Type,
+-- Last-Modified, ETag, ranges and conditional requests for a 200; sendfile).
+-- Only inside the handler call ('responderInline'); otherwise, and for a
+-- missing or unreadable file, it throws ('Raw.resultInvalidState',
+-- 'Raw.resultIoError') and the request may still be answered.
+respondFile :: Responder -> Int -> [(ByteString, ByteString)] -> FilePath -> IO ()
+respondFile r status hs path = do
+  enc <- getFileSystemEncoding
+  transition r "warpcore_respond_file" Fresh Finished $
+    withHeaders hs $ \hp n ->
+      GHC.withCStringLen enc path $ \(pp, pl) ->
+        Raw.c_warpcore_respond_file (responderPtr r) (fromIntegral status) hp (fromIntegral n) (castPtr pp) (fromIntegral pl)
 
 -- | Answers with a lazy body: one chunk goes as 'respond'; several small ones
 -- are joined; large ones are joined into one malloc'd buffer handed over without

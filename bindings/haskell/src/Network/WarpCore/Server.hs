@@ -29,6 +29,14 @@ module Network.WarpCore.Server
   , run
   , serverPort
   , serverWorkers
+  , reload
+  , stats
+  , fileCacheStats
+  , shutdownReport
+  , reopenLogs
+  , Raw.Stats (..)
+  , Raw.FileCacheStats (..)
+  , Raw.ShutdownReport (..)
     -- * Library
   , version
   ) where
@@ -37,6 +45,9 @@ import Control.Concurrent
 import Control.Exception hiding (Handler)
 import Control.Monad (forM, forM_, unless, void, when)
 import Data.ByteString (ByteString)
+import qualified Data.ByteString as B
+import Data.IORef
+import Data.Maybe (isJust)
 import qualified Data.ByteString.Char8 as B8
 import qualified Data.ByteString.Unsafe as BU
 import Data.Word (Word32, Word64)
@@ -113,6 +124,20 @@ data Config = Config
   , configTimeouts :: [(Timeout, Int)]
   -- ^ In milliseconds (1 s to 1 day).
   , configSharePort :: Bool
+  , configStatic :: [(ByteString, FilePath)]
+  -- ^ Static mounts served by the library itself (URL prefix, directory):
+  -- sendfile, fd and stat caches, ranges and conditional requests; requests
+  -- under a prefix never reach the handler.
+  , configMaxConnections :: Maybe Word32
+  , configFileCache :: Maybe (Word64, Word64)
+  -- ^ (fd, info) cache lifetimes in milliseconds.
+  , configAccessLogFile :: Maybe FilePath
+  -- ^ Apache combined format, appended to this file.
+  , configAccessLog :: Maybe (ByteString -> IO ())
+  -- ^ Receives batches of access-log lines (on worker threads), instead of
+  -- 'configAccessLogFile' when both are set.
+  , configErrorLog :: Maybe (Word32 -> ByteString -> IO ())
+  -- ^ Receives the library's error-log messages with their level.
   , configOnException :: SomeException -> IO ()
   -- ^ Called when a handler throws (the binding then answers 500 if it can).
   }
@@ -133,6 +158,12 @@ defaultConfig =
     , configStreamHighWater = Nothing
     , configTimeouts = []
     , configSharePort = False
+    , configStatic = []
+    , configMaxConnections = Nothing
+    , configFileCache = Nothing
+    , configAccessLogFile = Nothing
+    , configAccessLog = Nothing
+    , configErrorLog = Nothing
     , configOnException = \e -> hPutStrLn stderr ("warpcore: handler failed: " ++ show e)
     }
 
@@ -155,6 +186,14 @@ data Server = Server
   , serverRelease :: IO ()
   -- ^ Frees what the binding holds once the C server is freed.
   , serverWorkerDone :: ![MVar ()]
+  , serverHandler :: !(IORef Handler)
+  -- ^ The handler requests go to (replaced by 'reload').
+  , serverSetHandler :: Ptr Raw.Config -> IO ()
+  -- ^ Sets the C handler and userdata this server was started with.
+  , serverCallbacks :: !(IORef [IO ()])
+  -- ^ Frees log callbacks once the server is freed.
+  , serverListen :: !String
+  -- ^ The address listened on, with the real port.
   }
 
 -- | The library's version (@MAJOR.MINOR.PATCH@).
@@ -168,28 +207,56 @@ start :: Config -> Handler -> IO Server
 start cfg handler = do
   unless rtsSupportsBoundThreads $
     throwIO (userError "Network.WarpCore: the program must be linked with -threaded")
-  cp <- alloca $ \out -> do
-    check "warpcore_config_new" (Raw.c_warpcore_config_new out)
-    peek out
-  config <- newForeignPtr Raw.p_warpcore_config_free cp
-  withForeignPtr config $ \c -> do
+  current <- newIORef handler
+  callbacks <- newIORef []
+  withConfig cfg callbacks $ \c -> do
     setBytes "warpcore_config_set_listen" (Raw.c_warpcore_config_set_listen c) (B8.pack (configListen cfg))
     check "warpcore_config_set_workers" (Raw.c_warpcore_config_set_workers c (fromIntegral (configWorkers cfg)))
     when (configWorkerThreads cfg == BoundThreads) $
       check "warpcore_config_set_external_workers" (Raw.c_warpcore_config_set_external_workers c (CBool 1))
     when (configSharePort cfg) $
       check "warpcore_config_set_share_port" (Raw.c_warpcore_config_set_share_port c (CBool 1))
+    case configDispatch cfg of
+      Dispatcher -> startDispatched cfg current callbacks c
+      mode -> startCallback cfg current callbacks (mode == InCallback) c
+
+-- Makes a C config with the settings a reload may change too; log callbacks
+-- made for it are recorded in `callbacks` (freed with the server).
+withConfig :: Config -> IORef [IO ()] -> (Ptr Raw.Config -> IO a) -> IO a
+withConfig cfg callbacks act = do
+  cp <- alloca $ \out -> do
+    check "warpcore_config_new" (Raw.c_warpcore_config_new out)
+    peek out
+  config <- newForeignPtr Raw.p_warpcore_config_free cp
+  withForeignPtr config $ \c -> do
     forM_ (configServerName cfg) $ setBytes "warpcore_config_set_server_name" (Raw.c_warpcore_config_set_server_name c)
     forM_ (configMaxBodySize cfg) $ check "warpcore_config_set_max_body_size" . Raw.c_warpcore_config_set_max_body_size c
     forM_ (configMaxHeadSize cfg) $ check "warpcore_config_set_max_head_size" . Raw.c_warpcore_config_set_max_head_size c
     forM_ (configMaxRequestLine cfg) $ check "warpcore_config_set_max_request_line" . Raw.c_warpcore_config_set_max_request_line c
     forM_ (configMaxHeaderCount cfg) $ check "warpcore_config_set_max_header_count" . Raw.c_warpcore_config_set_max_header_count c
     forM_ (configStreamHighWater cfg) $ check "warpcore_config_set_stream_high_water" . Raw.c_warpcore_config_set_stream_high_water c
+    forM_ (configMaxConnections cfg) $ check "warpcore_config_set_max_connections" . Raw.c_warpcore_config_set_max_connections c
+    forM_ (configFileCache cfg) $ \(fd, info) ->
+      check "warpcore_config_set_file_cache" (Raw.c_warpcore_config_set_file_cache c fd info)
     forM_ (configTimeouts cfg) $ \(which, ms) ->
       check "warpcore_config_set_timeout" (Raw.c_warpcore_config_set_timeout c (timeoutCode which) (fromIntegral ms))
-    case configDispatch cfg of
-      Dispatcher -> startDispatched cfg handler c
-      mode -> startCallback cfg handler (mode == InCallback) c
+    forM_ (configStatic cfg) $ \(prefix, dir) ->
+      BU.unsafeUseAsCStringLen prefix $ \(pp, pl) ->
+        BU.unsafeUseAsCStringLen (B8.pack dir) $ \(dp, dl) ->
+          check "warpcore_config_add_static" $
+            Raw.c_warpcore_config_add_static c (castPtr pp) (fromIntegral pl) (castPtr dp) (fromIntegral dl)
+    forM_ (if isJust (configAccessLog cfg) then Nothing else configAccessLogFile cfg) $ setBytes "warpcore_config_set_access_log_file" (Raw.c_warpcore_config_set_access_log_file c) . B8.pack
+    forM_ (configAccessLog cfg) $ \sink -> do
+      fp <- Raw.mkAccessLogCallback $ \_ p n ->
+        (B.packCStringLen (castPtr p, fromIntegral n) >>= sink) `catch` \(_ :: SomeException) -> pure ()
+      modifyIORef callbacks (freeHaskellFunPtr fp :)
+      check "warpcore_config_set_access_log_callback" (Raw.c_warpcore_config_set_access_log_callback c fp nullPtr)
+    forM_ (configErrorLog cfg) $ \sink -> do
+      fp <- Raw.mkErrorLogCallback $ \_ level p n ->
+        (B.packCStringLen (castPtr p, fromIntegral n) >>= sink level) `catch` \(_ :: SomeException) -> pure ()
+      modifyIORef callbacks (freeHaskellFunPtr fp :)
+      check "warpcore_config_set_error_log" (Raw.c_warpcore_config_set_error_log c fp nullPtr)
+    act c
 
 setBytes :: String -> (Ptr a -> CSize -> IO Raw.Result) -> ByteString -> IO ()
 setBytes call set bs = BU.unsafeUseAsCStringLen bs $ \(p, l) -> check call (set (castPtr p) (fromIntegral l))
@@ -221,8 +288,8 @@ startWith _ c release =
         release
         throwResult "warpcore_server_start" code
 
-finishStart :: Config -> Ptr Raw.Server -> IO () -> IO Server
-finishStart cfg sp release = do
+finishStart :: Config -> IORef Handler -> IORef [IO ()] -> (Ptr Raw.Config -> IO ()) -> Ptr Raw.Server -> IO () -> IO Server
+finishStart cfg current callbacks setHandler sp release = do
   port <- fromIntegral <$> Raw.c_warpcore_server_port sp
   workers <- fromIntegral <$> Raw.c_warpcore_server_workers sp
   done <-
@@ -237,30 +304,33 @@ finishStart cfg sp release = do
   -- One thread waits in C for the workers to stop, so that 'wait' is an
   -- interruptible takeMVar, and 'close' never frees the server under a waiter.
   _ <- forkIO (void (Raw.c_warpcore_server_wait sp) `finally` putMVar stopped ())
-  pure (Server sp port workers closed stopped release done)
+  let host = reverse (drop 1 (dropWhile (/= ':') (reverse (configListen cfg))))
+  pure (Server sp port workers closed stopped release done current setHandler callbacks (host ++ ":" ++ show port))
 
 -- The default path: the C handler and one dispatcher thread per capability.
-startDispatched :: Config -> Handler -> Ptr Raw.Config -> IO Server
-startDispatched cfg handler c = do
+startDispatched :: Config -> IORef Handler -> IORef [IO ()] -> Ptr Raw.Config -> IO Server
+startDispatched cfg current callbacks c = do
   caps <- getNumCapabilities
   d <- Raw.c_warpcore_hs_dispatch_new (fromIntegral caps)
   when (d == nullPtr) $ throwIO (userError "Network.WarpCore: out of memory")
-  check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler c Raw.p_warpcore_hs_handler (castPtr d))
+  let setHandler cc = check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler cc Raw.p_warpcore_hs_handler (castPtr d))
+  setHandler c
   stopped <- forM [0 .. caps - 1] $ \i -> do
     v <- newEmptyMVar
-    _ <- forkOn i (dispatcher cfg handler d i `finally` putMVar v ())
+    _ <- forkOn i (dispatcher cfg current d i `finally` putMVar v ())
     pure v
   let release = do
         Raw.c_warpcore_hs_dispatch_close d
         mapM_ takeMVar stopped
         Raw.c_warpcore_hs_dispatch_free d
+        sequence_ =<< readIORef callbacks
   sp <- startWith cfg c release
-  finishStart cfg sp release
+  finishStart cfg current callbacks setHandler sp release
 
 -- Takes batches from queue `i` and forks a thread per request, until the
 -- queue is closed and empty.
-dispatcher :: Config -> Handler -> Ptr Raw.Dispatch -> Int -> IO ()
-dispatcher cfg handler d i = alloca $ \out -> newWaiter >>= loop out
+dispatcher :: Config -> IORef Handler -> Ptr Raw.Dispatch -> Int -> IO ()
+dispatcher cfg current d i = alloca $ \out -> newWaiter >>= loop out
   where
     newWaiter = do
       mv <- newEmptyMVar
@@ -287,26 +357,29 @@ dispatcher cfg handler d i = alloca $ \out -> newWaiter >>= loop out
           _ <- forkIO $ do
             (req, res) <- readItem item
             r <- newResponder True res
+            handler <- readIORef current
             serve cfg handler req r
           forkAll next
 
 -- The callback paths: a "wrapper" FunPtr that forks or runs the handler.
-startCallback :: Config -> Handler -> Bool -> Ptr Raw.Config -> IO Server
-startCallback cfg handler inline c = do
+startCallback :: Config -> IORef Handler -> IORef [IO ()] -> Bool -> Ptr Raw.Config -> IO Server
+startCallback cfg current callbacks inline c = do
   let callback _ view res =
         ( do
             req <- readView view
-            r <- newResponder False res
+            r <- if inline then newInlineResponder res else newResponder False res
+            handler <- readIORef current
             if inline
               then serve cfg handler req r
               else void (forkIO (serve cfg handler req r))
         )
           `catch` \(e :: SomeException) -> configOnException cfg e
   fp <- Raw.mkHandlerCallback callback
-  check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler c fp nullPtr)
-  let release = freeHaskellFunPtr fp
+  let setHandler cc = check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler cc fp nullPtr)
+  setHandler c
+  let release = freeHaskellFunPtr fp >> (sequence_ =<< readIORef callbacks)
   sp <- startWith cfg c release
-  finishStart cfg sp release
+  finishStart cfg current callbacks setHandler sp release
 
 -- | Shuts the server down gracefully: stops accepting, lets requests already
 -- received be answered for up to @grace@ milliseconds, and returns when every
@@ -344,3 +417,41 @@ withServer cfg handler = bracket (start cfg handler) close
 -- another thread given the server by @ready@) or this thread is killed.
 run :: Config -> Handler -> (Server -> IO ()) -> IO ()
 run cfg handler ready = withServer cfg handler $ \s -> ready s >> wait s
+
+-- | Applies new settings and a new handler to requests read from now on;
+-- requests in flight finish with what they started with. The listen
+-- address, worker count, dispatch and worker threads cannot change (those
+-- fields of the new config are ignored, except that a different address or
+-- worker count is refused by the library).
+reload :: Server -> Config -> Handler -> IO ()
+reload s cfg handler =
+  withConfig cfg (serverCallbacks s) $ \c -> do
+    setBytes "warpcore_config_set_listen" (Raw.c_warpcore_config_set_listen c) (B8.pack (serverListen s))
+    check "warpcore_config_set_workers" (Raw.c_warpcore_config_set_workers c (fromIntegral (serverWorkers s)))
+    serverSetHandler s c
+    -- The handler is swapped first: a request read after the reload must not
+    -- reach the old one. (One read just before it may reach the new one.)
+    writeIORef (serverHandler s) handler
+    check "warpcore_server_reload" (Raw.c_warpcore_server_reload (serverPtr s) c)
+
+-- | The server's counters.
+stats :: Server -> IO Raw.Stats
+stats s = alloca $ \out -> do
+  check "warpcore_server_stats" (Raw.c_warpcore_server_stats (serverPtr s) out)
+  peek out
+
+-- | The file caches' hit and miss counts.
+fileCacheStats :: Server -> IO Raw.FileCacheStats
+fileCacheStats s = alloca $ \out -> do
+  check "warpcore_server_file_cache_stats" (Raw.c_warpcore_server_file_cache_stats (serverPtr s) out)
+  peek out
+
+-- | What the last shutdown did (zeros before one finished).
+shutdownReport :: Server -> IO Raw.ShutdownReport
+shutdownReport s = alloca $ \out -> do
+  check "warpcore_server_shutdown_report" (Raw.c_warpcore_server_shutdown_report (serverPtr s) out)
+  peek out
+
+-- | Reopens the access-log file (after log rotation moved it away).
+reopenLogs :: Server -> IO ()
+reopenLogs s = check "warpcore_server_reopen_logs" (Raw.c_warpcore_server_reopen_logs (serverPtr s))

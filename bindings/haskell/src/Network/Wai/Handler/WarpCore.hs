@@ -59,6 +59,7 @@ module Network.Wai.Handler.WarpCore
   , setDispatch
   , setWorkerThreads
   , setOnReady
+  , setStaticMount
   , Dispatch (..)
   , WorkerThreads (..)
     -- * Exceptions
@@ -128,6 +129,7 @@ data Settings = Settings
   , settingsStreamHighWater :: Maybe Word64
   , settingsDispatch :: Dispatch
   , settingsWorkerThreads :: WorkerThreads
+  , settingsStatic :: [(ByteString, FilePath)]
   }
 
 -- | Port 3000 on every IPv4 address (@"*4"@), Warp's exception handling,
@@ -153,6 +155,7 @@ defaultSettings =
     , settingsStreamHighWater = Nothing
     , settingsDispatch = Dispatcher
     , settingsWorkerThreads = EngineThreads
+    , settingsStatic = []
     }
 
 setPort :: Port -> Settings -> Settings
@@ -230,6 +233,12 @@ setStreamHighWater n s = s {settingsStreamHighWater = Just n}
 -- never runs application code on an event loop.
 setDispatch :: Dispatch -> Settings -> Settings
 setDispatch d s = s {settingsDispatch = d}
+
+-- | Serves the files under a directory at a URL prefix from the library
+-- itself (sendfile, fd and stat caches, ranges, conditional requests): those
+-- requests never reach the application. Repeatable; the longest prefix wins.
+setStaticMount :: ByteString -> FilePath -> Settings -> Settings
+setStaticMount prefix dir s = s {settingsStatic = settingsStatic s ++ [(prefix, dir)]}
 
 -- | Which threads run the event loops; see 'WorkerThreads'.
 setWorkerThreads :: WorkerThreads -> Settings -> Settings
@@ -330,6 +339,7 @@ toConfig s = do
       , WC.configStreamHighWater = settingsStreamHighWater s
       , WC.configTimeouts = [(t, secs) | t <- [minBound .. maxBound]]
       , WC.configOnException = settingsOnException s Nothing
+      , WC.configStatic = settingsStatic s
       }
 
 listenAddress :: HostPreference -> Port -> String
@@ -421,6 +431,13 @@ sendResponse s req res rsp = do
     send (ResponseBuilder st hs b) = do
       WC.respondBuilder res (H.statusCode st) (plain hs) b
       pure (st, Nothing)
+    send (ResponseFile st hs path Nothing)
+      | WC.responderInline res = do
+          -- Inside the handler call the library sends the file itself.
+          sent <- try (WC.respondFile res (H.statusCode st) (plain hs) path)
+          case sent of
+            Right () -> pure (st, Nothing)
+            Left (_ :: WC.WarpCoreError) -> sendFile req res st hs path Nothing
     send (ResponseFile st hs path part) = sendFile req res st hs path part
     send (ResponseStream st hs body) = do
       let (len, hs') = takeLength hs

@@ -4,6 +4,8 @@
 #   make test       every test suite (installs what it needs when missing)
 #   make header     regenerate include/warpcore.h with cbindgen
 #   make bench-compare  the C demo against nginx, Warp, hyper, may_minihttp (wrk, ~10 min)
+#   make haskell    the Haskell binding (bindings/haskell), build/demo-hs, build/scotty-hs
+#   make haskell-install  register the warpcore package in the user's GHC package db
 
 CARGO    ?= cargo
 CC       ?= cc
@@ -38,7 +40,7 @@ run: all
 	./build/demo --host 127.0.0.1 --port 8080 --static /static=examples/www
 
 # Every suite; a missing tool is installed or is an error, never a skip.
-test: test-deps all test-rust test-abi test-python
+test: test-deps all test-rust test-abi test-python test-haskell
 	@echo "make test: all suites passed"
 
 test-deps:
@@ -62,3 +64,38 @@ bench-compare:
 clean:
 	$(CARGO) clean
 	rm -rf build
+
+# Haskell binding: built with Cabal's Setup.hs from Debian's GHC, offline.
+HS_BUILD := $(abspath build/haskell)
+HS_SETUP := $(HS_BUILD)/setup
+HS_SRC   := $(shell find bindings/haskell -name '*.hs' -o -name '*.hsc' -o -name '*.[ch]' -o -name '*.cabal')
+HS_GHC   := ghc -v0 -O2 -threaded -rtsopts -package-db $(HS_BUILD)/dist/package.conf.inplace -package warpcore
+
+.PHONY: haskell haskell-deps haskell-install test-haskell
+
+haskell: build/demo-hs build/scotty-hs
+
+haskell-deps:
+	@bash scripts/haskell-deps.sh
+
+$(HS_SETUP): bindings/haskell/Setup.hs | haskell-deps
+	@mkdir -p $(HS_BUILD)
+	ghc -v0 -O0 -package Cabal $< -o $@ -outputdir $(HS_BUILD)/setup-obj
+
+$(HS_BUILD)/dist/.built: $(HS_SETUP) $(HS_SRC) $(LIB) include/warpcore.h
+	cd bindings/haskell && $(HS_SETUP) configure --user --enable-tests --builddir=$(HS_BUILD)/dist \
+	  && $(HS_SETUP) build --builddir=$(HS_BUILD)/dist
+	@touch $@
+
+build/demo-hs: examples/haskell/Demo.hs $(HS_BUILD)/dist/.built
+	$(HS_GHC) -outputdir $(HS_BUILD)/obj-demo $< -o $@
+
+build/scotty-hs: examples/haskell/Scotty.hs $(HS_BUILD)/dist/.built
+	$(HS_GHC) -outputdir $(HS_BUILD)/obj-scotty $< -o $@
+
+haskell-install: $(HS_BUILD)/dist/.built
+	cd bindings/haskell && $(HS_SETUP) install --builddir=$(HS_BUILD)/dist
+
+test-haskell: haskell
+	cd bindings/haskell && WARPCORE_ROOT=$(CURDIR) WARPCORE_DEMO_HS=$(abspath build/demo-hs) \
+	  $(HS_SETUP) test --builddir=$(HS_BUILD)/dist --show-details=direct

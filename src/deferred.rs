@@ -154,12 +154,15 @@ struct SharedState {
     queued: usize,
     /// The connection is gone.
     closed: bool,
+    /// Writers blocked in `reserve`: without them a wake-up is a wasted syscall
+    /// (one per deferred answer, when the connection drops its `Waiting`).
+    waiters: usize,
 }
 
 impl DeferredShared {
     pub fn new(high_water: usize) -> Arc<DeferredShared> {
         Arc::new(DeferredShared {
-            state: Mutex::new(SharedState { queued: 0, closed: false }),
+            state: Mutex::new(SharedState { queued: 0, closed: false, waiters: 0 }),
             drained: Condvar::new(),
             high_water,
         })
@@ -171,8 +174,11 @@ impl DeferredShared {
 
     /// The connection is gone: wake blocked writers, refuse later calls.
     pub fn mark_closed(&self) {
-        self.lock().closed = true;
-        self.drained.notify_all();
+        let mut s = self.lock();
+        s.closed = true;
+        if s.waiters > 0 {
+            self.drained.notify_all();
+        }
     }
 
     /// `n` posted bytes have reached the socket.
@@ -182,7 +188,7 @@ impl DeferredShared {
         }
         let mut s = self.lock();
         s.queued = s.queued.saturating_sub(n);
-        if s.queued <= self.high_water {
+        if s.queued <= self.high_water && s.waiters > 0 {
             self.drained.notify_all();
         }
     }
@@ -203,7 +209,9 @@ impl DeferredShared {
                 s.queued += n;
                 return Ok(());
             }
+            s.waiters += 1;
             s = self.drained.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiters -= 1;
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
@@ -49,6 +50,9 @@ enum Mode {
 pub struct warpcore_response {
     mode: Mutex<Mode>,
     handed_over: Condvar,
+    /// Threads waiting on `handed_over`; changed and read only with `mode`
+    /// locked, so the worker skips the wake-up syscall when nobody waits.
+    waiters: AtomicUsize,
 }
 
 // SAFETY: `Mode::InCall`'s pointer is only dereferenced on the thread recorded
@@ -68,7 +72,7 @@ thread_local! {
 /// to the pool or hands it to the caller as a deferred handle.
 pub(crate) fn with_handle(res: &mut Response<'_>, call: impl FnOnce(*mut warpcore_response)) {
     let mut handle = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
-        Box::new(warpcore_response { mode: Mutex::new(Mode::Idle), handed_over: Condvar::new() })
+        Box::new(warpcore_response { mode: Mutex::new(Mode::Idle), handed_over: Condvar::new(), waiters: AtomicUsize::new(0) })
     });
     let thread = std::thread::current().id();
     *handle.lock() = Mode::InCall { response: (res as *mut Response<'_>).cast(), thread };
@@ -86,7 +90,9 @@ pub(crate) fn with_handle(res: &mut Response<'_>, call: impl FnOnce(*mut warpcor
         Ok(deferred) => *mode = Mode::Deferred(deferred),
         Err(_) => *mode = Mode::Idle,
     }
-    handle.handed_over.notify_all();
+    if handle.waiters.load(Ordering::Relaxed) > 0 {
+        handle.handed_over.notify_all();
+    }
     drop(mode);
     // The caller owns it now; the call that finishes the answer frees it.
     let _ = Box::into_raw(handle);
@@ -180,7 +186,9 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     loop {
         match &*mode {
             Mode::InCall { thread, .. } if *thread != std::thread::current().id() => {
+                h.waiters.fetch_add(1, Ordering::Relaxed);
                 mode = h.handed_over.wait(mode).unwrap_or_else(|e| e.into_inner());
+                h.waiters.fetch_sub(1, Ordering::Relaxed);
             }
             _ => break,
         }

@@ -1,0 +1,490 @@
+{-# LANGUAGE OverloadedStrings #-}
+{-# LANGUAGE ScopedTypeVariables #-}
+-- requestBody is the field getRequestBodyChunk reads; wai 3.2.3 has no setter.
+{-# OPTIONS_GHC -Wno-deprecations #-}
+-- | A WAI handler on libwarpcore, named like Warp's so that moving an
+-- application is a change of import:
+--
+-- @
+-- import Network.Wai.Handler.WarpCore (run)   -- was Network.Wai.Handler.Warp
+--
+-- main = run 8080 app
+-- @
+--
+-- Link with @-threaded@. Each request runs in its own green thread; the
+-- library's event loops (one per worker, 'setWorkers', by default one per
+-- capability) never run Haskell code. Every 'Response' kind is answered:
+-- 'responseBuilder' and 'responseLBS' in one write, 'responseFile' with its
+-- 'FilePart' or with @Range@ and conditional requests, 'responseStream'
+-- chunked (or with the @Content-Length@ the application gave) with
+-- backpressure, and 'responseRaw' by its fallback response (raw connections
+-- are not available). The request body arrives whole (the library reads it
+-- before calling the application, up to 'setMaxBodySize') and is handed out
+-- by 'getRequestBodyChunk'. An exception in the application answers @500@
+-- like Warp's default ('setOnExceptionResponse').
+module Network.Wai.Handler.WarpCore
+  ( -- * Running
+    run
+  , runEnv
+  , runSettings
+  , withApplication
+  , withApplicationSettings
+    -- * Settings
+  , Settings
+  , defaultSettings
+  , Port
+  , HostPreference
+    -- ** Like Warp's
+  , setPort
+  , setHost
+  , setOnException
+  , setOnExceptionResponse
+  , setTimeout
+  , setInstallShutdownHandler
+  , setBeforeMainLoop
+  , setServerName
+  , setGracefulShutdownTimeout
+  , setMaxTotalHeaderLength
+  , setLogger
+  , setHTTP2Disabled
+  , getPort
+  , getHost
+  , getOnException
+  , getGracefulShutdownTimeout
+  , getMaxTotalHeaderLength
+    -- ** libwarpcore's own
+  , setWorkers
+  , setMaxBodySize
+  , setStreamHighWater
+  , setDispatch
+  , setWorkerThreads
+  , setOnReady
+  , setStaticMount
+  , Dispatch (..)
+  , WorkerThreads (..)
+    -- * Exceptions
+  , defaultOnException
+  , defaultShouldDisplayException
+  , defaultOnExceptionResponse
+  , exceptionResponseForDebug
+    -- * Internals (for tests and tools)
+  , toWaiRequest
+  , waiHandler
+  ) where
+
+import Control.Concurrent (forkIO, getNumCapabilities)
+import Control.Exception
+import Control.Monad (void, when)
+import Data.ByteString (ByteString)
+import qualified Data.ByteString as B
+import qualified Data.ByteString.Builder as BB
+import qualified Data.ByteString.Builder.Extra as BBE
+import qualified Data.ByteString.Char8 as B8
+import qualified Data.ByteString.Internal as BI
+import qualified Data.CaseInsensitive as CI
+import Data.IORef
+import Data.Int (Int64)
+import Data.Maybe (fromMaybe)
+import Data.Streaming.Network.Internal (HostPreference (..))
+import Data.Word (Word32, Word64, Word8)
+import Foreign.ForeignPtr (ForeignPtr, mallocForeignPtrBytes, withForeignPtr)
+import Foreign.Ptr (plusPtr)
+import GHC.IO.Exception (IOErrorType (..))
+import qualified Network.HTTP.Types as H
+import qualified Network.HTTP.Types.Header as H
+import Network.Socket (AddrInfo (..), AddrInfoFlag (..), SockAddr (..), defaultHints, getAddrInfo, tupleToHostAddress)
+import Network.Wai
+import Network.Wai.Internal (Response (..), ResponseReceived (..))
+import System.Environment (lookupEnv)
+import System.IO (hPutStrLn, stderr)
+import System.IO.Error (ioeGetErrorType)
+import System.IO.Unsafe (unsafePerformIO)
+import Text.Read (readMaybe)
+
+import qualified Network.WarpCore as WC
+import Network.WarpCore.Response (writeStreamPtr)
+import Network.WarpCore.Server (Dispatch (..), WorkerThreads (..))
+import Network.Wai.Handler.WarpCore.File (sendFile)
+
+-- | A TCP port.
+type Port = Int
+
+-- | How to run an application. Build it from 'defaultSettings' with the
+-- setters.
+data Settings = Settings
+  { settingsPort :: Port
+  , settingsHost :: HostPreference
+  , settingsOnException :: Maybe Request -> SomeException -> IO ()
+  , settingsOnExceptionResponse :: SomeException -> Response
+  , settingsTimeout :: Int
+  , settingsInstallShutdownHandler :: IO () -> IO ()
+  , settingsBeforeMainLoop :: IO ()
+  , settingsOnReady :: Port -> IO ()
+  , settingsServerName :: ByteString
+  , settingsGracefulShutdownTimeout :: Maybe Int
+  , settingsMaxTotalHeaderLength :: Int
+  , settingsLogger :: Request -> H.Status -> Maybe Integer -> IO ()
+  , settingsWorkers :: Maybe Int
+  , settingsMaxBodySize :: Maybe Word64
+  , settingsStreamHighWater :: Maybe Word64
+  , settingsDispatch :: Dispatch
+  , settingsWorkerThreads :: WorkerThreads
+  , settingsStatic :: [(ByteString, FilePath)]
+  }
+
+-- | Port 3000 on every IPv4 address (@"*4"@), Warp's exception handling,
+-- 30 s timeout, @Server: warpcore@, graceful shutdown that waits for
+-- requests in progress, one worker per capability.
+defaultSettings :: Settings
+defaultSettings =
+  Settings
+    { settingsPort = 3000
+    , settingsHost = "*4"
+    , settingsOnException = defaultOnException
+    , settingsOnExceptionResponse = defaultOnExceptionResponse
+    , settingsTimeout = 30
+    , settingsInstallShutdownHandler = const (pure ())
+    , settingsBeforeMainLoop = pure ()
+    , settingsOnReady = const (pure ())
+    , settingsServerName = "warpcore"
+    , settingsGracefulShutdownTimeout = Nothing
+    , settingsMaxTotalHeaderLength = 50 * 1024
+    , settingsLogger = \_ _ _ -> pure ()
+    , settingsWorkers = Nothing
+    , settingsMaxBodySize = Nothing
+    , settingsStreamHighWater = Nothing
+    , settingsDispatch = Dispatcher
+    , settingsWorkerThreads = EngineThreads
+    , settingsStatic = []
+    }
+
+setPort :: Port -> Settings -> Settings
+setPort p s = s {settingsPort = p}
+
+-- | @"*4"@ and @"*"@: every IPv4 address; @"*6"@: every IPv6 address;
+-- @"!4"@ / @"!6"@ likewise; anything else is a host name or address.
+setHost :: HostPreference -> Settings -> Settings
+setHost h s = s {settingsHost = h}
+
+-- | Called when the application throws (with the request when there is one).
+setOnException :: (Maybe Request -> SomeException -> IO ()) -> Settings -> Settings
+setOnException f s = s {settingsOnException = f}
+
+-- | The answer sent when the application throws before answering.
+setOnExceptionResponse :: (SomeException -> Response) -> Settings -> Settings
+setOnExceptionResponse f s = s {settingsOnExceptionResponse = f}
+
+-- | Seconds a connection may make no progress (request head, body, response,
+-- keep-alive idle). At least 1.
+setTimeout :: Int -> Settings -> Settings
+setTimeout t s = s {settingsTimeout = t}
+
+-- | Given an action that starts a graceful shutdown, installs whatever should
+-- call it (a signal handler, usually). 'runSettings' returns once the
+-- shutdown has finished.
+setInstallShutdownHandler :: (IO () -> IO ()) -> Settings -> Settings
+setInstallShutdownHandler f s = s {settingsInstallShutdownHandler = f}
+
+-- | Runs once the server accepts connections.
+setBeforeMainLoop :: IO () -> Settings -> Settings
+setBeforeMainLoop f s = s {settingsBeforeMainLoop = f}
+
+-- | Like 'setBeforeMainLoop', given the port listened on (useful with port 0).
+setOnReady :: (Port -> IO ()) -> Settings -> Settings
+setOnReady f s = s {settingsOnReady = f}
+
+-- | The @Server@ header; empty sends none.
+setServerName :: ByteString -> Settings -> Settings
+setServerName n s = s {settingsServerName = n}
+
+-- | Seconds a graceful shutdown waits for requests in progress; 'Nothing'
+-- (the default) waits as long as they take.
+setGracefulShutdownTimeout :: Maybe Int -> Settings -> Settings
+setGracefulShutdownTimeout t s = s {settingsGracefulShutdownTimeout = t}
+
+-- | The largest request head in bytes (request line and header fields).
+setMaxTotalHeaderLength :: Int -> Settings -> Settings
+setMaxTotalHeaderLength n s = s {settingsMaxTotalHeaderLength = n}
+
+-- | Called after each response with its status and body length when known.
+setLogger :: (Request -> H.Status -> Maybe Integer -> IO ()) -> Settings -> Settings
+setLogger f s = s {settingsLogger = f}
+
+-- | Accepted for Warp compatibility: libwarpcore speaks HTTP/1.1 only.
+setHTTP2Disabled :: Settings -> Settings
+setHTTP2Disabled = id
+
+-- | Event loops (threads with their own listener); default: the number of
+-- capabilities.
+setWorkers :: Int -> Settings -> Settings
+setWorkers n s = s {settingsWorkers = Just n}
+
+-- | The largest request body accepted (library default 1 MiB); larger ones
+-- are answered @413@.
+setMaxBodySize :: Word64 -> Settings -> Settings
+setMaxBodySize n s = s {settingsMaxBodySize = Just n}
+
+-- | Bytes a streamed response may have queued before writes wait for the
+-- client (library default 1 MiB).
+setStreamHighWater :: Word64 -> Settings -> Settings
+setStreamHighWater n s = s {settingsStreamHighWater = Just n}
+
+-- | How requests reach Haskell; see 'Dispatch'. The default, 'Dispatcher',
+-- never runs application code on an event loop.
+setDispatch :: Dispatch -> Settings -> Settings
+setDispatch d s = s {settingsDispatch = d}
+
+-- | Serves the files under a directory at a URL prefix from the library
+-- itself (sendfile, fd and stat caches, ranges, conditional requests): those
+-- requests never reach the application. Repeatable; the longest prefix wins.
+setStaticMount :: ByteString -> FilePath -> Settings -> Settings
+setStaticMount prefix dir s = s {settingsStatic = settingsStatic s ++ [(prefix, dir)]}
+
+-- | Which threads run the event loops; see 'WorkerThreads'.
+setWorkerThreads :: WorkerThreads -> Settings -> Settings
+setWorkerThreads w s = s {settingsWorkerThreads = w}
+
+getPort :: Settings -> Port
+getPort = settingsPort
+
+getHost :: Settings -> HostPreference
+getHost = settingsHost
+
+getOnException :: Settings -> Maybe Request -> SomeException -> IO ()
+getOnException = settingsOnException
+
+getGracefulShutdownTimeout :: Settings -> Maybe Int
+getGracefulShutdownTimeout = settingsGracefulShutdownTimeout
+
+getMaxTotalHeaderLength :: Settings -> Int
+getMaxTotalHeaderLength = settingsMaxTotalHeaderLength
+
+-- | Prints the exception to stderr when 'defaultShouldDisplayException' says so.
+defaultOnException :: Maybe Request -> SomeException -> IO ()
+defaultOnException _ e =
+  when (defaultShouldDisplayException e) $ hPutStrLn stderr (show e)
+
+-- | False for a client that went away, a timeout or a thread killed.
+defaultShouldDisplayException :: SomeException -> Bool
+defaultShouldDisplayException se
+  | Just ThreadKilled <- fromException se = False
+  | Just (e :: WC.WarpCoreError) <- fromException se, WC.errorResult e `elem` quiet = False
+  | Just (e :: IOException) <- fromException se, ioeGetErrorType e == ResourceVanished = False
+  | Just (_ :: SomeAsyncException) <- fromException se = False
+  | otherwise = True
+  where
+    quiet = [9, 6] -- CLOSED, SHUTTING_DOWN
+
+-- | @500 Something went wrong@, as Warp answers.
+defaultOnExceptionResponse :: SomeException -> Response
+defaultOnExceptionResponse _ =
+  responseLBS H.internalServerError500 [(H.hContentType, "text/plain; charset=utf-8")] "Something went wrong"
+
+-- | @500@ with the exception's text (for debugging only).
+exceptionResponseForDebug :: SomeException -> Response
+exceptionResponseForDebug e =
+  responseBuilder H.internalServerError500 [(H.hContentType, "text/plain; charset=utf-8")]
+    (BB.string8 ("Exception: " ++ show e))
+
+-- | Runs the application on a port of every IPv4 address.
+run :: Port -> Application -> IO ()
+run p = runSettings (setPort p defaultSettings)
+
+-- | Like 'run', the port taken from the @PORT@ environment variable when set.
+runEnv :: Port -> Application -> IO ()
+runEnv p app = do
+  env <- lookupEnv "PORT"
+  run (fromMaybe p (env >>= readMaybe)) app
+
+-- | Runs the application until a shutdown installed with
+-- 'setInstallShutdownHandler' finishes, or this thread is killed (then the
+-- server stops without grace).
+runSettings :: Settings -> Application -> IO ()
+runSettings s app = do
+  cfg <- toConfig s
+  WC.withServer cfg (waiHandler s app) $ \server -> do
+    let grace = maybe maxGrace (\secs -> max 0 secs * 1000) (settingsGracefulShutdownTimeout s)
+    settingsInstallShutdownHandler s (void (forkIO (WC.shutdown server grace)))
+    settingsBeforeMainLoop s
+    settingsOnReady s (WC.serverPort server)
+    WC.wait server
+  where
+    maxGrace = fromIntegral (maxBound :: Word32)
+
+-- | Runs the application on a free port of 127.0.0.1 for the duration of
+-- the action, given the port.
+withApplication :: IO Application -> (Port -> IO a) -> IO a
+withApplication = withApplicationSettings defaultSettings
+
+-- | 'withApplication' with settings (their host and port are replaced).
+withApplicationSettings :: Settings -> IO Application -> (Port -> IO a) -> IO a
+withApplicationSettings s mkApp action = do
+  app <- mkApp
+  cfg <- toConfig s {settingsHost = "127.0.0.1", settingsPort = 0}
+  WC.withServer cfg (waiHandler s app) (action . WC.serverPort)
+
+toConfig :: Settings -> IO WC.Config
+toConfig s = do
+  caps <- getNumCapabilities
+  let secs = max 1 (settingsTimeout s) * 1000
+  pure
+    WC.defaultConfig
+      { WC.configListen = listenAddress (settingsHost s) (settingsPort s)
+      , WC.configWorkers = fromMaybe caps (settingsWorkers s)
+      , WC.configDispatch = settingsDispatch s
+      , WC.configWorkerThreads = settingsWorkerThreads s
+      , WC.configServerName = Just (settingsServerName s)
+      , WC.configMaxBodySize = settingsMaxBodySize s
+      , WC.configMaxHeadSize = Just (fromIntegral (settingsMaxTotalHeaderLength s))
+      , WC.configStreamHighWater = settingsStreamHighWater s
+      , WC.configTimeouts = [(t, secs) | t <- [minBound .. maxBound]]
+      , WC.configOnException = settingsOnException s Nothing
+      , WC.configStatic = settingsStatic s
+      }
+
+listenAddress :: HostPreference -> Port -> String
+listenAddress h p = case h of
+  HostAny -> "0.0.0.0:" ++ show p
+  HostIPv4 -> "0.0.0.0:" ++ show p
+  HostIPv4Only -> "0.0.0.0:" ++ show p
+  HostIPv6 -> "[::]:" ++ show p
+  HostIPv6Only -> "[::]:" ++ show p
+  Host host
+    | ':' `elem` host && take 1 host /= "[" -> "[" ++ host ++ "]:" ++ show p
+    | otherwise -> host ++ ":" ++ show p
+
+-- | The library handler for a WAI application.
+waiHandler :: Settings -> Application -> WC.Handler
+waiHandler s app creq res = do
+  req <- toWaiRequest creq
+  outcome <- try (app req (sendResponse s req res))
+  case outcome of
+    Right ResponseReceived -> pure ()
+    Left (e :: SomeException) -> do
+      settingsOnException s (Just req) e `catch` \(_ :: SomeException) -> pure ()
+      st <- WC.responderState res
+      when (st == WC.Fresh) $
+        void (try (sendResponse s req res (settingsOnExceptionResponse s e)) :: IO (Either SomeException ResponseReceived))
+
+-- | A WAI request from the library's copy of one.
+toWaiRequest :: WC.Request -> IO Request
+toWaiRequest r = do
+  bodyRef <- newIORef (WC.requestBody r)
+  let target = WC.requestTarget r
+      rawPath = pathOf target
+      query = WC.requestQuery r
+      headers = [(CI.mk n, v) | (n, v) <- WC.requestHeaders r]
+      (major, minor) = WC.requestVersion r
+      bodyLen = B.length (WC.requestBody r)
+  pure
+    defaultRequest
+      { requestBody = atomicModifyIORef' bodyRef (\b -> (B.empty, b))
+      , requestMethod = WC.requestMethod r
+      , httpVersion = H.HttpVersion major minor
+      , rawPathInfo = rawPath
+      , rawQueryString = if B.null query then "" else B.cons 63 query
+      , requestHeaders = headers
+      , isSecure = False
+      , remoteHost = peerAddress (WC.requestPeerIp r) (WC.requestPeerPort r)
+      , pathInfo = H.decodePathSegments rawPath
+      , queryString = H.parseQuery query
+      , requestBodyLength = KnownLength (fromIntegral bodyLen)
+      , requestHeaderHost = lookup H.hHost headers
+      , requestHeaderRange = lookup H.hRange headers
+      , requestHeaderReferer = lookup H.hReferer headers
+      , requestHeaderUserAgent = lookup H.hUserAgent headers
+      }
+
+-- The raw path of a target: up to '?', without scheme and authority for an
+-- absolute-form target.
+pathOf :: ByteString -> ByteString
+pathOf target = B.takeWhile (/= 63) withoutAuthority
+  where
+    withoutAuthority
+      | "http://" `B.isPrefixOf` lower || "https://" `B.isPrefixOf` lower =
+          let rest = B.drop 2 (B.dropWhile (/= 47) target) -- after "//"
+              path = B.dropWhile (\c -> c /= 47 && c /= 63) rest
+           in if B.null path || B.head path == 63 then B.cons 47 path else path
+      | otherwise = target
+    lower = B8.map toLowerAscii (B.take 8 target)
+    toLowerAscii c = if c >= 'A' && c <= 'Z' then toEnum (fromEnum c + 32) else c
+
+-- The peer as a SockAddr; parsed only when the application looks.
+peerAddress :: ByteString -> Int -> SockAddr
+peerAddress ip port = case map B8.readInt (B8.split '.' ip) of
+  [Just (a, ""), Just (b, ""), Just (c, ""), Just (d, "")] ->
+    SockAddrInet (fromIntegral port) (tupleToHostAddress (fromIntegral a, fromIntegral b, fromIntegral c, fromIntegral d))
+  _ -> unsafePerformIO $ do
+    let hints = defaultHints {addrFlags = [AI_NUMERICHOST, AI_NUMERICSERV]}
+    found <- try (getAddrInfo (Just hints) (Just (B8.unpack ip)) (Just (show port)))
+    pure $ case found :: Either SomeException [AddrInfo] of
+      Right (ai : _) -> addrAddress ai
+      _ -> SockAddrInet (fromIntegral port) 0
+{-# NOINLINE peerAddress #-}
+
+sendResponse :: Settings -> Request -> WC.Responder -> Response -> IO ResponseReceived
+sendResponse s req res rsp = do
+  (st, len) <- send rsp
+  settingsLogger s req st len `catch` \(_ :: SomeException) -> pure ()
+  pure ResponseReceived
+  where
+    send (ResponseBuilder st hs b) = do
+      WC.respondBuilder res (H.statusCode st) (plain hs) b
+      pure (st, Nothing)
+    send (ResponseFile st hs path Nothing)
+      | WC.responderInline res = do
+          -- Inside the handler call the library sends the file itself.
+          sent <- try (WC.respondFile res (H.statusCode st) (plain hs) path)
+          case sent of
+            Right () -> pure (st, Nothing)
+            Left (_ :: WC.WarpCoreError) -> sendFile req res st hs path Nothing
+    send (ResponseFile st hs path part) = sendFile req res st hs path part
+    send (ResponseStream st hs body) = do
+      let (len, hs') = takeLength hs
+      WC.startStream res (H.statusCode st) (plain hs') len
+      streamBody res body
+      WC.endStream res
+      pure (st, fromIntegral <$> len)
+    send (ResponseRaw _ fallback) = send fallback
+    plain hs = [(CI.original k, v) | (k, v) <- hs]
+
+-- The application's Content-Length for a stream, and the other fields.
+takeLength :: H.ResponseHeaders -> (Maybe Int64, H.ResponseHeaders)
+takeLength hs = case lookup H.hContentLength hs >>= B8.readInteger of
+  Just (n, "") | n >= 0 -> (Just (fromIntegral n), filter ((/= H.hContentLength) . fst) hs)
+  _ -> (Nothing, filter ((/= H.hContentLength) . fst) hs)
+
+-- Runs a streaming body through a 16 KiB buffer: builders fill it, a full
+-- buffer or a flush writes it (the library copies it), large strict chunks
+-- inserted into a builder go as they are.
+streamBody :: WC.Responder -> StreamingBody -> IO ()
+streamBody res body = do
+  buf <- mallocForeignPtrBytes size :: IO (ForeignPtr Word8)
+  used <- newIORef (0 :: Int)
+  let flush = do
+        n <- readIORef used
+        when (n > 0) $ do
+          writeIORef used 0
+          withForeignPtr buf $ \p -> writeStreamPtr res p n
+      fill writer = do
+        n <- readIORef used
+        (k, next) <- withForeignPtr buf $ \p -> writer (p `plusPtr` n) (size - n)
+        writeIORef used (n + k)
+        case next of
+          BBE.Done -> pure ()
+          BBE.More minSize w
+            | minSize <= size -> flush >> fill w
+            | otherwise -> do
+                flush
+                big <- BI.mallocByteString minSize
+                (k', next') <- withForeignPtr big $ \p -> w p minSize
+                WC.writeStream res (BI.fromForeignPtr big 0 k')
+                after next'
+          BBE.Chunk bs w -> flush >> WC.writeStream res bs >> fill w
+      after BBE.Done = pure ()
+      after (BBE.More _ w) = fill w
+      after (BBE.Chunk bs w) = WC.writeStream res bs >> fill w
+  body (fill . BBE.runBuilder) flush
+  flush
+  where
+    size = 16384

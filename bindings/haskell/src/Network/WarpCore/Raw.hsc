@@ -1,0 +1,514 @@
+{-# LANGUAGE ForeignFunctionInterface #-}
+-- | The C API of libwarpcore (@include/warpcore.h@), imported as it is.
+--
+-- Every function of the header has a foreign import here under its C name
+-- with a @c_@ prefix. Calls that may block or call back into Haskell are
+-- @safe@ (starting, shutting down, waiting for and running a server, writing
+-- to a stream, which may wait for the client); cheap ones are @unsafe@. The
+-- respond calls come in both kinds: @safe@ where the caller cannot rule out a
+-- short wait (another thread's handler still running), @unsafe@ (suffix
+-- @_unsafe@) for the binding's dispatcher path, where that wait is bounded by
+-- C code that never needs the GHC runtime.
+--
+-- The request view is read with 'Storable' ('peek'); its bytes are borrowed
+-- and valid only during the handler call.
+--
+-- The second half imports the binding's own C helpers (@cbits/warpcore_hs.c@):
+-- a handler written in C that queues each request for a Haskell dispatcher
+-- thread, and release callbacks for zero-copy bodies.
+module Network.WarpCore.Raw
+  ( -- * Opaque handles
+    Config
+  , Server
+  , Response
+    -- * Plain structs
+  , Str (..)
+  , Header (..)
+  , RequestView (..)
+  , Stats (..)
+  , FileCacheStats (..)
+  , ShutdownReport (..)
+    -- * Result codes
+  , Result
+  , resultOk
+  , resultInvalidArgument
+  , resultNullArgument
+  , resultInvalidAddress
+  , resultAddressInUse
+  , resultIoError
+  , resultShuttingDown
+  , resultInvalidState
+  , resultAlreadyAnswered
+  , resultClosed
+  , resultInvalidStatus
+  , resultInvalidHeader
+  , resultPanic
+  , resultLengthMismatch
+    -- * Timeouts
+  , timeoutHeader
+  , timeoutIdle
+  , timeoutBody
+  , timeoutWrite
+    -- * Log levels
+  , logLevelError
+  , logLevelWarning
+  , logLevelInfo
+    -- * Callbacks
+  , HandlerCallback
+  , ReleaseCallback
+  , AccessLogCallback
+  , ErrorLogCallback
+  , mkHandlerCallback
+  , mkAccessLogCallback
+  , mkErrorLogCallback
+    -- * Config
+  , c_warpcore_config_new
+  , c_warpcore_config_free
+  , p_warpcore_config_free
+  , c_warpcore_config_set_listen
+  , c_warpcore_config_set_workers
+  , c_warpcore_config_set_external_workers
+  , c_warpcore_config_set_share_port
+  , c_warpcore_config_set_handler
+  , c_warpcore_config_set_server_name
+  , c_warpcore_config_set_max_body_size
+  , c_warpcore_config_set_max_head_size
+  , c_warpcore_config_set_max_request_line
+  , c_warpcore_config_set_max_header_count
+  , c_warpcore_config_set_stream_high_water
+  , c_warpcore_config_set_timeout
+  , c_warpcore_config_set_max_connections
+  , c_warpcore_config_set_access_log_file
+  , c_warpcore_config_set_access_log_callback
+  , c_warpcore_config_set_error_log
+  , c_warpcore_config_add_static
+  , c_warpcore_config_set_file_cache
+    -- * Responses
+  , c_warpcore_respond
+  , c_warpcore_respond_unsafe
+  , c_warpcore_respond_buffer
+  , c_warpcore_respond_buffer_unsafe
+  , c_warpcore_respond_file
+  , c_warpcore_response_start
+  , c_warpcore_response_start_unsafe
+  , c_warpcore_response_write
+  , c_warpcore_response_write_buffer
+  , c_warpcore_response_end
+    -- * Results and version
+  , c_warpcore_result_str
+  , c_warpcore_last_error_message
+  , c_warpcore_version
+    -- * Server
+  , c_warpcore_server_start
+  , c_warpcore_server_port
+  , c_warpcore_server_workers
+  , c_warpcore_server_run_worker
+  , c_warpcore_server_shutdown
+  , c_warpcore_server_wait
+  , c_warpcore_server_free
+  , c_warpcore_server_stats
+  , c_warpcore_server_file_cache_stats
+  , c_warpcore_server_shutdown_report
+  , c_warpcore_server_reload
+  , c_warpcore_server_reopen_logs
+    -- * The binding's C dispatcher (cbits)
+  , Dispatch
+  , Item
+  , c_warpcore_hs_dispatch_new
+  , c_warpcore_hs_dispatch_close
+  , c_warpcore_hs_dispatch_free
+  , c_warpcore_hs_dispatch_take
+  , c_warpcore_hs_item_free
+  , p_warpcore_hs_item_free
+  , p_warpcore_hs_handler
+  , p_warpcore_hs_release_stable
+  , p_warpcore_hs_release_free
+  , itemNext
+  , itemResponse
+  , itemData
+  , itemDataLen
+  , itemRequest
+  ) where
+
+import Data.Int (Int64)
+import Data.Word (Word16, Word32, Word64, Word8)
+import Foreign.C.String (CString)
+import Foreign.C.Types (CBool (..), CChar, CInt (..), CSize (..))
+import Foreign.Ptr (FunPtr, Ptr, plusPtr)
+import Foreign.StablePtr (StablePtr)
+import Foreign.Storable (Storable (..))
+
+#include "warpcore.h"
+#include "warpcore_hs.h"
+
+-- | @warpcore_config@: made by 'c_warpcore_config_new', freed by 'c_warpcore_config_free'.
+data Config
+
+-- | @warpcore_server@: made by 'c_warpcore_server_start', freed by 'c_warpcore_server_free'.
+data Server
+
+-- | @warpcore_response@: see the lifetime rules in the header.
+data Response
+
+-- | @warpcore_str@: @len@ bytes at @ptr@, no NUL.
+data Str = Str {strPtr :: !(Ptr Word8), strLen :: !CSize}
+  deriving (Eq, Show)
+
+instance Storable Str where
+  sizeOf _ = #{size warpcore_str}
+  alignment _ = #{alignment warpcore_str}
+  peek p = Str <$> #{peek warpcore_str, ptr} p <*> #{peek warpcore_str, len} p
+  poke p (Str ptr len) = #{poke warpcore_str, ptr} p ptr >> #{poke warpcore_str, len} p len
+
+-- | @warpcore_header@.
+data Header = Header {headerName :: !Str, headerValue :: !Str}
+  deriving (Eq, Show)
+
+instance Storable Header where
+  sizeOf _ = #{size warpcore_header}
+  alignment _ = #{alignment warpcore_header}
+  peek p = Header <$> #{peek warpcore_header, name} p <*> #{peek warpcore_header, value} p
+  poke p (Header n v) = #{poke warpcore_header, name} p n >> #{poke warpcore_header, value} p v
+
+-- | @warpcore_request@, the borrowed request view (pointers into the
+-- library's buffers, valid during the handler call only).
+data RequestView = RequestView
+  { viewMethod :: !Str
+  , viewTarget :: !Str
+  , viewPath :: !Str
+  , viewQuery :: !Str
+  , viewHeaders :: !(Ptr Header)
+  , viewHeaderCount :: !CSize
+  , viewBody :: !Str
+  , viewPeerIp :: !Str
+  , viewPeerPort :: !Word16
+  , viewVersionMajor :: !Word8
+  , viewVersionMinor :: !Word8
+  , viewWorkerIndex :: !Word32
+  }
+  deriving (Eq, Show)
+
+instance Storable RequestView where
+  sizeOf _ = #{size warpcore_request}
+  alignment _ = #{alignment warpcore_request}
+  peek p =
+    RequestView
+      <$> #{peek warpcore_request, method} p
+      <*> #{peek warpcore_request, target} p
+      <*> #{peek warpcore_request, path} p
+      <*> #{peek warpcore_request, query} p
+      <*> #{peek warpcore_request, headers} p
+      <*> #{peek warpcore_request, header_count} p
+      <*> #{peek warpcore_request, body} p
+      <*> #{peek warpcore_request, peer_ip} p
+      <*> #{peek warpcore_request, peer_port} p
+      <*> #{peek warpcore_request, version_major} p
+      <*> #{peek warpcore_request, version_minor} p
+      <*> #{peek warpcore_request, worker_index} p
+  poke p v = do
+    #{poke warpcore_request, method} p (viewMethod v)
+    #{poke warpcore_request, target} p (viewTarget v)
+    #{poke warpcore_request, path} p (viewPath v)
+    #{poke warpcore_request, query} p (viewQuery v)
+    #{poke warpcore_request, headers} p (viewHeaders v)
+    #{poke warpcore_request, header_count} p (viewHeaderCount v)
+    #{poke warpcore_request, body} p (viewBody v)
+    #{poke warpcore_request, peer_ip} p (viewPeerIp v)
+    #{poke warpcore_request, peer_port} p (viewPeerPort v)
+    #{poke warpcore_request, version_major} p (viewVersionMajor v)
+    #{poke warpcore_request, version_minor} p (viewVersionMinor v)
+    #{poke warpcore_request, worker_index} p (viewWorkerIndex v)
+
+-- | @warpcore_stats@: a server's counters (@warpcore_server_stats@).
+data Stats = Stats
+  { statsConnectionsAccepted :: !Word64
+  , statsConnectionsActive :: !Word64
+  , statsConnectionsTimedOut :: !Word64
+  , statsRequests :: !Word64
+  , statsResponses1xx :: !Word64
+  , statsResponses2xx :: !Word64
+  , statsResponses3xx :: !Word64
+  , statsResponses4xx :: !Word64
+  , statsResponses5xx :: !Word64
+  , statsBytesIn :: !Word64
+  , statsBytesOut :: !Word64
+  , statsParseErrors :: !Word64
+  , statsFdCacheHits :: !Word64
+  , statsFdCacheMisses :: !Word64
+  , statsInfoCacheHits :: !Word64
+  , statsInfoCacheMisses :: !Word64
+  }
+  deriving (Eq, Show)
+
+instance Storable Stats where
+  sizeOf _ = #{size warpcore_stats}
+  alignment _ = #{alignment warpcore_stats}
+  peek p =
+    Stats
+      <$> #{peek warpcore_stats, connections_accepted} p
+      <*> #{peek warpcore_stats, connections_active} p
+      <*> #{peek warpcore_stats, connections_timed_out} p
+      <*> #{peek warpcore_stats, requests} p
+      <*> #{peek warpcore_stats, responses_1xx} p
+      <*> #{peek warpcore_stats, responses_2xx} p
+      <*> #{peek warpcore_stats, responses_3xx} p
+      <*> #{peek warpcore_stats, responses_4xx} p
+      <*> #{peek warpcore_stats, responses_5xx} p
+      <*> #{peek warpcore_stats, bytes_in} p
+      <*> #{peek warpcore_stats, bytes_out} p
+      <*> #{peek warpcore_stats, parse_errors} p
+      <*> #{peek warpcore_stats, fd_cache_hits} p
+      <*> #{peek warpcore_stats, fd_cache_misses} p
+      <*> #{peek warpcore_stats, info_cache_hits} p
+      <*> #{peek warpcore_stats, info_cache_misses} p
+  poke _ _ = ioError (userError "warpcore_stats is written by the library only")
+
+-- | @warpcore_file_cache_stats@.
+data FileCacheStats = FileCacheStats
+  { fileInfoHits :: !Word64
+  , fileInfoMisses :: !Word64
+  , fileFdHits :: !Word64
+  , fileFdMisses :: !Word64
+  }
+  deriving (Eq, Show)
+
+instance Storable FileCacheStats where
+  sizeOf _ = #{size warpcore_file_cache_stats}
+  alignment _ = #{alignment warpcore_file_cache_stats}
+  peek p =
+    FileCacheStats
+      <$> #{peek warpcore_file_cache_stats, info_hits} p
+      <*> #{peek warpcore_file_cache_stats, info_misses} p
+      <*> #{peek warpcore_file_cache_stats, fd_hits} p
+      <*> #{peek warpcore_file_cache_stats, fd_misses} p
+  poke _ _ = ioError (userError "warpcore_file_cache_stats is written by the library only")
+
+-- | @warpcore_shutdown_report@.
+data ShutdownReport = ShutdownReport
+  { reportRequestsFinished :: !Word64
+  , reportConnectionsCut :: !Word64
+  }
+  deriving (Eq, Show)
+
+instance Storable ShutdownReport where
+  sizeOf _ = #{size warpcore_shutdown_report}
+  alignment _ = #{alignment warpcore_shutdown_report}
+  peek p =
+    ShutdownReport
+      <$> #{peek warpcore_shutdown_report, requests_finished} p
+      <*> #{peek warpcore_shutdown_report, connections_cut} p
+  poke _ _ = ioError (userError "warpcore_shutdown_report is written by the library only")
+
+-- | @warpcore_result@ (a @uint32_t@).
+type Result = Word32
+
+resultOk, resultInvalidArgument, resultNullArgument, resultInvalidAddress,
+  resultAddressInUse, resultIoError, resultShuttingDown, resultInvalidState,
+  resultAlreadyAnswered, resultClosed, resultInvalidStatus, resultInvalidHeader,
+  resultPanic, resultLengthMismatch :: Result
+resultOk = #{const WARPCORE_RESULT_OK}
+resultInvalidArgument = #{const WARPCORE_RESULT_INVALID_ARGUMENT}
+resultNullArgument = #{const WARPCORE_RESULT_NULL_ARGUMENT}
+resultInvalidAddress = #{const WARPCORE_RESULT_INVALID_ADDRESS}
+resultAddressInUse = #{const WARPCORE_RESULT_ADDRESS_IN_USE}
+resultIoError = #{const WARPCORE_RESULT_IO_ERROR}
+resultShuttingDown = #{const WARPCORE_RESULT_SHUTTING_DOWN}
+resultInvalidState = #{const WARPCORE_RESULT_INVALID_STATE}
+resultAlreadyAnswered = #{const WARPCORE_RESULT_ALREADY_ANSWERED}
+resultClosed = #{const WARPCORE_RESULT_CLOSED}
+resultInvalidStatus = #{const WARPCORE_RESULT_INVALID_STATUS}
+resultInvalidHeader = #{const WARPCORE_RESULT_INVALID_HEADER}
+resultPanic = #{const WARPCORE_RESULT_PANIC}
+resultLengthMismatch = #{const WARPCORE_RESULT_LENGTH_MISMATCH}
+
+timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite :: Word32
+timeoutHeader = #{const WARPCORE_TIMEOUT_HEADER}
+timeoutIdle = #{const WARPCORE_TIMEOUT_IDLE}
+timeoutBody = #{const WARPCORE_TIMEOUT_BODY}
+timeoutWrite = #{const WARPCORE_TIMEOUT_WRITE}
+
+logLevelError, logLevelWarning, logLevelInfo :: Word32
+logLevelError = #{const WARPCORE_LOG_LEVEL_ERROR}
+logLevelWarning = #{const WARPCORE_LOG_LEVEL_WARNING}
+logLevelInfo = #{const WARPCORE_LOG_LEVEL_INFO}
+
+-- | @warpcore_handler_cb@.
+type HandlerCallback = Ptr () -> Ptr RequestView -> Ptr Response -> IO ()
+
+-- | @warpcore_release_cb@.
+type ReleaseCallback = Ptr () -> Ptr Word8 -> CSize -> IO ()
+
+-- | @warpcore_access_log_cb@: a batch of complete log lines.
+type AccessLogCallback = Ptr () -> Ptr Word8 -> CSize -> IO ()
+
+-- | @warpcore_error_log_cb@: a level and one message.
+type ErrorLogCallback = Ptr () -> Word32 -> Ptr Word8 -> CSize -> IO ()
+
+foreign import ccall "wrapper"
+  mkAccessLogCallback :: AccessLogCallback -> IO (FunPtr AccessLogCallback)
+
+foreign import ccall "wrapper"
+  mkErrorLogCallback :: ErrorLogCallback -> IO (FunPtr ErrorLogCallback)
+
+-- | Wraps a Haskell handler as a C function pointer. Release it with
+-- 'Foreign.Ptr.freeHaskellFunPtr' once the server using it is freed.
+foreign import ccall "wrapper"
+  mkHandlerCallback :: HandlerCallback -> IO (FunPtr HandlerCallback)
+
+-- config ----------------------------------------------------------------
+
+foreign import ccall unsafe "warpcore_config_new"
+  c_warpcore_config_new :: Ptr (Ptr Config) -> IO Result
+foreign import ccall unsafe "warpcore_config_free"
+  c_warpcore_config_free :: Ptr Config -> IO ()
+foreign import ccall unsafe "&warpcore_config_free"
+  p_warpcore_config_free :: FunPtr (Ptr Config -> IO ())
+foreign import ccall unsafe "warpcore_config_set_listen"
+  c_warpcore_config_set_listen :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_config_set_workers"
+  c_warpcore_config_set_workers :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_external_workers"
+  c_warpcore_config_set_external_workers :: Ptr Config -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_config_set_share_port"
+  c_warpcore_config_set_share_port :: Ptr Config -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_config_set_handler"
+  c_warpcore_config_set_handler :: Ptr Config -> FunPtr HandlerCallback -> Ptr () -> IO Result
+foreign import ccall unsafe "warpcore_config_set_server_name"
+  c_warpcore_config_set_server_name :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_config_set_max_body_size"
+  c_warpcore_config_set_max_body_size :: Ptr Config -> Word64 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_max_head_size"
+  c_warpcore_config_set_max_head_size :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_max_request_line"
+  c_warpcore_config_set_max_request_line :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_max_header_count"
+  c_warpcore_config_set_max_header_count :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_stream_high_water"
+  c_warpcore_config_set_stream_high_water :: Ptr Config -> Word64 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_timeout"
+  c_warpcore_config_set_timeout :: Ptr Config -> Word32 -> Word64 -> IO Result
+
+foreign import ccall unsafe "warpcore_config_set_max_connections"
+  c_warpcore_config_set_max_connections :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_access_log_file"
+  c_warpcore_config_set_access_log_file :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_config_set_access_log_callback"
+  c_warpcore_config_set_access_log_callback :: Ptr Config -> FunPtr AccessLogCallback -> Ptr () -> IO Result
+foreign import ccall unsafe "warpcore_config_set_error_log"
+  c_warpcore_config_set_error_log :: Ptr Config -> FunPtr ErrorLogCallback -> Ptr () -> IO Result
+foreign import ccall unsafe "warpcore_config_add_static"
+  c_warpcore_config_add_static :: Ptr Config -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_config_set_file_cache"
+  c_warpcore_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> IO Result
+
+-- response ----------------------------------------------------------------
+
+-- safe: it opens the file (through the worker's caches, but it may touch the disk).
+foreign import ccall safe "warpcore_respond_file"
+  c_warpcore_respond_file :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> IO Result
+
+foreign import ccall safe "warpcore_respond"
+  c_warpcore_respond :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_respond"
+  c_warpcore_respond_unsafe :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall safe "warpcore_respond_buffer"
+  c_warpcore_respond_buffer
+    :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize
+    -> FunPtr ReleaseCallback -> Ptr () -> IO Result
+foreign import ccall unsafe "warpcore_respond_buffer"
+  c_warpcore_respond_buffer_unsafe
+    :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize
+    -> FunPtr ReleaseCallback -> Ptr () -> IO Result
+foreign import ccall safe "warpcore_response_start"
+  c_warpcore_response_start :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Int64 -> IO Result
+foreign import ccall unsafe "warpcore_response_start"
+  c_warpcore_response_start_unsafe :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Int64 -> IO Result
+foreign import ccall safe "warpcore_response_write"
+  c_warpcore_response_write :: Ptr Response -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall safe "warpcore_response_write_buffer"
+  c_warpcore_response_write_buffer
+    :: Ptr Response -> Ptr Word8 -> CSize -> FunPtr ReleaseCallback -> Ptr () -> IO Result
+foreign import ccall safe "warpcore_response_end"
+  c_warpcore_response_end :: Ptr Response -> IO Result
+
+-- results and version -------------------------------------------------------
+
+foreign import ccall unsafe "warpcore_result_str"
+  c_warpcore_result_str :: Word32 -> IO CString
+foreign import ccall unsafe "warpcore_last_error_message"
+  c_warpcore_last_error_message :: Ptr CChar -> CSize -> IO CSize
+foreign import ccall unsafe "warpcore_version"
+  c_warpcore_version :: IO CString
+
+-- server ----------------------------------------------------------------
+
+foreign import ccall safe "warpcore_server_start"
+  c_warpcore_server_start :: Ptr Config -> Ptr (Ptr Server) -> IO Result
+foreign import ccall unsafe "warpcore_server_port"
+  c_warpcore_server_port :: Ptr Server -> IO Word16
+foreign import ccall unsafe "warpcore_server_workers"
+  c_warpcore_server_workers :: Ptr Server -> IO Word32
+foreign import ccall safe "warpcore_server_run_worker"
+  c_warpcore_server_run_worker :: Ptr Server -> Word32 -> IO Result
+foreign import ccall safe "warpcore_server_shutdown"
+  c_warpcore_server_shutdown :: Ptr Server -> Word32 -> IO Result
+foreign import ccall safe "warpcore_server_wait"
+  c_warpcore_server_wait :: Ptr Server -> IO Result
+foreign import ccall safe "warpcore_server_free"
+  c_warpcore_server_free :: Ptr Server -> IO ()
+
+foreign import ccall unsafe "warpcore_server_stats"
+  c_warpcore_server_stats :: Ptr Server -> Ptr Stats -> IO Result
+foreign import ccall unsafe "warpcore_server_file_cache_stats"
+  c_warpcore_server_file_cache_stats :: Ptr Server -> Ptr FileCacheStats -> IO Result
+foreign import ccall unsafe "warpcore_server_shutdown_report"
+  c_warpcore_server_shutdown_report :: Ptr Server -> Ptr ShutdownReport -> IO Result
+-- safe: it waits until every worker uses the new settings.
+foreign import ccall safe "warpcore_server_reload"
+  c_warpcore_server_reload :: Ptr Server -> Ptr Config -> IO Result
+-- safe: it reopens a file.
+foreign import ccall safe "warpcore_server_reopen_logs"
+  c_warpcore_server_reopen_logs :: Ptr Server -> IO Result
+
+-- the binding's dispatcher (cbits/warpcore_hs.c) -----------------------------
+
+-- | @warpcore_hs_dispatch@: the C handler's userdata, one queue per dispatcher.
+data Dispatch
+
+-- | @warpcore_hs_item@: one queued request, owned by whoever took it.
+data Item
+
+foreign import ccall unsafe "warpcore_hs_dispatch_new"
+  c_warpcore_hs_dispatch_new :: Word32 -> IO (Ptr Dispatch)
+-- safe: it may fill MVars (hs_try_putmvar).
+foreign import ccall safe "warpcore_hs_dispatch_close"
+  c_warpcore_hs_dispatch_close :: Ptr Dispatch -> IO ()
+foreign import ccall safe "warpcore_hs_dispatch_free"
+  c_warpcore_hs_dispatch_free :: Ptr Dispatch -> IO ()
+foreign import ccall unsafe "warpcore_hs_dispatch_take"
+  c_warpcore_hs_dispatch_take :: Ptr Dispatch -> Word32 -> StablePtr a -> CInt -> Ptr (Ptr Item) -> IO CInt
+foreign import ccall unsafe "warpcore_hs_item_free"
+  c_warpcore_hs_item_free :: Ptr Item -> IO ()
+foreign import ccall unsafe "&warpcore_hs_item_free"
+  p_warpcore_hs_item_free :: FunPtr (Ptr Item -> IO ())
+foreign import ccall unsafe "&warpcore_hs_handler"
+  p_warpcore_hs_handler :: FunPtr HandlerCallback
+foreign import ccall unsafe "&warpcore_hs_release_stable"
+  p_warpcore_hs_release_stable :: FunPtr ReleaseCallback
+foreign import ccall unsafe "&warpcore_hs_release_free"
+  p_warpcore_hs_release_free :: FunPtr ReleaseCallback
+
+itemNext :: Ptr Item -> IO (Ptr Item)
+itemNext = #{peek warpcore_hs_item, next}
+
+itemResponse :: Ptr Item -> IO (Ptr Response)
+itemResponse = #{peek warpcore_hs_item, response}
+
+itemData :: Ptr Item -> IO (Ptr Word8)
+itemData = #{peek warpcore_hs_item, data}
+
+itemDataLen :: Ptr Item -> IO CSize
+itemDataLen = #{peek warpcore_hs_item, data_len}
+
+itemRequest :: Ptr Item -> Ptr RequestView
+itemRequest = (`plusPtr` #{offset warpcore_hs_item, request})

@@ -1,0 +1,133 @@
+{-# LANGUAGE BangPatterns #-}
+-- | A request as Haskell values, copied out of the library's borrowed view.
+module Network.WarpCore.Request
+  ( Request (..)
+  , requestHeader
+  , readView
+  , readItem
+  ) where
+
+import Control.Monad (forM)
+import Data.ByteString (ByteString)
+import qualified Data.ByteString as B
+import qualified Data.ByteString.Internal as BI
+import qualified Data.ByteString.Unsafe as BU
+import Data.Char (toLower)
+import qualified Data.ByteString.Char8 as B8
+import Data.IORef (modifyIORef', newIORef, readIORef)
+import Foreign.ForeignPtr (castForeignPtr, newForeignPtr)
+import Foreign.Marshal.Utils (copyBytes)
+import Foreign.Ptr (Ptr, castPtr, minusPtr, plusPtr)
+import Foreign.Storable (peekElemOff, peek)
+
+import qualified Network.WarpCore.Raw as Raw
+
+-- | One request. Every field is an ordinary Haskell value, valid for as long
+-- as it is referenced (the binding copied it out of the library's buffers).
+data Request = Request
+  { requestMethod :: !ByteString
+  -- ^ @GET@, @POST@, …
+  , requestTarget :: !ByteString
+  -- ^ The request target as sent (@/a%20b?x=1@).
+  , requestPath :: !ByteString
+  -- ^ The path, percent-decoded (@/a b@).
+  , requestQuery :: !ByteString
+  -- ^ The query without @?@, not decoded.
+  , requestHeaders :: ![(ByteString, ByteString)]
+  -- ^ Header fields in the order received, names as sent.
+  , requestBody :: !ByteString
+  -- ^ The whole body, chunked coding removed.
+  , requestPeerIp :: !ByteString
+  -- ^ The client's address as text (@127.0.0.1@, @::1@).
+  , requestPeerPort :: !Int
+  , requestVersion :: !(Int, Int)
+  -- ^ (major, minor): (1, 0) or (1, 1).
+  , requestWorker :: !Int
+  -- ^ The index of the worker that read it.
+  }
+  deriving (Eq, Show)
+
+-- | The first header field of that name (compared case-insensitively; give it in lower case).
+requestHeader :: ByteString -> Request -> Maybe ByteString
+requestHeader name req = go (requestHeaders req)
+  where
+    go [] = Nothing
+    go ((n, v) : rest)
+      | B.length n == B.length name && B8.map toLower n == name = Just v
+      | otherwise = go rest
+
+-- | Copies the borrowed view (valid only during the handler call) into a
+-- 'Request': all its bytes into one new buffer, fields as slices of it.
+readView :: Ptr Raw.RequestView -> IO Request
+readView p = do
+  v <- peek p
+  let n = fromIntegral (Raw.viewHeaderCount v)
+  headers <- forM [0 .. n - 1] (peekElemOff (Raw.viewHeaders v))
+  let strs =
+        Raw.viewMethod v : Raw.viewTarget v : Raw.viewPath v : Raw.viewQuery v
+          : Raw.viewBody v : Raw.viewPeerIp v
+          : concatMap (\h -> [Raw.headerName h, Raw.headerValue h]) headers
+      total = sum (map (fromIntegral . Raw.strLen) strs)
+  offsets <- newIORef []
+  whole <- BI.create total $ \dst -> do
+    let go !_ [] = pure ()
+        go !at (Raw.Str src len : rest) = do
+          let l = fromIntegral len
+          copyBytes (dst `plusPtr` at) src l
+          modifyIORef' offsets ((at, l) :)
+          go (at + l) rest
+    go 0 strs
+  spans <- reverse <$> readIORef offsets
+  let slice (at, l) = BU.unsafeTake l (BU.unsafeDrop at whole)
+  pure (build v (map slice spans))
+
+-- | Reads a queued item (see @cbits/warpcore_hs.h@) and frees it. Its bytes
+-- are contiguous: a small item is copied into one buffer and freed at once;
+-- an item with a large body becomes the buffer itself (freed by the GC).
+readItem :: Ptr Raw.Item -> IO (Request, Ptr Raw.Response)
+readItem item = do
+  response <- Raw.itemResponse item
+  base <- Raw.itemData item
+  len <- fromIntegral <$> Raw.itemDataLen item
+  v <- peek (Raw.itemRequest item)
+  let n = fromIntegral (Raw.viewHeaderCount v)
+  headers <- forM [0 .. n - 1] (peekElemOff (Raw.viewHeaders v))
+  whole <-
+    if fromIntegral (Raw.strLen (Raw.viewBody v)) < zeroCopyBody
+      then do
+        bs <- BI.create len $ \dst -> copyBytes dst base len
+        Raw.c_warpcore_hs_item_free item
+        pure bs
+      else do
+        fp <- newForeignPtr Raw.p_warpcore_hs_item_free item
+        pure (BI.fromForeignPtr (castForeignPtr fp) (base `minusPtr` item) len)
+  let slice (Raw.Str ptr l)
+        | l == 0 = B.empty
+        | otherwise = BU.unsafeTake (fromIntegral l) (BU.unsafeDrop (castPtr ptr `minusPtr` base) whole)
+      strs =
+        Raw.viewMethod v : Raw.viewTarget v : Raw.viewPath v : Raw.viewQuery v
+          : Raw.viewBody v : Raw.viewPeerIp v
+          : concatMap (\h -> [Raw.headerName h, Raw.headerValue h]) headers
+  let req = build v (map slice strs)
+  pure (req, response)
+  where
+    zeroCopyBody = 65536 :: Int
+
+build :: Raw.RequestView -> [ByteString] -> Request
+build v (method : target : path : query : body : ip : hs) =
+  Request
+    { requestMethod = method
+    , requestTarget = target
+    , requestPath = path
+    , requestQuery = query
+    , requestHeaders = pairs hs
+    , requestBody = body
+    , requestPeerIp = ip
+    , requestPeerPort = fromIntegral (Raw.viewPeerPort v)
+    , requestVersion = (fromIntegral (Raw.viewVersionMajor v), fromIntegral (Raw.viewVersionMinor v))
+    , requestWorker = fromIntegral (Raw.viewWorkerIndex v)
+    }
+  where
+    pairs (a : b : rest) = (a, b) : pairs rest
+    pairs _ = []
+build _ _ = error "Network.WarpCore.Request.build: too few fields"

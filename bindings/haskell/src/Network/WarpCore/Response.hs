@@ -1,0 +1,294 @@
+{-# LANGUAGE OverloadedStrings #-}
+{-# LANGUAGE BangPatterns #-}
+-- | Answering a request: a 'Responder' wraps one @warpcore_response@ handle
+-- and keeps the C lifetime rules (a finished handle is never touched again).
+module Network.WarpCore.Response
+  ( Responder
+  , ResponderState (..)
+  , newResponder
+  , newInlineResponder
+  , responderState
+  , responderInline
+  , respondFile
+  , respond
+  , respondLazy
+  , respondBuilder
+  , startStream
+  , writeStream
+  , writeStreamBuilder
+  , writeStreamPtr
+  , endStream
+  , finishResponder
+    -- * Tuning
+  , zeroCopyThreshold
+  ) where
+
+import Control.Concurrent.MVar
+import Control.Exception (catch, mask, onException, throwIO)
+import Control.Monad (when)
+import Data.ByteString (ByteString)
+import qualified Data.ByteString as B
+import qualified Data.ByteString.Builder as BB
+import qualified Data.ByteString.Builder.Extra as BBE
+import qualified Data.ByteString.Internal as BI
+import qualified Data.ByteString.Lazy as L
+import qualified Data.ByteString.Unsafe as BU
+import Data.Int (Int64)
+import Data.Word (Word8)
+import Foreign.ForeignPtr (withForeignPtr)
+import Foreign.Marshal.Alloc (allocaBytes, mallocBytes)
+import Foreign.Marshal.Utils (copyBytes)
+import Foreign.Ptr (Ptr, castPtr, nullPtr, plusPtr)
+import Foreign.StablePtr (castStablePtrToPtr, newStablePtr)
+import Foreign.Storable (pokeByteOff, sizeOf)
+import qualified GHC.Foreign as GHC
+import GHC.IO.Encoding (getFileSystemEncoding)
+
+import Network.WarpCore.Error
+import qualified Network.WarpCore.Raw as Raw
+
+-- | Where a response stands.
+data ResponderState
+  = Fresh
+  -- ^ nothing sent yet
+  | Streaming
+  -- ^ a stream was started and not ended
+  | Finished
+  -- ^ answered (or the client went away); the C handle is gone
+  deriving (Eq, Show)
+
+-- | The right to answer one request, exactly once. Thread-safe: calls from
+-- several threads are serialised.
+data Responder = Responder
+  { responderPtr :: !(Ptr Raw.Response)
+  , responderVar :: !(MVar ResponderState)
+  , responderUnsafe :: !Bool
+  , responderInline :: !Bool
+  -- ^ Answered inside the handler call, on the worker thread (the
+  -- 'Network.WarpCore.InCallback' dispatch): 'respondFile' works only there.
+  }
+
+-- | Wraps a handle. With @unsafe@ the complete-answer calls use @unsafe@
+-- imports (for handles whose handler call is C code that returns promptly).
+newResponder :: Bool -> Ptr Raw.Response -> IO Responder
+newResponder unsafe ptr = do
+  var <- newMVar Fresh
+  pure (Responder ptr var unsafe False)
+
+-- | Wraps a handle that is answered inside the handler call.
+newInlineResponder :: Ptr Raw.Response -> IO Responder
+newInlineResponder ptr = do
+  var <- newMVar Fresh
+  pure (Responder ptr var False True)
+
+-- | The current state.
+responderState :: Responder -> IO ResponderState
+responderState = readMVar . responderVar
+
+-- | Bodies at least this long are handed to the library without a copy
+-- (kept alive by a StablePtr until its release callback); shorter ones are
+-- copied, which is cheaper than the StablePtr round trip.
+zeroCopyThreshold :: Int
+zeroCopyThreshold = 16384
+
+-- Runs a C call in state `expect`; the result decides the next state.
+transition :: Responder -> String -> ResponderState -> ResponderState -> IO Raw.Result -> IO ()
+transition r call expect next action =
+  mask $ \_ -> do
+    st <- takeMVar (responderVar r)
+    if st /= expect
+      then do
+        putMVar (responderVar r) st
+        throwIO (WarpCoreError Raw.resultAlreadyAnswered call (misuse st))
+      else do
+        code <- action `onException` putMVar (responderVar r) st
+        let st'
+              | code == Raw.resultOk = next
+              | code == Raw.resultClosed || code == Raw.resultLengthMismatch = Finished
+              | otherwise = st
+        putMVar (responderVar r) st'
+        when (code /= Raw.resultOk) (throwResult call code)
+  where
+    misuse Fresh = "no stream was started"
+    misuse Streaming = "a stream is in progress"
+    misuse Finished = "the response was already finished"
+
+-- | Marshals header fields into one temporary buffer: the @warpcore_header@
+-- array followed by the bytes it points to.
+withHeaders :: [(ByteString, ByteString)] -> (Ptr Raw.Header -> Int -> IO a) -> IO a
+withHeaders hs k = withHeadersAnd hs 0 (\hp n _ -> k hp n)
+
+-- | 'withHeaders' with @extra@ more bytes of scratch space in the same
+-- (pinned, short-lived) allocation: one allocation per response.
+withHeadersAnd :: [(ByteString, ByteString)] -> Int -> (Ptr Raw.Header -> Int -> Ptr Word8 -> IO a) -> IO a
+withHeadersAnd hs extra k = do
+  let !n = length hs
+      !arr = n * sizeOf (undefined :: Raw.Header)
+      !bytes = sum [B.length a + B.length b | (a, b) <- hs]
+  allocaBytes (arr + bytes + extra) $ \buf -> do
+    let fill !_ !_ [] = pure ()
+        fill !i !at ((name, value) : rest) = do
+          at' <- put (i * 32) at name
+          at'' <- put (i * 32 + 16) at' value
+          fill (i + 1) at'' rest
+        put off at s = do
+          let l = B.length s
+          BU.unsafeUseAsCString s $ \src -> copyBytes (buf `plusPtr` at) (castPtr src) l
+          pokeByteOff buf off (buf `plusPtr` at :: Ptr Word8)
+          pokeByteOff buf (off + 8) (fromIntegral l :: Word)
+          pure (at + l)
+    fill (0 :: Int) arr hs
+    k (if n == 0 then nullPtr else castPtr buf) n (buf `plusPtr` (arr + bytes))
+
+-- | Answers with a complete body. Throws 'WarpCoreError' on failure
+-- (@CLOSED@ when the client went away: the response is then finished anyway).
+respond :: Responder -> Int -> [(ByteString, ByteString)] -> ByteString -> IO ()
+respond r status hs body =
+  transition r "warpcore_respond" Fresh Finished $
+    withHeaders hs $ \hp n ->
+      if B.length body < zeroCopyThreshold
+        then BU.unsafeUseAsCStringLen body $ \(bp, bl) ->
+          (if responderUnsafe r then Raw.c_warpcore_respond_unsafe else Raw.c_warpcore_respond)
+            (responderPtr r) (fromIntegral status) hp (fromIntegral n) (castPtr bp) (fromIntegral bl)
+        else do
+          let (fp, off, len) = BI.toForeignPtr body
+          sp <- newStablePtr body
+          withForeignPtr fp $ \p ->
+            (if responderUnsafe r then Raw.c_warpcore_respond_buffer_unsafe else Raw.c_warpcore_respond_buffer)
+              (responderPtr r) (fromIntegral status) hp (fromIntegral n) (p `plusPtr` off) (fromIntegral len)
+              Raw.p_warpcore_hs_release_stable (castStablePtrToPtr sp)
+
+-- | Answers with a file, as the library's static mounts do (Content-Type,
+-- Last-Modified, ETag, ranges and conditional requests for a 200; sendfile).
+-- Only inside the handler call ('responderInline'); otherwise, and for a
+-- missing or unreadable file, it throws ('Raw.resultInvalidState',
+-- 'Raw.resultIoError') and the request may still be answered.
+respondFile :: Responder -> Int -> [(ByteString, ByteString)] -> FilePath -> IO ()
+respondFile r status hs path = do
+  enc <- getFileSystemEncoding
+  transition r "warpcore_respond_file" Fresh Finished $
+    withHeaders hs $ \hp n ->
+      GHC.withCStringLen enc path $ \(pp, pl) ->
+        Raw.c_warpcore_respond_file (responderPtr r) (fromIntegral status) hp (fromIntegral n) (castPtr pp) (fromIntegral pl)
+
+-- | Answers with a lazy body: one chunk goes as 'respond'; several small ones
+-- are joined; large ones are joined into one malloc'd buffer handed over without
+-- another copy.
+respondLazy :: Responder -> Int -> [(ByteString, ByteString)] -> L.ByteString -> IO ()
+respondLazy r status hs lbs = case L.toChunks lbs of
+  [] -> respond r status hs B.empty
+  [one] -> respond r status hs one
+  chunks -> respondChunks r status hs chunks
+
+respondChunks :: Responder -> Int -> [(ByteString, ByteString)] -> [ByteString] -> IO ()
+respondChunks r status hs chunks
+  | total < zeroCopyThreshold = respond r status hs (B.concat chunks)
+  | otherwise =
+      transition r "warpcore_respond_buffer" Fresh Finished $
+        withHeaders hs $ \hp n -> do
+          buf <- mallocBytes total
+          let go !_ [] = pure ()
+              go !at (c : cs) = do
+                BU.unsafeUseAsCStringLen c $ \(src, l) -> copyBytes (buf `plusPtr` at) (castPtr src) l
+                go (at + B.length c) cs
+          go 0 chunks
+          (if responderUnsafe r then Raw.c_warpcore_respond_buffer_unsafe else Raw.c_warpcore_respond_buffer)
+            (responderPtr r) (fromIntegral status) hp (fromIntegral n) buf (fromIntegral total)
+            Raw.p_warpcore_hs_release_free (castPtr buf)
+  where
+    total = sum (map B.length chunks)
+
+-- | Answers with a body made by a 'BB.Builder'. A body that fits a small
+-- buffer is built there and copied by the library; a larger one is built in
+-- chunks.
+respondBuilder :: Responder -> Int -> [(ByteString, ByteString)] -> BB.Builder -> IO ()
+respondBuilder r status hs builder = do
+  spill <-
+    withHeadersAnd hs firstSize $ \hp n buf -> do
+      (used, next) <- BBE.runBuilder builder buf firstSize
+      case next of
+        BBE.Done -> do
+          -- Small body: answer straight from the temporary buffer.
+          transition r "warpcore_respond" Fresh Finished $
+            (if responderUnsafe r then Raw.c_warpcore_respond_unsafe else Raw.c_warpcore_respond)
+              (responderPtr r) (fromIntegral status) hp (fromIntegral n) buf (fromIntegral used)
+          pure Nothing
+        _ -> do
+          first <- B.packCStringLen (castPtr buf, used)
+          pure (Just (first, next))
+  case spill of
+    Nothing -> pure ()
+    Just (first, next) -> do
+      rest <- drain next
+      respondChunks r status hs (filter (not . B.null) (first : rest))
+  where
+    firstSize = 2048
+
+-- Runs the rest of a builder into fresh chunks.
+drain :: BBE.Next -> IO [ByteString]
+drain BBE.Done = pure []
+drain (BBE.More minSize writer) = do
+  let size = max minSize BBE.smallChunkSize
+  fp <- BI.mallocByteString size
+  (used, next) <- withForeignPtr fp $ \p -> writer p size
+  rest <- drain next
+  pure (BI.fromForeignPtr fp 0 used : rest)
+drain (BBE.Chunk bs writer) = do
+  -- A large strict chunk inserted as is.
+  (bs :) <$> drain (BBE.More 0 writer)
+
+-- | Starts a streamed response; @Just n@ promises exactly @n@ body bytes,
+-- @Nothing@ streams chunked.
+startStream :: Responder -> Int -> [(ByteString, ByteString)] -> Maybe Int64 -> IO ()
+startStream r status hs len =
+  transition r "warpcore_response_start" Fresh Streaming $
+    withHeaders hs $ \hp n ->
+      (if responderUnsafe r then Raw.c_warpcore_response_start_unsafe else Raw.c_warpcore_response_start)
+        (responderPtr r) (fromIntegral status) hp (fromIntegral n) (maybe (-1) id len)
+
+-- | Sends more of a started stream. From a thread other than the worker's it
+-- waits while the connection has more than the high-water mark queued (the
+-- call is @safe@: other Haskell threads keep running). Large chunks go without
+-- a copy.
+writeStream :: Responder -> ByteString -> IO ()
+writeStream r bs
+  | B.null bs = pure ()
+  | B.length bs < zeroCopyThreshold =
+      transition r "warpcore_response_write" Streaming Streaming $
+        BU.unsafeUseAsCStringLen bs $ \(p, l) ->
+          Raw.c_warpcore_response_write (responderPtr r) (castPtr p) (fromIntegral l)
+  | otherwise =
+      transition r "warpcore_response_write_buffer" Streaming Streaming $ do
+        let (fp, off, len) = BI.toForeignPtr bs
+        sp <- newStablePtr bs
+        withForeignPtr fp $ \p ->
+          Raw.c_warpcore_response_write_buffer (responderPtr r) (p `plusPtr` off) (fromIntegral len)
+            Raw.p_warpcore_hs_release_stable (castStablePtrToPtr sp)
+
+-- | Sends @len@ bytes at a pointer on a started stream; the library copies
+-- them during the call, so the buffer may be reused right after.
+writeStreamPtr :: Responder -> Ptr Word8 -> Int -> IO ()
+writeStreamPtr r p len =
+  transition r "warpcore_response_write" Streaming Streaming $
+    Raw.c_warpcore_response_write (responderPtr r) p (fromIntegral len)
+
+-- | Sends a builder's bytes (in chunks of about 32 KiB) on a started stream.
+writeStreamBuilder :: Responder -> BB.Builder -> IO ()
+writeStreamBuilder r b =
+  mapM_ (writeStream r) (L.toChunks (BBE.toLazyByteStringWith (BBE.untrimmedStrategy 4096 32768) L.empty b))
+
+-- | Ends a started stream.
+endStream :: Responder -> IO ()
+endStream r = transition r "warpcore_response_end" Streaming Finished (Raw.c_warpcore_response_end (responderPtr r))
+
+-- | Makes sure the handle is released: answers 500 if nothing was sent, ends
+-- a stream still open. Errors (the client gone) are ignored.
+finishResponder :: Responder -> IO ()
+finishResponder r = do
+  st <- responderState r
+  case st of
+    Fresh -> ignore (respond r 500 [("Content-Type", "text/plain")] "Internal Server Error\n")
+    Streaming -> ignore (endStream r)
+    Finished -> pure ()
+  where
+    ignore act = act `catch` \e -> let _ = e :: WarpCoreError in pure ()

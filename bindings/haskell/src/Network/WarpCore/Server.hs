@@ -1,0 +1,457 @@
+{-# LANGUAGE ScopedTypeVariables #-}
+-- | Starting, running and stopping a server, and how requests reach Haskell.
+--
+-- By default ('Dispatcher') no Haskell code runs on the library's worker
+-- threads: a handler written in C copies each request into one buffer,
+-- queues it and, for the first request of a batch, wakes a Haskell
+-- dispatcher thread with @hs_try_putmvar@ (which never waits for the GHC
+-- runtime). The dispatcher (one per capability) takes the whole batch and
+-- forks one green thread per request; that thread runs the handler and
+-- answers through the deferred response. Answers are batched the same way
+-- on the library's side (one wakeup per batch), so under load a handful of
+-- requests cost one thread handoff each way.
+module Network.WarpCore.Server
+  ( -- * Configuration
+    Config (..)
+  , defaultConfig
+  , Dispatch (..)
+  , WorkerThreads (..)
+  , Timeout (..)
+    -- * Handlers
+  , Handler
+    -- * Servers
+  , Server
+  , start
+  , shutdown
+  , wait
+  , close
+  , withServer
+  , run
+  , serverPort
+  , serverWorkers
+  , reload
+  , stats
+  , fileCacheStats
+  , shutdownReport
+  , reopenLogs
+  , Raw.Stats (..)
+  , Raw.FileCacheStats (..)
+  , Raw.ShutdownReport (..)
+    -- * Library
+  , version
+  ) where
+
+import Control.Concurrent
+import Control.Exception hiding (Handler)
+import Control.Monad (forM, forM_, unless, void, when)
+import Data.ByteString (ByteString)
+import qualified Data.ByteString as B
+import Data.IORef
+import Data.Maybe (isJust)
+import qualified Data.ByteString.Char8 as B8
+import qualified Data.ByteString.Unsafe as BU
+import Data.Word (Word32, Word64)
+import Foreign.C.String (peekCString)
+import Foreign.C.Types (CBool (..), CSize)
+import Foreign.ForeignPtr
+import Foreign.Marshal.Alloc (alloca)
+import Foreign.Ptr
+import Foreign.StablePtr (freeStablePtr)
+import Foreign.Storable (peek)
+import GHC.Conc (newStablePtrPrimMVar)
+import System.IO (hPutStrLn, stderr)
+import System.IO.Unsafe (unsafePerformIO)
+
+import Network.WarpCore.Error
+import qualified Network.WarpCore.Raw as Raw
+import Network.WarpCore.Request
+import Network.WarpCore.Response
+
+-- | How requests travel from the library's worker threads to Haskell.
+data Dispatch
+  = Dispatcher
+  -- ^ The default. A C handler queues each request; per-capability Haskell
+  -- dispatcher threads fork one green thread per request. No Haskell code
+  -- runs on a worker thread.
+  | ForkInCallback
+  -- ^ A Haskell callback (a @"wrapper"@ FunPtr) copies the request, forks a
+  -- green thread for it and returns. Each call enters the GHC runtime from
+  -- the worker thread.
+  | InCallback
+  -- ^ The handler runs inside the callback, on the worker thread, and answers
+  -- on the library's fast path. Only for handlers that never block: while
+  -- one runs its worker serves nobody else, and streamed bodies are queued
+  -- whole, without backpressure.
+  deriving (Eq, Show, Read)
+
+-- | Which threads run the library's event loops.
+data WorkerThreads
+  = EngineThreads
+  -- ^ Threads the library starts (the default).
+  | BoundThreads
+  -- ^ Haskell bound threads ('forkOS'), each inside a @safe@
+  -- @warpcore_server_run_worker@ call: callbacks then enter the runtime from a
+  -- thread it already knows.
+  deriving (Eq, Show, Read)
+
+-- | The waits a timeout bounds (@warpcore_timeout@).
+data Timeout
+  = HeaderTimeout
+  -- ^ a request head must arrive whole within this time of its first byte
+  | IdleTimeout
+  -- ^ a keep-alive connection may wait this long for its next request
+  | BodyTimeout
+  -- ^ a request body may make no progress for this long
+  | WriteTimeout
+  -- ^ a response may make no progress for this long
+  deriving (Eq, Show, Enum, Bounded)
+
+-- | Server settings. Unset ('Nothing') limits keep the library's defaults.
+data Config = Config
+  { configListen :: String
+  -- ^ @HOST:PORT@ (@[::1]:80@ for IPv6); port 0 picks a free port.
+  , configWorkers :: Int
+  -- ^ Event loops (0: one per core).
+  , configDispatch :: Dispatch
+  , configWorkerThreads :: WorkerThreads
+  , configServerName :: Maybe ByteString
+  -- ^ The @Server@ header (empty: none).
+  , configMaxBodySize :: Maybe Word64
+  , configMaxHeadSize :: Maybe Word32
+  , configMaxRequestLine :: Maybe Word32
+  , configMaxHeaderCount :: Maybe Word32
+  , configStreamHighWater :: Maybe Word64
+  , configTimeouts :: [(Timeout, Int)]
+  -- ^ In milliseconds (1 s to 1 day).
+  , configSharePort :: Bool
+  , configStatic :: [(ByteString, FilePath)]
+  -- ^ Static mounts served by the library itself (URL prefix, directory):
+  -- sendfile, fd and stat caches, ranges and conditional requests; requests
+  -- under a prefix never reach the handler.
+  , configMaxConnections :: Maybe Word32
+  , configFileCache :: Maybe (Word64, Word64)
+  -- ^ (fd, info) cache lifetimes in milliseconds.
+  , configAccessLogFile :: Maybe FilePath
+  -- ^ Apache combined format, appended to this file.
+  , configAccessLog :: Maybe (ByteString -> IO ())
+  -- ^ Receives batches of access-log lines (on worker threads), instead of
+  -- 'configAccessLogFile' when both are set.
+  , configErrorLog :: Maybe (Word32 -> ByteString -> IO ())
+  -- ^ Receives the library's error-log messages with their level.
+  , configOnException :: SomeException -> IO ()
+  -- ^ Called when a handler throws (the binding then answers 500 if it can).
+  }
+
+-- | Listen on @127.0.0.1:8080@ with one worker per core, library defaults.
+defaultConfig :: Config
+defaultConfig =
+  Config
+    { configListen = "127.0.0.1:8080"
+    , configWorkers = 0
+    , configDispatch = Dispatcher
+    , configWorkerThreads = EngineThreads
+    , configServerName = Nothing
+    , configMaxBodySize = Nothing
+    , configMaxHeadSize = Nothing
+    , configMaxRequestLine = Nothing
+    , configMaxHeaderCount = Nothing
+    , configStreamHighWater = Nothing
+    , configTimeouts = []
+    , configSharePort = False
+    , configStatic = []
+    , configMaxConnections = Nothing
+    , configFileCache = Nothing
+    , configAccessLogFile = Nothing
+    , configAccessLog = Nothing
+    , configErrorLog = Nothing
+    , configOnException = \e -> hPutStrLn stderr ("warpcore: handler failed: " ++ show e)
+    }
+
+-- | Answers one request through the 'Responder', exactly once. It runs in its
+-- own green thread (except with 'InCallback'). If it returns or throws
+-- without finishing its answer, the binding answers @500@ (or ends the
+-- stream it started).
+type Handler = Request -> Responder -> IO ()
+
+-- | A running server. Release it with 'close' (or use 'withServer' / 'run').
+data Server = Server
+  { serverPtr :: !(Ptr Raw.Server)
+  , serverPort :: !Int
+  -- ^ The port it listens on (the real one when 0 was asked for).
+  , serverWorkers :: !Int
+  -- ^ How many workers it runs.
+  , serverClosed :: !(MVar Bool)
+  , serverStopped :: !(MVar ())
+  -- ^ Filled when every worker has stopped.
+  , serverRelease :: IO ()
+  -- ^ Frees what the binding holds once the C server is freed.
+  , serverWorkerDone :: ![MVar ()]
+  , serverHandler :: !(IORef Handler)
+  -- ^ The handler requests go to (replaced by 'reload').
+  , serverSetHandler :: Ptr Raw.Config -> IO ()
+  -- ^ Sets the C handler and userdata this server was started with.
+  , serverCallbacks :: !(IORef [IO ()])
+  -- ^ Frees log callbacks once the server is freed.
+  , serverListen :: !String
+  -- ^ The address listened on, with the real port.
+  }
+
+-- | The library's version (@MAJOR.MINOR.PATCH@).
+version :: String
+version = unsafePerformIO (Raw.c_warpcore_version >>= peekCString)
+{-# NOINLINE version #-}
+
+-- | Starts a server. Throws 'WarpCoreError' (address in use, bad settings).
+-- The program must be linked with @-threaded@.
+start :: Config -> Handler -> IO Server
+start cfg handler = do
+  unless rtsSupportsBoundThreads $
+    throwIO (userError "Network.WarpCore: the program must be linked with -threaded")
+  current <- newIORef handler
+  callbacks <- newIORef []
+  withConfig cfg callbacks $ \c -> do
+    setBytes "warpcore_config_set_listen" (Raw.c_warpcore_config_set_listen c) (B8.pack (configListen cfg))
+    check "warpcore_config_set_workers" (Raw.c_warpcore_config_set_workers c (fromIntegral (configWorkers cfg)))
+    when (configWorkerThreads cfg == BoundThreads) $
+      check "warpcore_config_set_external_workers" (Raw.c_warpcore_config_set_external_workers c (CBool 1))
+    when (configSharePort cfg) $
+      check "warpcore_config_set_share_port" (Raw.c_warpcore_config_set_share_port c (CBool 1))
+    case configDispatch cfg of
+      Dispatcher -> startDispatched cfg current callbacks c
+      mode -> startCallback cfg current callbacks (mode == InCallback) c
+
+-- Makes a C config with the settings a reload may change too; log callbacks
+-- made for it are recorded in `callbacks` (freed with the server).
+withConfig :: Config -> IORef [IO ()] -> (Ptr Raw.Config -> IO a) -> IO a
+withConfig cfg callbacks act = do
+  cp <- alloca $ \out -> do
+    check "warpcore_config_new" (Raw.c_warpcore_config_new out)
+    peek out
+  config <- newForeignPtr Raw.p_warpcore_config_free cp
+  withForeignPtr config $ \c -> do
+    forM_ (configServerName cfg) $ setBytes "warpcore_config_set_server_name" (Raw.c_warpcore_config_set_server_name c)
+    forM_ (configMaxBodySize cfg) $ check "warpcore_config_set_max_body_size" . Raw.c_warpcore_config_set_max_body_size c
+    forM_ (configMaxHeadSize cfg) $ check "warpcore_config_set_max_head_size" . Raw.c_warpcore_config_set_max_head_size c
+    forM_ (configMaxRequestLine cfg) $ check "warpcore_config_set_max_request_line" . Raw.c_warpcore_config_set_max_request_line c
+    forM_ (configMaxHeaderCount cfg) $ check "warpcore_config_set_max_header_count" . Raw.c_warpcore_config_set_max_header_count c
+    forM_ (configStreamHighWater cfg) $ check "warpcore_config_set_stream_high_water" . Raw.c_warpcore_config_set_stream_high_water c
+    forM_ (configMaxConnections cfg) $ check "warpcore_config_set_max_connections" . Raw.c_warpcore_config_set_max_connections c
+    forM_ (configFileCache cfg) $ \(fd, info) ->
+      check "warpcore_config_set_file_cache" (Raw.c_warpcore_config_set_file_cache c fd info)
+    forM_ (configTimeouts cfg) $ \(which, ms) ->
+      check "warpcore_config_set_timeout" (Raw.c_warpcore_config_set_timeout c (timeoutCode which) (fromIntegral ms))
+    forM_ (configStatic cfg) $ \(prefix, dir) ->
+      BU.unsafeUseAsCStringLen prefix $ \(pp, pl) ->
+        BU.unsafeUseAsCStringLen (B8.pack dir) $ \(dp, dl) ->
+          check "warpcore_config_add_static" $
+            Raw.c_warpcore_config_add_static c (castPtr pp) (fromIntegral pl) (castPtr dp) (fromIntegral dl)
+    forM_ (if isJust (configAccessLog cfg) then Nothing else configAccessLogFile cfg) $ setBytes "warpcore_config_set_access_log_file" (Raw.c_warpcore_config_set_access_log_file c) . B8.pack
+    forM_ (configAccessLog cfg) $ \sink -> do
+      fp <- Raw.mkAccessLogCallback $ \_ p n ->
+        (B.packCStringLen (castPtr p, fromIntegral n) >>= sink) `catch` \(_ :: SomeException) -> pure ()
+      modifyIORef callbacks (freeHaskellFunPtr fp :)
+      check "warpcore_config_set_access_log_callback" (Raw.c_warpcore_config_set_access_log_callback c fp nullPtr)
+    forM_ (configErrorLog cfg) $ \sink -> do
+      fp <- Raw.mkErrorLogCallback $ \_ level p n ->
+        (B.packCStringLen (castPtr p, fromIntegral n) >>= sink level) `catch` \(_ :: SomeException) -> pure ()
+      modifyIORef callbacks (freeHaskellFunPtr fp :)
+      check "warpcore_config_set_error_log" (Raw.c_warpcore_config_set_error_log c fp nullPtr)
+    act c
+
+setBytes :: String -> (Ptr a -> CSize -> IO Raw.Result) -> ByteString -> IO ()
+setBytes call set bs = BU.unsafeUseAsCStringLen bs $ \(p, l) -> check call (set (castPtr p) (fromIntegral l))
+
+timeoutCode :: Timeout -> Word32
+timeoutCode HeaderTimeout = Raw.timeoutHeader
+timeoutCode IdleTimeout = Raw.timeoutIdle
+timeoutCode BodyTimeout = Raw.timeoutBody
+timeoutCode WriteTimeout = Raw.timeoutWrite
+
+-- Runs the handler for one request in the current thread and makes sure
+-- the handle is released.
+serve :: Config -> Handler -> Request -> Responder -> IO ()
+serve cfg handler req r = do
+  result <- try (handler req r)
+  case result of
+    Left (e :: SomeException) -> configOnException cfg e `catch` \(_ :: SomeException) -> pure ()
+    Right () -> pure ()
+  finishResponder r
+
+-- Starts the C server with the configured handler; `release` runs after it is freed.
+startWith :: Config -> Ptr Raw.Config -> IO () -> IO (Ptr Raw.Server)
+startWith _ c release =
+  alloca $ \out -> do
+    code <- Raw.c_warpcore_server_start c out
+    if code == Raw.resultOk
+      then peek out
+      else do
+        release
+        throwResult "warpcore_server_start" code
+
+finishStart :: Config -> IORef Handler -> IORef [IO ()] -> (Ptr Raw.Config -> IO ()) -> Ptr Raw.Server -> IO () -> IO Server
+finishStart cfg current callbacks setHandler sp release = do
+  port <- fromIntegral <$> Raw.c_warpcore_server_port sp
+  workers <- fromIntegral <$> Raw.c_warpcore_server_workers sp
+  done <-
+    if configWorkerThreads cfg == BoundThreads
+      then forM [0 .. workers - 1] $ \i -> do
+        v <- newEmptyMVar
+        _ <- forkOS (void (Raw.c_warpcore_server_run_worker sp (fromIntegral i)) `finally` putMVar v ())
+        pure v
+      else pure []
+  closed <- newMVar False
+  stopped <- newEmptyMVar
+  -- One thread waits in C for the workers to stop, so that 'wait' is an
+  -- interruptible takeMVar, and 'close' never frees the server under a waiter.
+  _ <- forkIO (void (Raw.c_warpcore_server_wait sp) `finally` putMVar stopped ())
+  let host = reverse (drop 1 (dropWhile (/= ':') (reverse (configListen cfg))))
+  pure (Server sp port workers closed stopped release done current setHandler callbacks (host ++ ":" ++ show port))
+
+-- The default path: the C handler and one dispatcher thread per capability.
+startDispatched :: Config -> IORef Handler -> IORef [IO ()] -> Ptr Raw.Config -> IO Server
+startDispatched cfg current callbacks c = do
+  caps <- getNumCapabilities
+  d <- Raw.c_warpcore_hs_dispatch_new (fromIntegral caps)
+  when (d == nullPtr) $ throwIO (userError "Network.WarpCore: out of memory")
+  let setHandler cc = check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler cc Raw.p_warpcore_hs_handler (castPtr d))
+  setHandler c
+  stopped <- forM [0 .. caps - 1] $ \i -> do
+    v <- newEmptyMVar
+    _ <- forkOn i (dispatcher cfg current d i `finally` putMVar v ())
+    pure v
+  let release = do
+        Raw.c_warpcore_hs_dispatch_close d
+        mapM_ takeMVar stopped
+        Raw.c_warpcore_hs_dispatch_free d
+        sequence_ =<< readIORef callbacks
+  sp <- startWith cfg c release
+  finishStart cfg current callbacks setHandler sp release
+
+-- Takes batches from queue `i` and forks a thread per request, until the
+-- queue is closed and empty.
+dispatcher :: Config -> IORef Handler -> Ptr Raw.Dispatch -> Int -> IO ()
+dispatcher cfg current d i = alloca $ \out -> newWaiter >>= loop out
+  where
+    newWaiter = do
+      mv <- newEmptyMVar
+      sp <- newStablePtrPrimMVar mv
+      pure (mv, sp)
+    loop out w@(mv, sp) = do
+      r <- Raw.c_warpcore_hs_dispatch_take d (fromIntegral i) sp (fromIntegral i) out
+      case r of
+        1 -> do
+          peek out >>= forkAll
+          -- Let the request threads run (and answer) before looking again:
+          -- requests that arrive meanwhile are taken as one batch, without
+          -- a wakeup each.
+          yield
+          loop out w
+        0 -> do
+          takeMVar mv
+          newWaiter >>= loop out
+        _ -> freeStablePtr sp
+    forkAll item
+      | item == nullPtr = pure ()
+      | otherwise = do
+          next <- Raw.itemNext item
+          _ <- forkIO $ do
+            (req, res) <- readItem item
+            r <- newResponder True res
+            handler <- readIORef current
+            serve cfg handler req r
+          forkAll next
+
+-- The callback paths: a "wrapper" FunPtr that forks or runs the handler.
+startCallback :: Config -> IORef Handler -> IORef [IO ()] -> Bool -> Ptr Raw.Config -> IO Server
+startCallback cfg current callbacks inline c = do
+  let callback _ view res =
+        ( do
+            req <- readView view
+            r <- if inline then newInlineResponder res else newResponder False res
+            handler <- readIORef current
+            if inline
+              then serve cfg handler req r
+              else void (forkIO (serve cfg handler req r))
+        )
+          `catch` \(e :: SomeException) -> configOnException cfg e
+  fp <- Raw.mkHandlerCallback callback
+  let setHandler cc = check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler cc fp nullPtr)
+  setHandler c
+  let release = freeHaskellFunPtr fp >> (sequence_ =<< readIORef callbacks)
+  sp <- startWith cfg c release
+  finishStart cfg current callbacks setHandler sp release
+
+-- | Shuts the server down gracefully: stops accepting, lets requests already
+-- received be answered for up to @grace@ milliseconds, and returns when every
+-- worker has stopped. Harmless to repeat. Not from a handler.
+shutdown :: Server -> Int -> IO ()
+shutdown s grace =
+  withMVar (serverClosed s) $ \closed ->
+    unless closed $
+      check "warpcore_server_shutdown" (Raw.c_warpcore_server_shutdown (serverPtr s) (fromIntegral (max 0 grace)))
+
+-- | Waits until the server has stopped (another thread called 'shutdown').
+-- Interruptible.
+wait :: Server -> IO ()
+wait s = readMVar (serverStopped s)
+
+-- | Frees the server, shutting it down without grace if it still runs, then
+-- the binding's dispatchers and callbacks. Harmless to repeat.
+close :: Server -> IO ()
+close s = modifyMVar_ (serverClosed s) $ \closed -> do
+  unless closed $ do
+    -- Stop the workers (and our threads inside run_worker or wait) before freeing.
+    _ <- Raw.c_warpcore_server_shutdown (serverPtr s) 0
+    readMVar (serverStopped s)
+    mapM_ readMVar (serverWorkerDone s)
+    Raw.c_warpcore_server_free (serverPtr s)
+    serverRelease s
+  pure True
+
+-- | Starts a server for the duration of an action; it is shut down (no grace)
+-- and freed when the action ends, however it ends.
+withServer :: Config -> Handler -> (Server -> IO a) -> IO a
+withServer cfg handler = bracket (start cfg handler) close
+
+-- | Starts a server and serves until it is shut down ('shutdown' from
+-- another thread given the server by @ready@) or this thread is killed.
+run :: Config -> Handler -> (Server -> IO ()) -> IO ()
+run cfg handler ready = withServer cfg handler $ \s -> ready s >> wait s
+
+-- | Applies new settings and a new handler to requests read from now on;
+-- requests in flight finish with what they started with. The listen
+-- address, worker count, dispatch and worker threads cannot change (those
+-- fields of the new config are ignored, except that a different address or
+-- worker count is refused by the library).
+reload :: Server -> Config -> Handler -> IO ()
+reload s cfg handler =
+  withConfig cfg (serverCallbacks s) $ \c -> do
+    setBytes "warpcore_config_set_listen" (Raw.c_warpcore_config_set_listen c) (B8.pack (serverListen s))
+    check "warpcore_config_set_workers" (Raw.c_warpcore_config_set_workers c (fromIntegral (serverWorkers s)))
+    serverSetHandler s c
+    -- The handler is swapped first: a request read after the reload must not
+    -- reach the old one. (One read just before it may reach the new one.)
+    writeIORef (serverHandler s) handler
+    check "warpcore_server_reload" (Raw.c_warpcore_server_reload (serverPtr s) c)
+
+-- | The server's counters.
+stats :: Server -> IO Raw.Stats
+stats s = alloca $ \out -> do
+  check "warpcore_server_stats" (Raw.c_warpcore_server_stats (serverPtr s) out)
+  peek out
+
+-- | The file caches' hit and miss counts.
+fileCacheStats :: Server -> IO Raw.FileCacheStats
+fileCacheStats s = alloca $ \out -> do
+  check "warpcore_server_file_cache_stats" (Raw.c_warpcore_server_file_cache_stats (serverPtr s) out)
+  peek out
+
+-- | What the last shutdown did (zeros before one finished).
+shutdownReport :: Server -> IO Raw.ShutdownReport
+shutdownReport s = alloca $ \out -> do
+  check "warpcore_server_shutdown_report" (Raw.c_warpcore_server_shutdown_report (serverPtr s) out)
+  peek out
+
+-- | Reopens the access-log file (after log rotation moved it away).
+reopenLogs :: Server -> IO ()
+reopenLogs s = check "warpcore_server_reopen_logs" (Raw.c_warpcore_server_reopen_logs (serverPtr s))

@@ -1,0 +1,54 @@
+{-# LANGUAGE OverloadedStrings #-}
+-- | examples/haskell/Demo.hs as built by `make haskell` (WARPCORE_DEMO_HS):
+-- the demo of DESIGN.md, its flags, and a clean exit on SIGTERM.
+module DemoSpec (spec) where
+
+import Control.Exception (bracket)
+import qualified Data.ByteString.Lazy as L
+import Data.List (isPrefixOf)
+import Network.HTTP.Client (responseBody, responseHeaders, responseStatus)
+import qualified Network.HTTP.Types as H
+import System.Directory (createDirectoryIfMissing, doesFileExist, getTemporaryDirectory, removeDirectoryRecursive)
+import System.Environment (lookupEnv)
+import System.Exit (ExitCode (..))
+import System.FilePath ((</>))
+import System.IO (hGetLine)
+import System.Process
+import Test.Hspec
+
+import Util
+
+demoPath :: IO FilePath
+demoPath = do
+  path <- maybe "../../build/demo-hs" id <$> lookupEnv "WARPCORE_DEMO_HS"
+  exists <- doesFileExist path
+  if exists then pure path else fail ("the demo is not built at " ++ path ++ " (make haskell)")
+
+spec :: Spec
+spec = describe "examples/haskell/Demo.hs" $
+  it "serves GET /, POST /echo and a static mount, and exits 0 on SIGTERM" $ bounded $ do
+    demo <- demoPath
+    tmp <- getTemporaryDirectory
+    let dir = tmp </> "warpcore-hs-demo-static"
+    createDirectoryIfMissing True (dir </> "sub")
+    writeFile (dir </> "sub" </> "a.txt") "static text"
+    let args = ["--host", "127.0.0.1", "--port", "0", "--workers", "2", "--static", "/files=" ++ dir]
+        create = createProcess (proc demo args) {std_out = CreatePipe}
+        cleanup (_, _, _, ph) = terminateProcess ph >> removeDirectoryRecursive dir
+    bracket create cleanup $ \(_, Just out, _, ph) -> do
+      line <- hGetLine out
+      line `shouldSatisfy` ("listening on 127.0.0.1:" `isPrefixOf`)
+      let port = read (drop (length ("listening on 127.0.0.1:" :: String)) line)
+      hello <- get port "/"
+      responseBody hello `shouldBe` "Hello, World!"
+      lookup "Content-Type" (responseHeaders hello) `shouldBe` Just "text/plain"
+      (responseBody <$> post port "/echo" (L.replicate 100000 5)) `shouldReturn` L.replicate 100000 5
+      file <- get port "/files/sub/a.txt"
+      responseBody file `shouldBe` "static text"
+      lookup "Content-Type" (responseHeaders file) `shouldBe` Just "text/plain; charset=utf-8"
+      (H.statusCode . responseStatus <$> get port "/files/sub/../../etc/passwd") >>= (`shouldSatisfy` (`elem` [400, 404]))
+      (H.statusCode . responseStatus <$> get port "/files/missing") `shouldReturn` 404
+      (H.statusCode . responseStatus <$> get port "/nope") `shouldReturn` 404
+      (H.statusCode . responseStatus <$> post port "/" "") `shouldReturn` 405
+      terminateProcess ph
+      waitForProcess ph `shouldReturn` ExitSuccess

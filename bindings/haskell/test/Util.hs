@@ -1,0 +1,97 @@
+{-# LANGUAGE OverloadedStrings #-}
+-- | Shared helpers: servers on 127.0.0.1 port 0, an HTTP client, a raw socket
+-- client for what http-client cannot send, and time bounds.
+module Util
+  ( bounded
+  , manager
+  , get
+  , getWith
+  , post
+  , request
+  , rawExchange
+  , rawConnect
+  , readUntilClosed
+  , readResponseHead
+  , withRawApi
+  , localConfig
+  ) where
+
+import Control.Exception (bracket, throwIO)
+import qualified Data.ByteString as B
+import qualified Data.ByteString.Lazy as L
+import Network.HTTP.Client (Manager, Response)
+import qualified Network.HTTP.Client as C
+import qualified Network.HTTP.Types as H
+import Network.Socket
+import qualified Network.Socket.ByteString as NSB
+import System.IO.Unsafe (unsafePerformIO)
+import System.Timeout (timeout)
+
+import qualified Network.WarpCore as WC
+
+-- | Fails a test that takes longer than 60 s instead of hanging the suite.
+bounded :: IO a -> IO a
+bounded act = do
+  r <- timeout (60 * 1000000) act
+  maybe (throwIO (userError "test took longer than 60 s")) pure r
+
+manager :: Manager
+manager = unsafePerformIO (C.newManager C.defaultManagerSettings {C.managerResponseTimeout = C.responseTimeoutMicro (30 * 1000000)})
+{-# NOINLINE manager #-}
+
+request :: Int -> B.ByteString -> B.ByteString -> [H.Header] -> L.ByteString -> IO (Response L.ByteString)
+request port method path hs body = do
+  base <- C.parseRequest ("http://127.0.0.1:" ++ show port)
+  let req = base {C.method = method, C.path = path, C.requestHeaders = hs, C.requestBody = C.RequestBodyLBS body}
+  C.httpLbs req manager
+
+get :: Int -> B.ByteString -> IO (Response L.ByteString)
+get port p = request port "GET" p [] ""
+
+getWith :: Int -> B.ByteString -> [H.Header] -> IO (Response L.ByteString)
+getWith port p hs = request port "GET" p hs ""
+
+post :: Int -> B.ByteString -> L.ByteString -> IO (Response L.ByteString)
+post port p = request port "POST" p []
+
+rawConnect :: Int -> IO Socket
+rawConnect port = do
+  s <- socket AF_INET Stream defaultProtocol
+  connect s (SockAddrInet (fromIntegral port) (tupleToHostAddress (127, 0, 0, 1)))
+  pure s
+
+-- | Sends bytes, half-closes nothing, reads until the server closes or
+-- `enough` says the bytes read so far are complete.
+rawExchange :: Int -> B.ByteString -> (B.ByteString -> Bool) -> IO B.ByteString
+rawExchange port bytes enough =
+  bracket (rawConnect port) close $ \s -> do
+    NSB.sendAll s bytes
+    let loop acc = do
+          chunk <- NSB.recv s 65536
+          let acc' = acc <> chunk
+          if B.null chunk || enough acc' then pure acc' else loop acc'
+    loop B.empty
+
+readUntilClosed :: Socket -> IO B.ByteString
+readUntilClosed s = go []
+  where
+    go acc = do
+      chunk <- NSB.recv s 65536
+      if B.null chunk then pure (B.concat (reverse acc)) else go (chunk : acc)
+
+-- | Reads until the end of a response head.
+readResponseHead :: Socket -> IO B.ByteString
+readResponseHead s = go B.empty
+  where
+    go acc
+      | "\r\n\r\n" `B.isInfixOf` acc = pure acc
+      | otherwise = do
+          chunk <- NSB.recv s 4096
+          if B.null chunk then pure acc else go (acc <> chunk)
+
+localConfig :: WC.Config
+localConfig = WC.defaultConfig {WC.configListen = "127.0.0.1:0", WC.configWorkers = 2}
+
+-- | A server on the safe API for the duration of an action, given its port.
+withRawApi :: WC.Config -> WC.Handler -> (Int -> IO a) -> IO a
+withRawApi cfg h act = WC.withServer cfg h (act . WC.serverPort)

@@ -1,0 +1,109 @@
+{-# LANGUAGE OverloadedStrings #-}
+-- | The demo server of DESIGN.md as a WAI application on libwarpcore:
+--
+-- * @GET /@ → @200 Hello, World!@ (text/plain)
+-- * @POST /echo@ → @200@ with the request body
+-- * @PREFIX/...@ → files under @DIR@ (@--static PREFIX=DIR@, repeatable),
+--   served by the library's static mounts (the application never sees them)
+--
+-- Flags: @--host H --port N --workers N --static PREFIX=DIR@, and
+-- @--dispatch Dispatcher|ForkInCallback|InCallback@ to compare the ways a
+-- request reaches Haskell. Prints @listening on HOST:PORT@ once it accepts
+-- connections; SIGTERM or SIGINT stop it gracefully with exit status 0.
+--
+-- Build: @make haskell@ (→ @build/demo-hs@). @--workers N@ also sets the
+-- number of capabilities to N (like Warp's @+RTS -NN@).
+module Main (main) where
+
+import Control.Concurrent (setNumCapabilities)
+import Control.Monad (when)
+import qualified Data.ByteString as B
+import qualified Data.ByteString.Char8 as B8
+import qualified Data.ByteString.Lazy.Char8 as L
+import Data.List (isPrefixOf)
+import Data.String (fromString)
+import Network.HTTP.Types
+import Network.Wai
+import Network.Wai.Handler.WarpCore
+import System.Environment (getArgs)
+import System.Exit (exitWith, ExitCode (..))
+import System.IO (hFlush, hPutStrLn, stderr, stdout)
+import System.Posix.Signals (Handler (Catch), installHandler, sigINT, sigTERM)
+import Text.Read (readMaybe)
+
+data Options = Options
+  { optHost :: String
+  , optPort :: Int
+  , optWorkers :: Int
+  , optStatic :: [(String, FilePath)]
+  , optDispatch :: Dispatch
+  }
+
+parse :: Options -> [String] -> Either String Options
+parse o [] = Right o
+parse o ("--host" : h : rest) = parse o {optHost = h} rest
+parse o ("--port" : p : rest)
+  | Just n <- readMaybe p, n >= 0, n < 65536 = parse o {optPort = n} rest
+parse o ("--workers" : w : rest)
+  | Just n <- readMaybe w, n >= 0, n <= 1024 = parse o {optWorkers = n} rest
+parse o ("--static" : spec : rest)
+  | (prefix, '=' : dir) <- break (== '=') spec, "/" `isPrefixOf` prefix, not (null dir) =
+      parse o {optStatic = optStatic o ++ [(prefix, dir)]} rest
+parse o ("--dispatch" : d : rest)
+  | Just m <- readMaybe d = parse o {optDispatch = m} rest
+parse _ (arg : _) = Left ("bad argument: " ++ arg)
+
+main :: IO ()
+main = do
+  args <- getArgs
+  opts <- case parse (Options "127.0.0.1" 8080 0 [] Dispatcher) args of
+    Right o -> pure o
+    Left err -> do
+      hPutStrLn stderr err
+      hPutStrLn stderr "usage: demo-hs [--host H] [--port N] [--workers N] [--static PREFIX=DIR]... [--dispatch MODE]"
+      exitWith (ExitFailure 2)
+  when (optWorkers opts > 0) $ setNumCapabilities (optWorkers opts)
+  let host = optHost opts
+      shown = if ':' `elem` host then "[" ++ host ++ "]" else host
+      settings =
+        setHost (fromString host)
+          . setPort (optPort opts)
+          . (if optWorkers opts > 0 then setWorkers (optWorkers opts) else id)
+          . setDispatch (optDispatch opts)
+          . foldr (\(prefix, dir) k -> setStaticMount (B8.pack prefix) dir . k) id (optStatic opts)
+          . setGracefulShutdownTimeout (Just 5)
+          . setInstallShutdownHandler
+            ( \stop -> do
+                _ <- installHandler sigTERM (Catch stop) Nothing
+                _ <- installHandler sigINT (Catch stop) Nothing
+                pure ()
+            )
+          . setOnReady (\port -> putStrLn ("listening on " ++ shown ++ ":" ++ show port) >> hFlush stdout)
+          $ defaultSettings
+  runSettings settings app
+
+app :: Application
+app req respond = case (requestMethod req, rawPathInfo req) of
+  (m, "/")
+    | m == methodGet || m == methodHead -> respond hello
+    | otherwise -> respond (notAllowed "GET, HEAD")
+  (m, "/echo")
+    | m == methodPost -> do
+        body <- readBody req
+        respond (responseLBS status200 [(hContentType, "application/octet-stream")] (L.fromChunks body))
+    | otherwise -> respond (notAllowed "POST")
+  _ -> respond notFound
+
+hello :: Response
+hello = responseLBS status200 [(hContentType, "text/plain"), (hContentLength, "13")] "Hello, World!"
+
+notFound :: Response
+notFound = responseLBS status404 [(hContentType, "text/plain")] "Not Found\n"
+
+notAllowed :: B.ByteString -> Response
+notAllowed allow = responseLBS status405 [(hContentType, "text/plain"), ("Allow", allow)] "Method Not Allowed\n"
+
+readBody :: Request -> IO [B.ByteString]
+readBody req = do
+  chunk <- getRequestBodyChunk req
+  if B.null chunk then pure [] else (chunk :) <$> readBody req

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the Haskell binding needs when it is missing (Debian, as root):
+# GHC and the libghc-*-dev packages it builds, tests and demonstrates with.
+# There is no Hackage here: every Haskell library comes from Debian.
+# A package that cannot be had is an error: nothing is skipped.
+set -euo pipefail
+
+packages=(
+  ghc                          # ghc, hsc2hs, the Cabal library (Setup.hs)
+  libghc-wai-dev               # the WAI handler
+  libghc-http-types-dev
+  libghc-http-date-dev         # Last-Modified / If-Modified-Since for ResponseFile
+  libghc-case-insensitive-dev
+  libghc-streaming-commons-dev # HostPreference, as Warp's
+  libghc-network-dev
+  libghc-hspec-dev             # tests
+  libghc-http-client-dev
+  libghc-async-dev
+  libghc-scotty-dev            # the Scotty example and its test
+)
+
+need=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "haskell-deps: installing ${need[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "haskell-deps: need root to install ${need[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+for tool in ghc hsc2hs ghc-pkg; do
+  command -v "$tool" >/dev/null || { echo "haskell-deps: $tool is missing after install" >&2; exit 1; }
+done

@@ -443,7 +443,14 @@ impl Worker {
         }
 
         let needs_write = !conn.state.backlog.is_empty();
-        let closing = conn.state.close_after_flush && !needs_write && conn.state.waiting.is_none();
+        // While draining, a connection with nothing left to do closes (a stream
+        // that started before the shutdown could not announce it).
+        let idle_while_draining = ctx.draining
+            && !needs_write
+            && conn.state.waiting.is_none()
+            && !conn.state.awaiting_body()
+            && conn.input.is_empty();
+        let closing = (conn.state.close_after_flush || idle_while_draining) && !needs_write && conn.state.waiting.is_none();
         if broken {
             self.close(index);
             return;

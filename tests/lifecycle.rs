@@ -69,9 +69,11 @@ fn shutdown_closes_idle_connections_at_once_and_finishes_work_in_flight() {
     let r = slow.read_response(false);
     assert_eq!((r.status, r.text().as_str()), (200, "finished"));
     assert_eq!(r.header("connection"), Some("close"));
+    // The stream's head may have left before the shutdown began: it is not
+    // required to say close, but the connection must close after the stream.
     let r = streaming.read_response(false);
     assert_eq!(r.text(), "tick\n".repeat(5));
-    assert_eq!(r.header("connection"), Some("close"));
+    assert!(streaming.closed_by_server());
     let report = stopper.join().unwrap();
     assert_eq!(report.requests_finished, 2);
     assert_eq!(report.connections_cut, 0);

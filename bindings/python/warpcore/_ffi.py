@@ -303,6 +303,12 @@ class _Functions:
 
 
 F = _Functions()
+_missing = [n for n in FUNCTIONS if not hasattr(LIB, n)]
+if _missing:
+    raise LibraryNotFoundError(
+        f"{LIBRARY_PATH} lacks {', '.join(_missing)}: it is older than this package; "
+        "rebuild it (`make`) or point WARPCORE_LIBRARY at a current build"
+    )
 for _name, (_res, _args) in FUNCTIONS.items():
     _fn = getattr(LIB, _name)
     _fn.restype = _res

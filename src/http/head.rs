@@ -104,6 +104,8 @@ fn request_line(buf: &[u8]) -> &[u8] {
 /// httparse reports any version but 1.0 and 1.1 as one error: a well-formed
 /// `HTTP/x.y` gets 505, anything else is simply malformed.
 fn reject_version(buf: &[u8]) -> Reject {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let buf = &buf[start..];
     let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(buf.len());
     let line = &buf[..line_end];
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
@@ -278,6 +280,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            (b"\r\n\nGET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
             (b"GET / HTTP/1.1\r\nHost: a\r\n x\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
             (b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),

@@ -376,6 +376,9 @@ impl ConnState {
         // (also when this worker has not polled since shutdown began).
         waiting.meta.keep_alive &= !(ctx.draining || ctx.shared.is_shutting_down());
         let settings = ctx.settings.clone();
+        // Counted before the bytes leave, so a client never sees an answer the
+        // counters do not show yet.
+        let stats = ctx.stats.clone();
         let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
         let (ok, finished) = match answer {
             Answer::Full { status, headers, body } => {
@@ -392,6 +395,7 @@ impl ConnState {
                     Some(body)
                 };
                 self.close_after_flush |= composed.close;
+                stats.response(status);
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, body, b""), true)
             }
             Answer::Start { status, headers, length } => {
@@ -422,6 +426,7 @@ impl ConnState {
                 match stream.finish(out) {
                     Ok(close) => {
                         self.close_after_flush |= close || stream.close_after;
+                        stats.response(waiting.status);
                         (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
                     }
                     Err(_) => return false,
@@ -434,12 +439,12 @@ impl ConnState {
                 compose_error(out, &env, 500);
                 waiting.status = 500;
                 self.close_after_flush = true;
+                stats.response(500);
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
             }
         };
         if finished {
             if let Some(w) = self.waiting.take() {
-                ctx.stats.response(w.status);
                 if ctx.draining {
                     ctx.finished_while_draining += 1;
                 }

@@ -48,11 +48,19 @@ fn bench_head(c: &mut Criterion) {
         assert!(matches!(head::parse(raw, &mut headers, &LIMITS), Ok(Some(_))), "{name} must parse");
 
         group.throughput(Throughput::Bytes(raw.len() as u64));
-        // As the connection code calls it: a fresh header array per request.
+        // A fresh initialised header array per request (what conn.rs did before parse_uninit).
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let parsed = head::parse(black_box(raw), &mut headers, &LIMITS);
+                black_box(parsed.map(|p| p.map(|(_, info)| info)))
+            })
+        });
+        // What conn.rs does now: header slots that are not initialised.
+        group.bench_function(format!("{name}/uninit_slots"), |b| {
+            b.iter(|| {
+                let mut slots = head::uninit_headers();
+                let parsed = head::parse_uninit(black_box(raw), &mut slots, &LIMITS);
                 black_box(parsed.map(|p| p.map(|(_, info)| info)))
             })
         });

@@ -16,7 +16,7 @@ use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::compose::{compose_error, compose_head, BodyLength, ComposeEnv, RequestMeta};
 use crate::out::{write_now_or_queue, OutQueue};
 use crate::stream::StreamOut;
-use crate::http::head::{self, Framing, Reject, MAX_HEADERS};
+use crate::http::head::{self, Framing, Reject};
 use crate::http::percent;
 use crate::log::{Level, LogRequest, LogStart};
 use crate::stats::bump;
@@ -183,8 +183,8 @@ impl ConnState {
     /// Handles the request at the start of `buf`: `Ok(bytes it used)`, or
     /// `Err(bytes needed in all)` when it is incomplete (0 if unknown).
     fn handle_one(&mut self, buf: &[u8], ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> Result<usize, usize> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let (req, info) = match head::parse(buf, &mut headers, &ctx.settings.head_limits) {
+        let mut headers = head::uninit_headers();
+        let (req, info) = match head::parse_uninit(buf, &mut headers, &ctx.settings.head_limits) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Err(0),
             Err(Reject(status)) => return Ok(self.reject(status, buf.len(), ctx, out)),

@@ -155,7 +155,9 @@ impl Worker {
                     FILE_WATCH => {}
                     LISTENER => self.accept_all(),
                     WAKER => self.read_mailbox(),
-                    Token(i) => self.contained(i, |w| w.on_conn_event(i, event.is_readable(), event.is_writable())),
+                    Token(i) => self.contained(i, |w| {
+                        w.on_conn_event(i, event.is_readable(), event.is_writable(), event.is_read_closed())
+                    }),
                 }
             }
             if new_second {
@@ -320,7 +322,7 @@ impl Worker {
         }
     }
 
-    fn on_conn_event(&mut self, index: usize, readable: bool, writable: bool) {
+    fn on_conn_event(&mut self, index: usize, readable: bool, writable: bool, read_closed: bool) {
         let Some(conn) = self.conns.get_mut(index).and_then(|c| c.as_mut()) else { return };
         if conn.state.deadline.wait == Wait::Linger {
             if readable {
@@ -332,13 +334,23 @@ impl Worker {
             return;
         }
         if readable || writable {
-            self.drive(index);
+            self.drive_with(index, !read_closed);
         }
     }
 
     /// Reads, handles and writes until the socket has nothing more or the
     /// connection must wait (backlog, deferred answer, close).
     fn drive(&mut self, index: usize) {
+        self.drive_with(index, false);
+    }
+
+    /// `drive`; with `short_read_drains`, a read that does not fill the buffer
+    /// ends the reading (the socket is empty: new bytes raise a new edge), which
+    /// saves the `recv` that would only return `EAGAIN` — one syscall per
+    /// request. Only for a readiness event without `EPOLLRDHUP`: a FIN already
+    /// queued raises no further edge, so then we read on to the end of stream.
+    /// nginx does the same (`ngx_unix_recv`, `rev->ready = 0` unless `pending_eof`).
+    fn drive_with(&mut self, index: usize, short_read_drains: bool) {
         let Worker { conns, scratch, out, ctx, clock, .. } = self;
         let timeouts = ctx.settings.timeouts;
         let max_head = ctx.settings.head_limits.max_head_bytes;
@@ -377,9 +389,12 @@ impl Worker {
                 }
                 buf.grow_to((buf.capacity() * 2).clamp(4096, limit));
             }
+            let room = buf.spare().len();
+            let mut drained = false;
             match (&conn.state.stream).read(buf.spare()) {
                 Ok(0) => eof = true,
                 Ok(n) => {
+                    drained = short_read_drains && n < room;
                     buf.advance(n);
                     bump(&ctx.stats.bytes_in, n as u64);
                 }
@@ -405,6 +420,9 @@ impl Worker {
             // Keep pipelined answers together unless the batch grew large.
             if stop == Stop::NeedInput && out.len() >= SCRATCH_SIZE {
                 write_out(&mut conn.state, out);
+            }
+            if drained {
+                break;
             }
         }
 

@@ -82,6 +82,15 @@ pub(crate) fn with_handle(res: &mut Response<'_>, call: impl FnOnce(*mut warpcor
     let mut mode = handle.lock();
     if res.is_complete() {
         *mode = Mode::Idle;
+        if handle.waiters.load(Ordering::Relaxed) > 0 {
+            // Another thread tried to answer too: wake it to learn that the
+            // request was answered, and keep the handle out of the pool so its
+            // waiter never meets the next request. (A misuse; the handle leaks.)
+            handle.handed_over.notify_all();
+            drop(mode);
+            let _ = Box::into_raw(handle);
+            return;
+        }
         drop(mode);
         POOL.with(|p| p.borrow_mut().push(handle));
         return;

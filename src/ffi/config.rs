@@ -50,10 +50,7 @@ pub extern "C" fn warpcore_config_free(config: *mut warpcore_config) {
 
 /// Applies `change` to a copy, validates it, and keeps it only when valid.
 fn update(config: *mut warpcore_config, change: impl FnOnce(&mut Config)) -> warpcore_result {
-    let config = match try_mut(config, "config") {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+    let config = ok_or_return!(try_mut(config, "config"));
     let mut candidate = config.inner.clone();
     change(&mut candidate);
     match candidate.validate_settings() {
@@ -71,10 +68,7 @@ fn update(config: *mut warpcore_config, change: impl FnOnce(&mut Config)) -> war
 #[no_mangle]
 pub extern "C" fn warpcore_config_set_listen(config: *mut warpcore_config, address: *const u8, len: usize) -> warpcore_result {
     ffi_boundary!({
-        let bytes = match try_slice(address, len, "address") {
-            Ok(b) => b,
-            Err(e) => return e,
-        };
+        let bytes = ok_or_return!(try_slice(address, len, "address"));
         let Ok(text) = std::str::from_utf8(bytes) else {
             return fail(warpcore_result::InvalidAddress, "listen address is not UTF-8");
         };
@@ -192,10 +186,7 @@ pub extern "C" fn warpcore_config_set_max_connections(config: *mut warpcore_conf
 #[no_mangle]
 pub extern "C" fn warpcore_config_set_access_log_file(config: *mut warpcore_config, path: *const u8, len: usize) -> warpcore_result {
     ffi_boundary!({
-        let bytes = match try_slice(path, len, "path") {
-            Ok(b) => b,
-            Err(e) => return e,
-        };
+        let bytes = ok_or_return!(try_slice(path, len, "path"));
         let target = if bytes.is_empty() {
             None
         } else {
@@ -298,14 +289,8 @@ pub extern "C" fn warpcore_config_add_static(
     dir_len: usize,
 ) -> warpcore_result {
     ffi_boundary!({
-        let prefix = match try_slice(url_prefix, prefix_len, "url_prefix") {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        let dir = match try_slice(directory, dir_len, "directory") {
-            Ok(d) => d,
-            Err(e) => return e,
-        };
+        let prefix = ok_or_return!(try_slice(url_prefix, prefix_len, "url_prefix"));
+        let dir = ok_or_return!(try_slice(directory, dir_len, "directory"));
         use std::os::unix::ffi::OsStrExt;
         let spec = match crate::MountSpec::new(prefix, std::ffi::OsStr::from_bytes(dir)) {
             Ok(s) => s,

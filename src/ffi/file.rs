@@ -42,10 +42,7 @@ pub extern "C" fn warpcore_respond_file(
     path_len: usize,
 ) -> warpcore_result {
     ffi_boundary!({
-        let fields = match try_array(headers, header_count, "headers") {
-            Ok(f) => f,
-            Err(e) => return e,
-        };
+        let fields = ok_or_return!(try_array(headers, header_count, "headers"));
         let path = match try_slice(path, path_len, "path") {
             Ok(p) if !p.is_empty() => p,
             Ok(_) => return fail(warpcore_result::InvalidArgument, "path is empty"),
@@ -85,10 +82,7 @@ pub extern "C" fn warpcore_server_file_cache_stats(
     out: *mut warpcore_file_cache_stats,
 ) -> warpcore_result {
     ffi_boundary!({
-        let server = match try_ref(server, "server") {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let server = ok_or_return!(try_ref(server, "server"));
         if out.is_null() {
             return fail(warpcore_result::NullArgument, "out is NULL");
         }

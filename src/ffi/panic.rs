@@ -26,6 +26,17 @@ macro_rules! ffi_boundary_or {
     }};
 }
 
+/// The value of an `Ok`, or returns the `warpcore_result` of an `Err` from the
+/// enclosing boundary body: the one shape every pointer check has.
+macro_rules! ok_or_return {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return e,
+        }
+    };
+}
+
 pub(crate) fn record_panic(payload: Box<dyn std::any::Any + Send>) -> super::result::warpcore_result {
     let text = payload
         .downcast_ref::<&str>()

@@ -275,14 +275,8 @@ pub extern "C" fn warpcore_respond(
     body_len: usize,
 ) -> warpcore_result {
     ffi_boundary!({
-        let fields = match check_headers(headers, header_count) {
-            Ok(f) => f,
-            Err(e) => return e,
-        };
-        let body = match try_slice(body, body_len, "body") {
-            Ok(b) => b,
-            Err(e) => return e,
-        };
+        let fields = ok_or_return!(check_headers(headers, header_count));
+        let body = ok_or_return!(try_slice(body, body_len, "body"));
         perform(response, Call::Respond { status, headers: fields, body: Body::Borrowed(body) })
     })
 }
@@ -310,10 +304,7 @@ pub extern "C" fn warpcore_respond_buffer(
         if body.is_null() && body_len > 0 {
             return fail(warpcore_result::NullArgument, "body is NULL");
         }
-        let fields = match check_headers(headers, header_count) {
-            Ok(f) => f,
-            Err(e) => return e,
-        };
+        let fields = ok_or_return!(check_headers(headers, header_count));
         let payload = Payload::new(Box::new(buffer));
         perform(response, Call::Respond { status, headers: fields, body: Body::Owned(payload) })
     })
@@ -334,10 +325,7 @@ pub extern "C" fn warpcore_response_start(
     content_length: i64,
 ) -> warpcore_result {
     ffi_boundary!({
-        let fields = match check_headers(headers, header_count) {
-            Ok(f) => f,
-            Err(e) => return e,
-        };
+        let fields = ok_or_return!(check_headers(headers, header_count));
         let length = match content_length {
             -1 => None,
             n if n >= 0 => Some(n as u64),
@@ -354,10 +342,7 @@ pub extern "C" fn warpcore_response_start(
 #[no_mangle]
 pub extern "C" fn warpcore_response_write(response: *mut warpcore_response, data: *const u8, len: usize) -> warpcore_result {
     ffi_boundary!({
-        let data = match try_slice(data, len, "data") {
-            Ok(d) => d,
-            Err(e) => return e,
-        };
+        let data = ok_or_return!(try_slice(data, len, "data"));
         perform(response, Call::Write(Body::Borrowed(data)))
     })
 }

@@ -28,10 +28,7 @@ pub struct warpcore_server {
 #[no_mangle]
 pub extern "C" fn warpcore_server_start(config: *const warpcore_config, out: *mut *mut warpcore_server) -> warpcore_result {
     ffi_boundary!({
-        let config = match try_ref(config, "config") {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let config = ok_or_return!(try_ref(config, "config"));
         if out.is_null() {
             return fail(warpcore_result::NullArgument, "out is NULL");
         }
@@ -68,10 +65,7 @@ pub extern "C" fn warpcore_server_workers(server: *const warpcore_server) -> u32
 #[no_mangle]
 pub extern "C" fn warpcore_server_run_worker(server: *const warpcore_server, index: u32) -> warpcore_result {
     ffi_boundary!({
-        let server = match try_ref(server, "server") {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let server = ok_or_return!(try_ref(server, "server"));
         match server.inner.run_worker(index as usize) {
             Ok(()) => warpcore_result::Ok,
             Err(e) => e.into(),
@@ -88,10 +82,7 @@ pub extern "C" fn warpcore_server_run_worker(server: *const warpcore_server, ind
 #[no_mangle]
 pub extern "C" fn warpcore_server_shutdown(server: *const warpcore_server, grace_ms: u32) -> warpcore_result {
     ffi_boundary!({
-        let server = match try_ref(server, "server") {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let server = ok_or_return!(try_ref(server, "server"));
         let report = server.inner.shutdown(Duration::from_millis(grace_ms as u64));
         *server.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
         warpcore_result::Ok
@@ -116,10 +107,7 @@ pub extern "C" fn warpcore_server_shutdown_report(
     out: *mut warpcore_shutdown_report,
 ) -> warpcore_result {
     ffi_boundary!({
-        let server = match try_ref(server, "server") {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let server = ok_or_return!(try_ref(server, "server"));
         if out.is_null() {
             return fail(warpcore_result::NullArgument, "out is NULL");
         }
@@ -138,14 +126,8 @@ pub extern "C" fn warpcore_server_shutdown_report(
 #[no_mangle]
 pub extern "C" fn warpcore_server_reload(server: *const warpcore_server, config: *const warpcore_config) -> warpcore_result {
     ffi_boundary!({
-        let server = match try_ref(server, "server") {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
-        let config = match try_ref(config, "config") {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let server = ok_or_return!(try_ref(server, "server"));
+        let config = ok_or_return!(try_ref(config, "config"));
         match server.inner.reload(&config.inner) {
             Ok(()) => warpcore_result::Ok,
             Err(e) => e.into(),
@@ -196,10 +178,7 @@ pub struct warpcore_stats {
 #[no_mangle]
 pub extern "C" fn warpcore_server_stats(server: *const warpcore_server, out: *mut warpcore_stats) -> warpcore_result {
     ffi_boundary!({
-        let server = match try_ref(server, "server") {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let server = ok_or_return!(try_ref(server, "server"));
         if out.is_null() {
             return fail(warpcore_result::NullArgument, "out is NULL");
         }
@@ -234,10 +213,7 @@ pub extern "C" fn warpcore_server_stats(server: *const warpcore_server, out: *mu
 #[no_mangle]
 pub extern "C" fn warpcore_server_reopen_logs(server: *const warpcore_server) -> warpcore_result {
     ffi_boundary!({
-        let server = match try_ref(server, "server") {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let server = ok_or_return!(try_ref(server, "server"));
         match server.inner.reopen_logs() {
             Ok(()) => warpcore_result::Ok,
             Err(e) => e.into(),
@@ -250,10 +226,7 @@ pub extern "C" fn warpcore_server_reopen_logs(server: *const warpcore_server) ->
 #[no_mangle]
 pub extern "C" fn warpcore_server_wait(server: *const warpcore_server) -> warpcore_result {
     ffi_boundary!({
-        let server = match try_ref(server, "server") {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
+        let server = ok_or_return!(try_ref(server, "server"));
         server.inner.wait();
         warpcore_result::Ok
     })

@@ -406,8 +406,9 @@ warpcore_result warpcore_config_set_timeout(struct warpcore_config *config,
 // `404` for what is missing. Paths that try to leave the directory (`..`,
 // encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
 // fifos and sockets are never served. Call once per mount; the longest
-// matching prefix wins. The directory must exist when the server starts
-// (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` otherwise).
+// matching prefix wins. The directory must exist when the server starts or
+// reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` or
+// `warpcore_server_reload` otherwise).
 //
 // Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
 // first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
@@ -580,7 +581,11 @@ warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *se
                                                 struct warpcore_shutdown_report *out);
 
 // Applies `config` to requests read from now on, atomically: handler and
-// userdata, limits, timeouts, server name, logs. Requests in flight finish
+// userdata, static mounts and file-cache lifetimes, limits, timeouts, server
+// name, logs. Mount directories are opened before anything changes (a
+// missing one fails the reload, `WARPCORE_RESULT_INVALID_ARGUMENT`, and the
+// old settings stay); a mount whose path now leads to another directory (a
+// `current -> release-N` symlink, say) serves the new one. Requests in flight finish
 // with what they started with; no connection is dropped. Returns when every
 // running worker uses the new settings. The listen address and the worker
 // count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the

@@ -377,8 +377,14 @@ def test_reload_swaps_handler_mounts_and_settings(serve, tmp_path):
     r = conn.getresponse()
     assert (r.read(), r.getheader("server")) == (b"two", "after")
     conn.close()
-    with pytest.raises(NotImplementedError, match="static mounts"):
-        s.reload(static={"/s": tmp_path})
+    # Mounts change too; a missing directory is refused and changes nothing.
+    s.reload(static={"/s": tmp_path})
+    assert request(s.port, path="/s/f.txt").body == b"file"
+    with pytest.raises(warpcore.WarpcoreError, match="nope"):
+        s.reload(static={"/s": tmp_path / "nope"})
+    assert request(s.port, path="/s/f.txt").body == b"file"
+    s.reload(static={})
+    assert request(s.port, path="/s/f.txt").body == b"two"
     assert request(s.port, "POST", "/", body=b"x" * 50).status == 413
     with pytest.raises(TypeError, match="share_port"):
         s.reload(share_port=True)

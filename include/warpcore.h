@@ -130,7 +130,8 @@ typedef struct warpcore_config warpcore_config;
 // Lifetime: a handle answered inside the handler call belongs to the library
 // again when the handler returns. A handle the handler returned from without
 // finishing its answer belongs to the caller until the call that finishes it:
-// `warpcore_respond*` or `warpcore_response_end` that succeeds, or any call that
+// `warpcore_respond*`, `warpcore_response_end` or `warpcore_response_abort`
+// that succeeds, or any call that
 // returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
 // call releases the handle; do not use it afterwards. A handle never answered
 // keeps its connection open until shutdown's deadline; a call after that
@@ -527,6 +528,21 @@ warpcore_result warpcore_response_write_buffer(struct warpcore_response *respons
 // `WARPCORE_RESULT_LENGTH_MISMATCH` if fewer bytes than the declared
 // Content-Length were written (the connection is then closed).
 warpcore_result warpcore_response_end(struct warpcore_response *response);
+
+// Gives up on the answer, for a handler or a stream that failed: the error
+// path of `warpcore_response_end`. Before anything was sent (no respond, no
+// start) the client gets `500 Internal Server Error` and the connection
+// closes. In the middle of a stream, what was already written is sent and the
+// connection closes without the stream's end (no last chunk, or fewer bytes
+// than the Content-Length), which is how HTTP/1.1 tells the client that the
+// body is incomplete; later pipelined requests on that connection are not
+// answered. (A close-delimited HTTP/1.0 body cannot show it.) Finishes the
+// answer like `warpcore_response_end`: a deferred handle is released.
+//
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete),
+// `WARPCORE_RESULT_CLOSED` (the client is gone; the handle is released),
+// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
+warpcore_result warpcore_response_abort(struct warpcore_response *response);
 
 // A static, NUL-terminated description of `result`; never NULL (unknown codes
 // get "unknown result code"). Thread-safe; the string must not be freed.

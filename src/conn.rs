@@ -433,14 +433,18 @@ impl ConnState {
                 }
             }
             Answer::Abort => {
-                if waiting.stream.is_some() {
-                    return false;
-                }
-                compose_error(out, &env, 500);
-                waiting.status = 500;
                 self.close_after_flush = true;
-                stats.response(500);
-                (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+                if waiting.stream.is_some() {
+                    // What was written leaves (earlier pipelined answers whole);
+                    // the missing end tells the client the body is incomplete.
+                    stats.response(waiting.status);
+                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+                } else {
+                    compose_error(out, &env, 500);
+                    waiting.status = 500;
+                    stats.response(500);
+                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+                }
             }
         };
         if finished {

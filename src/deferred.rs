@@ -54,8 +54,9 @@ pub(crate) enum Answer {
     Data(Payload),
     /// The end of the stream.
     End,
-    /// The handle went away unanswered, or the stream broke its length: answer
-    /// 500 if nothing was sent yet, else close the connection.
+    /// The handle was aborted or went away unanswered, or the stream broke its
+    /// length: answer 500 if nothing was sent yet, else close the connection
+    /// once what was written has left.
     Abort,
 }
 
@@ -345,6 +346,18 @@ impl Deferred {
             return Err(RespondError::Closed);
         }
         self.post(Answer::End)
+    }
+
+    /// Gives up on the answer (see [`crate::Response::abort`]): `500` if
+    /// nothing was sent, else the connection closes after what was written,
+    /// without the stream's end.
+    pub fn abort(&mut self) -> Result<(), RespondError> {
+        if self.phase == Phase::Done {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        self.check_open()?;
+        self.phase = Phase::Done;
+        self.post(Answer::Abort)
     }
 
     /// Whether the answer is complete (or the connection gone).

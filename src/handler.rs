@@ -249,6 +249,30 @@ impl Response<'_> {
         }
     }
 
+    /// Gives up on the answer. Before anything was sent the client gets `500`
+    /// and the connection closes; in the middle of a stream the connection
+    /// closes after what was already written, without the stream's end (no
+    /// last chunk, or fewer bytes than the Content-Length), so the client can
+    /// tell the body is incomplete. An HTTP/1.0 close-delimited body cannot
+    /// show it.
+    pub fn abort(&mut self) -> Result<(), RespondError> {
+        match self.outcome {
+            Outcome::Pending => {
+                crate::http::compose::compose_error(self.out, &self.env, 500);
+                self.outcome = Outcome::Answered { close: true };
+                self.status = 500;
+                Ok(())
+            }
+            Outcome::Streaming(_) => {
+                // Finished, unterminated: the close delimits what was sent.
+                self.outcome = Outcome::Answered { close: true };
+                Ok(())
+            }
+            Outcome::Broken => Err(RespondError::Closed),
+            Outcome::Answered { .. } | Outcome::Deferred => Err(RespondError::AlreadyAnswered),
+        }
+    }
+
     /// Hands the response to a [`Deferred`] that may be answered later from any
     /// thread (also mid-stream). The connection waits: later pipelined requests
     /// are handled after this answer.

@@ -54,6 +54,7 @@ _start = F.response_start
 _write = F.response_write
 _write_buffer = F.response_write_buffer
 _end = F.response_end
+_abort = F.response_abort
 _respond_inline = INLINE.respond
 _respond_file_inline = INLINE.respond_file
 _respond_buffer_inline = INLINE.respond_buffer
@@ -371,8 +372,8 @@ def pump(res: int, iterable: Iterable[Any]) -> None:
     """Writes every chunk of ``iterable`` to the started stream ``res`` and ends
     it. Runs on a stream thread (writes block above the high-water mark) or
     inside the handler call for lists. Never raises: an error is logged and
-    the stream ended (with a declared length, a short stream closes the
-    connection)."""
+    the stream aborted (the connection closes without the stream's end, so
+    the client sees an incomplete body)."""
     try:
         for chunk in iterable:
             if type(chunk) is not bytes:
@@ -399,8 +400,8 @@ def pump(res: int, iterable: Iterable[Any]) -> None:
         return
     finally:
         _close(iterable)
-    # After an error: end the stream so the handle is released (a declared
-    # length now falls short and the library closes the connection).
-    rc = _end(res)
-    if rc and rc not in (CLOSED, LENGTH_MISMATCH):
-        log.error("warpcore_response_end: %s", error_for(rc, "warpcore_response_end"))
+    # After an error: abort, which releases the handle and closes the
+    # connection without the last chunk.
+    rc = _abort(res)
+    if rc and rc != CLOSED:
+        log.error("warpcore_response_abort: %s", error_for(rc, "warpcore_response_abort"))

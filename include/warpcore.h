@@ -440,11 +440,11 @@ warpcore_result warpcore_config_set_file_cache(struct warpcore_config *config,
 // `warpcore_respond`. A field in `headers` named like one the library adds for
 // files (`Content-Type`, `ETag`, `Last-Modified`, `Accept-Ranges`) replaces it;
 // a given `ETag` or `Last-Modified` is then what preconditions are checked
-// against. The file is opened (through the worker's caches) during the call
-// and sent after it returns; `headers` and `path` are only read during the call.
-// Inside the handler call only: after the handler returned, this returns
-// `WARPCORE_RESULT_INVALID_STATE` (read the file and use
-// `warpcore_respond_buffer` instead).
+// against. The file is opened during the call and sent after it returns;
+// `headers` and `path` are only read during the call. Inside the handler call
+// the file goes through the worker's descriptor and file-information caches;
+// on a deferred handle (any thread, after the handler returned) it is looked
+// up and opened on the calling thread, and the worker sends it the same way.
 // As for static mounts, the first file a worker thread sends with `sendfile`
 // blocks `SIGPIPE` on that thread.
 //

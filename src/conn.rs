@@ -9,8 +9,9 @@ use mio::net::TcpStream;
 use std::sync::Arc;
 
 use crate::buffer::InBuf;
-use crate::deferred::{Answer, ConnRef, DeferredShared};
-use crate::file::FileCtx;
+use crate::deferred::{Answer, ConnRef, DeferredShared, FileAnswer};
+use crate::file::serve::Body;
+use crate::file::{push_file_body, FileCtx, Prepared};
 use crate::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::compose::{compose_error, compose_head, BodyLength, ComposeEnv, RequestMeta};
@@ -397,6 +398,31 @@ impl ConnState {
                 self.close_after_flush |= composed.close;
                 stats.response(status);
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, body, b""), true)
+            }
+            Answer::File(answer) => {
+                let FileAnswer { headers, prepared: Prepared { plan, file } } = *answer;
+                let ours = plan.fields.iter().filter(|(name, _)| !headers.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)));
+                let fields = headers.iter().chain(ours);
+                let Ok(composed) = compose_head(out, &env, plan.status, fields, BodyLength::Known(plan.length), waiting.meta)
+                else {
+                    return false;
+                };
+                waiting.status = plan.status;
+                self.close_after_flush |= composed.close;
+                stats.response(plan.status);
+                if composed.omit_body {
+                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+                } else {
+                    waiting.body_bytes = plan.length;
+                    if let Body::Text(text) = plan.body {
+                        out.extend_from_slice(text);
+                    }
+                    // The head (and earlier answers) first, then the file's pieces.
+                    self.backlog.push_copy(out);
+                    out.clear();
+                    push_file_body(&mut self.backlog, &plan.body, file);
+                    (self.backlog.flush(&self.stream).is_ok(), true)
+                }
             }
             Answer::Start { status, headers, length } => {
                 let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);

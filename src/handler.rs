@@ -82,8 +82,6 @@ pub enum RespondError {
     /// `respond_file`: the path is missing, a directory, not a regular file or
     /// not readable; nothing was sent and the request may be answered again.
     FileUnavailable(std::io::ErrorKind),
-    /// The call is only available inside the handler call (`respond_file`).
-    OnlyInHandler,
 }
 
 impl From<ComposeError> for RespondError {
@@ -290,7 +288,8 @@ impl Response<'_> {
         *self.defer_slot.waiting = Some(waiting);
         self.outcome = Outcome::Deferred;
         let remaining = stream.map(|s| s.remaining());
-        Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining))
+        let file_query = crate::file::FileQuery::capture(self.file.method, self.file.headers);
+        Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining, file_query))
     }
 
     /// Whether the answer is complete (or the connection broke): nothing more

@@ -771,3 +771,49 @@ fn a_file_in_flight_finishes_after_its_mount_is_reloaded_away() {
     let n = stream.read(&mut rest).unwrap();
     assert!(rest[..n].starts_with(b"HTTP/1.1 404"), "the next request goes to the handler");
 }
+
+#[test]
+fn deferred_handles_answer_with_files_from_other_threads() {
+    let site = Site::new("deferred-file");
+    let big = pattern(3 << 20);
+    std::fs::write(site.path("big.bin"), &big).unwrap();
+    let base = site.www();
+    let s = start(move |req: &warpcore::Request<'_>, res: &mut warpcore::Response<'_>| {
+        let name = std::str::from_utf8(req.path).unwrap().trim_start_matches('/').to_string();
+        let path = base.join(&name);
+        let mut d = res.defer().unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(if name == "hello.txt" { 20 } else { 0 }));
+            let extra: &[(&[u8], &[u8])] = &[(b"X-From", b"thread")];
+            match d.respond_file(200, extra, &path) {
+                Ok(()) => {}
+                Err(RespondError::FileUnavailable(_)) => {
+                    d.respond(404, std::iter::empty(), warpcore::Payload::from(b"thread says no\n".to_vec())).unwrap()
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        });
+    });
+    let mut c = s.connect();
+    let r = c.get("/hello.txt");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, file!\n"[..]));
+    assert_eq!(r.header("x-from"), Some("thread"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    let etag = r.header("etag").unwrap().to_string();
+    // The request's conditionals and ranges were kept for the other thread.
+    assert_eq!(request(&mut c, "GET", "/hello.txt", &[("If-None-Match", &etag)]).status, 304);
+    let r = request(&mut c, "GET", "/digits.txt", &[("Range", "bytes=3-5")]);
+    assert_eq!((r.status, r.body.as_slice(), r.header("content-range")), (206, &b"345"[..], Some("bytes 3-5/10")));
+    let r = request(&mut c, "HEAD", "/big.bin", &[]);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("3145728")));
+    let r = c.get("/missing.txt");
+    assert_eq!((r.status, r.text().as_str()), (404, "thread says no\n"));
+    // Pipelined: a slow small file, a large one, a missing one, answered in order.
+    c.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    let a = c.read_response(false);
+    let b = c.read_response(false);
+    let n = c.read_response(false);
+    assert_eq!(a.body, b"Hello, file!\n");
+    assert!(b.status == 200 && b.body == big, "the large file arrived whole");
+    assert_eq!(n.status, 404);
+}

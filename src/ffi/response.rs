@@ -173,7 +173,7 @@ fn pairs(headers: &[warpcore_header]) -> impl Iterator<Item = (&[u8], &[u8])> + 
     })
 }
 
-fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
+pub(crate) fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
     let fields = try_array(headers, count, "headers")?;
     // The message naming the field is formatted only on failure: answering
     // allocates nothing.
@@ -252,7 +252,10 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
         Call::Write(body) => d.write(body.into_payload()),
         Call::End => d.end(),
         Call::Abort => d.abort(),
-        Call::File { .. } => Err(RespondError::OnlyInHandler),
+        Call::File { status, headers, path } => {
+            let pairs: Vec<(&[u8], &[u8])> = pairs(headers).collect();
+            d.respond_file(status, &pairs, path)
+        }
     }
 }
 

@@ -103,10 +103,6 @@ impl From<RespondError> for warpcore_result {
             RespondError::FileUnavailable(kind) => {
                 return fail(warpcore_result::IoError, format!("the file cannot be served: {kind}"));
             }
-            RespondError::OnlyInHandler => (
-                warpcore_result::InvalidState,
-                "only possible inside the handler call; after it returned, read the file and use warpcore_respond_buffer",
-            ),
             RespondError::LengthMismatch => (
                 warpcore_result::LengthMismatch,
                 "the stream broke its declared Content-Length; the connection is closed",

@@ -21,6 +21,7 @@ pub(crate) mod fd_cache;
 pub(crate) mod info_cache;
 pub(crate) mod mime;
 pub(crate) mod mount;
+mod query;
 pub(crate) mod range;
 mod respond;
 pub(crate) mod serve;
@@ -45,7 +46,8 @@ use crate::sys::fs::{self, Access, FileKind};
 use fd_cache::{FdCache, FileId};
 use info_cache::{FileInfo, Info, InfoCache};
 pub use mount::MountSpec;
-pub(crate) use respond::FileCtx;
+pub(crate) use query::FileQuery;
+pub(crate) use respond::{push_file_body, FileCtx};
 use mount::{Mounts, Route};
 use serve::{FileRequest, Plan};
 use validator::{Check, Validators};
@@ -187,14 +189,7 @@ impl StaticFiles {
     /// under `token` when it first needs to (without a registry nothing is
     /// cached: every request looks its path up).
     pub fn new(site: Arc<Site>, counters: Arc<FileCounters>, worker: usize, registry: Option<Registry>, token: Token) -> StaticFiles {
-        let mut boundary = *b"warpcore-0000000000000000";
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(worker);
-        let mut n = h.finish();
-        for b in boundary[9..].iter_mut().rev() {
-            *b = b"0123456789abcdef"[(n & 15) as usize];
-            n >>= 4;
-        }
+        let boundary = random_boundary(worker);
         StaticFiles {
             info: InfoCache::new(site.info_lifetime),
             fds: FdCache::new(site.fd_lifetime),
@@ -319,16 +314,7 @@ impl StaticFiles {
     }
 
     fn plan_with(&self, req: &FileRequest<'_>, status: u16, fi: &FileInfo, fields: &[(&[u8], &[u8])], now: u64) -> Plan {
-        let given = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v);
-        let content_type = given("content-type").unwrap_or(fi.content_type.as_bytes());
-        let (etag, lm) = (given("etag"), given("last-modified"));
-        let check = if etag.is_some() || lm.is_some() {
-            let modified = lm.and_then(validator::parse_http_date);
-            Check { etag: etag.map(<[u8]>::trim_ascii), modified, modified_strong: modified.is_some_and(|m| m < now) }
-        } else {
-            fi.validators.check()
-        };
-        serve::file(req, status, fi, &check, content_type, now, &self.boundary)
+        plan_file(req, status, fi, fields, now, &self.boundary)
     }
 
     /// What the path in `self.key` (and `self.rel` for a mount) is, from the
@@ -475,6 +461,69 @@ enum Opened {
     /// The file changed between its stat and the open: this is what was opened.
     Changed(Arc<File>, FileInfo),
     Gone(Info),
+}
+
+/// Plans a file answer with `fi`; the handler's `fields` may name the
+/// Content-Type and the validators preconditions are checked against.
+fn plan_file(req: &FileRequest<'_>, status: u16, fi: &FileInfo, fields: &[(&[u8], &[u8])], now: u64, boundary: &[u8; BOUNDARY_LEN]) -> Plan {
+    let given = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v);
+    let content_type = given("content-type").unwrap_or(fi.content_type.as_bytes());
+    let (etag, lm) = (given("etag"), given("last-modified"));
+    let check = if etag.is_some() || lm.is_some() {
+        let modified = lm.and_then(validator::parse_http_date);
+        Check { etag: etag.map(<[u8]>::trim_ascii), modified, modified_strong: modified.is_some_and(|m| m < now) }
+    } else {
+        fi.validators.check()
+    };
+    serve::file(req, status, fi, &check, content_type, now, boundary)
+}
+
+/// Plans a handler's file answer away from the worker (a deferred handle, on
+/// the answering thread): the path is looked up and the file opened here,
+/// without the worker's caches. Errors as for [`StaticFiles::plan_path`].
+pub(crate) fn plan_detached(req: &FileRequest<'_>, status: u16, path: &Path, fields: &[(&[u8], &[u8])]) -> Result<Prepared, FileError> {
+    let mut key = DIRECT.to_vec();
+    key.extend_from_slice(path.as_os_str().as_bytes());
+    let refused = || FileError(io::Error::new(io::ErrorKind::PermissionDenied, "not a readable regular file (a device, fifo or socket, or no permission)"));
+    // Probe first (O_PATH): a fifo or device is never opened for reading.
+    let probe = fs::open_path(path, Access::Probe).map_err(FileError)?;
+    let st = fs::stat(&probe).map_err(FileError)?;
+    let fi = match classify(&st, &key) {
+        Info::File(fi) => fi,
+        Info::Directory => return Err(FileError(io::Error::from_raw_os_error(libc::EISDIR))),
+        _ => return Err(refused()),
+    };
+    let boundary = random_boundary(0);
+    let now = unix_now();
+    let plan = plan_file(req, status, &fi, fields, now, &boundary);
+    if !plan.needs_file() || req.is_head() {
+        return Ok(no_file(plan));
+    }
+    let file = fs::open_path(path, Access::Read).map_err(FileError)?;
+    let opened = fs::stat(&file).map_err(FileError)?;
+    if opened.kind != FileKind::Regular {
+        return Err(refused());
+    }
+    if FileId::of(&opened) == FileId::of(&fi.stat) {
+        return Ok(Prepared { plan, file: Some(Arc::new(file)) });
+    }
+    // Replaced between the probe and the open: serve what was opened.
+    let Info::File(fresh) = classify(&opened, &key) else { return Err(refused()) };
+    Ok(Prepared { plan: plan_file(req, status, &fresh, fields, now, &boundary), file: Some(Arc::new(file)) })
+}
+
+/// A multipart boundary: the fixed prefix and 16 hex digits from a random
+/// hasher seeded with `salt`.
+fn random_boundary(salt: usize) -> [u8; BOUNDARY_LEN] {
+    let mut boundary = *b"warpcore-0000000000000000";
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(salt);
+    let mut n = h.finish();
+    for b in boundary[9..].iter_mut().rev() {
+        *b = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+    }
+    boundary
 }
 
 fn no_file(plan: Plan) -> Prepared {

@@ -205,7 +205,7 @@ impl ConnState {
                 (&buf[head_len..end], end)
             }
             Framing::Chunked => {
-                let partial = self.partial.get_or_insert_with(|| PartialBody { continue_sent: false, chunked: None });
+                let partial = self.partial.get_or_insert(PartialBody { continue_sent: false, chunked: None });
                 let (decoder, raw_done) =
                     partial.chunked.get_or_insert_with(|| (ChunkedDecoder::new(ctx.settings.max_body_size), 0));
                 match decoder.decode(&buf[head_len + *raw_done..], &mut self.body) {
@@ -329,7 +329,7 @@ impl ConnState {
 
     /// Sends `100 Continue` once when the client asked for it.
     fn wait_for_body(&mut self, expect_continue: bool, chunked: bool, out: &mut Vec<u8>) {
-        let partial = self.partial.get_or_insert_with(|| PartialBody { continue_sent: false, chunked: None });
+        let partial = self.partial.get_or_insert(PartialBody { continue_sent: false, chunked: None });
         debug_assert!(chunked || partial.chunked.is_none());
         if expect_continue && !partial.continue_sent {
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");

@@ -65,7 +65,8 @@ unsafe impl Sync for warpcore_response {}
 
 thread_local! {
     /// Handles for this worker's requests, reused so that a request answered in
-    /// the handler costs no allocation.
+    /// the handler costs no allocation. Boxed: C holds their addresses.
+    #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<warpcore_response>>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -26,11 +26,11 @@ $(LIB): $(RUST_SRC)
 	@touch $@
 
 include/warpcore.h: $(FFI_SRC)
-	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header
+	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header header_is_fresh
 	@touch $@
 
 header:
-	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header
+	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header header_is_fresh
 
 build/%: examples/c/%.c include/warpcore.h $(LIB)
 	@mkdir -p build

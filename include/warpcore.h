@@ -20,6 +20,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The version of the library this header belongs to: `#if` can test the
+// numbers. `warpcore_version()` gives the version of the library a program runs
+// with, which may be a later release with the same major version.
+#define WARPCORE_VERSION_MAJOR 0
+#define WARPCORE_VERSION_MINOR 1
+#define WARPCORE_VERSION_PATCH 0
+// The same version as a string, `"MAJOR.MINOR.PATCH"`.
+#define WARPCORE_VERSION "0.1.0"
+
 // What a fallible call did. `WARPCORE_RESULT_OK` is 0; the numbers are stable.
 // Every other code comes with a message for the calling thread, readable with
 // `warpcore_last_error_message`.
@@ -555,9 +564,6 @@ const char *warpcore_result_str(uint32_t result);
 // empty when there was none. `buf` may be NULL when `len` is 0, to ask the length.
 size_t warpcore_last_error_message(char *buf, size_t len);
 
-// The library version as a static NUL-terminated string (`"MAJOR.MINOR.PATCH"`).
-const char *warpcore_version(void);
-
 // Binds the listen address (one `SO_REUSEPORT` socket per worker) and starts
 // the workers, or, with external workers, gets them ready for
 // `warpcore_server_run_worker`. On success writes the server to `*out`; the
@@ -625,6 +631,14 @@ warpcore_result warpcore_server_wait(const struct warpcore_server *server);
 // happened. NULL is ignored. Must be the last call on `server`: no other thread
 // may be using it.
 void warpcore_server_free(struct warpcore_server *server);
+
+// The version of the library as loaded, a static NUL-terminated string
+// `"MAJOR.MINOR.PATCH"`: the same as `WARPCORE_VERSION` when the program runs
+// with the library its header came from. Programs linked against
+// `libwarpcore.so.MAJOR` load any release with that major version, so MINOR
+// and PATCH may be newer than the header's. Thread-safe; never NULL; the string
+// must not be freed.
+const char *warpcore_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

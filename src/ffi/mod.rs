@@ -4,7 +4,7 @@
 //! a panic cross the boundary.
 //!
 //! One concept per file, as in the header: results, config, server, request,
-//! response, files; `panic.rs` and `cast.rs` hold the plumbing.
+//! response, files, version; `panic.rs` and `cast.rs` hold the plumbing.
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -24,3 +24,4 @@ pub mod request;
 pub mod response;
 pub mod result;
 pub mod server;
+pub mod version;

@@ -159,10 +159,3 @@ pub extern "C" fn warpcore_last_error_message(buf: *mut c_char, len: usize) -> u
     });
     r.unwrap_or(0)
 }
-
-/// The library version as a static NUL-terminated string (`"MAJOR.MINOR.PATCH"`).
-#[no_mangle]
-pub extern "C" fn warpcore_version() -> *const c_char {
-    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
-    VERSION.as_ptr().cast()
-}

@@ -156,7 +156,7 @@ docs_text=$(cat "$root"/docs/*.md)
 code=$(grep -v -e '^ *//' "$header")
 names=$( (grep -v '^typedef' <<<"$code" | grep -oE '\bwarpcore_[a-z0-9_]+\(' | tr -d '('
           grep -oE '\bWARPCORE_(RESULT|TIMEOUT|LOG_LEVEL)_[A-Z0-9_]+\b' <<<"$code"
-          grep -oE '^#define WARPCORE_[A-Z0-9_]+' "$header" | sed 's/^#define //') | LC_ALL=C sort -u)
+          grep -oE '^#define WARPCORE_[A-Z0-9_]+' "$header" | sed 's/^#define //' | grep -vx WARPCORE_H) | LC_ALL=C sort -u)
 [ "$(grep -c '^warpcore_' <<<"$names")" -ge 30 ] && [ "$(grep -c '^WARPCORE_RESULT_' <<<"$names")" -ge 10 ] \
   || fail "could not read the header's names"
 missing=()

@@ -13,7 +13,7 @@ use crate::deferred::{Answer, ConnRef, DeferredShared};
 use crate::file::FileCtx;
 use crate::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::compose::{compose_error, compose_head, BodyLength, ComposeEnv, RequestMeta};
+use crate::http::compose::{compose_error, compose_head_rendered, BodyLength, ComposeEnv, RequestMeta};
 use crate::out::{write_now_or_queue, OutQueue};
 use crate::stream::StreamOut;
 use crate::http::head::{self, Framing, Reject};
@@ -381,9 +381,11 @@ impl ConnState {
         let stats = ctx.stats.clone();
         let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
         let (ok, finished) = match answer {
-            Answer::Full { status, headers, body } => {
-                let len = body.as_ref().len() as u64;
-                let Ok(composed) = compose_head(out, &env, status, headers.iter(), BodyLength::Known(len), waiting.meta)
+            Answer::Full { status, head, body } => {
+                let len = body.as_ref().map_or(head.body().len(), |p| p.as_ref().len()) as u64;
+                let (rendered, fields) = head.fields();
+                let Ok(composed) =
+                    compose_head_rendered(out, &env, status, rendered, fields, BodyLength::Known(len), waiting.meta)
                 else {
                     return false;
                 };
@@ -392,15 +394,19 @@ impl ConnState {
                     None
                 } else {
                     waiting.body_bytes = len;
-                    Some(body)
+                    if body.is_none() {
+                        out.extend_from_slice(head.body());
+                    }
+                    body
                 };
                 self.close_after_flush |= composed.close;
                 stats.response(status);
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, body, b""), true)
             }
-            Answer::Start { status, headers, length } => {
+            Answer::Start { status, head, length } => {
                 let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
-                let Ok(composed) = compose_head(out, &env, status, headers.iter(), framing, waiting.meta) else {
+                let (rendered, fields) = head.fields();
+                let Ok(composed) = compose_head_rendered(out, &env, status, rendered, fields, framing, waiting.meta) else {
                     return false;
                 };
                 waiting.status = status;

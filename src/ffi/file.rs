@@ -5,9 +5,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::cast::{try_array, try_ref, try_slice, write_out};
+use super::cast::{try_ref, try_slice, write_out};
 use super::request::warpcore_header;
-use super::response::{perform, warpcore_response, Call};
+use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
 use super::server::warpcore_server;
 
@@ -42,20 +42,12 @@ pub extern "C" fn warpcore_respond_file(
     path_len: usize,
 ) -> warpcore_result {
     ffi_boundary!({
-        let fields = ok_or_return!(try_array(headers, header_count, "headers"));
+        let fields = ok_or_return!(check_headers(headers, header_count));
         let path = match try_slice(path, path_len, "path") {
             Ok(p) if !p.is_empty() => p,
             Ok(_) => return fail(warpcore_result::InvalidArgument, "path is empty"),
             Err(e) => return e,
         };
-        for (i, h) in fields.iter().enumerate() {
-            if let Err(e) = try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name")) {
-                return e;
-            }
-            if let Err(e) = try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value")) {
-                return e;
-            }
-        }
         perform(response, Call::File { status, headers: fields, path: Path::new(OsStr::from_bytes(path)) })
     })
 }

@@ -119,6 +119,12 @@ pub(crate) struct ConnState {
     pub close_after_flush: bool,
     /// Write interest is registered with the poller.
     pub write_registered: bool,
+    /// The socket may hold bytes not read yet: a readiness edge came, and no
+    /// read since met `EAGAIN` or a short read (nginx's `rev->ready`). While
+    /// false, new bytes raise a new edge, so reading can wait for it.
+    pub read_ready: bool,
+    /// The peer's FIN (or a reset) has been reported: read on to the end.
+    pub peer_closing: bool,
     pub deadline: Deadline,
 }
 
@@ -144,6 +150,9 @@ impl Conn {
                 partial: None,
                 close_after_flush: false,
                 write_registered: false,
+                // The request often arrives with the connection.
+                read_ready: true,
+                peer_closing: false,
                 deadline: Deadline::NONE,
             },
         }

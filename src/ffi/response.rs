@@ -227,9 +227,19 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     // lifetime, has not been released.
     let h = unsafe { &*handle };
     let mut mode = h.lock();
+    let mut yields = 0;
     loop {
         match &*mode {
             Mode::InCall { thread, .. } if *thread != thread_marker() => {
+                // The handler is usually just returning: give it the CPU a few
+                // times before sleeping, which would cost both threads syscalls.
+                if yields < 3 {
+                    yields += 1;
+                    drop(mode);
+                    std::thread::yield_now();
+                    mode = h.lock();
+                    continue;
+                }
                 h.waiters.fetch_add(1, Ordering::Relaxed);
                 mode = h.handed_over.wait(mode).unwrap_or_else(|e| e.into_inner());
                 h.waiters.fetch_sub(1, Ordering::Relaxed);

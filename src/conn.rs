@@ -253,7 +253,8 @@ impl ConnState {
             peer_ip: self.peer_text.as_bytes(),
             worker_index: ctx.index,
         };
-        let settings = ctx.settings.clone();
+        // Borrowed, not cloned: the snapshot changes only between loop turns.
+        let settings = &*ctx.settings;
         let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
         let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
         let mut response = Response {

@@ -4,14 +4,15 @@
 //! cache, `Server` from a line rendered at start; the engine adds the framing
 //! fields (`Content-Length` or `Transfer-Encoding`) and `Connection` itself.
 
+use super::date::HTTP_DATE_LEN;
 use super::head::is_token;
 use super::status::{forbids_body, StatusTable};
 
 /// Per-worker pieces every response shares.
 #[derive(Clone, Copy)]
 pub struct ComposeEnv<'a> {
-    /// The current IMF-fixdate.
-    pub date: &'a [u8],
+    /// The current IMF-fixdate (a fixed length: copied without a call).
+    pub date: &'a [u8; HTTP_DATE_LEN],
     /// `Server: NAME\r\n`, or empty to send none.
     pub server_line: &'a [u8],
 }
@@ -191,6 +192,10 @@ pub fn compose_head_rendered(
 }
 
 fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
+    if status == 200 {
+        // The common answer, as a constant the copy is inlined for.
+        return Ok(b"HTTP/1.1 200 OK\r\n");
+    }
     if !(200..=599).contains(&status) {
         return Err(ComposeError::Status);
     }
@@ -199,7 +204,7 @@ fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
 
 fn push_date(out: &mut Vec<u8>, env: &ComposeEnv<'_>) {
     out.extend_from_slice(b"Date: ");
-    out.extend_from_slice(env.date);
+    out.extend_from_slice(env.date.as_slice());
     out.extend_from_slice(b"\r\n");
 }
 

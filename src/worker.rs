@@ -330,14 +330,14 @@ impl Worker {
             }
             return;
         }
-        if readable {
+        if readable || read_closed {
             conn.state.read_ready = true;
             conn.state.peer_closing |= read_closed;
         }
         if writable && !conn.state.backlog.is_empty() && !self.flush_backlog(index) {
             return;
         }
-        if readable || writable {
+        if readable || writable || read_closed {
             self.drive_with(index, !read_closed);
         }
     }

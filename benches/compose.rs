@@ -8,7 +8,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use warpcore::http::compose::{compose_head, server_line, BodyLength, ComposeEnv, RequestMeta};
+use warpcore::http::compose::{
+    compose_head, compose_head_rendered, render_fields, server_line, BodyLength, ComposeEnv, RequestMeta,
+};
 use warpcore::http::date::{format_http_date, DateCache, HTTP_DATE_LEN};
 
 const KEEP_ALIVE_11: RequestMeta = RequestMeta { minor: 1, keep_alive: true, is_head: false };
@@ -65,6 +67,34 @@ fn bench_compose(c: &mut Criterion) {
                 out.extend_from_slice(b"Hello, World!");
             }
             black_box(out.len())
+        })
+    });
+    // A handler that sets its own Date and Server: the engine's lines come out again.
+    let own: Fields = &[(b"Content-Type", b"text/plain"), (b"Date", b"Sun, 06 Nov 1994 08:49:37 GMT"), (b"Server", b"app")];
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    group.bench_function("own_date_and_server", |b| {
+        b.iter(|| {
+            out.clear();
+            let pairs = black_box(own).iter().map(|(n, v)| (*n, *v));
+            black_box(compose_head(&mut out, &env, 200, pairs, BodyLength::Known(13), KEEP_ALIVE_11).is_ok())
+        })
+    });
+    // A deferred answer: fields rendered on the answering thread, the head
+    // composed around them on the worker.
+    let mut rendered: Vec<u8> = Vec::with_capacity(256);
+    group.bench_function("app_6_fields/deferred_render", |b| {
+        b.iter(|| {
+            rendered.clear();
+            let pairs = black_box(APP).iter().map(|(n, v)| (*n, *v));
+            black_box(render_fields(&mut rendered, pairs).is_ok())
+        })
+    });
+    let fields = render_fields(&mut rendered, APP.iter().map(|(n, v)| (*n, *v))).unwrap();
+    group.bench_function("app_6_fields/deferred_compose", |b| {
+        b.iter(|| {
+            out.clear();
+            let r = compose_head_rendered(&mut out, &env, 200, black_box(&rendered), &fields, BodyLength::Known(5120), KEEP_ALIVE_11);
+            black_box(r.is_ok())
         })
     });
     group.finish();

@@ -42,5 +42,5 @@ echo "variant req/s server-CPU(cores) req-per-server-CPU-s"
 for r in $(seq "$rounds"); do
   run_one in-handler build/demo
   run_one deferred build/deferred --threads 2
-  run_one access-log build/demo --access-log "$log"
+  [ -n "${SKIP_ACCESS_LOG:-}" ] || run_one access-log build/demo --access-log "$log"
 done

@@ -14,7 +14,7 @@ use crate::file::serve::Body;
 use crate::file::{push_file_body, FileCtx, Prepared};
 use crate::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::compose::{compose_error, compose_head, BodyLength, ComposeEnv, RequestMeta};
+use crate::http::compose::{compose_error, compose_head_rendered, BodyLength, ComposeEnv, RequestMeta};
 use crate::out::{write_now_or_queue, OutQueue};
 use crate::stream::StreamOut;
 use crate::http::head::{self, Framing, Reject};
@@ -120,6 +120,12 @@ pub(crate) struct ConnState {
     pub close_after_flush: bool,
     /// Write interest is registered with the poller.
     pub write_registered: bool,
+    /// The socket may hold bytes not read yet: a readiness edge came, and no
+    /// read since met `EAGAIN` or a short read (nginx's `rev->ready`). While
+    /// false, new bytes raise a new edge, so reading can wait for it.
+    pub read_ready: bool,
+    /// The peer's FIN (or a reset) has been reported: read on to the end.
+    pub peer_closing: bool,
     pub deadline: Deadline,
 }
 
@@ -145,6 +151,9 @@ impl Conn {
                 partial: None,
                 close_after_flush: false,
                 write_registered: false,
+                // The request often arrives with the connection.
+                read_ready: true,
+                peer_closing: false,
                 deadline: Deadline::NONE,
             },
         }
@@ -245,7 +254,8 @@ impl ConnState {
             peer_ip: self.peer_text.as_bytes(),
             worker_index: ctx.index,
         };
-        let settings = ctx.settings.clone();
+        // Borrowed, not cloned: the snapshot changes only between loop turns.
+        let settings = &*ctx.settings;
         let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
         let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
         let mut response = Response {
@@ -382,9 +392,11 @@ impl ConnState {
         let stats = ctx.stats.clone();
         let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
         let (ok, finished) = match answer {
-            Answer::Full { status, headers, body } => {
-                let len = body.as_ref().len() as u64;
-                let Ok(composed) = compose_head(out, &env, status, headers.iter(), BodyLength::Known(len), waiting.meta)
+            Answer::Full { status, head, body } => {
+                let len = body.as_ref().map_or(head.body().len(), |p| p.as_ref().len()) as u64;
+                let (rendered, fields) = head.fields();
+                let Ok(composed) =
+                    compose_head_rendered(out, &env, status, rendered, fields, BodyLength::Known(len), waiting.meta)
                 else {
                     return false;
                 };
@@ -393,27 +405,30 @@ impl ConnState {
                     None
                 } else {
                     waiting.body_bytes = len;
-                    Some(body)
+                    if body.is_none() {
+                        out.extend_from_slice(head.body());
+                    }
+                    body
                 };
                 self.close_after_flush |= composed.close;
                 stats.response(status);
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, body, b""), true)
             }
             Answer::File(answer) => {
-                let FileAnswer { headers, prepared: Prepared { plan, file } } = *answer;
-                let ours = plan.fields.iter().filter(|(name, _)| !headers.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)));
-                let fields = headers.iter().chain(ours);
-                let Ok(composed) = compose_head(out, &env, plan.status, fields, BodyLength::Known(plan.length), waiting.meta)
+                let FileAnswer { status, head, length, prepared: Prepared { plan, file } } = *answer;
+                let (rendered, fields) = head.fields();
+                let Ok(composed) =
+                    compose_head_rendered(out, &env, status, rendered, fields, BodyLength::Known(length), waiting.meta)
                 else {
                     return false;
                 };
-                waiting.status = plan.status;
+                waiting.status = status;
                 self.close_after_flush |= composed.close;
-                stats.response(plan.status);
+                stats.response(status);
                 if composed.omit_body {
                     (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
                 } else {
-                    waiting.body_bytes = plan.length;
+                    waiting.body_bytes = length;
                     if let Body::Text(text) = plan.body {
                         out.extend_from_slice(text);
                     }
@@ -424,9 +439,10 @@ impl ConnState {
                     (self.backlog.flush(&self.stream).is_ok(), true)
                 }
             }
-            Answer::Start { status, headers, length } => {
+            Answer::Start { status, head, length } => {
                 let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
-                let Ok(composed) = compose_head(out, &env, status, headers.iter(), framing, waiting.meta) else {
+                let (rendered, fields) = head.fields();
+                let Ok(composed) = compose_head_rendered(out, &env, status, rendered, fields, framing, waiting.meta) else {
                     return false;
                 };
                 waiting.status = status;

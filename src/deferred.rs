@@ -8,8 +8,8 @@ use std::thread::ThreadId;
 use mio::Waker;
 
 use crate::file::{FileError, FileQuery, Prepared};
-use crate::handler::RespondError;
-use crate::http::compose::{self, RequestMeta};
+use crate::handler::{RespondError, DIRECT_WRITE_MIN};
+use crate::http::compose::{self, HandlerFields, RequestMeta};
 use crate::payload::Payload;
 
 /// Which connection (and which incarnation of its slot) a message is for.
@@ -19,38 +19,43 @@ pub(crate) struct ConnRef {
     pub id: u64,
 }
 
-/// Header fields copied off the caller's thread, already validated.
-#[derive(Default)]
-pub(crate) struct OwnedHeaders {
+/// A deferred answer's header fields, validated and rendered as they go on the
+/// wire on the caller's thread, with a small body copied in after them: one
+/// allocation per answer, and the worker only copies bytes.
+pub(crate) struct OwnedHead {
     bytes: Vec<u8>,
-    spans: Vec<(usize, usize, usize)>,
+    fields: HandlerFields,
+    /// Where the copied body starts in `bytes`.
+    body_at: usize,
 }
 
-impl OwnedHeaders {
-    /// Validates and copies `headers`.
-    pub fn copy<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone) -> Result<OwnedHeaders, RespondError> {
-        compose::validate_headers(headers.clone())?;
-        let mut owned = OwnedHeaders::default();
-        for (name, value) in headers {
-            let start = owned.bytes.len();
-            owned.bytes.extend_from_slice(name);
-            owned.bytes.extend_from_slice(value);
-            owned.spans.push((start, name.len(), value.len()));
-        }
-        Ok(owned)
+impl OwnedHead {
+    /// Validates and renders `headers`, then copies `body` after them.
+    pub fn render<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>, body: &[u8]) -> Result<OwnedHead, RespondError> {
+        let mut bytes = Vec::with_capacity(64 + body.len());
+        let fields = compose::render_fields(&mut bytes, headers)?;
+        let body_at = bytes.len();
+        bytes.extend_from_slice(body);
+        Ok(OwnedHead { bytes, fields, body_at })
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
-        self.spans.iter().map(|&(start, n, v)| (&self.bytes[start..start + n], &self.bytes[start + n..start + n + v]))
+    /// The rendered fields and what they said.
+    pub fn fields(&self) -> (&[u8], &HandlerFields) {
+        (&self.bytes[..self.body_at], &self.fields)
+    }
+
+    /// The body copied in by `render`.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[self.body_at..]
     }
 }
 
 /// What a deferred handle asks the worker to do.
 pub(crate) enum Answer {
-    /// A complete response.
-    Full { status: u16, headers: OwnedHeaders, body: Payload },
+    /// A complete response; without a payload, the body is the one in `head`.
+    Full { status: u16, head: OwnedHead, body: Option<Payload> },
     /// The head of a streamed response; `length` None means unknown.
-    Start { status: u16, headers: OwnedHeaders, length: Option<u64> },
+    Start { status: u16, head: OwnedHead, length: Option<u64> },
     /// More body bytes of the stream.
     Data(Payload),
     /// A file answer, planned (and the file opened) on the answering thread.
@@ -63,9 +68,12 @@ pub(crate) enum Answer {
     Abort,
 }
 
-/// A planned file answer and the handler's own header fields.
+/// A planned file answer: the handler's header fields and the plan's own
+/// (those the handler did not name) rendered together, and the body.
 pub(crate) struct FileAnswer {
-    pub headers: OwnedHeaders,
+    pub status: u16,
+    pub head: OwnedHead,
+    pub length: u64,
     pub prepared: Prepared,
 }
 
@@ -291,16 +299,38 @@ impl Deferred {
     /// Sends a complete response (see [`crate::Response::respond`]).
     pub fn respond<'h, I>(&mut self, status: u16, headers: I, body: Payload) -> Result<(), RespondError>
     where
-        I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+        I: IntoIterator<Item = (&'h [u8], &'h [u8])>,
     {
+        self.respond_with(status, headers, b"", Some(body))
+    }
+
+    /// Like `respond` for a borrowed body, copied (small bodies share one
+    /// allocation with the header fields).
+    pub fn respond_bytes<'h, I>(&mut self, status: u16, headers: I, body: &[u8]) -> Result<(), RespondError>
+    where
+        I: IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    {
+        if body.len() >= DIRECT_WRITE_MIN {
+            return self.respond_with(status, headers, b"", Some(Payload::from(body.to_vec())));
+        }
+        self.respond_with(status, headers, body, None)
+    }
+
+    fn respond_with<'h>(
+        &mut self,
+        status: u16,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+        inline: &[u8],
+        body: Option<Payload>,
+    ) -> Result<(), RespondError> {
         if self.phase != Phase::Fresh {
             return Err(RespondError::AlreadyAnswered);
         }
         check_status(status)?;
-        let headers = OwnedHeaders::copy(headers)?;
+        let head = OwnedHead::render(headers, inline)?;
         self.check_open()?;
         self.phase = Phase::Done;
-        self.post(Answer::Full { status, headers, body })
+        self.post(Answer::Full { status, head, body })
     }
 
     /// Answers with a file (see [`crate::Response::respond_file`]). The file is
@@ -313,29 +343,34 @@ impl Deferred {
             return Err(RespondError::AlreadyAnswered);
         }
         check_status(status)?;
-        let owned = OwnedHeaders::copy(headers.iter().copied())?;
+        // Refuse bad fields before touching the file.
+        OwnedHead::render(headers.iter().copied(), b"")?;
         self.check_open()?;
         let prepared = self
             .file_query
             .with_request(|req| crate::file::plan_detached(req, status, path, headers))
             .map_err(|FileError(e)| RespondError::FileUnavailable(e.kind()))?;
+        let plan = &prepared.plan;
+        let ours = plan.fields.iter().filter(|(name, _)| !headers.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)));
+        let head = OwnedHead::render(headers.iter().copied().chain(ours), b"")?;
+        let (status, length) = (plan.status, plan.length);
         self.phase = Phase::Done;
-        self.post(Answer::File(Box::new(FileAnswer { headers: owned, prepared })))
+        self.post(Answer::File(Box::new(FileAnswer { status, head, length, prepared })))
     }
 
     /// Starts a streamed response; `length` is the Content-Length if known.
     pub fn start<'h, I>(&mut self, status: u16, headers: I, length: Option<u64>) -> Result<(), RespondError>
     where
-        I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+        I: IntoIterator<Item = (&'h [u8], &'h [u8])>,
     {
         if self.phase != Phase::Fresh {
             return Err(RespondError::AlreadyAnswered);
         }
         check_status(status)?;
-        let headers = OwnedHeaders::copy(headers)?;
+        let head = OwnedHead::render(headers, b"")?;
         self.check_open()?;
         self.phase = Phase::Streaming { remaining: length };
-        self.post(Answer::Start { status, headers, length })
+        self.post(Answer::Start { status, head, length })
     }
 
     /// Sends more of the stream. Off the worker thread this blocks while more

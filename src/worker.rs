@@ -331,10 +331,14 @@ impl Worker {
             }
             return;
         }
+        if readable || read_closed {
+            conn.state.read_ready = true;
+            conn.state.peer_closing |= read_closed;
+        }
         if writable && !conn.state.backlog.is_empty() && !self.flush_backlog(index) {
             return;
         }
-        if readable || writable {
+        if readable || writable || read_closed {
             self.drive_with(index, !read_closed);
         }
     }
@@ -351,6 +355,8 @@ impl Worker {
     /// request. Only for a readiness event without `EPOLLRDHUP`: a FIN already
     /// queued raises no further edge, so then we read on to the end of stream.
     /// nginx does the same (`ngx_unix_recv`, `rev->ready = 0` unless `pending_eof`).
+    /// A socket known to be empty (`read_ready` false) is not read at all, so a
+    /// deferred answer or a drained backlog costs no `recv` either.
     fn drive_with(&mut self, index: usize, short_read_drains: bool) {
         let Worker { conns, scratch, out, ctx, clock, .. } = self;
         let timeouts = ctx.settings.timeouts;
@@ -377,7 +383,7 @@ impl Worker {
             stop = progress.stop;
         }
 
-        while stop == Stop::NeedInput && !eof {
+        while stop == Stop::NeedInput && !eof && conn.state.read_ready {
             let own = !conn.input.is_empty();
             let buf: &mut InBuf = if own { &mut conn.input } else { scratch };
             if buf.spare().is_empty() {
@@ -396,10 +402,14 @@ impl Worker {
                 Ok(0) => eof = true,
                 Ok(n) => {
                     drained = short_read_drains && n < room;
+                    conn.state.read_ready = !drained;
                     buf.advance(n);
                     bump(&ctx.stats.bytes_in, n as u64);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.state.read_ready = false;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     eof = true;
@@ -427,9 +437,10 @@ impl Worker {
             }
         }
 
-        // While an answer is deferred, watch for the client going away
-        // (buffering what it pipelines, up to the head limit).
-        if stop == Stop::Waiting && !eof {
+        // While an answer is deferred, a client that sent its FIN may be gone:
+        // read to see (buffering what it pipelined, up to the head limit).
+        // Otherwise what it sends waits in the socket until the answer is out.
+        if stop == Stop::Waiting && !eof && conn.state.peer_closing {
             eof = watch_while_waiting(conn, max_head);
         }
 
@@ -589,7 +600,8 @@ fn env(ctx: &WorkerCtx) -> ComposeEnv<'_> {
     ComposeEnv { date: ctx.date.get(), server_line: &ctx.settings.server_line }
 }
 
-/// Reads what a client sends while its answer is deferred; true on EOF or error.
+/// Reads what a client that sent its FIN sends while its answer is deferred;
+/// true on EOF or error.
 fn watch_while_waiting(conn: &mut Conn, limit: usize) -> bool {
     loop {
         if conn.input.len() >= limit {
@@ -601,7 +613,10 @@ fn watch_while_waiting(conn: &mut Conn, limit: usize) -> bool {
         match (&conn.state.stream).read(conn.input.spare()) {
             Ok(0) => return true,
             Ok(n) => conn.input.advance(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.state.read_ready = false;
+                return false;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return true,
         }

@@ -24,13 +24,16 @@ struct job {
     struct job *next;
 };
 
-/* A mutex-and-condvar queue of jobs for the pool. */
+/* A mutex-and-condvar queue of jobs for the pool. A thread takes every queued
+ * job at once, and a push wakes a thread only when the queue was empty and one
+ * is idle: under load, one wake-up serves a batch instead of one job. */
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t ready;
     struct job *head, *tail;
+    int idle;
     int stopping;
-} queue = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0};
+} queue = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0};
 
 static int str_is(warpcore_str s, const char *lit) {
     size_t n = strlen(lit);
@@ -39,22 +42,27 @@ static int str_is(warpcore_str s, const char *lit) {
 
 static void push(struct job *job) {
     pthread_mutex_lock(&queue.lock);
+    /* A non-empty queue has a thread on its way (woken, or busy and about to
+     * look again). */
+    int wake = !queue.head && queue.idle > 0;
     if (queue.tail) queue.tail->next = job; else queue.head = job;
     queue.tail = job;
-    pthread_cond_signal(&queue.ready);
     pthread_mutex_unlock(&queue.lock);
+    if (wake) pthread_cond_signal(&queue.ready);
 }
 
-static struct job *pop(void) {
+/* Every queued job, oldest first; NULL once stopping. */
+static struct job *pop_all(void) {
     pthread_mutex_lock(&queue.lock);
-    while (!queue.head && !queue.stopping) pthread_cond_wait(&queue.ready, &queue.lock);
-    struct job *job = queue.head;
-    if (job) {
-        queue.head = job->next;
-        if (!queue.head) queue.tail = NULL;
+    while (!queue.head && !queue.stopping) {
+        queue.idle++;
+        pthread_cond_wait(&queue.ready, &queue.lock);
+        queue.idle--;
     }
+    struct job *jobs = queue.head;
+    queue.head = queue.tail = NULL;
     pthread_mutex_unlock(&queue.lock);
-    return job;
+    return jobs;
 }
 
 /* Releases a body handed over with warpcore_respond_buffer. */
@@ -95,8 +103,14 @@ static void answer(struct job *job) {
 
 static void *pool_thread(void *arg) {
     (void)arg;
-    struct job *job;
-    while ((job = pop()) != NULL) answer(job);
+    struct job *jobs;
+    while ((jobs = pop_all()) != NULL) {
+        while (jobs) {
+            struct job *next = jobs->next;
+            answer(jobs);
+            jobs = next;
+        }
+    }
     return NULL;
 }
 

@@ -1,14 +1,13 @@
 //! `warpcore_response`: the handle a handler answers through, inside the call
 //! (fast path, no queue, no wakeup) or later from any thread (deferred).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::thread::ThreadId;
 
 use super::cast::{try_array, try_slice, try_slice_named};
-use super::request::warpcore_header;
+use super::request::{warpcore_header, warpcore_str};
 use super::result::{fail, warpcore_result};
 use crate::deferred::Deferred;
 use crate::handler::{RespondError, Response};
@@ -22,8 +21,9 @@ use crate::payload::Payload;
 pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
 
 enum Mode {
-    /// Inside the handler call, on `thread`: the live core response.
-    InCall { response: *mut Response<'static>, thread: ThreadId },
+    /// Inside the handler call, on the thread whose marker is `thread`
+    /// (`thread_marker`): the live core response.
+    InCall { response: *mut Response<'static>, thread: usize },
     /// After the handler returned without finishing the answer.
     Deferred(Deferred),
     /// Answered inside the call; back in the worker's pool.
@@ -68,6 +68,16 @@ thread_local! {
     /// the handler costs no allocation. Boxed: C holds their addresses.
     #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<warpcore_response>>> = const { RefCell::new(Vec::new()) };
+    /// The handle whose handler call runs on this thread, with its core
+    /// response: a call on it takes the fast path, without the lock.
+    static IN_CALL: Cell<(*const warpcore_response, *mut Response<'static>)> =
+        const { Cell::new((std::ptr::null(), std::ptr::null_mut())) };
+}
+
+/// A number that tells this thread from every other live thread: the address
+/// of its `IN_CALL` (cheaper than `std::thread::current().id()`).
+fn thread_marker() -> usize {
+    IN_CALL.with(|cell| cell as *const _ as usize)
 }
 
 /// Runs the C handler with a handle for `res`, then either returns the handle
@@ -76,10 +86,13 @@ pub(crate) fn with_handle(res: &mut Response<'_>, call: impl FnOnce(*mut warpcor
     let mut handle = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
         Box::new(warpcore_response { mode: Mutex::new(Mode::Idle), handed_over: Condvar::new(), waiters: AtomicUsize::new(0) })
     });
-    let thread = std::thread::current().id();
-    *handle.lock() = Mode::InCall { response: (res as *mut Response<'_>).cast(), thread };
+    let response: *mut Response<'static> = (res as *mut Response<'_>).cast();
+    // No lock: the handle is ours alone until `call` hands it out.
+    *handle.mode.get_mut().unwrap_or_else(|e| e.into_inner()) = Mode::InCall { response, thread: thread_marker() };
     let raw: *mut warpcore_response = &mut *handle;
+    let outer = IN_CALL.replace((raw, response));
     call(raw);
+    IN_CALL.set(outer);
 
     let mut mode = handle.lock();
     if res.is_complete() {
@@ -117,9 +130,9 @@ impl warpcore_response {
 
 /// What a response call does, in either mode.
 pub(crate) enum Call<'a> {
-    File { status: u16, headers: &'a [warpcore_header], path: &'a std::path::Path },
-    Respond { status: u16, headers: &'a [warpcore_header], body: Body<'a> },
-    Start { status: u16, headers: &'a [warpcore_header], length: Option<u64> },
+    File { status: u16, headers: CheckedHeaders<'a>, path: &'a std::path::Path },
+    Respond { status: u16, headers: CheckedHeaders<'a>, body: Body<'a> },
+    Start { status: u16, headers: CheckedHeaders<'a>, length: Option<u64> },
     Write(Body<'a>),
     End,
     Abort,
@@ -168,13 +181,27 @@ impl Drop for CBuffer {
     }
 }
 
-fn pairs(headers: &[warpcore_header]) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
-    headers.iter().map(|h| {
-        (try_slice(h.name.ptr, h.name.len, "name").unwrap_or(&[]), try_slice(h.value.ptr, h.value.len, "value").unwrap_or(&[]))
-    })
+/// A caller's header array whose every name and value pointer was checked, by
+/// `check_headers`, so that reading the fields checks nothing again.
+#[derive(Clone, Copy)]
+pub(crate) struct CheckedHeaders<'a>(&'a [warpcore_header]);
+
+impl<'a> CheckedHeaders<'a> {
+    fn pairs(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
+        self.0.iter().map(|h| (checked_bytes(h.name), checked_bytes(h.value)))
+    }
 }
 
-pub(crate) fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
+fn checked_bytes<'a>(s: warpcore_str) -> &'a [u8] {
+    if s.len == 0 {
+        return &[];
+    }
+    // SAFETY: `check_headers` found `ptr` non-NULL and `len` within isize::MAX;
+    // the caller promises `len` readable bytes for the call.
+    unsafe { std::slice::from_raw_parts(s.ptr, s.len) }
+}
+
+pub(crate) fn check_headers<'a>(headers: *const warpcore_header, count: usize) -> Result<CheckedHeaders<'a>, warpcore_result> {
     let fields = try_array(headers, count, "headers")?;
     // The message naming the field is formatted only on failure: answering
     // allocates nothing.
@@ -182,7 +209,7 @@ pub(crate) fn check_headers(headers: *const warpcore_header, count: usize) -> Re
         try_slice_named(h.name.ptr, h.name.len, || format!("headers[{i}].name"))?;
         try_slice_named(h.value.ptr, h.value.len, || format!("headers[{i}].value"))?;
     }
-    Ok(fields)
+    Ok(CheckedHeaders(fields))
 }
 
 /// Runs `call` on the handle in whichever mode it is, freeing a deferred handle
@@ -191,13 +218,31 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     if handle.is_null() {
         return fail(warpcore_result::NullArgument, "response is NULL");
     }
+    let (current, response) = IN_CALL.get();
+    if std::ptr::eq(current, handle) {
+        // SAFETY: this thread is inside `with_handle`'s handler call for this
+        // handle, where `response` is the live core response; other threads
+        // wait on the lock until the call returns.
+        let core = unsafe { &mut *response };
+        return into_result(call_in_handler(core, call));
+    }
     // SAFETY: a non-NULL handle was passed to a handler and, per its documented
     // lifetime, has not been released.
     let h = unsafe { &*handle };
     let mut mode = h.lock();
+    let mut yields = 0;
     loop {
         match &*mode {
-            Mode::InCall { thread, .. } if *thread != std::thread::current().id() => {
+            Mode::InCall { thread, .. } if *thread != thread_marker() => {
+                // The handler is usually just returning: give it the CPU a few
+                // times before sleeping, which would cost both threads syscalls.
+                if yields < 3 {
+                    yields += 1;
+                    drop(mode);
+                    std::thread::yield_now();
+                    mode = h.lock();
+                    continue;
+                }
                 h.waiters.fetch_add(1, Ordering::Relaxed);
                 mode = h.handed_over.wait(mode).unwrap_or_else(|e| e.into_inner());
                 h.waiters.fetch_sub(1, Ordering::Relaxed);
@@ -207,8 +252,9 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     }
     let (result, finished) = match &mut *mode {
         Mode::InCall { response, .. } => {
-            // SAFETY: we are on the worker thread inside the handler call, where
-            // `response` points to the live core response.
+            // SAFETY: we are on the worker thread inside the handler call (of an
+            // outer handle, when calls nest), where `response` points to the
+            // live core response.
             let core = unsafe { &mut **response };
             (call_in_handler(core, call), false)
         }
@@ -224,6 +270,10 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
         // call finished its answer: it is released here, as documented.
         drop(unsafe { Box::from_raw(handle) });
     }
+    into_result(result)
+}
+
+fn into_result(result: Result<(), RespondError>) -> warpcore_result {
     match result {
         Ok(()) => warpcore_result::Ok,
         Err(e) => e.into(),
@@ -232,15 +282,15 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
 
 fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), RespondError> {
     match call {
-        Call::Respond { status, headers, body: Body::Borrowed(b) } => core.respond(status, pairs(headers), b),
-        Call::Respond { status, headers, body: Body::Owned(p) } => core.respond_payload(status, pairs(headers), p),
-        Call::Start { status, headers, length } => core.start(status, pairs(headers), length),
+        Call::Respond { status, headers, body: Body::Borrowed(b) } => core.respond(status, headers.pairs(), b),
+        Call::Respond { status, headers, body: Body::Owned(p) } => core.respond_payload(status, headers.pairs(), p),
+        Call::Start { status, headers, length } => core.start(status, headers.pairs(), length),
         Call::Write(Body::Borrowed(b)) => core.write(b),
         Call::Write(Body::Owned(p)) => core.write_payload(p),
         Call::End => core.end(),
         Call::Abort => core.abort(),
         Call::File { status, headers, path } => {
-            let pairs: Vec<(&[u8], &[u8])> = pairs(headers).collect();
+            let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             core.respond_file(status, &pairs, path)
         }
     }
@@ -248,13 +298,14 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
 
 fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
     match call {
-        Call::Respond { status, headers, body } => d.respond(status, pairs(headers), body.into_payload()),
-        Call::Start { status, headers, length } => d.start(status, pairs(headers), length),
+        Call::Respond { status, headers, body: Body::Borrowed(b) } => d.respond_bytes(status, headers.pairs(), b),
+        Call::Respond { status, headers, body: Body::Owned(p) } => d.respond(status, headers.pairs(), p),
+        Call::Start { status, headers, length } => d.start(status, headers.pairs(), length),
         Call::Write(body) => d.write(body.into_payload()),
         Call::End => d.end(),
         Call::Abort => d.abort(),
         Call::File { status, headers, path } => {
-            let pairs: Vec<(&[u8], &[u8])> = pairs(headers).collect();
+            let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             d.respond_file(status, &pairs, path)
         }
     }

@@ -4,14 +4,15 @@
 //! cache, `Server` from a line rendered at start; the engine adds the framing
 //! fields (`Content-Length` or `Transfer-Encoding`) and `Connection` itself.
 
-use super::head::is_token_byte;
+use super::date::HTTP_DATE_LEN;
+use super::head::is_token;
 use super::status::{forbids_body, StatusTable};
 
 /// Per-worker pieces every response shares.
 #[derive(Clone, Copy)]
 pub struct ComposeEnv<'a> {
-    /// The current IMF-fixdate.
-    pub date: &'a [u8],
+    /// The current IMF-fixdate (a fixed length: copied without a call).
+    pub date: &'a [u8; HTTP_DATE_LEN],
     /// `Server: NAME\r\n`, or empty to send none.
     pub server_line: &'a [u8],
 }
@@ -56,34 +57,159 @@ pub struct Composed {
     pub omit_body: bool,
 }
 
-/// The fields a handler set that the engine would otherwise fill in.
-#[derive(Default)]
-struct HandlerFields {
+/// What the handler's fields said about those the engine would otherwise fill
+/// in: found while rendering them, so that they are read once.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerFields {
     date: bool,
     server: bool,
     close: bool,
     content_length: Option<u64>,
 }
 
+/// A handler field the engine treats specially, recognised by its length first
+/// so that most names are compared with nothing.
+enum Special {
+    Date,
+    Server,
+    Connection,
+    ContentLength,
+    TransferEncoding,
+}
+
+fn special(name: &[u8]) -> Option<Special> {
+    let (field, lower): (Special, &[u8]) = match name.len() {
+        4 => (Special::Date, b"date"),
+        6 => (Special::Server, b"server"),
+        10 => (Special::Connection, b"connection"),
+        14 => (Special::ContentLength, b"content-length"),
+        17 => (Special::TransferEncoding, b"transfer-encoding"),
+        _ => return None,
+    };
+    name.eq_ignore_ascii_case(lower).then_some(field)
+}
+
+/// Validates the handler's `headers` and appends them to `out` as they go on
+/// the wire (`Name: value\r\n`), leaving out those the engine replaces
+/// (`Content-Length`, `Transfer-Encoding`, `Connection`). On an invalid field
+/// `out` is left as it was.
+pub fn render_fields<'h>(
+    out: &mut Vec<u8>,
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+) -> Result<HandlerFields, ComposeError> {
+    let start = out.len();
+    let mut fields = HandlerFields::default();
+    for (name, value) in headers {
+        if !is_token(name) || !is_field_value(value) {
+            out.truncate(start);
+            return Err(ComposeError::Header);
+        }
+        match special(name) {
+            None => {}
+            Some(Special::Date) => fields.date = true,
+            Some(Special::Server) => fields.server = true,
+            Some(Special::Connection) => {
+                fields.close |= value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                continue;
+            }
+            Some(Special::ContentLength) => {
+                // Replaced by the engine's anyway; a HEAD answer may use a valid one.
+                fields.content_length = std::str::from_utf8(value.trim_ascii()).ok().and_then(|t| t.parse().ok());
+                continue;
+            }
+            Some(Special::TransferEncoding) => continue,
+        }
+        out.reserve(name.len() + value.len() + 4);
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    Ok(fields)
+}
+
 /// Appends the status line and header section to `out`. `headers` are the
 /// handler's; `Content-Length`, `Transfer-Encoding` and `Connection` among them
-/// are replaced by the engine's (a `Connection: close` is honoured).
-pub fn compose_head<'h, I>(
+/// are replaced by the engine's (a `Connection: close` is honoured). On an error
+/// nothing is written.
+pub fn compose_head<'h>(
     out: &mut Vec<u8>,
     env: &ComposeEnv<'_>,
     status: u16,
-    headers: I,
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     length: BodyLength,
     req: RequestMeta,
-) -> Result<Composed, ComposeError>
-where
-    I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
-{
+) -> Result<Composed, ComposeError> {
+    let status_line = status_line(status)?;
+    let start = out.len();
+    // One pass over the handler's fields: the engine's Date and Server go first
+    // and are taken out again in the rare case the handler gave its own.
+    out.reserve(status_line.len() + env.date.len() + env.server_line.len() + 128);
+    out.extend_from_slice(status_line);
+    let date_at = out.len();
+    push_date(out, env);
+    let server_at = out.len();
+    out.extend_from_slice(env.server_line);
+    let fields_at = out.len();
+    let fields = match render_fields(out, headers) {
+        Ok(fields) => fields,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
+    if fields.server {
+        out.drain(server_at..fields_at);
+    }
+    if fields.date {
+        out.drain(date_at..server_at);
+    }
+    Ok(finish_head(out, status, &fields, length, req))
+}
+
+/// `compose_head` for fields rendered earlier by `render_fields` (a deferred
+/// answer renders them on its own thread).
+pub fn compose_head_rendered(
+    out: &mut Vec<u8>,
+    env: &ComposeEnv<'_>,
+    status: u16,
+    rendered: &[u8],
+    fields: &HandlerFields,
+    length: BodyLength,
+    req: RequestMeta,
+) -> Result<Composed, ComposeError> {
+    let status_line = status_line(status)?;
+    out.reserve(status_line.len() + env.date.len() + env.server_line.len() + rendered.len() + 64);
+    out.extend_from_slice(status_line);
+    if !fields.date {
+        push_date(out, env);
+    }
+    if !fields.server {
+        out.extend_from_slice(env.server_line);
+    }
+    out.extend_from_slice(rendered);
+    Ok(finish_head(out, status, fields, length, req))
+}
+
+fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
+    if status == 200 {
+        // The common answer, as a constant the copy is inlined for.
+        return Ok(b"HTTP/1.1 200 OK\r\n");
+    }
     if !(200..=599).contains(&status) {
         return Err(ComposeError::Status);
     }
-    let status_line = StatusTable::get().line(status).ok_or(ComposeError::Status)?;
-    let fields = scan(headers.clone())?;
+    StatusTable::get().line(status).ok_or(ComposeError::Status)
+}
+
+fn push_date(out: &mut Vec<u8>, env: &ComposeEnv<'_>) {
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(env.date.as_slice());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The framing and `Connection` fields and the blank line.
+fn finish_head(out: &mut Vec<u8>, status: u16, fields: &HandlerFields, length: BodyLength, req: RequestMeta) -> Composed {
     let no_body_status = forbids_body(status);
     let omit_body = no_body_status || req.is_head;
     // A close-delimited body forces a close; so does a stream the client cannot frame.
@@ -92,25 +218,6 @@ where
         other => other,
     };
     let close = !req.keep_alive || fields.close || (length == BodyLength::UntilClose && !omit_body);
-
-    out.extend_from_slice(status_line);
-    if !fields.date {
-        out.extend_from_slice(b"Date: ");
-        out.extend_from_slice(env.date);
-        out.extend_from_slice(b"\r\n");
-    }
-    if !fields.server {
-        out.extend_from_slice(env.server_line);
-    }
-    for (name, value) in headers {
-        if is_engine_field(name) {
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
     if !no_body_status {
         match length {
             BodyLength::Known(n) => {
@@ -133,41 +240,24 @@ where
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Composed { close, omit_body })
+    Composed { close, omit_body }
 }
 
-/// Checks handler header fields without composing anything.
-pub fn validate_headers<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Result<(), ComposeError> {
-    scan(headers).map(|_| ())
-}
-
-fn scan<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Result<HandlerFields, ComposeError> {
-    let mut fields = HandlerFields::default();
-    for (name, value) in headers {
-        if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
-            return Err(ComposeError::Header);
-        }
-        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(ComposeError::Header);
-        }
-        if name.eq_ignore_ascii_case(b"date") {
-            fields.date = true;
-        } else if name.eq_ignore_ascii_case(b"server") {
-            fields.server = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            fields.close |= value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            // Replaced by the engine's anyway; a HEAD answer may use a valid one.
-            fields.content_length = std::str::from_utf8(value.trim_ascii()).ok().and_then(|t| t.parse().ok());
+/// A field value may hold anything but CR, LF and NUL (no header injection).
+fn is_field_value(value: &[u8]) -> bool {
+    // Eight bytes at a time: a word has a zero byte iff
+    // `(w - 0x01…01) & !w & 0x80…80` is not zero; CR and LF become zero by XOR.
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS != 0;
+    let mut words = value.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        if has_zero(w) || has_zero(w ^ (ONES * b'\r' as u64)) || has_zero(w ^ (ONES * b'\n' as u64)) {
+            return false;
         }
     }
-    Ok(fields)
-}
-
-fn is_engine_field(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"content-length")
-        || name.eq_ignore_ascii_case(b"transfer-encoding")
-        || name.eq_ignore_ascii_case(b"connection")
+    !words.remainder().iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
 }
 
 /// Renders the `Server` line for a configured name (empty: no line).
@@ -246,6 +336,41 @@ mod tests {
         let hs: &[(&[u8], &[u8])] = &[(b"Content-Length", b"lots")];
         let (text, _) = head(200, hs, BodyLength::Known(3), GET11);
         assert!(text.contains("Content-Length: 3\r\n") && !text.contains("lots"));
+    }
+
+    #[test]
+    fn field_values_refuse_exactly_cr_lf_and_nul() {
+        for len in 1..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut value = vec![b'a'; len];
+                    value[at] = b;
+                    assert_eq!(is_field_value(&value), !matches!(b, b'\r' | b'\n' | 0), "{len} {at} {b:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_handler_date_or_server_replaces_the_engines_in_place() {
+        let hs: &[(&[u8], &[u8])] = &[(b"X-A", b"1"), (b"date", b"D"), (b"SERVER", b"S"), (b"X-B", b"2")];
+        let (text, _) = head(200, hs, BodyLength::Known(0), GET11);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\nX-A: 1\r\ndate: D\r\nSERVER: S\r\nX-B: 2\r\nContent-Length: 0\r\n\r\n");
+        let (text, _) = head(200, &[(b"Date", b"D")], BodyLength::Known(0), GET11);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\nServer: t\r\nDate: D\r\nContent-Length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn rendered_fields_compose_the_same_head() {
+        let hs: &[(&[u8], &[u8])] = &[(b"Content-Type", b"a"), (b"Connection", b"x, close"), (b"Server", b"s")];
+        let mut rendered = Vec::new();
+        let fields = render_fields(&mut rendered, hs.iter().map(|(a, b)| (*a, *b))).unwrap();
+        let mut out = Vec::new();
+        let c = compose_head_rendered(&mut out, &env(), 200, &rendered, &fields, BodyLength::Known(1), GET11).unwrap();
+        let (text, composed) = head(200, hs, BodyLength::Known(1), GET11);
+        assert_eq!(String::from_utf8(out).unwrap(), text);
+        assert_eq!(c, composed);
+        assert!(c.close);
     }
 
     #[test]

@@ -101,7 +101,8 @@ fn finish<'b, 'h>(
         Err(httparse::Error::Version) => return Err(reject_version(buf)),
         Err(_) => return Err(Reject(400)),
     };
-    if request_line(buf).len() > limits.max_request_line {
+    // The request line is part of the head: only a long head needs measuring it.
+    if head_len > limits.max_request_line && request_line(buf).len() > limits.max_request_line {
         return Err(Reject(414));
     }
     if head_len > limits.max_head_bytes {
@@ -245,7 +246,7 @@ fn transfer_coding_is_chunked(value: &[u8]) -> Result<bool, Reject> {
     let only_one = codings.next().is_none();
     if first.eq_ignore_ascii_case(b"chunked") && only_one {
         Ok(true)
-    } else if first.iter().all(|&b| is_token_byte(b)) {
+    } else if is_token(first) {
         Err(Reject(501))
     } else {
         Err(Reject(400))
@@ -258,10 +259,24 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// tchar of RFC 9110 §5.6.2.
-pub fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// A token of RFC 9110 §5.6.2: one or more tchars (a header field name, a method, a coding).
+pub fn is_token(s: &[u8]) -> bool {
+    // Without an early exit the loop vectorises; names are short.
+    !s.is_empty() && s.iter().fold(true, |ok, &b| ok & TCHAR[b as usize])
 }
+
+/// Which bytes are tchars (RFC 9110 §5.6.2), as a table: a lookup per byte instead of a search.
+static TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
+            | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -288,6 +303,16 @@ mod tests {
         assert_eq!(fields, [("Host", &b"a"[..]), ("X-One", b"1"), ("X-Two", b"2")]);
         let few = HeadLimits { max_header_count: 2, ..LIMITS };
         assert_eq!(parse_uninit(raw, &mut slots, &few).map(|r| r.map(|(_, i)| i)), Err(Reject(431)));
+    }
+
+    #[test]
+    fn tokens_are_exactly_the_tchars() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_token(&[b]), tchar, "{b:#x}");
+            assert_eq!(is_token(&[b'a', b, b'z']), tchar, "{b:#x}");
+        }
+        assert!(!is_token(b""));
     }
 
     #[test]

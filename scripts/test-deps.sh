@@ -7,6 +7,8 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v curl >/dev/null || need_apt+=(curl)
+# The load generator of make bench-smoke.
+command -v wrk >/dev/null || need_apt+=(wrk)
 # Headless browser for the example-site test (tests/static_files.rs).
 command -v chromium >/dev/null || need_apt+=(chromium)
 # AddressSanitizer's runtime for the C ABI tests.

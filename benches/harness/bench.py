@@ -661,19 +661,20 @@ def render_scale(recs, meta, order):
             continue
         out += [f"## {name}: plaintext req/s by worker count", ""]
         rows = []
-        first = [r["rps"] for r in rs if r["workers"] == meta["worker_counts"][0] and "rps" in r]
-        one = med(first)
         for w in meta["worker_counts"]:
             ok = [r for r in rs if r["workers"] == w and "rps" in r]
             failed = [r for r in rs if r["workers"] == w and "error" in r]
             if not ok:
-                rows.append([w, "FAILED: " + (failed[0]["error"][:100] if failed else "not run")] + [""] * 5)
+                rows.append([w, "FAILED: " + (failed[0]["error"][:100] if failed else "not run")] + [""] * 6)
                 continue
             m = med([r["rps"] for r in ok])
-            rows.append([w, fmt(m), fmt(m / one, 2) if one else "–",
+            base = {r["round"]: r["rps"] for r in rs if r["workers"] == meta["worker_counts"][0] and "rps" in r}
+            per_round = [r["rps"] / base[r["round"]] for r in ok if base.get(r["round"])]
+            rows.append([w, fmt(m), fmt(med(per_round), 2) if per_round else "–",
+                         " ".join(f"{x:.2f}" for x in per_round) or "–",
                          fmt(med([r["server_cpu_pct"] for r in ok])), fmt(med([r["wrk_cpu_pct"] for r in ok])),
                          "yes" if ok[0]["own_cores"] else "no (shared)", ok[0]["placement"]])
-        out += table(["workers", "req/s", "× 1 worker", "srv CPU %", "wrk CPU %", "own cores", "placement"], rows)
+        out += table(["workers", "req/s", "× 1 worker", "per round", "srv CPU %", "wrk CPU %", "own cores", "placement"], rows)
         out.append("")
     out += [meta["scale_note"], ""]
     return "\n".join(out)
@@ -872,6 +873,8 @@ def main():
         out_md = os.path.join(work, "results.md")
     else:
         out_md = os.path.join(ROOT, "benches", "results", started.strftime("%Y-%m-%d_%H%M") + f"-{mode_name}.md")
+        if os.path.exists(out_md):  # a second run within the minute keeps the first one's file
+            out_md = out_md[:-3].replace(started.strftime("%H%M"), started.strftime("%H%M%S")) + ".md"
     os.makedirs(os.path.dirname(out_md), exist_ok=True)
     raw_path = out_md[:-3] + ".jsonl" if out_md.endswith(".md") else out_md + ".jsonl"
     log(f"{mode_name}: servers {', '.join(e['name'] for e in entries)}; suites {', '.join(suites)}; "
@@ -916,9 +919,11 @@ def main():
                 harness_command="python3 " + harness_cmd, commit=commit(), machine=machine(),
                 versions=versions(order), rounds=a.rounds, pipeline_depth=a.pipeline_depth,
                 mem_conns=a.mem_conns,
-                settings=f"{a.rounds} rounds ({a.mem_rounds} for mem), {a.warmup} s wrk warm-up + "
-                         f"{a.duration} s measured per run, pipeline depth {a.pipeline_depth}, "
-                         f"{a.mem_conns:,} idle connections")
+                settings=(f"{a.rounds} rounds, {a.warmup} s wrk warm-up + {a.duration} s measured per run, "
+                          "plaintext GET /" if a.scale else
+                          f"{a.rounds} rounds ({a.mem_rounds} for mem), {a.warmup} s wrk warm-up + "
+                          f"{a.duration} s measured per run, pipeline depth {a.pipeline_depth}, "
+                          f"{a.mem_conns:,} idle connections"))
     if a.scale:
         counts_seen = sorted({r["workers"] for r in recs})
         meta["worker_counts"] = counts_seen
@@ -946,8 +951,6 @@ def main():
     with open(os.path.join(work, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print(md)
-    if a.scale:
-        print(meta["scale_note"], file=sys.stderr)
 
     if a.smoke:
         failures += smoke_checks(recs, entries, suites, micro, a)

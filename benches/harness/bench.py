@@ -32,6 +32,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -876,7 +877,10 @@ def main():
         if os.path.exists(out_md):  # a second run within the minute keeps the first one's file
             out_md = out_md[:-3].replace(started.strftime("%H%M"), started.strftime("%H%M%S")) + ".md"
     os.makedirs(os.path.dirname(out_md), exist_ok=True)
-    raw_path = out_md[:-3] + ".jsonl" if out_md.endswith(".md") else out_md + ".jsonl"
+    # The raw runs land beside the results only once the run is complete: an
+    # interrupted run leaves nothing under benches/results/.
+    raw_path = os.path.join(work, "raw.jsonl")
+    raw_final = out_md[:-3] + ".jsonl" if out_md.endswith(".md") else out_md + ".jsonl"
     log(f"{mode_name}: servers {', '.join(e['name'] for e in entries)}; suites {', '.join(suites)}; "
         f"results -> {os.path.relpath(out_md, ROOT)}; logs -> {os.path.relpath(work, ROOT)}")
 
@@ -948,6 +952,7 @@ def main():
         md = render(recs, micro, meta, order, refs)
     with open(out_md, "w") as f:
         f.write(md + "\n")
+    shutil.copyfile(raw_path, raw_final)
     with open(os.path.join(work, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print(md)

@@ -9,6 +9,8 @@
 #   make bench-smoke    one short checked run of each (part of make test)
 #   make haskell    the Haskell binding (bindings/haskell), build/demo-hs, build/scotty-hs
 #   make haskell-install  register the warpcore package in the user's GHC package db
+#   make install    the library, its header and warpcore.pc under PREFIX (/usr/local); DESTDIR honoured
+#   make uninstall  removes what make install installed
 
 CARGO    ?= cargo
 CC       ?= cc
@@ -16,26 +18,36 @@ CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -pedantic
 LIBDIR   := $(abspath target/release)
 LIB      := $(LIBDIR)/libwarpcore.so
 FFI_SRC  := $(wildcard src/ffi/*.rs) cbindgen.toml
-RUST_SRC := $(shell find src -name '*.rs') Cargo.toml
+RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
+# The version is Cargo.toml's; the library's soname is libwarpcore.so.MAJOR (build.rs).
+VERSION       := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION_MAJOR := $(firstword $(subst ., ,$(VERSION)))
+SONAME        := libwarpcore.so.$(VERSION_MAJOR)
+# Programs linked in the tree record the soname: the link lets them load target/release's library.
+SONAME_LINK   := $(LIBDIR)/$(SONAME)
 
-.PHONY: all lib header run test test-deps test-rust test-abi test-python clean bench bench-compare bench-scale bench-smoke
+.PHONY: all lib header run test test-deps test-rust test-abi test-python test-install test-docs clean bench bench-compare bench-scale bench-smoke
+.PHONY: install uninstall
 
 all: lib include/warpcore.h build/demo build/deferred build/stream
 
-lib: $(LIB)
+lib: $(LIB) $(SONAME_LINK)
 
 $(LIB): $(RUST_SRC)
 	$(CARGO) build --release --lib
 	@touch $@
 
+$(SONAME_LINK): $(LIB)
+	ln -sf libwarpcore.so $@
+
 include/warpcore.h: $(FFI_SRC)
-	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header
+	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header header_is_fresh
 	@touch $@
 
 header:
-	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header
+	WARPCORE_BLESS=1 $(CARGO) test --quiet --test header header_is_fresh
 
-build/%: examples/c/%.c include/warpcore.h $(LIB)
+build/%: examples/c/%.c include/warpcore.h $(LIB) $(SONAME_LINK)
 	@mkdir -p build
 	$(CC) $(CFLAGS_STRICT) -O2 -Iinclude $< -o $@ -L$(LIBDIR) -lwarpcore -Wl,-rpath,$(LIBDIR) -lpthread
 
@@ -43,7 +55,7 @@ run: all
 	./build/demo --host 127.0.0.1 --port 8080 --static /static=examples/www
 
 # Every suite; a missing tool is installed or is an error, never a skip.
-test: test-deps all test-rust test-abi test-python test-haskell bench-smoke
+test: test-deps all test-rust test-abi test-python test-haskell test-install test-docs bench-smoke
 	@echo "make test: all suites passed"
 
 test-deps:
@@ -59,6 +71,18 @@ test-abi: all
 test-python: all
 	@bash scripts/python-venv.sh
 	cd bindings/python && ../../.venv/bin/python -m pytest
+
+# make install into a temporary prefix: files, links, soname, exported symbols,
+# pkg-config, the C demo built with `cc demo.c $(pkg-config --cflags --libs warpcore)`
+# and asked for /, make uninstall.
+test-install: all
+	@bash tests/install/run.sh
+
+# The README's quick starts (C, Python, Haskell) run as written, and docs/
+# names every result code and every setting of include/warpcore.h.
+test-docs: all haskell
+	@bash scripts/python-venv.sh
+	@bash tests/docs/run.sh
 
 # Benchmarks (benches/harness/bench.py; results in benches/results/, the README
 # table between the bench markers). Extra harness flags: BENCH_ARGS='--rounds 5'.
@@ -97,7 +121,7 @@ $(HS_SETUP): bindings/haskell/Setup.hs | haskell-deps
 	@mkdir -p $(HS_BUILD)
 	ghc -v0 -O0 -package Cabal $< -o $@ -outputdir $(HS_BUILD)/setup-obj
 
-$(HS_BUILD)/dist/.built: $(HS_SETUP) $(HS_SRC) $(LIB) include/warpcore.h
+$(HS_BUILD)/dist/.built: $(HS_SETUP) $(HS_SRC) $(LIB) $(SONAME_LINK) include/warpcore.h
 	cd bindings/haskell && $(HS_SETUP) configure --user --enable-tests --builddir=$(HS_BUILD)/dist \
 	  && $(HS_SETUP) build --builddir=$(HS_BUILD)/dist
 	@touch $@
@@ -114,3 +138,46 @@ haskell-install: $(HS_BUILD)/dist/.built
 test-haskell: haskell
 	cd bindings/haskell && WARPCORE_ROOT=$(CURDIR) WARPCORE_DEMO_HS=$(abspath build/demo-hs) \
 	  $(HS_SETUP) test --builddir=$(HS_BUILD)/dist --show-details=direct
+
+# Installing, as C libraries install: libwarpcore.so.VERSION with its soname
+# link libwarpcore.so.MAJOR and the link libwarpcore.so for -lwarpcore,
+# libwarpcore.a, warpcore.h and warpcore.pc (Libs.private: what the Rust
+# standard library in the static archive needs on Linux). PREFIX, libdir,
+# includedir and pkgconfigdir may be set; DESTDIR stages the files elsewhere
+# while warpcore.pc keeps the final paths. The library is copied under a
+# temporary name and renamed, so that programs running from an older copy keep
+# their mapping. As root, into /usr/lib or /usr/local/lib without DESTDIR,
+# ldconfig refreshes the loader's cache (LDCONFIG=true skips it).
+PREFIX       ?= /usr/local
+libdir       ?= $(PREFIX)/lib
+includedir   ?= $(PREFIX)/include
+pkgconfigdir ?= $(libdir)/pkgconfig
+INSTALL      ?= install
+LDCONFIG     ?= ldconfig
+# Paths under PREFIX are written relative to ${prefix} in warpcore.pc, so that
+# `pkg-config --define-prefix` can relocate it.
+pc_path = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+
+install: lib include/warpcore.h warpcore.pc.in
+	$(INSTALL) -d $(DESTDIR)$(libdir) $(DESTDIR)$(includedir) $(DESTDIR)$(pkgconfigdir)
+	$(INSTALL) -m 755 $(LIB) $(DESTDIR)$(libdir)/.libwarpcore.so.$(VERSION).new
+	mv -f $(DESTDIR)$(libdir)/.libwarpcore.so.$(VERSION).new $(DESTDIR)$(libdir)/libwarpcore.so.$(VERSION)
+	ln -sf libwarpcore.so.$(VERSION) $(DESTDIR)$(libdir)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(libdir)/libwarpcore.so
+	$(INSTALL) -m 644 $(LIBDIR)/libwarpcore.a $(DESTDIR)$(libdir)/libwarpcore.a
+	$(INSTALL) -m 644 include/warpcore.h $(DESTDIR)$(includedir)/warpcore.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(call pc_path,$(libdir))|g' \
+	    -e 's|@INCLUDEDIR@|$(call pc_path,$(includedir))|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    warpcore.pc.in > $(DESTDIR)$(pkgconfigdir)/warpcore.pc
+	chmod 644 $(DESTDIR)$(pkgconfigdir)/warpcore.pc
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v $(LDCONFIG) >/dev/null \
+	    && { [ "$(libdir)" = /usr/local/lib ] || [ "$(libdir)" = /usr/lib ]; }; then \
+	  echo "$(LDCONFIG)"; $(LDCONFIG); fi
+
+uninstall:
+	rm -f $(DESTDIR)$(libdir)/libwarpcore.so.$(VERSION) $(DESTDIR)$(libdir)/$(SONAME) \
+	      $(DESTDIR)$(libdir)/libwarpcore.so $(DESTDIR)$(libdir)/libwarpcore.a \
+	      $(DESTDIR)$(includedir)/warpcore.h $(DESTDIR)$(pkgconfigdir)/warpcore.pc
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v $(LDCONFIG) >/dev/null \
+	    && { [ "$(libdir)" = /usr/local/lib ] || [ "$(libdir)" = /usr/lib ]; }; then \
+	  echo "$(LDCONFIG)"; $(LDCONFIG); fi

@@ -20,6 +20,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The version of the library this header belongs to: `#if` can test the
+// numbers. `warpcore_version()` gives the version of the library a program runs
+// with, which may be a later release with the same major version.
+#define WARPCORE_VERSION_MAJOR 0
+#define WARPCORE_VERSION_MINOR 1
+#define WARPCORE_VERSION_PATCH 0
+// The same version as a string, `"MAJOR.MINOR.PATCH"`.
+#define WARPCORE_VERSION "0.1.0"
+
 // What a fallible call did. `WARPCORE_RESULT_OK` is 0; the numbers are stable.
 // Every other code comes with a message for the calling thread, readable with
 // `warpcore_last_error_message`.
@@ -130,7 +139,8 @@ typedef struct warpcore_config warpcore_config;
 // Lifetime: a handle answered inside the handler call belongs to the library
 // again when the handler returns. A handle the handler returned from without
 // finishing its answer belongs to the caller until the call that finishes it:
-// `warpcore_respond*` or `warpcore_response_end` that succeeds, or any call that
+// `warpcore_respond*`, `warpcore_response_end` or `warpcore_response_abort`
+// that succeeds, or any call that
 // returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
 // call releases the handle; do not use it afterwards. A handle never answered
 // keeps its connection open until shutdown's deadline; a call after that
@@ -406,8 +416,9 @@ warpcore_result warpcore_config_set_timeout(struct warpcore_config *config,
 // `404` for what is missing. Paths that try to leave the directory (`..`,
 // encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
 // fifos and sockets are never served. Call once per mount; the longest
-// matching prefix wins. The directory must exist when the server starts
-// (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` otherwise).
+// matching prefix wins. The directory must exist when the server starts or
+// reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` or
+// `warpcore_server_reload` otherwise).
 //
 // Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
 // first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
@@ -438,11 +449,11 @@ warpcore_result warpcore_config_set_file_cache(struct warpcore_config *config,
 // `warpcore_respond`. A field in `headers` named like one the library adds for
 // files (`Content-Type`, `ETag`, `Last-Modified`, `Accept-Ranges`) replaces it;
 // a given `ETag` or `Last-Modified` is then what preconditions are checked
-// against. The file is opened (through the worker's caches) during the call
-// and sent after it returns; `headers` and `path` are only read during the call.
-// Inside the handler call only: after the handler returned, this returns
-// `WARPCORE_RESULT_INVALID_STATE` (read the file and use
-// `warpcore_respond_buffer` instead).
+// against. The file is opened during the call and sent after it returns;
+// `headers` and `path` are only read during the call. Inside the handler call
+// the file goes through the worker's descriptor and file-information caches;
+// on a deferred handle (any thread, after the handler returned) it is looked
+// up and opened on the calling thread, and the worker sends it the same way.
 // As for static mounts, the first file a worker thread sends with `sendfile`
 // blocks `SIGPIPE` on that thread.
 //
@@ -527,6 +538,21 @@ warpcore_result warpcore_response_write_buffer(struct warpcore_response *respons
 // Content-Length were written (the connection is then closed).
 warpcore_result warpcore_response_end(struct warpcore_response *response);
 
+// Gives up on the answer, for a handler or a stream that failed: the error
+// path of `warpcore_response_end`. Before anything was sent (no respond, no
+// start) the client gets `500 Internal Server Error` and the connection
+// closes. In the middle of a stream, what was already written is sent and the
+// connection closes without the stream's end (no last chunk, or fewer bytes
+// than the Content-Length), which is how HTTP/1.1 tells the client that the
+// body is incomplete; later pipelined requests on that connection are not
+// answered. (A close-delimited HTTP/1.0 body cannot show it.) Finishes the
+// answer like `warpcore_response_end`: a deferred handle is released.
+//
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete),
+// `WARPCORE_RESULT_CLOSED` (the client is gone; the handle is released),
+// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
+warpcore_result warpcore_response_abort(struct warpcore_response *response);
+
 // A static, NUL-terminated description of `result`; never NULL (unknown codes
 // get "unknown result code"). Thread-safe; the string must not be freed.
 const char *warpcore_result_str(uint32_t result);
@@ -537,9 +563,6 @@ const char *warpcore_result_str(uint32_t result);
 // the last call on this thread that did not return `WARPCORE_RESULT_OK`; it is
 // empty when there was none. `buf` may be NULL when `len` is 0, to ask the length.
 size_t warpcore_last_error_message(char *buf, size_t len);
-
-// The library version as a static NUL-terminated string (`"MAJOR.MINOR.PATCH"`).
-const char *warpcore_version(void);
 
 // Binds the listen address (one `SO_REUSEPORT` socket per worker) and starts
 // the workers, or, with external workers, gets them ready for
@@ -580,7 +603,11 @@ warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *se
                                                 struct warpcore_shutdown_report *out);
 
 // Applies `config` to requests read from now on, atomically: handler and
-// userdata, limits, timeouts, server name, logs. Requests in flight finish
+// userdata, static mounts and file-cache lifetimes, limits, timeouts, server
+// name, logs. Mount directories are opened before anything changes (a
+// missing one fails the reload, `WARPCORE_RESULT_INVALID_ARGUMENT`, and the
+// old settings stay); a mount whose path now leads to another directory (a
+// `current -> release-N` symlink, say) serves the new one. Requests in flight finish
 // with what they started with; no connection is dropped. Returns when every
 // running worker uses the new settings. The listen address and the worker
 // count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
@@ -604,6 +631,14 @@ warpcore_result warpcore_server_wait(const struct warpcore_server *server);
 // happened. NULL is ignored. Must be the last call on `server`: no other thread
 // may be using it.
 void warpcore_server_free(struct warpcore_server *server);
+
+// The version of the library as loaded, a static NUL-terminated string
+// `"MAJOR.MINOR.PATCH"`: the same as `WARPCORE_VERSION` when the program runs
+// with the library its header came from. Programs linked against
+// `libwarpcore.so.MAJOR` load any release with that major version, so MINOR
+// and PATCH may be newer than the header's. Thread-safe; never NULL; the string
+// must not be freed.
+const char *warpcore_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

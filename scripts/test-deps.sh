@@ -7,6 +7,10 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v curl >/dev/null || need_apt+=(curl)
+# make install's test builds the C demo with $(pkg-config --cflags --libs warpcore)
+# and checks the library with nm, readelf and ldd (binutils, libc-bin).
+command -v pkg-config >/dev/null || need_apt+=(pkgconf)
+command -v nm >/dev/null && command -v readelf >/dev/null || need_apt+=(binutils)
 # The load generator of make bench-smoke.
 command -v wrk >/dev/null || need_apt+=(wrk)
 # Headless browser for the example-site test (tests/static_files.rs).

@@ -54,8 +54,8 @@ pub struct Config {
     /// Listen backlog per worker socket. Default 1024.
     pub backlog: u32,
     /// Static mounts: requests under a prefix are served from a directory by
-    /// the engine, without calling the handler. Default none. Fixed at start:
-    /// a reload does not change them.
+    /// the engine, without calling the handler. Default none. A reload
+    /// replaces the whole set.
     pub static_mounts: Vec<MountSpec>,
     /// How long an open file stays cached after its last use; 0 disables the
     /// fd cache. Default 10 s.

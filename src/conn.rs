@@ -9,8 +9,9 @@ use mio::net::TcpStream;
 use std::sync::Arc;
 
 use crate::buffer::InBuf;
-use crate::deferred::{Answer, ConnRef, DeferredShared};
-use crate::file::FileCtx;
+use crate::deferred::{Answer, ConnRef, DeferredShared, FileAnswer};
+use crate::file::serve::Body;
+use crate::file::{push_file_body, FileCtx, Prepared};
 use crate::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::compose::{compose_error, compose_head, BodyLength, ComposeEnv, RequestMeta};
@@ -204,7 +205,7 @@ impl ConnState {
                 (&buf[head_len..end], end)
             }
             Framing::Chunked => {
-                let partial = self.partial.get_or_insert_with(|| PartialBody { continue_sent: false, chunked: None });
+                let partial = self.partial.get_or_insert(PartialBody { continue_sent: false, chunked: None });
                 let (decoder, raw_done) =
                     partial.chunked.get_or_insert_with(|| (ChunkedDecoder::new(ctx.settings.max_body_size), 0));
                 match decoder.decode(&buf[head_len + *raw_done..], &mut self.body) {
@@ -328,7 +329,7 @@ impl ConnState {
 
     /// Sends `100 Continue` once when the client asked for it.
     fn wait_for_body(&mut self, expect_continue: bool, chunked: bool, out: &mut Vec<u8>) {
-        let partial = self.partial.get_or_insert_with(|| PartialBody { continue_sent: false, chunked: None });
+        let partial = self.partial.get_or_insert(PartialBody { continue_sent: false, chunked: None });
         debug_assert!(chunked || partial.chunked.is_none());
         if expect_continue && !partial.continue_sent {
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -398,6 +399,31 @@ impl ConnState {
                 stats.response(status);
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, body, b""), true)
             }
+            Answer::File(answer) => {
+                let FileAnswer { headers, prepared: Prepared { plan, file } } = *answer;
+                let ours = plan.fields.iter().filter(|(name, _)| !headers.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)));
+                let fields = headers.iter().chain(ours);
+                let Ok(composed) = compose_head(out, &env, plan.status, fields, BodyLength::Known(plan.length), waiting.meta)
+                else {
+                    return false;
+                };
+                waiting.status = plan.status;
+                self.close_after_flush |= composed.close;
+                stats.response(plan.status);
+                if composed.omit_body {
+                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+                } else {
+                    waiting.body_bytes = plan.length;
+                    if let Body::Text(text) = plan.body {
+                        out.extend_from_slice(text);
+                    }
+                    // The head (and earlier answers) first, then the file's pieces.
+                    self.backlog.push_copy(out);
+                    out.clear();
+                    push_file_body(&mut self.backlog, &plan.body, file);
+                    (self.backlog.flush(&self.stream).is_ok(), true)
+                }
+            }
             Answer::Start { status, headers, length } => {
                 let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
                 let Ok(composed) = compose_head(out, &env, status, headers.iter(), framing, waiting.meta) else {
@@ -433,14 +459,18 @@ impl ConnState {
                 }
             }
             Answer::Abort => {
-                if waiting.stream.is_some() {
-                    return false;
-                }
-                compose_error(out, &env, 500);
-                waiting.status = 500;
                 self.close_after_flush = true;
-                stats.response(500);
-                (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+                if waiting.stream.is_some() {
+                    // What was written leaves (earlier pipelined answers whole);
+                    // the missing end tells the client the body is incomplete.
+                    stats.response(waiting.status);
+                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+                } else {
+                    compose_error(out, &env, 500);
+                    waiting.status = 500;
+                    stats.response(500);
+                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+                }
             }
         };
         if finished {

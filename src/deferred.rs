@@ -7,6 +7,7 @@ use std::thread::ThreadId;
 
 use mio::Waker;
 
+use crate::file::{FileError, FileQuery, Prepared};
 use crate::handler::RespondError;
 use crate::http::compose::{self, RequestMeta};
 use crate::payload::Payload;
@@ -52,11 +53,20 @@ pub(crate) enum Answer {
     Start { status: u16, headers: OwnedHeaders, length: Option<u64> },
     /// More body bytes of the stream.
     Data(Payload),
+    /// A file answer, planned (and the file opened) on the answering thread.
+    File(Box<FileAnswer>),
     /// The end of the stream.
     End,
-    /// The handle went away unanswered, or the stream broke its length: answer
-    /// 500 if nothing was sent yet, else close the connection.
+    /// The handle was aborted or went away unanswered, or the stream broke its
+    /// length: answer 500 if nothing was sent yet, else close the connection
+    /// once what was written has left.
     Abort,
+}
+
+/// A planned file answer and the handler's own header fields.
+pub(crate) struct FileAnswer {
+    pub headers: OwnedHeaders,
+    pub prepared: Prepared,
 }
 
 /// A message for one connection of a worker.
@@ -235,6 +245,8 @@ pub struct Deferred {
     shared: Arc<DeferredShared>,
     meta: RequestMeta,
     phase: Phase,
+    /// What a file answer needs of the request.
+    file_query: FileQuery,
 }
 
 impl Deferred {
@@ -244,12 +256,13 @@ impl Deferred {
         shared: Arc<DeferredShared>,
         meta: RequestMeta,
         streaming: Option<Option<u64>>,
+        file_query: FileQuery,
     ) -> Deferred {
         let phase = match streaming {
             Some(remaining) => Phase::Streaming { remaining },
             None => Phase::Fresh,
         };
-        Deferred { mailbox, conn, shared, meta, phase }
+        Deferred { mailbox, conn, shared, meta, phase, file_query }
     }
 
     /// Whether the request is HEAD (the body will not be sent).
@@ -288,6 +301,26 @@ impl Deferred {
         self.check_open()?;
         self.phase = Phase::Done;
         self.post(Answer::Full { status, headers, body })
+    }
+
+    /// Answers with a file (see [`crate::Response::respond_file`]). The file is
+    /// looked up and opened on the calling thread, without the worker's
+    /// caches; the worker sends it (`sendfile`). `FileUnavailable` when it is
+    /// missing, a directory or not a readable regular file: nothing was sent
+    /// and the request may be answered again.
+    pub fn respond_file(&mut self, status: u16, headers: &[(&[u8], &[u8])], path: &std::path::Path) -> Result<(), RespondError> {
+        if self.phase != Phase::Fresh {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        check_status(status)?;
+        let owned = OwnedHeaders::copy(headers.iter().copied())?;
+        self.check_open()?;
+        let prepared = self
+            .file_query
+            .with_request(|req| crate::file::plan_detached(req, status, path, headers))
+            .map_err(|FileError(e)| RespondError::FileUnavailable(e.kind()))?;
+        self.phase = Phase::Done;
+        self.post(Answer::File(Box::new(FileAnswer { headers: owned, prepared })))
     }
 
     /// Starts a streamed response; `length` is the Content-Length if known.
@@ -345,6 +378,18 @@ impl Deferred {
             return Err(RespondError::Closed);
         }
         self.post(Answer::End)
+    }
+
+    /// Gives up on the answer (see [`crate::Response::abort`]): `500` if
+    /// nothing was sent, else the connection closes after what was written,
+    /// without the stream's end.
+    pub fn abort(&mut self) -> Result<(), RespondError> {
+        if self.phase == Phase::Done {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        self.check_open()?;
+        self.phase = Phase::Done;
+        self.post(Answer::Abort)
     }
 
     /// Whether the answer is complete (or the connection gone).

@@ -82,8 +82,6 @@ pub enum RespondError {
     /// `respond_file`: the path is missing, a directory, not a regular file or
     /// not readable; nothing was sent and the request may be answered again.
     FileUnavailable(std::io::ErrorKind),
-    /// The call is only available inside the handler call (`respond_file`).
-    OnlyInHandler,
 }
 
 impl From<ComposeError> for RespondError {
@@ -249,6 +247,30 @@ impl Response<'_> {
         }
     }
 
+    /// Gives up on the answer. Before anything was sent the client gets `500`
+    /// and the connection closes; in the middle of a stream the connection
+    /// closes after what was already written, without the stream's end (no
+    /// last chunk, or fewer bytes than the Content-Length), so the client can
+    /// tell the body is incomplete. An HTTP/1.0 close-delimited body cannot
+    /// show it.
+    pub fn abort(&mut self) -> Result<(), RespondError> {
+        match self.outcome {
+            Outcome::Pending => {
+                crate::http::compose::compose_error(self.out, &self.env, 500);
+                self.outcome = Outcome::Answered { close: true };
+                self.status = 500;
+                Ok(())
+            }
+            Outcome::Streaming(_) => {
+                // Finished, unterminated: the close delimits what was sent.
+                self.outcome = Outcome::Answered { close: true };
+                Ok(())
+            }
+            Outcome::Broken => Err(RespondError::Closed),
+            Outcome::Answered { .. } | Outcome::Deferred => Err(RespondError::AlreadyAnswered),
+        }
+    }
+
     /// Hands the response to a [`Deferred`] that may be answered later from any
     /// thread (also mid-stream). The connection waits: later pipelined requests
     /// are handled after this answer.
@@ -266,7 +288,8 @@ impl Response<'_> {
         *self.defer_slot.waiting = Some(waiting);
         self.outcome = Outcome::Deferred;
         let remaining = stream.map(|s| s.remaining());
-        Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining))
+        let file_query = crate::file::FileQuery::capture(self.file.method, self.file.headers);
+        Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining, file_query))
     }
 
     /// Whether the answer is complete (or the connection broke): nothing more

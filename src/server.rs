@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::deferred::Mailbox;
 use crate::error::{Error, ErrorKind};
-use crate::file::{FileCacheStats, FileSetup};
+use crate::file::{FileCacheStats, FileCounters};
 use crate::settings::Settings;
 use crate::stats::{Stats, WorkerStats};
 use crate::worker::Worker;
@@ -43,8 +43,8 @@ pub(crate) struct Shared {
     open_connections: AtomicUsize,
     control: Mutex<Control>,
     changed: Condvar,
-    /// Static mounts, file cache settings and counters (fixed at start).
-    pub files: Arc<FileSetup>,
+    /// Every worker's file-cache counters (the mounts are in the settings).
+    pub file_counters: Arc<FileCounters>,
 }
 
 impl Shared {
@@ -140,10 +140,9 @@ impl Server {
     /// thread per worker. Errors (bad address, port in use, bad settings) are
     /// reported here, before any connection is accepted.
     pub fn start(config: &Config) -> Result<Server, Error> {
-        let settings = Arc::new(Settings::from_config(config)?);
+        let settings = Arc::new(Settings::from_config(config, None)?);
         let addr = crate::sys::resolve(&config.listen)?;
         let count = config.resolved_workers();
-        let files = FileSetup::new(&config.static_mounts, config.fd_cache_lifetime, config.file_info_lifetime, count)?;
         let listeners = crate::sys::bind_listeners(addr, count, config.backlog, config.share_port)?;
         let bound = listeners[0].local_addr().map_err(|e| Error::io("local address", e))?;
         let shared = Arc::new(Shared {
@@ -158,7 +157,7 @@ impl Server {
                 report: ShutdownReport::default(),
             }),
             changed: Condvar::new(),
-            files,
+            file_counters: FileCounters::new(count),
         });
         let mut workers = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
@@ -233,8 +232,8 @@ impl Server {
         })
     }
 
-    /// Applies `config` to requests read from now on: handler, limits,
-    /// timeouts, server name, logs. Requests in flight finish with what they
+    /// Applies `config` to requests read from now on: handler, static mounts,
+    /// limits, timeouts, server name, logs. Requests in flight finish with what they
     /// started with; no connection is dropped. Returns once every running
     /// worker uses the new settings. The listen address and the worker count
     /// cannot change: a config that changes them is refused.
@@ -242,7 +241,7 @@ impl Server {
         if self.shared.is_shutting_down() {
             return Err(Error::new(ErrorKind::ShuttingDown, "the server is shutting down"));
         }
-        let settings = Arc::new(Settings::from_config(config)?);
+        let settings = Arc::new(Settings::from_config(config, Some(&self.shared.current_settings().0))?);
         let addr = crate::sys::resolve(&config.listen)?;
         let same_addr = addr.ip() == self.listen.ip() && (addr.port() == 0 || addr.port() == self.listen.port());
         if !same_addr {
@@ -295,7 +294,7 @@ impl Server {
 
     /// The file caches' hit and miss counts, summed over the workers.
     pub fn file_cache_stats(&self) -> FileCacheStats {
-        self.shared.files.stats()
+        self.shared.file_counters.stats()
     }
 
     /// Reopens the access-log file (after it was moved away, for rotation).

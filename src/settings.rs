@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::file::Site;
 use crate::handler::Handler;
 use crate::http::head::HeadLimits;
 use crate::log::{AccessLog, ErrorLog, Level};
@@ -32,12 +33,20 @@ pub(crate) struct Settings {
     pub max_connections: usize,
     pub access_log: Option<Arc<AccessLog>>,
     pub error_log: Option<Arc<dyn ErrorLog>>,
+    /// Static mounts and file-cache lifetimes.
+    pub site: Arc<Site>,
 }
 
 impl Settings {
-    /// Validates `config` and builds the snapshot (opening the access log).
-    pub fn from_config(config: &Config) -> Result<Settings, Error> {
+    /// Validates `config` and builds the snapshot (opening the access log and
+    /// the static mounts). When `previous` serves the same mounts, its site is
+    /// kept, and with it every worker's file caches.
+    pub fn from_config(config: &Config, previous: Option<&Settings>) -> Result<Settings, Error> {
         config.validate()?;
+        let mut site = Site::open(&config.static_mounts, config.fd_cache_lifetime, config.file_info_lifetime)?;
+        if let Some(previous) = previous.filter(|p| p.site.same_as(&site)) {
+            site = previous.site.clone();
+        }
         let access_log = match &config.access_log {
             Some(target) => Some(Arc::new(AccessLog::open(target).map_err(|e| Error::io("cannot open the access log", e))?)),
             None => None,
@@ -57,6 +66,7 @@ impl Settings {
             max_connections: config.max_connections,
             access_log,
             error_log: config.error_log.clone(),
+            site,
         })
     }
 

@@ -89,7 +89,7 @@ impl Worker {
         let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
         let (settings, generation) = shared.current_settings();
         let access = settings.access_log.as_ref().map(|_| AccessBuffer::default());
-        let files = StaticFiles::new(shared.files.clone(), index, poll.registry().try_clone().ok(), FILE_WATCH);
+        let files = StaticFiles::new(settings.site.clone(), shared.file_counters.clone(), index, poll.registry().try_clone().ok(), FILE_WATCH);
         let worker = Worker {
             poll,
             listener: Some(listener),
@@ -208,6 +208,7 @@ impl Worker {
         }
         self.flush_access_log();
         self.ctx.access = settings.access_log.as_ref().map(|_| self.ctx.access.take().unwrap_or_default());
+        self.ctx.files.use_site(&settings.site);
         self.ctx.settings = settings;
         self.ctx.generation = generation;
         self.shared.acknowledge(self.ctx.index, generation);

@@ -304,3 +304,107 @@ fn dropping_an_unanswered_handle_sends_500() {
     assert_eq!(c.get("/").status, 500);
 }
 
+
+static ABORT_MISTAKES: AtomicUsize = AtomicUsize::new(0);
+
+/// Aborts: `/before` gives up before answering, `/chunked` and `/length` in
+/// the middle of a stream, inside the handler call or (`?later`) from another
+/// thread after it returned.
+fn aborting(req: &Request<'_>, res: &mut Response<'_>) {
+    let later = req.query == b"later";
+    let path = req.path.to_vec();
+    let run = move |mut answer: Box<dyn FnMut(Step) -> Result<(), RespondError>>| {
+        match &path[..] {
+            b"/before" => {}
+            b"/chunked" => {
+                let _ = answer(Step::Start(None)).and_then(|_| answer(Step::Write(b"partial ")));
+            }
+            _ => {
+                let _ = answer(Step::Start(Some(100))).and_then(|_| answer(Step::Write(b"partial ")));
+            }
+        }
+        let first = answer(Step::Abort);
+        let second = answer(Step::Abort);
+        // Handler panics are contained: a wrong result is counted instead.
+        if first != Ok(()) || second != Err(RespondError::AlreadyAnswered) {
+            eprintln!("abort gave {first:?} then {second:?}");
+            ABORT_MISTAKES.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    if later {
+        let mut d = res.defer().unwrap();
+        std::thread::spawn(move || {
+            run(Box::new(move |step| match step {
+                Step::Start(len) => d.start(200, no_headers(), len),
+                Step::Write(b) => d.write(Payload::from(b.to_vec())),
+                Step::Abort => d.abort(),
+            }))
+        });
+    } else {
+        // Inside the call the handle stays usable; a second abort is refused.
+        let res = std::cell::RefCell::new(res);
+        run(Box::new(|step| {
+            let mut r = res.borrow_mut();
+            match step {
+                Step::Start(len) => r.start(200, no_headers(), len),
+                Step::Write(b) => r.write(b),
+                Step::Abort => r.abort(),
+            }
+        }));
+    }
+}
+
+enum Step {
+    Start(Option<u64>),
+    Write(&'static [u8]),
+    Abort,
+}
+
+#[test]
+fn abort_before_an_answer_sends_500_and_closes() {
+    let s = start(hello_or_aborting);
+    for target in ["/before", "/before?later"] {
+        let mut c = s.connect();
+        c.send(format!("GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET {target} HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let all = c.read_to_eof();
+        let (replies, rest) = parse_responses(&all, &[false, false]);
+        assert_eq!(replies.len(), 2, "{target}: {}", String::from_utf8_lossy(&all));
+        assert_eq!((replies[0].status, replies[1].status), (200, 500), "{target}");
+        assert_eq!(replies[1].header("connection"), Some("close"), "{target}");
+        assert!(rest.is_empty(), "{target}: nothing after the 500: {}", String::from_utf8_lossy(&rest));
+    }
+    assert_eq!(ABORT_MISTAKES.load(Ordering::SeqCst), 0, "abort results (see stderr)");
+}
+
+fn hello_or_aborting(req: &Request<'_>, res: &mut Response<'_>) {
+    if req.path == b"/hello" {
+        res.respond(200, no_headers(), b"hello").unwrap();
+    } else {
+        aborting(req, res)
+    }
+}
+
+#[test]
+fn abort_mid_stream_closes_without_the_end_after_earlier_answers() {
+    let s = start(hello_or_aborting);
+    for target in ["/chunked", "/chunked?later", "/length", "/length?later"] {
+        let mut c = s.connect();
+        c.send(format!("GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET {target} HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let all = c.read_to_eof();
+        let (first, used) = parse_response(&all, false).unwrap_or_else(|| panic!("{target}: {all:?}"));
+        assert_eq!(first.text(), "hello", "{target}: the earlier answer arrived whole");
+        let rest = String::from_utf8_lossy(&all[used..]).into_owned();
+        let (head, body) = rest.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{target}: {rest}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{target}: {head}");
+        if target.starts_with("/chunked") {
+            assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+            assert_eq!(body, "8\r\npartial \r\n", "{target}: what was written, no last chunk");
+        } else {
+            assert!(head.contains("Content-Length: 100"), "{head}");
+            assert_eq!(body, "partial ", "{target}: fewer bytes than promised");
+        }
+    }
+    let st = s.server.stats();
+    assert_eq!(st.responses[1], 8, "the aborted streams are counted by their status: {st:?}");
+    assert_eq!(ABORT_MISTAKES.load(Ordering::SeqCst), 0, "abort results (see stderr)");
+}

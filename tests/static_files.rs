@@ -651,3 +651,169 @@ fn the_c_demo_survives_clients_that_reset_during_a_file() {
     assert!(demo.is_running());
     demo.stop();
 }
+
+/// The config `Site::serve` starts with, with other mounts, for reloads.
+fn config_with_mounts(mounts: &[(&str, PathBuf)]) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        workers: 1,
+        handler: Some(std::sync::Arc::new(demo_handler)),
+        static_mounts: mounts.iter().map(|(p, d)| MountSpec::new(p.as_bytes(), d.clone()).unwrap()).collect(),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn reload_changes_the_mounts_for_requests_read_afterwards() {
+    let site = Site::new("reload-mounts");
+    let other = site.dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("hello.txt"), b"Hello, other!\n").unwrap();
+    let s = site.serve();
+    let mut c = s.connect();
+    assert_eq!(c.get("/static/hello.txt").text(), "Hello, file!\n");
+
+    // Same prefix, another directory; a second prefix for the first one.
+    s.server.reload(&config_with_mounts(&[("/static", other.clone()), ("/more", site.www())])).unwrap();
+    assert_eq!(c.get("/static/hello.txt").text(), "Hello, other!\n", "the kept-alive connection sees the new mount");
+    assert_eq!(c.get("/static/digits.txt").status, 404, "nothing cached from the old directory is served");
+    assert_eq!(c.get("/more/digits.txt").text(), "0123456789");
+
+    // Without mounts the handler answers every path.
+    s.server.reload(&config_with_mounts(&[])).unwrap();
+    let r = c.get("/static/hello.txt");
+    assert_eq!((r.status, r.text().as_str()), (404, "Not Found\n"));
+
+    // The new site's files are watched like the first one's: a rewrite is seen at once.
+    s.server.reload(&config_with_mounts(&[("/static", other.clone())])).unwrap();
+    assert_eq!(c.get("/static/hello.txt").text(), "Hello, other!\n");
+    std::fs::write(other.join("hello.txt"), b"rewritten\n").unwrap();
+    assert_eq!(c.get("/static/hello.txt").text(), "rewritten\n");
+}
+
+#[test]
+fn a_reload_with_a_missing_directory_is_refused_and_changes_nothing() {
+    let site = Site::new("reload-missing");
+    let s = site.serve();
+    let missing = site.dir.join("not-there");
+    let e = s.server.reload(&config_with_mounts(&[("/static", missing)])).unwrap_err();
+    assert!(e.message.contains("not-there"), "the error names the directory: {e}");
+    assert_eq!(s.connect().get("/static/hello.txt").text(), "Hello, file!\n");
+}
+
+#[test]
+fn a_reload_keeps_the_caches_when_the_mounts_are_the_same() {
+    let site = Site::new("reload-same");
+    let s = site.serve();
+    let mut c = s.connect();
+    assert_eq!(c.get("/static/hello.txt").status, 200);
+    s.server.reload(&config_with_mounts(&[("/static", site.www())])).unwrap();
+    assert_eq!(c.get("/static/hello.txt").status, 200);
+    let st = s.server.file_cache_stats();
+    assert_eq!((st.fd_misses, st.info_misses), (1, 1), "the file was looked up and opened once: {st:?}");
+}
+
+#[test]
+fn a_reload_follows_a_mount_symlink_to_its_new_target() {
+    // The usual deploy: `current -> release-N`, switched atomically, then a reload.
+    let site = Site::new("reload-symlink");
+    let (one, two) = (site.dir.join("release-1"), site.dir.join("release-2"));
+    for (dir, text) in [(&one, "one\n"), (&two, "two\n")] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("index.html"), text).unwrap();
+    }
+    let current = site.dir.join("current");
+    std::os::unix::fs::symlink(&one, &current).unwrap();
+    let config = config_with_mounts(&[("/site", current.clone())]);
+    let s = start_with(demo_handler, |c| c.static_mounts = config.static_mounts.clone());
+    let mut c = s.connect();
+    assert_eq!(c.get("/site/").text(), "one\n");
+    let tmp = site.dir.join("current.tmp");
+    std::os::unix::fs::symlink(&two, &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    s.server.reload(&config).unwrap();
+    assert_eq!(c.get("/site/").text(), "two\n");
+}
+
+#[test]
+fn a_file_in_flight_finishes_after_its_mount_is_reloaded_away() {
+    let site = Site::new("reload-inflight");
+    let content = pattern(8 << 20);
+    std::fs::write(site.path("big.bin"), &content).unwrap();
+    let s = site.serve();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let addr: std::net::SocketAddr = s.addr().parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    use std::io::Write;
+    stream.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = stream.read(&mut got).unwrap();
+    got.truncate(n);
+    assert!(got.starts_with(b"HTTP/1.1 200 OK"));
+    // Mid-body: the mount goes and the file is deleted.
+    s.server.reload(&config_with_mounts(&[])).unwrap();
+    std::fs::remove_file(site.path("big.bin")).unwrap();
+    let head_end = find(&got, b"\r\n\r\n").unwrap() + 4;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while got.len() < head_end + content.len() {
+        assert!(Instant::now() < deadline, "timed out with {} bytes", got.len());
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early after {} bytes", got.len());
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got[head_end..] == content[..], "the body arrived whole and unchanged");
+    stream.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut rest = vec![0u8; 1024];
+    let n = stream.read(&mut rest).unwrap();
+    assert!(rest[..n].starts_with(b"HTTP/1.1 404"), "the next request goes to the handler");
+}
+
+#[test]
+fn deferred_handles_answer_with_files_from_other_threads() {
+    let site = Site::new("deferred-file");
+    let big = pattern(3 << 20);
+    std::fs::write(site.path("big.bin"), &big).unwrap();
+    let base = site.www();
+    let s = start(move |req: &warpcore::Request<'_>, res: &mut warpcore::Response<'_>| {
+        let name = std::str::from_utf8(req.path).unwrap().trim_start_matches('/').to_string();
+        let path = base.join(&name);
+        let mut d = res.defer().unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(if name == "hello.txt" { 20 } else { 0 }));
+            let extra: &[(&[u8], &[u8])] = &[(b"X-From", b"thread")];
+            match d.respond_file(200, extra, &path) {
+                Ok(()) => {}
+                Err(RespondError::FileUnavailable(_)) => {
+                    d.respond(404, std::iter::empty(), warpcore::Payload::from(b"thread says no\n".to_vec())).unwrap()
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        });
+    });
+    let mut c = s.connect();
+    let r = c.get("/hello.txt");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, file!\n"[..]));
+    assert_eq!(r.header("x-from"), Some("thread"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    let etag = r.header("etag").unwrap().to_string();
+    // The request's conditionals and ranges were kept for the other thread.
+    assert_eq!(request(&mut c, "GET", "/hello.txt", &[("If-None-Match", &etag)]).status, 304);
+    let r = request(&mut c, "GET", "/digits.txt", &[("Range", "bytes=3-5")]);
+    assert_eq!((r.status, r.body.as_slice(), r.header("content-range")), (206, &b"345"[..], Some("bytes 3-5/10")));
+    let r = request(&mut c, "HEAD", "/big.bin", &[]);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("3145728")));
+    let r = c.get("/missing.txt");
+    assert_eq!((r.status, r.text().as_str()), (404, "thread says no\n"));
+    // Pipelined: a slow small file, a large one, a missing one, answered in order.
+    c.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    let a = c.read_response(false);
+    let b = c.read_response(false);
+    let n = c.read_response(false);
+    assert_eq!(a.body, b"Hello, file!\n");
+    assert!(b.status == 200 && b.body == big, "the large file arrived whole");
+    assert_eq!(n.status, 404);
+}

@@ -274,8 +274,9 @@ pub extern "C" fn warpcore_config_set_timeout(config: *mut warpcore_config, whic
 /// `404` for what is missing. Paths that try to leave the directory (`..`,
 /// encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
 /// fifos and sockets are never served. Call once per mount; the longest
-/// matching prefix wins. The directory must exist when the server starts
-/// (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` otherwise).
+/// matching prefix wins. The directory must exist when the server starts or
+/// reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` or
+/// `warpcore_server_reload` otherwise).
 ///
 /// Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
 /// first file a worker thread sends blocks `SIGPIPE` on that thread (the signal

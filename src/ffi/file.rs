@@ -5,9 +5,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::cast::{try_array, try_ref, try_slice, write_out};
+use super::cast::{try_ref, try_slice, write_out};
 use super::request::warpcore_header;
-use super::response::{perform, warpcore_response, Call};
+use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
 use super::server::warpcore_server;
 
@@ -21,11 +21,11 @@ use super::server::warpcore_server;
 /// `warpcore_respond`. A field in `headers` named like one the library adds for
 /// files (`Content-Type`, `ETag`, `Last-Modified`, `Accept-Ranges`) replaces it;
 /// a given `ETag` or `Last-Modified` is then what preconditions are checked
-/// against. The file is opened (through the worker's caches) during the call
-/// and sent after it returns; `headers` and `path` are only read during the call.
-/// Inside the handler call only: after the handler returned, this returns
-/// `WARPCORE_RESULT_INVALID_STATE` (read the file and use
-/// `warpcore_respond_buffer` instead).
+/// against. The file is opened during the call and sent after it returns;
+/// `headers` and `path` are only read during the call. Inside the handler call
+/// the file goes through the worker's descriptor and file-information caches;
+/// on a deferred handle (any thread, after the handler returned) it is looked
+/// up and opened on the calling thread, and the worker sends it the same way.
 /// As for static mounts, the first file a worker thread sends with `sendfile`
 /// blocks `SIGPIPE` on that thread.
 ///
@@ -42,20 +42,12 @@ pub extern "C" fn warpcore_respond_file(
     path_len: usize,
 ) -> warpcore_result {
     ffi_boundary!({
-        let fields = ok_or_return!(try_array(headers, header_count, "headers"));
+        let fields = ok_or_return!(check_headers(headers, header_count));
         let path = match try_slice(path, path_len, "path") {
             Ok(p) if !p.is_empty() => p,
             Ok(_) => return fail(warpcore_result::InvalidArgument, "path is empty"),
             Err(e) => return e,
         };
-        for (i, h) in fields.iter().enumerate() {
-            if let Err(e) = try_slice(h.name.ptr, h.name.len, &format!("headers[{i}].name")) {
-                return e;
-            }
-            if let Err(e) = try_slice(h.value.ptr, h.value.len, &format!("headers[{i}].value")) {
-                return e;
-            }
-        }
         perform(response, Call::File { status, headers: fields, path: Path::new(OsStr::from_bytes(path)) })
     })
 }

@@ -42,7 +42,8 @@ enum Mode {
 /// Lifetime: a handle answered inside the handler call belongs to the library
 /// again when the handler returns. A handle the handler returned from without
 /// finishing its answer belongs to the caller until the call that finishes it:
-/// `warpcore_respond*` or `warpcore_response_end` that succeeds, or any call that
+/// `warpcore_respond*`, `warpcore_response_end` or `warpcore_response_abort`
+/// that succeeds, or any call that
 /// returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
 /// call releases the handle; do not use it afterwards. A handle never answered
 /// keeps its connection open until shutdown's deadline; a call after that
@@ -64,7 +65,8 @@ unsafe impl Sync for warpcore_response {}
 
 thread_local! {
     /// Handles for this worker's requests, reused so that a request answered in
-    /// the handler costs no allocation.
+    /// the handler costs no allocation. Boxed: C holds their addresses.
+    #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<warpcore_response>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -120,6 +122,7 @@ pub(crate) enum Call<'a> {
     Start { status: u16, headers: &'a [warpcore_header], length: Option<u64> },
     Write(Body<'a>),
     End,
+    Abort,
 }
 
 pub(crate) enum Body<'a> {
@@ -171,7 +174,7 @@ fn pairs(headers: &[warpcore_header]) -> impl Iterator<Item = (&[u8], &[u8])> + 
     })
 }
 
-fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
+pub(crate) fn check_headers(headers: *const warpcore_header, count: usize) -> Result<&'static [warpcore_header], warpcore_result> {
     let fields = try_array(headers, count, "headers")?;
     // The message naming the field is formatted only on failure: answering
     // allocates nothing.
@@ -235,6 +238,7 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
         Call::Write(Body::Borrowed(b)) => core.write(b),
         Call::Write(Body::Owned(p)) => core.write_payload(p),
         Call::End => core.end(),
+        Call::Abort => core.abort(),
         Call::File { status, headers, path } => {
             let pairs: Vec<(&[u8], &[u8])> = pairs(headers).collect();
             core.respond_file(status, &pairs, path)
@@ -248,7 +252,11 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
         Call::Start { status, headers, length } => d.start(status, pairs(headers), length),
         Call::Write(body) => d.write(body.into_payload()),
         Call::End => d.end(),
-        Call::File { .. } => Err(RespondError::OnlyInHandler),
+        Call::Abort => d.abort(),
+        Call::File { status, headers, path } => {
+            let pairs: Vec<(&[u8], &[u8])> = pairs(headers).collect();
+            d.respond_file(status, &pairs, path)
+        }
     }
 }
 
@@ -375,4 +383,22 @@ pub extern "C" fn warpcore_response_write_buffer(
 #[no_mangle]
 pub extern "C" fn warpcore_response_end(response: *mut warpcore_response) -> warpcore_result {
     ffi_boundary!({ perform(response, Call::End) })
+}
+
+/// Gives up on the answer, for a handler or a stream that failed: the error
+/// path of `warpcore_response_end`. Before anything was sent (no respond, no
+/// start) the client gets `500 Internal Server Error` and the connection
+/// closes. In the middle of a stream, what was already written is sent and the
+/// connection closes without the stream's end (no last chunk, or fewer bytes
+/// than the Content-Length), which is how HTTP/1.1 tells the client that the
+/// body is incomplete; later pipelined requests on that connection are not
+/// answered. (A close-delimited HTTP/1.0 body cannot show it.) Finishes the
+/// answer like `warpcore_response_end`: a deferred handle is released.
+///
+/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete),
+/// `WARPCORE_RESULT_CLOSED` (the client is gone; the handle is released),
+/// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
+#[no_mangle]
+pub extern "C" fn warpcore_response_abort(response: *mut warpcore_response) -> warpcore_result {
+    ffi_boundary!({ perform(response, Call::Abort) })
 }

@@ -103,10 +103,6 @@ impl From<RespondError> for warpcore_result {
             RespondError::FileUnavailable(kind) => {
                 return fail(warpcore_result::IoError, format!("the file cannot be served: {kind}"));
             }
-            RespondError::OnlyInHandler => (
-                warpcore_result::InvalidState,
-                "only possible inside the handler call; after it returned, read the file and use warpcore_respond_buffer",
-            ),
             RespondError::LengthMismatch => (
                 warpcore_result::LengthMismatch,
                 "the stream broke its declared Content-Length; the connection is closed",
@@ -162,11 +158,4 @@ pub extern "C" fn warpcore_last_error_message(buf: *mut c_char, len: usize) -> u
         })
     });
     r.unwrap_or(0)
-}
-
-/// The library version as a static NUL-terminated string (`"MAJOR.MINOR.PATCH"`).
-#[no_mangle]
-pub extern "C" fn warpcore_version() -> *const c_char {
-    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
-    VERSION.as_ptr().cast()
 }

@@ -118,7 +118,11 @@ pub extern "C" fn warpcore_server_shutdown_report(
 }
 
 /// Applies `config` to requests read from now on, atomically: handler and
-/// userdata, limits, timeouts, server name, logs. Requests in flight finish
+/// userdata, static mounts and file-cache lifetimes, limits, timeouts, server
+/// name, logs. Mount directories are opened before anything changes (a
+/// missing one fails the reload, `WARPCORE_RESULT_INVALID_ARGUMENT`, and the
+/// old settings stay); a mount whose path now leads to another directory (a
+/// `current -> release-N` symlink, say) serves the new one. Requests in flight finish
 /// with what they started with; no connection is dropped. Returns when every
 /// running worker uses the new settings. The listen address and the worker
 /// count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the

@@ -74,6 +74,11 @@ impl FdCache {
         self.map.insert(id, Entry { file, used: now });
     }
 
+    /// Applies from the next sweep; zero stops caching (and the sweep closes all).
+    pub fn set_lifetime(&mut self, lifetime: Duration) {
+        self.lifetime = lifetime;
+    }
+
     /// Closes files unused for the lifetime.
     pub fn sweep(&mut self, now: Instant) {
         let lifetime = self.lifetime;

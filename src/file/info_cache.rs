@@ -88,6 +88,11 @@ impl InfoCache {
         self.map.clear();
     }
 
+    /// For entries inserted from now on.
+    pub fn set_lifetime(&mut self, lifetime: Duration) {
+        self.lifetime = lifetime;
+    }
+
     /// Drops expired entries.
     pub fn sweep(&mut self, now: Instant) {
         self.map.retain(|_, e| now < e.expires);

@@ -21,6 +21,7 @@ pub(crate) mod fd_cache;
 pub(crate) mod info_cache;
 pub(crate) mod mime;
 pub(crate) mod mount;
+mod query;
 pub(crate) mod range;
 mod respond;
 pub(crate) mod serve;
@@ -45,7 +46,8 @@ use crate::sys::fs::{self, Access, FileKind};
 use fd_cache::{FdCache, FileId};
 use info_cache::{FileInfo, Info, InfoCache};
 pub use mount::MountSpec;
-pub(crate) use respond::FileCtx;
+pub(crate) use query::FileQuery;
+pub(crate) use respond::{push_file_body, FileCtx};
 use mount::{Mounts, Route};
 use serve::{FileRequest, Plan};
 use validator::{Check, Validators};
@@ -104,21 +106,37 @@ fn bump(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-/// What every worker of a server shares, read-only: the mounts, the cache
-/// settings, and each worker's counters.
-pub(crate) struct FileSetup {
+/// What a settings snapshot says about files: the mounts, opened, and the
+/// cache lifetimes. Shared read-only by every worker; a reload builds a new one
+/// (or keeps the old one when nothing about the mounts changed).
+pub(crate) struct Site {
     mounts: Mounts,
     fd_lifetime: Duration,
     info_lifetime: Duration,
+}
+
+impl Site {
+    /// Opens the mounts' directories (an error names the one at fault).
+    pub fn open(specs: &[MountSpec], fd_lifetime: Duration, info_lifetime: Duration) -> Result<Arc<Site>, Error> {
+        Ok(Arc::new(Site { mounts: Mounts::open(specs)?, fd_lifetime, info_lifetime }))
+    }
+
+    /// Whether `self` serves exactly what `other` serves: same prefixes, same
+    /// directories (by identity, so a mount whose path now leads elsewhere, as
+    /// with a `current -> release-N` symlink, counts as changed) and lifetimes.
+    pub fn same_as(&self, other: &Site) -> bool {
+        self.mounts.same_as(&other.mounts) && self.fd_lifetime == other.fd_lifetime && self.info_lifetime == other.info_lifetime
+    }
+}
+
+/// Every worker's cache counters, kept for the server's whole life.
+pub(crate) struct FileCounters {
     counters: Box<[Counters]>,
 }
 
-impl FileSetup {
-    /// Opens the mounts' directories (an error names the one at fault).
-    pub fn new(specs: &[MountSpec], fd_lifetime: Duration, info_lifetime: Duration, workers: usize) -> Result<Arc<FileSetup>, Error> {
-        let mounts = Mounts::open(specs)?;
-        let counters = (0..workers).map(|_| Counters::default()).collect();
-        Ok(Arc::new(FileSetup { mounts, fd_lifetime, info_lifetime, counters }))
+impl FileCounters {
+    pub fn new(workers: usize) -> Arc<FileCounters> {
+        Arc::new(FileCounters { counters: (0..workers).map(|_| Counters::default()).collect() })
     }
 
     /// The counters summed over every worker.
@@ -152,7 +170,8 @@ const BOUNDARY_LEN: usize = 25;
 
 /// One worker's static-file machinery.
 pub(crate) struct StaticFiles {
-    setup: Arc<FileSetup>,
+    site: Arc<Site>,
+    counters: Arc<FileCounters>,
     worker: usize,
     info: InfoCache,
     fds: FdCache,
@@ -169,19 +188,13 @@ impl StaticFiles {
     /// The machinery of worker `worker`; the watcher registers with `registry`
     /// under `token` when it first needs to (without a registry nothing is
     /// cached: every request looks its path up).
-    pub fn new(setup: Arc<FileSetup>, worker: usize, registry: Option<Registry>, token: Token) -> StaticFiles {
-        let mut boundary = *b"warpcore-0000000000000000";
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(worker);
-        let mut n = h.finish();
-        for b in boundary[9..].iter_mut().rev() {
-            *b = b"0123456789abcdef"[(n & 15) as usize];
-            n >>= 4;
-        }
+    pub fn new(site: Arc<Site>, counters: Arc<FileCounters>, worker: usize, registry: Option<Registry>, token: Token) -> StaticFiles {
+        let boundary = random_boundary(worker);
         StaticFiles {
-            info: InfoCache::new(setup.info_lifetime),
-            fds: FdCache::new(setup.fd_lifetime),
-            setup,
+            info: InfoCache::new(site.info_lifetime),
+            fds: FdCache::new(site.fd_lifetime),
+            site,
+            counters,
             worker,
             watch: Watcher::new(registry, token),
             decoded: Vec::new(),
@@ -193,15 +206,31 @@ impl StaticFiles {
         }
     }
 
+    /// Switches to the site of a newer settings snapshot. When the mounts
+    /// changed, cached file information and directory watches go: their keys
+    /// name mounts by index, and an index may now mean another directory.
+    /// Open descriptors stay, keyed by file identity; bodies in flight keep
+    /// their own.
+    pub fn use_site(&mut self, site: &Arc<Site>) {
+        if Arc::ptr_eq(&self.site, site) {
+            return;
+        }
+        self.info.clear();
+        self.info.set_lifetime(site.info_lifetime);
+        self.fds.set_lifetime(site.fd_lifetime);
+        self.watch.reset();
+        self.site = site.clone();
+    }
+
     /// Whether any mount is configured (if not, requests skip the mount lookup).
     pub fn has_mounts(&self) -> bool {
-        !self.setup.mounts.is_empty()
+        !self.site.mounts.is_empty()
     }
 
     /// Plans the answer to a request for `raw_path` (as sent, not decoded) with
     /// `query`, or `None` when no mount covers the path.
     pub fn plan_mount(&mut self, req: &FileRequest<'_>, raw_path: &[u8], query: &[u8]) -> Option<Prepared> {
-        let (mount, dir_form) = match self.setup.mounts.route(raw_path, &mut self.decoded, &mut self.rel) {
+        let (mount, dir_form) = match self.site.mounts.route(raw_path, &mut self.decoded, &mut self.rel) {
             Route::NoMount => return None,
             Route::Bad => return Some(no_file(serve::error(400))),
             Route::Found { mount, dir_form } => (mount, dir_form),
@@ -225,7 +254,7 @@ impl StaticFiles {
         let plan = match info {
             Info::File(fi) => return Some(self.prepare(req, 200, fi, Target::Mount(mount), &[])),
             Info::Directory if !dir_form => {
-                let m = self.setup.mounts.get(mount);
+                let m = self.site.mounts.get(mount);
                 let mut location = Vec::with_capacity(m.prefix.len() + self.rel.len() + query.len() + 3);
                 mount::directory_url(&mut location, &m.prefix, &self.rel);
                 if !query.is_empty() {
@@ -285,16 +314,7 @@ impl StaticFiles {
     }
 
     fn plan_with(&self, req: &FileRequest<'_>, status: u16, fi: &FileInfo, fields: &[(&[u8], &[u8])], now: u64) -> Plan {
-        let given = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v);
-        let content_type = given("content-type").unwrap_or(fi.content_type.as_bytes());
-        let (etag, lm) = (given("etag"), given("last-modified"));
-        let check = if etag.is_some() || lm.is_some() {
-            let modified = lm.and_then(validator::parse_http_date);
-            Check { etag: etag.map(<[u8]>::trim_ascii), modified, modified_strong: modified.is_some_and(|m| m < now) }
-        } else {
-            fi.validators.check()
-        };
-        serve::file(req, status, fi, &check, content_type, now, &self.boundary)
+        plan_file(req, status, fi, fields, now, &self.boundary)
     }
 
     /// What the path in `self.key` (and `self.rel` for a mount) is, from the
@@ -322,7 +342,7 @@ impl StaticFiles {
     }
 
     fn counters(&self) -> &Counters {
-        &self.setup.counters[self.worker]
+        &self.counters.counters[self.worker]
     }
 
     /// Opens the target for reading, through the fd cache.
@@ -364,7 +384,7 @@ impl StaticFiles {
     fn open_target(&mut self, target: Target<'_>, access: Access) -> io::Result<File> {
         match target {
             Target::Mount(index) => {
-                let m = self.setup.mounts.get(index);
+                let m = self.site.mounts.get(index);
                 self.cpath.clear();
                 self.cpath.extend_from_slice(if self.rel.is_empty() { b"." } else { &self.rel });
                 self.cpath.push(0);
@@ -381,7 +401,7 @@ impl StaticFiles {
     fn watch_parents(&mut self, target: Target<'_>) -> bool {
         match target {
             Target::Mount(index) => {
-                let m = self.setup.mounts.get(index);
+                let m = self.site.mounts.get(index);
                 let tag = &self.key[..4];
                 let rel = &self.rel;
                 let ends = std::iter::once(0).chain(rel.iter().enumerate().filter(|(_, &b)| b == b'/').map(|(i, _)| i));
@@ -443,6 +463,69 @@ enum Opened {
     Gone(Info),
 }
 
+/// Plans a file answer with `fi`; the handler's `fields` may name the
+/// Content-Type and the validators preconditions are checked against.
+fn plan_file(req: &FileRequest<'_>, status: u16, fi: &FileInfo, fields: &[(&[u8], &[u8])], now: u64, boundary: &[u8; BOUNDARY_LEN]) -> Plan {
+    let given = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v);
+    let content_type = given("content-type").unwrap_or(fi.content_type.as_bytes());
+    let (etag, lm) = (given("etag"), given("last-modified"));
+    let check = if etag.is_some() || lm.is_some() {
+        let modified = lm.and_then(validator::parse_http_date);
+        Check { etag: etag.map(<[u8]>::trim_ascii), modified, modified_strong: modified.is_some_and(|m| m < now) }
+    } else {
+        fi.validators.check()
+    };
+    serve::file(req, status, fi, &check, content_type, now, boundary)
+}
+
+/// Plans a handler's file answer away from the worker (a deferred handle, on
+/// the answering thread): the path is looked up and the file opened here,
+/// without the worker's caches. Errors as for [`StaticFiles::plan_path`].
+pub(crate) fn plan_detached(req: &FileRequest<'_>, status: u16, path: &Path, fields: &[(&[u8], &[u8])]) -> Result<Prepared, FileError> {
+    let mut key = DIRECT.to_vec();
+    key.extend_from_slice(path.as_os_str().as_bytes());
+    let refused = || FileError(io::Error::new(io::ErrorKind::PermissionDenied, "not a readable regular file (a device, fifo or socket, or no permission)"));
+    // Probe first (O_PATH): a fifo or device is never opened for reading.
+    let probe = fs::open_path(path, Access::Probe).map_err(FileError)?;
+    let st = fs::stat(&probe).map_err(FileError)?;
+    let fi = match classify(&st, &key) {
+        Info::File(fi) => fi,
+        Info::Directory => return Err(FileError(io::Error::from_raw_os_error(libc::EISDIR))),
+        _ => return Err(refused()),
+    };
+    let boundary = random_boundary(0);
+    let now = unix_now();
+    let plan = plan_file(req, status, &fi, fields, now, &boundary);
+    if !plan.needs_file() || req.is_head() {
+        return Ok(no_file(plan));
+    }
+    let file = fs::open_path(path, Access::Read).map_err(FileError)?;
+    let opened = fs::stat(&file).map_err(FileError)?;
+    if opened.kind != FileKind::Regular {
+        return Err(refused());
+    }
+    if FileId::of(&opened) == FileId::of(&fi.stat) {
+        return Ok(Prepared { plan, file: Some(Arc::new(file)) });
+    }
+    // Replaced between the probe and the open: serve what was opened.
+    let Info::File(fresh) = classify(&opened, &key) else { return Err(refused()) };
+    Ok(Prepared { plan: plan_file(req, status, &fresh, fields, now, &boundary), file: Some(Arc::new(file)) })
+}
+
+/// A multipart boundary: the fixed prefix and 16 hex digits from a random
+/// hasher seeded with `salt`.
+fn random_boundary(salt: usize) -> [u8; BOUNDARY_LEN] {
+    let mut boundary = *b"warpcore-0000000000000000";
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(salt);
+    let mut n = h.finish();
+    for b in boundary[9..].iter_mut().rev() {
+        *b = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+    }
+    boundary
+}
+
 fn no_file(plan: Plan) -> Prepared {
     Prepared { plan, file: None }
 }
@@ -478,29 +561,29 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    struct Site {
+    struct TestSite {
         dir: PathBuf,
         files: StaticFiles,
         _poll: mio::Poll,
     }
 
-    impl Drop for Site {
+    impl Drop for TestSite {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
-    fn site(name: &str, watched: bool) -> Site {
+    fn site(name: &str, watched: bool) -> TestSite {
         let dir = std::env::temp_dir().join(format!("warpcore-files-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("docs")).unwrap();
         std::fs::write(dir.join("a.txt"), b"hello").unwrap();
         std::fs::write(dir.join("docs/index.html"), b"<p>docs</p>").unwrap();
         let spec = MountSpec::new(b"/s", &dir).unwrap();
-        let setup = FileSetup::new(&[spec], Duration::from_secs(10), Duration::from_secs(60), 1).unwrap();
+        let site = Site::open(&[spec], Duration::from_secs(10), Duration::from_secs(60)).unwrap();
         let poll = mio::Poll::new().unwrap();
         let registry = watched.then(|| poll.registry().try_clone().unwrap());
-        Site { dir, files: StaticFiles::new(setup, 0, registry, Token(9)), _poll: poll }
+        TestSite { dir, files: StaticFiles::new(site, FileCounters::new(1), 0, registry, Token(9)), _poll: poll }
     }
 
     fn get(files: &mut StaticFiles, path: &str, query: &str) -> Prepared {
@@ -550,12 +633,12 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(get(&mut s.files, "/s/a.txt", "").plan.status, 200);
         }
-        let st = s.files.setup.stats();
+        let st = s.files.counters.stats();
         assert_eq!((st.info_misses, st.info_hits, st.fd_misses, st.fd_hits), (1, 999, 1, 999));
         // Misses are cached too.
         get(&mut s.files, "/s/missing", "");
         get(&mut s.files, "/s/missing", "");
-        assert_eq!(s.files.setup.stats().info_misses, 2);
+        assert_eq!(s.files.counters.stats().info_misses, 2);
     }
 
     #[test]
@@ -593,7 +676,7 @@ mod tests {
         assert_eq!(body(&get(&mut s.files, "/s/a.txt", "")), b"hello");
         std::fs::write(s.dir.join("a.txt"), b"HELLO").unwrap();
         assert_eq!(body(&get(&mut s.files, "/s/a.txt", "")), b"HELLO");
-        assert_eq!(s.files.setup.stats().info_hits, 0);
+        assert_eq!(s.files.counters.stats().info_hits, 0);
     }
 
     #[test]

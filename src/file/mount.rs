@@ -60,6 +60,8 @@ pub(crate) struct Mount {
     pub root: PathBuf,
     /// The directory, opened `O_PATH`: files are opened beneath it.
     pub dir: File,
+    /// The directory's (device, inode) when it was opened.
+    identity: (u64, u64),
 }
 
 /// Every mount of a server, longest prefix first. Shared read-only by the workers.
@@ -93,7 +95,8 @@ impl Mounts {
             };
             let root = std::fs::canonicalize(&spec.directory).map_err(fail)?;
             let dir = fs::open_dir(&root).map_err(fail)?;
-            list.push(Mount { prefix: spec.url_prefix.clone(), root, dir });
+            let st = fs::stat(&dir).map_err(fail)?;
+            list.push(Mount { prefix: spec.url_prefix.clone(), root, dir, identity: (st.dev, st.ino) });
         }
         // Longest prefix first; among equals the first configured wins (stable sort).
         list.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
@@ -102,6 +105,12 @@ impl Mounts {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// Same prefixes, in the same order, served from the same directories.
+    pub fn same_as(&self, other: &Mounts) -> bool {
+        self.list.len() == other.list.len()
+            && self.list.iter().zip(&other.list).all(|(a, b)| a.prefix == b.prefix && a.root == b.root && a.identity == b.identity)
     }
 
     pub fn get(&self, index: usize) -> &Mount {

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::range::{ByteRange, Piece};
 use super::serve::{Body, FileRequest};
@@ -92,16 +93,7 @@ impl Response<'_> {
                 Ok(())
             }
             (Body::File(r), Some(file)) if r.len <= COPY_MAX && self.backlog.is_empty() => self.copy_into_out(&file, r, start),
-            (Body::File(r), Some(file)) => self.queue(|q| q.push_file(file, r.start, r.len)),
-            (Body::Parts(pieces), Some(file)) => self.queue(|q| {
-                for piece in pieces {
-                    match piece {
-                        Piece::Bytes(b) => q.push_copy(b),
-                        Piece::File(r) => q.push_file(file.clone(), r.start, r.len),
-                    }
-                }
-            }),
-            (Body::File(_) | Body::Parts(_), None) => unreachable!("a plan with a file body comes with its file"),
+            (body, file) => self.queue(|q| push_file_body(q, body, file)),
         }
     }
 
@@ -136,5 +128,23 @@ impl Response<'_> {
             return Err(RespondError::Closed);
         }
         Ok(())
+    }
+}
+
+/// Queues a planned body that needs the file (one range, or the pieces of a
+/// multipart body); other bodies were written with the head.
+pub(crate) fn push_file_body(queue: &mut OutQueue, body: &Body, file: Option<Arc<File>>) {
+    match (body, file) {
+        (Body::File(r), Some(file)) => queue.push_file(file, r.start, r.len),
+        (Body::Parts(pieces), Some(file)) => {
+            for piece in pieces {
+                match piece {
+                    Piece::Bytes(b) => queue.push_copy(b),
+                    Piece::File(r) => queue.push_file(file.clone(), r.start, r.len),
+                }
+            }
+        }
+        (Body::File(_) | Body::Parts(_), None) => unreachable!("a plan with a file body comes with its file"),
+        (Body::Empty | Body::Text(_), _) => {}
     }
 }

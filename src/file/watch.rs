@@ -98,6 +98,19 @@ impl Watcher {
         }
     }
 
+    /// Forgets every watch: the instance is closed (its watches go with it)
+    /// and a new one starts on the next `watch`.
+    pub fn reset(&mut self) {
+        if let State::Active(inotify) = &self.state {
+            if let Some(registry) = &self.registry {
+                let _ = registry.deregister(&mut SourceFd(&inotify.raw_fd()));
+            }
+        }
+        self.state = State::NotStarted;
+        self.dirs.clear();
+        self.by_wd.clear();
+    }
+
     fn instance(&mut self) -> Option<&Inotify> {
         if let State::NotStarted = self.state {
             self.state = match (&self.registry, Inotify::new()) {
@@ -210,6 +223,25 @@ mod tests {
         // The removed directory's watch is forgotten: it can be watched anew.
         std::fs::create_dir(dir.join("sub")).unwrap();
         assert_eq!(w.watch(b"T/sub", || dir.join("sub")), Watch::Watched);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reset_forgets_every_watch() {
+        let dir = std::env::temp_dir().join(format!("warpcore-watch-reset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let mut w = Watcher::new(Some(poll.registry().try_clone().unwrap()), Token(7));
+        assert_eq!(w.watch(b"T", || dir.clone()), Watch::Watched);
+        w.reset();
+        assert!(!w.is_active());
+        std::fs::write(dir.join("a"), b"1").unwrap();
+        assert!(collect(&mut w).is_empty(), "a reset watcher reports nothing");
+        // Watching again starts a new instance that sees changes.
+        assert_eq!(w.watch(b"U", || dir.clone()), Watch::Watched);
+        std::fs::write(dir.join("b"), b"1").unwrap();
+        assert_eq!(collect(&mut w), ["U/b"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -36,16 +36,20 @@ fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// A `%` not followed by two hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedEscape;
+
 /// Appends the percent-decoded `path` to `out`. Fails on a malformed escape.
 /// The decoded bytes may contain `/`, `\0` or `..` from escapes: callers that map
 /// paths to files must check (the static-file code does).
-pub fn decode_path_into(path: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+pub fn decode_path_into(path: &[u8], out: &mut Vec<u8>) -> Result<(), MalformedEscape> {
     let mut i = 0;
     while i < path.len() {
         let b = path[i];
         if b == b'%' {
-            let hi = path.get(i + 1).and_then(|&c| hex_value(c)).ok_or(())?;
-            let lo = path.get(i + 2).and_then(|&c| hex_value(c)).ok_or(())?;
+            let hi = path.get(i + 1).and_then(|&c| hex_value(c)).ok_or(MalformedEscape)?;
+            let lo = path.get(i + 2).and_then(|&c| hex_value(c)).ok_or(MalformedEscape)?;
             out.push(hi << 4 | lo);
             i += 3;
         } else {

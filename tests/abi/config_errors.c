@@ -2,7 +2,7 @@
  * The config API's error paths: NULL arguments, _free(NULL), invalid
  * settings (refused and leaving the config as it was), warpcore_result_str
  * for every code, warpcore_last_error_message (length query, truncation,
- * per-thread), warpcore_version.
+ * per-thread), warpcore_version and the header's version macros.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -220,9 +220,24 @@ static void last_error_messages(void) {
     warpcore_config_free(config);
 }
 
+/* The header's macros and the library's warpcore_version() against Cargo.toml. */
+#if !defined(WARPCORE_VERSION_MAJOR) || !defined(WARPCORE_VERSION_MINOR) || !defined(WARPCORE_VERSION_PATCH) \
+    || !defined(WARPCORE_VERSION)
+#error "warpcore.h defines WARPCORE_VERSION_MAJOR, _MINOR, _PATCH and WARPCORE_VERSION"
+#endif
+#if WARPCORE_VERSION_MAJOR < 0 || WARPCORE_VERSION_MINOR < 0 || WARPCORE_VERSION_PATCH < 0
+#error "the version numbers are usable in #if"
+#endif
+
 static void version(void) {
     const char *v = warpcore_version();
     CHECK(v != NULL && strcmp(v, EXPECTED_VERSION) == 0);
+    CHECK(strcmp(WARPCORE_VERSION, EXPECTED_VERSION) == 0);
+    char numbers[64];
+    snprintf(numbers, sizeof numbers, "%d.%d.%d", WARPCORE_VERSION_MAJOR, WARPCORE_VERSION_MINOR,
+             WARPCORE_VERSION_PATCH);
+    CHECK(strcmp(numbers, EXPECTED_VERSION) == 0);
+    CHECK(v == warpcore_version()); /* static: the same string every call */
 }
 
 int main(void) {

@@ -17,6 +17,12 @@ if [ ! -f "$libdir/libwarpcore.so" ]; then
   exit 1
 fi
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
+# The programs record the soname libwarpcore.so.MAJOR (build.rs); make links it.
+if [ ! -e "$libdir/libwarpcore.so.${version%%.*}" ]; then
+  echo "abi: $libdir/libwarpcore.so.${version%%.*} is missing (run make)" >&2
+  echo "abi: 0 passed, 1 failed"
+  exit 1
+fi
 mkdir -p "$out"
 
 cflags=(-std=c11 -Wall -Wextra -Werror -pedantic -g -O1

@@ -153,6 +153,16 @@ spec = describe "Network.WarpCore" $ do
       r <- get port "/hello"
       responseBody r `shouldBe` "new handler"
       lookup "Server" (responseHeaders r) `shouldBe` Just "reloaded"
+      -- Mounts reload too; a missing directory is refused and changes nothing.
+      bad <- try (WC.reload s cfg {WC.configStatic = [("/static", dir </> "missing")]} $ \_ res -> WC.respond res 200 text "bad")
+      case bad of
+        Left (e :: WC.WarpCoreError) -> WC.errorResult e `shouldBe` Raw.resultInvalidArgument
+        Right () -> expectationFailure "a reload with a missing directory was accepted"
+      (responseBody <$> get port "/hello") `shouldReturn` "new handler"
+      (responseBody <$> get port "/static/a.txt") `shouldReturn` "static file"
+      WC.reload s cfg {WC.configStatic = [("/moved", dir)]} $ \_ res -> WC.respond res 200 text "new handler"
+      (responseBody <$> get port "/moved/a.txt") `shouldReturn` "static file"
+      (responseBody <$> get port "/static/a.txt") `shouldReturn` "new handler"
       WC.reopenLogs s
       WC.shutdown s 1000
       rep <- WC.shutdownReport s

@@ -58,6 +58,10 @@ testApp fx req respond = case pathInfo req of
     write (BB.byteString (B8.replicate 2000000 'x'))
     write "last"
   ["stream-length"] -> respond $ responseStream H.status200 [("Content-Length", "10")] $ \write _ -> write "0123456789"
+  ["stream-throws"] -> respond $ responseStream H.status200 [("Content-Type", "text/plain")] $ \write flush -> do
+    write "partial"
+    flush
+    throwIO (userError "stream failure")
   ["raw"] -> respond (responseRaw (\_ _ -> pure ()) (responseLBS H.status418 [] "fallback"))
   ["echo"] -> do
     body <- readAll req
@@ -145,7 +149,11 @@ spec = describe "Network.Wai.Handler.WarpCore" $ do
       _ <- get port "/stream-length"
       _ <- get port "/file"
       _ <- get port "/nope"
-      reverse <$> readIORef logged
+      -- The logger runs after the answer is sent: wait for the fourth line.
+      let settled n = do
+            l <- readIORef logged
+            if length l >= 4 || n <= (0 :: Int) then pure (reverse l) else threadDelay 5000 >> settled (n - 1)
+      settled 400
         `shouldReturn` [("/lbs", 200, Nothing), ("/stream-length", 200, Just 10), ("/file", 200, Just 300000), ("/nope", 404, Nothing)]
 
   it "serves a Scotty application" $ bounded $ do
@@ -230,6 +238,13 @@ responses mode = describe ("every response kind, " ++ maybe "default" show mode)
     l <- get port "/stream-length"
     responseBody l `shouldBe` "0123456789"
     lookup "Content-Length" (responseHeaders l) `shouldBe` Just "10"
+  it "responseStream that throws midway is cut short, never ended" $ with $ \_ port -> do
+    -- The connection closes after what was written: no last chunk, and the
+    -- pipelined request after it gets no answer.
+    raw <- rawExchange port "GET /stream-throws HTTP/1.1\r\nHost: x\r\n\r\nGET /lbs HTTP/1.1\r\nHost: x\r\n\r\n" (const False)
+    let (hd, rest) = B.breakSubstring "\r\n\r\n" raw
+    B8.unpack hd `shouldContain` "Transfer-Encoding: chunked"
+    B.drop 4 rest `shouldBe` "7\r\npartial\r\n"
   it "responseRaw answers with its fallback" $ with $ \_ port -> do
     r <- get port "/raw"
     H.statusCode (responseStatus r) `shouldBe` 418

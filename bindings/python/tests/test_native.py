@@ -202,6 +202,22 @@ def test_stream_error_midway_closes_a_declared_length(serve, caplog):
     assert any("iterable raised" in r.getMessage() for r in caplog.records)
 
 
+def test_stream_error_midway_cuts_a_chunked_body_short(serve, caplog):
+    def broken():
+        yield b"12345"
+        raise ValueError("generator broke")
+
+    s = serve(lambda req: StreamResponse(broken(), 200, TEXT) if req.path == "/broken" else Response(200, TEXT, b"ok"))
+    with caplog.at_level(logging.ERROR, logger="warpcore"):
+        raw = raw_exchange(s.port, b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    # What was written, then the close: no last chunk, no answer to /ok.
+    assert body == b"5\r\n12345\r\n", raw
+    assert any("iterable raised" in r.getMessage() for r in caplog.records)
+    assert request(s.port, path="/ok").body == b"ok"
+
+
 def test_file_response(serve, tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("hello file\n")
@@ -377,8 +393,14 @@ def test_reload_swaps_handler_mounts_and_settings(serve, tmp_path):
     r = conn.getresponse()
     assert (r.read(), r.getheader("server")) == (b"two", "after")
     conn.close()
-    with pytest.raises(NotImplementedError, match="static mounts"):
-        s.reload(static={"/s": tmp_path})
+    # Mounts change too; a missing directory is refused and changes nothing.
+    s.reload(static={"/s": tmp_path})
+    assert request(s.port, path="/s/f.txt").body == b"file"
+    with pytest.raises(warpcore.WarpcoreError, match="nope"):
+        s.reload(static={"/s": tmp_path / "nope"})
+    assert request(s.port, path="/s/f.txt").body == b"file"
+    s.reload(static={})
+    assert request(s.port, path="/s/f.txt").body == b"two"
     assert request(s.port, "POST", "/", body=b"x" * 50).status == 413
     with pytest.raises(TypeError, match="share_port"):
         s.reload(share_port=True)

@@ -239,6 +239,27 @@ def test_error_after_headers_cuts_the_response(wsgi, caplog):
     assert request(s.port, path="/ok").body == b"Hello, World!"
 
 
+def test_error_in_a_chunked_body_leaves_it_unterminated(wsgi, caplog):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/ok":
+            return hello_app(environ, start_response)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def gen():
+            yield b"partial"
+            raise RuntimeError("midway")
+
+        return gen()
+
+    s = wsgi(app)
+    with caplog.at_level(logging.ERROR, logger="warpcore"):
+        raw = raw_exchange(s.port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower(), raw
+    assert body == b"7\r\npartial\r\n", raw
+    assert request(s.port, path="/ok").body == b"Hello, World!"
+
+
 def test_invalid_app_results_are_500(wsgi, caplog):
     def app(environ, start_response):
         if environ["PATH_INFO"] == "/str":

@@ -280,6 +280,7 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
         [warpcore_response_p, _u8p, c_size_t, warpcore_release_cb, c_void_p],
     ),
     "warpcore_response_end": (warpcore_result, [warpcore_response_p]),
+    "warpcore_response_abort": (warpcore_result, [warpcore_response_p]),
     "warpcore_result_str": (c_char_p, [c_uint32]),
     "warpcore_last_error_message": (c_size_t, [c_char_p, c_size_t]),
     "warpcore_version": (c_char_p, []),
@@ -329,6 +330,7 @@ for _name in (
     "warpcore_response_write",
     "warpcore_response_write_buffer",
     "warpcore_response_end",
+    "warpcore_response_abort",
 ):
     _res, _args = FUNCTIONS[_name]
     _fn = getattr(_LIB_KEEP_GIL, _name)

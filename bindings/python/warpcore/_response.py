@@ -5,19 +5,14 @@
 is started at once and its iterable is drained by a stream thread, whose writes
 block while the client is slow (the library's backpressure), so the event loop
 never waits for the iterable. ``FileResponse`` is sent by the library
-(``warpcore_respond_file``: sendfile, ETag, conditionals, ranges) when the
-handler returns it; answered later from another thread, where that call is not
-available, the file is read here (sent from memory without a copy, or streamed
-in chunks when large).
+(``warpcore_respond_file``: sendfile, ETag, conditionals, ranges), also when
+answered later from another thread.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import mimetypes
 import os
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
@@ -44,8 +39,7 @@ Body = Union[bytes, bytearray, memoryview, str]
 
 #: Bodies at least this large are handed over without a copy.
 ZERO_COPY_MIN = 64 * 1024
-#: Files up to this size are read whole and sent from memory; larger ones are streamed.
-FILE_IN_MEMORY_MAX = 1024 * 1024
+#: Read size for file-like bodies the library cannot send itself (WSGI).
 FILE_CHUNK = 256 * 1024
 
 _respond = F.respond
@@ -54,8 +48,10 @@ _start = F.response_start
 _write = F.response_write
 _write_buffer = F.response_write_buffer
 _end = F.response_end
+_abort = F.response_abort
 _respond_inline = INLINE.respond
 _respond_file_inline = INLINE.respond_file
+_respond_file = F.respond_file
 _respond_buffer_inline = INLINE.respond_buffer
 _start_inline = INLINE.response_start
 
@@ -288,74 +284,20 @@ class Responder:
             pump(res, s.iterable)
 
     def _file(self, res: Any, f: FileResponse, on_worker: bool) -> None:
-        if on_worker:
-            # Inside the handler call the library sends the file itself
-            # (sendfile, its caches, ETag, conditionals, ranges).
-            extra = [("Content-Type", f.content_type)] if f.content_type else []
-            h = header_array(_merge_headers(f.headers, extra) if extra else f.headers)
-            path = os.fsencode(os.path.abspath(f.path))
-            rc = _respond_file_inline(res, f.status, h.address, h.count, path, len(path))
-            if rc == 0 or rc == CLOSED:
-                return
-            if rc == _ffi.IO_ERROR:  # missing, a directory, unreadable: nothing was sent
-                return self.answer(res, _ERROR_404, on_worker)
-            raise error_for(rc, "warpcore_respond_file")
-        # After the handler call (a deferred answer) warpcore_respond_file is
-        # not available: read the file here.
-        try:
-            fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+        # The library sends the file itself (sendfile, ETag, conditionals,
+        # ranges): inside the handler call through the worker's caches, after
+        # it (a deferred answer) opened on this thread. The inline variant
+        # keeps the GIL: on the worker it never blocks.
+        extra = [("Content-Type", f.content_type)] if f.content_type else []
+        h = header_array(_merge_headers(f.headers, extra) if extra else f.headers)
+        path = os.fsencode(os.path.abspath(f.path))
+        respond_file = _respond_file_inline if on_worker else _respond_file
+        rc = respond_file(res, f.status, h.address, h.count, path, len(path))
+        if rc == 0 or rc == CLOSED:
+            return
+        if rc == _ffi.IO_ERROR:  # missing, a directory, unreadable: nothing was sent
             return self.answer(res, _ERROR_404, on_worker)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                return self.answer(res, _ERROR_404, on_worker)
-            ctype = f.content_type or mimetypes.guess_type(f.path)[0] or "application/octet-stream"
-            if ctype.startswith("text/") and "charset" not in ctype:
-                ctype += "; charset=utf-8"
-            headers = _merge_headers(
-                f.headers,
-                [
-                    ("Content-Type", ctype),
-                    ("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True)),
-                ],
-            )
-            if st.st_size <= FILE_IN_MEMORY_MAX:
-                with os.fdopen(fd, "rb") as fh:
-                    fd = -1
-                    data = fh.read()
-                return self.answer(res, Response(f.status, headers, data), on_worker)
-            stream = StreamResponse(_file_chunks(fd, st.st_size), f.status, headers, st.st_size)
-            fd = -1
-            return self._stream(res, stream, on_worker)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-
-
-class _file_chunks:
-    """Iterates a file descriptor in FILE_CHUNK pieces; closes it at the end."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
-        self.left = size
-
-    def __iter__(self) -> Iterator[bytes]:
-        try:
-            while self.left > 0:
-                chunk = os.read(self.fd, min(FILE_CHUNK, self.left))
-                if not chunk:
-                    break
-                self.left -= len(chunk)
-                yield chunk
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        raise error_for(rc, "warpcore_respond_file")
 
 
 def _close(iterable: Any) -> None:
@@ -371,8 +313,8 @@ def pump(res: int, iterable: Iterable[Any]) -> None:
     """Writes every chunk of ``iterable`` to the started stream ``res`` and ends
     it. Runs on a stream thread (writes block above the high-water mark) or
     inside the handler call for lists. Never raises: an error is logged and
-    the stream ended (with a declared length, a short stream closes the
-    connection)."""
+    the stream aborted (the connection closes without the stream's end, so
+    the client sees an incomplete body)."""
     try:
         for chunk in iterable:
             if type(chunk) is not bytes:
@@ -399,8 +341,8 @@ def pump(res: int, iterable: Iterable[Any]) -> None:
         return
     finally:
         _close(iterable)
-    # After an error: end the stream so the handle is released (a declared
-    # length now falls short and the library closes the connection).
-    rc = _end(res)
-    if rc and rc not in (CLOSED, LENGTH_MISMATCH):
-        log.error("warpcore_response_end: %s", error_for(rc, "warpcore_response_end"))
+    # After an error: abort, which releases the handle and closes the
+    # connection without the last chunk.
+    rc = _abort(res)
+    if rc and rc != CLOSED:
+        log.error("warpcore_response_abort: %s", error_for(rc, "warpcore_response_abort"))

@@ -117,11 +117,7 @@ class Server:
         _check_timeouts(self._settings["timeouts"])
         self._keep: List[Any] = []  # callbacks the library may still call
         self.shutdown_report: Optional[Dict[str, int]] = None
-        self._static = {}
-        for prefix, root in (static or {}).items():
-            if not prefix.startswith("/"):
-                raise ValueError(f"static prefix {prefix!r} must start with '/'")
-            self._static[prefix] = os.path.abspath(os.fspath(root))
+        self._static = _static_mounts(static)
         self._handler = handler
         self._responder = Responder(stream_threads)
         self._ptr: Optional[int] = None
@@ -322,11 +318,12 @@ class Server:
         no connection dropped: ``handler``, and any of the constructor's engine
         settings (``server_name``, ``max_body_size``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
-        ``timeouts``, ``access_log``). Settings not given keep their values.
-        The address, the worker count and the static mounts are fixed at start.
-        May be called from a handler."""
-        if "static" in settings:
-            raise NotImplementedError("libwarpcore fixes static mounts when the server starts: restart it to change them")
+        ``timeouts``, ``access_log``, ``file_cache``) and ``static`` (the whole
+        new set of mounts; ``{}`` removes them all). Settings not given keep
+        their values; a refused reload (a missing static directory, say) raises
+        and changes nothing. The address and the worker count are fixed at
+        start. May be called from a handler."""
+        static = settings.pop("static", None)
         unknown = set(settings) - set(self._settings)
         if unknown:
             raise TypeError(f"reload() cannot change {', '.join(sorted(unknown))}")
@@ -335,12 +332,14 @@ class Server:
         if "timeouts" in settings:
             settings["timeouts"] = dict(settings["timeouts"] or {})
             _check_timeouts(settings["timeouts"])
-        if settings:
+        if settings or static is not None:
             ptr = self._ptr
             if ptr is None or self._shut:
                 raise RuntimeError("the server is not running")
-            old = self._settings
+            old, old_static = self._settings, self._static
             self._settings = dict(old, **settings)
+            if static is not None:
+                self._static = _static_mounts(static)
             try:
                 cfg = self._config(self._port, len(self._threads))
                 try:
@@ -348,7 +347,7 @@ class Server:
                 finally:
                     F.config_free(cfg)
             except BaseException:
-                self._settings = old
+                self._settings, self._static = old, old_static
                 raise
         if handler is not None:
             self._handler = handler  # one attribute store: atomic for the workers
@@ -407,6 +406,16 @@ class Server:
     def __repr__(self) -> str:
         state = "running" if self.running else ("stopped" if self._shut else "new")
         return f"<warpcore.Server {self.host}:{self._port or self._requested_port} {state}>"
+
+
+def _static_mounts(static: Optional[Mapping[str, Union[str, "os.PathLike[str]"]]]) -> Dict[str, str]:
+    """URL prefix -> absolute directory, prefixes checked."""
+    mounts = {}
+    for prefix, root in (static or {}).items():
+        if not prefix.startswith("/"):
+            raise ValueError(f"static prefix {prefix!r} must start with '/'")
+        mounts[prefix] = os.path.abspath(os.fspath(root))
+    return mounts
 
 
 def _check_timeouts(timeouts: Mapping[str, float]) -> None:

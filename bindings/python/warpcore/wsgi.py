@@ -53,6 +53,7 @@ _respond = F.respond
 _respond_buffer = F.respond_buffer
 _start = F.response_start
 _end = F.response_end
+_abort = F.response_abort
 _respond_raw = RAW.respond
 _respond_raw_deferred = RAW.respond_deferred
 
@@ -356,9 +357,10 @@ def _app_failed(call: _Call, environ: Dict[str, Any], exc: BaseException) -> Non
         if rc and rc != CLOSED:
             log.error("cannot answer 500: %s", error_for(rc, "warpcore_respond"))
     else:
-        # Mid-stream: with a Content-Length the short body closes the
-        # connection; a chunked body can only be ended (the C API has no abort).
-        _end(call.res)
+        # Mid-stream (PEP 3333: abort the connection): what was written goes
+        # out, then the close, without the last chunk or the rest of the
+        # Content-Length, so the client sees the body is incomplete.
+        _abort(call.res)
 
 
 class WSGIServer(Server):

@@ -55,6 +55,7 @@ module Network.WarpCore
   , writeStream
   , writeStreamBuilder
   , endStream
+  , abortResponse
     -- * Errors
   , WarpCoreError (..)
   , resultName

@@ -94,6 +94,7 @@ module Network.WarpCore.Raw
   , c_warpcore_response_write
   , c_warpcore_response_write_buffer
   , c_warpcore_response_end
+  , c_warpcore_response_abort
     -- * Results and version
   , c_warpcore_result_str
   , c_warpcore_last_error_message
@@ -430,6 +431,8 @@ foreign import ccall safe "warpcore_response_write_buffer"
     :: Ptr Response -> Ptr Word8 -> CSize -> FunPtr ReleaseCallback -> Ptr () -> IO Result
 foreign import ccall safe "warpcore_response_end"
   c_warpcore_response_end :: Ptr Response -> IO Result
+foreign import ccall safe "warpcore_response_abort"
+  c_warpcore_response_abort :: Ptr Response -> IO Result
 
 -- results and version -------------------------------------------------------
 

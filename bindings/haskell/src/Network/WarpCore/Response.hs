@@ -18,6 +18,7 @@ module Network.WarpCore.Response
   , writeStreamBuilder
   , writeStreamPtr
   , endStream
+  , abortResponse
   , finishResponder
     -- * Tuning
   , zeroCopyThreshold
@@ -281,14 +282,24 @@ writeStreamBuilder r b =
 endStream :: Responder -> IO ()
 endStream r = transition r "warpcore_response_end" Streaming Finished (Raw.c_warpcore_response_end (responderPtr r))
 
--- | Makes sure the handle is released: answers 500 if nothing was sent, ends
--- a stream still open. Errors (the client gone) are ignored.
+-- | Gives up on the answer (the error path of 'endStream'): before anything
+-- was sent the client gets 500 and the connection closes; mid-stream the
+-- connection closes after what was written, without the stream's end, so the
+-- client sees an incomplete body.
+abortResponse :: Responder -> IO ()
+abortResponse r = do
+  st <- responderState r
+  transition r "warpcore_response_abort" st Finished (Raw.c_warpcore_response_abort (responderPtr r))
+
+-- | Makes sure the handle is released: answers 500 if nothing was sent,
+-- aborts a stream still open (the client sees it incomplete). Errors (the
+-- client gone) are ignored.
 finishResponder :: Responder -> IO ()
 finishResponder r = do
   st <- responderState r
   case st of
     Fresh -> ignore (respond r 500 [("Content-Type", "text/plain")] "Internal Server Error\n")
-    Streaming -> ignore (endStream r)
+    Streaming -> ignore (abortResponse r)
     Finished -> pure ()
   where
     ignore act = act `catch` \e -> let _ = e :: WarpCoreError in pure ()

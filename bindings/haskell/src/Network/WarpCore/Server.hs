@@ -418,8 +418,10 @@ withServer cfg handler = bracket (start cfg handler) close
 run :: Config -> Handler -> (Server -> IO ()) -> IO ()
 run cfg handler ready = withServer cfg handler $ \s -> ready s >> wait s
 
--- | Applies new settings and a new handler to requests read from now on;
--- requests in flight finish with what they started with. The listen
+-- | Applies new settings (static mounts included) and a new handler to
+-- requests read from now on; requests in flight finish with what they
+-- started with. A refused reload (a missing static directory, say) throws
+-- 'WarpCoreError' and leaves the old handler and settings in place. The listen
 -- address, worker count, dispatch and worker threads cannot change (those
 -- fields of the new config are ignored, except that a different address or
 -- worker count is refused by the library).
@@ -431,8 +433,9 @@ reload s cfg handler =
     serverSetHandler s c
     -- The handler is swapped first: a request read after the reload must not
     -- reach the old one. (One read just before it may reach the new one.)
-    writeIORef (serverHandler s) handler
+    old <- atomicModifyIORef' (serverHandler s) (\h -> (handler, h))
     check "warpcore_server_reload" (Raw.c_warpcore_server_reload (serverPtr s) c)
+      `onException` writeIORef (serverHandler s) old
 
 -- | The server's counters.
 stats :: Server -> IO Raw.Stats

@@ -99,6 +99,7 @@ import System.Environment (lookupEnv)
 import System.IO (hPutStrLn, stderr)
 import System.IO.Error (ioeGetErrorType)
 import System.IO.Unsafe (unsafePerformIO)
+import System.Posix.Files (fileSize, getFileStatus)
 import Text.Read (readMaybe)
 
 import qualified Network.WarpCore as WC
@@ -124,6 +125,8 @@ data Settings = Settings
   , settingsGracefulShutdownTimeout :: Maybe Int
   , settingsMaxTotalHeaderLength :: Int
   , settingsLogger :: Request -> H.Status -> Maybe Integer -> IO ()
+  , settingsLogging :: Bool
+  -- ^ 'setLogger' was called: worth a stat to log a whole file's size.
   , settingsWorkers :: Maybe Int
   , settingsMaxBodySize :: Maybe Word64
   , settingsStreamHighWater :: Maybe Word64
@@ -150,6 +153,7 @@ defaultSettings =
     , settingsGracefulShutdownTimeout = Nothing
     , settingsMaxTotalHeaderLength = 50 * 1024
     , settingsLogger = \_ _ _ -> pure ()
+    , settingsLogging = False
     , settingsWorkers = Nothing
     , settingsMaxBodySize = Nothing
     , settingsStreamHighWater = Nothing
@@ -208,7 +212,7 @@ setMaxTotalHeaderLength n s = s {settingsMaxTotalHeaderLength = n}
 
 -- | Called after each response with its status and body length when known.
 setLogger :: (Request -> H.Status -> Maybe Integer -> IO ()) -> Settings -> Settings
-setLogger f s = s {settingsLogger = f}
+setLogger f s = s {settingsLogger = f, settingsLogging = True}
 
 -- | Accepted for Warp compatibility: libwarpcore speaks HTTP/1.1 only.
 setHTTP2Disabled :: Settings -> Settings
@@ -431,13 +435,16 @@ sendResponse s req res rsp = do
     send (ResponseBuilder st hs b) = do
       WC.respondBuilder res (H.statusCode st) (plain hs) b
       pure (st, Nothing)
-    send (ResponseFile st hs path Nothing)
-      | WC.responderInline res = do
-          -- Inside the handler call the library sends the file itself.
-          sent <- try (WC.respondFile res (H.statusCode st) (plain hs) path)
-          case sent of
-            Right () -> pure (st, Nothing)
-            Left (_ :: WC.WarpCoreError) -> sendFile req res st hs path Nothing
+    send (ResponseFile st hs path Nothing) = do
+      -- The library sends the file itself (sendfile; conditionals and ranges),
+      -- inside the handler call or from this thread after it.
+      sent <- try (WC.respondFile res (H.statusCode st) (plain hs) path)
+      case sent of
+        Right () | settingsLogging s -> do
+          size <- try (fileSize <$> getFileStatus path)
+          pure (st, either (\(_ :: IOException) -> Nothing) (Just . fromIntegral) size)
+        Right () -> pure (st, Nothing)
+        Left (_ :: WC.WarpCoreError) -> sendFile req res st hs path Nothing
     send (ResponseFile st hs path part) = sendFile req res st hs path part
     send (ResponseStream st hs body) = do
       let (len, hs') = takeLength hs

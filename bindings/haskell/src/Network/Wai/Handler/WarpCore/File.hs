@@ -3,9 +3,10 @@
 -- (with @Content-Range@ when partial); without one, a @200@ answer honours
 -- @If-Modified-Since@, @If-Unmodified-Since@, @If-Range@ and a single @Range@.
 --
--- libwarpcore's own file responses (@warpcore_respond_file@, sendfile) are
--- not in the C API yet; until they are, the file's bytes are read here and
--- sent as a buffer (small parts) or as a stream with backpressure.
+-- A whole file goes through libwarpcore's own file response
+-- (@warpcore_respond_file@, sendfile); this module answers a 'FilePart', and a
+-- file the library refused (missing, unreadable: a 404 here): the bytes are
+-- read here and sent as a buffer (small parts) or as a stream with backpressure.
 module Network.Wai.Handler.WarpCore.File
   ( sendFile
   , filePlan

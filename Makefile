@@ -3,7 +3,10 @@
 #   make run        the C demo on 127.0.0.1:8080, examples/www/ under /static/
 #   make test       every test suite (installs what it needs when missing)
 #   make header     regenerate include/warpcore.h with cbindgen
-#   make bench-compare  the C demo against nginx, Warp, hyper, may_minihttp (wrk, ~10 min)
+#   make bench      criterion micro benchmarks + wrk load runs of the demos (~15 min)
+#   make bench-compare  the same with nginx, Warp, hyper, granian, gunicorn (~30 min)
+#   make bench-scale    the C demo with 1, 2, 4, … workers up to the core count
+#   make bench-smoke    one short checked run of each (part of make test)
 #   make haskell    the Haskell binding (bindings/haskell), build/demo-hs, build/scotty-hs
 #   make haskell-install  register the warpcore package in the user's GHC package db
 #   make install    the library, its header and warpcore.pc under PREFIX (/usr/local); DESTDIR honoured
@@ -23,7 +26,7 @@ SONAME        := libwarpcore.so.$(VERSION_MAJOR)
 # Programs linked in the tree record the soname: the link lets them load target/release's library.
 SONAME_LINK   := $(LIBDIR)/$(SONAME)
 
-.PHONY: all lib header run test test-deps test-rust test-abi test-python test-install test-docs clean bench-compare
+.PHONY: all lib header run test test-deps test-rust test-abi test-python test-install test-docs clean bench bench-compare bench-scale bench-smoke
 .PHONY: install uninstall
 
 all: lib include/warpcore.h build/demo build/deferred build/stream
@@ -52,7 +55,7 @@ run: all
 	./build/demo --host 127.0.0.1 --port 8080 --static /static=examples/www
 
 # Every suite; a missing tool is installed or is an error, never a skip.
-test: test-deps all test-rust test-abi test-python test-haskell test-install test-docs
+test: test-deps all test-rust test-abi test-python test-haskell test-install test-docs bench-smoke
 	@echo "make test: all suites passed"
 
 test-deps:
@@ -81,9 +84,21 @@ test-docs: all haskell
 	@bash scripts/python-venv.sh
 	@bash tests/docs/run.sh
 
-# Peers once per machine: bash ../shared/bench/setup-peers.sh
-bench-compare:
-	@bash scripts/bench-compare.sh
+# Benchmarks (benches/harness/bench.py; results in benches/results/, the README
+# table between the bench markers). Extra harness flags: BENCH_ARGS='--rounds 5'.
+bench: all
+	@bash scripts/bench.sh bench $(BENCH_ARGS)
+
+# Installs and builds the peers when missing (benches/peers/setup.sh).
+bench-compare: all
+	@bash scripts/bench.sh compare $(BENCH_ARGS)
+
+bench-scale: all
+	@bash scripts/bench.sh scale $(BENCH_ARGS)
+
+# The Haskell demo is expected here, so it is built first (make test built it already).
+bench-smoke: all haskell
+	@bash scripts/bench.sh smoke $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -418,12 +418,7 @@ fn a_slow_reader_gets_a_large_file_intact() {
     let content = pattern(8 << 20);
     std::fs::write(site.path("big.bin"), &content).unwrap();
     let s = site.serve();
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let addr: std::net::SocketAddr = s.addr().parse().unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut stream = Client::connect_with_rcvbuf(s.port, 16 * 1024).stream;
     use std::io::Write;
     stream.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /static/digits.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     // Let the server fill the socket and wait for it to drain.
@@ -741,12 +736,7 @@ fn a_file_in_flight_finishes_after_its_mount_is_reloaded_away() {
     let content = pattern(8 << 20);
     std::fs::write(site.path("big.bin"), &content).unwrap();
     let s = site.serve();
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let addr: std::net::SocketAddr = s.addr().parse().unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut stream = Client::connect_with_rcvbuf(s.port, 16 * 1024).stream;
     use std::io::Write;
     stream.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut got = vec![0u8; 4096];

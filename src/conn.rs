@@ -88,11 +88,13 @@ pub(crate) struct Waiting {
     pub body_bytes: u64,
     /// The access-log line's request part, when logging.
     pub log: Option<LogStart>,
+    /// The answer was counted in the handler call (its stream began writing there).
+    pub counted: bool,
 }
 
 impl Waiting {
     pub fn new(shared: Arc<DeferredShared>, meta: RequestMeta, stream: Option<StreamOut>) -> Waiting {
-        Waiting { shared, meta, stream, unacked: 0, status: 0, body_bytes: 0, log: None }
+        Waiting { shared, meta, stream, unacked: 0, status: 0, body_bytes: 0, log: None, counted: false }
     }
 }
 
@@ -275,6 +277,8 @@ impl ConnState {
             status: 0,
             body_bytes: 0,
             file: FileCtx { files: &mut ctx.files, method: request.method, headers: fields },
+            stats: &ctx.stats,
+            counted: false,
         };
         // A path under a static mount is served by the engine, without the
         // handler; a panicking handler costs its connection, never the worker.
@@ -283,9 +287,11 @@ impl ConnState {
                 settings.handler.handle(&request, &mut response);
             }
         }));
-        let (outcome, status, body_bytes) = (response.outcome, response.status, response.body_bytes);
+        let (outcome, status, body_bytes, counted) = (response.outcome, response.status, response.body_bytes, response.counted);
         let stats = &ctx.stats;
-        bump(&stats.requests, 1);
+        if !counted {
+            bump(&stats.requests, 1);
+        }
         let log_request = ctx.access.as_ref().map(|_| LogRequest {
             peer: self.peer_text.as_bytes(),
             method: request.method,
@@ -324,7 +330,9 @@ impl ConnState {
             }
         };
         if let Some(status) = final_status {
-            stats.response(status);
+            if !counted {
+                stats.response(status);
+            }
             if ctx.draining {
                 ctx.finished_while_draining += 1;
             }
@@ -468,7 +476,9 @@ impl ConnState {
                 match stream.finish(out) {
                     Ok(close) => {
                         self.close_after_flush |= close || stream.close_after;
-                        stats.response(waiting.status);
+                        if !waiting.counted {
+                            stats.response(waiting.status);
+                        }
                         (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
                     }
                     Err(_) => return false,
@@ -479,7 +489,9 @@ impl ConnState {
                 if waiting.stream.is_some() {
                     // What was written leaves (earlier pipelined answers whole);
                     // the missing end tells the client the body is incomplete.
-                    stats.response(waiting.status);
+                    if !waiting.counted {
+                        stats.response(waiting.status);
+                    }
                     (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
                 } else {
                     compose_error(out, &env, 500);

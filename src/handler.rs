@@ -13,6 +13,7 @@ use crate::file::FileCtx;
 use crate::http::compose::{compose_head, BodyLength, ComposeEnv, ComposeError, RequestMeta};
 use crate::out::OutQueue;
 use crate::payload::Payload;
+use crate::stats::{bump, WorkerStats};
 use crate::stream::StreamOut;
 
 /// An application. Called on the worker thread that read the request; shared by
@@ -136,6 +137,11 @@ pub struct Response<'a> {
     pub(crate) body_bytes: u64,
     /// For file answers: the worker's static files and the request's method and fields.
     pub(crate) file: FileCtx<'a>,
+    /// The worker's counters, and whether this request is counted already:
+    /// it is before any of its bytes are written from inside the handler call,
+    /// so that a client never sees an answer the counters do not show yet.
+    pub(crate) stats: &'a WorkerStats,
+    pub(crate) counted: bool,
 }
 
 impl Response<'_> {
@@ -285,6 +291,7 @@ impl Response<'_> {
         let mut waiting = Waiting::new(shared.clone(), self.meta, stream);
         waiting.status = self.status;
         waiting.body_bytes = self.body_bytes;
+        waiting.counted = self.counted;
         *self.defer_slot.waiting = Some(waiting);
         self.outcome = Outcome::Deferred;
         let remaining = stream.map(|s| s.remaining());
@@ -327,6 +334,17 @@ impl Response<'_> {
         Ok(stream.data_suffix(len))
     }
 
+    /// Counts the request and its answer before bytes leave from inside the
+    /// handler call (answers gathered in the output buffer are counted when
+    /// the handler returns, before the buffer is written).
+    pub(crate) fn count_before_writing(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            bump(&self.stats.requests, 1);
+            self.stats.response(self.status);
+        }
+    }
+
     /// Adds body bytes after what is gathered: copied when small, else written
     /// straight from `body` with one `writev`.
     fn put_body(&mut self, body: &[u8], suffix: &[u8]) -> Result<(), RespondError> {
@@ -335,6 +353,7 @@ impl Response<'_> {
             self.out.extend_from_slice(suffix);
             return Ok(());
         }
+        self.count_before_writing();
         if !crate::out::write_borrowed(self.stream, self.backlog, self.out, body, suffix) {
             self.outcome = Outcome::Broken;
             return Err(RespondError::Closed);
@@ -348,6 +367,7 @@ impl Response<'_> {
             self.out.extend_from_slice(suffix);
             return Ok(());
         }
+        self.count_before_writing();
         if !crate::out::write_now_or_queue(self.stream, self.backlog, self.out, Some(body), suffix) {
             self.outcome = Outcome::Broken;
             return Err(RespondError::Closed);

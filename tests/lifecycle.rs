@@ -265,6 +265,32 @@ fn stats_add_up_with_what_was_sent() {
 }
 
 #[test]
+fn answers_written_inside_the_handler_are_counted_before_the_client_has_them() {
+    // Large bodies leave from inside the handler call (writev, a stream's
+    // data): the counters must show them by the time the client has them, even
+    // while the handler has not returned yet (it sleeps after writing here).
+    let big = vec![b'x'; 64 * 1024];
+    let s = start(move |req: &warpcore::Request<'_>, res: &mut warpcore::Response<'_>| {
+        let _ = match req.path {
+            b"/stream" => res.start(201, std::iter::empty(), Some(big.len() as u64)).and_then(|_| res.write(&big)),
+            _ => res.respond(200, std::iter::empty(), &big),
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        if req.path == b"/stream" {
+            let _ = res.end();
+        }
+    });
+    let mut c = s.connect();
+    for (i, path) in ["/", "/stream"].into_iter().enumerate() {
+        let r = c.get(path);
+        assert_eq!(r.body.len(), 64 * 1024);
+        let st = s.server.stats();
+        assert_eq!(st.requests, i as u64 + 1, "{path}: the request is counted before its answer was read");
+        assert_eq!(st.responses[1], i as u64 + 1, "{path}: the answer is counted before it was read");
+    }
+}
+
+#[test]
 fn access_log_lines_parse_back_and_rotate() {
     let dir = std::env::temp_dir().join(format!("warpcore-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -118,6 +118,7 @@ impl Response<'_> {
     /// Moves what is gathered in the output buffer to the connection's queue,
     /// adds the body's pieces, and sends what the socket takes now.
     fn queue(&mut self, push: impl FnOnce(&mut OutQueue)) -> Result<(), RespondError> {
+        self.count_before_writing();
         let was_empty = self.backlog.is_empty();
         self.backlog.push_copy(self.out);
         self.out.clear();

@@ -343,16 +343,15 @@ impl Deferred {
             return Err(RespondError::AlreadyAnswered);
         }
         check_status(status)?;
-        // Refuse bad fields before touching the file.
-        OwnedHead::render(headers.iter().copied(), b"")?;
         self.check_open()?;
         let prepared = self
             .file_query
             .with_request(|req| crate::file::plan_detached(req, status, path, headers))
             .map_err(|FileError(e)| RespondError::FileUnavailable(e.kind()))?;
+        // A bad field fails here, after the file was opened but before
+        // anything is posted: nothing is sent either way.
         let plan = &prepared.plan;
-        let ours = plan.fields.iter().filter(|(name, _)| !headers.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)));
-        let head = OwnedHead::render(headers.iter().copied().chain(ours), b"")?;
+        let head = OwnedHead::render(plan.fields.after(headers), b"")?;
         let (status, length) = (plan.status, plan.length);
         self.phase = Phase::Done;
         self.post(Answer::File(Box::new(FileAnswer { status, head, length, prepared })))

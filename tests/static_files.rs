@@ -774,6 +774,12 @@ fn deferred_handles_answer_with_files_from_other_threads() {
         let mut d = res.defer().unwrap();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(if name == "hello.txt" { 20 } else { 0 }));
+            // A bad field is refused with nothing sent; the handle stays usable
+            // (if not, the client sees a 500, not the file).
+            let bad: &[(&[u8], &[u8])] = &[(b"Bad Name", b"x")];
+            if path.is_file() {
+                assert_eq!(d.respond_file(200, bad, &path), Err(RespondError::InvalidHeader));
+            }
             let extra: &[(&[u8], &[u8])] = &[(b"X-From", b"thread")];
             match d.respond_file(200, extra, &path) {
                 Ok(()) => {}

@@ -76,10 +76,9 @@ impl Response<'_> {
 
     fn send_prepared(&mut self, prepared: Prepared, given: &[(&[u8], &[u8])]) -> Result<(), RespondError> {
         let Prepared { plan, file } = prepared;
-        let ours = plan.fields.iter().filter(|(name, _)| !given.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)));
-        let headers = given.iter().map(|&(n, v)| -> (&[u8], &[u8]) { (n, v) }).chain(ours);
         let start = self.out.len();
-        let composed = compose_head(self.out, &self.env, plan.status, headers, BodyLength::Known(plan.length), self.meta)?;
+        let composed =
+            compose_head(self.out, &self.env, plan.status, plan.fields.after(given), BodyLength::Known(plan.length), self.meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
         self.status = plan.status;
         if composed.omit_body {

@@ -62,6 +62,13 @@ impl HeadFields {
         self.spans[..self.len].iter().map(|&(a, b, c)| (&self.buf[a..b], &self.buf[b..c]))
     }
 
+    /// `given` (a handler's own fields) followed by those of these fields that
+    /// `given` does not name: a handler's field replaces the engine's.
+    pub fn after<'a>(&'a self, given: &'a [(&'a [u8], &'a [u8])]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
+        let ours = self.iter().filter(move |(name, _)| !given.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)));
+        given.iter().copied().chain(ours)
+    }
+
     #[cfg(test)]
     /// The value of the field `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {

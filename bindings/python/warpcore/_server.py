@@ -355,22 +355,21 @@ class Server:
     def stats(self) -> Dict[str, int]:
         """The engine's counters (connections, requests, responses by class,
         bytes, parse errors, cache hits), summed over the workers."""
-        ptr = self._ptr
-        if ptr is None:
-            raise RuntimeError("the server is not running")
-        out = _ffi.warpcore_stats()
-        check(F.server_stats(ptr, byref(out)), "warpcore_server_stats")
-        return {name: getattr(out, name) for name, _ in out._fields_}
+        return self._counters(_ffi.warpcore_stats, F.server_stats, "warpcore_server_stats")
 
     def file_cache_stats(self) -> Dict[str, int]:
         """Hit and miss counts of the library's file caches (static mounts and
         FileResponse)."""
+        return self._counters(_ffi.warpcore_file_cache_stats, F.server_file_cache_stats, "warpcore_server_file_cache_stats")
+
+    def _counters(self, struct: Any, read: Any, name: str) -> Dict[str, int]:
+        """One counters struct read by ``read``, as a dict of its fields."""
         ptr = self._ptr
         if ptr is None:
             raise RuntimeError("the server is not running")
-        out = _ffi.warpcore_file_cache_stats()
-        check(F.server_file_cache_stats(ptr, byref(out)), "warpcore_server_file_cache_stats")
-        return {name: getattr(out, name) for name, _ in out._fields_}
+        out = struct()
+        check(read(ptr, byref(out)), name)
+        return {field: getattr(out, field) for field, _ in out._fields_}
 
     def reopen_logs(self) -> None:
         """Reopens the access-log file (after log rotation moved it away)."""

@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     deadline: Mutex<Option<Instant>>,
     settings: Mutex<(Arc<Settings>, u64)>,
+    /// The generation in `settings`, readable without the lock: a worker whose
+    /// own handler reloaded sees it before it reads another request.
+    generation: AtomicU64,
     open_connections: AtomicUsize,
     control: Mutex<Control>,
     changed: Condvar,
@@ -74,6 +77,11 @@ impl Shared {
     pub fn current_settings(&self) -> (Arc<Settings>, u64) {
         let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         (s.0.clone(), s.1)
+    }
+
+    /// The latest settings generation (one atomic load, cheap enough per event).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn acknowledge(&self, worker: usize, generation: u64) {
@@ -126,7 +134,6 @@ pub struct Server {
     mailboxes: Vec<Arc<Mailbox>>,
     stats: Vec<Arc<WorkerStats>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    generation: AtomicU64,
 }
 
 thread_local! {
@@ -149,6 +156,7 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             deadline: Mutex::new(None),
             settings: Mutex::new((settings, 0)),
+            generation: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             control: Mutex::new(Control {
                 unfinished: count,
@@ -179,7 +187,6 @@ impl Server {
             mailboxes,
             stats,
             threads: Mutex::new(Vec::new()),
-            generation: AtomicU64::new(0),
         };
         if !config.external_workers {
             for index in 0..count {
@@ -260,9 +267,9 @@ impl Server {
             let mut current = self.shared.settings.lock().unwrap_or_else(|e| e.into_inner());
             let generation = current.1 + 1;
             *current = (settings, generation);
+            self.shared.generation.store(generation, Ordering::Release);
             generation
         };
-        self.generation.store(generation, Ordering::Release);
         for mailbox in &self.mailboxes {
             mailbox.poke();
         }

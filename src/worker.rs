@@ -358,6 +358,11 @@ impl Worker {
     /// A socket known to be empty (`read_ready` false) is not read at all, so a
     /// deferred answer or a drained backlog costs no `recv` either.
     fn drive_with(&mut self, index: usize, short_read_drains: bool) {
+        // A handler on this worker may have reloaded (its wake-up comes
+        // later): whatever is read from here on must see the new settings.
+        if self.shared.generation() != self.ctx.generation {
+            self.check_settings();
+        }
         let Worker { conns, scratch, out, ctx, clock, .. } = self;
         let timeouts = ctx.settings.timeouts;
         let max_head = ctx.settings.head_limits.max_head_bytes;

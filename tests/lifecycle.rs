@@ -215,6 +215,63 @@ fn reload_swaps_the_handler_for_requests_read_afterwards() {
     assert_eq!(c.get("/").text(), "gen-100");
 }
 
+/// What a reloading handler needs: the server and its own handler (weakly,
+/// so nothing keeps itself alive), and where it leaves the connection it opened.
+#[derive(Default)]
+struct ReloadSlot {
+    server: std::sync::OnceLock<(std::sync::Weak<Server>, std::sync::Weak<dyn warpcore::Handler>)>,
+    opened: Mutex<Option<Client>>,
+}
+
+/// A handler reloads, then (still inside the handler, so surely after the
+/// reload returned) opens a connection and sends a request on it. The worker
+/// accepts that connection right after answering, before it reads its own
+/// wake-up; the request must still get the new settings. Same for the next
+/// request on the reloading connection.
+#[test]
+fn a_reload_from_a_handler_applies_to_requests_its_own_worker_reads_next() {
+    let slot: Arc<ReloadSlot> = Arc::default();
+    let handler: Arc<dyn warpcore::Handler> = {
+        let slot = slot.clone();
+        Arc::new(move |req: &Request<'_>, res: &mut Response<'_>| {
+            if let Some(name) = req.path.strip_prefix(b"/reload/") {
+                let (server, handler) = slot.server.get().unwrap();
+                let server = server.upgrade().unwrap();
+                let config = Config {
+                    listen: "127.0.0.1:0".into(),
+                    workers: 1,
+                    server_name: name.to_vec(),
+                    handler: handler.upgrade(),
+                    ..Config::default()
+                };
+                server.reload(&config).unwrap();
+                let mut opened = Client::connect(server.port());
+                opened.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+                *slot.opened.lock().unwrap() = Some(opened);
+            }
+            let _ = res.respond(200, text(), b"ok");
+        })
+    };
+    let config = Config { listen: "127.0.0.1:0".into(), workers: 1, handler: Some(handler.clone()), ..Config::default() };
+    let server = Arc::new(Server::start(&config).unwrap());
+    assert!(slot.server.set((Arc::downgrade(&server), Arc::downgrade(&handler))).is_ok());
+    let mut c = Client::connect(server.port());
+    for round in 0..50 {
+        let name = format!("gen-{round}");
+        // A new connection each round whose request arrives with it: the
+        // worker handles it from its accept loop.
+        let mut reloading = Client::connect(server.port());
+        reloading.send(format!("GET /reload/{name} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!(reloading.read_response(false).status, 200);
+        let mut opened = slot.opened.lock().unwrap().take().unwrap();
+        assert_eq!(opened.read_response(false).header("server"), Some(name.as_str()), "round {round}, opened inside");
+        assert_eq!(reloading.get("/").header("server"), Some(name.as_str()), "round {round}, same connection");
+        assert_eq!(c.get("/").header("server"), Some(name.as_str()), "round {round}, an older connection");
+    }
+    drop(c);
+    server.shutdown(Duration::from_secs(1));
+}
+
 #[test]
 fn reload_refuses_a_new_address_or_worker_count() {
     let s = start(demo_handler);

@@ -34,7 +34,8 @@ fn bench_compose(c: &mut Criterion) {
     let mut cache = DateCache::default();
     cache.refresh();
     let server = server_line(b"warpcore");
-    let env = ComposeEnv { date: cache.get(), server_line: &server };
+    cache.set_server_line(&server);
+    let env = ComposeEnv { common: cache.common_lines() };
 
     let mut group = c.benchmark_group("compose_head");
     let cases: [(&str, Fields, BodyLength, RequestMeta); 4] = [

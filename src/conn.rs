@@ -258,7 +258,7 @@ impl ConnState {
         };
         // Borrowed, not cloned: the snapshot changes only between loop turns.
         let settings = &*ctx.settings;
-        let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
+        let env = ComposeEnv { common: ctx.date.common_lines() };
         let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
         let mut response = Response {
             out,
@@ -370,7 +370,7 @@ impl ConnState {
 }
 
 fn env_of(ctx: &WorkerCtx) -> ComposeEnv<'_> {
-    ComposeEnv { date: ctx.date.get(), server_line: &ctx.settings.server_line }
+    ComposeEnv { common: ctx.date.common_lines() }
 }
 
 fn outcome_is_pending(outcome: Outcome) -> bool {
@@ -394,11 +394,10 @@ impl ConnState {
         // An answer that arrives while shutting down closes its connection
         // (also when this worker has not polled since shutdown began).
         waiting.meta.keep_alive &= !(ctx.draining || ctx.shared.is_shutting_down());
-        let settings = ctx.settings.clone();
         // Counted before the bytes leave, so a client never sees an answer the
         // counters do not show yet.
         let stats = ctx.stats.clone();
-        let env = ComposeEnv { date: ctx.date.get(), server_line: &settings.server_line };
+        let env = ComposeEnv { common: ctx.date.common_lines() };
         let (ok, finished) = match answer {
             Answer::Full { status, head, body } => {
                 let len = body.as_ref().map_or(head.body().len(), |p| p.as_ref().len()) as u64;

@@ -12,15 +12,19 @@ thread_local! {
 /// Marks the current thread as inside the library while `f` runs.
 pub(crate) fn quietly<R>(f: impl FnOnce() -> R) -> R {
     install();
-    DEPTH.with(|d| d.set(d.get() + 1));
-    struct Leave;
-    impl Drop for Leave {
-        fn drop(&mut self) {
-            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    // One thread-local lookup: the guard keeps the cell (a library built as a
+    // shared object pays a `__tls_get_addr` call per lookup).
+    DEPTH.with(|depth| {
+        depth.set(depth.get() + 1);
+        struct Leave<'a>(&'a Cell<u32>);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get().saturating_sub(1));
+            }
         }
-    }
-    let _leave = Leave;
-    f()
+        let _leave = Leave(depth);
+        f()
+    })
 }
 
 fn install() {

@@ -88,6 +88,8 @@ impl Worker {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
         let (settings, generation) = shared.current_settings();
+        let mut date = DateCache::default();
+        date.set_server_line(&settings.server_line);
         let access = settings.access_log.as_ref().map(|_| AccessBuffer::default());
         let files = StaticFiles::new(settings.site.clone(), shared.file_counters.clone(), index, poll.registry().try_clone().ok(), FILE_WATCH);
         let worker = Worker {
@@ -104,7 +106,7 @@ impl Worker {
                 index,
                 settings,
                 generation,
-                date: DateCache::default(),
+                date,
                 files,
                 path_buf: Vec::with_capacity(256),
                 mailbox: mailbox.clone(),
@@ -209,6 +211,7 @@ impl Worker {
         self.flush_access_log();
         self.ctx.access = settings.access_log.as_ref().map(|_| self.ctx.access.take().unwrap_or_default());
         self.ctx.files.use_site(&settings.site);
+        self.ctx.date.set_server_line(&settings.server_line);
         self.ctx.settings = settings;
         self.ctx.generation = generation;
         self.shared.acknowledge(self.ctx.index, generation);
@@ -602,7 +605,7 @@ impl Worker {
 }
 
 fn env(ctx: &WorkerCtx) -> ComposeEnv<'_> {
-    ComposeEnv { date: ctx.date.get(), server_line: &ctx.settings.server_line }
+    ComposeEnv { common: ctx.date.common_lines() }
 }
 
 /// Reads what a client that sent its FIN sends while its answer is deferred;

@@ -4,6 +4,7 @@ use std::ffi::c_void;
 
 use super::request::{with_view, warpcore_request};
 use super::response::{with_handle, warpcore_response};
+use super::thread::with_thread;
 use crate::handler::{Handler, Request, Response};
 
 /// A request handler: called once per request with the `userdata` given to
@@ -40,11 +41,13 @@ unsafe impl Sync for CHandler {}
 
 impl Handler for CHandler {
     fn handle(&self, req: &Request<'_>, res: &mut Response<'_>) {
-        with_view(req, |view| {
-            with_handle(res, |handle| {
-                // SAFETY: the callback was given by the embedder for exactly this
-                // signature; `view` lives until it returns, `handle` as documented.
-                unsafe { (self.callback)(self.userdata, view, handle) };
+        with_thread(|thread| {
+            with_view(&thread.header_views, req, |view| {
+                with_handle(thread, res, |handle| {
+                    // SAFETY: the callback was given by the embedder for exactly this
+                    // signature; `view` lives until it returns, `handle` as documented.
+                    unsafe { (self.callback)(self.userdata, view, handle) };
+                })
             })
         });
     }

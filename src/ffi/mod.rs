@@ -4,7 +4,7 @@
 //! a panic cross the boundary.
 //!
 //! One concept per file, as in the header: results, config, server, request,
-//! response, files, version; `panic.rs` and `cast.rs` hold the plumbing.
+//! response, files, version; `panic.rs`, `cast.rs` and `thread.rs` hold the plumbing.
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -24,4 +24,5 @@ pub mod request;
 pub mod response;
 pub mod result;
 pub mod server;
+mod thread;
 pub mod version;

@@ -66,48 +66,45 @@ pub struct warpcore_request {
     pub worker_index: u32,
 }
 
-thread_local! {
-    /// Header views of the request being handled on this thread, reused so that
-    /// a request costs no allocation once the thread has seen its largest one.
-    static HEADER_VIEWS: RefCell<Vec<warpcore_header>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Builds the C view of `req` and passes it to `f`.
-pub(crate) fn with_view<R>(req: &Request<'_>, f: impl FnOnce(&warpcore_request) -> R) -> R {
-    HEADER_VIEWS.with(|cell| {
-        // A handler that starts a nested server call on this thread would find
-        // the cell borrowed; fall back to a fresh vector then.
-        let mut owned;
-        let mut borrowed;
-        let views: &mut Vec<warpcore_header> = match cell.try_borrow_mut() {
-            Ok(b) => {
-                borrowed = b;
-                &mut borrowed
-            }
-            Err(_) => {
-                owned = Vec::new();
-                &mut owned
-            }
-        };
-        views.clear();
-        views.extend(req.headers.iter().map(|h| warpcore_header {
-            name: warpcore_str::of(h.name.as_bytes()),
-            value: warpcore_str::of(h.value),
-        }));
-        let view = warpcore_request {
-            method: warpcore_str::of(req.method),
-            target: warpcore_str::of(req.target),
-            path: warpcore_str::of(req.path),
-            query: warpcore_str::of(req.query),
-            headers: views.as_ptr(),
-            header_count: views.len(),
-            body: warpcore_str::of(req.body),
-            peer_ip: warpcore_str::of(req.peer_ip),
-            peer_port: req.peer.port(),
-            version_major: 1,
-            version_minor: req.minor_version,
-            worker_index: req.worker_index as u32,
-        };
-        f(&view)
-    })
+/// Builds the C view of `req`, with its header views in `cell` (the thread's),
+/// and passes it to `f`.
+pub(crate) fn with_view<R>(
+    cell: &RefCell<Vec<warpcore_header>>,
+    req: &Request<'_>,
+    f: impl FnOnce(&warpcore_request) -> R,
+) -> R {
+    // A handler that starts a nested server call on this thread would find
+    // the cell borrowed; fall back to a fresh vector then.
+    let mut owned;
+    let mut borrowed;
+    let views: &mut Vec<warpcore_header> = match cell.try_borrow_mut() {
+        Ok(b) => {
+            borrowed = b;
+            &mut borrowed
+        }
+        Err(_) => {
+            owned = Vec::new();
+            &mut owned
+        }
+    };
+    views.clear();
+    views.extend(req.headers.iter().map(|h| warpcore_header {
+        name: warpcore_str::of(h.name.as_bytes()),
+        value: warpcore_str::of(h.value),
+    }));
+    let view = warpcore_request {
+        method: warpcore_str::of(req.method),
+        target: warpcore_str::of(req.target),
+        path: warpcore_str::of(req.path),
+        query: warpcore_str::of(req.query),
+        headers: views.as_ptr(),
+        header_count: views.len(),
+        body: warpcore_str::of(req.body),
+        peer_ip: warpcore_str::of(req.peer_ip),
+        peer_port: req.peer.port(),
+        version_major: 1,
+        version_minor: req.minor_version,
+        worker_index: req.worker_index as u32,
+    };
+    f(&view)
 }

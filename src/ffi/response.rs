@@ -1,7 +1,6 @@
 //! `warpcore_response`: the handle a handler answers through, inside the call
 //! (fast path, no queue, no wakeup) or later from any thread (deferred).
 
-use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -9,6 +8,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use super::cast::{try_array, try_slice, try_slice_named};
 use super::request::{warpcore_header, warpcore_str};
 use super::result::{fail, warpcore_result};
+use super::thread::{with_thread, FfiThread};
 use crate::deferred::Deferred;
 use crate::handler::{RespondError, Response};
 use crate::payload::Payload;
@@ -22,7 +22,7 @@ pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void
 
 enum Mode {
     /// Inside the handler call, on the thread whose marker is `thread`
-    /// (`thread_marker`): the live core response.
+    /// (`FfiThread::marker`): the live core response.
     InCall { response: *mut Response<'static>, thread: usize },
     /// After the handler returned without finishing the answer.
     Deferred(Deferred),
@@ -63,40 +63,23 @@ unsafe impl Send for warpcore_response {}
 // SAFETY: as above; every access goes through the mutex.
 unsafe impl Sync for warpcore_response {}
 
-thread_local! {
-    /// Handles for this worker's requests, reused so that a request answered in
-    /// the handler costs no allocation. Boxed: C holds their addresses.
-    #[allow(clippy::vec_box)]
-    static POOL: RefCell<Vec<Box<warpcore_response>>> = const { RefCell::new(Vec::new()) };
-    /// The handle whose handler call runs on this thread, with its core
-    /// response: a call on it takes the fast path, without the lock.
-    static IN_CALL: Cell<(*const warpcore_response, *mut Response<'static>)> =
-        const { Cell::new((std::ptr::null(), std::ptr::null_mut())) };
-}
-
-/// A number that tells this thread from every other live thread: the address
-/// of its `IN_CALL` (cheaper than `std::thread::current().id()`).
-fn thread_marker() -> usize {
-    IN_CALL.with(|cell| cell as *const _ as usize)
-}
-
 /// Runs the C handler with a handle for `res`, then either returns the handle
 /// to the pool or hands it to the caller as a deferred handle.
-pub(crate) fn with_handle(res: &mut Response<'_>, call: impl FnOnce(*mut warpcore_response)) {
-    let mut handle = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+pub(crate) fn with_handle(thread: &FfiThread, res: &mut Response<'_>, call: impl FnOnce(*mut warpcore_response)) {
+    let mut handle = thread.pool.borrow_mut().pop().unwrap_or_else(|| {
         Box::new(warpcore_response { mode: Mutex::new(Mode::Idle), handed_over: Condvar::new(), waiters: AtomicUsize::new(0) })
     });
     let response: *mut Response<'static> = (res as *mut Response<'_>).cast();
     // No lock: the handle is ours alone until `call` hands it out.
-    *handle.mode.get_mut().unwrap_or_else(|e| e.into_inner()) = Mode::InCall { response, thread: thread_marker() };
+    set_mode(handle.mode.get_mut().unwrap_or_else(|e| e.into_inner()), Mode::InCall { response, thread: thread.marker() });
     let raw: *mut warpcore_response = &mut *handle;
-    let outer = IN_CALL.replace((raw, response));
+    let outer = thread.in_call.replace((raw, response));
     call(raw);
-    IN_CALL.set(outer);
+    thread.in_call.set(outer);
 
     let mut mode = handle.lock();
     if res.is_complete() {
-        *mode = Mode::Idle;
+        set_mode(&mut mode, Mode::Idle);
         if handle.waiters.load(Ordering::Relaxed) > 0 {
             // Another thread tried to answer too: wake it to learn that the
             // request was answered, and keep the handle out of the pool so its
@@ -107,12 +90,12 @@ pub(crate) fn with_handle(res: &mut Response<'_>, call: impl FnOnce(*mut warpcor
             return;
         }
         drop(mode);
-        POOL.with(|p| p.borrow_mut().push(handle));
+        thread.pool.borrow_mut().push(handle);
         return;
     }
     match res.defer() {
-        Ok(deferred) => *mode = Mode::Deferred(deferred),
-        Err(_) => *mode = Mode::Idle,
+        Ok(deferred) => set_mode(&mut mode, Mode::Deferred(deferred)),
+        Err(_) => set_mode(&mut mode, Mode::Idle),
     }
     if handle.waiters.load(Ordering::Relaxed) > 0 {
         handle.handed_over.notify_all();
@@ -120,6 +103,20 @@ pub(crate) fn with_handle(res: &mut Response<'_>, call: impl FnOnce(*mut warpcor
     drop(mode);
     // The caller owns it now; the call that finishes the answer frees it.
     let _ = Box::into_raw(handle);
+}
+
+/// Replaces a mode without running drop glue (nor moving the old value out)
+/// when it holds nothing to release: `InCall` and `Idle`, the only ones
+/// `with_handle` replaces.
+fn set_mode(slot: &mut Mode, new: Mode) {
+    if let Mode::Deferred(_) = slot {
+        *slot = new;
+    } else {
+        // SAFETY: `slot` is a valid, exclusively borrowed `Mode` holding
+        // `InCall` (two plain words) or `Idle`: nothing is leaked by
+        // overwriting it.
+        unsafe { std::ptr::write(slot, new) };
+    }
 }
 
 impl warpcore_response {
@@ -218,7 +215,10 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     if handle.is_null() {
         return fail(warpcore_result::NullArgument, "response is NULL");
     }
-    let (current, response) = IN_CALL.get();
+    let (current, response, marker) = with_thread(|t| {
+        let (current, response) = t.in_call.get();
+        (current, response, t.marker())
+    });
     if std::ptr::eq(current, handle) {
         // SAFETY: this thread is inside `with_handle`'s handler call for this
         // handle, where `response` is the live core response; other threads
@@ -233,7 +233,7 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     let mut yields = 0;
     loop {
         match &*mode {
-            Mode::InCall { thread, .. } if *thread != thread_marker() => {
+            Mode::InCall { thread, .. } if *thread != marker => {
                 // The handler is usually just returning: give it the CPU a few
                 // times before sleeping, which would cost both threads syscalls.
                 if yields < 3 {

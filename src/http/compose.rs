@@ -4,17 +4,26 @@
 //! cache, `Server` from a line rendered at start; the engine adds the framing
 //! fields (`Content-Length` or `Transfer-Encoding`) and `Connection` itself.
 
-use super::date::HTTP_DATE_LEN;
+use super::date::DATE_LINE_LEN;
 use super::head::is_token;
 use super::status::{forbids_body, StatusTable};
 
 /// Per-worker pieces every response shares.
 #[derive(Clone, Copy)]
 pub struct ComposeEnv<'a> {
-    /// The current IMF-fixdate (a fixed length: copied without a call).
-    pub date: &'a [u8; HTTP_DATE_LEN],
-    /// `Server: NAME\r\n`, or empty to send none.
-    pub server_line: &'a [u8],
+    /// `Date: <IMF-fixdate>\r\n` followed by `Server: NAME\r\n` (or nothing):
+    /// the worker's `DateCache::common_lines`, copied at once.
+    pub common: &'a [u8],
+}
+
+impl ComposeEnv<'_> {
+    fn date_line(&self) -> &[u8] {
+        &self.common[..DATE_LINE_LEN.min(self.common.len())]
+    }
+
+    fn server_line(&self) -> &[u8] {
+        &self.common[DATE_LINE_LEN.min(self.common.len())..]
+    }
 }
 
 /// What the composer needs to know about the request being answered.
@@ -119,7 +128,6 @@ pub fn render_fields<'h>(
             }
             Some(Special::TransferEncoding) => continue,
         }
-        out.reserve(name.len() + value.len() + 4);
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
@@ -144,12 +152,10 @@ pub fn compose_head<'h>(
     let start = out.len();
     // One pass over the handler's fields: the engine's Date and Server go first
     // and are taken out again in the rare case the handler gave its own.
-    out.reserve(status_line.len() + env.date.len() + env.server_line.len() + 128);
+    out.reserve(status_line.len() + env.common.len() + 128);
     out.extend_from_slice(status_line);
     let date_at = out.len();
-    push_date(out, env);
-    let server_at = out.len();
-    out.extend_from_slice(env.server_line);
+    out.extend_from_slice(env.common);
     let fields_at = out.len();
     let fields = match render_fields(out, headers) {
         Ok(fields) => fields,
@@ -158,6 +164,7 @@ pub fn compose_head<'h>(
             return Err(e);
         }
     };
+    let server_at = date_at + env.date_line().len();
     if fields.server {
         out.drain(server_at..fields_at);
     }
@@ -179,13 +186,13 @@ pub fn compose_head_rendered(
     req: RequestMeta,
 ) -> Result<Composed, ComposeError> {
     let status_line = status_line(status)?;
-    out.reserve(status_line.len() + env.date.len() + env.server_line.len() + rendered.len() + 64);
+    out.reserve(status_line.len() + env.common.len() + rendered.len() + 64);
     out.extend_from_slice(status_line);
-    if !fields.date {
-        push_date(out, env);
-    }
-    if !fields.server {
-        out.extend_from_slice(env.server_line);
+    match (fields.date, fields.server) {
+        (false, false) => out.extend_from_slice(env.common),
+        (true, false) => out.extend_from_slice(env.server_line()),
+        (false, true) => out.extend_from_slice(env.date_line()),
+        (true, true) => {}
     }
     out.extend_from_slice(rendered);
     Ok(finish_head(out, status, fields, length, req))
@@ -200,12 +207,6 @@ fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
         return Err(ComposeError::Status);
     }
     StatusTable::get().line(status).ok_or(ComposeError::Status)
-}
-
-fn push_date(out: &mut Vec<u8>, env: &ComposeEnv<'_>) {
-    out.extend_from_slice(b"Date: ");
-    out.extend_from_slice(env.date.as_slice());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The framing and `Connection` fields and the blank line.
@@ -289,7 +290,7 @@ mod tests {
     use super::*;
 
     fn env() -> ComposeEnv<'static> {
-        ComposeEnv { date: b"Sun, 06 Nov 1994 08:49:37 GMT", server_line: b"Server: t\r\n" }
+        ComposeEnv { common: b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: t\r\n" }
     }
 
     fn head(status: u16, headers: &[(&[u8], &[u8])], len: BodyLength, req: RequestMeta) -> (String, Composed) {

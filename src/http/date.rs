@@ -1,20 +1,33 @@
-//! The `Date` header value, formatted at most once a second per worker.
+//! The `Date` header value, formatted at most once a second per worker, and
+//! the lines every response carries after its status line.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) is always 29 bytes.
 pub const HTTP_DATE_LEN: usize = 29;
 
+/// `Date: ` + an IMF-fixdate + CRLF.
+pub const DATE_LINE_LEN: usize = 6 + HTTP_DATE_LEN + 2;
+
 /// A per-worker cache of the current date; `refresh` is called once per loop turn
 /// and formats only when the second has changed. Owned by one thread: no locking.
+///
+/// It also keeps the `Date` line followed by the `Server` line, so that a
+/// response copies both at once (`common_lines`).
 pub struct DateCache {
     second: u64,
     text: [u8; HTTP_DATE_LEN],
+    /// `Date: …\r\n` then the `Server` line (empty when no name is sent).
+    lines: Vec<u8>,
 }
 
 impl Default for DateCache {
     fn default() -> Self {
-        let mut cache = DateCache { second: u64::MAX, text: [b' '; HTTP_DATE_LEN] };
+        let mut lines = Vec::with_capacity(DATE_LINE_LEN + 64);
+        lines.extend_from_slice(b"Date: ");
+        lines.extend_from_slice(&[b' '; HTTP_DATE_LEN]);
+        lines.extend_from_slice(b"\r\n");
+        let mut cache = DateCache { second: u64::MAX, text: [b' '; HTTP_DATE_LEN], lines };
         cache.refresh();
         cache
     }
@@ -27,12 +40,24 @@ impl DateCache {
         if now != self.second {
             self.second = now;
             format_http_date(now, &mut self.text);
+            self.lines[6..6 + HTTP_DATE_LEN].copy_from_slice(&self.text);
         }
     }
 
     /// The formatted date, valid until the next `refresh`.
     pub fn get(&self) -> &[u8; HTTP_DATE_LEN] {
         &self.text
+    }
+
+    /// Sets the `Server` line (`Server: NAME\r\n`, or empty) that follows the date.
+    pub fn set_server_line(&mut self, server_line: &[u8]) {
+        self.lines.truncate(DATE_LINE_LEN);
+        self.lines.extend_from_slice(server_line);
+    }
+
+    /// The `Date` line followed by the `Server` line.
+    pub fn common_lines(&self) -> &[u8] {
+        &self.lines
     }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — the entry of the bench targets (benches/harness/bench.py does the work).
 #   bash scripts/bench.sh bench   [ARGS]   make bench: micro + the demos (Python, Haskell when built)
-#   bash scripts/bench.sh compare [ARGS]   make bench-compare: the same + nginx, Warp, hyper, granian, gunicorn
+#   bash scripts/bench.sh compare [ARGS]   make bench-compare: the same + nginx, Warp, hyper, granian, gunicorn, bjoern
 #   bash scripts/bench.sh scale   [ARGS]   make bench-scale: the C demo with 1, 2, 4, … workers
 #   bash scripts/bench.sh smoke   [ARGS]   make bench-smoke: one short checked run of each (make test runs it)
 # ARGS go to the harness (python3 benches/harness/bench.py --help), e.g.

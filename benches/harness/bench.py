@@ -4,7 +4,7 @@ benchmarks and wrk load runs against the demos (and, with --compare, peers).
 
 Modes (the Makefile targets call scripts/bench.sh, which calls this):
   (default)   make bench          micro benchmarks + the demos (C; Python and Haskell when built)
-  --compare   make bench-compare  the same plus nginx, Warp, hyper, granian, gunicorn
+  --compare   make bench-compare  the same plus nginx, Warp, hyper, granian, gunicorn, bjoern
   --scale     make bench-scale    the C demo with 1, 2, 4, … workers up to the core count
   --smoke     make bench-smoke    one short run of everything; fails unless every server
                                   answered correctly and every figure was parsed
@@ -58,7 +58,8 @@ MICRO_GROUPS = ["head_parse", "chunked_decode", "compose_head", "date"]
 FOREIGN_MAX = 10.0
 # Pairs whose per-round ratios the results file lists (--compare).
 PAIRS = [("c-demo", "nginx"), ("c-demo", "hyper"), ("hs-demo", "warp"),
-         ("py-demo", "granian"), ("py-demo", "gunicorn")]
+         ("py-demo", "granian"), ("py-demo", "gunicorn"), ("py-demo", "bjoern"),
+         ("py-wsgi", "granian"), ("py-flask", "gunicorn-flask")]
 
 
 def log(*a):
@@ -756,7 +757,7 @@ def versions(names):
     v = {"warpcore": lock_version(os.path.join(ROOT, "Cargo.lock"), "warpcore"),
          "rustc": sh("rustc --version").replace("rustc ", ""),
          "wrk": sh("dpkg-query -W -f='${Version}' wrk")}
-    if "py-demo" in names or "granian" in names or "gunicorn" in names:
+    if any(n.startswith(("py-", "granian", "gunicorn", "bjoern")) for n in names):
         v["python"] = sys.version.split()[0]
     if "hs-demo" in names or "warp" in names:
         v["ghc"] = sh("ghc --numeric-version")
@@ -768,8 +769,9 @@ def versions(names):
         lock = os.path.join(ROOT, "benches", "peers", "Cargo.lock")
         v["hyper"] = lock_version(lock, "hyper")
         v["tokio"] = lock_version(lock, "tokio")
-    for py in ("granian", "gunicorn"):
-        if py in names:
+    for py, users in (("granian", ["granian"]), ("gunicorn", ["gunicorn", "gunicorn-flask"]),
+                      ("bjoern", ["bjoern"]), ("flask", ["py-flask", "gunicorn-flask"])):
+        if set(users) & set(names):
             v[py] = sh(f"{PEERS}/venv/bin/python -c \"import importlib.metadata as m; print(m.version('{py}'))\"")
     return v
 

@@ -3,7 +3,8 @@
 # when they are missing or stale; does nothing when all are ready.
 #   Debian:    nginx; ghc + libghc-warp-dev  → build/bench-peers/warp-hello
 #   crates.io: hyper (benches/peers, its own workspace) → build/bench-peers/target/release/hyper-hello
-#   PyPI:      granian, gunicorn (python/requirements.txt) → build/bench-peers/venv
+#   PyPI:      granian, gunicorn, bjoern, flask (python/requirements.txt) → build/bench-peers/venv
+#              (bjoern compiles against Debian's libev-dev)
 # Needs root for apt-get (as `make test` does). A peer that cannot be had is an error.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -11,7 +12,7 @@ cd "$ROOT"
 OUT=$ROOT/build/bench-peers
 mkdir -p "$OUT"
 
-apt_packages=(nginx ghc libghc-warp-dev)
+apt_packages=(nginx ghc libghc-warp-dev libev-dev)
 need=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
@@ -44,13 +45,15 @@ fi
 # hyper hello (crates.io), cargo decides whether anything changed.
 CARGO_TARGET_DIR="$OUT/target" cargo build --quiet --release --manifest-path benches/peers/Cargo.toml
 
-# granian and gunicorn (PyPI), in their own venv: the test venv stays as it is.
+# The Python peers (PyPI), in their own venv: the test venv stays as it is.
 venv=$OUT/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! [ -x "$venv/bin/granian" ] || ! [ -x "$venv/bin/gunicorn" ]; then
-  echo "bench peers: installing granian and gunicorn into $venv"
+if ! [ -x "$venv/bin/granian" ] || ! [ -x "$venv/bin/gunicorn" ] \
+   || ! "$venv/bin/python" -c "import bjoern, flask" 2>/dev/null; then
+  echo "bench peers: installing granian, gunicorn, bjoern and flask into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r benches/peers/python/requirements.txt
 fi
 for f in "$OUT/warp-hello" "$OUT/target/release/hyper-hello" "$venv/bin/granian" "$venv/bin/gunicorn"; do
   [ -x "$f" ] || { echo "bench peers: $f is missing after setup" >&2; exit 1; }
 done
+"$venv/bin/python" -c "import bjoern, flask" || { echo "bench peers: bjoern or flask is missing from $venv" >&2; exit 1; }

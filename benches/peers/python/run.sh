@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # A Python WSGI peer in the foreground on 127.0.0.1:PORT, from the peers' venv.
-# Usage: benches/peers/python/run.sh VENV granian|gunicorn PORT WORKERS
+# Usage: benches/peers/python/run.sh VENV KIND PORT WORKERS
+#   KIND: granian | gunicorn | bjoern | gunicorn-flask (peers), or
+#         warpcore-wsgi | warpcore-flask (the checkout's warpcore.wsgi with the
+#         same apps, so both sides run the same interpreter and packages)
 set -euo pipefail
 venv=$1 kind=$2 port=$3 workers=$4
 cd "$(dirname "$0")"
@@ -15,5 +18,21 @@ case $kind in
     # "Connection: close": each request is a new connection (not pipelined).
     exec "$venv/bin/gunicorn" -k sync -w "$workers" -b "127.0.0.1:$port" \
       --backlog 4096 --log-level warning hello_wsgi:app ;;
+  bjoern)
+    # Single-threaded libev loop; WORKERS > 1 forks processes sharing the port.
+    exec "$venv/bin/python" run_bjoern.py "$port" "$workers" ;;
+  gunicorn-flask)
+    # The Flask hello of bindings/python/bench on gunicorn's sync worker.
+    export PYTHONPATH=$(cd ../../../bindings/python/bench && pwd)
+    exec "$venv/bin/gunicorn" -k sync -w "$workers" -b "127.0.0.1:$port" \
+      --backlog 4096 --log-level warning flask_hello:app ;;
+  warpcore-wsgi|warpcore-flask)
+    # The application runs on the event-loop thread (--threads 0): no hand-off,
+    # like bjoern and gunicorn's sync worker.
+    root=$(cd ../../.. && pwd)
+    if [ "$kind" = warpcore-wsgi ]; then app=hello_wsgi:app path=$PWD; else app=flask_hello:app path=$root/bindings/python/bench; fi
+    export PYTHONPATH=$root/bindings/python:$path
+    exec "$venv/bin/python" -m warpcore.wsgi "$app" --bind "127.0.0.1:$port" \
+      --threads 0 --processes "$workers" ;;
   *) echo "unknown python peer $kind" >&2; exit 2 ;;
 esac

@@ -190,11 +190,13 @@ class Request:
     ``version`` (``"HTTP/1.1"``), ``worker`` (the worker's index).
     """
 
+    # method and path are plain slots, not properties: nearly every handler
+    # reads both, and a property is a Python call per read.
     __slots__ = (
+        "method",
+        "path",
         "_a",
         "_live",
-        "_method",
-        "_path",
         "_target",
         "_query",
         "_headers",
@@ -211,9 +213,9 @@ class Request:
         self._live = True
         mp, ml, pp, pl = _method_path(_MEM, address)
         raw = _SHORT[ml](_MEM, mp)[0] if ml < 64 else _MEM[mp : mp + ml].tobytes()
-        self._method = _METHODS.get(raw) or raw.decode("latin-1")
+        self.method: str = _METHODS.get(raw) or raw.decode("latin-1")
         raw = _SHORT[pl](_MEM, pp)[0] if pl < 64 else _MEM[pp : pp + pl].tobytes()
-        self._path = raw.decode("utf-8", "surrogateescape")
+        self.path: str = raw.decode("utf-8", "surrogateescape")
         self._target = self._query = self._headers = self._body = self._peer = self._tail = _UNSET
 
     @classmethod
@@ -233,8 +235,8 @@ class Request:
         r = cls.__new__(cls)
         r._a = 0
         r._live = False
-        r._method = method
-        r._path = path
+        r.method = method
+        r.path = path
         r._target = target if target is not None else (path + ("?" + query if query else ""))
         r._query = query
         r._headers = headers if headers is not None else Headers()
@@ -245,25 +247,6 @@ class Request:
 
     def _dead(self) -> RuntimeError:
         return RuntimeError("this request's memory was returned to the library")
-
-    @property
-    def method(self) -> str:
-        m = self._method
-        if m is _UNSET:
-            if not self._live:
-                raise self._dead()
-            raw = _bytes_at(self._a)
-            m = self._method = _METHODS.get(raw) or raw.decode("latin-1")
-        return m
-
-    @property
-    def path(self) -> str:
-        p = self._path
-        if p is _UNSET:
-            if not self._live:
-                raise self._dead()
-            p = self._path = _bytes_at(self._a + _OFF_PATH).decode("utf-8", "surrogateescape")
-        return p
 
     @property
     def raw_path(self) -> bytes:
@@ -347,7 +330,7 @@ class Request:
 
     def _detach(self) -> None:
         """Copies whatever was not read yet; called while the view is valid."""
-        self.method, self.path, self.target, self.query, self.headers, self.body, self.peer  # noqa: B018
+        self.target, self.query, self.headers, self.body, self.peer  # noqa: B018
         self._fixed()
         self._live = False
 

@@ -81,6 +81,7 @@ import qualified Data.ByteString.Builder as BB
 import qualified Data.ByteString.Builder.Extra as BBE
 import qualified Data.ByteString.Char8 as B8
 import qualified Data.ByteString.Internal as BI
+import qualified Data.ByteString.Unsafe as BU
 import qualified Data.CaseInsensitive as CI
 import Data.IORef
 import Data.Int (Int64)
@@ -402,7 +403,10 @@ toWaiRequest r = do
 -- The raw path of a target: up to '?', without scheme and authority for an
 -- absolute-form target.
 pathOf :: ByteString -> ByteString
-pathOf target = B.takeWhile (/= 63) withoutAuthority
+pathOf target
+  -- origin-form, nearly every request: no copy
+  | not (B.null target) && BU.unsafeHead target == 47 = B.takeWhile (/= 63) target
+  | otherwise = B.takeWhile (/= 63) withoutAuthority
   where
     withoutAuthority
       | "http://" `B.isPrefixOf` lower || "https://" `B.isPrefixOf` lower =

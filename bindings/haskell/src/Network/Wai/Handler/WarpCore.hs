@@ -57,6 +57,7 @@ module Network.Wai.Handler.WarpCore
   , setMaxBodySize
   , setStreamHighWater
   , setDispatch
+  , setSchedBatch
   , setWorkerThreads
   , setOnReady
   , setStaticMount
@@ -132,6 +133,7 @@ data Settings = Settings
   , settingsMaxBodySize :: Maybe Word64
   , settingsStreamHighWater :: Maybe Word64
   , settingsDispatch :: Dispatch
+  , settingsSchedBatch :: Bool
   , settingsWorkerThreads :: WorkerThreads
   , settingsStatic :: [(ByteString, FilePath)]
   }
@@ -159,6 +161,7 @@ defaultSettings =
     , settingsMaxBodySize = Nothing
     , settingsStreamHighWater = Nothing
     , settingsDispatch = Dispatcher
+    , settingsSchedBatch = True
     , settingsWorkerThreads = EngineThreads
     , settingsStatic = []
     }
@@ -238,6 +241,14 @@ setStreamHighWater n s = s {settingsStreamHighWater = Just n}
 -- never runs application code on an event loop.
 setDispatch :: Dispatch -> Settings -> Settings
 setDispatch d s = s {settingsDispatch = d}
+
+-- | With the default 'Dispatcher' (default True): move the library's worker
+-- threads and the threads running the dispatchers to Linux's @SCHED_BATCH@
+-- policy, so that handing requests and answers between them does not
+-- preempt the thread running (see 'Network.WarpCore.configSchedBatch').
+-- False leaves every thread's policy alone.
+setSchedBatch :: Bool -> Settings -> Settings
+setSchedBatch b s = s {settingsSchedBatch = b}
 
 -- | Serves the files under a directory at a URL prefix from the library
 -- itself (sendfile, fd and stat caches, ranges, conditional requests): those
@@ -337,6 +348,7 @@ toConfig s = do
       { WC.configListen = listenAddress (settingsHost s) (settingsPort s)
       , WC.configWorkers = fromMaybe caps (settingsWorkers s)
       , WC.configDispatch = settingsDispatch s
+      , WC.configSchedBatch = settingsSchedBatch s
       , WC.configWorkerThreads = settingsWorkerThreads s
       , WC.configServerName = Just (settingsServerName s)
       , WC.configMaxBodySize = settingsMaxBodySize s

@@ -8,8 +8,10 @@
 -- runtime). The dispatcher (one per capability) takes the whole batch and
 -- forks one green thread per request; that thread runs the handler and
 -- answers through the deferred response. Answers are batched the same way
--- on the library's side (one wakeup per batch), so under load a handful of
--- requests cost one thread handoff each way.
+-- on the library's side (one wakeup per batch). Both sides' threads are moved
+-- to @SCHED_BATCH@ ('configSchedBatch') so that a wakeup does not preempt
+-- the waker: under load a whole batch of requests costs one thread handoff
+-- each way, not one per request.
 module Network.WarpCore.Server
   ( -- * Configuration
     Config (..)

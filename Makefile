@@ -126,8 +126,10 @@ $(HS_BUILD)/dist/.built: $(HS_SETUP) $(HS_SRC) $(LIB) $(SONAME_LINK) include/war
 	  && $(HS_SETUP) build --builddir=$(HS_BUILD)/dist
 	@touch $@
 
+# -qg: with several capabilities, collect the small nursery on one thread
+# instead of stopping and syncing every capability for a parallel GC.
 build/demo-hs: examples/haskell/Demo.hs $(HS_BUILD)/dist/.built
-	$(HS_GHC) -outputdir $(HS_BUILD)/obj-demo $< -o $@
+	$(HS_GHC) "-with-rtsopts=-qg" -outputdir $(HS_BUILD)/obj-demo $< -o $@
 
 build/scotty-hs: examples/haskell/Scotty.hs $(HS_BUILD)/dist/.built
 	$(HS_GHC) -outputdir $(HS_BUILD)/obj-scotty $< -o $@

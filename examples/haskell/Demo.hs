@@ -8,7 +8,8 @@
 --
 -- Flags: @--host H --port N --workers N --static PREFIX=DIR@, and
 -- @--dispatch Dispatcher|ForkInCallback|InCallback@ to compare the ways a
--- request reaches Haskell. Prints @listening on HOST:PORT@ once it accepts
+-- request reaches Haskell, and @--sched-batch off@ to leave the threads'
+-- scheduling policy alone ('setSchedBatch'). Prints @listening on HOST:PORT@ once it accepts
 -- connections; SIGTERM or SIGINT stop it gracefully with exit status 0.
 --
 -- Build: @make haskell@ (→ @build/demo-hs@). @--workers N@ also sets the
@@ -37,6 +38,7 @@ data Options = Options
   , optWorkers :: Int
   , optStatic :: [(String, FilePath)]
   , optDispatch :: Dispatch
+  , optSchedBatch :: Bool
   }
 
 parse :: Options -> [String] -> Either String Options
@@ -51,16 +53,18 @@ parse o ("--static" : spec : rest)
       parse o {optStatic = optStatic o ++ [(prefix, dir)]} rest
 parse o ("--dispatch" : d : rest)
   | Just m <- readMaybe d = parse o {optDispatch = m} rest
+parse o ("--sched-batch" : "on" : rest) = parse o {optSchedBatch = True} rest
+parse o ("--sched-batch" : "off" : rest) = parse o {optSchedBatch = False} rest
 parse _ (arg : _) = Left ("bad argument: " ++ arg)
 
 main :: IO ()
 main = do
   args <- getArgs
-  opts <- case parse (Options "127.0.0.1" 8080 0 [] Dispatcher) args of
+  opts <- case parse (Options "127.0.0.1" 8080 0 [] Dispatcher True) args of
     Right o -> pure o
     Left err -> do
       hPutStrLn stderr err
-      hPutStrLn stderr "usage: demo-hs [--host H] [--port N] [--workers N] [--static PREFIX=DIR]... [--dispatch MODE]"
+      hPutStrLn stderr "usage: demo-hs [--host H] [--port N] [--workers N] [--static PREFIX=DIR]... [--dispatch MODE] [--sched-batch on|off]"
       exitWith (ExitFailure 2)
   when (optWorkers opts > 0) $ setNumCapabilities (optWorkers opts)
   let host = optHost opts
@@ -70,6 +74,7 @@ main = do
           . setPort (optPort opts)
           . (if optWorkers opts > 0 then setWorkers (optWorkers opts) else id)
           . setDispatch (optDispatch opts)
+          . setSchedBatch (optSchedBatch opts)
           . foldr (\(prefix, dir) k -> setStaticMount (B8.pack prefix) dir . k) id (optStatic opts)
           . setGracefulShutdownTimeout (Just 5)
           . setInstallShutdownHandler

@@ -1,7 +1,9 @@
 /* See warpcore_hs.h. */
+#define _GNU_SOURCE /* SCHED_BATCH */
 #include "warpcore_hs.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +20,7 @@ typedef struct queue {
 
 struct warpcore_hs_dispatch {
     uint32_t count;
+    int sched_batch;
     queue *queues;
 };
 
@@ -38,6 +41,7 @@ warpcore_hs_dispatch *warpcore_hs_dispatch_new(uint32_t count) {
         return NULL;
     }
     d->count = count;
+    d->sched_batch = 0;
     for (uint32_t i = 0; i < count; i++) {
         queue *q = &d->queues[i];
         pthread_mutex_init(&q->lock, NULL);
@@ -47,6 +51,21 @@ warpcore_hs_dispatch *warpcore_hs_dispatch_new(uint32_t count) {
         q->closed = 0;
     }
     return d;
+}
+
+void warpcore_hs_dispatch_set_sched_batch(warpcore_hs_dispatch *d, int on) {
+    d->sched_batch = on != 0;
+}
+
+static __thread int thread_sched_batch;
+
+int warpcore_hs_sched_batch(void) {
+    if (thread_sched_batch) return 0;
+    thread_sched_batch = 1;
+    if (sched_getscheduler(0) != SCHED_OTHER) return 0;
+    struct sched_param param = {0};
+    /* pid 0: this thread only (Linux scheduling attributes are per thread). */
+    return sched_setscheduler(0, SCHED_BATCH, &param) == 0 ? 0 : -1;
 }
 
 void warpcore_hs_dispatch_close(warpcore_hs_dispatch *d) {
@@ -112,6 +131,7 @@ static uint8_t *copy_str(warpcore_str *dst, warpcore_str src, uint8_t *at) {
 
 void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_response *response) {
     warpcore_hs_dispatch *d = userdata;
+    if (d->sched_batch) warpcore_hs_sched_batch();
     size_t n = req->header_count;
     size_t data_len = req->method.len + req->target.len + req->path.len + req->query.len +
                       req->body.len + req->peer_ip.len;

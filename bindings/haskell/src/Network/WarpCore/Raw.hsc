@@ -117,6 +117,8 @@ module Network.WarpCore.Raw
   , Item
   , c_warpcore_hs_dispatch_new
   , c_warpcore_hs_dispatch_close
+  , c_warpcore_hs_dispatch_set_sched_batch
+  , c_warpcore_hs_sched_batch
   , c_warpcore_hs_dispatch_free
   , c_warpcore_hs_dispatch_take
   , c_warpcore_hs_item_free
@@ -483,6 +485,11 @@ data Item
 
 foreign import ccall unsafe "warpcore_hs_dispatch_new"
   c_warpcore_hs_dispatch_new :: Word32 -> IO (Ptr Dispatch)
+foreign import ccall unsafe "warpcore_hs_dispatch_set_sched_batch"
+  c_warpcore_hs_dispatch_set_sched_batch :: Ptr Dispatch -> CInt -> IO ()
+-- unsafe: one thread-local check once the thread was moved.
+foreign import ccall unsafe "warpcore_hs_sched_batch"
+  c_warpcore_hs_sched_batch :: IO CInt
 -- safe: it may fill MVars (hs_try_putmvar).
 foreign import ccall safe "warpcore_hs_dispatch_close"
   c_warpcore_hs_dispatch_close :: Ptr Dispatch -> IO ()

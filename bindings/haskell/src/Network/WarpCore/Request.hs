@@ -7,7 +7,7 @@ module Network.WarpCore.Request
   , readItem
   ) where
 
-import Control.Monad (forM)
+import Control.Monad (forM, when)
 import Data.ByteString (ByteString)
 import qualified Data.ByteString as B
 import qualified Data.ByteString.Internal as BI
@@ -84,31 +84,49 @@ readView p = do
 -- | Reads a queued item (see @cbits/warpcore_hs.h@) and frees it. Its bytes
 -- are contiguous: a small item is copied into one buffer and freed at once;
 -- an item with a large body becomes the buffer itself (freed by the GC).
+-- Fields are slices of that buffer, made without intermediate lists (this
+-- runs once per request on the default path).
 readItem :: Ptr Raw.Item -> IO (Request, Ptr Raw.Response)
 readItem item = do
   response <- Raw.itemResponse item
   base <- Raw.itemData item
   len <- fromIntegral <$> Raw.itemDataLen item
   v <- peek (Raw.itemRequest item)
-  let n = fromIntegral (Raw.viewHeaderCount v)
-  headers <- forM [0 .. n - 1] (peekElemOff (Raw.viewHeaders v))
+  let small = fromIntegral (Raw.strLen (Raw.viewBody v)) < zeroCopyBody
   whole <-
-    if fromIntegral (Raw.strLen (Raw.viewBody v)) < zeroCopyBody
-      then do
-        bs <- BI.create len $ \dst -> copyBytes dst base len
-        Raw.c_warpcore_hs_item_free item
-        pure bs
+    if small
+      then BI.create len $ \dst -> copyBytes dst base len
       else do
         fp <- newForeignPtr Raw.p_warpcore_hs_item_free item
         pure (BI.fromForeignPtr (castForeignPtr fp) (base `minusPtr` item) len)
   let slice (Raw.Str ptr l)
         | l == 0 = B.empty
         | otherwise = BU.unsafeTake (fromIntegral l) (BU.unsafeDrop (castPtr ptr `minusPtr` base) whole)
-      strs =
-        Raw.viewMethod v : Raw.viewTarget v : Raw.viewPath v : Raw.viewQuery v
-          : Raw.viewBody v : Raw.viewPeerIp v
-          : concatMap (\h -> [Raw.headerName h, Raw.headerValue h]) headers
-  let req = build v (map slice strs)
+      n = fromIntegral (Raw.viewHeaderCount v) :: Int
+      hp = Raw.viewHeaders v
+      -- The header array lives in the item: read it before the item is freed.
+      headers !i
+        | i >= n = pure []
+        | otherwise = do
+            Raw.Header name value <- peekElemOff hp i
+            let !pair = (slice name, slice value)
+            rest <- headers (i + 1)
+            pure (pair : rest)
+  hs <- headers 0
+  when small (Raw.c_warpcore_hs_item_free item)
+  let !req =
+        Request
+          { requestMethod = slice (Raw.viewMethod v)
+          , requestTarget = slice (Raw.viewTarget v)
+          , requestPath = slice (Raw.viewPath v)
+          , requestQuery = slice (Raw.viewQuery v)
+          , requestHeaders = hs
+          , requestBody = slice (Raw.viewBody v)
+          , requestPeerIp = slice (Raw.viewPeerIp v)
+          , requestPeerPort = fromIntegral (Raw.viewPeerPort v)
+          , requestVersion = (fromIntegral (Raw.viewVersionMajor v), fromIntegral (Raw.viewVersionMinor v))
+          , requestWorker = fromIntegral (Raw.viewWorkerIndex v)
+          }
   pure (req, response)
   where
     zeroCopyBody = 65536 :: Int

@@ -35,6 +35,7 @@ import qualified Data.ByteString.Internal as BI
 import qualified Data.ByteString.Lazy as L
 import qualified Data.ByteString.Unsafe as BU
 import Data.Int (Int64)
+import Data.IORef (IORef, atomicModifyIORef', newIORef)
 import Data.Word (Word8)
 import Foreign.ForeignPtr (withForeignPtr)
 import Foreign.Marshal.Alloc (allocaBytes, mallocBytes)
@@ -42,6 +43,7 @@ import Foreign.Marshal.Utils (copyBytes)
 import Foreign.Ptr (Ptr, castPtr, nullPtr, plusPtr)
 import Foreign.StablePtr (castStablePtrToPtr, newStablePtr)
 import Foreign.Storable (pokeByteOff, sizeOf)
+import System.IO.Unsafe (unsafePerformIO)
 import qualified GHC.Foreign as GHC
 import GHC.IO.Encoding (getFileSystemEncoding)
 
@@ -117,29 +119,58 @@ transition r call expect next action =
 -- | Marshals header fields into one temporary buffer: the @warpcore_header@
 -- array followed by the bytes it points to.
 withHeaders :: [(ByteString, ByteString)] -> (Ptr Raw.Header -> Int -> IO a) -> IO a
-withHeaders hs k = withHeadersAnd hs 0 (\hp n _ -> k hp n)
+withHeaders hs k = withHeadersAnd hs 0 (\hp n _ _ -> k hp n)
 
--- | 'withHeaders' with @extra@ more bytes of scratch space in the same
--- (pinned, short-lived) allocation: one allocation per response.
-withHeadersAnd :: [(ByteString, ByteString)] -> Int -> (Ptr Raw.Header -> Int -> Ptr Word8 -> IO a) -> IO a
-withHeadersAnd hs extra k = do
-  let !n = length hs
-      !arr = n * sizeOf (undefined :: Raw.Header)
-      !bytes = sum [B.length a + B.length b | (a, b) <- hs]
-  allocaBytes (arr + bytes + extra) $ \buf -> do
-    let fill !_ !_ [] = pure ()
-        fill !i !at ((name, value) : rest) = do
-          at' <- put (i * 32) at name
-          at'' <- put (i * 32 + 16) at' value
-          fill (i + 1) at'' rest
-        put off at s = do
-          let l = B.length s
-          BU.unsafeUseAsCString s $ \src -> copyBytes (buf `plusPtr` at) (castPtr src) l
-          pokeByteOff buf off (buf `plusPtr` at :: Ptr Word8)
-          pokeByteOff buf (off + 8) (fromIntegral l :: Word)
-          pure (at + l)
-    fill (0 :: Int) arr hs
-    k (if n == 0 then nullPtr else castPtr buf) n (buf `plusPtr` (arr + bytes))
+-- | 'withHeaders' with at least @extra@ more bytes of scratch space after the
+-- fields (the continuation is given where it starts and how long it is).
+-- The buffer is one of a pool of malloc'd 'scratchSize' buffers, reused from
+-- response to response, so that marshalling allocates nothing on the GHC
+-- heap; larger needs get a one-off pinned allocation.
+withHeadersAnd :: [(ByteString, ByteString)] -> Int -> (Ptr Raw.Header -> Int -> Ptr Word8 -> Int -> IO a) -> IO a
+withHeadersAnd hs extra k
+  | need <= scratchSize = withScratch (fill scratchSize)
+  | otherwise = allocaBytes need (fill need)
+  where
+    !n = length hs
+    !arr = n * sizeOf (undefined :: Raw.Header)
+    !bytes = sum [B.length a + B.length b | (a, b) <- hs]
+    !need = arr + bytes + extra
+    fill size buf = do
+      let go !_ !_ [] = pure ()
+          go !i !at ((name, value) : rest) = do
+            at' <- put (i * 32) at name
+            at'' <- put (i * 32 + 16) at' value
+            go (i + 1) at'' rest
+          put off at s = do
+            let l = B.length s
+            BU.unsafeUseAsCString s $ \src -> copyBytes (buf `plusPtr` at) (castPtr src) l
+            pokeByteOff buf off (buf `plusPtr` at :: Ptr Word8)
+            pokeByteOff buf (off + 8) (fromIntegral l :: Word)
+            pure (at + l)
+      go (0 :: Int) arr hs
+      k (if n == 0 then nullPtr else castPtr buf) n (buf `plusPtr` (arr + bytes)) (size - arr - bytes)
+
+-- | The size of a marshalling scratch buffer.
+scratchSize :: Int
+scratchSize = 16384
+
+-- The free scratch buffers. One is taken per marshalling in progress, so
+-- the pool grows to the most responses ever marshalled at once (a handful)
+-- and stays there.
+scratchPool :: IORef [Ptr Word8]
+scratchPool = unsafePerformIO (newIORef [])
+{-# NOINLINE scratchPool #-}
+
+withScratch :: (Ptr Word8 -> IO a) -> IO a
+withScratch k = mask $ \restore -> do
+  taken <- atomicModifyIORef' scratchPool $ \free -> case free of
+    b : rest -> (rest, b)
+    [] -> ([], nullPtr)
+  buf <- if taken == nullPtr then mallocBytes scratchSize else pure taken
+  let release = atomicModifyIORef' scratchPool (\free -> (buf : free, ()))
+  r <- restore (k buf) `onException` release
+  release
+  pure r
 
 -- | Answers with a complete body. Throws 'WarpCoreError' on failure
 -- (@CLOSED@ when the client went away: the response is then finished anyway).
@@ -205,8 +236,8 @@ respondChunks r status hs chunks
 respondBuilder :: Responder -> Int -> [(ByteString, ByteString)] -> BB.Builder -> IO ()
 respondBuilder r status hs builder = do
   spill <-
-    withHeadersAnd hs firstSize $ \hp n buf -> do
-      (used, next) <- BBE.runBuilder builder buf firstSize
+    withHeadersAnd hs firstSize $ \hp n buf size -> do
+      (used, next) <- BBE.runBuilder builder buf size
       case next of
         BBE.Done -> do
           -- Small body: answer straight from the temporary buffer.

@@ -8,8 +8,10 @@
 -- runtime). The dispatcher (one per capability) takes the whole batch and
 -- forks one green thread per request; that thread runs the handler and
 -- answers through the deferred response. Answers are batched the same way
--- on the library's side (one wakeup per batch), so under load a handful of
--- requests cost one thread handoff each way.
+-- on the library's side (one wakeup per batch). Both sides' threads are moved
+-- to @SCHED_BATCH@ ('configSchedBatch') so that a wakeup does not preempt
+-- the waker: under load a whole batch of requests costs one thread handoff
+-- each way, not one per request.
 module Network.WarpCore.Server
   ( -- * Configuration
     Config (..)
@@ -140,6 +142,13 @@ data Config = Config
   -- ^ Receives the library's error-log messages with their level.
   , configOnException :: SomeException -> IO ()
   -- ^ Called when a handler throws (the binding then answers 500 if it can).
+  , configSchedBatch :: Bool
+  -- ^ With 'Dispatcher' (the default True): the library's worker threads and
+  -- the OS threads running the dispatchers are moved to Linux's
+  -- @SCHED_BATCH@ policy, so that waking one another does not preempt the
+  -- thread running. On a core shared by a worker and a capability, requests
+  -- and answers then cross in batches instead of one context switch each.
+  -- Threads already under another policy (real-time, idle) are left alone.
   }
 
 -- | Listen on @127.0.0.1:8080@ with one worker per core, library defaults.
@@ -165,6 +174,7 @@ defaultConfig =
     , configAccessLog = Nothing
     , configErrorLog = Nothing
     , configOnException = \e -> hPutStrLn stderr ("warpcore: handler failed: " ++ show e)
+    , configSchedBatch = True
     }
 
 -- | Answers one request through the 'Responder', exactly once. It runs in its
@@ -313,6 +323,7 @@ startDispatched cfg current callbacks c = do
   caps <- getNumCapabilities
   d <- Raw.c_warpcore_hs_dispatch_new (fromIntegral caps)
   when (d == nullPtr) $ throwIO (userError "Network.WarpCore: out of memory")
+  when (configSchedBatch cfg) $ Raw.c_warpcore_hs_dispatch_set_sched_batch d 1
   let setHandler cc = check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler cc Raw.p_warpcore_hs_handler (castPtr d))
   setHandler c
   stopped <- forM [0 .. caps - 1] $ \i -> do
@@ -330,8 +341,11 @@ startDispatched cfg current callbacks c = do
 -- Takes batches from queue `i` and forks a thread per request, until the
 -- queue is closed and empty.
 dispatcher :: Config -> IORef Handler -> Ptr Raw.Dispatch -> Int -> IO ()
-dispatcher cfg current d i = alloca $ \out -> newWaiter >>= loop out
+dispatcher cfg current d i = alloca $ \out -> batch >> newWaiter >>= loop out
   where
+    -- The OS thread running this capability may change (after a safe call);
+    -- whichever runs it after a wakeup is moved (once per thread).
+    batch = when (configSchedBatch cfg) (void Raw.c_warpcore_hs_sched_batch)
     newWaiter = do
       mv <- newEmptyMVar
       sp <- newStablePtrPrimMVar mv
@@ -348,6 +362,7 @@ dispatcher cfg current d i = alloca $ \out -> newWaiter >>= loop out
           loop out w
         0 -> do
           takeMVar mv
+          batch
           newWaiter >>= loop out
         _ -> freeStablePtr sp
     forkAll item

@@ -57,6 +57,7 @@ module Network.Wai.Handler.WarpCore
   , setMaxBodySize
   , setStreamHighWater
   , setDispatch
+  , setSchedBatch
   , setWorkerThreads
   , setOnReady
   , setStaticMount
@@ -81,6 +82,7 @@ import qualified Data.ByteString.Builder as BB
 import qualified Data.ByteString.Builder.Extra as BBE
 import qualified Data.ByteString.Char8 as B8
 import qualified Data.ByteString.Internal as BI
+import qualified Data.ByteString.Unsafe as BU
 import qualified Data.CaseInsensitive as CI
 import Data.IORef
 import Data.Int (Int64)
@@ -131,6 +133,7 @@ data Settings = Settings
   , settingsMaxBodySize :: Maybe Word64
   , settingsStreamHighWater :: Maybe Word64
   , settingsDispatch :: Dispatch
+  , settingsSchedBatch :: Bool
   , settingsWorkerThreads :: WorkerThreads
   , settingsStatic :: [(ByteString, FilePath)]
   }
@@ -158,6 +161,7 @@ defaultSettings =
     , settingsMaxBodySize = Nothing
     , settingsStreamHighWater = Nothing
     , settingsDispatch = Dispatcher
+    , settingsSchedBatch = True
     , settingsWorkerThreads = EngineThreads
     , settingsStatic = []
     }
@@ -237,6 +241,14 @@ setStreamHighWater n s = s {settingsStreamHighWater = Just n}
 -- never runs application code on an event loop.
 setDispatch :: Dispatch -> Settings -> Settings
 setDispatch d s = s {settingsDispatch = d}
+
+-- | With the default 'Dispatcher' (default True): move the library's worker
+-- threads and the threads running the dispatchers to Linux's @SCHED_BATCH@
+-- policy, so that handing requests and answers between them does not
+-- preempt the thread running (see 'Network.WarpCore.configSchedBatch').
+-- False leaves every thread's policy alone.
+setSchedBatch :: Bool -> Settings -> Settings
+setSchedBatch b s = s {settingsSchedBatch = b}
 
 -- | Serves the files under a directory at a URL prefix from the library
 -- itself (sendfile, fd and stat caches, ranges, conditional requests): those
@@ -336,6 +348,7 @@ toConfig s = do
       { WC.configListen = listenAddress (settingsHost s) (settingsPort s)
       , WC.configWorkers = fromMaybe caps (settingsWorkers s)
       , WC.configDispatch = settingsDispatch s
+      , WC.configSchedBatch = settingsSchedBatch s
       , WC.configWorkerThreads = settingsWorkerThreads s
       , WC.configServerName = Just (settingsServerName s)
       , WC.configMaxBodySize = settingsMaxBodySize s
@@ -402,7 +415,10 @@ toWaiRequest r = do
 -- The raw path of a target: up to '?', without scheme and authority for an
 -- absolute-form target.
 pathOf :: ByteString -> ByteString
-pathOf target = B.takeWhile (/= 63) withoutAuthority
+pathOf target
+  -- origin-form, nearly every request: no copy
+  | not (B.null target) && BU.unsafeHead target == 47 = B.takeWhile (/= 63) target
+  | otherwise = B.takeWhile (/= 63) withoutAuthority
   where
     withoutAuthority
       | "http://" `B.isPrefixOf` lower || "https://" `B.isPrefixOf` lower =

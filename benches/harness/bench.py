@@ -356,7 +356,8 @@ def run_wrk(placement, port, path, duration, pipeline_depth=0, server_sid=None):
         raise Failure(f"wrk exited {p.returncode} without a result line: {p.stdout[-300:]} {p.stderr[-300:]}")
     r = json.loads(m.group(1))
     if r["requests"] <= 0 or r["duration_us"] <= 0:
-        raise Failure(f"wrk counted {r['requests']} requests")
+        errs = ", ".join(f"{k} {r.get(k)}" for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+        raise Failure(f"wrk counted {r['requests']} requests in {duration} s ({errs}): {p.stderr[-300:]}")
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["bytes_per_response"] = r["bytes"] / r["requests"]
     r["errors"] = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A Python WSGI peer in the foreground on 127.0.0.1:PORT, from the peers' venv.
-# Usage: benches/peers/python/run.sh VENV KIND PORT WORKERS
+# Usage: benches/peers/python/run.sh VENV[/bin/PROGRAM] KIND PORT WORKERS
 #   KIND: granian | gunicorn | bjoern | gunicorn-flask (peers), or
 #         warpcore-wsgi | warpcore-flask (the checkout's warpcore.wsgi with the
 #         same apps, so both sides run the same interpreter and packages)
 set -euo pipefail
 venv=$1 kind=$2 port=$3 workers=$4
+# VENV/bin/PROGRAM names the venv that holds PROGRAM: the harness leaves a
+# server out while a path in its command is missing (Flask not installed yet).
+case $venv in */bin/*) venv=${venv%/bin/*} ;; esac
 cd "$(dirname "$0")"
 case $kind in
   granian)

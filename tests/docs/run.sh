@@ -25,27 +25,14 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 CC=${CC:-cc}
 PYTHON=${PYTHON:-python3}
 
-for tool in "$CC" pkg-config curl timeout "$PYTHON" ghc awk; do
-  command -v "$tool" >/dev/null || { echo "docs: $tool is missing (make test-deps / make haskell-deps install it)" >&2; exit 1; }
-done
+# shellcheck source=../lib/checks.sh
+. "$root/tests/lib/checks.sh"
+checks_begin docs
+require_tools "make test-deps / make haskell-deps install it" "$CC" pkg-config curl timeout "$PYTHON" ghc awk
 [ -f "$root/target/release/libwarpcore.so" ] || { echo "docs: the library is not built (run make)" >&2; exit 1; }
 inplace_db=$root/build/haskell/dist/package.conf.inplace
 [ -d "$inplace_db" ] || { echo "docs: $inplace_db is missing (run make haskell)" >&2; exit 1; }
 
-tmp=$(mktemp -d /tmp/warpcore-docs.XXXXXX)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-checks=0
-ok() { checks=$((checks + 1)); echo "docs: ok   $*"; }
-fail() { echo "docs: FAIL $*" >&2; exit 1; }
 
 # --- README.md's quick starts -------------------------------------------------
 blocks=$tmp/blocks
@@ -118,14 +105,7 @@ exec $serve" >"$out" 2>&1 &
     fail "$lang: '$serve' did not answer GET / on 127.0.0.1:$port with 200 'Hello, World!' within $start_seconds s (got '$answer')"
   fi
   ok "$lang: $(printf '%s\n%s\n' "$prepare" "$serve" | sed '/^$/d' | paste -sd';' | sed 's/;/; /g'): GET / on 127.0.0.1:$port is 200 Hello, World!"
-  kill -TERM "$server_pid"
-  for i in $(seq 150); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$server_pid" 2>/dev/null && fail "$lang: the server still runs 15 s after SIGTERM"
-  wait "$server_pid" || true
-  server_pid=
+  stop_server "$lang: the server"
 }
 
 # C: the file must also compile cleanly under the strict flags the tree uses.

@@ -21,29 +21,16 @@ MAKE=${MAKE:-make}
 CC=${CC:-cc}
 libdir_build=$root/target/release
 
-for tool in "$CC" pkg-config nm readelf curl timeout; do
-  command -v "$tool" >/dev/null || { echo "install: $tool is missing (make test-deps installs it)" >&2; exit 1; }
-done
+# shellcheck source=../lib/checks.sh
+. "$root/tests/lib/checks.sh"
+checks_begin install
+require_tools "make test-deps installs it" "$CC" pkg-config nm readelf curl timeout
 [ -f "$libdir_build/libwarpcore.so" ] || { echo "install: $libdir_build/libwarpcore.so is missing (run make)" >&2; exit 1; }
 
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 major=${version%%.*}
 [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "install: Cargo.toml's version '$version' is not MAJOR.MINOR.PATCH" >&2; exit 1; }
 
-tmp=$(mktemp -d /tmp/warpcore-install.XXXXXX)
-demo_pid=
-cleanup() {
-  if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
-    kill -KILL "$demo_pid" 2>/dev/null || true
-    wait "$demo_pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-checks=0
-ok() { checks=$((checks + 1)); echo "install: ok   $*"; }
-fail() { echo "install: FAIL $*" >&2; exit 1; }
 # make_in ARGS...: the repository's Makefile, quiet, bounded; never ldconfig.
 make_in() { timeout --kill-after=5 300 "$MAKE" -s -C "$root" LDCONFIG=true "$@"; }
 
@@ -75,12 +62,12 @@ serve() {
   shift 2
   local out=$tmp/$name.out
   env "$@" "$binary" --host 127.0.0.1 --port 0 --workers 2 >"$out" 2>&1 &
-  demo_pid=$!
+  server_pid=$!
   local port= i
   for i in $(seq 100); do
     port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$out")
     [ -n "$port" ] && break
-    kill -0 "$demo_pid" 2>/dev/null || break
+    kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
   done
   [ -n "$port" ] || { cat "$out" >&2; fail "$name: no 'listening on 127.0.0.1:PORT' within 10 s"; }
@@ -90,16 +77,8 @@ serve() {
   body=${body%$'\n'*}
   [ "$status" = 200 ] && [ "$body" = "Hello, World!" ] || fail "$name: GET / gave $status '$body'"
   ok "$name: GET / on 127.0.0.1:$port is 200 Hello, World!"
-  kill -TERM "$demo_pid"
-  for i in $(seq 150); do
-    kill -0 "$demo_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$demo_pid" 2>/dev/null && fail "$name: still running 15 s after SIGTERM"
-  local rc=0
-  wait "$demo_pid" || rc=$?
-  demo_pid=
-  [ "$rc" = 0 ] || { cat "$out" >&2; fail "$name: exit status $rc after SIGTERM"; }
+  stop_server "$name"
+  [ "$server_rc" = 0 ] || { cat "$out" >&2; fail "$name: exit status $server_rc after SIGTERM"; }
   ok "$name: SIGTERM, exit status 0"
 }
 

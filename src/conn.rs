@@ -9,12 +9,12 @@ use mio::net::TcpStream;
 use std::sync::Arc;
 
 use crate::buffer::InBuf;
-use crate::deferred::{Answer, ConnRef, DeferredShared, FileAnswer};
+use crate::deferred::{Answer, ConnRef, DeferredShared, FileAnswer, OwnedHead};
 use crate::file::serve::Body;
 use crate::file::{push_file_body, FileCtx, Prepared};
 use crate::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::compose::{compose_error, compose_head_rendered, BodyLength, ComposeEnv, RequestMeta};
+use crate::http::compose::{compose_error, compose_head_rendered, BodyLength, ComposeEnv, Composed, RequestMeta};
 use crate::out::{write_now_or_queue, OutQueue};
 use crate::stream::StreamOut;
 use crate::http::head::{self, Framing, Reject};
@@ -95,6 +95,22 @@ pub(crate) struct Waiting {
 impl Waiting {
     pub fn new(shared: Arc<DeferredShared>, meta: RequestMeta, stream: Option<StreamOut>) -> Waiting {
         Waiting { shared, meta, stream, unacked: 0, status: 0, body_bytes: 0, log: None, counted: false }
+    }
+
+    /// Composes the head of this answer (fields rendered on the answering
+    /// thread) into `out` and records its status; None when it cannot be.
+    fn compose(
+        &mut self,
+        out: &mut Vec<u8>,
+        env: &ComposeEnv<'_>,
+        status: u16,
+        head: &OwnedHead,
+        length: BodyLength,
+    ) -> Option<Composed> {
+        let (rendered, fields) = head.fields();
+        let composed = compose_head_rendered(out, env, status, rendered, fields, length, self.meta).ok()?;
+        self.status = status;
+        Some(composed)
     }
 }
 
@@ -396,18 +412,14 @@ impl ConnState {
         waiting.meta.keep_alive &= !(ctx.draining || ctx.shared.is_shutting_down());
         // Counted before the bytes leave, so a client never sees an answer the
         // counters do not show yet.
-        let stats = ctx.stats.clone();
+        let stats = &*ctx.stats;
         let env = ComposeEnv { common: ctx.date.common_lines() };
         let (ok, finished) = match answer {
             Answer::Full { status, head, body } => {
                 let len = body.as_ref().map_or(head.body().len(), |p| p.as_ref().len()) as u64;
-                let (rendered, fields) = head.fields();
-                let Ok(composed) =
-                    compose_head_rendered(out, &env, status, rendered, fields, BodyLength::Known(len), waiting.meta)
-                else {
+                let Some(composed) = waiting.compose(out, &env, status, &head, BodyLength::Known(len)) else {
                     return false;
                 };
-                waiting.status = status;
                 let body = if composed.omit_body {
                     None
                 } else {
@@ -423,13 +435,9 @@ impl ConnState {
             }
             Answer::File(answer) => {
                 let FileAnswer { status, head, length, prepared: Prepared { plan, file } } = *answer;
-                let (rendered, fields) = head.fields();
-                let Ok(composed) =
-                    compose_head_rendered(out, &env, status, rendered, fields, BodyLength::Known(length), waiting.meta)
-                else {
+                let Some(composed) = waiting.compose(out, &env, status, &head, BodyLength::Known(length)) else {
                     return false;
                 };
-                waiting.status = status;
                 self.close_after_flush |= composed.close;
                 stats.response(status);
                 if composed.omit_body {
@@ -448,11 +456,9 @@ impl ConnState {
             }
             Answer::Start { status, head, length } => {
                 let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
-                let (rendered, fields) = head.fields();
-                let Ok(composed) = compose_head_rendered(out, &env, status, rendered, fields, framing, waiting.meta) else {
+                let Some(composed) = waiting.compose(out, &env, status, &head, framing) else {
                     return false;
                 };
-                waiting.status = status;
                 waiting.stream = Some(StreamOut::new(framing, composed, waiting.meta.minor));
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), false)
             }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const HTTP_DATE_LEN: usize = 29;
 
 /// `Date: ` + an IMF-fixdate + CRLF.
-pub const DATE_LINE_LEN: usize = 6 + HTTP_DATE_LEN + 2;
+pub const DATE_LINE_LEN: usize = DATE_AT + HTTP_DATE_LEN + 2;
 
 /// A per-worker cache of the current date; `refresh` is called once per loop turn
 /// and formats only when the second has changed. Owned by one thread: no locking.
@@ -16,10 +16,13 @@ pub const DATE_LINE_LEN: usize = 6 + HTTP_DATE_LEN + 2;
 /// response copies both at once (`common_lines`).
 pub struct DateCache {
     second: u64,
-    text: [u8; HTTP_DATE_LEN],
-    /// `Date: …\r\n` then the `Server` line (empty when no name is sent).
+    /// `Date: …\r\n` then the `Server` line (empty when no name is sent);
+    /// the date itself is at `DATE_AT`.
     lines: Vec<u8>,
 }
+
+/// Where the date starts in `DateCache::lines` (after `Date: `).
+const DATE_AT: usize = 6;
 
 impl Default for DateCache {
     fn default() -> Self {
@@ -27,7 +30,7 @@ impl Default for DateCache {
         lines.extend_from_slice(b"Date: ");
         lines.extend_from_slice(&[b' '; HTTP_DATE_LEN]);
         lines.extend_from_slice(b"\r\n");
-        let mut cache = DateCache { second: u64::MAX, text: [b' '; HTTP_DATE_LEN], lines };
+        let mut cache = DateCache { second: u64::MAX, lines };
         cache.refresh();
         cache
     }
@@ -39,14 +42,15 @@ impl DateCache {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if now != self.second {
             self.second = now;
-            format_http_date(now, &mut self.text);
-            self.lines[6..6 + HTTP_DATE_LEN].copy_from_slice(&self.text);
+            let mut text = [0u8; HTTP_DATE_LEN];
+            format_http_date(now, &mut text);
+            self.lines[DATE_AT..DATE_AT + HTTP_DATE_LEN].copy_from_slice(&text);
         }
     }
 
     /// The formatted date, valid until the next `refresh`.
-    pub fn get(&self) -> &[u8; HTTP_DATE_LEN] {
-        &self.text
+    pub fn get(&self) -> &[u8] {
+        &self.lines[DATE_AT..DATE_AT + HTTP_DATE_LEN]
     }
 
     /// Sets the `Server` line (`Server: NAME\r\n`, or empty) that follows the date.
@@ -122,5 +126,28 @@ mod tests {
         assert_eq!(&out, b"Thu, 31 Dec 2026 23:59:59 GMT");
         format_http_date(951_782_400, &mut out);
         assert_eq!(&out, b"Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+
+    #[test]
+    fn common_lines_are_the_date_line_then_the_server_line() {
+        let mut cache = DateCache::default();
+        let date = cache.get().to_vec();
+        assert_eq!(date.len(), HTTP_DATE_LEN);
+        assert!(date.ends_with(b" GMT"), "{:?}", String::from_utf8_lossy(&date));
+        let date_line = [&b"Date: "[..], &date, b"\r\n"].concat();
+        assert_eq!(cache.common_lines(), &date_line[..]);
+        cache.set_server_line(b"Server: a\r\n");
+        assert_eq!(cache.common_lines(), &[&date_line[..], b"Server: a\r\n"].concat()[..]);
+        // A reload replaces the line; an empty name sends none.
+        cache.set_server_line(b"Server: bb\r\n");
+        assert!(cache.common_lines().ends_with(b"\r\nServer: bb\r\n"));
+        cache.set_server_line(b"");
+        assert_eq!(cache.common_lines().len(), DATE_LINE_LEN);
+        // A refresh rewrites the date in place, the server line stays.
+        cache.set_server_line(b"Server: a\r\n");
+        cache.second = 0;
+        cache.refresh();
+        assert_eq!(&cache.common_lines()[..DATE_AT], b"Date: ");
+        assert!(cache.common_lines().ends_with(b" GMT\r\nServer: a\r\n"));
     }
 }

@@ -216,11 +216,13 @@ def test_exc_info_replaces_headers_before_they_are_sent(wsgi, app_errors):
     assert (r.status, r.body) == (503, b"sorry")
 
 
-def test_error_after_headers_cuts_the_response(wsgi, caplog):
+def failing_midway(headers):
+    """An app whose body raises after b"partial" (hello on /ok)."""
+
     def app(environ, start_response):
         if environ["PATH_INFO"] == "/ok":
             return hello_app(environ, start_response)
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+        start_response("200 OK", headers)
 
         def gen():
             yield b"partial"
@@ -228,7 +230,11 @@ def test_error_after_headers_cuts_the_response(wsgi, caplog):
 
         return gen()
 
-    s = wsgi(app)
+    return app
+
+
+def test_error_after_headers_cuts_the_response(wsgi, caplog):
+    s = wsgi(failing_midway([("Content-Type", "text/plain"), ("Content-Length", "100")]))
     import http.client
 
     with caplog.at_level(logging.ERROR, logger="warpcore"):
@@ -240,18 +246,7 @@ def test_error_after_headers_cuts_the_response(wsgi, caplog):
 
 
 def test_error_in_a_chunked_body_leaves_it_unterminated(wsgi, caplog):
-    def app(environ, start_response):
-        if environ["PATH_INFO"] == "/ok":
-            return hello_app(environ, start_response)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-
-        def gen():
-            yield b"partial"
-            raise RuntimeError("midway")
-
-        return gen()
-
-    s = wsgi(app)
+    s = wsgi(failing_midway([("Content-Type", "text/plain")]))
     with caplog.at_level(logging.ERROR, logger="warpcore"):
         raw = raw_exchange(s.port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")

@@ -6,12 +6,12 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::payload::Payload;
-use crate::sys::sendfile;
+use crate::sys::{sendfile, socket_io};
 
 /// One piece of pending output.
 pub(crate) enum Segment {
@@ -122,7 +122,7 @@ impl OutQueue {
                 _ if file_next => {
                     // The head before a file: hold the packet for the file's bytes.
                     let front = &self.segments[0].bytes()[self.front_done..];
-                    sendfile::send(stream.as_fd(), front, true)
+                    socket_io::send(stream.as_fd(), front, true)
                 }
                 _ => {
                     let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
@@ -136,9 +136,9 @@ impl OutQueue {
                         count += 1;
                     }
                     if count == 1 {
-                        (&*stream).write(&slices[0])
+                        socket_io::send(stream.as_fd(), &slices[0], false)
                     } else {
-                        (&*stream).write_vectored(&slices[..count])
+                        socket_io::send_vectored(stream.as_fd(), &slices[..count])
                     }
                 }
             };
@@ -200,8 +200,8 @@ fn writev_parts(stream: &mio::net::TcpStream, parts: [&[u8]; 3]) -> Option<[usiz
         }
         let result = match count {
             0 => return Some(done),
-            1 => (&*stream).write(&slices[0]),
-            _ => (&*stream).write_vectored(&slices[..count]),
+            1 => socket_io::send(stream.as_fd(), &slices[0], false),
+            _ => socket_io::send_vectored(stream.as_fd(), &slices[..count]),
         };
         match result {
             Ok(0) => return None,

@@ -2,7 +2,8 @@
 //! deadlines, drain on shutdown. Owns its listener, its connections and its
 //! buffers; shares nothing on the request path with other workers.
 
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::out::write_now_or_queue;
 use crate::server::Shared;
 use crate::settings::Settings;
 use crate::stats::{bump, WorkerStats};
+use crate::sys::socket_io;
 use crate::timer::{CoarseClock, Deadline, Wait};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -406,7 +408,7 @@ impl Worker {
             }
             let room = buf.spare().len();
             let mut drained = false;
-            match (&conn.state.stream).read(buf.spare()) {
+            match socket_io::recv(conn.state.stream.as_fd(), buf.spare()) {
                 Ok(0) => eof = true,
                 Ok(n) => {
                     drained = short_read_drains && n < room;
@@ -551,7 +553,7 @@ impl Worker {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         let mut discarded = 0;
         loop {
-            match (&conn.state.stream).read(self.scratch.spare()) {
+            match socket_io::recv(conn.state.stream.as_fd(), self.scratch.spare()) {
                 Ok(0) => break,
                 Ok(n) => {
                     discarded += n;
@@ -618,7 +620,7 @@ fn watch_while_waiting(conn: &mut Conn, limit: usize) -> bool {
         if conn.input.spare().is_empty() {
             conn.input.grow_to((conn.input.capacity() * 2).clamp(4096, limit));
         }
-        match (&conn.state.stream).read(conn.input.spare()) {
+        match socket_io::recv(conn.state.stream.as_fd(), conn.input.spare()) {
             Ok(0) => return true,
             Ok(n) => conn.input.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -41,7 +41,7 @@ pub extern "C" fn warpcore_respond_file(
     path: *const u8,
     path_len: usize,
 ) -> warpcore_result {
-    ffi_boundary!({
+    response_boundary!(response, {
         let fields = ok_or_return!(check_headers(headers, header_count));
         let path = match try_slice(path, path_len, "path") {
             Ok(p) if !p.is_empty() => p,

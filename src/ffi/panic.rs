@@ -13,6 +13,25 @@ macro_rules! ffi_boundary {
     }};
 }
 
+/// `ffi_boundary!` for a call on a response handle. A call the handler makes
+/// on its own handle runs inside the worker loop, whose panics are quiet
+/// already, so it skips the thread-local that marks the thread quiet (a
+/// `__tls_get_addr` call in a shared object, on every answer).
+macro_rules! response_boundary {
+    ($handle:expr, $body:block) => {{
+        if $crate::ffi::response::in_call_here($handle) {
+            match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::ffi::result::warpcore_result {
+                $body
+            })) {
+                Ok(result) => result,
+                Err(payload) => $crate::ffi::panic::record_panic(payload),
+            }
+        } else {
+            ffi_boundary!($body)
+        }
+    }};
+}
+
 /// Like `ffi_boundary!` for functions that return a plain value: a panic yields `$default`.
 macro_rules! ffi_boundary_or {
     ($default:expr, $body:block) => {{

@@ -2,13 +2,13 @@
 //! (fast path, no queue, no wakeup) or later from any thread (deferred).
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::cast::{try_array, try_slice, try_slice_named};
 use super::request::{warpcore_header, warpcore_str};
 use super::result::{fail, warpcore_result};
-use super::thread::{with_thread, FfiThread};
+use super::thread::{current_thread, FfiThread};
 use crate::deferred::Deferred;
 use crate::handler::{RespondError, Response};
 use crate::payload::Payload;
@@ -21,8 +21,8 @@ use crate::payload::Payload;
 pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
 
 enum Mode {
-    /// Inside the handler call, on the thread whose marker is `thread`
-    /// (`FfiThread::marker`): the live core response.
+    /// Inside the handler call, on the thread `thread` (`current_thread`):
+    /// the live core response.
     InCall { response: *mut Response<'static>, thread: usize },
     /// After the handler returned without finishing the answer.
     Deferred(Deferred),
@@ -49,6 +49,13 @@ enum Mode {
 /// keeps its connection open until shutdown's deadline; a call after that
 /// returns `WARPCORE_RESULT_CLOSED` (and releases it).
 pub struct warpcore_response {
+    /// The thread (`current_thread`) inside whose handler call this handle
+    /// is, or 0; with `in_call_core`, the lock-free path of a call made by the
+    /// handler itself. Only that thread writes its own id here, so no other
+    /// thread ever finds its id in it.
+    in_call_on: AtomicUsize,
+    /// The live core response while `in_call_on` is set; read only by that thread.
+    in_call_core: AtomicPtr<Response<'static>>,
     mode: Mutex<Mode>,
     handed_over: Condvar,
     /// Threads waiting on `handed_over`; changed and read only with `mode`
@@ -67,15 +74,23 @@ unsafe impl Sync for warpcore_response {}
 /// to the pool or hands it to the caller as a deferred handle.
 pub(crate) fn with_handle(thread: &FfiThread, res: &mut Response<'_>, call: impl FnOnce(*mut warpcore_response)) {
     let mut handle = thread.pool.borrow_mut().pop().unwrap_or_else(|| {
-        Box::new(warpcore_response { mode: Mutex::new(Mode::Idle), handed_over: Condvar::new(), waiters: AtomicUsize::new(0) })
+        Box::new(warpcore_response {
+            in_call_on: AtomicUsize::new(0),
+            in_call_core: AtomicPtr::new(std::ptr::null_mut()),
+            mode: Mutex::new(Mode::Idle),
+            handed_over: Condvar::new(),
+            waiters: AtomicUsize::new(0),
+        })
     });
     let response: *mut Response<'static> = (res as *mut Response<'_>).cast();
+    let me = current_thread();
     // No lock: the handle is ours alone until `call` hands it out.
-    set_mode(handle.mode.get_mut().unwrap_or_else(|e| e.into_inner()), Mode::InCall { response, thread: thread.marker() });
+    set_mode(handle.mode.get_mut().unwrap_or_else(|e| e.into_inner()), Mode::InCall { response, thread: me });
+    *handle.in_call_core.get_mut() = response;
+    *handle.in_call_on.get_mut() = me;
     let raw: *mut warpcore_response = &mut *handle;
-    let outer = thread.in_call.replace((raw, response));
     call(raw);
-    thread.in_call.set(outer);
+    handle.in_call_on.store(0, Ordering::Relaxed);
 
     let mut mode = handle.lock();
     if res.is_complete() {
@@ -209,26 +224,32 @@ pub(crate) fn check_headers<'a>(headers: *const warpcore_header, count: usize) -
     Ok(CheckedHeaders(fields))
 }
 
+/// Whether `handle` is in the handler call running on this thread (so a call
+/// on it takes the lock-free path).
+pub(crate) fn in_call_here(handle: *mut warpcore_response) -> bool {
+    // SAFETY: a non-NULL handle was passed to a handler and, per its documented
+    // lifetime, has not been released.
+    !handle.is_null() && unsafe { &*handle }.in_call_on.load(Ordering::Relaxed) == current_thread()
+}
+
 /// Runs `call` on the handle in whichever mode it is, freeing a deferred handle
 /// whose answer the call finished.
 pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcore_result {
     if handle.is_null() {
         return fail(warpcore_result::NullArgument, "response is NULL");
     }
-    let (current, response, marker) = with_thread(|t| {
-        let (current, response) = t.in_call.get();
-        (current, response, t.marker())
-    });
-    if std::ptr::eq(current, handle) {
-        // SAFETY: this thread is inside `with_handle`'s handler call for this
-        // handle, where `response` is the live core response; other threads
-        // wait on the lock until the call returns.
-        let core = unsafe { &mut *response };
-        return into_result(call_in_handler(core, call));
-    }
     // SAFETY: a non-NULL handle was passed to a handler and, per its documented
     // lifetime, has not been released.
     let h = unsafe { &*handle };
+    let marker = current_thread();
+    if h.in_call_on.load(Ordering::Relaxed) == marker {
+        // SAFETY: this thread is inside `with_handle`'s handler call for this
+        // handle (only this thread stores its own id there), where
+        // `in_call_core` is the live core response; other threads wait on the
+        // lock until the call returns.
+        let core = unsafe { &mut *h.in_call_core.load(Ordering::Relaxed) };
+        return into_result(call_in_handler(core, call));
+    }
     let mut mode = h.lock();
     let mut yields = 0;
     loop {
@@ -333,7 +354,7 @@ pub extern "C" fn warpcore_respond(
     body: *const u8,
     body_len: usize,
 ) -> warpcore_result {
-    ffi_boundary!({
+    response_boundary!(response, {
         let fields = ok_or_return!(check_headers(headers, header_count));
         let body = ok_or_return!(try_slice(body, body_len, "body"));
         perform(response, Call::Respond { status, headers: fields, body: Body::Borrowed(body) })
@@ -355,7 +376,7 @@ pub extern "C" fn warpcore_respond_buffer(
     release: warpcore_release_cb,
     release_userdata: *mut c_void,
 ) -> warpcore_result {
-    ffi_boundary!({
+    response_boundary!(response, {
         let Some(release) = release else {
             return fail(warpcore_result::NullArgument, "release is NULL");
         };
@@ -383,7 +404,7 @@ pub extern "C" fn warpcore_response_start(
     header_count: usize,
     content_length: i64,
 ) -> warpcore_result {
-    ffi_boundary!({
+    response_boundary!(response, {
         let fields = ok_or_return!(check_headers(headers, header_count));
         let length = match content_length {
             -1 => None,
@@ -400,7 +421,7 @@ pub extern "C" fn warpcore_response_start(
 /// queued for the connection, and resumes as the client reads.
 #[no_mangle]
 pub extern "C" fn warpcore_response_write(response: *mut warpcore_response, data: *const u8, len: usize) -> warpcore_result {
-    ffi_boundary!({
+    response_boundary!(response, {
         let data = ok_or_return!(try_slice(data, len, "data"));
         perform(response, Call::Write(Body::Borrowed(data)))
     })
@@ -416,7 +437,7 @@ pub extern "C" fn warpcore_response_write_buffer(
     release: warpcore_release_cb,
     release_userdata: *mut c_void,
 ) -> warpcore_result {
-    ffi_boundary!({
+    response_boundary!(response, {
         let Some(release) = release else {
             return fail(warpcore_result::NullArgument, "release is NULL");
         };
@@ -433,7 +454,7 @@ pub extern "C" fn warpcore_response_write_buffer(
 /// Content-Length were written (the connection is then closed).
 #[no_mangle]
 pub extern "C" fn warpcore_response_end(response: *mut warpcore_response) -> warpcore_result {
-    ffi_boundary!({ perform(response, Call::End) })
+    response_boundary!(response, { perform(response, Call::End) })
 }
 
 /// Gives up on the answer, for a handler or a stream that failed: the error
@@ -451,5 +472,5 @@ pub extern "C" fn warpcore_response_end(response: *mut warpcore_response) -> war
 /// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
 #[no_mangle]
 pub extern "C" fn warpcore_response_abort(response: *mut warpcore_response) -> warpcore_result {
-    ffi_boundary!({ perform(response, Call::Abort) })
+    response_boundary!(response, { perform(response, Call::Abort) })
 }

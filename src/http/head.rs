@@ -162,33 +162,39 @@ fn inspect(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<HeadInfo,
 
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let value = parse_content_length(h.value).ok_or(Reject(400))?;
-            if content_length.is_some_and(|v| v != value) {
-                return Err(Reject(400));
+        // By length first: most fields are compared with nothing.
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => hosts += 1,
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                } else {
+                    return Err(Reject(417));
+                }
             }
-            content_length = Some(value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if saw_transfer_encoding && chunked {
-                // `chunked` must be the last coding; anything after it is invalid.
-                return Err(Reject(400));
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = trim(token);
+                    conn_close |= token.eq_ignore_ascii_case(b"close");
+                    conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
-            saw_transfer_encoding = true;
-            chunked = transfer_coding_is_chunked(h.value)?;
-        } else if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = trim(token);
-                conn_close |= token.eq_ignore_ascii_case(b"close");
-                conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                let value = parse_content_length(h.value).ok_or(Reject(400))?;
+                if content_length.is_some_and(|v| v != value) {
+                    return Err(Reject(400));
+                }
+                content_length = Some(value);
             }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
-            } else {
-                return Err(Reject(417));
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if saw_transfer_encoding && chunked {
+                    // `chunked` must be the last coding; anything after it is invalid.
+                    return Err(Reject(400));
+                }
+                saw_transfer_encoding = true;
+                chunked = transfer_coding_is_chunked(h.value)?;
             }
+            _ => {}
         }
     }
 

@@ -20,6 +20,7 @@ macro_rules! syscall {
 pub(crate) mod fs;
 pub(crate) mod inotify;
 pub(crate) mod sendfile;
+pub(crate) mod socket_io;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 

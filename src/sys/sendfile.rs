@@ -1,6 +1,5 @@
-//! `sendfile(2)` from a file to a socket, and `send(2)` with `MSG_MORE` so that
-//! a response head waits in the kernel for the first file bytes and both leave in
-//! one packet.
+//! `sendfile(2)` from a file to a socket (the head before it goes with
+//! `MSG_MORE`, see `socket_io::send`, so both leave in one packet).
 //!
 //! Unlike `send`, `sendfile` takes no `MSG_NOSIGNAL`: writing to a connection the
 //! peer has reset raises `SIGPIPE`, which kills a C program with the default
@@ -36,15 +35,6 @@ pub(crate) fn sendfile(socket: BorrowedFd<'_>, file: BorrowedFd<'_>, offset: &mu
             Err(e)
         }
     }
-}
-
-/// Sends bytes on `socket` without raising `SIGPIPE`; with `more`, the kernel
-/// holds a partial packet back for the data that follows (`MSG_MORE`).
-pub(crate) fn send(socket: BorrowedFd<'_>, buf: &[u8], more: bool) -> io::Result<usize> {
-    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-    // SAFETY: `buf` is valid for `buf.len()` bytes and the descriptor is live.
-    let n = syscall!(send(socket.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags))?;
-    Ok(n as usize)
 }
 
 thread_local! {
@@ -84,6 +74,7 @@ fn consume_sigpipe() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::socket_io::send;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsFd;

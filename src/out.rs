@@ -153,6 +153,11 @@ impl OutQueue {
         Ok(true)
     }
 
+    /// Records bytes written to the socket past the queue (for `take_written`).
+    pub fn count_written(&mut self, n: u64) {
+        self.written += n;
+    }
+
     /// Bytes written since the last call (for the byte counters).
     pub fn take_written(&mut self) -> u64 {
         std::mem::take(&mut self.written)

@@ -145,6 +145,9 @@ pub(crate) struct ConnState {
     /// The peer's FIN (or a reset) has been reported: read on to the end.
     pub peer_closing: bool,
     pub deadline: Deadline,
+    /// Answers held for the end of the poll round: a range of the worker's
+    /// `HeldAnswers`, sent before anything else is written here.
+    pub held: Option<(usize, usize)>,
 }
 
 /// A connection: its state and the bytes of a request that did not arrive whole.
@@ -173,6 +176,7 @@ impl Conn {
                 read_ready: true,
                 peer_closing: false,
                 deadline: Deadline::NONE,
+                held: None,
             },
         }
     }

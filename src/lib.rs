@@ -14,6 +14,7 @@ mod deferred;
 pub mod error;
 pub mod ffi;
 mod file;
+mod held;
 pub mod handler;
 pub mod http;
 pub mod log;

@@ -14,6 +14,7 @@ use crate::buffer::InBuf;
 use crate::conn::{Conn, ConnState, Stop};
 use crate::deferred::{ConnRef, Mailbox, Message};
 use crate::file::StaticFiles;
+use crate::held::HeldAnswers;
 use crate::http::compose::{compose_error, ComposeEnv};
 use crate::http::date::DateCache;
 use crate::log::{AccessBuffer, Level};
@@ -72,6 +73,8 @@ pub(crate) struct Worker {
     next_conn_id: u64,
     scratch: InBuf,
     out: Vec<u8>,
+    /// Answers waiting for the end of the poll round (see `held`).
+    held: HeldAnswers,
     inbox: Vec<Message>,
     ctx: WorkerCtx,
     clock: CoarseClock,
@@ -103,6 +106,7 @@ impl Worker {
             next_conn_id: 0,
             scratch: InBuf::with_capacity(SCRATCH_SIZE),
             out: Vec::with_capacity(SCRATCH_SIZE),
+            held: HeldAnswers::default(),
             inbox: Vec::new(),
             ctx: WorkerCtx {
                 index,
@@ -154,6 +158,7 @@ impl Worker {
             if events.iter().any(|e| e.token() == FILE_WATCH) {
                 self.ctx.files.on_watch_event();
             }
+            self.held.start_round(events.iter().count());
             for event in events.iter() {
                 match event.token() {
                     FILE_WATCH => {}
@@ -163,7 +168,11 @@ impl Worker {
                         w.on_conn_event(i, event.is_readable(), event.is_writable(), event.is_read_closed())
                     }),
                 }
+                if self.held.overdue() {
+                    self.release_all_held();
+                }
             }
+            self.release_all_held();
             if new_second {
                 self.sweep();
                 self.flush_access_log();
@@ -237,6 +246,7 @@ impl Worker {
     /// go on (flush, next pipelined request, close).
     fn deliver(&mut self, message: Message) {
         let ConnRef { index, id } = message.conn;
+        self.release_held(index);
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         if conn.state.conn_ref.id != id {
             return;
@@ -329,6 +339,7 @@ impl Worker {
     }
 
     fn on_conn_event(&mut self, index: usize, readable: bool, writable: bool, read_closed: bool) {
+        self.release_held(index);
         let Some(conn) = self.conns.get_mut(index).and_then(|c| c.as_mut()) else { return };
         if conn.state.deadline.wait == Wait::Linger {
             if readable {
@@ -368,7 +379,7 @@ impl Worker {
         if self.shared.generation() != self.ctx.generation {
             self.check_settings();
         }
-        let Worker { conns, scratch, out, ctx, clock, .. } = self;
+        let Worker { conns, scratch, out, held, ctx, clock, .. } = self;
         let timeouts = ctx.settings.timeouts;
         let max_head = ctx.settings.head_limits.max_head_bytes;
         let max_body = ctx.settings.max_body_size as usize;
@@ -454,7 +465,20 @@ impl Worker {
             eof = watch_while_waiting(conn, max_head);
         }
 
-        write_out(&mut conn.state, out);
+        // A keep-alive connection's answers wait for the end of the round
+        // (see `held`); anything else goes now.
+        let hold = !out.is_empty()
+            && conn.state.backlog.is_empty()
+            && conn.state.held.is_none()
+            && !conn.state.close_after_flush
+            && !eof
+            && !ctx.draining
+            && held.can_hold(out.len());
+        if hold {
+            conn.state.held = Some(held.hold(index, out));
+        } else {
+            write_out(&mut conn.state, out);
+        }
         conn.state.acknowledge_written();
         bump(&ctx.stats.bytes_out, conn.state.backlog.take_written());
         if eof {
@@ -502,6 +526,42 @@ impl Worker {
             } else {
                 self.start_linger(index);
             }
+        }
+    }
+
+    /// Sends every held answer, in the order they were held.
+    fn release_all_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let conns = self.held.take_conns();
+        for &index in &conns {
+            self.release_held(index);
+        }
+        self.held.clear(conns);
+    }
+
+    /// Sends the answers held for connection `index`, before anything else is
+    /// written to it; what the socket does not take waits in its backlog for
+    /// the next writable event, and an error closes it.
+    fn release_held(&mut self, index: usize) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else { return };
+        let Some(range) = conn.state.held.take() else { return };
+        let bytes = self.held.bytes(range);
+        let state = &mut conn.state;
+        let sent = match socket_io::send(state.stream.as_fd(), bytes, false) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
+            Err(_) => {
+                self.close(index);
+                return;
+            }
+        };
+        bump(&self.ctx.stats.bytes_out, sent as u64);
+        if sent < bytes.len() {
+            state.backlog.push_copy(&bytes[sent..]);
+            state.deadline = Deadline { at: self.clock.after(self.ctx.settings.timeouts.write), wait: Wait::Write };
+            self.set_write_interest(index, true);
         }
     }
 
@@ -570,6 +630,7 @@ impl Worker {
     }
 
     fn close(&mut self, index: usize) {
+        self.release_held(index);
         if let Some(slot) = self.conns.get_mut(index) {
             if slot.take().is_some() {
                 self.free.push(index);

@@ -1,0 +1,93 @@
+//! Answers held back until the worker has handled the rest of a poll round's
+//! events, then sent connection by connection (Redis's write-before-sleep,
+//! bjoern's read-all-then-write-all).
+//!
+//! Sent one by one as they are made, each answer wakes the client side on its
+//! own: over loopback every `send` pays for waking the peer's thread. Sent as
+//! a burst, the first wakes it and the rest find it running, and its next
+//! requests come back as a burst too, so both sides do more per wake-up. The
+//! wait is bounded: an answer is held at most `MAX_WAIT` (a slow handler
+//! later in the round does not delay the answers before it by more; one that
+//! blocks holds them until it returns, as it holds its whole worker) and the
+//! round holds at most `MAX_BYTES`. A round with a single event holds nothing:
+//! there is nothing to gather, and holding would cost a clock read.
+
+use std::time::{Duration, Instant};
+
+/// The longest an answer waits for the rest of its round.
+const MAX_WAIT: Duration = Duration::from_micros(100);
+/// The most bytes held in one round; past it, answers go out at once.
+const MAX_BYTES: usize = 256 * 1024;
+/// The clock is read for `overdue` once per this many events.
+const CHECK_EVERY: u32 = 4;
+
+/// The held answers of one worker: one buffer, and the connections with a
+/// range of it, in the order they were held.
+#[derive(Default)]
+pub(crate) struct HeldAnswers {
+    bytes: Vec<u8>,
+    conns: Vec<usize>,
+    /// When the first answer of the round was held.
+    since: Option<Instant>,
+    /// This round has more than one event: answers may be held.
+    enabled: bool,
+    /// Events handled this round, for `overdue`'s clock reads.
+    events: u32,
+}
+
+impl HeldAnswers {
+    /// Begins a poll round of `events` events (held answers of the previous
+    /// one were all sent).
+    pub fn start_round(&mut self, events: usize) {
+        self.enabled = events > 1;
+        self.events = 0;
+    }
+
+    /// Whether `more` bytes may be held now.
+    pub fn can_hold(&self, more: usize) -> bool {
+        self.enabled && self.bytes.len() + more <= MAX_BYTES
+    }
+
+    /// Moves `out` into the held bytes for connection `index`; returns its range.
+    pub fn hold(&mut self, index: usize, out: &mut Vec<u8>) -> (usize, usize) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(out);
+        out.clear();
+        self.conns.push(index);
+        (start, self.bytes.len())
+    }
+
+    /// Called after each event: whether the oldest held answer has waited
+    /// long enough (the clock is read every `CHECK_EVERY` events).
+    pub fn overdue(&mut self) -> bool {
+        self.events += 1;
+        self.events % CHECK_EVERY == 0 && self.since.is_some_and(|t| t.elapsed() >= MAX_WAIT)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// The bytes of a range returned by `hold` (until `clear`).
+    pub fn bytes(&self, range: (usize, usize)) -> &[u8] {
+        &self.bytes[range.0..range.1]
+    }
+
+    /// The connections held this round, in order; the list is given back with
+    /// `clear`.
+    pub fn take_conns(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.conns)
+    }
+
+    /// Forgets the round (after every connection's range was sent), keeping
+    /// the buffers' capacity; `conns` is the list `take_conns` gave.
+    pub fn clear(&mut self, mut conns: Vec<usize>) {
+        conns.clear();
+        self.conns = conns;
+        self.bytes.clear();
+        self.since = None;
+    }
+}

@@ -112,7 +112,7 @@ def accepted(ctype: str) -> set:
         if base == "void":
             return {c_void_p}
         if base in _OPAQUE:
-            return {c_void_p, _ffi.ResponseHandle} if base == "warpcore_response" else {c_void_p}
+            return {c_void_p}
         if base in _STRUCTS:
             return {c_void_p, POINTER(_STRUCTS[base])}
     if stars == 2 and base in _OPAQUE:

@@ -509,3 +509,29 @@ def test_library_lookup_error_names_the_paths(tmp_path):
 def test_version():
     assert warpcore.version().count(".") == 2
     assert warpcore.result_str(9)
+
+
+def test_method_and_path_stay_right_across_repeated_and_many_request_lines(serve):
+    # Method and path come from a cache keyed by the request line as received:
+    # repeats, near-misses, percent-decoding and more distinct lines than the
+    # cache holds must all give each request its own method and path.
+    from warpcore import _request
+
+    def handler(req: Request) -> Response:
+        return Response(200, TEXT, f"{req.method} {req.path} {req.query}".encode("utf-8", "surrogateescape"))
+
+    s = serve(handler)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    try:
+        cases = [("GET", "/a%20b", "GET /a b "), ("GET", "/a%20b", "GET /a b "), ("PUT", "/a%20b", "PUT /a b "),
+                 ("GET", "/a%20b?x=1", "GET /a b x=1"), ("GET", "/a b".replace(" ", "%2F"), "GET /a/b "),
+                 ("PURGE", "/", "PURGE / ")]
+        cases += [("GET", f"/p{i}", f"GET /p{i} ") for i in range(_request._LINES_MAX + 50)]
+        cases += [("GET", "/x" * 200, "GET " + "/x" * 200 + " ")]  # longer than the cached lines
+        for method, target, want in cases:
+            conn.request(method, target)
+            r = conn.getresponse()
+            assert (r.status, r.read().decode()) == (200, want)
+    finally:
+        conn.close()
+    assert len(_request._LINES) <= _request._LINES_MAX

@@ -342,3 +342,36 @@ def test_inline_mode_drains_generators_off_the_event_loop():
         assert out["r"].body == b"first,second"
     finally:
         s.shutdown(1.0)
+
+
+def test_environ_is_fresh_per_request_with_the_same_head(wsgi, app_errors):
+    # Environs are built from a per-server cache keyed by the request head as
+    # received: an application changing its environ, and requests whose heads
+    # match but whose bodies, peers or fields differ, must not see each other.
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(
+            (environ.get("MARK"), environ.get("HTTP_X_A"), environ.get("CONTENT_LENGTH"),
+             environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)), environ["REMOTE_PORT"], environ["PATH_INFO"])
+        )
+        environ["MARK"] = "changed"
+        environ["HTTP_X_A"] = "changed"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    s = wsgi(app)
+    head = b"POST /p%20q HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for body in (b"3\r\nabc\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n", b"3\r\nabc\r\n0\r\n\r\n"):
+        assert b" 200 " in raw_exchange(s.port, head + body, until_close=False)
+    for value in ("1", "2", "1"):
+        assert request(s.port, path="/p%20q", headers={"X-A": value}).status == 200
+    assert [(m, a, n, b, p) for m, a, n, b, _, p in seen] == [
+        (None, "1", "3", b"abc", "/p q"),
+        (None, "1", "5", b"hello", "/p q"),
+        (None, "1", "3", b"abc", "/p q"),
+        (None, "1", None, b"", "/p q"),
+        (None, "2", None, b"", "/p q"),
+        (None, "1", None, b"", "/p q"),
+    ]
+    assert len({port for *_, port, _ in seen}) == len(seen)  # one connection each

@@ -135,14 +135,11 @@ warpcore_result = c_uint32
 warpcore_timeout = c_uint32
 
 
-class ResponseHandle(c_void_p):
-    """A ``warpcore_response *`` as the handler callback passes it. Being a
-    subclass of ``c_void_p``, ctypes hands it over as an object rather than an
-    int, and passes it on to any call unconverted (see ``RAW``)."""
-
-
 #: void (*)(void *userdata, const warpcore_request *request, warpcore_response *response)
-warpcore_handler_cb = CFUNCTYPE(None, c_void_p, c_void_p, ResponseHandle)
+# The response handle arrives as a plain int (c_void_p's getfunc): no ctypes
+# object is made per call. Untyped calls take it through ``RAW``, whose first
+# argument is declared (an int wider than 32 bits would not pass untyped).
+warpcore_handler_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_void_p)
 #: void (*)(void *userdata, const uint8_t *data, size_t len)
 warpcore_release_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 #: void (*)(void *userdata, const uint8_t *lines, size_t len)
@@ -338,23 +335,26 @@ for _name in (
     _fn.argtypes = list(_args)
     setattr(INLINE, _name[len("warpcore_"):], _fn)
 
-# ``warpcore_respond`` once more, keeping the GIL and *without* argtypes: the
-# per-argument from_param conversions cost more than the rest of the call
-# (about 1 us of 2 here). Its callers pass exactly what the C types need:
-# the response handle and the header array as c_void_p objects (passed as
-# pointers), the body as bytes (passed as a pointer to its buffer), the
-# status, header count and body length as ints below 2**31 (passed as C int,
-# which libffi widens to the full register: a uint16_t or size_t callee reads
-# the same value). Only on 64-bit x86 and ARM, where that holds; elsewhere it
-# is the typed INLINE call.
+# ``warpcore_respond`` once more, keeping the GIL, with only its first
+# argument declared: the per-argument from_param conversions cost more than
+# the rest of the call. Its callers pass the response handle as an int (the
+# one declared argument, converted by c_void_p), the header array as the
+# ``byref`` of a ctypes array kept by ``HeaderArray.pointer`` (passed as is:
+# no object is made per call) or None, the body as bytes (passed as a pointer
+# to its buffer), the status, header count and body length as ints below
+# 2**31 (passed as C int, which libffi widens to the full register: a
+# uint16_t or size_t callee reads the same value). Only on 64-bit x86 and ARM,
+# where that holds; elsewhere it is the typed INLINE call.
 RAW = _Functions()
 if ctypes.sizeof(c_void_p) == 8 and platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
     _raw = ctypes.PyDLL(LIBRARY_PATH).warpcore_respond
     _raw.restype = warpcore_result
+    _raw.argtypes = (warpcore_response_p,)  # the rest untyped: ctypes allows more for cdecl
     RAW.respond = _raw
     # The same, releasing the GIL: for answers from other threads (deferred).
     _raw = ctypes.CDLL(LIBRARY_PATH).warpcore_respond
     _raw.restype = warpcore_result
+    _raw.argtypes = (warpcore_response_p,)
     RAW.respond_deferred = _raw
     RAW_UNTYPED = True
 else:  # pragma: no cover - other machines
@@ -458,7 +458,9 @@ class HeaderArray:
         self.array = arr
         self.count = n
         self.address = ctypes.addressof(arr) if n else None
-        self.pointer = c_void_p(self.address)  # for RAW.respond
+        # For RAW.respond: a ready-made pointer argument (ctypes passes a
+        # byref() object as is, where a c_void_p would make one per call).
+        self.pointer = ctypes.byref(arr) if n else None
         self._keep = keep
 
 

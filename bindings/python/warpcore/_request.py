@@ -166,11 +166,33 @@ for _name, _off in (("method", 0), ("target", 16), ("path", 32), ("query", 48), 
     assert getattr(_ffi.warpcore_request, _name).offset == _off, f"warpcore_request.{_name} moved"
 _pair = struct.Struct("@QQ").unpack_from  # (ptr, len) of one warpcore_str
 _method_path = struct.Struct("@QQ16xQQ").unpack_from  # method (ptr, len), path (ptr, len)
+_method_target_path = struct.Struct("@6Q").unpack_from  # method, target, path: (ptr, len) each
 _tail = struct.Struct("@HBBI").unpack_from  # peer_port, version_major, version_minor, worker_index
 
 # Bytes of a short field come out of one struct call (cheaper than a memoryview
 # slice); longer ones are sliced.
-_SHORT = [struct.Struct(f"{n}s").unpack_from for n in range(64)]
+_SHORT = [struct.Struct(f"{n}s").unpack_from for n in range(256)]
+
+
+# "GET /a%20b?x=1" (method, space, target: as they sit in the receive buffer)
+# -> ("GET", "/a b"), the method and the engine's decoded path: a server sees
+# few distinct request lines, and one dict hit replaces two reads and two
+# decodings. Bounded: cleared when full.
+_LINES: Dict[bytes, Tuple[str, str]] = {}
+_LINES_MAX = 1024
+
+
+def _read_method_path(line: Optional[bytes], mp: int, ml: int, pp: int, pl: int) -> Tuple[str, str]:
+    """(method, path) read from their spans; remembered in ``_LINES`` under
+    ``line`` (the method-space-target span) unless that is None."""
+    method = _SHORT[ml](_MEM, mp)[0] if ml < 64 else _MEM[mp : mp + ml].tobytes()
+    path = _SHORT[pl](_MEM, pp)[0] if pl < 256 else _MEM[pp : pp + pl].tobytes()
+    pair = (_METHODS.get(method) or method.decode("latin-1"), path.decode("utf-8", "surrogateescape"))
+    if line is not None:
+        if len(_LINES) >= _LINES_MAX:
+            _LINES.clear()
+        _LINES[line] = pair
+    return pair
 
 
 def _bytes_at(view_field: int) -> bytes:
@@ -211,11 +233,10 @@ class Request:
         struct call for both spans); the rest when first asked for."""
         self._a = address
         self._live = True
-        mp, ml, pp, pl = _method_path(_MEM, address)
-        raw = _SHORT[ml](_MEM, mp)[0] if ml < 64 else _MEM[mp : mp + ml].tobytes()
-        self.method: str = _METHODS.get(raw) or raw.decode("latin-1")
-        raw = _SHORT[pl](_MEM, pp)[0] if pl < 64 else _MEM[pp : pp + pl].tobytes()
-        self.path: str = raw.decode("utf-8", "surrogateescape")
+        mp, ml, tp, tl, pp, pl = _method_target_path(_MEM, address)
+        n = tp - mp + tl
+        line = _SHORT[n](_MEM, mp)[0] if n < 256 and tp - mp == ml + 1 else None
+        self.method, self.path = (line is not None and _LINES.get(line)) or _read_method_path(line, mp, ml, pp, pl)
         self._target = self._query = self._headers = self._body = self._peer = self._tail = _UNSET
 
     @classmethod

@@ -77,13 +77,14 @@ class Response:
     again (a module-level constant): what the C call needs is prepared once.
     """
 
-    __slots__ = ("_status", "_headers", "_body", "_fast")
+    __slots__ = ("_status", "_headers", "_body", "_fast", "_array")
 
     def __init__(self, status: int = 200, headers: HeadersLike = None, body: Body = b"") -> None:
         self._status = status
         self._headers = headers
         self._body = body if type(body) is bytes else _body_bytes(body)
         self._fast: Optional[Tuple[Any, ...]] = None
+        self._array: Optional[HeaderArray] = None
 
     @property
     def status(self) -> int:
@@ -113,15 +114,17 @@ class Response:
         self._fast = None
 
     def _prepare(self) -> Tuple[Any, ...]:
-        """(status, header array pointer, header count, body, body length)
-        for the untyped in-handler call, or () when the typed path must be
+        """(status, header array pointer, header count, body, body length):
+        the arguments after the handle of the untyped in-handler call
+        (``RAW.respond(res, *fast)``), or () when the typed path must be
         taken (a large body, a status out of range). Kept until a setter runs;
         a header list changed in place is not seen (assign it again)."""
         body = self._body
         status = self._status
         if len(body) < ZERO_COPY_MIN and type(status) is int and 0 <= status < 65536:
             h = header_array(self._headers)
-            fast: Tuple[Any, ...] = (status, h.pointer, h.count, body, len(body), h)
+            self._array = h  # keeps the fields the pointer points to alive
+            fast: Tuple[Any, ...] = (status, h.pointer, h.count, body, len(body))
         else:
             fast = ()
         self._fast = fast
@@ -314,7 +317,9 @@ def pump(res: int, iterable: Iterable[Any]) -> None:
     it. Runs on a stream thread (writes block above the high-water mark) or
     inside the handler call for lists. Never raises: an error is logged and
     the stream aborted (the connection closes without the stream's end, so
-    the client sees an incomplete body)."""
+    the client sees an incomplete body). The iterable's ``close()`` runs
+    before the stream ends: a client holding the whole body knows it ran."""
+    finished = False
     try:
         for chunk in iterable:
             if type(chunk) is not bytes:
@@ -328,19 +333,20 @@ def pump(res: int, iterable: Iterable[Any]) -> None:
                 rc = _write_buffer(res, chunk, n, RELEASE, pin(chunk))
             if rc and _finished(rc, "warpcore_response_write"):
                 return
+        finished = True
     except WarpcoreError as exc:
         log.error("streamed response failed: %s", exc)
     except Exception:
         log.exception("a streamed response's iterable raised; the response is cut short")
-    else:
+    finally:
+        _close(iterable)
+    if finished:
         rc = _end(res)
         if rc == LENGTH_MISMATCH:
             log.error("a streamed response ended short of its Content-Length; the connection is closed")
         elif rc and rc != CLOSED:
             log.error("warpcore_response_end: %s", error_for(rc, "warpcore_response_end"))
         return
-    finally:
-        _close(iterable)
     # After an error: abort, which releases the handle and closes the
     # connection without the last chunk.
     rc = _abort(res)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from . import _ffi
 from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
-from ._request import _MEM, _METHODS, _SHORT, _UNSET, Request, _method_path
+from ._request import _LINES, _MEM, _SHORT, _UNSET, Request, _method_target_path, _read_method_path
 from ._response import Responder, Response
 
 __all__ = ["Server", "Handler"]
@@ -138,27 +138,26 @@ class Server:
         respond = RAW.respond  # untyped: see _ffi.RAW
         getrefcount = sys.getrefcount
         new = object.__new__
-        mem, method_path, short, methods, unset = _MEM, _method_path, _SHORT, _METHODS, _UNSET
+        mem, method_target_path, short, unset = _MEM, _method_target_path, _SHORT, _UNSET
+        lines, read_method_path = _LINES, _read_method_path
 
         # The hot path: every name is a local, a plain Response is answered
         # right here with one foreign call that keeps the GIL.
-        def on_request(_userdata: Optional[int], req: int, res: _ffi.ResponseHandle) -> None:
+        def on_request(_userdata: Optional[int], req: int, res: int) -> None:
             # Request(req), inlined: no __init__ frame per request.
+            mp, ml, tp, tl, pp, pl = method_target_path(mem, req)
+            n = tp - mp + tl
+            line = short[n](mem, mp)[0] if n < 256 and tp - mp == ml + 1 else None
             request = new(Request)
+            request.method, request.path = (line is not None and lines.get(line)) or read_method_path(line, mp, ml, pp, pl)
             request._a = req
             request._live = True
-            mp, ml, pp, pl = method_path(mem, req)
-            raw = short[ml](mem, mp)[0] if ml < 64 else mem[mp : mp + ml].tobytes()
-            request.method = methods.get(raw) or raw.decode("latin-1")
-            raw = short[pl](mem, pp)[0] if pl < 64 else mem[pp : pp + pl].tobytes()
-            request.path = raw.decode("utf-8", "surrogateescape")
             request._target = request._query = request._headers = unset
             request._body = request._peer = request._tail = unset
             try:
                 result = server._handler(request)
-                if type(result) is Response and (result._fast or result._prepare()):
-                    f = result._fast
-                    rc = respond(res, f[0], f[1], f[2], f[3], f[4])
+                if type(result) is Response and (fast := result._fast or result._prepare()):
+                    rc = respond(res, *fast)
                     if rc and rc != CLOSED:
                         raise _ffi.error_for(rc, "warpcore_respond")
                 else:

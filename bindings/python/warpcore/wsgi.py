@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from . import _ffi
 from ._ffi import CLOSED, LENGTH_MISMATCH, RAW, RELEASE, F, error_for, header_array, pin, warpcore_handler_cb
-from ._request import _MEM, _SHORT, _unpack_view, read_headers
+from ._request import _MEM, _SHORT, _pair, _unpack_view, read_headers
 from ._response import FILE_CHUNK, ZERO_COPY_MIN, pump
 from ._server import _ASYNC_SIGNALS, Server
 
@@ -83,6 +83,13 @@ def _environ_key(name: bytes) -> Optional[str]:
     return key
 
 
+# Per server: request heads (request line and header fields, as received) ->
+# the environ entries they give, base included; each request copies its entry.
+# Bounded: cleared when full. Heads longer than _HEAD_SPAN_MAX are not kept.
+_HEADS_MAX = 256
+_HEAD_SPAN_MAX = 2048
+
+
 class FileWrapper:
     """``wsgi.file_wrapper``: iterates a file in blocks; the server sends a
     real file (one with ``fileno()``) from its descriptor in large chunks."""
@@ -101,6 +108,26 @@ class FileWrapper:
         if data:
             return data
         raise StopIteration
+
+
+# Status lines seen -> their codes (bounded): most applications send a few.
+_status_codes: Dict[str, int] = {}
+
+
+def _status_code(status: Any) -> int:
+    """The code of a WSGI status line ("200 OK"), which is checked and
+    remembered; raises on a malformed one."""
+    if type(status) is not str:
+        raise TypeError("status must be a str")
+    try:
+        code = int(status[:3])
+    except ValueError:
+        raise ValueError(f"bad status {status!r}") from None
+    if len(status) < 4 or status[3] != " ":
+        raise ValueError(f"bad status {status!r}: want '200 OK'")
+    if len(_status_codes) < 256:
+        _status_codes[status] = code
+    return code
 
 
 class _Call:
@@ -127,14 +154,9 @@ class _Call:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called twice without exc_info")
-        if type(status) is not str:
-            raise TypeError("status must be a str")
-        try:
-            code = int(status[:3])
-        except ValueError:
-            raise ValueError(f"bad status {status!r}") from None
-        if len(status) < 4 or status[3] != " ":
-            raise ValueError(f"bad status {status!r}: want '200 OK'")
+        code = _status_codes.get(status) if type(status) is str else None
+        if code is None:
+            code = _status_code(status)
         if type(headers) is not list:
             raise TypeError("headers must be a list")
         self.status = status
@@ -280,6 +302,13 @@ def run_app(
     except BaseException as exc:  # noqa: B902 - an app error must not kill the thread
         _app_failed(call, environ, exc)
         return
+    if type(result) is list and len(result) == 1 and type(result[0]) is bytes and call.status is not None and not call.started:
+        # The common case, a body in one piece: nothing to iterate or close.
+        try:
+            _respond_whole(call, result[0])
+        except BaseException as exc:  # noqa: B902 - an app error must not kill the thread
+            _app_failed(call, environ, exc)
+        return
     if offload is not None and type(result) is not list and type(result) is not tuple:
         call.inline = False
         offload(_send_result, call, environ, result)
@@ -332,7 +361,7 @@ def _send_result(call: _Call, environ: Dict[str, Any], result: Any) -> None:
     except BaseException as exc:  # noqa: B902 - an app error must not kill the thread
         _app_failed(call, environ, exc)
     finally:
-        close = getattr(result, "close", None)
+        close = None if type(result) is list or type(result) is tuple else getattr(result, "close", None)
         if close is not None:
             try:
                 close()
@@ -361,6 +390,41 @@ def _app_failed(call: _Call, environ: Dict[str, Any], exc: BaseException) -> Non
         # out, then the close, without the last chunk or the rest of the
         # Content-Length, so the client sees the body is incomplete.
         _abort(call.res)
+
+
+def _head_environ(
+    head: Optional[bytes], v: Tuple[int, ...], base: Dict[str, Any], heads: Dict[bytes, Dict[str, Any]]
+) -> Dict[str, Any]:
+    """The environ entries that follow from the request line and header fields
+    of view ``v`` (plus ``base``), remembered in ``heads`` under ``head``
+    (their bytes as received) unless that is None."""
+    mem, short = _MEM, _SHORT
+
+    def text(p: int, n: int) -> str:
+        return (short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()).decode("latin-1") if n else ""
+
+    environ = base.copy()
+    environ["REQUEST_METHOD"] = text(v[0], v[1])
+    environ["RAW_URI"] = environ["REQUEST_URI"] = text(v[2], v[3])
+    environ["PATH_INFO"] = text(v[4], v[5])
+    environ["QUERY_STRING"] = text(v[6], v[7])
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if v[16] else "HTTP/1.0"
+    if v[9]:
+        for name, value in read_headers(v[8], v[9]):
+            key = _header_keys.get(name) or _environ_key(name)
+            if key is None:
+                continue
+            value_text = value.decode("latin-1")
+            if key in environ and key.startswith("HTTP_"):
+                # Repeated fields join with "," (RFC 9110 5.3); cookies with ";".
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value_text
+            else:
+                environ[key] = value_text
+    if head is not None:
+        if len(heads) >= _HEADS_MAX:
+            heads.clear()
+        heads[head] = environ
+    return environ
 
 
 class WSGIServer(Server):
@@ -413,45 +477,41 @@ class WSGIServer(Server):
         inline = self.threads == 0
         offload = self._responder._submit
         BytesIO = io.BytesIO
-        environ_key = _environ_key
-        key_cache = _header_keys
         short = _SHORT
         mem = _MEM
 
-        def on_request(_userdata: Optional[int], req: int, res: _ffi.ResponseHandle) -> None:
+        heads: Dict[bytes, Dict[str, Any]] = {}
+
+        def head_environ(head: Optional[bytes], v: Tuple[int, ...], base: Dict[str, Any]) -> Dict[str, Any]:
+            return _head_environ(head, v, base, heads)
+
+        def on_request(_userdata: Optional[int], req: int, res: int) -> None:
             try:
                 if not base:
                     base.update(server._base_environ())
                 v = _unpack_view(_MEM, req)
-                environ = base.copy()
-                # Short fields come out of one struct call each (see _request).
-                p, n = v[0], v[1]
-                environ["REQUEST_METHOD"] = (short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()).decode("latin-1")
-                p, n = v[2], v[3]
-                environ["RAW_URI"] = environ["REQUEST_URI"] = (
-                    short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()
-                ).decode("latin-1")
-                p, n = v[4], v[5]
-                environ["PATH_INFO"] = (short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()).decode("latin-1")
-                p, n = v[6], v[7]
-                environ["QUERY_STRING"] = (
-                    (short[n](mem, p)[0] if n < 64 else mem[p : p + n].tobytes()).decode("latin-1") if n else ""
-                )
-                environ["SERVER_PROTOCOL"] = "HTTP/1.1" if v[16] else "HTTP/1.0"
+                # The request line and header fields sit together in the
+                # receive buffer, from the method to the end of the last field
+                # value: the same bytes always give the same environ entries,
+                # so one read and one dict hit replace reading and decoding
+                # every field (see _head_environ).
+                mp = v[0]
+                n = v[9]
+                if n:
+                    last = v[8] + 32 * n - 16  # the last field's value (ptr, len)
+                    vp, vl = _pair(mem, last)
+                    span = vp + vl - mp
+                    if 0 < span < _HEAD_SPAN_MAX:
+                        head = short[span](mem, mp)[0] if span < 256 else mem[mp : mp + span].tobytes()
+                        fields = heads.get(head) or head_environ(head, v, base)
+                    else:
+                        fields = head_environ(None, v, base)
+                else:
+                    fields = head_environ(None, v, base)
+                environ = fields.copy()
                 p, n = v[12], v[13]
                 environ["REMOTE_ADDR"] = short[n](mem, p)[0].decode("ascii") if n < 64 else ""
                 environ["REMOTE_PORT"] = str(v[14])
-                if v[9]:
-                    for name, value in read_headers(v[8], v[9]):
-                        key = key_cache.get(name) or environ_key(name)
-                        if key is None:
-                            continue
-                        text = value.decode("latin-1")
-                        if key in environ and key.startswith("HTTP_"):
-                            # Repeated fields join with "," (RFC 9110 5.3); cookies with ";".
-                            environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + text
-                        else:
-                            environ[key] = text
                 body = _MEM[v[10] : v[10] + v[11]].tobytes() if v[11] else b""
                 if body or "CONTENT_LENGTH" in environ:
                     environ["CONTENT_LENGTH"] = str(len(body))

@@ -1,6 +1,11 @@
 // Experiment only: LD_PRELOAD shim that holds every send()/writev() on a socket
-// until the process next calls epoll_wait (or closes the fd), then sends them:
-// "handle every ready connection, then write every answer", bjoern's pattern.
+// until the process next calls epoll_wait (or closes or shuts down the fd),
+// then sends them: "handle every ready connection, then write every answer",
+// bjoern's pattern. It showed what the per-connection sends cost (wake-up IPIs,
+// see ../RESULTS.md) before the engine did the same itself (3b147ae); the
+// engine now sends with bare syscalls, which this shim does not see.
+//   cc -O2 -shared -fPIC -o build/batchsend.so bindings/python/bench/experiments/batchsend.c -ldl
+//   LD_PRELOAD=$PWD/build/batchsend.so python3 examples/python/demo.py
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>

@@ -501,7 +501,9 @@ class WSGIServer(Server):
                     last = v[8] + 32 * n - 16  # the last field's value (ptr, len)
                     vp, vl = _pair(mem, last)
                     span = vp + vl - mp
-                    if 0 < span < _HEAD_SPAN_MAX:
+                    # Only a head that is one span of one buffer (the target
+                    # inside it too) is read in one piece.
+                    if 0 < span < _HEAD_SPAN_MAX and mp < v[2] < vp:
                         head = short[span](mem, mp)[0] if span < 256 else mem[mp : mp + span].tobytes()
                         fields = heads.get(head) or head_environ(head, v, base)
                     else:

@@ -165,7 +165,6 @@ for _name, _off in (("method", 0), ("target", 16), ("path", 32), ("query", 48), 
                     ("body", 80), ("peer_ip", 96), ("peer_port", 112)):
     assert getattr(_ffi.warpcore_request, _name).offset == _off, f"warpcore_request.{_name} moved"
 _pair = struct.Struct("@QQ").unpack_from  # (ptr, len) of one warpcore_str
-_method_path = struct.Struct("@QQ16xQQ").unpack_from  # method (ptr, len), path (ptr, len)
 _method_target_path = struct.Struct("@6Q").unpack_from  # method, target, path: (ptr, len) each
 _tail = struct.Struct("@HBBI").unpack_from  # peer_port, version_major, version_minor, worker_index
 

@@ -135,7 +135,7 @@ class Server:
         answer = responder.answer
         fail = responder.fail
         server = self
-        respond = RAW.respond  # untyped: see _ffi.RAW
+        respond = RAW.respond  # the handle declared, the rest untyped: see _ffi.RAW
         getrefcount = sys.getrefcount
         new = object.__new__
         mem, method_target_path, short, unset = _MEM, _method_target_path, _SHORT, _UNSET

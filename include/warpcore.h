@@ -127,6 +127,15 @@ typedef uint32_t warpcore_log_level;
 // config from two threads at once.
 typedef struct warpcore_config warpcore_config;
 
+// A complete response prepared by `warpcore_prepared_new`.
+//
+// Immutable once made: any thread may send it, several at once. Owned by the
+// caller until `warpcore_prepared_free`; a call that sends it copies it
+// before returning (an answering handler's return value: before the library
+// goes on from that handler call), so it may be freed once no call that
+// sends it is running and no handler that may return it is running.
+typedef struct warpcore_prepared warpcore_prepared;
+
 // The response to one request.
 //
 // Inside the handler call, answering is the fast path: the answer joins the
@@ -216,6 +225,20 @@ typedef struct warpcore_request {
 typedef void (*warpcore_handler_cb)(void *userdata,
                                     const struct warpcore_request *request,
                                     struct warpcore_response *response);
+
+// A handler that may answer by returning a prepared response: called as a
+// `warpcore_handler_cb` is (same arguments, threads and rules), it returns
+// either NULL, when it answered or will answer through `response` as a plain
+// handler does, or a prepared response the library sends as if
+// `warpcore_respond_prepared(response, prepared)` were called as the handler
+// returns: one call across the boundary per request instead of two, for
+// bindings whose foreign calls are dear. The prepared response must stay
+// valid until the handler has returned (the library copies it then). A
+// non-NULL return for a request the handler answered or deferred through
+// `response` is ignored (the first answer stands).
+typedef const struct warpcore_prepared *(*warpcore_answering_cb)(void *userdata,
+                                                                 const struct warpcore_request *request,
+                                                                 struct warpcore_response *response);
 
 // Receives a batch of complete access-log lines (Apache combined format, each
 // ending in `\n`), `len` bytes at `lines`, valid during the call. Called from
@@ -337,6 +360,14 @@ warpcore_result warpcore_config_set_share_port(struct warpcore_config *config, b
 warpcore_result warpcore_config_set_handler(struct warpcore_config *config,
                                             warpcore_handler_cb handler,
                                             void *userdata);
+
+// Sets an answering handler (see `warpcore_answering_cb`) and the `userdata`
+// passed to it, in place of a handler set by `warpcore_config_set_handler`
+// (the last of the two calls wins). Thread-safety and lifetime as for
+// `warpcore_config_set_handler`. `handler` must not be NULL.
+warpcore_result warpcore_config_set_answering_handler(struct warpcore_config *config,
+                                                      warpcore_answering_cb handler,
+                                                      void *userdata);
 
 // Sets the `Server` header value (`len` bytes, no control characters); an
 // empty name sends no `Server` header. Default `warpcore`.
@@ -471,6 +502,33 @@ warpcore_result warpcore_respond_file(struct warpcore_response *response,
 // are read without stopping the workers, so they may lag by a request or two.
 warpcore_result warpcore_server_file_cache_stats(const struct warpcore_server *server,
                                                  struct warpcore_file_cache_stats *out);
+
+// Checks and renders a response once: `status` (200..=599), `header_count`
+// header fields from `headers` and `body_len` bytes of `body`, all copied, so
+// none of them need outlive the call. Writes the new prepared response to
+// `*out`; free it with `warpcore_prepared_free`. The library's own fields
+// (`Date`, `Server`, `Content-Length`, `Connection`) are added when it is
+// sent, per request, as for `warpcore_respond`, whose rules on fields apply.
+//
+// Errors: `WARPCORE_RESULT_NULL_ARGUMENT` (`out`, or a pointer with a
+// non-zero length), `WARPCORE_RESULT_INVALID_STATUS`,
+// `WARPCORE_RESULT_INVALID_HEADER`; `*out` is then left as it was.
+warpcore_result warpcore_prepared_new(uint16_t status,
+                                      const struct warpcore_header *headers,
+                                      size_t header_count,
+                                      const uint8_t *body,
+                                      size_t body_len,
+                                      struct warpcore_prepared **out);
+
+// Frees a prepared response made by `warpcore_prepared_new`. NULL is ignored.
+// Not while a call that sends it may be running (see `warpcore_prepared`).
+void warpcore_prepared_free(struct warpcore_prepared *prepared);
+
+// Answers the request with `prepared`, as `warpcore_respond` with its
+// status, fields and body would (the same modes, threads and errors), by
+// copying it: `prepared` may be freed or sent again as soon as this returns.
+warpcore_result warpcore_respond_prepared(struct warpcore_response *response,
+                                          const struct warpcore_prepared *prepared);
 
 // Answers the request with `status` (200..=599), `header_count` header fields
 // from `headers`, and `body_len` bytes of `body`. The library adds `Date`,

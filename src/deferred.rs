@@ -22,6 +22,7 @@ pub(crate) struct ConnRef {
 /// A deferred answer's header fields, validated and rendered as they go on the
 /// wire on the caller's thread, with a small body copied in after them: one
 /// allocation per answer, and the worker only copies bytes.
+#[derive(Clone)]
 pub(crate) struct OwnedHead {
     bytes: Vec<u8>,
     fields: HandlerFields,
@@ -333,6 +334,17 @@ impl Deferred {
         self.post(Answer::Full { status, head, body })
     }
 
+    /// Sends a response rendered once beforehand (a C API prepared response):
+    /// a copy of it goes to the worker.
+    pub(crate) fn respond_rendered(&mut self, status: u16, head: &OwnedHead) -> Result<(), RespondError> {
+        if self.phase != Phase::Fresh {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        self.check_open()?;
+        self.phase = Phase::Done;
+        self.post(Answer::Full { status, head: head.clone(), body: None })
+    }
+
     /// Answers with a file (see [`crate::Response::respond_file`]). The file is
     /// looked up and opened on the calling thread, without the worker's
     /// caches; the worker sends it (`sendfile`). `FileUnavailable` when it is
@@ -440,7 +452,7 @@ impl Drop for Deferred {
     }
 }
 
-fn check_status(status: u16) -> Result<(), RespondError> {
+pub(crate) fn check_status(status: u16) -> Result<(), RespondError> {
     if (200..=599).contains(&status) {
         Ok(())
     } else {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 
 use crate::conn::Waiting;
-use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox};
+use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
 use crate::file::FileCtx;
-use crate::http::compose::{compose_head, BodyLength, ComposeEnv, ComposeError, RequestMeta};
+use crate::http::compose::{compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, RequestMeta};
 use crate::out::OutQueue;
 use crate::payload::Payload;
 use crate::stats::{bump, WorkerStats};
@@ -172,6 +172,25 @@ impl Response<'_> {
         self.check_fresh()?;
         let meta = self.meta_now();
         let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), meta)?;
+        self.outcome = Outcome::Answered { close: composed.close };
+        self.status = status;
+        if !composed.omit_body {
+            self.body_bytes = body.len() as u64;
+            self.put_body(body, b"")?;
+        }
+        Ok(())
+    }
+
+    /// Like `respond` for a response whose status was checked and whose fields
+    /// were checked and rendered once beforehand (`OwnedHead::render`): the
+    /// head is composed by copying them.
+    pub(crate) fn respond_rendered(&mut self, status: u16, head: &OwnedHead) -> Result<(), RespondError> {
+        self.check_fresh()?;
+        let meta = self.meta_now();
+        let (rendered, fields) = head.fields();
+        let body = head.body();
+        let composed =
+            compose_head_rendered(self.out, &self.env, status, rendered, fields, BodyLength::Known(body.len() as u64), meta)?;
         self.outcome = Outcome::Answered { close: composed.close };
         self.status = status;
         if !composed.omit_body {

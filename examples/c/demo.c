@@ -21,18 +21,31 @@ static int str_is(warpcore_str s, const char *lit) {
     return s.len == n && memcmp(s.ptr, lit, n) == 0;
 }
 
+/* The fixed answers, checked and rendered once at start (warpcore_prepared_new):
+ * answering with one only copies it. */
+static warpcore_prepared *hello_answer;
+static warpcore_prepared *missing_answer;
+
+static const warpcore_header text_plain[] = {
+    {{(const uint8_t *)"Content-Type", 12}, {(const uint8_t *)"text/plain", 10}},
+};
+
+static warpcore_result prepare_answers(void) {
+    static const char hello[] = "Hello, World!";
+    static const char missing[] = "Not Found\n";
+    warpcore_result r = warpcore_prepared_new(200, text_plain, 1, (const uint8_t *)hello, sizeof hello - 1, &hello_answer);
+    if (r != WARPCORE_RESULT_OK) return r;
+    return warpcore_prepared_new(404, text_plain, 1, (const uint8_t *)missing, sizeof missing - 1, &missing_answer);
+}
+
 static void handle(void *userdata, const warpcore_request *req, warpcore_response *res) {
     (void)userdata;
-    static const char hello[] = "Hello, World!";
-    const warpcore_header text_plain[] = {
-        {{(const uint8_t *)"Content-Type", 12}, {(const uint8_t *)"text/plain", 10}},
-    };
     const warpcore_header octets[] = {
         {{(const uint8_t *)"Content-Type", 12}, {(const uint8_t *)"application/octet-stream", 24}},
     };
     if (str_is(req->path, "/")) {
         if (str_is(req->method, "GET") || str_is(req->method, "HEAD")) {
-            warpcore_respond(res, 200, text_plain, 1, (const uint8_t *)hello, sizeof hello - 1);
+            warpcore_respond_prepared(res, hello_answer);
             return;
         }
     } else if (str_is(req->path, "/echo")) {
@@ -41,8 +54,7 @@ static void handle(void *userdata, const warpcore_request *req, warpcore_respons
             return;
         }
     } else {
-        static const char missing[] = "Not Found\n";
-        warpcore_respond(res, 404, text_plain, 1, (const uint8_t *)missing, sizeof missing - 1);
+        warpcore_respond_prepared(res, missing_answer);
         return;
     }
     static const char not_allowed[] = "Method Not Allowed\n";
@@ -150,8 +162,10 @@ int main(int argc, char **argv) {
     int bracket = strchr(host, ':') != NULL;
     snprintf(f.listen, sizeof f.listen, bracket ? "[%s]:%ld" : "%s:%ld", host, port);
 
+    warpcore_result r = prepare_answers();
+    if (r != WARPCORE_RESULT_OK) return fail("prepare", r);
     warpcore_config *config = NULL;
-    warpcore_result r = make_config(&f, &config);
+    r = make_config(&f, &config);
     if (r != WARPCORE_RESULT_OK) return fail("config", r);
     warpcore_server *server = NULL;
     r = warpcore_server_start(config, &server);
@@ -179,5 +193,7 @@ int main(int argc, char **argv) {
     }
     warpcore_server_shutdown(server, 10000);
     warpcore_server_free(server);
+    warpcore_prepared_free(hello_answer);
+    warpcore_prepared_free(missing_answer);
     return 0;
 }

@@ -4,7 +4,7 @@ use std::ffi::c_void;
 use std::time::Duration;
 
 use super::cast::{try_mut, try_slice, write_out};
-use super::handler::{warpcore_handler_cb, CHandler};
+use super::handler::{warpcore_answering_cb, warpcore_handler_cb, CHandler};
 use super::log::{warpcore_access_log_cb, warpcore_error_log_cb, CAccessLog, CErrorLog};
 use crate::log::AccessLogTarget;
 use super::result::{fail, warpcore_result};
@@ -116,6 +116,25 @@ pub extern "C" fn warpcore_config_set_handler(
             return fail(warpcore_result::NullArgument, "handler is NULL");
         };
         let adapter = CHandler::new(cb, userdata);
+        update(config, |c| c.handler = Some(std::sync::Arc::new(adapter)))
+    })
+}
+
+/// Sets an answering handler (see `warpcore_answering_cb`) and the `userdata`
+/// passed to it, in place of a handler set by `warpcore_config_set_handler`
+/// (the last of the two calls wins). Thread-safety and lifetime as for
+/// `warpcore_config_set_handler`. `handler` must not be NULL.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_answering_handler(
+    config: *mut warpcore_config,
+    handler: warpcore_answering_cb,
+    userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let Some(cb) = handler else {
+            return fail(warpcore_result::NullArgument, "handler is NULL");
+        };
+        let adapter = CHandler::answering(cb, userdata);
         update(config, |c| c.handler = Some(std::sync::Arc::new(adapter)))
     })
 }

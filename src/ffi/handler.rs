@@ -1,9 +1,11 @@
-//! The C handler, adapted once into the core's `Handler` trait.
+//! The C handlers (plain and answering), adapted once into the core's
+//! `Handler` trait.
 
 use std::ffi::c_void;
 
+use super::prepared::warpcore_prepared;
 use super::request::{with_view, warpcore_request};
-use super::response::{with_handle, warpcore_response};
+use super::response::{perform, with_handle, warpcore_response, Call};
 use super::thread::with_thread;
 use crate::handler::{Handler, Request, Response};
 
@@ -18,8 +20,33 @@ use crate::handler::{Handler, Request, Response};
 pub type warpcore_handler_cb =
     Option<unsafe extern "C" fn(userdata: *mut c_void, request: *const warpcore_request, response: *mut warpcore_response)>;
 
+/// A handler that may answer by returning a prepared response: called as a
+/// `warpcore_handler_cb` is (same arguments, threads and rules), it returns
+/// either NULL, when it answered or will answer through `response` as a plain
+/// handler does, or a prepared response the library sends as if
+/// `warpcore_respond_prepared(response, prepared)` were called as the handler
+/// returns: one call across the boundary per request instead of two, for
+/// bindings whose foreign calls are dear. The prepared response must stay
+/// valid until the handler has returned (the library copies it then). A
+/// non-NULL return for a request the handler answered or deferred through
+/// `response` is ignored (the first answer stands).
+pub type warpcore_answering_cb = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        request: *const warpcore_request,
+        response: *mut warpcore_response,
+    ) -> *const warpcore_prepared,
+>;
+
+/// The embedder's callback, of either kind.
+#[derive(Clone, Copy)]
+enum Callback {
+    Plain(unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response)),
+    Answering(unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response) -> *const warpcore_prepared),
+}
+
 pub(crate) struct CHandler {
-    callback: unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response),
+    callback: Callback,
     userdata: *mut c_void,
 }
 
@@ -28,7 +55,14 @@ impl CHandler {
         callback: unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response),
         userdata: *mut c_void,
     ) -> CHandler {
-        CHandler { callback, userdata }
+        CHandler { callback: Callback::Plain(callback), userdata }
+    }
+
+    pub fn answering(
+        callback: unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response) -> *const warpcore_prepared,
+        userdata: *mut c_void,
+    ) -> CHandler {
+        CHandler { callback: Callback::Answering(callback), userdata }
     }
 }
 
@@ -43,10 +77,20 @@ impl Handler for CHandler {
     fn handle(&self, req: &Request<'_>, res: &mut Response<'_>) {
         with_thread(|thread| {
             with_view(&thread.header_views, req, |view| {
-                with_handle(thread, res, |handle| {
+                with_handle(thread, res, |handle| match self.callback {
                     // SAFETY: the callback was given by the embedder for exactly this
                     // signature; `view` lives until it returns, `handle` as documented.
-                    unsafe { (self.callback)(self.userdata, view, handle) };
+                    Callback::Plain(callback) => unsafe { callback(self.userdata, view, handle) },
+                    Callback::Answering(callback) => {
+                        // SAFETY: as above.
+                        let prepared = unsafe { callback(self.userdata, view, handle) };
+                        // SAFETY: a non-NULL return is a live prepared response
+                        // until this call returns, as documented.
+                        if let Some(prepared) = unsafe { prepared.as_ref() } {
+                            // Still inside the handler call: the in-call path.
+                            let _ = perform(handle, Call::Prepared(prepared));
+                        }
+                    }
                 })
             })
         });

@@ -20,6 +20,7 @@ pub mod config;
 pub mod file;
 pub mod handler;
 pub mod log;
+pub mod prepared;
 pub mod request;
 pub mod response;
 pub mod result;

@@ -143,6 +143,7 @@ impl warpcore_response {
 /// What a response call does, in either mode.
 pub(crate) enum Call<'a> {
     File { status: u16, headers: CheckedHeaders<'a>, path: &'a std::path::Path },
+    Prepared(&'a super::prepared::warpcore_prepared),
     Respond { status: u16, headers: CheckedHeaders<'a>, body: Body<'a> },
     Start { status: u16, headers: CheckedHeaders<'a>, length: Option<u64> },
     Write(Body<'a>),
@@ -199,7 +200,7 @@ impl Drop for CBuffer {
 pub(crate) struct CheckedHeaders<'a>(&'a [warpcore_header]);
 
 impl<'a> CheckedHeaders<'a> {
-    fn pairs(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
+    pub(crate) fn pairs(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
         self.0.iter().map(|h| (checked_bytes(h.name), checked_bytes(h.value)))
     }
 }
@@ -314,6 +315,7 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
             let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             core.respond_file(status, &pairs, path)
         }
+        Call::Prepared(p) => core.respond_rendered(p.status, &p.head),
     }
 }
 
@@ -329,6 +331,7 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
             let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             d.respond_file(status, &pairs, path)
         }
+        Call::Prepared(p) => d.respond_rendered(p.status, &p.head),
     }
 }
 

@@ -84,8 +84,9 @@ _SCALARS = {
     "warpcore_release_cb": {_ffi.warpcore_release_cb},
     "warpcore_access_log_cb": {_ffi.warpcore_access_log_cb},
     "warpcore_error_log_cb": {_ffi.warpcore_error_log_cb},
+    "warpcore_answering_cb": {_ffi.warpcore_answering_cb},
 }
-_OPAQUE = {"warpcore_config", "warpcore_server", "warpcore_response"}
+_OPAQUE = {"warpcore_config", "warpcore_server", "warpcore_response", "warpcore_prepared"}
 _STRUCTS = {
     "warpcore_str": _ffi.warpcore_str,
     "warpcore_header": _ffi.warpcore_header,

@@ -535,3 +535,42 @@ def test_method_and_path_stay_right_across_repeated_and_many_request_lines(serve
     finally:
         conn.close()
     assert len(_request._LINES) <= _request._LINES_MAX
+
+
+def test_a_response_answered_again_and_again_is_sent_prepared_and_follows_changes(serve):
+    # A Response returned a second time is prepared once in the library and
+    # returned from the callback (warpcore_config_set_answering_handler): the
+    # answers must stay right, for GET and HEAD, after the Response changes
+    # (prepared anew) and for a response the library cannot prepare.
+    from warpcore import _response
+
+    hello = Response(200, [("Content-Type", "text/plain"), ("X-Kind", "constant")], b"Hello again")
+    odd = Response(200, [("X-Kind", "odd")], b"x" * (_response.ZERO_COPY_MIN + 10))
+
+    def handler(req: Request) -> Response:
+        return odd if req.path == "/odd" else hello
+
+    s = serve(handler)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    try:
+        for _ in range(5):
+            conn.request("GET", "/")
+            r = conn.getresponse()
+            assert (r.status, r.getheader("X-Kind"), r.read()) == (200, "constant", b"Hello again")
+        assert hello._prepared > _response._PREPARED_MIN  # the prepared path was taken
+        conn.request("HEAD", "/")
+        r = conn.getresponse()
+        assert (r.status, r.getheader("Content-Length"), r.read()) == (200, "11", b"")
+        hello.body = b"Changed"
+        hello.status = 203
+        for _ in range(3):
+            conn.request("GET", "/")
+            r = conn.getresponse()
+            assert (r.status, r.read()) == (203, b"Changed")
+        assert hello._retired  # the first prepared response waits for the object to go
+        for _ in range(3):
+            conn.request("GET", "/odd")
+            r = conn.getresponse()
+            assert (r.status, r.getheader("X-Kind"), len(r.read())) == (200, "odd", _response.ZERO_COPY_MIN + 10)
+    finally:
+        conn.close()

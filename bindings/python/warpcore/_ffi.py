@@ -140,6 +140,8 @@ warpcore_timeout = c_uint32
 # object is made per call. Untyped calls take it through ``RAW``, whose first
 # argument is declared (an int wider than 32 bits would not pass untyped).
 warpcore_handler_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_void_p)
+#: const warpcore_prepared *(*)(void *userdata, const warpcore_request *, warpcore_response *)
+warpcore_answering_cb = CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p)
 #: void (*)(void *userdata, const uint8_t *data, size_t len)
 warpcore_release_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 #: void (*)(void *userdata, const uint8_t *lines, size_t len)
@@ -292,6 +294,13 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_server_reopen_logs": (warpcore_result, [warpcore_server_p]),
     "warpcore_server_wait": (warpcore_result, [warpcore_server_p]),
     "warpcore_server_free": (None, [warpcore_server_p]),
+    "warpcore_prepared_new": (
+        warpcore_result,
+        [c_uint16, _hdrp, c_size_t, _u8p, c_size_t, POINTER(c_void_p)],
+    ),
+    "warpcore_prepared_free": (None, [c_void_p]),
+    "warpcore_respond_prepared": (warpcore_result, [warpcore_response_p, c_void_p]),
+    "warpcore_config_set_answering_handler": (warpcore_result, [warpcore_config_p, warpcore_answering_cb, c_void_p]),
 }
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from ctypes import byref, c_void_p
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi
 from ._ffi import (
@@ -68,6 +69,11 @@ def _body_bytes(body: Any) -> bytes:
     raise TypeError(f"a response body must be bytes or str, not {type(body).__name__}")
 
 
+# States of Response._prepared below the address of a prepared response.
+_UNSEEN, _SEEN_ONCE, _NOT_PREPARED = 0, 1, 2
+_PREPARED_MIN = _NOT_PREPARED
+
+
 class Response:
     """A complete response: ``Response(200, [("Content-Type", "text/plain")], b"hi")``.
 
@@ -77,7 +83,7 @@ class Response:
     again (a module-level constant): what the C call needs is prepared once.
     """
 
-    __slots__ = ("_status", "_headers", "_body", "_fast", "_array")
+    __slots__ = ("_status", "_headers", "_body", "_fast", "_array", "_prepared", "_retired")
 
     def __init__(self, status: int = 200, headers: HeadersLike = None, body: Body = b"") -> None:
         self._status = status
@@ -85,6 +91,46 @@ class Response:
         self._body = body if type(body) is bytes else _body_bytes(body)
         self._fast: Optional[Tuple[Any, ...]] = None
         self._array: Optional[HeaderArray] = None
+        # _UNSEEN, _SEEN_ONCE, _NOT_PREPARED, or the address of the
+        # warpcore_prepared made the second time this response is answered.
+        self._prepared = _UNSEEN
+        # Earlier prepared responses of this object (made before a setter
+        # ran): a handler thread may still be returning one, so they are
+        # freed with the object.
+        self._retired: Optional[List[int]] = None
+
+    def __del__(self) -> None:
+        # By now no handler thread can be returning this response: the
+        # server keeps the last one each thread returned until that thread's
+        # next request, and the library copies it as the handler returns.
+        for p in (self._prepared, *(self._retired or ())):
+            if p > _PREPARED_MIN:
+                _ffi.F.prepared_free(p)
+
+    def _prepared_answer(self) -> int:
+        """The address of this response as a ``warpcore_prepared`` for an
+        answering handler to return, or 0: made (one foreign call) the second
+        time the response is answered, since one answered once, made per
+        request, is not worth preparing."""
+        p = self._prepared
+        if p > _PREPARED_MIN:
+            return p
+        if p == _NOT_PREPARED:
+            return 0
+        if p == _UNSEEN:
+            self._prepared = _SEEN_ONCE
+            return 0
+        if p == _SEEN_ONCE and self._fast:
+            h = self._array
+            out = c_void_p()
+            rc = _ffi.F.prepared_new(self._status, h.address, h.count, self._body, len(self._body), byref(out))
+            if rc == 0 and out.value:
+                self._prepared = out.value
+                return out.value
+        # Not preparable (the library refused it, or the typed path is needed):
+        # answered the ordinary way from now on.
+        self._prepared = _NOT_PREPARED
+        return 0
 
     @property
     def status(self) -> int:
@@ -94,6 +140,7 @@ class Response:
     def status(self, value: int) -> None:
         self._status = value
         self._fast = None
+        self._reset_prepared()
 
     @property
     def headers(self) -> HeadersLike:
@@ -103,6 +150,7 @@ class Response:
     def headers(self, value: HeadersLike) -> None:
         self._headers = value
         self._fast = None
+        self._reset_prepared()
 
     @property
     def body(self) -> bytes:
@@ -112,6 +160,16 @@ class Response:
     def body(self, value: Body) -> None:
         self._body = value if type(value) is bytes else _body_bytes(value)
         self._fast = None
+        self._reset_prepared()
+
+    def _reset_prepared(self) -> None:
+        # A changed response is prepared again; the old one is kept until the
+        # object goes (see __del__).
+        if self._prepared > _PREPARED_MIN:
+            if self._retired is None:
+                self._retired = []
+            self._retired.append(self._prepared)
+        self._prepared = _UNSEEN
 
     def _prepare(self) -> Tuple[Any, ...]:
         """(status, header array pointer, header count, body, body length):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from . import _ffi
 from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
 from ._request import _LINES, _MEM, _SHORT, _UNSET, Request, _method_target_path, _read_method_path
-from ._response import Responder, Response
+from ._response import _PREPARED_MIN, Responder, Response
 
 __all__ = ["Server", "Handler"]
 
@@ -140,10 +140,16 @@ class Server:
         new = object.__new__
         mem, method_target_path, short, unset = _MEM, _method_target_path, _SHORT, _UNSET
         lines, read_method_path = _LINES, _read_method_path
+        # Subclasses that wrap the callback keep the plain handler.
+        answering = type(self)._make_callback is Server._make_callback
+        prepared_min = _PREPARED_MIN
+        keep = threading.local()
 
-        # The hot path: every name is a local, a plain Response is answered
-        # right here with one foreign call that keeps the GIL.
-        def on_request(_userdata: Optional[int], req: int, res: int) -> None:
+        # The hot path: every name is a local. A plain Response answered a
+        # second time is returned as a prepared response (the library answers
+        # with it as this returns: no second foreign call); otherwise it is
+        # answered right here with one foreign call that keeps the GIL.
+        def on_request(_userdata: Optional[int], req: int, res: int) -> Optional[int]:
             # Request(req), inlined: no __init__ frame per request.
             mp, ml, tp, tl, pp, pl = method_target_path(mem, req)
             n = tp - mp + tl
@@ -157,6 +163,15 @@ class Server:
             try:
                 result = server._handler(request)
                 if type(result) is Response and (fast := result._fast or result._prepare()):
+                    if answering:
+                        p = result._prepared
+                        if p > prepared_min or (p := result._prepared_answer()):
+                            # The library copies it once this returns: keep the
+                            # Response (which owns it) alive until then.
+                            keep.result = result
+                            if getrefcount(request) > 2:
+                                request._detach()
+                            return p
                     rc = respond(res, *fast)
                     if rc and rc != CLOSED:
                         raise _ffi.error_for(rc, "warpcore_respond")
@@ -170,7 +185,10 @@ class Server:
             # nobody kept goes away with this frame.
             if getrefcount(request) > 2:
                 request._detach()
+            return None
 
+        if answering:
+            return _ffi.warpcore_answering_cb(on_request)
         return warpcore_handler_cb(on_request)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -222,7 +240,10 @@ class Server:
             check(F.config_set_workers(cfg, workers), "warpcore_config_set_workers")
             check(F.config_set_external_workers(cfg, True), "warpcore_config_set_external_workers")
             check(F.config_set_share_port(cfg, self._share_port), "warpcore_config_set_share_port")
-            check(F.config_set_handler(cfg, self._callback, None), "warpcore_config_set_handler")
+            if isinstance(self._callback, _ffi.warpcore_handler_cb):
+                check(F.config_set_handler(cfg, self._callback, None), "warpcore_config_set_handler")
+            else:  # the answering handler (see _make_callback)
+                check(F.config_set_answering_handler(cfg, self._callback, None), "warpcore_config_set_answering_handler")
             check(F.config_set_error_log(cfg, _ERROR_LOG, None), "warpcore_config_set_error_log")
             for prefix, root in self._static.items():
                 p, d = prefix.encode("utf-8"), os.fsencode(root)

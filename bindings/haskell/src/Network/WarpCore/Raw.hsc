@@ -70,6 +70,8 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_external_workers
   , c_warpcore_config_set_share_port
   , c_warpcore_config_set_handler
+  , AnsweringCallback
+  , c_warpcore_config_set_answering_handler
   , c_warpcore_config_set_server_name
   , c_warpcore_config_set_max_body_size
   , c_warpcore_config_set_max_head_size
@@ -89,6 +91,10 @@ module Network.WarpCore.Raw
   , c_warpcore_respond_buffer
   , c_warpcore_respond_buffer_unsafe
   , c_warpcore_respond_file
+  , Prepared
+  , c_warpcore_prepared_new
+  , c_warpcore_prepared_free
+  , c_warpcore_respond_prepared
   , c_warpcore_response_start
   , c_warpcore_response_start_unsafe
   , c_warpcore_response_write
@@ -152,6 +158,10 @@ data Server
 
 -- | @warpcore_response@: see the lifetime rules in the header.
 data Response
+
+-- | @warpcore_prepared@: made by 'c_warpcore_prepared_new', freed by
+-- 'c_warpcore_prepared_free'; immutable, usable from any thread.
+data Prepared
 
 -- | @warpcore_str@: @len@ bytes at @ptr@, no NUL.
 data Str = Str {strPtr :: !(Ptr Word8), strLen :: !CSize}
@@ -338,6 +348,11 @@ logLevelInfo = #{const WARPCORE_LOG_LEVEL_INFO}
 -- | @warpcore_handler_cb@.
 type HandlerCallback = Ptr () -> Ptr RequestView -> Ptr Response -> IO ()
 
+-- | @warpcore_answering_cb@: returns a prepared response to answer with, or
+-- NULL when it answered through the handle. (The binding's handlers answer
+-- through the handle; this is here so every C function has its import.)
+type AnsweringCallback = Ptr () -> Ptr RequestView -> Ptr Response -> IO (Ptr Prepared)
+
 -- | @warpcore_release_cb@.
 type ReleaseCallback = Ptr () -> Ptr Word8 -> CSize -> IO ()
 
@@ -404,7 +419,18 @@ foreign import ccall unsafe "warpcore_config_add_static"
 foreign import ccall unsafe "warpcore_config_set_file_cache"
   c_warpcore_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> IO Result
 
+foreign import ccall unsafe "warpcore_config_set_answering_handler"
+  c_warpcore_config_set_answering_handler :: Ptr Config -> FunPtr AnsweringCallback -> Ptr () -> IO Result
+
 -- response ----------------------------------------------------------------
+
+foreign import ccall unsafe "warpcore_prepared_new"
+  c_warpcore_prepared_new :: Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> Ptr (Ptr Prepared) -> IO Result
+foreign import ccall unsafe "warpcore_prepared_free"
+  c_warpcore_prepared_free :: Ptr Prepared -> IO ()
+-- safe: from another thread it may wait for the handler call to return.
+foreign import ccall safe "warpcore_respond_prepared"
+  c_warpcore_respond_prepared :: Ptr Response -> Ptr Prepared -> IO Result
 
 -- safe: it opens the file (through the worker's caches, but it may touch the disk).
 foreign import ccall safe "warpcore_respond_file"

@@ -700,17 +700,6 @@ fn write_out(state: &mut ConnState, out: &mut Vec<u8>) {
     if out.is_empty() {
         return;
     }
-    // The usual case: nothing queued before, and the socket takes it all.
-    if state.backlog.is_empty() {
-        if let Ok(n) = socket_io::send(state.stream.as_fd(), out, false) {
-            state.backlog.count_written(n as u64);
-            if n == out.len() {
-                out.clear();
-                return;
-            }
-            out.drain(..n);
-        }
-    }
     if !write_now_or_queue(&state.stream, &mut state.backlog, out, None, b"") {
         state.backlog.clear();
         state.close_after_flush = true;

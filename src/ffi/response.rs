@@ -21,9 +21,9 @@ use crate::payload::Payload;
 pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
 
 enum Mode {
-    /// Inside the handler call, on the thread `thread` (`current_thread`):
-    /// the live core response.
-    InCall { response: *mut Response<'static>, thread: usize },
+    /// Inside the handler call: that thread answers through `in_call_core`
+    /// without the lock; any other thread waits for the call to return.
+    InCall,
     /// After the handler returned without finishing the answer.
     Deferred(Deferred),
     /// Answered inside the call; back in the worker's pool.
@@ -63,9 +63,10 @@ pub struct warpcore_response {
     waiters: AtomicUsize,
 }
 
-// SAFETY: `Mode::InCall`'s pointer is only dereferenced on the thread recorded
-// with it (the worker, during the handler call); other threads wait on the
-// condvar until the mode is `Deferred`, whose contents are `Send`.
+// SAFETY: `in_call_core` is only dereferenced on the thread recorded in
+// `in_call_on` (the worker, during the handler call); other threads wait on
+// the condvar while the mode is `InCall`, until it is `Deferred` (whose
+// contents are `Send`) or `Idle`.
 unsafe impl Send for warpcore_response {}
 // SAFETY: as above; every access goes through the mutex.
 unsafe impl Sync for warpcore_response {}
@@ -85,7 +86,7 @@ pub(crate) fn with_handle(thread: &FfiThread, res: &mut Response<'_>, call: impl
     let response: *mut Response<'static> = (res as *mut Response<'_>).cast();
     let me = current_thread();
     // No lock: the handle is ours alone until `call` hands it out.
-    set_mode(handle.mode.get_mut().unwrap_or_else(|e| e.into_inner()), Mode::InCall { response, thread: me });
+    set_mode(handle.mode.get_mut().unwrap_or_else(|e| e.into_inner()), Mode::InCall);
     *handle.in_call_core.get_mut() = response;
     *handle.in_call_on.get_mut() = me;
     let raw: *mut warpcore_response = &mut *handle;
@@ -128,7 +129,7 @@ fn set_mode(slot: &mut Mode, new: Mode) {
         *slot = new;
     } else {
         // SAFETY: `slot` is a valid, exclusively borrowed `Mode` holding
-        // `InCall` (two plain words) or `Idle`: nothing is leaked by
+        // `InCall` or `Idle` (no data): nothing is leaked by
         // overwriting it.
         unsafe { std::ptr::write(slot, new) };
     }
@@ -242,8 +243,7 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     // SAFETY: a non-NULL handle was passed to a handler and, per its documented
     // lifetime, has not been released.
     let h = unsafe { &*handle };
-    let marker = current_thread();
-    if h.in_call_on.load(Ordering::Relaxed) == marker {
+    if h.in_call_on.load(Ordering::Relaxed) == current_thread() {
         // SAFETY: this thread is inside `with_handle`'s handler call for this
         // handle (only this thread stores its own id there), where
         // `in_call_core` is the live core response; other threads wait on the
@@ -255,7 +255,8 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     let mut yields = 0;
     loop {
         match &*mode {
-            Mode::InCall { thread, .. } if *thread != marker => {
+            // Another thread's handler call (its own calls took the path above).
+            Mode::InCall => {
                 // The handler is usually just returning: give it the CPU a few
                 // times before sleeping, which would cost both threads syscalls.
                 if yields < 3 {
@@ -273,18 +274,12 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
         }
     }
     let (result, finished) = match &mut *mode {
-        Mode::InCall { response, .. } => {
-            // SAFETY: we are on the worker thread inside the handler call (of an
-            // outer handle, when calls nest), where `response` points to the
-            // live core response.
-            let core = unsafe { &mut **response };
-            (call_in_handler(core, call), false)
-        }
         Mode::Deferred(deferred) => {
             let r = call_deferred(deferred, call);
             (r, deferred.is_finished())
         }
-        Mode::Idle => (Err(RespondError::AlreadyAnswered), false),
+        // The loop above leaves `InCall` only once the call returned.
+        Mode::Idle | Mode::InCall => (Err(RespondError::AlreadyAnswered), false),
     };
     drop(mode);
     if finished {

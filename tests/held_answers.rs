@@ -57,8 +57,10 @@ fn held_answers_the_socket_cannot_take_whole_arrive_later_in_order() {
     assert_eq!(c.get("/after").text(), "GET /after ");
 }
 
+// A FIN with the request: the answer is not held (the connection closes)
+// but sent at once, and the close follows it.
 #[test]
-fn an_answer_held_for_a_connection_that_closes_its_side_still_arrives() {
+fn a_client_that_half_closes_after_its_request_gets_the_answer_then_the_close() {
     let s = start(echo_handler);
     let mut c = s.connect();
     c.send(b"GET /last HTTP/1.1\r\nHost: t\r\n\r\n");

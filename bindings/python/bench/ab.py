@@ -17,22 +17,17 @@ import argparse
 import os
 import re
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+from _proc import free_port, stop_group
 import urllib.request
 
 BENCH = os.environ.get("BENCH_DIR", "/work/shared/bench")
 TICK = os.sysconf("SC_CLK_TCK")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def session_ticks(sid: int) -> int:
@@ -92,12 +87,7 @@ def run_one(cmd: str, seconds: int, warmup: int) -> dict:
         machine = (b1 - b0) / TICK / (w1 - w0)
         return {"rps": rps, "cpu": cpu, "eff": rps / cpu if cpu else 0.0, "machine": machine}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def main() -> int:

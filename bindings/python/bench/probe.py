@@ -24,16 +24,13 @@ import subprocess
 import sys
 import time
 
+from _proc import free_port, stop_group
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 LUA = os.path.join(ROOT, "benches", "harness", "lua", "report.lua")
 HZ = os.sysconf("SC_CLK_TCK")
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, proc, timeout=20):
@@ -152,12 +149,7 @@ def probe(name, command, duration, perf):
             print(f"    {tid:>7} {comm:<16} user {d[0] / HZ:.2f}s sys {d[1] / HZ:.2f}s minflt {d[2]} vol {d[3]} invol {d[4]}")
         sys.stdout.flush()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def main():

@@ -259,15 +259,21 @@ impl ConnState {
         let Some((raw_path, query)) = percent::split_target(target) else {
             return Ok(self.reject(400, buf.len(), ctx, out));
         };
-        ctx.path_buf.clear();
-        if percent::decode_path_into(raw_path, &mut ctx.path_buf).is_err() {
-            return Ok(self.reject(400, buf.len(), ctx, out));
-        }
+        // Most paths have no escape: they are their own decoding.
+        let path: &[u8] = if raw_path.contains(&b'%') {
+            ctx.path_buf.clear();
+            if percent::decode_path_into(raw_path, &mut ctx.path_buf).is_err() {
+                return Ok(self.reject(400, buf.len(), ctx, out));
+            }
+            &ctx.path_buf
+        } else {
+            raw_path
+        };
         let fields: &[httparse::Header<'_>] = req.headers;
         let request = Request {
             method: req.method.unwrap_or("").as_bytes(),
             target,
-            path: &ctx.path_buf,
+            path,
             query,
             minor_version: info.minor,
             headers: fields,

@@ -11,6 +11,7 @@ use crate::conn::Waiting;
 use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
 use crate::file::FileCtx;
 use crate::http::compose::{compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, RequestMeta};
+use crate::http::image::KeepAliveImage;
 use crate::out::OutQueue;
 use crate::payload::Payload;
 use crate::stats::{bump, WorkerStats};
@@ -198,6 +199,27 @@ impl Response<'_> {
             self.put_body(body, b"")?;
         }
         Ok(())
+    }
+
+    /// `respond_rendered` that copies `image` when it fits the request (the
+    /// common HTTP/1.1 keep-alive GET), instead of composing the head.
+    pub(crate) fn respond_prepared(
+        &mut self,
+        status: u16,
+        head: &OwnedHead,
+        image: Option<&KeepAliveImage>,
+    ) -> Result<(), RespondError> {
+        if let Some(image) = image {
+            self.check_fresh()?;
+            if KeepAliveImage::fits(&self.meta_now()) {
+                image.compose(self.out, &self.env);
+                self.outcome = Outcome::Answered { close: false };
+                self.status = status;
+                self.body_bytes = image.body_len();
+                return Ok(());
+            }
+        }
+        self.respond_rendered(status, head)
     }
 
     /// Like `respond`, with a body the engine keeps without copying and drops

@@ -9,6 +9,9 @@ use super::request::warpcore_header;
 use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
 use crate::deferred::{check_status, OwnedHead};
+use crate::handler::DIRECT_WRITE_MIN;
+use crate::http::compose::status_line;
+use crate::http::image::KeepAliveImage;
 
 /// A complete response prepared by `warpcore_prepared_new`.
 ///
@@ -21,6 +24,8 @@ pub struct warpcore_prepared {
     pub(crate) status: u16,
     /// The header fields as they go on the wire, then the body.
     pub(crate) head: OwnedHead,
+    /// The whole response for an HTTP/1.1 keep-alive GET, when it has one.
+    pub(crate) image: Option<KeepAliveImage>,
 }
 
 /// Checks and renders a response once: `status` (200..=599), `header_count`
@@ -55,7 +60,12 @@ pub extern "C" fn warpcore_prepared_new(
             Ok(head) => head,
             Err(e) => return e.into(),
         };
-        write_out(out, Box::into_raw(Box::new(warpcore_prepared { status, head })));
+        let (rendered, fields) = head.fields();
+        let image = match status_line(status) {
+            Ok(line) => KeepAliveImage::new(status, line, rendered, fields, head.body(), DIRECT_WRITE_MIN),
+            Err(_) => None,
+        };
+        write_out(out, Box::into_raw(Box::new(warpcore_prepared { status, head, image })));
         warpcore_result::Ok
     })
 }

@@ -310,7 +310,7 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
             let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             core.respond_file(status, &pairs, path)
         }
-        Call::Prepared(p) => core.respond_rendered(p.status, &p.head),
+        Call::Prepared(p) => core.respond_prepared(p.status, &p.head, p.image.as_ref()),
     }
 }
 

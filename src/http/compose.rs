@@ -76,6 +76,14 @@ pub struct HandlerFields {
     content_length: Option<u64>,
 }
 
+impl HandlerFields {
+    /// The handler gave no `Date`, `Server` or `Connection: close`: the
+    /// engine's own lines and keep-alive decision stand.
+    pub fn leaves_engine_lines(&self) -> bool {
+        !self.date && !self.server && !self.close
+    }
+}
+
 /// A handler field the engine treats specially, recognised by its length first
 /// so that most names are compared with nothing.
 enum Special {
@@ -198,7 +206,8 @@ pub fn compose_head_rendered(
     Ok(finish_head(out, status, fields, length, req))
 }
 
-fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
+/// The status line for `status` (200..=599), from the pre-rendered table.
+pub fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
     if status == 200 {
         // The common answer, as a constant the copy is inlined for.
         return Ok(b"HTTP/1.1 200 OK\r\n");

@@ -4,5 +4,6 @@ pub mod chunked;
 pub mod compose;
 pub mod date;
 pub mod head;
+pub mod image;
 pub mod percent;
 pub mod status;

@@ -124,6 +124,20 @@ static void serve_and_check(int answering_kind) {
     CHECK(second != NULL && strstr(second, "\r\nContent-Length: 0\r\n") != NULL);
     if (second) *second = '\0'; /* the first answer alone: kept alive */
     check_hello(reply, n, 0, 0);
+    /* Kept alive but not the common HTTP/1.1 GET: HEAD has no body, HTTP/1.0 says keep-alive. */
+    n = http_exchange(port, "HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      reply, sizeof reply);
+    second = strstr(reply + 4, "HTTP/1.1 ");
+    CHECK(second != NULL && strncmp(second, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
+    if (second) *second = '\0';
+    check_hello(reply, n, 1, 0);
+    n = http_exchange(port, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      reply, sizeof reply);
+    second = strstr(reply + 4, "HTTP/1.1 ");
+    CHECK(second != NULL && strncmp(second, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
+    if (second) *second = '\0';
+    check_hello(reply, n, 0, 0);
+    CHECK(strstr(reply, "\r\nConnection: keep-alive\r\n") != NULL);
 
     if (answering_kind) {
         n = http_exchange(port, "GET /self HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", reply, sizeof reply);

@@ -1,0 +1,122 @@
+//! A prepared response rendered whole for its common case: an HTTP/1.1
+//! request on a persistent connection that is not HEAD. Sending it is three
+//! copies — the status line, the worker's `Date`/`Server` lines, the rest —
+//! instead of composing the head field by field per request.
+
+use super::compose::{ComposeEnv, HandlerFields, RequestMeta};
+use super::status::forbids_body;
+
+/// The wire bytes of one response but for its `Date` and `Server` lines,
+/// which the worker supplies per request (the date changes every second, the
+/// name on reload). Immutable; shared by every thread that sends it.
+#[derive(Debug, Clone)]
+pub struct KeepAliveImage {
+    /// The status line, then the header fields, `Content-Length`, the blank
+    /// line and the body.
+    bytes: Box<[u8]>,
+    /// Where the status line ends and the `Date`/`Server` lines go.
+    fields_at: usize,
+    body_len: u64,
+}
+
+impl KeepAliveImage {
+    /// The image of a response with this status line, fields (rendered by
+    /// `compose::render_fields`) and body, or None when the response needs the
+    /// general composer even in the common case: a status without a body, a
+    /// handler's own `Date` or `Server`, a `Connection: close`, or a body
+    /// large enough to be written from its own buffer (`body_limit`).
+    pub fn new(
+        status: u16,
+        status_line: &[u8],
+        rendered: &[u8],
+        fields: &HandlerFields,
+        body: &[u8],
+        body_limit: usize,
+    ) -> Option<KeepAliveImage> {
+        if forbids_body(status) || !fields.leaves_engine_lines() || body.len() >= body_limit {
+            return None;
+        }
+        let mut length = itoa::Buffer::new();
+        let length = length.format(body.len());
+        let mut bytes = Vec::with_capacity(status_line.len() + rendered.len() + 24 + length.len() + body.len());
+        bytes.extend_from_slice(status_line);
+        let fields_at = bytes.len();
+        bytes.extend_from_slice(rendered);
+        bytes.extend_from_slice(b"Content-Length: ");
+        bytes.extend_from_slice(length.as_bytes());
+        bytes.extend_from_slice(b"\r\n\r\n");
+        bytes.extend_from_slice(body);
+        Some(KeepAliveImage { bytes: bytes.into_boxed_slice(), fields_at, body_len: body.len() as u64 })
+    }
+
+    /// Whether the image answers a request with this meta: HTTP/1.1, the
+    /// connection stays open, and the body is sent.
+    pub fn fits(req: &RequestMeta) -> bool {
+        req.minor == 1 && req.keep_alive && !req.is_head
+    }
+
+    /// Appends the response to `out`; the caller checked `fits`.
+    pub fn compose(&self, out: &mut Vec<u8>, env: &ComposeEnv<'_>) {
+        out.reserve(self.bytes.len() + env.common.len());
+        out.extend_from_slice(&self.bytes[..self.fields_at]);
+        out.extend_from_slice(env.common);
+        out.extend_from_slice(&self.bytes[self.fields_at..]);
+    }
+
+    /// Body bytes the response carries.
+    pub fn body_len(&self) -> u64 {
+        self.body_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::compose::{compose_head, render_fields, BodyLength};
+
+    const COMMON: &[u8] = b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: t\r\n";
+
+    fn image(status: u16, line: &[u8], headers: &[(&[u8], &[u8])], body: &[u8]) -> Option<KeepAliveImage> {
+        let mut rendered = Vec::new();
+        let fields = render_fields(&mut rendered, headers.iter().map(|(n, v)| (*n, *v))).unwrap();
+        KeepAliveImage::new(status, line, &rendered, &fields, body, 32 * 1024)
+    }
+
+    /// The image is byte for byte what the general composer writes.
+    #[test]
+    fn matches_the_composer() {
+        let env = ComposeEnv { common: COMMON };
+        let meta = RequestMeta { minor: 1, keep_alive: true, is_head: false };
+        let cases: &[(u16, &[u8], &[(&[u8], &[u8])], &[u8])] = &[
+            (200, b"HTTP/1.1 200 OK\r\n", &[(b"Content-Type", b"text/plain")], b"Hello, World!"),
+            (404, b"HTTP/1.1 404 Not Found\r\n", &[], b""),
+            (200, b"HTTP/1.1 200 OK\r\n", &[(b"X-A", b"1"), (b"Content-Length", b"99")], b"abc"),
+        ];
+        for (status, line, headers, body) in cases {
+            let mut expected = Vec::new();
+            let iter = headers.iter().map(|(n, v)| (*n, *v));
+            compose_head(&mut expected, &env, *status, iter, BodyLength::Known(body.len() as u64), meta).unwrap();
+            expected.extend_from_slice(body);
+            let image = image(*status, line, headers, body).unwrap();
+            assert_eq!(image.body_len(), body.len() as u64);
+            let mut out = b"before".to_vec();
+            image.compose(&mut out, &env);
+            assert_eq!(String::from_utf8_lossy(&out[6..]), String::from_utf8_lossy(&expected));
+        }
+    }
+
+    #[test]
+    fn only_for_the_common_case() {
+        let ok = b"HTTP/1.1 200 OK\r\n";
+        assert!(image(204, b"HTTP/1.1 204 No Content\r\n", &[], b"").is_none());
+        assert!(image(304, b"HTTP/1.1 304 Not Modified\r\n", &[], b"").is_none());
+        assert!(image(200, ok, &[(b"Date", b"x")], b"").is_none());
+        assert!(image(200, ok, &[(b"server", b"x")], b"").is_none());
+        assert!(image(200, ok, &[(b"Connection", b"close")], b"").is_none());
+        assert!(image(200, ok, &[], &vec![b'a'; 32 * 1024]).is_none());
+        assert!(image(200, ok, &[(b"Connection", b"keep-alive")], b"").is_some());
+        let fits = |minor, keep_alive, is_head| KeepAliveImage::fits(&RequestMeta { minor, keep_alive, is_head });
+        assert!(fits(1, true, false));
+        assert!(!fits(0, true, false) && !fits(1, false, false) && !fits(1, true, true));
+    }
+}

@@ -35,7 +35,7 @@ fn bench_compose(c: &mut Criterion) {
     cache.refresh();
     let server = server_line(b"warpcore");
     cache.set_server_line(&server);
-    let env = ComposeEnv { common: cache.common_lines() };
+    let env = cache.compose_env();
 
     let mut group = c.benchmark_group("compose_head");
     let cases: [(&str, Fields, BodyLength, RequestMeta); 4] = [

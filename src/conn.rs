@@ -284,13 +284,14 @@ impl ConnState {
         };
         // Borrowed, not cloned: the snapshot changes only between loop turns.
         let settings = &*ctx.settings;
-        let env = ComposeEnv { common: ctx.date.common_lines() };
+        let env = ctx.date.compose_env();
         let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
         let mut response = Response {
             out,
             backlog: &mut self.backlog,
             stream: &self.stream,
             env,
+            images: &mut ctx.images,
             meta,
             shutting_down: ctx.shared.shutdown_flag(),
             outcome: Outcome::Pending,
@@ -396,7 +397,7 @@ impl ConnState {
 }
 
 fn env_of(ctx: &WorkerCtx) -> ComposeEnv<'_> {
-    ComposeEnv { common: ctx.date.common_lines() }
+    ctx.date.compose_env()
 }
 
 fn outcome_is_pending(outcome: Outcome) -> bool {
@@ -423,7 +424,7 @@ impl ConnState {
         // Counted before the bytes leave, so a client never sees an answer the
         // counters do not show yet.
         let stats = &*ctx.stats;
-        let env = ComposeEnv { common: ctx.date.common_lines() };
+        let env = ctx.date.compose_env();
         let (ok, finished) = match answer {
             Answer::Full { status, head, body } => {
                 let len = body.as_ref().map_or(head.body().len(), |p| p.as_ref().len()) as u64;

@@ -11,7 +11,7 @@ use crate::conn::Waiting;
 use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
 use crate::file::FileCtx;
 use crate::http::compose::{compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, RequestMeta};
-use crate::http::image::KeepAliveImage;
+use crate::http::image::{ImageCache, KeepAliveImage};
 use crate::out::OutQueue;
 use crate::payload::Payload;
 use crate::stats::{bump, WorkerStats};
@@ -127,6 +127,8 @@ pub struct Response<'a> {
     pub(crate) backlog: &'a mut OutQueue,
     pub(crate) stream: &'a TcpStream,
     pub(crate) env: ComposeEnv<'a>,
+    /// The worker's complete copies of prepared responses.
+    pub(crate) images: &'a mut ImageCache,
     pub(crate) meta: RequestMeta,
     /// The server's shutdown flag: once set, answers close their connection.
     pub(crate) shutting_down: &'a AtomicBool,
@@ -212,7 +214,7 @@ impl Response<'_> {
         if let Some(image) = image {
             self.check_fresh()?;
             if KeepAliveImage::fits(&self.meta_now()) {
-                image.compose(self.out, &self.env);
+                self.images.compose(image, &self.env, self.out);
                 self.outcome = Outcome::Answered { close: false };
                 self.status = status;
                 self.body_bytes = image.body_len();

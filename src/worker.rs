@@ -16,6 +16,7 @@ use crate::deferred::{ConnRef, Mailbox, Message};
 use crate::file::StaticFiles;
 use crate::held::HeldAnswers;
 use crate::http::compose::{compose_error, ComposeEnv};
+use crate::http::image::ImageCache;
 use crate::http::date::DateCache;
 use crate::log::{AccessBuffer, Level};
 use crate::out::write_now_or_queue;
@@ -50,6 +51,8 @@ pub(crate) struct WorkerCtx {
     /// Mounts, fd and file-info caches of this worker.
     pub files: StaticFiles,
     pub path_buf: Vec<u8>,
+    /// Prepared responses' images complete with this worker's date line.
+    pub images: ImageCache,
     pub mailbox: Arc<Mailbox>,
     pub stats: Arc<WorkerStats>,
     /// Formatted access-log lines, when the access log is on.
@@ -115,6 +118,7 @@ impl Worker {
                 date,
                 files,
                 path_buf: Vec::with_capacity(256),
+                images: ImageCache::default(),
                 mailbox: mailbox.clone(),
                 stats,
                 access,
@@ -668,7 +672,7 @@ impl Worker {
 }
 
 fn env(ctx: &WorkerCtx) -> ComposeEnv<'_> {
-    ComposeEnv { common: ctx.date.common_lines() }
+    ctx.date.compose_env()
 }
 
 /// Reads what a client that sent its FIN sends while its answer is deferred;

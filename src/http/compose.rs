@@ -14,6 +14,8 @@ pub struct ComposeEnv<'a> {
     /// `Date: <IMF-fixdate>\r\n` followed by `Server: NAME\r\n` (or nothing):
     /// the worker's `DateCache::common_lines`, copied at once.
     pub common: &'a [u8],
+    /// Changes whenever `common` does (`DateCache::compose_env`).
+    pub version: u64,
 }
 
 impl ComposeEnv<'_> {
@@ -299,7 +301,7 @@ mod tests {
     use super::*;
 
     fn env() -> ComposeEnv<'static> {
-        ComposeEnv { common: b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: t\r\n" }
+        ComposeEnv { common: b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: t\r\n", version: 0 }
     }
 
     fn head(status: u16, headers: &[(&[u8], &[u8])], len: BodyLength, req: RequestMeta) -> (String, Composed) {

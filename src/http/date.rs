@@ -3,6 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::compose::ComposeEnv;
+
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) is always 29 bytes.
 pub const HTTP_DATE_LEN: usize = 29;
 
@@ -16,6 +18,9 @@ pub const DATE_LINE_LEN: usize = DATE_AT + HTTP_DATE_LEN + 2;
 /// response copies both at once (`common_lines`).
 pub struct DateCache {
     second: u64,
+    /// Changes whenever `lines` does, so that copies made of them can tell
+    /// they are stale (`image::ImageCache`).
+    version: u64,
     /// `Date: …\r\n` then the `Server` line (empty when no name is sent);
     /// the date itself is at `DATE_AT`.
     lines: Vec<u8>,
@@ -30,7 +35,7 @@ impl Default for DateCache {
         lines.extend_from_slice(b"Date: ");
         lines.extend_from_slice(&[b' '; HTTP_DATE_LEN]);
         lines.extend_from_slice(b"\r\n");
-        let mut cache = DateCache { second: u64::MAX, lines };
+        let mut cache = DateCache { second: u64::MAX, version: 0, lines };
         cache.refresh();
         cache
     }
@@ -45,6 +50,7 @@ impl DateCache {
             let mut text = [0u8; HTTP_DATE_LEN];
             format_http_date(now, &mut text);
             self.lines[DATE_AT..DATE_AT + HTTP_DATE_LEN].copy_from_slice(&text);
+            self.version += 1;
         }
     }
 
@@ -57,11 +63,17 @@ impl DateCache {
     pub fn set_server_line(&mut self, server_line: &[u8]) {
         self.lines.truncate(DATE_LINE_LEN);
         self.lines.extend_from_slice(server_line);
+        self.version += 1;
     }
 
     /// The `Date` line followed by the `Server` line.
     pub fn common_lines(&self) -> &[u8] {
         &self.lines
+    }
+
+    /// What the composer takes from here: the common lines and their version.
+    pub fn compose_env(&self) -> ComposeEnv<'_> {
+        ComposeEnv { common: &self.lines, version: self.version }
     }
 }
 
@@ -145,8 +157,15 @@ mod tests {
         assert_eq!(cache.common_lines().len(), DATE_LINE_LEN);
         // A refresh rewrites the date in place, the server line stays.
         cache.set_server_line(b"Server: a\r\n");
+        let version = cache.compose_env().version;
         cache.second = 0;
         cache.refresh();
+        assert_ne!(cache.compose_env().version, version, "a new second is a new version");
+        let version = cache.compose_env().version;
+        cache.refresh();
+        assert_eq!(cache.compose_env().version, version, "the same second is the same version");
+        cache.set_server_line(b"Server: a\r\n");
+        assert_ne!(cache.compose_env().version, version, "a new server line is a new version");
         assert_eq!(&cache.common_lines()[..DATE_AT], b"Date: ");
         assert!(cache.common_lines().ends_with(b" GMT\r\nServer: a\r\n"));
     }

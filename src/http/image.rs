@@ -1,10 +1,16 @@
 //! A prepared response rendered whole for its common case: an HTTP/1.1
 //! request on a persistent connection that is not HEAD. Sending it is three
 //! copies — the status line, the worker's `Date`/`Server` lines, the rest —
-//! instead of composing the head field by field per request.
+//! instead of composing the head field by field per request; a worker keeps
+//! the few it sends most with its current lines in place, which makes it one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::compose::{ComposeEnv, HandlerFields, RequestMeta};
 use super::status::forbids_body;
+
+/// Tells images apart for `ImageCache`: never reused, unlike an address.
+static NEXT_IMAGE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The wire bytes of one response but for its `Date` and `Server` lines,
 /// which the worker supplies per request (the date changes every second, the
@@ -17,6 +23,7 @@ pub struct KeepAliveImage {
     /// Where the status line ends and the `Date`/`Server` lines go.
     fields_at: usize,
     body_len: u64,
+    id: u64,
 }
 
 impl KeepAliveImage {
@@ -46,7 +53,8 @@ impl KeepAliveImage {
         bytes.extend_from_slice(length.as_bytes());
         bytes.extend_from_slice(b"\r\n\r\n");
         bytes.extend_from_slice(body);
-        Some(KeepAliveImage { bytes: bytes.into_boxed_slice(), fields_at, body_len: body.len() as u64 })
+        let id = NEXT_IMAGE_ID.fetch_add(1, Ordering::Relaxed);
+        Some(KeepAliveImage { bytes: bytes.into_boxed_slice(), fields_at, body_len: body.len() as u64, id })
     }
 
     /// Whether the image answers a request with this meta: HTTP/1.1, the
@@ -69,6 +77,45 @@ impl KeepAliveImage {
     }
 }
 
+/// How many images a worker keeps complete, and up to what size: enough for
+/// the handful of answers an application sends most, bounded in memory.
+const CACHED_IMAGES: usize = 4;
+const CACHED_IMAGE_MAX: usize = 4096;
+
+/// A worker's complete copies of the images it sent last, each with the
+/// `Date`/`Server` lines of the version it was made with. Direct-mapped by
+/// image: a miss re-renders into the slot's buffer, which keeps its capacity,
+/// so a warm worker allocates nothing here.
+#[derive(Default)]
+pub struct ImageCache {
+    slots: [CachedImage; CACHED_IMAGES],
+}
+
+#[derive(Default)]
+struct CachedImage {
+    /// The image's id; 0 for an empty slot (ids start at 1).
+    id: u64,
+    version: u64,
+    bytes: Vec<u8>,
+}
+
+impl ImageCache {
+    /// Appends `image` with `env`'s lines to `out`, as `KeepAliveImage::compose`.
+    pub fn compose(&mut self, image: &KeepAliveImage, env: &ComposeEnv<'_>, out: &mut Vec<u8>) {
+        if image.bytes.len() > CACHED_IMAGE_MAX {
+            return image.compose(out, env);
+        }
+        let slot = &mut self.slots[image.id as usize % CACHED_IMAGES];
+        if slot.id != image.id || slot.version != env.version {
+            slot.bytes.clear();
+            image.compose(&mut slot.bytes, env);
+            slot.id = image.id;
+            slot.version = env.version;
+        }
+        out.extend_from_slice(&slot.bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,7 +132,7 @@ mod tests {
     /// The image is byte for byte what the general composer writes.
     #[test]
     fn matches_the_composer() {
-        let env = ComposeEnv { common: COMMON };
+        let env = ComposeEnv { common: COMMON, version: 0 };
         let meta = RequestMeta { minor: 1, keep_alive: true, is_head: false };
         let cases: &[(u16, &[u8], &[(&[u8], &[u8])], &[u8])] = &[
             (200, b"HTTP/1.1 200 OK\r\n", &[(b"Content-Type", b"text/plain")], b"Hello, World!"),
@@ -102,6 +149,29 @@ mod tests {
             let mut out = b"before".to_vec();
             image.compose(&mut out, &env);
             assert_eq!(String::from_utf8_lossy(&out[6..]), String::from_utf8_lossy(&expected));
+        }
+    }
+
+    /// A cached copy follows the lines' version (a new second, a reload's
+    /// server name) and never answers for another image in its slot.
+    #[test]
+    fn cached_copies_follow_the_version() {
+        let ok = b"HTTP/1.1 200 OK\r\n";
+        let images: Vec<KeepAliveImage> =
+            (0..2 * CACHED_IMAGES).map(|i| image(200, ok, &[], format!("body {i}").as_bytes()).unwrap()).collect();
+        let mut cache = ImageCache::default();
+        let lines = [&b"Date: one\r\n"[..], b"Date: two\r\nServer: s\r\n"];
+        for round in 0..3 {
+            for (version, common) in lines.iter().enumerate() {
+                let env = ComposeEnv { common, version: version as u64 };
+                for (i, image) in images.iter().enumerate().rev().skip(round) {
+                    let (mut direct, mut cached) = (Vec::new(), b"x".to_vec());
+                    image.compose(&mut direct, &env);
+                    cache.compose(image, &env, &mut cached);
+                    assert_eq!(cached[1..], direct[..], "image {i}, version {version}");
+                    assert!(direct.ends_with(format!("body {i}").as_bytes()));
+                }
+            }
         }
     }
 

@@ -574,3 +574,37 @@ def test_a_response_answered_again_and_again_is_sent_prepared_and_follows_change
             assert (r.status, r.getheader("X-Kind"), len(r.read())) == (200, "odd", _response.ZERO_COPY_MIN + 10)
     finally:
         conn.close()
+
+
+def test_a_prepared_answer_follows_the_date_and_a_reloaded_server_name(serve):
+    # A worker keeps the prepared answers it sends most complete, with its
+    # Date and Server lines in place: a new second and a reload's server name
+    # must show in the very next answer on the same connection.
+    from warpcore import _response
+
+    hello = Response(200, TEXT, b"cached")
+    s = serve(lambda req: hello, server_name="first-name")
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    try:
+
+        def get() -> http.client.HTTPResponse:
+            conn.request("GET", "/")
+            r = conn.getresponse()
+            assert (r.status, r.read()) == (200, b"cached")
+            return r
+
+        for _ in range(4):
+            first = get()
+        assert hello._prepared > _response._PREPARED_MIN  # the prepared path was taken
+        date = first.getheader("Date")
+        assert first.getheader("Server") == "first-name"
+        deadline = time.monotonic() + 5
+        while get().getheader("Date") == date:
+            assert time.monotonic() < deadline, "the Date line never moved on"
+            time.sleep(0.2)
+        s.reload(server_name="second-name")
+        assert get().getheader("Server") == "second-name"
+        s.reload(server_name="")
+        assert get().getheader("Server") is None
+    finally:
+        conn.close()

@@ -38,24 +38,23 @@ static warpcore_result prepare_answers(void) {
     return warpcore_prepared_new(404, text_plain, 1, (const uint8_t *)missing, sizeof missing - 1, &missing_answer);
 }
 
-static void handle(void *userdata, const warpcore_request *req, warpcore_response *res) {
+/* An answering handler: the fixed answers are returned as prepared responses,
+ * which the library sends as the handler returns (one call across the API per
+ * request); the others are answered through `res`, and NULL is returned. */
+static const warpcore_prepared *handle(void *userdata, const warpcore_request *req, warpcore_response *res) {
     (void)userdata;
     const warpcore_header octets[] = {
         {{(const uint8_t *)"Content-Type", 12}, {(const uint8_t *)"application/octet-stream", 24}},
     };
     if (str_is(req->path, "/")) {
-        if (str_is(req->method, "GET") || str_is(req->method, "HEAD")) {
-            warpcore_respond_prepared(res, hello_answer);
-            return;
-        }
+        if (str_is(req->method, "GET") || str_is(req->method, "HEAD")) return hello_answer;
     } else if (str_is(req->path, "/echo")) {
         if (str_is(req->method, "POST")) {
             warpcore_respond(res, 200, octets, 1, req->body.ptr, req->body.len);
-            return;
+            return NULL;
         }
     } else {
-        warpcore_respond_prepared(res, missing_answer);
-        return;
+        return missing_answer;
     }
     static const char not_allowed[] = "Method Not Allowed\n";
     warpcore_header allow[] = {
@@ -64,6 +63,7 @@ static void handle(void *userdata, const warpcore_request *req, warpcore_respons
          {(const uint8_t *)(str_is(req->path, "/") ? "GET, HEAD" : "POST"), str_is(req->path, "/") ? 9 : 4}},
     };
     warpcore_respond(res, 405, allow, 2, (const uint8_t *)not_allowed, sizeof not_allowed - 1);
+    return NULL;
 }
 
 static void usage(const char *argv0) {
@@ -96,7 +96,7 @@ static warpcore_result make_config(const struct flags *f, warpcore_config **out)
     if (r != WARPCORE_RESULT_OK) return r;
     if ((r = warpcore_config_set_listen(config, (const uint8_t *)f->listen, strlen(f->listen))) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_workers(config, (uint32_t)f->workers)) != WARPCORE_RESULT_OK ||
-        (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_answering_handler(config, handle, NULL)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_error_log(config, log_error, NULL)) != WARPCORE_RESULT_OK ||
         (f->access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)f->access_log,
                                                                    strlen(f->access_log))) != WARPCORE_RESULT_OK)) {

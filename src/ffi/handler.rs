@@ -5,7 +5,7 @@ use std::ffi::c_void;
 
 use super::prepared::warpcore_prepared;
 use super::request::{with_view, warpcore_request};
-use super::response::{perform, with_handle, warpcore_response, Call};
+use super::response::{with_handle, warpcore_response};
 use super::thread::with_thread;
 use crate::handler::{Handler, Request, Response};
 
@@ -80,16 +80,17 @@ impl Handler for CHandler {
                 with_handle(thread, res, |handle| match self.callback {
                     // SAFETY: the callback was given by the embedder for exactly this
                     // signature; `view` lives until it returns, `handle` as documented.
-                    Callback::Plain(callback) => unsafe { callback(self.userdata, view, handle) },
+                    Callback::Plain(callback) => {
+                        unsafe { callback(self.userdata, view, handle) };
+                        None
+                    }
                     Callback::Answering(callback) => {
                         // SAFETY: as above.
                         let prepared = unsafe { callback(self.userdata, view, handle) };
                         // SAFETY: a non-NULL return is a live prepared response
-                        // until this call returns, as documented.
-                        if let Some(prepared) = unsafe { prepared.as_ref() } {
-                            // Still inside the handler call: the in-call path.
-                            let _ = perform(handle, Call::Prepared(prepared));
-                        }
+                        // until the handler call is over, as documented;
+                        // `with_handle` sends it before that.
+                        unsafe { prepared.as_ref() }
                     }
                 })
             })

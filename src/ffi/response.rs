@@ -8,6 +8,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use super::cast::{try_array, try_slice, try_slice_named};
 use super::request::{warpcore_header, warpcore_str};
 use super::result::{fail, warpcore_result};
+use super::prepared::warpcore_prepared;
 use super::thread::{current_thread, FfiThread};
 use crate::deferred::Deferred;
 use crate::handler::{RespondError, Response};
@@ -71,9 +72,14 @@ unsafe impl Send for warpcore_response {}
 // SAFETY: as above; every access goes through the mutex.
 unsafe impl Sync for warpcore_response {}
 
-/// Runs the C handler with a handle for `res`, then either returns the handle
-/// to the pool or hands it to the caller as a deferred handle.
-pub(crate) fn with_handle(thread: &FfiThread, res: &mut Response<'_>, call: impl FnOnce(*mut warpcore_response)) {
+/// Runs the C handler with a handle for `res`, sends the prepared response it
+/// returned if any (an answering handler's), then either returns the handle to
+/// the pool or hands it to the caller as a deferred handle.
+pub(crate) fn with_handle<'p>(
+    thread: &FfiThread,
+    res: &mut Response<'_>,
+    call: impl FnOnce(*mut warpcore_response) -> Option<&'p warpcore_prepared>,
+) {
     let mut handle = thread.pool.borrow_mut().pop().unwrap_or_else(|| {
         Box::new(warpcore_response {
             in_call_on: AtomicUsize::new(0),
@@ -90,8 +96,12 @@ pub(crate) fn with_handle(thread: &FfiThread, res: &mut Response<'_>, call: impl
     *handle.in_call_core.get_mut() = response;
     *handle.in_call_on.get_mut() = me;
     let raw: *mut warpcore_response = &mut *handle;
-    call(raw);
+    let returned = call(raw);
     handle.in_call_on.store(0, Ordering::Relaxed);
+    if let Some(prepared) = returned {
+        // As if the handler had sent it last: refused when it answered already.
+        let _ = res.respond_prepared(prepared.status, &prepared.head, prepared.image.as_ref());
+    }
 
     let mut mode = handle.lock();
     if res.is_complete() {

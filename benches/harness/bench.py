@@ -180,6 +180,7 @@ def proc_table():
         rest = st[st.rfind(")") + 2:].split()
         out[int(d)] = dict(ppid=int(rest[1]), sid=int(rest[3]),
                            ticks=int(rest[11]) + int(rest[12]),
+                           uticks=int(rest[11]), sticks=int(rest[12]),
                            cticks=int(rest[13]) + int(rest[14]))
     return out
 
@@ -367,6 +368,12 @@ def run_wrk(placement, port, path, duration, pipeline_depth=0, server_sid=None):
         s1 = sum(v["ticks"] for v in pt1.values() if v["sid"] == server_sid)
         r["server_cpu_pct"] = round(100 * (s1 - s0) / HZ / wall, 1)
         r["rps_per_server_cpu"] = r["rps"] / (r["server_cpu_pct"] / 100) if r["server_cpu_pct"] > 0 else None
+        # Where the server's time goes, per request: its own code (user) or the
+        # kernel's (system: sockets, TCP on loopback, waking the client).
+        for kind, key in (("user", "uticks"), ("sys", "sticks")):
+            ticks = sum(v[key] for v in pt1.values() if v["sid"] == server_sid) - \
+                sum(v[key] for v in pt0.values() if v["sid"] == server_sid)
+            r[f"server_{kind}_us_per_req"] = round(1e6 * ticks / HZ / r["requests"], 3)
         # Machine CPU that was neither the server's nor wrk's: other work on this
         # shared machine (the harness itself sleeps meanwhile).
         busy = 100 * (busy1 - busy0) / HZ / wall
@@ -428,7 +435,8 @@ def measure_round(a, entry, suite, rnd, placement, raw, work, tag_extra=""):
             recs.append(rec)
             log(f"{suite:<6} r{rnd} {entry['name']:<9} w{placement.workers} {path:<16} "
                 f"{rec['rps']:>10,.0f} req/s  p50 {rec['lat_p50_us'] / 1000:6.2f} ms  "
-                f"p99 {rec['lat_p99_us'] / 1000:6.2f} ms  srv {rec['server_cpu_pct']:5.1f}%  "
+                f"p99 {rec['lat_p99_us'] / 1000:6.2f} ms  srv {rec['server_cpu_pct']:5.1f}% "
+                f"(user {rec['server_user_us_per_req']:.2f} sys {rec['server_sys_us_per_req']:.2f} µs/req)  "
                 f"wrk {rec['wrk_cpu_pct']:5.1f}%  foreign {rec['foreign_cpu_pct']:4.1f}%"
                 + ("  DISTURBED" if rec["disturbed"] else ""))
     except Failure as ex:

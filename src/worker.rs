@@ -178,6 +178,10 @@ impl Worker {
             }
             self.release_all_held();
             if new_second {
+                // Shutdown is announced through the mailbox's wake-up; looking
+                // once a second as well bounds the drain's start even if that
+                // wake-up were ever missed.
+                self.check_shutdown();
                 self.sweep();
                 self.flush_access_log();
             } else if self.ctx.access.as_ref().is_some_and(|a| a.lines.len() >= 64 * 1024) {

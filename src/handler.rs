@@ -10,7 +10,7 @@ use mio::net::TcpStream;
 use crate::conn::Waiting;
 use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
 use crate::file::FileCtx;
-use crate::http::compose::{compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, RequestMeta};
+use crate::http::compose::{compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, Composed, RequestMeta};
 use crate::http::image::{ImageCache, KeepAliveImage};
 use crate::out::OutQueue;
 use crate::payload::Payload;
@@ -175,13 +175,7 @@ impl Response<'_> {
         self.check_fresh()?;
         let meta = self.meta_now();
         let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), meta)?;
-        self.outcome = Outcome::Answered { close: composed.close };
-        self.status = status;
-        if !composed.omit_body {
-            self.body_bytes = body.len() as u64;
-            self.put_body(body, b"")?;
-        }
-        Ok(())
+        self.answered(status, composed, body)
     }
 
     /// Like `respond` for a response whose status was checked and whose fields
@@ -194,6 +188,12 @@ impl Response<'_> {
         let body = head.body();
         let composed =
             compose_head_rendered(self.out, &self.env, status, rendered, fields, BodyLength::Known(body.len() as u64), meta)?;
+        self.answered(status, composed, body)
+    }
+
+    /// The rest of a complete answer once its head is composed: the outcome,
+    /// and the body unless the head says to leave it out.
+    fn answered(&mut self, status: u16, composed: Composed, body: &[u8]) -> Result<(), RespondError> {
         self.outcome = Outcome::Answered { close: composed.close };
         self.status = status;
         if !composed.omit_body {
@@ -211,17 +211,17 @@ impl Response<'_> {
         head: &OwnedHead,
         image: Option<&KeepAliveImage>,
     ) -> Result<(), RespondError> {
-        if let Some(image) = image {
-            self.check_fresh()?;
-            if KeepAliveImage::fits(&self.meta_now()) {
+        match image {
+            Some(image) if KeepAliveImage::fits(&self.meta_now()) => {
+                self.check_fresh()?;
                 self.images.compose(image, &self.env, self.out);
                 self.outcome = Outcome::Answered { close: false };
                 self.status = status;
                 self.body_bytes = image.body_len();
-                return Ok(());
+                Ok(())
             }
+            _ => self.respond_rendered(status, head),
         }
-        self.respond_rendered(status, head)
     }
 
     /// Like `respond`, with a body the engine keeps without copying and drops

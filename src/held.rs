@@ -91,3 +91,53 @@ impl HeldAnswers {
         self.since = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_of_one_event_holds_nothing_and_a_round_holds_at_most_max_bytes() {
+        let mut held = HeldAnswers::default();
+        held.start_round(1);
+        assert!(!held.can_hold(10));
+        held.start_round(2);
+        assert!(held.can_hold(MAX_BYTES));
+        assert!(!held.can_hold(MAX_BYTES + 1));
+        let mut out = vec![b'a'; MAX_BYTES - 10];
+        let range = held.hold(3, &mut out);
+        assert!(out.is_empty() && held.bytes(range).len() == MAX_BYTES - 10);
+        assert!(held.can_hold(10) && !held.can_hold(11));
+    }
+
+    /// Ranges come back in order with their own bytes, and a cleared round
+    /// starts empty (with the connection list handed back).
+    #[test]
+    fn holds_answers_per_connection_in_order() {
+        let mut held = HeldAnswers::default();
+        held.start_round(3);
+        let first = held.hold(7, &mut b"one".to_vec());
+        let second = held.hold(2, &mut b"two!".to_vec());
+        assert_eq!((held.bytes(first), held.bytes(second)), (&b"one"[..], &b"two!"[..]));
+        let conns = held.take_conns();
+        assert_eq!(conns, [7, 2]);
+        held.clear(conns);
+        assert!(held.is_empty());
+        assert_eq!(held.hold(1, &mut b"x".to_vec()), (0, 1));
+    }
+
+    /// The oldest answer is overdue once it waited `MAX_WAIT`, seen on every
+    /// `CHECK_EVERY`th event; with nothing held, never.
+    #[test]
+    fn overdue_after_the_wait_on_a_checked_event() {
+        let mut held = HeldAnswers::default();
+        held.start_round(8);
+        std::thread::sleep(MAX_WAIT * 2);
+        assert!((0..2 * CHECK_EVERY).all(|_| !held.overdue()), "nothing held");
+        held.hold(1, &mut b"a".to_vec());
+        assert!(!held.overdue(), "just held");
+        std::thread::sleep(MAX_WAIT * 2);
+        let checks: Vec<bool> = (0..CHECK_EVERY).map(|_| held.overdue()).collect();
+        assert_eq!(checks.iter().filter(|&&c| c).count(), 1, "{checks:?}");
+    }
+}

@@ -219,6 +219,34 @@ fn writev_parts(stream: &mio::net::TcpStream, parts: [&[u8]; 3]) -> Option<[usiz
     }
 }
 
+/// Sends `bytes` with one bare `send` where nothing is queued before them (the
+/// usual batch of answers: the three-part `writev` path costs ~200
+/// instructions more), queueing a copy of what the socket does not take.
+/// Returns false on a write error.
+pub(crate) fn send_or_queue(stream: &mio::net::TcpStream, queue: &mut OutQueue, bytes: &[u8]) -> bool {
+    if queue.is_empty() {
+        loop {
+            match socket_io::send(stream.as_fd(), bytes, false) {
+                Ok(n) => {
+                    queue.written += n as u64;
+                    if n < bytes.len() {
+                        queue.push_copy(&bytes[n..]);
+                    }
+                    return true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    queue.push_copy(bytes);
+                    return true;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+    queue.push_copy(bytes);
+    queue.flush(stream).is_ok()
+}
+
 /// Writes `out`, then `body`, then `trailer` with one `writev` where the queue
 /// is empty, queueing what the socket does not take (the body without a copy).
 /// Returns false on a write error.
@@ -229,27 +257,10 @@ pub(crate) fn write_now_or_queue(
     body: Option<Payload>,
     trailer: &[u8],
 ) -> bool {
-    if queue.is_empty() && body.is_none() && trailer.is_empty() {
-        // The usual batch of answers: one buffer, nothing queued before it,
-        // one bare `send` (the three-part path costs ~200 instructions more).
-        match socket_io::send(stream.as_fd(), out, false) {
-            Ok(n) => {
-                queue.written += n as u64;
-                queue.push_copy(&out[n..]);
-                out.clear();
-                return true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                queue.push_copy(out);
-                out.clear();
-                return true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                out.clear();
-                return false;
-            }
-        }
+    if body.is_none() && trailer.is_empty() {
+        let ok = send_or_queue(stream, queue, out);
+        out.clear();
+        return ok;
     }
     if queue.is_empty() {
         let body_bytes: &[u8] = body.as_ref().map_or(&[], |p| p.as_ref());

@@ -19,7 +19,7 @@ use crate::http::compose::{compose_error, ComposeEnv};
 use crate::http::image::ImageCache;
 use crate::http::date::DateCache;
 use crate::log::{AccessBuffer, Level};
-use crate::out::write_now_or_queue;
+use crate::out::{send_or_queue, write_now_or_queue};
 use crate::server::Shared;
 use crate::settings::Settings;
 use crate::stats::{bump, WorkerStats};
@@ -555,19 +555,13 @@ impl Worker {
     fn release_held(&mut self, index: usize) {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         let Some(range) = conn.state.held.take() else { return };
-        let bytes = self.held.bytes(range);
         let state = &mut conn.state;
-        let sent = match socket_io::send(state.stream.as_fd(), bytes, false) {
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
-            Err(_) => {
-                self.close(index);
-                return;
-            }
-        };
-        bump(&self.ctx.stats.bytes_out, sent as u64);
-        if sent < bytes.len() {
-            state.backlog.push_copy(&bytes[sent..]);
+        if !send_or_queue(&state.stream, &mut state.backlog, self.held.bytes(range)) {
+            self.close(index);
+            return;
+        }
+        bump(&self.ctx.stats.bytes_out, state.backlog.take_written());
+        if !state.backlog.is_empty() {
             state.deadline = Deadline { at: self.clock.after(self.ctx.settings.timeouts.write), wait: Wait::Write };
             self.set_write_interest(index, true);
         }

@@ -10,7 +10,6 @@ use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
 use crate::deferred::{check_status, OwnedHead};
 use crate::handler::DIRECT_WRITE_MIN;
-use crate::http::compose::status_line;
 use crate::http::image::KeepAliveImage;
 
 /// A complete response prepared by `warpcore_prepared_new`.
@@ -61,10 +60,7 @@ pub extern "C" fn warpcore_prepared_new(
             Err(e) => return e.into(),
         };
         let (rendered, fields) = head.fields();
-        let image = match status_line(status) {
-            Ok(line) => KeepAliveImage::new(status, line, rendered, fields, head.body(), DIRECT_WRITE_MIN),
-            Err(_) => None,
-        };
+        let image = KeepAliveImage::new(status, rendered, fields, head.body(), DIRECT_WRITE_MIN);
         write_out(out, Box::into_raw(Box::new(warpcore_prepared { status, head, image })));
         warpcore_result::Ok
     })

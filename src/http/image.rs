@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::compose::{ComposeEnv, HandlerFields, RequestMeta};
+use super::compose::{status_line, ComposeEnv, HandlerFields, RequestMeta};
 use super::status::forbids_body;
 
 /// Tells images apart for `ImageCache`: never reused, unlike an address.
@@ -15,7 +15,7 @@ static NEXT_IMAGE_ID: AtomicU64 = AtomicU64::new(1);
 /// The wire bytes of one response but for its `Date` and `Server` lines,
 /// which the worker supplies per request (the date changes every second, the
 /// name on reload). Immutable; shared by every thread that sends it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KeepAliveImage {
     /// The status line, then the header fields, `Content-Length`, the blank
     /// line and the body.
@@ -27,22 +27,17 @@ pub struct KeepAliveImage {
 }
 
 impl KeepAliveImage {
-    /// The image of a response with this status line, fields (rendered by
+    /// The image of a response with this status, fields (rendered by
     /// `compose::render_fields`) and body, or None when the response needs the
-    /// general composer even in the common case: a status without a body, a
-    /// handler's own `Date` or `Server`, a `Connection: close`, or a body
-    /// large enough to be written from its own buffer (`body_limit`).
-    pub fn new(
-        status: u16,
-        status_line: &[u8],
-        rendered: &[u8],
-        fields: &HandlerFields,
-        body: &[u8],
-        body_limit: usize,
-    ) -> Option<KeepAliveImage> {
+    /// general composer even in the common case: a status without a body (or
+    /// not a final one), a handler's own `Date` or `Server`, a
+    /// `Connection: close`, or a body large enough to be written from its own
+    /// buffer (`body_limit`).
+    pub fn new(status: u16, rendered: &[u8], fields: &HandlerFields, body: &[u8], body_limit: usize) -> Option<KeepAliveImage> {
         if forbids_body(status) || !fields.leaves_engine_lines() || body.len() >= body_limit {
             return None;
         }
+        let status_line = status_line(status).ok()?;
         let mut length = itoa::Buffer::new();
         let length = length.format(body.len());
         let mut bytes = Vec::with_capacity(status_line.len() + rendered.len() + 24 + length.len() + body.len());
@@ -123,10 +118,10 @@ mod tests {
 
     const COMMON: &[u8] = b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: t\r\n";
 
-    fn image(status: u16, line: &[u8], headers: &[(&[u8], &[u8])], body: &[u8]) -> Option<KeepAliveImage> {
+    fn image(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) -> Option<KeepAliveImage> {
         let mut rendered = Vec::new();
         let fields = render_fields(&mut rendered, headers.iter().map(|(n, v)| (*n, *v))).unwrap();
-        KeepAliveImage::new(status, line, &rendered, &fields, body, 32 * 1024)
+        KeepAliveImage::new(status, &rendered, &fields, body, 32 * 1024)
     }
 
     /// The image is byte for byte what the general composer writes.
@@ -134,17 +129,17 @@ mod tests {
     fn matches_the_composer() {
         let env = ComposeEnv { common: COMMON, version: 0 };
         let meta = RequestMeta { minor: 1, keep_alive: true, is_head: false };
-        let cases: &[(u16, &[u8], &[(&[u8], &[u8])], &[u8])] = &[
-            (200, b"HTTP/1.1 200 OK\r\n", &[(b"Content-Type", b"text/plain")], b"Hello, World!"),
-            (404, b"HTTP/1.1 404 Not Found\r\n", &[], b""),
-            (200, b"HTTP/1.1 200 OK\r\n", &[(b"X-A", b"1"), (b"Content-Length", b"99")], b"abc"),
+        let cases: &[(u16, &[(&[u8], &[u8])], &[u8])] = &[
+            (200, &[(b"Content-Type", b"text/plain")], b"Hello, World!"),
+            (404, &[], b""),
+            (200, &[(b"X-A", b"1"), (b"Content-Length", b"99")], b"abc"),
         ];
-        for (status, line, headers, body) in cases {
+        for (status, headers, body) in cases {
             let mut expected = Vec::new();
             let iter = headers.iter().map(|(n, v)| (*n, *v));
             compose_head(&mut expected, &env, *status, iter, BodyLength::Known(body.len() as u64), meta).unwrap();
             expected.extend_from_slice(body);
-            let image = image(*status, line, headers, body).unwrap();
+            let image = image(*status, headers, body).unwrap();
             assert_eq!(image.body_len(), body.len() as u64);
             let mut out = b"before".to_vec();
             image.compose(&mut out, &env);
@@ -156,9 +151,8 @@ mod tests {
     /// server name) and never answers for another image in its slot.
     #[test]
     fn cached_copies_follow_the_version() {
-        let ok = b"HTTP/1.1 200 OK\r\n";
         let images: Vec<KeepAliveImage> =
-            (0..2 * CACHED_IMAGES).map(|i| image(200, ok, &[], format!("body {i}").as_bytes()).unwrap()).collect();
+            (0..2 * CACHED_IMAGES).map(|i| image(200, &[], format!("body {i}").as_bytes()).unwrap()).collect();
         let mut cache = ImageCache::default();
         let lines = [&b"Date: one\r\n"[..], b"Date: two\r\nServer: s\r\n"];
         for round in 0..3 {
@@ -177,14 +171,14 @@ mod tests {
 
     #[test]
     fn only_for_the_common_case() {
-        let ok = b"HTTP/1.1 200 OK\r\n";
-        assert!(image(204, b"HTTP/1.1 204 No Content\r\n", &[], b"").is_none());
-        assert!(image(304, b"HTTP/1.1 304 Not Modified\r\n", &[], b"").is_none());
-        assert!(image(200, ok, &[(b"Date", b"x")], b"").is_none());
-        assert!(image(200, ok, &[(b"server", b"x")], b"").is_none());
-        assert!(image(200, ok, &[(b"Connection", b"close")], b"").is_none());
-        assert!(image(200, ok, &[], &vec![b'a'; 32 * 1024]).is_none());
-        assert!(image(200, ok, &[(b"Connection", b"keep-alive")], b"").is_some());
+        assert!(image(204, &[], b"").is_none());
+        assert!(image(304, &[], b"").is_none());
+        assert!(image(600, &[], b"").is_none());
+        assert!(image(200, &[(b"Date", b"x")], b"").is_none());
+        assert!(image(200, &[(b"server", b"x")], b"").is_none());
+        assert!(image(200, &[(b"Connection", b"close")], b"").is_none());
+        assert!(image(200, &[], &vec![b'a'; 32 * 1024]).is_none());
+        assert!(image(200, &[(b"Connection", b"keep-alive")], b"").is_some());
         let fits = |minor, keep_alive, is_head| KeepAliveImage::fits(&RequestMeta { minor, keep_alive, is_head });
         assert!(fits(1, true, false));
         assert!(!fits(0, true, false) && !fits(1, false, false) && !fits(1, true, true));

@@ -120,7 +120,8 @@ class Response:
         if p == _UNSEEN:
             self._prepared = _SEEN_ONCE
             return 0
-        if p == _SEEN_ONCE and self._fast:
+        # Seen once before: prepare it now, if it has the untyped fields.
+        if self._fast:
             h = self._array
             out = c_void_p()
             rc = _ffi.F.prepared_new(self._status, h.address, h.count, self._body, len(self._body), byref(out))

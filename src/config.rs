@@ -66,6 +66,11 @@ pub struct Config {
     /// Bytes a streamed response may have queued for its connection before a
     /// writer on another thread blocks. Default 1 MiB.
     pub stream_high_water: usize,
+    /// The longest a busy worker sleeps before polling again, so that one
+    /// wake-up gathers many events (see `coalesce`); zero turns it off. A
+    /// worker naps only while measuring shows it gains: never at light load
+    /// or with few clients. Default 50 µs, at most 1 ms.
+    pub coalesce_wait: Duration,
 }
 
 impl Default for Config {
@@ -93,6 +98,7 @@ impl Default for Config {
             fd_cache_lifetime: Duration::from_secs(10),
             file_info_lifetime: Duration::from_secs(1),
             stream_high_water: 1 << 20,
+            coalesce_wait: Duration::from_micros(50),
         }
     }
 }
@@ -148,6 +154,9 @@ impl Config {
         }
         if self.fd_cache_lifetime > Duration::from_secs(86_400) || self.file_info_lifetime > Duration::from_secs(86_400) {
             return invalid("file cache lifetimes must be at most 1 day");
+        }
+        if self.coalesce_wait > Duration::from_millis(1) {
+            return invalid("coalesce_wait must be at most 1 ms");
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod buffer;
+mod coalesce;
 pub mod config;
 mod conn;
 mod deferred;

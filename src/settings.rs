@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     pub error_log: Option<Arc<dyn ErrorLog>>,
     /// Static mounts and file-cache lifetimes.
     pub site: Arc<Site>,
+    /// The nap of a busy worker before it polls (see `coalesce`).
+    pub coalesce_wait: Duration,
 }
 
 impl Settings {
@@ -67,6 +69,7 @@ impl Settings {
             access_log,
             error_log: config.error_log.clone(),
             site,
+            coalesce_wait: config.coalesce_wait,
         })
     }
 

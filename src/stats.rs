@@ -30,6 +30,9 @@ pub struct Stats {
     pub info_cache_hits: u64,
     /// See `info_cache_hits`.
     pub info_cache_misses: u64,
+    /// Naps busy workers took before polling, to gather events (see
+    /// `Config::coalesce_wait`).
+    pub coalesce_naps: u64,
 }
 
 /// One worker's counters.
@@ -43,6 +46,7 @@ pub(crate) struct WorkerStats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub parse_errors: AtomicU64,
+    pub coalesce_naps: AtomicU64,
 }
 
 /// Adds `n` to a counter this thread alone writes.
@@ -73,5 +77,6 @@ impl WorkerStats {
         total.bytes_in += self.bytes_in.load(Relaxed);
         total.bytes_out += self.bytes_out.load(Relaxed);
         total.parse_errors += self.parse_errors.load(Relaxed);
+        total.coalesce_naps += self.coalesce_naps.load(Relaxed);
     }
 }

@@ -15,9 +15,9 @@ impl CoarseClock {
         CoarseClock { start: Instant::now(), now: 1 }
     }
 
-    /// Re-reads the clock; returns true when a new second began.
-    pub fn tick(&mut self) -> bool {
-        let now = self.start.elapsed().as_secs() as u32 + 1;
+    /// Moves the clock to `now`; returns true when a new second began.
+    pub fn tick_at(&mut self, now: Instant) -> bool {
+        let now = now.saturating_duration_since(self.start).as_secs() as u32 + 1;
         let changed = now != self.now;
         self.now = now;
         changed

@@ -5,12 +5,13 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::buffer::InBuf;
+use crate::coalesce::Coalescer;
 use crate::conn::{Conn, ConnState, Stop};
 use crate::deferred::{ConnRef, Mailbox, Message};
 use crate::file::StaticFiles;
@@ -81,6 +82,8 @@ pub(crate) struct Worker {
     inbox: Vec<Message>,
     ctx: WorkerCtx,
     clock: CoarseClock,
+    /// Whether to nap before the next poll (see `coalesce`).
+    coalescer: Coalescer,
     shared: Arc<Shared>,
     accept_paused: bool,
 }
@@ -99,6 +102,7 @@ impl Worker {
         let mut date = DateCache::default();
         date.set_server_line(&settings.server_line);
         let access = settings.access_log.as_ref().map(|_| AccessBuffer::default());
+        let coalesce_wait = settings.coalesce_wait;
         let files = StaticFiles::new(settings.site.clone(), shared.file_counters.clone(), index, poll.registry().try_clone().ok(), FILE_WATCH);
         let worker = Worker {
             poll,
@@ -127,6 +131,7 @@ impl Worker {
                 shared: shared.clone(),
             },
             clock: CoarseClock::new(),
+            coalescer: Coalescer::new(coalesce_wait, Instant::now()),
             shared,
             accept_paused: false,
         };
@@ -156,13 +161,15 @@ impl Worker {
                 }
                 break;
             }
+            let now = Instant::now();
             self.ctx.date.refresh();
-            let new_second = self.clock.tick();
+            let new_second = self.clock.tick_at(now);
             // File changes first: a request that follows a change must see it.
             if events.iter().any(|e| e.token() == FILE_WATCH) {
                 self.ctx.files.on_watch_event();
             }
-            self.held.start_round(events.iter().count());
+            let round = events.iter().count();
+            self.held.start_round(round);
             for event in events.iter() {
                 match event.token() {
                     FILE_WATCH => {}
@@ -186,6 +193,12 @@ impl Worker {
                 self.flush_access_log();
             } else if self.ctx.access.as_ref().is_some_and(|a| a.lines.len() >= 64 * 1024) {
                 self.flush_access_log();
+            }
+            if let Some(nap) = self.coalescer.after_round(now, round) {
+                if !self.ctx.draining {
+                    bump(&self.ctx.stats.coalesce_naps, 1);
+                    std::thread::sleep(nap);
+                }
             }
         }
         // Whatever is left at the deadline is cut; pending handles learn it.
@@ -231,6 +244,7 @@ impl Worker {
         self.ctx.access = settings.access_log.as_ref().map(|_| self.ctx.access.take().unwrap_or_default());
         self.ctx.files.use_site(&settings.site);
         self.ctx.date.set_server_line(&settings.server_line);
+        self.coalescer.set_nap(settings.coalesce_wait);
         self.ctx.settings = settings;
         self.ctx.generation = generation;
         self.shared.acknowledge(self.ctx.index, generation);

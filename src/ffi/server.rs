@@ -176,6 +176,9 @@ pub struct warpcore_stats {
     pub info_cache_hits: u64,
     /// Static-file information cache misses.
     pub info_cache_misses: u64,
+    /// Naps busy workers took before polling, to gather events (see
+    /// `warpcore_config_set_coalesce_wait`).
+    pub coalesce_naps: u64,
 }
 
 /// Writes the server's counters to `*out`. Thread-safe.
@@ -206,6 +209,7 @@ pub extern "C" fn warpcore_server_stats(server: *const warpcore_server, out: *mu
                 fd_cache_misses: s.fd_cache_misses,
                 info_cache_hits: s.info_cache_hits,
                 info_cache_misses: s.info_cache_misses,
+                coalesce_naps: s.coalesce_naps,
             },
         );
         warpcore_result::Ok

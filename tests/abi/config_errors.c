@@ -89,6 +89,13 @@ static void invalid_settings(void) {
     CHECK_RESULT(warpcore_config_set_max_body_size(config, (uint64_t)1 << 41), WARPCORE_RESULT_INVALID_ARGUMENT);
     CHECK_RESULT(warpcore_config_set_max_body_size(config, 0), WARPCORE_RESULT_OK);
 
+    CHECK_RESULT(warpcore_config_set_coalesce_wait(NULL, 50), WARPCORE_RESULT_NULL_ARGUMENT);
+    CHECK_RESULT(warpcore_config_set_coalesce_wait(config, 1001), WARPCORE_RESULT_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "coalesce_wait") != NULL);
+    CHECK_RESULT(warpcore_config_set_coalesce_wait(config, UINT32_MAX), WARPCORE_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(warpcore_config_set_coalesce_wait(config, 1000), WARPCORE_RESULT_OK);
+    CHECK_RESULT(warpcore_config_set_coalesce_wait(config, 0), WARPCORE_RESULT_OK);
+
     static const uint32_t kinds[] = {WARPCORE_TIMEOUT_HEADER, WARPCORE_TIMEOUT_IDLE, WARPCORE_TIMEOUT_BODY,
                                      WARPCORE_TIMEOUT_WRITE};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {

@@ -164,6 +164,7 @@ spec = describe "Network.WarpCore" $ do
           localConfig
             { WC.configStatic = [("/static", dir)]
             , WC.configMaxConnections = Just 1000
+            , WC.configCoalesceWait = Just 0
             , WC.configFileCache = Just (5000, 1000)
             , WC.configAccessLog = Just (\l -> atomicModifyIORef' lines' (\acc -> (acc <> l, ())))
             , WC.configAccessLogFile = Just logFile -- used by the second server only
@@ -176,6 +177,7 @@ spec = describe "Network.WarpCore" $ do
       st <- WC.stats s
       WC.statsRequests st `shouldSatisfy` (>= 4)
       WC.statsResponses2xx st `shouldSatisfy` (>= 4)
+      WC.statsCoalesceNaps st `shouldBe` 0
       fc <- WC.fileCacheStats s
       (WC.fileInfoHits fc + WC.fileInfoMisses fc) `shouldSatisfy` (>= 3)
       WC.reload s cfg {WC.configServerName = Just "reloaded"} $ \_ res -> WC.respond res 200 text "new handler"
@@ -187,6 +189,10 @@ spec = describe "Network.WarpCore" $ do
       case bad of
         Left (e :: WC.WarpCoreError) -> WC.errorResult e `shouldBe` Raw.resultInvalidArgument
         Right () -> expectationFailure "a reload with a missing directory was accepted"
+      tooLong <- try (WC.reload s cfg {WC.configCoalesceWait = Just 1001} $ \_ res -> WC.respond res 200 text "bad")
+      case tooLong of
+        Left (e :: WC.WarpCoreError) -> WC.errorResult e `shouldBe` Raw.resultInvalidArgument
+        Right () -> expectationFailure "a coalesce wait over 1 ms was accepted"
       (responseBody <$> get port "/hello") `shouldReturn` "new handler"
       (responseBody <$> get port "/static/a.txt") `shouldReturn` "static file"
       WC.reload s cfg {WC.configStatic = [("/moved", dir)]} $ \_ res -> WC.respond res 200 text "new handler"

@@ -358,6 +358,9 @@ def test_errors_carry_the_library_message(serve):
     with pytest.raises(warpcore.WarpcoreError) as e:
         warpcore.Server(lambda r: None, port=0, max_header_count=0).start()
     assert e.value.name == "INVALID_ARGUMENT" and e.value.message
+    with pytest.raises(warpcore.WarpcoreError) as e:
+        warpcore.Server(lambda r: None, port=0, coalesce_wait=1001).start()
+    assert e.value.name == "INVALID_ARGUMENT" and "coalesce_wait" in e.value.message
 
 
 def test_limits_and_server_name(serve):
@@ -431,6 +434,8 @@ def test_stats_and_shutdown_report():
     st = s.stats()
     assert st["requests"] == 3 and st["responses_2xx"] == 2 and st["responses_4xx"] == 1
     assert st["connections_accepted"] == 3 and st["bytes_out"] > 0 and st["bytes_in"] > 0
+    # Three requests on three connections are far too few to nap for.
+    assert st["coalesce_naps"] == 0
     report = s.shutdown(1.0)
     assert report == s.shutdown_report == {"requests_finished": 0, "connections_cut": 0}
     with pytest.raises(RuntimeError):

@@ -184,6 +184,7 @@ class warpcore_stats(Structure):
             "fd_cache_misses",
             "info_cache_hits",
             "info_cache_misses",
+            "coalesce_naps",
         )
     ]
 
@@ -250,6 +251,7 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_config_set_max_header_count": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_stream_high_water": (warpcore_result, [warpcore_config_p, c_uint64]),
     "warpcore_config_set_max_connections": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_coalesce_wait": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_access_log_file": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
     "warpcore_config_set_access_log_callback": (
         warpcore_result,

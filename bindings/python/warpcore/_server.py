@@ -92,6 +92,7 @@ class Server:
         max_header_count: Optional[int] = None,
         stream_high_water: Optional[int] = None,
         max_connections: Optional[int] = None,
+        coalesce_wait: Optional[int] = None,
         timeouts: Optional[Mapping[str, float]] = None,
         access_log: Union[None, bool, str, os.PathLike, Callable[[bytes], Any]] = None,
         file_cache: Optional[Tuple[float, float]] = None,
@@ -110,6 +111,7 @@ class Server:
             "max_header_count": max_header_count,
             "stream_high_water": stream_high_water,
             "max_connections": max_connections,
+            "coalesce_wait": coalesce_wait,
             "timeouts": dict(timeouts or {}),
             "access_log": access_log,
             "file_cache": file_cache,
@@ -251,7 +253,14 @@ class Server:
             if s["server_name"] is not None:
                 n = s["server_name"].encode("latin-1")
                 check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
-            for key in ("max_body_size", "max_head_size", "max_header_count", "stream_high_water", "max_connections"):
+            for key in (
+                "max_body_size",
+                "max_head_size",
+                "max_header_count",
+                "stream_high_water",
+                "max_connections",
+                "coalesce_wait",
+            ):
                 if s[key] is not None:
                     setter = getattr(F, "config_set_" + key)
                     check(setter(cfg, int(s[key])), "warpcore_config_set_" + key)
@@ -350,7 +359,7 @@ class Server:
         no connection dropped: ``handler``, and any of the constructor's engine
         settings (``server_name``, ``max_body_size``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
-        ``timeouts``, ``access_log``, ``file_cache``) and ``static`` (the whole
+        ``coalesce_wait``, ``timeouts``, ``access_log``, ``file_cache``) and ``static`` (the whole
         new set of mounts; ``{}`` removes them all). Settings not given keep
         their values; a refused reload (a missing static directory, say) raises
         and changes nothing. The address and the worker count are fixed at

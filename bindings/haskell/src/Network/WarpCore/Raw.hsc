@@ -80,6 +80,7 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_stream_high_water
   , c_warpcore_config_set_timeout
   , c_warpcore_config_set_max_connections
+  , c_warpcore_config_set_coalesce_wait
   , c_warpcore_config_set_access_log_file
   , c_warpcore_config_set_access_log_callback
   , c_warpcore_config_set_error_log
@@ -250,6 +251,7 @@ data Stats = Stats
   , statsFdCacheMisses :: !Word64
   , statsInfoCacheHits :: !Word64
   , statsInfoCacheMisses :: !Word64
+  , statsCoalesceNaps :: !Word64
   }
   deriving (Eq, Show)
 
@@ -274,6 +276,7 @@ instance Storable Stats where
       <*> #{peek warpcore_stats, fd_cache_misses} p
       <*> #{peek warpcore_stats, info_cache_hits} p
       <*> #{peek warpcore_stats, info_cache_misses} p
+      <*> #{peek warpcore_stats, coalesce_naps} p
   poke _ _ = ioError (userError "warpcore_stats is written by the library only")
 
 -- | @warpcore_file_cache_stats@.
@@ -408,6 +411,8 @@ foreign import ccall unsafe "warpcore_config_set_timeout"
 
 foreign import ccall unsafe "warpcore_config_set_max_connections"
   c_warpcore_config_set_max_connections :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_coalesce_wait"
+  c_warpcore_config_set_coalesce_wait :: Ptr Config -> Word32 -> IO Result
 foreign import ccall unsafe "warpcore_config_set_access_log_file"
   c_warpcore_config_set_access_log_file :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
 foreign import ccall unsafe "warpcore_config_set_access_log_callback"

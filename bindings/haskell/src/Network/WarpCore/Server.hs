@@ -131,6 +131,10 @@ data Config = Config
   -- sendfile, fd and stat caches, ranges and conditional requests; requests
   -- under a prefix never reach the handler.
   , configMaxConnections :: Maybe Word32
+  , configCoalesceWait :: Maybe Word32
+  -- ^ The longest a busy worker naps before polling, in microseconds (0 to
+  -- 1000, 0 = off; library default 50); see
+  -- @warpcore_config_set_coalesce_wait@.
   , configFileCache :: Maybe (Word64, Word64)
   -- ^ (fd, info) cache lifetimes in milliseconds.
   , configAccessLogFile :: Maybe FilePath
@@ -169,6 +173,7 @@ defaultConfig =
     , configSharePort = False
     , configStatic = []
     , configMaxConnections = Nothing
+    , configCoalesceWait = Nothing
     , configFileCache = Nothing
     , configAccessLogFile = Nothing
     , configAccessLog = Nothing
@@ -246,6 +251,7 @@ withConfig cfg callbacks act = do
     forM_ (configMaxHeaderCount cfg) $ check "warpcore_config_set_max_header_count" . Raw.c_warpcore_config_set_max_header_count c
     forM_ (configStreamHighWater cfg) $ check "warpcore_config_set_stream_high_water" . Raw.c_warpcore_config_set_stream_high_water c
     forM_ (configMaxConnections cfg) $ check "warpcore_config_set_max_connections" . Raw.c_warpcore_config_set_max_connections c
+    forM_ (configCoalesceWait cfg) $ check "warpcore_config_set_coalesce_wait" . Raw.c_warpcore_config_set_coalesce_wait c
     forM_ (configFileCache cfg) $ \(fd, info) ->
       check "warpcore_config_set_file_cache" (Raw.c_warpcore_config_set_file_cache c fd info)
     forM_ (configTimeouts cfg) $ \(which, ms) ->

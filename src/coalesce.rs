@@ -33,10 +33,14 @@ use std::time::{Duration, Instant};
 const WINDOW: Duration = Duration::from_millis(10);
 /// How long a decision stands before the rate is measured again.
 const HOLD: Duration = Duration::from_millis(100);
+/// Linux's default timer slack, by which a nap usually overshoots: the first
+/// guess of a nap's real length, until naps have been timed.
+const TIMER_SLACK: Duration = Duration::from_micros(50);
 /// Each trial that fails in a row doubles the rest after it, up to
 /// `HOLD << MAX_BACKOFF`, so a load that naps cannot help pays for few trials.
 const MAX_BACKOFF: u32 = 4;
-/// Napping starts only if a nap would gather at least this many events.
+/// Napping starts only if a nap would gather at least this many events, at
+/// the rate measured and for as long as naps really last.
 const MIN_GATHER: f64 = 4.0;
 /// Napping stays on if the event rate with naps is at least this share of the
 /// rate without.
@@ -65,18 +69,29 @@ pub(crate) struct Coalescer {
     plain_rate: f64,
     /// The round just handled came after a nap.
     napped: bool,
+    /// How long naps really last, on average: the timer slack (50 µs by
+    /// default) lengthens them, so a 50 µs nap often takes ~100 µs.
+    slept: Duration,
     /// Trials failed in a row (the rest after one lasts `HOLD << failed`).
     failed: u32,
 }
 
 impl Coalescer {
     pub fn new(nap: Duration, now: Instant) -> Coalescer {
-        Coalescer { nap, phase: Phase::Measure, phase_start: now, events: 0, plain_rate: 0.0, napped: false, failed: 0 }
+        Coalescer { nap, phase: Phase::Measure, phase_start: now, events: 0, plain_rate: 0.0, napped: false, slept: nap + TIMER_SLACK, failed: 0 }
     }
 
     /// Changes the nap (a reload); zero turns coalescing off.
     pub fn set_nap(&mut self, nap: Duration) {
-        self.nap = nap;
+        if nap != self.nap {
+            self.nap = nap;
+            self.slept = nap + TIMER_SLACK;
+        }
+    }
+
+    /// Reports how long a nap really lasted.
+    pub fn slept(&mut self, actual: Duration) {
+        self.slept = (self.slept * 7 + actual) / 8;
     }
 
     /// Called after a poll round of `events` events that began at `now`
@@ -109,7 +124,7 @@ impl Coalescer {
         self.phase = match self.phase {
             Phase::Measure => {
                 self.plain_rate = rate;
-                if rate * self.nap.as_secs_f64() >= MIN_GATHER {
+                if rate * self.slept.as_secs_f64() >= MIN_GATHER {
                     Phase::Trial
                 } else {
                     Phase::Rest
@@ -154,7 +169,8 @@ mod tests {
     fn light_load_never_naps() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(NAP, t0);
-        // One event every 100 µs: a 50 µs nap would gather half an event.
+        // One event every 100 µs: a 50 µs nap (100 µs with the timer slack)
+        // would gather one event.
         let (naps, _) = drive(&mut c, t0, Duration::from_micros(100), 1, Duration::from_secs(2));
         assert_eq!(naps, 0);
     }
@@ -210,6 +226,24 @@ mod tests {
         // The load stops: the first near-empty round after a nap measures again.
         assert!(c.after_round(now, 1).is_none());
         assert_eq!(c.phase, Phase::Measure);
+    }
+
+    #[test]
+    fn the_rate_needed_follows_how_long_naps_really_last() {
+        let t0 = Instant::now();
+        let gap = Duration::from_micros(50);
+        // 3 events every 50 µs (60k/s): a 50 µs nap that lasts 100 µs with
+        // the timer slack gathers 6, enough to try.
+        let mut c = Coalescer::new(NAP, t0);
+        let (naps, _) = drive(&mut c, t0, gap, 3, Duration::from_millis(100));
+        assert!(naps > 0);
+        // Naps timed at exactly 50 µs would gather 3: not worth trying.
+        let mut c = Coalescer::new(NAP, t0);
+        for _ in 0..64 {
+            c.slept(NAP);
+        }
+        let (naps, _) = drive(&mut c, t0, gap, 3, Duration::from_millis(100));
+        assert_eq!(naps, 0);
     }
 
     #[test]

@@ -197,7 +197,9 @@ impl Worker {
             if let Some(nap) = self.coalescer.after_round(now, round) {
                 if !self.ctx.draining {
                     bump(&self.ctx.stats.coalesce_naps, 1);
+                    let start = Instant::now();
                     std::thread::sleep(nap);
+                    self.coalescer.slept(start.elapsed());
                 }
             }
         }

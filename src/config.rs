@@ -66,10 +66,11 @@ pub struct Config {
     /// Bytes a streamed response may have queued for its connection before a
     /// writer on another thread blocks. Default 1 MiB.
     pub stream_high_water: usize,
-    /// The longest a busy worker sleeps before polling again, so that one
-    /// wake-up gathers many events (see `coalesce`); zero turns it off. A
-    /// worker naps only while measuring shows it gains: never at light load
-    /// or with few clients. Default 50 µs, at most 1 ms.
+    /// How long a busy worker sleeps before polling again, so that one wake-up
+    /// gathers many events (see `coalesce`); zero turns it off. A worker naps
+    /// only while measuring shows its event rate holds; at light load or with
+    /// a few clients waiting on each answer, only during short trials.
+    /// Default 50 µs, at most 1000 µs.
     pub coalesce_wait: Duration,
 }
 
@@ -156,7 +157,7 @@ impl Config {
             return invalid("file cache lifetimes must be at most 1 day");
         }
         if self.coalesce_wait > Duration::from_millis(1) {
-            return invalid("coalesce_wait must be at most 1 ms");
+            return invalid("coalesce_wait must be at most 1000 µs");
         }
         Ok(())
     }

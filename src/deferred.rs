@@ -129,6 +129,12 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Whether messages (or a poke) wait to be taken.
+    pub fn has_messages(&self) -> bool {
+        let q = self.lock();
+        !q.messages.is_empty() || q.poke
+    }
+
     /// Wakes the worker to look at the server's shared state.
     pub fn poke(&self) {
         self.lock().poke = true;

@@ -168,13 +168,14 @@ impl Worker {
             if events.iter().any(|e| e.token() == FILE_WATCH) {
                 self.ctx.files.on_watch_event();
             }
-            let round = events.iter().count();
+            let mut round = events.iter().count();
             self.held.start_round(round);
             for event in events.iter() {
                 match event.token() {
                     FILE_WATCH => {}
                     LISTENER => self.accept_all(),
-                    WAKER => self.read_mailbox(),
+                    // One wake-up may bring many answers: each counts.
+                    WAKER => round += self.read_mailbox(),
                     Token(i) => self.contained(i, |w| {
                         w.on_conn_event(i, event.is_readable(), event.is_writable(), event.is_read_closed())
                     }),
@@ -194,13 +195,8 @@ impl Worker {
             } else if self.ctx.access.as_ref().is_some_and(|a| a.lines.len() >= 64 * 1024) {
                 self.flush_access_log();
             }
-            if let Some(nap) = self.coalescer.after_round(now, round) {
-                if !self.ctx.draining {
-                    bump(&self.ctx.stats.coalesce_naps, 1);
-                    let start = Instant::now();
-                    std::thread::sleep(nap);
-                    self.coalescer.slept(start.elapsed());
-                }
+            if !self.ctx.draining {
+                self.nap_if_worth_it(now, round);
             }
         }
         // Whatever is left at the deadline is cut; pending handles learn it.
@@ -227,6 +223,20 @@ impl Worker {
         }
     }
 
+    /// Sleeps before the next poll when the coalescer says so (see
+    /// `coalesce`), unless answers from other threads are waiting: the
+    /// mailbox's wake-up cannot cut a nap short.
+    fn nap_if_worth_it(&mut self, now: Instant, events: usize) {
+        let Some(nap) = self.coalescer.after_round(now, events) else { return };
+        if self.ctx.mailbox.has_messages() {
+            return;
+        }
+        bump(&self.ctx.stats.coalesce_naps, 1);
+        let start = Instant::now();
+        std::thread::sleep(nap);
+        self.coalescer.slept(start.elapsed());
+    }
+
     fn flush_access_log(&mut self) {
         if let (Some(buffer), Some(log)) = (self.ctx.access.as_mut(), self.ctx.settings.access_log.as_ref()) {
             if !buffer.lines.is_empty() {
@@ -246,24 +256,27 @@ impl Worker {
         self.ctx.access = settings.access_log.as_ref().map(|_| self.ctx.access.take().unwrap_or_default());
         self.ctx.files.use_site(&settings.site);
         self.ctx.date.set_server_line(&settings.server_line);
-        self.coalescer.set_nap(settings.coalesce_wait);
+        self.coalescer.set_nap(settings.coalesce_wait, Instant::now());
         self.ctx.settings = settings;
         self.ctx.generation = generation;
         self.shared.acknowledge(self.ctx.index, generation);
     }
 
-    fn read_mailbox(&mut self) {
+    /// Applies what other threads posted; returns how many answers it held.
+    fn read_mailbox(&mut self) -> usize {
         let mut inbox = std::mem::take(&mut self.inbox);
         let poked = self.ctx.mailbox.take(&mut inbox);
         if poked {
             self.check_settings();
             self.check_shutdown();
         }
+        let delivered = inbox.len();
         for message in inbox.drain(..) {
             let index = message.conn.index;
             self.contained(index, |w| w.deliver(message));
         }
         self.inbox = inbox;
+        delivered
     }
 
     /// Applies a deferred answer to its connection, then lets the connection

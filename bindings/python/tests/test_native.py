@@ -359,8 +359,10 @@ def test_errors_carry_the_library_message(serve):
         warpcore.Server(lambda r: None, port=0, max_header_count=0).start()
     assert e.value.name == "INVALID_ARGUMENT" and e.value.message
     with pytest.raises(warpcore.WarpcoreError) as e:
-        warpcore.Server(lambda r: None, port=0, coalesce_wait=1001).start()
+        warpcore.Server(lambda r: None, port=0, coalesce_wait_us=1001).start()
     assert e.value.name == "INVALID_ARGUMENT" and "coalesce_wait" in e.value.message
+    with pytest.raises(ValueError, match="coalesce_wait_us"):
+        warpcore.Server(lambda r: None, port=0, coalesce_wait_us=2**32 + 1).start()
 
 
 def test_limits_and_server_name(serve):

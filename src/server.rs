@@ -148,6 +148,9 @@ impl Server {
     /// reported here, before any connection is accepted.
     pub fn start(config: &Config) -> Result<Server, Error> {
         let settings = Arc::new(Settings::from_config(config, None)?);
+        // Before any worker runs: the C handles' handshake then takes its
+        // cheap side on the workers (see `sys::membarrier`).
+        crate::sys::membarrier::register();
         let addr = crate::sys::resolve(&config.listen)?;
         let count = config.resolved_workers();
         let listeners = crate::sys::bind_listeners(addr, count, config.backlog, config.share_port)?;

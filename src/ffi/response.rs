@@ -2,8 +2,9 @@
 //! (fast path, no queue, no wakeup) or later from any thread (deferred).
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::cast::{try_array, try_slice, try_slice_named};
 use super::request::{warpcore_header, warpcore_str};
@@ -13,6 +14,7 @@ use super::thread::{current_thread, FfiThread};
 use crate::deferred::Deferred;
 use crate::handler::{RespondError, Response};
 use crate::payload::Payload;
+use crate::sys::membarrier;
 
 /// Called exactly once when the library is done with a buffer handed to it
 /// without a copy (`warpcore_respond_buffer`, `warpcore_response_write_buffer`):
@@ -21,15 +23,14 @@ use crate::payload::Payload;
 /// thread (usually the worker's) and must not call back into the library.
 pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
 
-enum Mode {
-    /// Inside the handler call: that thread answers through `in_call_core`
-    /// without the lock; any other thread waits for the call to return.
-    InCall,
-    /// After the handler returned without finishing the answer.
-    Deferred(Deferred),
-    /// Answered inside the call; back in the worker's pool.
-    Idle,
-}
+/// Where a handle is in its life (`warpcore_response::phase`).
+/// Inside the handler call: that thread answers through `in_call_core`
+/// without the lock; any other thread waits for the call to return.
+const IN_CALL: u8 = 0;
+/// Answered inside the call; back in the worker's pool.
+const ANSWERED: u8 = 1;
+/// After the handler returned without finishing the answer: `deferred` holds it.
+const DEFERRED: u8 = 2;
 
 /// The response to one request.
 ///
@@ -57,17 +58,22 @@ pub struct warpcore_response {
     in_call_on: AtomicUsize,
     /// The live core response while `in_call_on` is set; read only by that thread.
     in_call_core: AtomicPtr<Response<'static>>,
-    mode: Mutex<Mode>,
+    /// `IN_CALL`, `ANSWERED` or `DEFERRED`. The worker ends a call answered
+    /// inside it with one store, without the lock: the common case costs no
+    /// locked instruction (see `end_answered_call`).
+    phase: AtomicU8,
+    /// Set (with `deferred` locked) by a thread about to wait for the call to
+    /// end, so that the worker knows to wake it.
+    waiting: AtomicBool,
+    /// The deferred answer, once `phase` is `DEFERRED`; taken by other threads.
+    deferred: Mutex<Option<Deferred>>,
     handed_over: Condvar,
-    /// Threads waiting on `handed_over`; changed and read only with `mode`
-    /// locked, so the worker skips the wake-up syscall when nobody waits.
-    waiters: AtomicUsize,
 }
 
 // SAFETY: `in_call_core` is only dereferenced on the thread recorded in
 // `in_call_on` (the worker, during the handler call); other threads wait on
-// the condvar while the mode is `InCall`, until it is `Deferred` (whose
-// contents are `Send`) or `Idle`.
+// the condvar while the phase is `IN_CALL`, until it is `DEFERRED` (with a
+// `Deferred`, which is `Send`, behind the mutex) or `ANSWERED`.
 unsafe impl Send for warpcore_response {}
 // SAFETY: as above; every access goes through the mutex.
 unsafe impl Sync for warpcore_response {}
@@ -84,15 +90,18 @@ pub(crate) fn with_handle<'p>(
         Box::new(warpcore_response {
             in_call_on: AtomicUsize::new(0),
             in_call_core: AtomicPtr::new(std::ptr::null_mut()),
-            mode: Mutex::new(Mode::Idle),
+            phase: AtomicU8::new(IN_CALL),
+            waiting: AtomicBool::new(false),
+            deferred: Mutex::new(None),
             handed_over: Condvar::new(),
-            waiters: AtomicUsize::new(0),
         })
     });
     let response: *mut Response<'static> = (res as *mut Response<'_>).cast();
     let me = current_thread();
-    // No lock: the handle is ours alone until `call` hands it out.
-    set_mode(handle.mode.get_mut().unwrap_or_else(|e| e.into_inner()), Mode::InCall);
+    // No lock: the handle is ours alone until `call` hands it out. A pooled
+    // handle was answered in its call, so it holds no deferred answer.
+    *handle.phase.get_mut() = IN_CALL;
+    *handle.waiting.get_mut() = false;
     *handle.in_call_core.get_mut() = response;
     *handle.in_call_on.get_mut() = me;
     let raw: *mut warpcore_response = &mut *handle;
@@ -103,51 +112,88 @@ pub(crate) fn with_handle<'p>(
         let _ = res.respond_prepared(prepared.status, &prepared.head, prepared.image.as_ref());
     }
 
-    let mut mode = handle.lock();
     if res.is_complete() {
-        set_mode(&mut mode, Mode::Idle);
-        if handle.waiters.load(Ordering::Relaxed) > 0 {
-            // Another thread tried to answer too: wake it to learn that the
-            // request was answered, and keep the handle out of the pool so its
-            // waiter never meets the next request. (A misuse; the handle leaks.)
-            handle.handed_over.notify_all();
-            drop(mode);
-            let _ = Box::into_raw(handle);
+        if !handle.end_answered_call() {
+            thread.pool.borrow_mut().push(handle);
             return;
         }
-        drop(mode);
-        thread.pool.borrow_mut().push(handle);
+        // Another thread tried to answer too: it was woken to learn that the
+        // request was answered; the handle stays out of the pool so that its
+        // waiter never meets the next request. (A misuse; the handle leaks.)
+        let _ = Box::into_raw(handle);
         return;
     }
-    match res.defer() {
-        Ok(deferred) => set_mode(&mut mode, Mode::Deferred(deferred)),
-        Err(_) => set_mode(&mut mode, Mode::Idle),
-    }
-    if handle.waiters.load(Ordering::Relaxed) > 0 {
+    let mut deferred = handle.lock();
+    let phase = match res.defer() {
+        Ok(d) => {
+            *deferred = Some(d);
+            DEFERRED
+        }
+        Err(_) => ANSWERED,
+    };
+    handle.phase.store(phase, Ordering::Release);
+    if handle.waiting.load(Ordering::Relaxed) {
         handle.handed_over.notify_all();
     }
-    drop(mode);
+    drop(deferred);
     // The caller owns it now; the call that finishes the answer frees it.
     let _ = Box::into_raw(handle);
 }
 
-/// Replaces a mode without running drop glue (nor moving the old value out)
-/// when it holds nothing to release: `InCall` and `Idle`, the only ones
-/// `with_handle` replaces.
-fn set_mode(slot: &mut Mode, new: Mode) {
-    if let Mode::Deferred(_) = slot {
-        *slot = new;
-    } else {
-        // SAFETY: `slot` is a valid, exclusively borrowed `Mode` holding
-        // `InCall` or `Idle` (no data): nothing is leaked by
-        // overwriting it.
-        unsafe { std::ptr::write(slot, new) };
-    }
-}
-
 impl warpcore_response {
-    fn lock(&self) -> MutexGuard<'_, Mode> {
-        self.mode.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Option<Deferred>> {
+        self.deferred.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends a handler call that answered, on the worker; returns whether
+    /// another thread was waiting for it (and wakes it).
+    ///
+    /// The common case takes no lock: a store, then a look at `waiting`. A
+    /// waiter sets `waiting` and then looks at `phase`; the asymmetric fence
+    /// between each side's store and load (cheap here, a `membarrier` on the
+    /// waiter's side) means at least one of them sees the other's store.
+    /// So either the waiter finds the call over, or the worker finds it
+    /// waiting, takes the lock (which the waiter holds until it sleeps) and
+    /// wakes it.
+    fn end_answered_call(&self) -> bool {
+        self.phase.store(ANSWERED, Ordering::Release);
+        membarrier::light();
+        if !self.waiting.load(Ordering::Relaxed) {
+            return false;
+        }
+        let _locked = self.lock();
+        self.handed_over.notify_all();
+        true
+    }
+
+    /// Waits, with `deferred` locked, until the handler call on another
+    /// thread has ended; returns the phase it ended in.
+    fn wait_for_call_end<'a>(&'a self, mut deferred: MutexGuard<'a, Option<Deferred>>) -> (u8, MutexGuard<'a, Option<Deferred>>) {
+        let mut yields = 0;
+        loop {
+            let phase = self.phase.load(Ordering::Acquire);
+            if phase != IN_CALL {
+                return (phase, deferred);
+            }
+            // The handler is usually just returning: give it the CPU a few
+            // times before sleeping, which would cost both threads syscalls.
+            if yields < 3 {
+                yields += 1;
+                drop(deferred);
+                std::thread::yield_now();
+                deferred = self.lock();
+                continue;
+            }
+            // The other side of `end_answered_call`'s handshake.
+            self.waiting.store(true, Ordering::Relaxed);
+            membarrier::heavy();
+            if self.phase.load(Ordering::Acquire) != IN_CALL {
+                continue;
+            }
+            // Woken by the worker; the timeout is only a backstop, so that no
+            // flaw in the handshake could leave this thread asleep for good.
+            deferred = self.handed_over.wait_timeout(deferred, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 }
 
@@ -261,37 +307,17 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
         let core = unsafe { &mut *h.in_call_core.load(Ordering::Relaxed) };
         return into_result(call_in_handler(core, call));
     }
-    let mut mode = h.lock();
-    let mut yields = 0;
-    loop {
-        match &*mode {
-            // Another thread's handler call (its own calls took the path above).
-            Mode::InCall => {
-                // The handler is usually just returning: give it the CPU a few
-                // times before sleeping, which would cost both threads syscalls.
-                if yields < 3 {
-                    yields += 1;
-                    drop(mode);
-                    std::thread::yield_now();
-                    mode = h.lock();
-                    continue;
-                }
-                h.waiters.fetch_add(1, Ordering::Relaxed);
-                mode = h.handed_over.wait(mode).unwrap_or_else(|e| e.into_inner());
-                h.waiters.fetch_sub(1, Ordering::Relaxed);
-            }
-            _ => break,
+    // Another thread's handler call may still run (its own calls took the
+    // path above): wait for it to end.
+    let (phase, mut deferred) = h.wait_for_call_end(h.lock());
+    let (result, finished) = match (phase, &mut *deferred) {
+        (DEFERRED, Some(d)) => {
+            let r = call_deferred(d, call);
+            (r, d.is_finished())
         }
-    }
-    let (result, finished) = match &mut *mode {
-        Mode::Deferred(deferred) => {
-            let r = call_deferred(deferred, call);
-            (r, deferred.is_finished())
-        }
-        // The loop above leaves `InCall` only once the call returned.
-        Mode::Idle | Mode::InCall => (Err(RespondError::AlreadyAnswered), false),
+        _ => (Err(RespondError::AlreadyAnswered), false),
     };
-    drop(mode);
+    drop(deferred);
     if finished {
         // SAFETY: the handle came from `Box::into_raw` in `with_handle` and this
         // call finished its answer: it is released here, as documented.

@@ -19,6 +19,7 @@ macro_rules! syscall {
 
 pub(crate) mod fs;
 pub(crate) mod inotify;
+pub(crate) mod membarrier;
 pub(crate) mod sendfile;
 pub(crate) mod socket_io;
 

@@ -3,21 +3,21 @@
 //! ends its call without a lock; a thread waiting on the handle meanwhile must
 //! still be woken, learn `WARPCORE_RESULT_ALREADY_ANSWERED`, and never meet a
 //! later request that reuses the handle. Mixed with deferred answers from
-//! other threads on the same worker, whose handles come from the same pool.
+//! other threads and plain answers on the same worker, whose handles come
+//! from the same pool.
 //! (Through the C functions from Rust: the misuse leaks its handle by design,
 //! which the C tests' LeakSanitizer would report.)
 
 mod util;
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use util::*;
 use warpcore::ffi::config::*;
 use warpcore::ffi::request::warpcore_request;
-use warpcore::ffi::response::{warpcore_respond, warpcore_response};
+use warpcore::ffi::response::{waiter_announced, warpcore_respond, warpcore_response};
 use warpcore::ffi::result::warpcore_result;
 use warpcore::ffi::server::*;
 
@@ -25,41 +25,53 @@ use warpcore::ffi::server::*;
 static RESULTS: Mutex<Vec<(u32, warpcore_result)>> = Mutex::new(Vec::new());
 static THREADS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
-fn answer_from_thread(res: *mut warpcore_response, n: u32, body: String, entered: Option<&'static AtomicBool>) {
+fn answer_from_thread(res: *mut warpcore_response, n: u32, body: String) {
     let res = res as usize;
     let t = std::thread::spawn(move || {
-        if let Some(flag) = entered {
-            flag.store(true, Ordering::Release);
-        }
         let r = warpcore_respond(res as *mut warpcore_response, 200, std::ptr::null(), 0, body.as_ptr(), body.len());
         RESULTS.lock().unwrap().push((n, r));
     });
     THREADS.lock().unwrap().push(t);
 }
 
-/// `/N`: odd N answers itself, then hands the handle to a thread that tries
-/// too while the handler is still running (a misuse); even N defers to a
-/// thread that answers at once.
+/// `/N` by `N % 3`: 0 answers in the call (the handle goes back to the
+/// pool); 1 answers itself, then hands the handle to a thread that tries too
+/// while the handler is still running (a misuse); 2 defers to a thread that
+/// answers at once.
 unsafe extern "C" fn handler(_userdata: *mut c_void, req: *const warpcore_request, res: *mut warpcore_response) {
     // SAFETY: the library passes a valid request for the length of the call.
     let req = unsafe { &*req };
     // SAFETY: the path view is valid for the length of the call.
     let path = unsafe { std::slice::from_raw_parts(req.path.ptr, req.path.len) };
     let n: u32 = std::str::from_utf8(&path[1..]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    if n % 2 == 1 {
-        let body = format!("self {n}");
-        let _ = warpcore_respond(res, 200, std::ptr::null(), 0, body.as_ptr(), body.len());
-        static ENTERED: AtomicBool = AtomicBool::new(false);
-        ENTERED.store(false, Ordering::Relaxed);
-        answer_from_thread(res, n, format!("other {n}"), Some(&ENTERED));
-        // Let the other thread reach its wait (past its few yields) before
-        // the call ends.
-        while !ENTERED.load(Ordering::Acquire) {
-            std::thread::yield_now();
+    match n % 3 {
+        0 => {
+            let body = format!("self {n}");
+            let _ = warpcore_respond(res, 200, std::ptr::null(), 0, body.as_ptr(), body.len());
         }
-        std::thread::sleep(Duration::from_millis(30));
+        1 => {
+            let body = format!("self {n}");
+            let _ = warpcore_respond(res, 200, std::ptr::null(), 0, body.as_ptr(), body.len());
+            answer_from_thread(res, n, format!("other {n}"));
+            // End the call only once the other thread waits for it (past its
+            // few yields, announced); every other time, a little later.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !waiter_announced(res) && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            if n % 2 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        _ => answer_from_thread(res, n, format!("deferred {n}")),
+    }
+}
+
+fn expected_body(n: u32) -> String {
+    if n % 3 == 2 {
+        format!("deferred {n}")
     } else {
-        answer_from_thread(res, n, format!("deferred {n}"), None);
+        format!("self {n}")
     }
 }
 
@@ -76,19 +88,21 @@ fn a_thread_that_answers_an_answered_handle_is_told_so_and_never_meets_the_next_
     warpcore_config_free(config);
     let port = warpcore_server_port(server);
 
-    const REQUESTS: u32 = 24;
+    const REQUESTS: u32 = 64;
     let mut c = Client::connect(port);
     for n in 0..REQUESTS {
-        let want = if n % 2 == 1 { format!("self {n}") } else { format!("deferred {n}") };
-        assert_eq!(c.get(&format!("/{n}")).text(), want, "request {n}");
+        assert_eq!(c.get(&format!("/{n}")).text(), expected_body(n), "request {n}");
     }
-    for t in THREADS.lock().unwrap().drain(..) {
+    // A waiter the worker failed to wake would sleep for good: bounded here.
+    let threads: Vec<_> = THREADS.lock().unwrap().drain(..).collect();
+    assert!(wait_until(Duration::from_secs(10), || threads.iter().all(|t| t.is_finished())), "an answering thread never returned");
+    for t in threads {
         t.join().unwrap();
     }
     let results = RESULTS.lock().unwrap();
-    assert_eq!(results.len(), REQUESTS as usize);
+    assert_eq!(results.len(), (0..REQUESTS).filter(|n| n % 3 != 0).count());
     for &(n, r) in results.iter() {
-        let want = if n % 2 == 1 { warpcore_result::AlreadyAnswered } else { warpcore_result::Ok };
+        let want = if n % 3 == 1 { warpcore_result::AlreadyAnswered } else { warpcore_result::Ok };
         assert_eq!(r, want, "request {n}'s other thread");
     }
     assert_eq!(warpcore_server_shutdown(server, 1000), warpcore_result::Ok);

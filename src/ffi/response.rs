@@ -2,9 +2,8 @@
 //! (fast path, no queue, no wakeup) or later from any thread (deferred).
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 use super::cast::{try_array, try_slice, try_slice_named};
 use super::request::{warpcore_header, warpcore_str};
@@ -23,14 +22,19 @@ use crate::sys::membarrier;
 /// thread (usually the worker's) and must not call back into the library.
 pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
 
-/// Where a handle is in its life (`warpcore_response::phase`).
+// Where a handle is in its life: the low two bits of `warpcore_response::phase`,
+// above them the generation, one per handler call the handle served.
+
 /// Inside the handler call: that thread answers through `in_call_core`
 /// without the lock; any other thread waits for the call to return.
-const IN_CALL: u8 = 0;
-/// Answered inside the call; back in the worker's pool.
-const ANSWERED: u8 = 1;
-/// After the handler returned without finishing the answer: `deferred` holds it.
-const DEFERRED: u8 = 2;
+const IN_CALL: u32 = 0;
+/// The call ended answered (a handle with a waiter then leaks; any other goes
+/// back to the worker's pool).
+const ANSWERED: u32 = 1;
+/// The call ended without finishing the answer: `deferred` holds it.
+const DEFERRED: u32 = 2;
+const PHASE_BITS: u32 = 2;
+const PHASE_MASK: u32 = (1 << PHASE_BITS) - 1;
 
 /// The response to one request.
 ///
@@ -58,10 +62,12 @@ pub struct warpcore_response {
     in_call_on: AtomicUsize,
     /// The live core response while `in_call_on` is set; read only by that thread.
     in_call_core: AtomicPtr<Response<'static>>,
-    /// `IN_CALL`, `ANSWERED` or `DEFERRED`. The worker ends a call answered
-    /// inside it with one store, without the lock: the common case costs no
-    /// locked instruction (see `end_answered_call`).
-    phase: AtomicU8,
+    /// The generation (above `PHASE_BITS`) and `IN_CALL`, `ANSWERED` or
+    /// `DEFERRED`. The worker ends a call answered inside it with one store,
+    /// without the lock: the common case costs no locked instruction (see
+    /// `end_answered_call`). The generation tells a waiter that the call it
+    /// waited for is over even when the handle already serves a later one.
+    phase: AtomicU32,
     /// Set (with `deferred` locked) by a thread about to wait for the call to
     /// end, so that the worker knows to wake it.
     waiting: AtomicBool,
@@ -75,7 +81,8 @@ pub struct warpcore_response {
 // the condvar while the phase is `IN_CALL`, until it is `DEFERRED` (with a
 // `Deferred`, which is `Send`, behind the mutex) or `ANSWERED`.
 unsafe impl Send for warpcore_response {}
-// SAFETY: as above; every access goes through the mutex.
+// SAFETY: as above; `deferred` is behind the mutex, `phase` and `waiting`
+// are atomics.
 unsafe impl Sync for warpcore_response {}
 
 /// Runs the C handler with a handle for `res`, sends the prepared response it
@@ -90,7 +97,7 @@ pub(crate) fn with_handle<'p>(
         Box::new(warpcore_response {
             in_call_on: AtomicUsize::new(0),
             in_call_core: AtomicPtr::new(std::ptr::null_mut()),
-            phase: AtomicU8::new(IN_CALL),
+            phase: AtomicU32::new(IN_CALL),
             waiting: AtomicBool::new(false),
             deferred: Mutex::new(None),
             handed_over: Condvar::new(),
@@ -98,10 +105,14 @@ pub(crate) fn with_handle<'p>(
     });
     let response: *mut Response<'static> = (res as *mut Response<'_>).cast();
     let me = current_thread();
-    // No lock: the handle is ours alone until `call` hands it out. A pooled
-    // handle was answered in its call, so it holds no deferred answer.
-    *handle.phase.get_mut() = IN_CALL;
-    *handle.waiting.get_mut() = false;
+    // No lock: the handle is ours until `call` hands it out (a thread that
+    // misuses an answered one may still look at it: hence atomic stores). A
+    // pooled handle was answered in its call, so it holds no deferred answer.
+    // The phase is stored last (release): a waiter that sees this call's
+    // generation sees `waiting` cleared for it.
+    let generation = (handle.phase.load(Ordering::Relaxed) >> PHASE_BITS).wrapping_add(1);
+    handle.waiting.store(false, Ordering::Relaxed);
+    handle.phase.store(generation << PHASE_BITS | IN_CALL, Ordering::Release);
     *handle.in_call_core.get_mut() = response;
     *handle.in_call_on.get_mut() = me;
     let raw: *mut warpcore_response = &mut *handle;
@@ -113,7 +124,7 @@ pub(crate) fn with_handle<'p>(
     }
 
     if res.is_complete() {
-        if !handle.end_answered_call() {
+        if !handle.end_answered_call(generation) {
             thread.pool.borrow_mut().push(handle);
             return;
         }
@@ -131,7 +142,7 @@ pub(crate) fn with_handle<'p>(
         }
         Err(_) => ANSWERED,
     };
-    handle.phase.store(phase, Ordering::Release);
+    handle.phase.store(generation << PHASE_BITS | phase, Ordering::Release);
     if handle.waiting.load(Ordering::Relaxed) {
         handle.handed_over.notify_all();
     }
@@ -150,13 +161,13 @@ impl warpcore_response {
     ///
     /// The common case takes no lock: a store, then a look at `waiting`. A
     /// waiter sets `waiting` and then looks at `phase`; the asymmetric fence
-    /// between each side's store and load (cheap here, a `membarrier` on the
-    /// waiter's side) means at least one of them sees the other's store.
-    /// So either the waiter finds the call over, or the worker finds it
-    /// waiting, takes the lock (which the waiter holds until it sleeps) and
-    /// wakes it.
-    fn end_answered_call(&self) -> bool {
-        self.phase.store(ANSWERED, Ordering::Release);
+    /// between each side's store and load (a compiler fence here, a
+    /// `membarrier` on the waiter's side) means at least one of them sees the
+    /// other's store. So either the waiter finds the call over, or the worker
+    /// finds it waiting, takes the lock (which the waiter holds from its last
+    /// look until it sleeps) and wakes it.
+    fn end_answered_call(&self, generation: u32) -> bool {
+        self.phase.store(generation << PHASE_BITS | ANSWERED, Ordering::Release);
         membarrier::light();
         if !self.waiting.load(Ordering::Relaxed) {
             return false;
@@ -166,33 +177,44 @@ impl warpcore_response {
         true
     }
 
-    /// Waits, with `deferred` locked, until the handler call on another
-    /// thread has ended; returns the phase it ended in.
-    fn wait_for_call_end<'a>(&'a self, mut deferred: MutexGuard<'a, Option<Deferred>>) -> (u8, MutexGuard<'a, Option<Deferred>>) {
+    /// Waits until a handler call running on another thread has ended;
+    /// returns how it ended (`ANSWERED` or `DEFERRED`) with `deferred` locked.
+    fn wait_for_call_end(&self) -> (u32, MutexGuard<'_, Option<Deferred>>) {
+        let mut guard = self.lock();
+        let seen = self.phase.load(Ordering::Acquire);
+        if seen & PHASE_MASK != IN_CALL {
+            return (seen & PHASE_MASK, guard);
+        }
         let mut yields = 0;
+        let mut announced = false;
         loop {
-            let phase = self.phase.load(Ordering::Acquire);
-            if phase != IN_CALL {
-                return (phase, deferred);
+            let now = self.phase.load(Ordering::Acquire);
+            if now != seen {
+                // Over. A later generation means the call ended answered and
+                // the handle already serves another (a misuse by the caller).
+                let same_call = now >> PHASE_BITS == seen >> PHASE_BITS;
+                return (if same_call { now & PHASE_MASK } else { ANSWERED }, guard);
             }
-            // The handler is usually just returning: give it the CPU a few
-            // times before sleeping, which would cost both threads syscalls.
             if yields < 3 {
+                // The handler is usually just returning: give it the CPU a few
+                // times before announcing a wait, which costs a `membarrier`.
                 yields += 1;
-                drop(deferred);
+                drop(guard);
                 std::thread::yield_now();
-                deferred = self.lock();
-                continue;
+                guard = self.lock();
+            } else if !announced {
+                // The other side of `end_answered_call`'s handshake, once,
+                // without the lock (the worker's deferred path needs it).
+                announced = true;
+                drop(guard);
+                self.waiting.store(true, Ordering::Relaxed);
+                membarrier::heavy();
+                guard = self.lock();
+            } else {
+                // Still this call after the announcement: the worker will see
+                // `waiting`, take the lock and wake this thread.
+                guard = self.handed_over.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
-            // The other side of `end_answered_call`'s handshake.
-            self.waiting.store(true, Ordering::Relaxed);
-            membarrier::heavy();
-            if self.phase.load(Ordering::Acquire) != IN_CALL {
-                continue;
-            }
-            // Woken by the worker; the timeout is only a backstop, so that no
-            // flaw in the handshake could leave this thread asleep for good.
-            deferred = self.handed_over.wait_timeout(deferred, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }
@@ -282,6 +304,14 @@ pub(crate) fn check_headers<'a>(headers: *const warpcore_header, count: usize) -
     Ok(CheckedHeaders(fields))
 }
 
+/// Whether a thread has announced that it waits for `handle`'s handler call
+/// to end (for tests that need the waiting side in place before the call ends).
+#[doc(hidden)]
+pub fn waiter_announced(handle: *const warpcore_response) -> bool {
+    // SAFETY: as for any call on a handle: non-NULL and not yet released.
+    !handle.is_null() && unsafe { &*handle }.waiting.load(Ordering::Acquire)
+}
+
 /// Whether `handle` is in the handler call running on this thread (so a call
 /// on it takes the lock-free path).
 pub(crate) fn in_call_here(handle: *mut warpcore_response) -> bool {
@@ -302,14 +332,14 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     if h.in_call_on.load(Ordering::Relaxed) == current_thread() {
         // SAFETY: this thread is inside `with_handle`'s handler call for this
         // handle (only this thread stores its own id there), where
-        // `in_call_core` is the live core response; other threads wait on the
-        // lock until the call returns.
+        // `in_call_core` is the live core response; other threads wait for
+        // the call to end (`wait_for_call_end`).
         let core = unsafe { &mut *h.in_call_core.load(Ordering::Relaxed) };
         return into_result(call_in_handler(core, call));
     }
     // Another thread's handler call may still run (its own calls took the
     // path above): wait for it to end.
-    let (phase, mut deferred) = h.wait_for_call_end(h.lock());
+    let (phase, mut deferred) = h.wait_for_call_end();
     let (result, finished) = match (phase, &mut *deferred) {
         (DEFERRED, Some(d)) => {
             let r = call_deferred(d, call);

@@ -44,8 +44,9 @@ static void handler(void *userdata, const warpcore_request *req, warpcore_respon
     }
     handoffs[n].res = res;
     handoffs[n].n = n;
-    CHECK(pthread_create(&answerers[n], NULL, answer, &handoffs[n]) == 0);
-    atomic_store(&started[n], true);
+    int created = pthread_create(&answerers[n], NULL, answer, &handoffs[n]) == 0;
+    CHECK(created);
+    if (created) atomic_store(&started[n], true);
     switch (n % 4) {
     case 0:
         break;

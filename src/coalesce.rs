@@ -187,17 +187,29 @@ mod tests {
 
     const NAP: Duration = Duration::from_micros(50);
 
-    /// Drives `c` with rounds of `events` every `gap` for `span`, taking
-    /// every nap it asks for (lasting the nap plus the timer slack); returns
+    /// Drives `c` with rounds of `events` every `gap` for `span` (an open
+    /// load: naps do not change it), taking every nap it asks for; returns
     /// the naps and the time reached.
-    fn drive(c: &mut Coalescer, mut now: Instant, gap: Duration, events: usize, span: Duration) -> (u64, Instant) {
+    fn drive(c: &mut Coalescer, now: Instant, gap: Duration, events: usize, span: Duration) -> (u64, Instant) {
+        drive_closed(c, now, gap, gap, events, span)
+    }
+
+    /// As `drive`, but a round that follows a nap comes `gap_after_nap`
+    /// later instead (a closed loop, whose clients wait on the answers).
+    fn drive_closed(
+        c: &mut Coalescer,
+        mut now: Instant,
+        gap: Duration,
+        gap_after_nap: Duration,
+        events: usize,
+        span: Duration,
+    ) -> (u64, Instant) {
         let end = now + span;
         let mut naps = 0;
         while now < end {
-            if round(c, now, events) {
-                naps += 1;
-            }
-            now += gap;
+            let napped = round(c, now, events);
+            naps += napped as u64;
+            now += if napped { gap_after_nap } else { gap };
         }
         (naps, now)
     }
@@ -239,14 +251,8 @@ mod tests {
         let mut c = Coalescer::new(NAP, t0);
         // A closed loop of 8 clients: 8 events every 50 µs without naps,
         // every 150 µs with them.
-        let mut now = t0;
-        let mut naps = 0;
-        let mut nap_next = false;
-        while now < t0 + Duration::from_secs(1) {
-            now += if nap_next { Duration::from_micros(150) } else { Duration::from_micros(50) };
-            nap_next = round(&mut c, now, 8);
-            naps += nap_next as u64;
-        }
+        let (naps, _) =
+            drive_closed(&mut c, t0, Duration::from_micros(50), Duration::from_micros(150), 8, Duration::from_secs(1));
         // Only the trials nap, 10 ms each (at most ~67 rounds), and the rests
         // after them grow: 200, 400, 800 ms; three trials fit in a second.
         assert!(naps <= 3 * 67, "{naps} naps");
@@ -300,12 +306,7 @@ mod tests {
         let mut c = Coalescer::new(NAP, t0);
         // 6 events every 100 µs (60k/s, 600 per window); with naps the rate
         // is 7 % lower, inside 3 % + 2/√558.
-        let mut now = t0;
-        let mut nap_next = false;
-        while now < t0 + WINDOW * 3 {
-            now += if nap_next { Duration::from_micros(108) } else { Duration::from_micros(100) };
-            nap_next = round(&mut c, now, 6);
-        }
+        drive_closed(&mut c, t0, Duration::from_micros(100), Duration::from_micros(108), 6, WINDOW * 3);
         assert_eq!(c.phase, Phase::Nap);
     }
 

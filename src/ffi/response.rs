@@ -68,8 +68,8 @@ pub struct warpcore_response {
     /// `end_answered_call`). The generation tells a waiter that the call it
     /// waited for is over even when the handle already serves a later one.
     phase: AtomicU32,
-    /// Set (with `deferred` locked) by a thread about to wait for the call to
-    /// end, so that the worker knows to wake it.
+    /// Set by a thread about to wait for the call to end, so that the worker
+    /// knows to wake it (see `wait_for_call_end`); cleared for each call.
     waiting: AtomicBool,
     /// The deferred answer, once `phase` is `DEFERRED`; taken by other threads.
     deferred: Mutex<Option<Deferred>>,

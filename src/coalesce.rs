@@ -18,8 +18,9 @@
 //!    for a nap to gather `MIN_GATHER` events → *Rest*.
 //! 2. *Trial* (`WINDOW`): naps. If the event rate fell (clients were waiting
 //!    on the worker, not the other way round) → *Rest*, otherwise → *Nap*.
-//! 3. *Nap* (`HOLD`): naps after every small round, then measure again. A nap
-//!    that gathered at most one event ends it early.
+//! 3. *Nap* (`HOLD`): naps after every small round, then measure again.
+//!    `SPARSE_ROUNDS` naps in a row that each gathered at most one event end
+//!    it early.
 //! 4. *Rest* (`HOLD`, doubled for each trial failed in a row, up to 16×): no
 //!    naps, then measure again.
 //!
@@ -51,6 +52,11 @@ const KEEP_RATIO: f64 = 0.97;
 /// A round with this many events or more is not followed by a nap: it has
 /// gathered enough already.
 const NAP_BELOW: usize = 16;
+/// Napping ends early after this many naps in a row that each gathered at
+/// most one event. One is not enough: under a steady pipelined load a single
+/// nap now and then finds nothing (the client was descheduled), and ending
+/// there cut most *Nap* phases to a few milliseconds.
+const SPARSE_ROUNDS: u32 = 3;
 
 /// Where a worker is in the measure / trial / decide cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +89,8 @@ pub(crate) struct Coalescer {
     slept: Duration,
     /// Trials failed in a row (the rest after one lasts `HOLD << failed`).
     failed: u32,
+    /// Rounds after a nap, in a row, that gathered at most one event.
+    sparse: u32,
 }
 
 impl Coalescer {
@@ -97,6 +105,7 @@ impl Coalescer {
             napped: false,
             slept: nap + TIMER_SLACK,
             failed: 0,
+            sparse: 0,
         }
     }
 
@@ -126,11 +135,15 @@ impl Coalescer {
         }
         self.events += events as u64;
         let napped = std::mem::take(&mut self.napped);
+        if napped {
+            self.sparse = if events <= 1 { self.sparse + 1 } else { 0 };
+        }
         let elapsed = now.saturating_duration_since(self.phase_start);
         let phase_over = match self.phase {
             Phase::Measure | Phase::Trial => elapsed >= WINDOW,
-            // A nap that gathered at most one event: the load has gone.
-            Phase::Nap => elapsed >= HOLD || (napped && events <= 1),
+            // Naps that gathered at most one event, several in a row: the
+            // load has gone.
+            Phase::Nap => elapsed >= HOLD || self.sparse >= SPARSE_ROUNDS,
             Phase::Rest => elapsed >= HOLD * (1 << self.failed),
         };
         if phase_over {
@@ -167,6 +180,7 @@ impl Coalescer {
         };
         self.phase_start = now;
         self.events = 0;
+        self.sparse = 0;
     }
 
     fn fail(&mut self) -> Phase {
@@ -268,16 +282,20 @@ mod tests {
     }
 
     #[test]
-    fn a_nap_that_gathers_nothing_ends_napping_at_once() {
+    fn naps_that_gather_nothing_end_napping() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(NAP, t0);
         let gap = Duration::from_micros(50);
         // Reach the Nap phase under heavy load.
-        let (_, now) = drive(&mut c, t0, gap, 8, Duration::from_millis(25));
+        let (_, mut now) = drive(&mut c, t0, gap, 8, Duration::from_millis(25));
         assert_eq!(c.phase, Phase::Nap);
-        // The load stops: the first near-empty round after a nap stops
-        // napping, and counts as a failed trial.
-        assert!(!round(&mut c, now, 1));
+        // The load stops: near-empty rounds after naps, SPARSE_ROUNDS in a
+        // row, stop napping, and count as a failed trial.
+        for _ in 1..SPARSE_ROUNDS {
+            assert!(round(&mut c, now, 1));
+            now += gap;
+        }
+        assert!(!round(&mut c, now, 0));
         assert_eq!(c.phase, Phase::Rest);
         assert_eq!(c.failed, 1);
         // A measure that finds too little to gather forgets the backoff.
@@ -287,6 +305,26 @@ mod tests {
         // Heavy load again: napping resumes after one measure and one trial.
         let (_, _) = drive(&mut c, now, gap, 8, HOLD + WINDOW * 3);
         assert_eq!(c.phase, Phase::Nap);
+    }
+
+    /// A steady load whose client is now and then descheduled: one nap in
+    /// forty finds nothing. Napping goes on (it ended at the first such nap).
+    #[test]
+    fn a_lone_empty_nap_does_not_end_napping() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(NAP, t0);
+        let gap = Duration::from_micros(100);
+        let (_, mut now) = drive(&mut c, t0, gap, 8, Duration::from_millis(25));
+        assert_eq!(c.phase, Phase::Nap);
+        let start = c.phase_start;
+        let mut naps = 0;
+        for i in 0..800 {
+            naps += round(&mut c, now, if i % 40 == 39 { 0 } else { 8 }) as u32;
+            now += gap;
+        }
+        // 80 ms: the same Nap phase throughout, every round napped.
+        assert_eq!((c.phase, c.phase_start), (Phase::Nap, start));
+        assert_eq!(naps, 800);
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn parse<'b, 'h>(
 /// `parse` into header slots that need no initialisation: the connection code
 /// makes a fresh array per request, and filling 100 `EMPTY_HEADER`s (3.2 KB)
 /// cost about as much as parsing a wrk GET (benches/parse.rs).
+#[inline(always)]
 pub fn parse_uninit<'b, 'h>(
     buf: &'b [u8],
     headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
@@ -85,6 +86,7 @@ pub fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] 
     [MaybeUninit::uninit(); MAX_HEADERS]
 }
 
+#[inline(always)]
 fn finish<'b, 'h>(
     buf: &'b [u8],
     req: httparse::Request<'h, 'b>,
@@ -149,6 +151,7 @@ fn reject_version(buf: &[u8]) -> Reject {
     Reject(if well_formed { 505 } else { 400 })
 }
 
+#[inline(always)]
 fn inspect(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<HeadInfo, Reject> {
     let minor = req.version.unwrap_or(1);
     let method = req.method.unwrap_or("");
@@ -164,29 +167,29 @@ fn inspect(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<HeadInfo,
         let name = h.name.as_bytes();
         // By length first: most fields are compared with nothing.
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => hosts += 1,
-            6 if name.eq_ignore_ascii_case(b"expect") => {
+            4 if is_field(name, b"host") => hosts += 1,
+            6 if is_field(name, b"expect") => {
                 if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
                     expect_continue = true;
                 } else {
                     return Err(Reject(417));
                 }
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            10 if is_field(name, b"connection") => {
                 for token in h.value.split(|&b| b == b',') {
                     let token = trim(token);
                     conn_close |= token.eq_ignore_ascii_case(b"close");
                     conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if is_field(name, b"content-length") => {
                 let value = parse_content_length(h.value).ok_or(Reject(400))?;
                 if content_length.is_some_and(|v| v != value) {
                     return Err(Reject(400));
                 }
                 content_length = Some(value);
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if is_field(name, b"transfer-encoding") => {
                 if saw_transfer_encoding && chunked {
                     // `chunked` must be the last coding; anything after it is invalid.
                     return Err(Reject(400));
@@ -259,6 +262,16 @@ fn transfer_coding_is_chunked(value: &[u8]) -> Result<bool, Reject> {
     }
 }
 
+/// Whether the field name `name` is `lower` (lowercase letters and `-`),
+/// ignoring case. Setting bit 5 maps a letter's two cases onto its lowercase
+/// and nothing else onto it; onto `-` it maps only CR besides, which is no
+/// tchar, so for a name httparse accepted this is exact. No early exit: names
+/// are short, and the loop unrolls for the constant length.
+#[inline(always)]
+fn is_field(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).fold(0, |diff, (&a, &b)| diff | ((a | 0x20) ^ b)) == 0
+}
+
 fn trim(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
     let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
@@ -309,6 +322,22 @@ mod tests {
         assert_eq!(fields, [("Host", &b"a"[..]), ("X-One", b"1"), ("X-Two", b"2")]);
         let few = HeadLimits { max_header_count: 2, ..LIMITS };
         assert_eq!(parse_uninit(raw, &mut slots, &few).map(|r| r.map(|(_, i)| i)), Err(Reject(431)));
+    }
+
+    #[test]
+    fn field_names_compare_as_ignoring_ascii_case_does() {
+        let names: [&[u8]; 5] = [b"host", b"expect", b"connection", b"content-length", b"transfer-encoding"];
+        for lower in names {
+            // Every tchar at every position, in a name that is otherwise `lower` in upper case.
+            for at in 0..lower.len() {
+                for b in (0..=255u8).filter(|&b| is_token(&[b])) {
+                    let mut name = lower.to_ascii_uppercase();
+                    name[at] = b;
+                    assert_eq!(is_field(&name, lower), name.eq_ignore_ascii_case(lower), "{:?}", String::from_utf8_lossy(&name));
+                }
+            }
+            assert!(!is_field(&lower[1..], lower));
+        }
     }
 
     #[test]

@@ -359,10 +359,11 @@ def test_errors_carry_the_library_message(serve):
         warpcore.Server(lambda r: None, port=0, max_header_count=0).start()
     assert e.value.name == "INVALID_ARGUMENT" and e.value.message
     with pytest.raises(warpcore.WarpcoreError) as e:
-        warpcore.Server(lambda r: None, port=0, coalesce_wait_us=1001).start()
+        warpcore.Server(lambda r: None, port=0, coalesce_wait=0.001001).start()
     assert e.value.name == "INVALID_ARGUMENT" and "coalesce_wait" in e.value.message
-    with pytest.raises(ValueError, match="coalesce_wait_us"):
-        warpcore.Server(lambda r: None, port=0, coalesce_wait_us=2**32 + 1).start()
+    for out_of_range in (-0.000001, 2**32 / 1e6):
+        with pytest.raises(ValueError, match="coalesce_wait"):
+            warpcore.Server(lambda r: None, port=0, coalesce_wait=out_of_range).start()
 
 
 def test_limits_and_server_name(serve):
@@ -407,6 +408,11 @@ def test_reload_swaps_handler_mounts_and_settings(serve, tmp_path):
     s.reload(static={})
     assert request(s.port, path="/s/f.txt").body == b"two"
     assert request(s.port, "POST", "/", body=b"x" * 50).status == 413
+    # The nap is in seconds, as the other durations are; 1.5 ms is refused by the library.
+    s.reload(coalesce_wait=0.0002)
+    with pytest.raises(warpcore.WarpcoreError, match="coalesce_wait"):
+        s.reload(coalesce_wait=0.0015)
+    assert request(s.port).body == b"two"
     with pytest.raises(TypeError, match="share_port"):
         s.reload(share_port=True)
     with pytest.raises(warpcore.WarpcoreError) as e:

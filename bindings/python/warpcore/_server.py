@@ -72,9 +72,10 @@ class Server:
     without calling the handler (sendfile, ETag, conditionals, ranges; fixed
     when the server starts). ``share_port`` joins other
     processes listening on the same address (``SO_REUSEPORT``).
-    ``coalesce_wait_us`` is how long a busy worker may nap before polling
-    again to gather events (0 to 1000 µs, 0 = off; the library's default is
-    50; see ``warpcore_config_set_coalesce_wait``).
+    ``coalesce_wait`` is how long, in seconds like the other durations, a
+    busy worker may nap before polling again to gather events (0 to 0.001,
+    whole microseconds, 0 = off; the library's default is 50 µs; see
+    ``warpcore_config_set_coalesce_wait``).
 
     Use as a context manager (``with Server(h, port=0) as s: s.port``) or call
     :meth:`start` and :meth:`shutdown`.
@@ -95,7 +96,7 @@ class Server:
         max_header_count: Optional[int] = None,
         stream_high_water: Optional[int] = None,
         max_connections: Optional[int] = None,
-        coalesce_wait_us: Optional[int] = None,
+        coalesce_wait: Optional[float] = None,
         timeouts: Optional[Mapping[str, float]] = None,
         access_log: Union[None, bool, str, os.PathLike, Callable[[bytes], Any]] = None,
         file_cache: Optional[Tuple[float, float]] = None,
@@ -114,7 +115,7 @@ class Server:
             "max_header_count": max_header_count,
             "stream_high_water": stream_high_water,
             "max_connections": max_connections,
-            "coalesce_wait_us": coalesce_wait_us,
+            "coalesce_wait": coalesce_wait,
             "timeouts": dict(timeouts or {}),
             "access_log": access_log,
             "file_cache": file_cache,
@@ -266,10 +267,10 @@ class Server:
                 if s[key] is not None:
                     setter = getattr(F, "config_set_" + key)
                     check(setter(cfg, int(s[key])), "warpcore_config_set_" + key)
-            if s["coalesce_wait_us"] is not None:
-                us = int(s["coalesce_wait_us"])
+            if s["coalesce_wait"] is not None:
+                us = round(float(s["coalesce_wait"]) * 1e6)
                 if not 0 <= us < 2**32:  # ctypes would wrap it; the library checks the range
-                    raise ValueError(f"coalesce_wait_us {us} is out of range")
+                    raise ValueError(f"coalesce_wait {s['coalesce_wait']!r} s is out of range")
                 check(F.config_set_coalesce_wait(cfg, us), "warpcore_config_set_coalesce_wait")
             for which, seconds in s["timeouts"].items():
                 check(
@@ -366,7 +367,7 @@ class Server:
         no connection dropped: ``handler``, and any of the constructor's engine
         settings (``server_name``, ``max_body_size``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
-        ``coalesce_wait_us``, ``timeouts``, ``access_log``, ``file_cache``) and ``static`` (the whole
+        ``coalesce_wait``, ``timeouts``, ``access_log``, ``file_cache``) and ``static`` (the whole
         new set of mounts; ``{}`` removes them all). Settings not given keep
         their values; a refused reload (a missing static directory, say) raises
         and changes nothing. The address and the worker count are fixed at

@@ -89,7 +89,8 @@ pub(crate) struct Coalescer {
     slept: Duration,
     /// Trials failed in a row (the rest after one lasts `HOLD << failed`).
     failed: u32,
-    /// Rounds after a nap, in a row, that gathered at most one event.
+    /// Naps in a row that gathered at most one event, with no round of more
+    /// between them.
     sparse: u32,
 }
 
@@ -135,8 +136,12 @@ impl Coalescer {
         }
         self.events += events as u64;
         let napped = std::mem::take(&mut self.napped);
-        if napped {
-            self.sparse = if events <= 1 { self.sparse + 1 } else { 0 };
+        // Any round with more than one event breaks a run of sparse naps,
+        // napped or not (a round after a skipped nap shows load too).
+        if events > 1 {
+            self.sparse = 0;
+        } else if napped {
+            self.sparse += 1;
         }
         let elapsed = now.saturating_duration_since(self.phase_start);
         let phase_over = match self.phase {
@@ -308,7 +313,8 @@ mod tests {
     }
 
     /// A steady load whose client is now and then descheduled: one nap in
-    /// forty finds nothing. Napping goes on (it ended at the first such nap).
+    /// forty finds nothing. Napping goes on (before, it ended at the first
+    /// such nap).
     #[test]
     fn a_lone_empty_nap_does_not_end_napping() {
         let t0 = Instant::now();
@@ -325,6 +331,62 @@ mod tests {
         // 80 ms: the same Nap phase throughout, every round napped.
         assert_eq!((c.phase, c.phase_start), (Phase::Nap, start));
         assert_eq!(naps, 800);
+    }
+
+    /// One round of `events` at `*now`, taking the nap asked for only if
+    /// `take_nap` (a nap is skipped while answers wait in the mailbox).
+    fn step(c: &mut Coalescer, now: &mut Instant, events: usize, take_nap: bool) {
+        if let (Some(nap), true) = (c.after_round(*now, events), take_nap) {
+            c.slept(nap + TIMER_SLACK);
+        }
+        *now += Duration::from_micros(50);
+    }
+
+    /// Only empty naps *in a row* end napping: a busy round between them
+    /// starts the count again, even one that followed a skipped nap.
+    #[test]
+    fn empty_naps_count_only_in_a_row() {
+        assert_eq!(SPARSE_ROUNDS, 3, "the rounds below are written for 3");
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(NAP, t0);
+        let (_, mut now) = drive(&mut c, t0, Duration::from_micros(50), 8, Duration::from_millis(25));
+        assert_eq!(c.phase, Phase::Nap);
+        step(&mut c, &mut now, 8, true);
+        step(&mut c, &mut now, 0, true); // an empty nap: 1
+        step(&mut c, &mut now, 0, false); // 2, and its nap is skipped (mailbox)
+        step(&mut c, &mut now, 30, false); // busy, after no nap: back to 0
+        step(&mut c, &mut now, 0, true); // after no nap: not an empty nap
+        step(&mut c, &mut now, 0, true); // 1
+        step(&mut c, &mut now, 0, true); // 2
+        assert_eq!(c.phase, Phase::Nap);
+        step(&mut c, &mut now, 0, true); // 3: the load has gone
+        assert_eq!(c.phase, Phase::Rest);
+    }
+
+    /// Empty naps at the end of a trial do not count toward ending the Nap
+    /// phase that follows it.
+    #[test]
+    fn empty_naps_count_within_one_phase() {
+        let t0 = Instant::now();
+        let gap = Duration::from_micros(50);
+        let mut c = Coalescer::new(NAP, t0);
+        let mut now = t0;
+        while c.phase != Phase::Trial {
+            step(&mut c, &mut now, 8, true);
+        }
+        // The trial's last SPARSE_ROUNDS - 1 rounds are empty naps, the last
+        // of them ending it.
+        let end = c.phase_start + WINDOW;
+        while now + gap * (SPARSE_ROUNDS - 2) < end {
+            step(&mut c, &mut now, 8, true);
+        }
+        for _ in 1..SPARSE_ROUNDS {
+            assert_eq!(c.phase, Phase::Trial);
+            step(&mut c, &mut now, 0, true);
+        }
+        assert_eq!(c.phase, Phase::Nap);
+        step(&mut c, &mut now, 0, true);
+        assert_eq!(c.phase, Phase::Nap);
     }
 
     #[test]

@@ -87,10 +87,10 @@ fn check_complete(data: &[u8], h: &Head, limits: &HeadLimits) {
 
     // Field syntax that httparse guarantees and the engine relies on.
     for (name, value) in &h.headers {
-        assert!(!name.is_empty() && name.iter().all(|&b| head::is_token_byte(b)), "bad field name {name:?}");
+        assert!(head::is_token(name), "bad field name {name:?}");
         assert!(!value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n'), "NUL/CR/LF in a value");
     }
-    assert!(!h.method.is_empty() && h.method.iter().all(|&b| head::is_token_byte(b)), "bad method");
+    assert!(head::is_token(&h.method), "bad method");
 
     // Framing and Host, from the fields.
     let named = |want: &'static str| h.headers.iter().filter(move |(name, _)| name.eq_ignore_ascii_case(want.as_bytes()));

@@ -269,6 +269,7 @@ fn transfer_coding_is_chunked(value: &[u8]) -> Result<bool, Reject> {
 /// are short, and the loop unrolls for the constant length.
 #[inline(always)]
 fn is_field(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'), "{lower:?}");
     name.len() == lower.len() && name.iter().zip(lower).fold(0, |diff, (&a, &b)| diff | ((a | 0x20) ^ b)) == 0
 }
 

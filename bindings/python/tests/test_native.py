@@ -361,9 +361,11 @@ def test_errors_carry_the_library_message(serve):
     with pytest.raises(warpcore.WarpcoreError) as e:
         warpcore.Server(lambda r: None, port=0, coalesce_wait=0.001001).start()
     assert e.value.name == "INVALID_ARGUMENT" and "coalesce_wait" in e.value.message
-    for out_of_range in (-0.000001, 2**32 / 1e6):
+    for out_of_range in (-0.000001, -1e-9, 2**32 / 1e6, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="coalesce_wait"):
             warpcore.Server(lambda r: None, port=0, coalesce_wait=out_of_range).start()
+    for at_the_ends in (0, 0.001):
+        warpcore.Server(lambda r: None, port=0, coalesce_wait=at_the_ends).start().shutdown(1.0)
 
 
 def test_limits_and_server_name(serve):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import logging
+import math
 import os
 import signal
 import sys
@@ -268,9 +269,11 @@ class Server:
                     setter = getattr(F, "config_set_" + key)
                     check(setter(cfg, int(s[key])), "warpcore_config_set_" + key)
             if s["coalesce_wait"] is not None:
-                us = round(float(s["coalesce_wait"]) * 1e6)
-                if not 0 <= us < 2**32:  # ctypes would wrap it; the library checks the range
+                seconds = float(s["coalesce_wait"])
+                # ctypes would wrap what is out of range; the library checks the rest.
+                if not (math.isfinite(seconds) and 0 <= seconds < 2**32 / 1e6):
                     raise ValueError(f"coalesce_wait {s['coalesce_wait']!r} s is out of range")
+                us = round(seconds * 1e6)
                 check(F.config_set_coalesce_wait(cfg, us), "warpcore_config_set_coalesce_wait")
             for which, seconds in s["timeouts"].items():
                 check(

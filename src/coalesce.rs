@@ -242,6 +242,16 @@ mod tests {
         nap.is_some()
     }
 
+    /// A coalescer brought to its Nap phase by a heavy load (8 events every
+    /// `gap`), and the time reached.
+    fn napping(gap: Duration) -> (Coalescer, Instant) {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(NAP, t0);
+        let (_, now) = drive(&mut c, t0, gap, 8, Duration::from_millis(25));
+        assert_eq!(c.phase, Phase::Nap);
+        (c, now)
+    }
+
     #[test]
     fn light_load_never_naps() {
         let t0 = Instant::now();
@@ -288,12 +298,8 @@ mod tests {
 
     #[test]
     fn naps_that_gather_nothing_end_napping() {
-        let t0 = Instant::now();
-        let mut c = Coalescer::new(NAP, t0);
         let gap = Duration::from_micros(50);
-        // Reach the Nap phase under heavy load.
-        let (_, mut now) = drive(&mut c, t0, gap, 8, Duration::from_millis(25));
-        assert_eq!(c.phase, Phase::Nap);
+        let (mut c, mut now) = napping(gap);
         // The load stops: near-empty rounds after naps, SPARSE_ROUNDS in a
         // row, stop napping, and count as a failed trial.
         for _ in 1..SPARSE_ROUNDS {
@@ -317,11 +323,8 @@ mod tests {
     /// such nap).
     #[test]
     fn a_lone_empty_nap_does_not_end_napping() {
-        let t0 = Instant::now();
-        let mut c = Coalescer::new(NAP, t0);
         let gap = Duration::from_micros(100);
-        let (_, mut now) = drive(&mut c, t0, gap, 8, Duration::from_millis(25));
-        assert_eq!(c.phase, Phase::Nap);
+        let (mut c, mut now) = napping(gap);
         let start = c.phase_start;
         let mut naps = 0;
         for i in 0..800 {
@@ -347,10 +350,7 @@ mod tests {
     #[test]
     fn empty_naps_count_only_in_a_row() {
         assert_eq!(SPARSE_ROUNDS, 3, "the rounds below are written for 3");
-        let t0 = Instant::now();
-        let mut c = Coalescer::new(NAP, t0);
-        let (_, mut now) = drive(&mut c, t0, Duration::from_micros(50), 8, Duration::from_millis(25));
-        assert_eq!(c.phase, Phase::Nap);
+        let (mut c, mut now) = napping(Duration::from_micros(50));
         step(&mut c, &mut now, 8, true);
         step(&mut c, &mut now, 0, true); // an empty nap: 1
         step(&mut c, &mut now, 0, false); // 2, and its nap is skipped (mailbox)
@@ -412,10 +412,7 @@ mod tests {
 
     #[test]
     fn a_new_nap_starts_the_cycle_over() {
-        let t0 = Instant::now();
-        let mut c = Coalescer::new(NAP, t0);
-        let (_, now) = drive(&mut c, t0, Duration::from_micros(50), 8, Duration::from_millis(25));
-        assert_eq!(c.phase, Phase::Nap);
+        let (mut c, now) = napping(Duration::from_micros(50));
         c.set_nap(NAP * 20, now);
         assert_eq!(c.phase, Phase::Measure);
         assert!(!round(&mut c, now + Duration::from_micros(50), 8));

@@ -364,6 +364,12 @@ def test_errors_carry_the_library_message(serve):
     for out_of_range in (-0.000001, -1e-9, 2**32 / 1e6, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="coalesce_wait"):
             warpcore.Server(lambda r: None, port=0, coalesce_wait=out_of_range).start()
+    # Durations that ctypes would wrap (or int() refuse namelessly) are refused by name.
+    for bad in (-1, float("inf"), float("nan"), 2.0**64 / 1000):
+        with pytest.raises(ValueError, match=r"timeouts\['idle'\]"):
+            warpcore.Server(lambda r: None, port=0, timeouts={"idle": bad}).start()
+        with pytest.raises(ValueError, match=r"file_cache\[1\]"):
+            warpcore.Server(lambda r: None, port=0, file_cache=(1, bad)).start()
     for at_the_ends in (0, 0.001):
         warpcore.Server(lambda r: None, port=0, coalesce_wait=at_the_ends).start().shutdown(1.0)
 

@@ -269,21 +269,17 @@ class Server:
                     setter = getattr(F, "config_set_" + key)
                     check(setter(cfg, int(s[key])), "warpcore_config_set_" + key)
             if s["coalesce_wait"] is not None:
-                seconds = float(s["coalesce_wait"])
-                # ctypes would wrap what is out of range; the library checks the rest.
-                if not (math.isfinite(seconds) and 0 <= seconds < 2**32 / 1e6):
-                    raise ValueError(f"coalesce_wait {s['coalesce_wait']!r} s is out of range")
-                us = round(seconds * 1e6)
+                us = _whole_units("coalesce_wait", s["coalesce_wait"], 1_000_000, 32)
                 check(F.config_set_coalesce_wait(cfg, us), "warpcore_config_set_coalesce_wait")
             for which, seconds in s["timeouts"].items():
-                check(
-                    F.config_set_timeout(cfg, _TIMEOUTS[which], int(seconds * 1000)),
-                    "warpcore_config_set_timeout",
-                )
+                ms = _whole_units(f"timeouts[{which!r}]", seconds, 1000, 64)
+                check(F.config_set_timeout(cfg, _TIMEOUTS[which], ms), "warpcore_config_set_timeout")
             if s["file_cache"] is not None:
                 fd_s, info_s = s["file_cache"]
                 check(
-                    F.config_set_file_cache(cfg, int(fd_s * 1000), int(info_s * 1000)),
+                    F.config_set_file_cache(
+                        cfg, _whole_units("file_cache[0]", fd_s, 1000, 64), _whole_units("file_cache[1]", info_s, 1000, 64)
+                    ),
                     "warpcore_config_set_file_cache",
                 )
             log_to = s["access_log"]
@@ -467,6 +463,22 @@ def _static_mounts(static: Optional[Mapping[str, Union[str, "os.PathLike[str]"]]
             raise ValueError(f"static prefix {prefix!r} must start with '/'")
         mounts[prefix] = os.path.abspath(os.fspath(root))
     return mounts
+
+
+def _whole_units(name: str, seconds: Any, per_second: int, bits: int) -> int:
+    """``seconds`` as a whole number of milliseconds or microseconds
+    (``per_second`` of them in a second), rounded, for an unsigned C integer of
+    ``bits`` bits. ctypes would wrap a negative or too large number silently
+    and ``int()`` fails on inf and nan with messages that name nothing: each
+    is a ``ValueError`` naming the setting here. The library checks its own
+    range after this."""
+    value = float(seconds)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite, non-negative number of seconds, not {seconds!r}")
+    units = round(value * per_second)
+    if units >= 2**bits:
+        raise ValueError(f"{name} {seconds!r} s is out of range")
+    return units
 
 
 def _check_timeouts(timeouts: Mapping[str, float]) -> None:

@@ -452,7 +452,11 @@ def test_stats_and_shutdown_report():
     assert st["connections_accepted"] == 3 and st["bytes_out"] > 0 and st["bytes_in"] > 0
     # Three requests on three connections are far too few to nap for.
     assert st["coalesce_naps"] == 0
-    report = s.shutdown(1.0)
+    # A nan grace is refused before anything changes; inf waits as long as it may.
+    with pytest.raises(ValueError, match="nan"):
+        s.shutdown(float("nan"))
+    assert request(s.port).status == 200
+    report = s.shutdown(float("inf"))
     assert report == s.shutdown_report == {"requests_finished": 0, "connections_cut": 0}
     with pytest.raises(RuntimeError):
         s.stats()

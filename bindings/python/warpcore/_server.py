@@ -338,6 +338,11 @@ class Server:
         the workers)."""
         if threading.current_thread() in self._threads:
             raise RuntimeError("shutdown() from a handler would wait for itself; call it from another thread")
+        # Checked before anything changes: a refused grace leaves the server running
+        # and shutdown() callable again. inf waits as long as the library can (~49 days).
+        if math.isnan(float(grace)):
+            raise ValueError("shutdown grace must be a number of seconds, not nan")
+        ms = int(max(0.0, min(float(grace) * 1000, 2**32 - 1)))
         with self._lock:
             if self._shut:
                 return self.shutdown_report
@@ -346,7 +351,6 @@ class Server:
         if ptr is None:
             self._stopped.set()
             return None
-        ms = max(0, min(int(grace * 1000), 2**32 - 1))
         check(F.server_shutdown(ptr, ms), "warpcore_server_shutdown")
         for t in self._threads:
             t.join()

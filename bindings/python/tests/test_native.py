@@ -364,6 +364,13 @@ def test_errors_carry_the_library_message(serve):
     for out_of_range in (-0.000001, -1e-9, 2**32 / 1e6, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="coalesce_wait"):
             warpcore.Server(lambda r: None, port=0, coalesce_wait=out_of_range).start()
+    # Integers that ctypes would wrap are refused by name (2**64 + 100 was a body limit of 100).
+    for key, too_big in (("max_body_size", 2**64 + 100), ("max_header_count", 2**32 + 50), ("max_connections", 2**32 + 100)):
+        for bad in (-1, too_big):
+            with pytest.raises(ValueError, match=key):
+                warpcore.Server(lambda r: None, port=0, **{key: bad}).start()
+    with pytest.raises(ValueError, match="workers"):
+        warpcore.Server(lambda r: None, port=0, workers=2**32 + 1).start()
     # Durations that ctypes would wrap (or int() refuse namelessly) are refused by name.
     for bad in (-1, float("inf"), float("nan"), 2.0**64 / 1000):
         with pytest.raises(ValueError, match=r"timeouts\['idle'\]"):

@@ -242,9 +242,7 @@ class Server:
             host = self.host
             a = ((f"[{host}]" if ":" in host else host) + f":{port}").encode("utf-8")
             check(F.config_set_listen(cfg, a, len(a)), "warpcore_config_set_listen")
-            if workers < 0:
-                raise ValueError("workers must be >= 0")
-            check(F.config_set_workers(cfg, workers), "warpcore_config_set_workers")
+            check(F.config_set_workers(cfg, _c_unsigned("workers", workers, 32)), "warpcore_config_set_workers")
             check(F.config_set_external_workers(cfg, True), "warpcore_config_set_external_workers")
             check(F.config_set_share_port(cfg, self._share_port), "warpcore_config_set_share_port")
             if isinstance(self._callback, _ffi.warpcore_handler_cb):
@@ -258,16 +256,10 @@ class Server:
             if s["server_name"] is not None:
                 n = s["server_name"].encode("latin-1")
                 check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
-            for key in (
-                "max_body_size",
-                "max_head_size",
-                "max_header_count",
-                "stream_high_water",
-                "max_connections",
-            ):
+            for key, bits in _SIZE_BITS.items():
                 if s[key] is not None:
                     setter = getattr(F, "config_set_" + key)
-                    check(setter(cfg, int(s[key])), "warpcore_config_set_" + key)
+                    check(setter(cfg, _c_unsigned(key, s[key], bits)), "warpcore_config_set_" + key)
             if s["coalesce_wait"] is not None:
                 us = _whole_units("coalesce_wait", s["coalesce_wait"], 1_000_000, 32)
                 check(F.config_set_coalesce_wait(cfg, us), "warpcore_config_set_coalesce_wait")
@@ -467,6 +459,27 @@ def _static_mounts(static: Optional[Mapping[str, Union[str, "os.PathLike[str]"]]
             raise ValueError(f"static prefix {prefix!r} must start with '/'")
         mounts[prefix] = os.path.abspath(os.fspath(root))
     return mounts
+
+
+#: The integer settings and the width of their C parameter.
+_SIZE_BITS = {
+    "max_body_size": 64,
+    "max_head_size": 32,
+    "max_header_count": 32,
+    "stream_high_water": 64,
+    "max_connections": 32,
+}
+
+
+def _c_unsigned(name: str, value: Any, bits: int) -> int:
+    """``value`` as an unsigned C integer of ``bits`` bits. ctypes would keep
+    only the low bits of a negative or too large number (``2**64 + 100`` as a
+    body limit of 100): that is a ``ValueError`` naming the setting here; the
+    library checks its own range after this."""
+    n = int(value)
+    if not 0 <= n < 2**bits:
+        raise ValueError(f"{name} {value!r} is out of range")
+    return n
 
 
 def _whole_units(name: str, seconds: Any, per_second: int, bits: int) -> int:

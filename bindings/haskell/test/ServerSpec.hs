@@ -189,6 +189,11 @@ spec = describe "Network.WarpCore" $ do
       case bad of
         Left (e :: WC.WarpCoreError) -> WC.errorResult e `shouldBe` Raw.resultInvalidArgument
         Right () -> expectationFailure "a reload with a missing directory was accepted"
+      -- A worker count past uint32_t is refused, not wrapped to 1.
+      huge <- try (WC.start cfg {WC.configWorkers = 2 ^ (32 :: Int) + 1} (\_ res -> WC.respond res 200 text "bad"))
+      case huge of
+        Left (e :: WC.WarpCoreError) -> WC.errorResult e `shouldBe` Raw.resultInvalidArgument
+        Right s' -> WC.shutdown s' 0 >> expectationFailure "2^32 + 1 workers were accepted"
       tooLong <- try (WC.reload s cfg {WC.configCoalesceWait = Just 1001} $ \_ res -> WC.respond res 200 text "bad")
       case tooLong of
         Left (e :: WC.WarpCoreError) -> WC.errorResult e `shouldBe` Raw.resultInvalidArgument

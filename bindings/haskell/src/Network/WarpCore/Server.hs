@@ -226,7 +226,7 @@ start cfg handler = do
   callbacks <- newIORef []
   withConfig cfg callbacks $ \c -> do
     setBytes "warpcore_config_set_listen" (Raw.c_warpcore_config_set_listen c) (B8.pack (configListen cfg))
-    check "warpcore_config_set_workers" (Raw.c_warpcore_config_set_workers c (fromIntegral (configWorkers cfg)))
+    check "warpcore_config_set_workers" (Raw.c_warpcore_config_set_workers c (word32OrRefused (configWorkers cfg)))
     when (configWorkerThreads cfg == BoundThreads) $
       check "warpcore_config_set_external_workers" (Raw.c_warpcore_config_set_external_workers c (CBool 1))
     when (configSharePort cfg) $
@@ -273,6 +273,19 @@ withConfig cfg callbacks act = do
       modifyIORef callbacks (freeHaskellFunPtr fp :)
       check "warpcore_config_set_error_log" (Raw.c_warpcore_config_set_error_log c fp nullPtr)
     act c
+
+-- | An 'Int' for a @uint32_t@ the library range-checks: one outside
+-- @uint32_t@ becomes 'maxBound', which the library refuses, instead of
+-- wrapping into a value it would take (2^32 + 1 workers were one).
+word32OrRefused :: Int -> Word32
+word32OrRefused n
+  | n < 0 || toInteger n > toInteger (maxBound :: Word32) = maxBound
+  | otherwise = fromIntegral n
+
+-- | An 'Int' held to @0 .. maxBound :: Word32@ (a grace longer than
+-- ~49 days is the longest the library waits, not a wrapped short one).
+clampWord32 :: Int -> Word32
+clampWord32 n = fromInteger (max 0 (min (toInteger (maxBound :: Word32)) (toInteger n)))
 
 setBytes :: String -> (Ptr a -> CSize -> IO Raw.Result) -> ByteString -> IO ()
 setBytes call set bs = BU.unsafeUseAsCStringLen bs $ \(p, l) -> check call (set (castPtr p) (fromIntegral l))
@@ -403,13 +416,14 @@ startCallback cfg current callbacks inline c = do
   finishStart cfg current callbacks setHandler sp release
 
 -- | Shuts the server down gracefully: stops accepting, lets requests already
--- received be answered for up to @grace@ milliseconds, and returns when every
--- worker has stopped. Harmless to repeat. Not from a handler.
+-- received be answered for up to @grace@ milliseconds (at most 2^32 - 1; a
+-- negative grace is 0), and returns when every worker has stopped. Harmless
+-- to repeat. Not from a handler.
 shutdown :: Server -> Int -> IO ()
 shutdown s grace =
   withMVar (serverClosed s) $ \closed ->
     unless closed $
-      check "warpcore_server_shutdown" (Raw.c_warpcore_server_shutdown (serverPtr s) (fromIntegral (max 0 grace)))
+      check "warpcore_server_shutdown" (Raw.c_warpcore_server_shutdown (serverPtr s) (clampWord32 grace))
 
 -- | Waits until the server has stopped (another thread called 'shutdown').
 -- Interruptible.

@@ -262,7 +262,8 @@ impl Worker {
         self.shared.acknowledge(self.ctx.index, generation);
     }
 
-    /// Applies what other threads posted; returns how many answers it held.
+    /// Applies what other threads posted; returns how many messages it
+    /// delivered (the coalescer counts each as an event).
     fn read_mailbox(&mut self) -> usize {
         let mut inbox = std::mem::take(&mut self.inbox);
         let poked = self.ctx.mailbox.take(&mut inbox);

@@ -484,18 +484,13 @@ def _c_unsigned(name: str, value: Any, bits: int) -> int:
 
 def _whole_units(name: str, seconds: Any, per_second: int, bits: int) -> int:
     """``seconds`` as a whole number of milliseconds or microseconds
-    (``per_second`` of them in a second), rounded, for an unsigned C integer of
-    ``bits`` bits. ctypes would wrap a negative or too large number silently
-    and ``int()`` fails on inf and nan with messages that name nothing: each
-    is a ``ValueError`` naming the setting here. The library checks its own
-    range after this."""
+    (``per_second`` of them in a second), rounded, checked as ``_c_unsigned``
+    checks integers; ``int()`` would fail on inf and nan with messages that
+    name nothing, so those are a ``ValueError`` naming the setting too."""
     value = float(seconds)
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite, non-negative number of seconds, not {seconds!r}")
-    units = round(value * per_second)
-    if units >= 2**bits:
-        raise ValueError(f"{name} {seconds!r} s is out of range")
-    return units
+    return _c_unsigned(f"{name} (in 1/{per_second} s)", round(value * per_second), bits)
 
 
 def _check_timeouts(timeouts: Mapping[str, float]) -> None:

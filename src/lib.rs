@@ -4,38 +4,48 @@
 //! listener, connections and buffers; requests are parsed with httparse and
 //! answered through a [`Handler`]. The C API lives in [`ffi`]; the safe core
 //! knows nothing about C.
+//!
+//! The folders are layers, and each imports only the layers below it:
+//!
+//! | folder | what it holds |
+//! | --- | --- |
+//! | `ffi/` | the C API: handles, result codes, the panic boundary |
+//! | `server/` | a running server: start, reload, stats, shutdown |
+//! | `worker/` | one worker's event loop: accept, poll, coalescing, held answers, the coarse clock, what it shares with the server |
+//! | `conn/` | one connection's state machine, its deadline, and the context it reaches its worker through |
+//! | `config/` | the settings an embedder gives (`Config`) and the snapshot workers apply (`Settings`) |
+//! | `app/` | what an application sees: `Handler`, `Request`, `Response`, `Deferred`, answering with a file |
+//! | `net/` | sockets and bytes: listeners, a connection's input buffer and output queue, `Payload` |
+//! | `observe/` | the error and access logs, the counters |
+//! | `http/` | HTTP/1.1 itself: head parsing, chunked decoding, composing, stream framing, date, status |
+//! | `file/` | static mounts, fd and file-info caches, ranges, conditionals, MIME types |
+//! | `sys/` | thin wrappers over Linux calls (the only `unsafe` outside `ffi/`) |
 
 #![deny(missing_docs)]
 
-mod buffer;
-mod coalesce;
+mod app;
 pub mod config;
 mod conn;
-mod deferred;
 pub mod error;
 pub mod ffi;
 mod file;
-mod held;
-pub mod handler;
 pub mod http;
-pub mod log;
-mod out;
-mod payload;
-mod quiet_panic;
+mod net;
+mod observe;
 pub mod server;
-mod settings;
-mod stats;
 mod sys;
-mod stream;
-mod timer;
 mod worker;
 
+// Public paths kept from the flat layout that embedders, tests and fuzz targets use.
+pub use app::handler;
+pub use observe::log;
+
+pub use app::deferred::Deferred;
+pub use app::handler::{Handler, Request, RespondError, Response};
 pub use config::Config;
-pub use deferred::Deferred;
-pub use file::{FileCacheStats, MountSpec};
-pub use payload::Payload;
 pub use error::{Error, ErrorKind};
-pub use handler::{Handler, Request, RespondError, Response};
+pub use file::{FileCacheStats, MountSpec};
+pub use net::payload::Payload;
+pub use observe::log::{AccessLogSink, AccessLogTarget, ErrorLog, Level};
+pub use observe::stats::Stats;
 pub use server::{Server, ShutdownReport};
-pub use stats::Stats;
-pub use log::{AccessLogSink, AccessLogTarget, ErrorLog, Level};

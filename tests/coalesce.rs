@@ -1,4 +1,4 @@
-//! Adaptive coalescing (src/coalesce.rs) over real sockets: a busy worker
+//! Adaptive coalescing (src/worker/coalesce.rs) over real sockets: a busy worker
 //! naps and every answer still arrives whole and in order; a client that
 //! waits on each answer is not napped on; a zero wait turns naps off. The
 //! policy's decisions themselves are unit-tested with a synthetic clock.

@@ -1,4 +1,4 @@
-//! Answers held until the end of a poll round (src/held.rs): each connection
+//! Answers held until the end of a poll round (src/worker/held.rs): each connection
 //! gets its own answers, in order, also when the socket takes only part of
 //! them at the end of the round.
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::cast::{try_mut, try_slice, write_out};
 use super::handler::{warpcore_answering_cb, warpcore_handler_cb, CHandler};
 use super::log::{warpcore_access_log_cb, warpcore_error_log_cb, CAccessLog, CErrorLog};
-use crate::log::AccessLogTarget;
+use crate::observe::log::AccessLogTarget;
 use super::result::{fail, warpcore_result};
 use crate::config::Config;
 
@@ -261,7 +261,7 @@ pub extern "C" fn warpcore_config_set_error_log(
 ) -> warpcore_result {
     ffi_boundary!({
         let log = callback.map(|callback| {
-            std::sync::Arc::new(CErrorLog { callback, userdata }) as std::sync::Arc<dyn crate::log::ErrorLog>
+            std::sync::Arc::new(CErrorLog { callback, userdata }) as std::sync::Arc<dyn crate::observe::log::ErrorLog>
         });
         update(config, |c| c.error_log = log)
     })

@@ -7,7 +7,7 @@ use super::prepared::warpcore_prepared;
 use super::request::{with_view, warpcore_request};
 use super::response::{with_handle, warpcore_response};
 use super::thread::with_thread;
-use crate::handler::{Handler, Request, Response};
+use crate::app::handler::{Handler, Request, Response};
 
 /// A request handler: called once per request with the `userdata` given to
 /// `warpcore_config_set_handler`, a borrowed view of the request, and the

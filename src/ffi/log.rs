@@ -2,7 +2,7 @@
 
 use std::ffi::c_void;
 
-use crate::log::{AccessLogSink, ErrorLog, Level};
+use crate::observe::log::{AccessLogSink, ErrorLog, Level};
 
 /// Receives a batch of complete access-log lines (Apache combined format, each
 /// ending in `\n`), `len` bytes at `lines`, valid during the call. Called from

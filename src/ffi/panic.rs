@@ -67,5 +67,5 @@ pub(crate) fn record_panic(payload: Box<dyn std::any::Any + Send>) -> super::res
 
 /// Runs an API call with panic printing suppressed (it is reported instead).
 pub(crate) fn quiet<R>(f: impl FnOnce() -> R) -> R {
-    crate::quiet_panic::quietly(f)
+    crate::server::quiet_panic::quietly(f)
 }

@@ -8,8 +8,8 @@ use super::cast::{try_ref, try_slice, write_out};
 use super::request::warpcore_header;
 use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
-use crate::deferred::{check_status, OwnedHead};
-use crate::handler::DIRECT_WRITE_MIN;
+use crate::app::deferred::{check_status, OwnedHead};
+use crate::app::handler::DIRECT_WRITE_MIN;
 use crate::http::image::KeepAliveImage;
 
 /// A complete response prepared by `warpcore_prepared_new`.

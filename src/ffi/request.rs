@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::handler::Request;
+use crate::app::handler::Request;
 
 /// A byte string: `len` bytes at `ptr`, not NUL-terminated. `ptr` may be NULL
 /// only when `len` is 0.

@@ -10,9 +10,9 @@ use super::request::{warpcore_header, warpcore_str};
 use super::result::{fail, warpcore_result};
 use super::prepared::warpcore_prepared;
 use super::thread::{current_thread, FfiThread};
-use crate::deferred::Deferred;
-use crate::handler::{RespondError, Response};
-use crate::payload::Payload;
+use crate::app::deferred::Deferred;
+use crate::app::handler::{RespondError, Response};
+use crate::net::payload::Payload;
 use crate::sys::membarrier;
 
 /// Called exactly once when the library is done with a buffer handed to it

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 
 use crate::error::{Error, ErrorKind};
-use crate::handler::RespondError;
+use crate::app::handler::RespondError;
 
 /// What a fallible call did. `WARPCORE_RESULT_OK` is 0; the numbers are stable.
 /// Every other code comes with a message for the calling thread, readable with

@@ -7,3 +7,4 @@ pub mod head;
 pub mod image;
 pub mod percent;
 pub mod status;
+pub(crate) mod stream;

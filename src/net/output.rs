@@ -10,7 +10,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use crate::payload::Payload;
+use crate::net::payload::Payload;
 use crate::sys::{sendfile, socket_io};
 
 /// One piece of pending output.

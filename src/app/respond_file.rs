@@ -11,12 +11,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::range::{ByteRange, Piece};
-use super::serve::{Body, FileRequest};
-use super::{FileError, Fields, Prepared, StaticFiles};
-use crate::handler::{Outcome, RespondError, Response};
+use crate::file::range::{ByteRange, Piece};
+use crate::file::serve::{Body, FileRequest};
+use crate::file::{FileError, Fields, Prepared, StaticFiles};
+use crate::app::handler::{Outcome, RespondError, Response};
 use crate::http::compose::{compose_head, BodyLength};
-use crate::out::OutQueue;
+use crate::net::output::OutQueue;
 
 /// File bodies up to this size are read into the output buffer (`pread`);
 /// larger ones are sent with `sendfile` after the head. Measured with

@@ -1,12 +1,14 @@
 //! Server settings with their defaults and validation.
 
+pub(crate) mod settings;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
 use crate::file::MountSpec;
-use crate::handler::Handler;
-use crate::log::{AccessLogTarget, ErrorLog};
+use crate::app::handler::Handler;
+use crate::observe::log::{AccessLogTarget, ErrorLog};
 use crate::http::head::{HeadLimits, MAX_HEADERS};
 
 /// Everything a server is started with. Cloning is cheap (the handler is shared).
@@ -67,7 +69,7 @@ pub struct Config {
     /// writer on another thread blocks. Default 1 MiB.
     pub stream_high_water: usize,
     /// How long a busy worker sleeps before polling again, so that one wake-up
-    /// gathers many events (see `coalesce`); zero turns it off. A worker naps
+    /// gathers many events (see `worker::coalesce`); zero turns it off. A worker naps
     /// only while measuring shows its event rate holds; at light load or with
     /// a few clients waiting on each answer, only during short trials.
     /// Default 50 µs, at most 1000 µs.

@@ -8,9 +8,9 @@ use std::thread::ThreadId;
 use mio::Waker;
 
 use crate::file::{FileError, FileQuery, Prepared};
-use crate::handler::{RespondError, DIRECT_WRITE_MIN};
+use crate::app::handler::{RespondError, DIRECT_WRITE_MIN};
 use crate::http::compose::{self, HandlerFields, RequestMeta};
-use crate::payload::Payload;
+use crate::net::payload::Payload;
 
 /// Which connection (and which incarnation of its slot) a message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 
-use crate::conn::Waiting;
-use crate::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
-use crate::file::FileCtx;
+use super::waiting::Waiting;
+use super::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
+use super::respond_file::FileCtx;
 use crate::http::compose::{compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, Composed, RequestMeta};
 use crate::http::image::{ImageCache, KeepAliveImage};
-use crate::out::OutQueue;
-use crate::payload::Payload;
-use crate::stats::{bump, WorkerStats};
-use crate::stream::StreamOut;
+use crate::net::output::OutQueue;
+use crate::net::payload::Payload;
+use crate::observe::stats::{bump, WorkerStats};
+use crate::http::stream::StreamOut;
 
 /// An application. Called on the worker thread that read the request; shared by
 /// every worker, hence `Sync`. A handler that blocks holds up its worker's other
@@ -397,7 +397,7 @@ impl Response<'_> {
             return Ok(());
         }
         self.count_before_writing();
-        if !crate::out::write_borrowed(self.stream, self.backlog, self.out, body, suffix) {
+        if !crate::net::output::write_borrowed(self.stream, self.backlog, self.out, body, suffix) {
             self.outcome = Outcome::Broken;
             return Err(RespondError::Closed);
         }
@@ -411,7 +411,7 @@ impl Response<'_> {
             return Ok(());
         }
         self.count_before_writing();
-        if !crate::out::write_now_or_queue(self.stream, self.backlog, self.out, Some(body), suffix) {
+        if !crate::net::output::write_now_or_queue(self.stream, self.backlog, self.out, Some(body), suffix) {
             self.outcome = Outcome::Broken;
             return Err(RespondError::Closed);
         }

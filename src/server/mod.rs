@@ -1,127 +1,22 @@
 //! A running server: starts the workers, reloads their settings, reports
 //! their counters, stops them.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+pub(crate) mod quiet_panic;
+
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
-use crate::deferred::Mailbox;
+use crate::app::deferred::Mailbox;
 use crate::error::{Error, ErrorKind};
 use crate::file::{FileCacheStats, FileCounters};
-use crate::settings::Settings;
-use crate::stats::{Stats, WorkerStats};
+use crate::config::settings::Settings;
+use crate::observe::stats::{Stats, WorkerStats};
+use crate::worker::shared::Shared;
 use crate::worker::Worker;
 
-/// What a graceful shutdown did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Requests answered after the shutdown began.
-    pub requests_finished: u64,
-    /// Connections still open at the deadline, closed without their answer.
-    pub connections_cut: u64,
-}
-
-/// Bookkeeping the controlling thread waits on.
-struct Control {
-    /// Workers that have not finished (not started counts as not finished).
-    unfinished: usize,
-    /// Per worker: running now, and the settings generation it acknowledged.
-    running: Vec<bool>,
-    acked: Vec<u64>,
-    report: ShutdownReport,
-}
-
-/// State every worker and the controlling thread share. Workers read it when
-/// woken (shutdown, reload) and when a connection opens or closes, never per
-/// request.
-pub(crate) struct Shared {
-    shutting_down: AtomicBool,
-    deadline: Mutex<Option<Instant>>,
-    settings: Mutex<(Arc<Settings>, u64)>,
-    /// The generation in `settings`, readable without the lock: a worker whose
-    /// own handler reloaded sees it before it reads another request.
-    generation: AtomicU64,
-    open_connections: AtomicUsize,
-    control: Mutex<Control>,
-    changed: Condvar,
-    /// Every worker's file-cache counters (the mounts are in the settings).
-    pub file_counters: Arc<FileCounters>,
-}
-
-impl Shared {
-    fn control(&self) -> MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// The flag `shutdown` sets, read once per answer when it is composed (a
-    /// relaxed load of a value that changes once), so that an answer composed
-    /// after shutdown began says it closes.
-    pub fn shutdown_flag(&self) -> &AtomicBool {
-        &self.shutting_down
-    }
-
-    pub fn past_deadline(&self) -> bool {
-        match *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(d) => Instant::now() >= d,
-            None => false,
-        }
-    }
-
-    /// The current settings and their generation.
-    pub fn current_settings(&self) -> (Arc<Settings>, u64) {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
-        (s.0.clone(), s.1)
-    }
-
-    /// The latest settings generation (one atomic load, cheap enough per event).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    pub fn acknowledge(&self, worker: usize, generation: u64) {
-        self.control().acked[worker] = generation;
-        self.changed.notify_all();
-    }
-
-    pub fn worker_running(&self, worker: usize, running: bool) {
-        let mut c = self.control();
-        c.running[worker] = running;
-        if !running {
-            c.unfinished -= 1;
-        }
-        self.changed.notify_all();
-    }
-
-    pub fn worker_report(&self, finished: u64, cut: u64) {
-        let mut c = self.control();
-        c.report.requests_finished += finished;
-        c.report.connections_cut += cut;
-    }
-
-    /// Reserves a connection slot; false at the limit.
-    pub fn open_connection(&self, max: usize) -> bool {
-        let mut n = self.open_connections.load(Ordering::Relaxed);
-        loop {
-            if n >= max {
-                return false;
-            }
-            match self.open_connections.compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(actual) => n = actual,
-            }
-        }
-    }
-
-    pub fn close_connection(&self) {
-        self.open_connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+pub use crate::worker::shared::ShutdownReport;
 
 /// A started server. All methods may be called from any thread.
 pub struct Server {
@@ -151,25 +46,11 @@ impl Server {
         // Before any worker runs: the C handles' handshake then takes its
         // cheap side on the workers (see `sys::membarrier`).
         crate::sys::membarrier::register();
-        let addr = crate::sys::resolve(&config.listen)?;
+        let addr = crate::net::listen::resolve(&config.listen)?;
         let count = config.resolved_workers();
-        let listeners = crate::sys::bind_listeners(addr, count, config.backlog, config.share_port)?;
+        let listeners = crate::net::listen::bind_listeners(addr, count, config.backlog, config.share_port)?;
         let bound = listeners[0].local_addr().map_err(|e| Error::io("local address", e))?;
-        let shared = Arc::new(Shared {
-            shutting_down: AtomicBool::new(false),
-            deadline: Mutex::new(None),
-            settings: Mutex::new((settings, 0)),
-            generation: AtomicU64::new(0),
-            open_connections: AtomicUsize::new(0),
-            control: Mutex::new(Control {
-                unfinished: count,
-                running: vec![false; count],
-                acked: vec![0; count],
-                report: ShutdownReport::default(),
-            }),
-            changed: Condvar::new(),
-            file_counters: FileCounters::new(count),
-        });
+        let shared = Arc::new(Shared::new(settings, count, FileCounters::new(count)));
         let mut workers = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
         let mut stats = Vec::with_capacity(count);
@@ -252,7 +133,7 @@ impl Server {
             return Err(Error::new(ErrorKind::ShuttingDown, "the server is shutting down"));
         }
         let settings = Arc::new(Settings::from_config(config, Some(&self.shared.current_settings().0))?);
-        let addr = crate::sys::resolve(&config.listen)?;
+        let addr = crate::net::listen::resolve(&config.listen)?;
         let same_addr = addr.ip() == self.listen.ip() && (addr.port() == 0 || addr.port() == self.listen.port());
         if !same_addr {
             return Err(Error::new(
@@ -266,26 +147,13 @@ impl Server {
                 format!("reload cannot change the worker count ({}): restart the server instead", self.workers),
             ));
         }
-        let generation = {
-            let mut current = self.shared.settings.lock().unwrap_or_else(|e| e.into_inner());
-            let generation = current.1 + 1;
-            *current = (settings, generation);
-            self.shared.generation.store(generation, Ordering::Release);
-            generation
-        };
+        let generation = self.shared.publish_settings(settings);
         for mailbox in &self.mailboxes {
             mailbox.poke();
         }
         let own = ON_WORKER.with(|w| w.get());
-        let mut control = self.shared.control();
-        loop {
-            let behind = (0..self.workers)
-                .any(|i| control.running[i] && control.acked[i] < generation && Some(i) != own);
-            if !behind {
-                return Ok(());
-            }
-            control = self.shared.changed.wait(control).unwrap_or_else(|e| e.into_inner());
-        }
+        self.shared.wait_for_acknowledgements(generation, own);
+        Ok(())
     }
 
     /// The counters summed over every worker.
@@ -320,12 +188,7 @@ impl Server {
     /// received finish for up to `grace`, closes what remains and returns when
     /// every worker has stopped. Calling it again returns the same report.
     pub fn shutdown(&self, grace: Duration) -> ShutdownReport {
-        {
-            let mut deadline = self.shared.deadline.lock().unwrap_or_else(|e| e.into_inner());
-            let new = Instant::now() + grace;
-            *deadline = Some(deadline.map_or(new, |d| d.min(new)));
-        }
-        self.shared.shutting_down.store(true, Ordering::Release);
+        self.shared.begin_shutdown(grace);
         for mailbox in &self.mailboxes {
             mailbox.poke();
         }
@@ -347,20 +210,17 @@ impl Server {
         for t in threads {
             let _ = t.join();
         }
-        self.shared.control().report
+        self.shared.report()
     }
 
     /// Blocks until every worker has stopped (after a `shutdown` from elsewhere).
     pub fn wait(&self) {
-        let mut control = self.shared.control();
-        while control.unfinished > 0 {
-            control = self.shared.changed.wait(control).unwrap_or_else(|e| e.into_inner());
-        }
+        self.shared.wait_stopped();
     }
 
     /// Whether every worker has stopped.
     pub fn is_stopped(&self) -> bool {
-        self.shared.control().unfinished == 0
+        self.shared.is_stopped()
     }
 }
 
@@ -375,7 +235,7 @@ impl Drop for Server {
 fn run_contained(index: usize, worker: Worker) {
     let shared = worker.shared();
     ON_WORKER.with(|w| w.set(Some(index)));
-    let finished = crate::quiet_panic::quietly(|| {
+    let finished = crate::server::quiet_panic::quietly(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_ok()
     });
     ON_WORKER.with(|w| w.set(None));

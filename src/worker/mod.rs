@@ -2,6 +2,11 @@
 //! deadlines, drain on shutdown. Owns its listener, its connections and its
 //! buffers; shares nothing on the request path with other workers.
 
+pub(crate) mod clock;
+mod coalesce;
+mod held;
+pub(crate) mod shared;
+
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -10,22 +15,23 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::buffer::InBuf;
-use crate::coalesce::Coalescer;
+use crate::net::input::InBuf;
+use coalesce::Coalescer;
+use crate::conn::context::WorkerCtx;
 use crate::conn::{Conn, ConnState, Stop};
-use crate::deferred::{ConnRef, Mailbox, Message};
+use crate::app::deferred::{ConnRef, Mailbox, Message};
 use crate::file::StaticFiles;
-use crate::held::HeldAnswers;
+use held::HeldAnswers;
 use crate::http::compose::{compose_error, ComposeEnv};
 use crate::http::image::ImageCache;
 use crate::http::date::DateCache;
-use crate::log::{AccessBuffer, Level};
-use crate::out::{send_or_queue, write_now_or_queue};
-use crate::server::Shared;
-use crate::settings::Settings;
-use crate::stats::{bump, WorkerStats};
+use crate::observe::log::{AccessBuffer, Level};
+use crate::net::output::{send_or_queue, write_now_or_queue};
+use shared::Shared;
+use crate::observe::stats::{bump, WorkerStats};
 use crate::sys::socket_io;
-use crate::timer::{CoarseClock, Deadline, Wait};
+use crate::conn::deadline::{Deadline, Wait};
+use clock::CoarseClock;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -39,33 +45,6 @@ const KEEP_INPUT: usize = 16 * 1024;
 /// How long a closing connection may keep sending before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_DISCARD_MAX: usize = 256 * 1024;
-
-/// The per-worker context the connection code reaches the shared machinery
-/// through: the settings snapshot, date, mailbox, counters, access-log buffer,
-/// scratch for the decoded path.
-pub(crate) struct WorkerCtx {
-    pub index: usize,
-    pub settings: Arc<Settings>,
-    /// Which reload `settings` came from.
-    pub generation: u64,
-    pub date: DateCache,
-    /// Mounts, fd and file-info caches of this worker.
-    pub files: StaticFiles,
-    pub path_buf: Vec<u8>,
-    /// Prepared responses' images complete with this worker's date line.
-    pub images: ImageCache,
-    pub mailbox: Arc<Mailbox>,
-    pub stats: Arc<WorkerStats>,
-    /// Formatted access-log lines, when the access log is on.
-    pub access: Option<AccessBuffer>,
-    /// Shutting down: responses close their connections.
-    pub draining: bool,
-    /// Requests answered after shutdown began.
-    pub finished_while_draining: u64,
-    /// For the shutdown flag, which answers read when composed: the worker
-    /// itself learns of shutdown only when it next polls.
-    pub shared: Arc<Shared>,
-}
 
 /// A worker before it runs: created by `start` so that bind errors surface there.
 pub(crate) struct Worker {
@@ -128,7 +107,7 @@ impl Worker {
                 access,
                 draining: false,
                 finished_while_draining: 0,
-                shared: shared.clone(),
+                shutting_down: shared.shutdown_flag().clone(),
             },
             clock: CoarseClock::new(),
             coalescer: Coalescer::new(coalesce_wait, Instant::now()),

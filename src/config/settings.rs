@@ -8,9 +8,9 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::Error;
 use crate::file::Site;
-use crate::handler::Handler;
+use crate::app::handler::Handler;
 use crate::http::head::HeadLimits;
-use crate::log::{AccessLog, ErrorLog, Level};
+use crate::observe::log::{AccessLog, ErrorLog, Level};
 
 /// The timeouts deadlines are armed with.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +35,7 @@ pub(crate) struct Settings {
     pub error_log: Option<Arc<dyn ErrorLog>>,
     /// Static mounts and file-cache lifetimes.
     pub site: Arc<Site>,
-    /// The nap of a busy worker before it polls (see `coalesce`).
+    /// The nap of a busy worker before it polls (see `worker::coalesce`).
     pub coalesce_wait: Duration,
 }
 

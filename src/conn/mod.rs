@@ -1,28 +1,31 @@
 //! One connection's state machine: parse every complete request in the input,
 //! call the handler, gather the responses, and remember a request whose body is
-//! still arriving.
+//! still arriving, and the deferred answer it waits for.
+
+pub(crate) mod context;
+pub(crate) mod deadline;
 
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use std::sync::Arc;
-
-use crate::buffer::InBuf;
-use crate::deferred::{Answer, ConnRef, DeferredShared, FileAnswer, OwnedHead};
+use crate::net::input::InBuf;
+use crate::app::deferred::{Answer, ConnRef, FileAnswer};
+use crate::app::waiting::Waiting;
 use crate::file::serve::Body;
-use crate::file::{push_file_body, FileCtx, Prepared};
-use crate::handler::{DeferSlot, Outcome, Request, Response};
+use crate::app::respond_file::{push_file_body, FileCtx};
+use crate::file::Prepared;
+use crate::app::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::compose::{compose_error, compose_head_rendered, BodyLength, ComposeEnv, Composed, RequestMeta};
-use crate::out::{write_now_or_queue, OutQueue};
-use crate::stream::StreamOut;
+use crate::http::compose::{compose_error, BodyLength, ComposeEnv, RequestMeta};
+use crate::net::output::{write_now_or_queue, OutQueue};
+use crate::http::stream::StreamOut;
 use crate::http::head::{self, Framing, Reject};
 use crate::http::percent;
-use crate::log::{Level, LogRequest, LogStart};
-use crate::stats::bump;
-use crate::timer::Deadline;
-use crate::worker::WorkerCtx;
+use crate::observe::log::{Level, LogRequest, LogStart};
+use crate::observe::stats::bump;
+use context::WorkerCtx;
+use deadline::Deadline;
 
 /// A request whose head has arrived and whose body has not (yet) all arrived.
 struct PartialBody {
@@ -73,52 +76,6 @@ pub(crate) struct Progress {
     pub stop: Stop,
     /// A request in progress needs this many bytes buffered in all.
     pub need: usize,
-}
-
-/// A request handed to a `Deferred`: the connection waits for its answer.
-pub(crate) struct Waiting {
-    pub shared: Arc<DeferredShared>,
-    pub meta: RequestMeta,
-    /// The stream state once the head has been sent.
-    pub stream: Option<StreamOut>,
-    /// Body bytes posted by the handle and not yet released to it.
-    pub unacked: usize,
-    /// The status sent (0 until the head is), and body bytes so far.
-    pub status: u16,
-    pub body_bytes: u64,
-    /// The access-log line's request part, when logging.
-    pub log: Option<LogStart>,
-    /// The answer was counted in the handler call (its stream began writing there).
-    pub counted: bool,
-}
-
-impl Waiting {
-    pub fn new(shared: Arc<DeferredShared>, meta: RequestMeta, stream: Option<StreamOut>) -> Waiting {
-        Waiting { shared, meta, stream, unacked: 0, status: 0, body_bytes: 0, log: None, counted: false }
-    }
-
-    /// Composes the head of this answer (fields rendered on the answering
-    /// thread) into `out` and records its status; None when it cannot be.
-    fn compose(
-        &mut self,
-        out: &mut Vec<u8>,
-        env: &ComposeEnv<'_>,
-        status: u16,
-        head: &OwnedHead,
-        length: BodyLength,
-    ) -> Option<Composed> {
-        let (rendered, fields) = head.fields();
-        let composed = compose_head_rendered(out, env, status, rendered, fields, length, self.meta).ok()?;
-        self.status = status;
-        Some(composed)
-    }
-}
-
-impl Drop for Waiting {
-    /// Finished or not, the handle can no longer reach this request.
-    fn drop(&mut self) {
-        self.shared.mark_closed();
-    }
 }
 
 /// Everything about a connection except its input buffer.
@@ -293,7 +250,7 @@ impl ConnState {
             env,
             images: &mut ctx.images,
             meta,
-            shutting_down: ctx.shared.shutdown_flag(),
+            shutting_down: &ctx.shutting_down,
             outcome: Outcome::Pending,
             defer_slot: DeferSlot {
                 mailbox: &ctx.mailbox,
@@ -420,7 +377,7 @@ impl ConnState {
         let Some(waiting) = self.waiting.as_mut() else { return true };
         // An answer that arrives while shutting down closes its connection
         // (also when this worker has not polled since shutdown began).
-        waiting.meta.keep_alive &= !(ctx.draining || ctx.shared.is_shutting_down());
+        waiting.meta.keep_alive &= !(ctx.draining || ctx.shutting_down.load(std::sync::atomic::Ordering::Acquire));
         // Counted before the bytes leave, so a client never sees an answer the
         // counters do not show yet.
         let stats = &*ctx.stats;

@@ -1,0 +1,8 @@
+//! What an application sees: the `Handler` it implements, the borrowed
+//! `Request`, the `Response` it answers through inside the call, and the
+//! `Deferred` handle that answers from any thread after it.
+
+pub mod deferred;
+pub mod handler;
+pub(crate) mod respond_file;
+pub(crate) mod waiting;

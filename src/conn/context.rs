@@ -1,0 +1,42 @@
+//! What a connection reaches its worker's machinery through (Warp's
+//! `InternalInfo`): the settings snapshot, the date, the static-file caches,
+//! the mailbox, counters and access-log buffer. The worker owns one and lends
+//! it to each connection it drives; the connection never sees the loop.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::app::deferred::Mailbox;
+use crate::config::settings::Settings;
+use crate::file::StaticFiles;
+use crate::http::date::DateCache;
+use crate::http::image::ImageCache;
+use crate::observe::log::AccessBuffer;
+use crate::observe::stats::WorkerStats;
+
+/// The per-worker context the connection code reaches the shared machinery
+/// through: the settings snapshot, date, mailbox, counters, access-log buffer,
+/// scratch for the decoded path.
+pub(crate) struct WorkerCtx {
+    pub index: usize,
+    pub settings: Arc<Settings>,
+    /// Which reload `settings` came from.
+    pub generation: u64,
+    pub date: DateCache,
+    /// Mounts, fd and file-info caches of this worker.
+    pub files: StaticFiles,
+    pub path_buf: Vec<u8>,
+    /// Prepared responses' images complete with this worker's date line.
+    pub images: ImageCache,
+    pub mailbox: Arc<Mailbox>,
+    pub stats: Arc<WorkerStats>,
+    /// Formatted access-log lines, when the access log is on.
+    pub access: Option<AccessBuffer>,
+    /// Shutting down: responses close their connections.
+    pub draining: bool,
+    /// Requests answered after shutdown began.
+    pub finished_while_draining: u64,
+    /// The server's shutdown flag, which answers read when composed: the
+    /// worker itself learns of shutdown only when it next polls.
+    pub shutting_down: Arc<AtomicBool>,
+}

@@ -1,0 +1,36 @@
+//! The worker's coarse clock: whole seconds since the worker started, moved on
+//! once per poll round and read by every deadline, as Warp's timeout manager
+//! does. There is no OS timer per connection; connection deadlines
+//! (`conn::deadline`) are swept against this clock once a second.
+
+use std::time::{Duration, Instant};
+
+/// Seconds since the worker started, starting at 1 so that 0 means "no deadline".
+pub(crate) struct CoarseClock {
+    start: Instant,
+    now: u32,
+}
+
+impl CoarseClock {
+    pub fn new() -> CoarseClock {
+        CoarseClock { start: Instant::now(), now: 1 }
+    }
+
+    /// Moves the clock to `now`; returns true when a new second began.
+    pub fn tick_at(&mut self, now: Instant) -> bool {
+        let now = now.saturating_duration_since(self.start).as_secs() as u32 + 1;
+        let changed = now != self.now;
+        self.now = now;
+        changed
+    }
+
+    pub fn now(&self) -> u32 {
+        self.now
+    }
+
+    /// The deadline `d` from now (at least one whole second away, so a deadline
+    /// is never shorter than asked).
+    pub fn after(&self, d: Duration) -> u32 {
+        self.now + d.as_secs().max(1) as u32 + 1
+    }
+}

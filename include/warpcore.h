@@ -89,6 +89,11 @@ enum warpcore_timeout
   WARPCORE_TIMEOUT_BODY = 2,
   // A response may make no progress to a client that does not read for this long (default 30 s).
   WARPCORE_TIMEOUT_WRITE = 3,
+  // A deferred answer must begin (a whole answer, or a stream's head) this
+  // long after the handler returned, or the client gets `503` and the
+  // connection closes; the handle's later calls get `WARPCORE_RESULT_CLOSED`
+  // (default 60 s). A stream that has begun is bounded by the write timeout.
+  WARPCORE_TIMEOUT_ANSWER = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -449,7 +454,8 @@ warpcore_result warpcore_config_set_error_log(struct warpcore_config *config,
 
 // Sets one timeout: `which` is a `warpcore_timeout` value, the time is in milliseconds, from 1 s to 1 day; deadlines are checked
 // once a second, so they are kept to within a second. No timeout applies while
-// a handler is working on a request.
+// a handler call is running; a deferred answer is bounded by
+// `WARPCORE_TIMEOUT_ANSWER`.
 warpcore_result warpcore_config_set_timeout(struct warpcore_config *config,
                                             uint32_t which,
                                             uint64_t milliseconds);

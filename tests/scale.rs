@@ -9,7 +9,7 @@ mod util;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use util::child::{is_child, read_port, spawn, ChildGuard};
+use util::child::{is_child, read_port, rss_kib, spawn, ChildGuard};
 use util::*;
 
 const IDLE: usize = 10_000;
@@ -27,12 +27,6 @@ fn scale_server_child() {
     println!("PORT {}", s.port);
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn open_files_limit() -> u64 {

@@ -45,6 +45,12 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Time without progress while a response cannot be written. Default 30 s.
     pub write_timeout: Duration,
+    /// Time a deferred answer may take to begin (its head: a whole answer or
+    /// the start of a stream) after the handler returned; past it the client
+    /// gets 503, the connection closes and the handle's calls get `Closed`.
+    /// A stream that has begun is bounded by the write timeout instead.
+    /// Default 60 s (nginx's `proxy_read_timeout`).
+    pub answer_timeout: Duration,
     /// Most connections open at once across the server; at the limit accepting
     /// pauses until one closes. Default 16384.
     pub max_connections: usize,
@@ -93,6 +99,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            answer_timeout: Duration::from_secs(60),
             max_connections: 16384,
             access_log: None,
             error_log: None,
@@ -141,6 +148,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout),
             ("body_timeout", self.body_timeout),
             ("write_timeout", self.write_timeout),
+            ("answer_timeout", self.answer_timeout),
         ] {
             if t < Duration::from_secs(1) || t > Duration::from_secs(86_400) {
                 return Err(Error::new(ErrorKind::InvalidArgument, format!("{name} must be between 1 s and 1 day")));

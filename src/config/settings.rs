@@ -19,6 +19,7 @@ pub(crate) struct Timeouts {
     pub idle: Duration,
     pub body: Duration,
     pub write: Duration,
+    pub answer: Duration,
 }
 
 /// One immutable snapshot of everything `reload` may change.
@@ -64,6 +65,7 @@ impl Settings {
                 idle: config.idle_timeout,
                 body: config.body_timeout,
                 write: config.write_timeout,
+                answer: config.answer_timeout,
             },
             max_connections: config.max_connections,
             access_log,

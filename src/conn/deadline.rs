@@ -1,8 +1,10 @@
 //! A connection's deadline in the worker's coarse seconds: arming one is one
 //! store, the worker sweeps them once a second (see `worker::clock`), and a
-//! connection whose handler is running has none.
+//! connection whose handler call is running has none (a deferred answer has
+//! one: the answer timeout).
 
-/// Which wait a connection's deadline bounds; decides nothing but the reason.
+/// Which wait a connection's deadline bounds: the reason it expired, and for
+/// `Answer` what expiring does (a 503 instead of a silent close).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wait {
     /// No deadline: a handler is working on the request.
@@ -17,6 +19,8 @@ pub(crate) enum Wait {
     Write,
     /// Closing: discarding what the client still sends after our last response.
     Linger,
+    /// A deferred answer has not begun; expiring answers 503.
+    Answer,
 }
 
 /// A connection's deadline in coarse seconds (0 = none).

@@ -27,6 +27,18 @@ use crate::observe::stats::bump;
 use context::WorkerCtx;
 use deadline::Deadline;
 
+/// How many bytes of composed answers a connection may have waiting before its
+/// next pipelined request is handled: past it the answers are sent first, and
+/// while the socket does not take them (the backlog is not empty) no further
+/// request is read or handled. So a client that pipelines and never reads
+/// costs at most this plus the one answer that crossed it, not an answer per
+/// request it sent (nginx and hyper's `max_buf_size` bound the same thing).
+pub(crate) const MAX_PENDING_OUTPUT: usize = 64 * 1024;
+
+/// A decoded chunked body larger than this is given back when its request
+/// ends, so an idle connection does not keep a large upload's memory.
+const KEEP_BODY: usize = 16 * 1024;
+
 /// A request whose head has arrived and whose body has not (yet) all arrived.
 struct PartialBody {
     /// `100 Continue` was sent for it.
@@ -63,6 +75,9 @@ pub(crate) enum Stop {
     NeedInput,
     /// Output is backed up; resume when the socket drains.
     Backpressure,
+    /// `MAX_PENDING_OUTPUT` bytes of answers are composed and not sent: send
+    /// them before the next request is handled.
+    OutputFull,
     /// A deferred answer is pending; resume when it is complete.
     Waiting,
     /// The connection closes once its output is written.
@@ -159,6 +174,9 @@ impl ConnState {
             if !self.backlog.is_empty() {
                 return Progress { consumed: pos, stop: Stop::Backpressure, need: 0 };
             }
+            if out.len() >= MAX_PENDING_OUTPUT {
+                return Progress { consumed: pos, stop: Stop::OutputFull, need: 0 };
+            }
             if pos == input.len() {
                 return Progress { consumed: pos, stop: Stop::NeedInput, need: 0 };
             }
@@ -196,7 +214,13 @@ impl ConnState {
                 let partial = self.partial.get_or_insert(PartialBody { continue_sent: false, chunked: None });
                 let (decoder, raw_done) =
                     partial.chunked.get_or_insert_with(|| (ChunkedDecoder::new(ctx.settings.max_body_size), 0));
-                match decoder.decode(&buf[head_len + *raw_done..], &mut self.body) {
+                let raw = &buf[head_len + *raw_done..];
+                // A body decodes to at most its raw bytes: reserve them fallibly,
+                // so a refused allocation is a 503, never an abort.
+                if self.body.try_reserve(raw.len()).is_err() {
+                    return Ok(self.reject(503, buf.len(), ctx, out));
+                }
+                match decoder.decode(raw, &mut self.body) {
                     Ok((n, done)) => {
                         *raw_done += n;
                         if !done {
@@ -325,8 +349,17 @@ impl ConnState {
             }
         }
         self.partial = None;
-        self.body.clear();
+        self.release_body();
         Ok(used)
+    }
+
+    /// Empties the decoded chunked body, giving a large one's memory back.
+    fn release_body(&mut self) {
+        if self.body.capacity() > KEEP_BODY {
+            self.body = Vec::new();
+        } else {
+            self.body.clear();
+        }
     }
 
     /// Sends `100 Continue` once when the client asked for it.
@@ -345,7 +378,7 @@ impl ConnState {
         compose_error(out, &env_of(ctx), status);
         self.close_after_flush = true;
         self.partial = None;
-        self.body.clear();
+        self.release_body();
         bump(&ctx.stats.parse_errors, 1);
         bump(&ctx.stats.requests, 1);
         ctx.stats.response(status);

@@ -280,11 +280,17 @@ pub enum warpcore_timeout {
     Body = 2,
     /// A response may make no progress to a client that does not read for this long (default 30 s).
     Write = 3,
+    /// A deferred answer must begin (a whole answer, or a stream's head) this
+    /// long after the handler returned, or the client gets `503` and the
+    /// connection closes; the handle's later calls get `WARPCORE_RESULT_CLOSED`
+    /// (default 60 s). A stream that has begun is bounded by the write timeout.
+    Answer = 4,
 }
 
 /// Sets one timeout: `which` is a `warpcore_timeout` value, the time is in milliseconds, from 1 s to 1 day; deadlines are checked
 /// once a second, so they are kept to within a second. No timeout applies while
-/// a handler is working on a request.
+/// a handler call is running; a deferred answer is bounded by
+/// `WARPCORE_TIMEOUT_ANSWER`.
 #[no_mangle]
 pub extern "C" fn warpcore_config_set_timeout(config: *mut warpcore_config, which: u32, milliseconds: u64) -> warpcore_result {
     ffi_boundary!({
@@ -294,6 +300,7 @@ pub extern "C" fn warpcore_config_set_timeout(config: *mut warpcore_config, whic
             x if x == warpcore_timeout::Idle as u32 => update(config, |c| c.idle_timeout = d),
             x if x == warpcore_timeout::Body as u32 => update(config, |c| c.body_timeout = d),
             x if x == warpcore_timeout::Write as u32 => update(config, |c| c.write_timeout = d),
+            x if x == warpcore_timeout::Answer as u32 => update(config, |c| c.answer_timeout = d),
             other => fail(warpcore_result::InvalidArgument, format!("unknown timeout kind {other}")),
         }
     })

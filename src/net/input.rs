@@ -52,6 +52,30 @@ impl InBuf {
         }
     }
 
+    /// Grows the buffer so it holds at least `total` bytes, unless the memory
+    /// is refused: false then, and the buffer is unchanged.
+    pub fn try_grow_to(&mut self, total: usize) -> bool {
+        if self.data.len() >= total {
+            return true;
+        }
+        if self.data.try_reserve_exact(total - self.data.len()).is_err() {
+            return false;
+        }
+        self.data.resize(total, 0);
+        true
+    }
+
+    /// Room for more of a request that did not arrive whole: toward `need`
+    /// bytes in all (0 when unknown), but never past twice what has arrived
+    /// (and at least 4 KiB), so that a Content-Length promised in a head costs
+    /// nothing until its bytes come. Each step at most doubles the buffer, so
+    /// copying stays linear. False when the memory is refused.
+    pub fn make_room(&mut self, need: usize, limit: usize) -> bool {
+        let step = (self.data.len() * 2).clamp(4096, limit.max(4096));
+        let target = if need > self.filled { step.min(need) } else { step };
+        self.try_grow_to(target.max(self.filled + 1))
+    }
+
     /// Appends bytes, growing as needed.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.grow_to(self.filled + bytes.len());

@@ -400,8 +400,14 @@ impl Worker {
         let timeouts = ctx.settings.timeouts;
         let max_head = ctx.settings.head_limits.max_head_bytes;
         let max_body = ctx.settings.max_body_size as usize;
+        let limit = max_head.saturating_add(max_body).saturating_add(SCRATCH_SIZE);
         let Some(Some(conn)) = conns.get_mut(index) else { return };
-        let mut eof = false;
+        // The client sent its FIN: it sends no more, but may still read.
+        let mut fin = false;
+        // A reset or a failed read: the client is gone.
+        let mut gone = false;
+        // A request was handled: the next head gets a fresh header deadline.
+        let mut handled = false;
         let mut stop = if conn.state.close_after_flush {
             Stop::Close
         } else if conn.state.waiting.is_some() {
@@ -411,33 +417,38 @@ impl Worker {
         } else {
             Stop::NeedInput
         };
+        // Bytes the request in progress needs in all (0 when unknown).
+        let mut need = 0;
 
         // Bytes left from an earlier pass (stopped by backpressure or a
         // deferred answer) come first.
         if !conn.input.is_empty() && stop == Stop::NeedInput {
             let progress = conn.state.process(conn.input.bytes(), ctx, out);
             conn.input.consume(progress.consumed);
-            conn.input.grow_to(progress.need);
-            stop = progress.stop;
+            handled |= progress.consumed > 0;
+            (stop, need) = (progress.stop, progress.need);
+            stop = send_and_go_on(conn, ctx, out, stop, &mut handled, &mut need);
         }
 
-        while stop == Stop::NeedInput && !eof && conn.state.read_ready {
+        while stop == Stop::NeedInput && !fin && conn.state.read_ready {
             let own = !conn.input.is_empty();
             let buf: &mut InBuf = if own { &mut conn.input } else { scratch };
             if buf.spare().is_empty() {
-                let limit = max_head + max_body + SCRATCH_SIZE;
                 if buf.capacity() >= limit {
                     // Only chunk overhead can take a request past the limits.
                     compose_error(out, &env(ctx), 413);
                     conn.state.close_after_flush = true;
                     break;
                 }
-                buf.grow_to((buf.capacity() * 2).clamp(4096, limit));
+                if !buf.make_room(need, limit) {
+                    refuse_for_memory(&mut conn.state, ctx, out);
+                    break;
+                }
             }
             let room = buf.spare().len();
             let mut drained = false;
             match socket_io::recv(conn.state.stream.as_fd(), buf.spare()) {
-                Ok(0) => eof = true,
+                Ok(0) => fin = true,
                 Ok(n) => {
                     drained = short_read_drains && n < room;
                     conn.state.read_ready = !drained;
@@ -450,13 +461,14 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    eof = true;
+                    gone = true;
                     out.clear();
                     break;
                 }
             }
             let progress = conn.state.process(buf.bytes(), ctx, out);
-            stop = progress.stop;
+            handled |= progress.consumed > 0;
+            (stop, need) = (progress.stop, progress.need);
             if own {
                 conn.input.consume(progress.consumed);
             } else {
@@ -465,7 +477,11 @@ impl Worker {
                 }
                 scratch.clear();
             }
-            conn.input.grow_to(progress.need);
+            if need > conn.input.capacity() && !conn.input.make_room(need, limit) {
+                refuse_for_memory(&mut conn.state, ctx, out);
+                break;
+            }
+            stop = send_and_go_on(conn, ctx, out, stop, &mut handled, &mut need);
             // Keep pipelined answers together unless the batch grew large.
             if stop == Stop::NeedInput && out.len() >= SCRATCH_SIZE {
                 write_out(&mut conn.state, out);
@@ -478,8 +494,14 @@ impl Worker {
         // While an answer is deferred, a client that sent its FIN may be gone:
         // read to see (buffering what it pipelined, up to the head limit).
         // Otherwise what it sends waits in the socket until the answer is out.
-        if stop == Stop::Waiting && !eof && conn.state.peer_closing {
-            eof = watch_while_waiting(conn, max_head);
+        // A FIN alone only means it sends no more (RFC 9112 §9.6): the answer
+        // still goes out; a reset means it left.
+        if stop == Stop::Waiting && !fin && !gone && conn.state.peer_closing {
+            match watch_while_waiting(conn, max_head) {
+                PeerInput::Open => {}
+                PeerInput::Finished => fin = true,
+                PeerInput::Gone => gone = true,
+            }
         }
 
         // A keep-alive connection's answers wait for the end of the round
@@ -488,7 +510,8 @@ impl Worker {
             && conn.state.backlog.is_empty()
             && conn.state.held.is_none()
             && !conn.state.close_after_flush
-            && !eof
+            && !fin
+            && !gone
             && !ctx.draining
             && held.can_hold(out.len());
         if hold {
@@ -498,10 +521,10 @@ impl Worker {
         }
         conn.state.acknowledge_written();
         bump(&ctx.stats.bytes_out, conn.state.backlog.take_written());
-        if eof {
+        if fin || gone {
             conn.state.close_after_flush = true;
         }
-        let broken = eof && conn.state.waiting.is_some();
+        let broken = gone && conn.state.waiting.is_some();
 
         // Arm the deadline for what the connection now waits for.
         let state = &mut conn.state;
@@ -509,13 +532,22 @@ impl Worker {
             if state.deadline.wait != Wait::Write {
                 state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }
-        } else if state.waiting.is_some() || state.close_after_flush {
-            // A handler is working: no timeout (Warp #351, #808).
+        } else if let Some(waiting) = &state.waiting {
+            if waiting.status != 0 {
+                // A stream has begun: the handler is working (Warp #351, #808).
+                state.deadline = Deadline::NONE;
+            } else if state.deadline.wait != Wait::Answer || handled {
+                state.deadline = Deadline { at: clock.after(timeouts.answer), wait: Wait::Answer };
+            }
+        } else if state.close_after_flush {
             state.deadline = Deadline::NONE;
         } else if state.awaiting_body() {
             state.deadline = Deadline { at: clock.after(timeouts.body), wait: Wait::Body };
         } else if !conn.input.is_empty() {
-            if state.deadline.wait != Wait::Head {
+            // A head is arriving: its deadline runs from its first byte, so
+            // it is not extended by more bytes of it (slowloris), only by a
+            // request finishing and the next one starting.
+            if state.deadline.wait != Wait::Head || handled {
                 state.deadline = Deadline { at: clock.after(timeouts.header), wait: Wait::Head };
             }
         } else {
@@ -538,7 +570,7 @@ impl Worker {
         }
         self.set_write_interest(index, needs_write);
         if closing {
-            if eof || self.ctx.draining {
+            if fin || gone || self.ctx.draining {
                 self.close(index);
             } else {
                 self.start_linger(index);
@@ -657,17 +689,40 @@ impl Worker {
         }
     }
 
+    /// A deferred answer that did not begin in time: the client gets 503 and
+    /// the connection closes; the handle can no longer reach it (its calls
+    /// get `Closed`).
+    fn answer_overdue(&mut self, index: usize) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else { return };
+        if let Some(waiting) = conn.state.waiting.take() {
+            if let (Some(access), Some(start)) = (self.ctx.access.as_mut(), &waiting.log) {
+                access.finish(start, 503, 0);
+            }
+        }
+        compose_error(&mut self.out, &env(&self.ctx), 503);
+        self.ctx.stats.response(503);
+        conn.state.close_after_flush = true;
+        conn.state.deadline = Deadline::NONE;
+        write_out(&mut conn.state, &mut self.out);
+        self.out.clear();
+        self.drive(index);
+    }
+
     /// Once a second: expire deadlines, retry a paused accept.
     fn sweep(&mut self) {
         let now = self.clock.now();
         for i in 0..self.conns.len() {
             let expired = matches!(&self.conns[i], Some(c) if c.state.deadline.expired(now));
             if expired {
-                let lingering = matches!(&self.conns[i], Some(c) if c.state.deadline.wait == Wait::Linger);
-                if !lingering {
+                let wait = self.conns[i].as_ref().map(|c| c.state.deadline.wait);
+                if wait != Some(Wait::Linger) {
                     bump(&self.ctx.stats.timed_out, 1);
                 }
-                self.close(i);
+                if wait == Some(Wait::Answer) {
+                    self.contained(i, |w| w.answer_overdue(i));
+                } else {
+                    self.close(i);
+                }
             }
         }
         if self.accept_paused {
@@ -682,27 +737,68 @@ fn env(ctx: &WorkerCtx) -> ComposeEnv<'_> {
     ctx.date.compose_env()
 }
 
-/// Reads what a client that sent its FIN sends while its answer is deferred;
-/// true on EOF or error.
-fn watch_while_waiting(conn: &mut Conn, limit: usize) -> bool {
+/// What a client that sent its FIN is doing while its answer is deferred.
+enum PeerInput {
+    /// Nothing more to read for now.
+    Open,
+    /// End of stream: it sends no more but may still read the answer.
+    Finished,
+    /// A reset or another error: it left.
+    Gone,
+}
+
+/// Reads what a client that sent its FIN sends while its answer is deferred.
+fn watch_while_waiting(conn: &mut Conn, limit: usize) -> PeerInput {
     loop {
         if conn.input.len() >= limit {
-            return false;
+            return PeerInput::Open;
         }
-        if conn.input.spare().is_empty() {
-            conn.input.grow_to((conn.input.capacity() * 2).clamp(4096, limit));
+        if conn.input.spare().is_empty() && !conn.input.make_room(0, limit) {
+            return PeerInput::Open;
         }
         match socket_io::recv(conn.state.stream.as_fd(), conn.input.spare()) {
-            Ok(0) => return true,
+            Ok(0) => return PeerInput::Finished,
             Ok(n) => conn.input.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 conn.state.read_ready = false;
-                return false;
+                return PeerInput::Open;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
+            Err(_) => return PeerInput::Gone,
         }
     }
+}
+
+/// After a pass stopped at `MAX_PENDING_OUTPUT`: sends the answers, and
+/// while the socket takes them all, handles the requests left in the
+/// connection's input. Returns why it stopped (`Backpressure` when the socket
+/// did not take everything: nothing more is handled until it drains).
+fn send_and_go_on(
+    conn: &mut Conn,
+    ctx: &mut WorkerCtx,
+    out: &mut Vec<u8>,
+    mut stop: Stop,
+    handled: &mut bool,
+    need: &mut usize,
+) -> Stop {
+    while stop == Stop::OutputFull {
+        debug_assert!(conn.state.held.is_none(), "held answers go before anything else");
+        write_out(&mut conn.state, out);
+        let progress = conn.state.process(conn.input.bytes(), ctx, out);
+        conn.input.consume(progress.consumed);
+        *handled |= progress.consumed > 0;
+        (stop, *need) = (progress.stop, progress.need);
+    }
+    stop
+}
+
+/// Answers 503 and closes when the memory for a request's bytes is refused:
+/// the library never aborts its host for a client's sake.
+fn refuse_for_memory(state: &mut ConnState, ctx: &mut WorkerCtx, out: &mut Vec<u8>) {
+    compose_error(out, &env(ctx), 503);
+    state.close_after_flush = true;
+    bump(&ctx.stats.requests, 1);
+    ctx.stats.response(503);
 }
 
 /// Sends the batch in `out`, keeping what the socket does not take in the

@@ -2,13 +2,13 @@
 #define _GNU_SOURCE /* SCHED_BATCH */
 #include "warpcore_hs.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -148,61 +148,76 @@ void warpcore_hs_dispatch_set_sched_batch(warpcore_hs_dispatch *d, int on) {
     d->sched_batch = on != 0;
 }
 
-/* Threads moved by warpcore_hs_sched_batch (the runtime's), to be put back. */
+/* SCHED_BATCH on the runtime's threads, undone when the last server using
+ * it closes. Recording the threads moved is not enough: a thread a BATCH
+ * thread creates (the RTS starts workers on demand) inherits the policy. So
+ * the threads already under SCHED_BATCH when the first such server starts
+ * (someone else's choice) are noted, and at the end every other thread of
+ * the process under SCHED_BATCH is put back to SCHED_OTHER. */
 static pthread_mutex_t batch_lock = PTHREAD_MUTEX_INITIALIZER;
-static pid_t *batch_tids;
-static size_t batch_count, batch_cap;
+static pid_t *batch_kept;
+static size_t batch_kept_count;
 static long batch_users;
-/* Bumped when the moved threads are put back, so that each moves again. */
+/* Bumped at the end, so that each thread is moved afresh by a later server. */
 static atomic_uint batch_generation = 1;
 static __thread unsigned thread_batch_generation;
 
-/* Moves the calling thread; with `record`, remembers it to be put back. */
-static int move_to_batch(int record) {
+int warpcore_hs_sched_batch(void) {
     unsigned generation = atomic_load(&batch_generation);
     if (thread_batch_generation == generation) return 0;
     thread_batch_generation = generation;
     if (sched_getscheduler(0) != SCHED_OTHER) return 0;
     struct sched_param param = {0};
     /* pid 0: this thread only (Linux scheduling attributes are per thread). */
-    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) return -1;
-    if (record) {
-        pid_t tid = (pid_t)syscall(SYS_gettid);
-        pthread_mutex_lock(&batch_lock);
-        if (batch_count == batch_cap) {
-            size_t cap = batch_cap ? batch_cap * 2 : 16;
-            pid_t *grown = realloc(batch_tids, cap * sizeof *grown);
-            if (grown) {
-                batch_tids = grown;
-                batch_cap = cap;
-            }
-        }
-        if (batch_count < batch_cap) batch_tids[batch_count++] = tid;
-        pthread_mutex_unlock(&batch_lock);
-    }
-    return 0;
+    return sched_setscheduler(0, SCHED_BATCH, &param) == 0 ? 0 : -1;
 }
 
-int warpcore_hs_sched_batch(void) {
-    return move_to_batch(1);
+/* Calls `each` with every thread id of the process under SCHED_BATCH. */
+static void each_batch_thread(void (*each)(pid_t)) {
+    DIR *dir = opendir("/proc/self/task");
+    if (!dir) return;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        pid_t tid = (pid_t)atoi(entry->d_name);
+        if (sched_getscheduler(tid) == SCHED_BATCH) each(tid);
+    }
+    closedir(dir);
+}
+
+static size_t batch_kept_cap;
+
+static void keep_batch_thread(pid_t tid) {
+    if (batch_kept_count == batch_kept_cap) {
+        size_t cap = batch_kept_cap ? batch_kept_cap * 2 : 16;
+        pid_t *grown = realloc(batch_kept, cap * sizeof *grown);
+        if (!grown) return;
+        batch_kept = grown;
+        batch_kept_cap = cap;
+    }
+    batch_kept[batch_kept_count++] = tid;
+}
+
+static void restore_batch_thread(pid_t tid) {
+    for (size_t i = 0; i < batch_kept_count; i++)
+        if (batch_kept[i] == tid) return;
+    struct sched_param param = {0};
+    sched_setscheduler(tid, SCHED_OTHER, &param);
 }
 
 void warpcore_hs_sched_batch_retain(void) {
     pthread_mutex_lock(&batch_lock);
-    batch_users++;
+    if (batch_users++ == 0) {
+        batch_kept_count = 0;
+        each_batch_thread(keep_batch_thread);
+    }
     pthread_mutex_unlock(&batch_lock);
 }
 
 void warpcore_hs_sched_batch_release(void) {
     pthread_mutex_lock(&batch_lock);
     if (--batch_users == 0) {
-        struct sched_param param = {0};
-        /* A thread that has exited is gone (ESRCH); its id could have been
-         * reused, so only a thread still under SCHED_BATCH is touched. */
-        for (size_t i = 0; i < batch_count; i++)
-            if (sched_getscheduler(batch_tids[i]) == SCHED_BATCH)
-                sched_setscheduler(batch_tids[i], SCHED_OTHER, &param);
-        batch_count = 0;
+        each_batch_thread(restore_batch_thread);
         atomic_fetch_add(&batch_generation, 1);
     }
     pthread_mutex_unlock(&batch_lock);
@@ -271,8 +286,7 @@ static uint8_t *copy_str(warpcore_str *dst, warpcore_str src, uint8_t *at) {
 
 void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_response *response) {
     warpcore_hs_dispatch *d = userdata;
-    /* Engine threads end with the server: not recorded. */
-    if (d->sched_batch) move_to_batch(0);
+    if (d->sched_batch) warpcore_hs_sched_batch();
     /* hs_try_putmvar needs a live runtime. */
     if (!gate_enter()) {
         refuse(response);

@@ -126,11 +126,14 @@ void warpcore_hs_gated_error_log(void *userdata, uint32_t level, const uint8_t *
 
 /* ---- SCHED_BATCH on the runtime's threads, undone ----
  *
- * warpcore_hs_sched_batch records the threads it moves; a server whose
- * dispatchers move them holds a reference (retain at start, release when its
- * dispatchers have stopped). When the last reference goes, every recorded
- * thread still under SCHED_BATCH is put back to SCHED_OTHER and later calls
- * move threads afresh. */
+ * A server whose dispatchers move the runtime's threads to SCHED_BATCH holds
+ * a reference: retain before its dispatchers start, release once they have
+ * stopped. The first reference notes the threads already under SCHED_BATCH
+ * (left alone); when the last goes, every other thread of the process under
+ * SCHED_BATCH (those moved, and threads they started, which inherit the
+ * policy) is put back to SCHED_OTHER, and later calls move threads afresh.
+ * (A thread the program itself moves to SCHED_BATCH meanwhile is put back
+ * too.) */
 void warpcore_hs_sched_batch_retain(void);
 void warpcore_hs_sched_batch_release(void);
 

@@ -41,8 +41,8 @@ warpcore_hs_dispatch *warpcore_hs_dispatch_new(uint32_t queues);
 void warpcore_hs_dispatch_set_sched_batch(warpcore_hs_dispatch *dispatch, int on);
 
 /* Moves the calling thread from SCHED_OTHER to SCHED_BATCH, once per thread
- * (a thread-local flag makes later calls free); other policies are left
- * alone. A SCHED_BATCH thread that is woken does not preempt the thread
+ * until the last server using it closes (a thread-local flag makes later
+ * calls free); other policies are left alone. A SCHED_BATCH thread that is woken does not preempt the thread
  * running: on one core, the worker that wakes a dispatcher (and the
  * dispatcher's thread that wakes the worker with an answer) keeps running
  * until it blocks, so requests and answers cross in batches, not one

@@ -45,7 +45,7 @@ runChildScenario name args = case (name, args) of
   ("exit-traffic", [mode]) -> exitTraffic (read mode)
   ("shutdown-in-handler", _) -> shutdownInHandler
   ("body-rss", _) -> bodyRss
-  ("error-messages", _) -> errorMessages
+  ("error-messages", [threads, calls]) -> errorMessages (read threads) (read calls)
   _ -> say ("unknown child scenario " ++ show (name, args)) >> exitFailure
 
 -- Item 1: every call on a server that escaped withServer throws; a thread
@@ -54,8 +54,8 @@ closedServer :: IO ()
 closedServer = do
   s <- WC.withServer localConfig hello pure
   let calls =
-        [ ("reload", WC.reload s localConfig hello)
-        , ("stats", void (WC.stats s))
+        [ ("stats", void (WC.stats s))
+        , ("reload", WC.reload s localConfig hello)
         , ("fileCacheStats", void (WC.fileCacheStats s))
         , ("shutdownReport", void (WC.shutdownReport s))
         , ("reopenLogs", WC.reopenLogs s)
@@ -197,15 +197,15 @@ rssKiB = do
 -- Item 8: failing calls from many threads, while other threads make the
 -- runtime hand capabilities between OS threads: every error carries its
 -- own call's message.
-errorMessages :: IO ()
-errorMessages = do
+errorMessages :: Int -> Int -> IO ()
+errorMessages threads calls = do
   wrong <- newIORef (0 :: Int)
   stop <- newEmptyMVar
   let sleeper = forever (c_usleep 50)
   sleepers <- replicateM 4 (forkIO (void sleeper))
-  done <- replicateM 8 $ do
+  done <- replicateM threads $ do
     v <- newEmptyMVar
-    _ <- forkIO $ flip finally (putMVar v ()) $ forM_ [1 .. 150 :: Int] $ \i -> do
+    _ <- forkIO $ flip finally (putMVar v ()) $ forM_ [1 .. calls] $ \i -> do
       me <- myThreadId
       let address = "bad-" ++ filter (`elem` ['0' .. '9']) (show me) ++ "-" ++ show i
       r <- try (WC.start localConfig {WC.configListen = address} hello)

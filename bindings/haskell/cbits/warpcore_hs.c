@@ -2,10 +2,101 @@
 #define _GNU_SOURCE /* SCHED_BATCH */
 #include "warpcore_hs.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "Rts.h" /* RtsConfig */
+
+/* ---- the gate (see warpcore_hs.h) ---- */
+
+/* Callbacks inside, striped over cache lines by thread so that workers do not
+ * share one counter; the total is what matters. */
+#define GATE_STRIPES 16
+static struct {
+    atomic_long inside;
+} __attribute__((aligned(64))) gate_stripes[GATE_STRIPES];
+static atomic_int gate_closed;
+static atomic_uint gate_next_stripe;
+static __thread int gate_stripe = -1;
+static __thread int gate_depth;
+
+static int stripe_of_thread(void) {
+    if (gate_stripe < 0) gate_stripe = (int)(atomic_fetch_add(&gate_next_stripe, 1) % GATE_STRIPES);
+    return gate_stripe;
+}
+
+/* Returns 1 when the caller may call into the runtime (then gate_leave after),
+ * 0 when the gate is closed. The increment comes before the check (both
+ * sequentially consistent), so the closer either sees this caller inside or
+ * this caller sees the gate closed. */
+static int gate_enter(void) {
+    int s = stripe_of_thread();
+    atomic_fetch_add(&gate_stripes[s].inside, 1);
+    if (atomic_load(&gate_closed)) {
+        atomic_fetch_sub(&gate_stripes[s].inside, 1);
+        return 0;
+    }
+    gate_depth++;
+    return 1;
+}
+
+static void gate_leave(void) {
+    gate_depth--;
+    atomic_fetch_sub(&gate_stripes[gate_stripe].inside, 1);
+}
+
+int warpcore_hs_gate_depth(void) {
+    return gate_depth;
+}
+
+void warpcore_hs_gate_close(void) {
+    atomic_store(&gate_closed, 1);
+    /* A thread inside a callback that closes the gate does not wait for itself. */
+    long own = gate_depth;
+    struct timespec nap = {0, 1000000};
+    for (long waited_ms = 0;; waited_ms++) {
+        long inside = 0;
+        for (int i = 0; i < GATE_STRIPES; i++) inside += atomic_load(&gate_stripes[i].inside);
+        if (inside <= own) return;
+        if (waited_ms >= WARPCORE_HS_GATE_WAIT_MS) {
+            fprintf(stderr, "warpcore: %ld callback(s) still running as the GHC runtime exits\n", inside - own);
+            return;
+        }
+        nanosleep(&nap, NULL);
+    }
+}
+
+/* The RTS's configuration (rts/RtsFlags.c): hs_exit calls its onExitHook
+ * before it stops any Haskell thread. Not in the public headers and not
+ * exported by a shared RTS, hence weak: NULL there. */
+extern RtsConfig rtsConfig __attribute__((weak));
+static void (*previous_exit_hook)(void);
+static pthread_once_t gate_once = PTHREAD_ONCE_INIT;
+static int gate_hooked;
+
+static void gate_exit_hook(void) {
+    warpcore_hs_gate_close();
+    if (previous_exit_hook) previous_exit_hook();
+}
+
+static void gate_hook(void) {
+    if (&rtsConfig == NULL) return;
+    previous_exit_hook = rtsConfig.onExitHook;
+    rtsConfig.onExitHook = gate_exit_hook;
+    gate_hooked = 1;
+}
+
+int warpcore_hs_gate_install(void) {
+    pthread_once(&gate_once, gate_hook);
+    return gate_hooked;
+}
 
 /* One queue, on its own cache lines: workers push, one dispatcher takes. */
 typedef struct queue {
@@ -57,15 +148,79 @@ void warpcore_hs_dispatch_set_sched_batch(warpcore_hs_dispatch *d, int on) {
     d->sched_batch = on != 0;
 }
 
-static __thread int thread_sched_batch;
+/* SCHED_BATCH on the runtime's threads, undone when the last server using
+ * it closes. Recording the threads moved is not enough: a thread a BATCH
+ * thread creates (the RTS starts workers on demand) inherits the policy. So
+ * the threads already under SCHED_BATCH when the first such server starts
+ * (someone else's choice) are noted, and at the end every other thread of
+ * the process under SCHED_BATCH is put back to SCHED_OTHER. */
+static pthread_mutex_t batch_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t *batch_kept;
+static size_t batch_kept_count;
+static long batch_users;
+/* Bumped at the end, so that each thread is moved afresh by a later server. */
+static atomic_uint batch_generation = 1;
+static __thread unsigned thread_batch_generation;
 
 int warpcore_hs_sched_batch(void) {
-    if (thread_sched_batch) return 0;
-    thread_sched_batch = 1;
+    unsigned generation = atomic_load(&batch_generation);
+    if (thread_batch_generation == generation) return 0;
+    thread_batch_generation = generation;
     if (sched_getscheduler(0) != SCHED_OTHER) return 0;
     struct sched_param param = {0};
     /* pid 0: this thread only (Linux scheduling attributes are per thread). */
     return sched_setscheduler(0, SCHED_BATCH, &param) == 0 ? 0 : -1;
+}
+
+/* Calls `each` with every thread id of the process under SCHED_BATCH. */
+static void each_batch_thread(void (*each)(pid_t)) {
+    DIR *dir = opendir("/proc/self/task");
+    if (!dir) return;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        pid_t tid = (pid_t)atoi(entry->d_name);
+        if (sched_getscheduler(tid) == SCHED_BATCH) each(tid);
+    }
+    closedir(dir);
+}
+
+static size_t batch_kept_cap;
+
+static void keep_batch_thread(pid_t tid) {
+    if (batch_kept_count == batch_kept_cap) {
+        size_t cap = batch_kept_cap ? batch_kept_cap * 2 : 16;
+        pid_t *grown = realloc(batch_kept, cap * sizeof *grown);
+        if (!grown) return;
+        batch_kept = grown;
+        batch_kept_cap = cap;
+    }
+    batch_kept[batch_kept_count++] = tid;
+}
+
+static void restore_batch_thread(pid_t tid) {
+    for (size_t i = 0; i < batch_kept_count; i++)
+        if (batch_kept[i] == tid) return;
+    struct sched_param param = {0};
+    sched_setscheduler(tid, SCHED_OTHER, &param);
+}
+
+void warpcore_hs_sched_batch_retain(void) {
+    pthread_mutex_lock(&batch_lock);
+    if (batch_users++ == 0) {
+        batch_kept_count = 0;
+        each_batch_thread(keep_batch_thread);
+    }
+    pthread_mutex_unlock(&batch_lock);
+}
+
+void warpcore_hs_sched_batch_release(void) {
+    pthread_mutex_lock(&batch_lock);
+    if (--batch_users == 0) {
+        each_batch_thread(restore_batch_thread);
+        atomic_fetch_add(&batch_generation, 1);
+    }
+    pthread_mutex_unlock(&batch_lock);
 }
 
 void warpcore_hs_dispatch_close(warpcore_hs_dispatch *d) {
@@ -132,6 +287,11 @@ static uint8_t *copy_str(warpcore_str *dst, warpcore_str src, uint8_t *at) {
 void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_response *response) {
     warpcore_hs_dispatch *d = userdata;
     if (d->sched_batch) warpcore_hs_sched_batch();
+    /* hs_try_putmvar needs a live runtime. */
+    if (!gate_enter()) {
+        refuse(response);
+        return;
+    }
     size_t n = req->header_count;
     size_t data_len = req->method.len + req->target.len + req->path.len + req->query.len +
                       req->body.len + req->peer_ip.len;
@@ -139,6 +299,7 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
 
     warpcore_hs_item *item = malloc(sizeof *item + n * sizeof(warpcore_header) + data_len);
     if (!item) {
+        gate_leave();
         refuse(response);
         return;
     }
@@ -168,6 +329,7 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
     pthread_mutex_lock(&q->lock);
     if (q->closed) {
         pthread_mutex_unlock(&q->lock);
+        gate_leave();
         free(item);
         refuse(response);
         return;
@@ -180,6 +342,7 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
     pthread_mutex_unlock(&q->lock);
     /* Only the first request of a batch wakes the dispatcher; it takes them all. */
     if (waiter) hs_try_putmvar(cap, waiter);
+    gate_leave();
 }
 
 void warpcore_hs_item_free(warpcore_hs_item *item) {
@@ -189,7 +352,10 @@ void warpcore_hs_item_free(warpcore_hs_item *item) {
 void warpcore_hs_release_stable(void *userdata, const uint8_t *data, size_t len) {
     (void)data;
     (void)len;
+    /* Once the runtime is going down the StablePtr is left to the exit. */
+    if (!gate_enter()) return;
     hs_free_stable_ptr(userdata);
+    gate_leave();
 }
 
 void warpcore_hs_release_free(void *userdata, const uint8_t *data, size_t len) {
@@ -197,3 +363,50 @@ void warpcore_hs_release_free(void *userdata, const uint8_t *data, size_t len) {
     (void)len;
     free(userdata);
 }
+
+/* ---- trampolines in front of the "wrapper" callbacks ---- */
+
+/* A FunPtr made by castFunPtrToPtr back into a function pointer. */
+#define FN_FROM(type, userdata, fn) \
+    type fn;                        \
+    memcpy(&fn, &userdata, sizeof fn)
+
+typedef void (*handler_fn)(void *, const warpcore_request *, warpcore_response *);
+typedef void (*access_log_fn)(void *, const uint8_t *, size_t);
+typedef void (*error_log_fn)(void *, uint32_t, const uint8_t *, size_t);
+
+void warpcore_hs_gated_handler(void *userdata, const warpcore_request *request,
+                               warpcore_response *response) {
+    if (!gate_enter()) {
+        refuse(response);
+        return;
+    }
+    FN_FROM(handler_fn, userdata, fn);
+    fn(NULL, request, response);
+    gate_leave();
+}
+
+void warpcore_hs_gated_access_log(void *userdata, const uint8_t *lines, size_t len) {
+    if (!gate_enter()) return;
+    FN_FROM(access_log_fn, userdata, fn);
+    fn(NULL, lines, len);
+    gate_leave();
+}
+
+void warpcore_hs_gated_error_log(void *userdata, uint32_t level, const uint8_t *message, size_t len) {
+    if (!gate_enter()) return;
+    FN_FROM(error_log_fn, userdata, fn);
+    fn(NULL, level, message, len);
+    gate_leave();
+}
+
+/* ---- calls that keep their error message ---- */
+
+#define WARPCORE_HS_DEFINE(name, params, args)                                        \
+    warpcore_result warpcore_hs_##name(WARPCORE_HS_PARAMS params, char *message) {     \
+        warpcore_result result_ = warpcore_##name args;                               \
+        if (result_ != WARPCORE_RESULT_OK)                                            \
+            warpcore_last_error_message(message, WARPCORE_HS_MESSAGE_SIZE);           \
+        return result_;                                                               \
+    }
+WARPCORE_HS_CAPTURED(WARPCORE_HS_DEFINE)

@@ -10,6 +10,7 @@
 #ifndef WARPCORE_HS_H
 #define WARPCORE_HS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,8 +41,8 @@ warpcore_hs_dispatch *warpcore_hs_dispatch_new(uint32_t queues);
 void warpcore_hs_dispatch_set_sched_batch(warpcore_hs_dispatch *dispatch, int on);
 
 /* Moves the calling thread from SCHED_OTHER to SCHED_BATCH, once per thread
- * (a thread-local flag makes later calls free); other policies are left
- * alone. A SCHED_BATCH thread that is woken does not preempt the thread
+ * until the last server using it closes (a thread-local flag makes later
+ * calls free); other policies are left alone. A SCHED_BATCH thread that is woken does not preempt the thread
  * running: on one core, the worker that wakes a dispatcher (and the
  * dispatcher's thread that wakes the worker with an answer) keeps running
  * until it blocks, so requests and answers cross in batches, not one
@@ -78,5 +79,136 @@ void warpcore_hs_release_stable(void *userdata, const uint8_t *data, size_t len)
 
 /* warpcore_release_cb that free()s the userdata (a malloc'd buffer). */
 void warpcore_hs_release_free(void *userdata, const uint8_t *data, size_t len);
+
+/* ---- The gate: no call into the GHC runtime once it is going down ----
+ *
+ * Every call the engine makes into Haskell passes through a function here:
+ * the dispatcher's handler (hs_try_putmvar), the release callback
+ * (hs_free_stable_ptr) and the trampolines below in front of the "wrapper"
+ * callbacks (handler and logs of the callback modes). When the runtime shuts
+ * down (hs_exit, which a program's main returning calls), GHC kills the
+ * Haskell threads of callbacks still running and ends their OS threads with
+ * pthread_exit; on an engine thread that forced unwind crosses Rust frames
+ * and aborts the process. So warpcore_hs_gate_install chains an exit hook
+ * (the RTS's onExitHook, which hs_exit runs before it stops any thread) that
+ * closes the gate and waits for the callbacks inside to return (up to
+ * WARPCORE_HS_GATE_WAIT_MS). Once closed, the gate stays closed: handlers
+ * answer 503 from C, log lines are dropped, released StablePtrs are left to
+ * the process's exit. */
+
+/* How long the exit hook waits for callbacks still inside, in milliseconds. */
+#define WARPCORE_HS_GATE_WAIT_MS 10000
+
+/* Installs the exit hook, once per process; later calls do nothing. Returns 1
+ * when the hook is in place, 0 when this RTS does not expose its config (a
+ * dynamically linked RTS: rtsConfig is not exported there). */
+int warpcore_hs_gate_install(void);
+
+/* Closes the gate and waits (bounded) for callbacks inside it on other
+ * threads to return. What the exit hook does; harmless to repeat. */
+void warpcore_hs_gate_close(void);
+
+/* How many gated callbacks the calling OS thread is inside (0 outside any):
+ * a Haskell handler or log sink called by the engine runs with this > 0, and
+ * must not wait for the server's workers (shutdown, close, reload). */
+int warpcore_hs_gate_depth(void);
+
+/* The handler of the callback modes: `userdata` is the Haskell "wrapper"
+ * (a warpcore_handler_cb, cast with castFunPtrToPtr); called through the gate,
+ * or answered 503 when it is closed. */
+void warpcore_hs_gated_handler(void *userdata, const warpcore_request *request,
+                               warpcore_response *response);
+
+/* The same for a warpcore_access_log_cb and a warpcore_error_log_cb given as
+ * userdata: the lines are dropped when the gate is closed. */
+void warpcore_hs_gated_access_log(void *userdata, const uint8_t *lines, size_t len);
+void warpcore_hs_gated_error_log(void *userdata, uint32_t level, const uint8_t *message, size_t len);
+
+/* ---- SCHED_BATCH on the runtime's threads, undone ----
+ *
+ * A server whose dispatchers move the runtime's threads to SCHED_BATCH holds
+ * a reference: retain before its dispatchers start, release once they have
+ * stopped. The first reference notes the threads already under SCHED_BATCH
+ * (left alone); when the last goes, every other thread of the process under
+ * SCHED_BATCH (those moved, and threads they started, which inherit the
+ * policy) is put back to SCHED_OTHER, and later calls move threads afresh.
+ * (A thread the program itself moves to SCHED_BATCH meanwhile is put back
+ * too.) */
+void warpcore_hs_sched_batch_retain(void);
+void warpcore_hs_sched_batch_release(void);
+
+/* ---- Calls that keep their error message ----
+ *
+ * warpcore_last_error_message is per OS thread, and a Haskell thread may move
+ * to another OS thread (or another Haskell thread fail on this one) between a
+ * call and a second call that reads the message. Each warpcore_hs_<name> calls
+ * warpcore_<name> with the same arguments and, when it fails, copies the
+ * message (at most WARPCORE_HS_MESSAGE_SIZE bytes with its NUL, truncated)
+ * into `message` in the same call. On success `message` is not touched. */
+#define WARPCORE_HS_MESSAGE_SIZE 256
+
+#define WARPCORE_HS_CAPTURED(X)                                                                    \
+    X(config_set_listen, (struct warpcore_config *c, const uint8_t *p, size_t n), (c, p, n))       \
+    X(config_set_workers, (struct warpcore_config *c, uint32_t v), (c, v))                         \
+    X(config_set_external_workers, (struct warpcore_config *c, bool v), (c, v))                    \
+    X(config_set_share_port, (struct warpcore_config *c, bool v), (c, v))                          \
+    X(config_set_handler, (struct warpcore_config *c, warpcore_handler_cb f, void *u), (c, f, u))  \
+    X(config_set_server_name, (struct warpcore_config *c, const uint8_t *p, size_t n), (c, p, n))  \
+    X(config_set_max_body_size, (struct warpcore_config *c, uint64_t v), (c, v))                   \
+    X(config_set_max_head_size, (struct warpcore_config *c, uint32_t v), (c, v))                   \
+    X(config_set_max_request_line, (struct warpcore_config *c, uint32_t v), (c, v))               \
+    X(config_set_max_header_count, (struct warpcore_config *c, uint32_t v), (c, v))               \
+    X(config_set_stream_high_water, (struct warpcore_config *c, uint64_t v), (c, v))              \
+    X(config_set_coalesce_wait, (struct warpcore_config *c, uint32_t v), (c, v))                   \
+    X(config_set_max_connections, (struct warpcore_config *c, uint32_t v), (c, v))                \
+    X(config_set_access_log_file, (struct warpcore_config *c, const uint8_t *p, size_t n),         \
+      (c, p, n))                                                                                   \
+    X(config_set_access_log_callback,                                                              \
+      (struct warpcore_config *c, warpcore_access_log_cb f, void *u), (c, f, u))                   \
+    X(config_set_error_log, (struct warpcore_config *c, warpcore_error_log_cb f, void *u),         \
+      (c, f, u))                                                                                   \
+    X(config_set_timeout, (struct warpcore_config *c, uint32_t w, uint64_t ms), (c, w, ms))        \
+    X(config_add_static,                                                                           \
+      (struct warpcore_config *c, const uint8_t *p, size_t pn, const uint8_t *d, size_t dn),       \
+      (c, p, pn, d, dn))                                                                           \
+    X(config_set_file_cache, (struct warpcore_config *c, uint64_t fd, uint64_t info),              \
+      (c, fd, info))                                                                               \
+    X(respond,                                                                                     \
+      (warpcore_response *r, uint16_t s, const warpcore_header *h, size_t hn, const uint8_t *b,    \
+       size_t bn),                                                                                 \
+      (r, s, h, hn, b, bn))                                                                        \
+    X(respond_buffer,                                                                              \
+      (warpcore_response *r, uint16_t s, const warpcore_header *h, size_t hn, const uint8_t *b,    \
+       size_t bn, warpcore_release_cb f, void *u),                                                 \
+      (r, s, h, hn, b, bn, f, u))                                                                  \
+    X(respond_file,                                                                                \
+      (warpcore_response *r, uint16_t s, const warpcore_header *h, size_t hn, const uint8_t *p,    \
+       size_t pn),                                                                                 \
+      (r, s, h, hn, p, pn))                                                                        \
+    X(response_start,                                                                              \
+      (warpcore_response *r, uint16_t s, const warpcore_header *h, size_t hn, int64_t len),        \
+      (r, s, h, hn, len))                                                                          \
+    X(response_write, (warpcore_response *r, const uint8_t *p, size_t n), (r, p, n))               \
+    X(response_write_buffer,                                                                       \
+      (warpcore_response *r, const uint8_t *p, size_t n, warpcore_release_cb f, void *u),          \
+      (r, p, n, f, u))                                                                             \
+    X(response_end, (warpcore_response *r), (r))                                                   \
+    X(response_abort, (warpcore_response *r), (r))                                                 \
+    X(server_start, (const struct warpcore_config *c, struct warpcore_server **out), (c, out))     \
+    X(server_run_worker, (const struct warpcore_server *s, uint32_t i), (s, i))                    \
+    X(server_shutdown, (const struct warpcore_server *s, uint32_t ms), (s, ms))                    \
+    X(server_reload, (const struct warpcore_server *s, const struct warpcore_config *c), (s, c))   \
+    X(server_stats, (const struct warpcore_server *s, struct warpcore_stats *out), (s, out))       \
+    X(server_file_cache_stats,                                                                     \
+      (const struct warpcore_server *s, struct warpcore_file_cache_stats *out), (s, out))          \
+    X(server_shutdown_report,                                                                      \
+      (const struct warpcore_server *s, struct warpcore_shutdown_report *out), (s, out))           \
+    X(server_reopen_logs, (const struct warpcore_server *s), (s))
+
+#define WARPCORE_HS_PARAMS(...) __VA_ARGS__
+#define WARPCORE_HS_DECLARE(name, params, args) \
+    warpcore_result warpcore_hs_##name(WARPCORE_HS_PARAMS params, char *message);
+WARPCORE_HS_CAPTURED(WARPCORE_HS_DECLARE)
+#undef WARPCORE_HS_DECLARE
 
 #endif

@@ -1,18 +1,30 @@
 -- | The warpcore package's tests: hspec prints "N examples, 0 failures".
 module Main (main) where
 
+import System.Environment (getArgs, lookupEnv)
 import Test.Hspec
 
+import Child (runChildScenario)
 import qualified DemoSpec
 import qualified HeaderSpec
 import qualified RawSpec
+import qualified SafetySpec
 import qualified ServerSpec
 import qualified WaiSpec
 
 main :: IO ()
-main = hspec $ do
+main = do
+  -- Util.runChild runs this binary again as one of the Child scenarios.
+  child <- lookupEnv "WARPCORE_HS_CHILD"
+  case child of
+    Just name -> getArgs >>= runChildScenario name
+    Nothing -> tests
+
+tests :: IO ()
+tests = hspec $ do
   HeaderSpec.spec
   RawSpec.spec
   ServerSpec.spec
   WaiSpec.spec
+  SafetySpec.spec
   DemoSpec.spec

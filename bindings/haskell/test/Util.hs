@@ -14,7 +14,12 @@ module Util
   , readResponseHead
   , withRawApi
   , localConfig
+  , runChild
   ) where
+
+import System.Environment (getEnvironment, getExecutablePath)
+import System.Exit (ExitCode)
+import System.Process (CreateProcess (..), proc, readCreateProcessWithExitCode)
 
 import Control.Exception (bracket, throwIO)
 import qualified Data.ByteString as B
@@ -95,3 +100,15 @@ localConfig = WC.defaultConfig {WC.configListen = "127.0.0.1:0", WC.configWorker
 -- | A server on the safe API for the duration of an action, given its port.
 withRawApi :: WC.Config -> WC.Handler -> (Int -> IO a) -> IO a
 withRawApi cfg h act = WC.withServer cfg h (act . WC.serverPort)
+
+-- | Runs this test binary again as the Child scenario `name` (with RTS
+-- options first, if any), for at most `secs` seconds: Nothing when it took
+-- longer (it is then killed: readCreateProcessWithExitCode cleans up the
+-- process it started), else its exit code, stdout and stderr.
+runChild :: Int -> [String] -> String -> [String] -> IO (Maybe (ExitCode, String, String))
+runChild secs rts name args = do
+  self <- getExecutablePath
+  environment <- getEnvironment
+  let rtsArgs = if null rts then [] else "+RTS" : rts ++ ["-RTS"]
+      p = (proc self (rtsArgs ++ args)) {env = Just (("WARPCORE_HS_CHILD", name) : filter ((/= "WARPCORE_HS_CHILD") . fst) environment)}
+  timeout (secs * 1000000) (readCreateProcessWithExitCode p "")

@@ -2,6 +2,7 @@
 module Network.WarpCore.Error
   ( WarpCoreError (..)
   , check
+  , checkWith
   , throwResult
   , resultName
   , lastErrorMessage
@@ -9,8 +10,9 @@ module Network.WarpCore.Error
 
 import Control.Exception (Exception, throwIO)
 import Foreign.C.String (peekCString)
+import Foreign.C.Types (CChar)
 import Foreign.Marshal.Alloc (allocaBytes)
-import Foreign.Ptr (nullPtr)
+import Foreign.Ptr (Ptr, nullPtr)
 import System.IO.Unsafe (unsafePerformIO)
 
 import qualified Network.WarpCore.Raw as Raw
@@ -36,6 +38,21 @@ check :: String -> IO Raw.Result -> IO ()
 check call action = do
   code <- action
   if code == Raw.resultOk then pure () else throwResult call code
+
+-- | Runs a call that keeps its own error message (a @warpcore_hs_*@ import
+-- of "Network.WarpCore.Raw", given a buffer) and throws a 'WarpCoreError'
+-- with that message unless it returns 'Raw.resultOk'. The message comes
+-- from the OS thread that made the call, in the same C call, whichever OS
+-- thread this Haskell thread runs on afterwards.
+checkWith :: String -> (Ptr CChar -> IO Raw.Result) -> IO ()
+checkWith call action =
+  allocaBytes Raw.messageSize $ \buf -> do
+    code <- action buf
+    if code == Raw.resultOk
+      then pure ()
+      else do
+        message <- peekCString buf
+        throwIO (WarpCoreError code call message)
 
 -- | Throws the 'WarpCoreError' for a code, with this thread's message.
 -- The message is thread-local in C: read it on the thread that made the call

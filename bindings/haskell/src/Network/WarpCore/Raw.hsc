@@ -133,6 +133,55 @@ module Network.WarpCore.Raw
   , p_warpcore_hs_handler
   , p_warpcore_hs_release_stable
   , p_warpcore_hs_release_free
+  , c_warpcore_hs_sched_batch_retain
+  , c_warpcore_hs_sched_batch_release
+    -- * The gate in front of calls into the runtime (cbits)
+  , c_warpcore_hs_gate_install
+  , c_warpcore_hs_gate_close
+  , c_warpcore_hs_gate_depth
+  , p_warpcore_hs_gated_handler
+  , p_warpcore_hs_gated_access_log
+  , p_warpcore_hs_gated_error_log
+    -- * Calls that keep their error message (cbits)
+  , messageSize
+  , c_warpcore_hs_config_set_listen
+  , c_warpcore_hs_config_set_workers
+  , c_warpcore_hs_config_set_external_workers
+  , c_warpcore_hs_config_set_share_port
+  , c_warpcore_hs_config_set_handler
+  , c_warpcore_hs_config_set_server_name
+  , c_warpcore_hs_config_set_max_body_size
+  , c_warpcore_hs_config_set_max_head_size
+  , c_warpcore_hs_config_set_max_request_line
+  , c_warpcore_hs_config_set_max_header_count
+  , c_warpcore_hs_config_set_stream_high_water
+  , c_warpcore_hs_config_set_coalesce_wait
+  , c_warpcore_hs_config_set_max_connections
+  , c_warpcore_hs_config_set_access_log_file
+  , c_warpcore_hs_config_set_access_log_callback
+  , c_warpcore_hs_config_set_error_log
+  , c_warpcore_hs_config_set_timeout
+  , c_warpcore_hs_config_add_static
+  , c_warpcore_hs_config_set_file_cache
+  , c_warpcore_hs_respond
+  , c_warpcore_hs_respond_unsafe
+  , c_warpcore_hs_respond_buffer
+  , c_warpcore_hs_respond_buffer_unsafe
+  , c_warpcore_hs_respond_file
+  , c_warpcore_hs_response_start
+  , c_warpcore_hs_response_start_unsafe
+  , c_warpcore_hs_response_write
+  , c_warpcore_hs_response_write_buffer
+  , c_warpcore_hs_response_end
+  , c_warpcore_hs_response_abort
+  , c_warpcore_hs_server_start
+  , c_warpcore_hs_server_run_worker
+  , c_warpcore_hs_server_shutdown
+  , c_warpcore_hs_server_reload
+  , c_warpcore_hs_server_stats
+  , c_warpcore_hs_server_file_cache_stats
+  , c_warpcore_hs_server_shutdown_report
+  , c_warpcore_hs_server_reopen_logs
   , itemNext
   , itemResponse
   , itemData
@@ -538,6 +587,123 @@ foreign import ccall unsafe "&warpcore_hs_release_stable"
   p_warpcore_hs_release_stable :: FunPtr ReleaseCallback
 foreign import ccall unsafe "&warpcore_hs_release_free"
   p_warpcore_hs_release_free :: FunPtr ReleaseCallback
+
+foreign import ccall unsafe "warpcore_hs_sched_batch_retain"
+  c_warpcore_hs_sched_batch_retain :: IO ()
+foreign import ccall unsafe "warpcore_hs_sched_batch_release"
+  c_warpcore_hs_sched_batch_release :: IO ()
+
+-- the gate (cbits/warpcore_hs.h) ---------------------------------------------
+
+-- | Installs the runtime exit hook that closes the gate (once per process):
+-- 1 when it is in place, 0 under a shared RTS that hides its config.
+foreign import ccall unsafe "warpcore_hs_gate_install"
+  c_warpcore_hs_gate_install :: IO CInt
+-- safe: it waits for callbacks still running.
+foreign import ccall safe "warpcore_hs_gate_close"
+  c_warpcore_hs_gate_close :: IO ()
+-- | How many engine callbacks the calling OS thread is inside.
+foreign import ccall unsafe "warpcore_hs_gate_depth"
+  c_warpcore_hs_gate_depth :: IO CInt
+-- | Handler trampoline: userdata is the wrapper ('castFunPtrToPtr').
+foreign import ccall unsafe "&warpcore_hs_gated_handler"
+  p_warpcore_hs_gated_handler :: FunPtr HandlerCallback
+foreign import ccall unsafe "&warpcore_hs_gated_access_log"
+  p_warpcore_hs_gated_access_log :: FunPtr AccessLogCallback
+foreign import ccall unsafe "&warpcore_hs_gated_error_log"
+  p_warpcore_hs_gated_error_log :: FunPtr ErrorLogCallback
+
+-- calls that keep their error message (cbits) -----------------------------------
+-- Each takes, last, a buffer of 'messageSize' bytes that receives the
+-- message when the call fails. Safe where the plain import is safe.
+
+-- | @WARPCORE_HS_MESSAGE_SIZE@.
+messageSize :: Int
+messageSize = #{const WARPCORE_HS_MESSAGE_SIZE}
+
+foreign import ccall unsafe "warpcore_hs_config_set_listen"
+  c_warpcore_hs_config_set_listen :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_workers"
+  c_warpcore_hs_config_set_workers :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_external_workers"
+  c_warpcore_hs_config_set_external_workers :: Ptr Config -> CBool -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_share_port"
+  c_warpcore_hs_config_set_share_port :: Ptr Config -> CBool -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_handler"
+  c_warpcore_hs_config_set_handler :: Ptr Config -> FunPtr HandlerCallback -> Ptr () -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_server_name"
+  c_warpcore_hs_config_set_server_name :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_max_body_size"
+  c_warpcore_hs_config_set_max_body_size :: Ptr Config -> Word64 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_max_head_size"
+  c_warpcore_hs_config_set_max_head_size :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_max_request_line"
+  c_warpcore_hs_config_set_max_request_line :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_max_header_count"
+  c_warpcore_hs_config_set_max_header_count :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_stream_high_water"
+  c_warpcore_hs_config_set_stream_high_water :: Ptr Config -> Word64 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_coalesce_wait"
+  c_warpcore_hs_config_set_coalesce_wait :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_max_connections"
+  c_warpcore_hs_config_set_max_connections :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_access_log_file"
+  c_warpcore_hs_config_set_access_log_file :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_access_log_callback"
+  c_warpcore_hs_config_set_access_log_callback :: Ptr Config -> FunPtr AccessLogCallback -> Ptr () -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_error_log"
+  c_warpcore_hs_config_set_error_log :: Ptr Config -> FunPtr ErrorLogCallback -> Ptr () -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_timeout"
+  c_warpcore_hs_config_set_timeout :: Ptr Config -> Word32 -> Word64 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_add_static"
+  c_warpcore_hs_config_add_static :: Ptr Config -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_file_cache"
+  c_warpcore_hs_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> Ptr CChar -> IO Result
+
+foreign import ccall safe "warpcore_hs_respond"
+  c_warpcore_hs_respond :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_respond"
+  c_warpcore_hs_respond_unsafe :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_respond_buffer"
+  c_warpcore_hs_respond_buffer
+    :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize
+    -> FunPtr ReleaseCallback -> Ptr () -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_respond_buffer"
+  c_warpcore_hs_respond_buffer_unsafe
+    :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize
+    -> FunPtr ReleaseCallback -> Ptr () -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_respond_file"
+  c_warpcore_hs_respond_file :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_response_start"
+  c_warpcore_hs_response_start :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Int64 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_response_start"
+  c_warpcore_hs_response_start_unsafe :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Int64 -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_response_write"
+  c_warpcore_hs_response_write :: Ptr Response -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_response_write_buffer"
+  c_warpcore_hs_response_write_buffer
+    :: Ptr Response -> Ptr Word8 -> CSize -> FunPtr ReleaseCallback -> Ptr () -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_response_end"
+  c_warpcore_hs_response_end :: Ptr Response -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_response_abort"
+  c_warpcore_hs_response_abort :: Ptr Response -> Ptr CChar -> IO Result
+
+foreign import ccall safe "warpcore_hs_server_start"
+  c_warpcore_hs_server_start :: Ptr Config -> Ptr (Ptr Server) -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_server_run_worker"
+  c_warpcore_hs_server_run_worker :: Ptr Server -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_server_shutdown"
+  c_warpcore_hs_server_shutdown :: Ptr Server -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_server_reload"
+  c_warpcore_hs_server_reload :: Ptr Server -> Ptr Config -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_server_stats"
+  c_warpcore_hs_server_stats :: Ptr Server -> Ptr Stats -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_server_file_cache_stats"
+  c_warpcore_hs_server_file_cache_stats :: Ptr Server -> Ptr FileCacheStats -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_server_shutdown_report"
+  c_warpcore_hs_server_shutdown_report :: Ptr Server -> Ptr ShutdownReport -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_server_reopen_logs"
+  c_warpcore_hs_server_reopen_logs :: Ptr Server -> Ptr CChar -> IO Result
 
 itemNext :: Ptr Item -> IO (Ptr Item)
 itemNext = #{peek warpcore_hs_item, next}

@@ -7,7 +7,7 @@ module Network.WarpCore.Request
   , readItem
   ) where
 
-import Control.Monad (forM, when)
+import Control.Monad (forM)
 import Data.ByteString (ByteString)
 import qualified Data.ByteString as B
 import qualified Data.ByteString.Internal as BI
@@ -15,7 +15,6 @@ import qualified Data.ByteString.Unsafe as BU
 import Data.Char (toLower)
 import qualified Data.ByteString.Char8 as B8
 import Data.IORef (modifyIORef', newIORef, readIORef)
-import Foreign.ForeignPtr (castForeignPtr, newForeignPtr)
 import Foreign.Marshal.Utils (copyBytes)
 import Foreign.Ptr (Ptr, castPtr, minusPtr, plusPtr)
 import Foreign.Storable (peekElemOff, peek)
@@ -82,8 +81,10 @@ readView p = do
   pure (build v (map slice spans))
 
 -- | Reads a queued item (see @cbits/warpcore_hs.h@) and frees it. Its bytes
--- are contiguous: a small item is copied into one buffer and freed at once;
--- an item with a large body becomes the buffer itself (freed by the GC).
+-- are contiguous: they are copied into one buffer on the GHC heap and the
+-- item is freed at once, whatever the body's size. (A large body used to
+-- stay in the malloc'd item behind a C finalizer: memory the GC does not
+-- count, so hundreds of large POSTs held their bodies until a major GC.)
 -- Fields are slices of that buffer, made without intermediate lists (this
 -- runs once per request on the default path).
 readItem :: Ptr Raw.Item -> IO (Request, Ptr Raw.Response)
@@ -92,13 +93,7 @@ readItem item = do
   base <- Raw.itemData item
   len <- fromIntegral <$> Raw.itemDataLen item
   v <- peek (Raw.itemRequest item)
-  let small = fromIntegral (Raw.strLen (Raw.viewBody v)) < zeroCopyBody
-  whole <-
-    if small
-      then BI.create len $ \dst -> copyBytes dst base len
-      else do
-        fp <- newForeignPtr Raw.p_warpcore_hs_item_free item
-        pure (BI.fromForeignPtr (castForeignPtr fp) (base `minusPtr` item) len)
+  whole <- BI.create len $ \dst -> copyBytes dst base len
   let slice (Raw.Str ptr l)
         | l == 0 = B.empty
         | otherwise = BU.unsafeTake (fromIntegral l) (BU.unsafeDrop (castPtr ptr `minusPtr` base) whole)
@@ -113,7 +108,7 @@ readItem item = do
             rest <- headers (i + 1)
             pure (pair : rest)
   hs <- headers 0
-  when small (Raw.c_warpcore_hs_item_free item)
+  Raw.c_warpcore_hs_item_free item
   let !req =
         Request
           { requestMethod = slice (Raw.viewMethod v)
@@ -128,8 +123,6 @@ readItem item = do
           , requestWorker = fromIntegral (Raw.viewWorkerIndex v)
           }
   pure (req, response)
-  where
-    zeroCopyBody = 65536 :: Int
 
 build :: Raw.RequestView -> [ByteString] -> Request
 build v (method : target : path : query : body : ip : hs) =

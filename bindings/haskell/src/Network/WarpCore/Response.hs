@@ -36,7 +36,9 @@ import qualified Data.ByteString.Lazy as L
 import qualified Data.ByteString.Unsafe as BU
 import Data.Int (Int64)
 import Data.IORef (IORef, atomicModifyIORef', newIORef)
-import Data.Word (Word8)
+import Data.Word (Word16, Word8)
+import Foreign.C.String (peekCString)
+import Foreign.C.Types (CChar)
 import Foreign.ForeignPtr (withForeignPtr)
 import Foreign.Marshal.Alloc (allocaBytes, mallocBytes)
 import Foreign.Marshal.Utils (copyBytes)
@@ -94,9 +96,10 @@ responderState = readMVar . responderVar
 zeroCopyThreshold :: Int
 zeroCopyThreshold = 16384
 
--- Runs a C call in state `expect`; the result decides the next state.
-transition :: Responder -> String -> ResponderState -> ResponderState -> IO Raw.Result -> IO ()
-transition r call expect next action =
+-- Runs a C call in state `expect`; the result decides the next state. The
+-- call is given a buffer for its error message (a @warpcore_hs_*@ import).
+transition :: Responder -> String -> ResponderState -> ResponderState -> (Ptr CChar -> IO Raw.Result) -> IO ()
+transition r call expect next action = allocaBytes Raw.messageSize $ \buf ->
   mask $ \_ -> do
     st <- takeMVar (responderVar r)
     if st /= expect
@@ -104,17 +107,28 @@ transition r call expect next action =
         putMVar (responderVar r) st
         throwIO (WarpCoreError Raw.resultAlreadyAnswered call (misuse st))
       else do
-        code <- action `onException` putMVar (responderVar r) st
+        code <- action buf `onException` putMVar (responderVar r) st
         let st'
               | code == Raw.resultOk = next
               | code == Raw.resultClosed || code == Raw.resultLengthMismatch = Finished
               | otherwise = st
         putMVar (responderVar r) st'
-        when (code /= Raw.resultOk) (throwResult call code)
+        when (code /= Raw.resultOk) $ do
+          message <- peekCString buf
+          throwIO (WarpCoreError code call message)
   where
     misuse Fresh = "no stream was started"
     misuse Streaming = "a stream is in progress"
     misuse Finished = "the response was already finished"
+
+-- | A status as the library's @uint16_t@. One outside 0..65535 is refused
+-- here ('Raw.resultInvalidStatus', as the library refuses one outside
+-- 200..599) instead of wrapping into another status (65736 was sent as 200).
+statusCode :: String -> Int -> IO Word16
+statusCode call status
+  | status < 0 || status > fromIntegral (maxBound :: Word16) =
+      throwIO (WarpCoreError Raw.resultInvalidStatus call ("status " ++ show status ++ " is out of range"))
+  | otherwise = pure (fromIntegral status)
 
 -- | Marshals header fields into one temporary buffer: the @warpcore_header@
 -- array followed by the bytes it points to.
@@ -175,20 +189,21 @@ withScratch k = mask $ \restore -> do
 -- | Answers with a complete body. Throws 'WarpCoreError' on failure
 -- (@CLOSED@ when the client went away: the response is then finished anyway).
 respond :: Responder -> Int -> [(ByteString, ByteString)] -> ByteString -> IO ()
-respond r status hs body =
-  transition r "warpcore_respond" Fresh Finished $
+respond r status hs body = do
+  st <- statusCode "warpcore_respond" status
+  transition r "warpcore_respond" Fresh Finished $ \msg ->
     withHeaders hs $ \hp n ->
       if B.length body < zeroCopyThreshold
         then BU.unsafeUseAsCStringLen body $ \(bp, bl) ->
-          (if responderUnsafe r then Raw.c_warpcore_respond_unsafe else Raw.c_warpcore_respond)
-            (responderPtr r) (fromIntegral status) hp (fromIntegral n) (castPtr bp) (fromIntegral bl)
+          (if responderUnsafe r then Raw.c_warpcore_hs_respond_unsafe else Raw.c_warpcore_hs_respond)
+            (responderPtr r) st hp (fromIntegral n) (castPtr bp) (fromIntegral bl) msg
         else do
           let (fp, off, len) = BI.toForeignPtr body
           sp <- newStablePtr body
           withForeignPtr fp $ \p ->
-            (if responderUnsafe r then Raw.c_warpcore_respond_buffer_unsafe else Raw.c_warpcore_respond_buffer)
-              (responderPtr r) (fromIntegral status) hp (fromIntegral n) (p `plusPtr` off) (fromIntegral len)
-              Raw.p_warpcore_hs_release_stable (castStablePtrToPtr sp)
+            (if responderUnsafe r then Raw.c_warpcore_hs_respond_buffer_unsafe else Raw.c_warpcore_hs_respond_buffer)
+              (responderPtr r) st hp (fromIntegral n) (p `plusPtr` off) (fromIntegral len)
+              Raw.p_warpcore_hs_release_stable (castStablePtrToPtr sp) msg
 
 -- | Answers with a file, as the library's static mounts do (Content-Type,
 -- Last-Modified, ETag, ranges and conditional requests for a 200; sendfile).
@@ -198,10 +213,11 @@ respond r status hs body =
 respondFile :: Responder -> Int -> [(ByteString, ByteString)] -> FilePath -> IO ()
 respondFile r status hs path = do
   enc <- getFileSystemEncoding
-  transition r "warpcore_respond_file" Fresh Finished $
+  st <- statusCode "warpcore_respond_file" status
+  transition r "warpcore_respond_file" Fresh Finished $ \msg ->
     withHeaders hs $ \hp n ->
       GHC.withCStringLen enc path $ \(pp, pl) ->
-        Raw.c_warpcore_respond_file (responderPtr r) (fromIntegral status) hp (fromIntegral n) (castPtr pp) (fromIntegral pl)
+        Raw.c_warpcore_hs_respond_file (responderPtr r) st hp (fromIntegral n) (castPtr pp) (fromIntegral pl) msg
 
 -- | Answers with a lazy body: one chunk goes as 'respond'; several small ones
 -- are joined; large ones are joined into one malloc'd buffer handed over without
@@ -215,8 +231,9 @@ respondLazy r status hs lbs = case L.toChunks lbs of
 respondChunks :: Responder -> Int -> [(ByteString, ByteString)] -> [ByteString] -> IO ()
 respondChunks r status hs chunks
   | total < zeroCopyThreshold = respond r status hs (B.concat chunks)
-  | otherwise =
-      transition r "warpcore_respond_buffer" Fresh Finished $
+  | otherwise = do
+      st <- statusCode "warpcore_respond_buffer" status
+      transition r "warpcore_respond_buffer" Fresh Finished $ \msg ->
         withHeaders hs $ \hp n -> do
           buf <- mallocBytes total
           let go !_ [] = pure ()
@@ -224,9 +241,9 @@ respondChunks r status hs chunks
                 BU.unsafeUseAsCStringLen c $ \(src, l) -> copyBytes (buf `plusPtr` at) (castPtr src) l
                 go (at + B.length c) cs
           go 0 chunks
-          (if responderUnsafe r then Raw.c_warpcore_respond_buffer_unsafe else Raw.c_warpcore_respond_buffer)
-            (responderPtr r) (fromIntegral status) hp (fromIntegral n) buf (fromIntegral total)
-            Raw.p_warpcore_hs_release_free (castPtr buf)
+          (if responderUnsafe r then Raw.c_warpcore_hs_respond_buffer_unsafe else Raw.c_warpcore_hs_respond_buffer)
+            (responderPtr r) st hp (fromIntegral n) buf (fromIntegral total)
+            Raw.p_warpcore_hs_release_free (castPtr buf) msg
   where
     total = sum (map B.length chunks)
 
@@ -235,6 +252,7 @@ respondChunks r status hs chunks
 -- chunks.
 respondBuilder :: Responder -> Int -> [(ByteString, ByteString)] -> BB.Builder -> IO ()
 respondBuilder r status hs builder = do
+  st <- statusCode "warpcore_respond" status
   spill <-
     withHeadersAnd hs firstSize $ \hp n buf size -> do
       (used, next) <- BBE.runBuilder builder buf size
@@ -242,8 +260,8 @@ respondBuilder r status hs builder = do
         BBE.Done -> do
           -- Small body: answer straight from the temporary buffer.
           transition r "warpcore_respond" Fresh Finished $
-            (if responderUnsafe r then Raw.c_warpcore_respond_unsafe else Raw.c_warpcore_respond)
-              (responderPtr r) (fromIntegral status) hp (fromIntegral n) buf (fromIntegral used)
+            (if responderUnsafe r then Raw.c_warpcore_hs_respond_unsafe else Raw.c_warpcore_hs_respond)
+              (responderPtr r) st hp (fromIntegral n) buf (fromIntegral used)
           pure Nothing
         _ -> do
           first <- B.packCStringLen (castPtr buf, used)
@@ -272,11 +290,17 @@ drain (BBE.Chunk bs writer) = do
 -- | Starts a streamed response; @Just n@ promises exactly @n@ body bytes,
 -- @Nothing@ streams chunked.
 startStream :: Responder -> Int -> [(ByteString, ByteString)] -> Maybe Int64 -> IO ()
-startStream r status hs len =
-  transition r "warpcore_response_start" Fresh Streaming $
+startStream r status hs len = do
+  st <- statusCode "warpcore_response_start" status
+  -- -1 is the library's "chunked": any other negative length is refused
+  -- here rather than taken for it.
+  case len of
+    Just l | l < 0 -> throwIO (WarpCoreError Raw.resultInvalidArgument "warpcore_response_start" ("content length " ++ show l ++ " is negative"))
+    _ -> pure ()
+  transition r "warpcore_response_start" Fresh Streaming $ \msg ->
     withHeaders hs $ \hp n ->
-      (if responderUnsafe r then Raw.c_warpcore_response_start_unsafe else Raw.c_warpcore_response_start)
-        (responderPtr r) (fromIntegral status) hp (fromIntegral n) (maybe (-1) id len)
+      (if responderUnsafe r then Raw.c_warpcore_hs_response_start_unsafe else Raw.c_warpcore_hs_response_start)
+        (responderPtr r) st hp (fromIntegral n) (maybe (-1) id len) msg
 
 -- | Sends more of a started stream. From a thread other than the worker's it
 -- waits while the connection has more than the high-water mark queued (the
@@ -286,23 +310,23 @@ writeStream :: Responder -> ByteString -> IO ()
 writeStream r bs
   | B.null bs = pure ()
   | B.length bs < zeroCopyThreshold =
-      transition r "warpcore_response_write" Streaming Streaming $
+      transition r "warpcore_response_write" Streaming Streaming $ \msg ->
         BU.unsafeUseAsCStringLen bs $ \(p, l) ->
-          Raw.c_warpcore_response_write (responderPtr r) (castPtr p) (fromIntegral l)
+          Raw.c_warpcore_hs_response_write (responderPtr r) (castPtr p) (fromIntegral l) msg
   | otherwise =
-      transition r "warpcore_response_write_buffer" Streaming Streaming $ do
+      transition r "warpcore_response_write_buffer" Streaming Streaming $ \msg -> do
         let (fp, off, len) = BI.toForeignPtr bs
         sp <- newStablePtr bs
         withForeignPtr fp $ \p ->
-          Raw.c_warpcore_response_write_buffer (responderPtr r) (p `plusPtr` off) (fromIntegral len)
-            Raw.p_warpcore_hs_release_stable (castStablePtrToPtr sp)
+          Raw.c_warpcore_hs_response_write_buffer (responderPtr r) (p `plusPtr` off) (fromIntegral len)
+            Raw.p_warpcore_hs_release_stable (castStablePtrToPtr sp) msg
 
 -- | Sends @len@ bytes at a pointer on a started stream; the library copies
 -- them during the call, so the buffer may be reused right after.
 writeStreamPtr :: Responder -> Ptr Word8 -> Int -> IO ()
 writeStreamPtr r p len =
   transition r "warpcore_response_write" Streaming Streaming $
-    Raw.c_warpcore_response_write (responderPtr r) p (fromIntegral len)
+    Raw.c_warpcore_hs_response_write (responderPtr r) p (fromIntegral len)
 
 -- | Sends a builder's bytes (in chunks of about 32 KiB) on a started stream.
 writeStreamBuilder :: Responder -> BB.Builder -> IO ()
@@ -311,7 +335,7 @@ writeStreamBuilder r b =
 
 -- | Ends a started stream.
 endStream :: Responder -> IO ()
-endStream r = transition r "warpcore_response_end" Streaming Finished (Raw.c_warpcore_response_end (responderPtr r))
+endStream r = transition r "warpcore_response_end" Streaming Finished (Raw.c_warpcore_hs_response_end (responderPtr r))
 
 -- | Gives up on the answer (the error path of 'endStream'): before anything
 -- was sent the client gets 500 and the connection closes; mid-stream the
@@ -320,7 +344,7 @@ endStream r = transition r "warpcore_response_end" Streaming Finished (Raw.c_war
 abortResponse :: Responder -> IO ()
 abortResponse r = do
   st <- responderState r
-  transition r "warpcore_response_abort" st Finished (Raw.c_warpcore_response_abort (responderPtr r))
+  transition r "warpcore_response_abort" st Finished (Raw.c_warpcore_hs_response_abort (responderPtr r))
 
 -- | Makes sure the handle is released: answers 500 if nothing was sent,
 -- aborts a stream still open (the client sees it incomplete). Errors (the

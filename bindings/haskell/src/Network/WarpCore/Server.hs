@@ -54,13 +54,13 @@ import qualified Data.ByteString.Char8 as B8
 import qualified Data.ByteString.Unsafe as BU
 import Data.Word (Word32, Word64)
 import Foreign.C.String (peekCString)
-import Foreign.C.Types (CBool (..), CSize)
+import Foreign.C.Types (CBool (..), CChar, CSize)
 import Foreign.ForeignPtr
 import Foreign.Marshal.Alloc (alloca)
 import Foreign.Ptr
 import Foreign.StablePtr (freeStablePtr)
 import Foreign.Storable (peek)
-import GHC.Conc (newStablePtrPrimMVar)
+import GHC.Conc (TVar, atomically, newStablePtrPrimMVar, newTVarIO, readTVar, retry, writeTVar)
 import System.IO (hPutStrLn, stderr)
 import System.IO.Unsafe (unsafePerformIO)
 
@@ -189,6 +189,9 @@ defaultConfig =
 type Handler = Request -> Responder -> IO ()
 
 -- | A running server. Release it with 'close' (or use 'withServer' / 'run').
+-- Once it is closed, 'reload', 'stats', 'fileCacheStats', 'shutdownReport'
+-- and 'reopenLogs' throw 'WarpCoreError' ('Raw.resultInvalidState', "the
+-- server is closed"); 'shutdown', 'wait' and 'close' do nothing more.
 data Server = Server
   { serverPtr :: !(Ptr Raw.Server)
   , serverPort :: !Int
@@ -196,6 +199,9 @@ data Server = Server
   , serverWorkers :: !Int
   -- ^ How many workers it runs.
   , serverClosed :: !(MVar Bool)
+  -- ^ Serialises 'close'; True once the C server is freed.
+  , serverUse :: !(TVar Use)
+  -- ^ Calls using the C server now, and whether 'close' has begun.
   , serverStopped :: !(MVar ())
   -- ^ Filled when every worker has stopped.
   , serverRelease :: IO ()
@@ -211,6 +217,43 @@ data Server = Server
   -- ^ The address listened on, with the real port.
   }
 
+-- | Calls in progress on a server, and whether 'close' has begun (then no
+-- new call starts, and close frees the server once the count is 0).
+data Use = Use !Int !Bool
+
+-- | Runs a call on the C server, or throws if 'close' has begun. 'close'
+-- waits for it to return before it frees the server.
+withLive :: String -> Server -> (Ptr Raw.Server -> IO a) -> IO a
+withLive call s act = orClosed s (throwIO (closedError call)) act
+
+-- | 'withLive' with what to do instead when the server is closed.
+orClosed :: Server -> IO a -> (Ptr Raw.Server -> IO a) -> IO a
+orClosed s closed act = mask $ \restore -> do
+  let use = serverUse s
+  live <- atomically $ do
+    Use n closing <- readTVar use
+    if closing then pure False else True <$ writeTVar use (Use (n + 1) False)
+  if not live
+    then restore closed
+    else
+      restore (act (serverPtr s)) `finally` atomically (readTVar use >>= \(Use n c) -> writeTVar use (Use (n - 1) c))
+
+closedError :: String -> WarpCoreError
+closedError call = WarpCoreError Raw.resultInvalidState call "the server is closed"
+
+-- | Refuses a call that waits for the server's workers when it comes from
+-- inside a callback on a worker thread (an 'InCallback' handler, a log
+-- sink): that worker cannot stop until the callback returns, so the call
+-- would never return.
+notInCallback :: String -> IO ()
+notInCallback call = do
+  depth <- Raw.c_warpcore_hs_gate_depth
+  when (depth > 0) $
+    throwIO $
+      WarpCoreError Raw.resultInvalidState call $
+        "called from inside a handler or log callback on a worker thread, which it would wait for; "
+          ++ "call it from another thread (forkIO)"
+
 -- | The library's version (@MAJOR.MINOR.PATCH@).
 version :: String
 version = unsafePerformIO (Raw.c_warpcore_version >>= peekCString)
@@ -222,57 +265,74 @@ start :: Config -> Handler -> IO Server
 start cfg handler = do
   unless rtsSupportsBoundThreads $
     throwIO (userError "Network.WarpCore: the program must be linked with -threaded")
+  -- Calls from the engine into the runtime stop before it goes down.
+  _ <- Raw.c_warpcore_hs_gate_install
   current <- newIORef handler
   callbacks <- newIORef []
-  withConfig cfg callbacks $ \c -> do
-    setBytes "warpcore_config_set_listen" (Raw.c_warpcore_config_set_listen c) (B8.pack (configListen cfg))
-    check "warpcore_config_set_workers" (Raw.c_warpcore_config_set_workers c (word32OrRefused (configWorkers cfg)))
+  withConfig cfg (\fresh -> atomicModifyIORef' callbacks (\cs -> (fresh ++ cs, ()))) $ \c -> do
+    setBytes "warpcore_config_set_listen" (Raw.c_warpcore_hs_config_set_listen c) (B8.pack (configListen cfg))
+    checkWith "warpcore_config_set_workers" (Raw.c_warpcore_hs_config_set_workers c (word32OrRefused (configWorkers cfg)))
     when (configWorkerThreads cfg == BoundThreads) $
-      check "warpcore_config_set_external_workers" (Raw.c_warpcore_config_set_external_workers c (CBool 1))
+      checkWith "warpcore_config_set_external_workers" (Raw.c_warpcore_hs_config_set_external_workers c (CBool 1))
     when (configSharePort cfg) $
-      check "warpcore_config_set_share_port" (Raw.c_warpcore_config_set_share_port c (CBool 1))
+      checkWith "warpcore_config_set_share_port" (Raw.c_warpcore_hs_config_set_share_port c (CBool 1))
     case configDispatch cfg of
       Dispatcher -> startDispatched cfg current callbacks c
       mode -> startCallback cfg current callbacks (mode == InCallback) c
 
--- Makes a C config with the settings a reload may change too; log callbacks
--- made for it are recorded in `callbacks` (freed with the server).
-withConfig :: Config -> IORef [IO ()] -> (Ptr Raw.Config -> IO a) -> IO a
-withConfig cfg callbacks act = do
-  cp <- alloca $ \out -> do
-    check "warpcore_config_new" (Raw.c_warpcore_config_new out)
-    peek out
-  config <- newForeignPtr Raw.p_warpcore_config_free cp
-  withForeignPtr config $ \c -> do
-    forM_ (configServerName cfg) $ setBytes "warpcore_config_set_server_name" (Raw.c_warpcore_config_set_server_name c)
-    forM_ (configMaxBodySize cfg) $ check "warpcore_config_set_max_body_size" . Raw.c_warpcore_config_set_max_body_size c
-    forM_ (configMaxHeadSize cfg) $ check "warpcore_config_set_max_head_size" . Raw.c_warpcore_config_set_max_head_size c
-    forM_ (configMaxRequestLine cfg) $ check "warpcore_config_set_max_request_line" . Raw.c_warpcore_config_set_max_request_line c
-    forM_ (configMaxHeaderCount cfg) $ check "warpcore_config_set_max_header_count" . Raw.c_warpcore_config_set_max_header_count c
-    forM_ (configStreamHighWater cfg) $ check "warpcore_config_set_stream_high_water" . Raw.c_warpcore_config_set_stream_high_water c
-    forM_ (configMaxConnections cfg) $ check "warpcore_config_set_max_connections" . Raw.c_warpcore_config_set_max_connections c
-    forM_ (configCoalesceWait cfg) $ check "warpcore_config_set_coalesce_wait" . Raw.c_warpcore_config_set_coalesce_wait c
-    forM_ (configFileCache cfg) $ \(fd, info) ->
-      check "warpcore_config_set_file_cache" (Raw.c_warpcore_config_set_file_cache c fd info)
-    forM_ (configTimeouts cfg) $ \(which, ms) ->
-      check "warpcore_config_set_timeout" (Raw.c_warpcore_config_set_timeout c (timeoutCode which) (fromIntegral ms))
-    forM_ (configStatic cfg) $ \(prefix, dir) ->
-      BU.unsafeUseAsCStringLen prefix $ \(pp, pl) ->
-        BU.unsafeUseAsCStringLen (B8.pack dir) $ \(dp, dl) ->
-          check "warpcore_config_add_static" $
-            Raw.c_warpcore_config_add_static c (castPtr pp) (fromIntegral pl) (castPtr dp) (fromIntegral dl)
-    forM_ (if isJust (configAccessLog cfg) then Nothing else configAccessLogFile cfg) $ setBytes "warpcore_config_set_access_log_file" (Raw.c_warpcore_config_set_access_log_file c) . B8.pack
-    forM_ (configAccessLog cfg) $ \sink -> do
-      fp <- Raw.mkAccessLogCallback $ \_ p n ->
-        (B.packCStringLen (castPtr p, fromIntegral n) >>= sink) `catch` \(_ :: SomeException) -> pure ()
-      modifyIORef callbacks (freeHaskellFunPtr fp :)
-      check "warpcore_config_set_access_log_callback" (Raw.c_warpcore_config_set_access_log_callback c fp nullPtr)
-    forM_ (configErrorLog cfg) $ \sink -> do
-      fp <- Raw.mkErrorLogCallback $ \_ level p n ->
-        (B.packCStringLen (castPtr p, fromIntegral n) >>= sink level) `catch` \(_ :: SomeException) -> pure ()
-      modifyIORef callbacks (freeHaskellFunPtr fp :)
-      check "warpcore_config_set_error_log" (Raw.c_warpcore_config_set_error_log c fp nullPtr)
-    act c
+-- Makes a C config with the settings a reload may change too and runs
+-- `act` with it. The log callbacks made for it are freed here if anything
+-- throws (the library took none of them), and otherwise handed to `keep`
+-- (to be freed with the server).
+withConfig :: Config -> ([IO ()] -> IO ()) -> (Ptr Raw.Config -> IO a) -> IO a
+withConfig cfg keep act = mask $ \restore -> do
+  made <- newIORef []
+  let freeMade = sequence_ =<< readIORef made
+      remember free = modifyIORef made (free :)
+  r <- restore (build remember) `onException` freeMade
+  keep =<< readIORef made
+  pure r
+  where
+    build remember = do
+      cp <- alloca $ \out -> do
+        check "warpcore_config_new" (Raw.c_warpcore_config_new out)
+        peek out
+      config <- newForeignPtr Raw.p_warpcore_config_free cp
+      withForeignPtr config $ \c -> do
+        forM_ (configServerName cfg) $ setBytes "warpcore_config_set_server_name" (Raw.c_warpcore_hs_config_set_server_name c)
+        forM_ (configMaxBodySize cfg) $ checkWith "warpcore_config_set_max_body_size" . Raw.c_warpcore_hs_config_set_max_body_size c
+        forM_ (configMaxHeadSize cfg) $ checkWith "warpcore_config_set_max_head_size" . Raw.c_warpcore_hs_config_set_max_head_size c
+        forM_ (configMaxRequestLine cfg) $ checkWith "warpcore_config_set_max_request_line" . Raw.c_warpcore_hs_config_set_max_request_line c
+        forM_ (configMaxHeaderCount cfg) $ checkWith "warpcore_config_set_max_header_count" . Raw.c_warpcore_hs_config_set_max_header_count c
+        forM_ (configStreamHighWater cfg) $ checkWith "warpcore_config_set_stream_high_water" . Raw.c_warpcore_hs_config_set_stream_high_water c
+        forM_ (configMaxConnections cfg) $ checkWith "warpcore_config_set_max_connections" . Raw.c_warpcore_hs_config_set_max_connections c
+        forM_ (configCoalesceWait cfg) $ checkWith "warpcore_config_set_coalesce_wait" . Raw.c_warpcore_hs_config_set_coalesce_wait c
+        forM_ (configFileCache cfg) $ \(fd, info) ->
+          checkWith "warpcore_config_set_file_cache" (Raw.c_warpcore_hs_config_set_file_cache c fd info)
+        forM_ (configTimeouts cfg) $ \(which, ms) ->
+          checkWith "warpcore_config_set_timeout" (Raw.c_warpcore_hs_config_set_timeout c (timeoutCode which) (fromIntegral ms))
+        forM_ (configStatic cfg) $ \(prefix, dir) ->
+          BU.unsafeUseAsCStringLen prefix $ \(pp, pl) ->
+            BU.unsafeUseAsCStringLen (B8.pack dir) $ \(dp, dl) ->
+              checkWith "warpcore_config_add_static" $
+                Raw.c_warpcore_hs_config_add_static c (castPtr pp) (fromIntegral pl) (castPtr dp) (fromIntegral dl)
+        forM_ (if isJust (configAccessLog cfg) then Nothing else configAccessLogFile cfg) $ setBytes "warpcore_config_set_access_log_file" (Raw.c_warpcore_hs_config_set_access_log_file c) . B8.pack
+        -- The "wrapper" callbacks are reached through the gate's C trampolines.
+        forM_ (configAccessLog cfg) $ \sink -> do
+          fp <- mask_ $ do
+            fp <- Raw.mkAccessLogCallback $ \_ p n ->
+              (B.packCStringLen (castPtr p, fromIntegral n) >>= sink) `catch` \(_ :: SomeException) -> pure ()
+            fp <$ remember (freeHaskellFunPtr fp)
+          checkWith "warpcore_config_set_access_log_callback" $
+            Raw.c_warpcore_hs_config_set_access_log_callback c Raw.p_warpcore_hs_gated_access_log (castFunPtrToPtr fp)
+        forM_ (configErrorLog cfg) $ \sink -> do
+          fp <- mask_ $ do
+            fp <- Raw.mkErrorLogCallback $ \_ level p n ->
+              (B.packCStringLen (castPtr p, fromIntegral n) >>= sink level) `catch` \(_ :: SomeException) -> pure ()
+            fp <$ remember (freeHaskellFunPtr fp)
+          checkWith "warpcore_config_set_error_log" $
+            Raw.c_warpcore_hs_config_set_error_log c Raw.p_warpcore_hs_gated_error_log (castFunPtrToPtr fp)
+        act c
 
 -- | An 'Int' for a @uint32_t@ the library range-checks: one outside
 -- @uint32_t@ becomes 'maxBound', which the library refuses, instead of
@@ -287,8 +347,8 @@ word32OrRefused n
 clampWord32 :: Int -> Word32
 clampWord32 n = fromInteger (max 0 (min (toInteger (maxBound :: Word32)) (toInteger n)))
 
-setBytes :: String -> (Ptr a -> CSize -> IO Raw.Result) -> ByteString -> IO ()
-setBytes call set bs = BU.unsafeUseAsCStringLen bs $ \(p, l) -> check call (set (castPtr p) (fromIntegral l))
+setBytes :: String -> (Ptr a -> CSize -> Ptr CChar -> IO Raw.Result) -> ByteString -> IO ()
+setBytes call set bs = BU.unsafeUseAsCStringLen bs $ \(p, l) -> checkWith call (set (castPtr p) (fromIntegral l))
 
 timeoutCode :: Timeout -> Word32
 timeoutCode HeaderTimeout = Raw.timeoutHeader
@@ -306,16 +366,12 @@ serve cfg handler req r = do
     Right () -> pure ()
   finishResponder r
 
--- Starts the C server with the configured handler; `release` runs after it is freed.
-startWith :: Config -> Ptr Raw.Config -> IO () -> IO (Ptr Raw.Server)
-startWith _ c release =
+-- Starts the C server with the configured handler.
+startWith :: Ptr Raw.Config -> IO (Ptr Raw.Server)
+startWith c =
   alloca $ \out -> do
-    code <- Raw.c_warpcore_server_start c out
-    if code == Raw.resultOk
-      then peek out
-      else do
-        release
-        throwResult "warpcore_server_start" code
+    checkWith "warpcore_server_start" (Raw.c_warpcore_hs_server_start c out)
+    peek out
 
 finishStart :: Config -> IORef Handler -> IORef [IO ()] -> (Ptr Raw.Config -> IO ()) -> Ptr Raw.Server -> IO () -> IO Server
 finishStart cfg current callbacks setHandler sp release = do
@@ -329,32 +385,39 @@ finishStart cfg current callbacks setHandler sp release = do
         pure v
       else pure []
   closed <- newMVar False
+  use <- newTVarIO (Use 0 False)
   stopped <- newEmptyMVar
   -- One thread waits in C for the workers to stop, so that 'wait' is an
   -- interruptible takeMVar, and 'close' never frees the server under a waiter.
   _ <- forkIO (void (Raw.c_warpcore_server_wait sp) `finally` putMVar stopped ())
   let host = reverse (drop 1 (dropWhile (/= ':') (reverse (configListen cfg))))
-  pure (Server sp port workers closed stopped release done current setHandler callbacks (host ++ ":" ++ show port))
+  pure (Server sp port workers closed use stopped release done current setHandler callbacks (host ++ ":" ++ show port))
 
 -- The default path: the C handler and one dispatcher thread per capability.
+-- If the server does not start, the dispatchers are stopped and freed.
 startDispatched :: Config -> IORef Handler -> IORef [IO ()] -> Ptr Raw.Config -> IO Server
-startDispatched cfg current callbacks c = do
+startDispatched cfg current callbacks c = mask $ \restore -> do
   caps <- getNumCapabilities
   d <- Raw.c_warpcore_hs_dispatch_new (fromIntegral caps)
   when (d == nullPtr) $ throwIO (userError "Network.WarpCore: out of memory")
-  when (configSchedBatch cfg) $ Raw.c_warpcore_hs_dispatch_set_sched_batch d 1
-  let setHandler cc = check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler cc Raw.p_warpcore_hs_handler (castPtr d))
-  setHandler c
+  let batch = configSchedBatch cfg
+  when batch $ do
+    Raw.c_warpcore_hs_dispatch_set_sched_batch d 1
+    Raw.c_warpcore_hs_sched_batch_retain
   stopped <- forM [0 .. caps - 1] $ \i -> do
     v <- newEmptyMVar
-    _ <- forkOn i (dispatcher cfg current d i `finally` putMVar v ())
+    _ <- forkOn i (restore (dispatcher cfg current d i) `finally` putMVar v ())
     pure v
-  let release = do
+  let setHandler cc = checkWith "warpcore_config_set_handler" (Raw.c_warpcore_hs_config_set_handler cc Raw.p_warpcore_hs_handler (castPtr d))
+      release = do
         Raw.c_warpcore_hs_dispatch_close d
         mapM_ takeMVar stopped
         Raw.c_warpcore_hs_dispatch_free d
+        -- The threads the dispatchers moved to SCHED_BATCH go back (when
+        -- no other server's dispatchers use them).
+        when batch Raw.c_warpcore_hs_sched_batch_release
         sequence_ =<< readIORef callbacks
-  sp <- startWith cfg c release
+  sp <- restore (setHandler c >> startWith c) `onException` uninterruptibleMask_ release
   finishStart cfg current callbacks setHandler sp release
 
 -- Takes batches from queue `i` and forks a thread per request, until the
@@ -408,40 +471,57 @@ startCallback cfg current callbacks inline c = do
               else void (forkIO (serve cfg handler req r))
         )
           `catch` \(e :: SomeException) -> configOnException cfg e
-  fp <- Raw.mkHandlerCallback callback
-  let setHandler cc = check "warpcore_config_set_handler" (Raw.c_warpcore_config_set_handler cc fp nullPtr)
-  setHandler c
-  let release = freeHaskellFunPtr fp >> (sequence_ =<< readIORef callbacks)
-  sp <- startWith cfg c release
-  finishStart cfg current callbacks setHandler sp release
+  mask $ \restore -> do
+    fp <- Raw.mkHandlerCallback callback
+    -- The engine calls the wrapper through the gate's C trampoline.
+    let setHandler cc =
+          checkWith "warpcore_config_set_handler" $
+            Raw.c_warpcore_hs_config_set_handler cc Raw.p_warpcore_hs_gated_handler (castFunPtrToPtr fp)
+        release = freeHaskellFunPtr fp >> (sequence_ =<< readIORef callbacks)
+    sp <- restore (setHandler c >> startWith c) `onException` release
+    finishStart cfg current callbacks setHandler sp release
 
 -- | Shuts the server down gracefully: stops accepting, lets requests already
 -- received be answered for up to @grace@ milliseconds (at most 2^32 - 1; a
 -- negative grace is 0), and returns when every worker has stopped. Harmless
--- to repeat. Not from a handler.
+-- to repeat, and after 'close'. From inside an 'InCallback' handler (or a
+-- log sink) it throws 'WarpCoreError' ('Raw.resultInvalidState'): its
+-- worker could not stop until the handler returned; fork a thread to call it.
 shutdown :: Server -> Int -> IO ()
-shutdown s grace =
-  withMVar (serverClosed s) $ \closed ->
-    unless closed $
-      check "warpcore_server_shutdown" (Raw.c_warpcore_server_shutdown (serverPtr s) (clampWord32 grace))
+shutdown s grace = do
+  notInCallback "Network.WarpCore.shutdown"
+  orClosed s (pure ()) $ \sp ->
+    checkWith "warpcore_server_shutdown" (Raw.c_warpcore_hs_server_shutdown sp (clampWord32 grace))
 
 -- | Waits until the server has stopped (another thread called 'shutdown').
--- Interruptible.
+-- Interruptible. Refused inside an 'InCallback' handler, as 'shutdown' is.
 wait :: Server -> IO ()
-wait s = readMVar (serverStopped s)
+wait s = do
+  notInCallback "Network.WarpCore.wait"
+  readMVar (serverStopped s)
 
 -- | Frees the server, shutting it down without grace if it still runs, then
--- the binding's dispatchers and callbacks. Harmless to repeat.
+-- the binding's dispatchers and callbacks. Calls in progress on other
+-- threads ('stats', a graceful 'shutdown', …) finish first; later ones throw.
+-- Harmless to repeat. Not interruptible: an asynchronous exception (a
+-- 'System.Timeout.timeout', 'killThread') arrives once the server is freed.
+-- Refused inside an 'InCallback' handler, as 'shutdown' is.
 close :: Server -> IO ()
-close s = modifyMVar_ (serverClosed s) $ \closed -> do
-  unless closed $ do
-    -- Stop the workers (and our threads inside run_worker or wait) before freeing.
-    _ <- Raw.c_warpcore_server_shutdown (serverPtr s) 0
-    readMVar (serverStopped s)
-    mapM_ readMVar (serverWorkerDone s)
-    Raw.c_warpcore_server_free (serverPtr s)
-    serverRelease s
-  pure True
+close s = do
+  notInCallback "Network.WarpCore.close"
+  uninterruptibleMask_ $ modifyMVar_ (serverClosed s) $ \closed -> do
+    unless closed $ do
+      let use = serverUse s
+      atomically $ readTVar use >>= \(Use n _) -> writeTVar use (Use n True)
+      -- Stop the workers (and our threads inside run_worker or wait) before
+      -- freeing; a graceful shutdown in progress then ends too.
+      _ <- Raw.c_warpcore_server_shutdown (serverPtr s) 0
+      atomically $ readTVar use >>= \(Use n _) -> when (n > 0) retry
+      readMVar (serverStopped s)
+      mapM_ readMVar (serverWorkerDone s)
+      Raw.c_warpcore_server_free (serverPtr s)
+      serverRelease s
+    pure True
 
 -- | Starts a server for the duration of an action; it is shut down (no grace)
 -- and freed when the action ends, however it ends.
@@ -460,36 +540,44 @@ run cfg handler ready = withServer cfg handler $ \s -> ready s >> wait s
 -- address, worker count, dispatch and worker threads cannot change (those
 -- fields of the new config are ignored, except that a different address or
 -- worker count is refused by the library).
+--
+-- Refused inside an 'InCallback' handler (the library waits for every
+-- worker, its own included) and on a closed server.
 reload :: Server -> Config -> Handler -> IO ()
-reload s cfg handler =
-  withConfig cfg (serverCallbacks s) $ \c -> do
-    setBytes "warpcore_config_set_listen" (Raw.c_warpcore_config_set_listen c) (B8.pack (serverListen s))
-    check "warpcore_config_set_workers" (Raw.c_warpcore_config_set_workers c (fromIntegral (serverWorkers s)))
-    serverSetHandler s c
-    -- The handler is swapped first: a request read after the reload must not
-    -- reach the old one. (One read just before it may reach the new one.)
-    old <- atomicModifyIORef' (serverHandler s) (\h -> (handler, h))
-    check "warpcore_server_reload" (Raw.c_warpcore_server_reload (serverPtr s) c)
-      `onException` writeIORef (serverHandler s) old
+reload s cfg handler = do
+  notInCallback "Network.WarpCore.reload"
+  withLive "Network.WarpCore.reload" s $ \sp ->
+    withConfig cfg (\fresh -> atomicModifyIORef' (serverCallbacks s) (\cs -> (fresh ++ cs, ()))) $ \c -> do
+      setBytes "warpcore_config_set_listen" (Raw.c_warpcore_hs_config_set_listen c) (B8.pack (serverListen s))
+      checkWith "warpcore_config_set_workers" (Raw.c_warpcore_hs_config_set_workers c (fromIntegral (serverWorkers s)))
+      serverSetHandler s c
+      -- The handler is swapped first: a request read after the reload must not
+      -- reach the old one. (One read just before it may reach the new one.)
+      old <- atomicModifyIORef' (serverHandler s) (\h -> (handler, h))
+      checkWith "warpcore_server_reload" (Raw.c_warpcore_hs_server_reload sp c)
+        `onException` writeIORef (serverHandler s) old
 
--- | The server's counters.
+-- | The server's counters. Throws on a closed server.
 stats :: Server -> IO Raw.Stats
-stats s = alloca $ \out -> do
-  check "warpcore_server_stats" (Raw.c_warpcore_server_stats (serverPtr s) out)
+stats s = withLive "Network.WarpCore.stats" s $ \sp -> alloca $ \out -> do
+  checkWith "warpcore_server_stats" (Raw.c_warpcore_hs_server_stats sp out)
   peek out
 
--- | The file caches' hit and miss counts.
+-- | The file caches' hit and miss counts. Throws on a closed server.
 fileCacheStats :: Server -> IO Raw.FileCacheStats
-fileCacheStats s = alloca $ \out -> do
-  check "warpcore_server_file_cache_stats" (Raw.c_warpcore_server_file_cache_stats (serverPtr s) out)
+fileCacheStats s = withLive "Network.WarpCore.fileCacheStats" s $ \sp -> alloca $ \out -> do
+  checkWith "warpcore_server_file_cache_stats" (Raw.c_warpcore_hs_server_file_cache_stats sp out)
   peek out
 
--- | What the last shutdown did (zeros before one finished).
+-- | What the last shutdown did (zeros before one finished). Read it before
+-- 'close': it throws on a closed server.
 shutdownReport :: Server -> IO Raw.ShutdownReport
-shutdownReport s = alloca $ \out -> do
-  check "warpcore_server_shutdown_report" (Raw.c_warpcore_server_shutdown_report (serverPtr s) out)
+shutdownReport s = withLive "Network.WarpCore.shutdownReport" s $ \sp -> alloca $ \out -> do
+  checkWith "warpcore_server_shutdown_report" (Raw.c_warpcore_hs_server_shutdown_report sp out)
   peek out
 
--- | Reopens the access-log file (after log rotation moved it away).
+-- | Reopens the access-log file (after log rotation moved it away). Throws
+-- on a closed server.
 reopenLogs :: Server -> IO ()
-reopenLogs s = check "warpcore_server_reopen_logs" (Raw.c_warpcore_server_reopen_logs (serverPtr s))
+reopenLogs s = withLive "Network.WarpCore.reopenLogs" s $ \sp ->
+  checkWith "warpcore_server_reopen_logs" (Raw.c_warpcore_hs_server_reopen_logs sp)

@@ -105,6 +105,7 @@ import System.Posix.Files (fileSize, getFileStatus)
 import Text.Read (readMaybe)
 
 import qualified Network.WarpCore as WC
+import qualified Network.WarpCore.Raw as Raw
 import Network.WarpCore.Response (writeStreamPtr)
 import Network.WarpCore.Server (Dispatch (..), WorkerThreads (..))
 import Network.Wai.Handler.WarpCore.File (sendFile)
@@ -464,18 +465,28 @@ sendResponse s req res rsp = do
     send (ResponseFile st hs path part) = sendFile req res st hs path part
     send (ResponseStream st hs body) = do
       let (len, hs') = takeLength hs
-      WC.startStream res (H.statusCode st) (plain hs') len
+      len64 <- traverse contentLength len
+      WC.startStream res (H.statusCode st) (plain hs') len64
       streamBody res body
       WC.endStream res
-      pure (st, fromIntegral <$> len)
+      pure (st, len)
     send (ResponseRaw _ fallback) = send fallback
     plain hs = [(CI.original k, v) | (k, v) <- hs]
 
 -- The application's Content-Length for a stream, and the other fields.
-takeLength :: H.ResponseHeaders -> (Maybe Int64, H.ResponseHeaders)
+takeLength :: H.ResponseHeaders -> (Maybe Integer, H.ResponseHeaders)
 takeLength hs = case lookup H.hContentLength hs >>= B8.readInteger of
-  Just (n, "") | n >= 0 -> (Just (fromIntegral n), filter ((/= H.hContentLength) . fst) hs)
+  Just (n, "") | n >= 0 -> (Just n, filter ((/= H.hContentLength) . fst) hs)
   _ -> (Nothing, filter ((/= H.hContentLength) . fst) hs)
+
+-- A Content-Length the library can take (@int64_t@). A larger one throws
+-- (the application's error: answered 500) instead of wrapping into another
+-- length (2^64 + 6 was a promise of 6 bytes).
+contentLength :: Integer -> IO Int64
+contentLength n
+  | n > toInteger (maxBound :: Int64) =
+      throwIO (WC.WarpCoreError Raw.resultInvalidArgument "warpcore_response_start" ("Content-Length " ++ show n ++ " is out of range"))
+  | otherwise = pure (fromInteger n)
 
 -- Runs a streaming body through a 16 KiB buffer: builders fill it, a full
 -- buffer or a flush writes it (the library copies it), large strict chunks

@@ -328,11 +328,12 @@ for _name, (_res, _args) in FUNCTIONS.items():
 # Only for the worker thread inside the handler call, where they never block
 # (the library says so): there, releasing and retaking the GIL is pure cost.
 # Anywhere else they can wait for a worker that needs the GIL: use F there.
+# Not warpcore_respond_file: it opens and stats a file, which may take a
+# while (a slow or network file system), and other threads should run then.
 INLINE = _Functions()
 _LIB_KEEP_GIL = ctypes.PyDLL(LIBRARY_PATH)
 for _name in (
     "warpcore_respond",
-    "warpcore_respond_file",
     "warpcore_respond_buffer",
     "warpcore_response_start",
     "warpcore_response_write",
@@ -373,6 +374,54 @@ else:  # pragma: no cover - other machines
     RAW.respond_deferred = F.respond
     RAW_UNTYPED = False
 del _name, _res, _args, _fn
+
+# --- calls from threads that may outlive the interpreter ---------------------------
+
+# Stream and WSGI application threads are daemon threads: the interpreter does
+# not wait for them at exit. A library call can call back into Python on the
+# calling thread (a zero-copy buffer's release when the call fails, the log
+# callbacks); at finalization such a callback ends its thread with
+# pthread_exit, whose unwinding through the library's frames aborts the
+# process ("FATAL: exception not rethrown"). So the response calls those
+# threads make go through ``guarded``: at exit (``close_calls``) the calls
+# under way are waited for and later ones return CLOSED without reaching the
+# library. Registered before a call is checked, so a call either is seen by
+# close_calls or sees it.
+_calls_under_way: List[int] = []  # list.append/pop: atomic under the GIL
+_calls_closed = False
+
+
+def guarded(fn):  # type: ignore[no-untyped-def]
+    """``fn`` (a response call taking the handle first), refused with CLOSED
+    once ``close_calls`` ran."""
+    under_way = _calls_under_way
+
+    def call(*args):  # type: ignore[no-untyped-def]
+        under_way.append(1)
+        try:
+            if _calls_closed:
+                return CLOSED
+            return fn(*args)
+        finally:
+            under_way.pop()
+
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call
+
+
+def close_calls(timeout: float) -> bool:
+    """At exit: refuses guarded calls from now on and waits up to ``timeout``
+    seconds for the ones under way (the servers are shut down, so blocked
+    writes return at once); whether none is left."""
+    global _calls_closed
+    _calls_closed = True
+    import time
+
+    deadline = time.monotonic() + timeout
+    while _calls_under_way and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return not _calls_under_way
+
 
 # --- errors --------------------------------------------------------------------
 
@@ -489,20 +538,26 @@ def header_array(headers: object) -> HeaderArray:
     if isinstance(headers, HeaderArray):
         return headers
     if isinstance(headers, tuple):
-        key = headers
+        key = pairs = headers
     elif isinstance(headers, list):
-        key = tuple(headers)
+        key = pairs = tuple(headers)
     elif hasattr(headers, "items"):
-        key = tuple(headers.items())  # type: ignore[attr-defined]
+        key = pairs = tuple(headers.items())  # type: ignore[attr-defined]
     else:
-        key = tuple(headers)  # type: ignore[call-overload]
+        key = pairs = tuple(headers)  # type: ignore[call-overload]
+    for name, value in pairs:
+        if not ((type(name) is str or type(name) is bytes) and (type(value) is str or type(value) is bytes)):
+            # Equal keys of other types encode differently (True == 1 == 1.0
+            # are sent as "True", "1", "1.0"): the types are part of the key.
+            key = tuple((name, type(name), value, type(value)) for name, value in pairs)
+            break
     try:
         return _cache[key]
     except KeyError:
         pass
     except TypeError:  # unhashable values (lists): encode without caching
-        return HeaderArray(key)
-    arr = HeaderArray(key)
+        return HeaderArray(pairs)
+    arr = HeaderArray(pairs)
     if len(_cache) >= _CACHE_MAX:
         _cache.clear()
     _cache[key] = arr

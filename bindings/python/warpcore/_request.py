@@ -7,6 +7,11 @@ the first time the handler asks for them, as slices of that view: no foreign
 call per field. When the handler returns, a request it kept a reference to
 (in a thread, a generator, a list) has its remaining fields copied before the
 memory goes back to the library, so a kept request stays readable.
+
+Another thread may read a request while its handler returns: every read of
+the library's memory and the copy at the end take one lock (``_GATE``) and
+check ``_live`` under it, so a read either sees the memory still lent or the
+copy, never memory already reused for the next request.
 """
 
 from __future__ import annotations
@@ -15,14 +20,13 @@ import ctypes
 import json as _json
 import struct
 import sys
+import threading
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qs
 
 from . import _ffi
 
 __all__ = ["Request", "Headers"]
-
-_getrefcount = sys.getrefcount
 
 # All of the address space as one byte view: a slice of it copies the bytes at
 # an address with no foreign call (ctypes.string_at is a foreign call, several
@@ -157,6 +161,11 @@ class Headers(Mapping[str, str]):
 
 _UNSET: Any = object()
 
+# Held while the library's memory behind a live request is read, and while a
+# kept request is copied and marked dead as its handler returns. Never held
+# across a foreign call or anything that waits.
+_GATE = threading.Lock()
+
 
 # Offsets of the fields of warpcore_request (checked against ctypes at import).
 _OFF_METHOD, _OFF_TARGET, _OFF_PATH, _OFF_QUERY = 0, 16, 32, 48
@@ -199,6 +208,22 @@ def _bytes_at(view_field: int) -> bytes:
     if n < 64:
         return _SHORT[n](_MEM, p)[0] if n else b""
     return _MEM[p : p + n].tobytes()
+
+
+def _read_peer(a: int) -> Tuple[str, int]:
+    return (_bytes_at(a + _OFF_PEER).decode("ascii"), _tail(_MEM, a + _OFF_TAIL)[0])
+
+
+#: How each lazily read field of a live request is read from its view (at
+#: address a). ``_bytes_at`` is looked up when called: tests wrap it.
+_READERS = {
+    "_target": lambda a: _bytes_at(a + _OFF_TARGET).decode("latin-1"),
+    "_query": lambda a: _bytes_at(a + _OFF_QUERY).decode("latin-1"),
+    "_headers": lambda a: Headers._from_raw(read_headers(*_pair(_MEM, a + _OFF_HEADERS))),
+    "_body": lambda a: _bytes_at(a + _OFF_BODY),
+    "_tail": lambda a: _tail(_MEM, a + _OFF_TAIL),
+    "_peer": _read_peer,
+}
 
 
 class Request:
@@ -273,23 +298,27 @@ class Request:
         """The decoded path as bytes (what ``path`` decodes as UTF-8)."""
         return self.path.encode("utf-8", "surrogateescape")
 
+    def _field(self, slot: str) -> Any:
+        """The value of field ``slot`` (``"_target"``...), read from the
+        library's memory the first time, under ``_GATE``."""
+        with _GATE:
+            value = getattr(self, slot)
+            if value is _UNSET:
+                if not self._live:
+                    raise self._dead()
+                value = _READERS[slot](self._a)
+                setattr(self, slot, value)
+        return value
+
     @property
     def target(self) -> str:
         t = self._target
-        if t is _UNSET:
-            if not self._live:
-                raise self._dead()
-            t = self._target = _bytes_at(self._a + _OFF_TARGET).decode("latin-1")
-        return t
+        return t if t is not _UNSET else self._field("_target")
 
     @property
     def query(self) -> str:
         q = self._query
-        if q is _UNSET:
-            if not self._live:
-                raise self._dead()
-            q = self._query = _bytes_at(self._a + _OFF_QUERY).decode("latin-1")
-        return q
+        return q if q is not _UNSET else self._field("_query")
 
     @property
     def args(self) -> Dict[str, List[str]]:
@@ -299,20 +328,12 @@ class Request:
     @property
     def headers(self) -> Headers:
         h = self._headers
-        if h is _UNSET:
-            if not self._live:
-                raise self._dead()
-            h = self._headers = Headers._from_raw(read_headers(*_pair(_MEM, self._a + _OFF_HEADERS)))
-        return h
+        return h if h is not _UNSET else self._field("_headers")
 
     @property
     def body(self) -> bytes:
         b = self._body
-        if b is _UNSET:
-            if not self._live:
-                raise self._dead()
-            b = self._body = _bytes_at(self._a + _OFF_BODY)
-        return b
+        return b if b is not _UNSET else self._field("_body")
 
     @property
     def text(self) -> str:
@@ -325,20 +346,12 @@ class Request:
 
     def _fixed(self) -> Tuple[int, int, int, int]:
         t = self._tail
-        if t is _UNSET:
-            if not self._live:
-                raise self._dead()
-            t = self._tail = _tail(_MEM, self._a + _OFF_TAIL)
-        return t
+        return t if t is not _UNSET else self._field("_tail")
 
     @property
     def peer(self) -> Tuple[str, int]:
         p = self._peer
-        if p is _UNSET:
-            if not self._live:
-                raise self._dead()
-            p = self._peer = (_bytes_at(self._a + _OFF_PEER).decode("ascii"), self._fixed()[0])
-        return p
+        return p if p is not _UNSET else self._field("_peer")
 
     @property
     def version(self) -> str:
@@ -349,17 +362,16 @@ class Request:
         return self._fixed()[3]
 
     def _detach(self) -> None:
-        """Copies whatever was not read yet; called while the view is valid."""
-        self.target, self.query, self.headers, self.body, self.peer  # noqa: B018
-        self._fixed()
-        self._live = False
-
-    def _release(self) -> None:
-        """The handler returned: copy what a kept request still lacks."""
-        # 3 = the caller's variable, ours, getrefcount's argument.
-        if _getrefcount(self) > 3:
-            self._detach()
-        self._live = False
+        """The handler returned and the request was kept: copies whatever
+        was not read yet (the view is still valid) and marks the request
+        dead, in one step for any other thread reading it."""
+        with _GATE:
+            if self._live:
+                a = self._a
+                for slot, read in _READERS.items():
+                    if getattr(self, slot) is _UNSET:
+                        setattr(self, slot, read(a))
+                self._live = False
 
     def __repr__(self) -> str:
         try:

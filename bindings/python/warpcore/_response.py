@@ -12,8 +12,11 @@ answered later from another thread.
 from __future__ import annotations
 
 import logging
+import operator
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+import time
 from ctypes import byref, c_void_p
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -27,6 +30,7 @@ from ._ffi import (
     HeaderArray,
     WarpcoreError,
     error_for,
+    guarded,
     header_array,
     pin,
 )
@@ -43,16 +47,17 @@ ZERO_COPY_MIN = 64 * 1024
 #: Read size for file-like bodies the library cannot send itself (WSGI).
 FILE_CHUNK = 256 * 1024
 
-_respond = F.respond
-_respond_buffer = F.respond_buffer
-_start = F.response_start
-_write = F.response_write
-_write_buffer = F.response_write_buffer
-_end = F.response_end
-_abort = F.response_abort
+# Off the worker (stream threads, deferred answers): guarded (see _ffi.guarded).
+_respond = guarded(F.respond)
+_respond_buffer = guarded(F.respond_buffer)
+_start = guarded(F.response_start)
+_write = guarded(F.response_write)
+_write_buffer = guarded(F.response_write_buffer)
+_end = guarded(F.response_end)
+_abort = guarded(F.response_abort)
 _respond_inline = INLINE.respond
-_respond_file_inline = INLINE.respond_file
-_respond_file = F.respond_file
+# Releases the GIL on the worker too: the library opens and stats the file.
+_respond_file = guarded(F.respond_file)
 _respond_buffer_inline = INLINE.respond_buffer
 _start_inline = INLINE.response_start
 
@@ -69,9 +74,42 @@ def _body_bytes(body: Any) -> bytes:
     raise TypeError(f"a response body must be bytes or str, not {type(body).__name__}")
 
 
+def _status(value: Any) -> int:
+    """``value`` as a status the C calls can take (``uint16_t``). ctypes would
+    keep only the low bits (65736 sent as 200): out of that range is a
+    ``ValueError`` here; the library then refuses what is not 200..599
+    (``INVALID_STATUS``)."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"a status must be an int, not {type(value).__name__}") from None
+    if not 0 <= n < 65536:
+        raise ValueError(f"status {value!r} is out of range (the library answers with 200..599)")
+    return n
+
+
+def _content_length(value: Any) -> Optional[int]:
+    """None (chunked) or a length the C call can take (``int64_t``, where -1
+    means chunked): 2**64 - 1 would have been sent chunked."""
+    if value is None:
+        return None
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"content_length must be an int or None, not {type(value).__name__}") from None
+    if not 0 <= n < 2**63:
+        raise ValueError(f"content_length {value!r} is out of range (0 .. 2**63 - 1, or None for chunked)")
+    return n
+
+
 # States of Response._prepared below the address of a prepared response.
 _UNSEEN, _SEEN_ONCE, _NOT_PREPARED = 0, 1, 2
 _PREPARED_MIN = _NOT_PREPARED
+
+# Guards what a Response caches (_fast, _array, _prepared, _version) against
+# a setter on another thread. Taken only when a response is first prepared or
+# changed, never on the answering path; never held across a library call.
+_CACHE_LOCK = threading.RLock()
 
 
 class Response:
@@ -83,27 +121,29 @@ class Response:
     again (a module-level constant): what the C call needs is prepared once.
     """
 
-    __slots__ = ("_status", "_headers", "_body", "_fast", "_array", "_prepared", "_retired")
+    __slots__ = ("_status", "_headers", "_body", "_fast", "_array", "_prepared", "_retired", "_version")
 
     def __init__(self, status: int = 200, headers: HeadersLike = None, body: Body = b"") -> None:
-        self._status = status
-        self._headers = headers
-        self._body = body if type(body) is bytes else _body_bytes(body)
-        self._fast: Optional[Tuple[Any, ...]] = None
-        self._array: Optional[HeaderArray] = None
         # _UNSEEN, _SEEN_ONCE, _NOT_PREPARED, or the address of the
         # warpcore_prepared made the second time this response is answered.
+        # Set first: __del__ reads it after a constructor that raised too.
         self._prepared = _UNSEEN
         # Earlier prepared responses of this object (made before a setter
         # ran): a handler thread may still be returning one, so they are
         # freed with the object.
         self._retired: Optional[List[int]] = None
+        self._version = 0  # one more for each setter call
+        self._fast: Optional[Tuple[Any, ...]] = None
+        self._array: Optional[HeaderArray] = None
+        self._status = _status(status)
+        self._headers = headers
+        self._body = body if type(body) is bytes else _body_bytes(body)
 
     def __del__(self) -> None:
         # By now no handler thread can be returning this response: the
         # server keeps the last one each thread returned until that thread's
         # next request, and the library copies it as the handler returns.
-        for p in (self._prepared, *(self._retired or ())):
+        for p in (getattr(self, "_prepared", _UNSEEN), *(getattr(self, "_retired", None) or ())):
             if p > _PREPARED_MIN:
                 _ffi.F.prepared_free(p)
 
@@ -117,21 +157,34 @@ class Response:
             return p
         if p == _NOT_PREPARED:
             return 0
-        if p == _UNSEEN:
-            self._prepared = _SEEN_ONCE
-            return 0
-        # Seen once before: prepare it now, if it has the untyped fields.
-        if self._fast:
-            h = self._array
+        with _CACHE_LOCK:
+            p = self._prepared
+            if p != _SEEN_ONCE:  # unseen, or another thread got here first
+                if p == _UNSEEN:
+                    self._prepared = _SEEN_ONCE
+                return p if p > _PREPARED_MIN else 0
+            # Seen once before: prepare it now, if it has the untyped fields.
+            # What it is made of is read together, with the version it had.
+            version, fast, h, status, body = self._version, self._fast, self._array, self._status, self._body
+        made = None
+        if fast and h is not None:
             out = c_void_p()
-            rc = _ffi.F.prepared_new(self._status, h.address, h.count, self._body, len(self._body), byref(out))
-            if rc == 0 and out.value:
-                self._prepared = out.value
-                return out.value
-        # Not preparable (the library refused it, or the typed path is needed):
-        # answered the ordinary way from now on.
-        self._prepared = _NOT_PREPARED
-        return 0
+            # Outside the lock (a foreign call): another thread may prepare
+            # the same response, or a setter change it, meanwhile.
+            if _ffi.F.prepared_new(status, h.address, h.count, body, len(body), byref(out)) == 0:
+                made = out.value
+        with _CACHE_LOCK:
+            if self._version == version and self._prepared == _SEEN_ONCE:
+                # Not preparable (the library refused it, or the typed path
+                # is needed): answered the ordinary way from now on.
+                self._prepared = made or _NOT_PREPARED
+                return made or 0
+            current = self._prepared if self._version == version else _UNSEEN
+        # Another thread prepared it first, or a setter changed it: ours is
+        # seen by nobody and goes; this answer takes the ordinary way.
+        if made:
+            _ffi.F.prepared_free(made)
+        return current if current > _PREPARED_MIN else 0
 
     @property
     def status(self) -> int:
@@ -139,9 +192,10 @@ class Response:
 
     @status.setter
     def status(self, value: int) -> None:
-        self._status = value
-        self._fast = None
-        self._reset_prepared()
+        value = _status(value)
+        with _CACHE_LOCK:
+            self._status = value
+            self._changed()
 
     @property
     def headers(self) -> HeadersLike:
@@ -149,9 +203,9 @@ class Response:
 
     @headers.setter
     def headers(self, value: HeadersLike) -> None:
-        self._headers = value
-        self._fast = None
-        self._reset_prepared()
+        with _CACHE_LOCK:
+            self._headers = value
+            self._changed()
 
     @property
     def body(self) -> bytes:
@@ -159,13 +213,17 @@ class Response:
 
     @body.setter
     def body(self, value: Body) -> None:
-        self._body = value if type(value) is bytes else _body_bytes(value)
-        self._fast = None
-        self._reset_prepared()
+        value = value if type(value) is bytes else _body_bytes(value)
+        with _CACHE_LOCK:
+            self._body = value
+            self._changed()
 
-    def _reset_prepared(self) -> None:
-        # A changed response is prepared again; the old one is kept until the
-        # object goes (see __del__).
+    def _changed(self) -> None:
+        """After a setter, with _CACHE_LOCK held: what was prepared from the
+        old fields is dropped; the old prepared response is kept until the
+        object goes (see __del__)."""
+        self._version += 1
+        self._fast = None
         if self._prepared > _PREPARED_MIN:
             if self._retired is None:
                 self._retired = []
@@ -178,16 +236,17 @@ class Response:
         (``RAW.respond(res, *fast)``), or () when the typed path must be
         taken (a large body, a status out of range). Kept until a setter runs;
         a header list changed in place is not seen (assign it again)."""
-        body = self._body
-        status = self._status
-        if len(body) < ZERO_COPY_MIN and type(status) is int and 0 <= status < 65536:
-            h = header_array(self._headers)
-            self._array = h  # keeps the fields the pointer points to alive
-            fast: Tuple[Any, ...] = (status, h.pointer, h.count, body, len(body))
-        else:
-            fast = ()
-        self._fast = fast
-        return fast
+        with _CACHE_LOCK:  # reentrant: a header value's __str__ may read the response
+            body = self._body
+            status = self._status
+            if len(body) < ZERO_COPY_MIN:
+                h = header_array(self._headers)
+                self._array = h  # keeps the fields the pointer points to alive
+                fast: Tuple[Any, ...] = (status, h.pointer, h.count, body, len(body))
+            else:
+                fast = ()
+            self._fast = fast
+            return fast
 
     def _header_array(self) -> HeaderArray:
         return header_array(self._headers)
@@ -206,7 +265,7 @@ class StreamResponse:
     sent at once. Its ``close()`` is called at the end, as WSGI does.
     """
 
-    __slots__ = ("iterable", "status", "headers", "content_length")
+    __slots__ = ("iterable", "_status", "headers", "_content_length")
 
     def __init__(
         self,
@@ -220,13 +279,29 @@ class StreamResponse:
         self.headers = headers
         self.content_length = content_length
 
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self._status = _status(value)
+
+    @property
+    def content_length(self) -> Optional[int]:
+        return self._content_length
+
+    @content_length.setter
+    def content_length(self, value: Optional[int]) -> None:
+        self._content_length = _content_length(value)
+
 
 class FileResponse:
     """The contents of the file at ``path``: ``Content-Type`` by extension
     (unless given), ``Last-Modified``, ``ETag``, conditional requests and
     ranges, all done by the library. A missing file is a 404."""
 
-    __slots__ = ("path", "status", "headers", "content_type")
+    __slots__ = ("path", "_status", "headers", "content_type")
 
     def __init__(
         self,
@@ -239,6 +314,14 @@ class FileResponse:
         self.status = status
         self.headers = headers
         self.content_type = content_type
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self._status = _status(value)
 
 
 TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
@@ -269,13 +352,89 @@ def _merge_headers(headers: HeadersLike, extra: Sequence[Tuple[str, str]]) -> li
     return base + [(n, v) for n, v in extra if n.lower() not in have]
 
 
+class StreamThreads:
+    """Up to ``limit`` daemon threads that run submitted calls (the streams'
+    iterables), started as needed and kept for the next.
+
+    Daemon threads, not ``concurrent.futures``': the interpreter joins
+    non-daemon threads at exit before any ``atexit`` hook can stop the server,
+    so a stream waiting for its next event (server-sent events) or blocked on
+    a client that does not read would keep the process from exiting."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = max(1, limit)
+        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: List[threading.Thread] = []
+        self._idle = 0  # threads waiting for a call and not yet promised one
+        self._closed = False
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the server's stream threads are stopped (it was shut down)")
+            self._queue.put((fn, args))
+            if self._idle:
+                self._idle -= 1  # that thread takes this call
+                return
+            if len(self._threads) >= self._limit:
+                return  # queued until a thread is free
+            t = threading.Thread(target=self._run, name=f"warpcore-stream-{len(self._threads)}", daemon=True)
+            self._threads.append(t)
+        t.start()
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except BaseException:  # noqa: B902 - pump never raises; be sure the thread lives on
+                log.exception("a stream thread's call failed")
+            del item, fn, args
+            with self._lock:
+                self._idle += 1
+
+    def owns(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is one of these."""
+        return thread in self._threads
+
+    def shutdown(self, timeout: Optional[float]) -> bool:
+        """Refuses new calls, lets the threads finish what they run (waiting
+        up to ``timeout`` seconds, None: as long as it takes, 0: not at all);
+        returns whether every thread has ended."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)
+        if timeout is None:
+            for t in threads:
+                t.join()
+        elif timeout > 0:
+            deadline = time.monotonic() + timeout
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
+
+    def forget(self) -> None:
+        """In a child forked from the process: the threads were the parent's."""
+        self._lock = threading.Lock()
+        self._queue = queue.SimpleQueue()
+        self._threads = []
+        self._idle = 0
+        self._closed = True
+
+
 class Responder:
     """Sends handler results through response handles; owns the stream
     threads. One per server."""
 
     def __init__(self, stream_threads: int = 16) -> None:
-        self._stream_threads = max(1, stream_threads)
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self._threads = StreamThreads(stream_threads)
 
     # -- public entry points ---------------------------------------------------
 
@@ -317,22 +476,25 @@ class Responder:
         if rc and rc not in (CLOSED, _ffi.ALREADY_ANSWERED):
             log.error("cannot answer 500: %s", error_for(rc, "warpcore_respond"))
 
-    def shutdown(self, wait: bool = True) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait)
+    def shutdown(self, timeout: Optional[float] = None) -> bool:
+        """Stops the stream threads (see ``StreamThreads.shutdown``); whether
+        they all ended."""
+        return self._threads.shutdown(timeout)
+
+    def owns(self, thread: threading.Thread) -> bool:
+        return self._threads.owns(thread)
+
+    def forget(self) -> None:
+        self._threads.forget()
 
     # -- streams ------------------------------------------------------------------
 
     def _submit(self, fn: Any, *args: Any) -> None:
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = ThreadPoolExecutor(self._stream_threads, thread_name_prefix="warpcore-stream")
-        pool.submit(fn, *args)
+        self._threads.submit(fn, *args)
 
     def _stream(self, res: int, s: StreamResponse, on_worker: bool) -> None:
         h = header_array(s.headers)
-        length = -1 if s.content_length is None else int(s.content_length)
+        length = -1 if s.content_length is None else s.content_length  # checked by its setter
         rc = (_start_inline if on_worker else _start)(res, s.status, h.address, h.count, length)
         if rc:
             _close(s.iterable)
@@ -348,13 +510,12 @@ class Responder:
     def _file(self, res: Any, f: FileResponse, on_worker: bool) -> None:
         # The library sends the file itself (sendfile, ETag, conditionals,
         # ranges): inside the handler call through the worker's caches, after
-        # it (a deferred answer) opened on this thread. The inline variant
-        # keeps the GIL: on the worker it never blocks.
+        # it (a deferred answer) opened on this thread. On the worker too the
+        # call releases the GIL: opening and stat-ing a file can take a while.
         extra = [("Content-Type", f.content_type)] if f.content_type else []
         h = header_array(_merge_headers(f.headers, extra) if extra else f.headers)
         path = os.fsencode(os.path.abspath(f.path))
-        respond_file = _respond_file_inline if on_worker else _respond_file
-        rc = respond_file(res, f.status, h.address, h.count, path, len(path))
+        rc = _respond_file(res, f.status, h.address, h.count, path, len(path))
         if rc == 0 or rc == CLOSED:
             return
         if rc == _ffi.IO_ERROR:  # missing, a directory, unreadable: nothing was sent

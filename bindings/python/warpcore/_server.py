@@ -52,11 +52,32 @@ _live_servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
 
 @atexit.register
 def _stop_all() -> None:
+    # Stream threads are daemon threads (see StreamThreads): the interpreter
+    # did not wait for them, and neither does this. A server one of them may
+    # still touch is not freed: the process is ending anyway.
     for server in list(_live_servers):
         try:
-            server.shutdown(0)
+            server._shutdown(0, streams_timeout=0)
         except Exception:  # pragma: no cover - best effort at exit
             pass
+    # Those threads may still be inside a library call: wait for those calls
+    # (cut short by the shutdown) and refuse later ones (see _ffi.guarded).
+    _ffi.close_calls(5.0)
+
+
+def _forget_servers() -> None:
+    """In a child just forked: the servers, their worker and stream threads
+    are the parent's. The child forgets them without a library call (its
+    workers exist only in the parent: shutting down would wait for them), and
+    its locks are made anew (another thread may have held one at the fork)."""
+    for server in list(_live_servers):
+        server._forget()
+    _live_servers.clear()
+    _ffi._calls_under_way.clear()  # calls the parent's threads were making
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_servers)
 
 
 class Server:
@@ -131,7 +152,15 @@ class Server:
         self._callback: Any = None
         self._threads: List[threading.Thread] = []
         self._port = 0
+        # Guards _ptr, _shut, _freeing and _users. Never held across a call
+        # into the library.
         self._lock = threading.Lock()
+        # Calls into the library in progress outside the workers (stats,
+        # reload...): shutdown() frees the server only once they are done.
+        self._users = 0
+        self._no_users = threading.Condition(self._lock)
+        self._freeing = False
+        self._forked = False
         self._stopped = threading.Event()
         self._shut = False
 
@@ -143,7 +172,14 @@ class Server:
         fail = responder.fail
         server = self
         respond = RAW.respond  # the handle declared, the rest untyped: see _ffi.RAW
+        # Whether the handler kept the request (in a list, a closure, another
+        # thread) is told by its reference count: above what it was before the
+        # handler saw it. Measured per request, in the same way at both
+        # places, never a fixed number: how many references the call itself
+        # holds depends on the interpreter (CPython 3.14 loads locals without
+        # one). A kept request is copied (Request._detach), one not kept goes.
         getrefcount = sys.getrefcount
+        last_resort = _last_resort
         new = object.__new__
         mem, method_target_path, short, unset = _MEM, _method_target_path, _SHORT, _UNSET
         lines, read_method_path = _LINES, _read_method_path
@@ -157,41 +193,49 @@ class Server:
         # with it as this returns: no second foreign call); otherwise it is
         # answered right here with one foreign call that keeps the GIL.
         def on_request(_userdata: Optional[int], req: int, res: int) -> Optional[int]:
-            # Request(req), inlined: no __init__ frame per request.
-            mp, ml, tp, tl, pp, pl = method_target_path(mem, req)
-            n = tp - mp + tl
-            line = short[n](mem, mp)[0] if n < 256 and tp - mp == ml + 1 else None
-            request = new(Request)
-            request.method, request.path = (line is not None and lines.get(line)) or read_method_path(line, mp, ml, pp, pl)
-            request._a = req
-            request._live = True
-            request._target = request._query = request._headers = unset
-            request._body = request._peer = request._tail = unset
+            request = None
+            # Nothing may escape into C: the answering callback would return
+            # an uninitialised pointer. The outer try is for what the inner
+            # one's handling itself raises (a logging handler, say).
             try:
-                result = server._handler(request)
-                if type(result) is Response and (fast := result._fast or result._prepare()):
-                    if answering:
-                        p = result._prepared
-                        if p > prepared_min or (p := result._prepared_answer()):
-                            # The library copies it once this returns: keep the
-                            # Response (which owns it) alive until then.
-                            keep.result = result
-                            if getrefcount(request) > 2:
-                                request._detach()
-                            return p
-                    rc = respond(res, *fast)
-                    if rc and rc != CLOSED:
-                        raise _ffi.error_for(rc, "warpcore_respond")
-                else:
-                    answer(res, result, True)
-            except BaseException as exc:  # noqa: B902 - nothing may cross into C
-                _log_failure(request, exc)
-                fail(res)
-            # A request the handler kept (in a thread, a closure) gets its
-            # fields copied before the library takes the memory back; one
-            # nobody kept goes away with this frame.
-            if getrefcount(request) > 2:
-                request._detach()
+                # Request(req), inlined: no __init__ frame per request.
+                mp, ml, tp, tl, pp, pl = method_target_path(mem, req)
+                n = tp - mp + tl
+                line = short[n](mem, mp)[0] if n < 256 and tp - mp == ml + 1 else None
+                request = new(Request)
+                request.method, request.path = (line is not None and lines.get(line)) or read_method_path(line, mp, ml, pp, pl)
+                request._a = req
+                request._live = True
+                request._target = request._query = request._headers = unset
+                request._body = request._peer = request._tail = unset
+                unkept = getrefcount(request)
+                try:
+                    result = server._handler(request)
+                    if type(result) is Response and (fast := result._fast or result._prepare()):
+                        if answering:
+                            p = result._prepared
+                            if p > prepared_min or (p := result._prepared_answer()):
+                                # The library copies it once this returns: keep the
+                                # Response (which owns it) alive until then.
+                                keep.result = result
+                                if getrefcount(request) > unkept:
+                                    request._detach()
+                                return p
+                        rc = respond(res, *fast)
+                        if rc and rc != CLOSED:
+                            raise _ffi.error_for(rc, "warpcore_respond")
+                    else:
+                        answer(res, result, True)
+                except BaseException as exc:  # noqa: B902 - nothing may cross into C
+                    _log_failure(request, exc)
+                    fail(res)
+                # A request the handler kept (in a thread, a closure) gets its
+                # fields copied before the library takes the memory back; one
+                # nobody kept goes away with this frame.
+                if getrefcount(request) > unkept:
+                    request._detach()
+            except BaseException:  # noqa: B902 - nothing may cross into C
+                last_resort(request, res, fail)
             return None
 
         if answering:
@@ -204,6 +248,8 @@ class Server:
         """Binds the address and starts the worker threads; returns self. The
         server accepts connections when this returns."""
         with self._lock:
+            if self._forked:
+                raise RuntimeError(self._closed_message())
             if self._ptr is not None or self._shut:
                 raise RuntimeError("the server was already started")
             self._callback = self._make_callback()
@@ -326,14 +372,28 @@ class Server:
         """Stops accepting, lets requests already received finish for up to
         ``grace`` seconds, closes the rest and frees the server. Returns what
         it did (``{"requests_finished": n, "connections_cut": m}``, also kept
-        as ``shutdown_report``). Idempotent. Not from a handler (it waits for
-        the workers)."""
-        if threading.current_thread() in self._threads:
-            raise RuntimeError("shutdown() from a handler would wait for itself; call it from another thread")
-        # Checked before anything changes: a refused grace leaves the server running
-        # and shutdown() callable again. inf waits as long as the library can (~49 days).
+        as ``shutdown_report``). Idempotent. Not from a thread the server
+        runs (a handler, a stream's iterable): it waits for those threads."""
+        # Checked before anything changes: a refused call leaves the server
+        # running and shutdown() callable again.
+        if self._runs_on(threading.current_thread()):
+            raise RuntimeError(
+                "shutdown() from a handler, a stream's iterable or a WSGI application thread would wait for "
+                "itself; call it from another thread (threading.Thread(target=server.shutdown).start())"
+            )
+        # inf waits as long as the library can (~49 days).
         if math.isnan(float(grace)):
             raise ValueError("shutdown grace must be a number of seconds, not nan")
+        # Stream threads see their connections closed at the latest at the
+        # deadline and finish; one still busy a while later (an iterable
+        # waiting for an event) keeps the server from being freed.
+        return self._shutdown(grace, streams_timeout=max(1.0, min(float(grace), 60.0)))
+
+    def _runs_on(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is one the server runs and shutdown() waits for."""
+        return thread in self._threads or self._responder.owns(thread)
+
+    def _shutdown(self, grace: float, streams_timeout: Optional[float]) -> Optional[Dict[str, int]]:
         ms = int(max(0.0, min(float(grace) * 1000, 2**32 - 1)))
         with self._lock:
             if self._shut:
@@ -350,12 +410,58 @@ class Server:
         report = _ffi.warpcore_shutdown_report()
         check(F.server_shutdown_report(ptr, byref(report)), "warpcore_server_shutdown_report")
         self.shutdown_report = {"requests_finished": report.requests_finished, "connections_cut": report.connections_cut}
-        # Stream threads see their connections closed and finish.
-        self._responder.shutdown(wait=True)
-        F.server_free(ptr)
-        self._ptr = None
+        streams_done = self._responder.shutdown(streams_timeout)
+        # No new call may start, and the ones under way (stats() on another
+        # thread...) end before the free. The workers are stopped, so none of
+        # those calls waits for them, nor for this lock.
+        with self._lock:
+            self._freeing = True
+            while self._users:
+                self._no_users.wait()
+            self._ptr = None
         _live_servers.discard(self)
+        if streams_done:
+            F.server_free(ptr)
+        elif streams_timeout != 0:
+            log.warning("a stream's iterable is still running after shutdown; the server is not freed")
         return self.shutdown_report
+
+    def _use(self, closed_too: bool = False) -> int:
+        """The server's pointer for one library call, counted until
+        ``_used()``: shutdown() frees it only after. ``closed_too``: also while
+        shutdown() is under way (the counters can be read until the free)."""
+        with self._lock:
+            ptr = self._ptr
+            if ptr is None or self._freeing or (self._shut and not closed_too):
+                raise RuntimeError(self._closed_message())
+            self._users += 1
+            return ptr
+
+    def _used(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if not self._users:
+                self._no_users.notify_all()
+
+    def _closed_message(self) -> str:
+        if self._forked:
+            return "the server belongs to the process this one was forked from"
+        if self._shut:
+            return "the server was shut down"
+        return "the server is not running"
+
+    def _forget(self) -> None:
+        """After a fork, in the child (see _forget_servers): closed, with no
+        library call and no lock taken."""
+        self._lock = threading.Lock()
+        self._no_users = threading.Condition(self._lock)
+        self._users = 0
+        self._ptr = None
+        self._shut = self._forked = True
+        self._threads = []
+        self._responder.forget()
+        self._stopped = threading.Event()
+        self._stopped.set()
 
     def reload(self, handler: Optional[Handler] = None, **settings: Any) -> None:
         """Applies new settings to requests read from now on, atomically, with
@@ -377,22 +483,23 @@ class Server:
             settings["timeouts"] = dict(settings["timeouts"] or {})
             _check_timeouts(settings["timeouts"])
         if settings or static is not None:
-            ptr = self._ptr
-            if ptr is None or self._shut:
-                raise RuntimeError("the server is not running")
-            old, old_static = self._settings, self._static
-            self._settings = dict(old, **settings)
-            if static is not None:
-                self._static = _static_mounts(static)
+            ptr = self._use()
             try:
-                cfg = self._config(self._port, len(self._threads))
+                old, old_static = self._settings, self._static
+                self._settings = dict(old, **settings)
+                if static is not None:
+                    self._static = _static_mounts(static)
                 try:
-                    check(F.server_reload(ptr, cfg), "warpcore_server_reload")
-                finally:
-                    F.config_free(cfg)
-            except BaseException:
-                self._settings, self._static = old, old_static
-                raise
+                    cfg = self._config(self._port, len(self._threads))
+                    try:
+                        check(F.server_reload(ptr, cfg), "warpcore_server_reload")
+                    finally:
+                        F.config_free(cfg)
+                except BaseException:
+                    self._settings, self._static = old, old_static
+                    raise
+            finally:
+                self._used()
         if handler is not None:
             self._handler = handler  # one attribute store: atomic for the workers
 
@@ -407,19 +514,23 @@ class Server:
         return self._counters(_ffi.warpcore_file_cache_stats, F.server_file_cache_stats, "warpcore_server_file_cache_stats")
 
     def _counters(self, struct: Any, read: Any, name: str) -> Dict[str, int]:
-        """One counters struct read by ``read``, as a dict of its fields."""
-        ptr = self._ptr
-        if ptr is None:
-            raise RuntimeError("the server is not running")
-        out = struct()
-        check(read(ptr, byref(out)), name)
+        """One counters struct read by ``read``, as a dict of its fields.
+        Readable until shutdown() frees the server."""
+        ptr = self._use(closed_too=True)
+        try:
+            out = struct()
+            check(read(ptr, byref(out)), name)
+        finally:
+            self._used()
         return {field: getattr(out, field) for field, _ in out._fields_}
 
     def reopen_logs(self) -> None:
         """Reopens the access-log file (after log rotation moved it away)."""
-        if self._ptr is None:
-            raise RuntimeError("the server is not running")
-        check(F.server_reopen_logs(self._ptr), "warpcore_server_reopen_logs")
+        ptr = self._use()
+        try:
+            check(F.server_reopen_logs(ptr), "warpcore_server_reopen_logs")
+        finally:
+            self._used()
 
     def serve_forever(self, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM), grace: float = 5.0) -> None:
         """Starts (if needed), runs until one of ``stop_signals`` arrives, then
@@ -532,6 +643,25 @@ def _access_logger(target: Any) -> Callable[[Optional[int], Optional[int], int],
             log.exception("the access-log callback failed")
 
     return on_lines
+
+
+def _last_resort(request: Optional[Request], res: int, fail: Callable[[int], None]) -> None:
+    """The handler callback's own error handling failed (a logging handler
+    raised, say): answer 500 if nothing was, copy the request in case it was
+    kept, and return to C whatever else happens."""
+    try:
+        fail(res)
+    except BaseException:  # noqa: B902 - nothing may cross into C
+        pass
+    try:
+        if request is not None and request._live:
+            request._detach()
+    except BaseException:  # noqa: B902 - nothing may cross into C
+        pass
+    try:
+        log.critical("the request callback failed", exc_info=True)
+    except BaseException:  # noqa: B902 - nothing may cross into C
+        pass
 
 
 def _log_failure(request: Request, exc: BaseException) -> None:

@@ -38,7 +38,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _ffi
-from ._ffi import CLOSED, LENGTH_MISMATCH, RAW, RELEASE, F, error_for, header_array, pin, warpcore_handler_cb
+from ._ffi import CLOSED, LENGTH_MISMATCH, RAW, RELEASE, F, error_for, guarded, header_array, pin, warpcore_handler_cb
 from ._request import _MEM, _SHORT, _pair, _unpack_view, read_headers
 from ._response import FILE_CHUNK, ZERO_COPY_MIN, pump
 from ._server import _ASYNC_SIGNALS, Server
@@ -49,13 +49,16 @@ log = logging.getLogger("warpcore.wsgi")
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-_respond = F.respond
-_respond_buffer = F.respond_buffer
-_start = F.response_start
-_end = F.response_end
-_abort = F.response_abort
+# Application threads are daemon threads: their calls are guarded (see _ffi.guarded).
+_respond = guarded(F.respond)
+_respond_buffer = guarded(F.respond_buffer)
+_start = guarded(F.response_start)
+_write = guarded(F.response_write)
+_write_buffer = guarded(F.response_write_buffer)
+_end = guarded(F.response_end)
+_abort = guarded(F.response_abort)
 _respond_raw = RAW.respond
-_respond_raw_deferred = RAW.respond_deferred
+_respond_raw_deferred = guarded(RAW.respond_deferred)
 
 _ERROR_BODY = b"Internal Server Error\n"
 _ERROR_HEADERS = [("Content-Type", "text/plain; charset=utf-8")]
@@ -175,6 +178,8 @@ class _Call:
                     length = int(value)
                 except ValueError:
                     length = -1
+                else:
+                    length = _content_length(value, length)
         self.length = length
         h = header_array(self.headers)
         rc = _start(self.res, self.code, h.address, h.count, length)
@@ -197,14 +202,22 @@ class _Call:
             return
         n = len(data)
         if n < ZERO_COPY_MIN:
-            rc = F.response_write(self.res, data, n)
+            rc = _write(self.res, data, n)
         else:
-            rc = F.response_write_buffer(self.res, data, n, RELEASE, pin(data))
+            rc = _write_buffer(self.res, data, n, RELEASE, pin(data))
         if rc:
             if rc in (CLOSED, LENGTH_MISMATCH):
                 self.done = True
                 raise _Gone()
             raise error_for(rc, "warpcore_response_write")
+
+
+def _content_length(value: Any, n: int) -> int:
+    """A Content-Length the C call can take (``int64_t``, -1 meaning
+    chunked): 2**64 - 1 would have been sent chunked, -5 refused later."""
+    if not 0 <= n < 2**63:
+        raise ValueError(f"Content-Length {value!r} is out of range")
+    return n
 
 
 class _Gone(Exception):
@@ -254,6 +267,8 @@ def _send_file(call: _Call, wrapper: FileWrapper) -> bool:
                 declared = int(value)
             except ValueError:
                 pass
+            else:
+                declared = _content_length(value, declared)
     if declared is not None and declared < size:
         size = declared
 
@@ -274,9 +289,10 @@ def _send_file(call: _Call, wrapper: FileWrapper) -> bool:
     h = header_array(headers)
     rc = _start(call.res, call.code, h.address, h.count, size)
     if rc:
-        call.done = True
-        if rc == CLOSED:
+        if rc == CLOSED:  # the only failure that releases the handle
+            call.done = True
             return True
+        # The handle is still ours: _app_failed answers 500 with it.
         raise error_for(rc, "warpcore_response_start")
     call.started = call.done = True
     pump(call.res, chunks())  # ends the stream and releases the handle
@@ -454,6 +470,14 @@ class WSGIServer(Server):
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._app_threads: List[threading.Thread] = []
 
+    def _runs_on(self, thread: threading.Thread) -> bool:
+        return thread in self._app_threads or super()._runs_on(thread)
+
+    def _forget(self) -> None:
+        super()._forget()
+        self._queue = queue.SimpleQueue()
+        self._app_threads = []
+
     def _base_environ(self) -> Dict[str, Any]:
         return {
             "SCRIPT_NAME": self._script_name,
@@ -554,7 +578,8 @@ class WSGIServer(Server):
     def shutdown(self, grace: float = 10.0) -> None:
         """Stops accepting, lets requests in flight finish for up to ``grace``
         seconds (the application threads keep answering), then stops the
-        application threads."""
+        application threads. Not from the application (it would wait for
+        itself): a ``RuntimeError`` there."""
         super().shutdown(grace)
         threads, self._app_threads = self._app_threads, []
         for _ in threads:

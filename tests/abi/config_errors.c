@@ -97,7 +97,7 @@ static void invalid_settings(void) {
     CHECK_RESULT(warpcore_config_set_coalesce_wait(config, 0), WARPCORE_RESULT_OK);
 
     static const uint32_t kinds[] = {WARPCORE_TIMEOUT_HEADER, WARPCORE_TIMEOUT_IDLE, WARPCORE_TIMEOUT_BODY,
-                                     WARPCORE_TIMEOUT_WRITE};
+                                     WARPCORE_TIMEOUT_WRITE, WARPCORE_TIMEOUT_ANSWER};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         CHECK_RESULT(warpcore_config_set_timeout(config, kinds[i], 0), WARPCORE_RESULT_INVALID_ARGUMENT);
         CHECK_RESULT(warpcore_config_set_timeout(config, kinds[i], 999), WARPCORE_RESULT_INVALID_ARGUMENT);
@@ -107,7 +107,7 @@ static void invalid_settings(void) {
         CHECK_RESULT(warpcore_config_set_timeout(config, kinds[i], 1000), WARPCORE_RESULT_OK);
         CHECK_RESULT(warpcore_config_set_timeout(config, kinds[i], 86400000), WARPCORE_RESULT_OK);
     }
-    CHECK_RESULT(warpcore_config_set_timeout(config, 4, 5000), WARPCORE_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(warpcore_config_set_timeout(config, WARPCORE_TIMEOUT_ANSWER + 1, 5000), WARPCORE_RESULT_INVALID_ARGUMENT);
     CHECK_RESULT(warpcore_config_set_timeout(config, UINT32_MAX, 5000), WARPCORE_RESULT_INVALID_ARGUMENT);
 
     static const char *bad_names[] = {"a\r\nX-Injected: 1", "tab\there", "del\x7f", "nl\n", "esc\x1b"};

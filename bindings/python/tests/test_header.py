@@ -195,6 +195,6 @@ def test_log_levels_match():
 
 def test_timeout_codes_match():
     codes = {m.group(1): int(m.group(2)) for m in re.finditer(r"WARPCORE_TIMEOUT_(\w+)\s*=\s*(\d+)", CODE)}
-    assert codes == {"HEADER": 0, "IDLE": 1, "BODY": 2, "WRITE": 3}
+    assert codes == {"HEADER": 0, "IDLE": 1, "BODY": 2, "WRITE": 3, "ANSWER": 4}
     for name, code in codes.items():
         assert getattr(_ffi, "TIMEOUT_" + name) == code

@@ -228,6 +228,7 @@ TIMEOUT_HEADER = 0
 TIMEOUT_IDLE = 1
 TIMEOUT_BODY = 2
 TIMEOUT_WRITE = 3
+TIMEOUT_ANSWER = 4
 
 # --- functions -----------------------------------------------------------------
 

@@ -45,6 +45,7 @@ _TIMEOUTS = {
     "idle": _ffi.TIMEOUT_IDLE,
     "body": _ffi.TIMEOUT_BODY,
     "write": _ffi.TIMEOUT_WRITE,
+    "answer": _ffi.TIMEOUT_ANSWER,
 }
 
 _live_servers: "weakref.WeakSet[Server]" = weakref.WeakSet()

@@ -49,6 +49,7 @@ module Network.WarpCore.Raw
   , timeoutIdle
   , timeoutBody
   , timeoutWrite
+  , timeoutAnswer
     -- * Log levels
   , logLevelError
   , logLevelWarning
@@ -386,11 +387,12 @@ resultInvalidHeader = #{const WARPCORE_RESULT_INVALID_HEADER}
 resultPanic = #{const WARPCORE_RESULT_PANIC}
 resultLengthMismatch = #{const WARPCORE_RESULT_LENGTH_MISMATCH}
 
-timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite :: Word32
+timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite, timeoutAnswer :: Word32
 timeoutHeader = #{const WARPCORE_TIMEOUT_HEADER}
 timeoutIdle = #{const WARPCORE_TIMEOUT_IDLE}
 timeoutBody = #{const WARPCORE_TIMEOUT_BODY}
 timeoutWrite = #{const WARPCORE_TIMEOUT_WRITE}
+timeoutAnswer = #{const WARPCORE_TIMEOUT_ANSWER}
 
 logLevelError, logLevelWarning, logLevelInfo :: Word32
 logLevelError = #{const WARPCORE_LOG_LEVEL_ERROR}

@@ -106,6 +106,9 @@ data Timeout
   -- ^ a request body may make no progress for this long
   | WriteTimeout
   -- ^ a response may make no progress for this long
+  | AnswerTimeout
+  -- ^ a deferred answer must begin this long after the handler returned, or
+  -- the client gets 503 and the connection closes
   deriving (Eq, Show, Enum, Bounded)
 
 -- | Server settings. Unset ('Nothing') limits keep the library's defaults.
@@ -355,6 +358,7 @@ timeoutCode HeaderTimeout = Raw.timeoutHeader
 timeoutCode IdleTimeout = Raw.timeoutIdle
 timeoutCode BodyTimeout = Raw.timeoutBody
 timeoutCode WriteTimeout = Raw.timeoutWrite
+timeoutCode AnswerTimeout = Raw.timeoutAnswer
 
 -- Runs the handler for one request in the current thread and makes sure
 -- the handle is released.

@@ -40,6 +40,7 @@ mod worker;
 pub use app::handler;
 pub use observe::log;
 
+pub use app::body::{BodyError, BodyStream};
 pub use app::deferred::Deferred;
 pub use app::handler::{Handler, Request, RespondError, Response};
 pub use config::Config;

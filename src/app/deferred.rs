@@ -63,6 +63,9 @@ pub(crate) enum Answer {
     File(Box<FileAnswer>),
     /// The end of the stream.
     End,
+    /// The request body's reader made room in its window, asked for the body
+    /// (a `100 Continue` may be owed) or went away: read on.
+    ReadBody,
     /// The handle was aborted or went away unanswered, or the stream broke its
     /// length: answer 500 if nothing was sent yet, else close the connection
     /// once what was written has left.
@@ -162,7 +165,7 @@ impl Mailbox {
         let _ = self.thread.set(std::thread::current().id());
     }
 
-    fn on_worker_thread(&self) -> bool {
+    pub(crate) fn on_worker_thread(&self) -> bool {
         self.thread.get() == Some(&std::thread::current().id())
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 
+use super::body::{BodyShared, BodyStream};
 use super::waiting::Waiting;
 use super::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
 use super::respond_file::FileCtx;
@@ -49,8 +50,12 @@ pub struct Request<'a> {
     pub minor_version: u8,
     /// The header fields in the order received.
     pub headers: &'a [httparse::Header<'a>],
-    /// The whole body (chunked coding removed).
+    /// The whole body (chunked coding removed), when it arrived whole; empty
+    /// when `body_follows`.
     pub body: &'a [u8],
+    /// The body is larger than the whole-body maximum and did not arrive with
+    /// the head: it streams, read through [`Response::body`].
+    pub body_follows: bool,
     /// The client's address.
     pub peer: SocketAddr,
     /// The peer's IP address as text (`127.0.0.1`, `::1`).
@@ -145,6 +150,8 @@ pub struct Response<'a> {
     /// so that a client never sees an answer the counters do not show yet.
     pub(crate) stats: &'a WorkerStats,
     pub(crate) counted: bool,
+    /// The streamed body, until `body` takes its reader.
+    pub(crate) body_stream: Option<Arc<BodyShared>>,
 }
 
 impl Response<'_> {
@@ -340,6 +347,17 @@ impl Response<'_> {
         let remaining = stream.map(|s| s.remaining());
         let file_query = crate::file::FileQuery::capture(self.file.method, self.file.headers);
         Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining, file_query))
+    }
+
+    /// The request body as it arrives, when it streams (`Request::body_follows`):
+    /// a reader that may move to any thread and outlive this call. A body that
+    /// arrived whole is in `Request::body`, and this returns None; so does a
+    /// second call. Take it during the handler call: afterwards the engine
+    /// discards what arrives. Reading first sends the `100 Continue` a client
+    /// may wait for.
+    pub fn body(&mut self) -> Option<BodyStream> {
+        let shared = self.body_stream.take()?;
+        Some(BodyStream::new(shared, self.defer_slot.mailbox.clone(), self.defer_slot.conn))
     }
 
     /// Whether the answer is complete (or the connection broke): nothing more

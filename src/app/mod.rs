@@ -2,6 +2,7 @@
 //! `Request`, the `Response` it answers through inside the call, and the
 //! `Deferred` handle that answers from any thread after it.
 
+pub mod body;
 pub mod deferred;
 pub mod handler;
 pub(crate) mod respond_file;

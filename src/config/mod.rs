@@ -29,8 +29,14 @@ pub struct Config {
     pub handler: Option<Arc<dyn Handler>>,
     /// The `Server` header; empty sends none. Default `warpcore`.
     pub server_name: Vec<u8>,
-    /// Largest request body accepted, in bytes; more is answered 413. Default 1 MiB.
+    /// Largest request body accepted, in bytes; more is answered 413 (or,
+    /// once the answer began, the connection closes). At most 1 TiB, or
+    /// `u64::MAX` for no limit. Default 1 MiB.
     pub max_body_size: u64,
+    /// Largest body handed to the handler whole, in `Request::body`; a larger
+    /// one that did not arrive with its head streams (`Request::body_follows`,
+    /// `Response::body`), through a 64 KiB window. At most 64 MiB. Default 1 MiB.
+    pub whole_body_max: usize,
     /// Largest request head (request line and header fields). Default 32 KiB; more → 431.
     pub max_head_size: usize,
     /// Longest request line. Default 8 KiB; more → 414.
@@ -92,6 +98,7 @@ impl Default for Config {
             handler: None,
             server_name: b"warpcore".to_vec(),
             max_body_size: 1 << 20,
+            whole_body_max: 1 << 20,
             max_head_size: 32 * 1024,
             max_request_line: 8 * 1024,
             max_header_count: MAX_HEADERS,
@@ -137,8 +144,11 @@ impl Config {
         if self.max_head_size > 1 << 20 {
             return invalid("max_head_size must be at most 1 MiB");
         }
-        if self.max_body_size > 1 << 40 {
-            return invalid("max_body_size must be at most 1 TiB");
+        if self.max_body_size > 1 << 40 && self.max_body_size != u64::MAX {
+            return invalid("max_body_size must be at most 1 TiB, or u64::MAX for no limit");
+        }
+        if self.whole_body_max > 64 << 20 {
+            return invalid("whole_body_max must be at most 64 MiB");
         }
         if self.server_name.iter().any(|&b| b < 0x20 || b == 0x7f) {
             return invalid("server_name must not contain control characters");

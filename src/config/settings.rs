@@ -27,6 +27,7 @@ pub(crate) struct Settings {
     pub handler: Arc<dyn Handler>,
     pub head_limits: HeadLimits,
     pub max_body_size: u64,
+    pub whole_body_max: usize,
     /// `Server: NAME\r\n`, or empty.
     pub server_line: Vec<u8>,
     pub stream_high_water: usize,
@@ -58,6 +59,7 @@ impl Settings {
             handler: config.handler.clone().expect("validated config has a handler"),
             head_limits: config.head_limits(),
             max_body_size: config.max_body_size,
+            whole_body_max: config.whole_body_max,
             server_line: crate::http::compose::server_line(&config.server_name),
             stream_high_water: config.stream_high_water,
             timeouts: Timeouts {

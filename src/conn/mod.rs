@@ -6,10 +6,12 @@ pub(crate) mod context;
 pub(crate) mod deadline;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mio::net::TcpStream;
 
 use crate::net::input::InBuf;
+use crate::app::body::{BodyError, BodyShared};
 use crate::app::deferred::{Answer, ConnRef, FileAnswer};
 use crate::app::waiting::Waiting;
 use crate::file::serve::Body;
@@ -38,6 +40,60 @@ pub(crate) const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 /// A decoded chunked body larger than this is given back when its request
 /// ends, so an idle connection does not keep a large upload's memory.
 const KEEP_BODY: usize = 16 * 1024;
+
+/// How many bytes of a streamed body that its application did not read are
+/// discarded before the connection is reused; past it the connection closes
+/// after its answer (Warp's `setMaximumBodyFlush`, nginx's discarded body).
+pub(crate) const MAX_BODY_FLUSH: usize = 256 * 1024;
+
+/// The body of the request being answered, streaming to its application.
+struct BodyIn {
+    shared: Arc<BodyShared>,
+    framing: BodyFraming,
+    /// `Expect: 100-continue` was asked and no `100 Continue` sent yet: it is
+    /// sent when the application first reads.
+    continue_owed: bool,
+    /// Bytes discarded since the application stopped reading.
+    discarded: usize,
+}
+
+enum BodyFraming {
+    Length { remaining: u64 },
+    Chunked(ChunkedDecoder),
+}
+
+impl Drop for BodyIn {
+    /// Ended or not, the reader learns that nothing more will come.
+    fn drop(&mut self) {
+        self.shared.finish(Err(BodyError::Closed));
+    }
+}
+
+impl BodyIn {
+    fn new(framing: BodyFraming, continue_owed: bool) -> BodyIn {
+        BodyIn { shared: BodyShared::new(), framing, continue_owed, discarded: 0 }
+    }
+}
+
+/// Gives decoded body bytes to the reader, or counts them discarded.
+fn deliver(body: &mut BodyIn, bytes: &[u8], reader_gone: bool) {
+    if reader_gone {
+        body.discarded += bytes.len();
+    } else {
+        body.shared.push(bytes);
+    }
+}
+
+/// Why feeding a streamed body stopped short of its end.
+enum BodyStop {
+    /// Every byte given was taken: more must be read.
+    NeedInput,
+    /// The window is full: nothing more is read until the reader makes room.
+    Paused,
+    /// The body failed (too large, bad framing, too much to discard): the
+    /// connection closes after what is queued.
+    Failed,
+}
 
 /// A request whose head has arrived and whose body has not (yet) all arrived.
 struct PartialBody {
@@ -75,6 +131,8 @@ pub(crate) enum Stop {
     NeedInput,
     /// Output is backed up; resume when the socket drains.
     Backpressure,
+    /// A streamed body's window is full: resume when its reader makes room.
+    BodyPaused,
     /// `MAX_PENDING_OUTPUT` bytes of answers are composed and not sent: send
     /// them before the next request is handled.
     OutputFull,
@@ -106,6 +164,8 @@ pub(crate) struct ConnState {
     /// A decoded chunked body.
     body: Vec<u8>,
     partial: Option<PartialBody>,
+    /// The body of the request being answered, while it streams.
+    body_in: Option<Box<BodyIn>>,
     /// Send what is queued, then close.
     pub close_after_flush: bool,
     /// Write interest is registered with the poller.
@@ -142,6 +202,7 @@ impl Conn {
                 backlog: OutQueue::default(),
                 body: Vec::new(),
                 partial: None,
+                body_in: None,
                 close_after_flush: false,
                 write_registered: false,
                 // The request often arrives with the connection.
@@ -155,9 +216,35 @@ impl Conn {
 }
 
 impl ConnState {
-    /// Whether a request head has been parsed and its body is still arriving.
+    /// Whether a request head has been parsed and its body is still arriving
+    /// (whole, or streaming and not paused).
     pub fn awaiting_body(&self) -> bool {
-        self.partial.is_some()
+        self.partial.is_some() || self.body_in.as_ref().is_some_and(|b| self.body_can_take(b))
+    }
+
+    /// Whether a request body is streaming to its application.
+    pub fn streams_body(&self) -> bool {
+        self.body_in.is_some()
+    }
+
+    /// Why the connection cannot go on with its input right now, before any
+    /// is processed: the same checks, in the same order, as `process`.
+    pub fn next_stop(&self) -> Stop {
+        if self.close_after_flush {
+            Stop::Close
+        } else if let Some(body) = &self.body_in {
+            if self.body_can_take(body) {
+                Stop::NeedInput
+            } else {
+                Stop::BodyPaused
+            }
+        } else if self.waiting.is_some() {
+            Stop::Waiting
+        } else if !self.backlog.is_empty() {
+            Stop::Backpressure
+        } else {
+            Stop::NeedInput
+        }
     }
 
     /// Handles every complete request at the start of `input`, appending the
@@ -167,6 +254,16 @@ impl ConnState {
         loop {
             if self.close_after_flush {
                 return Progress { consumed: pos, stop: Stop::Close, need: 0 };
+            }
+            if self.body_in.is_some() {
+                let (used, stopped) = self.feed_body(&input[pos..], ctx, out);
+                pos += used;
+                match stopped {
+                    None => {}
+                    Some(BodyStop::NeedInput) => return Progress { consumed: pos, stop: Stop::NeedInput, need: 0 },
+                    Some(BodyStop::Paused) => return Progress { consumed: pos, stop: Stop::BodyPaused, need: 0 },
+                    Some(BodyStop::Failed) => continue,
+                }
             }
             if self.waiting.is_some() {
                 return Progress { consumed: pos, stop: Stop::Waiting, need: 0 };
@@ -197,18 +294,27 @@ impl ConnState {
             Err(Reject(status)) => return Ok(self.reject(status, buf.len(), ctx, out)),
         };
         let head_len = info.head_len;
+        // A body larger than the whole-body maximum that has not arrived whole
+        // streams: the handler is called now and reads it as it arrives.
+        let mut streamed: Option<BodyIn> = None;
         let (body, used): (&[u8], usize) = match info.framing {
             Framing::Empty => (&[], head_len),
             Framing::Length(n) => {
                 if n > ctx.settings.max_body_size {
                     return Ok(self.reject(413, buf.len(), ctx, out));
                 }
-                let end = head_len + n as usize;
-                if buf.len() < end {
-                    self.wait_for_body(info.expect_continue, false, out);
-                    return Err(end);
+                let end = (head_len as u64).saturating_add(n);
+                if (buf.len() as u64) < end {
+                    if n > ctx.settings.whole_body_max as u64 {
+                        streamed = Some(BodyIn::new(BodyFraming::Length { remaining: n }, info.expect_continue));
+                        (&[], head_len)
+                    } else {
+                        self.wait_for_body(info.expect_continue, false, out);
+                        return Err(end as usize);
+                    }
+                } else {
+                    (&buf[head_len..end as usize], end as usize)
                 }
-                (&buf[head_len..end], end)
             }
             Framing::Chunked => {
                 let partial = self.partial.get_or_insert(PartialBody { continue_sent: false, chunked: None });
@@ -223,12 +329,26 @@ impl ConnState {
                 match decoder.decode(raw, &mut self.body) {
                     Ok((n, done)) => {
                         *raw_done += n;
-                        if !done {
+                        if done {
+                            let used = head_len + *raw_done;
+                            (&self.body[..], used)
+                        } else if self.body.len() > ctx.settings.whole_body_max {
+                            // Too large to gather: the rest streams, after
+                            // what was decoded so far.
+                            let used = head_len + *raw_done;
+                            let continue_owed = info.expect_continue && !partial.continue_sent;
+                            let Some(PartialBody { chunked: Some((decoder, _)), .. }) = self.partial.take() else {
+                                unreachable!("a chunked body has its decoder")
+                            };
+                            let body_in = BodyIn::new(BodyFraming::Chunked(decoder), continue_owed);
+                            body_in.shared.push(&self.body);
+                            self.body.clear();
+                            streamed = Some(body_in);
+                            (&[], used)
+                        } else {
                             self.wait_for_body(info.expect_continue, true, out);
                             return Err(0);
                         }
-                        let used = head_len + *raw_done;
-                        (&self.body[..], used)
                     }
                     Err(ChunkError::Invalid) => return Ok(self.reject(400, buf.len(), ctx, out)),
                     Err(ChunkError::TooLarge) => return Ok(self.reject(413, buf.len(), ctx, out)),
@@ -259,6 +379,7 @@ impl ConnState {
             minor_version: info.minor,
             headers: fields,
             body,
+            body_follows: streamed.is_some(),
             peer: self.peer,
             peer_ip: self.peer_text.as_bytes(),
             worker_index: ctx.index,
@@ -287,6 +408,7 @@ impl ConnState {
             file: FileCtx { files: &mut ctx.files, method: request.method, headers: fields },
             stats: &ctx.stats,
             counted: false,
+            body_stream: streamed.as_ref().map(|b| b.shared.clone()),
         };
         // A path under a static mount is served by the engine, without the
         // handler; a panicking handler costs its connection, never the worker.
@@ -295,6 +417,7 @@ impl ConnState {
                 settings.handler.handle(&request, &mut response);
             }
         }));
+        let reader_taken = response.body_stream.is_none();
         let (outcome, status, body_bytes, counted) = (response.outcome, response.status, response.body_bytes, response.counted);
         let stats = &ctx.stats;
         if !counted {
@@ -348,6 +471,12 @@ impl ConnState {
                 access.record(lr, status, if status == 500 && outcome_is_pending(outcome) { 0 } else { body_bytes });
             }
         }
+        if let Some(body_in) = streamed {
+            if !reader_taken {
+                body_in.shared.no_reader();
+            }
+            self.body_in = Some(Box::new(body_in));
+        }
         self.partial = None;
         self.release_body();
         Ok(used)
@@ -360,6 +489,152 @@ impl ConnState {
         } else {
             self.body.clear();
         }
+    }
+
+    /// Hands the streamed body what `input` holds of it, as far as its
+    /// window has room: the bytes used, and why it stopped short of the end
+    /// (None: the body ended, `body_in` is gone).
+    fn feed_body(&mut self, input: &[u8], ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> (usize, Option<BodyStop>) {
+        let Some(mut body) = self.body_in.take() else { return (0, None) };
+        if body.continue_owed {
+            let deferred_not_begun = self.waiting.as_ref().is_some_and(|w| w.status == 0);
+            if body.shared.asked() && deferred_not_begun {
+                out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                body.continue_owed = false;
+            } else if !deferred_not_begun {
+                // Answered before the client was told to send its body:
+                // whether it sends it cannot be known, so close.
+                self.body_in = Some(body);
+                return self.drop_body(ctx, out, None);
+            } else if body.shared.pause_until_asked() {
+                // The application has not asked: the client waits for the 100.
+                self.body_in = Some(body);
+                return (0, Some(BodyStop::Paused));
+            } else {
+                self.body_in = Some(body);
+                return self.feed_body(input, ctx, out);
+            }
+        }
+        let mut used = 0;
+        let result = loop {
+            let (room, reader_gone) = body.shared.room();
+            if reader_gone {
+                if self.waiting.is_some() {
+                    // Nothing is discarded while the answer is being made.
+                    break Ok(false);
+                }
+                if body.discarded + (input.len() - used) > MAX_BODY_FLUSH {
+                    // Too much left unread to discard: close after the answer.
+                    break Err(None);
+                }
+            }
+            let room = if reader_gone { usize::MAX } else { room };
+            if room == 0 {
+                if body.shared.pause() {
+                    break Ok(false);
+                }
+                continue;
+            }
+            let avail = &input[used..];
+            let step = match &mut body.framing {
+                BodyFraming::Length { remaining } => {
+                    let take = avail.len().min(room).min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    *remaining -= take as u64;
+                    used += take;
+                    let done = *remaining == 0;
+                    deliver(&mut body, &avail[..take], reader_gone);
+                    Ok(done)
+                }
+                BodyFraming::Chunked(decoder) => {
+                    // Decoded bytes are never more than their raw bytes.
+                    let raw = &avail[..avail.len().min(room)];
+                    self.body.clear();
+                    if self.body.try_reserve(raw.len()).is_err() {
+                        Err(Some(503))
+                    } else {
+                        match decoder.decode(raw, &mut self.body) {
+                            Ok((n, done)) => {
+                                used += n;
+                                Ok(done)
+                            }
+                            Err(ChunkError::Invalid) => Err(Some(400)),
+                            Err(ChunkError::TooLarge) => Err(Some(413)),
+                        }
+                    }
+                }
+            };
+            if matches!(body.framing, BodyFraming::Chunked(_)) {
+                deliver(&mut body, &self.body, reader_gone);
+                self.body.clear();
+            }
+            match step {
+                Ok(true) => break Ok(true),
+                Ok(false) if used == input.len() => break Ok(false),
+                Ok(false) => {}
+                Err(status) => break Err(status),
+            }
+        };
+        match result {
+            Ok(true) => {
+                body.shared.finish(Ok(()));
+                drop(body);
+                self.release_body();
+                (used, None)
+            }
+            Ok(false) => {
+                let stop = if self.body_can_take(&body) { BodyStop::NeedInput } else { BodyStop::Paused };
+                self.body_in = Some(body);
+                (used, Some(stop))
+            }
+            Err(status) => {
+                self.body_in = Some(body);
+                let (_, stop) = self.drop_body(ctx, out, status);
+                (used, stop)
+            }
+        }
+    }
+
+    /// Whether the connection may read more of the streamed body now: the
+    /// client was told to send it, the window has room, and what the reader
+    /// left is discarded only once the answer is made.
+    /// A full window or an unasked `100 Continue` marks the body paused, so
+    /// that the reader's next read tells the worker to read on.
+    fn body_can_take(&self, body: &BodyIn) -> bool {
+        if body.continue_owed && self.waiting.as_ref().is_some_and(|w| w.status == 0) {
+            return !body.shared.pause_until_asked();
+        }
+        let (room, reader_gone) = body.shared.room();
+        if reader_gone {
+            self.waiting.is_none()
+        } else {
+            room > 0 || !body.shared.pause()
+        }
+    }
+
+    /// Gives up on a streamed body: the reader gets its error, an answer not
+    /// begun becomes `status` (413, 400, 503; nothing when None), and the
+    /// connection closes after what is queued.
+    fn drop_body(&mut self, ctx: &mut WorkerCtx, out: &mut Vec<u8>, status: Option<u16>) -> (usize, Option<BodyStop>) {
+        if let Some(body) = self.body_in.take() {
+            let error = match status {
+                Some(413) => BodyError::TooLarge,
+                Some(400) => BodyError::Invalid,
+                _ => BodyError::Closed,
+            };
+            body.shared.finish(Err(error));
+        }
+        self.release_body();
+        if let Some(status) = status {
+            bump(&ctx.stats.parse_errors, 1);
+            if self.waiting.as_ref().is_some_and(|w| w.status == 0) {
+                // The handle can no longer answer; the client learns why.
+                self.waiting = None;
+                compose_error(out, &env_of(ctx), status);
+                ctx.stats.response(status);
+            }
+        }
+        self.close_after_flush = true;
+        (0, Some(BodyStop::Failed))
     }
 
     /// Sends `100 Continue` once when the client asked for it.
@@ -407,6 +682,13 @@ impl ConnState {
     /// Applies one answer posted by a `Deferred`. Returns false when the
     /// connection must be closed at once.
     pub fn apply(&mut self, answer: Answer, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> bool {
+        if let Answer::ReadBody = answer {
+            // The worker reads on when it drives the connection next.
+            if let Some(body) = &self.body_in {
+                body.shared.resumed();
+            }
+            return true;
+        }
         let Some(waiting) = self.waiting.as_mut() else { return true };
         // An answer that arrives while shutting down closes its connection
         // (also when this worker has not polled since shutdown began).
@@ -490,6 +772,7 @@ impl ConnState {
                     Err(_) => return false,
                 }
             }
+            Answer::ReadBody => unreachable!("handled above"),
             Answer::Abort => {
                 self.close_after_flush = true;
                 if waiting.stream.is_some() {

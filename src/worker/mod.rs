@@ -290,6 +290,7 @@ impl Worker {
             for i in 0..self.conns.len() {
                 let idle = matches!(&self.conns[i], Some(c) if c.state.backlog.is_empty()
                     && !c.state.awaiting_body()
+                    && !c.state.streams_body()
                     && c.state.waiting.is_none());
                 if idle {
                     self.close(i);
@@ -399,7 +400,9 @@ impl Worker {
         let Worker { conns, scratch, out, held, ctx, clock, .. } = self;
         let timeouts = ctx.settings.timeouts;
         let max_head = ctx.settings.head_limits.max_head_bytes;
-        let max_body = ctx.settings.max_body_size as usize;
+        // A body past the whole-body maximum streams, so the buffer never
+        // needs to hold more than that.
+        let max_body = (ctx.settings.max_body_size.min(ctx.settings.whole_body_max as u64)) as usize;
         let limit = max_head.saturating_add(max_body).saturating_add(SCRATCH_SIZE);
         let Some(Some(conn)) = conns.get_mut(index) else { return };
         // The client sent its FIN: it sends no more, but may still read.
@@ -408,21 +411,14 @@ impl Worker {
         let mut gone = false;
         // A request was handled: the next head gets a fresh header deadline.
         let mut handled = false;
-        let mut stop = if conn.state.close_after_flush {
-            Stop::Close
-        } else if conn.state.waiting.is_some() {
-            Stop::Waiting
-        } else if !conn.state.backlog.is_empty() {
-            Stop::Backpressure
-        } else {
-            Stop::NeedInput
-        };
+        let mut stop = conn.state.next_stop();
         // Bytes the request in progress needs in all (0 when unknown).
         let mut need = 0;
 
         // Bytes left from an earlier pass (stopped by backpressure or a
-        // deferred answer) come first.
-        if !conn.input.is_empty() && stop == Stop::NeedInput {
+        // deferred answer) come first; a streamed body is fed even without
+        // any, to send the 100 Continue its reader asked for.
+        if (!conn.input.is_empty() || conn.state.streams_body()) && stop == Stop::NeedInput {
             let progress = conn.state.process(conn.input.bytes(), ctx, out);
             conn.input.consume(progress.consumed);
             handled |= progress.consumed > 0;
@@ -532,6 +528,10 @@ impl Worker {
             if state.deadline.wait != Wait::Write {
                 state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }
+        } else if state.awaiting_body() && !state.close_after_flush {
+            // Body bytes are due from the client (whole, or streaming into a
+            // window with room): extended on progress.
+            state.deadline = Deadline { at: clock.after(timeouts.body), wait: Wait::Body };
         } else if let Some(waiting) = &state.waiting {
             if waiting.status != 0 {
                 // A stream has begun: the handler is working (Warp #351, #808).
@@ -539,10 +539,10 @@ impl Worker {
             } else if state.deadline.wait != Wait::Answer || handled {
                 state.deadline = Deadline { at: clock.after(timeouts.answer), wait: Wait::Answer };
             }
-        } else if state.close_after_flush {
+        } else if state.close_after_flush || state.streams_body() {
+            // Closing, or the application is reading a body it was slow to make
+            // room for: no deadline of the client's.
             state.deadline = Deadline::NONE;
-        } else if state.awaiting_body() {
-            state.deadline = Deadline { at: clock.after(timeouts.body), wait: Wait::Body };
         } else if !conn.input.is_empty() {
             // A head is arriving: its deadline runs from its first byte, so
             // it is not extended by more bytes of it (slowloris), only by a
@@ -562,6 +562,7 @@ impl Worker {
             && !needs_write
             && conn.state.waiting.is_none()
             && !conn.state.awaiting_body()
+            && !conn.state.streams_body()
             && conn.input.is_empty();
         let closing = (conn.state.close_after_flush || idle_while_draining) && !needs_write && conn.state.waiting.is_none();
         if broken {

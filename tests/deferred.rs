@@ -95,8 +95,10 @@ fn thousand_deferred_requests_answered_by_eight_threads_in_random_order() {
                         let i = seed as usize % held.len();
                         let (path, body, mut d) = held.swap_remove(i);
                         let text = format!("{path}:{}", body.len());
-                        d.respond(200, no_headers(), Payload::from(text.into_bytes())).unwrap();
+                        // Counted before it is sent: a client that has its
+                        // answer finds it counted.
                         answered.fetch_add(1, Ordering::SeqCst);
+                        d.respond(200, no_headers(), Payload::from(text.into_bytes())).unwrap();
                     }
                 }
             })

@@ -168,7 +168,10 @@ def test_stream_response_with_length_and_list(serve):
 def test_stream_slow_iterable_does_not_hold_the_event_loop(serve):
     release = threading.Event()
 
+    streaming = threading.Event()
+
     def slow():
+        streaming.set()
         yield b"first,"
         release.wait(10)
         yield b"second"
@@ -182,7 +185,7 @@ def test_stream_slow_iterable_does_not_hold_the_event_loop(serve):
     result = {}
     t = threading.Thread(target=lambda: result.update(r=request(s.port, path="/slow")))
     t.start()
-    time.sleep(0.3)
+    assert streaming.wait(10)
     # The slow stream waits on a stream thread; the worker still answers.
     assert request(s.port, path="/other", timeout=5).body == b"quick"
     release.set()

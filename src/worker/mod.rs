@@ -19,7 +19,7 @@ use crate::net::input::InBuf;
 use coalesce::Coalescer;
 use crate::conn::context::WorkerCtx;
 use crate::conn::{Conn, ConnState, Stop};
-use crate::app::deferred::{ConnRef, Mailbox, Message};
+use crate::app::deferred::{ConnRef, Mailbox, Message, WorkerThread};
 use crate::file::StaticFiles;
 use held::HeldAnswers;
 use crate::http::compose::{compose_error, ComposeEnv};
@@ -124,7 +124,9 @@ impl Worker {
 
     /// Runs the loop until shutdown has drained every connection.
     pub fn run(mut self) {
-        self.ctx.mailbox.set_worker_thread();
+        // Stream writes made on this thread, to any worker's connection,
+        // never wait from now on (see `Deferred::write`).
+        let _worker_thread = WorkerThread::enter();
         self.shared.worker_running(self.ctx.index, true);
         // A reload or shutdown may have been asked before this thread started.
         self.check_settings();

@@ -680,6 +680,24 @@ impl Worker {
     }
 }
 
+impl Drop for Worker {
+    /// After `run`'s own ending this finds nothing left. When a panic that
+    /// escaped containment unwinds the loop, the worker dies here: its
+    /// connections close (their handles learn it), their slots go back to the
+    /// server's limit, and its mailbox refuses what handles post from now on
+    /// (`Closed`) and releases what they posted and it never took.
+    fn drop(&mut self) {
+        let cut = self.live;
+        self.conns.clear();
+        self.live = 0;
+        if cut > 0 {
+            bump(&self.ctx.stats.closed, cut as u64);
+            self.shared.close_connections(cut);
+        }
+        self.ctx.mailbox.close();
+    }
+}
+
 fn env(ctx: &WorkerCtx) -> ComposeEnv<'_> {
     ctx.date.compose_env()
 }

@@ -148,6 +148,11 @@ impl Shared {
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Gives back `n` connection slots at once (a worker that died with them).
+    pub fn close_connections(&self, n: usize) {
+        self.open_connections.fetch_sub(n, Ordering::Relaxed);
+    }
+
     /// Sets the shutdown flag and a drain deadline `grace` from now (an
     /// earlier deadline already set stays).
     pub fn begin_shutdown(&self, grace: Duration) {

@@ -65,6 +65,10 @@ enum warpcore_result
   WARPCORE_RESULT_PANIC = 12,
   // A streamed body broke its declared Content-Length; the connection is closed.
   WARPCORE_RESULT_LENGTH_MISMATCH = 13,
+  // A stream write on a worker thread (a handler's) found the stream's queue
+  // over its high-water mark: a worker thread never waits, so nothing was
+  // sent; the handle stays the caller's and the stream goes on.
+  WARPCORE_RESULT_WOULD_BLOCK = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -402,8 +406,9 @@ warpcore_result warpcore_config_set_max_header_count(struct warpcore_config *con
                                                      uint32_t count);
 
 // Sets how many bytes a streamed response may have queued for its connection
-// before `warpcore_response_write` from a thread other than the worker's blocks
-// (1 KiB to 1 GiB, default 1 MiB).
+// before a later `warpcore_response_write` blocks (on a thread of the
+// application's) or returns `WARPCORE_RESULT_WOULD_BLOCK` (on a worker
+// thread, which never waits) (1 KiB to 1 GiB, default 1 MiB).
 warpcore_result warpcore_config_set_stream_high_water(struct warpcore_config *config,
                                                       uint64_t bytes);
 
@@ -600,9 +605,13 @@ warpcore_result warpcore_response_start(struct warpcore_response *response,
                                         int64_t content_length);
 
 // Sends `len` more bytes of a started stream (copied). Inside the handler call
-// this never blocks; from another thread it blocks while more than the
+// this never blocks. Afterwards, a write is taken while at most the
 // high-water mark (`warpcore_config_set_stream_high_water`, default 1 MiB) is
-// queued for the connection, and resumes as the client reads.
+// queued for the connection; over it, a thread that is not a worker's blocks
+// until the client reads, and a worker thread (any handler's, writing to
+// another request's stream) never waits: it gets
+// `WARPCORE_RESULT_WOULD_BLOCK`, nothing was sent, and the handle stays the
+// caller's, still streaming.
 warpcore_result warpcore_response_write(struct warpcore_response *response,
                                         const uint8_t *data,
                                         size_t len);
@@ -693,7 +702,11 @@ warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *se
 // with what they started with; no connection is dropped. Returns when every
 // running worker uses the new settings. The listen address and the worker
 // count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
-// config is not retained. May be called from a handler.
+// config is not retained. May be called from a handler, and from several
+// threads at once: reloads take effect one after the other (the last one
+// wins), and one made from a handler never waits for its own worker nor for
+// another worker whose handler is inside a reload, so concurrent reloads
+// never deadlock.
 warpcore_result warpcore_server_reload(const struct warpcore_server *server,
                                        const struct warpcore_config *config);
 

@@ -72,7 +72,9 @@ pub struct Config {
     /// trusted without a change being reported; 0 disables the cache. Default 1 s.
     pub file_info_lifetime: Duration,
     /// Bytes a streamed response may have queued for its connection before a
-    /// writer on another thread blocks. Default 1 MiB.
+    /// later write blocks (on a thread of the application's) or is refused
+    /// with `RespondError::WouldBlock` (on a worker thread, which never
+    /// waits). Default 1 MiB.
     pub stream_high_water: usize,
     /// How long a busy worker sleeps before polling again, so that one wake-up
     /// gathers many events (see `worker::coalesce`); zero turns it off. A worker naps

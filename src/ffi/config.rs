@@ -181,8 +181,9 @@ pub extern "C" fn warpcore_config_set_max_header_count(config: *mut warpcore_con
 }
 
 /// Sets how many bytes a streamed response may have queued for its connection
-/// before `warpcore_response_write` from a thread other than the worker's blocks
-/// (1 KiB to 1 GiB, default 1 MiB).
+/// before a later `warpcore_response_write` blocks (on a thread of the
+/// application's) or returns `WARPCORE_RESULT_WOULD_BLOCK` (on a worker
+/// thread, which never waits) (1 KiB to 1 GiB, default 1 MiB).
 #[no_mangle]
 pub extern "C" fn warpcore_config_set_stream_high_water(config: *mut warpcore_config, bytes: u64) -> warpcore_result {
     ffi_boundary!({ update(config, |c| c.stream_high_water = bytes.min(usize::MAX as u64) as usize) })

@@ -480,9 +480,13 @@ pub extern "C" fn warpcore_response_start(
 }
 
 /// Sends `len` more bytes of a started stream (copied). Inside the handler call
-/// this never blocks; from another thread it blocks while more than the
+/// this never blocks. Afterwards, a write is taken while at most the
 /// high-water mark (`warpcore_config_set_stream_high_water`, default 1 MiB) is
-/// queued for the connection, and resumes as the client reads.
+/// queued for the connection; over it, a thread that is not a worker's blocks
+/// until the client reads, and a worker thread (any handler's, writing to
+/// another request's stream) never waits: it gets
+/// `WARPCORE_RESULT_WOULD_BLOCK`, nothing was sent, and the handle stays the
+/// caller's, still streaming.
 #[no_mangle]
 pub extern "C" fn warpcore_response_write(response: *mut warpcore_response, data: *const u8, len: usize) -> warpcore_result {
     response_boundary!(response, {

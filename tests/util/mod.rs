@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod workers;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};

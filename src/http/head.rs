@@ -67,10 +67,11 @@ pub fn parse<'b, 'h>(
     let count = limits.max_header_count.min(headers.len());
     let mut req = httparse::Request::new(&mut headers[..count]);
     let status = req.parse(buf);
-    if status == Err(httparse::Error::Version) {
+    let (req, status) = match status {
         // httparse hands the slots back when it fails.
-        return parse_other_version(buf, std::mem::take(&mut req.headers), limits);
-    }
+        Err(httparse::Error::Version) => parse_other_version(buf, std::mem::take(&mut req.headers))?,
+        _ => (req, status),
+    };
     finish(buf, req, status, limits)
 }
 
@@ -86,10 +87,10 @@ pub fn parse_uninit<'b, 'h>(
     let count = limits.max_header_count.min(MAX_HEADERS);
     let mut req = httparse::Request::new(&mut []);
     let status = req.parse_with_uninit_headers(buf, &mut slots.fresh[..count]);
-    if status == Err(httparse::Error::Version) {
-        let spare = slots.spare.insert([httparse::EMPTY_HEADER; MAX_HEADERS]);
-        return parse_other_version(buf, &mut spare[..count], limits);
-    }
+    let (req, status) = match status {
+        Err(httparse::Error::Version) => parse_other_version_into_spare(buf, &mut slots.spare, count)?,
+        _ => (req, status),
+    };
     finish(buf, req, status, limits)
 }
 
@@ -99,14 +100,16 @@ pub struct HeaderSlots<'b> {
     fresh: [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS],
     /// Filled only for a head that httparse stopped at for its version
     /// (`HTTP/1.2`, read as 1.1): `fresh` stays borrowed by the failed call,
-    /// and uninitialised slots cannot become headers without `unsafe`.
-    spare: Option<[httparse::Header<'b>; MAX_HEADERS]>,
+    /// and uninitialised slots cannot become headers without `unsafe`, but a
+    /// whole array written at once can. Not an `Option`: `None` was a 3.2 KB
+    /// memset per request (scripts/callgrind.sh).
+    spare: MaybeUninit<[httparse::Header<'b>; MAX_HEADERS]>,
 }
 
 /// Header slots for `parse_uninit`.
 #[inline]
 pub fn uninit_headers<'b>() -> HeaderSlots<'b> {
-    HeaderSlots { fresh: [MaybeUninit::uninit(); MAX_HEADERS], spare: None }
+    HeaderSlots { fresh: [MaybeUninit::uninit(); MAX_HEADERS], spare: MaybeUninit::uninit() }
 }
 
 #[inline(always)]
@@ -167,19 +170,20 @@ fn request_line(buf: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// What httparse would have made of a head it stopped at for its version.
+type Reparsed<'h, 'b> = Result<(httparse::Request<'h, 'b>, httparse::Result<usize>), Reject>;
+
 /// httparse knows HTTP/1.0 and 1.1 only, and stops at any other version after
 /// reading the method and the target. A higher minor version of HTTP/1 is read
-/// as HTTP/1.1 (RFC 9110 §2.5): the request line is taken apart here and the
-/// header section is left to httparse. Another well-formed `HTTP/x.y` is
-/// answered 505; anything else where the version should be is a malformed
-/// request line, 400, a space inside the target included (`GET / x HTTP/1.1`).
+/// as HTTP/1.1 (RFC 9110 §2.5): the request line is taken apart here, the
+/// header section is left to httparse, and the outcome goes through the same
+/// checks as any other head. Another well-formed `HTTP/x.y` is answered 505;
+/// anything else where the version should be is a malformed request line,
+/// 400, a space inside the target included (`GET / x HTTP/1.1`).
 #[cold]
 #[inline(never)]
-fn parse_other_version<'b, 'h>(
-    buf: &'b [u8],
-    slots: &'h mut [httparse::Header<'b>],
-    limits: &HeadLimits,
-) -> Result<Option<(httparse::Request<'h, 'b>, HeadInfo)>, Reject> {
+fn parse_other_version<'b, 'h>(buf: &'b [u8], slots: &'h mut [httparse::Header<'b>]) -> Reparsed<'h, 'b> {
+    let partial = |slots| Ok((httparse::Request::new(slots), Ok(httparse::Status::Partial)));
     // What httparse read: the empty lines it skips, a method and a target,
     // each ended by one space.
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
@@ -197,8 +201,7 @@ fn parse_other_version<'b, 'h>(
     }
     if version.len() < 8 {
         // `HTTP/2` may still become `HTTP/2.0`: the verdict waits for it.
-        check_partial(buf, limits)?;
-        return Ok(None);
+        return partial(slots);
     }
     if version[5] != b'1' {
         return Err(Reject(505));
@@ -207,10 +210,7 @@ fn parse_other_version<'b, 'h>(
     let line_end = match &after[version_len..] {
         [b'\n', ..] => 1,
         [b'\r', b'\n', ..] => 2,
-        [] | [b'\r'] => {
-            check_partial(buf, limits)?;
-            return Ok(None);
-        }
+        [] | [b'\r'] => return partial(slots),
         _ => return Err(Reject(400)),
     };
     let (Ok(method), Ok(target)) =
@@ -219,14 +219,9 @@ fn parse_other_version<'b, 'h>(
         return Err(Reject(400));
     };
     let fields_start = start + target_end + 1 + version_len + line_end;
-    let (fields_len, count) = match httparse::parse_headers(&buf[fields_start..], &mut *slots) {
-        Ok(httparse::Status::Complete((n, fields))) => (n, fields.len()),
-        Ok(httparse::Status::Partial) => {
-            check_partial(buf, limits)?;
-            return Ok(None);
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(Reject(431)),
-        Err(_) => return Err(Reject(400)),
+    let (status, count) = match httparse::parse_headers(&buf[fields_start..], &mut *slots) {
+        Ok(httparse::Status::Complete((n, fields))) => (Ok(httparse::Status::Complete(fields_start + n)), fields.len()),
+        other => (other.map(|_| httparse::Status::Partial), 0),
     };
     // httparse stops at 1.0 and 1.1 itself, so the minor version here is 2 to 9.
     let minor = (version[7] - b'0').min(1);
@@ -236,7 +231,19 @@ fn parse_other_version<'b, 'h>(
         version: Some(minor),
         headers: &mut slots[..count],
     };
-    complete(buf, req, fields_start + fields_len, limits)
+    Ok((req, status))
+}
+
+/// `parse_other_version` for `parse_uninit`, into slots it fills first.
+#[cold]
+#[inline(never)]
+fn parse_other_version_into_spare<'b, 'h>(
+    buf: &'b [u8],
+    spare: &'h mut MaybeUninit<[httparse::Header<'b>; MAX_HEADERS]>,
+    count: usize,
+) -> Reparsed<'h, 'b> {
+    let slots = spare.write([httparse::EMPTY_HEADER; MAX_HEADERS]);
+    parse_other_version(buf, &mut slots[..count])
 }
 
 /// Whether `v` is `HTTP/DIGIT.DIGIT` (RFC 9112 §2.3) or the start of one.
@@ -399,9 +406,24 @@ fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
 /// §3.2.2): a reg-name (unreserved bytes, sub-delims, `%XX`; IPv4 addresses are
 /// among these) or a bracketed IP-literal, then an optional port of digits.
 /// Empty is valid (RFC 9110 §7.2: a target without authority). No userinfo:
-/// `@` is no host byte. A table lookup per byte, no allocation: this runs for
-/// every request.
+/// `@` is no host byte. This runs for every request: the common shape, plain
+/// bytes and a port, is one table lookup per byte without early exits, and
+/// anything else (`%XX`, brackets, or an invalid value) takes the full check.
+#[inline]
 fn is_host(value: &[u8]) -> bool {
+    // A port is short and last: the first byte from the end that is no digit
+    // ends the name, and is the port's colon if there is one.
+    let name = match value.iter().rposition(|b| !b.is_ascii_digit()) {
+        Some(at) if value[at] == b':' => &value[..at],
+        _ => value,
+    };
+    name.iter().fold(true, |ok, &b| ok & REG_NAME[b as usize]) || is_host_in_full(value)
+}
+
+/// `is_host` by the whole grammar, for what its quick check did not pass.
+#[cold]
+#[inline(never)]
+fn is_host_in_full(value: &[u8]) -> bool {
     let port = if let [b'[', literal @ ..] = value {
         let Some(close) = literal.iter().position(|&b| b == b']') else { return false };
         if !is_ip_literal(&literal[..close]) {
@@ -424,15 +446,20 @@ fn is_host(value: &[u8]) -> bool {
     };
     match port {
         [] => true,
-        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        [b':', digits @ ..] => is_port(digits),
         _ => false,
     }
+}
+
+/// `port = *DIGIT` (RFC 3986 §3.2.3).
+#[inline(always)]
+fn is_port(digits: &[u8]) -> bool {
+    digits.iter().fold(true, |ok, b| ok & b.is_ascii_digit())
 }
 
 /// Between the brackets of an IP-literal: an IPv6 address or `v1.…` (IPvFuture,
 /// RFC 3986 §3.2.2). Rare enough to use the standard library's IPv6 parser,
 /// which takes RFC 4291's text forms and no zone.
-#[cold]
 fn is_ip_literal(inner: &[u8]) -> bool {
     if let [b'v' | b'V', rest @ ..] = inner {
         let hex = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();

@@ -12,7 +12,10 @@
 //!
 //! A request costs, once its path is cached: two hash lookups and no system
 //! call until the body is sent. A change to a cached file is reported by inotify
-//! and drops its entry at once; entries also expire (file info after 1 s by
+//! and drops its entry at once, and so is a directory on its path renamed,
+//! replaced or removed (`mv dir dir.old; mv dir.new dir`, the mount's own
+//! directory too: a mount is opened by its path at each lookup); entries also
+//! expire (file info after 1 s by
 //! default, unused descriptors after 10 s) so that a change inotify cannot see
 //! (a write through a hard link elsewhere, say) is still picked up.
 
@@ -387,7 +390,11 @@ impl StaticFiles {
                 self.cpath.extend_from_slice(if self.rel.is_empty() { b"." } else { &self.rel });
                 self.cpath.push(0);
                 let rel = CStr::from_bytes_with_nul(&self.cpath).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
-                fs::open_beneath(m.dir.as_fd(), &m.root, rel, access)
+                // The root by its path, at every lookup, not a descriptor kept
+                // since start: a directory swapped in at that path (`mv www.new
+                // www`) is what the mount serves from then on.
+                let root = fs::open_dir(&m.root)?;
+                fs::open_beneath(root.as_fd(), &m.root, rel, access)
             }
             Target::Path(path) => fs::open_path(path, access),
         }
@@ -412,7 +419,9 @@ impl StaticFiles {
                     }
                     match self.watch.watch(&self.dir_key, || mount::join(&m.root, &rel[..end])) {
                         Watch::Watched => {}
-                        Watch::Missing => return true,
+                        // A missing subdirectory's creation is reported by its
+                        // parent's watch; the root's parent is not watched.
+                        Watch::Missing => return end > 0,
                         Watch::Unwatched => return false,
                     }
                 }
@@ -424,7 +433,8 @@ impl StaticFiles {
                 self.dir_key.clear();
                 self.dir_key.extend_from_slice(&DIRECT);
                 self.dir_key.extend_from_slice(parent.as_os_str().as_bytes());
-                !matches!(self.watch.watch(&self.dir_key, || parent.to_path_buf()), Watch::Unwatched)
+                // A missing parent's creation would not be reported: not cached.
+                matches!(self.watch.watch(&self.dir_key, || parent.to_path_buf()), Watch::Watched)
             }
         }
     }

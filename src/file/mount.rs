@@ -7,8 +7,12 @@
 //! non-empty segments. Symlinks are the kernel's business: files are opened with
 //! `RESOLVE_BENEATH` (see `sys::fs`), so a link that leads outside the mount is
 //! refused at open time.
+//!
+//! A mount's directory is named by its canonical path, resolved once when the
+//! server starts (or reloads), and opened by that path at each lookup: a
+//! directory renamed over it is served from then on, while a symlink switched
+//! in a path given to the mount (`current -> release-N`) is followed by a reload.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind};
@@ -53,14 +57,16 @@ impl MountSpec {
     }
 }
 
-/// A mount ready to serve: its directory is open and its canonical path known.
+/// A mount ready to serve: its directory was found and its canonical path is
+/// known. No descriptor of it is kept: each lookup opens the directory at that
+/// path again and resolves the file beneath it, so a directory swapped in at
+/// the path (`mv www www.old; mv www.new www`) is served at once, as nginx
+/// serves its `root`.
 pub(crate) struct Mount {
     pub prefix: Vec<u8>,
     /// The canonical path of the directory.
     pub root: PathBuf,
-    /// The directory, opened `O_PATH`: files are opened beneath it.
-    pub dir: File,
-    /// The directory's (device, inode) when it was opened.
+    /// The directory's (device, inode) when the mount was opened.
     identity: (u64, u64),
 }
 
@@ -96,7 +102,7 @@ impl Mounts {
             let root = std::fs::canonicalize(&spec.directory).map_err(fail)?;
             let dir = fs::open_dir(&root).map_err(fail)?;
             let st = fs::stat(&dir).map_err(fail)?;
-            list.push(Mount { prefix: spec.url_prefix.clone(), root, dir, identity: (st.dev, st.ino) });
+            list.push(Mount { prefix: spec.url_prefix.clone(), root, identity: (st.dev, st.ino) });
         }
         // Longest prefix first; among equals the first configured wins (stable sort).
         list.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));

@@ -107,26 +107,29 @@ fn bump(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-/// What a settings snapshot says about files: the mounts, opened, and the
-/// cache lifetimes. Shared read-only by every worker; a reload builds a new one
+/// What a settings snapshot says about files: the mounts, opened, whether
+/// they serve dotfiles, and the cache lifetimes. Shared read-only by every worker; a reload builds a new one
 /// (or keeps the old one when nothing about the mounts changed).
 pub(crate) struct Site {
     mounts: Mounts,
+    /// Serve paths with a segment starting with `.` (see `mount::hidden`).
+    dotfiles: bool,
     fd_lifetime: Duration,
     info_lifetime: Duration,
 }
 
 impl Site {
     /// Opens the mounts' directories (an error names the one at fault).
-    pub fn open(specs: &[MountSpec], fd_lifetime: Duration, info_lifetime: Duration) -> Result<Arc<Site>, Error> {
-        Ok(Arc::new(Site { mounts: Mounts::open(specs)?, fd_lifetime, info_lifetime }))
+    pub fn open(specs: &[MountSpec], dotfiles: bool, fd_lifetime: Duration, info_lifetime: Duration) -> Result<Arc<Site>, Error> {
+        Ok(Arc::new(Site { mounts: Mounts::open(specs)?, dotfiles, fd_lifetime, info_lifetime }))
     }
 
     /// Whether `self` serves exactly what `other` serves: same prefixes, same
     /// directories (by identity, so a mount whose path now leads elsewhere, as
-    /// with a `current -> release-N` symlink, counts as changed) and lifetimes.
+    /// with a `current -> release-N` symlink, counts as changed), same dotfile
+    /// policy and lifetimes.
     pub fn same_as(&self, other: &Site) -> bool {
-        self.mounts.same_as(&other.mounts) && self.fd_lifetime == other.fd_lifetime && self.info_lifetime == other.info_lifetime
+        self.mounts.same_as(&other.mounts) && self.dotfiles == other.dotfiles && self.fd_lifetime == other.fd_lifetime && self.info_lifetime == other.info_lifetime
     }
 }
 
@@ -236,6 +239,11 @@ impl StaticFiles {
             Route::Bad => return Some(no_file(serve::error(400))),
             Route::Found { mount, dir_form } => (mount, dir_form),
         };
+        // Before anything else, the method included: a dotfile's answer must
+        // not tell whether it exists.
+        if !self.site.dotfiles && mount::hidden(&self.rel, self.site.mounts.get(mount).prefix == b"/") {
+            return Some(no_file(serve::error(404)));
+        }
         if !req.is_get() && !req.is_head() {
             return Some(no_file(serve::method_not_allowed()));
         }
@@ -588,7 +596,7 @@ mod tests {
         std::fs::write(dir.join("a.txt"), b"hello").unwrap();
         std::fs::write(dir.join("docs/index.html"), b"<p>docs</p>").unwrap();
         let spec = MountSpec::new(b"/s", &dir).unwrap();
-        let site = Site::open(&[spec], Duration::from_secs(10), Duration::from_secs(60)).unwrap();
+        let site = Site::open(&[spec], false, Duration::from_secs(10), Duration::from_secs(60)).unwrap();
         let poll = mio::Poll::new().unwrap();
         let registry = watched.then(|| poll.registry().try_clone().unwrap());
         TestSite { dir, files: StaticFiles::new(site, FileCounters::new(1), 0, registry, Token(9)), _poll: poll }

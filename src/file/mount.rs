@@ -205,6 +205,22 @@ fn normalise(rest: &[u8], rel: &mut Vec<u8>) -> Option<bool> {
     Some(rest.last() == Some(&b'/'))
 }
 
+/// Whether the mount-relative path `rel` (normalised: decoded, no empty, `.`
+/// or `..` segment) names a dotfile or lies below one: a segment starts with
+/// `.`. Such files are left out of static mounts by default — version-control
+/// data (`.git/`), secrets (`.env`, `.htpasswd`), editor files — as nginx
+/// configurations and most static servers do. `.well-known` as the first
+/// segment of the request path (`at_root`: the mount's prefix is `/`) is the
+/// exception: RFC 8615 puts ACME challenges, `security.txt` and the like there.
+/// A dotfile below it is still hidden.
+pub(crate) fn hidden(rel: &[u8], at_root: bool) -> bool {
+    let rest = match rel.strip_prefix(b".well-known") {
+        Some(rest) if at_root && (rest.is_empty() || rest[0] == b'/') => rest,
+        _ => rel,
+    };
+    rest.split(|&b| b == b'/').any(|s| s.first() == Some(&b'.'))
+}
+
 /// Appends the URL of a mount-relative directory with its trailing slash
 /// (`/static/a%20b/`), for the `Location` of a redirect: built from the
 /// normalised path, never from the request's bytes, so it cannot turn into a
@@ -315,6 +331,36 @@ mod tests {
         assert_eq!(route(&m, "/other/../static").0, Route::NoMount);
         assert_eq!(route(&m, "/static%2f..").0, Route::Bad);
         assert_eq!(route(&m, "/static/..a/b..").1, "..a/b..");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn dotfiles_are_hidden_except_well_known_at_the_root() {
+        for (rel, at_root, is_hidden) in [
+            ("", false, false),
+            ("a/b.txt", false, false),
+            ("a.b/c..d", true, false),
+            (".env", false, true),
+            (".git/config", true, true),
+            ("sub/.hidden", false, true),
+            ("sub/.hidden/x", true, true),
+            ("..a", false, true),
+            (".well-known", true, false),
+            (".well-known/acme-challenge/tok", true, false),
+            (".well-known/.secret", true, true),
+            (".well-knownx/a", true, true),
+            (".well-known/a", false, true),
+            ("a/.well-known/x", true, true),
+        ] {
+            assert_eq!(hidden(rel.as_bytes(), at_root), is_hidden, "{rel} at_root={at_root}");
+        }
+        // Encoded dots are decoded before the check.
+        let (m, dir) = mounts(&["/"]);
+        for raw in ["/%2eenv", "/%2Egit/config", "/sub/%2ehidden"] {
+            let (route, rel) = route(&m, raw);
+            assert!(matches!(route, Route::Found { .. }), "{raw}");
+            assert!(hidden(rel.as_bytes(), true), "{raw} -> {rel}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -86,6 +86,7 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_error_log
   , c_warpcore_config_add_static
   , c_warpcore_config_set_file_cache
+  , c_warpcore_config_set_static_dotfiles
     -- * Responses
   , c_warpcore_respond
   , c_warpcore_respond_unsafe
@@ -423,6 +424,8 @@ foreign import ccall unsafe "warpcore_config_add_static"
   c_warpcore_config_add_static :: Ptr Config -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> IO Result
 foreign import ccall unsafe "warpcore_config_set_file_cache"
   c_warpcore_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_static_dotfiles"
+  c_warpcore_config_set_static_dotfiles :: Ptr Config -> CBool -> IO Result
 
 foreign import ccall unsafe "warpcore_config_set_answering_handler"
   c_warpcore_config_set_answering_handler :: Ptr Config -> FunPtr AnsweringCallback -> Ptr () -> IO Result

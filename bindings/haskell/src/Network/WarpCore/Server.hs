@@ -130,6 +130,11 @@ data Config = Config
   -- ^ Static mounts served by the library itself (URL prefix, directory):
   -- sendfile, fd and stat caches, ranges and conditional requests; requests
   -- under a prefix never reach the handler.
+  , configStaticDotfiles :: Bool
+  -- ^ Whether static mounts serve paths with a segment starting with @.@
+  -- (@/.env@, @/.git/config@); when False (the default) they are answered
+  -- 404, except @/.well-known/@ under a mount at @/@. See
+  -- @warpcore_config_set_static_dotfiles@.
   , configMaxConnections :: Maybe Word32
   , configCoalesceWait :: Maybe Word32
   -- ^ The longest a busy worker naps before polling, in microseconds (0 to
@@ -172,6 +177,7 @@ defaultConfig =
     , configTimeouts = []
     , configSharePort = False
     , configStatic = []
+    , configStaticDotfiles = False
     , configMaxConnections = Nothing
     , configCoalesceWait = Nothing
     , configFileCache = Nothing
@@ -254,6 +260,8 @@ withConfig cfg callbacks act = do
     forM_ (configCoalesceWait cfg) $ check "warpcore_config_set_coalesce_wait" . Raw.c_warpcore_config_set_coalesce_wait c
     forM_ (configFileCache cfg) $ \(fd, info) ->
       check "warpcore_config_set_file_cache" (Raw.c_warpcore_config_set_file_cache c fd info)
+    check "warpcore_config_set_static_dotfiles" $
+      Raw.c_warpcore_config_set_static_dotfiles c (CBool (if configStaticDotfiles cfg then 1 else 0))
     forM_ (configTimeouts cfg) $ \(which, ms) ->
       check "warpcore_config_set_timeout" (Raw.c_warpcore_config_set_timeout c (timeoutCode which) (fromIntegral ms))
     forM_ (configStatic cfg) $ \(prefix, dir) ->

@@ -475,10 +475,11 @@ warpcore_result warpcore_config_set_timeout(struct warpcore_config *config,
 // ending in `/`, a `301` to the slash form for a directory without one,
 // `404` for what is missing. Paths that try to leave the directory (`..`,
 // encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
-// fifos and sockets are never served. Call once per mount; the longest
-// matching prefix wins. The directory must exist when the server starts or
-// reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` or
-// `warpcore_server_reload` otherwise).
+// fifos and sockets are never served; dotfiles (`.git/`, `.env`) get `404`
+// unless `warpcore_config_set_static_dotfiles` allows them. Call once per
+// mount; the longest matching prefix wins. The directory must exist when the
+// server starts or reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from
+// `warpcore_server_start` or `warpcore_server_reload` otherwise).
 //
 // Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
 // first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
@@ -498,6 +499,17 @@ warpcore_result warpcore_config_add_static(struct warpcore_config *config,
 warpcore_result warpcore_config_set_file_cache(struct warpcore_config *config,
                                                uint64_t fd_ms,
                                                uint64_t info_ms);
+
+// Sets whether static mounts serve dotfiles: paths below a mount with a
+// segment that starts with `.` (`/.env`, `/.git/config`, `/a/.hidden`),
+// whether sent literally or percent-encoded (`/%2eenv`). When `allow` is
+// false, the default, such requests are answered `404 Not Found` whatever the
+// method and whether or not the file exists, so that nothing about it is
+// revealed; `/.well-known/…` (RFC 8615: ACME challenges, `security.txt`) is
+// still served under a mount at `/`, though not a dotfile below it. True
+// serves them like any other file. Files a handler answers with
+// (`warpcore_respond_file`) are not affected.
+warpcore_result warpcore_config_set_static_dotfiles(struct warpcore_config *config, bool allow);
 
 // Answers the request with the file at `path` (`path_len` bytes; an absolute
 // path is best, a relative one is taken from the process's working directory)

@@ -141,19 +141,35 @@ typedef struct warpcore_prepared warpcore_prepared;
 // Inside the handler call, answering is the fast path: the answer joins the
 // worker's output with no queue and no wakeup. A handler may instead return
 // without answering (or in the middle of a stream) and answer later from any
-// thread: the connection keeps its place (later pipelined requests wait), and
-// the calls are thread-safe. A call from another thread made while the handler
-// is still running waits until it returns.
+// thread: the connection keeps its place (later pipelined requests wait).
 //
-// Lifetime: a handle answered inside the handler call belongs to the library
-// again when the handler returns. A handle the handler returned from without
-// finishing its answer belongs to the caller until the call that finishes it:
-// `warpcore_respond*`, `warpcore_response_end` or `warpcore_response_abort`
-// that succeeds, or any call that
-// returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
-// call releases the handle; do not use it afterwards. A handle never answered
-// keeps its connection open until shutdown's deadline; a call after that
-// returns `WARPCORE_RESULT_CLOSED` (and releases it).
+// Owner and lifetime: a handle stands for one request and is never reused
+// for another (it is a token, not an address: do not dereference it). A
+// handle answered inside the handler call is done when the handler returns.
+// A handle the handler returned from without finishing its answer is the
+// caller's until the call that finishes it: `warpcore_respond*`,
+// `warpcore_response_end` or `warpcore_response_abort` that succeeds, or any
+// call that returns `WARPCORE_RESULT_CLOSED` or
+// `WARPCORE_RESULT_LENGTH_MISMATCH`. That call releases the handle. Any
+// call on a done or released handle, from any thread, in any order, before
+// or after the server is freed, returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+// and changes nothing (a buffer it was given is released at once); a value
+// that never was a handle gets `WARPCORE_RESULT_INVALID_ARGUMENT` when the
+// library can tell. A handle never answered keeps its connection open until
+// shutdown's deadline; its next call after that, even after
+// `warpcore_server_free`, returns `WARPCORE_RESULT_CLOSED` and releases it.
+// Memory: the library keeps each handle's state (a few hundred bytes) in a
+// table for the life of the process and reuses it for later requests; an
+// unfinished handle also keeps its request's answer state until released.
+//
+// Threads: every call is thread-safe. A call from another thread made while
+// the handler is still running waits until it returns. On a deferred
+// handle, the first call that finishes the answer wins and releases it;
+// every later or concurrent one returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+// (or `WARPCORE_RESULT_CLOSED` when the client left first). A write waiting
+// for the stream to drain does not hold the handle: another thread's
+// `warpcore_response_abort` or `warpcore_response_end` goes through at once,
+// and the waiting write then returns `WARPCORE_RESULT_ALREADY_ANSWERED`.
 typedef struct warpcore_response warpcore_response;
 
 // A running server.

@@ -222,6 +222,27 @@ impl DeferredShared {
         self.lock().closed
     }
 
+    /// Waits, counting nothing, until the queue is at or under the high-water
+    /// mark or the connection is gone, or until `over()` says that another
+    /// call finished the waiter's answer (that call then runs `wake_writers`).
+    /// For a caller that must not hold its own lock while the stream drains.
+    pub(crate) fn wait_writable(&self, over: impl Fn() -> bool) {
+        let mut s = self.lock();
+        while !s.closed && s.queued > self.high_water && !over() {
+            s.waiters += 1;
+            s = self.drained.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiters -= 1;
+        }
+    }
+
+    /// Wakes the writers waiting in `wait_writable` to ask `over()` again.
+    pub(crate) fn wake_writers(&self) {
+        let s = self.lock();
+        if s.waiters > 0 {
+            self.drained.notify_all();
+        }
+    }
+
     /// Waits (unless `never_block`) until the queue is under the high-water
     /// mark, then counts `n` more bytes.
     fn reserve(&self, n: usize, never_block: bool) -> Result<(), RespondError> {
@@ -393,6 +414,31 @@ impl Deferred {
     /// Sends more of the stream. Off the worker thread this blocks while more
     /// than the high-water mark is queued for the connection.
     pub fn write(&mut self, data: Payload) -> Result<(), RespondError> {
+        let never_block = self.mailbox.on_worker_thread();
+        self.write_with(data, never_block)
+    }
+
+    /// `write` that never blocks: for a caller that waited already, with
+    /// `backpressure` and without holding its own lock.
+    pub(crate) fn write_now(&mut self, data: Payload) -> Result<(), RespondError> {
+        self.write_with(data, true)
+    }
+
+    /// What a `write` from this thread would block on: the stream's shared
+    /// state when the answer is streaming and this is not the worker's thread.
+    pub(crate) fn backpressure(&self) -> Option<Arc<DeferredShared>> {
+        match self.phase {
+            Phase::Streaming { .. } if !self.mailbox.on_worker_thread() => Some(self.shared.clone()),
+            _ => None,
+        }
+    }
+
+    /// The state this answer shares with its connection.
+    pub(crate) fn shared(&self) -> &DeferredShared {
+        &self.shared
+    }
+
+    fn write_with(&mut self, data: Payload, never_block: bool) -> Result<(), RespondError> {
         let Phase::Streaming { remaining } = &mut self.phase else {
             return Err(if self.phase == Phase::Done { RespondError::AlreadyAnswered } else { RespondError::NotStreaming });
         };
@@ -409,7 +455,7 @@ impl Deferred {
         if len == 0 {
             return self.check_open();
         }
-        if let Err(e) = self.shared.reserve(len, self.mailbox.on_worker_thread()) {
+        if let Err(e) = self.shared.reserve(len, never_block) {
             self.phase = Phase::Done;
             return Err(e);
         }

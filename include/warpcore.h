@@ -251,7 +251,10 @@ typedef void (*warpcore_handler_cb)(void *userdata,
 // bindings whose foreign calls are dear. The prepared response must stay
 // valid until the handler has returned (the library copies it then). A
 // non-NULL return for a request the handler answered or deferred through
-// `response` is ignored (the first answer stands).
+// `response` is ignored (the first answer stands). A non-NULL return that is
+// sent answers the request: `response` is then done, and a call on it from
+// a thread it was handed to returns `WARPCORE_RESULT_ALREADY_ANSWERED` (if
+// made while the handler runs, once it has returned).
 typedef const struct warpcore_prepared *(*warpcore_answering_cb)(void *userdata,
                                                                  const struct warpcore_request *request,
                                                                  struct warpcore_response *response);
@@ -573,10 +576,12 @@ warpcore_result warpcore_respond_prepared(struct warpcore_response *response,
 // is sent. `headers` and `body` are only read during the call (a deferred
 // answer copies the body; see `warpcore_respond_buffer` to avoid that).
 //
-// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (answered before, or the handle
+// is done or released: see `warpcore_response`), `WARPCORE_RESULT_INVALID_STATUS`
 // and `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value
 // with CR, LF or NUL; nothing was sent and the request may be answered again),
-// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`.
+// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`,
+// `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
 warpcore_result warpcore_respond(struct warpcore_response *response,
                                  uint16_t status,
                                  const struct warpcore_header *headers,
@@ -612,7 +617,11 @@ warpcore_result warpcore_response_start(struct warpcore_response *response,
 // Sends `len` more bytes of a started stream (copied). Inside the handler call
 // this never blocks; from another thread it blocks while more than the
 // high-water mark (`warpcore_config_set_stream_high_water`, default 1 MiB) is
-// queued for the connection, and resumes as the client reads.
+// queued for the connection, and resumes as the client reads. While it
+// blocks it does not hold the handle: another thread's call goes through,
+// and if that call finishes the answer (`warpcore_response_abort`,
+// `warpcore_response_end`) this one returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+// at once, without sending its bytes.
 warpcore_result warpcore_response_write(struct warpcore_response *response,
                                         const uint8_t *data,
                                         size_t len);
@@ -640,9 +649,11 @@ warpcore_result warpcore_response_end(struct warpcore_response *response);
 // answered. (A close-delimited HTTP/1.0 body cannot show it.) Finishes the
 // answer like `warpcore_response_end`: a deferred handle is released.
 //
-// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete),
-// `WARPCORE_RESULT_CLOSED` (the client is gone; the handle is released),
-// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete, or
+// the handle is done or released), `WARPCORE_RESULT_CLOSED` (the client is
+// gone; the handle is released), `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe
+// like the other response calls: it never waits for a stream to drain, so it
+// is how another thread stops a writer blocked on a client that does not read.
 warpcore_result warpcore_response_abort(struct warpcore_response *response);
 
 // A static, NUL-terminated description of `result`; never NULL (unknown codes

@@ -553,10 +553,12 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
 /// is sent. `headers` and `body` are only read during the call (a deferred
 /// answer copies the body; see `warpcore_respond_buffer` to avoid that).
 ///
-/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`
+/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (answered before, or the handle
+/// is done or released: see `warpcore_response`), `WARPCORE_RESULT_INVALID_STATUS`
 /// and `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value
 /// with CR, LF or NUL; nothing was sent and the request may be answered again),
-/// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`.
+/// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`,
+/// `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
 #[no_mangle]
 pub extern "C" fn warpcore_respond(
     response: *mut warpcore_response,
@@ -630,7 +632,11 @@ pub extern "C" fn warpcore_response_start(
 /// Sends `len` more bytes of a started stream (copied). Inside the handler call
 /// this never blocks; from another thread it blocks while more than the
 /// high-water mark (`warpcore_config_set_stream_high_water`, default 1 MiB) is
-/// queued for the connection, and resumes as the client reads.
+/// queued for the connection, and resumes as the client reads. While it
+/// blocks it does not hold the handle: another thread's call goes through,
+/// and if that call finishes the answer (`warpcore_response_abort`,
+/// `warpcore_response_end`) this one returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+/// at once, without sending its bytes.
 #[no_mangle]
 pub extern "C" fn warpcore_response_write(response: *mut warpcore_response, data: *const u8, len: usize) -> warpcore_result {
     response_boundary!(response, {
@@ -679,9 +685,11 @@ pub extern "C" fn warpcore_response_end(response: *mut warpcore_response) -> war
 /// answered. (A close-delimited HTTP/1.0 body cannot show it.) Finishes the
 /// answer like `warpcore_response_end`: a deferred handle is released.
 ///
-/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete),
-/// `WARPCORE_RESULT_CLOSED` (the client is gone; the handle is released),
-/// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
+/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete, or
+/// the handle is done or released), `WARPCORE_RESULT_CLOSED` (the client is
+/// gone; the handle is released), `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe
+/// like the other response calls: it never waits for a stream to drain, so it
+/// is how another thread stops a writer blocked on a client that does not read.
 #[no_mangle]
 pub extern "C" fn warpcore_response_abort(response: *mut warpcore_response) -> warpcore_result {
     response_boundary!(response, { perform(response, Call::Abort) })

@@ -150,19 +150,35 @@ typedef struct warpcore_prepared warpcore_prepared;
 // Inside the handler call, answering is the fast path: the answer joins the
 // worker's output with no queue and no wakeup. A handler may instead return
 // without answering (or in the middle of a stream) and answer later from any
-// thread: the connection keeps its place (later pipelined requests wait), and
-// the calls are thread-safe. A call from another thread made while the handler
-// is still running waits until it returns.
+// thread: the connection keeps its place (later pipelined requests wait).
 //
-// Lifetime: a handle answered inside the handler call belongs to the library
-// again when the handler returns. A handle the handler returned from without
-// finishing its answer belongs to the caller until the call that finishes it:
-// `warpcore_respond*`, `warpcore_response_end` or `warpcore_response_abort`
-// that succeeds, or any call that
-// returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
-// call releases the handle; do not use it afterwards. A handle never answered
-// keeps its connection open until shutdown's deadline; a call after that
-// returns `WARPCORE_RESULT_CLOSED` (and releases it).
+// Owner and lifetime: a handle stands for one request and is never reused
+// for another (it is a token, not an address: do not dereference it). A
+// handle answered inside the handler call is done when the handler returns.
+// A handle the handler returned from without finishing its answer is the
+// caller's until the call that finishes it: `warpcore_respond*`,
+// `warpcore_response_end` or `warpcore_response_abort` that succeeds, or any
+// call that returns `WARPCORE_RESULT_CLOSED` or
+// `WARPCORE_RESULT_LENGTH_MISMATCH`. That call releases the handle. Any
+// call on a done or released handle, from any thread, in any order, before
+// or after the server is freed, returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+// and changes nothing (a buffer it was given is released at once); a value
+// that never was a handle gets `WARPCORE_RESULT_INVALID_ARGUMENT` when the
+// library can tell. A handle never answered keeps its connection open until
+// shutdown's deadline; its next call after that, even after
+// `warpcore_server_free`, returns `WARPCORE_RESULT_CLOSED` and releases it.
+// Memory: the library keeps each handle's state (a few hundred bytes) in a
+// table for the life of the process and reuses it for later requests; an
+// unfinished handle also keeps its request's answer state until released.
+//
+// Threads: every call is thread-safe. A call from another thread made while
+// the handler is still running waits until it returns. On a deferred
+// handle, the first call that finishes the answer wins and releases it;
+// every later or concurrent one returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+// (or `WARPCORE_RESULT_CLOSED` when the client left first). A write waiting
+// for the stream to drain does not hold the handle: another thread's
+// `warpcore_response_abort` or `warpcore_response_end` goes through at once,
+// and the waiting write then returns `WARPCORE_RESULT_ALREADY_ANSWERED`.
 typedef struct warpcore_response warpcore_response;
 
 // A running server.
@@ -244,7 +260,10 @@ typedef void (*warpcore_handler_cb)(void *userdata,
 // bindings whose foreign calls are dear. The prepared response must stay
 // valid until the handler has returned (the library copies it then). A
 // non-NULL return for a request the handler answered or deferred through
-// `response` is ignored (the first answer stands).
+// `response` is ignored (the first answer stands). A non-NULL return that is
+// sent answers the request: `response` is then done, and a call on it from
+// a thread it was handed to returns `WARPCORE_RESULT_ALREADY_ANSWERED` (if
+// made while the handler runs, once it has returned).
 typedef const struct warpcore_prepared *(*warpcore_answering_cb)(void *userdata,
                                                                  const struct warpcore_request *request,
                                                                  struct warpcore_response *response);
@@ -580,10 +599,12 @@ warpcore_result warpcore_respond_prepared(struct warpcore_response *response,
 // is sent. `headers` and `body` are only read during the call (a deferred
 // answer copies the body; see `warpcore_respond_buffer` to avoid that).
 //
-// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (answered before, or the handle
+// is done or released: see `warpcore_response`), `WARPCORE_RESULT_INVALID_STATUS`
 // and `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value
 // with CR, LF or NUL; nothing was sent and the request may be answered again),
-// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`.
+// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`,
+// `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
 warpcore_result warpcore_respond(struct warpcore_response *response,
                                  uint16_t status,
                                  const struct warpcore_header *headers,
@@ -623,7 +644,11 @@ warpcore_result warpcore_response_start(struct warpcore_response *response,
 // until the client reads, and a worker thread (any handler's, writing to
 // another request's stream) never waits: it gets
 // `WARPCORE_RESULT_WOULD_BLOCK`, nothing was sent, and the handle stays the
-// caller's, still streaming.
+// caller's, still streaming. While a write blocks it does not hold the
+// handle: another thread's call goes through, and if that call finishes the
+// answer (`warpcore_response_abort`, `warpcore_response_end`) this one
+// returns `WARPCORE_RESULT_ALREADY_ANSWERED` at once, without sending its
+// bytes.
 warpcore_result warpcore_response_write(struct warpcore_response *response,
                                         const uint8_t *data,
                                         size_t len);
@@ -651,9 +676,11 @@ warpcore_result warpcore_response_end(struct warpcore_response *response);
 // answered. (A close-delimited HTTP/1.0 body cannot show it.) Finishes the
 // answer like `warpcore_response_end`: a deferred handle is released.
 //
-// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete),
-// `WARPCORE_RESULT_CLOSED` (the client is gone; the handle is released),
-// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete, or
+// the handle is done or released), `WARPCORE_RESULT_CLOSED` (the client is
+// gone; the handle is released), `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe
+// like the other response calls: it never waits for a stream to drain, so it
+// is how another thread stops a writer blocked on a client that does not read.
 warpcore_result warpcore_response_abort(struct warpcore_response *response);
 
 // A static, NUL-terminated description of `result`; never NULL (unknown codes

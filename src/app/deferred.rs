@@ -244,11 +244,34 @@ impl DeferredShared {
         self.lock().closed
     }
 
+    /// Waits, counting nothing, until the queue is at or under the high-water
+    /// mark or the connection is gone, or until `over()` says that another
+    /// call finished the waiter's answer (that call then runs `wake_writers`).
+    /// For a caller that must not hold its own lock while the stream drains.
+    pub(crate) fn wait_writable(&self, over: impl Fn() -> bool) {
+        let mut s = self.lock();
+        while !s.closed && s.queued > self.high_water && !over() {
+            s.waiters += 1;
+            s = self.drained.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiters -= 1;
+        }
+    }
+
+    /// Wakes the writers waiting in `wait_writable` to ask `over()` again.
+    pub(crate) fn wake_writers(&self) {
+        let s = self.lock();
+        if s.waiters > 0 {
+            self.drained.notify_all();
+        }
+    }
+
     /// Counts `n` more bytes once the queue is at or under the high-water
     /// mark (so it exceeds the mark by at most one write). Over the mark, a
     /// worker thread gets `WouldBlock` at once; any other thread waits for the
-    /// worker to drain the queue (or the connection to close).
-    fn reserve(&self, n: usize) -> Result<(), RespondError> {
+    /// worker to drain the queue (or the connection to close) — unless
+    /// `may_wait` is false: a caller that waited in `wait_writable` already
+    /// is counted at once (one write past the mark).
+    fn reserve(&self, n: usize, may_wait: bool) -> Result<(), RespondError> {
         let mut s = self.lock();
         loop {
             if s.closed {
@@ -263,6 +286,10 @@ impl DeferredShared {
             // streams): refuse instead.
             if on_worker_thread() {
                 return Err(RespondError::WouldBlock);
+            }
+            if !may_wait {
+                s.queued += n;
+                return Ok(());
             }
             s.waiters += 1;
             s = self.drained.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -435,6 +462,30 @@ impl Deferred {
     /// `abort`. So one write can take the queue past the mark by at most its
     /// own length, on any thread.
     pub fn write(&mut self, data: Payload) -> Result<(), RespondError> {
+        self.write_with(data, true)
+    }
+
+    /// `write` that never waits off the worker threads: for a caller that
+    /// waited already, with `backpressure`, without holding its own lock.
+    pub(crate) fn write_now(&mut self, data: Payload) -> Result<(), RespondError> {
+        self.write_with(data, false)
+    }
+
+    /// What a `write` from this thread would wait on: the stream's shared
+    /// state when the answer is streaming and this is not a worker thread.
+    pub(crate) fn backpressure(&self) -> Option<Arc<DeferredShared>> {
+        match self.phase {
+            Phase::Streaming { .. } if !on_worker_thread() => Some(self.shared.clone()),
+            _ => None,
+        }
+    }
+
+    /// The state this answer shares with its connection.
+    pub(crate) fn shared(&self) -> &DeferredShared {
+        &self.shared
+    }
+
+    fn write_with(&mut self, data: Payload, may_wait: bool) -> Result<(), RespondError> {
         let Phase::Streaming { remaining } = self.phase else {
             return Err(if self.phase == Phase::Done { RespondError::AlreadyAnswered } else { RespondError::NotStreaming });
         };
@@ -448,7 +499,7 @@ impl Deferred {
         if len == 0 {
             return self.check_open();
         }
-        match self.shared.reserve(len) {
+        match self.shared.reserve(len, may_wait) {
             Ok(()) => {}
             // Refused, not failed: the stream is where it was.
             Err(RespondError::WouldBlock) => return Err(RespondError::WouldBlock),

@@ -65,6 +65,10 @@ enum warpcore_result
   WARPCORE_RESULT_PANIC = 12,
   // A streamed body broke its declared Content-Length; the connection is closed.
   WARPCORE_RESULT_LENGTH_MISMATCH = 13,
+  // A stream write on a worker thread (a handler's) found the stream's queue
+  // over its high-water mark: a worker thread never waits, so nothing was
+  // sent; the handle stays the caller's and the stream goes on.
+  WARPCORE_RESULT_WOULD_BLOCK = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -146,19 +150,35 @@ typedef struct warpcore_prepared warpcore_prepared;
 // Inside the handler call, answering is the fast path: the answer joins the
 // worker's output with no queue and no wakeup. A handler may instead return
 // without answering (or in the middle of a stream) and answer later from any
-// thread: the connection keeps its place (later pipelined requests wait), and
-// the calls are thread-safe. A call from another thread made while the handler
-// is still running waits until it returns.
+// thread: the connection keeps its place (later pipelined requests wait).
 //
-// Lifetime: a handle answered inside the handler call belongs to the library
-// again when the handler returns. A handle the handler returned from without
-// finishing its answer belongs to the caller until the call that finishes it:
-// `warpcore_respond*`, `warpcore_response_end` or `warpcore_response_abort`
-// that succeeds, or any call that
-// returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
-// call releases the handle; do not use it afterwards. A handle never answered
-// keeps its connection open until shutdown's deadline; a call after that
-// returns `WARPCORE_RESULT_CLOSED` (and releases it).
+// Owner and lifetime: a handle stands for one request and is never reused
+// for another (it is a token, not an address: do not dereference it). A
+// handle answered inside the handler call is done when the handler returns.
+// A handle the handler returned from without finishing its answer is the
+// caller's until the call that finishes it: `warpcore_respond*`,
+// `warpcore_response_end` or `warpcore_response_abort` that succeeds, or any
+// call that returns `WARPCORE_RESULT_CLOSED` or
+// `WARPCORE_RESULT_LENGTH_MISMATCH`. That call releases the handle. Any
+// call on a done or released handle, from any thread, in any order, before
+// or after the server is freed, returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+// and changes nothing (a buffer it was given is released at once); a value
+// that never was a handle gets `WARPCORE_RESULT_INVALID_ARGUMENT` when the
+// library can tell. A handle never answered keeps its connection open until
+// shutdown's deadline; its next call after that, even after
+// `warpcore_server_free`, returns `WARPCORE_RESULT_CLOSED` and releases it.
+// Memory: the library keeps each handle's state (a few hundred bytes) in a
+// table for the life of the process and reuses it for later requests; an
+// unfinished handle also keeps its request's answer state until released.
+//
+// Threads: every call is thread-safe. A call from another thread made while
+// the handler is still running waits until it returns. On a deferred
+// handle, the first call that finishes the answer wins and releases it;
+// every later or concurrent one returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+// (or `WARPCORE_RESULT_CLOSED` when the client left first). A write waiting
+// for the stream to drain does not hold the handle: another thread's
+// `warpcore_response_abort` or `warpcore_response_end` goes through at once,
+// and the waiting write then returns `WARPCORE_RESULT_ALREADY_ANSWERED`.
 typedef struct warpcore_response warpcore_response;
 
 // A running server.
@@ -240,7 +260,10 @@ typedef void (*warpcore_handler_cb)(void *userdata,
 // bindings whose foreign calls are dear. The prepared response must stay
 // valid until the handler has returned (the library copies it then). A
 // non-NULL return for a request the handler answered or deferred through
-// `response` is ignored (the first answer stands).
+// `response` is ignored (the first answer stands). A non-NULL return that is
+// sent answers the request: `response` is then done, and a call on it from
+// a thread it was handed to returns `WARPCORE_RESULT_ALREADY_ANSWERED` (if
+// made while the handler runs, once it has returned).
 typedef const struct warpcore_prepared *(*warpcore_answering_cb)(void *userdata,
                                                                  const struct warpcore_request *request,
                                                                  struct warpcore_response *response);
@@ -402,8 +425,9 @@ warpcore_result warpcore_config_set_max_header_count(struct warpcore_config *con
                                                      uint32_t count);
 
 // Sets how many bytes a streamed response may have queued for its connection
-// before `warpcore_response_write` from a thread other than the worker's blocks
-// (1 KiB to 1 GiB, default 1 MiB).
+// before a later `warpcore_response_write` blocks (on a thread of the
+// application's) or returns `WARPCORE_RESULT_WOULD_BLOCK` (on a worker
+// thread, which never waits) (1 KiB to 1 GiB, default 1 MiB).
 warpcore_result warpcore_config_set_stream_high_water(struct warpcore_config *config,
                                                       uint64_t bytes);
 
@@ -470,10 +494,11 @@ warpcore_result warpcore_config_set_timeout(struct warpcore_config *config,
 // ending in `/`, a `301` to the slash form for a directory without one,
 // `404` for what is missing. Paths that try to leave the directory (`..`,
 // encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
-// fifos and sockets are never served. Call once per mount; the longest
-// matching prefix wins. The directory must exist when the server starts or
-// reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` or
-// `warpcore_server_reload` otherwise).
+// fifos and sockets are never served; dotfiles (`.git/`, `.env`) get `404`
+// unless `warpcore_config_set_static_dotfiles` allows them. Call once per
+// mount; the longest matching prefix wins. The directory must exist when the
+// server starts or reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from
+// `warpcore_server_start` or `warpcore_server_reload` otherwise).
 //
 // Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
 // first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
@@ -493,6 +518,17 @@ warpcore_result warpcore_config_add_static(struct warpcore_config *config,
 warpcore_result warpcore_config_set_file_cache(struct warpcore_config *config,
                                                uint64_t fd_ms,
                                                uint64_t info_ms);
+
+// Sets whether static mounts serve dotfiles: paths below a mount with a
+// segment that starts with `.` (`/.env`, `/.git/config`, `/a/.hidden`),
+// whether sent literally or percent-encoded (`/%2eenv`). When `allow` is
+// false, the default, such requests are answered `404 Not Found` whatever the
+// method and whether or not the file exists, so that nothing about it is
+// revealed; `/.well-known/…` (RFC 8615: ACME challenges, `security.txt`) is
+// still served under a mount at `/`, though not a dotfile below it. True
+// serves them like any other file. Files a handler answers with
+// (`warpcore_respond_file`) are not affected.
+warpcore_result warpcore_config_set_static_dotfiles(struct warpcore_config *config, bool allow);
 
 // Answers the request with the file at `path` (`path_len` bytes; an absolute
 // path is best, a relative one is taken from the process's working directory)
@@ -563,10 +599,12 @@ warpcore_result warpcore_respond_prepared(struct warpcore_response *response,
 // is sent. `headers` and `body` are only read during the call (a deferred
 // answer copies the body; see `warpcore_respond_buffer` to avoid that).
 //
-// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (answered before, or the handle
+// is done or released: see `warpcore_response`), `WARPCORE_RESULT_INVALID_STATUS`
 // and `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value
 // with CR, LF or NUL; nothing was sent and the request may be answered again),
-// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`.
+// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`,
+// `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
 warpcore_result warpcore_respond(struct warpcore_response *response,
                                  uint16_t status,
                                  const struct warpcore_header *headers,
@@ -600,9 +638,17 @@ warpcore_result warpcore_response_start(struct warpcore_response *response,
                                         int64_t content_length);
 
 // Sends `len` more bytes of a started stream (copied). Inside the handler call
-// this never blocks; from another thread it blocks while more than the
+// this never blocks. Afterwards, a write is taken while at most the
 // high-water mark (`warpcore_config_set_stream_high_water`, default 1 MiB) is
-// queued for the connection, and resumes as the client reads.
+// queued for the connection; over it, a thread that is not a worker's blocks
+// until the client reads, and a worker thread (any handler's, writing to
+// another request's stream) never waits: it gets
+// `WARPCORE_RESULT_WOULD_BLOCK`, nothing was sent, and the handle stays the
+// caller's, still streaming. While a write blocks it does not hold the
+// handle: another thread's call goes through, and if that call finishes the
+// answer (`warpcore_response_abort`, `warpcore_response_end`) this one
+// returns `WARPCORE_RESULT_ALREADY_ANSWERED` at once, without sending its
+// bytes.
 warpcore_result warpcore_response_write(struct warpcore_response *response,
                                         const uint8_t *data,
                                         size_t len);
@@ -630,9 +676,11 @@ warpcore_result warpcore_response_end(struct warpcore_response *response);
 // answered. (A close-delimited HTTP/1.0 body cannot show it.) Finishes the
 // answer like `warpcore_response_end`: a deferred handle is released.
 //
-// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete),
-// `WARPCORE_RESULT_CLOSED` (the client is gone; the handle is released),
-// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete, or
+// the handle is done or released), `WARPCORE_RESULT_CLOSED` (the client is
+// gone; the handle is released), `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe
+// like the other response calls: it never waits for a stream to drain, so it
+// is how another thread stops a writer blocked on a client that does not read.
 warpcore_result warpcore_response_abort(struct warpcore_response *response);
 
 // A static, NUL-terminated description of `result`; never NULL (unknown codes
@@ -693,7 +741,11 @@ warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *se
 // with what they started with; no connection is dropped. Returns when every
 // running worker uses the new settings. The listen address and the worker
 // count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
-// config is not retained. May be called from a handler.
+// config is not retained. May be called from a handler, and from several
+// threads at once: reloads take effect one after the other (the last one
+// wins), and one made from a handler never waits for its own worker nor for
+// another worker whose handler is inside a reload, so concurrent reloads
+// never deadlock.
 warpcore_result warpcore_server_reload(const struct warpcore_server *server,
                                        const struct warpcore_config *config);
 

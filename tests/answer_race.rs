@@ -2,11 +2,10 @@
 //! is still running (src/ffi/response.rs). A handler that answered itself
 //! ends its call without a lock; a thread waiting on the handle meanwhile must
 //! still be woken, learn `WARPCORE_RESULT_ALREADY_ANSWERED`, and never meet a
-//! later request that reuses the handle. Mixed with deferred answers from
-//! other threads and plain answers on the same worker, whose handles come
-//! from the same pool.
-//! (Through the C functions from Rust: the misuse leaks its handle by design,
-//! which the C tests' LeakSanitizer would report.)
+//! later request served by the handle's slot. Mixed with deferred answers
+//! from other threads and plain answers on the same worker, whose handles
+//! share the worker's slot. (Through the C functions from Rust, for the
+//! `waiter_announced` hook; the C tests in tests/abi/ cover stale handles.)
 
 mod util;
 

@@ -155,6 +155,7 @@ fn unknown_transfer_coding_gets_501() {
 #[test]
 fn malformed_transfer_coding_gets_400() {
     assert_refused(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: \r\n\r\n", 400);
+    assert_refused(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: , ,\r\n\r\n", 400);
     assert_refused(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", 400);
 }
 
@@ -162,7 +163,136 @@ fn malformed_transfer_coding_gets_400() {
 fn unsupported_versions_get_505() {
     assert_refused(b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505);
     assert_refused(b"GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505);
-    assert_refused(b"GET / HTTP/1.2\r\nHost: t\r\n\r\n", 505);
+    assert_refused(b"GET / HTTP/0.9\r\nHost: t\r\n\r\n", 505);
+}
+
+/// Answers `PATH minor=N`: what the handler saw of the target and the version.
+fn version_server() -> (TestServer, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let s = start(move |req: &warpcore::Request<'_>, res: &mut warpcore::Response<'_>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let text = format!("{} minor={}", String::from_utf8_lossy(req.path), req.minor_version);
+        let _ = res.respond(200, std::iter::empty(), text.as_bytes());
+    });
+    (s, calls)
+}
+
+/// RFC 9110 §2.5: a higher minor version of HTTP/1 is served as HTTP/1.1,
+/// persistent by default and answered `HTTP/1.1`; it was a 505.
+#[test]
+fn higher_http1_minor_versions_are_served_as_http11() {
+    let (s, calls) = version_server();
+    let mut c = s.connect();
+    let mut wire = b"GET /two HTTP/1.2\r\nHost: t\r\n\r\nGET /nine HTTP/1.9\nHost: t\n\n".to_vec();
+    wire.extend_from_slice(b"GET /last HTTP/1.2\r\nHost: t\r\nConnection: close\r\n\r\n");
+    c.send(&wire);
+    let all = c.read_to_eof();
+    let (replies, rest) = parse_responses(&all, &[]);
+    let got: Vec<(u16, String)> = replies.iter().map(|r| (r.status, r.text())).collect();
+    assert_eq!(got, [(200, "/two minor=1".into()), (200, "/nine minor=1".into()), (200, "/last minor=1".into())]);
+    assert!(rest.is_empty());
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 3, "{text:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // Split anywhere in the request line, it waits for the rest.
+    let mut c = s.connect();
+    for part in [&b"GET /split HTTP/1."[..], b"2", b"\r", b"\nHost: t\r\n\r\n"] {
+        c.send(part);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.read_response(false).text(), "/split minor=1");
+
+    // HTTP/1.1's rules come with it: Host is required.
+    assert_refused(b"GET / HTTP/1.2\r\n\r\n", 400);
+}
+
+/// The request line is `method SP request-target SP HTTP-version` (RFC 9112 §3):
+/// a space inside the target made the rest of the line a "version", answered 505.
+#[test]
+fn whitespace_inside_the_target_gets_400() {
+    assert_refused(b"GET / x HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert_refused(b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert_refused(b"GET /a b HTTP/2.0\r\nHost: t\r\n\r\n", 400);
+}
+
+/// RFC 9112 §3.2: a Host that is no `uri-host [ ":" port ]` is answered 400.
+#[test]
+fn invalid_host_gets_400() {
+    let hosts: &[&[u8]] = &[b"x y", b"x/y", b"x, y", b"0 x", b"/x", b"a@x", b"x:abc", b"[::1", b"[::1]x", b"x%zz"];
+    for host in hosts {
+        let mut bad = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+        bad.extend_from_slice(host);
+        bad.extend_from_slice(b"\r\n\r\n");
+        assert_refused(&bad, 400);
+    }
+    // HTTP/1.0 need not send Host, but one it sends is checked as well.
+    assert_refused(b"GET / HTTP/1.0\r\nHost: x y\r\n\r\n", 400);
+}
+
+#[test]
+fn valid_hosts_are_accepted() {
+    let (s, calls) = counting_server(|_| {});
+    let mut c = s.connect();
+    let hosts = ["", "example.com:80", "[::1]:8080", "[::1]", "127.0.0.1:8080", "a-b.c_d~e%41", "x:"];
+    for host in hosts {
+        c.send(format!("GET /h HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        let r = c.read_response(false);
+        assert_eq!((r.status, r.text().as_str()), (200, "/h"), "Host: {host:?}");
+    }
+    c.send(b"GET /ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(c.read_response(false).text(), "/ten");
+    assert_eq!(calls.load(Ordering::SeqCst), hosts.len() + 1);
+}
+
+/// Asterisk-form is for OPTIONS only (RFC 9112 §3.2.4); no target carries a
+/// fragment (§3.2.1); an absolute-form target has no userinfo (RFC 9110 §4.2.4).
+#[test]
+fn target_forms_that_do_not_fit_get_400() {
+    assert_refused(b"GET * HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert_refused(b"HEAD * HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert_refused(b"POST * HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 400);
+    assert_refused(b"GET /a#b HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert_refused(b"GET /# HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert_refused(b"GET http://t/a#b HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert_refused(b"GET http://u@t/ HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert_refused(b"GET http://u:p@t:80/a HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+}
+
+#[test]
+fn target_forms_that_fit_are_accepted() {
+    let (s, calls) = counting_server(|_| {});
+    let mut c = s.connect();
+    let cases = [
+        ("OPTIONS *", "*"),
+        ("GET http://t:80/a@b?c@d", "/a@b"),
+        ("GET https://[::1]:8080", "/"),
+        ("GET /a@b?c/d", "/a@b"),
+    ];
+    for (i, (line, path)) in cases.iter().enumerate() {
+        c.send(format!("{line} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.read_response(false);
+        assert_eq!((r.status, r.text().as_str()), (200, *path), "{line}");
+        assert_eq!(calls.load(Ordering::SeqCst), i + 1);
+    }
+}
+
+/// Empty list elements are list syntax a recipient must accept (RFC 9110
+/// §5.6.1.2): `, chunked` names one coding, `chunked`. It was a 400.
+#[test]
+fn empty_transfer_coding_elements_are_ignored() {
+    let (s, calls) = counting_server(|_| {});
+    let mut c = s.connect();
+    for value in [", chunked", "chunked ,", " , chunked , , "] {
+        let head = format!("POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: {value}\r\n\r\n");
+        c.send(format!("{head}5\r\nhello\r\n0\r\n\r\n").as_bytes());
+        let r = c.read_response(false);
+        assert_eq!((r.status, r.text().as_str()), (200, "/te"), "{value:?}");
+    }
+    assert_eq!(c.get("/after").text(), "/after");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_refused(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: , gzip\r\n\r\n", 501);
 }
 
 #[test]

@@ -42,46 +42,63 @@ fn answer_from_another_thread() {
     answerer.join().unwrap();
 }
 
+/// A handle the handler deferred, with its request's path and body.
+type Held = (String, Vec<u8>, Deferred);
+
 #[test]
 fn thousand_deferred_requests_answered_by_eight_threads_in_random_order() {
-    let (tx, rx) = mpsc::channel::<(String, Vec<u8>, Deferred)>();
-    let s = start_with(deferring(tx), |c| c.workers = 2);
-    let rx = Arc::new(Mutex::new(rx));
+    // Each answering thread owns its queue, and the handler deals the handles
+    // out in turn: no thread waits on a lock another one holds while it waits.
+    const THREADS: usize = 8;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<Held>()).unzip();
+    let senders: Vec<Mutex<mpsc::Sender<Held>>> = senders.into_iter().map(Mutex::new).collect();
+    let dealt = AtomicUsize::new(0);
+    let dealing = move |req: &Request<'_>, res: &mut Response<'_>| {
+        let d = res.defer().expect("defer");
+        let path = String::from_utf8_lossy(req.path).into_owned();
+        let to = dealt.fetch_add(1, Ordering::Relaxed) % THREADS;
+        let _ = senders[to].lock().unwrap().send((path, req.body.to_vec(), d));
+    };
+    let s = start_with(dealing, |c| c.workers = 2);
     let answered = Arc::new(AtomicUsize::new(0));
     let total = 1000;
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let rx = rx.clone();
+    let threads: Vec<_> = receivers
+        .into_iter()
+        .zip(1u32..)
+        .map(|(rx, t)| {
             let answered = answered.clone();
             std::thread::spawn(move || {
-                let mut seed = 0x9e37_79b9u32.wrapping_mul(t + 1);
-                let mut held: Vec<(String, Vec<u8>, Deferred)> = Vec::new();
+                let mut seed = 0x9e37_79b9u32.wrapping_mul(t);
+                let mut held: Vec<Held> = Vec::new();
                 loop {
-                    let next = rx.lock().unwrap().recv_timeout(Duration::from_millis(20));
-                    let quiet = next.is_err();
-                    match next {
-                        Ok(item) => held.push(item),
-                        Err(mpsc::RecvTimeoutError::Timeout) if held.is_empty() => {
-                            if answered.load(Ordering::SeqCst) >= total {
-                                return;
-                            }
-                            continue;
+                    // Block only while holding nothing; otherwise take what has
+                    // already arrived, and answer when nothing has.
+                    let next = if held.is_empty() {
+                        match rx.recv_timeout(IO_TIMEOUT) {
+                            Ok(item) => Some(item),
+                            // All answered, but the server still holds its handler.
+                            Err(mpsc::RecvTimeoutError::Timeout) if answered.load(Ordering::SeqCst) >= total => return,
+                            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
                         }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) if held.is_empty() => return,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {}
-                    }
+                    } else {
+                        rx.try_recv().ok()
+                    };
+                    let quiet = next.is_none();
+                    held.extend(next);
                     // Answer a random one of those held (at once when the queue
-                    // went quiet): the order is scrambled.
-                    if held.len() >= 3 || (quiet && !held.is_empty()) {
+                    // is empty): the order is scrambled.
+                    if held.len() >= 3 || quiet {
                         seed ^= seed << 13;
                         seed ^= seed >> 17;
                         seed ^= seed << 5;
                         let i = seed as usize % held.len();
                         let (path, body, mut d) = held.swap_remove(i);
                         let text = format!("{path}:{}", body.len());
-                        d.respond(200, no_headers(), Payload::from(text.into_bytes())).unwrap();
+                        // Counted before it is sent: a client that has its
+                        // answer finds it counted.
                         answered.fetch_add(1, Ordering::SeqCst);
+                        d.respond(200, no_headers(), Payload::from(text.into_bytes())).unwrap();
                     }
                 }
             })

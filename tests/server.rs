@@ -6,7 +6,7 @@ mod util;
 use std::collections::HashSet;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -217,27 +217,44 @@ fn external_workers_never_run_still_shut_down() {
     server.wait();
 }
 
-/// A handler that sleeps on `/slow` and says when it started.
-fn slow_server(workers: usize) -> (Arc<Server>, u16, Arc<AtomicBool>) {
+/// A server whose handler, on `/slow`, says it started and then works on
+/// until the shutdown has begun (up to `IO_TIMEOUT`): the request is surely in
+/// flight when the shutdown starts, however the threads are scheduled. The
+/// second flag says whether the handler saw the shutdown begin.
+fn slow_server(workers: usize) -> (Arc<Server>, u16, Arc<AtomicBool>, Arc<AtomicBool>) {
     let entered = Arc::new(AtomicBool::new(false));
-    let flag = entered.clone();
+    let saw_shutdown = Arc::new(AtomicBool::new(false));
+    let this: Arc<OnceLock<Weak<Server>>> = Arc::default();
+    let (flag, saw, slot) = (entered.clone(), saw_shutdown.clone(), this.clone());
     let handler = move |req: &Request<'_>, res: &mut Response<'_>| {
         if req.path == b"/slow" {
             flag.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(300));
+            if let Some(server) = slot.get().and_then(Weak::upgrade) {
+                // On a server with its own threads, run_worker is refused with
+                // ShuttingDown once the shutdown began (InvalidState before):
+                // a probe that changes nothing.
+                let began = || matches!(server.run_worker(0), Err(e) if e.kind == ErrorKind::ShuttingDown);
+                saw.store(wait_until(IO_TIMEOUT, began), Ordering::SeqCst);
+            }
         }
         let _ = res.respond(200, std::iter::empty(), b"finished");
     };
     let mut c = config(handler);
     c.workers = workers;
     let server = Arc::new(Server::start(&c).unwrap());
+    this.set(Arc::downgrade(&server)).unwrap();
     let port = server.port();
-    (server, port, entered)
+    (server, port, entered, saw_shutdown)
+}
+
+/// Waits until the server has read `bytes` bytes from its clients in all.
+fn read_by_server(server: &Server, bytes: usize) -> bool {
+    wait_until(IO_TIMEOUT, || server.stats().bytes_in >= bytes as u64)
 }
 
 #[test]
 fn shutdown_lets_a_request_in_flight_finish() {
-    let (server, port, entered) = slow_server(1);
+    let (server, port, entered, saw_shutdown) = slow_server(1);
     let mut c = Client::connect(port);
     c.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(wait_until(IO_TIMEOUT, || entered.load(Ordering::SeqCst)));
@@ -245,7 +262,7 @@ fn shutdown_lets_a_request_in_flight_finish() {
         let server = server.clone();
         std::thread::spawn(move || {
             let t = Instant::now();
-            server.shutdown(Duration::from_secs(2));
+            server.shutdown(Duration::from_secs(5));
             t.elapsed()
         })
     };
@@ -255,13 +272,14 @@ fn shutdown_lets_a_request_in_flight_finish() {
     assert_eq!(r.header("connection"), Some("close"), "answered during shutdown: the connection closes");
     assert!(c.closed_by_server());
     let took = stopper.join().unwrap();
-    assert!(took < Duration::from_millis(1500), "shutdown waited for the request, not the whole grace: {took:?}");
+    assert!(saw_shutdown.load(Ordering::SeqCst), "the handler was still running when the shutdown began");
+    assert!(took < Duration::from_millis(2500), "shutdown waited for the request, not the whole grace: {took:?}");
     assert!(server.is_stopped());
 }
 
 #[test]
 fn shutdown_lets_pipelined_requests_already_received_finish() {
-    let (server, port, entered) = slow_server(1);
+    let (server, port, entered, saw_shutdown) = slow_server(1);
     let mut c = Client::connect(port);
     c.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /second HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(wait_until(IO_TIMEOUT, || entered.load(Ordering::SeqCst)));
@@ -277,6 +295,7 @@ fn shutdown_lets_pipelined_requests_already_received_finish() {
     assert_eq!(replies.last().unwrap().header("connection"), Some("close"));
     assert!(rest.is_empty());
     stopper.join().unwrap();
+    assert!(saw_shutdown.load(Ordering::SeqCst), "the handler was still running when the shutdown began");
 }
 
 #[test]
@@ -284,8 +303,9 @@ fn shutdown_waits_for_a_body_still_arriving() {
     let s = start(demo_handler);
     let server = &s.server;
     let mut c = s.connect();
-    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234");
-    std::thread::sleep(Duration::from_millis(50));
+    let part: &[u8] = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234";
+    c.send(part);
+    assert!(read_by_server(server, part.len()), "the server read the first part");
     std::thread::scope(|scope| {
         let stopper = scope.spawn(|| server.shutdown(Duration::from_secs(3)));
         std::thread::sleep(Duration::from_millis(100));
@@ -304,8 +324,9 @@ fn shutdown_cuts_what_is_left_at_the_deadline() {
     let s = start(demo_handler);
     let mut c = s.connect();
     // A body that never completes.
-    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234");
-    std::thread::sleep(Duration::from_millis(50));
+    let part: &[u8] = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234";
+    c.send(part);
+    assert!(read_by_server(&s.server, part.len()), "the server read the first part");
     let t = Instant::now();
     s.server.shutdown(Duration::from_millis(200));
     let took = t.elapsed();
@@ -326,7 +347,9 @@ fn shutdown_closes_idle_keep_alive_connections_at_once() {
     let mut silent = s.connect();
     let mut half = s.connect();
     half.send(b"GET / HTTP/1.1\r\nHo");
-    std::thread::sleep(Duration::from_millis(50));
+    let sent = 8 * "GET / HTTP/1.1\r\nHost: t\r\n\r\n".len() + "GET / HTTP/1.1\r\nHo".len();
+    assert!(read_by_server(&s.server, sent), "the server read the half head");
+    assert!(wait_until(IO_TIMEOUT, || s.server.stats().connections_accepted == 10), "the server accepted all ten");
 
     let t = Instant::now();
     s.server.shutdown(Duration::from_secs(10));

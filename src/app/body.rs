@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::deferred::{Answer, ConnRef, Mailbox, Message};
+use super::deferred::{on_worker_thread, Answer, ConnRef, Mailbox, Message};
 
 /// The most body bytes a connection holds for its application at once.
 pub const BODY_WINDOW: usize = 64 * 1024;
@@ -175,7 +175,7 @@ impl BodyStream {
     /// for bytes; on a worker thread it returns `WouldBlock` instead. The first
     /// read answers a client's `Expect: 100-continue`.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, BodyError> {
-        let never_block = self.mailbox.on_worker_thread();
+        let never_block = on_worker_thread();
         let mut s = self.shared.lock();
         let mut wake = !s.asked;
         s.asked = true;

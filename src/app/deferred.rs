@@ -2,8 +2,8 @@
 //! handle, the worker's mailbox it posts to, and the state both sides share
 //! (closed flag, bytes queued for backpressure).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::thread::ThreadId;
+use std::cell::Cell;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use mio::Waker;
 
@@ -87,13 +87,43 @@ pub(crate) struct Message {
     pub answer: Answer,
 }
 
+thread_local! {
+    /// Set while the thread runs a worker's event loop (any worker's): a
+    /// stream write there must never wait, since the worker it would wait for
+    /// may be this one, or one waiting for this one.
+    static ON_WORKER_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as a worker thread until dropped (also when a
+/// panic unwinds the worker's loop). Made by the worker loop as it starts.
+pub(crate) struct WorkerThread {
+    was: bool,
+}
+
+impl WorkerThread {
+    pub fn enter() -> WorkerThread {
+        WorkerThread { was: ON_WORKER_THREAD.with(|w| w.replace(true)) }
+    }
+}
+
+impl Drop for WorkerThread {
+    fn drop(&mut self) {
+        let was = self.was;
+        ON_WORKER_THREAD.with(|w| w.set(was));
+    }
+}
+
+/// Whether the calling thread runs a worker's event loop. One thread-local
+/// read, made only by a deferred write that finds its stream over the mark.
+pub(crate) fn on_worker_thread() -> bool {
+    ON_WORKER_THREAD.with(|w| w.get())
+}
+
 /// The worker's inbox for answers from other threads. Posting the first message
 /// of a batch wakes the worker; later ones ride along.
 pub(crate) struct Mailbox {
     queue: Mutex<MailboxQueue>,
     waker: Waker,
-    /// The thread running the worker, so writes on it never block.
-    thread: OnceLock<ThreadId>,
 }
 
 struct MailboxQueue {
@@ -108,7 +138,6 @@ impl Mailbox {
         Mailbox {
             queue: Mutex::new(MailboxQueue { messages: Vec::new(), closed: false, poke: false }),
             waker,
-            thread: OnceLock::new(),
         }
     }
 
@@ -151,7 +180,8 @@ impl Mailbox {
         std::mem::take(&mut q.poke)
     }
 
-    /// The worker stopped: refuse further messages and drop (release) the rest.
+    /// The worker stopped (or died): refuse further messages and drop
+    /// (release) the rest. Calling it again does nothing more.
     pub fn close(&self) {
         let rest = {
             let mut q = self.lock();
@@ -159,14 +189,6 @@ impl Mailbox {
             std::mem::take(&mut q.messages)
         };
         drop(rest);
-    }
-
-    pub fn set_worker_thread(&self) {
-        let _ = self.thread.set(std::thread::current().id());
-    }
-
-    pub(crate) fn on_worker_thread(&self) -> bool {
-        self.thread.get() == Some(&std::thread::current().id())
     }
 }
 
@@ -225,15 +247,50 @@ impl DeferredShared {
         self.lock().closed
     }
 
-    /// Waits (unless `never_block`) until the queue is under the high-water
-    /// mark, then counts `n` more bytes.
-    fn reserve(&self, n: usize, never_block: bool) -> Result<(), RespondError> {
+    /// Waits, counting nothing, until the queue is at or under the high-water
+    /// mark or the connection is gone, or until `over()` says that another
+    /// call finished the waiter's answer (that call then runs `wake_writers`).
+    /// For a caller that must not hold its own lock while the stream drains.
+    pub(crate) fn wait_writable(&self, over: impl Fn() -> bool) {
+        let mut s = self.lock();
+        while !s.closed && s.queued > self.high_water && !over() {
+            s.waiters += 1;
+            s = self.drained.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiters -= 1;
+        }
+    }
+
+    /// Wakes the writers waiting in `wait_writable` to ask `over()` again.
+    pub(crate) fn wake_writers(&self) {
+        let s = self.lock();
+        if s.waiters > 0 {
+            self.drained.notify_all();
+        }
+    }
+
+    /// Counts `n` more bytes once the queue is at or under the high-water
+    /// mark (so it exceeds the mark by at most one write). Over the mark, a
+    /// worker thread gets `WouldBlock` at once; any other thread waits for the
+    /// worker to drain the queue (or the connection to close) — unless
+    /// `may_wait` is false: a caller that waited in `wait_writable` already
+    /// is counted at once (one write past the mark).
+    fn reserve(&self, n: usize, may_wait: bool) -> Result<(), RespondError> {
         let mut s = self.lock();
         loop {
             if s.closed {
                 return Err(RespondError::Closed);
             }
-            if never_block || s.queued <= self.high_water {
+            if s.queued <= self.high_water {
+                s.queued += n;
+                return Ok(());
+            }
+            // Waiting on a worker thread could wait for this very worker, or
+            // for one that waits for it (two workers writing to each other's
+            // streams): refuse instead.
+            if on_worker_thread() {
+                return Err(RespondError::WouldBlock);
+            }
+            if !may_wait {
                 s.queued += n;
                 return Ok(());
             }
@@ -255,8 +312,10 @@ enum Phase {
 ///
 /// Made by [`crate::Response::defer`]. Its calls are thread-safe in the sense
 /// that the handle may move between threads (`Send`); one handle is used by one
-/// thread at a time. Dropping it unanswered sends a 500 (or, mid-stream, closes
-/// the connection).
+/// thread at a time. Only [`Deferred::write`] ever waits (backpressure), and
+/// never on a worker thread, where it returns [`RespondError::WouldBlock`]
+/// instead. Dropping it unanswered sends a 500 (or, mid-stream, closes the
+/// connection).
 pub struct Deferred {
     mailbox: Arc<Mailbox>,
     conn: ConnRef,
@@ -393,29 +452,66 @@ impl Deferred {
         self.post(Answer::Start { status, head, length })
     }
 
-    /// Sends more of the stream. Off the worker thread this blocks while more
-    /// than the high-water mark is queued for the connection.
+    /// Sends more of the stream.
+    ///
+    /// Backpressure: a write is accepted while at most the high-water mark
+    /// (`Config::stream_high_water`) is queued for the connection, whatever
+    /// its own size. Over the mark, a thread that is not a worker's waits
+    /// until the client has read enough (or is gone). A worker thread never
+    /// waits — not for its own worker's connections, nor for another
+    /// worker's — and gets [`RespondError::WouldBlock`] instead: nothing was
+    /// sent, `data` is dropped (released), and the stream goes on; write
+    /// again later (from another thread, which then waits), skip the data, or
+    /// `abort`. So one write can take the queue past the mark by at most its
+    /// own length, on any thread.
     pub fn write(&mut self, data: Payload) -> Result<(), RespondError> {
-        let Phase::Streaming { remaining } = &mut self.phase else {
+        self.write_with(data, true)
+    }
+
+    /// `write` that never waits off the worker threads: for a caller that
+    /// waited already, with `backpressure`, without holding its own lock.
+    pub(crate) fn write_now(&mut self, data: Payload) -> Result<(), RespondError> {
+        self.write_with(data, false)
+    }
+
+    /// What a `write` from this thread would wait on: the stream's shared
+    /// state when the answer is streaming and this is not a worker thread.
+    pub(crate) fn backpressure(&self) -> Option<Arc<DeferredShared>> {
+        match self.phase {
+            Phase::Streaming { .. } if !on_worker_thread() => Some(self.shared.clone()),
+            _ => None,
+        }
+    }
+
+    /// The state this answer shares with its connection.
+    pub(crate) fn shared(&self) -> &DeferredShared {
+        &self.shared
+    }
+
+    fn write_with(&mut self, data: Payload, may_wait: bool) -> Result<(), RespondError> {
+        let Phase::Streaming { remaining } = self.phase else {
             return Err(if self.phase == Phase::Done { RespondError::AlreadyAnswered } else { RespondError::NotStreaming });
         };
         let len = data.as_ref().len();
-        if let Some(left) = remaining {
-            if len as u64 > *left {
-                // The declared length is broken: the connection must close.
-                self.phase = Phase::Done;
-                let _ = self.post(Answer::Abort);
-                return Err(RespondError::LengthMismatch);
-            }
-            *left -= len as u64;
+        if remaining.is_some_and(|left| len as u64 > left) {
+            // The declared length is broken: the connection must close.
+            self.phase = Phase::Done;
+            let _ = self.post(Answer::Abort);
+            return Err(RespondError::LengthMismatch);
         }
         if len == 0 {
             return self.check_open();
         }
-        if let Err(e) = self.shared.reserve(len, self.mailbox.on_worker_thread()) {
-            self.phase = Phase::Done;
-            return Err(e);
+        match self.shared.reserve(len, may_wait) {
+            Ok(()) => {}
+            // Refused, not failed: the stream is where it was.
+            Err(RespondError::WouldBlock) => return Err(RespondError::WouldBlock),
+            Err(e) => {
+                self.phase = Phase::Done;
+                return Err(e);
+            }
         }
+        self.phase = Phase::Streaming { remaining: remaining.map(|left| left - len as u64) };
         self.post(Answer::Data(data))
     }
 

@@ -86,6 +86,10 @@ pub enum RespondError {
     NotStreaming,
     /// A stream broke its declared Content-Length; the connection is closed.
     LengthMismatch,
+    /// A [`Deferred`] write on a worker thread found the stream's queue over
+    /// its high-water mark: waiting there could block the worker for good, so
+    /// nothing was sent and the stream goes on (see [`Deferred::write`]).
+    WouldBlock,
     /// `respond_file`: the path is missing, a directory, not a regular file or
     /// not readable; nothing was sent and the request may be answered again.
     FileUnavailable(std::io::ErrorKind),

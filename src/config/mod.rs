@@ -77,8 +77,16 @@ pub struct Config {
     /// How long a path's file information (stat, ETag, Last-Modified) is
     /// trusted without a change being reported; 0 disables the cache. Default 1 s.
     pub file_info_lifetime: Duration,
+    /// Whether static mounts serve dotfiles: paths below a mount with a segment
+    /// that starts with `.` (`.env`, `.git/config`, `a/.hidden`), percent-encoded
+    /// or not. When false, the default, such paths are answered 404, as if
+    /// absent, except `/.well-known/…` (RFC 8615: ACME challenges, security.txt)
+    /// under a mount at `/`. Handlers' files (`respond_file`) are not affected.
+    pub static_dotfiles: bool,
     /// Bytes a streamed response may have queued for its connection before a
-    /// writer on another thread blocks. Default 1 MiB.
+    /// later write blocks (on a thread of the application's) or is refused
+    /// with `RespondError::WouldBlock` (on a worker thread, which never
+    /// waits). Default 1 MiB.
     pub stream_high_water: usize,
     /// How long a busy worker sleeps before polling again, so that one wake-up
     /// gathers many events (see `worker::coalesce`); zero turns it off. A worker naps
@@ -114,6 +122,7 @@ impl Default for Config {
             static_mounts: Vec::new(),
             fd_cache_lifetime: Duration::from_secs(10),
             file_info_lifetime: Duration::from_secs(1),
+            static_dotfiles: false,
             stream_high_water: 1 << 20,
             coalesce_wait: Duration::from_micros(50),
         }

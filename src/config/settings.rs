@@ -35,7 +35,7 @@ pub(crate) struct Settings {
     pub max_connections: usize,
     pub access_log: Option<Arc<AccessLog>>,
     pub error_log: Option<Arc<dyn ErrorLog>>,
-    /// Static mounts and file-cache lifetimes.
+    /// Static mounts, their dotfile policy and file-cache lifetimes.
     pub site: Arc<Site>,
     /// The nap of a busy worker before it polls (see `worker::coalesce`).
     pub coalesce_wait: Duration,
@@ -47,7 +47,7 @@ impl Settings {
     /// kept, and with it every worker's file caches.
     pub fn from_config(config: &Config, previous: Option<&Settings>) -> Result<Settings, Error> {
         config.validate()?;
-        let mut site = Site::open(&config.static_mounts, config.fd_cache_lifetime, config.file_info_lifetime)?;
+        let mut site = Site::open(&config.static_mounts, config.static_dotfiles, config.fd_cache_lifetime, config.file_info_lifetime)?;
         if let Some(previous) = previous.filter(|p| p.site.same_as(&site)) {
             site = previous.site.clone();
         }

@@ -181,8 +181,9 @@ pub extern "C" fn warpcore_config_set_max_header_count(config: *mut warpcore_con
 }
 
 /// Sets how many bytes a streamed response may have queued for its connection
-/// before `warpcore_response_write` from a thread other than the worker's blocks
-/// (1 KiB to 1 GiB, default 1 MiB).
+/// before a later `warpcore_response_write` blocks (on a thread of the
+/// application's) or returns `WARPCORE_RESULT_WOULD_BLOCK` (on a worker
+/// thread, which never waits) (1 KiB to 1 GiB, default 1 MiB).
 #[no_mangle]
 pub extern "C" fn warpcore_config_set_stream_high_water(config: *mut warpcore_config, bytes: u64) -> warpcore_result {
     ffi_boundary!({ update(config, |c| c.stream_high_water = bytes.min(usize::MAX as u64) as usize) })
@@ -316,10 +317,11 @@ pub extern "C" fn warpcore_config_set_timeout(config: *mut warpcore_config, whic
 /// ending in `/`, a `301` to the slash form for a directory without one,
 /// `404` for what is missing. Paths that try to leave the directory (`..`,
 /// encoded `/`, `\` or NUL) get `400`; symlinks that lead outside it, devices,
-/// fifos and sockets are never served. Call once per mount; the longest
-/// matching prefix wins. The directory must exist when the server starts or
-/// reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from `warpcore_server_start` or
-/// `warpcore_server_reload` otherwise).
+/// fifos and sockets are never served; dotfiles (`.git/`, `.env`) get `404`
+/// unless `warpcore_config_set_static_dotfiles` allows them. Call once per
+/// mount; the longest matching prefix wins. The directory must exist when the
+/// server starts or reloads (`WARPCORE_RESULT_INVALID_ARGUMENT` from
+/// `warpcore_server_start` or `warpcore_server_reload` otherwise).
 ///
 /// Files are sent with `sendfile(2)`, which cannot suppress `SIGPIPE`: the
 /// first file a worker thread sends blocks `SIGPIPE` on that thread (the signal
@@ -358,4 +360,18 @@ pub extern "C" fn warpcore_config_set_file_cache(config: *mut warpcore_config, f
             c.file_info_lifetime = Duration::from_millis(info_ms);
         })
     })
+}
+
+/// Sets whether static mounts serve dotfiles: paths below a mount with a
+/// segment that starts with `.` (`/.env`, `/.git/config`, `/a/.hidden`),
+/// whether sent literally or percent-encoded (`/%2eenv`). When `allow` is
+/// false, the default, such requests are answered `404 Not Found` whatever the
+/// method and whether or not the file exists, so that nothing about it is
+/// revealed; `/.well-known/…` (RFC 8615: ACME challenges, `security.txt`) is
+/// still served under a mount at `/`, though not a dotfile below it. True
+/// serves them like any other file. Files a handler answers with
+/// (`warpcore_respond_file`) are not affected.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_static_dotfiles(config: *mut warpcore_config, allow: bool) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.static_dotfiles = allow) })
 }

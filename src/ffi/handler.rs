@@ -29,7 +29,10 @@ pub type warpcore_handler_cb =
 /// bindings whose foreign calls are dear. The prepared response must stay
 /// valid until the handler has returned (the library copies it then). A
 /// non-NULL return for a request the handler answered or deferred through
-/// `response` is ignored (the first answer stands).
+/// `response` is ignored (the first answer stands). A non-NULL return that is
+/// sent answers the request: `response` is then done, and a call on it from
+/// a thread it was handed to returns `WARPCORE_RESULT_ALREADY_ANSWERED` (if
+/// made while the handler runs, once it has returned).
 pub type warpcore_answering_cb = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,

@@ -4,7 +4,8 @@
 //! a panic cross the boundary.
 //!
 //! One concept per file, as in the header: results, config, server, request,
-//! response, files, version; `panic.rs`, `cast.rs` and `thread.rs` hold the plumbing.
+//! response, files, version; `panic.rs`, `cast.rs`, `handles.rs` (where response
+//! handles live) and `thread.rs` hold the plumbing.
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -16,6 +17,7 @@
 #[macro_use]
 mod panic;
 mod cast;
+mod handles;
 pub mod config;
 pub mod file;
 pub mod handler;

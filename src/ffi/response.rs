@@ -1,19 +1,31 @@
 //! `warpcore_response`: the handle a handler answers through, inside the call
 //! (fast path, no queue, no wakeup) or later from any thread (deferred).
+//!
+//! A handle is a token for a slot of the process-wide table in `handles.rs`:
+//! the slot holds the state of the request it serves now, and the token's
+//! generation tells whether that is still the token's request. Slots are
+//! reused (a request answered in its call costs no allocation) but never
+//! freed, and tokens are never reused, so no call on a stale handle reaches
+//! another request or freed memory.
 
+use std::cell::Cell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::cast::{try_array, try_slice, try_slice_named};
+use super::handles::Table;
+use super::prepared::warpcore_prepared;
 use super::request::{warpcore_header, warpcore_str};
 use super::result::{fail, warpcore_result};
-use super::prepared::warpcore_prepared;
 use super::thread::{current_thread, FfiThread};
 use crate::app::deferred::Deferred;
 use crate::app::handler::{RespondError, Response};
 use crate::net::payload::Payload;
 use crate::sys::membarrier;
+
+// A token is a slot's index and a generation in 64 bits.
+const _: () = assert!(usize::BITS == 64, "response handles are 64-bit tokens");
 
 /// Called exactly once when the library is done with a buffer handed to it
 /// without a copy (`warpcore_respond_buffer`, `warpcore_response_write_buffer`):
@@ -22,40 +34,68 @@ use crate::sys::membarrier;
 /// thread (usually the worker's) and must not call back into the library.
 pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
 
-// Where a handle is in its life: the low two bits of `warpcore_response::phase`,
-// above them the generation, one per handler call the handle served.
+// Where a slot's current request is: the low two bits of `Slot::state`, above
+// them the generation, one per request the slot served (0: none yet).
 
 /// Inside the handler call: that thread answers through `in_call_core`
 /// without the lock; any other thread waits for the call to return.
-const IN_CALL: u32 = 0;
-/// The call ended answered (a handle with a waiter then leaks; any other goes
-/// back to the worker's pool).
-const ANSWERED: u32 = 1;
+const IN_CALL: u64 = 0;
+/// Done: answered inside the call, or released by the call that finished a
+/// deferred answer. The slot is back in a pool.
+const ANSWERED: u64 = 1;
 /// The call ended without finishing the answer: `deferred` holds it.
-const DEFERRED: u32 = 2;
+const DEFERRED: u64 = 2;
+/// Not a state: what `wait_for_call_end` says of a token from the future
+/// (never handed out; a forged or corrupted handle).
+const UNKNOWN: u64 = 3;
 const PHASE_BITS: u32 = 2;
-const PHASE_MASK: u32 = (1 << PHASE_BITS) - 1;
+const PHASE_MASK: u64 = (1 << PHASE_BITS) - 1;
+/// The last generation a slot serves; then it is retired, so that tokens,
+/// 32 bits of generation, never repeat.
+const LAST_GENERATION: u64 = u32::MAX as u64;
 
 /// The response to one request.
 ///
 /// Inside the handler call, answering is the fast path: the answer joins the
 /// worker's output with no queue and no wakeup. A handler may instead return
 /// without answering (or in the middle of a stream) and answer later from any
-/// thread: the connection keeps its place (later pipelined requests wait), and
-/// the calls are thread-safe. A call from another thread made while the handler
-/// is still running waits until it returns.
+/// thread: the connection keeps its place (later pipelined requests wait).
 ///
-/// Lifetime: a handle answered inside the handler call belongs to the library
-/// again when the handler returns. A handle the handler returned from without
-/// finishing its answer belongs to the caller until the call that finishes it:
-/// `warpcore_respond*`, `warpcore_response_end` or `warpcore_response_abort`
-/// that succeeds, or any call that
-/// returns `WARPCORE_RESULT_CLOSED` or `WARPCORE_RESULT_LENGTH_MISMATCH`. That
-/// call releases the handle; do not use it afterwards. A handle never answered
-/// keeps its connection open until shutdown's deadline; a call after that
-/// returns `WARPCORE_RESULT_CLOSED` (and releases it).
+/// Owner and lifetime: a handle stands for one request and is never reused
+/// for another (it is a token, not an address: do not dereference it). A
+/// handle answered inside the handler call is done when the handler returns.
+/// A handle the handler returned from without finishing its answer is the
+/// caller's until the call that finishes it: `warpcore_respond*`,
+/// `warpcore_response_end` or `warpcore_response_abort` that succeeds, or any
+/// call that returns `WARPCORE_RESULT_CLOSED` or
+/// `WARPCORE_RESULT_LENGTH_MISMATCH`. That call releases the handle. Any
+/// call on a done or released handle, from any thread, in any order, before
+/// or after the server is freed, returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+/// and changes nothing (a buffer it was given is released at once); a value
+/// that never was a handle gets `WARPCORE_RESULT_INVALID_ARGUMENT` when the
+/// library can tell. A handle never answered keeps its connection open until
+/// shutdown's deadline; its next call after that, even after
+/// `warpcore_server_free`, returns `WARPCORE_RESULT_CLOSED` and releases it.
+/// Memory: the library keeps each handle's state (a few hundred bytes) in a
+/// table for the life of the process and reuses it for later requests; an
+/// unfinished handle also keeps its request's answer state until released.
+///
+/// Threads: every call is thread-safe. A call from another thread made while
+/// the handler is still running waits until it returns. On a deferred
+/// handle, the first call that finishes the answer wins and releases it;
+/// every later or concurrent one returns `WARPCORE_RESULT_ALREADY_ANSWERED`
+/// (or `WARPCORE_RESULT_CLOSED` when the client left first). A write waiting
+/// for the stream to drain does not hold the handle: another thread's
+/// `warpcore_response_abort` or `warpcore_response_end` goes through at once,
+/// and the waiting write then returns `WARPCORE_RESULT_ALREADY_ANSWERED`.
 pub struct warpcore_response {
-    /// The thread (`current_thread`) inside whose handler call this handle
+    /// Never made: the type of the tokens C holds.
+    _token: [u8; 0],
+}
+
+/// The state behind a handle: the request it serves now.
+pub(crate) struct Slot {
+    /// The thread (`current_thread`) inside whose handler call this slot
     /// is, or 0; with `in_call_core`, the lock-free path of a call made by the
     /// handler itself. Only that thread writes its own id here, so no other
     /// thread ever finds its id in it.
@@ -65,76 +105,143 @@ pub struct warpcore_response {
     /// The generation (above `PHASE_BITS`) and `IN_CALL`, `ANSWERED` or
     /// `DEFERRED`. The worker ends a call answered inside it with one store,
     /// without the lock: the common case costs no locked instruction (see
-    /// `end_answered_call`). The generation tells a waiter that the call it
-    /// waited for is over even when the handle already serves a later one.
-    phase: AtomicU32,
+    /// `end_answered_call`). A token whose generation is not this one is
+    /// stale: its request is over.
+    state: AtomicU64,
     /// Set by a thread about to wait for the call to end, so that the worker
     /// knows to wake it (see `wait_for_call_end`); cleared for each call.
     waiting: AtomicBool,
-    /// The deferred answer, once `phase` is `DEFERRED`; taken by other threads.
+    /// The deferred answer, while `state` is `DEFERRED`; taken by other threads.
     deferred: Mutex<Option<Deferred>>,
     handed_over: Condvar,
 }
 
 // SAFETY: `in_call_core` is only dereferenced on the thread recorded in
 // `in_call_on` (the worker, during the handler call); other threads wait on
-// the condvar while the phase is `IN_CALL`, until it is `DEFERRED` (with a
+// the condvar while the state is `IN_CALL`, until it is `DEFERRED` (with a
 // `Deferred`, which is `Send`, behind the mutex) or `ANSWERED`.
-unsafe impl Send for warpcore_response {}
-// SAFETY: as above; `deferred` is behind the mutex, `phase` and `waiting`
+unsafe impl Send for Slot {}
+// SAFETY: as above; `deferred` is behind the mutex, `state` and `waiting`
 // are atomics.
-unsafe impl Sync for warpcore_response {}
+unsafe impl Sync for Slot {}
+
+/// Every handle's slot, for the life of the process.
+static SLOTS: Table<Slot> = Table::new(|| Slot {
+    in_call_on: AtomicUsize::new(0),
+    in_call_core: AtomicPtr::new(std::ptr::null_mut()),
+    state: AtomicU64::new(0),
+    waiting: AtomicBool::new(false),
+    deferred: Mutex::new(None),
+    handed_over: Condvar::new(),
+});
+
+/// A slot's index and the generation of one request it served.
+#[derive(Clone, Copy)]
+struct Token {
+    index: u32,
+    generation: u64,
+}
+
+impl Token {
+    fn handle(self) -> *mut warpcore_response {
+        // A number in a pointer's clothes: never dereferenced, by C or here.
+        (self.generation << 32 | self.index as u64) as usize as *mut warpcore_response
+    }
+
+    fn of(handle: *mut warpcore_response) -> Token {
+        let bits = handle as usize as u64;
+        Token { index: bits as u32, generation: bits >> 32 }
+    }
+}
+
+/// The slot of a handle C passed in: `NULL_ARGUMENT` for NULL,
+/// `INVALID_ARGUMENT` for a value no handle ever had.
+fn resolve(handle: *mut warpcore_response) -> Result<(Token, &'static Slot), warpcore_result> {
+    if handle.is_null() {
+        return Err(fail(warpcore_result::NullArgument, "response is NULL"));
+    }
+    let token = Token::of(handle);
+    match SLOTS.get(token.index) {
+        Some(slot) if token.generation != 0 => Ok((token, slot)),
+        _ => Err(not_a_handle()),
+    }
+}
+
+fn not_a_handle() -> warpcore_result {
+    fail(warpcore_result::InvalidArgument, "response is not a handle the library gave out")
+}
+
+/// A thread's slot for its next handler call, kept so that a request
+/// answered in the call costs no allocation and no lock (one is enough: a
+/// thread runs one handler call at a time, and a slot that leaves with a
+/// deferred answer goes back to the table); given back when the thread ends.
+pub(crate) struct HandlePool(Cell<Option<(u32, &'static Slot)>>);
+
+impl HandlePool {
+    pub(crate) const fn new() -> HandlePool {
+        HandlePool(Cell::new(None))
+    }
+
+    fn take(&self) -> (u32, &'static Slot) {
+        self.0.take().unwrap_or_else(|| SLOTS.take())
+    }
+
+    /// Keeps a slot whose request is done, unless its generations are used up.
+    fn put(&self, token: Token, slot: &'static Slot) {
+        if token.generation < LAST_GENERATION {
+            if let Some((index, _)) = self.0.replace(Some((token.index, slot))) {
+                SLOTS.give_back(index);
+            }
+        }
+    }
+}
+
+impl Drop for HandlePool {
+    fn drop(&mut self) {
+        if let Some((index, _)) = self.0.take() {
+            SLOTS.give_back(index);
+        }
+    }
+}
 
 /// Runs the C handler with a handle for `res`, sends the prepared response it
-/// returned if any (an answering handler's), then either returns the handle to
-/// the pool or hands it to the caller as a deferred handle.
+/// returned if any (an answering handler's), then either keeps the slot for
+/// the thread's next call or leaves the handle to the caller as a deferred
+/// handle.
 pub(crate) fn with_handle<'p>(
     thread: &FfiThread,
     res: &mut Response<'_>,
     call: impl FnOnce(*mut warpcore_response) -> Option<&'p warpcore_prepared>,
 ) {
-    let mut handle = thread.pool.borrow_mut().pop().unwrap_or_else(|| {
-        Box::new(warpcore_response {
-            in_call_on: AtomicUsize::new(0),
-            in_call_core: AtomicPtr::new(std::ptr::null_mut()),
-            phase: AtomicU32::new(IN_CALL),
-            waiting: AtomicBool::new(false),
-            deferred: Mutex::new(None),
-            handed_over: Condvar::new(),
-        })
-    });
+    let (index, slot) = thread.pool.take();
     let response: *mut Response<'static> = (res as *mut Response<'_>).cast();
     let me = current_thread();
-    // No lock: the handle is ours until `call` hands it out (a thread that
-    // misuses an answered one may still look at it: hence atomic stores). A
-    // pooled handle was answered in its call, so it holds no deferred answer.
-    // The phase is stored last (release): a waiter that sees this call's
-    // generation sees `waiting` cleared for it.
-    let generation = (handle.phase.load(Ordering::Relaxed) >> PHASE_BITS).wrapping_add(1);
-    handle.waiting.store(false, Ordering::Relaxed);
-    handle.phase.store(generation << PHASE_BITS | IN_CALL, Ordering::Release);
-    *handle.in_call_core.get_mut() = response;
-    *handle.in_call_on.get_mut() = me;
-    let raw: *mut warpcore_response = &mut *handle;
-    let returned = call(raw);
-    handle.in_call_on.store(0, Ordering::Relaxed);
+    // No lock: the slot is this thread's until `call` hands the token out
+    // (a thread with a stale token may still look at it: hence atomic
+    // stores). A pooled slot's request is done, so it holds no deferred
+    // answer. The state is stored first with its new generation (release):
+    // a waiter that sees this generation sees `waiting` cleared for it.
+    let generation = (slot.state.load(Ordering::Relaxed) >> PHASE_BITS) + 1;
+    let token = Token { index, generation };
+    slot.waiting.store(false, Ordering::Relaxed);
+    slot.state.store(generation << PHASE_BITS | IN_CALL, Ordering::Release);
+    slot.in_call_core.store(response, Ordering::Relaxed);
+    slot.in_call_on.store(me, Ordering::Relaxed);
+    let returned = call(token.handle());
+    slot.in_call_on.store(0, Ordering::Relaxed);
     if let Some(prepared) = returned {
         // As if the handler had sent it last: refused when it answered already.
         let _ = res.respond_prepared(prepared.status, &prepared.head, prepared.image.as_ref());
     }
 
     if res.is_complete() {
-        if !handle.end_answered_call(generation) {
-            thread.pool.borrow_mut().push(handle);
-            return;
-        }
-        // Another thread tried to answer too: it was woken to learn that the
-        // request was answered; the handle stays out of the pool so that its
-        // waiter never meets the next request. (A misuse; the handle leaks.)
-        let _ = Box::into_raw(handle);
+        // A thread waiting for the call learns that it ended answered; from
+        // now on the token is stale, whoever holds it.
+        slot.end_answered_call(generation);
+        thread.pool.put(token, slot);
         return;
     }
-    let mut deferred = handle.lock();
+    let mut deferred = slot.lock();
     let phase = match res.defer() {
         Ok(d) => {
             *deferred = Some(d);
@@ -142,58 +249,59 @@ pub(crate) fn with_handle<'p>(
         }
         Err(_) => ANSWERED,
     };
-    handle.phase.store(generation << PHASE_BITS | phase, Ordering::Release);
-    if handle.waiting.load(Ordering::Relaxed) {
-        handle.handed_over.notify_all();
+    slot.state.store(generation << PHASE_BITS | phase, Ordering::Release);
+    if slot.waiting.load(Ordering::Relaxed) {
+        slot.handed_over.notify_all();
     }
     drop(deferred);
-    // The caller owns it now; the call that finishes the answer frees it.
-    let _ = Box::into_raw(handle);
+    if phase == ANSWERED {
+        thread.pool.put(token, slot);
+    }
+    // Else the caller owns the handle now; the call that finishes the answer
+    // gives the slot back to the table.
 }
 
-impl warpcore_response {
+impl Slot {
     fn lock(&self) -> MutexGuard<'_, Option<Deferred>> {
         self.deferred.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ends a handler call that answered, on the worker; returns whether
-    /// another thread was waiting for it (and wakes it).
+    /// Ends a handler call that answered, on the worker, and wakes a thread
+    /// waiting for it if there is one.
     ///
     /// The common case takes no lock: a store, then a look at `waiting`. A
-    /// waiter sets `waiting` and then looks at `phase`; the asymmetric fence
+    /// waiter sets `waiting` and then looks at `state`; the asymmetric fence
     /// between each side's store and load (a compiler fence here, a
     /// `membarrier` on the waiter's side) means at least one of them sees the
     /// other's store. So either the waiter finds the call over, or the worker
     /// finds it waiting, takes the lock (which the waiter holds from its last
     /// look until it sleeps) and wakes it.
-    fn end_answered_call(&self, generation: u32) -> bool {
-        self.phase.store(generation << PHASE_BITS | ANSWERED, Ordering::Release);
+    fn end_answered_call(&self, generation: u64) {
+        self.state.store(generation << PHASE_BITS | ANSWERED, Ordering::Release);
         membarrier::light();
-        if !self.waiting.load(Ordering::Relaxed) {
-            return false;
+        if self.waiting.load(Ordering::Relaxed) {
+            let _locked = self.lock();
+            self.handed_over.notify_all();
         }
-        let _locked = self.lock();
-        self.handed_over.notify_all();
-        true
     }
 
-    /// Waits until a handler call running on another thread has ended;
-    /// returns how it ended (`ANSWERED` or `DEFERRED`) with `deferred` locked.
-    fn wait_for_call_end(&self) -> (u32, MutexGuard<'_, Option<Deferred>>) {
+    /// Waits until the handler call of `generation`'s request, running on
+    /// another thread, has ended; returns how that request stands (`ANSWERED`
+    /// when it is over, whatever the slot serves now, `DEFERRED`, or
+    /// `UNKNOWN` for a generation never handed out) with `deferred` locked.
+    fn wait_for_call_end(&self, generation: u64) -> (u64, MutexGuard<'_, Option<Deferred>>) {
         let mut guard = self.lock();
-        let seen = self.phase.load(Ordering::Acquire);
-        if seen & PHASE_MASK != IN_CALL {
-            return (seen & PHASE_MASK, guard);
-        }
         let mut yields = 0;
         let mut announced = false;
         loop {
-            let now = self.phase.load(Ordering::Acquire);
-            if now != seen {
-                // Over. A later generation means the call ended answered and
-                // the handle already serves another (a misuse by the caller).
-                let same_call = now >> PHASE_BITS == seen >> PHASE_BITS;
-                return (if same_call { now & PHASE_MASK } else { ANSWERED }, guard);
+            let now = self.state.load(Ordering::Acquire);
+            let current = now >> PHASE_BITS;
+            if current != generation {
+                // Over (the slot serves a later request), or never begun.
+                return (if generation < current { ANSWERED } else { UNKNOWN }, guard);
+            }
+            if now & PHASE_MASK != IN_CALL {
+                return (now & PHASE_MASK, guard);
             }
             if yields < 3 {
                 // The handler is usually just returning: give it the CPU a few
@@ -216,6 +324,11 @@ impl warpcore_response {
                 guard = self.handed_over.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
         }
+    }
+
+    /// Whether `generation`'s request is deferred and unfinished.
+    fn holds(&self, generation: u64) -> bool {
+        self.state.load(Ordering::Acquire) == generation << PHASE_BITS | DEFERRED
     }
 }
 
@@ -308,50 +421,85 @@ pub(crate) fn check_headers<'a>(headers: *const warpcore_header, count: usize) -
 /// to end (for tests that need the waiting side in place before the call ends).
 #[doc(hidden)]
 pub fn waiter_announced(handle: *const warpcore_response) -> bool {
-    // SAFETY: as for any call on a handle: non-NULL and not yet released.
-    !handle.is_null() && unsafe { &*handle }.waiting.load(Ordering::Acquire)
+    resolve(handle.cast_mut()).is_ok_and(|(_, slot)| slot.waiting.load(Ordering::Acquire))
 }
 
-/// Whether `handle` is in the handler call running on this thread (so a call
-/// on it takes the lock-free path).
+/// Whether a handler call is running on this thread with `handle`'s slot (so
+/// the call runs inside the worker loop, whose panics are quiet already).
 pub(crate) fn in_call_here(handle: *mut warpcore_response) -> bool {
-    // SAFETY: a non-NULL handle was passed to a handler and, per its documented
-    // lifetime, has not been released.
-    !handle.is_null() && unsafe { &*handle }.in_call_on.load(Ordering::Relaxed) == current_thread()
+    resolve(handle).is_ok_and(|(_, slot)| slot.in_call_on.load(Ordering::Relaxed) == current_thread())
 }
 
-/// Runs `call` on the handle in whichever mode it is, freeing a deferred handle
-/// whose answer the call finished.
+/// Runs `call` on the handle in whichever mode its request is: inside its
+/// handler call on this thread, deferred, or done.
 pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcore_result {
-    if handle.is_null() {
-        return fail(warpcore_result::NullArgument, "response is NULL");
-    }
-    // SAFETY: a non-NULL handle was passed to a handler and, per its documented
-    // lifetime, has not been released.
-    let h = unsafe { &*handle };
-    if h.in_call_on.load(Ordering::Relaxed) == current_thread() {
+    let (token, slot) = match resolve(handle) {
+        Ok(found) => found,
+        Err(e) => return e,
+    };
+    if slot.in_call_on.load(Ordering::Relaxed) == current_thread()
+        && slot.state.load(Ordering::Relaxed) >> PHASE_BITS == token.generation
+    {
         // SAFETY: this thread is inside `with_handle`'s handler call for this
-        // handle (only this thread stores its own id there), where
+        // token's request (only this thread stores its own id in
+        // `in_call_on`, and the generation is the token's), where
         // `in_call_core` is the live core response; other threads wait for
         // the call to end (`wait_for_call_end`).
-        let core = unsafe { &mut *h.in_call_core.load(Ordering::Relaxed) };
+        let core = unsafe { &mut *slot.in_call_core.load(Ordering::Relaxed) };
         return into_result(call_in_handler(core, call));
     }
     // Another thread's handler call may still run (its own calls took the
-    // path above): wait for it to end.
-    let (phase, mut deferred) = h.wait_for_call_end();
-    let (result, finished) = match (phase, &mut *deferred) {
-        (DEFERRED, Some(d)) => {
-            let r = call_deferred(d, call);
-            (r, d.is_finished())
-        }
-        _ => (Err(RespondError::AlreadyAnswered), false),
+    // path above): wait for it to end. A stale token (a request answered in
+    // its call, or released) finds its request over and is told so.
+    let (phase, guard) = slot.wait_for_call_end(token.generation);
+    match phase {
+        DEFERRED => perform_deferred(token, slot, guard, call),
+        UNKNOWN => not_a_handle(),
+        _ => into_result(Err(RespondError::AlreadyAnswered)),
+    }
+}
+
+/// Runs `call` on a deferred request, with its slot locked, and releases the
+/// handle when the call finished the answer. A write that must wait for the
+/// stream to drain waits without the lock, so that other calls (an abort)
+/// go through meanwhile.
+fn perform_deferred(
+    token: Token,
+    slot: &'static Slot,
+    mut guard: MutexGuard<'static, Option<Deferred>>,
+    call: Call<'_>,
+) -> warpcore_result {
+    let Some(d) = guard.as_mut() else {
+        return into_result(Err(RespondError::AlreadyAnswered));
     };
-    drop(deferred);
-    if finished {
-        // SAFETY: the handle came from `Box::into_raw` in `with_handle` and this
-        // call finished its answer: it is released here, as documented.
-        drop(unsafe { Box::from_raw(handle) });
+    let result = match call {
+        Call::Write(body) => match d.backpressure() {
+            None => d.write(body.into_payload()),
+            Some(shared) => {
+                drop(guard);
+                shared.wait_writable(|| !slot.holds(token.generation));
+                guard = slot.lock();
+                match guard.as_mut() {
+                    Some(d) if slot.holds(token.generation) => d.write_now(body.into_payload()),
+                    // Another call finished the answer meanwhile.
+                    _ => return into_result(Err(RespondError::AlreadyAnswered)),
+                }
+            }
+        },
+        call => call_deferred(d, call),
+    };
+    if guard.as_ref().is_some_and(Deferred::is_finished) {
+        // Released: the state says so before anyone can take the slot, and
+        // writers waiting for the stream to drain learn it.
+        let done = guard.take();
+        slot.state.store(token.generation << PHASE_BITS | ANSWERED, Ordering::Release);
+        drop(guard);
+        if let Some(done) = done {
+            done.shared().wake_writers();
+        }
+        if token.generation < LAST_GENERATION {
+            SLOTS.give_back(token.index);
+        }
     }
     into_result(result)
 }
@@ -405,10 +553,12 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
 /// is sent. `headers` and `body` are only read during the call (a deferred
 /// answer copies the body; see `warpcore_respond_buffer` to avoid that).
 ///
-/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_STATUS`
+/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (answered before, or the handle
+/// is done or released: see `warpcore_response`), `WARPCORE_RESULT_INVALID_STATUS`
 /// and `WARPCORE_RESULT_INVALID_HEADER` (a name that is not a token, a value
 /// with CR, LF or NUL; nothing was sent and the request may be answered again),
-/// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`.
+/// `WARPCORE_RESULT_CLOSED` (the client is gone), `WARPCORE_RESULT_NULL_ARGUMENT`,
+/// `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
 #[no_mangle]
 pub extern "C" fn warpcore_respond(
     response: *mut warpcore_response,
@@ -480,9 +630,17 @@ pub extern "C" fn warpcore_response_start(
 }
 
 /// Sends `len` more bytes of a started stream (copied). Inside the handler call
-/// this never blocks; from another thread it blocks while more than the
+/// this never blocks. Afterwards, a write is taken while at most the
 /// high-water mark (`warpcore_config_set_stream_high_water`, default 1 MiB) is
-/// queued for the connection, and resumes as the client reads.
+/// queued for the connection; over it, a thread that is not a worker's blocks
+/// until the client reads, and a worker thread (any handler's, writing to
+/// another request's stream) never waits: it gets
+/// `WARPCORE_RESULT_WOULD_BLOCK`, nothing was sent, and the handle stays the
+/// caller's, still streaming. While a write blocks it does not hold the
+/// handle: another thread's call goes through, and if that call finishes the
+/// answer (`warpcore_response_abort`, `warpcore_response_end`) this one
+/// returns `WARPCORE_RESULT_ALREADY_ANSWERED` at once, without sending its
+/// bytes.
 #[no_mangle]
 pub extern "C" fn warpcore_response_write(response: *mut warpcore_response, data: *const u8, len: usize) -> warpcore_result {
     response_boundary!(response, {
@@ -531,9 +689,11 @@ pub extern "C" fn warpcore_response_end(response: *mut warpcore_response) -> war
 /// answered. (A close-delimited HTTP/1.0 body cannot show it.) Finishes the
 /// answer like `warpcore_response_end`: a deferred handle is released.
 ///
-/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete),
-/// `WARPCORE_RESULT_CLOSED` (the client is gone; the handle is released),
-/// `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe like the other response calls.
+/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer was complete, or
+/// the handle is done or released), `WARPCORE_RESULT_CLOSED` (the client is
+/// gone; the handle is released), `WARPCORE_RESULT_NULL_ARGUMENT`. Thread-safe
+/// like the other response calls: it never waits for a stream to drain, so it
+/// is how another thread stops a writer blocked on a client that does not read.
 #[no_mangle]
 pub extern "C" fn warpcore_response_abort(response: *mut warpcore_response) -> warpcore_result {
     response_boundary!(response, { perform(response, Call::Abort) })

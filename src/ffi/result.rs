@@ -40,6 +40,10 @@ pub enum warpcore_result {
     Panic = 12,
     /// A streamed body broke its declared Content-Length; the connection is closed.
     LengthMismatch = 13,
+    /// A stream write on a worker thread (a handler's) found the stream's queue
+    /// over its high-water mark: a worker thread never waits, so nothing was
+    /// sent; the handle stays the caller's and the stream goes on.
+    WouldBlock = 14,
 }
 
 impl warpcore_result {
@@ -59,6 +63,7 @@ impl warpcore_result {
             warpcore_result::InvalidHeader => c"invalid header name or value",
             warpcore_result::Panic => c"internal panic caught",
             warpcore_result::LengthMismatch => c"the stream broke its declared Content-Length",
+            warpcore_result::WouldBlock => c"the stream is over its high-water mark and a worker thread cannot wait",
         }
     }
 }
@@ -107,6 +112,10 @@ impl From<RespondError> for warpcore_result {
                 warpcore_result::LengthMismatch,
                 "the stream broke its declared Content-Length; the connection is closed",
             ),
+            RespondError::WouldBlock => (
+                warpcore_result::WouldBlock,
+                "the stream is over its high-water mark and this is a worker thread, which never waits: nothing was sent",
+            ),
         };
         fail(code, message)
     }
@@ -119,7 +128,7 @@ pub extern "C" fn warpcore_result_str(result: u32) -> *const c_char {
     ALL.get(result as usize).map_or(c"unknown result code", |code| code.describe()).as_ptr()
 }
 
-const ALL: [warpcore_result; 14] = [
+const ALL: [warpcore_result; 15] = [
     warpcore_result::Ok,
     warpcore_result::InvalidArgument,
     warpcore_result::NullArgument,
@@ -134,6 +143,7 @@ const ALL: [warpcore_result; 14] = [
     warpcore_result::InvalidHeader,
     warpcore_result::Panic,
     warpcore_result::LengthMismatch,
+    warpcore_result::WouldBlock,
 ];
 
 /// Copies the calling thread's last error message into `buf` (at most `len`

@@ -126,7 +126,11 @@ pub extern "C" fn warpcore_server_shutdown_report(
 /// with what they started with; no connection is dropped. Returns when every
 /// running worker uses the new settings. The listen address and the worker
 /// count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
-/// config is not retained. May be called from a handler.
+/// config is not retained. May be called from a handler, and from several
+/// threads at once: reloads take effect one after the other (the last one
+/// wins), and one made from a handler never waits for its own worker nor for
+/// another worker whose handler is inside a reload, so concurrent reloads
+/// never deadlock.
 #[no_mangle]
 pub extern "C" fn warpcore_server_reload(server: *const warpcore_server, config: *const warpcore_config) -> warpcore_result {
     ffi_boundary!({

@@ -7,13 +7,12 @@
 use std::cell::RefCell;
 
 use super::request::warpcore_header;
-use super::response::warpcore_response;
+use super::response::HandlePool;
 
 pub(crate) struct FfiThread {
-    /// Handles for this thread's requests, reused so that a request answered
-    /// in the handler costs no allocation. Boxed: C holds their addresses.
-    #[allow(clippy::vec_box)]
-    pub pool: RefCell<Vec<Box<warpcore_response>>>,
+    /// Slots for this thread's response handles, reused so that a request
+    /// answered in the handler costs no allocation.
+    pub pool: HandlePool,
     /// Header views of the request being handled, reused so that a request
     /// costs no allocation once the thread has seen its largest one.
     pub header_views: RefCell<Vec<warpcore_header>>,
@@ -30,7 +29,7 @@ pub(crate) fn current_thread() -> usize {
 thread_local! {
     static THREAD: FfiThread = const {
         FfiThread {
-            pool: RefCell::new(Vec::new()),
+            pool: HandlePool::new(),
             header_views: RefCell::new(Vec::new()),
         }
     };

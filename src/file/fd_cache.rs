@@ -7,7 +7,10 @@
 //! a fresh (or freshly watched) stat of the path, so a file replaced by a rename
 //! (new inode) or rewritten in place (new size or mtime) can never be served
 //! from an old descriptor: its identity no longer matches and it is reopened.
-//! That is the staleness Warp's fd cache had (its issue #210) designed out.
+//! That is the staleness Warp's fd cache had (its issue #210) designed out. The
+//! same holds for a directory swapped on the path (`mv dir.new dir`): the file
+//! now at the path is another inode, so a descriptor opened from the old
+//! directory never answers for it.
 
 use std::collections::HashMap;
 use std::fs::File;

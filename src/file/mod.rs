@@ -12,7 +12,10 @@
 //!
 //! A request costs, once its path is cached: two hash lookups and no system
 //! call until the body is sent. A change to a cached file is reported by inotify
-//! and drops its entry at once; entries also expire (file info after 1 s by
+//! and drops its entry at once, and so is a directory on its path renamed,
+//! replaced or removed (`mv dir dir.old; mv dir.new dir`, the mount's own
+//! directory too: a mount is opened by its path at each lookup); entries also
+//! expire (file info after 1 s by
 //! default, unused descriptors after 10 s) so that a change inotify cannot see
 //! (a write through a hard link elsewhere, say) is still picked up.
 
@@ -104,26 +107,29 @@ fn bump(c: &AtomicU64) {
     c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-/// What a settings snapshot says about files: the mounts, opened, and the
-/// cache lifetimes. Shared read-only by every worker; a reload builds a new one
+/// What a settings snapshot says about files: the mounts, opened, whether
+/// they serve dotfiles, and the cache lifetimes. Shared read-only by every worker; a reload builds a new one
 /// (or keeps the old one when nothing about the mounts changed).
 pub(crate) struct Site {
     mounts: Mounts,
+    /// Serve paths with a segment starting with `.` (see `mount::hidden`).
+    dotfiles: bool,
     fd_lifetime: Duration,
     info_lifetime: Duration,
 }
 
 impl Site {
     /// Opens the mounts' directories (an error names the one at fault).
-    pub fn open(specs: &[MountSpec], fd_lifetime: Duration, info_lifetime: Duration) -> Result<Arc<Site>, Error> {
-        Ok(Arc::new(Site { mounts: Mounts::open(specs)?, fd_lifetime, info_lifetime }))
+    pub fn open(specs: &[MountSpec], dotfiles: bool, fd_lifetime: Duration, info_lifetime: Duration) -> Result<Arc<Site>, Error> {
+        Ok(Arc::new(Site { mounts: Mounts::open(specs)?, dotfiles, fd_lifetime, info_lifetime }))
     }
 
     /// Whether `self` serves exactly what `other` serves: same prefixes, same
     /// directories (by identity, so a mount whose path now leads elsewhere, as
-    /// with a `current -> release-N` symlink, counts as changed) and lifetimes.
+    /// with a `current -> release-N` symlink, counts as changed), same dotfile
+    /// policy and lifetimes.
     pub fn same_as(&self, other: &Site) -> bool {
-        self.mounts.same_as(&other.mounts) && self.fd_lifetime == other.fd_lifetime && self.info_lifetime == other.info_lifetime
+        self.mounts.same_as(&other.mounts) && self.dotfiles == other.dotfiles && self.fd_lifetime == other.fd_lifetime && self.info_lifetime == other.info_lifetime
     }
 }
 
@@ -233,6 +239,11 @@ impl StaticFiles {
             Route::Bad => return Some(no_file(serve::error(400))),
             Route::Found { mount, dir_form } => (mount, dir_form),
         };
+        // Before anything else, the method included: a dotfile's answer must
+        // not tell whether it exists.
+        if !self.site.dotfiles && mount::hidden(&self.rel, self.site.mounts.get(mount).prefix == b"/") {
+            return Some(no_file(serve::error(404)));
+        }
         if !req.is_get() && !req.is_head() {
             return Some(no_file(serve::method_not_allowed()));
         }
@@ -387,7 +398,11 @@ impl StaticFiles {
                 self.cpath.extend_from_slice(if self.rel.is_empty() { b"." } else { &self.rel });
                 self.cpath.push(0);
                 let rel = CStr::from_bytes_with_nul(&self.cpath).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
-                fs::open_beneath(m.dir.as_fd(), &m.root, rel, access)
+                // The root by its path, at every lookup, not a descriptor kept
+                // since start: a directory swapped in at that path (`mv www.new
+                // www`) is what the mount serves from then on.
+                let root = fs::open_dir(&m.root)?;
+                fs::open_beneath(root.as_fd(), &m.root, rel, access)
             }
             Target::Path(path) => fs::open_path(path, access),
         }
@@ -412,7 +427,9 @@ impl StaticFiles {
                     }
                     match self.watch.watch(&self.dir_key, || mount::join(&m.root, &rel[..end])) {
                         Watch::Watched => {}
-                        Watch::Missing => return true,
+                        // A missing subdirectory's creation is reported by its
+                        // parent's watch; the root's parent is not watched.
+                        Watch::Missing => return end > 0,
                         Watch::Unwatched => return false,
                     }
                 }
@@ -424,7 +441,8 @@ impl StaticFiles {
                 self.dir_key.clear();
                 self.dir_key.extend_from_slice(&DIRECT);
                 self.dir_key.extend_from_slice(parent.as_os_str().as_bytes());
-                !matches!(self.watch.watch(&self.dir_key, || parent.to_path_buf()), Watch::Unwatched)
+                // A missing parent's creation would not be reported: not cached.
+                matches!(self.watch.watch(&self.dir_key, || parent.to_path_buf()), Watch::Watched)
             }
         }
     }
@@ -578,7 +596,7 @@ mod tests {
         std::fs::write(dir.join("a.txt"), b"hello").unwrap();
         std::fs::write(dir.join("docs/index.html"), b"<p>docs</p>").unwrap();
         let spec = MountSpec::new(b"/s", &dir).unwrap();
-        let site = Site::open(&[spec], Duration::from_secs(10), Duration::from_secs(60)).unwrap();
+        let site = Site::open(&[spec], false, Duration::from_secs(10), Duration::from_secs(60)).unwrap();
         let poll = mio::Poll::new().unwrap();
         let registry = watched.then(|| poll.registry().try_clone().unwrap());
         TestSite { dir, files: StaticFiles::new(site, FileCounters::new(1), 0, registry, Token(9)), _poll: poll }

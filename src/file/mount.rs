@@ -7,8 +7,12 @@
 //! non-empty segments. Symlinks are the kernel's business: files are opened with
 //! `RESOLVE_BENEATH` (see `sys::fs`), so a link that leads outside the mount is
 //! refused at open time.
+//!
+//! A mount's directory is named by its canonical path, resolved once when the
+//! server starts (or reloads), and opened by that path at each lookup: a
+//! directory renamed over it is served from then on, while a symlink switched
+//! in a path given to the mount (`current -> release-N`) is followed by a reload.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind};
@@ -53,14 +57,16 @@ impl MountSpec {
     }
 }
 
-/// A mount ready to serve: its directory is open and its canonical path known.
+/// A mount ready to serve: its directory was found and its canonical path is
+/// known. No descriptor of it is kept: each lookup opens the directory at that
+/// path again and resolves the file beneath it, so a directory swapped in at
+/// the path (`mv www www.old; mv www.new www`) is served at once, as nginx
+/// serves its `root`.
 pub(crate) struct Mount {
     pub prefix: Vec<u8>,
     /// The canonical path of the directory.
     pub root: PathBuf,
-    /// The directory, opened `O_PATH`: files are opened beneath it.
-    pub dir: File,
-    /// The directory's (device, inode) when it was opened.
+    /// The directory's (device, inode) when the mount was opened.
     identity: (u64, u64),
 }
 
@@ -96,7 +102,7 @@ impl Mounts {
             let root = std::fs::canonicalize(&spec.directory).map_err(fail)?;
             let dir = fs::open_dir(&root).map_err(fail)?;
             let st = fs::stat(&dir).map_err(fail)?;
-            list.push(Mount { prefix: spec.url_prefix.clone(), root, dir, identity: (st.dev, st.ino) });
+            list.push(Mount { prefix: spec.url_prefix.clone(), root, identity: (st.dev, st.ino) });
         }
         // Longest prefix first; among equals the first configured wins (stable sort).
         list.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
@@ -197,6 +203,22 @@ fn normalise(rest: &[u8], rel: &mut Vec<u8>) -> Option<bool> {
         rel.extend_from_slice(segment);
     }
     Some(rest.last() == Some(&b'/'))
+}
+
+/// Whether the mount-relative path `rel` (normalised: decoded, no empty, `.`
+/// or `..` segment) names a dotfile or lies below one: a segment starts with
+/// `.`. Such files are left out of static mounts by default — version-control
+/// data (`.git/`), secrets (`.env`, `.htpasswd`), editor files — as nginx
+/// configurations and most static servers do. `.well-known` as the first
+/// segment of the request path (`at_root`: the mount's prefix is `/`) is the
+/// exception: RFC 8615 puts ACME challenges, `security.txt` and the like there.
+/// A dotfile below it is still hidden.
+pub(crate) fn hidden(rel: &[u8], at_root: bool) -> bool {
+    let rest = match rel.strip_prefix(b".well-known") {
+        Some(rest) if at_root && (rest.is_empty() || rest[0] == b'/') => rest,
+        _ => rel,
+    };
+    rest.split(|&b| b == b'/').any(|s| s.first() == Some(&b'.'))
 }
 
 /// Appends the URL of a mount-relative directory with its trailing slash
@@ -309,6 +331,36 @@ mod tests {
         assert_eq!(route(&m, "/other/../static").0, Route::NoMount);
         assert_eq!(route(&m, "/static%2f..").0, Route::Bad);
         assert_eq!(route(&m, "/static/..a/b..").1, "..a/b..");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn dotfiles_are_hidden_except_well_known_at_the_root() {
+        for (rel, at_root, is_hidden) in [
+            ("", false, false),
+            ("a/b.txt", false, false),
+            ("a.b/c..d", true, false),
+            (".env", false, true),
+            (".git/config", true, true),
+            ("sub/.hidden", false, true),
+            ("sub/.hidden/x", true, true),
+            ("..a", false, true),
+            (".well-known", true, false),
+            (".well-known/acme-challenge/tok", true, false),
+            (".well-known/.secret", true, true),
+            (".well-knownx/a", true, true),
+            (".well-known/a", false, true),
+            ("a/.well-known/x", true, true),
+        ] {
+            assert_eq!(hidden(rel.as_bytes(), at_root), is_hidden, "{rel} at_root={at_root}");
+        }
+        // Encoded dots are decoded before the check.
+        let (m, dir) = mounts(&["/"]);
+        for raw in ["/%2eenv", "/%2Egit/config", "/sub/%2ehidden"] {
+            let (route, rel) = route(&m, raw);
+            assert!(matches!(route, Route::Found { .. }), "{raw}");
+            assert!(hidden(rel.as_bytes(), true), "{raw} -> {rel}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

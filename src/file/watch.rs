@@ -9,6 +9,14 @@
 //! When inotify is unavailable (no registry, the per-user instance or watch limit
 //! reached, a directory that cannot be watched), `watch` says so and the caller
 //! does not cache what lies there: it stats on every request instead.
+//!
+//! inotify watches inodes, and the caches are keyed by paths. A watch speaks
+//! for its path only while its directory stands there: when the directory is
+//! moved away, deleted, or another one takes its name in a watched parent, the
+//! entries below the path are dropped and the watch is forgotten with every
+//! watch below it, so that the next lookup watches whatever directory is at the
+//! path by then. Watches are added before the lookup they cover (see
+//! `StaticFiles::lookup`), so a swap between the two is reported too.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -137,46 +145,94 @@ impl Watcher {
     }
 
     /// Reads every pending event and reports what each one invalidates.
+    ///
+    /// inotify watches inodes, not paths, and a watch is kept under the key of
+    /// the path it was made for. When the directory at a key leaves its path —
+    /// moved away (`mv dir dir.old`), deleted, or replaced under its name in a
+    /// watched parent (`mv dir.new dir`) — its watch, and every watch below it,
+    /// no longer speaks for that path: they are forgotten (and removed from the
+    /// kernel unless another key still uses them), so the next lookup watches
+    /// whatever directory stands at the path by then.
     pub fn drain(&mut self, mut on_change: impl FnMut(Change<'_>)) {
         let State::Active(inotify) = &self.state else { return };
         if self.buf.len() < 64 * 1024 {
             self.buf.resize(64 * 1024, 0);
         }
+        let mut lost = false;
+        let mut moved: Vec<Box<[u8]>> = Vec::new();
         loop {
             let n = match inotify.read(&mut self.buf) {
-                Ok(0) => return,
+                Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => {
-                    on_change(Change::All);
-                    return;
+                    lost = true;
+                    break;
                 }
             };
             for event in inotify::events(&self.buf[..n]) {
                 if event.mask & inotify::OVERFLOW != 0 {
-                    on_change(Change::All);
+                    lost = true;
+                    continue;
+                }
+                if event.mask & (inotify::SELF_GONE | inotify::IGNORED) != 0 {
+                    // The directory itself left its path (or is gone).
+                    let Some(keys) = self.by_wd.remove(&event.wd) else { continue };
+                    if event.mask & inotify::MOVED_SELF != 0 {
+                        inotify.rm_watch(event.wd);
+                    }
+                    for key in keys {
+                        on_change(Change::Below(&key));
+                        forget_below(&mut self.dirs, &mut self.by_wd, inotify, &key);
+                    }
                     continue;
                 }
                 let Some(keys) = self.by_wd.get(&event.wd) else { continue };
                 for key in keys {
-                    if event.mask & (inotify::SELF_GONE | inotify::IGNORED) != 0 || event.name.is_empty() {
+                    if event.name.is_empty() {
                         on_change(Change::Below(key));
-                    } else {
-                        self.scratch.clear();
-                        self.scratch.extend_from_slice(key);
-                        self.scratch.push(b'/');
-                        self.scratch.extend_from_slice(event.name);
-                        on_change(Change::Below(&self.scratch));
+                        continue;
+                    }
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(key);
+                    self.scratch.push(b'/');
+                    self.scratch.extend_from_slice(event.name);
+                    on_change(Change::Below(&self.scratch));
+                    if event.mask & inotify::IS_DIR != 0 && event.mask & inotify::NAME_CHANGED != 0 {
+                        // A directory came or went under this name.
+                        moved.push(self.scratch.as_slice().into());
                     }
                 }
-                if event.mask & inotify::IGNORED != 0 {
-                    if let Some(keys) = self.by_wd.remove(&event.wd) {
-                        for key in keys {
-                            self.dirs.remove(&key);
-                        }
-                    }
+                for key in moved.drain(..) {
+                    forget_below(&mut self.dirs, &mut self.by_wd, inotify, &key);
                 }
+            }
+        }
+        if lost {
+            // Any event may have been lost, a directory's move too: nothing
+            // cached and no watch can be trusted.
+            on_change(Change::All);
+            self.reset();
+        }
+    }
+}
+
+/// Forgets the watch of the directory `prefix` and of every directory below
+/// it; a watch no other key uses is removed from the kernel.
+fn forget_below(dirs: &mut HashMap<Box<[u8]>, i32>, by_wd: &mut HashMap<i32, Vec<Box<[u8]>>>, inotify: &Inotify, prefix: &[u8]) {
+    let below = |k: &[u8]| k.starts_with(prefix) && (k.len() == prefix.len() || k[prefix.len()] == b'/');
+    if !dirs.keys().any(|k| below(k)) {
+        return;
+    }
+    let gone: Vec<(Box<[u8]>, i32)> = dirs.iter().filter(|(k, _)| below(k)).map(|(k, &wd)| (k.clone(), wd)).collect();
+    for (key, wd) in gone {
+        dirs.remove(&key);
+        if let Some(keys) = by_wd.get_mut(&wd) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                by_wd.remove(&wd);
+                inotify.rm_watch(wd);
             }
         }
     }
@@ -223,6 +279,37 @@ mod tests {
         // The removed directory's watch is forgotten: it can be watched anew.
         std::fs::create_dir(dir.join("sub")).unwrap();
         assert_eq!(w.watch(b"T/sub", || dir.join("sub")), Watch::Watched);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_swapped_under_its_path_is_forgotten_with_everything_below() {
+        let dir = std::env::temp_dir().join(format!("warpcore-watch-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub/deep")).unwrap();
+        std::fs::create_dir_all(dir.join("sub.new/deep")).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let mut w = Watcher::new(Some(poll.registry().try_clone().unwrap()), Token(7));
+        for (key, rel) in [("T", ""), ("T/sub", "sub"), ("T/sub/deep", "sub/deep")] {
+            assert_eq!(w.watch(key.as_bytes(), || dir.join(rel)), Watch::Watched);
+        }
+        std::fs::rename(dir.join("sub"), dir.join("sub.old")).unwrap();
+        std::fs::rename(dir.join("sub.new"), dir.join("sub")).unwrap();
+        let seen = collect(&mut w);
+        assert!(seen.contains(&"T/sub".to_string()), "{seen:?}");
+        let mut left: Vec<_> = w.dirs.keys().map(|k| String::from_utf8(k.to_vec()).unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["T"], "the watches at and below the moved path are forgotten");
+        assert_eq!(w.by_wd.values().map(Vec::len).sum::<usize>(), 1);
+
+        // Watched again, the path means the new directory; the old one is silent.
+        assert_eq!(w.watch(b"T/sub", || dir.join("sub")), Watch::Watched);
+        assert_eq!(w.watch(b"T/sub/deep", || dir.join("sub/deep")), Watch::Watched);
+        std::fs::write(dir.join("sub.old/a"), b"1").unwrap();
+        std::fs::write(dir.join("sub.old/deep/b"), b"1").unwrap();
+        assert!(collect(&mut w).is_empty(), "the old tree's watches are gone");
+        std::fs::write(dir.join("sub/deep/b"), b"1").unwrap();
+        assert_eq!(collect(&mut w), ["T/sub/deep/b"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -128,10 +128,29 @@ impl Server {
     /// started with; no connection is dropped. Returns once every running
     /// worker uses the new settings. The listen address and the worker count
     /// cannot change: a config that changes them is refused.
+    ///
+    /// Reloads may run at once, from any threads, handlers included: they
+    /// take effect one after the other (the last one published wins), and
+    /// none waits for a worker whose handler is itself inside a reload (that
+    /// worker takes the newest settings before it reads another request), so
+    /// concurrent reloads from handlers on several workers never deadlock.
+    /// From a handler, a reload waits for the other workers to finish what
+    /// they are doing (their own handler calls), never for its own worker.
     pub fn reload(&self, config: &Config) -> Result<(), Error> {
         if self.shared.is_shutting_down() {
             return Err(Error::new(ErrorKind::ShuttingDown, "the server is shutting down"));
         }
+        let own = ON_WORKER.with(|w| w.get());
+        let _inside = self.shared.enter_reload(own);
+        let generation = self.publish(config)?;
+        self.shared.wait_for_acknowledgements(generation, own);
+        Ok(())
+    }
+
+    /// Builds settings from `config` on the current ones and makes them
+    /// current, one reload at a time; returns their generation.
+    fn publish(&self, config: &Config) -> Result<u64, Error> {
+        let _one_at_a_time = self.shared.reload_lock();
         let settings = Arc::new(Settings::from_config(config, Some(&self.shared.current_settings().0))?);
         let addr = crate::net::listen::resolve(&config.listen)?;
         let same_addr = addr.ip() == self.listen.ip() && (addr.port() == 0 || addr.port() == self.listen.port());
@@ -151,9 +170,7 @@ impl Server {
         for mailbox in &self.mailboxes {
             mailbox.poke();
         }
-        let own = ON_WORKER.with(|w| w.get());
-        self.shared.wait_for_acknowledgements(generation, own);
-        Ok(())
+        Ok(generation)
     }
 
     /// The counters summed over every worker.

@@ -26,6 +26,13 @@ pub(crate) const OVERFLOW: u32 = libc::IN_Q_OVERFLOW;
 pub(crate) const IGNORED: u32 = libc::IN_IGNORED;
 /// The watched directory itself was deleted or moved.
 pub(crate) const SELF_GONE: u32 = libc::IN_DELETE_SELF | libc::IN_MOVE_SELF;
+/// The watched directory itself was moved: the kernel keeps the watch on it at
+/// its new path, so the watch must be removed to stop it reporting there.
+pub(crate) const MOVED_SELF: u32 = libc::IN_MOVE_SELF;
+/// An entry of the watched directory appeared under its name or left it.
+pub(crate) const NAME_CHANGED: u32 = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
+/// The event's entry is a directory.
+pub(crate) const IS_DIR: u32 = libc::IN_ISDIR;
 
 /// A non-blocking inotify instance.
 pub(crate) struct Inotify {
@@ -45,6 +52,13 @@ impl Inotify {
     pub fn add_watch(&self, path: &CStr, mask: u32) -> io::Result<i32> {
         // SAFETY: `path` is NUL-terminated and the descriptor is live.
         syscall!(inotify_add_watch(self.file.as_raw_fd(), path.as_ptr(), mask))
+    }
+
+    /// Stops the watch `wd`; an `IGNORED` event for it follows. Failure (the
+    /// watch already gone) is of no consequence and not reported.
+    pub fn rm_watch(&self, wd: i32) {
+        // SAFETY: plain call on a live descriptor; an unknown `wd` is EINVAL.
+        let _ = syscall!(inotify_rm_watch(self.file.as_raw_fd(), wd));
     }
 
     /// Reads queued events into `buf`; `WouldBlock` when there are none.

@@ -19,7 +19,7 @@ use crate::net::input::InBuf;
 use coalesce::Coalescer;
 use crate::conn::context::WorkerCtx;
 use crate::conn::{Conn, ConnState, Stop};
-use crate::app::deferred::{ConnRef, Mailbox, Message};
+use crate::app::deferred::{ConnRef, Mailbox, Message, WorkerThread};
 use crate::file::StaticFiles;
 use held::HeldAnswers;
 use crate::http::compose::{compose_error, ComposeEnv};
@@ -124,7 +124,9 @@ impl Worker {
 
     /// Runs the loop until shutdown has drained every connection.
     pub fn run(mut self) {
-        self.ctx.mailbox.set_worker_thread();
+        // Stream writes made on this thread, to any worker's connection,
+        // never wait from now on (see `Deferred::write`).
+        let _worker_thread = WorkerThread::enter();
         self.shared.worker_running(self.ctx.index, true);
         // A reload or shutdown may have been asked before this thread started.
         self.check_settings();
@@ -731,6 +733,24 @@ impl Worker {
             self.accept_all();
         }
         self.ctx.files.sweep();
+    }
+}
+
+impl Drop for Worker {
+    /// After `run`'s own ending this finds nothing left. When a panic that
+    /// escaped containment unwinds the loop, the worker dies here: its
+    /// connections close (their handles learn it), their slots go back to the
+    /// server's limit, and its mailbox refuses what handles post from now on
+    /// (`Closed`) and releases what they posted and it never took.
+    fn drop(&mut self) {
+        let cut = self.live;
+        self.conns.clear();
+        self.live = 0;
+        if cut > 0 {
+            bump(&self.ctx.stats.closed, cut as u64);
+            self.shared.close_connections(cut);
+        }
+        self.ctx.mailbox.close();
     }
 }
 

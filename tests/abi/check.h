@@ -69,6 +69,23 @@ static inline void sleep_ms(long ms) {
     }
 }
 
+/*
+ * Waits until `*value` is at least `want`, looking every millisecond, for at
+ * most `ms` milliseconds: a generous deadline for an event, never a delay
+ * standing in for one. Returns whether it got there.
+ */
+static inline int wait_at_least(atomic_int *value, int want, long ms) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (atomic_load(value) < want) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long waited = (now.tv_sec - start.tv_sec) * 1000L + (now.tv_nsec - start.tv_nsec) / 1000000L;
+        if (waited >= ms) return 0;
+        sleep_ms(1);
+    }
+    return 1;
+}
+
 /* A TCP connection to 127.0.0.1:port with 10 s send and receive timeouts; -1 on failure. */
 static inline int connect_local(uint16_t port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -122,6 +139,21 @@ static inline long http_exchange(uint16_t port, const char *request, char *out, 
     out[got] = 0;
     close(fd);
     return (long)got;
+}
+
+/* A client on a thread of its own (`pthread_create(&t, NULL, bg_client_run, &c)`):
+ * `request` to 127.0.0.1:port, the reply read until the server closes. */
+struct bg_client {
+    uint16_t port;
+    const char *request;
+    char reply[8192];
+    long n;
+};
+
+static inline void *bg_client_run(void *arg) {
+    struct bg_client *c = arg;
+    c->n = http_exchange(c->port, c->request, c->reply, sizeof c->reply);
+    return NULL;
 }
 
 /* A `warpcore_str` of a string literal or NUL-terminated string. */

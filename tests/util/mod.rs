@@ -3,10 +3,11 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod workers;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use warpcore::{Config, Handler, Request, Response, Server};
@@ -343,6 +344,30 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A one-way signal between threads: `open` once, and every `wait` returns.
+/// For a test thread that must act only after an event another thread sees,
+/// instead of sleeping and hoping the event came first.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits (without holding the lock) until the gate opens or `timeout`
+    /// passes; true when it opened.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let open = self.open.lock().unwrap();
+        let (open, _) = self.opened.wait_timeout_while(open, timeout, |open| !*open).unwrap();
+        *open
     }
 }
 

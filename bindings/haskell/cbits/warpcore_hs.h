@@ -161,6 +161,7 @@ void warpcore_hs_sched_batch_release(void);
     X(config_set_stream_high_water, (struct warpcore_config *c, uint64_t v), (c, v))              \
     X(config_set_coalesce_wait, (struct warpcore_config *c, uint32_t v), (c, v))                   \
     X(config_set_max_connections, (struct warpcore_config *c, uint32_t v), (c, v))                \
+    X(config_set_static_dotfiles, (struct warpcore_config *c, bool v), (c, v))                     \
     X(config_set_access_log_file, (struct warpcore_config *c, const uint8_t *p, size_t n),         \
       (c, p, n))                                                                                   \
     X(config_set_access_log_callback,                                                              \

@@ -147,6 +147,7 @@ spec = describe "Network.WarpCore.Raw" $ do
           ok (c_warpcore_config_set_stream_high_water c 65536)
           ok (c_warpcore_config_set_max_connections c 100)
           ok (c_warpcore_config_set_file_cache c 1000 1000)
+          ok (c_warpcore_config_set_static_dotfiles c (CBool 0))
           forM_ [timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite, timeoutAnswer] $ \t ->
             ok (c_warpcore_config_set_timeout c t 5000)
     withCallbackServer tweak cb $ \s port -> do

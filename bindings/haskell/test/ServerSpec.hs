@@ -152,6 +152,28 @@ spec = describe "Network.WarpCore" $ do
     withRawApi localConfig {WC.configWorkerThreads = WC.BoundThreads} (routes errors) $ \port ->
       replicateM_ 5 ((responseBody <$> get port "/hello") `shouldReturn` "Hello, World!")
 
+  it "answers dotfiles 404 unless configStaticDotfiles, and serves /.well-known/" $ bounded $ do
+    tmp <- getTemporaryDirectory
+    let dir = tmp </> "warpcore-hs-dotfiles"
+    createDirectoryIfMissing True (dir </> ".git")
+    createDirectoryIfMissing True (dir </> ".well-known")
+    writeFile (dir </> ".env") "SECRET=1"
+    writeFile (dir </> ".git" </> "config") "[core]"
+    writeFile (dir </> ".well-known" </> "x") "well-known"
+    errors <- newIORef []
+    let cfg = localConfig {WC.configStatic = [("/", dir)]}
+        status port path = H.statusCode . responseStatus <$> get port path
+    WC.withServer cfg (routes errors) $ \s -> do
+      let port = WC.serverPort s
+      forM_ ["/.env", "/.git/config", "/%2eenv", "/%2Egit/config"] $ \p -> status port p `shouldReturn` 404
+      (responseBody <$> get port "/.well-known/x") `shouldReturn` "well-known"
+      WC.reload s cfg {WC.configStaticDotfiles = True} (routes errors)
+      (responseBody <$> get port "/.env") `shouldReturn` "SECRET=1"
+      (responseBody <$> get port "/%2egit/config") `shouldReturn` "[core]"
+      WC.reload s cfg (routes errors)
+      status port "/.env" `shouldReturn` 404
+    removeDirectoryRecursive dir
+
   it "serves static mounts, logs, counts, reloads and reports" $ bounded $ do
     tmp <- getTemporaryDirectory
     let dir = tmp </> "warpcore-hs-static"

@@ -168,7 +168,10 @@ def test_stream_response_with_length_and_list(serve):
 def test_stream_slow_iterable_does_not_hold_the_event_loop(serve):
     release = threading.Event()
 
+    streaming = threading.Event()
+
     def slow():
+        streaming.set()
         yield b"first,"
         release.wait(10)
         yield b"second"
@@ -182,7 +185,7 @@ def test_stream_slow_iterable_does_not_hold_the_event_loop(serve):
     result = {}
     t = threading.Thread(target=lambda: result.update(r=request(s.port, path="/slow")))
     t.start()
-    time.sleep(0.3)
+    assert streaming.wait(10)
     # The slow stream waits on a stream thread; the worker still answers.
     assert request(s.port, path="/other", timeout=5).body == b"quick"
     release.set()
@@ -640,3 +643,38 @@ def test_a_prepared_answer_follows_the_date_and_a_reloaded_server_name(serve):
         assert get().getheader("Server") is None
     finally:
         conn.close()
+
+
+def test_static_dotfiles_are_404_unless_allowed(serve, tmp_path):
+    for rel, text in [
+        ("index.html", "home"),
+        (".env", "SECRET=1"),
+        (".git/config", "[core]"),
+        ("sub/.hidden", "hidden"),
+        (".well-known/x", "well-known"),
+    ]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    dotfiles = ["/.env", "/.git/config", "/sub/.hidden", "/%2eenv", "/%2Egit/config", "/sub/%2ehidden"]
+    s = serve(lambda req: Response(200, TEXT, b"app"), static={"/": tmp_path})
+    for path in dotfiles:
+        assert request(s.port, path=path).status == 404, path
+    assert request(s.port, path="/.well-known/x").body == b"well-known"
+    assert request(s.port, path="/").body == b"home"
+    # Allowed by a reload, then refused again.
+    s.reload(static_dotfiles=True)
+    assert [request(s.port, path=p).body for p in dotfiles] == [b"SECRET=1", b"[core]", b"hidden"] * 2
+    assert request(s.port, path="/.well-known/x").body == b"well-known"
+    with pytest.raises(TypeError, match="static_dotfiles"):
+        s.reload(static_dotfiles="no")
+    assert request(s.port, path="/.env").body == b"SECRET=1", "a refused reload changes nothing"
+    s.reload(static_dotfiles=False)
+    assert request(s.port, path="/.env").status == 404
+    with pytest.raises(TypeError, match="static_dotfiles"):
+        warpcore.Server(lambda req: None, static_dotfiles=1)
+
+
+def test_static_dotfiles_allowed_at_start(serve, tmp_path):
+    (tmp_path / ".env").write_text("SECRET=1")
+    s = serve(lambda req: Response(200, TEXT, b"app"), static={"/s": tmp_path}, static_dotfiles=True)
+    assert request(s.port, path="/s/.env").body == b"SECRET=1"

@@ -58,14 +58,19 @@ def test_native_shutdown_lets_a_running_handler_finish():
 
 
 def test_native_shutdown_lets_a_stream_finish_within_grace():
+    streaming = threading.Event()
+
     def slow():
+        streaming.set()
         for i in range(5):
             time.sleep(0.1)
             yield b"part%d;" % i
 
     s = warpcore.Server(lambda req: StreamResponse(slow(), 200, TEXT), port=0).start()
     t, out = _in_background(lambda: request(s.port, timeout=10))
-    time.sleep(0.15)
+    # Shut down once the stream runs (a fixed sleep lost the race on a busy
+    # machine: the request was refused, not streamed).
+    assert streaming.wait(10)
     s.shutdown(grace=5.0)
     t.join(10)
     assert out["value"].body == b"".join(b"part%d;" % i for i in range(5))
@@ -73,15 +78,17 @@ def test_native_shutdown_lets_a_stream_finish_within_grace():
 
 def test_shutdown_deadline_cuts_what_is_too_slow():
     release = threading.Event()
+    entered = threading.Event()
 
     def app(environ, start_response):
+        entered.set()
         release.wait(10)
         start_response("200 OK", [])
         return [b"too late"]
 
     s = WSGIServer(app, port=0, threads=2).start()
     t, out = _in_background(lambda: request(s.port, timeout=10))
-    time.sleep(0.2)
+    assert entered.wait(10)
     t0 = time.monotonic()
     s.shutdown(grace=0.5)
     took = time.monotonic() - t0

@@ -204,6 +204,7 @@ RESULT_NAMES: Dict[int, str] = {
     11: "INVALID_HEADER",
     12: "PANIC",
     13: "LENGTH_MISMATCH",
+    14: "WOULD_BLOCK",
 }
 OK = 0
 INVALID_ARGUMENT = 1
@@ -219,6 +220,7 @@ INVALID_STATUS = 10
 INVALID_HEADER = 11
 PANIC = 12
 LENGTH_MISMATCH = 13
+WOULD_BLOCK = 14
 
 LOG_LEVEL_ERROR = 0
 LOG_LEVEL_WARNING = 1
@@ -262,6 +264,7 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_config_set_timeout": (warpcore_result, [warpcore_config_p, c_uint32, c_uint64]),
     "warpcore_config_add_static": (warpcore_result, [warpcore_config_p, _u8p, c_size_t, _u8p, c_size_t]),
     "warpcore_config_set_file_cache": (warpcore_result, [warpcore_config_p, c_uint64, c_uint64]),
+    "warpcore_config_set_static_dotfiles": (warpcore_result, [warpcore_config_p, c_bool]),
     "warpcore_respond_file": (warpcore_result, [warpcore_response_p, c_uint16, _hdrp, c_size_t, _u8p, c_size_t]),
     "warpcore_server_file_cache_stats": (
         warpcore_result,

@@ -93,7 +93,10 @@ class Server:
     (I/O); ``processes`` in :mod:`warpcore.wsgi` gets past the GIL.
     ``static`` maps URL prefixes to directories, served by the library
     without calling the handler (sendfile, ETag, conditionals, ranges; fixed
-    when the server starts). ``share_port`` joins other
+    when the server starts); paths with a segment starting with ``.``
+    (``/.env``, ``/.git/config``) are answered 404 unless ``static_dotfiles``
+    is True (``/.well-known/`` under a mount at ``/`` is served either way;
+    see ``warpcore_config_set_static_dotfiles``). ``share_port`` joins other
     processes listening on the same address (``SO_REUSEPORT``).
     ``coalesce_wait`` is how long, in seconds like the other durations, a
     busy worker may nap before polling again to gather events (0 to 0.001,
@@ -123,6 +126,7 @@ class Server:
         timeouts: Optional[Mapping[str, float]] = None,
         access_log: Union[None, bool, str, os.PathLike, Callable[[bytes], Any]] = None,
         file_cache: Optional[Tuple[float, float]] = None,
+        static_dotfiles: bool = False,
         stream_threads: int = 16,
     ) -> None:
         if not callable(handler):
@@ -142,8 +146,10 @@ class Server:
             "timeouts": dict(timeouts or {}),
             "access_log": access_log,
             "file_cache": file_cache,
+            "static_dotfiles": static_dotfiles,
         }
         _check_timeouts(self._settings["timeouts"])
+        _check_bool("static_dotfiles", static_dotfiles)
         self._keep: List[Any] = []  # callbacks the library may still call
         self.shutdown_report: Optional[Dict[str, int]] = None
         self._static = _static_mounts(static)
@@ -321,6 +327,7 @@ class Server:
                     ),
                     "warpcore_config_set_file_cache",
                 )
+            check(F.config_set_static_dotfiles(cfg, s["static_dotfiles"]), "warpcore_config_set_static_dotfiles")
             log_to = s["access_log"]
             if log_to is True or callable(log_to):
                 cb = warpcore_access_log_cb(_access_logger(log_to))
@@ -469,7 +476,8 @@ class Server:
         no connection dropped: ``handler``, and any of the constructor's engine
         settings (``server_name``, ``max_body_size``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
-        ``coalesce_wait``, ``timeouts``, ``access_log``, ``file_cache``) and ``static`` (the whole
+        ``coalesce_wait``, ``timeouts``, ``access_log``, ``file_cache``,
+        ``static_dotfiles``) and ``static`` (the whole
         new set of mounts; ``{}`` removes them all). Settings not given keep
         their values; a refused reload (a missing static directory, say) raises
         and changes nothing. The address and the worker count are fixed at
@@ -483,6 +491,8 @@ class Server:
         if "timeouts" in settings:
             settings["timeouts"] = dict(settings["timeouts"] or {})
             _check_timeouts(settings["timeouts"])
+        if "static_dotfiles" in settings:
+            _check_bool("static_dotfiles", settings["static_dotfiles"])
         if settings or static is not None:
             ptr = self._use()
             try:
@@ -609,6 +619,12 @@ def _check_timeouts(timeouts: Mapping[str, float]) -> None:
     for key in timeouts:
         if key not in _TIMEOUTS:
             raise ValueError(f"unknown timeout {key!r} (one of {', '.join(_TIMEOUTS)})")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    # A security switch: "no" or 0.0 must not quietly mean True or False.
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 _LEVELS = {_ffi.LOG_LEVEL_ERROR: logging.ERROR, _ffi.LOG_LEVEL_WARNING: logging.WARNING, _ffi.LOG_LEVEL_INFO: logging.INFO}

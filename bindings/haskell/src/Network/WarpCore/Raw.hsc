@@ -87,6 +87,7 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_error_log
   , c_warpcore_config_add_static
   , c_warpcore_config_set_file_cache
+  , c_warpcore_config_set_static_dotfiles
     -- * Responses
   , c_warpcore_respond
   , c_warpcore_respond_unsafe
@@ -158,6 +159,7 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_config_set_stream_high_water
   , c_warpcore_hs_config_set_coalesce_wait
   , c_warpcore_hs_config_set_max_connections
+  , c_warpcore_hs_config_set_static_dotfiles
   , c_warpcore_hs_config_set_access_log_file
   , c_warpcore_hs_config_set_access_log_callback
   , c_warpcore_hs_config_set_error_log
@@ -474,6 +476,8 @@ foreign import ccall unsafe "warpcore_config_add_static"
   c_warpcore_config_add_static :: Ptr Config -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> IO Result
 foreign import ccall unsafe "warpcore_config_set_file_cache"
   c_warpcore_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_static_dotfiles"
+  c_warpcore_config_set_static_dotfiles :: Ptr Config -> CBool -> IO Result
 
 foreign import ccall unsafe "warpcore_config_set_answering_handler"
   c_warpcore_config_set_answering_handler :: Ptr Config -> FunPtr AnsweringCallback -> Ptr () -> IO Result
@@ -649,6 +653,8 @@ foreign import ccall unsafe "warpcore_hs_config_set_coalesce_wait"
   c_warpcore_hs_config_set_coalesce_wait :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_max_connections"
   c_warpcore_hs_config_set_max_connections :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_static_dotfiles"
+  c_warpcore_hs_config_set_static_dotfiles :: Ptr Config -> CBool -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_access_log_file"
   c_warpcore_hs_config_set_access_log_file :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_access_log_callback"

@@ -133,6 +133,11 @@ data Config = Config
   -- ^ Static mounts served by the library itself (URL prefix, directory):
   -- sendfile, fd and stat caches, ranges and conditional requests; requests
   -- under a prefix never reach the handler.
+  , configStaticDotfiles :: Bool
+  -- ^ Whether static mounts serve paths with a segment starting with @.@
+  -- (@/.env@, @/.git/config@); when False (the default) they are answered
+  -- 404, except @/.well-known/@ under a mount at @/@. See
+  -- @warpcore_config_set_static_dotfiles@.
   , configMaxConnections :: Maybe Word32
   , configCoalesceWait :: Maybe Word32
   -- ^ The longest a busy worker naps before polling, in microseconds (0 to
@@ -175,6 +180,7 @@ defaultConfig =
     , configTimeouts = []
     , configSharePort = False
     , configStatic = []
+    , configStaticDotfiles = False
     , configMaxConnections = Nothing
     , configCoalesceWait = Nothing
     , configFileCache = Nothing
@@ -310,6 +316,8 @@ withConfig cfg keep act = mask $ \restore -> do
         forM_ (configStreamHighWater cfg) $ checkWith "warpcore_config_set_stream_high_water" . Raw.c_warpcore_hs_config_set_stream_high_water c
         forM_ (configMaxConnections cfg) $ checkWith "warpcore_config_set_max_connections" . Raw.c_warpcore_hs_config_set_max_connections c
         forM_ (configCoalesceWait cfg) $ checkWith "warpcore_config_set_coalesce_wait" . Raw.c_warpcore_hs_config_set_coalesce_wait c
+        checkWith "warpcore_config_set_static_dotfiles" $
+          Raw.c_warpcore_hs_config_set_static_dotfiles c (CBool (if configStaticDotfiles cfg then 1 else 0))
         forM_ (configFileCache cfg) $ \(fd, info) ->
           checkWith "warpcore_config_set_file_cache" (Raw.c_warpcore_hs_config_set_file_cache c fd info)
         forM_ (configTimeouts cfg) $ \(which, ms) ->

@@ -61,6 +61,7 @@ module Network.Wai.Handler.WarpCore
   , setWorkerThreads
   , setOnReady
   , setStaticMount
+  , setStaticDotfiles
   , Dispatch (..)
   , WorkerThreads (..)
     -- * Exceptions
@@ -137,6 +138,7 @@ data Settings = Settings
   , settingsSchedBatch :: Bool
   , settingsWorkerThreads :: WorkerThreads
   , settingsStatic :: [(ByteString, FilePath)]
+  , settingsStaticDotfiles :: Bool
   }
 
 -- | Port 3000 on every IPv4 address (@"*4"@), Warp's exception handling,
@@ -165,6 +167,7 @@ defaultSettings =
     , settingsSchedBatch = True
     , settingsWorkerThreads = EngineThreads
     , settingsStatic = []
+    , settingsStaticDotfiles = False
     }
 
 setPort :: Port -> Settings -> Settings
@@ -256,6 +259,11 @@ setSchedBatch b s = s {settingsSchedBatch = b}
 -- requests never reach the application. Repeatable; the longest prefix wins.
 setStaticMount :: ByteString -> FilePath -> Settings -> Settings
 setStaticMount prefix dir s = s {settingsStatic = settingsStatic s ++ [(prefix, dir)]}
+
+-- | Whether static mounts serve dotfiles (@/.env@, @/.git/config@); by
+-- default they are answered 404, except @/.well-known/@ under a mount at @/@.
+setStaticDotfiles :: Bool -> Settings -> Settings
+setStaticDotfiles b s = s {settingsStaticDotfiles = b}
 
 -- | Which threads run the event loops; see 'WorkerThreads'.
 setWorkerThreads :: WorkerThreads -> Settings -> Settings
@@ -358,6 +366,7 @@ toConfig s = do
       , WC.configTimeouts = [(t, secs) | t <- [minBound .. maxBound]]
       , WC.configOnException = settingsOnException s Nothing
       , WC.configStatic = settingsStatic s
+      , WC.configStaticDotfiles = settingsStaticDotfiles s
       }
 
 listenAddress :: HostPreference -> Port -> String

@@ -128,6 +128,20 @@ typedef uint32_t warpcore_log_level;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// A request body that streams (`warpcore_request.body_follows`): its bytes,
+// read as they arrive through a window of 64 KiB. While the application has
+// not read what the window holds, the library reads nothing more from the
+// connection, so the client is slowed down by TCP instead of filling memory.
+//
+// Owned by the caller: made by `warpcore_response_body`, released by
+// `warpcore_body_free` (which may come before or after the answer). It may
+// move between threads and be read from any thread; calls on one body may
+// even overlap (each read takes bytes in turn), but `warpcore_body_free` must
+// not overlap another call on it. Freed before its end, the rest of the body
+// is discarded by the library (up to 256 KiB, past which the connection
+// closes after its answer).
+typedef struct warpcore_body warpcore_body;
+
 // Server settings, filled in with setters and read by `warpcore_server_start`.
 //
 // Owned by the caller: made by `warpcore_config_new`, released by
@@ -225,7 +239,8 @@ typedef struct warpcore_request {
   const struct warpcore_header *headers;
   // How many header fields `headers` holds.
   size_t header_count;
-  // The whole request body, chunked coding removed; empty when there is none.
+  // The whole request body, chunked coding removed; empty when there is
+  // none, and when `body_follows` (the body then streams).
   struct warpcore_str body;
   // The client's IP address as text (`127.0.0.1`, `::1`).
   struct warpcore_str peer_ip;
@@ -237,6 +252,11 @@ typedef struct warpcore_request {
   uint8_t version_minor;
   // The index of the worker that read the request (0-based).
   uint32_t worker_index;
+  // True when the body is larger than the whole-body maximum
+  // (`warpcore_config_set_whole_body_max`) and did not arrive with the head:
+  // `body` is empty and the body is read as it arrives, through
+  // `warpcore_response_body`. (Added in 0.2: the struct only grows at its end.)
+  bool body_follows;
 } warpcore_request;
 
 // A request handler: called once per request with the `userdata` given to
@@ -354,6 +374,45 @@ typedef struct warpcore_stats {
 extern "C" {
 #endif // __cplusplus
 
+// Takes the reader of the request's body when it streams
+// (`request->body_follows`), into `*body`. Only inside the handler call, on
+// its thread; a body not taken by the time the handler returns is discarded.
+// The reader outlives the call and the answer: the handler may answer (or
+// defer) and go on reading, from any thread. A client that sent
+// `Expect: 100-continue` is told to send its body at the first read; a
+// handler that answers without reading gets the connection closed after its
+// answer instead.
+//
+// Errors: `WARPCORE_RESULT_INVALID_STATE` when the body arrived whole (it is
+// in `request->body`), there is none, it was taken already, or the call is
+// not made inside the handler call on its thread;
+// `WARPCORE_RESULT_NULL_ARGUMENT`; those of a stale handle
+// (`WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_ARGUMENT`).
+// `*body` is written only on success.
+warpcore_result warpcore_response_body(struct warpcore_response *response,
+                                       struct warpcore_body **body);
+
+// Reads up to `capacity` body bytes into `buf`, their count into `*len`.
+// `WARPCORE_RESULT_OK` with `*len > 0`: bytes; with `*len == 0`: the body has
+// ended (and every later read says so). Off the library's worker threads a
+// read waits for bytes; on a worker thread (a handler, yours or another
+// request's) it never waits and returns `WARPCORE_RESULT_WOULD_BLOCK` while
+// nothing has arrived: read again from a thread of your own.
+//
+// Errors: `WARPCORE_RESULT_WOULD_BLOCK` (above); `WARPCORE_RESULT_CLOSED` when
+// the body cannot be had whole: the client left or stopped sending past the
+// body timeout, the body passed `max_body_size` (the client was answered 413
+// if the answer had not begun) or its chunked framing was invalid (400), or
+// the connection closed — the message says which; `WARPCORE_RESULT_NULL_ARGUMENT`.
+warpcore_result warpcore_body_read(struct warpcore_body *body,
+                                   uint8_t *buf,
+                                   size_t capacity,
+                                   size_t *len);
+
+// Releases a body reader made by `warpcore_response_body`; what it did not
+// read is discarded. NULL is ignored. Must not overlap another call on it.
+void warpcore_body_free(struct warpcore_body *body);
+
 // Makes a config with the defaults (listen `127.0.0.1:8080`, one worker per
 // core, `Server: warpcore`, the limits and timeouts documented on each setter)
 // and writes it to `*out`. It has no handler yet: set one before starting.
@@ -407,8 +466,17 @@ warpcore_result warpcore_config_set_server_name(struct warpcore_config *config,
                                                 size_t len);
 
 // Sets the largest request body accepted, in bytes (default 1 MiB, at most
-// 1 TiB). A larger body is answered `413` and the connection closed.
+// 1 TiB, or `UINT64_MAX` for no limit). A larger body is answered `413` and
+// the connection closed; one that streams and passes the limit after its
+// answer began has its connection closed.
 warpcore_result warpcore_config_set_max_body_size(struct warpcore_config *config, uint64_t bytes);
+
+// Sets the largest body handed to the handler whole, in `request->body`
+// (default 1 MiB, at most 64 MiB). A larger body that did not arrive with its
+// head streams instead: the handler is called once the head is in, with
+// `request->body_follows` set, and reads the body with
+// `warpcore_response_body` and `warpcore_body_read` as it arrives.
+warpcore_result warpcore_config_set_whole_body_max(struct warpcore_config *config, uint64_t bytes);
 
 // Sets the largest request head, request line and header fields together, in
 // bytes (default 32 KiB, at most 1 MiB). A larger head is answered `431`.

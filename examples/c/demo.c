@@ -1,6 +1,7 @@
 /*
  * The demo server of DESIGN.md in C: GET / -> "Hello, World!", POST /echo ->
- * the request body, PREFIX/... -> files under DIR for each --static PREFIX=DIR
+ * the request body as it arrives (any size: a body over 64 KiB streams, read
+ * and echoed by a thread of its own), PREFIX/... -> files under DIR for each --static PREFIX=DIR
  * (served by the library's static mounts, not by this handler).
  * Flags: --host H --port N --workers N --static PREFIX=DIR (repeatable)
  * --access-log PATH. Prints "listening on HOST:PORT" once it accepts
@@ -9,6 +10,7 @@
  * access log (rotation).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,19 +40,77 @@ static warpcore_result prepare_answers(void) {
     return warpcore_prepared_new(404, text_plain, 1, (const uint8_t *)missing, sizeof missing - 1, &missing_answer);
 }
 
+static const warpcore_header octets[] = {
+    {{(const uint8_t *)"Content-Type", 12}, {(const uint8_t *)"application/octet-stream", 24}},
+};
+
+struct echo {
+    warpcore_body *body;
+    warpcore_response *res;
+};
+
+/* Echoes a streamed body as it arrives, on a thread of its own: there reads
+ * wait for bytes and writes wait for the client to read (a worker thread
+ * would never wait). Chunked, since a chunked upload has no length. */
+static void *echo_stream(void *arg) {
+    struct echo *e = arg;
+    uint8_t buf[64 * 1024];
+    /* A response call that fails releases the handle; a failed read does not. */
+    warpcore_result r = warpcore_response_start(e->res, 200, octets, 1, -1);
+    while (r == WARPCORE_RESULT_OK) {
+        size_t n = 0;
+        if (warpcore_body_read(e->body, buf, sizeof buf, &n) != WARPCORE_RESULT_OK) {
+            /* The client left or broke its body: the unended stream says so. */
+            warpcore_response_abort(e->res);
+            break;
+        }
+        if (n == 0) {
+            warpcore_response_end(e->res);
+            break;
+        }
+        r = warpcore_response_write(e->res, buf, n);
+    }
+    warpcore_body_free(e->body);
+    free(e);
+    return NULL;
+}
+
+/* POST /echo: a body that arrived whole goes straight back; one that streams
+ * is handed to a thread (the handle is answered after the handler returns). */
+static void echo(const warpcore_request *req, warpcore_response *res) {
+    if (!req->body_follows) {
+        warpcore_respond(res, 200, octets, 1, req->body.ptr, req->body.len);
+        return;
+    }
+    struct echo *e = malloc(sizeof *e);
+    pthread_attr_t attr;
+    pthread_t thread;
+    if (!e || warpcore_response_body(res, &e->body) != WARPCORE_RESULT_OK) {
+        free(e);
+        warpcore_respond(res, 500, text_plain, 1, NULL, 0);
+        return;
+    }
+    e->res = res;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&thread, &attr, echo_stream, e) != 0) {
+        warpcore_body_free(e->body);
+        free(e);
+        warpcore_respond(res, 503, text_plain, 1, NULL, 0);
+    }
+    pthread_attr_destroy(&attr);
+}
+
 /* An answering handler: the fixed answers are returned as prepared responses,
  * which the library sends as the handler returns (one call across the API per
  * request); the others are answered through `res`, and NULL is returned. */
 static const warpcore_prepared *handle(void *userdata, const warpcore_request *req, warpcore_response *res) {
     (void)userdata;
-    const warpcore_header octets[] = {
-        {{(const uint8_t *)"Content-Type", 12}, {(const uint8_t *)"application/octet-stream", 24}},
-    };
     if (str_is(req->path, "/")) {
         if (str_is(req->method, "GET") || str_is(req->method, "HEAD")) return hello_answer;
     } else if (str_is(req->path, "/echo")) {
         if (str_is(req->method, "POST")) {
-            warpcore_respond(res, 200, octets, 1, req->body.ptr, req->body.len);
+            echo(req, res);
             return NULL;
         }
     } else {
@@ -97,6 +157,9 @@ static warpcore_result make_config(const struct flags *f, warpcore_config **out)
     if ((r = warpcore_config_set_listen(config, (const uint8_t *)f->listen, strlen(f->listen))) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_workers(config, (uint32_t)f->workers)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_answering_handler(config, handle, NULL)) != WARPCORE_RESULT_OK ||
+        /* Uploads of any size, streamed past 64 KiB. */
+        (r = warpcore_config_set_max_body_size(config, UINT64_MAX)) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_whole_body_max(config, 64 * 1024)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_error_log(config, log_error, NULL)) != WARPCORE_RESULT_OK ||
         (f->access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)f->access_log,
                                                                    strlen(f->access_log))) != WARPCORE_RESULT_OK)) {

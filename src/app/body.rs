@@ -175,6 +175,12 @@ impl BodyStream {
     /// for bytes; on a worker thread it returns `WouldBlock` instead. The first
     /// read answers a client's `Expect: 100-continue`.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, BodyError> {
+        self.read_shared(buf)
+    }
+
+    /// `read` through a shared reference: overlapping reads take bytes in
+    /// turn (for the C API, whose readers may share one body).
+    pub(crate) fn read_shared(&self, buf: &mut [u8]) -> Result<usize, BodyError> {
         let never_block = on_worker_thread();
         let mut s = self.shared.lock();
         let mut wake = !s.asked;

@@ -95,6 +95,9 @@ enum BodyStop {
     Failed,
 }
 
+/// The interim answer a client sent `Expect: 100-continue` waits for.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// A request whose head has arrived and whose body has not (yet) all arrived.
 struct PartialBody {
     /// `100 Continue` was sent for it.
@@ -388,6 +391,8 @@ impl ConnState {
         let settings = &*ctx.settings;
         let env = ctx.date.compose_env();
         let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
+        // Where this request's answer starts: a `100 Continue` owed goes there.
+        let answer_at = out.len();
         let mut response = Response {
             out,
             backlog: &mut self.backlog,
@@ -471,9 +476,14 @@ impl ConnState {
                 access.record(lr, status, if status == 500 && outcome_is_pending(outcome) { 0 } else { body_bytes });
             }
         }
-        if let Some(body_in) = streamed {
+        if let Some(mut body_in) = streamed {
             if !reader_taken {
                 body_in.shared.no_reader();
+            } else if body_in.continue_owed && out.len() > answer_at {
+                // Answered (or begun) while holding the reader: the client is
+                // told to send the body before the answer's head.
+                out.splice(answer_at..answer_at, CONTINUE.iter().copied());
+                body_in.continue_owed = false;
             }
             self.body_in = Some(Box::new(body_in));
         }
@@ -499,7 +509,7 @@ impl ConnState {
         if body.continue_owed {
             let deferred_not_begun = self.waiting.as_ref().is_some_and(|w| w.status == 0);
             if body.shared.asked() && deferred_not_begun {
-                out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                out.extend_from_slice(CONTINUE);
                 body.continue_owed = false;
             } else if !deferred_not_begun {
                 // Answered before the client was told to send its body:
@@ -690,6 +700,15 @@ impl ConnState {
             return true;
         }
         let Some(waiting) = self.waiting.as_mut() else { return true };
+        if let Some(body) = self.body_in.as_mut() {
+            // A deferred answer begins while its application holds the body's
+            // reader: the client is told to send the body first.
+            let begins = matches!(answer, Answer::Full { .. } | Answer::File(_) | Answer::Start { .. });
+            if begins && body.continue_owed && !body.shared.room().1 {
+                out.extend_from_slice(CONTINUE);
+                body.continue_owed = false;
+            }
+        }
         // An answer that arrives while shutting down closes its connection
         // (also when this worker has not polled since shutdown began).
         waiting.meta.keep_alive &= !(ctx.draining || ctx.shutting_down.load(std::sync::atomic::Ordering::Acquire));

@@ -34,6 +34,22 @@ pub(crate) fn try_slice<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// A writable byte slice from `(ptr, len)`; NULL is allowed when `len` is 0.
+pub(crate) fn try_slice_mut<'a>(ptr: *mut u8, len: usize, what: &str) -> Result<&'a mut [u8], warpcore_result> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if ptr.is_null() {
+        return Err(null(what));
+    }
+    if len > isize::MAX as usize {
+        return Err(fail(warpcore_result::InvalidArgument, format!("{what}: length {len} is too large")));
+    }
+    // SAFETY: the caller promises `len` writable bytes at `ptr`, used by no
+    // one else, for the call.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
 /// `try_slice` for an argument whose name must be built (`headers[3].value`):
 /// the name is formatted only when the slice is refused, so checking costs no
 /// allocation on the request path.

@@ -153,10 +153,27 @@ pub extern "C" fn warpcore_config_set_server_name(config: *mut warpcore_config, 
 }
 
 /// Sets the largest request body accepted, in bytes (default 1 MiB, at most
-/// 1 TiB). A larger body is answered `413` and the connection closed.
+/// 1 TiB, or `UINT64_MAX` for no limit). A larger body is answered `413` and
+/// the connection closed; one that streams and passes the limit after its
+/// answer began has its connection closed.
 #[no_mangle]
 pub extern "C" fn warpcore_config_set_max_body_size(config: *mut warpcore_config, bytes: u64) -> warpcore_result {
     ffi_boundary!({ update(config, |c| c.max_body_size = bytes) })
+}
+
+/// Sets the largest body handed to the handler whole, in `request->body`
+/// (default 1 MiB, at most 64 MiB). A larger body that did not arrive with its
+/// head streams instead: the handler is called once the head is in, with
+/// `request->body_follows` set, and reads the body with
+/// `warpcore_response_body` and `warpcore_body_read` as it arrives.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_whole_body_max(config: *mut warpcore_config, bytes: u64) -> warpcore_result {
+    ffi_boundary!({
+        let Ok(bytes) = usize::try_from(bytes) else {
+            return fail(warpcore_result::InvalidArgument, "whole_body_max must be at most 64 MiB");
+        };
+        update(config, |c| c.whole_body_max = bytes)
+    })
 }
 
 /// Sets the largest request head, request line and header fields together, in

@@ -18,6 +18,7 @@
 mod panic;
 mod cast;
 mod handles;
+pub mod body;
 pub mod config;
 pub mod file;
 pub mod handler;

@@ -52,7 +52,8 @@ pub struct warpcore_request {
     pub headers: *const warpcore_header,
     /// How many header fields `headers` holds.
     pub header_count: usize,
-    /// The whole request body, chunked coding removed; empty when there is none.
+    /// The whole request body, chunked coding removed; empty when there is
+    /// none, and when `body_follows` (the body then streams).
     pub body: warpcore_str,
     /// The client's IP address as text (`127.0.0.1`, `::1`).
     pub peer_ip: warpcore_str,
@@ -64,6 +65,11 @@ pub struct warpcore_request {
     pub version_minor: u8,
     /// The index of the worker that read the request (0-based).
     pub worker_index: u32,
+    /// True when the body is larger than the whole-body maximum
+    /// (`warpcore_config_set_whole_body_max`) and did not arrive with the head:
+    /// `body` is empty and the body is read as it arrives, through
+    /// `warpcore_response_body`. (Added in 0.2: the struct only grows at its end.)
+    pub body_follows: bool,
 }
 
 /// Builds the C view of `req`, with its header views in `cell` (the thread's),
@@ -105,6 +111,7 @@ pub(crate) fn with_view<R>(
         version_major: 1,
         version_minor: req.minor_version,
         worker_index: req.worker_index as u32,
+        body_follows: req.body_follows,
     };
     f(&view)
 }

@@ -430,6 +430,30 @@ pub(crate) fn in_call_here(handle: *mut warpcore_response) -> bool {
     resolve(handle).is_ok_and(|(_, slot)| slot.in_call_on.load(Ordering::Relaxed) == current_thread())
 }
 
+/// Runs `f` on the handle's core response when this thread is inside its
+/// handler call; `INVALID_STATE` otherwise (after the call, or on another
+/// thread), `ALREADY_ANSWERED` or `INVALID_ARGUMENT` for a stale or unknown
+/// handle.
+pub(crate) fn with_core_in_call<R>(handle: *mut warpcore_response, f: impl FnOnce(&mut Response<'_>) -> R) -> Result<R, warpcore_result> {
+    let (token, slot) = resolve(handle)?;
+    if slot.in_call_on.load(Ordering::Relaxed) == current_thread()
+        && slot.state.load(Ordering::Relaxed) >> PHASE_BITS == token.generation
+    {
+        // SAFETY: as in `perform`: this thread is inside the handler call of
+        // this token's request, where `in_call_core` is the live core response.
+        let core = unsafe { &mut *slot.in_call_core.load(Ordering::Relaxed) };
+        return Ok(f(core));
+    }
+    let current = slot.state.load(Ordering::Acquire) >> PHASE_BITS;
+    Err(if token.generation > current {
+        not_a_handle()
+    } else if token.generation < current {
+        into_result(Err(RespondError::AlreadyAnswered))
+    } else {
+        fail(warpcore_result::InvalidState, "only inside the handler call, on its own thread")
+    })
+}
+
 /// Runs `call` on the handle in whichever mode its request is: inside its
 /// handler call on this thread, deferred, or done.
 pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcore_result {

@@ -54,7 +54,7 @@ struct echo {
  * would never wait). Chunked, since a chunked upload has no length. */
 static void *echo_stream(void *arg) {
     struct echo *e = arg;
-    uint8_t buf[64 * 1024];
+    uint8_t buf[16 * 1024];
     /* A response call that fails releases the handle; a failed read does not. */
     warpcore_result r = warpcore_response_start(e->res, 200, octets, 1, -1);
     while (r == WARPCORE_RESULT_OK) {
@@ -160,6 +160,8 @@ static warpcore_result make_config(const struct flags *f, warpcore_config **out)
         /* Uploads of any size, streamed past 64 KiB. */
         (r = warpcore_config_set_max_body_size(config, UINT64_MAX)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_whole_body_max(config, 64 * 1024)) != WARPCORE_RESULT_OK ||
+        /* An echo holds at most 64 KiB of a slow reader's answer. */
+        (r = warpcore_config_set_stream_high_water(config, 64 * 1024)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_error_log(config, log_error, NULL)) != WARPCORE_RESULT_OK ||
         (f->access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)f->access_log,
                                                                    strlen(f->access_log))) != WARPCORE_RESULT_OK)) {

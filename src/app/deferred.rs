@@ -112,7 +112,7 @@ impl Drop for WorkerThread {
 
 /// Whether the calling thread runs a worker's event loop. One thread-local
 /// read, made only by a deferred write that finds its stream over the mark.
-fn on_worker_thread() -> bool {
+pub(crate) fn on_worker_thread() -> bool {
     ON_WORKER_THREAD.with(|w| w.get())
 }
 

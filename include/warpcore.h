@@ -186,7 +186,10 @@ typedef struct warpcore_prepared warpcore_prepared;
 // unfinished handle also keeps its request's answer state until released.
 //
 // Threads: every call is thread-safe. A call from another thread made while
-// the handler is still running waits until it returns. On a deferred
+// the handler is still running waits until it returns — unless that thread is
+// a worker thread (another handler), which never waits and gets
+// `WARPCORE_RESULT_WOULD_BLOCK` instead (nothing changed; call again later or
+// from a thread of your own). On a deferred
 // handle, the first call that finishes the answer wins and releases it;
 // every later or concurrent one returns `WARPCORE_RESULT_ALREADY_ANSWERED`
 // (or `WARPCORE_RESULT_CLOSED` when the client left first). A write waiting
@@ -806,14 +809,16 @@ warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *se
 // missing one fails the reload, `WARPCORE_RESULT_INVALID_ARGUMENT`, and the
 // old settings stay); a mount whose path now leads to another directory (a
 // `current -> release-N` symlink, say) serves the new one. Requests in flight finish
-// with what they started with; no connection is dropped. Returns when every
-// running worker uses the new settings. The listen address and the worker
-// count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
-// config is not retained. May be called from a handler, and from several
+// with what they started with; no connection is dropped. From a thread that
+// is not a worker, returns when every running worker uses the new settings.
+// The listen address and the worker count cannot change
+// (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the config is not retained.
+// May be called from a handler (of this server or another), and from several
 // threads at once: reloads take effect one after the other (the last one
-// wins), and one made from a handler never waits for its own worker nor for
-// another worker whose handler is inside a reload, so concurrent reloads
-// never deadlock.
+// wins). From a worker thread it never waits: it returns once the settings
+// are published, and each worker takes them before the next connection event
+// it handles (the handler's own worker as soon as the handler returns), so
+// reloads from handlers never deadlock.
 warpcore_result warpcore_server_reload(const struct warpcore_server *server,
                                        const struct warpcore_config *config);
 

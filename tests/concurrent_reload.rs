@@ -119,3 +119,35 @@ fn concurrent_reloads_from_handlers_on_two_workers_all_return() {
     let server = Arc::into_inner(ManuallyDrop::into_inner(server)).expect("the only strong reference");
     shutdown_within(server, Duration::from_secs(1), SHUTDOWN_LIMIT);
 }
+
+#[test]
+fn a_handler_reloads_another_server_with_fewer_workers() {
+    let other = Arc::new(Server::start(&Config { workers: 1, ..config(Some(Arc::new(demo_handler)), "other") }).unwrap());
+    let target = other.clone();
+    let reloaded = Arc::new(AtomicUsize::new(0));
+    let counted = reloaded.clone();
+    let handler: Arc<dyn Handler> = Arc::new(move |req: &Request<'_>, res: &mut Response<'_>| {
+        if req.path == b"/whoami" {
+            let _ = res.respond(200, std::iter::empty(), req.worker_index.to_string().as_bytes());
+            return;
+        }
+        let fresh = Config { workers: 1, ..config(Some(Arc::new(demo_handler)), "reloaded") };
+        let status = match target.reload(&fresh) {
+            Ok(()) => 200,
+            Err(_) => 500,
+        };
+        counted.fetch_add(1, Ordering::SeqCst);
+        let _ = res.respond(status, std::iter::empty(), b"");
+    });
+    let server = Server::start(&config(Some(handler), "first")).unwrap();
+    // Each of the two workers reloads the one-worker server from a handler.
+    for worker in 0..2 {
+        let mut c = connect_to_worker(server.port(), worker, None);
+        assert_eq!(c.get("/").status, 200, "the reload from worker {worker} succeeded");
+    }
+    assert_eq!(reloaded.load(Ordering::SeqCst), 2);
+    let reply = Client::connect(other.port()).get("/");
+    assert_eq!(reply.header("server"), Some("reloaded"), "the other server took the new settings");
+    shutdown_within(server, Duration::ZERO, SHUTDOWN_LIMIT);
+    other.shutdown(Duration::ZERO);
+}

@@ -207,3 +207,25 @@ fn idle_connections_give_back_a_chunked_upload_s_memory() {
     assert!(grown < 16 * 1024, "60 idle connections after chunked uploads hold {grown} KiB");
     server.still_answers();
 }
+
+#[test]
+fn a_trickled_body_costs_what_arrived_not_what_was_promised() {
+    let server = ChildServer::start("server_child_default");
+    let before = server.warm_baseline();
+    // 100 heads promising 1 MiB, then their bodies one byte at a time, paced
+    // so that the server reads each byte on its own.
+    let mut clients: Vec<Client> = (0..100).map(|_| Client::connect(server.port)).collect();
+    for c in &mut clients {
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n");
+    }
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(20));
+        for c in &mut clients {
+            c.send(b"b");
+        }
+    }
+    let grown = server.peak_over(Duration::from_millis(500)).saturating_sub(before);
+    eprintln!("100 trickled 1 MiB bodies, 12 bytes each so far: +{grown} KiB");
+    assert!(grown < 8 * 1024, "100 trickled bodies grew the server by {grown} KiB");
+    server.still_answers();
+}

@@ -179,6 +179,9 @@ pub(crate) struct ConnState {
     pub read_ready: bool,
     /// The peer's FIN (or a reset) has been reported: read on to the end.
     pub peer_closing: bool,
+    /// The peer's FIN was read: it sends no more. Its complete requests are
+    /// still answered; then the connection closes.
+    pub peer_finished: bool,
     pub deadline: Deadline,
     /// Answers held for the end of the poll round: a range of the worker's
     /// `HeldAnswers`, sent before anything else is written here.
@@ -211,6 +214,7 @@ impl Conn {
                 // The request often arrives with the connection.
                 read_ready: true,
                 peer_closing: false,
+                peer_finished: false,
                 deadline: Deadline::NONE,
                 held: None,
             },

@@ -81,7 +81,10 @@ const LAST_GENERATION: u64 = u32::MAX as u64;
 /// unfinished handle also keeps its request's answer state until released.
 ///
 /// Threads: every call is thread-safe. A call from another thread made while
-/// the handler is still running waits until it returns. On a deferred
+/// the handler is still running waits until it returns — unless that thread is
+/// a worker thread (another handler), which never waits and gets
+/// `WARPCORE_RESULT_WOULD_BLOCK` instead (nothing changed; call again later or
+/// from a thread of your own). On a deferred
 /// handle, the first call that finishes the answer wins and releases it;
 /// every later or concurrent one returns `WARPCORE_RESULT_ALREADY_ANSWERED`
 /// (or `WARPCORE_RESULT_CLOSED` when the client left first). A write waiting
@@ -471,6 +474,17 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
         // the call to end (`wait_for_call_end`).
         let core = unsafe { &mut *slot.in_call_core.load(Ordering::Relaxed) };
         return into_result(call_in_handler(core, call));
+    }
+    // A worker thread never waits for another's handler call (two handlers
+    // answering each other's handles would wait for each other for good).
+    if crate::app::deferred::on_worker_thread() {
+        let now = slot.state.load(Ordering::Acquire);
+        if now >> PHASE_BITS == token.generation && now & PHASE_MASK == IN_CALL {
+            return fail(
+                warpcore_result::WouldBlock,
+                "the handle's handler call is still running on another worker thread, and a worker thread never waits",
+            );
+        }
     }
     // Another thread's handler call may still run (its own calls took the
     // path above): wait for it to end. A stale token (a request answered in

@@ -123,14 +123,16 @@ pub extern "C" fn warpcore_server_shutdown_report(
 /// missing one fails the reload, `WARPCORE_RESULT_INVALID_ARGUMENT`, and the
 /// old settings stay); a mount whose path now leads to another directory (a
 /// `current -> release-N` symlink, say) serves the new one. Requests in flight finish
-/// with what they started with; no connection is dropped. Returns when every
-/// running worker uses the new settings. The listen address and the worker
-/// count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the
-/// config is not retained. May be called from a handler, and from several
+/// with what they started with; no connection is dropped. From a thread that
+/// is not a worker, returns when every running worker uses the new settings.
+/// The listen address and the worker count cannot change
+/// (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the config is not retained.
+/// May be called from a handler (of this server or another), and from several
 /// threads at once: reloads take effect one after the other (the last one
-/// wins), and one made from a handler never waits for its own worker nor for
-/// another worker whose handler is inside a reload, so concurrent reloads
-/// never deadlock.
+/// wins). From a worker thread it never waits: it returns once the settings
+/// are published, and each worker takes them before the next connection event
+/// it handles (the handler's own worker as soon as the handler returns), so
+/// reloads from handlers never deadlock.
 #[no_mangle]
 pub extern "C" fn warpcore_server_reload(server: *const warpcore_server, config: *const warpcore_config) -> warpcore_result {
     ffi_boundary!({

@@ -65,13 +65,14 @@ impl InBuf {
         true
     }
 
-    /// Room for more of a request that did not arrive whole: toward `need`
-    /// bytes in all (0 when unknown), but never past twice what has arrived
-    /// (and at least 4 KiB), so that a Content-Length promised in a head costs
-    /// nothing until its bytes come. Each step at most doubles the buffer, so
+    /// Room for more of a request that did not arrive whole, for a buffer
+    /// that is full: toward `need` bytes in all (0 when unknown), but never
+    /// past twice what has arrived (and at least 4 KiB), so that a
+    /// Content-Length promised in a head, or bytes trickled in one at a time,
+    /// cost no more than what came. Each step doubles what arrived, so
     /// copying stays linear. False when the memory is refused.
     pub fn make_room(&mut self, need: usize, limit: usize) -> bool {
-        let step = (self.data.len() * 2).clamp(4096, limit.max(4096));
+        let step = (self.filled * 2).clamp(4096, limit.max(4096));
         let target = if need > self.filled { step.min(need) } else { step };
         self.try_grow_to(target.max(self.filled + 1))
     }

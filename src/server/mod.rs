@@ -31,12 +31,6 @@ pub struct Server {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-thread_local! {
-    /// Set on threads running a worker, so a reload from a handler does not
-    /// wait for its own worker.
-    static ON_WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-}
-
 impl Server {
     /// Binds the listeners and, unless `config.external_workers`, starts one
     /// thread per worker. Errors (bad address, port in use, bad settings) are
@@ -130,20 +124,20 @@ impl Server {
     /// cannot change: a config that changes them is refused.
     ///
     /// Reloads may run at once, from any threads, handlers included: they
-    /// take effect one after the other (the last one published wins), and
-    /// none waits for a worker whose handler is itself inside a reload (that
-    /// worker takes the newest settings before it reads another request), so
-    /// concurrent reloads from handlers on several workers never deadlock.
-    /// From a handler, a reload waits for the other workers to finish what
-    /// they are doing (their own handler calls), never for its own worker.
+    /// take effect one after the other (the last one published wins). From a
+    /// worker thread (a handler of this server or of any other) a reload never
+    /// waits: it returns once the new settings are published, and each worker
+    /// takes them before the next connection event it handles (the handler's
+    /// own worker as soon as the handler returns). So reloads from handlers
+    /// never deadlock, whatever the other workers are doing.
     pub fn reload(&self, config: &Config) -> Result<(), Error> {
         if self.shared.is_shutting_down() {
             return Err(Error::new(ErrorKind::ShuttingDown, "the server is shutting down"));
         }
-        let own = ON_WORKER.with(|w| w.get());
-        let _inside = self.shared.enter_reload(own);
         let generation = self.publish(config)?;
-        self.shared.wait_for_acknowledgements(generation, own);
+        if !crate::app::deferred::on_worker_thread() {
+            self.shared.wait_for_acknowledgements(generation);
+        }
         Ok(())
     }
 
@@ -251,11 +245,9 @@ impl Drop for Server {
 /// that worker only, never the process.
 fn run_contained(index: usize, worker: Worker) {
     let shared = worker.shared();
-    ON_WORKER.with(|w| w.set(Some(index)));
     let finished = crate::server::quiet_panic::quietly(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_ok()
     });
-    ON_WORKER.with(|w| w.set(None));
     if !finished {
         shared.worker_running(index, false);
     }

@@ -407,8 +407,6 @@ impl Worker {
         let max_body = (ctx.settings.max_body_size.min(ctx.settings.whole_body_max as u64)) as usize;
         let limit = max_head.saturating_add(max_body).saturating_add(SCRATCH_SIZE);
         let Some(Some(conn)) = conns.get_mut(index) else { return };
-        // The client sent its FIN: it sends no more, but may still read.
-        let mut fin = false;
         // A reset or a failed read: the client is gone.
         let mut gone = false;
         // A request was handled: the next head gets a fresh header deadline.
@@ -428,7 +426,7 @@ impl Worker {
             stop = send_and_go_on(conn, ctx, out, stop, &mut handled, &mut need);
         }
 
-        while stop == Stop::NeedInput && !fin && conn.state.read_ready {
+        while stop == Stop::NeedInput && !conn.state.peer_finished && conn.state.read_ready {
             let own = !conn.input.is_empty();
             let buf: &mut InBuf = if own { &mut conn.input } else { scratch };
             if buf.spare().is_empty() {
@@ -446,7 +444,7 @@ impl Worker {
             let room = buf.spare().len();
             let mut drained = false;
             match socket_io::recv(conn.state.stream.as_fd(), buf.spare()) {
-                Ok(0) => fin = true,
+                Ok(0) => conn.state.peer_finished = true,
                 Ok(n) => {
                     drained = short_read_drains && n < room;
                     conn.state.read_ready = !drained;
@@ -475,10 +473,6 @@ impl Worker {
                 }
                 scratch.clear();
             }
-            if need > conn.input.capacity() && !conn.input.make_room(need, limit) {
-                refuse_for_memory(&mut conn.state, ctx, out);
-                break;
-            }
             stop = send_and_go_on(conn, ctx, out, stop, &mut handled, &mut need);
             // Keep pipelined answers together unless the batch grew large.
             if stop == Stop::NeedInput && out.len() >= SCRATCH_SIZE {
@@ -494,10 +488,10 @@ impl Worker {
         // Otherwise what it sends waits in the socket until the answer is out.
         // A FIN alone only means it sends no more (RFC 9112 §9.6): the answer
         // still goes out; a reset means it left.
-        if stop == Stop::Waiting && !fin && !gone && conn.state.peer_closing {
+        if stop == Stop::Waiting && !conn.state.peer_finished && !gone && conn.state.peer_closing {
             match watch_while_waiting(conn, max_head) {
                 PeerInput::Open => {}
-                PeerInput::Finished => fin = true,
+                PeerInput::Finished => conn.state.peer_finished = true,
                 PeerInput::Gone => gone = true,
             }
         }
@@ -508,7 +502,7 @@ impl Worker {
             && conn.state.backlog.is_empty()
             && conn.state.held.is_none()
             && !conn.state.close_after_flush
-            && !fin
+            && !conn.state.peer_finished
             && !gone
             && !ctx.draining
             && held.can_hold(out.len());
@@ -519,7 +513,10 @@ impl Worker {
         }
         conn.state.acknowledge_written();
         bump(&ctx.stats.bytes_out, conn.state.backlog.take_written());
-        if fin || gone {
+        // After a FIN the requests it completed are still answered, in
+        // order; once none is left to handle (more input is all that could
+        // help), the connection closes after its answers.
+        if gone || (conn.state.peer_finished && stop == Stop::NeedInput) {
             conn.state.close_after_flush = true;
         }
         let broken = gone && conn.state.waiting.is_some();
@@ -567,13 +564,14 @@ impl Worker {
             && !conn.state.streams_body()
             && conn.input.is_empty();
         let closing = (conn.state.close_after_flush || idle_while_draining) && !needs_write && conn.state.waiting.is_none();
+        let peer_done = conn.state.peer_finished || gone;
         if broken {
             self.close(index);
             return;
         }
         self.set_write_interest(index, needs_write);
         if closing {
-            if fin || gone || self.ctx.draining {
+            if peer_done || self.ctx.draining {
                 self.close(index);
             } else {
                 self.start_linger(index);

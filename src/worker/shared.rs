@@ -28,11 +28,6 @@ struct Control {
     /// Per worker: running now, and the settings generation it acknowledged.
     running: Vec<bool>,
     acked: Vec<u64>,
-    /// Per worker: one of its handlers is inside a reload. That worker reads
-    /// no request until the handler returns, and then it takes the newest
-    /// settings first: no reload waits for its acknowledgement (it could not
-    /// give one before its own reload returns).
-    reloading: Vec<bool>,
     report: ShutdownReport,
 }
 
@@ -69,7 +64,6 @@ impl Shared {
                 unfinished: workers,
                 running: vec![false; workers],
                 acked: vec![0; workers],
-                reloading: vec![false; workers],
                 report: ShutdownReport::default(),
             }),
             changed: Condvar::new(),
@@ -173,33 +167,18 @@ impl Shared {
         generation
     }
 
-    /// Marks a reload begun on worker `own`'s thread (None: on another
-    /// thread) until the guard is dropped: from now on no reload waits for
-    /// that worker's acknowledgement.
-    pub fn enter_reload(&self, own: Option<usize>) -> InsideReload<'_> {
-        if let Some(i) = own {
-            self.control().reloading[i] = true;
-            // A reload already waiting for this worker need wait no more.
-            self.changed.notify_all();
-        }
-        InsideReload { shared: self, own }
-    }
-
     /// Serialises building and publishing settings (not the waiting).
     pub fn reload_lock(&self) -> MutexGuard<'_, ()> {
         self.reload.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until every running worker acknowledged `generation`, but `own`
-    /// and those inside a reload of their own (they take the newest settings
-    /// before they read another request): a worker inside a reload never
-    /// waits for itself, nor for another worker inside one, which may be
-    /// waiting for it.
-    pub fn wait_for_acknowledgements(&self, generation: u64, own: Option<usize>) {
+    /// Waits until every running worker acknowledged `generation`. Only
+    /// threads that are not workers wait: a worker never waits for another.
+    pub fn wait_for_acknowledgements(&self, generation: u64) {
         let mut control = self.control();
         loop {
             let behind = (0..control.running.len()).any(|i| {
-                control.running[i] && control.acked[i] < generation && Some(i) != own && !control.reloading[i]
+                control.running[i] && control.acked[i] < generation
             });
             if !behind {
                 return;
@@ -223,19 +202,5 @@ impl Shared {
     /// What the shutdown did so far.
     pub fn report(&self) -> ShutdownReport {
         self.control().report
-    }
-}
-
-/// A reload in progress on a worker's thread (see `Shared::enter_reload`).
-pub(crate) struct InsideReload<'a> {
-    shared: &'a Shared,
-    own: Option<usize>,
-}
-
-impl Drop for InsideReload<'_> {
-    fn drop(&mut self) {
-        if let Some(i) = self.own {
-            self.shared.control().reloading[i] = false;
-        }
     }
 }

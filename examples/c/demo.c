@@ -160,8 +160,8 @@ static warpcore_result make_config(const struct flags *f, warpcore_config **out)
         /* Uploads of any size, streamed past 64 KiB. */
         (r = warpcore_config_set_max_body_size(config, UINT64_MAX)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_whole_body_max(config, 64 * 1024)) != WARPCORE_RESULT_OK ||
-        /* An echo holds at most 64 KiB of a slow reader's answer. */
-        (r = warpcore_config_set_stream_high_water(config, 64 * 1024)) != WARPCORE_RESULT_OK ||
+        /* An echo holds at most 16 KiB (and one write) of a slow reader's answer. */
+        (r = warpcore_config_set_stream_high_water(config, 16 * 1024)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_error_log(config, log_error, NULL)) != WARPCORE_RESULT_OK ||
         (f->access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)f->access_log,
                                                                    strlen(f->access_log))) != WARPCORE_RESULT_OK)) {

@@ -229,6 +229,14 @@ impl ConnState {
         self.partial.is_some() || self.body_in.as_ref().is_some_and(|b| self.body_can_take(b))
     }
 
+    /// How many bytes the streamed body's window takes now (chunk framing
+    /// may come on top), or None when no body streams.
+    pub fn body_room(&self) -> Option<usize> {
+        let body = self.body_in.as_ref()?;
+        let (room, reader_gone) = body.shared.room();
+        Some(if reader_gone { usize::MAX } else { room.max(4096) })
+    }
+
     /// Whether a request body is streaming to its application.
     pub fn streams_body(&self) -> bool {
         self.body_in.is_some()

@@ -441,9 +441,14 @@ impl Worker {
                     break;
                 }
             }
-            let room = buf.spare().len();
+            // A streamed body is read no faster than its window takes it: the
+            // rest waits in the socket, not in the connection's buffer.
+            let spare = buf.spare();
+            let take = conn.state.body_room().map_or(spare.len(), |room| room.clamp(1, spare.len()));
+            let spare = &mut spare[..take];
+            let room = spare.len();
             let mut drained = false;
-            match socket_io::recv(conn.state.stream.as_fd(), buf.spare()) {
+            match socket_io::recv(conn.state.stream.as_fd(), spare) {
                 Ok(0) => conn.state.peer_finished = true,
                 Ok(n) => {
                     drained = short_read_drains && n < room;

@@ -447,10 +447,11 @@ pub(crate) fn with_core_in_call<R>(handle: *mut warpcore_response, f: impl FnOnc
         let core = unsafe { &mut *slot.in_call_core.load(Ordering::Relaxed) };
         return Ok(f(core));
     }
-    let current = slot.state.load(Ordering::Acquire) >> PHASE_BITS;
+    let now = slot.state.load(Ordering::Acquire);
+    let current = now >> PHASE_BITS;
     Err(if token.generation > current {
         not_a_handle()
-    } else if token.generation < current {
+    } else if token.generation < current || !matches!(now & PHASE_MASK, IN_CALL | DEFERRED) {
         into_result(Err(RespondError::AlreadyAnswered))
     } else {
         fail(warpcore_result::InvalidState, "only inside the handler call, on its own thread")

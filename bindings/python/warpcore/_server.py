@@ -26,7 +26,10 @@ from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, 
 from ._request import _LINES, _MEM, _SHORT, _UNSET, Request, _method_target_path, _read_method_path
 from ._response import _PREPARED_MIN, Responder, Response
 
-__all__ = ["Server", "Handler"]
+__all__ = ["Server", "Handler", "NO_LIMIT"]
+
+#: ``max_body_size=NO_LIMIT``: bodies of any size (the C API's ``UINT64_MAX``).
+NO_LIMIT = 2**64 - 1
 
 log = logging.getLogger("warpcore")
 
@@ -103,6 +106,13 @@ class Server:
     whole microseconds, 0 = off; the library's default is 50 µs; see
     ``warpcore_config_set_coalesce_wait``).
 
+    Request bodies: ``max_body_size`` is the largest accepted (the library's
+    default is 1 MiB; :data:`NO_LIMIT` or ``math.inf`` for none); a larger
+    one is answered 413. Bodies up to ``whole_body_max`` (default 1 MiB, at
+    most 64 MiB) arrive whole in ``Request.body``; a larger one that had not
+    arrived with its head streams (``Request.body_follows``): read it with
+    ``Request.stream()``, whatever its size, in bounded memory.
+
     Use as a context manager (``with Server(h, port=0) as s: s.port``) or call
     :meth:`start` and :meth:`shutdown`.
     """
@@ -118,6 +128,7 @@ class Server:
         server_name: Optional[str] = None,
         share_port: bool = False,
         max_body_size: Optional[int] = None,
+        whole_body_max: Optional[int] = None,
         max_head_size: Optional[int] = None,
         max_header_count: Optional[int] = None,
         stream_high_water: Optional[int] = None,
@@ -138,6 +149,7 @@ class Server:
         self._settings: Dict[str, Any] = {
             "server_name": server_name,
             "max_body_size": max_body_size,
+            "whole_body_max": whole_body_max,
             "max_head_size": max_head_size,
             "max_header_count": max_header_count,
             "stream_high_water": stream_high_water,
@@ -212,6 +224,7 @@ class Server:
                 request = new(Request)
                 request.method, request.path = (line is not None and lines.get(line)) or read_method_path(line, mp, ml, pp, pl)
                 request._a = req
+                request._res = res
                 request._live = True
                 request._target = request._query = request._headers = unset
                 request._body = request._peer = request._tail = unset
@@ -311,8 +324,9 @@ class Server:
                 check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
             for key, bits in _SIZE_BITS.items():
                 if s[key] is not None:
+                    value = NO_LIMIT if key == "max_body_size" and s[key] == math.inf else s[key]
                     setter = getattr(F, "config_set_" + key)
-                    check(setter(cfg, _c_unsigned(key, s[key], bits)), "warpcore_config_set_" + key)
+                    check(setter(cfg, _c_unsigned(key, value, bits)), "warpcore_config_set_" + key)
             if s["coalesce_wait"] is not None:
                 us = _whole_units("coalesce_wait", s["coalesce_wait"], 1_000_000, 32)
                 check(F.config_set_coalesce_wait(cfg, us), "warpcore_config_set_coalesce_wait")
@@ -474,7 +488,7 @@ class Server:
     def reload(self, handler: Optional[Handler] = None, **settings: Any) -> None:
         """Applies new settings to requests read from now on, atomically, with
         no connection dropped: ``handler``, and any of the constructor's engine
-        settings (``server_name``, ``max_body_size``, ``max_head_size``,
+        settings (``server_name``, ``max_body_size``, ``whole_body_max``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
         ``coalesce_wait``, ``timeouts``, ``access_log``, ``file_cache``,
         ``static_dotfiles``) and ``static`` (the whole
@@ -586,6 +600,7 @@ def _static_mounts(static: Optional[Mapping[str, Union[str, "os.PathLike[str]"]]
 #: The integer settings and the width of their C parameter.
 _SIZE_BITS = {
     "max_body_size": 64,
+    "whole_body_max": 64,
     "max_head_size": 32,
     "max_header_count": 32,
     "stream_high_water": 64,

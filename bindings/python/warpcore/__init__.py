@@ -26,7 +26,7 @@ from ._ffi import (
 )
 from ._body import BodyReader, BodyWouldBlock
 from ._request import Headers, Request
-from ._response import FileResponse, Response, StreamResponse
+from ._response import Deferred, FileResponse, Response, StreamResponse
 from ._server import NO_LIMIT, Handler, Server
 
 __version__ = "0.1.0"
@@ -41,6 +41,7 @@ __all__ = [
     "Response",
     "FileResponse",
     "StreamResponse",
+    "Deferred",
     "Handler",
     "WarpcoreError",
     "ClientClosedError",

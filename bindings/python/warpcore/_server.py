@@ -87,8 +87,9 @@ if hasattr(os, "register_at_fork"):
 class Server:
     """An HTTP/1.1 server calling ``handler(request)`` for each request.
 
-    ``handler`` returns a :class:`Response`, :class:`FileResponse` or
-    :class:`StreamResponse`. An exception becomes a 500 and is logged through
+    ``handler`` returns a :class:`Response`, :class:`FileResponse`,
+    :class:`StreamResponse`, or :class:`Deferred` (answered later from a
+    stream thread). An exception becomes a 500 and is logged through
     the ``warpcore`` logger; the server goes on.
 
     ``workers`` event loops run on as many Python threads (0: one per core).

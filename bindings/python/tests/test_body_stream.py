@@ -424,7 +424,11 @@ def test_native_reader_from_a_thread_of_its_own(serve):
         if req.path != "/thread":
             return Response(404)
         reader = req.stream()
-        seen["follows"], seen["body"], seen["same"] = req.body_follows, req.body, reader is req.stream()
+        seen["follows"], seen["same"] = req.body_follows, reader is req.stream()
+        try:
+            seen["body"] = req.body
+        except RuntimeError as exc:
+            seen["body"] = "stream()" in str(exc)
         first = b""
         try:
             first = reader.read1(1000)  # what came with the head, if anything
@@ -464,13 +468,13 @@ def test_native_reader_from_a_thread_of_its_own(serve):
 
         return Deferred(answer)
 
-    s = serve(handler, max_body_size=NO_LIMIT)
+    s = serve(handler, max_body_size=NO_LIMIT, whole_body_max=MiB)
     total = 8 * MiB + 3
     r = upload(s.port, "/thread", body_chunks(total), length=total, keep_body=True)
     assert r.status == 200
     got = json.loads(r.body)
     assert got == {"size": total, "sha256": r.sent_sha256, "short": 1, "thread": "reader-thread"}, got
-    assert seen == {"follows": True, "body": b"", "same": True, "read_all_on_worker": "WOULD_BLOCK"}
+    assert seen == {"follows": True, "body": True, "same": True, "read_all_on_worker": "WOULD_BLOCK"}
 
 
 @pytest.mark.timeout(60)
@@ -492,7 +496,7 @@ def test_native_reader_iterates_lines_and_chunks_on_a_stream_thread(serve):
             assert max(sizes) <= 64 * 1024
         return StreamResponse(chunks())
 
-    s = serve(handler, max_body_size=NO_LIMIT)
+    s = serve(handler, max_body_size=NO_LIMIT, whole_body_max=MiB)
     data = lines_body(3 * MiB)
     r = upload(s.port, "/lines", iter([data]), length=len(data), keep_body=True)
     first = data.index(b"\n") + 1
@@ -557,3 +561,75 @@ def test_native_body_limit_while_streaming(serve):
     assert errors and "max_body_size" in errors[0]
     ok = upload(s.port, "/", body_chunks(MiB), length=None, keep_body=True)
     assert (ok.status, ok.body) == (200, ok.sent_sha256.encode())
+
+
+@pytest.mark.timeout(60)
+def test_native_reader_closed_while_another_thread_waits_in_a_read(serve):
+    """close() from one thread while another waits in a read: the read
+    returns when bytes come, and only then is the library's reader freed
+    (the C rule: no free during another call); later reads say closed."""
+    state: Dict[str, Any] = {}
+    reading = threading.Event()
+    finished = threading.Event()
+
+    def handler(req):
+        reader = req.stream()
+
+        def read() -> None:
+            try:
+                reading.set()
+                state["got"] = len(reader.read(100 * MiB))  # waits: the client holds the rest back
+            except BaseException as exc:
+                state["error"] = type(exc).__name__
+            finally:
+                finished.set()
+
+        threading.Thread(target=read, daemon=True).start()
+
+        def close_it() -> Response:
+            reading.wait(10)
+            raw = state["raw"] = reader._raw
+            deadline = time.monotonic() + 10
+            while not raw._busy and time.monotonic() < deadline:
+                time.sleep(0.001)  # until the read is inside the library
+            state["busy_at_close"] = raw._busy
+            reader.close()
+            state["freed_at_close"] = raw._ptr is None and raw._orphan is None
+            return Response(200, None, b"closed")
+
+        return Deferred(close_it)
+
+    s = serve(handler, max_body_size=NO_LIMIT, whole_body_max=64 * 1024)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+    try:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (1 * MiB) + b"a" * 100_000)
+        reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply
+        assert state["busy_at_close"] == 1 and state["freed_at_close"] is False  # kept for the read under way
+        with contextlib.suppress(OSError):
+            sock.sendall(b"b" * (MiB - 100_000))  # the read returns (or the connection closes)
+        assert finished.wait(20)
+    finally:
+        sock.close()
+    # The read under way returned its bytes to the loop in read(), whose next
+    # library read found the reader closed; the last read freed it.
+    assert state.get("error") == "ValueError", state
+    assert state["raw"]._ptr is None and state["raw"]._orphan is None and state["raw"]._busy == 0
+
+
+@pytest.mark.timeout(60)
+def test_wsgi_input_asks_for_the_body_on_first_read(input_server):
+    """Expect: 100-continue: the client sends nothing until the application
+    reads wsgi.input, which sends the 100; then the body streams in."""
+    data = body_bytes(2 * MiB)
+    with socket.create_connection(("127.0.0.1", input_server.port), timeout=20) as sock:
+        sock.sendall(b"POST /read_all HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(data))
+        f = sock.makefile("rb")
+        assert f.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert f.readline() == b"\r\n"
+        sock.sendall(data)
+        resp = http.client.HTTPResponse(sock)
+        resp.fp = f  # the bytes already buffered by the first reads
+        resp.begin()
+        got = json.loads(resp.read())
+    assert got["sha256"] == sha(data) and got["input"] == "BufferedReader"

@@ -341,8 +341,18 @@ class Request:
 
     @property
     def body(self) -> bytes:
+        """The whole body. A body that streams (``body_follows``) is not
+        here: reading this then raises ``RuntimeError`` (rather than give an
+        empty body); use :meth:`stream`."""
         b = self._body
-        return b if b is not _UNSET else self._field("_body")
+        if b is _UNSET:
+            b = self._field("_body")
+        if not b and self._fixed()[4]:
+            raise RuntimeError(
+                "the request body streams (it is larger than the server's whole_body_max): "
+                "read it with request.stream(), taken inside the handler call"
+            )
+        return b
 
     @property
     def body_follows(self) -> bool:

@@ -30,6 +30,8 @@ __all__ = ["Server", "Handler", "NO_LIMIT"]
 
 #: ``max_body_size=NO_LIMIT``: bodies of any size (the C API's ``UINT64_MAX``).
 NO_LIMIT = 2**64 - 1
+#: The largest ``whole_body_max`` the library takes.
+WHOLE_BODY_MOST = 64 << 20
 
 log = logging.getLogger("warpcore")
 
@@ -109,10 +111,12 @@ class Server:
 
     Request bodies: ``max_body_size`` is the largest accepted (the library's
     default is 1 MiB; :data:`NO_LIMIT` or ``math.inf`` for none); a larger
-    one is answered 413. Bodies up to ``whole_body_max`` (default 1 MiB, at
-    most 64 MiB) arrive whole in ``Request.body``; a larger one that had not
-    arrived with its head streams (``Request.body_follows``): read it with
-    ``Request.stream()``, whatever its size, in bounded memory.
+    one is answered 413. Bodies up to ``whole_body_max`` (at most 64 MiB;
+    by default ``max_body_size`` up to that, so that bodies within the limit
+    arrive whole as they always did) arrive whole in ``Request.body``; a
+    larger one that had not arrived with its head streams
+    (``Request.body_follows``): read it with ``Request.stream()``, whatever
+    its size, in bounded memory (``Request.body`` then raises).
 
     Use as a context manager (``with Server(h, port=0) as s: s.port``) or call
     :meth:`start` and :meth:`shutdown`.
@@ -323,11 +327,18 @@ class Server:
             if s["server_name"] is not None:
                 n = s["server_name"].encode("latin-1")
                 check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
+            sizes = dict((key, s[key]) for key in _SIZE_BITS)
+            if sizes["max_body_size"] == math.inf:
+                sizes["max_body_size"] = NO_LIMIT
+            if sizes["whole_body_max"] is None and sizes["max_body_size"] is not None:
+                # A program that only raised the limit keeps its bodies whole
+                # in Request.body, as before bodies could stream, up to the
+                # library's most (64 MiB); larger ones stream.
+                sizes["whole_body_max"] = min(_c_unsigned("max_body_size", sizes["max_body_size"], 64), WHOLE_BODY_MOST)
             for key, bits in _SIZE_BITS.items():
-                if s[key] is not None:
-                    value = NO_LIMIT if key == "max_body_size" and s[key] == math.inf else s[key]
+                if sizes[key] is not None:
                     setter = getattr(F, "config_set_" + key)
-                    check(setter(cfg, _c_unsigned(key, value, bits)), "warpcore_config_set_" + key)
+                    check(setter(cfg, _c_unsigned(key, sizes[key], bits)), "warpcore_config_set_" + key)
             if s["coalesce_wait"] is not None:
                 us = _whole_units("coalesce_wait", s["coalesce_wait"], 1_000_000, 32)
                 check(F.config_set_coalesce_wait(cfg, us), "warpcore_config_set_coalesce_wait")

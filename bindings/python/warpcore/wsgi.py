@@ -494,7 +494,7 @@ class WSGIServer(Server):
     Start/stop like :class:`warpcore.Server`, with its settings, except that
     ``max_body_size`` defaults to :data:`~warpcore.NO_LIMIT` (as gunicorn and
     Werkzeug have no limit, and Flask's ``MAX_CONTENT_LENGTH`` is unset by
-    default): bodies over ``whole_body_max`` (1 MiB) stream through
+    default): bodies over ``whole_body_max`` (default 1 MiB) stream through
     ``wsgi.input``, so their size does not decide memory use. An application
     whose body streams runs on an application thread (with ``threads=0``,
     on a stream thread), where ``wsgi.input`` reads wait for the bytes."""
@@ -512,6 +512,8 @@ class WSGIServer(Server):
         **settings: Any,
     ) -> None:
         settings.setdefault("max_body_size", NO_LIMIT)
+        # wsgi.input reads whole and streamed bodies alike: stream past 1 MiB.
+        settings.setdefault("whole_body_max", 1 << 20)
         super().__init__(lambda request: None, host, port, workers, **settings)
         if threads < 0:
             raise ValueError("threads must be >= 0")

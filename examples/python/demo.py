@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The demo server of DESIGN.md in Python: GET / -> "Hello, World!",
-POST /echo -> the request body, PREFIX/... -> files under DIR.
+POST /echo -> the request body as it arrives (any size: a body over 64 KiB
+streams, read and echoed by a stream thread), PREFIX/... -> files under DIR.
 
     python3 examples/python/demo.py --host 127.0.0.1 --port 8080 --workers 1 --static /files=./www
 
@@ -18,7 +19,7 @@ if os.path.isdir(os.path.join(_CHECKOUT_PACKAGE, "warpcore")):
     sys.path.insert(0, os.path.abspath(_CHECKOUT_PACKAGE))
 
 import warpcore  # noqa: E402
-from warpcore import Request, Response  # noqa: E402
+from warpcore import NO_LIMIT, Request, Response, StreamResponse  # noqa: E402
 
 TEXT_PLAIN = [("Content-Type", "text/plain")]
 OCTETS = [("Content-Type", "application/octet-stream")]
@@ -27,15 +28,27 @@ NOT_FOUND = Response(404, TEXT_PLAIN, b"Not Found\n")
 NOT_ALLOWED_ROOT = Response(405, TEXT_PLAIN + [("Allow", "GET, HEAD")], b"Method Not Allowed\n")
 NOT_ALLOWED_ECHO = Response(405, TEXT_PLAIN + [("Allow", "POST")], b"Method Not Allowed\n")
 GET_HEAD = ("GET", "HEAD")
+#: Bodies up to this size arrive whole and go straight back; larger ones stream.
+WHOLE_BODY_MAX = 64 * 1024
 
 
-def handle(request: Request) -> Response:
+def echo(request: Request):
+    """POST /echo: a body that arrived whole goes straight back; one that
+    streams goes back chunk by chunk as it arrives, chunked, from a stream
+    thread (where reads wait for the client and writes for it to read)."""
+    if not request.body_follows:
+        return Response(200, OCTETS, request.body)
+    # Taken here, in the handler call; iterated (and closed) by the stream.
+    return StreamResponse(request.stream(), 200, OCTETS)
+
+
+def handle(request: Request):
     path = request.path
     if path == "/":
         return HELLO if request.method in GET_HEAD else NOT_ALLOWED_ROOT
     if path == "/echo":
         if request.method == "POST":
-            return Response(200, OCTETS, request.body)
+            return echo(request)
         return NOT_ALLOWED_ECHO
     return NOT_FOUND
 
@@ -58,7 +71,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        server = warpcore.Server(handle, host=args.host, port=args.port, workers=args.workers, static=dict(args.static))
+        server = warpcore.Server(
+            handle,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            static=dict(args.static),
+            max_body_size=NO_LIMIT,
+            whole_body_max=WHOLE_BODY_MAX,
+        )
         server.start()
     except (warpcore.WarpcoreError, ValueError) as exc:
         print(f"demo: {exc}", file=sys.stderr)

@@ -24,9 +24,10 @@ from ._ffi import (
     result_str,
     version,
 )
+from ._body import BodyReader, BodyWouldBlock
 from ._request import Headers, Request
-from ._response import FileResponse, Response, StreamResponse
-from ._server import Handler, Server
+from ._response import Deferred, FileResponse, Response, StreamResponse
+from ._server import NO_LIMIT, Handler, Server
 
 __version__ = "0.1.0"
 
@@ -34,9 +35,13 @@ __all__ = [
     "Server",
     "Request",
     "Headers",
+    "BodyReader",
+    "BodyWouldBlock",
+    "NO_LIMIT",
     "Response",
     "FileResponse",
     "StreamResponse",
+    "Deferred",
     "Handler",
     "WarpcoreError",
     "ClientClosedError",

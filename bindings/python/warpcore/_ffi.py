@@ -124,6 +124,8 @@ class warpcore_request(Structure):
         ("version_major", c_uint8),
         ("version_minor", c_uint8),
         ("worker_index", c_uint32),
+        # Added in 0.2 (the struct only grows at its end): the body streams.
+        ("body_follows", c_bool),
     ]
 
 
@@ -131,6 +133,7 @@ class warpcore_request(Structure):
 warpcore_config_p = c_void_p
 warpcore_server_p = c_void_p
 warpcore_response_p = c_void_p
+warpcore_body_p = c_void_p
 warpcore_result = c_uint32
 warpcore_timeout = c_uint32
 
@@ -249,6 +252,7 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_config_set_handler": (warpcore_result, [warpcore_config_p, warpcore_handler_cb, c_void_p]),
     "warpcore_config_set_server_name": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
     "warpcore_config_set_max_body_size": (warpcore_result, [warpcore_config_p, c_uint64]),
+    "warpcore_config_set_whole_body_max": (warpcore_result, [warpcore_config_p, c_uint64]),
     "warpcore_config_set_max_head_size": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_max_request_line": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_max_header_count": (warpcore_result, [warpcore_config_p, c_uint32]),
@@ -286,6 +290,10 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     ),
     "warpcore_response_end": (warpcore_result, [warpcore_response_p]),
     "warpcore_response_abort": (warpcore_result, [warpcore_response_p]),
+    "warpcore_response_body": (warpcore_result, [warpcore_response_p, POINTER(warpcore_body_p)]),
+    # buf is a writable buffer's address (a ctypes array or an int).
+    "warpcore_body_read": (warpcore_result, [warpcore_body_p, c_void_p, c_size_t, POINTER(c_size_t)]),
+    "warpcore_body_free": (None, [warpcore_body_p]),
     "warpcore_result_str": (c_char_p, [c_uint32]),
     "warpcore_last_error_message": (c_size_t, [c_char_p, c_size_t]),
     "warpcore_version": (c_char_p, []),

@@ -25,8 +25,9 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qs
 
 from . import _ffi
+from ._body import BodyReader, reader_for
 
-__all__ = ["Request", "Headers"]
+__all__ = ["Request", "Headers", "BodyReader"]
 
 # All of the address space as one byte view: a slice of it copies the bytes at
 # an address with no foreign call (ctypes.string_at is a foreign call, several
@@ -37,8 +38,9 @@ _MEM = memoryview((ctypes.c_char * sys.maxsize).from_address(0)).cast("B")
 
 # The whole view at once: method ptr/len, target, path, query, headers
 # ptr/count, body, peer_ip, then peer_port u16, version_major u8,
-# version_minor u8, worker_index u32 (what the WSGI adapter reads).
-_VIEW = struct.Struct("@14QHBBI")
+# version_minor u8, worker_index u32, body_follows bool (what the WSGI adapter
+# reads), the struct's tail padding.
+_VIEW = struct.Struct("@14QHBBI?7x")
 assert _VIEW.size == ctypes.sizeof(_ffi.warpcore_request), "warpcore_request layout changed"
 _unpack_view = _VIEW.unpack_from
 
@@ -175,7 +177,9 @@ for _name, _off in (("method", 0), ("target", 16), ("path", 32), ("query", 48), 
     assert getattr(_ffi.warpcore_request, _name).offset == _off, f"warpcore_request.{_name} moved"
 _pair = struct.Struct("@QQ").unpack_from  # (ptr, len) of one warpcore_str
 _method_target_path = struct.Struct("@6Q").unpack_from  # method, target, path: (ptr, len) each
-_tail = struct.Struct("@HBBI").unpack_from  # peer_port, version_major, version_minor, worker_index
+# peer_port, version_major, version_minor, worker_index, body_follows
+_tail = struct.Struct("@HBBI?").unpack_from
+assert _ffi.warpcore_request.body_follows.offset == _OFF_TAIL + 8, "warpcore_request.body_follows moved"
 
 # Bytes of a short field come out of one struct call (cheaper than a memoryview
 # slice); longer ones are sliced.
@@ -233,7 +237,9 @@ class Request:
     sent, ``"/a%20b?x=1"``), ``path`` (percent-decoded, ``"/a b"``),
     ``query`` (``"x=1"``, not decoded), ``args`` (the query parsed),
     ``headers`` (:class:`Headers`), ``body`` (bytes), ``peer`` ((ip, port)),
-    ``version`` (``"HTTP/1.1"``), ``worker`` (the worker's index).
+    ``version`` (``"HTTP/1.1"``), ``worker`` (the worker's index),
+    ``body_follows`` (the body streams: ``body`` is empty, read it with
+    :meth:`stream`).
     """
 
     # method and path are plain slots, not properties: nearly every handler
@@ -249,6 +255,8 @@ class Request:
         "_body",
         "_peer",
         "_tail",
+        "_res",
+        "_reader",
     )
 
     def __init__(self, address: int) -> None:
@@ -287,7 +295,8 @@ class Request:
         r._headers = headers if headers is not None else Headers()
         r._body = body
         r._peer = peer
-        r._tail = (peer[1], version[0], version[1], 0)
+        r._tail = (peer[1], version[0], version[1], 0, False)
+        r._res = 0
         return r
 
     def _dead(self) -> RuntimeError:
@@ -332,8 +341,63 @@ class Request:
 
     @property
     def body(self) -> bytes:
+        """The whole body. A body that streams (``body_follows``) is not
+        here: reading this then raises ``RuntimeError`` (rather than give an
+        empty body); use :meth:`stream`."""
         b = self._body
-        return b if b is not _UNSET else self._field("_body")
+        if b is _UNSET:
+            b = self._field("_body")
+        if not b and self._fixed()[4]:
+            raise RuntimeError(
+                "the request body streams (it is larger than the server's whole_body_max): "
+                "read it with request.stream(), taken inside the handler call"
+            )
+        return b
+
+    @property
+    def body_follows(self) -> bool:
+        """Whether the body streams: it is larger than the server's
+        ``whole_body_max`` and had not arrived with the head, so ``body`` is
+        ``b""`` and the body is read with :meth:`stream` as it arrives."""
+        return self._fixed()[4]
+
+    def stream(self) -> BodyReader:
+        """The body as a :class:`BodyReader`, a binary file that fills as the
+        body arrives (``read(n)``, ``read()``, ``readline()``; iteration and
+        ``read1()`` give the chunks as they come).
+
+        When the body streams (``body_follows``), call this inside the handler
+        call, on its thread (later, a ``RuntimeError``: a body not taken by
+        then is discarded), then read from another thread: return a
+        :class:`StreamResponse` whose iterable reads it, or hand it to a
+        thread of your own and answer later. Reads in the handler itself
+        never wait: see :class:`BodyReader`. A body that arrived whole gives
+        a reader over ``body``, usable anywhere. Every call returns the same
+        reader."""
+        try:
+            return self._reader
+        except AttributeError:
+            pass
+        if not self.body_follows:
+            reader = BodyReader(None, self.body)
+        else:
+            with _GATE:
+                if not self._live:
+                    raise RuntimeError(
+                        "the body streams and the handler has returned: take its reader with "
+                        "request.stream() inside the handler call (the library discarded the body)"
+                    )
+            try:
+                reader = reader_for(self._res)
+            except _ffi.WarpcoreError as exc:
+                if exc.code == _ffi.INVALID_STATE:
+                    raise RuntimeError(
+                        "request.stream() of a body that streams must be called inside the handler call, "
+                        f"on its thread ({exc.message})"
+                    ) from None
+                raise
+        self._reader = reader
+        return reader
 
     @property
     def text(self) -> str:

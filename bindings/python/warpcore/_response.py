@@ -35,7 +35,7 @@ from ._ffi import (
     pin,
 )
 
-__all__ = ["Response", "FileResponse", "StreamResponse", "HeadersLike"]
+__all__ = ["Response", "FileResponse", "StreamResponse", "Deferred", "HeadersLike"]
 
 log = logging.getLogger("warpcore")
 
@@ -324,6 +324,26 @@ class FileResponse:
         self._status = _status(value)
 
 
+class Deferred:
+    """An answer made later, off the event loop: ``Deferred(fn, *args)``
+    returned by a handler runs ``fn(*args)`` on a stream thread after the
+    handler returned, and answers with what it returns (a :class:`Response`,
+    :class:`StreamResponse`, :class:`FileResponse`, bytes or str); an
+    exception becomes a 500. For work that waits, such as reading a body
+    that streams (``Request.stream()``, taken in the handler) before
+    answering: there reads wait for the bytes, and a body over
+    ``max_body_size`` is still answered 413 by the library, since the
+    answer has not begun."""
+
+    __slots__ = ("fn", "args")
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        if not callable(fn):
+            raise TypeError("Deferred wants a callable")
+        self.fn = fn
+        self.args = args
+
+
 TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
 _ERROR_500 = Response(500, TEXT_PLAIN, b"Internal Server Error\n")
 _ERROR_404 = Response(404, TEXT_PLAIN, b"Not Found\n")
@@ -458,6 +478,8 @@ class Responder:
             return
         if isinstance(result, StreamResponse):
             self._stream(res, result, on_worker)
+        elif isinstance(result, Deferred):
+            self._submit(self._deferred, res, result)
         elif isinstance(result, FileResponse):
             self._file(res, result, on_worker)
         elif isinstance(result, Response):
@@ -486,6 +508,22 @@ class Responder:
 
     def forget(self) -> None:
         self._threads.forget()
+
+    def _deferred(self, res: int, d: Deferred) -> None:
+        """On a stream thread: runs a Deferred and answers with its result."""
+        try:
+            result = d.fn(*d.args)
+            if isinstance(result, Deferred):
+                raise TypeError("a Deferred's function returned another Deferred")
+            self.answer(res, result, False)
+        except _ffi.ClientClosedError as exc:
+            # A body read failed: the client left or stalled, or the body
+            # passed max_body_size (the library answered 413): not a bug.
+            log.info("a deferred answer gave up: %s", exc)
+            self.fail(res)
+        except BaseException as exc:  # noqa: B902 - a stream thread must live on
+            log.error("a deferred answer failed", exc_info=(type(exc), exc, exc.__traceback__))
+            self.fail(res)
 
     # -- streams ------------------------------------------------------------------
 

@@ -26,7 +26,12 @@ from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, 
 from ._request import _LINES, _MEM, _SHORT, _UNSET, Request, _method_target_path, _read_method_path
 from ._response import _PREPARED_MIN, Responder, Response
 
-__all__ = ["Server", "Handler"]
+__all__ = ["Server", "Handler", "NO_LIMIT"]
+
+#: ``max_body_size=NO_LIMIT``: bodies of any size (the C API's ``UINT64_MAX``).
+NO_LIMIT = 2**64 - 1
+#: The largest ``whole_body_max`` the library takes.
+WHOLE_BODY_MOST = 64 << 20
 
 log = logging.getLogger("warpcore")
 
@@ -84,8 +89,9 @@ if hasattr(os, "register_at_fork"):
 class Server:
     """An HTTP/1.1 server calling ``handler(request)`` for each request.
 
-    ``handler`` returns a :class:`Response`, :class:`FileResponse` or
-    :class:`StreamResponse`. An exception becomes a 500 and is logged through
+    ``handler`` returns a :class:`Response`, :class:`FileResponse`,
+    :class:`StreamResponse`, or :class:`Deferred` (answered later from a
+    stream thread). An exception becomes a 500 and is logged through
     the ``warpcore`` logger; the server goes on.
 
     ``workers`` event loops run on as many Python threads (0: one per core).
@@ -103,6 +109,15 @@ class Server:
     whole microseconds, 0 = off; the library's default is 50 µs; see
     ``warpcore_config_set_coalesce_wait``).
 
+    Request bodies: ``max_body_size`` is the largest accepted (the library's
+    default is 1 MiB; :data:`NO_LIMIT` or ``math.inf`` for none); a larger
+    one is answered 413. Bodies up to ``whole_body_max`` (at most 64 MiB;
+    by default ``max_body_size`` up to that, so that bodies within the limit
+    arrive whole as they always did) arrive whole in ``Request.body``; a
+    larger one that had not arrived with its head streams
+    (``Request.body_follows``): read it with ``Request.stream()``, whatever
+    its size, in bounded memory (``Request.body`` then raises).
+
     Use as a context manager (``with Server(h, port=0) as s: s.port``) or call
     :meth:`start` and :meth:`shutdown`.
     """
@@ -118,6 +133,7 @@ class Server:
         server_name: Optional[str] = None,
         share_port: bool = False,
         max_body_size: Optional[int] = None,
+        whole_body_max: Optional[int] = None,
         max_head_size: Optional[int] = None,
         max_header_count: Optional[int] = None,
         stream_high_water: Optional[int] = None,
@@ -138,6 +154,7 @@ class Server:
         self._settings: Dict[str, Any] = {
             "server_name": server_name,
             "max_body_size": max_body_size,
+            "whole_body_max": whole_body_max,
             "max_head_size": max_head_size,
             "max_header_count": max_header_count,
             "stream_high_water": stream_high_water,
@@ -212,6 +229,7 @@ class Server:
                 request = new(Request)
                 request.method, request.path = (line is not None and lines.get(line)) or read_method_path(line, mp, ml, pp, pl)
                 request._a = req
+                request._res = res
                 request._live = True
                 request._target = request._query = request._headers = unset
                 request._body = request._peer = request._tail = unset
@@ -309,10 +327,18 @@ class Server:
             if s["server_name"] is not None:
                 n = s["server_name"].encode("latin-1")
                 check(F.config_set_server_name(cfg, n, len(n)), "warpcore_config_set_server_name")
+            sizes = dict((key, s[key]) for key in _SIZE_BITS)
+            if sizes["max_body_size"] == math.inf:
+                sizes["max_body_size"] = NO_LIMIT
+            if sizes["whole_body_max"] is None and sizes["max_body_size"] is not None:
+                # A program that only raised the limit keeps its bodies whole
+                # in Request.body, as before bodies could stream, up to the
+                # library's most (64 MiB); larger ones stream.
+                sizes["whole_body_max"] = min(_c_unsigned("max_body_size", sizes["max_body_size"], 64), WHOLE_BODY_MOST)
             for key, bits in _SIZE_BITS.items():
-                if s[key] is not None:
+                if sizes[key] is not None:
                     setter = getattr(F, "config_set_" + key)
-                    check(setter(cfg, _c_unsigned(key, s[key], bits)), "warpcore_config_set_" + key)
+                    check(setter(cfg, _c_unsigned(key, sizes[key], bits)), "warpcore_config_set_" + key)
             if s["coalesce_wait"] is not None:
                 us = _whole_units("coalesce_wait", s["coalesce_wait"], 1_000_000, 32)
                 check(F.config_set_coalesce_wait(cfg, us), "warpcore_config_set_coalesce_wait")
@@ -474,7 +500,7 @@ class Server:
     def reload(self, handler: Optional[Handler] = None, **settings: Any) -> None:
         """Applies new settings to requests read from now on, atomically, with
         no connection dropped: ``handler``, and any of the constructor's engine
-        settings (``server_name``, ``max_body_size``, ``max_head_size``,
+        settings (``server_name``, ``max_body_size``, ``whole_body_max``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
         ``coalesce_wait``, ``timeouts``, ``access_log``, ``file_cache``,
         ``static_dotfiles``) and ``static`` (the whole
@@ -586,6 +612,7 @@ def _static_mounts(static: Optional[Mapping[str, Union[str, "os.PathLike[str]"]]
 #: The integer settings and the width of their C parameter.
 _SIZE_BITS = {
     "max_body_size": 64,
+    "whole_body_max": 64,
     "max_head_size": 32,
     "max_header_count": 32,
     "stream_high_water": 64,

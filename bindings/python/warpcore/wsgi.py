@@ -7,6 +7,13 @@ or, gunicorn-like::
 
     python -m warpcore.wsgi myproject.app:app --bind 127.0.0.1:8000 --threads 8 --processes 2
 
+Request bodies: no size limit by default (``--max-body-size 100M`` sets one;
+larger bodies get 413). A body up to 1 MiB arrives whole and ``wsgi.input``
+is a ``BytesIO``; a larger one streams: ``wsgi.input`` reads it from the
+connection as the application asks (``read(n)``, ``read()``, ``readline()``,
+``readlines()``, iteration), through a 64 KiB window, so an upload of any
+size takes bounded memory unless the application itself keeps it.
+
 Each request is read on a worker thread (the event loop, on a Python thread),
 turned into an environ, and handed to a pool of ``threads`` application
 threads; the application answers through the library's deferred and streaming
@@ -38,10 +45,24 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _ffi
-from ._ffi import CLOSED, LENGTH_MISMATCH, RAW, RELEASE, F, error_for, guarded, header_array, pin, warpcore_handler_cb
+from ._body import CHUNK, _RawBody, raw_for
+from ._ffi import (
+    ALREADY_ANSWERED,
+    CLOSED,
+    LENGTH_MISMATCH,
+    RAW,
+    RELEASE,
+    ClientClosedError,
+    F,
+    error_for,
+    guarded,
+    header_array,
+    pin,
+    warpcore_handler_cb,
+)
 from ._request import _MEM, _SHORT, _pair, _unpack_view, read_headers
 from ._response import FILE_CHUNK, ZERO_COPY_MIN, pump
-from ._server import _ASYNC_SIGNALS, Server
+from ._server import _ASYNC_SIGNALS, NO_LIMIT, Server
 
 __all__ = ["serve", "WSGIServer", "FileWrapper", "main"]
 
@@ -136,10 +157,11 @@ def _status_code(status: Any) -> int:
 class _Call:
     """One request's application call: start_response state and the handle."""
 
-    __slots__ = ("res", "inline", "status", "code", "headers", "started", "done", "length")
+    __slots__ = ("res", "inline", "status", "code", "headers", "started", "done", "length", "body")
 
-    def __init__(self, res: Any, inline: bool = False) -> None:
+    def __init__(self, res: Any, inline: bool = False, body: Optional[_RawBody] = None) -> None:
         self.res = res
+        self.body = body  # the streamed body behind wsgi.input, released at the end
         self.inline = inline
         self.status: Optional[str] = None
         self.code = 0
@@ -305,18 +327,24 @@ def run_app(
     res: Any,
     inline: bool = False,
     offload: Optional[Callable[..., Any]] = None,
+    body: Optional[_RawBody] = None,
 ) -> None:
     """Runs ``app`` for one request and answers handle ``res``. Never raises.
 
     ``inline``: we are on the worker thread, inside the handler call. There a
     write never blocks, so a body the application produces bit by bit (a
     generator, a file) would pile up in memory: with ``offload`` (a submit
-    function) it is drained on another thread, with backpressure."""
-    call = _Call(res, inline)
+    function) it is drained on another thread, with backpressure.
+
+    ``body``: the streamed request body behind ``wsgi.input``, released once
+    the response is sent (the application may read it until then, from its
+    result's iterator too)."""
+    call = _Call(res, inline, body)
     try:
         result = app(environ, call.start_response)
     except BaseException as exc:  # noqa: B902 - an app error must not kill the thread
         _app_failed(call, environ, exc)
+        _release_body(call)
         return
     if type(result) is list and len(result) == 1 and type(result[0]) is bytes and call.status is not None and not call.started:
         # The common case, a body in one piece: nothing to iterate or close.
@@ -324,6 +352,8 @@ def run_app(
             _respond_whole(call, result[0])
         except BaseException as exc:  # noqa: B902 - an app error must not kill the thread
             _app_failed(call, environ, exc)
+        if body is not None:
+            _release_body(call)
         return
     if offload is not None and type(result) is not list and type(result) is not tuple:
         call.inline = False
@@ -383,23 +413,38 @@ def _send_result(call: _Call, environ: Dict[str, Any], result: Any) -> None:
                 close()
             except Exception:
                 log.exception("close() of the application's iterable failed")
+        if call.body is not None:
+            _release_body(call)
+
+
+def _release_body(call: _Call) -> None:
+    """Releases the streamed body behind ``wsgi.input`` (the library discards
+    what the application did not read)."""
+    body, call.body = call.body, None
+    if body is not None:
+        body.close()
 
 
 def _app_failed(call: _Call, environ: Dict[str, Any], exc: BaseException) -> None:
     """Logs an application error; answers 500 if nothing was sent yet."""
-    log.error(
-        "application error on %s %s",
-        environ.get("REQUEST_METHOD"),
-        environ.get("RAW_URI"),
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
+    if isinstance(exc, ClientClosedError):
+        # Reading wsgi.input failed: the client left or stalled, or the body
+        # passed max_body_size (answered 413 by the library): not a bug.
+        log.info("%s %s: %s", environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), exc)
+    else:
+        log.error(
+            "application error on %s %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("RAW_URI"),
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
     if call.done:
         return
     call.done = True
     if not call.started:
         h = header_array(_ERROR_HEADERS)
         rc = _respond(call.res, 500, h.address, h.count, _ERROR_BODY, len(_ERROR_BODY))
-        if rc and rc != CLOSED:
+        if rc and rc != CLOSED and rc != ALREADY_ANSWERED:
             log.error("cannot answer 500: %s", error_for(rc, "warpcore_respond"))
     else:
         # Mid-stream (PEP 3333: abort the connection): what was written goes
@@ -446,7 +491,13 @@ def _head_environ(
 class WSGIServer(Server):
     """A WSGI application on libwarpcore. ``threads`` application threads
     (0: run the application on the worker threads), ``workers`` event loops.
-    Start/stop like :class:`warpcore.Server`."""
+    Start/stop like :class:`warpcore.Server`, with its settings, except that
+    ``max_body_size`` defaults to :data:`~warpcore.NO_LIMIT` (as gunicorn and
+    Werkzeug have no limit, and Flask's ``MAX_CONTENT_LENGTH`` is unset by
+    default): bodies over ``whole_body_max`` (default 1 MiB) stream through
+    ``wsgi.input``, so their size does not decide memory use. An application
+    whose body streams runs on an application thread (with ``threads=0``,
+    on a stream thread), where ``wsgi.input`` reads wait for the bytes."""
 
     def __init__(
         self,
@@ -460,6 +511,9 @@ class WSGIServer(Server):
         script_name: str = "",
         **settings: Any,
     ) -> None:
+        settings.setdefault("max_body_size", NO_LIMIT)
+        # wsgi.input reads whole and streamed bodies alike: stream past 1 MiB.
+        settings.setdefault("whole_body_max", 1 << 20)
         super().__init__(lambda request: None, host, port, workers, **settings)
         if threads < 0:
             raise ValueError("threads must be >= 0")
@@ -501,6 +555,7 @@ class WSGIServer(Server):
         inline = self.threads == 0
         offload = self._responder._submit
         BytesIO = io.BytesIO
+        BufferedReader = io.BufferedReader
         short = _SHORT
         mem = _MEM
 
@@ -538,19 +593,33 @@ class WSGIServer(Server):
                 p, n = v[12], v[13]
                 environ["REMOTE_ADDR"] = short[n](mem, p)[0].decode("ascii") if n < 64 else ""
                 environ["REMOTE_PORT"] = str(v[14])
-                body = _MEM[v[10] : v[10] + v[11]].tobytes() if v[11] else b""
-                if body or "CONTENT_LENGTH" in environ:
-                    environ["CONTENT_LENGTH"] = str(len(body))
-                environ["wsgi.input"] = BytesIO(body)
+                if v[18]:
+                    # The body streams (larger than whole_body_max): wsgi.input
+                    # reads it as it arrives; CONTENT_LENGTH is the header's
+                    # (none for a chunked body: wsgi.input_terminated).
+                    streamed = raw_for(res)
+                    environ["wsgi.input"] = BufferedReader(streamed, CHUNK)
+                else:
+                    streamed = None
+                    body = _MEM[v[10] : v[10] + v[11]].tobytes() if v[11] else b""
+                    if body or "CONTENT_LENGTH" in environ:
+                        environ["CONTENT_LENGTH"] = str(len(body))
+                    environ["wsgi.input"] = BytesIO(body)
             except BaseException:
                 log.exception("cannot read a request")
                 h = header_array(_ERROR_HEADERS)
                 _respond(res, 500, h.address, h.count, _ERROR_BODY, len(_ERROR_BODY))
                 return
-            if inline:
+            if streamed is not None:
+                # Reads of wsgi.input wait for the body: never on this thread.
+                if inline:
+                    offload(run_app, app_holder.app, environ, res, False, None, streamed)
+                else:
+                    put((environ, res, streamed))
+            elif inline:
                 run_app(app_holder.app, environ, res, True, offload)
             else:
-                put((environ, res))
+                put((environ, res, None))
 
         return warpcore_handler_cb(on_request)
 
@@ -560,7 +629,7 @@ class WSGIServer(Server):
             item = get()
             if item is None:
                 return
-            run_app(self.app, item[0], item[1])
+            run_app(self.app, item[0], item[1], False, None, item[2])
 
     def start(self) -> "WSGIServer":
         if self.threads:
@@ -811,6 +880,29 @@ def _parse_bind(bind: str) -> Tuple[str, int]:
     return host, int(port)
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _parse_size(text: str) -> int:
+    """``--max-body-size``: ``none`` (no limit), or bytes with an optional
+    K/M/G/T suffix (``100M``, ``1.5G``; ``KiB``/``MB`` spellings too)."""
+    t = text.strip().upper()
+    if t in ("NONE", "UNLIMITED", "INF"):
+        return NO_LIMIT
+    for suffix in ("IB", "B"):
+        if t.endswith(suffix) and len(t) > len(suffix) and t[-len(suffix) - 1] in "KMGT":
+            t = t[: -len(suffix)]
+            break
+    unit = t[-1:] if t[-1:] in "KMGT" else ""
+    try:
+        n = float(t[: len(t) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-body-size wants bytes (100M, 1G) or 'none', not {text!r}") from None
+    if not 0 <= n < float(NO_LIMIT) or int(n * _SIZE_UNITS[unit]) >= NO_LIMIT:  # nan fails too
+        raise argparse.ArgumentTypeError(f"--max-body-size {text!r} is out of range")
+    return int(n * _SIZE_UNITS[unit])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m warpcore.wsgi", description="Serve a WSGI application with libwarpcore."
@@ -821,6 +913,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--processes", "-w", type=int, default=1, help="server processes sharing the port")
     parser.add_argument("--workers", type=int, default=1, help="event loops per process")
     parser.add_argument("--graceful-timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument(
+        "--max-body-size",
+        type=_parse_size,
+        default=NO_LIMIT,
+        metavar="BYTES",
+        help="largest request body accepted, larger ones get 413: bytes, with an optional K, M, G or T "
+        "suffix (powers of 1024), or 'none' (the default: no limit, like gunicorn; bodies over 1 MiB "
+        "stream through wsgi.input, so memory stays bounded whatever the size)",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
@@ -839,6 +940,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             processes=args.processes,
             workers=args.workers,
             grace=args.graceful_timeout,
+            max_body_size=args.max_body_size,
         )
     except (_ffi.WarpcoreError, ValueError, OSError) as exc:
         print(f"warpcore.wsgi: {exc}", file=sys.stderr)

@@ -42,6 +42,11 @@ module Network.WarpCore
     -- * Requests
   , Request (..)
   , requestHeader
+    -- * Request bodies that stream
+  , BodyReader
+  , readChunk
+  , readChunkUpTo
+  , discardBody
     -- * Responses
   , Responder
   , ResponderState (..)
@@ -63,6 +68,7 @@ module Network.WarpCore
   , version
   ) where
 
+import Network.WarpCore.Body
 import Network.WarpCore.Error
 import Network.WarpCore.Request
 import Network.WarpCore.Response

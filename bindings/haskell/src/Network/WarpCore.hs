@@ -47,6 +47,7 @@ module Network.WarpCore
   , readChunk
   , readChunkUpTo
   , discardBody
+  , chunkSize
     -- * Responses
   , Responder
   , ResponderState (..)

@@ -16,6 +16,8 @@ import qualified Data.ByteString.Char8 as B8
 import Data.IORef
 import qualified Network.HTTP.Types as H
 import Network.Wai
+import Network.Socket (close)
+import qualified Network.Socket.ByteString as NSB
 import Network.Wai.Handler.WarpCore
 import System.IO (hPutStrLn, stderr)
 import System.Timeout (timeout)
@@ -153,6 +155,24 @@ spec = describe "request bodies that stream (issue 20)" $ do
         _ <- forkIO (void (try (mapM_ (sendBytes c . frame) (pieces 65536 (2 * 1024 * 1024))) :: IO (Either SomeException ())))
         (status, _) <- readHead c
         status `shouldBe` 413
+
+  describe "Expect: 100-continue" $ do
+    it "a client is not told to send a body the application answers without reading" $ bounded $ do
+      seen <- newSeen
+      withApplicationSettings defaultSettings (pure (echoApp seen)) $ \port ->
+        bracket (rawConnect port) close $ \s -> do
+          NSB.sendAll s "POST /ignore HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 10485760\r\n\r\n"
+          -- The answer, then the connection's end; no 100 Continue.
+          reply <- readUntilClosed s
+          B.take 15 reply `shouldBe` "HTTP/1.1 200 OK"
+          B8.unpack reply `shouldEndWith` "ignored"
+    it "a client is told to send its body when the application reads it (here after starting its answer)" $ bounded $ do
+      seen <- newSeen
+      withApplicationSettings defaultSettings (pure (echoApp seen)) $ \port ->
+        bracket (rawConnect port) close $ \s -> do
+          NSB.sendAll s "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2097152\r\n\r\n"
+          interim <- readResponseHead s
+          B.take 21 interim `shouldBe` "HTTP/1.1 100 Continue"
 
   describe "setMaximumBodyFlush: a 1 MiB body the application did not read" $ do
     let ignored flush = do

@@ -47,6 +47,8 @@ module Network.WarpCore
   , readChunk
   , readChunkUpTo
   , discardBody
+  , releaseBody
+  , bodyAsked
   , chunkSize
     -- * Responses
   , Responder

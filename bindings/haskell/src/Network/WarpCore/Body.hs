@@ -29,6 +29,8 @@ module Network.WarpCore.Body
   , readChunk
   , readChunkUpTo
   , discardBody
+  , releaseBody
+  , bodyAsked
   , chunkSize
     -- * For the binding
   , newBodyReader
@@ -158,6 +160,23 @@ readRaw r buf n = withMVar (readerPtr r) $ \p -> do
           when (got == 0) $ writeIORef (readerEnded r) True
           pure got
 
+-- | Lets go of the body now: what is left is discarded by the library (up
+-- to 256 KiB, past which the connection closes after the answer), and
+-- later reads throw. Called before an answer by a handler that never read,
+-- it refuses the body of a client waiting for @100 Continue@: the client is
+-- never told to send it and the connection closes after the answer. (A
+-- reader still held when the answer begins makes the library send the
+-- @100 Continue@ first, so that a handler may answer, or start a stream,
+-- and then read.) Harmless to repeat.
+releaseBody :: BodyReader -> IO ()
+releaseBody r = mask_ $ modifyMVar_ (readerPtr r) $ \p -> do
+  when (p /= nullPtr) (Raw.c_warpcore_body_free p)
+  pure nullPtr
+
+-- | Whether a read was asked for (then a @100 Continue@ owed was sent).
+bodyAsked :: BodyReader -> IO Bool
+bodyAsked = readIORef . readerStarted
+
 -- | What the binding does once the handler has returned (and its answer is
 -- finished): reads and drops what the handler left of the body, as @flush@
 -- says, then releases the reader, and the library discards up to
@@ -167,18 +186,18 @@ readRaw r buf n = withMVar (readerPtr r) $ \p -> do
 -- is at most that), so that a connection is reused when about @max n
 -- 'engineBodyFlush'@ bytes or fewer were left unread. Nothing is read when
 -- the handler never asked for the body and the client waits for
--- @100 Continue@ (@expects100@): the library then closes the connection after
--- the answer, and the client never sends the body. Errors are ignored.
+-- @100 Continue@ (@expects100@): the client was told to send it only if the
+-- answer began while the reader was held (see 'releaseBody'). Errors are
+-- ignored.
 finishBody :: Maybe Int -> Bool -> BodyReader -> IO ()
 finishBody flush expects100 r = do
+  released <- (== nullPtr) <$> readMVar (readerPtr r)
   started <- readIORef (readerStarted r)
   ended <- readIORef (readerEnded r)
-  when (not ended && (started || not expects100)) $ do
+  when (not released && not ended && (started || not expects100)) $ do
     let own = fmap (\n -> n - engineBodyFlush) flush
     when (maybe True (> 0) own) $
       void' (try (discardBody r own) :: IO (Either SomeException Bool))
-  mask_ $ modifyMVar_ (readerPtr r) $ \p -> do
-    when (p /= nullPtr) (Raw.c_warpcore_body_free p)
-    pure nullPtr
+  releaseBody r
   where
     void' act = act >> pure ()

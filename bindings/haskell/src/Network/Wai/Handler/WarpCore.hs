@@ -427,14 +427,26 @@ listenAddress h p = case h of
 waiHandler :: Settings -> Application -> WC.Handler
 waiHandler s app creq res = do
   req <- toWaiRequest creq
-  outcome <- try (app req (sendResponse s req res))
+  outcome <- try (app req (sendResponse s req refuse res))
   case outcome of
     Right ResponseReceived -> pure ()
     Left (e :: SomeException) -> do
       settingsOnException s (Just req) e `catch` \(_ :: SomeException) -> pure ()
       st <- WC.responderState res
       when (st == WC.Fresh) $
-        void (try (sendResponse s req res (settingsOnExceptionResponse s e)) :: IO (Either SomeException ResponseReceived))
+        void (try (sendResponse s req refuse res (settingsOnExceptionResponse s e)) :: IO (Either SomeException ResponseReceived))
+  where
+    -- Before a complete answer (not a stream, whose body function may read
+    -- yet) to a client waiting for 100 Continue of a body the application
+    -- never asked for: let the body go, so that the client is not told to
+    -- send it (the connection closes after the answer instead).
+    refuse = case WC.requestBodyReader creq of
+      Just reader | expects100 -> do
+        asked <- WC.bodyAsked reader
+        when (not asked) (WC.releaseBody reader)
+      _ -> pure ()
+    expects100 = maybe False ((== "100-continue") . B8.map toLowerAscii) (WC.requestHeader "expect" creq)
+    toLowerAscii c = if c >= 'A' && c <= 'Z' then toEnum (fromEnum c + 32) else c
 
 -- | A WAI request from the library's copy of one. A body that streams is
 -- read chunk by chunk by 'getRequestBodyChunk'; a whole one is handed out
@@ -508,8 +520,11 @@ peerAddress ip port = case map B8.readInt (B8.split '.' ip) of
       _ -> SockAddrInet (fromIntegral port) 0
 {-# NOINLINE peerAddress #-}
 
-sendResponse :: Settings -> Request -> WC.Responder -> Response -> IO ResponseReceived
-sendResponse s req res rsp = do
+sendResponse :: Settings -> Request -> IO () -> WC.Responder -> Response -> IO ResponseReceived
+sendResponse s req refuse res rsp = do
+  case rsp of
+    ResponseStream {} -> pure ()
+    _ -> refuse
   (st, len) <- send rsp
   settingsLogger s req st len `catch` \(_ :: SomeException) -> pure ()
   pure ResponseReceived

@@ -16,6 +16,7 @@ packages=(
   libghc-hspec-dev             # tests
   libghc-http-client-dev
   libghc-async-dev
+  libghc-cryptonite-dev        # SHA-256 of the streamed uploads in the tests
   libghc-scotty-dev            # the Scotty example and its test
 )
 

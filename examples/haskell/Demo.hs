@@ -2,7 +2,10 @@
 -- | The demo server of DESIGN.md as a WAI application on libwarpcore:
 --
 -- * @GET /@ → @200 Hello, World!@ (text/plain)
--- * @POST /echo@ → @200@ with the request body
+-- * @POST /echo@ → @200@ with the request body as it arrives (any size: a
+--   body over 64 KiB streams, 'getRequestBodyChunk' chunk by chunk, each
+--   chunk written back at once, with the request's @Content-Length@ when it
+--   had one, else chunked)
 -- * @PREFIX/...@ → files under @DIR@ (@--static PREFIX=DIR@, repeatable),
 --   served by the library's static mounts (the application never sees them)
 --
@@ -17,10 +20,10 @@
 module Main (main) where
 
 import Control.Concurrent (setNumCapabilities)
-import Control.Monad (when)
+import Control.Monad (unless, when)
 import qualified Data.ByteString as B
+import qualified Data.ByteString.Builder as BB
 import qualified Data.ByteString.Char8 as B8
-import qualified Data.ByteString.Lazy.Char8 as L
 import Data.List (isPrefixOf)
 import Data.String (fromString)
 import Network.HTTP.Types
@@ -74,6 +77,8 @@ main = do
           . setPort (optPort opts)
           . (if optWorkers opts > 0 then setWorkers (optWorkers opts) else id)
           . setDispatch (optDispatch opts)
+          -- Uploads of any size (Warp has no limit either), streamed past 64 KiB.
+          . setWholeBodyMax (64 * 1024)
           . setSchedBatch (optSchedBatch opts)
           . foldr (\(prefix, dir) k -> setStaticMount (B8.pack prefix) dir . k) id (optStatic opts)
           . setGracefulShutdownTimeout (Just 5)
@@ -93,9 +98,7 @@ app req respond = case (requestMethod req, rawPathInfo req) of
     | m == methodGet || m == methodHead -> respond hello
     | otherwise -> respond (notAllowed "GET, HEAD")
   (m, "/echo")
-    | m == methodPost -> do
-        body <- readBody req
-        respond (responseLBS status200 [(hContentType, "application/octet-stream")] (L.fromChunks body))
+    | m == methodPost -> respond (echo req)
     | otherwise -> respond (notAllowed "POST")
   _ -> respond notFound
 
@@ -108,7 +111,16 @@ notFound = responseLBS status404 [(hContentType, "text/plain")] "Not Found\n"
 notAllowed :: B.ByteString -> Response
 notAllowed allow = responseLBS status405 [(hContentType, "text/plain"), ("Allow", allow)] "Method Not Allowed\n"
 
-readBody :: Request -> IO [B.ByteString]
-readBody req = do
-  chunk <- getRequestBodyChunk req
-  if B.null chunk then pure [] else (chunk :) <$> readBody req
+-- | The request body back as it arrives: each chunk read is written and
+-- flushed before the next is read (the write waits while the client does
+-- not read, and the library stops reading the upload meanwhile).
+echo :: Request -> Response
+echo req = responseStream status200 headers $ \write flush ->
+  let loop = do
+        chunk <- getRequestBodyChunk req
+        unless (B.null chunk) $ write (BB.byteString chunk) >> flush >> loop
+   in loop
+  where
+    headers = (hContentType, "application/octet-stream") : case requestBodyLength req of
+      KnownLength n -> [(hContentLength, B8.pack (show n))]
+      ChunkedBody -> []

@@ -67,7 +67,8 @@ withView k =
           { Raw.viewMethod = str 0 3, Raw.viewTarget = str 3 1, Raw.viewPath = str 3 1
           , Raw.viewQuery = Raw.Str nullPtr 0, Raw.viewHeaders = hp, Raw.viewHeaderCount = 1
           , Raw.viewBody = Raw.Str nullPtr 0, Raw.viewPeerIp = str 4 9, Raw.viewPeerPort = 40000
-          , Raw.viewVersionMajor = 1, Raw.viewVersionMinor = 1, Raw.viewWorkerIndex = 0 }
+          , Raw.viewVersionMajor = 1, Raw.viewVersionMinor = 1, Raw.viewWorkerIndex = 0
+          , Raw.viewBodyFollows = False }
         k vp
 
 main :: IO ()

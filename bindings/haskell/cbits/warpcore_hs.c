@@ -245,6 +245,7 @@ void warpcore_hs_dispatch_free(warpcore_hs_dispatch *d) {
         while (item) {
             warpcore_hs_item *next = item->next;
             refuse(item->response);
+            warpcore_body_free(item->body);
             free(item);
             item = next;
         }
@@ -307,6 +308,12 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
     uint8_t *data = (uint8_t *)(headers + n);
     item->next = NULL;
     item->response = response;
+    item->body = NULL;
+    /* A body that streams is read by the request's Haskell thread, after this
+     * call: its reader can only be taken now. Not taken (it failed), the
+     * Haskell side finds none and the engine discards the body. */
+    if (req->body_follows && warpcore_response_body(response, &item->body) != WARPCORE_RESULT_OK)
+        item->body = NULL;
     item->data = data;
     item->data_len = data_len;
 
@@ -330,6 +337,7 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
     if (q->closed) {
         pthread_mutex_unlock(&q->lock);
         gate_leave();
+        warpcore_body_free(item->body);
         free(item);
         refuse(response);
         return;

@@ -20,10 +20,15 @@
 /* One queued request. `request` and everything it points to live inside the
  * item (the header array, then `data_len` bytes of strings at `data`). Owned
  * by whoever took it from the queue; released with warpcore_hs_item_free. The
- * response handle is the caller's to answer (it is deferred). */
+ * response handle is the caller's to answer (it is deferred). When the body
+ * streams (`request.body_follows`), `body` is its reader, taken by the
+ * handler inside the handler call (the only place warpcore_response_body may
+ * be called); it is the taker's to read and to free (warpcore_body_free),
+ * and NULL when the body arrived whole or the reader could not be taken. */
 typedef struct warpcore_hs_item {
     struct warpcore_hs_item *next;
     warpcore_response *response;
+    warpcore_body *body;
     const uint8_t *data;
     size_t data_len;
     warpcore_request request;
@@ -70,7 +75,7 @@ int warpcore_hs_dispatch_take(warpcore_hs_dispatch *dispatch, uint32_t index,
 void warpcore_hs_handler(void *userdata, const warpcore_request *request,
                          warpcore_response *response);
 
-/* Frees one item (not its response). NULL is ignored. */
+/* Frees one item (not its response, nor its body reader). NULL is ignored. */
 void warpcore_hs_item_free(warpcore_hs_item *item);
 
 /* warpcore_release_cb that frees the StablePtr given as userdata (keeps a
@@ -155,6 +160,7 @@ void warpcore_hs_sched_batch_release(void);
     X(config_set_handler, (struct warpcore_config *c, warpcore_handler_cb f, void *u), (c, f, u))  \
     X(config_set_server_name, (struct warpcore_config *c, const uint8_t *p, size_t n), (c, p, n))  \
     X(config_set_max_body_size, (struct warpcore_config *c, uint64_t v), (c, v))                   \
+    X(config_set_whole_body_max, (struct warpcore_config *c, uint64_t v), (c, v))                  \
     X(config_set_max_head_size, (struct warpcore_config *c, uint32_t v), (c, v))                   \
     X(config_set_max_request_line, (struct warpcore_config *c, uint32_t v), (c, v))               \
     X(config_set_max_header_count, (struct warpcore_config *c, uint32_t v), (c, v))               \
@@ -195,6 +201,8 @@ void warpcore_hs_sched_batch_release(void);
       (r, p, n, f, u))                                                                             \
     X(response_end, (warpcore_response *r), (r))                                                   \
     X(response_abort, (warpcore_response *r), (r))                                                 \
+    X(response_body, (warpcore_response *r, warpcore_body **out), (r, out))                        \
+    X(body_read, (warpcore_body *b, uint8_t *p, size_t n, size_t *len), (b, p, n, len))            \
     X(server_start, (const struct warpcore_config *c, struct warpcore_server **out), (c, out))     \
     X(server_run_worker, (const struct warpcore_server *s, uint32_t i), (s, i))                    \
     X(server_shutdown, (const struct warpcore_server *s, uint32_t ms), (s, ms))                    \

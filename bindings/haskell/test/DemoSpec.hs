@@ -3,6 +3,10 @@
 -- the demo of DESIGN.md, its flags, and a clean exit on SIGTERM.
 module DemoSpec (spec) where
 
+import Text.Printf (printf)
+import System.IO (hPutStrLn, stderr)
+import Upload (Echo (..), uploadEcho)
+
 import Control.Exception (bracket)
 import qualified Data.ByteString.Lazy as L
 import Data.List (isPrefixOf)
@@ -24,8 +28,31 @@ demoPath = do
   exists <- doesFileExist path
   if exists then pure path else fail ("the demo is not built at " ++ path ++ " (make haskell)")
 
+-- | Runs the demo (2 workers) on a free port for the duration of an action.
+withDemo :: [String] -> (Int -> IO a) -> IO a
+withDemo extra act = do
+  demo <- demoPath
+  let args = ["--host", "127.0.0.1", "--port", "0", "--workers", "2"] ++ extra
+      create = createProcess (proc demo args) {std_out = CreatePipe}
+      cleanup (_, _, _, ph) = terminateProcess ph >> waitForProcess ph
+  bracket create cleanup $ \(_, Just out, _, _) -> do
+    line <- hGetLine out
+    line `shouldSatisfy` ("listening on 127.0.0.1:" `isPrefixOf`)
+    act (read (drop (length ("listening on 127.0.0.1:" :: String)) line))
+
 spec :: Spec
-spec = describe "examples/haskell/Demo.hs" $
+spec = describe "examples/haskell/Demo.hs" $ do
+  it "echoes a 1 GiB upload through POST /echo as it arrives, SHA-256 checked" $ boundedFor 600 $
+    withDemo [] $ \port -> do
+      let total = 1024 * 1024 * 1024
+      e <- uploadEcho port "/echo" False total
+      echoStatus e `shouldBe` 200
+      echoLength e `shouldBe` total
+      echoReceived e `shouldBe` echoSent e
+      -- The echo began long before the upload ended (not collected first).
+      echoSentAtFirstByte e `shouldSatisfy` (< 64 * 1024 * 1024)
+      hPutStrLn stderr (printf "      1 GiB through build/demo-hs POST /echo: %.1f s (%.0f MiB/s), first byte back after %d KiB sent" (echoSeconds e) (1024 / echoSeconds e) (echoSentAtFirstByte e `div` 1024))
+
   it "serves GET /, POST /echo and a static mount, and exits 0 on SIGTERM" $ bounded $ do
     demo <- demoPath
     tmp <- getTemporaryDirectory

@@ -4,6 +4,7 @@ module Main (main) where
 import System.Environment (getArgs, lookupEnv)
 import Test.Hspec
 
+import qualified BodySpec
 import Child (runChildScenario)
 import qualified DemoSpec
 import qualified HeaderSpec
@@ -26,5 +27,6 @@ tests = hspec $ do
   RawSpec.spec
   ServerSpec.spec
   WaiSpec.spec
+  BodySpec.spec
   SafetySpec.spec
   DemoSpec.spec

@@ -3,6 +3,7 @@
 -- client for what http-client cannot send, and time bounds.
 module Util
   ( bounded
+  , boundedFor
   , manager
   , get
   , getWith
@@ -39,6 +40,12 @@ bounded :: IO a -> IO a
 bounded act = do
   r <- timeout (60 * 1000000) act
   maybe (throwIO (userError "test took longer than 60 s")) pure r
+
+-- | 'bounded' with another limit, in seconds (for the large uploads).
+boundedFor :: Int -> IO a -> IO a
+boundedFor secs act = do
+  r <- timeout (secs * 1000000) act
+  maybe (throwIO (userError ("test took longer than " ++ show secs ++ " s"))) pure r
 
 manager :: Manager
 manager = unsafePerformIO (C.newManager C.defaultManagerSettings {C.managerResponseTimeout = C.responseTimeoutMicro (30 * 1000000)})

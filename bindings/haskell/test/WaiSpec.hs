@@ -112,6 +112,9 @@ spec = describe "Network.Wai.Handler.WarpCore" $ do
     withApp defaultSettings (testApp fx) $ \port -> do
       let big = L.fromStrict (B.replicate 900000 7)
       (responseBody <$> post port "/echo" big) `shouldReturn` big
+      -- No limit by default, as with Warp: 2 MB streams (past the 1 MiB whole-body maximum).
+      (responseBody <$> post port "/echo" (L.replicate 2000000 1)) `shouldReturn` L.replicate 2000000 1
+    withApp (setMaxBodySize (1024 * 1024) defaultSettings) (testApp fx) $ \port -> do
       (H.statusCode . responseStatus <$> post port "/echo" (L.replicate 2000000 1)) `shouldReturn` 413
       let chunked =
             "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

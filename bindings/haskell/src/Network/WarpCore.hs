@@ -42,6 +42,14 @@ module Network.WarpCore
     -- * Requests
   , Request (..)
   , requestHeader
+    -- * Request bodies that stream
+  , BodyReader
+  , readChunk
+  , readChunkUpTo
+  , discardBody
+  , releaseBody
+  , bodyAsked
+  , chunkSize
     -- * Responses
   , Responder
   , ResponderState (..)
@@ -63,6 +71,7 @@ module Network.WarpCore
   , version
   ) where
 
+import Network.WarpCore.Body
 import Network.WarpCore.Error
 import Network.WarpCore.Request
 import Network.WarpCore.Response

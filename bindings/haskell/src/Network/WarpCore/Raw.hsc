@@ -21,10 +21,12 @@ module Network.WarpCore.Raw
     Config
   , Server
   , Response
+  , Body
     -- * Plain structs
   , Str (..)
   , Header (..)
   , RequestView (..)
+  , peekBodyFollows
   , Stats (..)
   , FileCacheStats (..)
   , ShutdownReport (..)
@@ -44,6 +46,7 @@ module Network.WarpCore.Raw
   , resultInvalidHeader
   , resultPanic
   , resultLengthMismatch
+  , resultWouldBlock
     -- * Timeouts
   , timeoutHeader
   , timeoutIdle
@@ -75,6 +78,7 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_answering_handler
   , c_warpcore_config_set_server_name
   , c_warpcore_config_set_max_body_size
+  , c_warpcore_config_set_whole_body_max
   , c_warpcore_config_set_max_head_size
   , c_warpcore_config_set_max_request_line
   , c_warpcore_config_set_max_header_count
@@ -104,6 +108,10 @@ module Network.WarpCore.Raw
   , c_warpcore_response_write_buffer
   , c_warpcore_response_end
   , c_warpcore_response_abort
+    -- * Request bodies that stream
+  , c_warpcore_response_body
+  , c_warpcore_body_read
+  , c_warpcore_body_free
     -- * Results and version
   , c_warpcore_result_str
   , c_warpcore_last_error_message
@@ -153,6 +161,7 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_config_set_handler
   , c_warpcore_hs_config_set_server_name
   , c_warpcore_hs_config_set_max_body_size
+  , c_warpcore_hs_config_set_whole_body_max
   , c_warpcore_hs_config_set_max_head_size
   , c_warpcore_hs_config_set_max_request_line
   , c_warpcore_hs_config_set_max_header_count
@@ -177,6 +186,8 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_response_write_buffer
   , c_warpcore_hs_response_end
   , c_warpcore_hs_response_abort
+  , c_warpcore_hs_response_body
+  , c_warpcore_hs_body_read
   , c_warpcore_hs_server_start
   , c_warpcore_hs_server_run_worker
   , c_warpcore_hs_server_shutdown
@@ -187,6 +198,7 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_server_reopen_logs
   , itemNext
   , itemResponse
+  , itemBody
   , itemData
   , itemDataLen
   , itemRequest
@@ -211,6 +223,12 @@ data Server
 
 -- | @warpcore_response@: see the lifetime rules in the header.
 data Response
+
+-- | @warpcore_body@: the reader of a request body that streams, made by
+-- 'c_warpcore_response_body' (inside the handler call only), freed by
+-- 'c_warpcore_body_free'; read from any thread, but it waits for bytes only
+-- off the library's worker threads (see the header).
+data Body
 
 -- | @warpcore_prepared@: made by 'c_warpcore_prepared_new', freed by
 -- 'c_warpcore_prepared_free'; immutable, usable from any thread.
@@ -251,6 +269,9 @@ data RequestView = RequestView
   , viewVersionMajor :: !Word8
   , viewVersionMinor :: !Word8
   , viewWorkerIndex :: !Word32
+  , viewBodyFollows :: !Bool
+  -- ^ The body streams: read it through 'c_warpcore_response_body' (added
+  -- in 0.2 at the struct's end).
   }
   deriving (Eq, Show)
 
@@ -271,6 +292,7 @@ instance Storable RequestView where
       <*> #{peek warpcore_request, version_major} p
       <*> #{peek warpcore_request, version_minor} p
       <*> #{peek warpcore_request, worker_index} p
+      <*> ((/= (0 :: CBool)) <$> #{peek warpcore_request, body_follows} p)
   poke p v = do
     #{poke warpcore_request, method} p (viewMethod v)
     #{poke warpcore_request, target} p (viewTarget v)
@@ -284,6 +306,11 @@ instance Storable RequestView where
     #{poke warpcore_request, version_major} p (viewVersionMajor v)
     #{poke warpcore_request, version_minor} p (viewVersionMinor v)
     #{poke warpcore_request, worker_index} p (viewWorkerIndex v)
+    #{poke warpcore_request, body_follows} p (CBool (if viewBodyFollows v then 1 else 0))
+
+-- | The view's @body_follows@ alone (without peeking the whole view).
+peekBodyFollows :: Ptr RequestView -> IO Bool
+peekBodyFollows p = (/= (0 :: CBool)) <$> #{peek warpcore_request, body_follows} p
 
 -- | @warpcore_stats@: a server's counters (@warpcore_server_stats@).
 data Stats = Stats
@@ -373,7 +400,7 @@ type Result = Word32
 resultOk, resultInvalidArgument, resultNullArgument, resultInvalidAddress,
   resultAddressInUse, resultIoError, resultShuttingDown, resultInvalidState,
   resultAlreadyAnswered, resultClosed, resultInvalidStatus, resultInvalidHeader,
-  resultPanic, resultLengthMismatch :: Result
+  resultPanic, resultLengthMismatch, resultWouldBlock :: Result
 resultOk = #{const WARPCORE_RESULT_OK}
 resultInvalidArgument = #{const WARPCORE_RESULT_INVALID_ARGUMENT}
 resultNullArgument = #{const WARPCORE_RESULT_NULL_ARGUMENT}
@@ -388,6 +415,8 @@ resultInvalidStatus = #{const WARPCORE_RESULT_INVALID_STATUS}
 resultInvalidHeader = #{const WARPCORE_RESULT_INVALID_HEADER}
 resultPanic = #{const WARPCORE_RESULT_PANIC}
 resultLengthMismatch = #{const WARPCORE_RESULT_LENGTH_MISMATCH}
+-- | A body read on a worker thread found nothing yet (it never waits there).
+resultWouldBlock = #{const WARPCORE_RESULT_WOULD_BLOCK}
 
 timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite, timeoutAnswer :: Word32
 timeoutHeader = #{const WARPCORE_TIMEOUT_HEADER}
@@ -451,6 +480,8 @@ foreign import ccall unsafe "warpcore_config_set_server_name"
   c_warpcore_config_set_server_name :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
 foreign import ccall unsafe "warpcore_config_set_max_body_size"
   c_warpcore_config_set_max_body_size :: Ptr Config -> Word64 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_whole_body_max"
+  c_warpcore_config_set_whole_body_max :: Ptr Config -> Word64 -> IO Result
 foreign import ccall unsafe "warpcore_config_set_max_head_size"
   c_warpcore_config_set_max_head_size :: Ptr Config -> Word32 -> IO Result
 foreign import ccall unsafe "warpcore_config_set_max_request_line"
@@ -521,6 +552,18 @@ foreign import ccall safe "warpcore_response_end"
   c_warpcore_response_end :: Ptr Response -> IO Result
 foreign import ccall safe "warpcore_response_abort"
   c_warpcore_response_abort :: Ptr Response -> IO Result
+
+-- request bodies that stream -------------------------------------------------
+
+-- unsafe: it only takes the reader, inside the handler call on its thread.
+foreign import ccall unsafe "warpcore_response_body"
+  c_warpcore_response_body :: Ptr Response -> Ptr (Ptr Body) -> IO Result
+-- safe: off the worker threads it waits for bytes from the client.
+foreign import ccall safe "warpcore_body_read"
+  c_warpcore_body_read :: Ptr Body -> Ptr Word8 -> CSize -> Ptr CSize -> IO Result
+-- unsafe: it only lets go of the reader (the worker discards the rest).
+foreign import ccall unsafe "warpcore_body_free"
+  c_warpcore_body_free :: Ptr Body -> IO ()
 
 -- results and version -------------------------------------------------------
 
@@ -641,6 +684,8 @@ foreign import ccall unsafe "warpcore_hs_config_set_server_name"
   c_warpcore_hs_config_set_server_name :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_max_body_size"
   c_warpcore_hs_config_set_max_body_size :: Ptr Config -> Word64 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_whole_body_max"
+  c_warpcore_hs_config_set_whole_body_max :: Ptr Config -> Word64 -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_max_head_size"
   c_warpcore_hs_config_set_max_head_size :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_max_request_line"
@@ -696,6 +741,13 @@ foreign import ccall safe "warpcore_hs_response_end"
 foreign import ccall safe "warpcore_hs_response_abort"
   c_warpcore_hs_response_abort :: Ptr Response -> Ptr CChar -> IO Result
 
+-- unsafe: inside the handler call (a "wrapper" callback on the worker thread).
+foreign import ccall unsafe "warpcore_hs_response_body"
+  c_warpcore_hs_response_body :: Ptr Response -> Ptr (Ptr Body) -> Ptr CChar -> IO Result
+-- safe: it waits for the client's bytes (off the worker threads).
+foreign import ccall safe "warpcore_hs_body_read"
+  c_warpcore_hs_body_read :: Ptr Body -> Ptr Word8 -> CSize -> Ptr CSize -> Ptr CChar -> IO Result
+
 foreign import ccall safe "warpcore_hs_server_start"
   c_warpcore_hs_server_start :: Ptr Config -> Ptr (Ptr Server) -> Ptr CChar -> IO Result
 foreign import ccall safe "warpcore_hs_server_run_worker"
@@ -718,6 +770,9 @@ itemNext = #{peek warpcore_hs_item, next}
 
 itemResponse :: Ptr Item -> IO (Ptr Response)
 itemResponse = #{peek warpcore_hs_item, response}
+
+itemBody :: Ptr Item -> IO (Ptr Body)
+itemBody = #{peek warpcore_hs_item, body}
 
 itemData :: Ptr Item -> IO (Ptr Word8)
 itemData = #{peek warpcore_hs_item, data}

@@ -19,6 +19,7 @@ import Foreign.Marshal.Utils (copyBytes)
 import Foreign.Ptr (Ptr, castPtr, minusPtr, plusPtr)
 import Foreign.Storable (peekElemOff, peek)
 
+import Network.WarpCore.Body (BodyReader, newBodyReader)
 import qualified Network.WarpCore.Raw as Raw
 
 -- | One request. Every field is an ordinary Haskell value, valid for as long
@@ -35,7 +36,11 @@ data Request = Request
   , requestHeaders :: ![(ByteString, ByteString)]
   -- ^ Header fields in the order received, names as sent.
   , requestBody :: !ByteString
-  -- ^ The whole body, chunked coding removed.
+  -- ^ The whole body, chunked coding removed; empty when it streams.
+  , requestBodyReader :: !(Maybe BodyReader)
+  -- ^ When the body streams (it is larger than the whole-body maximum,
+  -- 'Network.WarpCore.configWholeBodyMax'): its reader
+  -- ('Network.WarpCore.readChunk'), valid until the handler returns.
   , requestPeerIp :: !ByteString
   -- ^ The client's address as text (@127.0.0.1@, @::1@).
   , requestPeerPort :: !Int
@@ -57,6 +62,9 @@ requestHeader name req = go (requestHeaders req)
 
 -- | Copies the borrowed view (valid only during the handler call) into a
 -- 'Request': all its bytes into one new buffer, fields as slices of it.
+-- A body that streams is not taken here ('requestBodyReader' is Nothing):
+-- the caller takes it with the response handle
+-- ('Network.WarpCore.Body.takeBodyReader').
 readView :: Ptr Raw.RequestView -> IO Request
 readView p = do
   v <- peek p
@@ -86,7 +94,8 @@ readView p = do
 -- stay in the malloc'd item behind a C finalizer: memory the GC does not
 -- count, so hundreds of large POSTs held their bodies until a major GC.)
 -- Fields are slices of that buffer, made without intermediate lists (this
--- runs once per request on the default path).
+-- runs once per request on the default path). A body that streams comes
+-- with the reader the C handler took for it.
 readItem :: Ptr Raw.Item -> IO (Request, Ptr Raw.Response)
 readItem item = do
   response <- Raw.itemResponse item
@@ -108,6 +117,11 @@ readItem item = do
             rest <- headers (i + 1)
             pure (pair : rest)
   hs <- headers 0
+  bodyPtr <- Raw.itemBody item
+  reader <-
+    if Raw.viewBodyFollows v
+      then Just <$> newBodyReader bodyPtr
+      else pure Nothing
   Raw.c_warpcore_hs_item_free item
   let !req =
         Request
@@ -117,6 +131,7 @@ readItem item = do
           , requestQuery = slice (Raw.viewQuery v)
           , requestHeaders = hs
           , requestBody = slice (Raw.viewBody v)
+          , requestBodyReader = reader
           , requestPeerIp = slice (Raw.viewPeerIp v)
           , requestPeerPort = fromIntegral (Raw.viewPeerPort v)
           , requestVersion = (fromIntegral (Raw.viewVersionMajor v), fromIntegral (Raw.viewVersionMinor v))
@@ -133,6 +148,7 @@ build v (method : target : path : query : body : ip : hs) =
     , requestQuery = query
     , requestHeaders = pairs hs
     , requestBody = body
+    , requestBodyReader = Nothing
     , requestPeerIp = ip
     , requestPeerPort = fromIntegral (Raw.viewPeerPort v)
     , requestVersion = (fromIntegral (Raw.viewVersionMajor v), fromIntegral (Raw.viewVersionMinor v))

@@ -64,6 +64,7 @@ import GHC.Conc (TVar, atomically, newStablePtrPrimMVar, newTVarIO, readTVar, re
 import System.IO (hPutStrLn, stderr)
 import System.IO.Unsafe (unsafePerformIO)
 
+import Network.WarpCore.Body (engineBodyFlush, finishBody, takeBodyReader)
 import Network.WarpCore.Error
 import qualified Network.WarpCore.Raw as Raw
 import Network.WarpCore.Request
@@ -82,8 +83,10 @@ data Dispatch
   | InCallback
   -- ^ The handler runs inside the callback, on the worker thread, and answers
   -- on the library's fast path. Only for handlers that never block: while
-  -- one runs its worker serves nobody else, and streamed bodies are queued
-  -- whole, without backpressure.
+  -- one runs its worker serves nobody else. A request whose body streams
+  -- (larger than 'configWholeBodyMax') is the exception: its handler runs
+  -- on a green thread of its own, as with 'ForkInCallback', since reading
+  -- the body means waiting for the very worker thread the callback holds.
   deriving (Eq, Show, Read)
 
 -- | Which threads run the library's event loops.
@@ -122,6 +125,22 @@ data Config = Config
   , configServerName :: Maybe ByteString
   -- ^ The @Server@ header (empty: none).
   , configMaxBodySize :: Maybe Word64
+  -- ^ The largest request body accepted (library default 1 MiB; 'maxBound'
+  -- for no limit). Applies to bodies that stream too: one that passes it is
+  -- answered @413@ if the answer has not begun, and its reader throws.
+  , configWholeBodyMax :: Maybe Word64
+  -- ^ The largest body handed to the handler whole in 'requestBody'
+  -- (library default 1 MiB, at most 64 MiB); a larger one streams through
+  -- 'requestBodyReader' ("Network.WarpCore.Body").
+  , configMaximumBodyFlush :: Maybe Int
+  -- ^ What is done with the part of a streamed body the handler left
+  -- unread, as Warp's @setMaximumBodyFlush@: 'Nothing' reads and drops the
+  -- whole rest (the connection is always reused); @Just n@ (the default
+  -- @Just 262144@) keeps the connection when at most about @max n 262144@
+  -- bytes were left, else closes it after the answer. The library itself
+  -- discards up to 256 KiB ('Network.WarpCore.Body.engineBodyFlush'); the
+  -- binding reads the rest of a larger @n@ before it releases the reader.
+  -- See 'Network.WarpCore.Body.finishBody'.
   , configMaxHeadSize :: Maybe Word32
   , configMaxRequestLine :: Maybe Word32
   , configMaxHeaderCount :: Maybe Word32
@@ -173,6 +192,8 @@ defaultConfig =
     , configWorkerThreads = EngineThreads
     , configServerName = Nothing
     , configMaxBodySize = Nothing
+    , configWholeBodyMax = Nothing
+    , configMaximumBodyFlush = Just engineBodyFlush
     , configMaxHeadSize = Nothing
     , configMaxRequestLine = Nothing
     , configMaxHeaderCount = Nothing
@@ -310,6 +331,7 @@ withConfig cfg keep act = mask $ \restore -> do
       withForeignPtr config $ \c -> do
         forM_ (configServerName cfg) $ setBytes "warpcore_config_set_server_name" (Raw.c_warpcore_hs_config_set_server_name c)
         forM_ (configMaxBodySize cfg) $ checkWith "warpcore_config_set_max_body_size" . Raw.c_warpcore_hs_config_set_max_body_size c
+        forM_ (configWholeBodyMax cfg) $ checkWith "warpcore_config_set_whole_body_max" . Raw.c_warpcore_hs_config_set_whole_body_max c
         forM_ (configMaxHeadSize cfg) $ checkWith "warpcore_config_set_max_head_size" . Raw.c_warpcore_hs_config_set_max_head_size c
         forM_ (configMaxRequestLine cfg) $ checkWith "warpcore_config_set_max_request_line" . Raw.c_warpcore_hs_config_set_max_request_line c
         forM_ (configMaxHeaderCount cfg) $ checkWith "warpcore_config_set_max_header_count" . Raw.c_warpcore_hs_config_set_max_header_count c
@@ -369,14 +391,18 @@ timeoutCode WriteTimeout = Raw.timeoutWrite
 timeoutCode AnswerTimeout = Raw.timeoutAnswer
 
 -- Runs the handler for one request in the current thread and makes sure
--- the handle is released.
+-- the handle is released, then the body reader (after discarding what the
+-- handler left of the body, as configMaximumBodyFlush says).
 serve :: Config -> Handler -> Request -> Responder -> IO ()
 serve cfg handler req r = do
   result <- try (handler req r)
   case result of
     Left (e :: SomeException) -> configOnException cfg e `catch` \(_ :: SomeException) -> pure ()
     Right () -> pure ()
-  finishResponder r
+  finishResponder r `finally` forM_ (requestBodyReader req) (finishBody (configMaximumBodyFlush cfg) expects100)
+  where
+    expects100 = maybe False ((== B8.pack "100-continue") . B8.map toLowerAscii) (requestHeader (B8.pack "expect") req)
+    toLowerAscii c = if c >= 'A' && c <= 'Z' then toEnum (fromEnum c + 32) else c
 
 -- Starts the C server with the configured handler.
 startWith :: Ptr Raw.Config -> IO (Ptr Raw.Server)
@@ -475,10 +501,19 @@ startCallback :: Config -> IORef Handler -> IORef [IO ()] -> Bool -> Ptr Raw.Con
 startCallback cfg current callbacks inline c = do
   let callback _ view res =
         ( do
-            req <- readView view
-            r <- if inline then newInlineResponder res else newResponder False res
+            req0 <- readView view
+            -- A body that streams: its reader can only be taken now.
+            follows <- Raw.peekBodyFollows view
+            req <-
+              if follows
+                then (\b -> req0 {requestBodyReader = Just b}) <$> takeBodyReader res
+                else pure req0
+            -- Reading a streamed body waits for this worker thread: that
+            -- request runs on a green thread even InCallback.
+            let here = inline && not follows
+            r <- if here then newInlineResponder res else newResponder False res
             handler <- readIORef current
-            if inline
+            if here
               then serve cfg handler req r
               else void (forkIO (serve cfg handler req r))
         )

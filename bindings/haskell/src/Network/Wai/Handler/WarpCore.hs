@@ -18,9 +18,13 @@
 -- 'FilePart' or with @Range@ and conditional requests, 'responseStream'
 -- chunked (or with the @Content-Length@ the application gave) with
 -- backpressure, and 'responseRaw' by its fallback response (raw connections
--- are not available). The request body arrives whole (the library reads it
--- before calling the application, up to 'setMaxBodySize') and is handed out
--- by 'getRequestBodyChunk'. An exception in the application answers @500@
+-- are not available). 'getRequestBodyChunk' streams the request body chunk
+-- by chunk as it arrives (at most 64 KiB each, with TCP backpressure) when
+-- it is larger than 'setWholeBodyMax' (1 MiB by default); a smaller body
+-- arrives whole before the application is called and is handed out as one
+-- chunk. As with Warp there is no body limit unless 'setMaxBodySize' sets
+-- one, and 'setMaximumBodyFlush' says what happens to a body the
+-- application left unread. An exception in the application answers @500@
 -- like Warp's default ('setOnExceptionResponse').
 module Network.Wai.Handler.WarpCore
   ( -- * Running
@@ -55,6 +59,9 @@ module Network.Wai.Handler.WarpCore
     -- ** libwarpcore's own
   , setWorkers
   , setMaxBodySize
+  , setWholeBodyMax
+  , setMaximumBodyFlush
+  , getMaximumBodyFlush
   , setStreamHighWater
   , setDispatch
   , setSchedBatch
@@ -133,6 +140,8 @@ data Settings = Settings
   -- ^ 'setLogger' was called: worth a stat to log a whole file's size.
   , settingsWorkers :: Maybe Int
   , settingsMaxBodySize :: Maybe Word64
+  , settingsWholeBodyMax :: Maybe Word64
+  , settingsMaximumBodyFlush :: Maybe Int
   , settingsStreamHighWater :: Maybe Word64
   , settingsDispatch :: Dispatch
   , settingsSchedBatch :: Bool
@@ -162,6 +171,8 @@ defaultSettings =
     , settingsLogging = False
     , settingsWorkers = Nothing
     , settingsMaxBodySize = Nothing
+    , settingsWholeBodyMax = Nothing
+    , settingsMaximumBodyFlush = Just 8192
     , settingsStreamHighWater = Nothing
     , settingsDispatch = Dispatcher
     , settingsSchedBatch = True
@@ -231,10 +242,39 @@ setHTTP2Disabled = id
 setWorkers :: Int -> Settings -> Settings
 setWorkers n s = s {settingsWorkers = Just n}
 
--- | The largest request body accepted (library default 1 MiB); larger ones
--- are answered @413@.
+-- | The largest request body accepted; by default there is none, as with
+-- Warp. A larger body is answered @413@ when it is known before the answer
+-- began (by its @Content-Length@, or as it streams), and otherwise the
+-- connection is closed; 'getRequestBodyChunk' then throws.
 setMaxBodySize :: Word64 -> Settings -> Settings
 setMaxBodySize n s = s {settingsMaxBodySize = Just n}
+
+-- | The largest request body handed to the application whole (library
+-- default 1 MiB, at most 64 MiB): such a body is read before the
+-- application is called, and 'getRequestBodyChunk' returns it in one
+-- chunk. A larger one streams: the application is called once the request
+-- head is in, and 'getRequestBodyChunk' returns its bytes as they arrive
+-- (at most 64 KiB at a time). With the 'InCallback' dispatch, requests
+-- whose body streams run on a green thread of their own (see 'Dispatch').
+setWholeBodyMax :: Word64 -> Settings -> Settings
+setWholeBodyMax n s = s {settingsWholeBodyMax = Just n}
+
+-- | Warp's setting: how much of a request body the application left unread
+-- is read and dropped so that the connection can serve another request.
+-- 'Nothing' reads the whole rest. With @Just n@ (default @Just 8192@, as
+-- Warp) the library discards up to 256 KiB itself, and the binding reads
+-- and drops the first @n - 256 KiB@ bytes first when @n@ is larger; when
+-- more than that is left (about @max n 256 KiB@ bytes in all) the
+-- connection is closed after the answer instead. So any @n@ up to 256 KiB
+-- behaves as 256 KiB (Warp would close a connection with more than @n@
+-- bytes left). A body the library handed over whole is always read, and a
+-- client waiting for @100 Continue@ of a body the application never asked
+-- for gets its connection closed after the answer without sending it.
+setMaximumBodyFlush :: Maybe Int -> Settings -> Settings
+setMaximumBodyFlush n s = s {settingsMaximumBodyFlush = n}
+
+getMaximumBodyFlush :: Settings -> Maybe Int
+getMaximumBodyFlush = settingsMaximumBodyFlush
 
 -- | Bytes a streamed response may have queued before writes wait for the
 -- client (library default 1 MiB).
@@ -360,7 +400,10 @@ toConfig s = do
       , WC.configSchedBatch = settingsSchedBatch s
       , WC.configWorkerThreads = settingsWorkerThreads s
       , WC.configServerName = Just (settingsServerName s)
-      , WC.configMaxBodySize = settingsMaxBodySize s
+        -- No limit unless set, as with Warp.
+      , WC.configMaxBodySize = Just (fromMaybe maxBound (settingsMaxBodySize s))
+      , WC.configWholeBodyMax = settingsWholeBodyMax s
+      , WC.configMaximumBodyFlush = settingsMaximumBodyFlush s
       , WC.configMaxHeadSize = Just (fromIntegral (settingsMaxTotalHeaderLength s))
       , WC.configStreamHighWater = settingsStreamHighWater s
       , WC.configTimeouts = [(t, secs) | t <- [minBound .. maxBound]]
@@ -384,28 +427,50 @@ listenAddress h p = case h of
 waiHandler :: Settings -> Application -> WC.Handler
 waiHandler s app creq res = do
   req <- toWaiRequest creq
-  outcome <- try (app req (sendResponse s req res))
+  outcome <- try (app req (sendResponse s req refuse res))
   case outcome of
     Right ResponseReceived -> pure ()
     Left (e :: SomeException) -> do
       settingsOnException s (Just req) e `catch` \(_ :: SomeException) -> pure ()
       st <- WC.responderState res
       when (st == WC.Fresh) $
-        void (try (sendResponse s req res (settingsOnExceptionResponse s e)) :: IO (Either SomeException ResponseReceived))
+        void (try (sendResponse s req refuse res (settingsOnExceptionResponse s e)) :: IO (Either SomeException ResponseReceived))
+  where
+    -- Before a complete answer (not a stream, whose body function may read
+    -- yet) to a client waiting for 100 Continue of a body the application
+    -- never asked for: let the body go, so that the client is not told to
+    -- send it (the connection closes after the answer instead).
+    refuse = case WC.requestBodyReader creq of
+      Just reader | expects100 -> do
+        asked <- WC.bodyAsked reader
+        when (not asked) (WC.releaseBody reader)
+      _ -> pure ()
+    expects100 = maybe False ((== "100-continue") . B8.map toLowerAscii) (WC.requestHeader "expect" creq)
+    toLowerAscii c = if c >= 'A' && c <= 'Z' then toEnum (fromEnum c + 32) else c
 
--- | A WAI request from the library's copy of one.
+-- | A WAI request from the library's copy of one. A body that streams is
+-- read chunk by chunk by 'getRequestBodyChunk'; a whole one is handed out
+-- as one chunk.
 toWaiRequest :: WC.Request -> IO Request
 toWaiRequest r = do
-  bodyRef <- newIORef (WC.requestBody r)
+  (readBody, bodyLength) <- case WC.requestBodyReader r of
+    Just reader ->
+      pure
+        ( WC.readChunk reader
+        , case lookup H.hContentLength headers >>= B8.readInteger of
+            Just (n, "") | n >= 0 -> KnownLength (fromInteger n)
+            _ -> ChunkedBody
+        )
+    Nothing -> do
+      bodyRef <- newIORef (WC.requestBody r)
+      pure (atomicModifyIORef' bodyRef (\b -> (B.empty, b)), KnownLength (fromIntegral (B.length (WC.requestBody r))))
   let target = WC.requestTarget r
       rawPath = pathOf target
       query = WC.requestQuery r
-      headers = [(CI.mk n, v) | (n, v) <- WC.requestHeaders r]
       (major, minor) = WC.requestVersion r
-      bodyLen = B.length (WC.requestBody r)
   pure
     defaultRequest
-      { requestBody = atomicModifyIORef' bodyRef (\b -> (B.empty, b))
+      { requestBody = readBody
       , requestMethod = WC.requestMethod r
       , httpVersion = H.HttpVersion major minor
       , rawPathInfo = rawPath
@@ -415,12 +480,15 @@ toWaiRequest r = do
       , remoteHost = peerAddress (WC.requestPeerIp r) (WC.requestPeerPort r)
       , pathInfo = H.decodePathSegments rawPath
       , queryString = H.parseQuery query
-      , requestBodyLength = KnownLength (fromIntegral bodyLen)
+      , requestBodyLength = bodyLength
       , requestHeaderHost = lookup H.hHost headers
       , requestHeaderRange = lookup H.hRange headers
       , requestHeaderReferer = lookup H.hReferer headers
       , requestHeaderUserAgent = lookup H.hUserAgent headers
       }
+
+  where
+    headers = [(CI.mk n, v) | (n, v) <- WC.requestHeaders r]
 
 -- The raw path of a target: up to '?', without scheme and authority for an
 -- absolute-form target.
@@ -452,8 +520,11 @@ peerAddress ip port = case map B8.readInt (B8.split '.' ip) of
       _ -> SockAddrInet (fromIntegral port) 0
 {-# NOINLINE peerAddress #-}
 
-sendResponse :: Settings -> Request -> WC.Responder -> Response -> IO ResponseReceived
-sendResponse s req res rsp = do
+sendResponse :: Settings -> Request -> IO () -> WC.Responder -> Response -> IO ResponseReceived
+sendResponse s req refuse res rsp = do
+  case rsp of
+    ResponseStream {} -> pure ()
+    _ -> refuse
   (st, len) <- send rsp
   settingsLogger s req st len `catch` \(_ :: SomeException) -> pure ()
   pure ResponseReceived

@@ -7,6 +7,9 @@ pub mod workers;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -381,4 +384,43 @@ pub fn echo_handler(req: &Request<'_>, res: &mut Response<'_>) {
     text.push(b' ');
     text.extend_from_slice(req.body);
     let _ = res.respond(200, std::iter::empty(), &text);
+}
+
+/// A fresh directory `warpcore-{kind}-{name}-{pid}-{n}` under the system temp
+/// dir, unique to this test, removed on drop. Derefs to its path.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(kind: &str, name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "warpcore-{kind}-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use warpcore::{Config, Handler, Request, Response, Server};
+use warpcore::{Config, Handler, Payload, Request, Response, Server};
 
 /// How long any single socket wait in a test may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -422,5 +422,28 @@ impl AsRef<Path> for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A payload that counts its release: `released` goes up by one when the
+/// library drops it (sent, refused or given back).
+pub fn counted(bytes: Vec<u8>, released: &Arc<AtomicUsize>) -> Payload {
+    Payload::new(Box::new(Counted { bytes, released: released.clone() }))
+}
+
+struct Counted {
+    bytes: Vec<u8>,
+    released: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.released.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -234,28 +234,6 @@ fn a_stream_that_breaks_its_length_closes_the_connection() {
     }
 }
 
-/// Counts how many payloads were released.
-struct Counted {
-    bytes: Vec<u8>,
-    released: Arc<AtomicUsize>,
-}
-
-impl AsRef<[u8]> for Counted {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.released.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn counted(bytes: Vec<u8>, released: &Arc<AtomicUsize>) -> Payload {
-    Payload::new(Box::new(Counted { bytes, released: released.clone() }))
-}
-
 #[test]
 fn client_leaving_mid_stream_is_reported_and_every_buffer_released() {
     let released = Arc::new(AtomicUsize::new(0));

@@ -4,26 +4,18 @@
 
 mod util;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use util::*;
 use warpcore::{Config, MountSpec};
 
 /// A site with dotfiles, under the system temp dir, removed on drop.
 struct Site {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Site {
     fn new(name: &str) -> Site {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "warpcore-dotfiles-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("dotfiles", name);
         for (rel, text) in [
             ("index.html", "home"),
             (".env", "SECRET=1"),
@@ -45,18 +37,12 @@ impl Site {
 
     /// The site mounted at `prefix`, dotfiles allowed or not.
     fn serve(&self, prefix: &str, dotfiles: bool) -> TestServer {
-        let dir = self.dir.clone();
+        let dir = self.dir.to_path_buf();
         let prefix = prefix.as_bytes().to_vec();
         start_with(demo_handler, move |c: &mut Config| {
             c.static_mounts.push(MountSpec::new(&prefix, dir).unwrap());
             c.static_dotfiles = dotfiles;
         })
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -158,7 +144,7 @@ fn a_reload_changes_the_policy_for_requests_read_afterwards() {
         listen: "127.0.0.1:0".into(),
         workers: 1,
         handler: Some(std::sync::Arc::new(demo_handler)),
-        static_mounts: vec![MountSpec::new(b"/", site.dir.clone()).unwrap()],
+        static_mounts: vec![MountSpec::new(b"/", site.dir.to_path_buf()).unwrap()],
         static_dotfiles: dotfiles,
         ..Config::default()
     };

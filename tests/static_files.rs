@@ -5,26 +5,19 @@ mod util;
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use util::*;
 use warpcore::{Config, MountSpec, RespondError};
 
-/// A directory under the system temp dir, unique to this test, removed on drop.
+/// The files a test serves, in a TempDir.
 struct Site {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Site {
     fn new(name: &str) -> Site {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "warpcore-static-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("static", name);
         std::fs::create_dir_all(dir.join("www/docs")).unwrap();
         std::fs::write(dir.join("www/hello.txt"), b"Hello, file!\n").unwrap();
         std::fs::write(dir.join("www/docs/index.html"), b"<!doctype html><p>docs</p>\n").unwrap();
@@ -47,12 +40,6 @@ impl Site {
         start_with(demo_handler, move |c: &mut Config| {
             c.static_mounts.push(MountSpec::new(b"/static", www).unwrap());
         })
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

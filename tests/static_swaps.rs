@@ -6,27 +6,19 @@
 mod util;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use util::*;
 use warpcore::{Config, MountSpec};
 
-/// A directory under the system temp dir, unique to this test, removed on drop.
+/// The tree a test swaps directories in, in a TempDir.
 struct Tree {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Tree {
     fn new(name: &str) -> Tree {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "warpcore-swaps-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("swaps", name);
         Tree { dir }
     }
 
@@ -55,12 +47,6 @@ impl Tree {
             c.file_info_lifetime = Duration::from_secs(3600);
             c.fd_cache_lifetime = Duration::from_secs(3600);
         })
-    }
-}
-
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

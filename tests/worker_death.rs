@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use util::workers::{connect_to_worker, shutdown_within, SHUTDOWN_LIMIT};
 use util::*;
-use warpcore::{Config, Deferred, ErrorLog, Level, Payload, Request, RespondError, Response};
+use warpcore::{Config, Deferred, ErrorLog, Level, Request, RespondError, Response};
 
 const HELLO: &[u8] = b"subscribed\n";
 
@@ -63,24 +63,6 @@ fn handler(slots: Arc<Slots>) -> impl warpcore::Handler {
     }
 }
 
-/// Counts how many payloads were released.
-struct Counted {
-    bytes: Vec<u8>,
-    released: Arc<AtomicUsize>,
-}
-
-impl AsRef<[u8]> for Counted {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.released.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn a_worker_killed_past_containment_gives_back_its_connections_and_closes_its_mailbox() {
     let slots = Arc::new(Slots::default());
@@ -116,7 +98,7 @@ fn a_worker_killed_past_containment_gives_back_its_connections_and_closes_its_ma
     // mailbox and waits there.
     let mut d = slots.sub.lock().unwrap().take().unwrap();
     let released = Arc::new(AtomicUsize::new(0));
-    let payload = Payload::new(Box::new(Counted { bytes: b"posted before".to_vec(), released: released.clone() }));
+    let payload = counted(b"posted before".to_vec(), &released);
     assert_eq!(d.write(payload), Ok(()));
     go.send(()).unwrap();
 
@@ -126,7 +108,7 @@ fn a_worker_killed_past_containment_gives_back_its_connections_and_closes_its_ma
     }
     assert!(wait_until(IO_TIMEOUT, || released.load(Ordering::SeqCst) == 1), "what its mailbox held is released");
     let refused = Arc::new(AtomicUsize::new(0));
-    let late = Payload::new(Box::new(Counted { bytes: b"posted after".to_vec(), released: refused.clone() }));
+    let late = counted(b"posted after".to_vec(), &refused);
     assert_eq!(d.write(late), Err(RespondError::Closed), "a handle of the dead worker gets Closed");
     assert_eq!(refused.load(Ordering::SeqCst), 1, "and its payload is released");
     drop(d);

@@ -31,24 +31,9 @@ static void handler(void *userdata, const warpcore_request *req, warpcore_respon
     }
 }
 
-struct client {
-    uint16_t port;
-    const char *request;
-    char reply[4096];
-    long n;
-};
-
-static void *run_client(void *arg) {
-    struct client *c = arg;
-    c->n = http_exchange(c->port, c->request, c->reply, sizeof c->reply);
-    return NULL;
-}
-
 int main(void) {
     warpcore_config *config = local_config(1, handler, NULL);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     if (!server) return check_finish("abort");
     uint16_t port = warpcore_server_port(server);
     char reply[4096];
@@ -73,9 +58,9 @@ int main(void) {
     CHECK(atomic_load(&results[2]) == WARPCORE_RESULT_ALREADY_ANSWERED);
 
     /* Mid-stream from another thread, after the handler returned. */
-    struct client c = {port, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n", {0}, -1};
+    struct bg_client c = {port, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n", {0}, -1};
     pthread_t t;
-    CHECK(pthread_create(&t, NULL, run_client, &c) == 0);
+    CHECK(pthread_create(&t, NULL, bg_client_run, &c) == 0);
     warpcore_response *res = NULL;
     for (int i = 0; i < 2000 && !(res = atomic_load(&kept)); i++) sleep_ms(5);
     CHECK(res != NULL);

@@ -100,16 +100,8 @@ static int wait_writer_blocked(struct writer *w, long ms) {
 
 /* A client that asks for the stream and never reads. */
 static int start_client(uint16_t port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = connect_local_rcvbuf(port, 4096);
     CHECK(fd >= 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0);
     static const char request[] = "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n";
     CHECK(send(fd, request, sizeof request - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof request - 1));
     return fd;
@@ -181,9 +173,7 @@ static void one_round(uint16_t port, int order) {
 int main(void) {
     warpcore_config *config = local_config(1, handler, NULL);
     CHECK_RESULT(warpcore_config_set_stream_high_water(config, 1024), WARPCORE_RESULT_OK);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     if (!server) return check_finish("abort_race");
     uint16_t port = warpcore_server_port(server);
     for (int round = 0; round < ROUNDS; round++) one_round(port, round % 3);

@@ -97,9 +97,7 @@ int main(void) {
     CHECK_RESULT(warpcore_config_set_whole_body_max(config, 64 * 1024), WARPCORE_RESULT_OK);
     CHECK_RESULT(warpcore_config_set_whole_body_max(config, 65 * 1024 * 1024), WARPCORE_RESULT_INVALID_ARGUMENT);
     CHECK_RESULT(warpcore_config_set_whole_body_max(config, UINT64_MAX), WARPCORE_RESULT_INVALID_ARGUMENT);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     uint16_t port = warpcore_server_port(server);
 
     /* A whole body: answered inside the call. */

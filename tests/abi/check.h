@@ -86,10 +86,16 @@ static inline int wait_at_least(atomic_int *value, int want, long ms) {
     return 1;
 }
 
-/* A TCP connection to 127.0.0.1:port with 10 s send and receive timeouts; -1 on failure. */
-static inline int connect_local(uint16_t port) {
+/*
+ * A TCP connection to 127.0.0.1:port with 10 s send and receive timeouts; -1
+ * on failure. A `rcvbuf` other than 0 sets the receive buffer (before
+ * connecting, so that the window follows it): a small one makes the server's
+ * writes to a client that does not read block sooner.
+ */
+static inline int connect_local_rcvbuf(uint16_t port, int rcvbuf) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return -1;
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct timeval tv = {10, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -103,6 +109,11 @@ static inline int connect_local(uint16_t port) {
         return -1;
     }
     return fd;
+}
+
+/* A TCP connection to 127.0.0.1:port with 10 s send and receive timeouts; -1 on failure. */
+static inline int connect_local(uint16_t port) {
+    return connect_local_rcvbuf(port, 0);
 }
 
 /*
@@ -180,6 +191,15 @@ static inline warpcore_config *local_config(uint32_t workers, warpcore_handler_c
     CHECK_RESULT(warpcore_config_set_workers(config, workers), WARPCORE_RESULT_OK);
     if (handler) CHECK_RESULT(warpcore_config_set_handler(config, handler, userdata), WARPCORE_RESULT_OK);
     return config;
+}
+
+/* Starts a server on `config` (checked to succeed) and frees the config; NULL
+ * when the start failed. */
+static inline warpcore_server *start_server(warpcore_config *config) {
+    warpcore_server *server = NULL;
+    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
+    warpcore_config_free(config);
+    return server;
 }
 
 #endif /* WARPCORE_ABI_CHECK_H */

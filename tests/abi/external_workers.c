@@ -56,9 +56,7 @@ static void *shut_down(void *arg) {
 static void external(void) {
     warpcore_config *config = local_config(WORKERS, handler, NULL);
     CHECK_RESULT(warpcore_config_set_external_workers(config, true), WARPCORE_RESULT_OK);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     CHECK(warpcore_server_workers(server) == WORKERS);
     uint16_t port = warpcore_server_port(server);
 
@@ -110,9 +108,7 @@ static void never_run(void) {
     /* External workers nobody runs: shutdown still returns, free is clean. */
     warpcore_config *config = local_config(3, handler, NULL);
     CHECK_RESULT(warpcore_config_set_external_workers(config, true), WARPCORE_RESULT_OK);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     CHECK_RESULT(warpcore_server_shutdown(server, 5000), WARPCORE_RESULT_OK);
     CHECK_RESULT(warpcore_server_run_worker(server, 1), WARPCORE_RESULT_SHUTTING_DOWN);
     warpcore_server_free(server);
@@ -121,9 +117,7 @@ static void never_run(void) {
 static void own_threads(void) {
     /* A server that runs its own threads has no worker to hand out. */
     warpcore_config *config = local_config(2, handler, NULL);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     CHECK_RESULT(warpcore_server_run_worker(server, 0), WARPCORE_RESULT_INVALID_STATE);
     CHECK_RESULT(warpcore_server_run_worker(server, 1), WARPCORE_RESULT_INVALID_STATE);
     char reply[4096];

@@ -103,9 +103,7 @@ static void send_all(int fd, const char *data) {
 
 int main(void) {
     warpcore_config *config = local_config(1, handler, NULL);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     uint16_t port = warpcore_server_port(server);
     int fd = connect_local(port);
     CHECK(fd >= 0);

@@ -93,9 +93,7 @@ int main(void) {
     CHECK_RESULT(warpcore_prepared_new(200, NULL, 0, (const uint8_t *)"prepared", 8, &prepared), WARPCORE_RESULT_OK);
 
     warpcore_config *config = local_config(1, handler, NULL);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     if (!server) return check_finish("late_calls");
     uint16_t port = warpcore_server_port(server);
     char reply[4096];

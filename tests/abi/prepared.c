@@ -117,9 +117,7 @@ static void serve_and_check(int answering_kind) {
         CHECK_RESULT(warpcore_config_set_answering_handler(config, NULL, NULL), WARPCORE_RESULT_NULL_ARGUMENT);
         CHECK_RESULT(warpcore_config_set_answering_handler(config, answering, &handled), WARPCORE_RESULT_OK);
     }
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     uint16_t port = warpcore_server_port(server);
     char reply[8192];
 

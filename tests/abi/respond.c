@@ -155,9 +155,7 @@ static long exchange_answering_later(uint16_t port, const char *request, char *r
 
 int main(void) {
     warpcore_config *config = local_config(1, handler, &seen);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     uint16_t port = warpcore_server_port(server);
     char reply[8192];
 

@@ -69,9 +69,7 @@ static int count_of(const char *s, const char *part) {
 
 int main(void) {
     warpcore_config *config = local_config(1, handler, NULL);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     if (!server) return check_finish("second_answer");
     uint16_t port = warpcore_server_port(server);
     static const char plain[] = "GET /plain HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";

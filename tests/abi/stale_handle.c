@@ -97,9 +97,7 @@ int main(void) {
                  WARPCORE_RESULT_OK);
     warpcore_config *config = local_config(1, NULL, NULL);
     CHECK_RESULT(warpcore_config_set_answering_handler(config, handler, NULL), WARPCORE_RESULT_OK);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     if (!server) return check_finish("stale_handle");
     uint16_t port = warpcore_server_port(server);
 

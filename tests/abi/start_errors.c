@@ -82,9 +82,7 @@ static void no_handler(void) {
 static void config_is_not_retained(void) {
     /* The config may be freed right after starting. */
     warpcore_config *config = local_config(1, dummy_handler, NULL);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     char reply[4096];
     long n = http_exchange(warpcore_server_port(server), "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                            reply, sizeof reply);

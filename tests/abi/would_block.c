@@ -62,26 +62,6 @@ static void handler(void *userdata, const warpcore_request *req, warpcore_respon
     }
 }
 
-/* A connection whose receive buffer is small (set before connecting). */
-static int connect_small(uint16_t port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    int size = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static int starts_with_200(const char *reply, long n) {
     return n > 0 && strncmp(reply, "HTTP/1.1 200 OK\r\n", 17) == 0;
 }
@@ -89,15 +69,13 @@ static int starts_with_200(const char *reply, long n) {
 int main(void) {
     warpcore_config *config = local_config(1, handler, NULL);
     CHECK_RESULT(warpcore_config_set_stream_high_water(config, HIGH_WATER), WARPCORE_RESULT_OK);
-    warpcore_server *server = NULL;
-    CHECK_RESULT(warpcore_server_start(config, &server), WARPCORE_RESULT_OK);
-    warpcore_config_free(config);
+    warpcore_server *server = start_server(config);
     if (!server) return check_finish("would_block");
     uint16_t port = warpcore_server_port(server);
     static char reply[4096];
 
     /* A subscriber that does not read yet. */
-    int fd = connect_small(port);
+    int fd = connect_local_rcvbuf(port, 4096); /* a subscriber with a small receive buffer */
     CHECK(fd >= 0);
     if (fd < 0) return check_finish("would_block");
     static const char subscribe[] = "GET /sub HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";

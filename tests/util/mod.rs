@@ -7,10 +7,13 @@ pub mod workers;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use warpcore::{Config, Handler, Request, Response, Server};
+use warpcore::{Config, Handler, Payload, Request, Response, Server};
 
 /// How long any single socket wait in a test may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -381,4 +384,66 @@ pub fn echo_handler(req: &Request<'_>, res: &mut Response<'_>) {
     text.push(b' ');
     text.extend_from_slice(req.body);
     let _ = res.respond(200, std::iter::empty(), &text);
+}
+
+/// A fresh directory `warpcore-{kind}-{name}-{pid}-{n}` under the system temp
+/// dir, unique to this test, removed on drop. Derefs to its path.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(kind: &str, name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "warpcore-{kind}-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A payload that counts its release: `released` goes up by one when the
+/// library drops it (sent, refused or given back).
+pub fn counted(bytes: Vec<u8>, released: &Arc<AtomicUsize>) -> Payload {
+    Payload::new(Box::new(Counted { bytes, released: released.clone() }))
+}
+
+struct Counted {
+    bytes: Vec<u8>,
+    released: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.released.fetch_add(1, Ordering::SeqCst);
+    }
 }

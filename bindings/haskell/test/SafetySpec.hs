@@ -7,7 +7,7 @@ module SafetySpec (spec) where
 
 import Control.Concurrent
 import Control.Exception
-import Control.Monad (forM, forM_, replicateM_, unless, void)
+import Control.Monad (forM_, replicateM_, unless, void)
 import qualified Data.ByteString as B
 import qualified Data.ByteString.Char8 as B8
 import qualified Data.ByteString.Lazy as L
@@ -19,9 +19,7 @@ import Network.HTTP.Client (responseBody, responseStatus)
 import qualified Network.HTTP.Types as H
 import Network.Wai (rawPathInfo, responseLBS, responseStream)
 import qualified Network.Wai.Handler.WarpCore as W
-import System.Directory (listDirectory)
 import System.Exit (ExitCode (..))
-import System.FilePath ((</>))
 import System.Mem (performMajorGC)
 import System.Timeout (timeout)
 import Test.Hspec
@@ -58,22 +56,6 @@ watchCollection use = do
   pure $ do
     performMajorGC
     isJust <$> timeout 5000000 (readMVar collected)
-
--- (name, scheduling policy) of every thread of this process (/proc, Linux).
-threadPolicies :: IO [(String, Int)]
-threadPolicies = do
-  tids <- listDirectory "/proc/self/task"
-  fmap concat $ forM tids $ \tid -> do
-    r <- try $ do
-      name <- takeWhile (/= '\n') <$> readFile' ("/proc/self/task" </> tid </> "comm")
-      stat <- readFile' ("/proc/self/task" </> tid </> "stat")
-      let fields = words (drop 2 (dropWhile (/= ')') stat))
-      pure (name, read (fields !! 38))
-    pure (either (\(_ :: IOException) -> []) pure r)
-  where
-    readFile' path = do
-      c <- readFile path
-      length c `seq` pure c
 
 -- The library names its worker threads warpcore-N (the test binary's own
 -- threads are warpcore-test).

@@ -6,7 +6,7 @@ module ServerSpec (spec) where
 import Control.Concurrent
 import Control.Concurrent.Async (forConcurrently, wait, withAsync)
 import Control.Exception
-import Control.Monad (forM, forM_, replicateM_, when)
+import Control.Monad (forM_, replicateM_, when)
 import Data.List (isPrefixOf)
 import qualified Data.ByteString as B
 import qualified Data.ByteString.Builder as BB
@@ -18,7 +18,7 @@ import Network.HTTP.Client (responseBody, responseHeaders, responseStatus)
 import qualified Network.HTTP.Types as H
 import Network.Socket (close)
 import qualified Network.Socket.ByteString as NSB
-import System.Directory (createDirectoryIfMissing, getTemporaryDirectory, listDirectory, removeDirectoryRecursive, removeFile)
+import System.Directory (createDirectoryIfMissing, getTemporaryDirectory, removeDirectoryRecursive, removeFile)
 import System.FilePath ((</>))
 import Test.Hspec
 
@@ -114,23 +114,6 @@ modeSpec mode = describe (show mode) $ do
       (a, rest)
         | B.null rest -> [a]
         | otherwise -> a : splitOn pat (B.drop (B.length pat) rest)
-
--- (name, scheduling policy) of every thread of this process (/proc, Linux).
-threadPolicies :: IO [(String, Int)]
-threadPolicies = do
-  tids <- listDirectory "/proc/self/task"
-  fmap concat $ forM tids $ \tid -> do
-    r <- try $ do
-      name <- takeWhile (/= '\n') <$> readFile' ("/proc/self/task" </> tid </> "comm")
-      stat <- readFile' ("/proc/self/task" </> tid </> "stat")
-      -- Field 41 is the policy; the name (field 2) is parenthesised and may hold spaces.
-      let fields = words (drop 2 (dropWhile (/= ')') stat))
-      pure (name, read (fields !! 38))
-    pure (either (\(_ :: IOException) -> []) pure r)
-  where
-    readFile' path = do
-      c <- readFile path
-      length c `seq` pure c
 
 schedBatch :: Int
 schedBatch = 3

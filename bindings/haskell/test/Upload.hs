@@ -14,6 +14,7 @@ module Upload
   , sha256
   , Echo (..)
   , uploadEcho
+  , shouldEchoWhole
   , readHead
   , bodyOf
   , readAtLeast
@@ -32,6 +33,7 @@ import GHC.Clock (getMonotonicTime)
 import Network.Socket (Socket, close)
 import qualified Network.Socket.ByteString as NSB
 import Numeric (readHex)
+import Test.Hspec (Expectation, shouldBe)
 
 import Util (rawConnect)
 
@@ -183,6 +185,13 @@ data Echo = Echo
   -- the whole body when the echo streams (TCP backpressure bounds it), all of
   -- it when the server collected the body before answering.
   }
+
+-- | The echo answered 200 with all @total@ bytes, the same bytes that were sent.
+shouldEchoWhole :: Echo -> Int64 -> Expectation
+shouldEchoWhole e total = do
+  echoStatus e `shouldBe` 200
+  echoLength e `shouldBe` total
+  echoReceived e `shouldBe` echoSent e
 
 -- | POSTs @total@ deterministic bytes to @path@ (with a Content-Length, or
 -- chunked) from one thread while another reads the answer, hashing both.

@@ -1,4 +1,5 @@
 {-# LANGUAGE OverloadedStrings #-}
+{-# LANGUAGE ScopedTypeVariables #-}
 -- | Shared helpers: servers on 127.0.0.1 port 0, an HTTP client, a raw socket
 -- client for what http-client cannot send, and time bounds.
 module Util
@@ -16,13 +17,15 @@ module Util
   , withRawApi
   , localConfig
   , runChild
+  , threadPolicies
   ) where
 
 import System.Environment (getEnvironment, getExecutablePath)
 import System.Exit (ExitCode)
 import System.Process (CreateProcess (..), proc, readCreateProcessWithExitCode)
 
-import Control.Exception (bracket, throwIO)
+import Control.Exception (IOException, bracket, throwIO, try)
+import Control.Monad (forM)
 import qualified Data.ByteString as B
 import qualified Data.ByteString.Lazy as L
 import Network.HTTP.Client (Manager, Response)
@@ -30,6 +33,8 @@ import qualified Network.HTTP.Client as C
 import qualified Network.HTTP.Types as H
 import Network.Socket
 import qualified Network.Socket.ByteString as NSB
+import System.Directory (listDirectory)
+import System.FilePath ((</>))
 import System.IO.Unsafe (unsafePerformIO)
 import System.Timeout (timeout)
 
@@ -119,3 +124,20 @@ runChild secs rts name args = do
   let rtsArgs = if null rts then [] else "+RTS" : rts ++ ["-RTS"]
       p = (proc self (rtsArgs ++ args)) {env = Just (("WARPCORE_HS_CHILD", name) : filter ((/= "WARPCORE_HS_CHILD") . fst) environment)}
   timeout (secs * 1000000) (readCreateProcessWithExitCode p "")
+
+-- | (name, scheduling policy) of every thread of this process (/proc, Linux).
+threadPolicies :: IO [(String, Int)]
+threadPolicies = do
+  tids <- listDirectory "/proc/self/task"
+  fmap concat $ forM tids $ \tid -> do
+    r <- try $ do
+      name <- takeWhile (/= '\n') <$> readFile' ("/proc/self/task" </> tid </> "comm")
+      stat <- readFile' ("/proc/self/task" </> tid </> "stat")
+      -- Field 41 is the policy; the name (field 2) is parenthesised and may hold spaces.
+      let fields = words (drop 2 (dropWhile (/= ')') stat))
+      pure (name, read (fields !! 38))
+    pure (either (\(_ :: IOException) -> []) pure r)
+  where
+    readFile' path = do
+      c <- readFile path
+      length c `seq` pure c

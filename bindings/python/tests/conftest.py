@@ -49,6 +49,18 @@ def request(
         conn.close()
 
 
+def keeping_handler(kept: list):
+    """A handler that answers ``ok`` and keeps (appends to ``kept``) every
+    request for ``/keep``, beyond the handler's return."""
+
+    def handler(req: warpcore.Request) -> warpcore.Response:
+        if req.path == "/keep":
+            kept.append(req)
+        return warpcore.Response(200, [("Content-Type", "text/plain")], b"ok")
+
+    return handler
+
+
 def raw_exchange(port: int, data: bytes, timeout: float = TIMEOUT, until_close: bool = True) -> bytes:
     """Sends raw bytes, reads until the server closes (or the timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:

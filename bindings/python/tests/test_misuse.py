@@ -23,7 +23,7 @@ import warpcore
 from warpcore import FileResponse, Request, Response, StreamResponse, _ffi, _request, _response
 from warpcore.wsgi import WSGIServer
 
-from .conftest import PACKAGE_DIR, child_env, request
+from .conftest import PACKAGE_DIR, child_env, keeping_handler, request
 
 TEXT = [("Content-Type", "text/plain")]
 
@@ -390,13 +390,7 @@ def test_a_kept_request_is_copied_whatever_references_the_call_holds(serve, monk
     wrapper_adds = through_a_wrapper(probe) - real(probe)  # its own argument
     monkeypatch.setattr(sys, "getrefcount", lambda obj: real(obj) - wrapper_adds - 1)
     kept = []
-
-    def handler(req):
-        if req.path == "/keep":
-            kept.append(req)
-        return Response(200, TEXT, b"ok")
-
-    s = serve(handler)
+    s = serve(keeping_handler(kept))
     monkeypatch.undo()
     conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
     try:

@@ -18,7 +18,7 @@ import pytest
 import warpcore
 from warpcore import FileResponse, Request, Response, StreamResponse, _ffi
 
-from .conftest import PACKAGE_DIR, ROOT, raw_exchange, request
+from .conftest import PACKAGE_DIR, ROOT, keeping_handler, raw_exchange, request
 
 TEXT = [("Content-Type", "text/plain")]
 
@@ -336,13 +336,7 @@ def test_request_not_kept_is_not_copied(serve, monkeypatch):
     original = Request._detach
     monkeypatch.setattr(Request, "_detach", lambda self: (detached.append(1), original(self)))
     kept = []
-
-    def handler(req):
-        if req.path == "/keep":
-            kept.append(req)
-        return Response(200, TEXT, b"ok")
-
-    s = serve(handler)
+    s = serve(keeping_handler(kept))
     request(s.port)
     assert detached == []  # nothing kept it: no copy was needed
     request(s.port, path="/keep")

@@ -97,8 +97,15 @@ def _content_length(value: Any) -> Optional[int]:
         n = operator.index(value)
     except TypeError:
         raise TypeError(f"content_length must be an int or None, not {type(value).__name__}") from None
+    return length_in_range(value, n, "content_length", ", or None for chunked")
+
+
+def length_in_range(value: Any, n: int, what: str, alternative: str = "") -> int:
+    """``n`` (``value`` as an int) if the C calls can take it as a length
+    (``int64_t``, where -1 means chunked): 2**64 - 1 would have been sent
+    chunked, -5 refused later. Else a ``ValueError`` naming ``what``."""
     if not 0 <= n < 2**63:
-        raise ValueError(f"content_length {value!r} is out of range (0 .. 2**63 - 1, or None for chunked)")
+        raise ValueError(f"{what} {value!r} is out of range (0 .. 2**63 - 1{alternative})")
     return n
 
 

@@ -53,7 +53,6 @@ from ._ffi import (
     RAW,
     RELEASE,
     ClientClosedError,
-    F,
     error_for,
     guarded,
     header_array,
@@ -61,7 +60,19 @@ from ._ffi import (
     warpcore_handler_cb,
 )
 from ._request import _MEM, _SHORT, _pair, _unpack_view, read_headers
-from ._response import FILE_CHUNK, ZERO_COPY_MIN, pump
+from ._response import (
+    FILE_CHUNK,
+    ZERO_COPY_MIN,
+    _abort,
+    _end,
+    _respond,
+    _respond_buffer,
+    _start,
+    _write,
+    _write_buffer,
+    length_in_range,
+    pump,
+)
 from ._server import _ASYNC_SIGNALS, NO_LIMIT, Server
 
 __all__ = ["serve", "WSGIServer", "FileWrapper", "main"]
@@ -70,14 +81,8 @@ log = logging.getLogger("warpcore.wsgi")
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-# Application threads are daemon threads: their calls are guarded (see _ffi.guarded).
-_respond = guarded(F.respond)
-_respond_buffer = guarded(F.respond_buffer)
-_start = guarded(F.response_start)
-_write = guarded(F.response_write)
-_write_buffer = guarded(F.response_write_buffer)
-_end = guarded(F.response_end)
-_abort = guarded(F.response_abort)
+# Application threads are daemon threads: their calls are guarded (see
+# _ffi.guarded); _respond, _start and the rest come guarded from _response.
 _respond_raw = RAW.respond
 _respond_raw_deferred = guarded(RAW.respond_deferred)
 
@@ -201,7 +206,7 @@ class _Call:
                 except ValueError:
                     length = -1
                 else:
-                    length = _content_length(value, length)
+                    length = length_in_range(value, length, "Content-Length")
         self.length = length
         h = header_array(self.headers)
         rc = _start(self.res, self.code, h.address, h.count, length)
@@ -232,14 +237,6 @@ class _Call:
                 self.done = True
                 raise _Gone()
             raise error_for(rc, "warpcore_response_write")
-
-
-def _content_length(value: Any, n: int) -> int:
-    """A Content-Length the C call can take (``int64_t``, -1 meaning
-    chunked): 2**64 - 1 would have been sent chunked, -5 refused later."""
-    if not 0 <= n < 2**63:
-        raise ValueError(f"Content-Length {value!r} is out of range")
-    return n
 
 
 class _Gone(Exception):
@@ -290,7 +287,7 @@ def _send_file(call: _Call, wrapper: FileWrapper) -> bool:
             except ValueError:
                 pass
             else:
-                declared = _content_length(value, declared)
+                declared = length_in_range(value, declared, "Content-Length")
     if declared is not None and declared < size:
         size = declared
 

@@ -3,7 +3,7 @@
 #   make run        the C demo on 127.0.0.1:8080, examples/www/ under /static/
 #   make test       every test suite (installs what it needs when missing)
 #   make header     regenerate include/warpcore.h with cbindgen
-#   make bench      criterion micro benchmarks + wrk load runs of the demos (~15 min)
+#   make bench      criterion micro benchmarks + wrk load runs of the demos, uploads vs nginx (~20 min)
 #   make bench-compare  the same with nginx, Warp, hyper, granian, gunicorn, bjoern (~30 min)
 #   make bench-scale    the C demo with 1, 2, 4, … workers up to the core count
 #   make bench-smoke    one short checked run of each (part of make test)

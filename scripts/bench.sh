@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — the entry of the bench targets (benches/harness/bench.py does the work).
-#   bash scripts/bench.sh bench   [ARGS]   make bench: micro + the demos (Python, Haskell when built)
+#   bash scripts/bench.sh bench   [ARGS]   make bench: micro + the demos (Python, Haskell when built), nginx for uploads
 #   bash scripts/bench.sh compare [ARGS]   make bench-compare: the same + nginx, Warp, hyper, granian, gunicorn, bjoern
 #   bash scripts/bench.sh scale   [ARGS]   make bench-scale: the C demo with 1, 2, 4, … workers
 #   bash scripts/bench.sh smoke   [ARGS]   make bench-smoke: one short checked run of each (make test runs it)
 # ARGS go to the harness (python3 benches/harness/bench.py --help), e.g.
 #   make bench BENCH_ARGS='--rounds 5 --suites plain,pipe'
 #   make bench BENCH_ARGS='--layout b --workers 8'          # bigger machines: nothing pinned
-# Installs wrk from Debian when it is missing. Everything is bounded in time:
+# Installs wrk (and, for make bench, nginx) from Debian when missing. Everything is bounded in time:
 # the whole run by BENCH_TIMEOUT seconds (default: 40 min, smoke 8 min).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +20,20 @@ if ! command -v wrk >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "bench: need root to install wrk (apt-get install wrk)" >&2; exit 1; }
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+
+# make bench measures its upload suite against nginx: installed when missing
+# (no service may start from the install: Debian's policy-rc.d says so meanwhile).
+if [ "$mode" = bench ] && ! command -v nginx >/dev/null; then
+  echo "bench: installing nginx (the upload suite's reference)"
+  [ "$(id -u)" = 0 ] || { echo "bench: need root to install nginx (apt-get install nginx)" >&2; exit 1; }
+  policy=/usr/sbin/policy-rc.d made_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq nginx >/dev/null
+  [ -n "$made_policy" ] && rm -f "$policy"
 fi
 
 case $mode in

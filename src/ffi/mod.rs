@@ -5,7 +5,8 @@
 //!
 //! One concept per file, as in the header: results, config, server, request,
 //! response, files, version; `panic.rs`, `cast.rs`, `handles.rs` (where response
-//! handles live) and `thread.rs` hold the plumbing.
+//! handles live), `sized.rs` (structs the caller allocates, which carry their
+//! size) and `thread.rs` hold the plumbing.
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -16,6 +17,8 @@
 
 #[macro_use]
 mod panic;
+#[macro_use]
+mod sized;
 mod cast;
 mod handles;
 pub mod body;

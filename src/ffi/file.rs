@@ -12,6 +12,8 @@ use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
 use super::server::warpcore_server;
 
+symbol_versions!();
+
 /// Answers the request with the file at `path` (`path_len` bytes; an absolute
 /// path is best, a relative one is taken from the process's working directory)
 /// and `status`, handled as a static mount handles its files: `Content-Type` by

@@ -15,6 +15,24 @@
 // the real `unsafe` blocks (each with its SAFETY line) are.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+/// Gives the exported functions of the file it is used in their symbol
+/// versions: the `.symver` lines build.rs wrote for the file from
+/// abi/libwarpcore.map (empty where there are no symbol versions). In each
+/// file with `extern "C"` functions, so that each line is assembled in the
+/// object that defines its function.
+macro_rules! symbol_versions {
+    () => {
+        #[cfg(any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "x86",
+            target_arch = "arm",
+            target_arch = "riscv64"
+        ))]
+        ::std::arch::global_asm!(include_str!(concat!(env!("OUT_DIR"), "/symver/", file!(), ".s")));
+    };
+}
+
 #[macro_use]
 mod panic;
 #[macro_use]

@@ -8,6 +8,8 @@ use super::config::warpcore_config;
 use super::result::{fail, warpcore_result};
 use crate::server::Server;
 
+symbol_versions!();
+
 /// A running server.
 ///
 /// Owned by the caller: made by `warpcore_server_start`, released by

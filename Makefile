@@ -20,7 +20,7 @@ CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -pedantic
 LIBDIR   := $(abspath target/release)
 LIB      := $(LIBDIR)/libwarpcore.so
 FFI_SRC  := $(wildcard src/ffi/*.rs) cbindgen.toml
-RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
+RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs abi/libwarpcore.map
 # The version is Cargo.toml's; the library's soname is libwarpcore.so.MAJOR (build.rs).
 VERSION       := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
 VERSION_MAJOR := $(firstword $(subst ., ,$(VERSION)))

@@ -2,9 +2,11 @@
  * A program built against the recorded release's header (warpcore-0.1.h, a
  * copy of include/warpcore.h as 0.1.0 was recorded in
  * abi/libwarpcore.so.0.abi) and run with the library of the tree, under
- * AddressSanitizer: the structs it allocates for the library to fill sit on
- * the heap at their exact size, so a newer library writing past them fails
- * the run. It also allocates structs as other releases' programs would:
+ * AddressSanitizer. The structs it allocates for the library to fill end
+ * exactly where an inaccessible guard page begins, so a newer library writing
+ * past them crashes the run (the library is not instrumented: AddressSanitizer
+ * alone would not see its stores into a heap block's redzone). It also
+ * allocates structs as other releases' programs would:
  *   - fewer fields than 0.1 (an older layout than any release): refused with
  *     INVALID_ARGUMENT, nothing written;
  *   - more fields (a later header's larger struct): filled up to the library's
@@ -12,11 +14,13 @@
  *   - a size that ends inside a field: only whole fields are written.
  * Self-contained (no check.h: that one includes today's header).
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -57,6 +61,19 @@ static int get(uint16_t port, char *reply, size_t cap) {
     return (int)n;
 }
 
+/* `size` bytes (a multiple of 8) that end where a PROT_NONE page begins. */
+static void *guarded(size_t size) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *map = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED || mprotect(map + page, page, PROT_NONE) != 0) abort();
+    return map + page - size;
+}
+
+static void unguard(void *p) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    munmap((void *)((uintptr_t)p & ~(uintptr_t)(page - 1)), 2 * page);
+}
+
 /* An older layout than any release: two counters. */
 struct stats_fewer {
     size_t size;
@@ -87,38 +104,38 @@ int main(void) {
     if (server == NULL) return 1;
     CHECK(get(warpcore_server_port(server), reply, sizeof reply) > 0 && strncmp(reply, "HTTP/1.1 200 OK\r\n", 17) == 0);
 
-    /* 0.1's structs at their exact size, on the heap. */
+    /* 0.1's structs at their exact size, against a guard page. */
     {
         const warpcore_stats init = WARPCORE_STATS_INIT;
-        warpcore_stats *st = malloc(sizeof *st);
+        warpcore_stats *st = guarded(sizeof *st);
         *st = init;
         CHECK(warpcore_server_stats(server, st) == WARPCORE_RESULT_OK);
         CHECK(st->size == sizeof *st);
         CHECK(st->requests == 1 && st->responses_2xx == 1 && st->connections_accepted == 1);
-        free(st);
+        unguard(st);
     }
     {
         const warpcore_file_cache_stats init = WARPCORE_FILE_CACHE_STATS_INIT;
-        warpcore_file_cache_stats *fc = malloc(sizeof *fc);
+        warpcore_file_cache_stats *fc = guarded(sizeof *fc);
         *fc = init;
         CHECK(warpcore_server_file_cache_stats(server, fc) == WARPCORE_RESULT_OK);
         CHECK(fc->size == sizeof *fc && fc->fd_hits == 0 && fc->fd_misses == 0);
-        free(fc);
+        unguard(fc);
     }
 
     /* Fewer fields than the first version: refused, nothing written. */
     {
-        struct stats_fewer *few = malloc(sizeof *few);
+        struct stats_fewer *few = guarded(sizeof *few);
         few->size = sizeof *few;
         few->connections_accepted = few->connections_active = UNTOUCHED;
         CHECK(warpcore_server_stats(server, (warpcore_stats *)(void *)few) == WARPCORE_RESULT_INVALID_ARGUMENT);
         CHECK(few->size == sizeof *few && few->connections_accepted == UNTOUCHED && few->connections_active == UNTOUCHED);
-        free(few);
+        unguard(few);
     }
 
     /* A later program's larger struct: the library's fields, no more. */
     {
-        struct stats_more *more = malloc(sizeof *more);
+        struct stats_more *more = guarded(sizeof *more);
         unsigned char *bytes = (unsigned char *)more;
         size_t i;
         memset(more, 0xA5, sizeof *more);
@@ -133,17 +150,17 @@ int main(void) {
         CHECK(warpcore_server_stats(server, &more->known) == WARPCORE_RESULT_OK);
         CHECK(more->known.size >= sizeof(warpcore_stats) && more->known.size <= sizeof(warpcore_stats) + 4);
         for (i = more->known.size; i < sizeof *more; i++) CHECK(bytes[i] == 0xA5);
-        free(more);
+        unguard(more);
     }
 
     CHECK(warpcore_server_shutdown(server, 1000) == WARPCORE_RESULT_OK);
     {
         const warpcore_shutdown_report init = WARPCORE_SHUTDOWN_REPORT_INIT;
-        warpcore_shutdown_report *report = malloc(sizeof *report);
+        warpcore_shutdown_report *report = guarded(sizeof *report);
         *report = init;
         CHECK(warpcore_server_shutdown_report(server, report) == WARPCORE_RESULT_OK);
         CHECK(report->size == sizeof *report && report->connections_cut == 0);
-        free(report);
+        unguard(report);
     }
     warpcore_server_free(server);
     printf("old-stats: %d checks, %d failed\n", checks, failures);

@@ -3,6 +3,8 @@
 #   make run        the C demo on 127.0.0.1:8080, examples/www/ under /static/
 #   make test       every test suite (installs what it needs when missing)
 #   make header     regenerate include/warpcore.h with cbindgen
+#   make test-abidiff   abidiff of the library's ABI against the recorded release's (abi/)
+#   make abi-record     record the built library's ABI in abi/ (when a release is made)
 #   make bench      criterion micro benchmarks + wrk load runs of the demos, uploads vs nginx (~20 min)
 #   make bench-compare  the same with nginx, Warp, hyper, granian, gunicorn, bjoern (~30 min)
 #   make bench-scale    the C demo with 1, 2, 4, … workers up to the core count
@@ -18,7 +20,7 @@ CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -pedantic
 LIBDIR   := $(abspath target/release)
 LIB      := $(LIBDIR)/libwarpcore.so
 FFI_SRC  := $(wildcard src/ffi/*.rs) cbindgen.toml
-RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
+RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs abi/libwarpcore.map
 # The version is Cargo.toml's; the library's soname is libwarpcore.so.MAJOR (build.rs).
 VERSION       := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
 VERSION_MAJOR := $(firstword $(subst ., ,$(VERSION)))
@@ -26,7 +28,7 @@ SONAME        := libwarpcore.so.$(VERSION_MAJOR)
 # Programs linked in the tree record the soname: the link lets them load target/release's library.
 SONAME_LINK   := $(LIBDIR)/$(SONAME)
 
-.PHONY: all lib header run test test-deps test-rust test-abi test-python test-install test-docs clean bench bench-compare bench-scale bench-smoke
+.PHONY: all lib header run test test-deps test-rust test-abi test-abidiff abi-record test-python test-install test-docs clean bench bench-compare bench-scale bench-smoke
 .PHONY: install uninstall
 
 all: lib include/warpcore.h build/demo build/deferred build/stream
@@ -55,7 +57,7 @@ run: all
 	./build/demo --host 127.0.0.1 --port 8080 --static /static=examples/www
 
 # Every suite; a missing tool is installed or is an error, never a skip.
-test: test-deps all test-rust test-abi test-python test-haskell test-install test-docs bench-smoke
+test: test-deps all test-rust test-abi test-abidiff test-python test-haskell test-install test-docs bench-smoke
 	@echo "make test: all suites passed"
 
 test-deps:
@@ -66,6 +68,15 @@ test-rust: all
 
 test-abi: all
 	@bash tests/abi/run.sh
+
+# The ABI against the recorded release's (abi/libwarpcore.so.0.abi, libabigail):
+# an incompatible change fails with abidiff's report; added functions pass.
+test-abidiff: all
+	@bash scripts/abi.sh check
+
+# Rewrites abi/libwarpcore.so.0.abi from the built library: when a release is made.
+abi-record: all
+	@bash scripts/abi.sh record
 
 # The Python binding's pytest suite, in .venv (made by the script when missing).
 test-python: all

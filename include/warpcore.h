@@ -29,6 +29,21 @@
 // The same version as a string, `"MAJOR.MINOR.PATCH"`.
 #define WARPCORE_VERSION "0.1.0"
 
+// Initialisers for the structs a program allocates and the library fills:
+// each sets the leading `size` to the size of the struct as this header
+// declares it and every other field to zero, as in
+// `warpcore_stats stats = WARPCORE_STATS_INIT;`. A later header may add
+// fields at the end of these structs; the library writes only the fields that
+// fit in `size` (see `warpcore_stats`).
+#if defined(__cplusplus)
+#define WARPCORE_SIZED_INIT_(type) ([] { type sized_{}; sized_.size = sizeof sized_; return sized_; }())
+#else
+#define WARPCORE_SIZED_INIT_(type) { .size = sizeof(type) }
+#endif
+#define WARPCORE_STATS_INIT WARPCORE_SIZED_INIT_(warpcore_stats)
+#define WARPCORE_FILE_CACHE_STATS_INIT WARPCORE_SIZED_INIT_(warpcore_file_cache_stats)
+#define WARPCORE_SHUTDOWN_REPORT_INIT WARPCORE_SIZED_INIT_(warpcore_shutdown_report)
+
 // What a fallible call did. `WARPCORE_RESULT_OK` is 0; the numbers are stable.
 // Every other code comes with a message for the calling thread, readable with
 // `warpcore_last_error_message`.
@@ -229,6 +244,8 @@ typedef struct warpcore_header {
 //
 // Borrowed: the struct and every byte it points to belong to the library and
 // are valid only until the handler returns. Copy what must outlive the call.
+// Later releases may add fields at the end (never move one): read it through
+// the library's pointer, never allocate or copy a whole one.
 typedef struct warpcore_request {
   // The method (`GET`, `POST`, …).
   struct warpcore_str method;
@@ -307,7 +324,15 @@ typedef void (*warpcore_error_log_cb)(void *userdata,
                                       size_t len);
 
 // Hit and miss counts of a server's file caches, summed over its workers.
+// Allocated by the caller, with `size` set (`WARPCORE_FILE_CACHE_STATS_INIT`);
+// later releases may add fields at the end.
 typedef struct warpcore_file_cache_stats {
+  // The size of the struct as the caller's program knows it, set by the
+  // caller before the call: `WARPCORE_FILE_CACHE_STATS_INIT` or `sizeof(struct warpcore_file_cache_stats)`.
+  // The library writes only the fields that end within it (none for a
+  // size below this first version's, which is refused) and sets it to the
+  // number of bytes it wrote.
+  size_t size;
   // Requests whose file information (stat, ETag, Last-Modified) came from the cache.
   uint64_t info_hits;
   // Requests that looked their path up on disk.
@@ -326,7 +351,15 @@ typedef struct warpcore_file_cache_stats {
 typedef void (*warpcore_release_cb)(void *userdata, const uint8_t *data, size_t len);
 
 // What a graceful shutdown did, from `warpcore_server_shutdown_report`.
+// Allocated by the caller, with `size` set (`WARPCORE_SHUTDOWN_REPORT_INIT`);
+// later releases may add fields at the end.
 typedef struct warpcore_shutdown_report {
+  // The size of the struct as the caller's program knows it, set by the
+  // caller before the call: `WARPCORE_SHUTDOWN_REPORT_INIT` or `sizeof(struct warpcore_shutdown_report)`.
+  // The library writes only the fields that end within it (none for a
+  // size below this first version's, which is refused) and sets it to the
+  // number of bytes it wrote.
+  size_t size;
   // Requests answered after the shutdown began.
   uint64_t requests_finished;
   // Connections still open at the deadline, closed without their answer.
@@ -334,8 +367,15 @@ typedef struct warpcore_shutdown_report {
 } warpcore_shutdown_report;
 
 // Counters summed over every worker, read without stopping them (each is
-// exact; they are not one atomic snapshot).
+// exact; they are not one atomic snapshot). Allocated by the caller, with
+// `size` set (`WARPCORE_STATS_INIT`); later releases may add fields at the end.
 typedef struct warpcore_stats {
+  // The size of the struct as the caller's program knows it, set by the
+  // caller before the call: `WARPCORE_STATS_INIT` or `sizeof(struct warpcore_stats)`.
+  // The library writes only the fields that end within it (none for a
+  // size below this first version's, which is refused) and sets it to the
+  // number of bytes it wrote.
+  size_t size;
   // Connections accepted.
   uint64_t connections_accepted;
   // Connections open now.
@@ -629,8 +669,11 @@ warpcore_result warpcore_respond_file(struct warpcore_response *response,
                                       const uint8_t *path,
                                       size_t path_len);
 
-// Writes the server's file cache counters to `*out`. Thread-safe; the counts
-// are read without stopping the workers, so they may lag by a request or two.
+// Writes the server's file cache counters to `*out`: the fields that fit in
+// `out->size` bytes, and `out->size` set to the bytes written. Thread-safe;
+// the counts are read without stopping the workers, so they may lag by a
+// request or two. Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` when `out->size`
+// is smaller than this first version of the struct (nothing is written).
 warpcore_result warpcore_server_file_cache_stats(const struct warpcore_server *server,
                                                  struct warpcore_file_cache_stats *out);
 
@@ -799,7 +842,10 @@ warpcore_result warpcore_server_run_worker(const struct warpcore_server *server,
 warpcore_result warpcore_server_shutdown(const struct warpcore_server *server, uint32_t grace_ms);
 
 // Writes what `warpcore_server_shutdown` did to `*out` (all zero before a
-// shutdown has finished).
+// shutdown has finished): the fields that fit in `out->size` bytes, and
+// `out->size` set to the bytes written. Errors:
+// `WARPCORE_RESULT_INVALID_ARGUMENT` when `out->size` is smaller than this
+// first version of the struct (nothing is written).
 warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *server,
                                                 struct warpcore_shutdown_report *out);
 
@@ -822,7 +868,10 @@ warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *se
 warpcore_result warpcore_server_reload(const struct warpcore_server *server,
                                        const struct warpcore_config *config);
 
-// Writes the server's counters to `*out`. Thread-safe.
+// Writes the server's counters to `*out`: the fields that fit in `out->size`
+// bytes, and `out->size` set to the bytes written. Thread-safe. Errors:
+// `WARPCORE_RESULT_INVALID_ARGUMENT` when `out->size` is smaller than this
+// first version of the struct (nothing is written).
 warpcore_result warpcore_server_stats(const struct warpcore_server *server,
                                       struct warpcore_stats *out);
 

@@ -11,6 +11,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 # and checks the library with nm, readelf and ldd (binutils, libc-bin).
 command -v pkg-config >/dev/null || need_apt+=(pkgconf)
 command -v nm >/dev/null && command -v readelf >/dev/null || need_apt+=(binutils)
+# libabigail's abidw and abidiff for make test-abidiff (scripts/abi.sh).
+command -v abidw >/dev/null && command -v abidiff >/dev/null || need_apt+=(abigail-tools)
 # The load generator of make bench-smoke.
 command -v wrk >/dev/null || need_apt+=(wrk)
 # Headless browser for the example-site test (tests/static_files.rs).

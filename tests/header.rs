@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-/// The `WARPCORE_VERSION*` macros, placed after the includes. cbindgen cannot
+/// The `WARPCORE_VERSION*` macros, placed after the includes (before
+/// cbindgen.toml's `after_includes`). cbindgen cannot
 /// evaluate `env!` in a Rust constant, so they are written here from the
 /// version cargo read from Cargo.toml.
 fn version_macros() -> String {
@@ -30,7 +31,7 @@ fn version_macros() -> String {
 fn header_is_fresh() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
-    config.after_includes = Some(version_macros());
+    config.after_includes = Some(version_macros() + "\n\n" + config.after_includes.as_deref().unwrap_or(""));
     let bindings = cbindgen::Builder::new()
         .with_crate(root)
         .with_config(config)

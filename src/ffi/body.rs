@@ -6,6 +6,8 @@ use super::response::{with_core_in_call, warpcore_response};
 use super::result::{fail, warpcore_result};
 use crate::app::body::{BodyError, BodyStream};
 
+symbol_versions!();
+
 /// A request body that streams (`warpcore_request.body_follows`): its bytes,
 /// read as they arrive through a window of 64 KiB. While the application has
 /// not read what the window holds, the library reads nothing more from the

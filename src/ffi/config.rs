@@ -10,6 +10,8 @@ use crate::observe::log::AccessLogTarget;
 use super::result::{fail, warpcore_result};
 use crate::config::Config;
 
+symbol_versions!();
+
 /// Server settings, filled in with setters and read by `warpcore_server_start`.
 ///
 /// Owned by the caller: made by `warpcore_config_new`, released by

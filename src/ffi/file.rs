@@ -5,11 +5,14 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::cast::{try_ref, try_slice, write_out};
+use super::cast::{try_ref, try_slice};
+use super::sized::{sized_len, write_sized};
 use super::request::warpcore_header;
 use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
 use super::server::warpcore_server;
+
+symbol_versions!();
 
 /// Answers the request with the file at `path` (`path_len` bytes; an absolute
 /// path is best, a relative one is taken from the process's working directory)
@@ -53,9 +56,17 @@ pub extern "C" fn warpcore_respond_file(
 }
 
 /// Hit and miss counts of a server's file caches, summed over its workers.
+/// Allocated by the caller, with `size` set (`WARPCORE_FILE_CACHE_STATS_INIT`);
+/// later releases may add fields at the end.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct warpcore_file_cache_stats {
+    /// The size of the struct as the caller's program knows it, set by the
+    /// caller before the call: `WARPCORE_FILE_CACHE_STATS_INIT` or `sizeof(struct warpcore_file_cache_stats)`.
+    /// The library writes only the fields that end within it (none for a
+    /// size below this first version's, which is refused) and sets it to the
+    /// number of bytes it wrote.
+    pub size: usize,
     /// Requests whose file information (stat, ETag, Last-Modified) came from the cache.
     pub info_hits: u64,
     /// Requests that looked their path up on disk.
@@ -65,9 +76,13 @@ pub struct warpcore_file_cache_stats {
     /// File bodies that had to open their file.
     pub fd_misses: u64,
 }
+growable!(warpcore_file_cache_stats, first = fd_misses, fields = [info_hits, info_misses, fd_hits, fd_misses]);
 
-/// Writes the server's file cache counters to `*out`. Thread-safe; the counts
-/// are read without stopping the workers, so they may lag by a request or two.
+/// Writes the server's file cache counters to `*out`: the fields that fit in
+/// `out->size` bytes, and `out->size` set to the bytes written. Thread-safe;
+/// the counts are read without stopping the workers, so they may lag by a
+/// request or two. Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` when `out->size`
+/// is smaller than this first version of the struct (nothing is written).
 #[no_mangle]
 pub extern "C" fn warpcore_server_file_cache_stats(
     server: *const warpcore_server,
@@ -75,18 +90,18 @@ pub extern "C" fn warpcore_server_file_cache_stats(
 ) -> warpcore_result {
     ffi_boundary!({
         let server = ok_or_return!(try_ref(server, "server"));
-        if out.is_null() {
-            return fail(warpcore_result::NullArgument, "out is NULL");
-        }
+        let len = ok_or_return!(sized_len(out));
         let s = server.inner.file_cache_stats();
-        write_out(
+        write_sized(
             out,
             warpcore_file_cache_stats {
+                size: 0,
                 info_hits: s.info_hits,
                 info_misses: s.info_misses,
                 fd_hits: s.fd_hits,
                 fd_misses: s.fd_misses,
             },
+            len,
         );
         warpcore_result::Ok
     })

@@ -5,7 +5,8 @@
 //!
 //! One concept per file, as in the header: results, config, server, request,
 //! response, files, version; `panic.rs`, `cast.rs`, `handles.rs` (where response
-//! handles live) and `thread.rs` hold the plumbing.
+//! handles live), `sized.rs` (structs the caller allocates, which carry their
+//! size) and `thread.rs` hold the plumbing.
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -14,8 +15,28 @@
 // the real `unsafe` blocks (each with its SAFETY line) are.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+/// Gives the exported functions of the file it is used in their symbol
+/// versions: the `.symver` lines build.rs wrote for the file from
+/// abi/libwarpcore.map (empty where there are no symbol versions). In each
+/// file with `extern "C"` functions, so that each line is assembled in the
+/// object that defines its function.
+macro_rules! symbol_versions {
+    () => {
+        #[cfg(any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "x86",
+            target_arch = "arm",
+            target_arch = "riscv64"
+        ))]
+        ::std::arch::global_asm!(include_str!(concat!(env!("OUT_DIR"), "/symver/", file!(), ".s")));
+    };
+}
+
 #[macro_use]
 mod panic;
+#[macro_use]
+mod sized;
 mod cast;
 mod handles;
 pub mod body;

@@ -12,6 +12,8 @@ use crate::app::deferred::{check_status, OwnedHead};
 use crate::app::handler::DIRECT_WRITE_MIN;
 use crate::http::image::KeepAliveImage;
 
+symbol_versions!();
+
 /// A complete response prepared by `warpcore_prepared_new`.
 ///
 /// Immutable once made: any thread may send it, several at once. Owned by the

@@ -37,6 +37,8 @@ pub struct warpcore_header {
 ///
 /// Borrowed: the struct and every byte it points to belong to the library and
 /// are valid only until the handler returns. Copy what must outlive the call.
+/// Later releases may add fields at the end (never move one): read it through
+/// the library's pointer, never allocate or copy a whole one.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct warpcore_request {

@@ -24,6 +24,8 @@ use crate::app::handler::{RespondError, Response};
 use crate::net::payload::Payload;
 use crate::sys::membarrier;
 
+symbol_versions!();
+
 // A token is a slot's index and a generation in 64 bits.
 const _: () = assert!(usize::BITS == 64, "response handles are 64-bit tokens");
 

@@ -6,6 +6,8 @@ use std::ffi::{c_char, CStr};
 use crate::error::{Error, ErrorKind};
 use crate::app::handler::RespondError;
 
+symbol_versions!();
+
 /// What a fallible call did. `WARPCORE_RESULT_OK` is 0; the numbers are stable.
 /// Every other code comes with a message for the calling thread, readable with
 /// `warpcore_last_error_message`.

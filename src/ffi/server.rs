@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use super::cast::{try_ref, write_out};
+use super::sized::{sized_len, write_sized};
 use super::config::warpcore_config;
 use super::result::{fail, warpcore_result};
 use crate::server::Server;
+
+symbol_versions!();
 
 /// A running server.
 ///
@@ -90,17 +93,29 @@ pub extern "C" fn warpcore_server_shutdown(server: *const warpcore_server, grace
 }
 
 /// What a graceful shutdown did, from `warpcore_server_shutdown_report`.
+/// Allocated by the caller, with `size` set (`WARPCORE_SHUTDOWN_REPORT_INIT`);
+/// later releases may add fields at the end.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct warpcore_shutdown_report {
+    /// The size of the struct as the caller's program knows it, set by the
+    /// caller before the call: `WARPCORE_SHUTDOWN_REPORT_INIT` or `sizeof(struct warpcore_shutdown_report)`.
+    /// The library writes only the fields that end within it (none for a
+    /// size below this first version's, which is refused) and sets it to the
+    /// number of bytes it wrote.
+    pub size: usize,
     /// Requests answered after the shutdown began.
     pub requests_finished: u64,
     /// Connections still open at the deadline, closed without their answer.
     pub connections_cut: u64,
 }
+growable!(warpcore_shutdown_report, first = connections_cut, fields = [requests_finished, connections_cut]);
 
 /// Writes what `warpcore_server_shutdown` did to `*out` (all zero before a
-/// shutdown has finished).
+/// shutdown has finished): the fields that fit in `out->size` bytes, and
+/// `out->size` set to the bytes written. Errors:
+/// `WARPCORE_RESULT_INVALID_ARGUMENT` when `out->size` is smaller than this
+/// first version of the struct (nothing is written).
 #[no_mangle]
 pub extern "C" fn warpcore_server_shutdown_report(
     server: *const warpcore_server,
@@ -108,11 +123,10 @@ pub extern "C" fn warpcore_server_shutdown_report(
 ) -> warpcore_result {
     ffi_boundary!({
         let server = ok_or_return!(try_ref(server, "server"));
-        if out.is_null() {
-            return fail(warpcore_result::NullArgument, "out is NULL");
-        }
+        let len = ok_or_return!(sized_len(out));
         let r = *server.report.lock().unwrap_or_else(|e| e.into_inner());
-        write_out(out, warpcore_shutdown_report { requests_finished: r.requests_finished, connections_cut: r.connections_cut });
+        let report = warpcore_shutdown_report { size: 0, requests_finished: r.requests_finished, connections_cut: r.connections_cut };
+        write_sized(out, report, len);
         warpcore_result::Ok
     })
 }
@@ -146,10 +160,17 @@ pub extern "C" fn warpcore_server_reload(server: *const warpcore_server, config:
 }
 
 /// Counters summed over every worker, read without stopping them (each is
-/// exact; they are not one atomic snapshot).
+/// exact; they are not one atomic snapshot). Allocated by the caller, with
+/// `size` set (`WARPCORE_STATS_INIT`); later releases may add fields at the end.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct warpcore_stats {
+    /// The size of the struct as the caller's program knows it, set by the
+    /// caller before the call: `WARPCORE_STATS_INIT` or `sizeof(struct warpcore_stats)`.
+    /// The library writes only the fields that end within it (none for a
+    /// size below this first version's, which is refused) and sets it to the
+    /// number of bytes it wrote.
+    pub size: usize,
     /// Connections accepted.
     pub connections_accepted: u64,
     /// Connections open now.
@@ -186,19 +207,44 @@ pub struct warpcore_stats {
     /// `warpcore_config_set_coalesce_wait`).
     pub coalesce_naps: u64,
 }
+growable!(
+    warpcore_stats,
+    first = coalesce_naps,
+    fields = [
+        connections_accepted,
+        connections_active,
+        connections_timed_out,
+        requests,
+        responses_1xx,
+        responses_2xx,
+        responses_3xx,
+        responses_4xx,
+        responses_5xx,
+        bytes_in,
+        bytes_out,
+        parse_errors,
+        fd_cache_hits,
+        fd_cache_misses,
+        info_cache_hits,
+        info_cache_misses,
+        coalesce_naps,
+    ]
+);
 
-/// Writes the server's counters to `*out`. Thread-safe.
+/// Writes the server's counters to `*out`: the fields that fit in `out->size`
+/// bytes, and `out->size` set to the bytes written. Thread-safe. Errors:
+/// `WARPCORE_RESULT_INVALID_ARGUMENT` when `out->size` is smaller than this
+/// first version of the struct (nothing is written).
 #[no_mangle]
 pub extern "C" fn warpcore_server_stats(server: *const warpcore_server, out: *mut warpcore_stats) -> warpcore_result {
     ffi_boundary!({
         let server = ok_or_return!(try_ref(server, "server"));
-        if out.is_null() {
-            return fail(warpcore_result::NullArgument, "out is NULL");
-        }
+        let len = ok_or_return!(sized_len(out));
         let s = server.inner.stats();
-        write_out(
+        write_sized(
             out,
             warpcore_stats {
+                size: 0,
                 connections_accepted: s.connections_accepted,
                 connections_active: s.connections_active,
                 connections_timed_out: s.connections_timed_out,
@@ -217,6 +263,7 @@ pub extern "C" fn warpcore_server_stats(server: *const warpcore_server, out: *mu
                 info_cache_misses: s.info_cache_misses,
                 coalesce_naps: s.coalesce_naps,
             },
+            len,
         );
         warpcore_result::Ok
     })

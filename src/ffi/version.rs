@@ -4,6 +4,8 @@
 
 use std::ffi::c_char;
 
+symbol_versions!();
+
 /// The version of the library as loaded, a static NUL-terminated string
 /// `"MAJOR.MINOR.PATCH"`: the same as `WARPCORE_VERSION` when the program runs
 /// with the library its header came from. Programs linked against

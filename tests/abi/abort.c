@@ -75,7 +75,7 @@ int main(void) {
     body = strstr(c.reply, "\r\n\r\n");
     CHECK(body != NULL && strcmp(body + 4, "a\r\nfrom afar \r\n") == 0);
 
-    warpcore_stats st;
+    warpcore_stats st = WARPCORE_STATS_INIT;
     CHECK_RESULT(warpcore_server_stats(server, &st), WARPCORE_RESULT_OK);
     CHECK(st.responses_5xx == 1 && st.responses_2xx == 2);
 

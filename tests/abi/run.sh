@@ -2,7 +2,10 @@
 # Builds and runs the C ABI tests: the header alone as C11 and as C++17, and
 # every tests/abi/*.c program, compiled strictly against include/warpcore.h and
 # target/release/libwarpcore.so and run under AddressSanitizer (with
-# LeakSanitizer) and UndefinedBehaviorSanitizer. Any failure fails the script.
+# LeakSanitizer) and UndefinedBehaviorSanitizer; then every tests/abi/old/*.c
+# program the same way but against the recorded release's header
+# (tests/abi/old/warpcore-0.1.h, not include/): an older program run with the
+# new library. Any failure fails the script.
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -58,6 +61,17 @@ for src in "$root"/tests/abi/*.c; do
   name=$(basename "$src" .c)
   rm -f "$out/$name"
   run "build-$name" "$CC" "${cflags[@]}" "$src" -o "$out/$name" "${ldflags[@]}"
+  if [ -x "$out/$name" ]; then
+    run "$name" timeout --kill-after=5 120 "$out/$name"
+  fi
+done
+
+# Programs of the recorded release, built with its header only.
+old_cflags=("${cflags[@]/-I$root\/include/-I$root/tests/abi/old}")
+for src in "$root"/tests/abi/old/*.c; do
+  name=old-$(basename "$src" .c)
+  rm -f "$out/$name"
+  run "build-$name" "$CC" "${old_cflags[@]}" "$src" -o "$out/$name" "${ldflags[@]}"
   if [ -x "$out/$name" ]; then
     run "$name" timeout --kill-after=5 120 "$out/$name"
   fi

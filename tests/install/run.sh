@@ -2,7 +2,8 @@
 # `make install` and `make uninstall` as a C programmer uses them, into
 # temporary directories (never the real /usr/local):
 #   - PREFIX=<tmp>: exactly the expected files and links; the soname; the
-#     exported symbols are exactly the header's functions; installed copies
+#     exported symbols are exactly the header's functions, each with symbol
+#     version WARPCORE_0.1 (readelf --dyn-syms, objdump -T); installed copies
 #     equal the build's; warpcore.pc's version and paths;
 #   - examples/c/demo.c built with nothing but
 #     `cc demo.c $(pkg-config --cflags --libs warpcore)`, run on 127.0.0.1
@@ -24,7 +25,7 @@ libdir_build=$root/target/release
 # shellcheck source=../lib/checks.sh
 . "$root/tests/lib/checks.sh"
 checks_begin install
-require_tools "make test-deps installs it" "$CC" pkg-config nm readelf curl timeout
+require_tools "make test-deps installs it" "$CC" pkg-config nm readelf objdump curl timeout
 [ -f "$libdir_build/libwarpcore.so" ] || { echo "install: $libdir_build/libwarpcore.so is missing (run make)" >&2; exit 1; }
 
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
@@ -104,7 +105,7 @@ soname=$(readelf -d "$lib/libwarpcore.so.$version" | sed -n 's/.*(SONAME).*\[\(.
 [ "$soname" = "libwarpcore.so.$major" ] || fail "soname is '$soname', not libwarpcore.so.$major"
 ok "soname libwarpcore.so.$major"
 
-exported=$(nm -D --defined-only "$lib/libwarpcore.so.$version" | awk 'NF == 3 { print $3 }' | LC_ALL=C sort -u)
+exported=$(nm -D --defined-only "$lib/libwarpcore.so.$version" | awk 'NF == 3 { sub(/@.*/, "", $3); print $3 }' | LC_ALL=C sort -u)
 strays=$(grep -v '^warpcore_' <<<"$exported" || true)
 [ -z "$strays" ] || fail "exported symbols without the warpcore_ prefix: $(xargs <<<"$strays")"
 declared=$(header_functions "$root/include/warpcore.h")
@@ -112,6 +113,20 @@ declared=$(header_functions "$root/include/warpcore.h")
 [ "$exported" = "$declared" ] \
   || fail "exported symbols and header functions differ: $(diff <(echo "$declared") <(echo "$exported") | grep '^[<>]' | xargs)"
 ok "nm -D: exactly the header's $(wc -l <<<"$exported") warpcore_* functions are exported"
+
+# Symbol versions (abi/libwarpcore.map, build.rs): every defined dynamic
+# symbol is a warpcore_ function with the default version WARPCORE_0.1, and
+# objdump -T agrees. (A linker may add the node's own ABS symbol: skipped.)
+dynsyms=$(readelf --dyn-syms -W "$lib/libwarpcore.so.$version" \
+  | awk '$1 ~ /^[0-9]+:$/ && $7 != "UND" && !($7 == "ABS" && $8 ~ /^WARPCORE_[0-9.]+(@@.*)?$/) { print $5, $8 }')
+unversioned=$(grep -vE '^(GLOBAL|WEAK) warpcore_[a-z0-9_]+@@WARPCORE_0\.1$' <<<"$dynsyms" || true)
+[ -z "$unversioned" ] || fail "readelf --dyn-syms: symbols without version WARPCORE_0.1 or not warpcore_*: $(xargs <<<"$unversioned")"
+[ "$(sed 's/^[A-Z]* //; s/@@.*//' <<<"$dynsyms" | LC_ALL=C sort -u)" = "$declared" ] \
+  || fail "readelf --dyn-syms: the versioned symbols are not the header's functions"
+objdump_versioned=$(objdump -T "$lib/libwarpcore.so.$version" | awk '$NF ~ /^warpcore_/ && $(NF-1) == "WARPCORE_0.1" { print $NF }' | LC_ALL=C sort -u)
+[ "$objdump_versioned" = "$declared" ] || fail "objdump -T: the functions with version WARPCORE_0.1 are not the header's"
+readelf -V -W "$lib/libwarpcore.so.$version" | grep -q 'Name: WARPCORE_0\.1$' || fail "readelf -V: no version definition WARPCORE_0.1"
+ok "readelf --dyn-syms / objdump -T: all $(wc -l <<<"$dynsyms") exported symbols are warpcore_* with version WARPCORE_0.1"
 
 export PKG_CONFIG_PATH=$lib/pkgconfig
 unset PKG_CONFIG_LIBDIR PKG_CONFIG_SYSROOT_DIR

@@ -207,6 +207,21 @@ spec = describe "Network.WarpCore.Raw" $ do
       code <- ptrToIntPtr <$> takeMVar held
       code `shouldBe` fromIntegral (resultOk * 100 + resultAlreadyAnswered)
 
+  it "fills sized structs, and refuses a size below the first version's" $ bounded $ do
+    let cb _ _ res = void (respondText res 200 "counted")
+    withCallbackServer (\_ -> pure ()) cb $ \s port -> do
+      _ <- get port "/"
+      st <- allocaSized $ \p -> ok (c_warpcore_server_stats s p) >> peek p
+      statsRequests st `shouldBe` 1
+      allocaSized $ \p -> do
+        poke (castPtr p) (8 :: CSize)
+        c_warpcore_server_stats s p `shouldReturn` resultInvalidArgument
+      fc <- allocaSized $ \p -> ok (c_warpcore_server_file_cache_stats s p) >> peek p
+      fileFdHits fc `shouldBe` 0
+      ok (c_warpcore_server_shutdown s 1000)
+      report <- allocaSized $ \p -> ok (c_warpcore_server_shutdown_report s p) >> peek p
+      reportConnectionsCut report `shouldBe` 0
+
   it "runs workers on threads the program gives it" $ bounded $ do
     let cb _ _ res = void (respondText res 200 "external")
     withCallbackServer (\c -> ok (c_warpcore_config_set_external_workers c (CBool 1)) >> ok (c_warpcore_config_set_workers c 2)) cb $ \s port -> do

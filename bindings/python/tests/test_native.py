@@ -3,6 +3,7 @@ StreamResponse, FileResponse, errors, handler exceptions."""
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import logging
 import os
@@ -672,3 +673,21 @@ def test_static_dotfiles_allowed_at_start(serve, tmp_path):
     (tmp_path / ".env").write_text("SECRET=1")
     s = serve(lambda req: Response(200, TEXT, b"app"), static={"/s": tmp_path}, static_dotfiles=True)
     assert request(s.port, path="/s/.env").body == b"SECRET=1"
+
+
+def test_sized_structs_carry_their_size():
+    # Caller-allocated structs start with size_t size, set on creation; the
+    # library refuses a size below the struct's first version and writes it
+    # back as the bytes it filled.
+    for struct in (_ffi.warpcore_stats, _ffi.warpcore_file_cache_stats, _ffi.warpcore_shutdown_report):
+        assert struct._fields_[0] == ("size", ctypes.c_size_t)
+        assert struct().size == ctypes.sizeof(struct)
+    s = warpcore.Server(lambda req: Response(200, TEXT, b"abc"), port=0).start()
+    try:
+        out = _ffi.warpcore_stats()
+        assert _ffi.F.server_stats(s._ptr, ctypes.byref(out)) == 0
+        assert out.size == ctypes.sizeof(out)
+        out.size = 8
+        assert _ffi.F.server_stats(s._ptr, ctypes.byref(out)) == 1  # INVALID_ARGUMENT
+    finally:
+        s.shutdown(1)

@@ -28,7 +28,7 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
     "LIB",
@@ -153,22 +153,40 @@ warpcore_access_log_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 warpcore_error_log_cb = CFUNCTYPE(None, c_void_p, c_uint32, c_void_p, c_size_t)
 
 
-class warpcore_file_cache_stats(Structure):
+class _Sized(Structure):
+    """A struct the caller allocates and the library fills: it starts with
+    ``size_t size``, the size of the struct as this binding declares it (set
+    on creation, as the header's ``WARPCORE_*_INIT`` macros do). The library
+    writes only the fields that fit in ``size``, so a newer library never
+    overruns it, and sets ``size`` to the bytes it wrote."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.size = ctypes.sizeof(self)
+
+
+class warpcore_file_cache_stats(_Sized):
     """Hit and miss counts of the file caches."""
 
-    _fields_ = [("info_hits", c_uint64), ("info_misses", c_uint64), ("fd_hits", c_uint64), ("fd_misses", c_uint64)]
+    _fields_ = [
+        ("size", c_size_t),
+        ("info_hits", c_uint64),
+        ("info_misses", c_uint64),
+        ("fd_hits", c_uint64),
+        ("fd_misses", c_uint64),
+    ]
 
 
-class warpcore_shutdown_report(Structure):
+class warpcore_shutdown_report(_Sized):
     """What a graceful shutdown did."""
 
-    _fields_ = [("requests_finished", c_uint64), ("connections_cut", c_uint64)]
+    _fields_ = [("size", c_size_t), ("requests_finished", c_uint64), ("connections_cut", c_uint64)]
 
 
-class warpcore_stats(Structure):
+class warpcore_stats(_Sized):
     """The server's counters, summed over every worker."""
 
-    _fields_ = [
+    _fields_ = [("size", c_size_t)] + [
         (name, c_uint64)
         for name in (
             "connections_accepted",

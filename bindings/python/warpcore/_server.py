@@ -559,7 +559,8 @@ class Server:
             check(read(ptr, byref(out)), name)
         finally:
             self._used()
-        return {field: getattr(out, field) for field, _ in out._fields_}
+        # ``size`` is the struct's header, not a counter.
+        return {field: getattr(out, field) for field, _ in out._fields_ if field != "size"}
 
     def reopen_logs(self) -> None:
         """Reopens the access-log file (after log rotation moved it away)."""

@@ -30,6 +30,8 @@ module Network.WarpCore.Raw
   , Stats (..)
   , FileCacheStats (..)
   , ShutdownReport (..)
+  , Sized (..)
+  , allocaSized
     -- * Result codes
   , Result
   , resultOk
@@ -208,6 +210,8 @@ import Data.Int (Int64)
 import Data.Word (Word16, Word32, Word64, Word8)
 import Foreign.C.String (CString)
 import Foreign.C.Types (CBool (..), CChar, CInt (..), CSize (..))
+import Foreign.Marshal.Alloc (alloca)
+import Foreign.Marshal.Utils (fillBytes)
 import Foreign.Ptr (FunPtr, Ptr, plusPtr)
 import Foreign.StablePtr (StablePtr)
 import Foreign.Storable (Storable (..))
@@ -312,7 +316,30 @@ instance Storable RequestView where
 peekBodyFollows :: Ptr RequestView -> IO Bool
 peekBodyFollows p = (/= (0 :: CBool)) <$> #{peek warpcore_request, body_follows} p
 
--- | @warpcore_stats@: a server's counters (@warpcore_server_stats@).
+-- | The structs a program allocates and the library fills ('Stats',
+-- 'FileCacheStats', 'ShutdownReport') start with @size_t size@: the size of
+-- the struct as this binding was compiled with it (the header's
+-- @WARPCORE_*_INIT@ macros). The library writes only the fields that fit in
+-- it, so a newer library never overruns it, and sets it to the bytes it
+-- wrote. The Haskell records leave it out: 'peek' reads the counters only.
+class Storable a => Sized a where
+  -- | Writes the struct's own size to its leading @size@ field.
+  pokeSize :: Ptr a -> IO ()
+
+-- | 'alloca' for a 'Sized' struct: zeroed, with its @size@ set, ready for
+-- the library to fill.
+allocaSized :: Sized a => (Ptr a -> IO b) -> IO b
+allocaSized k = alloca $ \p -> do
+  fillBytes p 0 (sizeOfPtr p)
+  pokeSize p
+  k p
+  where
+    sizeOfPtr :: Storable s => Ptr s -> Int
+    sizeOfPtr p = sizeOf (unPtr p)
+    unPtr :: Ptr s -> s
+    unPtr _ = undefined
+
+-- | @warpcore_stats@: a server's counters (@warpcore_server_stats@). 'Sized'.
 data Stats = Stats
   { statsConnectionsAccepted :: !Word64
   , statsConnectionsActive :: !Word64
@@ -358,7 +385,10 @@ instance Storable Stats where
       <*> #{peek warpcore_stats, coalesce_naps} p
   poke _ _ = ioError (userError "warpcore_stats is written by the library only")
 
--- | @warpcore_file_cache_stats@.
+instance Sized Stats where
+  pokeSize p = #{poke warpcore_stats, size} p (#{size warpcore_stats} :: CSize)
+
+-- | @warpcore_file_cache_stats@. 'Sized'.
 data FileCacheStats = FileCacheStats
   { fileInfoHits :: !Word64
   , fileInfoMisses :: !Word64
@@ -378,7 +408,10 @@ instance Storable FileCacheStats where
       <*> #{peek warpcore_file_cache_stats, fd_misses} p
   poke _ _ = ioError (userError "warpcore_file_cache_stats is written by the library only")
 
--- | @warpcore_shutdown_report@.
+instance Sized FileCacheStats where
+  pokeSize p = #{poke warpcore_file_cache_stats, size} p (#{size warpcore_file_cache_stats} :: CSize)
+
+-- | @warpcore_shutdown_report@. 'Sized'.
 data ShutdownReport = ShutdownReport
   { reportRequestsFinished :: !Word64
   , reportConnectionsCut :: !Word64
@@ -393,6 +426,9 @@ instance Storable ShutdownReport where
       <$> #{peek warpcore_shutdown_report, requests_finished} p
       <*> #{peek warpcore_shutdown_report, connections_cut} p
   poke _ _ = ioError (userError "warpcore_shutdown_report is written by the library only")
+
+instance Sized ShutdownReport where
+  pokeSize p = #{poke warpcore_shutdown_report, size} p (#{size warpcore_shutdown_report} :: CSize)
 
 -- | @warpcore_result@ (a @uint32_t@).
 type Result = Word32

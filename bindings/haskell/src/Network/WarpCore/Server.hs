@@ -606,20 +606,20 @@ reload s cfg handler = do
 
 -- | The server's counters. Throws on a closed server.
 stats :: Server -> IO Raw.Stats
-stats s = withLive "Network.WarpCore.stats" s $ \sp -> alloca $ \out -> do
+stats s = withLive "Network.WarpCore.stats" s $ \sp -> Raw.allocaSized $ \out -> do
   checkWith "warpcore_server_stats" (Raw.c_warpcore_hs_server_stats sp out)
   peek out
 
 -- | The file caches' hit and miss counts. Throws on a closed server.
 fileCacheStats :: Server -> IO Raw.FileCacheStats
-fileCacheStats s = withLive "Network.WarpCore.fileCacheStats" s $ \sp -> alloca $ \out -> do
+fileCacheStats s = withLive "Network.WarpCore.fileCacheStats" s $ \sp -> Raw.allocaSized $ \out -> do
   checkWith "warpcore_server_file_cache_stats" (Raw.c_warpcore_hs_server_file_cache_stats sp out)
   peek out
 
 -- | What the last shutdown did (zeros before one finished). Read it before
 -- 'close': it throws on a closed server.
 shutdownReport :: Server -> IO Raw.ShutdownReport
-shutdownReport s = withLive "Network.WarpCore.shutdownReport" s $ \sp -> alloca $ \out -> do
+shutdownReport s = withLive "Network.WarpCore.shutdownReport" s $ \sp -> Raw.allocaSized $ \out -> do
   checkWith "warpcore_server_shutdown_report" (Raw.c_warpcore_hs_server_shutdown_report sp out)
   peek out
 

@@ -1,7 +1,8 @@
 # libwarpcore — build, run and test.
 #   make            library (release), fresh header, build/demo, build/deferred, build/stream
 #   make run        the C demo on 127.0.0.1:8080, examples/www/ under /static/
-#   make test       every test suite (installs what it needs when missing)
+#   make test       every test suite (installs what it needs when missing), lint first
+#   make lint       cargo fmt --check and cargo clippy -D warnings
 #   make header     regenerate include/warpcore.h with cbindgen
 #   make test-abidiff   abidiff of the library's ABI against the recorded release's (abi/)
 #   make abi-record     record the built library's ABI in abi/ (when a release is made)
@@ -28,7 +29,7 @@ SONAME        := libwarpcore.so.$(VERSION_MAJOR)
 # Programs linked in the tree record the soname: the link lets them load target/release's library.
 SONAME_LINK   := $(LIBDIR)/$(SONAME)
 
-.PHONY: all lib header run test test-deps test-rust test-abi test-abidiff abi-record test-python test-install test-docs clean bench bench-compare bench-scale bench-smoke
+.PHONY: all lib header run lint test test-deps test-rust test-abi test-abidiff abi-record test-python test-install test-docs clean bench bench-compare bench-scale bench-smoke
 .PHONY: install uninstall
 
 all: lib include/warpcore.h build/demo build/deferred build/stream
@@ -57,8 +58,13 @@ run: all
 	./build/demo --host 127.0.0.1 --port 8080 --static /static=examples/www
 
 # Every suite; a missing tool is installed or is an error, never a skip.
-test: test-deps all test-rust test-abi test-abidiff test-python test-haskell test-install test-docs bench-smoke
+test: test-deps all lint test-rust test-abi test-abidiff test-python test-haskell test-install test-docs bench-smoke
 	@echo "make test: all suites passed"
+
+# The code's own habits: rustfmt (rustfmt.toml) and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --profile test-opt -- -D warnings
 
 test-deps:
 	@bash scripts/test-deps.sh

@@ -42,7 +42,8 @@ fn main() {
         let nodes = version_nodes(&fs::read_to_string(&map).expect("abi/libwarpcore.map"));
         for (_, names, symver) in &mut files {
             for name in names.iter() {
-                let node = node_of(&nodes, name).unwrap_or_else(|| panic!("{name} matches no node of abi/libwarpcore.map"));
+                let node =
+                    node_of(&nodes, name).unwrap_or_else(|| panic!("{name} matches no node of abi/libwarpcore.map"));
                 symver.push_str(&format!(".symver {name}, {name}@@{node}, remove\n"));
             }
         }

@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use warpcore::http::compose::{
-    compose_head, compose_head_rendered, render_fields, server_line, BodyLength, ComposeEnv, RequestMeta,
+    compose_head, compose_head_rendered, render_fields, server_line, BodyLength, RequestMeta,
 };
 use warpcore::http::date::{format_http_date, DateCache, HTTP_DATE_LEN};
 
@@ -71,7 +71,8 @@ fn bench_compose(c: &mut Criterion) {
         })
     });
     // A handler that sets its own Date and Server: the engine's lines come out again.
-    let own: Fields = &[(b"Content-Type", b"text/plain"), (b"Date", b"Sun, 06 Nov 1994 08:49:37 GMT"), (b"Server", b"app")];
+    let own: Fields =
+        &[(b"Content-Type", b"text/plain"), (b"Date", b"Sun, 06 Nov 1994 08:49:37 GMT"), (b"Server", b"app")];
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     group.bench_function("own_date_and_server", |b| {
         b.iter(|| {
@@ -94,7 +95,15 @@ fn bench_compose(c: &mut Criterion) {
     group.bench_function("app_6_fields/deferred_compose", |b| {
         b.iter(|| {
             out.clear();
-            let r = compose_head_rendered(&mut out, &env, 200, black_box(&rendered), &fields, BodyLength::Known(5120), KEEP_ALIVE_11);
+            let r = compose_head_rendered(
+                &mut out,
+                &env,
+                200,
+                black_box(&rendered),
+                &fields,
+                BodyLength::Known(5120),
+                KEEP_ALIVE_11,
+            );
             black_box(r.is_ok())
         })
     });

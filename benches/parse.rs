@@ -11,7 +11,8 @@ use warpcore::http::chunked::ChunkedDecoder;
 use warpcore::http::head::{self, HeadLimits, MAX_HEADERS};
 
 /// The defaults of `Config` (32 KiB head, 8 KiB request line, 100 fields).
-const LIMITS: HeadLimits = HeadLimits { max_head_bytes: 32 * 1024, max_request_line: 8 * 1024, max_header_count: MAX_HEADERS };
+const LIMITS: HeadLimits =
+    HeadLimits { max_head_bytes: 32 * 1024, max_request_line: 8 * 1024, max_header_count: MAX_HEADERS };
 
 /// What `wrk -c64 http://127.0.0.1:PORT/` sends.
 const WRK_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
@@ -42,7 +43,8 @@ name=warpcore&lang=rust&x=1";
 
 fn bench_head(c: &mut Criterion) {
     let mut group = c.benchmark_group("head_parse");
-    for (name, raw) in [("wrk_get", WRK_GET), ("browser_get_10_headers", BROWSER_GET), ("post_content_length", POST_CL)] {
+    for (name, raw) in [("wrk_get", WRK_GET), ("browser_get_10_headers", BROWSER_GET), ("post_content_length", POST_CL)]
+    {
         // Sanity: every input is a complete, accepted head.
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         assert!(matches!(head::parse(raw, &mut headers, &LIMITS), Ok(Some(_))), "{name} must parse");

@@ -32,3 +32,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "test-deps: cargo is missing (Rust is expected on this machine)" >&2; exit 1; }
+# make lint: rustfmt and clippy, rustup components when the toolchain lacks them.
+for component in rustfmt clippy; do
+  cmd=$([ "$component" = rustfmt ] && echo fmt || echo clippy)
+  if ! cargo "$cmd" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || { echo "test-deps: cargo $cmd is missing and there is no rustup" >&2; exit 1; }
+    echo "test-deps: adding the $component component"
+    rustup component add "$component"
+  fi
+done

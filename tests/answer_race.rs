@@ -94,7 +94,10 @@ fn a_thread_that_answers_an_answered_handle_is_told_so_and_never_meets_the_next_
     }
     // A waiter the worker failed to wake would sleep for good: bounded here.
     let threads: Vec<_> = THREADS.lock().unwrap().drain(..).collect();
-    assert!(wait_until(Duration::from_secs(10), || threads.iter().all(|t| t.is_finished())), "an answering thread never returned");
+    assert!(
+        wait_until(Duration::from_secs(10), || threads.iter().all(|t| t.is_finished())),
+        "an answering thread never returned"
+    );
     for t in threads {
         t.join().unwrap();
     }

@@ -15,7 +15,11 @@ use warpcore::{Request, RespondError, Response};
 type Fields = &'static [(&'static [u8], &'static [u8])];
 
 /// A handler answering every request with `status`, `fields` and `body`.
-fn answering(status: u16, fields: Fields, body: &'static [u8]) -> impl Fn(&Request<'_>, &mut Response<'_>) + Send + Sync {
+fn answering(
+    status: u16,
+    fields: Fields,
+    body: &'static [u8],
+) -> impl Fn(&Request<'_>, &mut Response<'_>) + Send + Sync {
     move |_req: &Request<'_>, res: &mut Response<'_>| {
         res.respond(status, fields.iter().map(|(n, v)| (*n, *v)), body).expect("respond");
     }

@@ -27,7 +27,13 @@ struct Reloads {
 }
 
 fn config(handler: Option<Arc<dyn Handler>>, name: &str) -> Config {
-    Config { listen: "127.0.0.1:0".into(), workers: 2, handler, server_name: name.as_bytes().to_vec(), ..Config::default() }
+    Config {
+        listen: "127.0.0.1:0".into(),
+        workers: 2,
+        handler,
+        server_name: name.as_bytes().to_vec(),
+        ..Config::default()
+    }
 }
 
 /// `GET /whoami`: the worker's index. `GET /reload`: once a handler of each
@@ -122,7 +128,8 @@ fn concurrent_reloads_from_handlers_on_two_workers_all_return() {
 
 #[test]
 fn a_handler_reloads_another_server_with_fewer_workers() {
-    let other = Arc::new(Server::start(&Config { workers: 1, ..config(Some(Arc::new(demo_handler)), "other") }).unwrap());
+    let other =
+        Arc::new(Server::start(&Config { workers: 1, ..config(Some(Arc::new(demo_handler)), "other") }).unwrap());
     let target = other.clone();
     let reloaded = Arc::new(AtomicUsize::new(0));
     let counted = reloaded.clone();

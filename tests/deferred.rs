@@ -115,8 +115,11 @@ fn thousand_deferred_requests_answered_by_eight_threads_in_random_order() {
                 for i in 0..10 {
                     if i % 3 == 0 {
                         batch.extend_from_slice(
-                            format!("POST /c{conn}/r{i} HTTP/1.1\r\nHost: t\r\nContent-Length: {i}\r\n\r\n{}", "b".repeat(i))
-                                .as_bytes(),
+                            format!(
+                                "POST /c{conn}/r{i} HTTP/1.1\r\nHost: t\r\nContent-Length: {i}\r\n\r\n{}",
+                                "b".repeat(i)
+                            )
+                            .as_bytes(),
                         );
                     } else {
                         batch.extend_from_slice(format!("GET /c{conn}/r{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
@@ -146,7 +149,7 @@ fn streams_chunked_for_http11_and_until_close_for_http10() {
     let s = start(|_req: &Request<'_>, res: &mut Response<'_>| {
         let mut d = res.defer().unwrap();
         std::thread::spawn(move || {
-            d.start(200, [(&b"Content-Type"[..], &b"text/plain"[..])].into_iter(), None).unwrap();
+            d.start(200, [(&b"Content-Type"[..], &b"text/plain"[..])], None).unwrap();
             for i in 0..50 {
                 d.write(Payload::from(format!("line {i}\n").into_bytes())).unwrap();
             }
@@ -298,7 +301,6 @@ fn dropping_an_unanswered_handle_sends_500() {
     let mut c = s.connect();
     assert_eq!(c.get("/").status, 500);
 }
-
 
 static ABORT_MISTAKES: AtomicUsize = AtomicUsize::new(0);
 

@@ -19,11 +19,7 @@ fn demo_path() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/demo"),
     };
-    assert!(
-        path.is_file(),
-        "the C demo is missing at {} (build it with `make`, or set WARPCORE_DEMO)",
-        path.display()
-    );
+    assert!(path.is_file(), "the C demo is missing at {} (build it with `make`, or set WARPCORE_DEMO)", path.display());
     path
 }
 

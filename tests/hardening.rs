@@ -158,7 +158,10 @@ fn limits_hold_exactly_at_their_boundary() {
     assert_eq!(status_of(port, body(50).as_bytes()), 200);
     assert_eq!(status_of(port, body(51).as_bytes()), 413);
     let chunked = |n: usize| {
-        format!("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{}\r\n0\r\n\r\n", "c".repeat(n))
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{}\r\n0\r\n\r\n",
+            "c".repeat(n)
+        )
     };
     assert_eq!(status_of(port, chunked(50).as_bytes()), 200);
     assert_eq!(status_of(port, chunked(51).as_bytes()), 413);

@@ -9,11 +9,8 @@ use std::path::Path;
 /// evaluate `env!` in a Rust constant, so they are written here from the
 /// version cargo read from Cargo.toml.
 fn version_macros() -> String {
-    let (major, minor, patch) = (
-        env!("CARGO_PKG_VERSION_MAJOR"),
-        env!("CARGO_PKG_VERSION_MINOR"),
-        env!("CARGO_PKG_VERSION_PATCH"),
-    );
+    let (major, minor, patch) =
+        (env!("CARGO_PKG_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MINOR"), env!("CARGO_PKG_VERSION_PATCH"));
     format!(
         "
 // The version of the library this header belongs to: `#if` can test the

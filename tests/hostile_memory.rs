@@ -140,7 +140,10 @@ fn a_thousand_pipelining_clients_that_never_read_stay_within_the_bound() {
     // The bound per connection (see `MAX_PENDING_OUTPUT`) plus its input and
     // bookkeeping; answering every request sent would cost ~11 MB each.
     eprintln!("1,000 non-reading pipelining clients: +{grown} KiB");
-    assert!(per_connection < 160, "1,000 non-reading pipelining clients cost {per_connection} KiB each ({grown} KiB in all)");
+    assert!(
+        per_connection < 160,
+        "1,000 non-reading pipelining clients cost {per_connection} KiB each ({grown} KiB in all)"
+    );
     server.still_answers();
     drop(clients);
 }

@@ -274,7 +274,8 @@ fn a_reload_from_a_handler_applies_to_requests_its_own_worker_reads_next() {
             let _ = res.respond(200, text(), b"ok");
         })
     };
-    let config = Config { listen: "127.0.0.1:0".into(), workers: 1, handler: Some(handler.clone()), ..Config::default() };
+    let config =
+        Config { listen: "127.0.0.1:0".into(), workers: 1, handler: Some(handler.clone()), ..Config::default() };
     let server = Arc::new(Server::start(&config).unwrap());
     assert!(slot.server.set((Arc::downgrade(&server), Arc::downgrade(&handler))).is_ok());
     let mut c = Client::connect(server.port());
@@ -297,7 +298,8 @@ fn a_reload_from_a_handler_applies_to_requests_its_own_worker_reads_next() {
 #[test]
 fn reload_refuses_a_new_address_or_worker_count() {
     let s = start(demo_handler);
-    let mut config = Config { listen: "127.0.0.1:0".into(), workers: 1, handler: Some(Arc::new(demo_handler)), ..Config::default() };
+    let mut config =
+        Config { listen: "127.0.0.1:0".into(), workers: 1, handler: Some(Arc::new(demo_handler)), ..Config::default() };
     config.workers = 3;
     let e = s.server.reload(&config).unwrap_err();
     assert!(e.message.contains("worker count"), "{e}");

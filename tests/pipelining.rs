@@ -105,7 +105,13 @@ fn responses_of_a_batch_leave_in_one_write() {
     // server gathers; it can only miss a regression by luck.)
     let first = c.read_once(IO_TIMEOUT).expect("responses arrive");
     let (replies, rest) = parse_responses(&first, &[]);
-    assert_eq!(replies.len(), 16, "all 16 responses in the first read; got {} and {} stray bytes", replies.len(), rest.len());
+    assert_eq!(
+        replies.len(),
+        16,
+        "all 16 responses in the first read; got {} and {} stray bytes",
+        replies.len(),
+        rest.len()
+    );
     assert!(rest.is_empty());
     assert!(replies.iter().all(|r| r.status == 200 && r.text() == "Hello, World!"));
     // And nothing more follows.

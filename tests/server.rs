@@ -62,7 +62,9 @@ fn port_in_use_is_address_in_use() {
 
 #[test]
 fn bad_addresses_are_invalid_address() {
-    for listen in ["", "nonsense", "127.0.0.1", "127.0.0.1:", ":8080", "127.0.0.1:99999", "127.0.0.1:-1", "127.0.0.1:port"] {
+    for listen in
+        ["", "nonsense", "127.0.0.1", "127.0.0.1:", ":8080", "127.0.0.1:99999", "127.0.0.1:-1", "127.0.0.1:port"]
+    {
         let mut c = config(demo_handler);
         c.listen = listen.into();
         let e = start_err(&c);

@@ -114,7 +114,9 @@ fn every_split_of_a_pipelined_stream_gives_the_same_responses() {
     let expected = exchange_in_pieces(server.port, &stream, &[]);
     let replies = String::from_utf8_lossy(&expected);
     assert_eq!(replies.matches("HTTP/1.1 ").count(), 10, "one response per request:\n{replies}");
-    for needle in ["body[11]=hello world", "body[16]=hello 0123456789", "body[3]=abc", "body[4]=\r\n\r\n", "HTTP/1.1 404"] {
+    for needle in
+        ["body[11]=hello world", "body[16]=hello 0123456789", "body[3]=abc", "body[4]=\r\n\r\n", "HTTP/1.1 404"]
+    {
         assert!(replies.contains(needle), "{needle:?} missing from:\n{replies}");
     }
 

@@ -4,7 +4,6 @@
 
 mod util;
 
-
 use util::*;
 use warpcore::{Config, MountSpec};
 

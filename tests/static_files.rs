@@ -407,7 +407,9 @@ fn a_slow_reader_gets_a_large_file_intact() {
     let s = site.serve();
     let mut stream = Client::connect_with_rcvbuf(s.port, 16 * 1024).stream;
     use std::io::Write;
-    stream.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /static/digits.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /static/digits.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     // Let the server fill the socket and wait for it to drain.
     std::thread::sleep(Duration::from_millis(300));
     let mut got = Vec::new();
@@ -441,7 +443,9 @@ fn pipelined_requests_mix_files_and_handler_answers_in_order() {
     let s = site.serve();
     let mut c = s.connect();
     let mut batch = Vec::new();
-    for path in ["/static/digits.txt", "/static/big.bin", "/", "/static/hello.txt", "/static/big.bin", "/static/missing"] {
+    for path in
+        ["/static/digits.txt", "/static/big.bin", "/", "/static/hello.txt", "/static/big.bin", "/static/missing"]
+    {
         batch.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     }
     c.send(&batch);
@@ -595,7 +599,15 @@ fn a_browser_loads_the_example_site_from_the_demo() {
     let port = demo.port;
     let profile = Site::new("chromium-profile");
     let out = std::process::Command::new("timeout")
-        .args(["60", "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        .args([
+            "60",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+        ])
         .arg(format!("--user-data-dir={}", profile.dir.display()))
         .args(["--virtual-time-budget=10000", "--dump-dom"])
         .arg(format!("http://127.0.0.1:{port}/static/"))

@@ -42,8 +42,7 @@ impl Tree {
     fn serve(&self) -> TestServer {
         let www = self.path("www");
         start_with(demo_handler, move |c: &mut Config| {
-            c.static_mounts
-                .push(MountSpec::new(b"/static", www).unwrap());
+            c.static_mounts.push(MountSpec::new(b"/static", www).unwrap());
             c.file_info_lifetime = Duration::from_secs(3600);
             c.fd_cache_lifetime = Duration::from_secs(3600);
         })
@@ -60,12 +59,7 @@ fn body(c: &mut Client, path: &str) -> String {
 /// the two files apart.
 fn same_mtime(path: &Path, like: &Path) {
     let mtime = std::fs::metadata(like).unwrap().modified().unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(mtime).unwrap();
 }
 
 #[test]
@@ -92,23 +86,14 @@ fn a_swapped_subdirectory_is_served_and_watched_at_once() {
     t.write("www/sub/a.txt", "a edited after the swap");
     assert_eq!(body(&mut c, "/static/sub/a.txt"), "a edited after the swap");
     t.write("www/sub/deep/b.txt", "b edited after the swap");
-    assert_eq!(
-        body(&mut c, "/static/sub/deep/b.txt"),
-        "b edited after the swap"
-    );
+    assert_eq!(body(&mut c, "/static/sub/deep/b.txt"), "b edited after the swap");
     t.write("www/sub/later.txt", "created after the swap");
-    assert_eq!(
-        body(&mut c, "/static/sub/later.txt"),
-        "created after the swap"
-    );
+    assert_eq!(body(&mut c, "/static/sub/later.txt"), "created after the swap");
 
     // The old directory, still on disk, no longer speaks for the path.
     t.write("www/sub.old/a.txt", "the old tree, edited");
     assert_eq!(body(&mut c, "/static/sub/a.txt"), "a edited after the swap");
-    assert_eq!(
-        body(&mut c, "/static/sub.old/a.txt"),
-        "the old tree, edited"
-    );
+    assert_eq!(body(&mut c, "/static/sub.old/a.txt"), "the old tree, edited");
 }
 
 #[test]
@@ -134,10 +119,7 @@ fn the_mount_directory_swapped_is_served_and_watched_at_once() {
     assert_eq!(body(&mut s.connect(), "/static/docs/page.html"), "new page");
 
     t.write("www/docs/page.html", "page edited after the swap");
-    assert_eq!(
-        body(&mut c, "/static/docs/page.html"),
-        "page edited after the swap"
-    );
+    assert_eq!(body(&mut c, "/static/docs/page.html"), "page edited after the swap");
     t.write("www/index.html", "index edited after the swap");
     assert_eq!(body(&mut c, "/static/"), "index edited after the swap");
     std::fs::remove_file(t.path("www/only-new.txt")).unwrap();
@@ -178,10 +160,7 @@ fn a_file_under_a_swapped_directory_is_never_served_from_an_old_descriptor() {
     assert_eq!(third.text(), "CCCC");
     assert_ne!(third.header("etag"), second.header("etag"));
     let st = s.server.file_cache_stats();
-    assert_eq!(
-        st.fd_hits, 0,
-        "no body came from a descriptor opened before its change: {st:?}"
-    );
+    assert_eq!(st.fd_hits, 0, "no body came from a descriptor opened before its change: {st:?}");
 }
 
 #[test]

@@ -107,7 +107,11 @@ fn end_and_check(via: &mut Client, sub: &mut Client, worker: usize, accepted: us
     let r = sub.read_response(false);
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with(HELLO));
-    assert_eq!(r.body.len(), HELLO.len() + accepted, "worker {worker}'s subscriber got what was accepted, nothing refused");
+    assert_eq!(
+        r.body.len(),
+        HELLO.len() + accepted,
+        "worker {worker}'s subscriber got what was accepted, nothing refused"
+    );
     assert!(r.body[HELLO.len()..].iter().all(|&b| b == b'p'), "no refused byte was sent");
 }
 

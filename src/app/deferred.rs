@@ -7,8 +7,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use mio::Waker;
 
-use crate::file::{FileError, FileQuery, Prepared};
 use crate::app::handler::{RespondError, DIRECT_WRITE_MIN};
+use crate::file::{FileError, FileQuery, Prepared};
 use crate::http::compose::{self, HandlerFields, RequestMeta};
 use crate::net::payload::Payload;
 
@@ -32,7 +32,10 @@ pub(crate) struct OwnedHead {
 
 impl OwnedHead {
     /// Validates and renders `headers`, then copies `body` after them.
-    pub fn render<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>, body: &[u8]) -> Result<OwnedHead, RespondError> {
+    pub fn render<'h>(
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+        body: &[u8],
+    ) -> Result<OwnedHead, RespondError> {
         let mut bytes = Vec::with_capacity(64 + body.len());
         let fields = compose::render_fields(&mut bytes, headers)?;
         let body_at = bytes.len();
@@ -135,10 +138,7 @@ struct MailboxQueue {
 
 impl Mailbox {
     pub fn new(waker: Waker) -> Mailbox {
-        Mailbox {
-            queue: Mutex::new(MailboxQueue { messages: Vec::new(), closed: false, poke: false }),
-            waker,
-        }
+        Mailbox { queue: Mutex::new(MailboxQueue { messages: Vec::new(), closed: false, poke: false }), waker }
     }
 
     fn lock(&self) -> MutexGuard<'_, MailboxQueue> {
@@ -418,7 +418,12 @@ impl Deferred {
     /// caches; the worker sends it (`sendfile`). `FileUnavailable` when it is
     /// missing, a directory or not a readable regular file: nothing was sent
     /// and the request may be answered again.
-    pub fn respond_file(&mut self, status: u16, headers: &[(&[u8], &[u8])], path: &std::path::Path) -> Result<(), RespondError> {
+    pub fn respond_file(
+        &mut self,
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+        path: &std::path::Path,
+    ) -> Result<(), RespondError> {
         if self.phase != Phase::Fresh {
             return Err(RespondError::AlreadyAnswered);
         }
@@ -490,7 +495,11 @@ impl Deferred {
 
     fn write_with(&mut self, data: Payload, may_wait: bool) -> Result<(), RespondError> {
         let Phase::Streaming { remaining } = self.phase else {
-            return Err(if self.phase == Phase::Done { RespondError::AlreadyAnswered } else { RespondError::NotStreaming });
+            return Err(if self.phase == Phase::Done {
+                RespondError::AlreadyAnswered
+            } else {
+                RespondError::NotStreaming
+            });
         };
         let len = data.as_ref().len();
         if remaining.is_some_and(|left| len as u64 > left) {
@@ -518,7 +527,11 @@ impl Deferred {
     /// Ends the stream.
     pub fn end(&mut self) -> Result<(), RespondError> {
         let Phase::Streaming { remaining } = self.phase else {
-            return Err(if self.phase == Phase::Done { RespondError::AlreadyAnswered } else { RespondError::NotStreaming });
+            return Err(if self.phase == Phase::Done {
+                RespondError::AlreadyAnswered
+            } else {
+                RespondError::NotStreaming
+            });
         };
         self.phase = Phase::Done;
         if remaining.is_some_and(|r| r > 0) && !self.meta.is_head {

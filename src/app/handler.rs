@@ -8,15 +8,17 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 
 use super::body::{BodyShared, BodyStream};
-use super::waiting::Waiting;
 use super::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
 use super::respond_file::FileCtx;
-use crate::http::compose::{compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, Composed, RequestMeta};
+use super::waiting::Waiting;
+use crate::http::compose::{
+    compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, Composed, RequestMeta,
+};
 use crate::http::image::{ImageCache, KeepAliveImage};
+use crate::http::stream::StreamOut;
 use crate::net::output::OutQueue;
 use crate::net::payload::Payload;
 use crate::observe::stats::{bump, WorkerStats};
-use crate::http::stream::StreamOut;
 
 /// An application. Called on the worker thread that read the request; shared by
 /// every worker, hence `Sync`. A handler that blocks holds up its worker's other
@@ -111,7 +113,9 @@ pub const DIRECT_WRITE_MIN: usize = 32 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome {
     Pending,
-    Answered { close: bool },
+    Answered {
+        close: bool,
+    },
     /// A stream was started in the handler and is still open.
     Streaming(StreamOut),
     /// Handed to a `Deferred`.
@@ -197,8 +201,15 @@ impl Response<'_> {
         let meta = self.meta_now();
         let (rendered, fields) = head.fields();
         let body = head.body();
-        let composed =
-            compose_head_rendered(self.out, &self.env, status, rendered, fields, BodyLength::Known(body.len() as u64), meta)?;
+        let composed = compose_head_rendered(
+            self.out,
+            &self.env,
+            status,
+            rendered,
+            fields,
+            BodyLength::Known(body.len() as u64),
+            meta,
+        )?;
         self.answered(status, composed, body)
     }
 
@@ -350,7 +361,14 @@ impl Response<'_> {
         self.outcome = Outcome::Deferred;
         let remaining = stream.map(|s| s.remaining());
         let file_query = crate::file::FileQuery::capture(self.file.method, self.file.headers);
-        Ok(Deferred::new(self.defer_slot.mailbox.clone(), self.defer_slot.conn, shared, self.meta, remaining, file_query))
+        Ok(Deferred::new(
+            self.defer_slot.mailbox.clone(),
+            self.defer_slot.conn,
+            shared,
+            self.meta,
+            remaining,
+            file_query,
+        ))
     }
 
     /// The request body as it arrives, when it streams (`Request::body_follows`):

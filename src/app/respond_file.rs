@@ -11,10 +11,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::app::handler::{Outcome, RespondError, Response};
 use crate::file::range::{ByteRange, Piece};
 use crate::file::serve::{Body, FileRequest};
-use crate::file::{FileError, Fields, Prepared, StaticFiles};
-use crate::app::handler::{Outcome, RespondError, Response};
+use crate::file::{Fields, FileError, Prepared, StaticFiles};
 use crate::http::compose::{compose_head, BodyLength};
 use crate::net::output::OutQueue;
 
@@ -70,15 +70,25 @@ impl Response<'_> {
             return Err(RespondError::InvalidStatus);
         }
         let req = FileRequest { method: self.file.method, fields: Fields::new(self.file.headers) };
-        let prepared = self.file.files.plan_path(&req, status, path, headers).map_err(|FileError(e)| RespondError::FileUnavailable(e.kind()))?;
+        let prepared = self
+            .file
+            .files
+            .plan_path(&req, status, path, headers)
+            .map_err(|FileError(e)| RespondError::FileUnavailable(e.kind()))?;
         self.send_prepared(prepared, headers)
     }
 
     fn send_prepared(&mut self, prepared: Prepared, given: &[(&[u8], &[u8])]) -> Result<(), RespondError> {
         let Prepared { plan, file } = prepared;
         let start = self.out.len();
-        let composed =
-            compose_head(self.out, &self.env, plan.status, plan.fields.after(given), BodyLength::Known(plan.length), self.meta)?;
+        let composed = compose_head(
+            self.out,
+            &self.env,
+            plan.status,
+            plan.fields.after(given),
+            BodyLength::Known(plan.length),
+            self.meta,
+        )?;
         self.outcome = Outcome::Answered { close: composed.close };
         self.status = plan.status;
         if composed.omit_body {
@@ -91,7 +101,9 @@ impl Response<'_> {
                 self.out.extend_from_slice(text);
                 Ok(())
             }
-            (Body::File(r), Some(file)) if r.len <= COPY_MAX && self.backlog.is_empty() => self.copy_into_out(&file, r, start),
+            (Body::File(r), Some(file)) if r.len <= COPY_MAX && self.backlog.is_empty() => {
+                self.copy_into_out(&file, r, start)
+            }
             (body, file) => self.queue(|q| push_file_body(q, body, file)),
         }
     }

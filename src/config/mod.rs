@@ -5,11 +5,11 @@ pub(crate) mod settings;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::app::handler::Handler;
 use crate::error::{Error, ErrorKind};
 use crate::file::MountSpec;
-use crate::app::handler::Handler;
-use crate::observe::log::{AccessLogTarget, ErrorLog};
 use crate::http::head::{HeadLimits, MAX_HEADERS};
+use crate::observe::log::{AccessLogTarget, ErrorLog};
 
 /// Everything a server is started with. Cloning is cheap (the handler is shared).
 #[derive(Clone)]
@@ -182,7 +182,8 @@ impl Config {
         if self.backlog == 0 || self.backlog > 65_535 {
             return invalid("backlog must be between 1 and 65535");
         }
-        if self.fd_cache_lifetime > Duration::from_secs(86_400) || self.file_info_lifetime > Duration::from_secs(86_400) {
+        if self.fd_cache_lifetime > Duration::from_secs(86_400) || self.file_info_lifetime > Duration::from_secs(86_400)
+        {
             return invalid("file cache lifetimes must be at most 1 day");
         }
         if self.coalesce_wait > Duration::from_millis(1) {

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::app::handler::Handler;
 use crate::config::Config;
 use crate::error::Error;
 use crate::file::Site;
-use crate::app::handler::Handler;
 use crate::http::head::HeadLimits;
 use crate::observe::log::{AccessLog, ErrorLog, Level};
 
@@ -47,12 +47,19 @@ impl Settings {
     /// kept, and with it every worker's file caches.
     pub fn from_config(config: &Config, previous: Option<&Settings>) -> Result<Settings, Error> {
         config.validate()?;
-        let mut site = Site::open(&config.static_mounts, config.static_dotfiles, config.fd_cache_lifetime, config.file_info_lifetime)?;
+        let mut site = Site::open(
+            &config.static_mounts,
+            config.static_dotfiles,
+            config.fd_cache_lifetime,
+            config.file_info_lifetime,
+        )?;
         if let Some(previous) = previous.filter(|p| p.site.same_as(&site)) {
             site = previous.site.clone();
         }
         let access_log = match &config.access_log {
-            Some(target) => Some(Arc::new(AccessLog::open(target).map_err(|e| Error::io("cannot open the access log", e))?)),
+            Some(target) => {
+                Some(Arc::new(AccessLog::open(target).map_err(|e| Error::io("cannot open the access log", e))?))
+            }
             None => None,
         };
         Ok(Settings {

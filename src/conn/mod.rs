@@ -10,20 +10,20 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 
-use crate::net::input::InBuf;
 use crate::app::body::{BodyError, BodyShared};
 use crate::app::deferred::{Answer, ConnRef, FileAnswer};
+use crate::app::handler::{DeferSlot, Outcome, Request, Response};
+use crate::app::respond_file::{push_file_body, FileCtx};
 use crate::app::waiting::Waiting;
 use crate::file::serve::Body;
-use crate::app::respond_file::{push_file_body, FileCtx};
 use crate::file::Prepared;
-use crate::app::handler::{DeferSlot, Outcome, Request, Response};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::compose::{compose_error, BodyLength, ComposeEnv, RequestMeta};
-use crate::net::output::{write_now_or_queue, OutQueue};
-use crate::http::stream::StreamOut;
 use crate::http::head::{self, Framing, Reject};
 use crate::http::percent;
+use crate::http::stream::StreamOut;
+use crate::net::input::InBuf;
+use crate::net::output::{write_now_or_queue, OutQueue};
 use crate::observe::log::{Level, LogRequest, LogStart};
 use crate::observe::stats::bump;
 use context::WorkerCtx;
@@ -402,7 +402,8 @@ impl ConnState {
         // Borrowed, not cloned: the snapshot changes only between loop turns.
         let settings = &*ctx.settings;
         let env = ctx.date.compose_env();
-        let meta = RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
+        let meta =
+            RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
         // Where this request's answer starts: a `100 Continue` owed goes there.
         let answer_at = out.len();
         let mut response = Response {
@@ -435,7 +436,8 @@ impl ConnState {
             }
         }));
         let reader_taken = response.body_stream.is_none();
-        let (outcome, status, body_bytes, counted) = (response.outcome, response.status, response.body_bytes, response.counted);
+        let (outcome, status, body_bytes, counted) =
+            (response.outcome, response.status, response.body_bytes, response.counted);
         let stats = &ctx.stats;
         if !counted {
             bump(&stats.requests, 1);

@@ -2,7 +2,7 @@
 //! or from any thread after it.
 
 use super::cast::{try_ref, try_slice_mut, write_out};
-use super::response::{with_core_in_call, warpcore_response};
+use super::response::{warpcore_response, with_core_in_call};
 use super::result::{fail, warpcore_result};
 use crate::app::body::{BodyError, BodyStream};
 
@@ -40,7 +40,10 @@ pub struct warpcore_body {
 /// (`WARPCORE_RESULT_ALREADY_ANSWERED`, `WARPCORE_RESULT_INVALID_ARGUMENT`).
 /// `*body` is written only on success.
 #[no_mangle]
-pub extern "C" fn warpcore_response_body(response: *mut warpcore_response, body: *mut *mut warpcore_body) -> warpcore_result {
+pub extern "C" fn warpcore_response_body(
+    response: *mut warpcore_response,
+    body: *mut *mut warpcore_body,
+) -> warpcore_result {
     ffi_boundary!({
         if body.is_null() {
             return fail(warpcore_result::NullArgument, "body is NULL");
@@ -73,7 +76,12 @@ pub extern "C" fn warpcore_response_body(response: *mut warpcore_response, body:
 /// if the answer had not begun) or its chunked framing was invalid (400), or
 /// the connection closed — the message says which; `WARPCORE_RESULT_NULL_ARGUMENT`.
 #[no_mangle]
-pub extern "C" fn warpcore_body_read(body: *mut warpcore_body, buf: *mut u8, capacity: usize, len: *mut usize) -> warpcore_result {
+pub extern "C" fn warpcore_body_read(
+    body: *mut warpcore_body,
+    buf: *mut u8,
+    capacity: usize,
+    len: *mut usize,
+) -> warpcore_result {
     ffi_boundary!({
         let body = ok_or_return!(try_ref(body.cast_const(), "body"));
         if len.is_null() {

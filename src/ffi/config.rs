@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::cast::{try_mut, try_slice, write_out};
 use super::handler::{warpcore_answering_cb, warpcore_handler_cb, CHandler};
 use super::log::{warpcore_access_log_cb, warpcore_error_log_cb, CAccessLog, CErrorLog};
-use crate::observe::log::AccessLogTarget;
 use super::result::{fail, warpcore_result};
 use crate::config::Config;
+use crate::observe::log::AccessLogTarget;
 
 symbol_versions!();
 
@@ -68,7 +68,11 @@ fn update(config: *mut warpcore_config, change: impl FnOnce(&mut Config)) -> war
 /// `address` (no NUL needed). Port 0 picks a free port: read it with
 /// `warpcore_server_port`. Checked when the server starts (`WARPCORE_RESULT_INVALID_ADDRESS`).
 #[no_mangle]
-pub extern "C" fn warpcore_config_set_listen(config: *mut warpcore_config, address: *const u8, len: usize) -> warpcore_result {
+pub extern "C" fn warpcore_config_set_listen(
+    config: *mut warpcore_config,
+    address: *const u8,
+    len: usize,
+) -> warpcore_result {
     ffi_boundary!({
         let bytes = ok_or_return!(try_slice(address, len, "address"));
         let Ok(text) = std::str::from_utf8(bytes) else {
@@ -90,7 +94,10 @@ pub extern "C" fn warpcore_config_set_workers(config: *mut warpcore_config, work
 /// embedder calls `warpcore_server_run_worker` once for each worker index from
 /// threads it owns, and handlers run on those threads. Default false.
 #[no_mangle]
-pub extern "C" fn warpcore_config_set_external_workers(config: *mut warpcore_config, external: bool) -> warpcore_result {
+pub extern "C" fn warpcore_config_set_external_workers(
+    config: *mut warpcore_config,
+    external: bool,
+) -> warpcore_result {
     ffi_boundary!({ update(config, |c| c.external_workers = external) })
 }
 
@@ -144,7 +151,11 @@ pub extern "C" fn warpcore_config_set_answering_handler(
 /// Sets the `Server` header value (`len` bytes, no control characters); an
 /// empty name sends no `Server` header. Default `warpcore`.
 #[no_mangle]
-pub extern "C" fn warpcore_config_set_server_name(config: *mut warpcore_config, name: *const u8, len: usize) -> warpcore_result {
+pub extern "C" fn warpcore_config_set_server_name(
+    config: *mut warpcore_config,
+    name: *const u8,
+    len: usize,
+) -> warpcore_result {
     ffi_boundary!({
         let name = match try_slice(name, len, "name") {
             Ok(n) => n.to_vec(),
@@ -221,7 +232,10 @@ pub extern "C" fn warpcore_config_set_stream_high_water(config: *mut warpcore_co
 /// threads wait. `coalesce_naps` in `warpcore_stats` counts the naps. Applies
 /// on `warpcore_server_reload` too.
 #[no_mangle]
-pub extern "C" fn warpcore_config_set_coalesce_wait(config: *mut warpcore_config, microseconds: u32) -> warpcore_result {
+pub extern "C" fn warpcore_config_set_coalesce_wait(
+    config: *mut warpcore_config,
+    microseconds: u32,
+) -> warpcore_result {
     ffi_boundary!({ update(config, |c| c.coalesce_wait = Duration::from_micros(microseconds.into())) })
 }
 
@@ -229,7 +243,10 @@ pub extern "C" fn warpcore_config_set_coalesce_wait(config: *mut warpcore_config
 /// At the limit, accepting pauses (new connections wait in the listen backlog)
 /// until one closes.
 #[no_mangle]
-pub extern "C" fn warpcore_config_set_max_connections(config: *mut warpcore_config, connections: u32) -> warpcore_result {
+pub extern "C" fn warpcore_config_set_max_connections(
+    config: *mut warpcore_config,
+    connections: u32,
+) -> warpcore_result {
     ffi_boundary!({ update(config, |c| c.max_connections = connections as usize) })
 }
 
@@ -240,7 +257,11 @@ pub extern "C" fn warpcore_config_set_max_connections(config: *mut warpcore_conf
 /// least once a second and at shutdown. An empty path (`len` 0) turns the
 /// access log off, the default.
 #[no_mangle]
-pub extern "C" fn warpcore_config_set_access_log_file(config: *mut warpcore_config, path: *const u8, len: usize) -> warpcore_result {
+pub extern "C" fn warpcore_config_set_access_log_file(
+    config: *mut warpcore_config,
+    path: *const u8,
+    len: usize,
+) -> warpcore_result {
     ffi_boundary!({
         let bytes = ok_or_return!(try_slice(path, len, "path"));
         let target = if bytes.is_empty() {
@@ -263,9 +284,8 @@ pub extern "C" fn warpcore_config_set_access_log_callback(
     userdata: *mut c_void,
 ) -> warpcore_result {
     ffi_boundary!({
-        let target = callback.map(|callback| {
-            AccessLogTarget::Sink(std::sync::Arc::new(CAccessLog { callback, userdata }))
-        });
+        let target =
+            callback.map(|callback| AccessLogTarget::Sink(std::sync::Arc::new(CAccessLog { callback, userdata })));
         update(config, |c| c.access_log = target)
     })
 }
@@ -312,7 +332,11 @@ pub enum warpcore_timeout {
 /// a handler call is running; a deferred answer is bounded by
 /// `WARPCORE_TIMEOUT_ANSWER`.
 #[no_mangle]
-pub extern "C" fn warpcore_config_set_timeout(config: *mut warpcore_config, which: u32, milliseconds: u64) -> warpcore_result {
+pub extern "C" fn warpcore_config_set_timeout(
+    config: *mut warpcore_config,
+    which: u32,
+    milliseconds: u64,
+) -> warpcore_result {
     ffi_boundary!({
         let d = Duration::from_millis(milliseconds);
         match which {
@@ -372,7 +396,11 @@ pub extern "C" fn warpcore_config_add_static(
 /// A file changed on disk is noticed at once either way (through inotify, or
 /// by looking the path up on every request where a directory cannot be watched).
 #[no_mangle]
-pub extern "C" fn warpcore_config_set_file_cache(config: *mut warpcore_config, fd_ms: u64, info_ms: u64) -> warpcore_result {
+pub extern "C" fn warpcore_config_set_file_cache(
+    config: *mut warpcore_config,
+    fd_ms: u64,
+    info_ms: u64,
+) -> warpcore_result {
     ffi_boundary!({
         update(config, |c| {
             c.fd_cache_lifetime = Duration::from_millis(fd_ms);

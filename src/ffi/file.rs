@@ -6,11 +6,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::cast::{try_ref, try_slice};
-use super::sized::{sized_len, write_sized};
 use super::request::warpcore_header;
 use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
 use super::server::warpcore_server;
+use super::sized::{sized_len, write_sized};
 
 symbol_versions!();
 

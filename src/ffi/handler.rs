@@ -4,8 +4,8 @@
 use std::ffi::c_void;
 
 use super::prepared::warpcore_prepared;
-use super::request::{with_view, warpcore_request};
-use super::response::{with_handle, warpcore_response};
+use super::request::{warpcore_request, with_view};
+use super::response::{warpcore_response, with_handle};
 use super::thread::with_thread;
 use crate::app::handler::{Handler, Request, Response};
 
@@ -17,8 +17,9 @@ use crate::app::handler::{Handler, Request, Response};
 /// thread inside `warpcore_server_run_worker`); with several workers it runs on
 /// several threads at once. While it runs, its worker serves no other
 /// connection: a handler that blocks holds them up.
-pub type warpcore_handler_cb =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, request: *const warpcore_request, response: *mut warpcore_response)>;
+pub type warpcore_handler_cb = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, request: *const warpcore_request, response: *mut warpcore_response),
+>;
 
 /// A handler that may answer by returning a prepared response: called as a
 /// `warpcore_handler_cb` is (same arguments, threads and rules), it returns
@@ -45,7 +46,9 @@ pub type warpcore_answering_cb = Option<
 #[derive(Clone, Copy)]
 enum Callback {
     Plain(unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response)),
-    Answering(unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response) -> *const warpcore_prepared),
+    Answering(
+        unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response) -> *const warpcore_prepared,
+    ),
 }
 
 pub(crate) struct CHandler {
@@ -62,7 +65,11 @@ impl CHandler {
     }
 
     pub fn answering(
-        callback: unsafe extern "C" fn(*mut c_void, *const warpcore_request, *mut warpcore_response) -> *const warpcore_prepared,
+        callback: unsafe extern "C" fn(
+            *mut c_void,
+            *const warpcore_request,
+            *mut warpcore_response,
+        ) -> *const warpcore_prepared,
         userdata: *mut c_void,
     ) -> CHandler {
         CHandler { callback: Callback::Answering(callback), userdata }

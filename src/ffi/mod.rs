@@ -37,12 +37,12 @@ macro_rules! symbol_versions {
 mod panic;
 #[macro_use]
 mod sized;
-mod cast;
-mod handles;
 pub mod body;
+mod cast;
 pub mod config;
 pub mod file;
 pub mod handler;
+mod handles;
 pub mod log;
 pub mod prepared;
 pub mod request;

@@ -4,9 +4,11 @@
 /// `WARPCORE_RESULT_PANIC` with its message recorded.
 macro_rules! ffi_boundary {
     ($body:block) => {{
-        match $crate::ffi::panic::quiet(|| ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::ffi::result::warpcore_result {
-            $body
-        }))) {
+        match $crate::ffi::panic::quiet(|| {
+            ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::ffi::result::warpcore_result {
+                $body
+            }))
+        }) {
             Ok(result) => result,
             Err(payload) => $crate::ffi::panic::record_panic(payload),
         }
@@ -20,9 +22,9 @@ macro_rules! ffi_boundary {
 macro_rules! response_boundary {
     ($handle:expr, $body:block) => {{
         if $crate::ffi::response::in_call_here($handle) {
-            match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> $crate::ffi::result::warpcore_result {
-                $body
-            })) {
+            match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(
+                || -> $crate::ffi::result::warpcore_result { $body },
+            )) {
                 Ok(result) => result,
                 Err(payload) => $crate::ffi::panic::record_panic(payload),
             }

@@ -96,10 +96,11 @@ pub(crate) fn with_view<R>(
         }
     };
     views.clear();
-    views.extend(req.headers.iter().map(|h| warpcore_header {
-        name: warpcore_str::of(h.name.as_bytes()),
-        value: warpcore_str::of(h.value),
-    }));
+    views.extend(
+        req.headers
+            .iter()
+            .map(|h| warpcore_header { name: warpcore_str::of(h.name.as_bytes()), value: warpcore_str::of(h.value) }),
+    );
     let view = warpcore_request {
         method: warpcore_str::of(req.method),
         target: warpcore_str::of(req.target),

@@ -411,7 +411,10 @@ fn checked_bytes<'a>(s: warpcore_str) -> &'a [u8] {
     unsafe { std::slice::from_raw_parts(s.ptr, s.len) }
 }
 
-pub(crate) fn check_headers<'a>(headers: *const warpcore_header, count: usize) -> Result<CheckedHeaders<'a>, warpcore_result> {
+pub(crate) fn check_headers<'a>(
+    headers: *const warpcore_header,
+    count: usize,
+) -> Result<CheckedHeaders<'a>, warpcore_result> {
     let fields = try_array(headers, count, "headers")?;
     // The message naming the field is formatted only on failure: answering
     // allocates nothing.
@@ -439,7 +442,10 @@ pub(crate) fn in_call_here(handle: *mut warpcore_response) -> bool {
 /// handler call; `INVALID_STATE` otherwise (after the call, or on another
 /// thread), `ALREADY_ANSWERED` or `INVALID_ARGUMENT` for a stale or unknown
 /// handle.
-pub(crate) fn with_core_in_call<R>(handle: *mut warpcore_response, f: impl FnOnce(&mut Response<'_>) -> R) -> Result<R, warpcore_result> {
+pub(crate) fn with_core_in_call<R>(
+    handle: *mut warpcore_response,
+    f: impl FnOnce(&mut Response<'_>) -> R,
+) -> Result<R, warpcore_result> {
     let (token, slot) = resolve(handle)?;
     if slot.in_call_on.load(Ordering::Relaxed) == current_thread()
         && slot.state.load(Ordering::Relaxed) >> PHASE_BITS == token.generation
@@ -683,7 +689,11 @@ pub extern "C" fn warpcore_response_start(
 /// returns `WARPCORE_RESULT_ALREADY_ANSWERED` at once, without sending its
 /// bytes.
 #[no_mangle]
-pub extern "C" fn warpcore_response_write(response: *mut warpcore_response, data: *const u8, len: usize) -> warpcore_result {
+pub extern "C" fn warpcore_response_write(
+    response: *mut warpcore_response,
+    data: *const u8,
+    len: usize,
+) -> warpcore_result {
     response_boundary!(response, {
         let data = ok_or_return!(try_slice(data, len, "data"));
         perform(response, Call::Write(Body::Borrowed(data)))

@@ -3,8 +3,8 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 
-use crate::error::{Error, ErrorKind};
 use crate::app::handler::RespondError;
+use crate::error::{Error, ErrorKind};
 
 symbol_versions!();
 

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use super::cast::{try_ref, write_out};
-use super::sized::{sized_len, write_sized};
 use super::config::warpcore_config;
 use super::result::{fail, warpcore_result};
+use super::sized::{sized_len, write_sized};
 use crate::server::Server;
 
 symbol_versions!();
@@ -29,7 +29,10 @@ pub struct warpcore_server {
 /// handler, a bad setting), `WARPCORE_RESULT_INVALID_ADDRESS`,
 /// `WARPCORE_RESULT_ADDRESS_IN_USE`, `WARPCORE_RESULT_IO_ERROR`.
 #[no_mangle]
-pub extern "C" fn warpcore_server_start(config: *const warpcore_config, out: *mut *mut warpcore_server) -> warpcore_result {
+pub extern "C" fn warpcore_server_start(
+    config: *const warpcore_config,
+    out: *mut *mut warpcore_server,
+) -> warpcore_result {
     ffi_boundary!({
         let config = ok_or_return!(try_ref(config, "config"));
         if out.is_null() {
@@ -125,7 +128,11 @@ pub extern "C" fn warpcore_server_shutdown_report(
         let server = ok_or_return!(try_ref(server, "server"));
         let len = ok_or_return!(sized_len(out));
         let r = *server.report.lock().unwrap_or_else(|e| e.into_inner());
-        let report = warpcore_shutdown_report { size: 0, requests_finished: r.requests_finished, connections_cut: r.connections_cut };
+        let report = warpcore_shutdown_report {
+            size: 0,
+            requests_finished: r.requests_finished,
+            connections_cut: r.connections_cut,
+        };
         write_sized(out, report, len);
         warpcore_result::Ok
     })
@@ -148,7 +155,10 @@ pub extern "C" fn warpcore_server_shutdown_report(
 /// it handles (the handler's own worker as soon as the handler returns), so
 /// reloads from handlers never deadlock.
 #[no_mangle]
-pub extern "C" fn warpcore_server_reload(server: *const warpcore_server, config: *const warpcore_config) -> warpcore_result {
+pub extern "C" fn warpcore_server_reload(
+    server: *const warpcore_server,
+    config: *const warpcore_config,
+) -> warpcore_result {
     ffi_boundary!({
         let server = ok_or_return!(try_ref(server, "server"));
         let config = ok_or_return!(try_ref(config, "config"));

@@ -91,7 +91,11 @@ pub(crate) fn sized_len<T: Growable>(out: *mut T) -> Result<usize, warpcore_resu
     if size < T::FIRST_SIZE {
         return Err(fail(
             warpcore_result::InvalidArgument,
-            format!("{}.size is {size}, less than its first version's {} bytes: set it to sizeof(the struct)", T::NAME, T::FIRST_SIZE),
+            format!(
+                "{}.size is {size}, less than its first version's {} bytes: set it to sizeof(the struct)",
+                T::NAME,
+                T::FIRST_SIZE
+            ),
         ));
     }
     Ok(T::FIELD_ENDS.iter().copied().take_while(|&end| end <= size).last().unwrap_or(size_of::<usize>()))

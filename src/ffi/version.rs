@@ -17,4 +17,3 @@ pub extern "C" fn warpcore_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr().cast()
 }
-

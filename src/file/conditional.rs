@@ -117,7 +117,10 @@ fn list_matches<'a>(values: impl Iterator<Item = &'a [u8]>, etag: Option<&[u8]>,
 enum Tag<'a> {
     Any,
     /// `opaque` keeps its quotes, like our own ETag.
-    Tag { weak: bool, opaque: &'a [u8] },
+    Tag {
+        weak: bool,
+        opaque: &'a [u8],
+    },
 }
 
 /// Iterates `#( "*" / entity-tag )`; a malformed member ends the list (what came

@@ -114,7 +114,8 @@ mod tests {
 
     #[test]
     fn unknown_or_missing_extensions_are_octets() {
-        for name in [&b"README"[..], b".bashrc", b"a.", b"dir.d/file", b"x.unknownext", b"x.averyveryverylongextension"] {
+        for name in [&b"README"[..], b".bashrc", b"a.", b"dir.d/file", b"x.unknownext", b"x.averyveryverylongextension"]
+        {
             assert_eq!(content_type(name), DEFAULT, "{}", String::from_utf8_lossy(name));
         }
     }

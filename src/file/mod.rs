@@ -48,8 +48,8 @@ use crate::sys::fs::{self, Access, FileKind};
 use fd_cache::{FdCache, FileId};
 use info_cache::{FileInfo, Info, InfoCache};
 pub use mount::MountSpec;
-pub(crate) use query::FileQuery;
 use mount::{Mounts, Route};
+pub(crate) use query::FileQuery;
 use serve::{FileRequest, Plan};
 use validator::{Check, Validators};
 use watch::{Change, Watch, Watcher};
@@ -120,7 +120,12 @@ pub(crate) struct Site {
 
 impl Site {
     /// Opens the mounts' directories (an error names the one at fault).
-    pub fn open(specs: &[MountSpec], dotfiles: bool, fd_lifetime: Duration, info_lifetime: Duration) -> Result<Arc<Site>, Error> {
+    pub fn open(
+        specs: &[MountSpec],
+        dotfiles: bool,
+        fd_lifetime: Duration,
+        info_lifetime: Duration,
+    ) -> Result<Arc<Site>, Error> {
         Ok(Arc::new(Site { mounts: Mounts::open(specs)?, dotfiles, fd_lifetime, info_lifetime }))
     }
 
@@ -129,7 +134,10 @@ impl Site {
     /// with a `current -> release-N` symlink, counts as changed), same dotfile
     /// policy and lifetimes.
     pub fn same_as(&self, other: &Site) -> bool {
-        self.mounts.same_as(&other.mounts) && self.dotfiles == other.dotfiles && self.fd_lifetime == other.fd_lifetime && self.info_lifetime == other.info_lifetime
+        self.mounts.same_as(&other.mounts)
+            && self.dotfiles == other.dotfiles
+            && self.fd_lifetime == other.fd_lifetime
+            && self.info_lifetime == other.info_lifetime
     }
 }
 
@@ -192,7 +200,13 @@ impl StaticFiles {
     /// The machinery of worker `worker`; the watcher registers with `registry`
     /// under `token` when it first needs to (without a registry nothing is
     /// cached: every request looks its path up).
-    pub fn new(site: Arc<Site>, counters: Arc<FileCounters>, worker: usize, registry: Option<Registry>, token: Token) -> StaticFiles {
+    pub fn new(
+        site: Arc<Site>,
+        counters: Arc<FileCounters>,
+        worker: usize,
+        registry: Option<Registry>,
+        token: Token,
+    ) -> StaticFiles {
         let boundary = random_boundary(worker);
         StaticFiles {
             info: InfoCache::new(site.info_lifetime),
@@ -307,7 +321,14 @@ impl StaticFiles {
     /// Plans the answer with the file `fi` and opens the file when the body
     /// needs it. If the file turns out to have changed since its stat, the plan
     /// is made again from the descriptor just opened.
-    fn prepare(&mut self, req: &FileRequest<'_>, status: u16, fi: FileInfo, target: Target<'_>, fields: &[(&[u8], &[u8])]) -> Prepared {
+    fn prepare(
+        &mut self,
+        req: &FileRequest<'_>,
+        status: u16,
+        fi: FileInfo,
+        target: Target<'_>,
+        fields: &[(&[u8], &[u8])],
+    ) -> Prepared {
         let now = unix_now();
         let plan = self.plan_with(req, status, &fi, fields, now);
         if !plan.needs_file() || req.is_head() {
@@ -316,13 +337,22 @@ impl StaticFiles {
         match self.open(target, &fi) {
             Opened::Same(file) => Prepared { plan, file: Some(file) },
             // Serve what was opened, described by its own stat.
-            Opened::Changed(file, fresh) => Prepared { plan: self.plan_with(req, status, &fresh, fields, now), file: Some(file) },
+            Opened::Changed(file, fresh) => {
+                Prepared { plan: self.plan_with(req, status, &fresh, fields, now), file: Some(file) }
+            }
             Opened::Gone(Info::Refused) => no_file(serve::error(403)),
             Opened::Gone(_) => no_file(serve::error(404)),
         }
     }
 
-    fn plan_with(&self, req: &FileRequest<'_>, status: u16, fi: &FileInfo, fields: &[(&[u8], &[u8])], now: u64) -> Plan {
+    fn plan_with(
+        &self,
+        req: &FileRequest<'_>,
+        status: u16,
+        fi: &FileInfo,
+        fields: &[(&[u8], &[u8])],
+        now: u64,
+    ) -> Plan {
         plan_file(req, status, fi, fields, now, &self.boundary)
     }
 
@@ -397,7 +427,8 @@ impl StaticFiles {
                 self.cpath.clear();
                 self.cpath.extend_from_slice(if self.rel.is_empty() { b"." } else { &self.rel });
                 self.cpath.push(0);
-                let rel = CStr::from_bytes_with_nul(&self.cpath).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
+                let rel =
+                    CStr::from_bytes_with_nul(&self.cpath).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
                 // The root by its path, at every lookup, not a descriptor kept
                 // since start: a directory swapped in at that path (`mv www.new
                 // www`) is what the mount serves from then on.
@@ -481,7 +512,14 @@ enum Opened {
 
 /// Plans a file answer with `fi`; the handler's `fields` may name the
 /// Content-Type and the validators preconditions are checked against.
-fn plan_file(req: &FileRequest<'_>, status: u16, fi: &FileInfo, fields: &[(&[u8], &[u8])], now: u64, boundary: &[u8; BOUNDARY_LEN]) -> Plan {
+fn plan_file(
+    req: &FileRequest<'_>,
+    status: u16,
+    fi: &FileInfo,
+    fields: &[(&[u8], &[u8])],
+    now: u64,
+    boundary: &[u8; BOUNDARY_LEN],
+) -> Plan {
     let given = |name: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v);
     let content_type = given("content-type").unwrap_or(fi.content_type.as_bytes());
     let (etag, lm) = (given("etag"), given("last-modified"));
@@ -497,10 +535,20 @@ fn plan_file(req: &FileRequest<'_>, status: u16, fi: &FileInfo, fields: &[(&[u8]
 /// Plans a handler's file answer away from the worker (a deferred handle, on
 /// the answering thread): the path is looked up and the file opened here,
 /// without the worker's caches. Errors as for [`StaticFiles::plan_path`].
-pub(crate) fn plan_detached(req: &FileRequest<'_>, status: u16, path: &Path, fields: &[(&[u8], &[u8])]) -> Result<Prepared, FileError> {
+pub(crate) fn plan_detached(
+    req: &FileRequest<'_>,
+    status: u16,
+    path: &Path,
+    fields: &[(&[u8], &[u8])],
+) -> Result<Prepared, FileError> {
     let mut key = DIRECT.to_vec();
     key.extend_from_slice(path.as_os_str().as_bytes());
-    let refused = || FileError(io::Error::new(io::ErrorKind::PermissionDenied, "not a readable regular file (a device, fifo or socket, or no permission)"));
+    let refused = || {
+        FileError(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not a readable regular file (a device, fifo or socket, or no permission)",
+        ))
+    };
     // Probe first (O_PATH): a fifo or device is never opened for reading.
     let probe = fs::open_path(path, Access::Probe).map_err(FileError)?;
     let st = fs::stat(&probe).map_err(FileError)?;
@@ -606,7 +654,13 @@ mod tests {
         get_with(files, "GET", path, query, &[])
     }
 
-    fn get_with(files: &mut StaticFiles, method: &str, path: &str, query: &str, h: &[(&'static str, &str)]) -> Prepared {
+    fn get_with(
+        files: &mut StaticFiles,
+        method: &str,
+        path: &str,
+        query: &str,
+        h: &[(&'static str, &str)],
+    ) -> Prepared {
         let headers: Vec<_> = h.iter().map(|(n, v)| httparse::Header { name: n, value: v.as_bytes() }).collect();
         let req = FileRequest { method: method.as_bytes(), fields: Fields::new(&headers) };
         files.plan_mount(&req, path.as_bytes(), query.as_bytes()).expect("a mount covers it")

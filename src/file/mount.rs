@@ -96,7 +96,11 @@ impl Mounts {
             let fail = |e: std::io::Error| {
                 Error::new(
                     ErrorKind::InvalidArgument,
-                    format!("static directory '{}' for '{}': {e}", spec.directory.display(), String::from_utf8_lossy(&spec.url_prefix)),
+                    format!(
+                        "static directory '{}' for '{}': {e}",
+                        spec.directory.display(),
+                        String::from_utf8_lossy(&spec.url_prefix)
+                    ),
                 )
             };
             let root = std::fs::canonicalize(&spec.directory).map_err(fail)?;
@@ -116,7 +120,11 @@ impl Mounts {
     /// Same prefixes, in the same order, served from the same directories.
     pub fn same_as(&self, other: &Mounts) -> bool {
         self.list.len() == other.list.len()
-            && self.list.iter().zip(&other.list).all(|(a, b)| a.prefix == b.prefix && a.root == b.root && a.identity == b.identity)
+            && self
+                .list
+                .iter()
+                .zip(&other.list)
+                .all(|(a, b)| a.prefix == b.prefix && a.root == b.root && a.identity == b.identity)
     }
 
     pub fn get(&self, index: usize) -> &Mount {

@@ -210,7 +210,9 @@ mod tests {
 
     #[test]
     fn ignored_ranges() {
-        for bad in [&b"bytes=5-1"[..], b"items=0-1", b"bytes=a-b", b"bytes=", b"bytes=1", b"0-1", b"bytes=--1", b"bytes=1-2-3"] {
+        for bad in
+            [&b"bytes=5-1"[..], b"items=0-1", b"bytes=a-b", b"bytes=", b"bytes=1", b"0-1", b"bytes=--1", b"bytes=1-2-3"]
+        {
             assert_eq!(parse(bad, 1000), Ranges::Ignore, "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse(b"bytes=0-1", 0), Ranges::Ignore);

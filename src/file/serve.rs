@@ -64,7 +64,10 @@ impl HeadFields {
 
     /// `given` (a handler's own fields) followed by those of these fields that
     /// `given` does not name: a handler's field replaces the engine's.
-    pub fn after<'a>(&'a self, given: &'a [(&'a [u8], &'a [u8])]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
+    pub fn after<'a>(
+        &'a self,
+        given: &'a [(&'a [u8], &'a [u8])],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
         let ours = self.iter().filter(move |(name, _)| !given.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)));
         given.iter().copied().chain(ours)
     }

@@ -220,7 +220,12 @@ impl Watcher {
 
 /// Forgets the watch of the directory `prefix` and of every directory below
 /// it; a watch no other key uses is removed from the kernel.
-fn forget_below(dirs: &mut HashMap<Box<[u8]>, i32>, by_wd: &mut HashMap<i32, Vec<Box<[u8]>>>, inotify: &Inotify, prefix: &[u8]) {
+fn forget_below(
+    dirs: &mut HashMap<Box<[u8]>, i32>,
+    by_wd: &mut HashMap<i32, Vec<Box<[u8]>>>,
+    inotify: &Inotify,
+    prefix: &[u8],
+) {
     let below = |k: &[u8]| k.starts_with(prefix) && (k.len() == prefix.len() || k[prefix.len()] == b'/');
     if !dirs.keys().any(|k| below(k)) {
         return;

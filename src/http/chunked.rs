@@ -30,7 +30,9 @@ enum State {
     /// Inside a trailer field line.
     TrailerLine,
     /// Saw CR inside or ending a trailer line.
-    TrailerLf { empty: bool },
+    TrailerLf {
+        empty: bool,
+    },
     Done,
 }
 
@@ -59,7 +61,15 @@ pub struct ChunkedDecoder {
 impl ChunkedDecoder {
     /// A decoder for one body that may decode to at most `max_body` bytes.
     pub fn new(max_body: u64) -> ChunkedDecoder {
-        ChunkedDecoder { state: State::Size, remaining: 0, digits: 0, line_len: 0, trailer_len: 0, decoded: 0, max_body }
+        ChunkedDecoder {
+            state: State::Size,
+            remaining: 0,
+            digits: 0,
+            line_len: 0,
+            trailer_len: 0,
+            decoded: 0,
+            max_body,
+        }
     }
 
     /// Decodes from `input`, appending data to `out`. Returns how many input bytes
@@ -184,9 +194,7 @@ impl ChunkedDecoder {
         self.digits = 0;
         self.line_len = 0;
     }
-
 }
-
 
 #[cfg(test)]
 mod tests {

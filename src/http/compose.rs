@@ -221,7 +221,13 @@ pub fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
 }
 
 /// The framing and `Connection` fields and the blank line.
-fn finish_head(out: &mut Vec<u8>, status: u16, fields: &HandlerFields, length: BodyLength, req: RequestMeta) -> Composed {
+fn finish_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    fields: &HandlerFields,
+    length: BodyLength,
+    req: RequestMeta,
+) -> Composed {
     let no_body_status = forbids_body(status);
     let omit_body = no_body_status || req.is_head;
     // A close-delimited body forces a close; so does a stream the client cannot frame.
@@ -327,13 +333,16 @@ mod tests {
         let hs: &[(&[u8], &[u8])] = &[(b"content-length", b"99"), (b"Connection", b"close"), (b"Server", b"mine")];
         let (text, c) = head(200, hs, BodyLength::Known(2), GET11);
         assert!(text.contains("Content-Length: 2\r\n") && !text.contains("Content-Length: 99"));
-        assert!(text.contains("Connection: close\r\n") && text.contains("Server: mine\r\n") && !text.contains("Server: t"));
+        assert!(
+            text.contains("Connection: close\r\n") && text.contains("Server: mine\r\n") && !text.contains("Server: t")
+        );
         assert!(c.close);
     }
 
     #[test]
     fn http10_and_head_and_no_body_statuses() {
-        let (text, c) = head(200, &[], BodyLength::Known(1), RequestMeta { minor: 0, keep_alive: true, is_head: false });
+        let (text, c) =
+            head(200, &[], BodyLength::Known(1), RequestMeta { minor: 0, keep_alive: true, is_head: false });
         assert!(text.contains("Connection: keep-alive\r\n") && !c.close);
         let (text, c) = head(200, &[], BodyLength::Chunked, RequestMeta { minor: 0, keep_alive: true, is_head: false });
         assert!(!text.contains("chunked") && text.contains("Connection: close") && c.close);
@@ -394,7 +403,7 @@ mod tests {
         let bad: &[(&[u8], &[u8])] = &[(b"Bad Name", b"v")];
         let r = compose_head(&mut out, &env(), 200, bad.iter().map(|(a, b)| (*a, *b)), BodyLength::Known(0), GET11);
         assert_eq!(r, Err(ComposeError::Header));
-        let r = compose_head(&mut out, &env(), 99, [].into_iter(), BodyLength::Known(0), GET11);
+        let r = compose_head(&mut out, &env(), 99, [], BodyLength::Known(0), GET11);
         assert_eq!(r, Err(ComposeError::Status));
         assert!(out.is_empty());
     }

@@ -516,8 +516,11 @@ static TCHAR: [bool; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
-            | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
         b += 1;
     }
     table
@@ -559,7 +562,12 @@ mod tests {
                 for b in (0..=255u8).filter(|&b| is_token(&[b])) {
                     let mut name = lower.to_ascii_uppercase();
                     name[at] = b;
-                    assert_eq!(is_field(&name, lower), name.eq_ignore_ascii_case(lower), "{:?}", String::from_utf8_lossy(&name));
+                    assert_eq!(
+                        is_field(&name, lower),
+                        name.eq_ignore_ascii_case(lower),
+                        "{:?}",
+                        String::from_utf8_lossy(&name)
+                    );
                 }
             }
             assert!(!is_field(&lower[1..], lower));

@@ -33,7 +33,13 @@ impl KeepAliveImage {
     /// not a final one), a handler's own `Date` or `Server`, a
     /// `Connection: close`, or a body large enough to be written from its own
     /// buffer (`body_limit`).
-    pub fn new(status: u16, rendered: &[u8], fields: &HandlerFields, body: &[u8], body_limit: usize) -> Option<KeepAliveImage> {
+    pub fn new(
+        status: u16,
+        rendered: &[u8],
+        fields: &HandlerFields,
+        body: &[u8],
+        body_limit: usize,
+    ) -> Option<KeepAliveImage> {
         if forbids_body(status) || !fields.leaves_engine_lines() || body.len() >= body_limit {
             return None;
         }
@@ -129,7 +135,8 @@ mod tests {
     fn matches_the_composer() {
         let env = ComposeEnv { common: COMMON, version: 0 };
         let meta = RequestMeta { minor: 1, keep_alive: true, is_head: false };
-        let cases: &[(u16, &[(&[u8], &[u8])], &[u8])] = &[
+        type Case<'a> = (u16, &'a [(&'a [u8], &'a [u8])], &'a [u8]);
+        let cases: &[Case] = &[
             (200, &[(b"Content-Type", b"text/plain")], b"Hello, World!"),
             (404, &[], b""),
             (200, &[(b"X-A", b"1"), (b"Content-Length", b"99")], b"abc"),

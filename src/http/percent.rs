@@ -21,7 +21,8 @@ pub fn split_target(target: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
-    let lower_starts = |prefix: &[u8]| target.len() >= prefix.len() && target[..prefix.len()].eq_ignore_ascii_case(prefix);
+    let lower_starts =
+        |prefix: &[u8]| target.len() >= prefix.len() && target[..prefix.len()].eq_ignore_ascii_case(prefix);
     let rest = if lower_starts(b"http://") {
         &target[7..]
     } else if lower_starts(b"https://") {

@@ -105,7 +105,10 @@ impl OutQueue {
                     let want = (*remaining).min(1 << 30) as usize;
                     match sendfile::sendfile(stream.as_fd(), file.as_fd(), offset, want) {
                         Ok(0) => {
-                            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"))
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the file shrank while being sent",
+                            ))
                         }
                         Ok(n) => {
                             *remaining -= n as u64;

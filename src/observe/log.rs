@@ -115,10 +115,7 @@ pub(crate) struct LogRequest<'a> {
 impl AccessBuffer {
     /// `[26/Nov/2026:12:34:56 +0000]`, formatted once a second.
     fn date(&mut self) -> &[u8] {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if now != self.date_second {
             self.date_second = now;
             let mut http = [0u8; crate::http::date::HTTP_DATE_LEN];

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::app::deferred::Mailbox;
+use crate::config::settings::Settings;
+use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::file::{FileCacheStats, FileCounters};
-use crate::config::settings::Settings;
 use crate::observe::stats::{Stats, WorkerStats};
 use crate::worker::shared::Shared;
 use crate::worker::Worker;

@@ -17,7 +17,12 @@ const MAX_CHUNK: usize = 0x7fff_f000;
 /// Sends up to `count` bytes of `file` from `*offset` to `socket`, advancing
 /// `*offset` by what was sent. `Ok(0)` with `count > 0` means the file ends
 /// before `*offset + count` (it shrank).
-pub(crate) fn sendfile(socket: BorrowedFd<'_>, file: BorrowedFd<'_>, offset: &mut u64, count: usize) -> io::Result<usize> {
+pub(crate) fn sendfile(
+    socket: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
     block_sigpipe_once();
     let mut off = *offset as libc::off_t;
     // SAFETY: both descriptors are live for the call and `off` is a valid
@@ -120,7 +125,9 @@ mod tests {
         for _ in 0..100 {
             let mut offset = 0;
             match sendfile(server.as_fd(), file.as_fd(), &mut offset, 1 << 20) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
                 Err(_) => {
                     saw_error = true;
                     break;

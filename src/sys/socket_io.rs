@@ -68,12 +68,14 @@ pub(crate) fn send_vectored(socket: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io:
     msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
     // SAFETY: `msg` points at `msg_iovlen` valid iovecs, each valid for reads
     // for the call; the descriptor is live.
-    done(unsafe { libc::syscall(
+    done(unsafe {
+        libc::syscall(
             libc::SYS_sendmsg,
             socket.as_raw_fd() as libc::c_long,
             &msg as *const libc::msghdr,
             libc::MSG_NOSIGNAL as libc::c_long,
-        ) })
+        )
+    })
 }
 
 #[cfg(test)]

@@ -443,7 +443,8 @@ mod tests {
         let (naps, _) = drive(&mut c, t0, Duration::from_micros(10), 8, Duration::from_secs(1));
         assert_eq!(naps, 0);
         c.set_nap(NAP, t0 + Duration::from_secs(1));
-        let (naps, _) = drive(&mut c, t0 + Duration::from_secs(1), Duration::from_micros(50), 8, Duration::from_secs(1));
+        let (naps, _) =
+            drive(&mut c, t0 + Duration::from_secs(1), Duration::from_micros(50), 8, Duration::from_secs(1));
         assert!(naps > 0);
     }
 }

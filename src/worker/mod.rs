@@ -15,23 +15,23 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::net::input::InBuf;
-use coalesce::Coalescer;
-use crate::conn::context::WorkerCtx;
-use crate::conn::{Conn, ConnState, Stop};
 use crate::app::deferred::{ConnRef, Mailbox, Message, WorkerThread};
+use crate::conn::context::WorkerCtx;
+use crate::conn::deadline::{Deadline, Wait};
+use crate::conn::{Conn, ConnState, Stop};
 use crate::file::StaticFiles;
-use held::HeldAnswers;
 use crate::http::compose::{compose_error, ComposeEnv};
-use crate::http::image::ImageCache;
 use crate::http::date::DateCache;
-use crate::observe::log::{AccessBuffer, Level};
+use crate::http::image::ImageCache;
+use crate::net::input::InBuf;
 use crate::net::output::{send_or_queue, write_now_or_queue};
-use shared::Shared;
+use crate::observe::log::{AccessBuffer, Level};
 use crate::observe::stats::{bump, WorkerStats};
 use crate::sys::socket_io;
-use crate::conn::deadline::{Deadline, Wait};
 use clock::CoarseClock;
+use coalesce::Coalescer;
+use held::HeldAnswers;
+use shared::Shared;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -82,7 +82,13 @@ impl Worker {
         date.set_server_line(&settings.server_line);
         let access = settings.access_log.as_ref().map(|_| AccessBuffer::default());
         let coalesce_wait = settings.coalesce_wait;
-        let files = StaticFiles::new(settings.site.clone(), shared.file_counters.clone(), index, poll.registry().try_clone().ok(), FILE_WATCH);
+        let files = StaticFiles::new(
+            settings.site.clone(),
+            shared.file_counters.clone(),
+            index,
+            poll.registry().try_clone().ok(),
+            FILE_WATCH,
+        );
         let worker = Worker {
             poll,
             listener: Some(listener),
@@ -197,7 +203,9 @@ impl Worker {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         if let Err(panic) = result {
             let message = crate::conn::panic_message(&*panic);
-            self.ctx.settings.log_error(Level::Error, &format!("worker {}: panic contained: {message}", self.ctx.index));
+            self.ctx
+                .settings
+                .log_error(Level::Error, &format!("worker {}: panic contained: {message}", self.ctx.index));
             self.out.clear();
             self.scratch.clear();
             self.close(index);
@@ -568,7 +576,8 @@ impl Worker {
             && !conn.state.awaiting_body()
             && !conn.state.streams_body()
             && conn.input.is_empty();
-        let closing = (conn.state.close_after_flush || idle_while_draining) && !needs_write && conn.state.waiting.is_none();
+        let closing =
+            (conn.state.close_after_flush || idle_while_draining) && !needs_write && conn.state.waiting.is_none();
         let peer_done = conn.state.peer_finished || gone;
         if broken {
             self.close(index);
@@ -840,6 +849,10 @@ fn write_out(state: &mut ConnState, out: &mut Vec<u8>) {
 fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM) | Some(libc::ENETDOWN) | Some(libc::EHOSTUNREACH)
+        Some(libc::ECONNABORTED)
+            | Some(libc::EPROTO)
+            | Some(libc::EPERM)
+            | Some(libc::ENETDOWN)
+            | Some(libc::EHOSTUNREACH)
     )
 }

@@ -177,9 +177,7 @@ impl Shared {
     pub fn wait_for_acknowledgements(&self, generation: u64) {
         let mut control = self.control();
         loop {
-            let behind = (0..control.running.len()).any(|i| {
-                control.running[i] && control.acked[i] < generation
-            });
+            let behind = (0..control.running.len()).any(|i| control.running[i] && control.acked[i] < generation);
             if !behind {
                 return;
             }

@@ -36,7 +36,8 @@ impl TestServer {
 
 /// Starts a server with `handler`, after `tune` adjusts the config.
 pub fn start_with(handler: impl Handler, tune: impl FnOnce(&mut Config)) -> TestServer {
-    let mut config = Config { listen: "127.0.0.1:0".into(), workers: 1, handler: Some(Arc::new(handler)), ..Config::default() };
+    let mut config =
+        Config { listen: "127.0.0.1:0".into(), workers: 1, handler: Some(Arc::new(handler)), ..Config::default() };
     tune(&mut config);
     let server = Server::start(&config).expect("server starts");
     let port = server.port();
@@ -139,7 +140,10 @@ impl Client {
                 }
                 httparse::Status::Partial => {
                     if self.fill() == 0 {
-                        panic!("connection closed before a complete response head; got {:?}", String::from_utf8_lossy(&self.buf));
+                        panic!(
+                            "connection closed before a complete response head; got {:?}",
+                            String::from_utf8_lossy(&self.buf)
+                        );
                     }
                 }
             }
@@ -262,10 +266,9 @@ impl Client {
                 Ok(0) => break,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!(
-                    "no EOF within {IO_TIMEOUT:?} ({e}); got so far {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                ),
+                Err(e) => {
+                    panic!("no EOF within {IO_TIMEOUT:?} ({e}); got so far {:?}", String::from_utf8_lossy(&self.buf))
+                }
             }
         }
         std::mem::take(&mut self.buf)

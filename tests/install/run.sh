@@ -125,7 +125,10 @@ unversioned=$(grep -vE '^(GLOBAL|WEAK) warpcore_[a-z0-9_]+@@WARPCORE_0\.1$' <<<"
   || fail "readelf --dyn-syms: the versioned symbols are not the header's functions"
 objdump_versioned=$(objdump -T "$lib/libwarpcore.so.$version" | awk '$NF ~ /^warpcore_/ && $(NF-1) == "WARPCORE_0.1" { print $NF }' | LC_ALL=C sort -u)
 [ "$objdump_versioned" = "$declared" ] || fail "objdump -T: the functions with version WARPCORE_0.1 are not the header's"
-readelf -V -W "$lib/libwarpcore.so.$version" | grep -q 'Name: WARPCORE_0\.1$' || fail "readelf -V: no version definition WARPCORE_0.1"
+# Into a variable first: with pipefail, grep -q leaving early would fail the
+# pipeline through readelf's SIGPIPE whenever the match comes before the end.
+versions=$(readelf -V -W "$lib/libwarpcore.so.$version")
+grep -q 'Name: WARPCORE_0\.1$' <<<"$versions" || fail "readelf -V: no version definition WARPCORE_0.1"
 ok "readelf --dyn-syms / objdump -T: all $(wc -l <<<"$dynsyms") exported symbols are warpcore_* with version WARPCORE_0.1"
 
 export PKG_CONFIG_PATH=$lib/pkgconfig
@@ -153,7 +156,7 @@ serve demo "$work/demo" LD_LIBRARY_PATH="$lib"
 private=$(pkg-config --libs-only-l --static warpcore | sed 's/-lwarpcore\b//')
 (cd "$work" && timeout 120 "$CC" demo.c $(pkg-config --cflags warpcore) "$lib/libwarpcore.a" $private -o demo-static) \
   || fail "linking demo.c with libwarpcore.a and '$private' failed"
-readelf -d "$work/demo-static" | grep -q 'NEEDED.*libwarpcore' && fail "demo-static still needs libwarpcore.so"
+grep -q 'NEEDED.*libwarpcore' <<<"$(readelf -d "$work/demo-static")" && fail "demo-static still needs libwarpcore.so"
 ok "demo-static: libwarpcore.a and pkg-config --static's libraries ($(xargs <<<"$private"))"
 serve demo-static "$work/demo-static"
 

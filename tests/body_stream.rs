@@ -277,3 +277,93 @@ fn on_a_worker_thread_a_read_never_waits() {
     d.respond_bytes(200, no_headers(), b"read").unwrap();
     assert_eq!(c.read_response(false).text(), "read");
 }
+
+/// Takes the reader and hands it to the test with the handle (`/refuse`
+/// refuses with 401 after taking it; `/stream` streams 40 KiB and a tail in
+/// the call).
+fn takes_reader(tx: mpsc::Sender<(BodyStream, Deferred)>) -> impl warpcore::Handler {
+    let tx = Mutex::new(tx);
+    move |req: &Request<'_>, res: &mut Response<'_>| {
+        let body = res.body().expect("a streamed body");
+        match req.path {
+            b"/refuse" => {
+                let _ = res.respond(401, no_headers(), b"no");
+                drop(body);
+            }
+            b"/stream" => {
+                res.start(200, no_headers(), None).unwrap();
+                res.write(&[b'B'; 40960]).unwrap();
+                res.write(b"tail").unwrap();
+                res.end().unwrap();
+                drop(body);
+            }
+            _ => {
+                let d = res.defer().unwrap();
+                let _ = tx.lock().unwrap().send((body, d));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fin_mid_body_tells_the_reader_at_once() {
+    let (tx, rx) = mpsc::channel();
+    let s = start_with(takes_reader(tx), unlimited);
+    let mut c = s.connect();
+    c.send(b"POST /read HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n");
+    let (mut body, _d) = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    c.send(&[b'f'; 100_000]);
+    c.shutdown_write();
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0;
+    let end = loop {
+        match body.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got += n,
+            Err(e) => break Err(e),
+        }
+    };
+    assert_eq!((got, end), (100_000, Err(BodyError::Closed)), "the body cannot end whole");
+}
+
+#[test]
+fn a_refusal_after_taking_the_reader_sends_no_100_and_closes() {
+    let (tx, _rx) = mpsc::channel();
+    let s = start_with(takes_reader(tx), unlimited);
+    let mut c = s.connect();
+    c.send(b"POST /refuse HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 401, "the final answer, not a 100, comes first");
+    assert!(c.closed_by_server());
+}
+
+#[test]
+fn a_stream_begun_in_the_call_sends_its_100_before_its_head_not_inside_its_body() {
+    let (tx, _rx) = mpsc::channel();
+    let s = start_with(takes_reader(tx), unlimited);
+    let mut c = s.connect();
+    c.send(b"POST /stream HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.read_response(false).status, 100);
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    let mut want = vec![b'B'; 40960];
+    want.extend_from_slice(b"tail");
+    assert!(r.body == want, "the body is whole, with nothing spliced in ({} bytes)", r.body.len());
+}
+
+#[test]
+fn a_chunked_body_of_tiny_chunks_streams_instead_of_hitting_413() {
+    let s = start_with(streaming_echo, unlimited);
+    let mut framed = Vec::new();
+    for _ in 0..200_000 {
+        framed.extend_from_slice(b"1\r\nz\r\n");
+    }
+    framed.extend_from_slice(b"0\r\n\r\n");
+    let mut c = s.connect();
+    c.send(b"POST /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&framed));
+    let r = c.read_response(false);
+    sender.join().unwrap().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "200000"));
+}

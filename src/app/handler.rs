@@ -160,6 +160,10 @@ pub struct Response<'a> {
     pub(crate) counted: bool,
     /// The streamed body, until `body` takes its reader.
     pub(crate) body_stream: Option<Arc<BodyShared>>,
+    /// The client waits for `100 Continue` before it sends the streamed body.
+    pub(crate) continue_owed: bool,
+    /// A stream began while the reader was held: the 100 went out first.
+    pub(crate) continue_sent: bool,
 }
 
 impl Response<'_> {
@@ -274,7 +278,21 @@ impl Response<'_> {
         self.check_fresh()?;
         let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
         let meta = self.meta_now();
-        let composed = compose_head(self.out, &self.env, status, headers, framing, meta)?;
+        // A stream begun while holding the body's reader (an echo) wants the
+        // body: the client is told to send it, before this head.
+        let continue_at = self.out.len();
+        if self.continue_owed && self.body_stream.is_none() {
+            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let composed = match compose_head(self.out, &self.env, status, headers, framing, meta) {
+            Ok(c) => c,
+            Err(e) => {
+                self.out.truncate(continue_at);
+                return Err(e.into());
+            }
+        };
+        self.continue_sent |= self.out.len() > continue_at && self.continue_owed && self.body_stream.is_none();
+        self.continue_owed &= !self.continue_sent;
         let stream = StreamOut::new(framing, composed, self.meta.minor);
         self.outcome = Outcome::Streaming(stream);
         self.status = status;

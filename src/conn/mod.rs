@@ -237,6 +237,15 @@ impl ConnState {
         Some(if reader_gone { usize::MAX } else { room.max(4096) })
     }
 
+    /// The client sent its FIN or left while its body was streaming: the body
+    /// cannot come whole, and its reader learns so at once.
+    pub fn end_body_early(&mut self) {
+        if let Some(body) = self.body_in.take() {
+            body.shared.finish(Err(BodyError::Closed));
+            self.release_body();
+        }
+    }
+
     /// Whether a request body is streaming to its application.
     pub fn streams_body(&self) -> bool {
         self.body_in.is_some()
@@ -347,7 +356,9 @@ impl ConnState {
                         if done {
                             let used = head_len + *raw_done;
                             (&self.body[..], used)
-                        } else if self.body.len() > ctx.settings.whole_body_max {
+                        } else if *raw_done > ctx.settings.whole_body_max {
+                            // Decoded bytes are never more than their raw ones,
+                            // so chunk framing cannot hold the switch up.
                             // Too large to gather: the rest streams, after
                             // what was decoded so far.
                             let used = head_len + *raw_done;
@@ -404,8 +415,6 @@ impl ConnState {
         let env = ctx.date.compose_env();
         let meta =
             RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
-        // Where this request's answer starts: a `100 Continue` owed goes there.
-        let answer_at = out.len();
         let mut response = Response {
             out,
             backlog: &mut self.backlog,
@@ -427,6 +436,8 @@ impl ConnState {
             stats: &ctx.stats,
             counted: false,
             body_stream: streamed.as_ref().map(|b| b.shared.clone()),
+            continue_owed: streamed.as_ref().is_some_and(|b| b.continue_owed),
+            continue_sent: false,
         };
         // A path under a static mount is served by the engine, without the
         // handler; a panicking handler costs its connection, never the worker.
@@ -436,6 +447,7 @@ impl ConnState {
             }
         }));
         let reader_taken = response.body_stream.is_none();
+        let continue_sent = response.continue_sent;
         let (outcome, status, body_bytes, counted) =
             (response.outcome, response.status, response.body_bytes, response.counted);
         let stats = &ctx.stats;
@@ -493,12 +505,9 @@ impl ConnState {
         if let Some(mut body_in) = streamed {
             if !reader_taken {
                 body_in.shared.no_reader();
-            } else if body_in.continue_owed && out.len() > answer_at {
-                // Answered (or begun) while holding the reader: the client is
-                // told to send the body before the answer's head.
-                out.splice(answer_at..answer_at, CONTINUE.iter().copied());
-                body_in.continue_owed = false;
             }
+            // A stream begun while holding the reader sent the 100 first.
+            body_in.continue_owed &= !continue_sent;
             self.body_in = Some(Box::new(body_in));
         }
         self.partial = None;
@@ -715,10 +724,13 @@ impl ConnState {
         }
         let Some(waiting) = self.waiting.as_mut() else { return true };
         if let Some(body) = self.body_in.as_mut() {
-            // A deferred answer begins while its application holds the body's
-            // reader: the client is told to send the body first.
+            // A deferred stream begins while its application holds the body's
+            // reader (an echo), or the application asked already: the client
+            // is told to send the body first. A complete answer given without
+            // asking (a refusal) sends no 100: the connection closes after it.
+            let stream_begins = matches!(answer, Answer::Start { .. }) && !body.shared.room().1;
             let begins = matches!(answer, Answer::Full { .. } | Answer::File(_) | Answer::Start { .. });
-            if begins && body.continue_owed && !body.shared.room().1 {
+            if begins && body.continue_owed && (stream_begins || body.shared.asked()) {
                 out.extend_from_slice(CONTINUE);
                 body.continue_owed = false;
             }

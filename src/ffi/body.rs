@@ -29,9 +29,9 @@ pub struct warpcore_body {
 /// its thread; a body not taken by the time the handler returns is discarded.
 /// The reader outlives the call and the answer: the handler may answer (or
 /// defer) and go on reading, from any thread. A client that sent
-/// `Expect: 100-continue` is told to send its body at the first read; a
-/// handler that answers without reading gets the connection closed after its
-/// answer instead.
+/// `Expect: 100-continue` is told to send its body at the first read, or when
+/// a streamed answer starts while the reader is held; a complete answer given
+/// without reading gets the connection closed after it instead.
 ///
 /// Errors: `WARPCORE_RESULT_INVALID_STATE` when the body arrived whole (it is
 /// in `request->body`), there is none, it was taken already, or the call is

@@ -531,6 +531,8 @@ impl Worker {
         // help), the connection closes after its answers.
         if gone || (conn.state.peer_finished && stop == Stop::NeedInput) {
             conn.state.close_after_flush = true;
+            // A body still streaming can never end now: its reader is told.
+            conn.state.end_body_early();
         }
         let broken = gone && conn.state.waiting.is_some();
 
@@ -551,9 +553,14 @@ impl Worker {
             } else if state.deadline.wait != Wait::Answer || handled {
                 state.deadline = Deadline { at: clock.after(timeouts.answer), wait: Wait::Answer };
             }
-        } else if state.close_after_flush || state.streams_body() {
-            // Closing, or the application is reading a body it was slow to make
-            // room for: no deadline of the client's.
+        } else if state.streams_body() {
+            // The application is slow to read its body (the window is full):
+            // bounded by the answer timeout, so a reader held and never read
+            // cannot keep the connection for good.
+            if state.deadline.wait != Wait::Answer || handled {
+                state.deadline = Deadline { at: clock.after(timeouts.answer), wait: Wait::Answer };
+            }
+        } else if state.close_after_flush {
             state.deadline = Deadline::NONE;
         } else if !conn.input.is_empty() {
             // A head is arriving: its deadline runs from its first byte, so
@@ -704,18 +711,24 @@ impl Worker {
         }
     }
 
-    /// A deferred answer that did not begin in time: the client gets 503 and
-    /// the connection closes; the handle can no longer reach it (its calls
-    /// get `Closed`).
+    /// A deferred answer that did not begin in time, or a streamed body its
+    /// application stopped reading: an answer not begun becomes a 503, the
+    /// connection closes, and the handle and the body's reader get `Closed`.
     fn answer_overdue(&mut self, index: usize) {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
+        let mut not_begun = false;
         if let Some(waiting) = conn.state.waiting.take() {
+            not_begun = waiting.status == 0;
             if let (Some(access), Some(start)) = (self.ctx.access.as_mut(), &waiting.log) {
-                access.finish(start, 503, 0);
+                access.finish(start, if not_begun { 503 } else { waiting.status }, waiting.body_bytes);
             }
         }
-        compose_error(&mut self.out, &env(&self.ctx), 503);
-        self.ctx.stats.response(503);
+        // A body its application stopped reading ends here too.
+        conn.state.end_body_early();
+        if not_begun {
+            compose_error(&mut self.out, &env(&self.ctx), 503);
+            self.ctx.stats.response(503);
+        }
         conn.state.close_after_flush = true;
         conn.state.deadline = Deadline::NONE;
         write_out(&mut conn.state, &mut self.out);

@@ -36,8 +36,10 @@ all: lib include/warpcore.h build/demo build/deferred build/stream
 
 lib: $(LIB) $(SONAME_LINK)
 
+# Symbol versions (build.rs) for the library that ships: the release profile's
+# single codegen unit keeps each function with its `.symver` line.
 $(LIB): $(RUST_SRC)
-	$(CARGO) build --release --lib
+	WARPCORE_SYMBOL_VERSIONS=1 $(CARGO) build --release --lib
 	@touch $@
 
 $(SONAME_LINK): $(LIB)

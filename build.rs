@@ -26,6 +26,15 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // The `.symver` lines need each function in the object that versions it,
+    // which only a build with one codegen unit (the release profile: fat LTO)
+    // guarantees; `make` asks for them when it builds the library it ships
+    // (WARPCORE_SYMBOL_VERSIONS=1). Test and lint builds go without.
+    println!("cargo:rustc-check-cfg=cfg(warpcore_symbol_versions)");
+    println!("cargo:rerun-if-env-changed=WARPCORE_SYMBOL_VERSIONS");
+    if env::var("WARPCORE_SYMBOL_VERSIONS").is_ok_and(|v| v == "1") {
+        println!("cargo:rustc-cfg=warpcore_symbol_versions");
+    }
     let root = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let out = env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets CARGO_PKG_VERSION_MAJOR");

@@ -22,12 +22,15 @@
 /// object that defines its function.
 macro_rules! symbol_versions {
     () => {
-        #[cfg(any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "x86",
-            target_arch = "arm",
-            target_arch = "riscv64"
+        #[cfg(all(
+            warpcore_symbol_versions,
+            any(
+                target_arch = "x86_64",
+                target_arch = "aarch64",
+                target_arch = "x86",
+                target_arch = "arm",
+                target_arch = "riscv64"
+            )
         ))]
         ::std::arch::global_asm!(include_str!(concat!(env!("OUT_DIR"), "/symver/", file!(), ".s")));
     };

@@ -49,7 +49,9 @@ def _build_library() -> Path:
         raise RuntimeError(f"cargo ({cargo}) is not on PATH: it is needed to build libwarpcore")
     target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
     print(f"warpcore_build: {cargo} build --release --lib in {root}", file=sys.stderr, flush=True)
-    subprocess.run([cargo, "build", "--release", "--lib"], cwd=root, check=True)
+    # The library that ships carries its symbol versions, as make builds it.
+    env = dict(os.environ, WARPCORE_SYMBOL_VERSIONS="1")
+    subprocess.run([cargo, "build", "--release", "--lib"], cwd=root, check=True, env=env)
     lib = target / "release" / LIB
     if not lib.is_file():
         raise RuntimeError(f"cargo finished but {lib} is missing")

@@ -314,16 +314,23 @@ fn a_fin_mid_body_tells_the_reader_at_once() {
     let (mut body, _d) = rx.recv_timeout(IO_TIMEOUT).unwrap();
     c.send(&[b'f'; 100_000]);
     c.shutdown_write();
-    let mut buf = vec![0u8; 65536];
-    let mut got = 0;
-    let end = loop {
-        match body.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(n) => got += n,
-            Err(e) => break Err(e),
-        }
-    };
-    assert_eq!((got, end), (100_000, Err(BodyError::Closed)), "the body cannot end whole");
+    // Read on a thread: told at once, well before any timeout of the server's
+    // could end the connection (the answer timeout is 60 s).
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut got = 0;
+        let end = loop {
+            match body.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = done_tx.send((got, end));
+    });
+    let result = done_rx.recv_timeout(IO_TIMEOUT).expect("the reader learns of the FIN at once");
+    assert_eq!(result, (100_000, Err(BodyError::Closed)), "the body cannot end whole");
 }
 
 #[test]

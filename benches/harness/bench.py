@@ -345,6 +345,25 @@ class Server:
 WRKJSON = re.compile(r"^WRKJSON (\{.*\})$", re.M)
 
 
+class ClientRun:
+    """A load generator run with what it cost: its output (`p`), the wall time,
+    the process table and the machine's busy ticks before and after, and the
+    client's own CPU share (its rusage as a child)."""
+
+    def __init__(self, argv, limit, what):
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.pt0, self.busy0, t0 = proc_table(), machine_busy_ticks(), time.monotonic()
+        try:
+            self.p = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"{what} did not finish within {limit} s")
+        self.wall = time.monotonic() - t0
+        self.pt1, self.busy1 = proc_table(), machine_busy_ticks()
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.client_cpu_pct = round(
+            100 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / self.wall, 1)
+
+
 def run_wrk(placement, port, path, duration, pipeline_depth=0, server_sid=None):
     script = "pipeline.lua" if pipeline_depth else "report.lua"
     argv = ["wrk", f"-t{placement.wrk_threads}", f"-c{placement.conns}", f"-d{duration}s",
@@ -352,15 +371,8 @@ def run_wrk(placement, port, path, duration, pipeline_depth=0, server_sid=None):
     if pipeline_depth:
         argv += ["--", str(pipeline_depth)]
     argv = pinned(argv, placement.wrk_cpus)
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pt0, busy0, t0 = proc_table(), machine_busy_ticks(), time.monotonic()
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
-    except subprocess.TimeoutExpired:
-        raise Failure(f"wrk did not finish within {duration + 30} s")
-    wall = time.monotonic() - t0
-    pt1, busy1 = proc_table(), machine_busy_ticks()
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = ClientRun(argv, duration + 30, "wrk")
+    p, wall, pt0, pt1, busy0, busy1 = run.p, run.wall, run.pt0, run.pt1, run.busy0, run.busy1
     m = WRKJSON.search(p.stdout)
     if p.returncode != 0 or not m:
         raise Failure(f"wrk exited {p.returncode} without a result line: {p.stdout[-300:]} {p.stderr[-300:]}")
@@ -371,7 +383,7 @@ def run_wrk(placement, port, path, duration, pipeline_depth=0, server_sid=None):
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["bytes_per_response"] = r["bytes"] / r["requests"]
     r["errors"] = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
-    r["wrk_cpu_pct"] = round(100 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / wall, 1)
+    r["wrk_cpu_pct"] = run.client_cpu_pct
     if server_sid is not None:
         s0 = sum(v["ticks"] for v in pt0.values() if v["sid"] == server_sid)
         s1 = sum(v["ticks"] for v in pt1.values() if v["sid"] == server_sid)
@@ -418,16 +430,8 @@ def run_upload(a, placement, port, chunked, duration, server_sid=None):
     if chunked:
         argv.append("--chunked")
     argv = pinned(argv, placement.wrk_cpus)
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pt0, busy0, t0 = proc_table(), machine_busy_ticks(), time.monotonic()
-    limit = duration + 120
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
-    except subprocess.TimeoutExpired:
-        raise Failure(f"upload_load.py did not finish within {limit} s")
-    wall = time.monotonic() - t0
-    pt1, busy1 = proc_table(), machine_busy_ticks()
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = ClientRun(argv, duration + 120, "upload_load.py")
+    p, wall, pt0, pt1, busy0, busy1 = run.p, run.wall, run.pt0, run.pt1, run.busy0, run.busy1
     m = UPLOADJSON.search(p.stdout)
     if p.returncode != 0 or not m:
         raise Failure(f"upload_load.py exited {p.returncode}: {p.stderr.strip()[-300:]}")
@@ -436,7 +440,7 @@ def run_upload(a, placement, port, chunked, duration, server_sid=None):
         raise Failure(f"no upload finished in {duration} s")
     r["mib_per_s"] = r["bytes_per_s"] / (1 << 20)
     # CPU over the whole child run (its start-up included: the server is idle then).
-    r["client_cpu_pct"] = round(100 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / wall, 1)
+    r["client_cpu_pct"] = run.client_cpu_pct
     if server_sid is not None:
         ticks = {k: sum(v[k] for v in pt1.values() if v["sid"] == server_sid)
                  - sum(v[k] for v in pt0.values() if v["sid"] == server_sid) for k in ("ticks", "uticks", "sticks")}

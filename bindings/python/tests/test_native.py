@@ -161,6 +161,11 @@ def test_stream_response_with_length_and_list(serve):
     s = serve(handler)
     r = request(s.port, path="/len")
     assert (r.status, r.body, r.headers["content-length"]) == (202, b"abcdefg", "7")
+    # The stream thread closes the iterable after the end went out: the client
+    # may have the whole answer first, so wait for it (bounded), not assume it.
+    deadline = time.monotonic() + 10
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.001)
     assert closed == [True]
     r = request(s.port, path="/list")
     assert r.body == b"abc"

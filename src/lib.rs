@@ -38,11 +38,13 @@ mod worker;
 
 // Public paths kept from the flat layout that embedders, tests and fuzz targets use.
 pub use app::handler;
+pub use app::upgrade;
 pub use observe::log;
 
 pub use app::body::{BodyError, BodyStream};
 pub use app::deferred::Deferred;
 pub use app::handler::{Handler, Request, RespondError, Response};
+pub use app::upgrade::{UpgradeError, UpgradeEvents, UpgradeRequest, Upgraded};
 pub use config::Config;
 pub use error::{Error, ErrorKind};
 pub use file::{FileCacheStats, MountSpec};

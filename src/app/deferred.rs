@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use mio::Waker;
 
 use crate::app::handler::{RespondError, DIRECT_WRITE_MIN};
+use crate::app::upgrade::{UpgradeEvents, UpgradeRequest, UpgradeShared, Upgraded, UpgradedConn};
 use crate::file::{FileError, FileQuery, Prepared};
 use crate::http::compose::{self, HandlerFields, RequestMeta};
 use crate::net::payload::Payload;
@@ -64,8 +65,12 @@ pub(crate) enum Answer {
     Data(Payload),
     /// A file answer, planned (and the file opened) on the answering thread.
     File(Box<FileAnswer>),
-    /// The end of the stream.
+    /// The end of the stream; on an upgraded connection, shut the writing
+    /// side once what was written has left.
     End,
+    /// Switch protocols: send the 101 (fields rendered in `head`) and hand
+    /// the connection to the upgraded side.
+    Upgrade(Box<UpgradeAnswer>),
     /// The request body's reader made room in its window, asked for the body
     /// (a `100 Continue` may be owed) or went away: read on.
     ReadBody,
@@ -82,6 +87,13 @@ pub(crate) struct FileAnswer {
     pub head: OwnedHead,
     pub length: u64,
     pub prepared: Prepared,
+}
+
+/// A deferred upgrade: the 101's rendered fields and the connection's side
+/// (dropped unapplied, it tells the application `CLOSED`).
+pub(crate) struct UpgradeAnswer {
+    pub head: OwnedHead,
+    pub conn: UpgradedConn,
 }
 
 /// A message for one connection of a worker.
@@ -324,6 +336,8 @@ pub struct Deferred {
     phase: Phase,
     /// What a file answer needs of the request.
     file_query: FileQuery,
+    /// What the request said of switching protocols, when it asked to.
+    pub(crate) upgrade_request: Option<Box<UpgradeRequest>>,
 }
 
 impl Deferred {
@@ -339,7 +353,7 @@ impl Deferred {
             Some(remaining) => Phase::Streaming { remaining },
             None => Phase::Fresh,
         };
-        Deferred { mailbox, conn, shared, meta, phase, file_query }
+        Deferred { mailbox, conn, shared, meta, phase, file_query, upgrade_request: None }
     }
 
     /// Whether the request is HEAD (the body will not be sent).
@@ -542,6 +556,51 @@ impl Deferred {
             return Err(RespondError::Closed);
         }
         self.post(Answer::End)
+    }
+
+    /// What the request said of switching protocols (see
+    /// [`crate::Response::upgrade_request`]).
+    pub fn upgrade_request(&self) -> Option<&UpgradeRequest> {
+        self.upgrade_request.as_deref()
+    }
+
+    /// Accepts the request's upgrade (see [`crate::Response::upgrade`]).
+    /// The handle may be written to at once: its bytes follow the 101.
+    pub fn upgrade<'h, I>(
+        &mut self,
+        headers: I,
+        events: Option<Arc<dyn UpgradeEvents>>,
+    ) -> Result<Upgraded, RespondError>
+    where
+        I: IntoIterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    {
+        if self.phase != Phase::Fresh {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        if self.upgrade_request.is_none() {
+            return Err(RespondError::NotUpgradable);
+        }
+        if !compose::names_upgrade(headers.clone()) {
+            return Err(RespondError::NoUpgradeField);
+        }
+        let head = OwnedHead::render(headers, b"")?;
+        self.check_open()?;
+        let shared = UpgradeShared::new(self.shared.high_water);
+        let conn = UpgradedConn::new(shared.clone(), events);
+        self.phase = Phase::Done;
+        match self
+            .mailbox
+            .post(Message { conn: self.conn, answer: Answer::Upgrade(Box::new(UpgradeAnswer { head, conn })) })
+        {
+            Ok(()) => Ok(Upgraded::new(shared, self.mailbox.clone(), self.conn)),
+            Err(returned) => {
+                // Never begun: the application hears nothing of it.
+                if let Answer::Upgrade(mut answer) = returned.answer {
+                    answer.conn.disarm();
+                }
+                Err(RespondError::Closed)
+            }
+        }
     }
 
     /// Gives up on the answer (see [`crate::Response::abort`]): `500` if

@@ -10,9 +10,11 @@ use mio::net::TcpStream;
 use super::body::{BodyShared, BodyStream};
 use super::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
 use super::respond_file::FileCtx;
+use super::upgrade::{UpgradeEvents, UpgradeRequest, UpgradeShared, Upgraded, UpgradedConn};
 use super::waiting::Waiting;
 use crate::http::compose::{
-    compose_head, compose_head_rendered, BodyLength, ComposeEnv, ComposeError, Composed, RequestMeta,
+    compose_head, compose_head_rendered, compose_switching, names_upgrade, render_fields, BodyLength, ComposeEnv,
+    ComposeError, Composed, RequestMeta,
 };
 use crate::http::image::{ImageCache, KeepAliveImage};
 use crate::http::stream::StreamOut;
@@ -92,6 +94,11 @@ pub enum RespondError {
     /// its high-water mark: waiting there could block the worker for good, so
     /// nothing was sent and the stream goes on (see [`Deferred::write`]).
     WouldBlock,
+    /// `upgrade`: the request did not ask to switch protocols (HTTP/1.1 with
+    /// `Connection: upgrade` and an `Upgrade` field, and no streaming body).
+    NotUpgradable,
+    /// `upgrade`: the handler's fields name no `Upgrade` protocol.
+    NoUpgradeField,
     /// `respond_file`: the path is missing, a directory, not a regular file or
     /// not readable; nothing was sent and the request may be answered again.
     FileUnavailable(std::io::ErrorKind),
@@ -120,6 +127,8 @@ pub(crate) enum Outcome {
     Streaming(StreamOut),
     /// Handed to a `Deferred`.
     Deferred,
+    /// Switched protocols: the connection belongs to an `Upgraded` now.
+    Upgraded,
     /// Writing failed: the connection is to be closed.
     Broken,
 }
@@ -130,6 +139,10 @@ pub(crate) struct DeferSlot<'a> {
     pub conn: ConnRef,
     pub waiting: &'a mut Option<Waiting>,
     pub high_water: usize,
+    /// Where an upgrade in the call leaves the connection's side of it.
+    pub upgraded: &'a mut Option<Box<UpgradedConn>>,
+    /// What the request said of switching protocols, when it asked to.
+    pub upgrade_request: Option<Box<UpgradeRequest>>,
 }
 
 /// The answer to one request, on the worker thread during the handler call.
@@ -356,7 +369,7 @@ impl Response<'_> {
                 Ok(())
             }
             Outcome::Broken => Err(RespondError::Closed),
-            Outcome::Answered { .. } | Outcome::Deferred => Err(RespondError::AlreadyAnswered),
+            Outcome::Answered { .. } | Outcome::Deferred | Outcome::Upgraded => Err(RespondError::AlreadyAnswered),
         }
     }
 
@@ -379,14 +392,57 @@ impl Response<'_> {
         self.outcome = Outcome::Deferred;
         let remaining = stream.map(|s| s.remaining());
         let file_query = crate::file::FileQuery::capture(self.file.method, self.file.headers);
-        Ok(Deferred::new(
+        let mut deferred = Deferred::new(
             self.defer_slot.mailbox.clone(),
             self.defer_slot.conn,
             shared,
             self.meta,
             remaining,
             file_query,
-        ))
+        );
+        if stream.is_none() {
+            deferred.upgrade_request = self.defer_slot.upgrade_request.take();
+        }
+        Ok(deferred)
+    }
+
+    /// What the request said of switching protocols, when it asked to
+    /// (HTTP/1.1, `Connection: upgrade`, an `Upgrade` field, no streaming
+    /// body); None for every other request.
+    pub fn upgrade_request(&self) -> Option<&UpgradeRequest> {
+        self.defer_slot.upgrade_request.as_deref()
+    }
+
+    /// Accepts the request's upgrade: `101 Switching Protocols` with the
+    /// handler's `headers` (which must name the protocol in `Upgrade`; the
+    /// engine adds `Date`, `Server` and `Connection: Upgrade`), and from then
+    /// on the connection's bytes both ways through the returned handle. Bytes
+    /// the client sent after the request head are the first it reads.
+    /// `events`, if given, is told on the worker thread when to read or write
+    /// again and when the connection closes (see [`UpgradeEvents`]).
+    pub fn upgrade<'h, I>(
+        &mut self,
+        headers: I,
+        events: Option<Arc<dyn UpgradeEvents>>,
+    ) -> Result<Upgraded, RespondError>
+    where
+        I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    {
+        self.check_fresh()?;
+        if self.defer_slot.upgrade_request.is_none() {
+            return Err(RespondError::NotUpgradable);
+        }
+        if !names_upgrade(headers.clone()) {
+            return Err(RespondError::NoUpgradeField);
+        }
+        let mut rendered = Vec::with_capacity(128);
+        let fields = render_fields(&mut rendered, headers)?;
+        compose_switching(self.out, &self.env, &rendered, &fields);
+        let shared = UpgradeShared::new(self.defer_slot.high_water);
+        *self.defer_slot.upgraded = Some(Box::new(UpgradedConn::new(shared.clone(), events)));
+        self.outcome = Outcome::Upgraded;
+        self.status = 101;
+        Ok(Upgraded::new(shared, self.defer_slot.mailbox.clone(), self.defer_slot.conn))
     }
 
     /// The request body as it arrives, when it streams (`Request::body_follows`):
@@ -403,7 +459,7 @@ impl Response<'_> {
     /// Whether the answer is complete (or the connection broke): nothing more
     /// will be sent for this request.
     pub fn is_complete(&self) -> bool {
-        matches!(self.outcome, Outcome::Answered { .. } | Outcome::Broken)
+        matches!(self.outcome, Outcome::Answered { .. } | Outcome::Broken | Outcome::Upgraded)
     }
 
     /// Whether the request has been answered, is streaming or was deferred.

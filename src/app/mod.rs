@@ -1,9 +1,11 @@
 //! What an application sees: the `Handler` it implements, the borrowed
 //! `Request`, the `Response` it answers through inside the call, and the
-//! `Deferred` handle that answers from any thread after it.
+//! `Deferred` handle that answers from any thread after it, and the `Upgraded`
+//! handle of a connection that switched protocols.
 
 pub mod body;
 pub mod deferred;
 pub mod handler;
 pub(crate) mod respond_file;
+pub mod upgrade;
 pub(crate) mod waiting;

@@ -11,14 +11,15 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 
 use crate::app::body::{BodyError, BodyShared};
-use crate::app::deferred::{Answer, ConnRef, FileAnswer};
+use crate::app::deferred::{Answer, ConnRef, FileAnswer, UpgradeAnswer};
 use crate::app::handler::{DeferSlot, Outcome, Request, Response};
 use crate::app::respond_file::{push_file_body, FileCtx};
+use crate::app::upgrade::{events, UpgradeRequest, UpgradedConn};
 use crate::app::waiting::Waiting;
 use crate::file::serve::Body;
 use crate::file::Prepared;
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::compose::{compose_error, BodyLength, ComposeEnv, RequestMeta};
+use crate::http::compose::{compose_error, compose_switching, BodyLength, ComposeEnv, RequestMeta};
 use crate::http::head::{self, Framing, Reject};
 use crate::http::percent;
 use crate::http::stream::StreamOut;
@@ -169,6 +170,8 @@ pub(crate) struct ConnState {
     partial: Option<PartialBody>,
     /// The body of the request being answered, while it streams.
     body_in: Option<Box<BodyIn>>,
+    /// The connection switched protocols: its bytes belong to the application.
+    pub upgraded: Option<Box<UpgradedConn>>,
     /// Send what is queued, then close.
     pub close_after_flush: bool,
     /// Write interest is registered with the poller.
@@ -209,6 +212,7 @@ impl Conn {
                 body: Vec::new(),
                 partial: None,
                 body_in: None,
+                upgraded: None,
                 close_after_flush: false,
                 write_registered: false,
                 // The request often arrives with the connection.
@@ -232,6 +236,9 @@ impl ConnState {
     /// How many bytes the streamed body's window takes now (chunk framing
     /// may come on top), or None when no body streams.
     pub fn body_room(&self) -> Option<usize> {
+        if let Some(up) = &self.upgraded {
+            return Some(up.shared.room().max(4096));
+        }
         let body = self.body_in.as_ref()?;
         let (room, reader_gone) = body.shared.room();
         Some(if reader_gone { usize::MAX } else { room.max(4096) })
@@ -256,6 +263,12 @@ impl ConnState {
     pub fn next_stop(&self) -> Stop {
         if self.close_after_flush {
             Stop::Close
+        } else if let Some(up) = &self.upgraded {
+            if up.shared.room() > 0 || !up.shared.pause() {
+                Stop::NeedInput
+            } else {
+                Stop::BodyPaused
+            }
         } else if let Some(body) = &self.body_in {
             if self.body_can_take(body) {
                 Stop::NeedInput
@@ -278,6 +291,10 @@ impl ConnState {
         loop {
             if self.close_after_flush {
                 return Progress { consumed: pos, stop: Stop::Close, need: 0 };
+            }
+            if let Some(up) = &self.upgraded {
+                let (used, stop) = feed_raw(up, &input[pos..]);
+                return Progress { consumed: pos + used, stop, need: 0 };
             }
             if self.body_in.is_some() {
                 let (used, stopped) = self.feed_body(&input[pos..], ctx, out);
@@ -397,6 +414,12 @@ impl ConnState {
             raw_path
         };
         let fields: &[httparse::Header<'_>] = req.headers;
+        // Only a request that asks to switch protocols pays for this.
+        let upgrade_request = if info.upgrade && streamed.is_none() {
+            UpgradeRequest::capture(req.method.unwrap_or("").as_bytes(), fields).map(Box::new)
+        } else {
+            None
+        };
         let request = Request {
             method: req.method.unwrap_or("").as_bytes(),
             target,
@@ -429,6 +452,8 @@ impl ConnState {
                 conn: self.conn_ref,
                 waiting: &mut self.waiting,
                 high_water: settings.stream_high_water,
+                upgraded: &mut self.upgraded,
+                upgrade_request,
             },
             status: 0,
             body_bytes: 0,
@@ -468,6 +493,10 @@ impl ConnState {
         let final_status = match outcome {
             Outcome::Answered { close } => {
                 self.close_after_flush |= close;
+                Some(status)
+            }
+            Outcome::Upgraded => {
+                bump(&stats.upgrades, 1);
                 Some(status)
             }
             Outcome::Deferred => {
@@ -694,6 +723,31 @@ impl ConnState {
     }
 }
 
+/// Hands an upgraded connection's application what `input` holds, as far as
+/// its window has room: the bytes used, and whether to read on (`NeedInput`)
+/// or wait for the application to read (`BodyPaused`).
+fn feed_raw(up: &UpgradedConn, input: &[u8]) -> (usize, Stop) {
+    let mut used = 0;
+    loop {
+        let room = up.shared.room();
+        let take = room.min(input.len() - used);
+        if take > 0 {
+            up.shared.push(&input[used..used + take]);
+            used += take;
+            up.notify(events::READABLE);
+        }
+        if used == input.len() && room > take {
+            return (used, Stop::NeedInput);
+        }
+        if up.shared.pause() {
+            return (used, Stop::BodyPaused);
+        }
+        if used == input.len() {
+            return (used, Stop::NeedInput);
+        }
+    }
+}
+
 fn env_of(ctx: &WorkerCtx) -> ComposeEnv<'_> {
     ctx.date.compose_env()
 }
@@ -715,6 +769,30 @@ impl ConnState {
     /// Applies one answer posted by a `Deferred`. Returns false when the
     /// connection must be closed at once.
     pub fn apply(&mut self, answer: Answer, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> bool {
+        if let Some(up) = self.upgraded.as_mut() {
+            return match answer {
+                Answer::ReadBody => {
+                    up.shared.resumed();
+                    true
+                }
+                // Written after a shut writing side: dropped (released).
+                Answer::Data(_) if up.shut_write => true,
+                Answer::Data(data) => {
+                    up.unacked += data.as_ref().len();
+                    write_now_or_queue(&self.stream, &mut self.backlog, out, Some(data), b"")
+                }
+                Answer::End => {
+                    up.shut_write = true;
+                    true
+                }
+                Answer::Abort => {
+                    self.close_after_flush = true;
+                    true
+                }
+                // Nothing else is posted for an upgraded connection.
+                _ => true,
+            };
+        }
         if let Answer::ReadBody = answer {
             // The worker reads on when it drives the connection next.
             if let Some(body) = &self.body_in {
@@ -817,6 +895,16 @@ impl ConnState {
                     Err(_) => return false,
                 }
             }
+            Answer::Upgrade(answer) => {
+                let UpgradeAnswer { head, conn } = *answer;
+                let (rendered, fields) = head.fields();
+                compose_switching(out, &env, rendered, fields);
+                waiting.status = 101;
+                stats.response(101);
+                bump(&stats.upgrades, 1);
+                self.upgraded = Some(Box::new(conn));
+                (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
+            }
             Answer::ReadBody => unreachable!("handled above"),
             Answer::Abort => {
                 self.close_after_flush = true;
@@ -851,6 +939,16 @@ impl ConnState {
     /// Tells a streaming handle how much of what it posted has left the socket.
     pub fn acknowledge_written(&mut self) {
         let pending = self.backlog.len();
+        if let Some(up) = self.upgraded.as_mut() {
+            if up.unacked > pending {
+                let owed = up.shared.release(up.unacked - pending);
+                up.unacked = pending;
+                if owed {
+                    up.notify(events::WRITABLE);
+                }
+            }
+            return;
+        }
         if let Some(w) = self.waiting.as_mut() {
             if w.unacked > pending {
                 w.shared.release(w.unacked - pending);

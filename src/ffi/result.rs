@@ -114,6 +114,13 @@ impl From<RespondError> for warpcore_result {
                 warpcore_result::LengthMismatch,
                 "the stream broke its declared Content-Length; the connection is closed",
             ),
+            RespondError::NotUpgradable => (
+                warpcore_result::InvalidState,
+                "the request did not ask to switch protocols (HTTP/1.1, Connection: upgrade, an Upgrade field, no streaming body)",
+            ),
+            RespondError::NoUpgradeField => {
+                (warpcore_result::InvalidHeader, "a 101 answer must name its protocol in an Upgrade field")
+            }
             RespondError::WouldBlock => (
                 warpcore_result::WouldBlock,
                 "the stream is over its high-water mark and this is a worker thread, which never waits: nothing was sent",

@@ -216,6 +216,10 @@ pub struct warpcore_stats {
     /// Naps busy workers took before polling, to gather events (see
     /// `warpcore_config_set_coalesce_wait`).
     pub coalesce_naps: u64,
+    /// Connections that switched protocols (`warpcore_response_upgrade`,
+    /// `warpcore_websocket_accept`). Added after the first version: an older
+    /// library leaves it alone (see `size`).
+    pub upgrades: u64,
 }
 growable!(
     warpcore_stats,
@@ -238,6 +242,7 @@ growable!(
         info_cache_hits,
         info_cache_misses,
         coalesce_naps,
+        upgrades,
     ]
 );
 
@@ -272,6 +277,7 @@ pub extern "C" fn warpcore_server_stats(server: *const warpcore_server, out: *mu
                 info_cache_hits: s.info_cache_hits,
                 info_cache_misses: s.info_cache_misses,
                 coalesce_naps: s.coalesce_naps,
+                upgrades: s.upgrades,
             },
             len,
         );

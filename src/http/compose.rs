@@ -208,6 +208,28 @@ pub fn compose_head_rendered(
     Ok(finish_head(out, status, fields, length, req))
 }
 
+/// Appends a `101 Switching Protocols` head: the engine's `Date` and
+/// `Server` (unless the handler gave its own), the handler's fields rendered
+/// by `render_fields` (which left out `Connection`, `Content-Length` and
+/// `Transfer-Encoding`: a 101 has no body), and `Connection: Upgrade`.
+pub fn compose_switching(out: &mut Vec<u8>, env: &ComposeEnv<'_>, rendered: &[u8], fields: &HandlerFields) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    match (fields.date, fields.server) {
+        (false, false) => out.extend_from_slice(env.common),
+        (true, false) => out.extend_from_slice(env.server_line()),
+        (false, true) => out.extend_from_slice(env.date_line()),
+        (true, true) => {}
+    }
+    out.extend_from_slice(rendered);
+    out.extend_from_slice(b"Connection: Upgrade\r\n\r\n");
+}
+
+/// Whether `headers` name the protocol switched to (`Upgrade`), which a 101
+/// must (RFC 9110 §15.2.2).
+pub fn names_upgrade<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> bool {
+    headers.into_iter().any(|(name, value)| name.eq_ignore_ascii_case(b"upgrade") && !value.trim_ascii().is_empty())
+}
+
 /// The status line for `status` (200..=599), from the pre-rendered table.
 pub fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
     if status == 200 {

@@ -51,6 +51,9 @@ pub struct HeadInfo {
     pub expect_continue: bool,
     /// The method is HEAD: the response carries no body.
     pub is_head: bool,
+    /// `Connection` names `upgrade` in an HTTP/1.1 request: the client may
+    /// accept a switch of protocol (the `Upgrade` field says to which).
+    pub upgrade: bool,
 }
 
 /// A request that must be refused with this status; the connection then closes.
@@ -267,6 +270,7 @@ fn inspect(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<HeadInfo,
     let mut hosts = 0;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
+    let mut conn_upgrade = false;
     let mut expect_continue = false;
 
     for h in req.headers.iter() {
@@ -291,6 +295,7 @@ fn inspect(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<HeadInfo,
                     let token = trim(token);
                     conn_close |= token.eq_ignore_ascii_case(b"close");
                     conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    conn_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
                 }
             }
             14 if is_field(name, b"content-length") => {
@@ -340,6 +345,7 @@ fn inspect(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<HeadInfo,
         keep_alive,
         expect_continue: expect_continue && minor == 1 && framing != Framing::Empty,
         is_head: method == "HEAD",
+        upgrade: conn_upgrade && minor == 1,
     })
 }
 

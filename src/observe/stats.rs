@@ -33,6 +33,8 @@ pub struct Stats {
     /// Naps busy workers took before polling, to gather events (see
     /// `Config::coalesce_wait`).
     pub coalesce_naps: u64,
+    /// Connections that switched protocols (`101`, upgraded).
+    pub upgrades: u64,
 }
 
 /// One worker's counters.
@@ -47,6 +49,7 @@ pub(crate) struct WorkerStats {
     pub bytes_out: AtomicU64,
     pub parse_errors: AtomicU64,
     pub coalesce_naps: AtomicU64,
+    pub upgrades: AtomicU64,
 }
 
 /// Adds `n` to a counter this thread alone writes.
@@ -78,5 +81,6 @@ impl WorkerStats {
         total.bytes_out += self.bytes_out.load(Relaxed);
         total.parse_errors += self.parse_errors.load(Relaxed);
         total.coalesce_naps += self.coalesce_naps.load(Relaxed);
+        total.upgrades += self.upgrades.load(Relaxed);
     }
 }

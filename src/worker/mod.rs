@@ -16,6 +16,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::app::deferred::{ConnRef, Mailbox, Message, WorkerThread};
+use crate::app::upgrade::events as upgrade_events;
 use crate::conn::context::WorkerCtx;
 use crate::conn::deadline::{Deadline, Wait};
 use crate::conn::{Conn, ConnState, Stop};
@@ -297,13 +298,24 @@ impl Worker {
             }
             // Idle keep-alive connections and half-received heads close now
             // (Warp #853 kept them to the deadline); requests in progress finish.
+            // Upgraded connections are told, and have until the deadline.
+            let deadline = self.shared.drain_deadline();
             for i in 0..self.conns.len() {
                 let idle = matches!(&self.conns[i], Some(c) if c.state.backlog.is_empty()
                     && !c.state.awaiting_body()
                     && !c.state.streams_body()
-                    && c.state.waiting.is_none());
+                    && c.state.waiting.is_none()
+                    && c.state.upgraded.is_none());
                 if idle {
                     self.close(i);
+                } else if let Some(Some(conn)) = self.conns.get_mut(i) {
+                    if let (Some(up), Some(deadline)) = (conn.state.upgraded.as_mut(), deadline) {
+                        if !up.drain_told {
+                            up.drain_told = true;
+                            up.shared.set_draining(deadline);
+                            up.notify(upgrade_events::DRAINING);
+                        }
+                    }
                 }
             }
         }
@@ -529,7 +541,20 @@ impl Worker {
         // After a FIN the requests it completed are still answered, in
         // order; once none is left to handle (more input is all that could
         // help), the connection closes after its answers.
-        if gone || (conn.state.peer_finished && stop == Stop::NeedInput) {
+        if let Some(up) = conn.state.upgraded.as_mut() {
+            // An upgraded connection's peer may half-close and go on
+            // reading: its application learns the end of the stream once it
+            // has every byte before it, and the connection closes once both
+            // sides are done.
+            if conn.state.peer_finished && !up.eof_told && conn.input.is_empty() {
+                up.eof_told = true;
+                up.shared.peer_finished();
+                up.notify(upgrade_events::READABLE);
+            }
+            if gone || (up.eof_told && up.write_done) {
+                conn.state.close_after_flush = true;
+            }
+        } else if gone || (conn.state.peer_finished && stop == Stop::NeedInput) {
             conn.state.close_after_flush = true;
             // A body still streaming can never end now: its reader is told.
             conn.state.end_body_early();
@@ -538,10 +563,25 @@ impl Worker {
 
         // Arm the deadline for what the connection now waits for.
         let state = &mut conn.state;
+        if let Some(up) = state.upgraded.as_mut().filter(|up| up.shut_write && !up.write_done) {
+            if state.backlog.is_empty() {
+                // Everything written has left: the peer reads the end now.
+                up.write_done = true;
+                if state.stream.shutdown(std::net::Shutdown::Write).is_err() || up.eof_told {
+                    state.close_after_flush = true;
+                }
+            }
+        }
         if !state.backlog.is_empty() {
             if state.deadline.wait != Wait::Write {
                 state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }
+        } else if let Some(up) = &state.upgraded {
+            // Quiet both ways for the application's idle timeout: closed.
+            state.deadline = match up.shared.idle_timeout() {
+                Some(idle) if !state.close_after_flush => Deadline { at: clock.after(idle), wait: Wait::Idle },
+                _ => Deadline::NONE,
+            };
         } else if state.awaiting_body() && !state.close_after_flush {
             // Body bytes are due from the client (whole, or streaming into a
             // window with room): extended on progress.
@@ -578,6 +618,7 @@ impl Worker {
         // While draining, a connection with nothing left to do closes (a stream
         // that started before the shutdown could not announce it).
         let idle_while_draining = ctx.draining
+            && conn.state.upgraded.is_none()
             && !needs_write
             && conn.state.waiting.is_none()
             && !conn.state.awaiting_body()

@@ -86,6 +86,11 @@ impl Shared {
         &self.shutting_down
     }
 
+    /// When shutdown cuts what is left (None before shutdown).
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn past_deadline(&self) -> bool {
         match *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(d) => Instant::now() >= d,

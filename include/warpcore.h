@@ -80,10 +80,14 @@ enum warpcore_result
   WARPCORE_RESULT_PANIC = 12,
   // A streamed body broke its declared Content-Length; the connection is closed.
   WARPCORE_RESULT_LENGTH_MISMATCH = 13,
-  // A stream write on a worker thread (a handler's) found the stream's queue
-  // over its high-water mark: a worker thread never waits, so nothing was
-  // sent; the handle stays the caller's and the stream goes on.
+  // The call would have to wait and may not: a stream or connection write
+  // over its high-water mark, or a read with nothing to read, on a worker
+  // thread (which never waits) or a non-blocking handle. Nothing was done;
+  // the handle stays the caller's.
   WARPCORE_RESULT_WOULD_BLOCK = 14,
+  // The caller's buffer is too small for what the call returns; nothing
+  // was taken, and the size needed was written (`warpcore_websocket_recv`).
+  WARPCORE_RESULT_BUFFER_TOO_SMALL = 15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -140,6 +144,86 @@ enum warpcore_log_level
 typedef enum warpcore_log_level warpcore_log_level;
 #else
 typedef uint32_t warpcore_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// The events an upgraded connection's callback is told, as bits of its
+// `events` argument.
+enum warpcore_upgrade_event
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Bytes arrived, the peer half-closed (a read gives 0 bytes), or the
+  // connection failed: read until `WARPCORE_RESULT_WOULD_BLOCK`. Told
+  // once per arrival (edge-triggered): bytes left unread are not told again.
+  WARPCORE_UPGRADE_EVENT_READABLE = 1,
+  // A write refused with `WARPCORE_RESULT_WOULD_BLOCK` may be made again.
+  WARPCORE_UPGRADE_EVENT_WRITABLE = 2,
+  // The connection is closed. The last call of the callback, made exactly
+  // once; its `userdata` may be released there. The handle still needs
+  // `warpcore_upgraded_free` if it was not freed yet.
+  WARPCORE_UPGRADE_EVENT_CLOSED = 4,
+  // The server is shutting down: finish up and close;
+  // `warpcore_upgraded_draining` says how long is left.
+  WARPCORE_UPGRADE_EVENT_DRAINING = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum warpcore_upgrade_event warpcore_upgrade_event;
+#else
+typedef uint32_t warpcore_upgrade_event;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// The events a WebSocket's callback is told, as bits of its `events`.
+enum warpcore_websocket_event
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Messages are waiting: call `warpcore_websocket_recv` until
+  // `WARPCORE_RESULT_WOULD_BLOCK` (messages not taken are not told again).
+  WARPCORE_WEBSOCKET_EVENT_MESSAGE = 1,
+  // A send refused with `WARPCORE_RESULT_WOULD_BLOCK` may be made again.
+  WARPCORE_WEBSOCKET_EVENT_WRITABLE = 2,
+  // The connection is closed: the last call of the callback, exactly
+  // once; its `userdata` may be released there. The handle still needs
+  // `warpcore_websocket_free` if it was not freed yet.
+  WARPCORE_WEBSOCKET_EVENT_CLOSED = 4,
+  // The server is shutting down: close soon (`warpcore_websocket_draining`
+  // says by when).
+  WARPCORE_WEBSOCKET_EVENT_DRAINING = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum warpcore_websocket_event warpcore_websocket_event;
+#else
+typedef uint32_t warpcore_websocket_event;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// What a message carries.
+enum warpcore_websocket_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // UTF-8 text (checked on receipt; must be UTF-8 to send).
+  WARPCORE_WEBSOCKET_KIND_TEXT = 1,
+  // Bytes.
+  WARPCORE_WEBSOCKET_KIND_BINARY = 2,
+  // The end, received once, last: two bytes of close code (big-endian;
+  // 1005 when the peer gave none, 1006 when the connection ended without
+  // a close frame, 1002/1007/1009 when the peer broke the protocol) and
+  // the reason in UTF-8.
+  WARPCORE_WEBSOCKET_KIND_CLOSE = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum warpcore_websocket_kind warpcore_websocket_kind;
+#else
+typedef uint32_t warpcore_websocket_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -221,6 +305,47 @@ typedef struct warpcore_response warpcore_response;
 // and `warpcore_server_wait`, which must not be called from a handler: they
 // wait for the workers).
 typedef struct warpcore_server warpcore_server;
+
+// A connection that switched protocols: made by `warpcore_response_upgrade`
+// (or `warpcore_websocket_accept`, which speaks WebSocket on one), released
+// by `warpcore_upgraded_free`.
+//
+// Owner and lifetime: the caller's until `warpcore_upgraded_free`, which
+// also closes the connection if it is open; the connection may close before
+// (the peer, a timeout, shutdown), and then every call returns
+// `WARPCORE_RESULT_CLOSED` until the handle is freed. It is a token, not an
+// address: a freed handle gets `WARPCORE_RESULT_INVALID_ARGUMENT` from every
+// call, from any thread, forever.
+//
+// Threads: every call is thread-safe, and calls may overlap (one thread
+// reading while another writes). Off the library's worker threads a read
+// waits for bytes and a write over the high-water mark waits for the peer
+// to read; on a worker thread (inside any handler or event callback) they
+// never wait and return `WARPCORE_RESULT_WOULD_BLOCK` instead, as they do
+// everywhere once `warpcore_upgraded_set_nonblocking` was called.
+typedef struct warpcore_upgraded warpcore_upgraded;
+
+// A WebSocket: made by `warpcore_websocket_accept`, released by
+// `warpcore_websocket_free`.
+//
+// Owner and lifetime: the caller's until `warpcore_websocket_free`, which
+// closes the connection if it is open (with a close frame, 1001). It is a
+// token, not an address: a freed handle gets
+// `WARPCORE_RESULT_INVALID_ARGUMENT` from every call, from any thread.
+//
+// Threads: every call is thread-safe and calls may overlap (one thread
+// receiving while another sends). Off the worker threads `recv` waits for a
+// message and `send` waits while the peer does not read; on a worker
+// thread (inside a handler or event callback), or once
+// `warpcore_websocket_set_nonblocking` was called, they return
+// `WARPCORE_RESULT_WOULD_BLOCK` instead and the callback says when to try
+// again.
+//
+// Protocol: pings are answered, the closing handshake is completed, and a
+// peer that breaks the protocol (bad framing, unmasked frames, invalid UTF-8
+// in text, a message over the size limit) is sent a close frame with the
+// RFC's code (1002, 1007, 1009) and cut. permessage-deflate is not offered.
+typedef struct warpcore_websocket warpcore_websocket;
 
 // A byte string: `len` bytes at `ptr`, not NUL-terminated. `ptr` may be NULL
 // only when `len` is 0.
@@ -411,7 +536,30 @@ typedef struct warpcore_stats {
   // Naps busy workers took before polling, to gather events (see
   // `warpcore_config_set_coalesce_wait`).
   uint64_t coalesce_naps;
+  // Connections that switched protocols (`warpcore_response_upgrade`,
+  // `warpcore_websocket_accept`). Added after the first version: an older
+  // library leaves it alone (see `size`).
+  uint64_t upgrades;
 } warpcore_stats;
+
+// Told what happened to an upgraded connection: `events` is a set of
+// `warpcore_upgrade_event` bits. Runs on the worker thread that owns the
+// connection, inside its event loop: it must not block (the handle's calls
+// never wait there) and must not free the server. `upgraded` is the
+// connection's handle (the callback may run before the call that made it
+// returns, so use this one). `userdata` is the caller's.
+typedef void (*warpcore_upgrade_cb)(void *userdata,
+                                    struct warpcore_upgraded *upgraded,
+                                    uint32_t events);
+
+// Told what happened to a WebSocket: `events` is a set of
+// `warpcore_websocket_event` bits. Runs on the worker thread that owns the
+// connection, inside its event loop: it must not block and must not free
+// the server. `websocket` is the handle (the callback may run before
+// `warpcore_websocket_accept` returns, so use this one).
+typedef void (*warpcore_websocket_cb)(void *userdata,
+                                      struct warpcore_websocket *websocket,
+                                      uint32_t events);
 
 #ifdef __cplusplus
 extern "C" {
@@ -887,6 +1035,234 @@ warpcore_result warpcore_server_wait(const struct warpcore_server *server);
 // happened. NULL is ignored. Must be the last call on `server`: no other thread
 // may be using it.
 void warpcore_server_free(struct warpcore_server *server);
+
+// Accepts the request's upgrade: sends `101 Switching Protocols` with
+// `header_count` fields from `headers`, which must name the protocol in an
+// `Upgrade` field (the library adds `Date`, `Server` and
+// `Connection: Upgrade`; `Content-Length` and `Transfer-Encoding` are left
+// out), and writes to `*upgraded` the handle through which the connection's
+// bytes then flow both ways. Bytes the client sent after the request head
+// are the first it reads. Works inside the handler call and on a deferred
+// handle from any thread; it finishes the response (a deferred handle is
+// released). The connection keeps the server's write timeout and gets an
+// idle timeout of 60 s (see `warpcore_upgraded_set_idle_timeout`).
+//
+// `callback` (may be NULL) is told the connection's events with `userdata`
+// (see `warpcore_upgrade_cb`); it may be called before this call returns,
+// on the worker's thread, and its last call is `WARPCORE_UPGRADE_EVENT_CLOSED`.
+// When this call fails the callback is never called.
+//
+// Errors: `WARPCORE_RESULT_INVALID_STATE` when the request did not ask to
+// switch protocols (HTTP/1.1 with `Connection: upgrade` and an `Upgrade`
+// field, and no body that streams): answer it as usual; `WARPCORE_RESULT_INVALID_HEADER`
+// (no `Upgrade` field among `headers`, or an invalid one: nothing was sent);
+// `WARPCORE_RESULT_CLOSED` (the client is gone; a deferred handle is
+// released); those of any response call (`WARPCORE_RESULT_ALREADY_ANSWERED`,
+// `WARPCORE_RESULT_WOULD_BLOCK`, `WARPCORE_RESULT_NULL_ARGUMENT`,
+// `WARPCORE_RESULT_INVALID_ARGUMENT`). `*upgraded` is written only on success.
+warpcore_result warpcore_response_upgrade(struct warpcore_response *response,
+                                          const struct warpcore_header *headers,
+                                          size_t header_count,
+                                          warpcore_upgrade_cb callback,
+                                          void *userdata,
+                                          struct warpcore_upgraded **upgraded);
+
+// Reads up to `capacity` bytes that arrived into `buf`, their count into
+// `*len`. `WARPCORE_RESULT_OK` with `*len > 0`: bytes; with `*len == 0`: the
+// peer half-closed and every byte before it was read (writing may go on).
+// Off the worker threads it waits for bytes, unless the handle is
+// non-blocking; on a worker thread it never waits.
+//
+// Errors: `WARPCORE_RESULT_WOULD_BLOCK` (nothing yet and the call may not
+// wait); `WARPCORE_RESULT_CLOSED` (the connection is closed and every byte
+// was read); `WARPCORE_RESULT_NULL_ARGUMENT`; `WARPCORE_RESULT_INVALID_ARGUMENT`
+// (a freed handle).
+warpcore_result warpcore_upgraded_read(struct warpcore_upgraded *upgraded,
+                                       uint8_t *buf,
+                                       size_t capacity,
+                                       size_t *len);
+
+// Sends `len` bytes from `data` to the peer (copied). A write is taken
+// while at most the server's stream high-water mark
+// (`warpcore_config_set_stream_high_water`) is queued; over it, a call off
+// the worker threads waits for the peer to read, and a call on one (or on a
+// non-blocking handle) returns `WARPCORE_RESULT_WOULD_BLOCK` with nothing
+// sent, and the callback is told `WARPCORE_UPGRADE_EVENT_WRITABLE` once a
+// write would be taken.
+//
+// Errors: `WARPCORE_RESULT_WOULD_BLOCK` (above); `WARPCORE_RESULT_CLOSED`
+// (closed, or the writing side was shut); `WARPCORE_RESULT_NULL_ARGUMENT`;
+// `WARPCORE_RESULT_INVALID_ARGUMENT` (a freed handle).
+warpcore_result warpcore_upgraded_write(struct warpcore_upgraded *upgraded,
+                                        const uint8_t *data,
+                                        size_t len);
+
+// Like `warpcore_upgraded_write`, without copying: the library reads `len`
+// bytes at `data` until it calls `release(release_userdata, data, len)`,
+// exactly once, after they were sent, when the connection is gone, or
+// before returning when this call fails. `release` must not be NULL.
+warpcore_result warpcore_upgraded_write_buffer(struct warpcore_upgraded *upgraded,
+                                               const uint8_t *data,
+                                               size_t len,
+                                               warpcore_release_cb release,
+                                               void *release_userdata);
+
+// Shuts the writing side once every byte written has left (a TCP
+// half-close): the peer reads the end of the stream; reading goes on, and
+// the connection closes once the peer has half-closed too. Later writes
+// return `WARPCORE_RESULT_CLOSED`.
+//
+// Errors: `WARPCORE_RESULT_CLOSED` (closed, or shut already);
+// `WARPCORE_RESULT_NULL_ARGUMENT`; `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_upgraded_shutdown_write(struct warpcore_upgraded *upgraded);
+
+// Closes the connection once every byte written has left. Calls blocked in
+// a read or a write on other threads return `WARPCORE_RESULT_CLOSED`, and so
+// does every later call; the callback is told `WARPCORE_UPGRADE_EVENT_CLOSED`.
+// The handle still needs `warpcore_upgraded_free`.
+//
+// Errors: `WARPCORE_RESULT_CLOSED` (closed already);
+// `WARPCORE_RESULT_NULL_ARGUMENT`; `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_upgraded_close(struct warpcore_upgraded *upgraded);
+
+// Makes every later read and write on the handle return
+// `WARPCORE_RESULT_WOULD_BLOCK` instead of waiting, on any thread (as
+// `O_NONBLOCK` does for a socket), or waiting again off the worker threads.
+//
+// Errors: `WARPCORE_RESULT_NULL_ARGUMENT`; `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_upgraded_set_nonblocking(struct warpcore_upgraded *upgraded,
+                                                  bool nonblocking);
+
+// Sets how long the connection may carry no byte either way before the
+// library closes it, in milliseconds; 0 means never. Deadlines are checked
+// once a second. The default is 60 s.
+//
+// Errors: `WARPCORE_RESULT_CLOSED`; `WARPCORE_RESULT_NULL_ARGUMENT`;
+// `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_upgraded_set_idle_timeout(struct warpcore_upgraded *upgraded,
+                                                   uint64_t milliseconds);
+
+// Writes to `*milliseconds_left` how long, once the server began to shut
+// down, it waits before it cuts the connection (0 once past), or
+// `UINT64_MAX` while the server runs normally.
+//
+// Errors: `WARPCORE_RESULT_NULL_ARGUMENT`; `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_upgraded_draining(struct warpcore_upgraded *upgraded,
+                                           uint64_t *milliseconds_left);
+
+// Releases the handle, closing the connection if it is open (after what was
+// written leaves); calls blocked on it in other threads return. From now on
+// the handle is stale: every call with it returns
+// `WARPCORE_RESULT_INVALID_ARGUMENT`, and a second free does nothing. NULL
+// is ignored. The callback still gets its `WARPCORE_UPGRADE_EVENT_CLOSED`
+// if it has not yet.
+void warpcore_upgraded_free(struct warpcore_upgraded *upgraded);
+
+// Accepts the WebSocket handshake of the request: sends `101` with
+// `Upgrade: websocket`, `Sec-WebSocket-Accept` and `header_count` fields
+// from `headers` (a `Sec-WebSocket-Protocol` the application chose,
+// cookies), and writes the WebSocket's handle to `*websocket`. Messages
+// larger than `max_message` bytes (0: 1 MiB) close the connection with 1009.
+// Works inside the handler call and on a deferred handle from any thread;
+// it finishes the response (a deferred handle is released).
+//
+// `callback` (may be NULL) is told the WebSocket's events with `userdata`
+// (see `warpcore_websocket_cb`); it may be called before this call returns,
+// and its last call is `WARPCORE_WEBSOCKET_EVENT_CLOSED`. When this call
+// fails the callback is never called.
+//
+// Errors: `WARPCORE_RESULT_INVALID_STATE` when the request is not a
+// WebSocket handshake the library can accept — not a GET with
+// `Connection: upgrade` and `Upgrade: websocket` (answer it as usual),
+// `Sec-WebSocket-Version` not 13 (answer 426 with
+// `Sec-WebSocket-Version: 13`), or a `Sec-WebSocket-Key` that is not 16
+// bytes in base64 (answer 400); the message says which, and the response
+// is untouched. Otherwise those of `warpcore_response_upgrade`.
+warpcore_result warpcore_websocket_accept(struct warpcore_response *response,
+                                          const struct warpcore_header *headers,
+                                          size_t header_count,
+                                          uint64_t max_message,
+                                          warpcore_websocket_cb callback,
+                                          void *userdata,
+                                          struct warpcore_websocket **websocket);
+
+// Receives the next message into `buf`: its length into `*len` and its
+// `warpcore_websocket_kind` into `*kind`. The last message is the
+// `WARPCORE_WEBSOCKET_KIND_CLOSE`; every call after it returns
+// `WARPCORE_RESULT_CLOSED`. Off the worker threads it waits for a message,
+// unless the handle is non-blocking.
+//
+// Errors: `WARPCORE_RESULT_BUFFER_TOO_SMALL` (the message is longer than
+// `capacity`: its length was written to `*len` and it stays first in line);
+// `WARPCORE_RESULT_WOULD_BLOCK`; `WARPCORE_RESULT_CLOSED`;
+// `WARPCORE_RESULT_NULL_ARGUMENT`; `WARPCORE_RESULT_INVALID_ARGUMENT` (a
+// freed handle).
+warpcore_result warpcore_websocket_recv(struct warpcore_websocket *websocket,
+                                        uint8_t *buf,
+                                        size_t capacity,
+                                        size_t *len,
+                                        uint32_t *kind);
+
+// Sends a whole message of `len` bytes from `data` (copied) as
+// `kind`: `WARPCORE_WEBSOCKET_KIND_TEXT` (must be UTF-8) or
+// `WARPCORE_WEBSOCKET_KIND_BINARY`. Off the worker threads it waits while
+// the peer is not reading, unless the handle is non-blocking; otherwise one
+// message may wait past the high-water mark, and the next send returns
+// `WARPCORE_RESULT_WOULD_BLOCK` until `WARPCORE_WEBSOCKET_EVENT_WRITABLE`.
+//
+// Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` (another kind, text that is not
+// UTF-8, a freed handle); `WARPCORE_RESULT_WOULD_BLOCK`;
+// `WARPCORE_RESULT_CLOSED` (closed or closing); `WARPCORE_RESULT_NULL_ARGUMENT`.
+warpcore_result warpcore_websocket_send(struct warpcore_websocket *websocket,
+                                        uint32_t kind,
+                                        const uint8_t *data,
+                                        size_t len);
+
+// Starts the closing handshake with `code` (1000 normal, 1001 going away,
+// 1003, 1007–1014, or 3000–4999) and a reason of `reason_len` bytes of UTF-8
+// (at most 123): the peer answers, the connection closes, and
+// `warpcore_websocket_recv` then gives the `WARPCORE_WEBSOCKET_KIND_CLOSE`.
+// A peer that does not answer within 5 s is cut. Never waits.
+//
+// Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` (a code or reason not allowed,
+// a freed handle); `WARPCORE_RESULT_CLOSED` (closed or closing already);
+// `WARPCORE_RESULT_NULL_ARGUMENT`.
+warpcore_result warpcore_websocket_close(struct warpcore_websocket *websocket,
+                                         uint16_t code,
+                                         const uint8_t *reason,
+                                         size_t reason_len);
+
+// Makes every later receive and send on the handle return
+// `WARPCORE_RESULT_WOULD_BLOCK` instead of waiting, on any thread, or
+// waiting again off the worker threads.
+//
+// Errors: `WARPCORE_RESULT_NULL_ARGUMENT`; `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_websocket_set_nonblocking(struct warpcore_websocket *websocket,
+                                                   bool nonblocking);
+
+// Sets how long the WebSocket may carry no byte either way before the
+// library closes it, in milliseconds; 0 means never (default 60 s).
+//
+// Errors: `WARPCORE_RESULT_CLOSED`; `WARPCORE_RESULT_NULL_ARGUMENT`;
+// `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_websocket_set_idle_timeout(struct warpcore_websocket *websocket,
+                                                    uint64_t milliseconds);
+
+// Writes to `*milliseconds_left` how long, once the server began to shut
+// down, it waits before it cuts the connection (0 once past), or
+// `UINT64_MAX` while the server runs normally.
+//
+// Errors: `WARPCORE_RESULT_NULL_ARGUMENT`; `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_websocket_draining(struct warpcore_websocket *websocket,
+                                            uint64_t *milliseconds_left);
+
+// Releases the handle, closing the connection if it is open (a close frame,
+// 1001, then the connection once what was written left); calls blocked on it
+// in other threads return. From now on every call with the handle returns
+// `WARPCORE_RESULT_INVALID_ARGUMENT`, and a second free does nothing. NULL is
+// ignored. The callback still gets its `WARPCORE_WEBSOCKET_EVENT_CLOSED` if it
+// has not yet.
+void warpcore_websocket_free(struct warpcore_websocket *websocket);
 
 // The version of the library as loaded, a static NUL-terminated string
 // `"MAJOR.MINOR.PATCH"`: the same as `WARPCORE_VERSION` when the program runs

@@ -34,6 +34,7 @@ mod net;
 mod observe;
 pub mod server;
 mod sys;
+pub mod websocket;
 mod worker;
 
 // Public paths kept from the flat layout that embedders, tests and fuzz targets use.

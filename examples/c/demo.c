@@ -1,8 +1,10 @@
 /*
  * The demo server of DESIGN.md in C: GET / -> "Hello, World!", POST /echo ->
  * the request body as it arrives (any size: a body over 64 KiB streams, read
- * and echoed by a thread of its own), PREFIX/... -> files under DIR for each --static PREFIX=DIR
- * (served by the library's static mounts, not by this handler).
+ * and echoed by a thread of its own), GET /ws -> a WebSocket echo (served
+ * from the worker's event loop, no thread per connection), PREFIX/... ->
+ * files under DIR for each --static PREFIX=DIR (served by the library's
+ * static mounts, not by this handler).
  * One route more than DESIGN.md's demo contract, in this demo only: POST
  * /upload reads the body to its end and discards it (a streamed one on a
  * thread of its own), then answers its size in bytes as decimal text — the
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "warpcore.h"
 
@@ -170,6 +173,97 @@ static void upload(const warpcore_request *req, warpcore_response *res) {
     pthread_attr_destroy(&attr);
 }
 
+/* GET /ws: a WebSocket echo served from the worker's event loop, through the
+ * events the library calls back with, without a thread per connection. Each
+ * message goes back as it came (text or binary). A peer that does not read
+ * makes a send return WOULD_BLOCK: its message waits here, and no more are
+ * taken (so the library stops reading and TCP slows the peer) until WRITABLE. */
+struct ws_echo {
+    uint8_t *buf;
+    size_t cap;
+    uint8_t *held; /* a message held back by a full queue, or NULL */
+    size_t held_len;
+    uint32_t held_kind;
+};
+
+static void ws_event(void *userdata, warpcore_websocket *ws, uint32_t events) {
+    struct ws_echo *e = userdata;
+    if (events & WARPCORE_WEBSOCKET_EVENT_CLOSED) {
+        /* The last call: the handle and the state go. */
+        warpcore_websocket_free(ws);
+        free(e->held);
+        free(e->buf);
+        free(e);
+        return;
+    }
+    if (events & WARPCORE_WEBSOCKET_EVENT_DRAINING) {
+        static const char bye[] = "server shutting down";
+        warpcore_websocket_close(ws, 1001, (const uint8_t *)bye, sizeof bye - 1);
+    }
+    if (e->held) {
+        if (warpcore_websocket_send(ws, e->held_kind, e->held, e->held_len) == WARPCORE_RESULT_WOULD_BLOCK) return;
+        free(e->held);
+        e->held = NULL;
+    }
+    for (;;) {
+        size_t len = 0;
+        uint32_t kind = 0;
+        warpcore_result r = warpcore_websocket_recv(ws, e->buf, e->cap, &len, &kind);
+        if (r == WARPCORE_RESULT_BUFFER_TOO_SMALL) {
+            uint8_t *bigger = realloc(e->buf, len);
+            if (!bigger) {
+                warpcore_websocket_close(ws, 1011, NULL, 0);
+                return;
+            }
+            e->buf = bigger;
+            e->cap = len;
+            continue;
+        }
+        if (r != WARPCORE_RESULT_OK || kind == WARPCORE_WEBSOCKET_KIND_CLOSE) return;
+        r = warpcore_websocket_send(ws, kind, e->buf, len);
+        if (r == WARPCORE_RESULT_WOULD_BLOCK) {
+            e->held = malloc(len ? len : 1);
+            if (!e->held) {
+                warpcore_websocket_close(ws, 1011, NULL, 0);
+                return;
+            }
+            memcpy(e->held, e->buf, len);
+            e->held_len = len;
+            e->held_kind = kind;
+            return;
+        }
+    }
+}
+
+static int find_header(const warpcore_request *req, const char *name, warpcore_str *value) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < req->header_count; i++) {
+        warpcore_str h = req->headers[i].name;
+        if (h.len == n && strncasecmp((const char *)h.ptr, name, n) == 0) {
+            *value = req->headers[i].value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void websocket(const warpcore_request *req, warpcore_response *res) {
+    struct ws_echo *e = calloc(1, sizeof *e);
+    warpcore_websocket *ws = NULL;
+    if (e && warpcore_websocket_accept(res, NULL, 0, 0, ws_event, e, &ws) == WARPCORE_RESULT_OK) return;
+    free(e);
+    /* Not a handshake the library accepts: 426 for another protocol version, else 400. */
+    warpcore_str version;
+    if (find_header(req, "Sec-WebSocket-Version", &version) && !str_is(version, "13")) {
+        static const char upgrade[] = "WebSocket version 13 only\n";
+        warpcore_header fields[] = {text_plain[0], {{(const uint8_t *)"Sec-WebSocket-Version", 21}, {(const uint8_t *)"13", 2}}};
+        warpcore_respond(res, 426, fields, 2, (const uint8_t *)upgrade, sizeof upgrade - 1);
+        return;
+    }
+    static const char expected[] = "a WebSocket handshake is expected here\n";
+    warpcore_respond(res, 400, text_plain, 1, (const uint8_t *)expected, sizeof expected - 1);
+}
+
 /* An answering handler: the fixed answers are returned as prepared responses,
  * which the library sends as the handler returns (one call across the API per
  * request); the others are answered through `res`, and NULL is returned. */
@@ -180,6 +274,11 @@ static const warpcore_prepared *handle(void *userdata, const warpcore_request *r
     } else if (str_is(req->path, "/echo")) {
         if (str_is(req->method, "POST")) {
             echo(req, res);
+            return NULL;
+        }
+    } else if (str_is(req->path, "/ws")) {
+        if (str_is(req->method, "GET")) {
+            websocket(req, res);
             return NULL;
         }
     } else if (str_is(req->path, "/upload")) {
@@ -194,7 +293,9 @@ static const warpcore_prepared *handle(void *userdata, const warpcore_request *r
     warpcore_header allow[] = {
         text_plain[0],
         {{(const uint8_t *)"Allow", 5},
-         {(const uint8_t *)(str_is(req->path, "/") ? "GET, HEAD" : "POST"), str_is(req->path, "/") ? 9 : 4}},
+         str_is(req->path, "/")    ? (warpcore_str){(const uint8_t *)"GET, HEAD", 9}
+         : str_is(req->path, "/ws") ? (warpcore_str){(const uint8_t *)"GET", 3}
+                                    : (warpcore_str){(const uint8_t *)"POST", 4}},
     };
     warpcore_respond(res, 405, allow, 2, (const uint8_t *)not_allowed, sizeof not_allowed - 1);
     return NULL;

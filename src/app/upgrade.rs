@@ -211,6 +211,13 @@ impl UpgradeShared {
         s.paused = false;
     }
 
+    /// Worker side: whether a read would return at once (bytes, the end, or
+    /// the connection's failure).
+    pub fn readable(&self) -> bool {
+        let s = self.lock();
+        !s.inbound.is_empty() || s.read_end != ReadEnd::Open
+    }
+
     /// Worker side: the peer half-closed; reads return 0 after the window.
     pub fn peer_finished(&self) {
         let mut s = self.lock();
@@ -427,6 +434,12 @@ impl Upgraded {
     pub fn draining(&self) -> Option<Duration> {
         let deadline = self.shared.lock().drain_deadline?;
         Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Asks the worker to tell `READABLE` again if a read would return at
+    /// once: for an owner that attached itself after events may have fired.
+    pub(crate) fn nudge(&self) {
+        self.post(Answer::ReadBody);
     }
 
     /// Whether the connection is closed (or closing).

@@ -773,6 +773,10 @@ impl ConnState {
             return match answer {
                 Answer::ReadBody => {
                     up.shared.resumed();
+                    // Told again: its owner may have attached after the first.
+                    if up.shared.readable() {
+                        up.notify(events::READABLE);
+                    }
                     true
                 }
                 // Written after a shut writing side: dropped (released).

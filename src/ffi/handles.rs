@@ -10,7 +10,7 @@
 //! (never handed out again), so no token ever names two requests.
 
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The first chunk holds `1 << FIRST_BITS` slots; chunk `k` holds twice as
 /// many as chunk `k - 1`, so 27 chunks cover every 32-bit index and a slot
@@ -89,6 +89,85 @@ impl<T: 'static> Table<T> {
     /// Gives `index` back, to be handed out again.
     pub fn give_back(&self, index: u32) {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).indexes.push(index);
+    }
+}
+
+/// A slot for handles that the caller frees (`warpcore_upgraded`,
+/// `warpcore_websocket`): the generation of the handle it serves now (0: none
+/// given out yet) and that handle's object while it is live. Freeing moves
+/// nothing but the object out; the slot's next handle gets the next
+/// generation, so a freed token never reaches a later object.
+pub(crate) struct TokenSlot<E: 'static> {
+    state: Mutex<(u64, Option<Arc<E>>)>,
+}
+
+impl<E> TokenSlot<E> {
+    pub const fn new() -> TokenSlot<E> {
+        TokenSlot { state: Mutex::new((0, None)) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (u64, Option<Arc<E>>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The last generation a token slot serves; then it is retired, so that
+/// tokens (32 bits of generation) never repeat.
+const LAST_TOKEN_GENERATION: u64 = u32::MAX as u64;
+
+fn token_bits(index: u32, generation: u64) -> usize {
+    (generation << 32 | index as u64) as usize
+}
+
+impl<E> Table<TokenSlot<E>> {
+    /// Makes a handle: `make` is given its token and builds the object (or
+    /// fails, and the slot goes back). The slot stays locked until the object
+    /// is in it, so a call with the token made meanwhile (by a callback that
+    /// fired first) waits for it instead of finding nothing.
+    pub fn publish<R>(&'static self, make: impl FnOnce(usize) -> Result<E, R>) -> Result<usize, R> {
+        let (index, slot) = self.take();
+        let mut state = slot.lock();
+        let generation = state.0 + 1;
+        let token = token_bits(index, generation);
+        match make(token) {
+            Ok(entry) => {
+                *state = (generation, Some(Arc::new(entry)));
+                Ok(token)
+            }
+            Err(e) => {
+                drop(state);
+                self.give_back(index);
+                Err(e)
+            }
+        }
+    }
+
+    /// The live object of `token`, or None for a freed or unknown one.
+    pub fn resolve(&'static self, token: usize) -> Option<Arc<E>> {
+        let bits = token as u64;
+        let (index, generation) = (bits as u32, bits >> 32);
+        let state = self.get(index)?.lock();
+        match &state.1 {
+            Some(entry) if state.0 == generation && generation != 0 => Some(entry.clone()),
+            _ => None,
+        }
+    }
+
+    /// Ends `token`: its object, once (None for a freed or unknown token).
+    pub fn free(&'static self, token: usize) -> Option<Arc<E>> {
+        let bits = token as u64;
+        let (index, generation) = (bits as u32, bits >> 32);
+        let slot = self.get(index)?;
+        let mut state = slot.lock();
+        if state.0 != generation || generation == 0 {
+            return None;
+        }
+        let entry = state.1.take();
+        drop(state);
+        if entry.is_some() && generation < LAST_TOKEN_GENERATION {
+            self.give_back(index);
+        }
+        entry
     }
 }
 

@@ -53,4 +53,6 @@ pub mod response;
 pub mod result;
 pub mod server;
 mod thread;
+pub mod upgrade;
 pub mod version;
+pub mod websocket;

@@ -339,13 +339,33 @@ impl Slot {
 
 /// What a response call does, in either mode.
 pub(crate) enum Call<'a> {
-    File { status: u16, headers: CheckedHeaders<'a>, path: &'a std::path::Path },
+    File {
+        status: u16,
+        headers: CheckedHeaders<'a>,
+        path: &'a std::path::Path,
+    },
     Prepared(&'a super::prepared::warpcore_prepared),
-    Respond { status: u16, headers: CheckedHeaders<'a>, body: Body<'a> },
-    Start { status: u16, headers: CheckedHeaders<'a>, length: Option<u64> },
+    Respond {
+        status: u16,
+        headers: CheckedHeaders<'a>,
+        body: Body<'a>,
+    },
+    Start {
+        status: u16,
+        headers: CheckedHeaders<'a>,
+        length: Option<u64>,
+    },
     Write(Body<'a>),
     End,
     Abort,
+    /// Accept the request's upgrade; the handle lands in `out` on success.
+    Upgrade {
+        headers: CheckedHeaders<'a>,
+        events: Option<std::sync::Arc<dyn crate::app::upgrade::UpgradeEvents>>,
+        out: &'a mut Option<crate::app::upgrade::Upgraded>,
+    },
+    /// Runs a function on the request's upgrade offer (None when it made none).
+    UpgradeRequest(&'a mut dyn FnMut(Option<&crate::app::upgrade::UpgradeRequest>)),
 }
 
 pub(crate) enum Body<'a> {
@@ -363,11 +383,11 @@ impl Body<'_> {
 }
 
 /// A caller's buffer; dropping it runs the release callback.
-struct CBuffer {
-    data: *const u8,
-    len: usize,
-    release: unsafe extern "C" fn(*mut c_void, *const u8, usize),
-    userdata: *mut c_void,
+pub(crate) struct CBuffer {
+    pub(crate) data: *const u8,
+    pub(crate) len: usize,
+    pub(crate) release: unsafe extern "C" fn(*mut c_void, *const u8, usize),
+    pub(crate) userdata: *mut c_void,
 }
 
 // SAFETY: the caller hands the buffer over until release, and the release
@@ -397,6 +417,11 @@ impl Drop for CBuffer {
 pub(crate) struct CheckedHeaders<'a>(&'a [warpcore_header]);
 
 impl<'a> CheckedHeaders<'a> {
+    /// Views the library made of its own byte slices, valid for `'a`.
+    pub(crate) fn of(views: &'a [warpcore_header]) -> CheckedHeaders<'a> {
+        CheckedHeaders(views)
+    }
+
     pub(crate) fn pairs(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
         self.0.iter().map(|h| (checked_bytes(h.name), checked_bytes(h.value)))
     }
@@ -572,6 +597,14 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
             core.respond_file(status, &pairs, path)
         }
         Call::Prepared(p) => core.respond_prepared(p.status, &p.head, p.image.as_ref()),
+        Call::Upgrade { headers, events, out } => {
+            *out = Some(core.upgrade(headers.pairs(), events)?);
+            Ok(())
+        }
+        Call::UpgradeRequest(f) => {
+            f(core.upgrade_request());
+            Ok(())
+        }
     }
 }
 
@@ -588,6 +621,14 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
             d.respond_file(status, &pairs, path)
         }
         Call::Prepared(p) => d.respond_rendered(p.status, &p.head),
+        Call::Upgrade { headers, events, out } => {
+            *out = Some(d.upgrade(headers.pairs(), events)?);
+            Ok(())
+        }
+        Call::UpgradeRequest(f) => {
+            f(d.upgrade_request());
+            Ok(())
+        }
     }
 }
 

@@ -42,10 +42,14 @@ pub enum warpcore_result {
     Panic = 12,
     /// A streamed body broke its declared Content-Length; the connection is closed.
     LengthMismatch = 13,
-    /// A stream write on a worker thread (a handler's) found the stream's queue
-    /// over its high-water mark: a worker thread never waits, so nothing was
-    /// sent; the handle stays the caller's and the stream goes on.
+    /// The call would have to wait and may not: a stream or connection write
+    /// over its high-water mark, or a read with nothing to read, on a worker
+    /// thread (which never waits) or a non-blocking handle. Nothing was done;
+    /// the handle stays the caller's.
     WouldBlock = 14,
+    /// The caller's buffer is too small for what the call returns; nothing
+    /// was taken, and the size needed was written (`warpcore_websocket_recv`).
+    BufferTooSmall = 15,
 }
 
 impl warpcore_result {
@@ -65,7 +69,8 @@ impl warpcore_result {
             warpcore_result::InvalidHeader => c"invalid header name or value",
             warpcore_result::Panic => c"internal panic caught",
             warpcore_result::LengthMismatch => c"the stream broke its declared Content-Length",
-            warpcore_result::WouldBlock => c"the stream is over its high-water mark and a worker thread cannot wait",
+            warpcore_result::WouldBlock => c"the call would have to wait, and this one may not",
+            warpcore_result::BufferTooSmall => c"the buffer is too small; the size needed was written",
         }
     }
 }
@@ -137,7 +142,7 @@ pub extern "C" fn warpcore_result_str(result: u32) -> *const c_char {
     ALL.get(result as usize).map_or(c"unknown result code", |code| code.describe()).as_ptr()
 }
 
-const ALL: [warpcore_result; 15] = [
+const ALL: [warpcore_result; 16] = [
     warpcore_result::Ok,
     warpcore_result::InvalidArgument,
     warpcore_result::NullArgument,
@@ -153,6 +158,7 @@ const ALL: [warpcore_result; 15] = [
     warpcore_result::Panic,
     warpcore_result::LengthMismatch,
     warpcore_result::WouldBlock,
+    warpcore_result::BufferTooSmall,
 ];
 
 /// Copies the calling thread's last error message into `buf` (at most `len`

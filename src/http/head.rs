@@ -391,7 +391,7 @@ fn check_target(method: &[u8], target: &[u8]) -> Result<(), Reject> {
     let valid = match target {
         [b'/', ..] => true,
         b"*" => method == b"OPTIONS",
-        _ => absolute_form_authority(target).map_or(true, is_host),
+        _ => absolute_form_authority(target).is_none_or(is_host),
     };
     if valid && !target.contains(&b'#') {
         Ok(())

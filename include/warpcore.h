@@ -1067,6 +1067,17 @@ warpcore_result warpcore_response_upgrade(struct warpcore_response *response,
                                           void *userdata,
                                           struct warpcore_upgraded **upgraded);
 
+// Takes the connection over with nothing sent, as Warp's `responseRaw`
+// does: the application writes its own answer (say, a `101` its WebSocket
+// library composed) and then speaks the new protocol through the handle
+// written to `*upgraded`. Only for a request that asked to switch protocols,
+// as for `warpcore_response_upgrade`, whose rules (threads, callback,
+// errors, timeouts) apply; the library counts the upgrade but no status.
+warpcore_result warpcore_response_take_over(struct warpcore_response *response,
+                                            warpcore_upgrade_cb callback,
+                                            void *userdata,
+                                            struct warpcore_upgraded **upgraded);
+
 // Reads up to `capacity` bytes that arrived into `buf`, their count into
 // `*len`. `WARPCORE_RESULT_OK` with `*len > 0`: bytes; with `*len == 0`: the
 // peer half-closed and every byte before it was read (writing may go on).
@@ -1157,6 +1168,14 @@ warpcore_result warpcore_upgraded_draining(struct warpcore_upgraded *upgraded,
 // is ignored. The callback still gets its `WARPCORE_UPGRADE_EVENT_CLOSED`
 // if it has not yet.
 void warpcore_upgraded_free(struct warpcore_upgraded *upgraded);
+
+// The version of the library as loaded, a static NUL-terminated string
+// `"MAJOR.MINOR.PATCH"`: the same as `WARPCORE_VERSION` when the program runs
+// with the library its header came from. Programs linked against
+// `libwarpcore.so.MAJOR` load any release with that major version, so MINOR
+// and PATCH may be newer than the header's. Thread-safe; never NULL; the string
+// must not be freed.
+const char *warpcore_version(void);
 
 // Accepts the WebSocket handshake of the request: sends `101` with
 // `Upgrade: websocket`, `Sec-WebSocket-Accept` and `header_count` fields
@@ -1263,14 +1282,6 @@ warpcore_result warpcore_websocket_draining(struct warpcore_websocket *websocket
 // ignored. The callback still gets its `WARPCORE_WEBSOCKET_EVENT_CLOSED` if it
 // has not yet.
 void warpcore_websocket_free(struct warpcore_websocket *websocket);
-
-// The version of the library as loaded, a static NUL-terminated string
-// `"MAJOR.MINOR.PATCH"`: the same as `WARPCORE_VERSION` when the program runs
-// with the library its header came from. Programs linked against
-// `libwarpcore.so.MAJOR` load any release with that major version, so MINOR
-// and PATCH may be newer than the header's. Thread-safe; never NULL; the string
-// must not be freed.
-const char *warpcore_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -373,3 +373,34 @@ fn shutdown_tells_upgraded_connections_it_drains_and_cuts_them_at_the_deadline()
     let (_report, _server) = stopper.join().unwrap();
     assert_eq!(echo.closed.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_take_over_sends_nothing_and_the_application_writes_its_own_answer() {
+    let server = start(|_req: &Request<'_>, res: &mut Response<'_>| {
+        let mut d = res.defer().unwrap();
+        std::thread::spawn(move || {
+            let up = d.take_over(None).expect("take over");
+            let mut buf = [0u8; 64];
+            let n = up.read(&mut buf).unwrap();
+            let mut answer =
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n".to_vec();
+            answer.extend_from_slice(&buf[..n]);
+            up.write(Payload::from(answer)).unwrap();
+        });
+    });
+    let mut c = server.connect();
+    c.send(format!("{}first", upgrade_request("")).as_bytes());
+    let (head, rest) = read_switch(&mut c);
+    assert_eq!(head, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n");
+    assert_eq!(read_exactly(&mut c, rest, 5), b"first");
+    assert!(c.closed_by_server(), "the handle dropped: closed");
+    let stats = server.server.stats();
+    assert_eq!((stats.upgrades, stats.responses[0]), (1, 0), "an upgrade, and no status the engine sent");
+    // A request that did not ask is not taken over.
+    let refused = start(|_req: &Request<'_>, res: &mut Response<'_>| {
+        let taken = res.take_over(None).map(|_| ());
+        assert_eq!(taken, Err(RespondError::NotUpgradable));
+        let _ = res.respond(200, std::iter::empty(), b"plain");
+    });
+    assert_eq!(refused.connect().get("/").status, 200);
+}

@@ -92,7 +92,8 @@ pub(crate) struct FileAnswer {
 /// A deferred upgrade: the 101's rendered fields and the connection's side
 /// (dropped unapplied, it tells the application `CLOSED`).
 pub(crate) struct UpgradeAnswer {
-    pub head: OwnedHead,
+    /// None: taken over raw, the application writes its own answer.
+    pub head: Option<OwnedHead>,
     pub conn: UpgradedConn,
 }
 
@@ -584,14 +585,32 @@ impl Deferred {
             return Err(RespondError::NoUpgradeField);
         }
         let head = OwnedHead::render(headers, b"")?;
+        self.switch(Some(head), events)
+    }
+
+    /// Takes the connection over with nothing sent (see
+    /// [`crate::Response::take_over`]).
+    pub fn take_over(&mut self, events: Option<Arc<dyn UpgradeEvents>>) -> Result<Upgraded, RespondError> {
+        if self.phase != Phase::Fresh {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        if self.upgrade_request.is_none() {
+            return Err(RespondError::NotUpgradable);
+        }
+        self.switch(None, events)
+    }
+
+    fn switch(
+        &mut self,
+        head: Option<OwnedHead>,
+        events: Option<Arc<dyn UpgradeEvents>>,
+    ) -> Result<Upgraded, RespondError> {
         self.check_open()?;
         let shared = UpgradeShared::new(self.shared.high_water);
         let conn = UpgradedConn::new(shared.clone(), events);
         self.phase = Phase::Done;
-        match self
-            .mailbox
-            .post(Message { conn: self.conn, answer: Answer::Upgrade(Box::new(UpgradeAnswer { head, conn })) })
-        {
+        let answer = Answer::Upgrade(Box::new(UpgradeAnswer { head, conn }));
+        match self.mailbox.post(Message { conn: self.conn, answer }) {
             Ok(()) => Ok(Upgraded::new(shared, self.mailbox.clone(), self.conn)),
             Err(returned) => {
                 // Never begun: the application hears nothing of it.

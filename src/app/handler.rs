@@ -438,11 +438,33 @@ impl Response<'_> {
         let mut rendered = Vec::with_capacity(128);
         let fields = render_fields(&mut rendered, headers)?;
         compose_switching(self.out, &self.env, &rendered, &fields);
+        self.status = 101;
+        Ok(self.switch(events))
+    }
+
+    /// Takes the connection over with nothing sent: the application writes
+    /// its own answer (a `101` it composed) and then speaks the new protocol,
+    /// through the returned handle. Warp's `responseRaw`, for libraries such
+    /// as Haskell's `websockets` that write their own handshake. Only for a
+    /// request that asked to switch protocols (see [`Response::upgrade`]).
+    pub fn take_over(&mut self, events: Option<Arc<dyn UpgradeEvents>>) -> Result<Upgraded, RespondError> {
+        self.check_fresh()?;
+        if self.defer_slot.upgrade_request.is_none() {
+            return Err(RespondError::NotUpgradable);
+        }
+        // No status is counted: the application writes its own (the access
+        // log says 101, which is what it is for).
+        self.counted = true;
+        self.status = 101;
+        bump(&self.stats.requests, 1);
+        Ok(self.switch(events))
+    }
+
+    fn switch(&mut self, events: Option<Arc<dyn UpgradeEvents>>) -> Upgraded {
         let shared = UpgradeShared::new(self.defer_slot.high_water);
         *self.defer_slot.upgraded = Some(Box::new(UpgradedConn::new(shared.clone(), events)));
         self.outcome = Outcome::Upgraded;
-        self.status = 101;
-        Ok(Upgraded::new(shared, self.defer_slot.mailbox.clone(), self.defer_slot.conn))
+        Upgraded::new(shared, self.defer_slot.mailbox.clone(), self.defer_slot.conn)
     }
 
     /// The request body as it arrives, when it streams (`Request::body_follows`):

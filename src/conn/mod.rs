@@ -901,10 +901,12 @@ impl ConnState {
             }
             Answer::Upgrade(answer) => {
                 let UpgradeAnswer { head, conn } = *answer;
-                let (rendered, fields) = head.fields();
-                compose_switching(out, &env, rendered, fields);
+                if let Some(head) = head {
+                    let (rendered, fields) = head.fields();
+                    compose_switching(out, &env, rendered, fields);
+                    stats.response(101);
+                }
                 waiting.status = 101;
-                stats.response(101);
                 bump(&stats.upgrades, 1);
                 self.upgraded = Some(Box::new(conn));
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)

@@ -364,6 +364,11 @@ pub(crate) enum Call<'a> {
         events: Option<std::sync::Arc<dyn crate::app::upgrade::UpgradeEvents>>,
         out: &'a mut Option<crate::app::upgrade::Upgraded>,
     },
+    /// Take the connection over raw, nothing sent; the handle lands in `out`.
+    TakeOver {
+        events: Option<std::sync::Arc<dyn crate::app::upgrade::UpgradeEvents>>,
+        out: &'a mut Option<crate::app::upgrade::Upgraded>,
+    },
     /// Runs a function on the request's upgrade offer (None when it made none).
     UpgradeRequest(&'a mut dyn FnMut(Option<&crate::app::upgrade::UpgradeRequest>)),
 }
@@ -605,6 +610,10 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
             f(core.upgrade_request());
             Ok(())
         }
+        Call::TakeOver { events, out } => {
+            *out = Some(core.take_over(events)?);
+            Ok(())
+        }
     }
 }
 
@@ -627,6 +636,10 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
         }
         Call::UpgradeRequest(f) => {
             f(d.upgrade_request());
+            Ok(())
+        }
+        Call::TakeOver { events, out } => {
+            *out = Some(d.take_over(events)?);
             Ok(())
         }
     }

@@ -192,6 +192,33 @@ pub extern "C" fn warpcore_response_upgrade(
     })
 }
 
+/// Takes the connection over with nothing sent, as Warp's `responseRaw`
+/// does: the application writes its own answer (say, a `101` its WebSocket
+/// library composed) and then speaks the new protocol through the handle
+/// written to `*upgraded`. Only for a request that asked to switch protocols,
+/// as for `warpcore_response_upgrade`, whose rules (threads, callback,
+/// errors, timeouts) apply; the library counts the upgrade but no status.
+#[no_mangle]
+pub extern "C" fn warpcore_response_take_over(
+    response: *mut warpcore_response,
+    callback: warpcore_upgrade_cb,
+    userdata: *mut c_void,
+    upgraded: *mut *mut warpcore_upgraded,
+) -> warpcore_result {
+    ffi_boundary!({
+        if upgraded.is_null() {
+            return fail(warpcore_result::NullArgument, "upgraded is NULL");
+        }
+        publish(callback, userdata, upgraded, |events| {
+            let mut out = None;
+            match perform(response, Call::TakeOver { events, out: &mut out }) {
+                warpcore_result::Ok => out.ok_or(warpcore_result::Panic),
+                e => Err(e),
+            }
+        })
+    })
+}
+
 /// Reads up to `capacity` bytes that arrived into `buf`, their count into
 /// `*len`. `WARPCORE_RESULT_OK` with `*len > 0`: bytes; with `*len == 0`: the
 /// peer half-closed and every byte before it was read (writing may go on).

@@ -1181,7 +1181,8 @@ const char *warpcore_version(void);
 // `Upgrade: websocket`, `Sec-WebSocket-Accept` and `header_count` fields
 // from `headers` (a `Sec-WebSocket-Protocol` the application chose,
 // cookies), and writes the WebSocket's handle to `*websocket`. Messages
-// larger than `max_message` bytes (0: 1 MiB) close the connection with 1009.
+// larger than `max_message` bytes (0: 1 MiB; at least 125, a control
+// frame's size) close the connection with 1009.
 // Works inside the handler call and on a deferred handle from any thread;
 // it finishes the response (a deferred handle is released).
 //

@@ -10,11 +10,11 @@
 //! | folder | what it holds |
 //! | --- | --- |
 //! | `ffi/` | the C API: handles, result codes, the panic boundary |
-//! | `websocket/` | WebSocket (RFC 6455) on an upgraded connection |
 //! | `server/` | a running server: start, reload, stats, shutdown |
 //! | `worker/` | one worker's event loop: accept, poll, coalescing, held answers, the coarse clock, what it shares with the server |
 //! | `conn/` | one connection's state machine, its deadline, and the context it reaches its worker through |
 //! | `config/` | the settings an embedder gives (`Config`) and the snapshot workers apply (`Settings`) |
+//! | `websocket/` | WebSocket (RFC 6455) on an upgraded connection |
 //! | `app/` | what an application sees: `Handler`, `Request`, `Response`, `Deferred`, `Upgraded`, answering with a file |
 //! | `net/` | sockets and bytes: listeners, a connection's input buffer and output queue, `Payload` |
 //! | `observe/` | the error and access logs, the counters |

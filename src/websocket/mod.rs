@@ -233,7 +233,7 @@ impl WebSocket {
     /// `Sec-WebSocket-Protocol`, cookies). `events`, if given, is told
     /// [`events`] on the worker's loop.
     pub fn accept(
-        res: &mut crate::Response<'_>,
+        res: &mut crate::app::handler::Response<'_>,
         headers: &[(&[u8], &[u8])],
         events: Option<Arc<dyn UpgradeEvents>>,
         options: WsOptions,
@@ -244,7 +244,7 @@ impl WebSocket {
 
     /// `accept` for a deferred response, from any thread.
     pub fn accept_deferred(
-        d: &mut crate::Deferred,
+        d: &mut crate::app::deferred::Deferred,
         headers: &[(&[u8], &[u8])],
         events: Option<Arc<dyn UpgradeEvents>>,
         options: WsOptions,

@@ -404,3 +404,46 @@ fn a_take_over_sends_nothing_and_the_application_writes_its_own_answer() {
     });
     assert_eq!(refused.connect().get("/").status, 200);
 }
+
+#[test]
+fn a_connection_that_upgrades_while_the_server_drains_is_told_at_once() {
+    struct Seen(Arc<AtomicU32>);
+    impl UpgradeEvents for Seen {
+        fn on_events(&self, ev: u32) {
+            self.0.fetch_or(ev, Ordering::SeqCst);
+        }
+    }
+    let (tx, rx) = mpsc::channel::<warpcore::Deferred>();
+    let tx = Mutex::new(tx);
+    let server = start(move |req: &Request<'_>, res: &mut Response<'_>| {
+        if req.path == b"/up" {
+            tx.lock().unwrap().send(res.defer().unwrap()).unwrap();
+        } else {
+            let _ = res.respond(200, std::iter::empty(), b"ok");
+        }
+    });
+    let mut c = server.connect();
+    c.send(upgrade_request("").as_bytes());
+    let mut d = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    // An idle keep-alive connection: closed when the worker begins to drain.
+    let mut idle = server.connect();
+    assert_eq!(idle.get("/x").status, 200);
+    let TestServer { server, .. } = server;
+    let server = Arc::new(server);
+    let stopper = {
+        let server = server.clone();
+        std::thread::spawn(move || server.shutdown(Duration::from_secs(2)))
+    };
+    // The worker drains (the idle connection is closed); the deferred answer
+    // keeps its connection.
+    assert!(idle.closed_by_server());
+    let seen = Arc::new(AtomicU32::new(0));
+    let up = d.upgrade(fields(), Some(Arc::new(Seen(seen.clone())))).expect("upgrade while draining");
+    assert!(wait_until(IO_TIMEOUT, || seen.load(Ordering::SeqCst) & events::DRAINING != 0));
+    assert!(up.draining().is_some());
+    let (head, _) = read_switch(&mut c);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(c.closed_by_server(), "cut at the deadline");
+    stopper.join().unwrap();
+    assert!(wait_until(IO_TIMEOUT, || seen.load(Ordering::SeqCst) & events::CLOSED != 0));
+}

@@ -507,6 +507,15 @@ impl UpgradedConn {
         }
     }
 
+    /// Tells the application once that the server drains, and by when.
+    pub fn tell_draining(&mut self, deadline: Option<Instant>) {
+        if let (false, Some(deadline)) = (self.drain_told, deadline) {
+            self.drain_told = true;
+            self.shared.set_draining(deadline);
+            self.notify(events::DRAINING);
+        }
+    }
+
     /// The upgrade failed before it began: the application is told nothing.
     pub fn disarm(&mut self) {
         self.events = None;

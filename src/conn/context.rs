@@ -34,6 +34,9 @@ pub(crate) struct WorkerCtx {
     pub access: Option<AccessBuffer>,
     /// Shutting down: responses close their connections.
     pub draining: bool,
+    /// When shutdown cuts what is left (set with `draining`): told to
+    /// connections that switch protocols while the server drains.
+    pub drain_deadline: Option<std::time::Instant>,
     /// Requests answered after shutdown began.
     pub finished_while_draining: u64,
     /// The server's shutdown flag, which answers read when composed: the

@@ -497,6 +497,11 @@ impl ConnState {
             }
             Outcome::Upgraded => {
                 bump(&stats.upgrades, 1);
+                if ctx.draining {
+                    if let Some(up) = self.upgraded.as_mut() {
+                        up.tell_draining(ctx.drain_deadline);
+                    }
+                }
                 Some(status)
             }
             Outcome::Deferred => {
@@ -908,7 +913,11 @@ impl ConnState {
                 }
                 waiting.status = 101;
                 bump(&stats.upgrades, 1);
-                self.upgraded = Some(Box::new(conn));
+                let mut conn = Box::new(conn);
+                if ctx.draining {
+                    conn.tell_draining(ctx.drain_deadline);
+                }
+                self.upgraded = Some(conn);
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
             }
             Answer::ReadBody => unreachable!("handled above"),

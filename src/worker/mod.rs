@@ -113,6 +113,7 @@ impl Worker {
                 stats,
                 access,
                 draining: false,
+                drain_deadline: None,
                 finished_while_draining: 0,
                 shutting_down: shared.shutdown_flag().clone(),
             },
@@ -300,6 +301,7 @@ impl Worker {
             // (Warp #853 kept them to the deadline); requests in progress finish.
             // Upgraded connections are told, and have until the deadline.
             let deadline = self.shared.drain_deadline();
+            self.ctx.drain_deadline = deadline;
             for i in 0..self.conns.len() {
                 let idle = matches!(&self.conns[i], Some(c) if c.state.backlog.is_empty()
                     && !c.state.awaiting_body()
@@ -309,12 +311,8 @@ impl Worker {
                 if idle {
                     self.close(i);
                 } else if let Some(Some(conn)) = self.conns.get_mut(i) {
-                    if let (Some(up), Some(deadline)) = (conn.state.upgraded.as_mut(), deadline) {
-                        if !up.drain_told {
-                            up.drain_told = true;
-                            up.shared.set_draining(deadline);
-                            up.notify(upgrade_events::DRAINING);
-                        }
+                    if let Some(up) = conn.state.upgraded.as_mut() {
+                        up.tell_draining(deadline);
                     }
                 }
             }

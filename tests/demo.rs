@@ -183,7 +183,8 @@ fn hs_demo_echoes_websocket_messages(args: &[&str]) {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/demo-hs"));
     assert!(path.is_file(), "the Haskell demo is missing at {} (make haskell)", path.display());
-    let child = Command::new(&path).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().expect("demo-hs starts");
+    let child =
+        Command::new(&path).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().expect("demo-hs starts");
     let mut demo = Demo { child, port: 0 };
     let mut line = String::new();
     BufReader::new(demo.child.stdout.take().unwrap()).read_line(&mut line).expect("demo-hs prints its address");

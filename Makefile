@@ -71,8 +71,9 @@ lint:
 test-deps:
 	@bash scripts/test-deps.sh
 
-test-rust: all
-	WARPCORE_DEMO=$(abspath build/demo) $(CARGO) test --profile test-opt --lib --tests
+# tests/demo.rs drives the Haskell demo's GET /ws too: it is built first.
+test-rust: all haskell
+	WARPCORE_DEMO=$(abspath build/demo) WARPCORE_DEMO_HS=$(abspath build/demo-hs) $(CARGO) test --profile test-opt --lib --tests
 
 test-abi: all
 	@bash tests/abi/run.sh

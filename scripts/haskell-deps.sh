@@ -18,6 +18,8 @@ packages=(
   libghc-async-dev
   libghc-cryptonite-dev        # SHA-256 of the streamed uploads in the tests
   libghc-scotty-dev            # the Scotty example and its test
+  libghc-websockets-dev        # GET /ws of the demo; the WebSocket client of the tests
+  libghc-wai-websockets-dev    # websocketsOr over responseRaw, unchanged
 )
 
 need=()

@@ -168,6 +168,81 @@ fn demo_rejects_bad_flags() {
     }
 }
 
+/// The Haskell demo's `GET /ws` (wai-websockets over `responseRaw`): text
+/// and binary messages come back as they went, a 300 KB one too, the close
+/// is answered with its code and the connection then closes. The binary is
+/// `WARPCORE_DEMO_HS` (the Makefile passes it), else `build/demo-hs`: run
+/// `make haskell`.
+fn hs_demo_echoes_websocket_messages(args: &[&str]) {
+    use std::io::Write;
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::protocol::{frame::CloseFrame, Role, WebSocket};
+    use tungstenite::{Error, Message};
+
+    let path = std::env::var_os("WARPCORE_DEMO_HS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/demo-hs"));
+    assert!(path.is_file(), "the Haskell demo is missing at {} (make haskell)", path.display());
+    let child =
+        Command::new(&path).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().expect("demo-hs starts");
+    let mut demo = Demo { child, port: 0 };
+    let mut line = String::new();
+    BufReader::new(demo.child.stdout.take().unwrap()).read_line(&mut line).expect("demo-hs prints its address");
+    demo.port = line.trim_end().strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).expect(&line);
+
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", demo.port)).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    // The key of RFC 6455's example, whose accept value the RFC gives.
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+    let mut got = Vec::new();
+    let end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).expect("the handshake's answer");
+        assert!(n > 0, "closed before the handshake's answer: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(head.contains("\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"), "{head}");
+
+    let mut ws = WebSocket::from_partially_read(stream, got[end..].to_vec(), Role::Client, None);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let messages = [
+        Message::text("hello, wörld"),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::binary(big),
+        Message::text("after the big one"),
+    ];
+    for m in messages.iter().chain(messages.iter()) {
+        ws.send(m.clone()).unwrap();
+        assert_eq!(&ws.read().unwrap(), m);
+    }
+    ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => assert_eq!(frame.map(|f| f.code), Some(CloseCode::Normal)),
+            Ok(other) => panic!("after the close: {other:?}"),
+            Err(Error::ConnectionClosed) => break,
+            Err(e) => panic!("the close was not answered cleanly: {e}"),
+        }
+    }
+    let mut rest = [0u8; 16];
+    assert_eq!(ws.get_mut().read(&mut rest).unwrap(), 0, "the server closes the connection after the close");
+}
+
+#[test]
+fn haskell_demo_echoes_websocket_messages() {
+    hs_demo_echoes_websocket_messages(&["--host", "127.0.0.1", "--port", "0", "--workers", "2"]);
+}
+
 /// Bytes of a deterministic upload, made as they are sent.
 fn upload_bytes(seed: u64, len: usize) -> impl Iterator<Item = Vec<u8>> {
     let mut state = seed | 1;

@@ -6,6 +6,10 @@
 --   body over 64 KiB streams, 'getRequestBodyChunk' chunk by chunk, each
 --   chunk written back at once, with the request's @Content-Length@ when it
 --   had one, else chunked)
+-- * @GET /ws@ → a WebSocket echo (text back as text, binary as binary, the
+--   close answered), written with wai-websockets as for Warp
+--   ('websocketsOr' over 'responseRaw'); a request to it that is not a
+--   WebSocket handshake gets @400@
 -- * @PREFIX/...@ → files under @DIR@ (@--static PREFIX=DIR@, repeatable),
 --   served by the library's static mounts (the application never sees them)
 --
@@ -20,7 +24,8 @@
 module Main (main) where
 
 import Control.Concurrent (setNumCapabilities)
-import Control.Monad (unless, when)
+import Control.Exception (catch, throwIO)
+import Control.Monad (forever, unless, when)
 import qualified Data.ByteString as B
 import qualified Data.ByteString.Builder as BB
 import qualified Data.ByteString.Char8 as B8
@@ -29,6 +34,8 @@ import Data.String (fromString)
 import Network.HTTP.Types
 import Network.Wai
 import Network.Wai.Handler.WarpCore
+import Network.Wai.Handler.WebSockets (websocketsOr)
+import qualified Network.WebSockets as WS
 import System.Environment (getArgs)
 import System.Exit (exitWith, ExitCode (..))
 import System.IO (hFlush, hPutStrLn, stderr, stdout)
@@ -100,6 +107,9 @@ app req respond = case (requestMethod req, rawPathInfo req) of
   (m, "/echo")
     | m == methodPost -> respond (echo req)
     | otherwise -> respond (notAllowed "POST")
+  (m, "/ws")
+    | m == methodGet -> websocketsOr WS.defaultConnectionOptions wsEcho notHandshake req respond
+    | otherwise -> respond (notAllowed "GET")
   _ -> respond notFound
 
 hello :: Response
@@ -110,6 +120,20 @@ notFound = responseLBS status404 [(hContentType, "text/plain")] "Not Found\n"
 
 notAllowed :: B.ByteString -> Response
 notAllowed allow = responseLBS status405 [(hContentType, "text/plain"), ("Allow", allow)] "Method Not Allowed\n"
+
+-- | Each message back as it came; the peer's close is answered (by
+-- 'WS.receiveDataMessage') and ends the connection.
+wsEcho :: WS.ServerApp
+wsEcho pending = do
+  conn <- WS.acceptRequest pending
+  forever (WS.receiveDataMessage conn >>= WS.sendDataMessage conn) `catch` \e -> case e of
+    WS.CloseRequest _ _ -> pure ()
+    WS.ConnectionClosed -> pure ()
+    _ -> throwIO e
+
+notHandshake :: Application
+notHandshake _ respond =
+  respond (responseLBS status400 [(hContentType, "text/plain")] "a WebSocket handshake is expected here\n")
 
 -- | The request body back as it arrives: each chunk read is written and
 -- flushed before the next is read (the write waits while the client does

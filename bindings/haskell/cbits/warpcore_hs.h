@@ -203,6 +203,21 @@ void warpcore_hs_sched_batch_release(void);
     X(response_abort, (warpcore_response *r), (r))                                                 \
     X(response_body, (warpcore_response *r, warpcore_body **out), (r, out))                        \
     X(body_read, (warpcore_body *b, uint8_t *p, size_t n, size_t *len), (b, p, n, len))            \
+    X(response_upgrade,                                                                            \
+      (warpcore_response *r, const warpcore_header *h, size_t hn, warpcore_upgrade_cb f, void *u,  \
+       warpcore_upgraded **out),                                                                   \
+      (r, h, hn, f, u, out))                                                                       \
+    X(response_take_over,                                                                          \
+      (warpcore_response *r, warpcore_upgrade_cb f, void *u, warpcore_upgraded **out),             \
+      (r, f, u, out))                                                                              \
+    X(upgraded_read, (warpcore_upgraded *g, uint8_t *p, size_t n, size_t *len), (g, p, n, len))   \
+    X(upgraded_write, (warpcore_upgraded *g, const uint8_t *p, size_t n), (g, p, n))               \
+    X(upgraded_write_buffer,                                                                       \
+      (warpcore_upgraded *g, const uint8_t *p, size_t n, warpcore_release_cb f, void *u),          \
+      (g, p, n, f, u))                                                                             \
+    X(upgraded_shutdown_write, (warpcore_upgraded *g), (g))                                        \
+    X(upgraded_close, (warpcore_upgraded *g), (g))                                                 \
+    X(upgraded_set_idle_timeout, (warpcore_upgraded *g, uint64_t ms), (g, ms))                     \
     X(server_start, (const struct warpcore_config *c, struct warpcore_server **out), (c, out))     \
     X(server_run_worker, (const struct warpcore_server *s, uint32_t i), (s, i))                    \
     X(server_shutdown, (const struct warpcore_server *s, uint32_t ms), (s, ms))                    \

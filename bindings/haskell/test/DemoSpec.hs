@@ -7,7 +7,9 @@ import Text.Printf (printf)
 import System.IO (hPutStrLn, stderr)
 import Upload (Echo (..), shouldEchoWhole, uploadEcho)
 
-import Control.Exception (bracket)
+import Control.Exception (bracket, try)
+import Data.Text (Text)
+import qualified Network.WebSockets as WS
 import qualified Data.ByteString.Lazy as L
 import Data.List (isPrefixOf)
 import Network.HTTP.Client (responseBody, responseHeaders, responseStatus)
@@ -40,6 +42,10 @@ withDemo extra act = do
     line `shouldSatisfy` ("listening on 127.0.0.1:" `isPrefixOf`)
     act (read (drop (length ("listening on 127.0.0.1:" :: String)) line))
 
+kind :: WS.DataMessage -> IO (String, L.ByteString)
+kind (WS.Text bytes _) = pure ("text", bytes)
+kind (WS.Binary bytes) = pure ("binary", bytes)
+
 spec :: Spec
 spec = describe "examples/haskell/Demo.hs" $ do
   it "echoes a 1 GiB upload through POST /echo as it arrives, SHA-256 checked" $ boundedFor 600 $
@@ -50,6 +56,21 @@ spec = describe "examples/haskell/Demo.hs" $ do
       -- The echo began long before the upload ended (not collected first).
       echoSentAtFirstByte e `shouldSatisfy` (< 64 * 1024 * 1024)
       hPutStrLn stderr (printf "      1 GiB through build/demo-hs POST /echo: %.1f s (%.0f MiB/s), first byte back after %d KiB sent" (echoSeconds e) (1024 / echoSeconds e) (echoSentAtFirstByte e `div` 1024))
+
+  it "echoes WebSocket messages on GET /ws and answers the close" $ bounded $
+    withDemo [] $ \port -> do
+      closing <- WS.runClient "127.0.0.1" port "/ws" $ \conn -> do
+        WS.sendTextData conn ("hello" :: Text)
+        (WS.receiveDataMessage conn >>= kind) `shouldReturn` ("text", "hello")
+        WS.sendBinaryData conn (L.replicate 300000 7)
+        (WS.receiveDataMessage conn >>= kind) `shouldReturn` ("binary", L.replicate 300000 7)
+        WS.sendClose conn ("bye" :: Text)
+        try (WS.receiveDataMessage conn)
+      case closing of
+        Left (WS.CloseRequest code _) -> code `shouldBe` 1000
+        other -> expectationFailure ("expected the close answered, got " ++ show other)
+      (H.statusCode . responseStatus <$> get port "/ws") `shouldReturn` 400
+      (H.statusCode . responseStatus <$> post port "/ws" "") `shouldReturn` 405
 
   it "serves GET /, POST /echo and a static mount, and exits 0 on SIGTERM" $ bounded $ do
     demo <- demoPath

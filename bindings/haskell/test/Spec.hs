@@ -11,6 +11,7 @@ import qualified HeaderSpec
 import qualified RawSpec
 import qualified SafetySpec
 import qualified ServerSpec
+import qualified UpgradeSpec
 import qualified WaiSpec
 
 main :: IO ()
@@ -28,5 +29,6 @@ tests = hspec $ do
   ServerSpec.spec
   WaiSpec.spec
   BodySpec.spec
+  UpgradeSpec.spec
   SafetySpec.spec
   DemoSpec.spec

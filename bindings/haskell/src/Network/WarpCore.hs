@@ -64,6 +64,19 @@ module Network.WarpCore
   , writeStreamBuilder
   , endStream
   , abortResponse
+    -- * Connections that switch protocols
+  , Upgraded
+  , takeOver
+  , upgrade
+  , withTakeOver
+  , withUpgrade
+  , readUpgraded
+  , writeUpgraded
+  , shutdownWrite
+  , closeUpgraded
+  , freeUpgraded
+  , setUpgradedIdleTimeout
+  , upgradedDraining
     -- * Errors
   , WarpCoreError (..)
   , resultName
@@ -76,3 +89,4 @@ import Network.WarpCore.Error
 import Network.WarpCore.Request
 import Network.WarpCore.Response
 import Network.WarpCore.Server
+import Network.WarpCore.Upgrade

@@ -22,6 +22,8 @@ module Network.WarpCore.Raw
   , Server
   , Response
   , Body
+  , Upgraded
+  , WebSocket
     -- * Plain structs
   , Str (..)
   , Header (..)
@@ -49,6 +51,7 @@ module Network.WarpCore.Raw
   , resultPanic
   , resultLengthMismatch
   , resultWouldBlock
+  , resultBufferTooSmall
     -- * Timeouts
   , timeoutHeader
   , timeoutIdle
@@ -59,6 +62,18 @@ module Network.WarpCore.Raw
   , logLevelError
   , logLevelWarning
   , logLevelInfo
+    -- * Upgrade and WebSocket events, message kinds
+  , upgradeEventReadable
+  , upgradeEventWritable
+  , upgradeEventClosed
+  , upgradeEventDraining
+  , websocketEventMessage
+  , websocketEventWritable
+  , websocketEventClosed
+  , websocketEventDraining
+  , websocketKindText
+  , websocketKindBinary
+  , websocketKindClose
     -- * Callbacks
   , HandlerCallback
   , ReleaseCallback
@@ -67,6 +82,10 @@ module Network.WarpCore.Raw
   , mkHandlerCallback
   , mkAccessLogCallback
   , mkErrorLogCallback
+  , UpgradeCallback
+  , WebSocketCallback
+  , mkUpgradeCallback
+  , mkWebSocketCallback
     -- * Config
   , c_warpcore_config_new
   , c_warpcore_config_free
@@ -114,6 +133,27 @@ module Network.WarpCore.Raw
   , c_warpcore_response_body
   , c_warpcore_body_read
   , c_warpcore_body_free
+    -- * Upgraded connections
+  , c_warpcore_response_upgrade
+  , c_warpcore_response_take_over
+  , c_warpcore_upgraded_read
+  , c_warpcore_upgraded_write
+  , c_warpcore_upgraded_write_buffer
+  , c_warpcore_upgraded_shutdown_write
+  , c_warpcore_upgraded_close
+  , c_warpcore_upgraded_set_nonblocking
+  , c_warpcore_upgraded_set_idle_timeout
+  , c_warpcore_upgraded_draining
+  , c_warpcore_upgraded_free
+    -- * WebSockets
+  , c_warpcore_websocket_accept
+  , c_warpcore_websocket_recv
+  , c_warpcore_websocket_send
+  , c_warpcore_websocket_close
+  , c_warpcore_websocket_set_nonblocking
+  , c_warpcore_websocket_set_idle_timeout
+  , c_warpcore_websocket_draining
+  , c_warpcore_websocket_free
     -- * Results and version
   , c_warpcore_result_str
   , c_warpcore_last_error_message
@@ -190,6 +230,14 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_response_abort
   , c_warpcore_hs_response_body
   , c_warpcore_hs_body_read
+  , c_warpcore_hs_response_upgrade
+  , c_warpcore_hs_response_take_over
+  , c_warpcore_hs_upgraded_read
+  , c_warpcore_hs_upgraded_write
+  , c_warpcore_hs_upgraded_write_buffer
+  , c_warpcore_hs_upgraded_shutdown_write
+  , c_warpcore_hs_upgraded_close
+  , c_warpcore_hs_upgraded_set_idle_timeout
   , c_warpcore_hs_server_start
   , c_warpcore_hs_server_run_worker
   , c_warpcore_hs_server_shutdown
@@ -233,6 +281,17 @@ data Response
 -- 'c_warpcore_body_free'; read from any thread, but it waits for bytes only
 -- off the library's worker threads (see the header).
 data Body
+
+-- | @warpcore_upgraded@: a connection that switched protocols, made by
+-- 'c_warpcore_response_upgrade' or 'c_warpcore_response_take_over', freed by
+-- 'c_warpcore_upgraded_free' (which closes it). A token: calls on a freed
+-- one return 'resultInvalidArgument'. Reads and writes wait off the
+-- library's worker threads (so they are @safe@ imports).
+data Upgraded
+
+-- | @warpcore_websocket@: made by 'c_warpcore_websocket_accept', freed by
+-- 'c_warpcore_websocket_free'; a token like 'Upgraded'.
+data WebSocket
 
 -- | @warpcore_prepared@: made by 'c_warpcore_prepared_new', freed by
 -- 'c_warpcore_prepared_free'; immutable, usable from any thread.
@@ -358,6 +417,9 @@ data Stats = Stats
   , statsInfoCacheHits :: !Word64
   , statsInfoCacheMisses :: !Word64
   , statsCoalesceNaps :: !Word64
+  , statsUpgrades :: !Word64
+  -- ^ Connections that switched protocols (upgrade, take-over, WebSocket);
+  -- 0 from a library older than the field.
   }
   deriving (Eq, Show)
 
@@ -383,6 +445,7 @@ instance Storable Stats where
       <*> #{peek warpcore_stats, info_cache_hits} p
       <*> #{peek warpcore_stats, info_cache_misses} p
       <*> #{peek warpcore_stats, coalesce_naps} p
+      <*> #{peek warpcore_stats, upgrades} p
   poke _ _ = ioError (userError "warpcore_stats is written by the library only")
 
 instance Sized Stats where
@@ -436,7 +499,7 @@ type Result = Word32
 resultOk, resultInvalidArgument, resultNullArgument, resultInvalidAddress,
   resultAddressInUse, resultIoError, resultShuttingDown, resultInvalidState,
   resultAlreadyAnswered, resultClosed, resultInvalidStatus, resultInvalidHeader,
-  resultPanic, resultLengthMismatch, resultWouldBlock :: Result
+  resultPanic, resultLengthMismatch, resultWouldBlock, resultBufferTooSmall :: Result
 resultOk = #{const WARPCORE_RESULT_OK}
 resultInvalidArgument = #{const WARPCORE_RESULT_INVALID_ARGUMENT}
 resultNullArgument = #{const WARPCORE_RESULT_NULL_ARGUMENT}
@@ -453,6 +516,9 @@ resultPanic = #{const WARPCORE_RESULT_PANIC}
 resultLengthMismatch = #{const WARPCORE_RESULT_LENGTH_MISMATCH}
 -- | A body read on a worker thread found nothing yet (it never waits there).
 resultWouldBlock = #{const WARPCORE_RESULT_WOULD_BLOCK}
+-- | A WebSocket message is longer than the buffer given; its length was
+-- written and it stays first in line (@warpcore_websocket_recv@).
+resultBufferTooSmall = #{const WARPCORE_RESULT_BUFFER_TOO_SMALL}
 
 timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite, timeoutAnswer :: Word32
 timeoutHeader = #{const WARPCORE_TIMEOUT_HEADER}
@@ -465,6 +531,26 @@ logLevelError, logLevelWarning, logLevelInfo :: Word32
 logLevelError = #{const WARPCORE_LOG_LEVEL_ERROR}
 logLevelWarning = #{const WARPCORE_LOG_LEVEL_WARNING}
 logLevelInfo = #{const WARPCORE_LOG_LEVEL_INFO}
+
+-- | @warpcore_upgrade_event@ bits, as an 'UpgradeCallback' is told them.
+upgradeEventReadable, upgradeEventWritable, upgradeEventClosed, upgradeEventDraining :: Word32
+upgradeEventReadable = #{const WARPCORE_UPGRADE_EVENT_READABLE}
+upgradeEventWritable = #{const WARPCORE_UPGRADE_EVENT_WRITABLE}
+upgradeEventClosed = #{const WARPCORE_UPGRADE_EVENT_CLOSED}
+upgradeEventDraining = #{const WARPCORE_UPGRADE_EVENT_DRAINING}
+
+-- | @warpcore_websocket_event@ bits, as a 'WebSocketCallback' is told them.
+websocketEventMessage, websocketEventWritable, websocketEventClosed, websocketEventDraining :: Word32
+websocketEventMessage = #{const WARPCORE_WEBSOCKET_EVENT_MESSAGE}
+websocketEventWritable = #{const WARPCORE_WEBSOCKET_EVENT_WRITABLE}
+websocketEventClosed = #{const WARPCORE_WEBSOCKET_EVENT_CLOSED}
+websocketEventDraining = #{const WARPCORE_WEBSOCKET_EVENT_DRAINING}
+
+-- | @warpcore_websocket_kind@: what a message carries.
+websocketKindText, websocketKindBinary, websocketKindClose :: Word32
+websocketKindText = #{const WARPCORE_WEBSOCKET_KIND_TEXT}
+websocketKindBinary = #{const WARPCORE_WEBSOCKET_KIND_BINARY}
+websocketKindClose = #{const WARPCORE_WEBSOCKET_KIND_CLOSE}
 
 -- | @warpcore_handler_cb@.
 type HandlerCallback = Ptr () -> Ptr RequestView -> Ptr Response -> IO ()
@@ -482,6 +568,24 @@ type AccessLogCallback = Ptr () -> Ptr Word8 -> CSize -> IO ()
 
 -- | @warpcore_error_log_cb@: a level and one message.
 type ErrorLogCallback = Ptr () -> Word32 -> Ptr Word8 -> CSize -> IO ()
+
+-- | @warpcore_upgrade_cb@: an upgraded connection's events (bits), on the
+-- worker thread that owns it; must not block.
+type UpgradeCallback = Ptr () -> Ptr Upgraded -> Word32 -> IO ()
+
+-- | @warpcore_websocket_cb@: a WebSocket's events (bits), on the worker
+-- thread that owns it; must not block.
+type WebSocketCallback = Ptr () -> Ptr WebSocket -> Word32 -> IO ()
+
+-- | Wraps an 'UpgradeCallback'. It is entered from the library's worker
+-- threads without the binding's gate (see "cbits"): the binding's own
+-- take-over passes NULL and uses blocking reads instead.
+foreign import ccall "wrapper"
+  mkUpgradeCallback :: UpgradeCallback -> IO (FunPtr UpgradeCallback)
+
+-- | Wraps a 'WebSocketCallback' (entered as 'mkUpgradeCallback's are).
+foreign import ccall "wrapper"
+  mkWebSocketCallback :: WebSocketCallback -> IO (FunPtr WebSocketCallback)
 
 foreign import ccall "wrapper"
   mkAccessLogCallback :: AccessLogCallback -> IO (FunPtr AccessLogCallback)
@@ -600,6 +704,58 @@ foreign import ccall safe "warpcore_body_read"
 -- unsafe: it only lets go of the reader (the worker discards the rest).
 foreign import ccall unsafe "warpcore_body_free"
   c_warpcore_body_free :: Ptr Body -> IO ()
+
+-- upgraded connections ----------------------------------------------------------
+
+-- safe: from another thread they may wait for the handler call to return,
+-- and the callback may be called before they return.
+foreign import ccall safe "warpcore_response_upgrade"
+  c_warpcore_response_upgrade
+    :: Ptr Response -> Ptr Header -> CSize -> FunPtr UpgradeCallback -> Ptr () -> Ptr (Ptr Upgraded) -> IO Result
+foreign import ccall safe "warpcore_response_take_over"
+  c_warpcore_response_take_over :: Ptr Response -> FunPtr UpgradeCallback -> Ptr () -> Ptr (Ptr Upgraded) -> IO Result
+-- safe: off the worker threads they wait for the peer.
+foreign import ccall safe "warpcore_upgraded_read"
+  c_warpcore_upgraded_read :: Ptr Upgraded -> Ptr Word8 -> CSize -> Ptr CSize -> IO Result
+foreign import ccall safe "warpcore_upgraded_write"
+  c_warpcore_upgraded_write :: Ptr Upgraded -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall safe "warpcore_upgraded_write_buffer"
+  c_warpcore_upgraded_write_buffer
+    :: Ptr Upgraded -> Ptr Word8 -> CSize -> FunPtr ReleaseCallback -> Ptr () -> IO Result
+-- unsafe: these never wait (a release callback they may run is C).
+foreign import ccall unsafe "warpcore_upgraded_shutdown_write"
+  c_warpcore_upgraded_shutdown_write :: Ptr Upgraded -> IO Result
+foreign import ccall unsafe "warpcore_upgraded_close"
+  c_warpcore_upgraded_close :: Ptr Upgraded -> IO Result
+foreign import ccall unsafe "warpcore_upgraded_set_nonblocking"
+  c_warpcore_upgraded_set_nonblocking :: Ptr Upgraded -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_upgraded_set_idle_timeout"
+  c_warpcore_upgraded_set_idle_timeout :: Ptr Upgraded -> Word64 -> IO Result
+foreign import ccall unsafe "warpcore_upgraded_draining"
+  c_warpcore_upgraded_draining :: Ptr Upgraded -> Ptr Word64 -> IO Result
+foreign import ccall unsafe "warpcore_upgraded_free"
+  c_warpcore_upgraded_free :: Ptr Upgraded -> IO ()
+
+-- websockets ----------------------------------------------------------------
+
+foreign import ccall safe "warpcore_websocket_accept"
+  c_warpcore_websocket_accept
+    :: Ptr Response -> Ptr Header -> CSize -> Word64 -> FunPtr WebSocketCallback -> Ptr ()
+    -> Ptr (Ptr WebSocket) -> IO Result
+foreign import ccall safe "warpcore_websocket_recv"
+  c_warpcore_websocket_recv :: Ptr WebSocket -> Ptr Word8 -> CSize -> Ptr CSize -> Ptr Word32 -> IO Result
+foreign import ccall safe "warpcore_websocket_send"
+  c_warpcore_websocket_send :: Ptr WebSocket -> Word32 -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_websocket_close"
+  c_warpcore_websocket_close :: Ptr WebSocket -> Word16 -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_websocket_set_nonblocking"
+  c_warpcore_websocket_set_nonblocking :: Ptr WebSocket -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_websocket_set_idle_timeout"
+  c_warpcore_websocket_set_idle_timeout :: Ptr WebSocket -> Word64 -> IO Result
+foreign import ccall unsafe "warpcore_websocket_draining"
+  c_warpcore_websocket_draining :: Ptr WebSocket -> Ptr Word64 -> IO Result
+foreign import ccall unsafe "warpcore_websocket_free"
+  c_warpcore_websocket_free :: Ptr WebSocket -> IO ()
 
 -- results and version -------------------------------------------------------
 
@@ -783,6 +939,26 @@ foreign import ccall unsafe "warpcore_hs_response_body"
 -- safe: it waits for the client's bytes (off the worker threads).
 foreign import ccall safe "warpcore_hs_body_read"
   c_warpcore_hs_body_read :: Ptr Body -> Ptr Word8 -> CSize -> Ptr CSize -> Ptr CChar -> IO Result
+
+-- upgraded connections (see the plain imports for safe / unsafe)
+foreign import ccall safe "warpcore_hs_response_upgrade"
+  c_warpcore_hs_response_upgrade
+    :: Ptr Response -> Ptr Header -> CSize -> FunPtr UpgradeCallback -> Ptr () -> Ptr (Ptr Upgraded) -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_response_take_over"
+  c_warpcore_hs_response_take_over :: Ptr Response -> FunPtr UpgradeCallback -> Ptr () -> Ptr (Ptr Upgraded) -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_upgraded_read"
+  c_warpcore_hs_upgraded_read :: Ptr Upgraded -> Ptr Word8 -> CSize -> Ptr CSize -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_upgraded_write"
+  c_warpcore_hs_upgraded_write :: Ptr Upgraded -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_upgraded_write_buffer"
+  c_warpcore_hs_upgraded_write_buffer
+    :: Ptr Upgraded -> Ptr Word8 -> CSize -> FunPtr ReleaseCallback -> Ptr () -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_upgraded_shutdown_write"
+  c_warpcore_hs_upgraded_shutdown_write :: Ptr Upgraded -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_upgraded_close"
+  c_warpcore_hs_upgraded_close :: Ptr Upgraded -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_upgraded_set_idle_timeout"
+  c_warpcore_hs_upgraded_set_idle_timeout :: Ptr Upgraded -> Word64 -> Ptr CChar -> IO Result
 
 foreign import ccall safe "warpcore_hs_server_start"
   c_warpcore_hs_server_start :: Ptr Config -> Ptr (Ptr Server) -> Ptr CChar -> IO Result

@@ -20,6 +20,9 @@ module Network.WarpCore.Response
   , endStream
   , abortResponse
   , finishResponder
+    -- * For "Network.WarpCore.Upgrade"
+  , finishWith
+  , withHeaders
     -- * Tuning
   , zeroCopyThreshold
   ) where
@@ -120,6 +123,14 @@ transition r call expect next action = allocaBytes Raw.messageSize $ \buf ->
     misuse Fresh = "no stream was started"
     misuse Streaming = "a stream is in progress"
     misuse Finished = "the response was already finished"
+
+-- | Runs a call that finishes a fresh response (a @warpcore_hs_*@ import,
+-- given the handle and a message buffer): the responder is 'Finished' when
+-- it succeeds or says the client left; otherwise it stays 'Fresh' and the
+-- 'WarpCoreError' is thrown. Refused ('Raw.resultAlreadyAnswered') unless
+-- the responder is 'Fresh'.
+finishWith :: Responder -> String -> (Ptr Raw.Response -> Ptr CChar -> IO Raw.Result) -> IO ()
+finishWith r call action = transition r call Fresh Finished (action (responderPtr r))
 
 -- | A status as the library's @uint16_t@. One outside 0..65535 is refused
 -- here ('Raw.resultInvalidStatus', as the library refuses one outside

@@ -17,8 +17,12 @@
 -- 'responseBuilder' and 'responseLBS' in one write, 'responseFile' with its
 -- 'FilePart' or with @Range@ and conditional requests, 'responseStream'
 -- chunked (or with the @Content-Length@ the application gave) with
--- backpressure, and 'responseRaw' by its fallback response (raw connections
--- are not available). 'getRequestBodyChunk' streams the request body chunk
+-- backpressure, and 'responseRaw' as Warp does: for a request that asked to
+-- switch protocols (HTTP/1.1, @Connection: upgrade@, an @Upgrade@ field)
+-- the connection is taken over with nothing sent and the raw application
+-- reads and writes its bytes (so @Network.Wai.Handler.WebSockets@ runs
+-- unchanged); for any other request the fallback response is sent.
+-- 'getRequestBodyChunk' streams the request body chunk
 -- by chunk as it arrives (at most 64 KiB each, with TCP backpressure) when
 -- it is larger than 'setWholeBodyMax' (1 MiB by default); a smaller body
 -- arrives whole before the application is called and is handed out as one
@@ -81,7 +85,7 @@ module Network.Wai.Handler.WarpCore
   , waiHandler
   ) where
 
-import Control.Concurrent (forkIO, getNumCapabilities)
+import Control.Concurrent (forkIO, forkIOWithUnmask, getNumCapabilities)
 import Control.Exception
 import Control.Monad (void, when)
 import Data.ByteString (ByteString)
@@ -521,6 +525,7 @@ peerAddress ip port = case map B8.readInt (B8.split '.' ip) of
 {-# NOINLINE peerAddress #-}
 
 sendResponse :: Settings -> Request -> IO () -> WC.Responder -> Response -> IO ResponseReceived
+sendResponse s req refuse res (ResponseRaw rawApp fallback) = sendRaw s req refuse res rawApp fallback
 sendResponse s req refuse res rsp = do
   case rsp of
     ResponseStream {} -> pure ()
@@ -550,8 +555,41 @@ sendResponse s req refuse res rsp = do
       streamBody res body
       WC.endStream res
       pure (st, len)
-    send (ResponseRaw _ fallback) = send fallback
+    send (ResponseRaw _ fallback) = send fallback -- (sendRaw takes these first)
     plain hs = [(CI.original k, v) | (k, v) <- hs]
+
+-- | 'responseRaw', as Warp runs it: the connection is taken over with
+-- nothing sent ('WC.takeOver'), and the raw application is given a @recv@
+-- (empty at the end of the stream or once the connection is closed) and a
+-- @send@ (throws an 'IOException', @ResourceVanished@, once it is closed).
+-- When it returns or throws, the connection is closed (the handle freed);
+-- its exception goes on to the application and 'setOnException', and no
+-- answer is sent for it. A request that did not ask to switch protocols
+-- (HTTP/1.1, @Connection: upgrade@, an @Upgrade@ field) cannot be taken
+-- over: the fallback response is sent instead. Nothing is logged for a
+-- taken-over connection (Warp logs none either).
+--
+-- Inside the handler call ('InCallback'), on a worker thread where reads
+-- never wait, the raw application runs on a green thread of its own; its
+-- exception goes to 'setOnException' there.
+sendRaw
+  :: Settings -> Request -> IO () -> WC.Responder
+  -> (IO ByteString -> (ByteString -> IO ()) -> IO ()) -> Response -> IO ResponseReceived
+sendRaw s req refuse res rawApp fallback = mask $ \restore -> do
+  taken <- WC.takeOver res
+  case taken of
+    Nothing -> restore (sendResponse s req refuse res fallback)
+    Just up
+      | WC.responderInline res -> do
+          _ <- forkIOWithUnmask $ \unmask ->
+            (unmask (runRaw up) `catch` report) `finally` WC.freeUpgraded up
+          pure ResponseReceived
+      | otherwise -> do
+          restore (runRaw up) `finally` WC.freeUpgraded up
+          pure ResponseReceived
+  where
+    runRaw up = rawApp (WC.readUpgraded up) (WC.writeUpgraded up)
+    report e = settingsOnException s (Just req) e `catch` \(_ :: SomeException) -> pure ()
 
 -- The application's Content-Length for a stream, and the other fields.
 takeLength :: H.ResponseHeaders -> (Maybe Integer, H.ResponseHeaders)

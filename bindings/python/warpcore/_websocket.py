@@ -150,11 +150,12 @@ class HandshakeError(WarpcoreError):
 
     @property
     def response(self) -> Any:
-        """A :class:`~warpcore.Response` to return: ``status``, ``headers``
-        and the reason as text."""
+        """A :class:`~warpcore.Response` to return: ``status`` with
+        ``headers`` and a line of text saying what is expected."""
         from ._response import TEXT_PLAIN, Response
 
-        return Response(self.status, TEXT_PLAIN + self.headers, self.message + "\n")
+        body = "WebSocket version 13 only\n" if self.status == 426 else "a WebSocket handshake is expected here\n"
+        return Response(self.status, TEXT_PLAIN + self.headers, body)
 
 
 def subprotocols(headers: Any) -> List[str]:

@@ -154,7 +154,12 @@ class HandshakeError(WarpcoreError):
         ``headers`` and a line of text saying what is expected."""
         from ._response import TEXT_PLAIN, Response
 
-        body = "WebSocket version 13 only\n" if self.status == 426 else "a WebSocket handshake is expected here\n"
+        if self.status == 426:
+            body = "WebSocket version 13 only\n"
+        elif self.call == "warpcore_websocket_accept":
+            body = "a WebSocket handshake is expected here\n"
+        else:
+            body = "a request to switch protocols is expected here\n"
         return Response(self.status, TEXT_PLAIN + self.headers, body)
 
 

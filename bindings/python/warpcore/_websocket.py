@@ -37,7 +37,7 @@ import threading
 import time
 import weakref
 from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _ffi
 from ._ffi import (
@@ -441,7 +441,7 @@ class _Handle:
         self.release()
 
 
-def _install(core: _Core, made: Callable[[], Tuple[int, int]], set_nonblocking: Any, make_error: Callable[[int, str], Exception]) -> int:
+def _install(core: _Core, made: Callable[[], Tuple[int, int]], set_nonblocking: Any, make_error: Callable[[int], Exception]) -> int:
     """Makes a handle with ``made()`` -> (result, handle), the core
     registered for the callback first; then makes it non-blocking."""
     _cores[core.token] = core
@@ -453,7 +453,7 @@ def _install(core: _Core, made: Callable[[], Tuple[int, int]], set_nonblocking: 
     if rc:
         _cores.pop(core.token, None)  # the callback is never called
         core.released = True
-        raise make_error(rc, "")
+        raise make_error(rc)  # right after the call: its message is this thread's
     with core.cond:
         core.handle = handle
     rc = set_nonblocking(handle, True)
@@ -463,8 +463,8 @@ def _install(core: _Core, made: Callable[[], Tuple[int, int]], set_nonblocking: 
     return handle
 
 
-def _error(call: str) -> Callable[[int, str], Exception]:
-    def make(rc: int, _: str) -> Exception:
+def _error(call: str) -> Callable[[int], Exception]:
+    def make(rc: int) -> Exception:
         e = error_for(rc, call)
         if rc == INVALID_STATE:
             return HandshakeError(rc, e.message, call)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The demo server of DESIGN.md in Python: GET / -> "Hello, World!",
 POST /echo -> the request body as it arrives (any size: a body over 64 KiB
-streams, read and echoed by a stream thread), PREFIX/... -> files under DIR.
+streams, read and echoed by a stream thread), GET /ws -> a WebSocket echo
+(text as text, binary as binary, served from the library's events, without a
+thread per connection), PREFIX/... -> files under DIR.
 
     python3 examples/python/demo.py --host 127.0.0.1 --port 8080 --workers 1 --static /files=./www
 
@@ -19,7 +21,17 @@ if os.path.isdir(os.path.join(_CHECKOUT_PACKAGE, "warpcore")):
     sys.path.insert(0, os.path.abspath(_CHECKOUT_PACKAGE))
 
 import warpcore  # noqa: E402
-from warpcore import NO_LIMIT, Request, Response, StreamResponse  # noqa: E402
+from warpcore import (  # noqa: E402
+    NO_LIMIT,
+    HandshakeError,
+    Request,
+    Response,
+    StreamResponse,
+    WebSocket,
+    WebSocketClosed,
+    WebSocketEvent,
+    WouldBlock,
+)
 
 TEXT_PLAIN = [("Content-Type", "text/plain")]
 OCTETS = [("Content-Type", "application/octet-stream")]
@@ -27,6 +39,7 @@ HELLO = Response(200, TEXT_PLAIN, b"Hello, World!")
 NOT_FOUND = Response(404, TEXT_PLAIN, b"Not Found\n")
 NOT_ALLOWED_ROOT = Response(405, TEXT_PLAIN + [("Allow", "GET, HEAD")], b"Method Not Allowed\n")
 NOT_ALLOWED_ECHO = Response(405, TEXT_PLAIN + [("Allow", "POST")], b"Method Not Allowed\n")
+NOT_ALLOWED_WS = Response(405, TEXT_PLAIN + [("Allow", "GET")], b"Method Not Allowed\n")
 GET_HEAD = ("GET", "HEAD")
 #: Bodies up to this size arrive whole and go straight back; larger ones stream.
 WHOLE_BODY_MAX = 64 * 1024
@@ -42,6 +55,47 @@ def echo(request: Request):
     return StreamResponse(request.stream(), 200, OCTETS)
 
 
+class WebSocketEcho:
+    """GET /ws: each message goes back as it came, from the WebSocket's
+    events on the worker's thread (where nothing waits). A peer that does not
+    read makes a send refuse its message: it is held here and no more are
+    taken (so the library stops reading and TCP slows the peer) until
+    WRITABLE. The library keeps the WebSocket alive until CLOSED."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = None  # a message a full queue refused
+
+    def __call__(self, ws: WebSocket, events: WebSocketEvent) -> None:
+        if events & WebSocketEvent.CLOSED:
+            ws.release()
+            return
+        if events & WebSocketEvent.DRAINING:
+            ws.close(1001, "server shutting down")
+        try:
+            if self.held is not None:
+                ws.send_nowait(self.held)
+                self.held = None
+            while True:
+                message = ws.receive_nowait()
+                try:
+                    ws.send_nowait(message)
+                except WouldBlock:
+                    self.held = message
+                    return
+        except (WouldBlock, WebSocketClosed):
+            return
+
+
+def websocket(request: Request):
+    try:
+        return request.accept_websocket(on_event=WebSocketEcho())
+    except HandshakeError as exc:
+        # Not a handshake: 400, or 426 for another WebSocket version.
+        return exc.response
+
+
 def handle(request: Request):
     path = request.path
     if path == "/":
@@ -50,6 +104,8 @@ def handle(request: Request):
         if request.method == "POST":
             return echo(request)
         return NOT_ALLOWED_ECHO
+    if path == "/ws":
+        return websocket(request) if request.method == "GET" else NOT_ALLOWED_WS
     return NOT_FOUND
 
 

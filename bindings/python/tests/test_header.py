@@ -85,8 +85,18 @@ _SCALARS = {
     "warpcore_access_log_cb": {_ffi.warpcore_access_log_cb},
     "warpcore_error_log_cb": {_ffi.warpcore_error_log_cb},
     "warpcore_answering_cb": {_ffi.warpcore_answering_cb},
+    "warpcore_upgrade_cb": {_ffi.warpcore_upgrade_cb},
+    "warpcore_websocket_cb": {_ffi.warpcore_websocket_cb},
 }
-_OPAQUE = {"warpcore_config", "warpcore_server", "warpcore_response", "warpcore_prepared", "warpcore_body"}
+_OPAQUE = {
+    "warpcore_config",
+    "warpcore_server",
+    "warpcore_response",
+    "warpcore_prepared",
+    "warpcore_body",
+    "warpcore_upgraded",
+    "warpcore_websocket",
+}
 _STRUCTS = {
     "warpcore_str": _ffi.warpcore_str,
     "warpcore_header": _ffi.warpcore_header,
@@ -200,3 +210,29 @@ def test_timeout_codes_match():
     assert codes == {"HEADER": 0, "IDLE": 1, "BODY": 2, "WRITE": 3, "ANSWER": 4}
     for name, code in codes.items():
         assert getattr(_ffi, "TIMEOUT_" + name) == code
+
+
+@pytest.mark.parametrize("enum, prefix", [
+    ("WARPCORE_UPGRADE_EVENT_", "UPGRADE_EVENT_"),
+    ("WARPCORE_WEBSOCKET_EVENT_", "WEBSOCKET_EVENT_"),
+    ("WARPCORE_WEBSOCKET_KIND_", "WEBSOCKET_KIND_"),
+])
+def test_upgrade_and_websocket_enums_match(enum, prefix):
+    codes = {m.group(1): int(m.group(2)) for m in re.finditer(enum + r"(\w+)\s*=\s*(\d+)", CODE)}
+    assert codes, f"no {enum}* values parsed"
+    bound = {name[len(prefix):]: value for name, value in vars(_ffi).items() if name.startswith(prefix)}
+    assert codes == bound
+
+
+def test_every_enum_of_the_header_is_checked():
+    # A new enum in the header needs its constants bound and a test above.
+    enums = set(re.findall(r"\benum\s+(warpcore_\w+)\s*(?::\s*\w+\s*)?\{", CODE))
+    assert enums == {
+        "warpcore_result",
+        "warpcore_timeout",
+        "warpcore_log_level",
+        "warpcore_upgrade_event",
+        "warpcore_websocket_event",
+        "warpcore_websocket_kind",
+    }, enums
+

@@ -9,7 +9,8 @@ engine (pure Python over ctypes).
     with warpcore.Server(hello, port=8080) as server:
         server.wait()
 
-``warpcore.wsgi`` serves WSGI applications (PEP 3333).
+``warpcore.wsgi`` serves WSGI applications (PEP 3333). A handler accepts a
+WebSocket with ``request.accept_websocket()`` (see ``warpcore.WebSocket``).
 
 The library is looked up in this order: ``$WARPCORE_LIBRARY``; the copy
 shipped inside the package by ``pip install``; the checkout's
@@ -28,6 +29,16 @@ from ._body import BodyReader, BodyWouldBlock
 from ._request import Headers, Request
 from ._response import Deferred, FileResponse, Response, StreamResponse
 from ._server import NO_LIMIT, Handler, Server
+from ._websocket import (
+    HandshakeError,
+    UpgradeEvent,
+    Upgraded,
+    WebSocket,
+    WebSocketClosed,
+    WebSocketEvent,
+    WouldBlock,
+    subprotocols,
+)
 
 __version__ = "0.1.0"
 
@@ -43,6 +54,14 @@ __all__ = [
     "StreamResponse",
     "Deferred",
     "Handler",
+    "WebSocket",
+    "WebSocketEvent",
+    "WebSocketClosed",
+    "Upgraded",
+    "UpgradeEvent",
+    "WouldBlock",
+    "HandshakeError",
+    "subprotocols",
     "WarpcoreError",
     "ClientClosedError",
     "LibraryNotFoundError",

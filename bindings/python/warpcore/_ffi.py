@@ -13,6 +13,7 @@ import itertools
 import os
 import platform
 import sys
+import threading
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -134,6 +135,8 @@ warpcore_config_p = c_void_p
 warpcore_server_p = c_void_p
 warpcore_response_p = c_void_p
 warpcore_body_p = c_void_p
+warpcore_upgraded_p = c_void_p
+warpcore_websocket_p = c_void_p
 warpcore_result = c_uint32
 warpcore_timeout = c_uint32
 
@@ -151,6 +154,10 @@ warpcore_release_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 warpcore_access_log_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 #: void (*)(void *userdata, uint32_t level, const uint8_t *message, size_t len)
 warpcore_error_log_cb = CFUNCTYPE(None, c_void_p, c_uint32, c_void_p, c_size_t)
+#: void (*)(void *userdata, warpcore_upgraded *upgraded, uint32_t events)
+warpcore_upgrade_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_uint32)
+#: void (*)(void *userdata, warpcore_websocket *websocket, uint32_t events)
+warpcore_websocket_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_uint32)
 
 
 class _Sized(Structure):
@@ -206,6 +213,8 @@ class warpcore_stats(_Sized):
             "info_cache_hits",
             "info_cache_misses",
             "coalesce_naps",
+            # Added in 0.2 (the struct only grows at its end).
+            "upgrades",
         )
     ]
 
@@ -226,6 +235,7 @@ RESULT_NAMES: Dict[int, str] = {
     12: "PANIC",
     13: "LENGTH_MISMATCH",
     14: "WOULD_BLOCK",
+    15: "BUFFER_TOO_SMALL",
 }
 OK = 0
 INVALID_ARGUMENT = 1
@@ -242,6 +252,7 @@ INVALID_HEADER = 11
 PANIC = 12
 LENGTH_MISMATCH = 13
 WOULD_BLOCK = 14
+BUFFER_TOO_SMALL = 15
 
 LOG_LEVEL_ERROR = 0
 LOG_LEVEL_WARNING = 1
@@ -252,6 +263,23 @@ TIMEOUT_IDLE = 1
 TIMEOUT_BODY = 2
 TIMEOUT_WRITE = 3
 TIMEOUT_ANSWER = 4
+
+# enum warpcore_upgrade_event: bits of an upgraded connection's callback.
+UPGRADE_EVENT_READABLE = 1
+UPGRADE_EVENT_WRITABLE = 2
+UPGRADE_EVENT_CLOSED = 4
+UPGRADE_EVENT_DRAINING = 8
+
+# enum warpcore_websocket_event: bits of a WebSocket's callback.
+WEBSOCKET_EVENT_MESSAGE = 1
+WEBSOCKET_EVENT_WRITABLE = 2
+WEBSOCKET_EVENT_CLOSED = 4
+WEBSOCKET_EVENT_DRAINING = 8
+
+# enum warpcore_websocket_kind: what a message carries.
+WEBSOCKET_KIND_TEXT = 1
+WEBSOCKET_KIND_BINARY = 2
+WEBSOCKET_KIND_CLOSE = 8
 
 # --- functions -----------------------------------------------------------------
 
@@ -333,6 +361,43 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_prepared_free": (None, [c_void_p]),
     "warpcore_respond_prepared": (warpcore_result, [warpcore_response_p, c_void_p]),
     "warpcore_config_set_answering_handler": (warpcore_result, [warpcore_config_p, warpcore_answering_cb, c_void_p]),
+    # Upgrades: the connection's bytes after 101 (or after nothing, take_over).
+    "warpcore_response_upgrade": (
+        warpcore_result,
+        [warpcore_response_p, _hdrp, c_size_t, warpcore_upgrade_cb, c_void_p, POINTER(warpcore_upgraded_p)],
+    ),
+    "warpcore_response_take_over": (
+        warpcore_result,
+        [warpcore_response_p, warpcore_upgrade_cb, c_void_p, POINTER(warpcore_upgraded_p)],
+    ),
+    # buf is a writable buffer's address (a ctypes array or an int).
+    "warpcore_upgraded_read": (warpcore_result, [warpcore_upgraded_p, c_void_p, c_size_t, POINTER(c_size_t)]),
+    "warpcore_upgraded_write": (warpcore_result, [warpcore_upgraded_p, _u8p, c_size_t]),
+    "warpcore_upgraded_write_buffer": (
+        warpcore_result,
+        [warpcore_upgraded_p, _u8p, c_size_t, warpcore_release_cb, c_void_p],
+    ),
+    "warpcore_upgraded_shutdown_write": (warpcore_result, [warpcore_upgraded_p]),
+    "warpcore_upgraded_close": (warpcore_result, [warpcore_upgraded_p]),
+    "warpcore_upgraded_set_nonblocking": (warpcore_result, [warpcore_upgraded_p, c_bool]),
+    "warpcore_upgraded_set_idle_timeout": (warpcore_result, [warpcore_upgraded_p, c_uint64]),
+    "warpcore_upgraded_draining": (warpcore_result, [warpcore_upgraded_p, POINTER(c_uint64)]),
+    "warpcore_upgraded_free": (None, [warpcore_upgraded_p]),
+    # WebSockets.
+    "warpcore_websocket_accept": (
+        warpcore_result,
+        [warpcore_response_p, _hdrp, c_size_t, c_uint64, warpcore_websocket_cb, c_void_p, POINTER(warpcore_websocket_p)],
+    ),
+    "warpcore_websocket_recv": (
+        warpcore_result,
+        [warpcore_websocket_p, c_void_p, c_size_t, POINTER(c_size_t), POINTER(c_uint32)],
+    ),
+    "warpcore_websocket_send": (warpcore_result, [warpcore_websocket_p, c_uint32, _u8p, c_size_t]),
+    "warpcore_websocket_close": (warpcore_result, [warpcore_websocket_p, c_uint16, _u8p, c_size_t]),
+    "warpcore_websocket_set_nonblocking": (warpcore_result, [warpcore_websocket_p, c_bool]),
+    "warpcore_websocket_set_idle_timeout": (warpcore_result, [warpcore_websocket_p, c_uint64]),
+    "warpcore_websocket_draining": (warpcore_result, [warpcore_websocket_p, POINTER(c_uint64)]),
+    "warpcore_websocket_free": (None, [warpcore_websocket_p]),
 }
 
 
@@ -404,6 +469,24 @@ else:  # pragma: no cover - other machines
     RAW.respond_deferred = F.respond
     RAW_UNTYPED = False
 del _name, _res, _args, _fn
+
+# --- worker threads ----------------------------------------------------------------
+
+# The Python threads that run a worker's event loop (``Server._run_worker``):
+# handlers and event callbacks run there, and nothing there may wait.
+_worker = threading.local()
+
+
+def mark_worker_thread() -> None:
+    """Marks the calling thread as one that runs a worker's event loop."""
+    _worker.active = True
+
+
+def on_worker_thread() -> bool:
+    """Whether the calling thread runs a worker's event loop (a handler or a
+    library callback runs on it): calls that would wait must not, there."""
+    return getattr(_worker, "active", False)
+
 
 # --- calls from threads that may outlive the interpreter ---------------------------
 

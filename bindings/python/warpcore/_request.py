@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qs
 
 from . import _ffi
+from . import _websocket
 from ._body import BodyReader, reader_for
 
 __all__ = ["Request", "Headers", "BodyReader"]
@@ -398,6 +399,46 @@ class Request:
                 raise
         self._reader = reader
         return reader
+
+    # -- switching protocols -------------------------------------------------------
+
+    def accept_websocket(
+        self,
+        headers: Any = None,
+        *,
+        subprotocol: Optional[str] = None,
+        max_message: Optional[int] = None,
+        on_event: Optional[Any] = None,
+    ) -> "_websocket.WebSocket":
+        """Accepts the request's WebSocket handshake: sends ``101`` (with
+        ``headers``, such as cookies, and ``Sec-WebSocket-Protocol:
+        subprotocol`` when given; see :func:`warpcore.subprotocols` for what
+        the client offers) and returns the :class:`~warpcore.WebSocket`,
+        which the handler returns. Messages over ``max_message`` bytes
+        (None: 1 MiB) close the connection with 1009. ``on_event`` see
+        :class:`~warpcore.WebSocket`.
+
+        Inside the handler call, or later from any thread while the request
+        is unanswered (a :class:`~warpcore.Deferred`, a thread of your own).
+        Raises :class:`~warpcore.HandshakeError` when the request is not a
+        handshake the library accepts: nothing was sent; answer it (its
+        ``response`` is a 400, or a 426 for another WebSocket version)."""
+        return _websocket.accept(getattr(self, "_res", None), headers, subprotocol, max_message, on_event)
+
+    def upgrade(self, headers: Any, *, on_event: Optional[Any] = None) -> "_websocket.Upgraded":
+        """Sends ``101 Switching Protocols`` with ``headers``, which must name
+        the protocol in an ``Upgrade`` field, and returns the connection as
+        an :class:`~warpcore.Upgraded` (the handler returns it). For a
+        request that asked to switch protocols (HTTP/1.1, ``Connection:
+        upgrade``, ``Upgrade``); else :class:`~warpcore.HandshakeError`,
+        nothing sent. Where and when: as :meth:`accept_websocket`."""
+        return _websocket.upgrade(getattr(self, "_res", None), headers, on_event)
+
+    def take_over(self, *, on_event: Optional[Any] = None) -> "_websocket.Upgraded":
+        """:meth:`upgrade` with nothing sent: the application writes its own
+        answer (a ``101`` its protocol library composed) on the returned
+        :class:`~warpcore.Upgraded`."""
+        return _websocket.upgrade(getattr(self, "_res", None), None, on_event, take_over=True)
 
     @property
     def text(self) -> str:

@@ -21,6 +21,7 @@ from ctypes import byref, c_void_p
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi
+from ._websocket import _Handle as _Switched
 from ._ffi import (
     CLOSED,
     INLINE,
@@ -493,8 +494,12 @@ class Responder:
             self.answer(res, Response(result.status, result.headers, result.body), on_worker)
         elif isinstance(result, (bytes, str)):
             self.answer(res, Response(200, TEXT_PLAIN if isinstance(result, str) else None, result), on_worker)
+        elif isinstance(result, _Switched):
+            return  # a WebSocket or an upgraded connection: the 101 was the answer
         elif result is None:
-            raise TypeError("the handler returned None instead of a Response")
+            raise TypeError(
+                "the handler returned None instead of a Response (a handler that accepted a WebSocket returns it)"
+            )
         else:
             raise TypeError(f"the handler returned {type(result).__name__}, not a Response")
 

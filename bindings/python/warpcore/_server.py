@@ -368,6 +368,7 @@ class Server:
         return cfg
 
     def _run_worker(self, index: int) -> None:
+        _ffi.mark_worker_thread()
         try:
             rc = F.server_run_worker(self._ptr, index)
             if rc and rc != SHUTTING_DOWN:

@@ -104,21 +104,23 @@ pub(crate) struct Message {
 }
 
 thread_local! {
-    /// Set while the thread runs a worker's event loop (any worker's): a
-    /// stream write there must never wait, since the worker it would wait for
-    /// may be this one, or one waiting for this one.
-    static ON_WORKER_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// While the thread runs a worker's event loop: that worker's mailbox's
+    /// address (0 otherwise). A stream write there must never wait, since the
+    /// worker it would wait for may be this one, or one waiting for this one;
+    /// and a message posted to its own mailbox needs no wake-up.
+    static ON_WORKER_THREAD: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Marks the current thread as a worker thread until dropped (also when a
-/// panic unwinds the worker's loop). Made by the worker loop as it starts.
+/// Marks the current thread as `mailbox`'s worker thread until dropped (also
+/// when a panic unwinds the worker's loop). Made by the worker loop as it starts.
 pub(crate) struct WorkerThread {
-    was: bool,
+    was: usize,
 }
 
 impl WorkerThread {
-    pub fn enter() -> WorkerThread {
-        WorkerThread { was: ON_WORKER_THREAD.with(|w| w.replace(true)) }
+    pub fn enter(mailbox: &Arc<Mailbox>) -> WorkerThread {
+        let me = Arc::as_ptr(mailbox) as usize;
+        WorkerThread { was: ON_WORKER_THREAD.with(|w| w.replace(me)) }
     }
 }
 
@@ -132,7 +134,7 @@ impl Drop for WorkerThread {
 /// Whether the calling thread runs a worker's event loop. One thread-local
 /// read, made only by a deferred write that finds its stream over the mark.
 pub(crate) fn on_worker_thread() -> bool {
-    ON_WORKER_THREAD.with(|w| w.get())
+    ON_WORKER_THREAD.with(|w| w.get()) != 0
 }
 
 /// The worker's inbox for answers from other threads. Posting the first message
@@ -147,31 +149,58 @@ struct MailboxQueue {
     closed: bool,
     /// Shutdown or reload asked the worker to look at the shared state.
     poke: bool,
+    /// The first message of the batch came from the worker's own thread (an
+    /// event callback's answer): no wake-up was sent, the worker takes the
+    /// batch before it polls again (see `take_own`).
+    own: bool,
 }
 
 impl Mailbox {
     pub fn new(waker: Waker) -> Mailbox {
-        Mailbox { queue: Mutex::new(MailboxQueue { messages: Vec::new(), closed: false, poke: false }), waker }
+        Mailbox {
+            queue: Mutex::new(MailboxQueue { messages: Vec::new(), closed: false, poke: false, own: false }),
+            waker,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, MailboxQueue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `message`; gives it back when the worker has stopped.
+    /// Queues `message`; gives it back when the worker has stopped. The
+    /// first message of a batch wakes the worker, unless it is posted on the
+    /// worker's own thread, which takes it before it polls again (a wake-up
+    /// there would be a write and an extra poll for nothing).
     pub fn post(&self, message: Message) -> Result<(), Message> {
-        let first = {
+        let wake = {
             let mut q = self.lock();
             if q.closed {
                 return Err(message);
             }
             q.messages.push(message);
-            q.messages.len() == 1 && !q.poke
+            let first = q.messages.len() == 1 && !q.poke;
+            if first && ON_WORKER_THREAD.with(|w| w.get()) == self as *const Mailbox as usize {
+                q.own = true;
+                false
+            } else {
+                first
+            }
         };
-        if first {
+        if wake {
             let _ = self.waker.wake();
         }
         Ok(())
+    }
+
+    /// Whether messages posted on the worker's own thread wait unannounced.
+    pub fn take_own(&self) -> bool {
+        let mut q = self.lock();
+        std::mem::take(&mut q.own) && !q.messages.is_empty()
+    }
+
+    /// Wakes the worker (for messages left when it stopped taking its own).
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
     }
 
     /// Whether messages (or a poke) wait to be taken.
@@ -189,6 +218,7 @@ impl Mailbox {
     /// Moves the queued messages into `into`; returns whether a poke was pending.
     pub fn take(&self, into: &mut Vec<Message>) -> bool {
         let mut q = self.lock();
+        q.own = false;
         std::mem::swap(&mut q.messages, into);
         std::mem::take(&mut q.poke)
     }

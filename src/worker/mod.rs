@@ -134,7 +134,7 @@ impl Worker {
     pub fn run(mut self) {
         // Stream writes made on this thread, to any worker's connection,
         // never wait from now on (see `Deferred::write`).
-        let _worker_thread = WorkerThread::enter();
+        let _worker_thread = WorkerThread::enter(&self.ctx.mailbox);
         self.shared.worker_running(self.ctx.index, true);
         // A reload or shutdown may have been asked before this thread started.
         self.check_settings();
@@ -184,6 +184,7 @@ impl Worker {
             } else if self.ctx.access.as_ref().is_some_and(|a| a.lines.len() >= 64 * 1024) {
                 self.flush_access_log();
             }
+            self.take_own_messages();
             if !self.ctx.draining {
                 self.nap_if_worth_it(now, round);
             }
@@ -251,6 +252,22 @@ impl Worker {
         self.ctx.settings = settings;
         self.ctx.generation = generation;
         self.shared.acknowledge(self.ctx.index, generation);
+    }
+
+    /// Applies what this thread posted to its own mailbox this round (event
+    /// callbacks' writes and answers, which sent no wake-up), and what those
+    /// posted in turn, a few rounds deep; what is left after that gets a
+    /// wake-up, so that the next poll returns at once.
+    fn take_own_messages(&mut self) {
+        let mut passes = 0;
+        while self.ctx.mailbox.take_own() {
+            if passes == 4 {
+                self.ctx.mailbox.wake();
+                return;
+            }
+            passes += 1;
+            self.read_mailbox();
+        }
     }
 
     /// Applies what other threads posted; returns how many messages it

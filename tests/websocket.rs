@@ -94,6 +94,46 @@ fn frames_written_byte_by_byte_are_echoed() {
     c.expect_message(PONG, b"p");
 }
 
+/// Multi-byte text, long enough to cross every 16 KiB boundary inside a character.
+fn long_text(len: usize) -> Vec<u8> {
+    let mut t = Vec::with_capacity(len + 8);
+    while t.len() < len {
+        t.extend_from_slice("aé€𝄞".as_bytes());
+    }
+    t
+}
+
+#[test]
+fn big_frames_keep_their_meaning() {
+    // The server cuts big frames into fragments before decoding them: the
+    // messages, and the errors, must be those of the frames sent.
+    let demo = demo();
+    let mut c = WsClient::connect(demo.port);
+    for len in [16 * 1024 + 1, 100_000, 300_001] {
+        let text = long_text(len);
+        c.send_message(TEXT, &text);
+        c.expect_message(TEXT, &text);
+    }
+    // A fragmented message of big fragments, a ping between them.
+    let text = long_text(70_000);
+    let (a, b) = text.split_at(40_001);
+    c.send_frame(&FrameSpec::new(TEXT, a).fin(false));
+    c.send_frame(&FrameSpec::new(PING, "between"));
+    c.send_frame(&FrameSpec::new(CONT, b));
+    c.expect_message(PONG, b"between");
+    c.expect_message(TEXT, &text);
+    // Broken big frames fail as small ones do.
+    let mut bad = long_text(50_000);
+    bad.push(0xff);
+    fails_with(&demo, &FrameSpec::new(TEXT, bad).encode(), 1007);
+    fails_with(&demo, &FrameSpec::new(BINARY, bytes_of(50_000)).rsv(4).encode(), 1002);
+    fails_with(&demo, &FrameSpec::new(BINARY, bytes_of(50_000)).unmasked().encode(), 1002);
+    fails_with(&demo, &FrameSpec::new(CONT, bytes_of(50_000)).encode(), 1002);
+    let mut wire = FrameSpec::new(BINARY, bytes_of(40_000)).fin(false).encode();
+    wire.extend(FrameSpec::new(BINARY, bytes_of(40_000)).encode());
+    fails_with(&demo, &wire, 1002);
+}
+
 #[test]
 fn many_messages_in_one_write_are_echoed_in_order() {
     let demo = demo();
@@ -287,10 +327,10 @@ fn invalid_utf8_in_one_frame_closes_with_1007() {
     let demo = demo();
     let bad: [&[u8]; 6] = [
         b"\xff",
-        b"ok \xc0\x80",             // an overlong NUL
-        b"\xed\xa0\x80",            // a UTF-16 surrogate
-        b"\xf4\x90\x80\x80",        // above U+10FFFF
-        b"\xce\xba\xe1\xbd",        // a character cut short at the end
+        b"ok \xc0\x80",              // an overlong NUL
+        b"\xed\xa0\x80",             // a UTF-16 surrogate
+        b"\xf4\x90\x80\x80",         // above U+10FFFF
+        b"\xce\xba\xe1\xbd",         // a character cut short at the end
         b"\xce\xba\xe1\xbd\xb9\x80", // a stray continuation byte
     ];
     for text in bad {
@@ -456,7 +496,8 @@ fn a_handshake_without_a_key_gets_400() {
 fn version_8_gets_426_naming_version_13() {
     let demo = demo();
     let mut c = WsClient::tcp(demo.port);
-    let request = handshake_request("/ws", RFC_KEY, "").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
+    let request =
+        handshake_request("/ws", RFC_KEY, "").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
     c.send(request.as_bytes());
     let (head, _) = c.read_response();
     assert_eq!(head.status, 426, "{head:?}");

@@ -160,6 +160,11 @@ impl WsClient {
         WsClient { stream, buf: Vec::new() }
     }
 
+    /// A client over a connected stream (its timeouts set by the caller).
+    pub fn from_stream(stream: TcpStream) -> WsClient {
+        WsClient { stream, buf: Vec::new() }
+    }
+
     /// A WebSocket on `/ws`, the handshake checked (101, the accept value).
     pub fn connect(port: u16) -> WsClient {
         let mut c = WsClient::tcp(port);

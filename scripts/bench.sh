@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — the entry of the bench targets (benches/harness/bench.py does the work).
-#   bash scripts/bench.sh bench   [ARGS]   make bench: micro + the demos (Python, Haskell when built), nginx for uploads
+#   bash scripts/bench.sh bench   [ARGS]   make bench: micro + the demos (Python, Haskell when built), nginx for uploads,
+#                                          tokio-tungstenite's echo for WebSockets
 #   bash scripts/bench.sh compare [ARGS]   make bench-compare: the same + nginx, Warp, hyper, granian, gunicorn, bjoern
 #   bash scripts/bench.sh scale   [ARGS]   make bench-scale: the C demo with 1, 2, 4, … workers
 #   bash scripts/bench.sh smoke   [ARGS]   make bench-smoke: one short checked run of each (make test runs it)
@@ -36,6 +37,13 @@ if [ "$mode" = bench ] && ! command -v nginx >/dev/null; then
   [ -n "$made_policy" ] && rm -f "$policy"
 fi
 
+# make bench measures its ws suite against tokio-tungstenite's echo
+# (benches/peers/ws-echo, crates.io): built when missing or stale.
+if [ "$mode" = bench ]; then
+  CARGO_TARGET_DIR="$ROOT/build/bench-peers/target" cargo build --quiet --release \
+    --manifest-path benches/peers/Cargo.toml -p ws-echo
+fi
+
 case $mode in
   bench)   args=(); limit=${BENCH_TIMEOUT:-2400}; target="make bench" ;;
   compare) bash benches/peers/setup.sh
@@ -44,7 +52,7 @@ case $mode in
   # One round of 1 s (no warm-up), 300 idle connections, criterion's test
   # mode; the Python and Haskell demos must be there (the target builds them).
   smoke)   args=(--smoke --rounds 1 --mem-rounds 1 --duration 1 --warmup 0 --retries 0
-                 --mem-conns 300 --require c-demo,py-demo,hs-demo)
+                 --mem-conns 300 --ws-idle 200 --require c-demo,py-demo,hs-demo)
            limit=${BENCH_TIMEOUT:-480}; target="make bench-smoke" ;;
   *) echo "bench: unknown mode $mode" >&2; exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 """Resident memory per idle keep-alive connection.
 
 Opens N connections to 127.0.0.1:PORT, completes one keep-alive `GET PATH` on
-each, leaves them all idle, and compares the resident memory of the server's
+each (with --websocket: a WebSocket opening handshake to PATH, answered 101), leaves them all idle, and compares the resident memory of the server's
 session (every process whose session id is --pid: nginx's master and workers,
 forked Python workers…) before and with them.
 
@@ -14,7 +14,7 @@ Prints one line `IDLEJSON {...}` (KiB values) and exits 0; exits 1 with a
 message when the server refused, closed or garbled connections. Bounded by
 --deadline; every socket is closed before exiting.
 
-    idle_conns.py --port 8080 --pid 12345 [-n 10000] [--path /]
+    idle_conns.py --port 8080 --pid 12345 [-n 10000] [--path /] [--websocket]
 """
 import argparse
 import errno
@@ -71,6 +71,8 @@ def response_complete(buf):
     if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
         raise ValueError(f"not an HTTP response: {lines[0]!r}")
     status = int(parts[1])
+    if status == 101:
+        return status, True  # switched protocols: nothing follows the head
     fields = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -88,9 +90,15 @@ def response_complete(buf):
     return status, keep_alive
 
 
-def open_idle(host, port, n, path, in_flight, deadline):
-    """Open `n` connections, one completed request each; returns (sockets, failures, last error)."""
-    req = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+def open_idle(host, port, n, path, in_flight, deadline, websocket=False):
+    """Open `n` connections, one completed request each (or a WebSocket handshake);
+    returns (sockets, failures, last error)."""
+    req = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+    if websocket:
+        req += (b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    req += b"\r\n"
+    want = 101 if websocket else 200
     ep = select.epoll()
     pending = {}  # fd -> [socket, received bytes, request sent]
     done, failed, last_error = [], 0, None
@@ -131,7 +139,7 @@ def open_idle(host, port, n, path, in_flight, deadline):
                         if got is None:
                             continue
                         status, keep_alive = got
-                        if status != 200:
+                        if status != want:
                             raise ValueError(f"status {status}")
                         if not keep_alive:
                             raise ConnectionError("answered Connection: close")
@@ -171,6 +179,7 @@ def main():
     ap.add_argument("--pid", type=int, required=True, help="the server's session leader")
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--path", default="/")
+    ap.add_argument("--websocket", action="store_true", help="open WebSockets (101) instead of keep-alive GETs")
     ap.add_argument("--in-flight", type=int, default=256, help="connections being opened at once")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds idle before each reading")
     ap.add_argument("--deadline", type=float, default=60.0)
@@ -185,7 +194,7 @@ def main():
     deadline = time.monotonic() + a.deadline
 
     # First-request allocations and caches happen before the first reading.
-    warm, failed, err = open_idle(host, a.port, 8, a.path, 8, deadline)
+    warm, failed, err = open_idle(host, a.port, 8, a.path, 8, deadline, a.websocket)
     for s in warm:
         s.close()
     if failed:
@@ -194,7 +203,7 @@ def main():
     rss0, anon0 = mem_kib(session_pids(a.pid))
 
     t0 = time.monotonic()
-    socks, failed, err = open_idle(host, a.port, a.n, a.path, a.in_flight, deadline)
+    socks, failed, err = open_idle(host, a.port, a.n, a.path, a.in_flight, deadline, a.websocket)
     t_open = time.monotonic() - t0
     try:
         time.sleep(a.settle)

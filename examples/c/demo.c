@@ -219,7 +219,15 @@ static void ws_event(void *userdata, warpcore_websocket *ws, uint32_t events) {
             e->cap = len;
             continue;
         }
-        if (r != WARPCORE_RESULT_OK || kind == WARPCORE_WEBSOCKET_KIND_CLOSE) return;
+        if (r != WARPCORE_RESULT_OK || kind == WARPCORE_WEBSOCKET_KIND_CLOSE) {
+            /* Drained: an idle connection does not keep a big message's buffer. */
+            if (e->cap > 64 * 1024) {
+                free(e->buf);
+                e->buf = NULL;
+                e->cap = 0;
+            }
+            return;
+        }
         r = warpcore_websocket_send(ws, kind, e->buf, len);
         if (r == WARPCORE_RESULT_WOULD_BLOCK) {
             e->held = malloc(len ? len : 1);

@@ -343,18 +343,27 @@ impl Upgraded {
     }
 
     fn write_with(&self, data: Payload, may_wait: bool) -> Result<(), UpgradeError> {
+        self.write_or_give_back(data, may_wait).map_err(|(e, _)| e)
+    }
+
+    /// `try_write` that gives `data` back when it was not taken.
+    pub(crate) fn try_write_or_give_back(&self, data: Payload) -> Result<(), (UpgradeError, Payload)> {
+        self.write_or_give_back(data, false)
+    }
+
+    fn write_or_give_back(&self, data: Payload, may_wait: bool) -> Result<(), (UpgradeError, Payload)> {
         let len = data.as_ref().len();
         let mut s = self.shared.lock();
         loop {
             if s.closed || s.write_shut {
-                return Err(UpgradeError::Closed);
+                return Err((UpgradeError::Closed, data));
             }
             if s.queued <= self.shared.high_water {
                 break;
             }
             if !may_wait {
                 s.want_writable = true;
-                return Err(UpgradeError::WouldBlock);
+                return Err((UpgradeError::WouldBlock, data));
             }
             s.waiters += 1;
             s = self.shared.changed.wait(s).unwrap_or_else(|e| e.into_inner());

@@ -7,8 +7,6 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::cast::{try_slice, try_slice_mut, write_out};
 use super::handles::{Table, TokenSlot};
 use super::request::{warpcore_header, warpcore_str};
@@ -297,7 +295,7 @@ pub extern "C" fn warpcore_websocket_send(
         };
         let entry = ok_or_return!(resolve(websocket));
         let may_wait = !entry.nonblocking.load(Ordering::Relaxed);
-        match entry.socket.send_with(kind, Bytes::copy_from_slice(data), may_wait) {
+        match entry.socket.send_slice(kind, data, may_wait) {
             Ok(()) => warpcore_result::Ok,
             Err(e) => ws_result(e),
         }

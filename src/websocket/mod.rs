@@ -14,6 +14,7 @@
 //! `WouldBlock` until `WRITABLE`.
 
 pub mod handshake;
+mod reframe;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -33,6 +34,7 @@ use crate::app::handler::RespondError;
 use crate::app::upgrade::{events as raw_events, UpgradeError, UpgradeEvents, UpgradeRequest, Upgraded};
 use crate::net::payload::Payload;
 use handshake::HandshakeError;
+use reframe::Reframe;
 
 /// Decoded messages a connection holds for its application before it stops
 /// decoding (at least one message is always taken).
@@ -159,8 +161,52 @@ impl Write for Io<'_> {
     }
 }
 
+/// The connection as tungstenite's stream while it reads: the client's big
+/// frames reach it cut into fragments (see `reframe`), so that memory
+/// follows the bytes that came, not the lengths their heads promise.
+struct ReadIo<'a> {
+    raw: &'a Upgraded,
+    reframe: &'a mut Reframe,
+}
+
+impl Read for ReadIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reframe.read(self.raw, buf)
+    }
+}
+
+impl Write for ReadIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Io(self.raw).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A whole message as one server frame (FIN, unmasked): its head and a copy
+/// of `data`, ready to be queued in one piece.
+fn encode_frame(opcode: u8, data: &[u8]) -> Vec<u8> {
+    let len = data.len();
+    let mut out = Vec::with_capacity(10 + len);
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= 0xffff {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
 struct State {
     ctx: WebSocketContext,
+    reframe: Reframe,
     inbox: VecDeque<WsMessage>,
     inbox_bytes: usize,
     /// The connection ended: the `Close` message is in the inbox (or taken).
@@ -287,6 +333,7 @@ impl WebSocket {
             raw,
             state: Mutex::new(State {
                 ctx: WebSocketContext::new(Role::Server, Some(config)),
+                reframe: Reframe::new(max),
                 inbox: VecDeque::new(),
                 inbox_bytes: 0,
                 ended: false,
@@ -355,45 +402,57 @@ impl WebSocket {
 
     /// `send` that waits only when `may_wait` and not on a worker thread.
     pub fn send_with(&self, kind: MessageKind, data: Bytes, may_wait: bool) -> Result<(), WsError> {
-        let message = match kind {
-            MessageKind::Text => Message::Text(Utf8Bytes::try_from(data).map_err(|_| WsError::Invalid)?),
-            MessageKind::Binary => Message::Binary(data),
+        self.send_slice(kind, &data, may_wait)
+    }
+
+    /// `send_with` from borrowed bytes (copied once, into the frame).
+    ///
+    /// Data frames are composed here, not by tungstenite: its write buffer
+    /// would keep the largest message's capacity for the connection's life.
+    /// Its control frames (pongs, close) are written first when held back.
+    pub(crate) fn send_slice(&self, kind: MessageKind, data: &[u8], may_wait: bool) -> Result<(), WsError> {
+        let opcode = match kind {
+            MessageKind::Text => {
+                std::str::from_utf8(data).map_err(|_| WsError::Invalid)?;
+                1
+            }
+            MessageKind::Binary => 2,
             MessageKind::Close => return Err(WsError::Invalid),
         };
         let may_wait = may_wait && !on_worker_thread();
         let inner = &*self.inner;
-        if may_wait {
-            inner.raw.wait_writable();
-        }
-        let mut st = inner.lock();
-        if st.ended || !st.ctx.can_write() {
-            return Err(WsError::Closed);
-        }
-        if st.backed_up {
-            // What was held back goes first; until it has, nothing more is taken.
-            match inner.flush(&mut st) {
-                Ok(true) => {}
-                Ok(false) if may_wait => {}
-                Ok(false) => {
+        let mut frame = Payload::from(encode_frame(opcode, data));
+        loop {
+            if may_wait {
+                // Never with the state locked: the worker takes it to report progress.
+                inner.raw.wait_writable();
+            }
+            let mut st = inner.lock();
+            if st.ended || !st.ctx.can_write() {
+                return Err(WsError::Closed);
+            }
+            if st.backed_up {
+                // What was held back goes first; until it has, nothing more is taken.
+                match inner.flush(&mut st) {
+                    Ok(true) => {}
+                    Ok(false) if may_wait => continue,
+                    Ok(false) => {
+                        st.want_writable = true;
+                        return Err(WsError::WouldBlock);
+                    }
+                    Err(()) => return Err(WsError::Closed),
+                }
+            }
+            match inner.raw.try_write_or_give_back(frame) {
+                Ok(()) => return Ok(()),
+                Err((UpgradeError::WouldBlock, back)) if may_wait => frame = back,
+                Err((UpgradeError::WouldBlock, _)) => {
+                    // The connection tells WRITABLE once under its mark; so do we.
                     st.want_writable = true;
                     return Err(WsError::WouldBlock);
                 }
-                Err(()) => return Err(WsError::Closed),
+                Err((UpgradeError::Closed, _)) => return Err(WsError::Closed),
             }
-        }
-        let result = st.ctx.write(&mut Io(&inner.raw), message);
-        match result {
-            Ok(()) => Ok(()),
-            Err(WsLibError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Held in tungstenite's buffer until the connection drains.
-                st.backed_up = true;
-                Ok(())
-            }
-            Err(WsLibError::WriteBufferFull(_)) => {
-                st.want_writable = true;
-                Err(WsError::WouldBlock)
-            }
-            Err(_) => Err(WsError::Closed),
         }
     }
 
@@ -486,9 +545,9 @@ impl Inner {
     /// inbox got a message (or the end).
     fn fill(&self, st: &mut State) -> bool {
         let mut got = false;
-        let mut io = Io(&self.raw);
         while !st.ended && st.inbox_bytes < INBOX_MAX {
-            match st.ctx.read(&mut io) {
+            let read = st.ctx.read(&mut ReadIo { raw: &self.raw, reframe: &mut st.reframe });
+            match read {
                 Ok(Message::Text(text)) => {
                     got = true;
                     push(st, WsMessage { kind: MessageKind::Text, data: Bytes::from(text) });
@@ -522,7 +581,7 @@ impl Inner {
                     };
                     // Fail the connection (RFC 6455 §7.1.7): a close frame saying why.
                     let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from_static("") };
-                    let _ = st.ctx.close(&mut io, Some(frame));
+                    let _ = st.ctx.close(&mut Io(&self.raw), Some(frame));
                     self.end(st, code, "");
                     got = true;
                 }

@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod workers;
+pub mod ws;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};

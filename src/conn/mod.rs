@@ -174,6 +174,9 @@ pub(crate) struct ConnState {
     pub upgraded: Option<Box<UpgradedConn>>,
     /// Send what is queued, then close.
     pub close_after_flush: bool,
+    /// Output was queued without a write, for the worker to write once the
+    /// batch of messages it belongs to is applied.
+    pub flush_pending: bool,
     /// Write interest is registered with the poller.
     pub write_registered: bool,
     /// The socket may hold bytes not read yet: a readiness edge came, and no
@@ -214,6 +217,7 @@ impl Conn {
                 body_in: None,
                 upgraded: None,
                 close_after_flush: false,
+                flush_pending: false,
                 write_registered: false,
                 // The request often arrives with the connection.
                 read_ready: true,
@@ -787,8 +791,17 @@ impl ConnState {
                 // Written after a shut writing side: dropped (released).
                 Answer::Data(_) if up.shut_write => true,
                 Answer::Data(data) => {
+                    // Queued, not written: the worker writes every message of
+                    // its batch for this connection with one `writev` (see
+                    // `flush_pending`), not one `send` each.
                     up.unacked += data.as_ref().len();
-                    write_now_or_queue(&self.stream, &mut self.backlog, out, Some(data), b"")
+                    if !out.is_empty() {
+                        self.backlog.push_copy(out);
+                        out.clear();
+                    }
+                    self.backlog.push_payload(data);
+                    self.flush_pending = true;
+                    true
                 }
                 Answer::End => {
                     up.shut_write = true;

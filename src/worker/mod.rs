@@ -60,6 +60,8 @@ pub(crate) struct Worker {
     /// Answers waiting for the end of the poll round (see `held`).
     held: HeldAnswers,
     inbox: Vec<Message>,
+    /// Connections whose output a batch of messages queued without writing.
+    flush_after_batch: Vec<usize>,
     ctx: WorkerCtx,
     clock: CoarseClock,
     /// Whether to nap before the next poll (see `coalesce`).
@@ -101,6 +103,7 @@ impl Worker {
             out: Vec::with_capacity(SCRATCH_SIZE),
             held: HeldAnswers::default(),
             inbox: Vec::new(),
+            flush_after_batch: Vec::new(),
             ctx: WorkerCtx {
                 index,
                 settings,
@@ -280,27 +283,48 @@ impl Worker {
             self.check_shutdown();
         }
         let delivered = inbox.len();
+        let mut flush = std::mem::take(&mut self.flush_after_batch);
         for message in inbox.drain(..) {
             let index = message.conn.index;
-            self.contained(index, |w| w.deliver(message));
+            self.contained(index, |w| w.deliver(message, &mut flush));
         }
         self.inbox = inbox;
+        // Output the batch queued without writing: one write per connection.
+        for index in flush.drain(..) {
+            self.contained(index, |w| {
+                if let Some(Some(conn)) = w.conns.get_mut(index) {
+                    conn.state.flush_pending = false;
+                    if w.flush_backlog(index) || w.conns.get(index).is_some_and(Option::is_some) {
+                        w.drive(index);
+                    }
+                }
+            });
+        }
+        self.flush_after_batch = flush;
         delivered
     }
 
     /// Applies a deferred answer to its connection, then lets the connection
     /// go on (flush, next pipelined request, close).
-    fn deliver(&mut self, message: Message) {
+    fn deliver(&mut self, message: Message, flush: &mut Vec<usize>) {
         let ConnRef { index, id } = message.conn;
         self.release_held(index);
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         if conn.state.conn_ref.id != id {
             return;
         }
+        let was_pending = conn.state.flush_pending;
         let ok = conn.state.apply(message.answer, &mut self.ctx, &mut self.out);
         self.out.clear();
         if !ok {
             self.close(index);
+            return;
+        }
+        if conn.state.flush_pending {
+            // Written with the rest of the batch (see `read_mailbox`).
+            if !was_pending {
+                flush.push(index);
+            }
             return;
         }
         conn.state.acknowledge_written();

@@ -271,3 +271,58 @@ fn the_counter_counts() {
     assert!(allocations_on_this_thread() > before);
     drop(v);
 }
+
+mod deferred {
+    //! Answers from another thread: neither the worker (defer, apply the
+    //! answer) nor the answering thread (render the answer, post it) allocates
+    //! per request once the connection and the threads are warm.
+
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::{Condvar, Mutex};
+    use warpcore::Deferred;
+
+    /// A queue of handles with room made beforehand: handing one over allocates nothing.
+    struct Handoff {
+        queue: Mutex<(VecDeque<Deferred>, bool)>,
+        ready: Condvar,
+    }
+
+    fn answering_thread(handoff: Arc<Handoff>, answered: Arc<Probe>) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || loop {
+            let mut q = handoff.queue.lock().unwrap();
+            while q.0.is_empty() && !q.1 {
+                q = handoff.ready.wait(q).unwrap();
+            }
+            let Some(mut d) = q.0.pop_front() else { return };
+            drop(q);
+            let fields = [(&b"Content-Type"[..], &b"text/plain"[..])];
+            d.respond_bytes(200, fields.iter().map(|(n, v)| (*n, *v)), b"Hello, World!").unwrap();
+            drop(d);
+            answered.record();
+        })
+    }
+
+    #[test]
+    fn no_allocation_per_deferred_request_on_a_warm_connection() {
+        let total = WARM_UP + MEASURED + 1;
+        let (worker, answered) = (Probe::new(total), Probe::new(total));
+        let handoff =
+            Arc::new(Handoff { queue: Mutex::new((VecDeque::with_capacity(64), false)), ready: Condvar::new() });
+        let answerer = answering_thread(handoff.clone(), answered.clone());
+        let (probe, h) = (worker.clone(), handoff.clone());
+        let s = start(move |_req: &Request<'_>, res: &mut Response<'_>| {
+            probe.record();
+            let d = res.defer().unwrap();
+            h.queue.lock().unwrap().0.push_back(d);
+            h.ready.notify_one();
+        });
+        let mut c = s.connect();
+        sequential(&mut c, total);
+        handoff.queue.lock().unwrap().1 = true;
+        handoff.ready.notify_one();
+        answerer.join().unwrap();
+        worker.check(WARM_UP, WARM_UP + MEASURED, "deferred, the worker thread");
+        answered.check(WARM_UP, WARM_UP + MEASURED, "deferred, the answering thread");
+    }
+}

@@ -37,7 +37,17 @@ impl OwnedHead {
         headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
         body: &[u8],
     ) -> Result<OwnedHead, RespondError> {
-        let mut bytes = Vec::with_capacity(64 + body.len());
+        OwnedHead::render_in(Vec::new(), headers, body)
+    }
+
+    /// `render` into `bytes`, a buffer to reuse (emptied first).
+    pub fn render_in<'h>(
+        mut bytes: Vec<u8>,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+        body: &[u8],
+    ) -> Result<OwnedHead, RespondError> {
+        bytes.clear();
+        bytes.reserve(64 + body.len());
         let fields = compose::render_fields(&mut bytes, headers)?;
         let body_at = bytes.len();
         bytes.extend_from_slice(body);
@@ -52,6 +62,18 @@ impl OwnedHead {
     /// The body copied in by `render`.
     pub fn body(&self) -> &[u8] {
         &self.bytes[self.body_at..]
+    }
+
+    /// A copy of this head in `bytes`, a buffer to reuse.
+    pub fn copy_in(&self, mut bytes: Vec<u8>) -> OwnedHead {
+        bytes.clear();
+        bytes.extend_from_slice(&self.bytes);
+        OwnedHead { bytes, fields: self.fields.clone(), body_at: self.body_at }
+    }
+
+    /// The buffer, to render another answer into.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
     }
 }
 
@@ -80,6 +102,21 @@ pub(crate) enum Answer {
     Abort,
 }
 
+impl Answer {
+    /// Whether the answer carries rendered fields (an `OwnedHead`).
+    fn renders_head(&self) -> bool {
+        matches!(self, Answer::Full { .. } | Answer::Start { .. } | Answer::File(_) | Answer::Upgrade(_))
+    }
+}
+
+/// Keeps `head`'s buffer for another answer when it is small enough.
+pub(crate) fn recycle_head(head: OwnedHead, spare: &mut Vec<Vec<u8>>) {
+    let bytes = head.into_buffer();
+    if bytes.capacity() <= SPARE_HEAD_MAX && spare.len() < SPARE_HEADS {
+        spare.push(bytes);
+    }
+}
+
 /// A planned file answer: the handler's header fields and the plan's own
 /// (those the handler did not name) rendered together, and the body.
 pub(crate) struct FileAnswer {
@@ -101,6 +138,24 @@ pub(crate) struct UpgradeAnswer {
 pub(crate) struct Message {
     pub conn: ConnRef,
     pub answer: Answer,
+}
+
+/// Answer buffers a mailbox keeps for the threads that answer through it.
+const SPARE_HEADS: usize = 256;
+/// Larger answer buffers are freed, not kept.
+const SPARE_HEAD_MAX: usize = 4096;
+
+thread_local! {
+    /// A buffer this thread renders its next deferred answer into: one the
+    /// worker gave back, handed out when the thread posted its last answer
+    /// (no lock of its own, no allocation).
+    static SPARE_HEAD: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A buffer to render a deferred answer into (empty; allocated only when
+/// no spare came this thread's way).
+pub(crate) fn head_buffer() -> Vec<u8> {
+    SPARE_HEAD.try_with(Cell::take).unwrap_or_default()
 }
 
 thread_local! {
@@ -153,12 +208,20 @@ struct MailboxQueue {
     /// event callback's answer): no wake-up was sent, the worker takes the
     /// batch before it polls again (see `take_own`).
     own: bool,
+    /// Answer buffers the worker gave back, for answering threads to reuse.
+    spare_heads: Vec<Vec<u8>>,
 }
 
 impl Mailbox {
     pub fn new(waker: Waker) -> Mailbox {
         Mailbox {
-            queue: Mutex::new(MailboxQueue { messages: Vec::new(), closed: false, poke: false, own: false }),
+            queue: Mutex::new(MailboxQueue {
+                messages: Vec::new(),
+                closed: false,
+                poke: false,
+                own: false,
+                spare_heads: Vec::new(),
+            }),
             waker,
         }
     }
@@ -176,6 +239,13 @@ impl Mailbox {
             let mut q = self.lock();
             if q.closed {
                 return Err(message);
+            }
+            // An answer's post hands its thread a spare buffer for its next one.
+            if message.answer.renders_head() && !q.spare_heads.is_empty() {
+                let _ = SPARE_HEAD.try_with(|spare| {
+                    let mine = spare.take();
+                    spare.set(if mine.capacity() == 0 { q.spare_heads.pop().unwrap_or_default() } else { mine });
+                });
             }
             q.messages.push(message);
             let first = q.messages.len() == 1 && !q.poke;
@@ -215,10 +285,15 @@ impl Mailbox {
         let _ = self.waker.wake();
     }
 
-    /// Moves the queued messages into `into`; returns whether a poke was pending.
-    pub fn take(&self, into: &mut Vec<Message>) -> bool {
+    /// Moves the queued messages into `into`, and the answer buffers the
+    /// worker is done with from `spare` into the mailbox's pool; returns
+    /// whether a poke was pending.
+    pub fn take(&self, into: &mut Vec<Message>, spare: &mut Vec<Vec<u8>>) -> bool {
         let mut q = self.lock();
         q.own = false;
+        let room = SPARE_HEADS.saturating_sub(q.spare_heads.len());
+        q.spare_heads.extend(spare.drain(..).take(room));
+        spare.clear();
         std::mem::swap(&mut q.messages, into);
         std::mem::take(&mut q.poke)
     }
@@ -263,6 +338,24 @@ impl DeferredShared {
 
     fn lock(&self) -> MutexGuard<'_, SharedState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The high-water mark writes are held to.
+    pub fn high_water(&self) -> usize {
+        self.high_water
+    }
+
+    /// Readies a state whose answer completed (its handle is done: it makes
+    /// no more calls but its drop) for the connection's next deferred answer,
+    /// so that a deferred request on a warm connection allocates none.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.queued = 0;
+        s.closed = false;
+        if s.waiters > 0 {
+            // A writer of the done handle still waiting learns it is over.
+            self.drained.notify_all();
+        }
     }
 
     /// The connection is gone: wake blocked writers, refuse later calls.
@@ -441,7 +534,7 @@ impl Deferred {
             return Err(RespondError::AlreadyAnswered);
         }
         check_status(status)?;
-        let head = OwnedHead::render(headers, inline)?;
+        let head = OwnedHead::render_in(head_buffer(), headers, inline)?;
         self.check_open()?;
         self.phase = Phase::Done;
         self.post(Answer::Full { status, head, body })
@@ -455,7 +548,7 @@ impl Deferred {
         }
         self.check_open()?;
         self.phase = Phase::Done;
-        self.post(Answer::Full { status, head: head.clone(), body: None })
+        self.post(Answer::Full { status, head: head.copy_in(head_buffer()), body: None })
     }
 
     /// Answers with a file (see [`crate::Response::respond_file`]). The file is
@@ -481,7 +574,7 @@ impl Deferred {
         // A bad field fails here, after the file was opened but before
         // anything is posted: nothing is sent either way.
         let plan = &prepared.plan;
-        let head = OwnedHead::render(plan.fields.after(headers), b"")?;
+        let head = OwnedHead::render_in(head_buffer(), plan.fields.after(headers), b"")?;
         let (status, length) = (plan.status, plan.length);
         self.phase = Phase::Done;
         self.post(Answer::File(Box::new(FileAnswer { status, head, length, prepared })))
@@ -496,7 +589,7 @@ impl Deferred {
             return Err(RespondError::AlreadyAnswered);
         }
         check_status(status)?;
-        let head = OwnedHead::render(headers, b"")?;
+        let head = OwnedHead::render_in(head_buffer(), headers, b"")?;
         self.check_open()?;
         self.phase = Phase::Streaming { remaining: length };
         self.post(Answer::Start { status, head, length })
@@ -614,7 +707,7 @@ impl Deferred {
         if !compose::names_upgrade(headers.clone()) {
             return Err(RespondError::NoUpgradeField);
         }
-        let head = OwnedHead::render(headers, b"")?;
+        let head = OwnedHead::render_in(head_buffer(), headers, b"")?;
         self.switch(Some(head), events)
     }
 

@@ -138,6 +138,8 @@ pub(crate) struct DeferSlot<'a> {
     pub mailbox: &'a Arc<Mailbox>,
     pub conn: ConnRef,
     pub waiting: &'a mut Option<Waiting>,
+    /// A completed answer's shared state, to reuse.
+    pub spare: &'a mut Option<Arc<DeferredShared>>,
     pub high_water: usize,
     /// Where an upgrade in the call leaves the connection's side of it.
     pub upgraded: &'a mut Option<Box<UpgradedConn>>,
@@ -383,7 +385,11 @@ impl Response<'_> {
             Outcome::Broken => return Err(RespondError::Closed),
             _ => return Err(RespondError::AlreadyAnswered),
         };
-        let shared = DeferredShared::new(self.defer_slot.high_water);
+        let high_water = self.defer_slot.high_water;
+        let shared = match self.defer_slot.spare.take() {
+            Some(spare) if spare.high_water() == high_water => spare,
+            _ => DeferredShared::new(high_water),
+        };
         let mut waiting = Waiting::new(shared.clone(), self.meta, stream);
         waiting.status = self.status;
         waiting.body_bytes = self.body_bytes;

@@ -11,7 +11,8 @@ use crate::observe::log::LogStart;
 
 /// A request handed to a `Deferred`: the connection waits for its answer.
 pub(crate) struct Waiting {
-    pub shared: Arc<DeferredShared>,
+    /// None only once `into_spare` took it.
+    shared: Option<Arc<DeferredShared>>,
     pub meta: RequestMeta,
     /// The stream state once the head has been sent.
     pub stream: Option<StreamOut>,
@@ -28,7 +29,20 @@ pub(crate) struct Waiting {
 
 impl Waiting {
     pub fn new(shared: Arc<DeferredShared>, meta: RequestMeta, stream: Option<StreamOut>) -> Waiting {
-        Waiting { shared, meta, stream, unacked: 0, status: 0, body_bytes: 0, log: None, counted: false }
+        Waiting { shared: Some(shared), meta, stream, unacked: 0, status: 0, body_bytes: 0, log: None, counted: false }
+    }
+
+    /// The state shared with the handle.
+    pub fn shared(&self) -> &DeferredShared {
+        self.shared.as_deref().expect("a waiting answer has its shared state")
+    }
+
+    /// Ends a completed answer, whose handle is done, keeping its shared
+    /// state for the connection's next deferred answer.
+    pub fn into_spare(mut self) -> Option<Arc<DeferredShared>> {
+        let shared = self.shared.take()?;
+        shared.reset();
+        Some(shared)
     }
 
     /// Composes the head of this answer (fields rendered on the answering
@@ -51,6 +65,8 @@ impl Waiting {
 impl Drop for Waiting {
     /// Finished or not, the handle can no longer reach this request.
     fn drop(&mut self) {
-        self.shared.mark_closed();
+        if let Some(shared) = &self.shared {
+            shared.mark_closed();
+        }
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct WorkerCtx {
     /// When shutdown cuts what is left (set with `draining`): told to
     /// connections that switch protocols while the server drains.
     pub drain_deadline: Option<std::time::Instant>,
+    /// Deferred answers' buffers this worker is done with, given back to the
+    /// mailbox's pool at its next take.
+    pub spare_heads: Vec<Vec<u8>>,
     /// Requests answered after shutdown began.
     pub finished_while_draining: u64,
     /// The server's shutdown flag, which answers read when composed: the

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 
 use crate::app::body::{BodyError, BodyShared};
-use crate::app::deferred::{Answer, ConnRef, FileAnswer, UpgradeAnswer};
+use crate::app::deferred::{recycle_head, Answer, ConnRef, DeferredShared, FileAnswer, UpgradeAnswer};
 use crate::app::handler::{DeferSlot, Outcome, Request, Response};
 use crate::app::respond_file::{push_file_body, FileCtx};
 use crate::app::upgrade::{events, UpgradeRequest, UpgradedConn};
@@ -165,6 +165,9 @@ pub(crate) struct ConnState {
     pub backlog: OutQueue,
     /// The request whose answer is deferred, if any.
     pub waiting: Option<Waiting>,
+    /// The shared state of the last deferred answer that completed, for the
+    /// next one (a deferred request on a warm connection allocates none).
+    spare_deferred: Option<Arc<DeferredShared>>,
     /// A decoded chunked body.
     body: Vec<u8>,
     partial: Option<PartialBody>,
@@ -208,6 +211,7 @@ impl Conn {
             state: ConnState {
                 conn_ref,
                 waiting: None,
+                spare_deferred: None,
                 stream,
                 peer_text: PeerText::new(&peer),
                 peer,
@@ -455,6 +459,7 @@ impl ConnState {
                 mailbox: &ctx.mailbox,
                 conn: self.conn_ref,
                 waiting: &mut self.waiting,
+                spare: &mut self.spare_deferred,
                 high_water: settings.stream_high_water,
                 upgraded: &mut self.upgraded,
                 upgrade_request,
@@ -857,6 +862,7 @@ impl ConnState {
                     }
                     body
                 };
+                recycle_head(head, &mut ctx.spare_heads);
                 self.close_after_flush |= composed.close;
                 stats.response(status);
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, body, b""), true)
@@ -866,6 +872,7 @@ impl ConnState {
                 let Some(composed) = waiting.compose(out, &env, status, &head, BodyLength::Known(length)) else {
                     return false;
                 };
+                recycle_head(head, &mut ctx.spare_heads);
                 self.close_after_flush |= composed.close;
                 stats.response(status);
                 if composed.omit_body {
@@ -887,6 +894,7 @@ impl ConnState {
                 let Some(composed) = waiting.compose(out, &env, status, &head, framing) else {
                     return false;
                 };
+                recycle_head(head, &mut ctx.spare_heads);
                 waiting.stream = Some(StreamOut::new(framing, composed, waiting.meta.minor));
                 (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), false)
             }
@@ -959,6 +967,8 @@ impl ConnState {
                 if let (Some(access), Some(start)) = (ctx.access.as_mut(), &w.log) {
                     access.finish(start, w.status, w.body_bytes);
                 }
+                // Completed by its handle, which is done with it.
+                self.spare_deferred = w.into_spare();
             }
         }
         ok
@@ -979,7 +989,7 @@ impl ConnState {
         }
         if let Some(w) = self.waiting.as_mut() {
             if w.unacked > pending {
-                w.shared.release(w.unacked - pending);
+                w.shared().release(w.unacked - pending);
                 w.unacked = pending;
             }
         }

@@ -117,6 +117,7 @@ impl Worker {
                 access,
                 draining: false,
                 drain_deadline: None,
+                spare_heads: Vec::new(),
                 finished_while_draining: 0,
                 shutting_down: shared.shutdown_flag().clone(),
             },
@@ -277,7 +278,7 @@ impl Worker {
     /// delivered (the coalescer counts each as an event).
     fn read_mailbox(&mut self) -> usize {
         let mut inbox = std::mem::take(&mut self.inbox);
-        let poked = self.ctx.mailbox.take(&mut inbox);
+        let poked = self.ctx.mailbox.take(&mut inbox, &mut self.ctx.spare_heads);
         if poked {
             self.check_settings();
             self.check_shutdown();

@@ -13,11 +13,15 @@ use crate::file::{FileError, FileQuery, Prepared};
 use crate::http::compose::{self, HandlerFields, RequestMeta};
 use crate::net::payload::Payload;
 
-/// Which connection (and which incarnation of its slot) a message is for.
+/// Which connection (and which incarnation of its slot) a message is for,
+/// and which of its requests (the connection's count of requests handled;
+/// messages about the connection itself — body reads, upgraded writes —
+/// carry the request they came with, and are routed by kind, not by it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConnRef {
     pub index: usize,
     pub id: u64,
+    pub seq: u32,
 }
 
 /// A deferred answer's header fields, validated and rendered as they go on the
@@ -68,7 +72,7 @@ impl OwnedHead {
     pub fn copy_in(&self, mut bytes: Vec<u8>) -> OwnedHead {
         bytes.clear();
         bytes.extend_from_slice(&self.bytes);
-        OwnedHead { bytes, fields: self.fields.clone(), body_at: self.body_at }
+        OwnedHead { bytes, fields: self.fields, body_at: self.body_at }
     }
 
     /// The buffer, to render another answer into.

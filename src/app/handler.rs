@@ -179,6 +179,9 @@ pub struct Response<'a> {
     pub(crate) continue_owed: bool,
     /// A stream began while the reader was held: the 100 went out first.
     pub(crate) continue_sent: bool,
+    /// An earlier answer is pending: everything this one writes stays in
+    /// `out` and `backlog` (its own), never reaching the socket before it.
+    pub(crate) held: bool,
 }
 
 impl Response<'_> {
@@ -390,7 +393,7 @@ impl Response<'_> {
             Some(spare) if spare.high_water() == high_water => spare,
             _ => DeferredShared::new(high_water),
         };
-        let mut waiting = Waiting::new(shared.clone(), self.meta, stream);
+        let mut waiting = Waiting::new(self.defer_slot.conn.seq, shared.clone(), self.meta, stream);
         waiting.status = self.status;
         waiting.body_bytes = self.body_bytes;
         waiting.counted = self.counted;
@@ -533,7 +536,7 @@ impl Response<'_> {
     /// Adds body bytes after what is gathered: copied when small, else written
     /// straight from `body` with one `writev`.
     fn put_body(&mut self, body: &[u8], suffix: &[u8]) -> Result<(), RespondError> {
-        if body.len() < DIRECT_WRITE_MIN || !self.backlog.is_empty() {
+        if body.len() < DIRECT_WRITE_MIN || !self.backlog.is_empty() || self.held {
             self.out.extend_from_slice(body);
             self.out.extend_from_slice(suffix);
             return Ok(());
@@ -550,6 +553,14 @@ impl Response<'_> {
         if body.as_ref().len() < DIRECT_WRITE_MIN && self.backlog.is_empty() {
             self.out.extend_from_slice(body.as_ref());
             self.out.extend_from_slice(suffix);
+            return Ok(());
+        }
+        if self.held {
+            // Kept, in order, for when the answers before it are out.
+            self.backlog.push_copy(self.out);
+            self.out.clear();
+            self.backlog.push_payload(body);
+            self.backlog.push_copy(suffix);
             return Ok(());
         }
         self.count_before_writing();

@@ -134,7 +134,7 @@ impl Response<'_> {
         self.backlog.push_copy(self.out);
         self.out.clear();
         push(self.backlog);
-        if was_empty && self.backlog.flush(self.stream).is_err() {
+        if was_empty && !self.held && self.backlog.flush(self.stream).is_err() {
             self.backlog.clear();
             self.outcome = Outcome::Broken;
             return Err(RespondError::Closed);

@@ -11,6 +11,8 @@ use crate::observe::log::LogStart;
 
 /// A request handed to a `Deferred`: the connection waits for its answer.
 pub(crate) struct Waiting {
+    /// Which of the connection's requests this answers (`ConnRef::seq`).
+    pub seq: u32,
     /// None only once `into_spare` took it.
     shared: Option<Arc<DeferredShared>>,
     pub meta: RequestMeta,
@@ -28,8 +30,18 @@ pub(crate) struct Waiting {
 }
 
 impl Waiting {
-    pub fn new(shared: Arc<DeferredShared>, meta: RequestMeta, stream: Option<StreamOut>) -> Waiting {
-        Waiting { shared: Some(shared), meta, stream, unacked: 0, status: 0, body_bytes: 0, log: None, counted: false }
+    pub fn new(seq: u32, shared: Arc<DeferredShared>, meta: RequestMeta, stream: Option<StreamOut>) -> Waiting {
+        Waiting {
+            seq,
+            shared: Some(shared),
+            meta,
+            stream,
+            unacked: 0,
+            status: 0,
+            body_bytes: 0,
+            log: None,
+            counted: false,
+        }
     }
 
     /// The state shared with the handle.

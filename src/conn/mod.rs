@@ -2,31 +2,33 @@
 //! call the handler, gather the responses, and remember a request whose body is
 //! still arriving, and the deferred answer it waits for.
 
+mod ahead;
+mod answer;
 pub(crate) mod context;
 pub(crate) mod deadline;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 
 use crate::app::body::{BodyError, BodyShared};
-use crate::app::deferred::{recycle_head, Answer, ConnRef, DeferredShared, FileAnswer, UpgradeAnswer};
+use crate::app::deferred::{Answer, ConnRef, DeferredShared, UpgradeAnswer};
 use crate::app::handler::{DeferSlot, Outcome, Request, Response};
-use crate::app::respond_file::{push_file_body, FileCtx};
+use crate::app::respond_file::FileCtx;
 use crate::app::upgrade::{events, UpgradeRequest, UpgradedConn};
 use crate::app::waiting::Waiting;
-use crate::file::serve::Body;
-use crate::file::Prepared;
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::compose::{compose_error, compose_switching, BodyLength, ComposeEnv, RequestMeta};
+use crate::http::compose::{compose_error, compose_switching, ComposeEnv, RequestMeta};
 use crate::http::head::{self, Framing, Reject};
 use crate::http::percent;
-use crate::http::stream::StreamOut;
 use crate::net::input::InBuf;
 use crate::net::output::{write_now_or_queue, OutQueue};
 use crate::observe::log::{Level, LogRequest, LogStart};
 use crate::observe::stats::bump;
+use ahead::{Ahead, ReadAhead, MAX_AHEAD, MAX_HELD};
+use answer::{apply_answer, finish_waiting, Sink};
 use context::WorkerCtx;
 use deadline::Deadline;
 
@@ -168,6 +170,13 @@ pub(crate) struct ConnState {
     /// The shared state of the last deferred answer that completed, for the
     /// next one (a deferred request on a warm connection allocates none).
     spare_deferred: Option<Arc<DeferredShared>>,
+    /// Requests handled while `waiting` is pending, in order (see `ahead`).
+    ahead: VecDeque<Ahead>,
+    /// The next buffered request may not be handled ahead: it waits until
+    /// the front completes.
+    ahead_blocked: bool,
+    /// The `ConnRef::seq` of the next request handled.
+    next_seq: u32,
     /// A decoded chunked body.
     body: Vec<u8>,
     partial: Option<PartialBody>,
@@ -212,6 +221,9 @@ impl Conn {
                 conn_ref,
                 waiting: None,
                 spare_deferred: None,
+                ahead: VecDeque::new(),
+                ahead_blocked: false,
+                next_seq: 1,
                 stream,
                 peer_text: PeerText::new(&peer),
                 peer,
@@ -284,12 +296,30 @@ impl ConnState {
                 Stop::BodyPaused
             }
         } else if self.waiting.is_some() {
-            Stop::Waiting
+            if self.may_read_ahead() {
+                Stop::NeedInput
+            } else {
+                Stop::Waiting
+            }
         } else if !self.backlog.is_empty() {
             Stop::Backpressure
         } else {
             Stop::NeedInput
         }
+    }
+
+    /// Whether, with an answer pending, the bounds let another request be
+    /// handled ahead of it (see `ahead`).
+    fn may_read_ahead(&self) -> bool {
+        !self.ahead_blocked
+            && self.body_in.is_none()
+            && self.ahead.len() < MAX_AHEAD
+            && self.ahead.iter().map(|a| a.held.len()).sum::<usize>() < MAX_HELD
+    }
+
+    /// Whether requests were handled ahead of the pending answer.
+    pub fn has_ahead(&self) -> bool {
+        !self.ahead.is_empty()
     }
 
     /// Handles every complete request at the start of `input`, appending the
@@ -315,7 +345,24 @@ impl ConnState {
                 }
             }
             if self.waiting.is_some() {
-                return Progress { consumed: pos, stop: Stop::Waiting, need: 0 };
+                // The next request is handled ahead if it may be; its answer
+                // is held, so the output's state does not matter here.
+                if !self.may_read_ahead() {
+                    return Progress { consumed: pos, stop: Stop::Waiting, need: 0 };
+                }
+                match ahead::check(&input[pos..], ctx) {
+                    ReadAhead::Go => {}
+                    ReadAhead::NeedMore(need) => return Progress { consumed: pos, stop: Stop::NeedInput, need },
+                    ReadAhead::Blocked => {
+                        self.ahead_blocked = true;
+                        return Progress { consumed: pos, stop: Stop::Waiting, need: 0 };
+                    }
+                }
+                match self.handle_one(&input[pos..], ctx, out) {
+                    Ok(n) => pos += n,
+                    Err(need) => return Progress { consumed: pos, stop: Stop::NeedInput, need },
+                }
+                continue;
             }
             if !self.backlog.is_empty() {
                 return Progress { consumed: pos, stop: Stop::Backpressure, need: 0 };
@@ -336,6 +383,9 @@ impl ConnState {
     /// Handles the request at the start of `buf`: `Ok(bytes it used)`, or
     /// `Err(bytes needed in all)` when it is incomplete (0 if unknown).
     fn handle_one(&mut self, buf: &[u8], ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> Result<usize, usize> {
+        // An answer is pending: this request is handled ahead and its answer
+        // held (`ahead::check` let through only complete requests).
+        let held = self.waiting.is_some();
         let mut headers = head::uninit_headers();
         let (req, info) = match head::parse_uninit(buf, &mut headers, &ctx.settings.head_limits) {
             Ok(Some(parsed)) => parsed,
@@ -423,11 +473,16 @@ impl ConnState {
         };
         let fields: &[httparse::Header<'_>] = req.headers;
         // Only a request that asks to switch protocols pays for this.
-        let upgrade_request = if info.upgrade && streamed.is_none() {
+        let upgrade_request = if info.upgrade && streamed.is_none() && !held {
             UpgradeRequest::capture(req.method.unwrap_or("").as_bytes(), fields).map(Box::new)
         } else {
             None
         };
+        if !held {
+            // What follows a request that may switch protocols, or after
+            // which the connection closes, is never handled ahead of it.
+            self.ahead_blocked = upgrade_request.is_some() || !info.keep_alive || info.minor == 0;
+        }
         let request = Request {
             method: req.method.unwrap_or("").as_bytes(),
             target,
@@ -446,9 +501,21 @@ impl ConnState {
         let env = ctx.date.compose_env();
         let meta =
             RequestMeta { minor: info.minor, keep_alive: info.keep_alive && !ctx.draining, is_head: info.is_head };
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        // Held: the answer goes to a queue of its own, and a deferral to a
+        // waiting answer of its own, until the answers before it are out.
+        let mut held_out = if held { std::mem::take(&mut ctx.held_out) } else { Vec::new() };
+        let mut held_queue = OutQueue::default();
+        let mut held_waiting: Option<Waiting> = None;
+        let (answer_out, answer_queue, answer_waiting) = if held {
+            (&mut held_out, &mut held_queue, &mut held_waiting)
+        } else {
+            (&mut *out, &mut self.backlog, &mut self.waiting)
+        };
         let mut response = Response {
-            out,
-            backlog: &mut self.backlog,
+            out: answer_out,
+            backlog: answer_queue,
             stream: &self.stream,
             env,
             images: &mut ctx.images,
@@ -457,8 +524,8 @@ impl ConnState {
             outcome: Outcome::Pending,
             defer_slot: DeferSlot {
                 mailbox: &ctx.mailbox,
-                conn: self.conn_ref,
-                waiting: &mut self.waiting,
+                conn: ConnRef { seq, ..self.conn_ref },
+                waiting: answer_waiting,
                 spare: &mut self.spare_deferred,
                 high_water: settings.stream_high_water,
                 upgraded: &mut self.upgraded,
@@ -472,6 +539,7 @@ impl ConnState {
             body_stream: streamed.as_ref().map(|b| b.shared.clone()),
             continue_owed: streamed.as_ref().is_some_and(|b| b.continue_owed),
             continue_sent: false,
+            held,
         };
         // A path under a static mount is served by the engine, without the
         // handler; a panicking handler costs its connection, never the worker.
@@ -499,9 +567,11 @@ impl ConnState {
         if let Err(panic) = run {
             settings.log_error(Level::Error, &format!("handler panicked: {}", panic_message(&*panic)));
         }
+        // The connection closes after this answer.
+        let mut closes = false;
         let final_status = match outcome {
             Outcome::Answered { close } => {
-                self.close_after_flush |= close;
+                closes = close;
                 Some(status)
             }
             Outcome::Upgraded => {
@@ -514,7 +584,8 @@ impl ConnState {
                 Some(status)
             }
             Outcome::Deferred => {
-                if let (Some(access), Some(lr), Some(w)) = (ctx.access.as_mut(), &log_request, self.waiting.as_mut()) {
+                let w = if held { held_waiting.as_mut() } else { self.waiting.as_mut() };
+                if let (Some(access), Some(lr), Some(w)) = (ctx.access.as_mut(), &log_request, w) {
                     let mut start = LogStart { head: Vec::new(), tail: Vec::new() };
                     access.start(lr, &mut start.head, &mut start.tail);
                     w.log = Some(start);
@@ -523,20 +594,25 @@ impl ConnState {
             }
             // A stream left open without a handle to finish it cannot end well.
             Outcome::Broken | Outcome::Streaming(_) => {
-                self.close_after_flush = true;
+                closes = true;
                 (status != 0).then_some(status)
             }
             Outcome::Pending => {
                 // A handler that neither answered nor deferred (or panicked
                 // first) is a bug in it; the client still gets an answer.
-                compose_error(out, &env, 500);
-                self.close_after_flush = true;
+                compose_error(if held { &mut held_out } else { &mut *out }, &env, 500);
+                closes = true;
                 Some(500)
             }
         };
+        let mut held_count = None;
         if let Some(status) = final_status {
             if !counted {
-                stats.response(status);
+                if held {
+                    held_count = Some(status);
+                } else {
+                    stats.response(status);
+                }
             }
             if ctx.draining {
                 ctx.finished_while_draining += 1;
@@ -544,6 +620,22 @@ impl ConnState {
             if let (Some(access), Some(lr)) = (ctx.access.as_mut(), &log_request) {
                 access.record(lr, status, if status == 500 && outcome_is_pending(outcome) { 0 } else { body_bytes });
             }
+        }
+        if held {
+            held_queue.push_copy(&held_out);
+            held_out.clear();
+            ctx.held_out = held_out;
+            self.ahead.push_back(Ahead {
+                seq,
+                held: held_queue,
+                waiting: held_waiting,
+                close: closes,
+                count: held_count,
+            });
+            // Nothing after an answer that closes is answered.
+            self.ahead_blocked |= closes;
+        } else {
+            self.close_after_flush |= closes;
         }
         if let Some(mut body_in) = streamed {
             if !reader_taken {
@@ -726,13 +818,26 @@ impl ConnState {
     /// Answers a request the engine refuses; nothing after it on this connection
     /// is read as a request.
     fn reject(&mut self, status: u16, rest: usize, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> usize {
-        compose_error(out, &env_of(ctx), status);
-        self.close_after_flush = true;
+        if self.waiting.is_some() {
+            // Behind a pending answer: held until it is the front, then the
+            // connection closes.
+            let mut bytes = Vec::new();
+            compose_error(&mut bytes, &env_of(ctx), status);
+            let mut held = OutQueue::default();
+            held.push_copy(&bytes);
+            let seq = self.next_seq;
+            self.next_seq = self.next_seq.wrapping_add(1);
+            self.ahead.push_back(Ahead { seq, held, waiting: None, close: true, count: Some(status) });
+            self.ahead_blocked = true;
+        } else {
+            compose_error(out, &env_of(ctx), status);
+            self.close_after_flush = true;
+            ctx.stats.response(status);
+        }
         self.partial = None;
         self.release_body();
         bump(&ctx.stats.parse_errors, 1);
         bump(&ctx.stats.requests, 1);
-        ctx.stats.response(status);
         rest
     }
 }
@@ -782,7 +887,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 impl ConnState {
     /// Applies one answer posted by a `Deferred`. Returns false when the
     /// connection must be closed at once.
-    pub fn apply(&mut self, answer: Answer, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> bool {
+    pub fn apply(&mut self, seq: u32, answer: Answer, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> bool {
         if let Some(up) = self.upgraded.as_mut() {
             return match answer {
                 Answer::ReadBody => {
@@ -827,6 +932,9 @@ impl ConnState {
             }
             return true;
         }
+        if self.waiting.as_ref().is_none_or(|w| w.seq != seq) {
+            return self.apply_ahead(seq, answer, ctx, out);
+        }
         let Some(waiting) = self.waiting.as_mut() else { return true };
         if let Some(body) = self.body_in.as_mut() {
             // A deferred stream begins while its application holds the body's
@@ -843,135 +951,105 @@ impl ConnState {
         // An answer that arrives while shutting down closes its connection
         // (also when this worker has not polled since shutdown began).
         waiting.meta.keep_alive &= !(ctx.draining || ctx.shutting_down.load(std::sync::atomic::Ordering::Acquire));
-        // Counted before the bytes leave, so a client never sees an answer the
-        // counters do not show yet.
-        let stats = &*ctx.stats;
-        let env = ctx.date.compose_env();
-        let (ok, finished) = match answer {
-            Answer::Full { status, head, body } => {
-                let len = body.as_ref().map_or(head.body().len(), |p| p.as_ref().len()) as u64;
-                let Some(composed) = waiting.compose(out, &env, status, &head, BodyLength::Known(len)) else {
-                    return false;
-                };
-                let body = if composed.omit_body {
-                    None
-                } else {
-                    waiting.body_bytes = len;
-                    if body.is_none() {
-                        out.extend_from_slice(head.body());
-                    }
-                    body
-                };
-                recycle_head(head, &mut ctx.spare_heads);
-                self.close_after_flush |= composed.close;
-                stats.response(status);
-                (write_now_or_queue(&self.stream, &mut self.backlog, out, body, b""), true)
+        if let Answer::Upgrade(answer) = answer {
+            let stats = &*ctx.stats;
+            let env = ctx.date.compose_env();
+            let UpgradeAnswer { head, conn } = *answer;
+            if let Some(head) = head {
+                let (rendered, fields) = head.fields();
+                compose_switching(out, &env, rendered, fields);
+                stats.response(101);
             }
-            Answer::File(answer) => {
-                let FileAnswer { status, head, length, prepared: Prepared { plan, file } } = *answer;
-                let Some(composed) = waiting.compose(out, &env, status, &head, BodyLength::Known(length)) else {
-                    return false;
-                };
-                recycle_head(head, &mut ctx.spare_heads);
-                self.close_after_flush |= composed.close;
-                stats.response(status);
-                if composed.omit_body {
-                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
-                } else {
-                    waiting.body_bytes = length;
-                    if let Body::Text(text) = plan.body {
-                        out.extend_from_slice(text);
-                    }
-                    // The head (and earlier answers) first, then the file's pieces.
-                    self.backlog.push_copy(out);
-                    out.clear();
-                    push_file_body(&mut self.backlog, &plan.body, file);
-                    (self.backlog.flush(&self.stream).is_ok(), true)
-                }
+            waiting.status = 101;
+            bump(&stats.upgrades, 1);
+            let mut conn = Box::new(conn);
+            if ctx.draining {
+                conn.tell_draining(ctx.drain_deadline);
             }
-            Answer::Start { status, head, length } => {
-                let framing = length.map_or(BodyLength::Chunked, BodyLength::Known);
-                let Some(composed) = waiting.compose(out, &env, status, &head, framing) else {
-                    return false;
-                };
-                recycle_head(head, &mut ctx.spare_heads);
-                waiting.stream = Some(StreamOut::new(framing, composed, waiting.meta.minor));
-                (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), false)
-            }
-            Answer::Data(data) => {
-                let Some(stream) = waiting.stream.as_mut() else { return false };
-                let len = data.as_ref().len();
-                if stream.data_prefix(len, out).is_err() {
-                    return false;
-                }
-                waiting.unacked += len;
-                if !stream.sends_body() {
-                    return true;
-                }
-                waiting.body_bytes += len as u64;
-                let suffix = stream.data_suffix(len);
-                (write_now_or_queue(&self.stream, &mut self.backlog, out, Some(data), suffix), false)
-            }
-            Answer::End => {
-                let Some(stream) = waiting.stream.as_mut() else { return false };
-                match stream.finish(out) {
-                    Ok(close) => {
-                        self.close_after_flush |= close || stream.close_after;
-                        if !waiting.counted {
-                            stats.response(waiting.status);
-                        }
-                        (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
-                    }
-                    Err(_) => return false,
-                }
-            }
-            Answer::Upgrade(answer) => {
-                let UpgradeAnswer { head, conn } = *answer;
-                if let Some(head) = head {
-                    let (rendered, fields) = head.fields();
-                    compose_switching(out, &env, rendered, fields);
-                    stats.response(101);
-                }
-                waiting.status = 101;
-                bump(&stats.upgrades, 1);
-                let mut conn = Box::new(conn);
-                if ctx.draining {
-                    conn.tell_draining(ctx.drain_deadline);
-                }
-                self.upgraded = Some(conn);
-                (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
-            }
-            Answer::ReadBody => unreachable!("handled above"),
-            Answer::Abort => {
-                self.close_after_flush = true;
-                if waiting.stream.is_some() {
-                    // What was written leaves (earlier pipelined answers whole);
-                    // the missing end tells the client the body is incomplete.
-                    if !waiting.counted {
-                        stats.response(waiting.status);
-                    }
-                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
-                } else {
-                    compose_error(out, &env, 500);
-                    waiting.status = 500;
-                    stats.response(500);
-                    (write_now_or_queue(&self.stream, &mut self.backlog, out, None, b""), true)
-                }
-            }
+            self.upgraded = Some(conn);
+            let ok = write_now_or_queue(&self.stream, &mut self.backlog, out, None, b"");
+            return self.finish_front(ctx) && ok;
+        }
+        let mut sink = Sink::Socket { stream: &self.stream, backlog: &mut self.backlog };
+        let mut closes = false;
+        let Some((ok, finished)) = apply_answer(waiting, &mut sink, answer, ctx, out, &mut closes) else {
+            return false;
         };
+        if closes {
+            // Nothing after an answer that closes is sent: the requests
+            // handled ahead of it are dropped (their handles learn it).
+            self.close_after_flush = true;
+            self.ahead.clear();
+        }
         if finished {
-            if let Some(w) = self.waiting.take() {
-                if ctx.draining {
-                    ctx.finished_while_draining += 1;
+            return self.finish_front(ctx) && ok;
+        }
+        ok
+    }
+
+    /// Applies an answer for a request handled ahead of the front: held.
+    fn apply_ahead(&mut self, seq: u32, answer: Answer, ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> bool {
+        // Not found: a request whose connection moved on (closed after an
+        // earlier answer, or timed out): nothing to do.
+        let Some(slot) = self.ahead.iter_mut().find(|a| a.seq == seq) else { return true };
+        let Some(waiting) = slot.waiting.as_mut() else { return true };
+        if let Answer::Upgrade(_) = answer {
+            // Requests asking to switch protocols are never handled ahead.
+            return false;
+        }
+        waiting.meta.keep_alive &= !(ctx.draining || ctx.shutting_down.load(std::sync::atomic::Ordering::Acquire));
+        let mut sink = Sink::Held(&mut slot.held);
+        let Some((ok, finished)) = apply_answer(waiting, &mut sink, answer, ctx, out, &mut slot.close) else {
+            return false;
+        };
+        self.ahead_blocked |= slot.close;
+        if finished {
+            if let Some(w) = slot.waiting.take() {
+                if !w.counted {
+                    slot.count = Some(w.status);
                 }
-                if let (Some(access), Some(start)) = (ctx.access.as_mut(), &w.log) {
-                    access.finish(start, w.status, w.body_bytes);
-                }
-                // Completed by its handle, which is done with it.
-                self.spare_deferred = w.into_spare();
+                self.spare_deferred = finish_waiting(w, ctx);
             }
         }
         ok
+    }
+
+    /// The answer at the front completed: logged, its shared state kept for
+    /// the next, and the answers held behind it sent (see `promote`).
+    /// False when writing failed: the connection closes.
+    fn finish_front(&mut self, ctx: &mut WorkerCtx) -> bool {
+        if let Some(w) = self.waiting.take() {
+            self.spare_deferred = finish_waiting(w, ctx);
+        }
+        self.ahead_blocked = false;
+        self.promote(ctx)
+    }
+
+    /// Moves the answers held behind the completed front to the output, in
+    /// order, up to the next one still pending, which becomes the front;
+    /// writes them with one `writev`.
+    fn promote(&mut self, ctx: &WorkerCtx) -> bool {
+        if self.ahead.is_empty() {
+            return true;
+        }
+        // Armed afresh for the new front's wait.
+        self.deadline = Deadline::NONE;
+        while self.waiting.is_none() {
+            let Some(mut next) = self.ahead.pop_front() else { break };
+            if let Some(status) = next.count {
+                ctx.stats.response(status);
+            }
+            self.backlog.append(&mut next.held);
+            self.waiting = next.waiting.take();
+            if next.close {
+                // Nothing after an answer that closes is sent; the handles
+                // of what was handled after it learn it (Closed).
+                self.close_after_flush = true;
+                self.ahead.clear();
+                break;
+            }
+        }
+        self.backlog.flush(&self.stream).is_ok()
     }
 
     /// Tells a streaming handle how much of what it posted has left the socket.

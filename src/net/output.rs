@@ -178,6 +178,14 @@ impl OutQueue {
         }
     }
 
+    /// Moves everything `other` holds (never written from) to the end of
+    /// this queue, leaving it empty.
+    pub fn append(&mut self, other: &mut OutQueue) {
+        debug_assert_eq!(other.front_done, 0, "a held queue is never written from");
+        self.len += std::mem::take(&mut other.len);
+        self.segments.append(&mut other.segments);
+    }
+
     /// Drops everything pending (releasing payloads).
     pub fn clear(&mut self) {
         self.segments.clear();

@@ -118,6 +118,7 @@ impl Worker {
                 draining: false,
                 drain_deadline: None,
                 spare_heads: Vec::new(),
+                held_out: Vec::new(),
                 finished_while_draining: 0,
                 shutting_down: shared.shutdown_flag().clone(),
             },
@@ -308,14 +309,14 @@ impl Worker {
     /// Applies a deferred answer to its connection, then lets the connection
     /// go on (flush, next pipelined request, close).
     fn deliver(&mut self, message: Message, flush: &mut Vec<usize>) {
-        let ConnRef { index, id } = message.conn;
+        let ConnRef { index, id, .. } = message.conn;
         self.release_held(index);
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         if conn.state.conn_ref.id != id {
             return;
         }
         let was_pending = conn.state.flush_pending;
-        let ok = conn.state.apply(message.answer, &mut self.ctx, &mut self.out);
+        let ok = conn.state.apply(message.conn.seq, message.answer, &mut self.ctx, &mut self.out);
         self.out.clear();
         if !ok {
             self.close(index);
@@ -387,7 +388,7 @@ impl Worker {
                         continue;
                     }
                     self.next_conn_id += 1;
-                    let mut conn = Conn::new(stream, peer, ConnRef { index, id: self.next_conn_id });
+                    let mut conn = Conn::new(stream, peer, ConnRef { index, id: self.next_conn_id, seq: 0 });
                     conn.state.deadline =
                         Deadline { at: self.clock.after(self.ctx.settings.timeouts.header), wait: Wait::Head };
                     self.conns[index] = Some(conn);
@@ -630,7 +631,8 @@ impl Worker {
             if waiting.status != 0 {
                 // A stream has begun: the handler is working (Warp #351, #808).
                 state.deadline = Deadline::NONE;
-            } else if state.deadline.wait != Wait::Answer || handled {
+            } else if state.deadline.wait != Wait::Answer || (handled && !state.has_ahead()) {
+                // Requests handled ahead of it do not extend its deadline.
                 state.deadline = Deadline { at: clock.after(timeouts.answer), wait: Wait::Answer };
             }
         } else if state.streams_body() {

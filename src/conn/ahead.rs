@@ -14,7 +14,7 @@
 //! after an answer that closes: those wait until they are at the front.
 
 use crate::app::waiting::Waiting;
-use crate::http::head::{self, Framing};
+use crate::http::head::{Framing, HeadInfo};
 use crate::net::output::OutQueue;
 
 use super::context::WorkerCtx;
@@ -42,47 +42,40 @@ pub(crate) struct Ahead {
     pub count: Option<u16>,
 }
 
-/// Whether the next buffered request may be handled ahead.
+/// Whether a parsed request may be handled ahead.
 pub(crate) enum ReadAhead {
     /// Yes: it is complete and may be answered out of turn.
     Go,
-    /// Not yet: this many bytes must be buffered in all (0: unknown).
+    /// Not yet: this many bytes must be buffered in all.
     NeedMore(usize),
     /// No: it waits until it is at the front (or the bounds are reached).
     Blocked,
 }
 
-/// Looks at the request at the start of `buf` (without handling it).
-pub(crate) fn check(buf: &[u8], ctx: &WorkerCtx) -> ReadAhead {
-    if buf.is_empty() {
-        return ReadAhead::NeedMore(0);
-    }
-    let mut headers = head::uninit_headers();
+/// What `handle_one` returns (as the bytes it needs) for a request that may
+/// not be handled ahead: nothing of it was used.
+pub(crate) const BLOCKED: usize = usize::MAX;
+
+/// Looks at a request parsed from `buffered` bytes (without handling it).
+pub(crate) fn decide(buffered: usize, info: &HeadInfo, ctx: &WorkerCtx) -> ReadAhead {
     let settings = &ctx.settings;
-    match head::parse_uninit(buf, &mut headers, &settings.head_limits) {
-        Ok(None) => ReadAhead::NeedMore(0),
-        // Refused: its error answer is held like any other.
-        Err(_) => ReadAhead::Go,
-        Ok(Some((_, info))) => {
-            if !info.keep_alive || info.minor == 0 || info.expect_continue || info.upgrade {
-                return ReadAhead::Blocked;
-            }
-            match info.framing {
-                Framing::Empty => ReadAhead::Go,
-                // Refused with 413 whatever else: held like any answer.
-                Framing::Length(n) if n > settings.max_body_size => ReadAhead::Go,
-                // It would stream: only at the front.
-                Framing::Length(n) if n > settings.whole_body_max as u64 => ReadAhead::Blocked,
-                Framing::Length(n) => {
-                    let end = info.head_len + n as usize;
-                    if buf.len() >= end {
-                        ReadAhead::Go
-                    } else {
-                        ReadAhead::NeedMore(end)
-                    }
-                }
-                Framing::Chunked => ReadAhead::Blocked,
+    if !info.keep_alive || info.minor == 0 || info.expect_continue || info.upgrade {
+        return ReadAhead::Blocked;
+    }
+    match info.framing {
+        Framing::Empty => ReadAhead::Go,
+        // Refused with 413 whatever else: held like any answer.
+        Framing::Length(n) if n > settings.max_body_size => ReadAhead::Go,
+        // It would stream: only at the front.
+        Framing::Length(n) if n > settings.whole_body_max as u64 => ReadAhead::Blocked,
+        Framing::Length(n) => {
+            let end = info.head_len + n as usize;
+            if buffered >= end {
+                ReadAhead::Go
+            } else {
+                ReadAhead::NeedMore(end)
             }
         }
+        Framing::Chunked => ReadAhead::Blocked,
     }
 }

@@ -350,16 +350,15 @@ impl ConnState {
                 if !self.may_read_ahead() {
                     return Progress { consumed: pos, stop: Stop::Waiting, need: 0 };
                 }
-                match ahead::check(&input[pos..], ctx) {
-                    ReadAhead::Go => {}
-                    ReadAhead::NeedMore(need) => return Progress { consumed: pos, stop: Stop::NeedInput, need },
-                    ReadAhead::Blocked => {
-                        self.ahead_blocked = true;
-                        return Progress { consumed: pos, stop: Stop::Waiting, need: 0 };
-                    }
+                if pos == input.len() {
+                    return Progress { consumed: pos, stop: Stop::NeedInput, need: 0 };
                 }
                 match self.handle_one(&input[pos..], ctx, out) {
                     Ok(n) => pos += n,
+                    Err(ahead::BLOCKED) => {
+                        self.ahead_blocked = true;
+                        return Progress { consumed: pos, stop: Stop::Waiting, need: 0 };
+                    }
                     Err(need) => return Progress { consumed: pos, stop: Stop::NeedInput, need },
                 }
                 continue;
@@ -383,8 +382,8 @@ impl ConnState {
     /// Handles the request at the start of `buf`: `Ok(bytes it used)`, or
     /// `Err(bytes needed in all)` when it is incomplete (0 if unknown).
     fn handle_one(&mut self, buf: &[u8], ctx: &mut WorkerCtx, out: &mut Vec<u8>) -> Result<usize, usize> {
-        // An answer is pending: this request is handled ahead and its answer
-        // held (`ahead::check` let through only complete requests).
+        // An answer is pending: this request is handled ahead, if it may be,
+        // and its answer held.
         let held = self.waiting.is_some();
         let mut headers = head::uninit_headers();
         let (req, info) = match head::parse_uninit(buf, &mut headers, &ctx.settings.head_limits) {
@@ -392,6 +391,13 @@ impl ConnState {
             Ok(None) => return Err(0),
             Err(Reject(status)) => return Ok(self.reject(status, buf.len(), ctx, out)),
         };
+        if held {
+            match ahead::decide(buf.len(), &info, ctx) {
+                ReadAhead::Go => {}
+                ReadAhead::NeedMore(need) => return Err(need),
+                ReadAhead::Blocked => return Err(ahead::BLOCKED),
+            }
+        }
         let head_len = info.head_len;
         // A body larger than the whole-body maximum that has not arrived whole
         // streams: the handler is called now and reads it as it arrives.

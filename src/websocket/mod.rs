@@ -626,14 +626,16 @@ impl Inner {
     /// The connection drained under its mark (on the worker).
     fn writable(&self) {
         let mut st = self.lock();
-        let tell = match self.flush(&mut st) {
-            Ok(true) => std::mem::take(&mut st.want_writable),
-            Ok(false) => false,
-            Err(()) => false,
+        let (tell, go_on) = match self.flush(&mut st) {
+            Ok(true) => (std::mem::take(&mut st.want_writable), true),
+            Ok(false) => (false, false),
+            // The close answer held back has left (or the connection failed):
+            // `fill` ends the WebSocket.
+            Err(()) => (false, true),
         };
         // Decoding may have stopped while output was held back (see `fill`),
         // whoever flushed it since: on.
-        let got = !st.backed_up && self.fill(&mut st);
+        let got = go_on && self.fill(&mut st);
         if got && st.waiters > 0 {
             self.arrived.notify_all();
         }

@@ -447,3 +447,27 @@ fn a_connection_that_upgrades_while_the_server_drains_is_told_at_once() {
     stopper.join().unwrap();
     assert!(wait_until(IO_TIMEOUT, || seen.load(Ordering::SeqCst) & events::CLOSED != 0));
 }
+
+#[test]
+fn a_very_long_idle_timeout_does_not_close_the_connection_early() {
+    let keep = Arc::new(Mutex::new(Vec::new()));
+    let k2 = keep.clone();
+    let server = start(move |_req: &Request<'_>, res: &mut Response<'_>| {
+        let up = res.upgrade(fields(), None).unwrap();
+        // "Forever" as a caller may spell it: past the worker's clock.
+        up.set_idle_timeout(Some(Duration::from_secs(u32::MAX as u64))).unwrap();
+        k2.lock().unwrap().push(up);
+    });
+    let mut c = server.connect();
+    c.send(upgrade_request("").as_bytes());
+    let _ = read_switch(&mut c);
+    // Deadlines are swept once a second: a wrapped one expires within two.
+    std::thread::sleep(Duration::from_millis(2500));
+    let up = keep.lock().unwrap().pop().unwrap();
+    assert!(!up.is_closed(), "closed long before its idle timeout");
+    assert_eq!(server.server.stats().connections_timed_out, 0);
+    up.write(Payload::from(b"still".to_vec())).unwrap();
+    let mut got = [0u8; 5];
+    c.stream.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still");
+}

@@ -4,7 +4,8 @@
 //! close handshake, and the opening handshake. Each test starts the demo
 //! (`build/demo`, or `WARPCORE_DEMO`) as a child process on port 0 and talks
 //! to it with the frame-level client of `util/ws.rs`; every read is bounded
-//! by `IO_TIMEOUT`.
+//! by `IO_TIMEOUT`. The last section serves WebSockets in-process instead,
+//! for what the demo's echo cannot show.
 
 mod util;
 
@@ -551,4 +552,63 @@ fn frames_pipelined_after_the_handshake_are_read() {
     assert_eq!((data[1].opcode, &data[1].payload), (BINARY, &bytes_of(3000)));
     c.send_close(1000, b"");
     c.expect_close(Some(1000));
+}
+
+// ------------------------------------------------- in-process applications
+
+/// A WebSocket served by a thread of the test's own: it fills the
+/// connection's queue past its mark while the client does not read, then
+/// waits in `recv`. The client's close is decoded while the answer cannot be
+/// queued; once the client reads, the answer leaves, and the WebSocket must
+/// end (the `Close` for the waiting `recv`, the TCP connection closed), not
+/// wait for the idle timeout.
+#[test]
+fn a_close_answered_under_backpressure_still_ends_the_websocket() {
+    use std::sync::{mpsc, Mutex};
+    use warpcore::websocket::{MessageKind, WebSocket, WsOptions};
+    use warpcore::{Request, Response};
+
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let server = util::start(move |_req: &Request<'_>, res: &mut Response<'_>| {
+        let ws = WebSocket::accept(res, &[], None, WsOptions::default()).unwrap();
+        let tx = tx.lock().unwrap().clone();
+        std::thread::spawn(move || {
+            let big = bytes::Bytes::from(vec![7u8; 256 * 1024]);
+            // Until the socket's buffers are full too: refused twice, 100 ms apart.
+            loop {
+                while ws.send_with(MessageKind::Binary, big.clone(), false).is_ok() {}
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if ws.send_with(MessageKind::Binary, big.clone(), false).is_err() {
+                    break;
+                }
+            }
+            let end = loop {
+                match ws.recv() {
+                    Ok(m) if m.kind == MessageKind::Close => break m.close_code(),
+                    Ok(_) => {}
+                    Err(e) => panic!("recv failed: {e:?}"),
+                }
+            };
+            tx.send(end).unwrap();
+        });
+    });
+    let client = util::Client::connect_with_rcvbuf(server.port, 4096);
+    let mut c = WsClient::from_stream(client.stream);
+    c.send(handshake_request("/ws", RFC_KEY, "").as_bytes());
+    assert_eq!(c.read_head().status, 101);
+    // The queue is past its mark by now; the close is decoded behind it.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    c.send_close(1000, b"bye");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    loop {
+        let f = c.read_frame();
+        if f.opcode == CLOSE {
+            assert_eq!(f.close_code(), Some(1000));
+            break;
+        }
+        assert_eq!(f.opcode, BINARY);
+    }
+    c.expect_eof();
+    assert_eq!(rx.recv_timeout(util::IO_TIMEOUT), Ok(Some(1000)), "the waiting recv got the end");
 }

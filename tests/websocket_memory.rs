@@ -220,3 +220,26 @@ fn idle_websockets_give_back_a_big_message_s_memory() {
     assert!(grown < 8 * 1024, "{N} idle WebSockets after 1 MiB echoes hold {grown} KiB");
     still_echoes(&demo);
 }
+
+#[test]
+fn a_client_that_pings_and_never_reads_the_pongs_is_stopped() {
+    let demo = warm_demo();
+    let c = Client::connect_with_rcvbuf(demo.port, 4096);
+    let mut c = WsClient::from_stream(c.stream);
+    c.send(handshake_request("/ws", RFC_KEY, "").as_bytes());
+    assert_eq!(c.read_head().status, 101);
+    let rss0 = demo.rss_kib();
+    // Pings of the largest size, 256 of them per write; their pongs (as
+    // large) back up into the server once the client's buffer is full.
+    let one = FrameSpec::new(PING, vec![0x5au8; 125]).encode();
+    let wire: Vec<u8> = one.iter().copied().cycle().take(one.len() * 256).collect();
+    let limit = 64 << 20;
+    let sent = write_until_stalled(&mut c, &wire, limit, Duration::from_millis(2000));
+    let rss = demo.peak_rss_over(Duration::from_millis(500));
+    let grown = rss.saturating_sub(rss0);
+    eprintln!("a client pinging and never reading: {} KiB of pings taken; RSS +{grown} KiB", sent / 1024);
+    // Unanswered pongs held without bound would be as large as the pings.
+    assert!(sent < limit, "a client that pings and never reads was never stopped ({sent} bytes taken)");
+    assert!(grown < 4 * 1024, "a client pinging and never reading grew the server by {grown} KiB");
+    still_echoes(&demo);
+}

@@ -10,7 +10,7 @@
 //! (never handed out again), so no token ever names two requests.
 
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// The first chunk holds `1 << FIRST_BITS` slots; chunk `k` holds twice as
 /// many as chunk `k - 1`, so 27 chunks cover every 32-bit index and a slot
@@ -98,16 +98,55 @@ impl<T: 'static> Table<T> {
 /// nothing but the object out; the slot's next handle gets the next
 /// generation, so a freed token never reaches a later object.
 pub(crate) struct TokenSlot<E: 'static> {
-    state: Mutex<(u64, Option<Arc<E>>)>,
+    state: Mutex<SlotState<E>>,
+    /// Told when a handle being made is in its slot (or failed).
+    published: Condvar,
+}
+
+struct SlotState<E> {
+    generation: u64,
+    entry: Option<Arc<E>>,
+    /// The handle of `generation` is being made: its calls wait for it.
+    publishing: bool,
 }
 
 impl<E> TokenSlot<E> {
     pub const fn new() -> TokenSlot<E> {
-        TokenSlot { state: Mutex::new((0, None)) }
+        TokenSlot {
+            state: Mutex::new(SlotState { generation: 0, entry: None, publishing: false }),
+            published: Condvar::new(),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, (u64, Option<Arc<E>>)> {
+    fn lock(&self) -> MutexGuard<'_, SlotState<E>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state once the handle of `generation` is made (if it is being
+    /// made): a call with another generation (a stale token) never waits.
+    fn lock_published(&self, generation: u64) -> MutexGuard<'_, SlotState<E>> {
+        let mut state = self.lock();
+        while state.publishing && state.generation == generation {
+            state = self.published.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state
+    }
+}
+
+/// Puts a handle being made in its slot (None: it was not made) and wakes
+/// the calls waiting for it.
+struct Published<E: 'static> {
+    slot: &'static TokenSlot<E>,
+    entry: Option<Arc<E>>,
+}
+
+impl<E> Drop for Published<E> {
+    fn drop(&mut self) {
+        let mut state = self.slot.lock();
+        state.publishing = false;
+        state.entry = self.entry.take();
+        drop(state);
+        self.slot.published.notify_all();
     }
 }
 
@@ -121,22 +160,32 @@ fn token_bits(index: u32, generation: u64) -> usize {
 
 impl<E> Table<TokenSlot<E>> {
     /// Makes a handle: `make` is given its token and builds the object (or
-    /// fails, and the slot goes back). The slot stays locked until the object
-    /// is in it, so a call with the token made meanwhile (by a callback that
-    /// fired first) waits for it instead of finding nothing.
+    /// fails, and the slot goes back). Calls with the token made meanwhile
+    /// (by a callback that fired first) wait until the object is in the
+    /// slot instead of finding nothing; the slot is not locked meanwhile, so
+    /// a stale token of it (which `make` may wait for: an upgrade from
+    /// another thread waits for the handler call) is told so at once.
     pub fn publish<R>(&'static self, make: impl FnOnce(usize) -> Result<E, R>) -> Result<usize, R> {
         let (index, slot) = self.take();
-        let mut state = slot.lock();
-        let generation = state.0 + 1;
-        let token = token_bits(index, generation);
-        match make(token) {
+        let generation = {
+            let mut state = slot.lock();
+            state.generation += 1;
+            state.publishing = true;
+            state.generation
+        };
+        // Ends the making however `make` ends (a panic too: the token is dead).
+        let mut done = Published { slot, entry: None };
+        match make(token_bits(index, generation)) {
             Ok(entry) => {
-                *state = (generation, Some(Arc::new(entry)));
-                Ok(token)
+                done.entry = Some(Arc::new(entry));
+                drop(done);
+                Ok(token_bits(index, generation))
             }
             Err(e) => {
-                drop(state);
-                self.give_back(index);
+                drop(done);
+                if generation < LAST_TOKEN_GENERATION {
+                    self.give_back(index);
+                }
                 Err(e)
             }
         }
@@ -146,9 +195,9 @@ impl<E> Table<TokenSlot<E>> {
     pub fn resolve(&'static self, token: usize) -> Option<Arc<E>> {
         let bits = token as u64;
         let (index, generation) = (bits as u32, bits >> 32);
-        let state = self.get(index)?.lock();
-        match &state.1 {
-            Some(entry) if state.0 == generation && generation != 0 => Some(entry.clone()),
+        let state = self.get(index)?.lock_published(generation);
+        match &state.entry {
+            Some(entry) if state.generation == generation && generation != 0 => Some(entry.clone()),
             _ => None,
         }
     }
@@ -158,11 +207,11 @@ impl<E> Table<TokenSlot<E>> {
         let bits = token as u64;
         let (index, generation) = (bits as u32, bits >> 32);
         let slot = self.get(index)?;
-        let mut state = slot.lock();
-        if state.0 != generation || generation == 0 {
+        let mut state = slot.lock_published(generation);
+        if state.generation != generation || generation == 0 {
             return None;
         }
-        let entry = state.1.take();
+        let entry = state.entry.take();
         drop(state);
         if entry.is_some() && generation < LAST_TOKEN_GENERATION {
             self.give_back(index);

@@ -546,6 +546,12 @@ impl Inner {
     fn fill(&self, st: &mut State) -> bool {
         let mut got = false;
         while !st.ended && st.inbox_bytes < INBOX_MAX {
+            // While tungstenite holds a pong or a close answer the peer has
+            // not read, nothing more is decoded (`writable` goes on): a peer
+            // that pings and never reads would pile up pongs without bound.
+            if st.backed_up && self.flush(st) != Ok(true) {
+                break;
+            }
             let read = st.ctx.read(&mut ReadIo { raw: &self.raw, reframe: &mut st.reframe });
             match read {
                 Ok(Message::Text(text)) => {
@@ -561,7 +567,10 @@ impl Inner {
                     st.peer_close =
                         Some(frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string())));
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    // A ping's pong leaves now, or is held back (above).
+                    let _ = self.flush(st);
+                }
                 Err(WsLibError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(WsLibError::ConnectionClosed | WsLibError::AlreadyClosed) => {
                     let (code, reason) = st.peer_close.take().unwrap_or((1005, String::new()));
@@ -617,12 +626,23 @@ impl Inner {
     /// The connection drained under its mark (on the worker).
     fn writable(&self) {
         let mut st = self.lock();
-        let tell = match self.flush(&mut st) {
-            Ok(true) => std::mem::take(&mut st.want_writable),
-            Ok(false) => false,
-            Err(()) => false,
+        let (tell, go_on) = match self.flush(&mut st) {
+            Ok(true) => (std::mem::take(&mut st.want_writable), true),
+            Ok(false) => (false, false),
+            // The close answer held back has left (or the connection failed):
+            // `fill` ends the WebSocket.
+            Err(()) => (false, true),
         };
+        // Decoding may have stopped while output was held back (see `fill`),
+        // whoever flushed it since: on.
+        let got = go_on && self.fill(&mut st);
+        if got && st.waiters > 0 {
+            self.arrived.notify_all();
+        }
         drop(st);
+        if got {
+            self.tell(events::MESSAGE);
+        }
         if tell {
             self.tell(events::WRITABLE);
         }

@@ -29,8 +29,11 @@ impl CoarseClock {
     }
 
     /// The deadline `d` from now (at least one whole second away, so a deadline
-    /// is never shorter than asked).
+    /// is never shorter than asked; one past the clock's range is its end,
+    /// not a wrapped, early one: an application sets an upgraded
+    /// connection's idle timeout to any length).
     pub fn after(&self, d: Duration) -> u32 {
-        self.now + d.as_secs().max(1) as u32 + 1
+        let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1);
+        self.now.saturating_add(secs).saturating_add(1)
     }
 }

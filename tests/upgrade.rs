@@ -471,3 +471,57 @@ fn a_very_long_idle_timeout_does_not_close_the_connection_early() {
     c.stream.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"still");
 }
+
+#[test]
+fn close_within_cuts_a_connection_the_peer_keeps_busy() {
+    let (tx, rx) = mpsc::channel::<Upgraded>();
+    let tx = Mutex::new(tx);
+    let server = start(move |_req: &Request<'_>, res: &mut Response<'_>| {
+        let up = res.upgrade(fields(), None).unwrap();
+        up.close_within(Duration::from_secs(1)).unwrap();
+        tx.lock().unwrap().send(up).unwrap();
+    });
+    let mut c = server.connect();
+    c.send(upgrade_request("").as_bytes());
+    let _up = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    let _ = read_switch(&mut c);
+    // Busy both ways would keep an idle timeout from ever firing; this bound
+    // holds anyway.
+    let start = std::time::Instant::now();
+    let mut writer = c.stream.try_clone().unwrap();
+    let busy = std::thread::spawn(move || {
+        while start.elapsed() < IO_TIMEOUT {
+            if writer.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    assert!(c.closed_by_server(), "closed within its bound");
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    busy.join().unwrap();
+}
+
+#[test]
+fn a_websocket_handshake_with_two_keys_is_refused() {
+    use warpcore::websocket::{WebSocket, WsOptions};
+    let server = start(|_req: &Request<'_>, res: &mut Response<'_>| {
+        if WebSocket::accept(res, &[], None, WsOptions::default()).is_err() {
+            let _ = res.respond(400, std::iter::empty(), b"bad handshake");
+        }
+    });
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let request = |keys: usize| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+            key.repeat(keys)
+        )
+    };
+    let mut c = server.connect();
+    c.send(request(2).as_bytes());
+    assert_eq!(c.read_response(false).status, 400);
+    let mut c = server.connect();
+    c.send(request(1).as_bytes());
+    let (head, _) = read_switch(&mut c);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+}

@@ -93,7 +93,9 @@ impl UpgradeRequest {
                 request.upgrade.extend_from_slice(value);
                 offered = true;
             } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
-                request.websocket_key = Some(value.to_vec());
+                // Exactly one key (RFC 6455 §4.1): a second makes it invalid.
+                let repeated = request.websocket_key.is_some();
+                request.websocket_key = Some(if repeated { Vec::new() } else { value.to_vec() });
             } else if h.name.eq_ignore_ascii_case("sec-websocket-version") {
                 request.websocket_version = Some(value.to_vec());
             }
@@ -137,6 +139,8 @@ struct State {
     write_shut: bool,
     /// The idle timeout asked for (None: none at all).
     idle: Option<Duration>,
+    /// Closed by then whatever the traffic (a closing handshake's bound).
+    close_by: Option<Instant>,
     /// When the server's shutdown cuts the connection, once it drains.
     drain_deadline: Option<Instant>,
     /// Threads waiting in a read or a write.
@@ -163,6 +167,7 @@ impl UpgradeShared {
                 closed: false,
                 write_shut: false,
                 idle: Some(DEFAULT_UPGRADE_IDLE),
+                close_by: None,
                 drain_deadline: None,
                 waiters: 0,
             }),
@@ -258,9 +263,11 @@ impl UpgradeShared {
         self.lock().drain_deadline = Some(deadline);
     }
 
-    /// Worker side: the idle timeout to arm (None: none).
-    pub fn idle_timeout(&self) -> Option<Duration> {
-        self.lock().idle
+    /// Worker side: the idle timeout to arm (None: none), and the time the
+    /// connection must be closed by whatever the traffic.
+    pub fn timeouts(&self) -> (Option<Duration>, Option<Instant>) {
+        let s = self.lock();
+        (s.idle, s.close_by)
     }
 }
 
@@ -434,6 +441,20 @@ impl Upgraded {
         s.idle = idle;
         drop(s);
         // The worker re-arms the deadline when it looks at the connection.
+        self.post(Answer::ReadBody);
+        Ok(())
+    }
+
+    /// Closes the connection within `limit` from now whatever the traffic
+    /// (idle or not): the bound of a closing handshake the peer may drag out.
+    pub fn close_within(&self, limit: Duration) -> Result<(), UpgradeError> {
+        let mut s = self.shared.lock();
+        if s.closed {
+            return Err(UpgradeError::Closed);
+        }
+        let by = Instant::now() + limit;
+        s.close_by = Some(s.close_by.map_or(by, |earlier| earlier.min(by)));
+        drop(s);
         self.post(Answer::ReadBody);
         Ok(())
     }

@@ -473,7 +473,7 @@ impl WebSocket {
         let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason.to_owned()) };
         let _ = st.ctx.close(&mut Io(&inner.raw), Some(frame));
         drop(st);
-        let _ = inner.raw.set_idle_timeout(Some(CLOSE_WAIT));
+        let _ = inner.raw.close_within(CLOSE_WAIT);
         Ok(())
     }
 

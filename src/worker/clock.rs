@@ -28,6 +28,13 @@ impl CoarseClock {
         self.now
     }
 
+    /// The deadline for the instant `when`: the same whenever asked (so
+    /// re-arming it does not move it), never before `when`.
+    pub fn at(&self, when: Instant) -> u32 {
+        let secs = u32::try_from(when.saturating_duration_since(self.start).as_secs()).unwrap_or(u32::MAX);
+        secs.saturating_add(2)
+    }
+
     /// The deadline `d` from now (at least one whole second away, so a deadline
     /// is never shorter than asked; one past the clock's range is its end,
     /// not a wrapped, early one: an application sets an upgraded

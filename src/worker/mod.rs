@@ -619,8 +619,11 @@ impl Worker {
             }
         } else if let Some(up) = &state.upgraded {
             // Quiet both ways for the application's idle timeout: closed.
-            state.deadline = match up.shared.idle_timeout() {
-                Some(idle) if !state.close_after_flush => Deadline { at: clock.after(idle), wait: Wait::Idle },
+            let (idle, close_by) = up.shared.timeouts();
+            let idle_at = idle.map(|idle| clock.after(idle));
+            let close_at = close_by.map(|by| clock.at(by));
+            state.deadline = match idle_at.into_iter().chain(close_at).min() {
+                Some(at) if !state.close_after_flush => Deadline { at, wait: Wait::Idle },
                 _ => Deadline::NONE,
             };
         } else if state.awaiting_body() && !state.close_after_flush {

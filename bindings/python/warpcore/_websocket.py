@@ -227,7 +227,9 @@ class _Core:
     def __init__(self, on_event: Optional[Callable[..., Any]], flags: Any, free: Any) -> None:
         self.token = next(_tokens)
         self.handle: Optional[int] = None
-        self.cond = threading.Condition(threading.Lock())
+        # Reentrant: a handle freed by the garbage collector while this thread
+        # holds the lock (inside `told`) releases through it without a deadlock.
+        self.cond = threading.Condition(threading.RLock())
         self.gen = 0
         self.closed = False  # the CLOSED event came
         self.released = False

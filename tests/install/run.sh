@@ -3,7 +3,8 @@
 # temporary directories (never the real /usr/local):
 #   - PREFIX=<tmp>: exactly the expected files and links; the soname; the
 #     exported symbols are exactly the header's functions, each with symbol
-#     version WARPCORE_0.1 (readelf --dyn-syms, objdump -T); installed copies
+#     version of its release (WARPCORE_0.1, or the node of abi/libwarpcore.map
+#     that names it; readelf --dyn-syms, objdump -T); installed copies
 #     equal the build's; warpcore.pc's version and paths;
 #   - examples/c/demo.c built with nothing but
 #     `cc demo.c $(pkg-config --cflags --libs warpcore)`, run on 127.0.0.1
@@ -115,21 +116,29 @@ declared=$(header_functions "$root/include/warpcore.h")
 ok "nm -D: exactly the header's $(wc -l <<<"$exported") warpcore_* functions are exported"
 
 # Symbol versions (abi/libwarpcore.map, build.rs): every defined dynamic
-# symbol is a warpcore_ function with the default version WARPCORE_0.1, and
-# objdump -T agrees. (A linker may add the node's own ABS symbol: skipped.)
+# symbol is a warpcore_ function with the default version of the map's node
+# that names it exactly (a release's node after WARPCORE_0.1), else
+# WARPCORE_0.1, and objdump -T agrees. (A linker may add a node's own ABS
+# symbol: skipped.)
+map_nodes=$(awk '/^[A-Z0-9_.]+ *\{/ { node = $1 } node != "" && /^ *warpcore_[a-z0-9_]+;/ { gsub(/[ ;]/, ""); print $0, node }' \
+  "$root/abi/libwarpcore.map")
+expected=$(while read -r f; do
+  node=$(awk -v f="$f" '$1 == f { print $2 }' <<<"$map_nodes")
+  echo "$f@@${node:-WARPCORE_0.1}"
+done <<<"$declared" | LC_ALL=C sort -u)
 dynsyms=$(readelf --dyn-syms -W "$lib/libwarpcore.so.$version" \
   | awk '$1 ~ /^[0-9]+:$/ && $7 != "UND" && !($7 == "ABS" && $8 ~ /^WARPCORE_[0-9.]+(@@.*)?$/) { print $5, $8 }')
-unversioned=$(grep -vE '^(GLOBAL|WEAK) warpcore_[a-z0-9_]+@@WARPCORE_0\.1$' <<<"$dynsyms" || true)
-[ -z "$unversioned" ] || fail "readelf --dyn-syms: symbols without version WARPCORE_0.1 or not warpcore_*: $(xargs <<<"$unversioned")"
-[ "$(sed 's/^[A-Z]* //; s/@@.*//' <<<"$dynsyms" | LC_ALL=C sort -u)" = "$declared" ] \
-  || fail "readelf --dyn-syms: the versioned symbols are not the header's functions"
-objdump_versioned=$(objdump -T "$lib/libwarpcore.so.$version" | awk '$NF ~ /^warpcore_/ && $(NF-1) == "WARPCORE_0.1" { print $NF }' | LC_ALL=C sort -u)
-[ "$objdump_versioned" = "$declared" ] || fail "objdump -T: the functions with version WARPCORE_0.1 are not the header's"
+strangers=$(grep -vE '^(GLOBAL|WEAK) warpcore_[a-z0-9_]+@@WARPCORE_[0-9.]+$' <<<"$dynsyms" || true)
+[ -z "$strangers" ] || fail "readelf --dyn-syms: symbols without a WARPCORE_ version or not warpcore_*: $(xargs <<<"$strangers")"
+[ "$(sed 's/^[A-Z]* //' <<<"$dynsyms" | LC_ALL=C sort -u)" = "$expected" ] \
+  || fail "readelf --dyn-syms: symbol versions differ from abi/libwarpcore.map's nodes: $(diff <(echo "$expected") <(sed 's/^[A-Z]* //' <<<"$dynsyms" | LC_ALL=C sort -u) | grep '^[<>]' | xargs)"
+objdump_versioned=$(objdump -T "$lib/libwarpcore.so.$version" | awk '$NF ~ /^warpcore_/ && $(NF-1) ~ /^WARPCORE_/ { print $NF "@@" $(NF-1) }' | LC_ALL=C sort -u)
+[ "$objdump_versioned" = "$expected" ] || fail "objdump -T: the functions' versions are not abi/libwarpcore.map's"
 # Into a variable first: with pipefail, grep -q leaving early would fail the
 # pipeline through readelf's SIGPIPE whenever the match comes before the end.
 versions=$(readelf -V -W "$lib/libwarpcore.so.$version")
 grep -q 'Name: WARPCORE_0\.1$' <<<"$versions" || fail "readelf -V: no version definition WARPCORE_0.1"
-ok "readelf --dyn-syms / objdump -T: all $(wc -l <<<"$dynsyms") exported symbols are warpcore_* with version WARPCORE_0.1"
+ok "readelf --dyn-syms / objdump -T: all $(wc -l <<<"$dynsyms") exported symbols are warpcore_* with their release's version ($(awk '{print $2}' <<<"$map_nodes" | LC_ALL=C sort -u | xargs) by name, WARPCORE_0.1 for the rest)"
 
 export PKG_CONFIG_PATH=$lib/pkgconfig
 unset PKG_CONFIG_LIBDIR PKG_CONFIG_SYSROOT_DIR

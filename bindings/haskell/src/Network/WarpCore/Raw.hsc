@@ -113,6 +113,8 @@ module Network.WarpCore.Raw
   , c_warpcore_config_add_static
   , c_warpcore_config_set_file_cache
   , c_warpcore_config_set_static_dotfiles
+  , c_warpcore_config_set_sched_batch
+  , c_warpcore_thread_set_sched_batch
     -- * Responses
   , c_warpcore_respond
   , c_warpcore_respond_unsafe
@@ -649,6 +651,14 @@ foreign import ccall unsafe "warpcore_config_set_file_cache"
   c_warpcore_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> IO Result
 foreign import ccall unsafe "warpcore_config_set_static_dotfiles"
   c_warpcore_config_set_static_dotfiles :: Ptr Config -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_config_set_sched_batch"
+  c_warpcore_config_set_sched_batch :: Ptr Config -> CBool -> IO Result
+-- | Moves the calling OS thread to @SCHED_BATCH@ (1) or @SCHED_OTHER@ (0);
+-- threads it starts afterwards inherit the policy. A Haskell thread that is
+-- not bound may run on another OS thread after any call: use it from a
+-- bound thread ('Control.Concurrent.forkOS') or as the binding's dispatcher does.
+foreign import ccall unsafe "warpcore_thread_set_sched_batch"
+  c_warpcore_thread_set_sched_batch :: CBool -> IO Result
 
 foreign import ccall unsafe "warpcore_config_set_answering_handler"
   c_warpcore_config_set_answering_handler :: Ptr Config -> FunPtr AnsweringCallback -> Ptr () -> IO Result

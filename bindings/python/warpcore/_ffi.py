@@ -590,6 +590,16 @@ def version() -> str:
     return F.version().decode("ascii")
 
 
+def thread_set_sched_batch(on: bool) -> None:
+    """Moves the calling thread to Linux's ``SCHED_BATCH`` scheduling policy
+    (``on``) or back to ``SCHED_OTHER``: for threads that answer deferred
+    requests, with the server's ``sched_batch`` on for the workers. Threads
+    the calling thread starts afterwards inherit the policy. Raises
+    :class:`WarpcoreError` (``IO_ERROR``) when the system refuses (see
+    ``warpcore_thread_set_sched_batch``)."""
+    check(F.thread_set_sched_batch(bool(on)), "warpcore_thread_set_sched_batch")
+
+
 def result_str(code: int) -> str:
     """The library's description of a result code."""
     return F.result_str(code).decode("utf-8", "replace")

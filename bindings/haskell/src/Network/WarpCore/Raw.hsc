@@ -178,7 +178,6 @@ module Network.WarpCore.Raw
   , Item
   , c_warpcore_hs_dispatch_new
   , c_warpcore_hs_dispatch_close
-  , c_warpcore_hs_dispatch_set_sched_batch
   , c_warpcore_hs_sched_batch
   , c_warpcore_hs_dispatch_free
   , c_warpcore_hs_dispatch_take
@@ -213,6 +212,7 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_config_set_coalesce_wait
   , c_warpcore_hs_config_set_max_connections
   , c_warpcore_hs_config_set_static_dotfiles
+  , c_warpcore_hs_config_set_sched_batch
   , c_warpcore_hs_config_set_access_log_file
   , c_warpcore_hs_config_set_access_log_callback
   , c_warpcore_hs_config_set_error_log
@@ -816,8 +816,6 @@ data Item
 
 foreign import ccall unsafe "warpcore_hs_dispatch_new"
   c_warpcore_hs_dispatch_new :: Word32 -> IO (Ptr Dispatch)
-foreign import ccall unsafe "warpcore_hs_dispatch_set_sched_batch"
-  c_warpcore_hs_dispatch_set_sched_batch :: Ptr Dispatch -> CInt -> IO ()
 -- unsafe: one thread-local check once the thread was moved.
 foreign import ccall unsafe "warpcore_hs_sched_batch"
   c_warpcore_hs_sched_batch :: IO CInt
@@ -902,6 +900,8 @@ foreign import ccall unsafe "warpcore_hs_config_set_max_connections"
   c_warpcore_hs_config_set_max_connections :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_static_dotfiles"
   c_warpcore_hs_config_set_static_dotfiles :: Ptr Config -> CBool -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_sched_batch"
+  c_warpcore_hs_config_set_sched_batch :: Ptr Config -> CBool -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_access_log_file"
   c_warpcore_hs_config_set_access_log_file :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_access_log_callback"

@@ -705,6 +705,33 @@ warpcore_result warpcore_config_set_stream_high_water(struct warpcore_config *co
 warpcore_result warpcore_config_set_coalesce_wait(struct warpcore_config *config,
                                                   uint32_t microseconds);
 
+// When `on` is true, the worker threads run under Linux's `SCHED_BATCH`
+// scheduling policy; false, the default, leaves them as they are.
+//
+// A woken `SCHED_BATCH` thread does not preempt the thread running on its
+// core: it waits until that one blocks or its time slice ends. That helps
+// when answers come from other threads (deferred answers from a thread pool
+// or a managed runtime's scheduler): the worker then reads every ready
+// connection before the answering thread runs, and that thread answers its
+// whole batch before the worker writes, instead of the two preempting each
+// other once per request when they share a core. It does not help a handler
+// that answers inside the call, and it may add latency (up to a time slice)
+// for other work on a loaded machine. Move the answering threads too, with
+// `warpcore_thread_set_sched_batch`.
+//
+// It applies to the library's worker threads and to the threads that run
+// `warpcore_server_run_worker` (external workers), from the moment each
+// starts its loop. Only a thread under `SCHED_OTHER` (the default) is moved;
+// one under another policy (real-time, idle, or `SCHED_BATCH` already) is
+// left alone. A moved thread goes back to `SCHED_OTHER` when its worker ends
+// (before `warpcore_server_run_worker` returns) and when
+// `warpcore_server_reload` turns this off: the setting applies on reload
+// too. Threads a worker thread starts while under `SCHED_BATCH` (in a
+// handler) inherit the policy and keep it. Linux only; if the system refuses
+// the change (a seccomp filter, say), the workers run on unchanged and the
+// first failure is reported to the error log as a warning.
+warpcore_result warpcore_config_set_sched_batch(struct warpcore_config *config, bool on);
+
 // Sets the most connections open at once across the server (default 16384).
 // At the limit, accepting pauses (new connections wait in the listen backlog)
 // until one closes.
@@ -955,6 +982,25 @@ const char *warpcore_result_str(uint32_t result);
 // the last call on this thread that did not return `WARPCORE_RESULT_OK`; it is
 // empty when there was none. `buf` may be NULL when `len` is 0, to ask the length.
 size_t warpcore_last_error_message(char *buf, size_t len);
+
+// Moves the calling thread to Linux's `SCHED_BATCH` scheduling policy (`on`
+// true) or to `SCHED_OTHER`, the default policy (`on` false), whatever
+// policy it had before (a real-time one included); its nice value is kept.
+// Only the calling thread changes, but threads it creates afterwards inherit
+// its policy.
+//
+// Meant for the threads of a pool that answers deferred requests, with
+// `warpcore_config_set_sched_batch` on for the workers: a woken
+// `SCHED_BATCH` thread does not preempt the thread running, so requests and
+// answers cross between a worker and the pool in batches rather than one
+// context switch each (see `warpcore_config_set_sched_batch`). The library
+// never undoes it: call it with false before the thread goes back to other
+// work, or let the thread end.
+//
+// May be called from any thread, at any time, without a server. Returns
+// `WARPCORE_RESULT_IO_ERROR` when the system refuses (a seccomp filter, say;
+// `warpcore_last_error_message` says why), with the policy unchanged.
+warpcore_result warpcore_thread_set_sched_batch(bool on);
 
 // Binds the listen address (one `SO_REUSEPORT` socket per worker) and starts
 // the workers, or, with external workers, gets them ready for

@@ -3,7 +3,9 @@
  * from a small thread pool: the handler copies what it needs, queues the
  * response handle and returns at once, so the event loop never waits.
  * Routes: GET / -> "Hello, World!", POST /echo -> the body.
- * Flags: --host H --port N --workers N [--threads N].
+ * Flags: --host H --port N --workers N [--threads N] [--sched-batch on|off]
+ * (on: the workers and the pool run under SCHED_BATCH, so that they hand
+ * requests and answers over in batches; off by default).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -101,8 +103,12 @@ static void answer(struct job *job) {
     free(job);
 }
 
+static int sched_batch;
+
 static void *pool_thread(void *arg) {
     (void)arg;
+    if (sched_batch && warpcore_thread_set_sched_batch(true) != WARPCORE_RESULT_OK)
+        fprintf(stderr, "pool thread stays under its scheduling policy\n");
     struct job *jobs;
     while ((jobs = pop_all()) != NULL) {
         while (jobs) {
@@ -160,6 +166,8 @@ int main(int argc, char **argv) {
                      : !strcmp(argv[i], "--threads") ? &threads : NULL;
         if (!strcmp(argv[i], "--host") && value) {
             host = value;
+        } else if (!strcmp(argv[i], "--sched-batch") && value && (!strcmp(value, "on") || !strcmp(value, "off"))) {
+            sched_batch = !strcmp(value, "on");
         } else if (target && value) {
             *target = strtol(value, &end, 10);
             if (*end || *target < 0 || *target > 65535) goto usage;
@@ -186,7 +194,8 @@ int main(int argc, char **argv) {
     if (r != WARPCORE_RESULT_OK) return fail("config", r);
     if ((r = warpcore_config_set_listen(config, (const uint8_t *)listen, strlen(listen))) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_workers(config, (uint32_t)workers)) != WARPCORE_RESULT_OK ||
-        (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK) {
+        (r = warpcore_config_set_handler(config, handle, NULL)) != WARPCORE_RESULT_OK ||
+        (r = warpcore_config_set_sched_batch(config, sched_batch)) != WARPCORE_RESULT_OK) {
         warpcore_config_free(config);
         return fail("config", r);
     }
@@ -210,6 +219,6 @@ int main(int argc, char **argv) {
     return 0;
 
 usage:
-    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N] [--threads N]\n", argv[0]);
+    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N] [--threads N] [--sched-batch on|off]\n", argv[0]);
     return 2;
 }

@@ -94,6 +94,14 @@ pub struct Config {
     /// a few clients waiting on each answer, only during short trials.
     /// Default 50 µs, at most 1000 µs.
     pub coalesce_wait: Duration,
+    /// Whether the worker threads, external ones included, run under Linux's
+    /// `SCHED_BATCH` policy: a woken batch thread does not preempt the one
+    /// running, so when answers come from other threads the worker and the
+    /// answering threads hand work over in batches instead of a context
+    /// switch each. Only threads under `SCHED_OTHER` are moved, and they go
+    /// back to it when their worker ends or a reload turns this off (see
+    /// `worker::sched`). Default false.
+    pub sched_batch: bool,
 }
 
 impl Default for Config {
@@ -125,6 +133,7 @@ impl Default for Config {
             static_dotfiles: false,
             stream_high_water: 1 << 20,
             coalesce_wait: Duration::from_micros(50),
+            sched_batch: false,
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Settings {
     pub site: Arc<Site>,
     /// The nap of a busy worker before it polls (see `worker::coalesce`).
     pub coalesce_wait: Duration,
+    /// Worker threads under `SCHED_BATCH` (see `worker::sched`).
+    pub sched_batch: bool,
 }
 
 impl Settings {
@@ -81,6 +83,7 @@ impl Settings {
             error_log: config.error_log.clone(),
             site,
             coalesce_wait: config.coalesce_wait,
+            sched_batch: config.sched_batch,
         })
     }
 

@@ -239,6 +239,36 @@ pub extern "C" fn warpcore_config_set_coalesce_wait(
     ffi_boundary!({ update(config, |c| c.coalesce_wait = Duration::from_micros(microseconds.into())) })
 }
 
+/// When `on` is true, the worker threads run under Linux's `SCHED_BATCH`
+/// scheduling policy; false, the default, leaves them as they are.
+///
+/// A woken `SCHED_BATCH` thread does not preempt the thread running on its
+/// core: it waits until that one blocks or its time slice ends. That helps
+/// when answers come from other threads (deferred answers from a thread pool
+/// or a managed runtime's scheduler): the worker then reads every ready
+/// connection before the answering thread runs, and that thread answers its
+/// whole batch before the worker writes, instead of the two preempting each
+/// other once per request when they share a core. It does not help a handler
+/// that answers inside the call, and it may add latency (up to a time slice)
+/// for other work on a loaded machine. Move the answering threads too, with
+/// `warpcore_thread_set_sched_batch`.
+///
+/// It applies to the library's worker threads and to the threads that run
+/// `warpcore_server_run_worker` (external workers), from the moment each
+/// starts its loop. Only a thread under `SCHED_OTHER` (the default) is moved;
+/// one under another policy (real-time, idle, or `SCHED_BATCH` already) is
+/// left alone. A moved thread goes back to `SCHED_OTHER` when its worker ends
+/// (before `warpcore_server_run_worker` returns) and when
+/// `warpcore_server_reload` turns this off: the setting applies on reload
+/// too. Threads a worker thread starts while under `SCHED_BATCH` (in a
+/// handler) inherit the policy and keep it. Linux only; if the system refuses
+/// the change (a seccomp filter, say), the workers run on unchanged and the
+/// first failure is reported to the error log as a warning.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_sched_batch(config: *mut warpcore_config, on: bool) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.sched_batch = on) })
+}
+
 /// Sets the most connections open at once across the server (default 16384).
 /// At the limit, accepting pauses (new connections wait in the listen backlog)
 /// until one closes.

@@ -4,9 +4,10 @@
 //! a panic cross the boundary.
 //!
 //! One concept per file, as in the header: results, config, server, request,
-//! response, files, version; `panic.rs`, `cast.rs`, `handles.rs` (where response
-//! handles live), `sized.rs` (structs the caller allocates, which carry their
-//! size) and `thread.rs` hold the plumbing.
+//! response, files, version, the scheduling policy of the embedder's threads
+//! (`sched.rs`); `panic.rs`, `cast.rs`, `handles.rs` (where response handles
+//! live), `sized.rs` (structs the caller allocates, which carry their size)
+//! and `thread.rs` hold the plumbing.
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
@@ -51,6 +52,7 @@ pub mod prepared;
 pub mod request;
 pub mod response;
 pub mod result;
+pub mod sched;
 pub mod server;
 mod thread;
 pub mod upgrade;

@@ -245,6 +245,8 @@ impl Drop for Server {
 /// that worker only, never the process.
 fn run_contained(index: usize, worker: Worker) {
     let shared = worker.shared();
+    // SCHED_BATCH when the settings ask, undone when the worker ends.
+    let _policy = crate::worker::sched::ThreadPolicy::enter(&shared);
     let finished = crate::server::quiet_panic::quietly(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_ok()
     });

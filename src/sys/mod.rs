@@ -20,5 +20,6 @@ macro_rules! syscall {
 pub(crate) mod fs;
 pub(crate) mod inotify;
 pub(crate) mod membarrier;
+pub(crate) mod sched;
 pub(crate) mod sendfile;
 pub(crate) mod socket_io;

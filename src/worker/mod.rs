@@ -5,6 +5,7 @@
 pub(crate) mod clock;
 mod coalesce;
 mod held;
+pub(crate) mod sched;
 pub(crate) mod shared;
 
 use std::io;
@@ -254,6 +255,7 @@ impl Worker {
         self.ctx.files.use_site(&settings.site);
         self.ctx.date.set_server_line(&settings.server_line);
         self.coalescer.set_nap(settings.coalesce_wait, Instant::now());
+        sched::follow(&settings, &self.shared);
         self.ctx.settings = settings;
         self.ctx.generation = generation;
         self.shared.acknowledge(self.ctx.index, generation);

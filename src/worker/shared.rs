@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     changed: Condvar,
     /// Every worker's file-cache counters (the mounts are in the settings).
     pub file_counters: Arc<FileCounters>,
+    /// Whether a failure to change a worker thread's scheduling policy was
+    /// reported (once per server: see `sched`).
+    pub sched_error_reported: AtomicBool,
 }
 
 impl Shared {
@@ -68,6 +71,7 @@ impl Shared {
             }),
             changed: Condvar::new(),
             file_counters,
+            sched_error_reported: AtomicBool::new(false),
         }
     }
 

@@ -111,7 +111,6 @@ typedef struct queue {
 
 struct warpcore_hs_dispatch {
     uint32_t count;
-    int sched_batch;
     queue *queues;
 };
 
@@ -132,7 +131,6 @@ warpcore_hs_dispatch *warpcore_hs_dispatch_new(uint32_t count) {
         return NULL;
     }
     d->count = count;
-    d->sched_batch = 0;
     for (uint32_t i = 0; i < count; i++) {
         queue *q = &d->queues[i];
         pthread_mutex_init(&q->lock, NULL);
@@ -142,10 +140,6 @@ warpcore_hs_dispatch *warpcore_hs_dispatch_new(uint32_t count) {
         q->closed = 0;
     }
     return d;
-}
-
-void warpcore_hs_dispatch_set_sched_batch(warpcore_hs_dispatch *d, int on) {
-    d->sched_batch = on != 0;
 }
 
 /* SCHED_BATCH on the runtime's threads, undone when the last server using
@@ -287,7 +281,6 @@ static uint8_t *copy_str(warpcore_str *dst, warpcore_str src, uint8_t *at) {
 
 void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_response *response) {
     warpcore_hs_dispatch *d = userdata;
-    if (d->sched_batch) warpcore_hs_sched_batch();
     /* hs_try_putmvar needs a live runtime. */
     if (!gate_enter()) {
         refuse(response);

@@ -41,17 +41,15 @@ typedef struct warpcore_hs_dispatch warpcore_hs_dispatch;
 /* Makes a dispatcher with `queues` queues (at least 1); NULL when out of memory. */
 warpcore_hs_dispatch *warpcore_hs_dispatch_new(uint32_t queues);
 
-/* With `on`, the handler moves each worker thread it runs on to SCHED_BATCH
- * (warpcore_hs_sched_batch). Call before the server starts. */
-void warpcore_hs_dispatch_set_sched_batch(warpcore_hs_dispatch *dispatch, int on);
-
-/* Moves the calling thread from SCHED_OTHER to SCHED_BATCH, once per thread
- * until the last server using it closes (a thread-local flag makes later
- * calls free); other policies are left alone. A SCHED_BATCH thread that is woken does not preempt the thread
- * running: on one core, the worker that wakes a dispatcher (and the
- * dispatcher's thread that wakes the worker with an answer) keeps running
- * until it blocks, so requests and answers cross in batches, not one
- * context switch each. Returns 0, or -1 when the kernel refused. */
+/* Moves the calling thread (a dispatcher's) from SCHED_OTHER to SCHED_BATCH,
+ * once per thread until the last server using it closes (a thread-local flag
+ * makes later calls free); other policies are left alone. A SCHED_BATCH
+ * thread that is woken does not preempt the thread running: on one core, the
+ * worker that wakes a dispatcher (and the dispatcher's thread that wakes the
+ * worker with an answer) keeps running until it blocks, so requests and
+ * answers cross in batches, not one context switch each. The worker threads
+ * are the library's to move (warpcore_config_set_sched_batch). Returns 0, or
+ * -1 when the kernel refused. */
 int warpcore_hs_sched_batch(void);
 
 /* Closes every queue: waiting dispatchers are woken, later requests are
@@ -168,6 +166,7 @@ void warpcore_hs_sched_batch_release(void);
     X(config_set_coalesce_wait, (struct warpcore_config *c, uint32_t v), (c, v))                   \
     X(config_set_max_connections, (struct warpcore_config *c, uint32_t v), (c, v))                \
     X(config_set_static_dotfiles, (struct warpcore_config *c, bool v), (c, v))                     \
+    X(config_set_sched_batch, (struct warpcore_config *c, bool v), (c, v))                         \
     X(config_set_access_log_file, (struct warpcore_config *c, const uint8_t *p, size_t n),         \
       (c, p, n))                                                                                   \
     X(config_set_access_log_callback,                                                              \

@@ -23,6 +23,7 @@ from ._ffi import (
     LibraryNotFoundError,
     WarpcoreError,
     result_str,
+    thread_set_sched_batch,
     version,
 )
 from ._body import BodyReader, BodyWouldBlock
@@ -68,4 +69,5 @@ __all__ = [
     "LIBRARY_PATH",
     "version",
     "result_str",
+    "thread_set_sched_batch",
 ]

@@ -315,6 +315,8 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_config_add_static": (warpcore_result, [warpcore_config_p, _u8p, c_size_t, _u8p, c_size_t]),
     "warpcore_config_set_file_cache": (warpcore_result, [warpcore_config_p, c_uint64, c_uint64]),
     "warpcore_config_set_static_dotfiles": (warpcore_result, [warpcore_config_p, c_bool]),
+    "warpcore_config_set_sched_batch": (warpcore_result, [warpcore_config_p, c_bool]),
+    "warpcore_thread_set_sched_batch": (warpcore_result, [c_bool]),
     "warpcore_respond_file": (warpcore_result, [warpcore_response_p, c_uint16, _hdrp, c_size_t, _u8p, c_size_t]),
     "warpcore_server_file_cache_stats": (
         warpcore_result,
@@ -586,6 +588,16 @@ def check(code: int, call: str = "") -> None:
 def version() -> str:
     """The library's version, ``"MAJOR.MINOR.PATCH"``."""
     return F.version().decode("ascii")
+
+
+def thread_set_sched_batch(on: bool) -> None:
+    """Moves the calling thread to Linux's ``SCHED_BATCH`` scheduling policy
+    (``on``) or back to ``SCHED_OTHER``: for threads that answer deferred
+    requests, with the server's ``sched_batch`` on for the workers. Threads
+    the calling thread starts afterwards inherit the policy. Raises
+    :class:`WarpcoreError` (``IO_ERROR``) when the system refuses (see
+    ``warpcore_thread_set_sched_batch``)."""
+    check(F.thread_set_sched_batch(bool(on)), "warpcore_thread_set_sched_batch")
 
 
 def result_str(code: int) -> str:

@@ -107,7 +107,10 @@ class Server:
     ``coalesce_wait`` is how long, in seconds like the other durations, a
     busy worker may nap before polling again to gather events (0 to 0.001,
     whole microseconds, 0 = off; the library's default is 50 µs; see
-    ``warpcore_config_set_coalesce_wait``).
+    ``warpcore_config_set_coalesce_wait``). ``sched_batch`` runs the worker
+    threads under Linux's ``SCHED_BATCH`` policy while the server runs (see
+    ``warpcore_config_set_sched_batch``; :func:`warpcore.thread_set_sched_batch`
+    moves threads of the application's that answer deferred requests).
 
     Request bodies: ``max_body_size`` is the largest accepted (the library's
     default is 1 MiB; :data:`NO_LIMIT` or ``math.inf`` for none); a larger
@@ -139,6 +142,7 @@ class Server:
         stream_high_water: Optional[int] = None,
         max_connections: Optional[int] = None,
         coalesce_wait: Optional[float] = None,
+        sched_batch: bool = False,
         timeouts: Optional[Mapping[str, float]] = None,
         access_log: Union[None, bool, str, os.PathLike, Callable[[bytes], Any]] = None,
         file_cache: Optional[Tuple[float, float]] = None,
@@ -160,6 +164,7 @@ class Server:
             "stream_high_water": stream_high_water,
             "max_connections": max_connections,
             "coalesce_wait": coalesce_wait,
+            "sched_batch": sched_batch,
             "timeouts": dict(timeouts or {}),
             "access_log": access_log,
             "file_cache": file_cache,
@@ -167,6 +172,7 @@ class Server:
         }
         _check_timeouts(self._settings["timeouts"])
         _check_bool("static_dotfiles", static_dotfiles)
+        _check_bool("sched_batch", sched_batch)
         self._keep: List[Any] = []  # callbacks the library may still call
         self.shutdown_report: Optional[Dict[str, int]] = None
         self._static = _static_mounts(static)
@@ -354,6 +360,7 @@ class Server:
                     "warpcore_config_set_file_cache",
                 )
             check(F.config_set_static_dotfiles(cfg, s["static_dotfiles"]), "warpcore_config_set_static_dotfiles")
+            check(F.config_set_sched_batch(cfg, s["sched_batch"]), "warpcore_config_set_sched_batch")
             log_to = s["access_log"]
             if log_to is True or callable(log_to):
                 cb = warpcore_access_log_cb(_access_logger(log_to))
@@ -503,8 +510,8 @@ class Server:
         no connection dropped: ``handler``, and any of the constructor's engine
         settings (``server_name``, ``max_body_size``, ``whole_body_max``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
-        ``coalesce_wait``, ``timeouts``, ``access_log``, ``file_cache``,
-        ``static_dotfiles``) and ``static`` (the whole
+        ``coalesce_wait``, ``sched_batch``, ``timeouts``, ``access_log``,
+        ``file_cache``, ``static_dotfiles``) and ``static`` (the whole
         new set of mounts; ``{}`` removes them all). Settings not given keep
         their values; a refused reload (a missing static directory, say) raises
         and changes nothing. The address and the worker count are fixed at
@@ -518,8 +525,9 @@ class Server:
         if "timeouts" in settings:
             settings["timeouts"] = dict(settings["timeouts"] or {})
             _check_timeouts(settings["timeouts"])
-        if "static_dotfiles" in settings:
-            _check_bool("static_dotfiles", settings["static_dotfiles"])
+        for key in ("static_dotfiles", "sched_batch"):
+            if key in settings:
+                _check_bool(key, settings[key])
         if settings or static is not None:
             ptr = self._use()
             try:

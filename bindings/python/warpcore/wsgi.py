@@ -494,7 +494,15 @@ class WSGIServer(Server):
     default): bodies over ``whole_body_max`` (default 1 MiB) stream through
     ``wsgi.input``, so their size does not decide memory use. An application
     whose body streams runs on an application thread (with ``threads=0``,
-    on a stream thread), where ``wsgi.input`` reads wait for the bytes."""
+    on a stream thread), where ``wsgi.input`` reads wait for the bytes.
+
+    ``sched_batch=True`` puts the application threads under Linux's
+    ``SCHED_BATCH`` policy as well as the workers (``Server``'s setting;
+    followed on ``reload`` too, by each application thread as it takes its
+    next request): a woken thread then does not preempt the one running, so on a
+    core shared by a worker and the pool, requests and answers cross in
+    batches instead of a context switch each. Threads the application
+    starts from an application thread inherit the policy."""
 
     def __init__(
         self,
@@ -520,6 +528,7 @@ class WSGIServer(Server):
         self._script_name = script_name.rstrip("/")
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._app_threads: List[threading.Thread] = []
+        self._sched_batch_failed = False
 
     def _runs_on(self, thread: threading.Thread) -> bool:
         return thread in self._app_threads or super()._runs_on(thread)
@@ -622,11 +631,24 @@ class WSGIServer(Server):
 
     def _app_loop(self) -> None:
         get = self._queue.get
+        batch = False
         while True:
             item = get()
             if item is None:
                 return
+            # The sched_batch setting, followed after a reload too.
+            if self._settings["sched_batch"] is not batch:
+                batch = self._settings["sched_batch"]
+                self._move_app_thread(batch)
             run_app(self.app, item[0], item[1], False, None, item[2])
+
+    def _move_app_thread(self, batch: bool) -> None:
+        try:
+            _ffi.thread_set_sched_batch(batch)
+        except _ffi.WarpcoreError as exc:
+            if not self._sched_batch_failed:
+                self._sched_batch_failed = True
+                log.warning("application threads stay under their scheduling policy: %s", exc.message)
 
     def start(self) -> "WSGIServer":
         if self.threads:
@@ -919,6 +941,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "suffix (powers of 1024), or 'none' (the default: no limit, like gunicorn; bodies over 1 MiB "
         "stream through wsgi.input, so memory stays bounded whatever the size)",
     )
+    parser.add_argument(
+        "--sched-batch",
+        action="store_true",
+        help="run the event loops and the application threads under Linux's SCHED_BATCH scheduling policy: "
+        "a woken thread does not preempt the running one, so requests and answers cross between them in batches",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
@@ -938,6 +966,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             workers=args.workers,
             grace=args.graceful_timeout,
             max_body_size=args.max_body_size,
+            sched_batch=args.sched_batch,
         )
     except (_ffi.WarpcoreError, ValueError, OSError) as exc:
         print(f"warpcore.wsgi: {exc}", file=sys.stderr)

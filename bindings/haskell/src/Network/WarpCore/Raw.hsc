@@ -113,6 +113,8 @@ module Network.WarpCore.Raw
   , c_warpcore_config_add_static
   , c_warpcore_config_set_file_cache
   , c_warpcore_config_set_static_dotfiles
+  , c_warpcore_config_set_sched_batch
+  , c_warpcore_thread_set_sched_batch
     -- * Responses
   , c_warpcore_respond
   , c_warpcore_respond_unsafe
@@ -176,7 +178,6 @@ module Network.WarpCore.Raw
   , Item
   , c_warpcore_hs_dispatch_new
   , c_warpcore_hs_dispatch_close
-  , c_warpcore_hs_dispatch_set_sched_batch
   , c_warpcore_hs_sched_batch
   , c_warpcore_hs_dispatch_free
   , c_warpcore_hs_dispatch_take
@@ -211,6 +212,7 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_config_set_coalesce_wait
   , c_warpcore_hs_config_set_max_connections
   , c_warpcore_hs_config_set_static_dotfiles
+  , c_warpcore_hs_config_set_sched_batch
   , c_warpcore_hs_config_set_access_log_file
   , c_warpcore_hs_config_set_access_log_callback
   , c_warpcore_hs_config_set_error_log
@@ -649,6 +651,14 @@ foreign import ccall unsafe "warpcore_config_set_file_cache"
   c_warpcore_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> IO Result
 foreign import ccall unsafe "warpcore_config_set_static_dotfiles"
   c_warpcore_config_set_static_dotfiles :: Ptr Config -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_config_set_sched_batch"
+  c_warpcore_config_set_sched_batch :: Ptr Config -> CBool -> IO Result
+-- | Moves the calling OS thread to @SCHED_BATCH@ (1) or @SCHED_OTHER@ (0);
+-- threads it starts afterwards inherit the policy. A Haskell thread that is
+-- not bound may run on another OS thread after any call: use it from a
+-- bound thread ('Control.Concurrent.forkOS') or as the binding's dispatcher does.
+foreign import ccall unsafe "warpcore_thread_set_sched_batch"
+  c_warpcore_thread_set_sched_batch :: CBool -> IO Result
 
 foreign import ccall unsafe "warpcore_config_set_answering_handler"
   c_warpcore_config_set_answering_handler :: Ptr Config -> FunPtr AnsweringCallback -> Ptr () -> IO Result
@@ -806,8 +816,6 @@ data Item
 
 foreign import ccall unsafe "warpcore_hs_dispatch_new"
   c_warpcore_hs_dispatch_new :: Word32 -> IO (Ptr Dispatch)
-foreign import ccall unsafe "warpcore_hs_dispatch_set_sched_batch"
-  c_warpcore_hs_dispatch_set_sched_batch :: Ptr Dispatch -> CInt -> IO ()
 -- unsafe: one thread-local check once the thread was moved.
 foreign import ccall unsafe "warpcore_hs_sched_batch"
   c_warpcore_hs_sched_batch :: IO CInt
@@ -892,6 +900,8 @@ foreign import ccall unsafe "warpcore_hs_config_set_max_connections"
   c_warpcore_hs_config_set_max_connections :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_static_dotfiles"
   c_warpcore_hs_config_set_static_dotfiles :: Ptr Config -> CBool -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_sched_batch"
+  c_warpcore_hs_config_set_sched_batch :: Ptr Config -> CBool -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_access_log_file"
   c_warpcore_hs_config_set_access_log_file :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_access_log_callback"

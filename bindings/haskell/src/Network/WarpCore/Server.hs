@@ -174,13 +174,20 @@ data Config = Config
   , configOnException :: SomeException -> IO ()
   -- ^ Called when a handler throws (the binding then answers 500 if it can).
   , configSchedBatch :: Bool
-  -- ^ With 'Dispatcher' (the default True): the library's worker threads and
-  -- the OS threads running the dispatchers are moved to Linux's
-  -- @SCHED_BATCH@ policy, so that waking one another does not preempt the
-  -- thread running. On a core shared by a worker and a capability, requests
-  -- and answers then cross in batches instead of one context switch each.
-  -- Threads already under another policy (real-time, idle) are left alone.
+  -- ^ With 'Dispatcher' (the default True): the library's worker threads
+  -- (the library's own setting, @warpcore_config_set_sched_batch@) and the
+  -- OS threads running the dispatchers are moved to Linux's @SCHED_BATCH@
+  -- policy, so that waking one another does not preempt the thread running.
+  -- On a core shared by a worker and a capability, requests and answers then
+  -- cross in batches instead of one context switch each. Threads already
+  -- under another policy (real-time, idle) are left alone. A 'reload' whose
+  -- config turns it off puts the worker threads back; the dispatchers' stay
+  -- until the server closes.
   }
+
+-- Whether the threads of both sides move to SCHED_BATCH: with 'Dispatcher' only.
+schedBatch :: Config -> Bool
+schedBatch cfg = configSchedBatch cfg && configDispatch cfg == Dispatcher
 
 -- | Listen on @127.0.0.1:8080@ with one worker per core, library defaults.
 defaultConfig :: Config
@@ -340,6 +347,10 @@ withConfig cfg keep act = mask $ \restore -> do
         forM_ (configCoalesceWait cfg) $ checkWith "warpcore_config_set_coalesce_wait" . Raw.c_warpcore_hs_config_set_coalesce_wait c
         checkWith "warpcore_config_set_static_dotfiles" $
           Raw.c_warpcore_hs_config_set_static_dotfiles c (CBool (if configStaticDotfiles cfg then 1 else 0))
+        -- The library moves its worker threads (and puts them back); the
+        -- dispatchers move the runtime's (startDispatched).
+        checkWith "warpcore_config_set_sched_batch" $
+          Raw.c_warpcore_hs_config_set_sched_batch c (CBool (if schedBatch cfg then 1 else 0))
         forM_ (configFileCache cfg) $ \(fd, info) ->
           checkWith "warpcore_config_set_file_cache" (Raw.c_warpcore_hs_config_set_file_cache c fd info)
         forM_ (configTimeouts cfg) $ \(which, ms) ->
@@ -438,10 +449,8 @@ startDispatched cfg current callbacks c = mask $ \restore -> do
   caps <- getNumCapabilities
   d <- Raw.c_warpcore_hs_dispatch_new (fromIntegral caps)
   when (d == nullPtr) $ throwIO (userError "Network.WarpCore: out of memory")
-  let batch = configSchedBatch cfg
-  when batch $ do
-    Raw.c_warpcore_hs_dispatch_set_sched_batch d 1
-    Raw.c_warpcore_hs_sched_batch_retain
+  let batch = schedBatch cfg
+  when batch Raw.c_warpcore_hs_sched_batch_retain
   stopped <- forM [0 .. caps - 1] $ \i -> do
     v <- newEmptyMVar
     _ <- forkOn i (restore (dispatcher cfg current d i) `finally` putMVar v ())
@@ -465,7 +474,7 @@ dispatcher cfg current d i = alloca $ \out -> batch >> newWaiter >>= loop out
   where
     -- The OS thread running this capability may change (after a safe call);
     -- whichever runs it after a wakeup is moved (once per thread).
-    batch = when (configSchedBatch cfg) (void Raw.c_warpcore_hs_sched_batch)
+    batch = when (schedBatch cfg) (void Raw.c_warpcore_hs_sched_batch)
     newWaiter = do
       mv <- newEmptyMVar
       sp <- newStablePtrPrimMVar mv

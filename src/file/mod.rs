@@ -12,7 +12,7 @@
 //! workers.
 //!
 //! A request costs, once its path is cached: two hash lookups and no system
-//! call until the body is sent. A small file's (up to 16 KiB) costs one hash
+//! call until the body is sent. A small file's (up to 8 KiB) costs one hash
 //! lookup and a copy of its pre-rendered answer when the request is a plain
 //! GET, and no system call of its own at all: its bytes are in memory, at most
 //! 4 MiB of them per worker (`small`). A change to a cached file is reported by inotify

@@ -31,8 +31,13 @@ use crate::sys::fs;
 
 /// Files up to this size are kept in memory. Their bodies are copied into the
 /// output buffer with the head and leave in the batch's one write; larger
-/// files go with `sendfile`.
-pub(crate) const SMALL_FILE_MAX: u64 = 16 * 1024;
+/// files go with `sendfile`. Measured (layout (a), requests per server
+/// CPU-second, the same binary with and without this cache, 2 rounds on a
+/// quiet 2-core machine): 1.31× at 1 KiB, 1.15–1.20× at 4 KiB, 1.04–1.20× at
+/// 8 KiB, but 0.85–0.97× at 16 KiB, where the copies (into the output
+/// buffer, then into the worker's held answers) cost more than `sendfile`
+/// with its second system call.
+pub(crate) const SMALL_FILE_MAX: u64 = 8 * 1024;
 
 /// The most bytes of small-file answers a worker keeps (bodies and heads).
 pub(crate) const SMALL_CACHE_MAX: usize = 4 * 1024 * 1024;

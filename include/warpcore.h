@@ -462,7 +462,8 @@ typedef struct warpcore_file_cache_stats {
   uint64_t info_hits;
   // Requests that looked their path up on disk.
   uint64_t info_misses;
-  // File bodies sent from an already open descriptor.
+  // File bodies sent without opening their file: from an already open
+  // descriptor or, for a small file, from its bytes kept in memory.
   uint64_t fd_hits;
   // File bodies that had to open their file.
   uint64_t fd_misses;
@@ -525,7 +526,8 @@ typedef struct warpcore_stats {
   uint64_t bytes_out;
   // Requests refused as malformed or over a limit.
   uint64_t parse_errors;
-  // Static-file descriptor cache hits.
+  // Static-file descriptor cache hits (small files' bodies sent from
+  // memory count as hits).
   uint64_t fd_cache_hits;
   // Static-file descriptor cache misses.
   uint64_t fd_cache_misses;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — the entry of the bench targets (benches/harness/bench.py does the work).
 #   bash scripts/bench.sh bench   [ARGS]   make bench: micro + the demos (Python, Haskell when built), nginx for uploads,
+#                                          h2o and nginx for static files,
 #                                          tokio-tungstenite's echo for WebSockets
 #   bash scripts/bench.sh compare [ARGS]   make bench-compare: the same + nginx, Warp, hyper, granian, gunicorn, bjoern
 #   bash scripts/bench.sh scale   [ARGS]   make bench-scale: the C demo with 1, 2, 4, … workers
@@ -23,17 +24,22 @@ if ! command -v wrk >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
 
-# make bench measures its upload suite against nginx: installed when missing
-# (no service may start from the install: Debian's policy-rc.d says so meanwhile).
-if [ "$mode" = bench ] && ! command -v nginx >/dev/null; then
-  echo "bench: installing nginx (the upload suite's reference)"
-  [ "$(id -u)" = 0 ] || { echo "bench: need root to install nginx (apt-get install nginx)" >&2; exit 1; }
+# make bench measures its upload suite against nginx and its static suite
+# against h2o and nginx: installed when missing (no service may start from the
+# install: Debian's policy-rc.d says so meanwhile).
+need=()
+if [ "$mode" = bench ]; then
+  for tool in nginx h2o; do command -v "$tool" >/dev/null || need+=("$tool"); done
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bench: installing ${need[*]} (the upload and static suites' references)"
+  [ "$(id -u)" = 0 ] || { echo "bench: need root to install ${need[*]} (apt-get install ${need[*]})" >&2; exit 1; }
   policy=/usr/sbin/policy-rc.d made_policy=
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq nginx >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
   [ -n "$made_policy" ] && rm -f "$policy"
 fi
 

@@ -5,6 +5,8 @@
 #   scripts/callgrind.sh build/demo 20000 1
 #   scripts/callgrind.sh build/demo 32000 16
 #   scripts/callgrind.sh build/deferred 20000 1 --threads 2
+#   CALLGRIND_PATH=/static/1k.bin scripts/callgrind.sh build/demo 20000 1 --static /static=build/bench/www
+# CALLGRIND_PATH is the path requested (default /).
 # Leaves the profile of the larger run in /tmp/callgrind.<server>.<pipeline>.out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,7 @@ run() { # requests, outfile -> total Ir
     sleep 0.1
   done
   [ -n "$port" ] || { echo "$server did not start" >&2; kill "$pid"; exit 1; }
-  python3 scripts/callgrind-load.py "$port" "$1" --pipeline "$depth"
+  python3 scripts/callgrind-load.py "$port" "$1" --pipeline "$depth" --path "${CALLGRIND_PATH:-/}"
   kill -TERM "$pid"; wait "$pid" || true
   rm -f "$out"
   sed -n 's/^summary: //p;s/^totals: //p' "$2" | head -1

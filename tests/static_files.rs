@@ -380,6 +380,72 @@ fn one_file_served_a_thousand_times_is_opened_once() {
 }
 
 #[test]
+fn small_files_answered_from_memory_keep_every_answer_and_follow_changes() {
+    let site = Site::new("small-memory");
+    let s = site.serve();
+    let mut c = s.connect();
+    // The first GET reads the file; the next ones are answered from memory,
+    // with the same head.
+    let first = c.get("/static/digits.txt");
+    let again = c.get("/static/digits.txt");
+    assert_eq!((again.status, again.body.as_slice()), (200, &b"0123456789"[..]));
+    for name in ["content-type", "content-length", "etag", "last-modified", "accept-ranges", "server"] {
+        assert_eq!(again.header(name), first.header(name), "{name}");
+    }
+    let st = s.server.file_cache_stats();
+    assert_eq!((st.fd_misses, st.fd_hits), (1, 1), "read once, then from memory: {st:?}");
+
+    // Ranges, conditionals, HEAD and HTTP/1.0 with the file in memory.
+    let r = request(&mut c, "GET", "/static/digits.txt", &[("Range", "bytes=2-4")]);
+    assert_eq!((r.status, r.body.as_slice(), r.header("content-range")), (206, &b"234"[..], Some("bytes 2-4/10")));
+    let etag = again.header("etag").unwrap().to_string();
+    let r = request(&mut c, "GET", "/static/digits.txt", &[("If-None-Match", &etag)]);
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    let r = request(&mut c, "GET", "/static/digits.txt", &[("If-Match", "\"other\"")]);
+    assert_eq!(r.status, 412);
+    let r = request(&mut c, "GET", "/static/digits.txt", &[("Range", "bytes=0-0,9-9")]);
+    assert_eq!(r.status, 206);
+    assert!(find(&r.body, b"\r\n\r\n0\r\n").is_some() && find(&r.body, b"\r\n\r\n9\r\n").is_some());
+    let r = request(&mut c, "HEAD", "/static/digits.txt", &[]);
+    assert_eq!((r.status, r.header("content-length"), r.body.len()), (200, Some("10"), 0));
+    let old = exchange(s.port, b"GET /static/digits.txt HTTP/1.0\r\n\r\n");
+    assert!(old.starts_with(b"HTTP/1.1 200 OK\r\n") && old.ends_with(b"\r\n\r\n0123456789"));
+    assert!(find(&old, b"Connection: close\r\n").is_some());
+
+    // Rewritten in place (same size, then shorter), then replaced by a rename:
+    // each change is seen by the next request, whole and in part.
+    std::fs::write(site.path("digits.txt"), b"abcdefghij").unwrap();
+    let r = c.get("/static/digits.txt");
+    assert_eq!(r.body, b"abcdefghij");
+    assert_ne!(r.header("etag"), Some(etag.as_str()));
+    std::fs::write(site.path("digits.txt"), b"xyz").unwrap();
+    assert_eq!(c.get("/static/digits.txt").body, b"xyz");
+    assert_eq!(c.get("/static/digits.txt").body, b"xyz");
+    std::fs::write(site.path("digits.tmp"), b"renamed").unwrap();
+    std::fs::rename(site.path("digits.tmp"), site.path("digits.txt")).unwrap();
+    let r = request(&mut c, "GET", "/static/digits.txt", &[("Range", "bytes=-4")]);
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"amed"[..]));
+    assert_eq!(c.get("/static/digits.txt").body, b"renamed");
+    std::fs::remove_file(site.path("digits.txt")).unwrap();
+    assert_eq!(c.get("/static/digits.txt").status, 404);
+
+    // Around the size limit, each twice; and pipelined with each other.
+    for len in [8 * 1024 - 1, 8 * 1024, 8 * 1024 + 1] {
+        let name = format!("p{len}.bin");
+        std::fs::write(site.path(&name), pattern(len)).unwrap();
+        for _ in 0..2 {
+            assert_eq!(c.get(&format!("/static/{name}")).body, pattern(len), "{len} bytes");
+        }
+    }
+    let batch = "GET /static/p8192.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /static/hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    c.send(batch.repeat(3).as_bytes());
+    for _ in 0..3 {
+        assert_eq!(c.read_response(false).body, pattern(8 * 1024));
+        assert_eq!(c.read_response(false).body, b"Hello, file!\n");
+    }
+}
+
+#[test]
 fn a_one_mebibyte_file_arrives_intact() {
     let site = Site::new("1m");
     let content = pattern(1 << 20);

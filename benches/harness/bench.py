@@ -10,7 +10,8 @@ Modes (the Makefile targets call scripts/bench.sh, which calls this):
                                   answered correctly and every figure was parsed
 
 Suites: plain (GET /), pipe (GET / 16 deep per write), static (/static/1k.bin,
-64k.bin, 1m.bin), mem (RSS per idle keep-alive connection, 10,000 of them),
+64k.bin, 1m.bin, or those --static-files names; against h2o and nginx, which
+join `make bench` for this suite alone when installed), mem (RSS per idle keep-alive connection, 10,000 of them),
 upload (8 clients POST 64 MiB bodies to /upload back to back, Content-Length
 and chunked, through upload_load.py; the server reads and discards them: bytes
 per second and per server CPU-second, against nginx discarding the same bodies
@@ -57,6 +58,9 @@ HZ = os.sysconf("SC_CLK_TCK")
 NPROC = os.cpu_count() or 1
 HELLO = b"Hello, World!"
 STATIC_FILES = [("1k.bin", 1024), ("64k.bin", 65536), ("1m.bin", 1048576)]
+# The files the static suite requests (--static-files narrows it; the README
+# table keeps a column for each of STATIC_FILES).
+STATIC_CHOSEN = [n for n, _ in STATIC_FILES]
 SUITES = ["plain", "pipe", "static", "mem", "upload", "ws"]
 # The upload suite's two cases: (path label, chunked). Both POST /upload.
 UPLOAD_CASES = [("/upload", False), ("/upload chunked", True)]
@@ -68,7 +72,7 @@ MICRO_GROUPS = ["head_parse", "chunked_decode", "compose_head", "date"]
 # was busier than the server and wrk by more than FOREIGN_MAX % of a CPU.
 FOREIGN_MAX = 10.0
 # Pairs whose per-round ratios the results file lists (--compare).
-PAIRS = [("c-demo", "nginx"), ("c-deferred", "c-demo"), ("c-demo", "hyper"), ("c-demo", "ws-tokio"), ("hs-demo", "warp"),
+PAIRS = [("c-demo", "nginx"), ("c-demo", "h2o"), ("c-deferred", "c-demo"), ("c-demo", "hyper"), ("c-demo", "ws-tokio"), ("hs-demo", "warp"),
          ("py-demo", "granian"), ("py-demo", "gunicorn"), ("py-demo", "bjoern"),
          ("py-wsgi", "granian"), ("py-flask", "gunicorn-flask")]
 # The reference of the upload suite whatever the mode: the figure is
@@ -77,6 +81,9 @@ UPLOAD_REF = "nginx"
 # The ws suite's reference, likewise: the canonical tokio-tungstenite echo
 # (benches/peers/ws-echo), joining `make bench` for that suite alone when built.
 WS_REF = "ws-tokio"
+# The static suite's references in `make bench`: h2o (the fastest small-file
+# peer measured here) and nginx, joining for that suite alone when installed.
+STATIC_REFS = ["h2o", "nginx"]
 # The ws suite's cases: the echo load and the idle WebSockets.
 WS_CASES = ["/ws echo", "/ws idle"]
 
@@ -563,7 +570,7 @@ def suite_paths(suite):
         return [p for p, _ in UPLOAD_CASES]
     if suite == "ws":
         return list(WS_CASES)
-    return ["/static/" + n for n, _ in STATIC_FILES] if suite == "static" else ["/"]
+    return ["/static/" + n for n in STATIC_CHOSEN] if suite == "static" else ["/"]
 
 
 def measure_round(a, entry, suite, rnd, placement, raw, work, tag_extra=""):
@@ -923,7 +930,8 @@ def render(recs, micro, meta, order, refs):
                                   if suite == "upload" else
                                   (("msgs_per_s", "msg/s"), ("msgs_per_server_cpu_s", "msg per srv CPU-s"))
                                   if path == "/ws echo" else (("rss_kib_per_conn", "KiB per idle WS"),)
-                                  if path == "/ws idle" else (("rps", "req/s"),)):
+                                  if path == "/ws idle" else (("rps", "req/s"), ("rps_per_server_cpu", "req per srv CPU-s"))
+                                  if suite == "static" else (("rps", "req/s"),)):
                     rr = ratios(recs, a_, b_, suite, path, key)
                     if rr:
                         pair_rows.append([f"{a_} ÷ {b_}", suite, path + ("" if what == "req/s" else f" ({what})"),
@@ -999,7 +1007,7 @@ def readme_block(recs, meta, order, refs, results_rel):
                         "per-round ratio to "
                         + (f"{wsref} (tokio-tungstenite's echo)" if wsref else "– (ws-tokio did not run)") + "."]
     rows = []
-    cells = [("plain", "/"), ("pipe", "/")] + [("static", p) for p in suite_paths("static")]
+    cells = [("plain", "/"), ("pipe", "/")] + [("static", "/static/" + n) for n, _ in STATIC_FILES]
     for name in order:
         row = [name]
         for suite, path in cells:
@@ -1082,6 +1090,8 @@ def versions(names):
         v["ghc"] = sh("ghc --numeric-version")
     if "nginx" in names:
         v["nginx"] = sh("nginx -v 2>&1").split("/")[-1]
+    if "h2o" in names:
+        v["h2o"] = sh("h2o --version").split("\n")[0].replace("h2o version ", "")
     if "warp" in names:
         v["warp"] = sh("ghc-pkg --simple-output field warp version")
     if "hyper" in names:
@@ -1123,6 +1133,8 @@ def main():
     ap.add_argument("--servers", default="", help="comma list of server names (default: by mode)")
     ap.add_argument("--require", default="", help="comma list of servers that must run (missing = failure)")
     ap.add_argument("--suites", default=",".join(SUITES))
+    ap.add_argument("--static-files", default=",".join(STATIC_CHOSEN),
+                    help="comma list of the static suite's files (" + ", ".join(n for n, _ in STATIC_FILES) + ")")
     ap.add_argument("--layout", choices=["a", "b"], default="a")
     ap.add_argument("--workers", type=int, default=0, help="server workers (default: 1 in layout a, CPUs in b)")
     ap.add_argument("--rounds", type=int, default=3)
@@ -1156,6 +1168,10 @@ def main():
     else:
         names = [e["name"] for e in registry if e["kind"] == "demo" or a.compare]
     unknown = [n for n in names if n not in by_name]
+    chosen = [n for n in a.static_files.split(",") if n]
+    if not chosen or set(chosen) - {n for n, _ in STATIC_FILES}:
+        sys.exit(f"--static-files: choose among {', '.join(n for n, _ in STATIC_FILES)}")
+    STATIC_CHOSEN[:] = [n for n, _ in STATIC_FILES if n in chosen]
     if unknown:
         sys.exit(f"unknown servers {unknown}; known: {', '.join(by_name)}")
     # make bench measures the upload suite against nginx in the same run: nginx
@@ -1182,6 +1198,19 @@ def main():
         else:
             log(f"{WS_REF} is not built: the ws suite runs without its reference "
                 "(scripts/bench.sh bench or benches/peers/setup.sh builds it)")
+    # And the static suite's, h2o and nginx, when installed.
+    bench_static_refs = (not a.servers and not a.compare and not a.scale and not a.smoke
+                         and "static" in a.suites.split(","))
+    for ref in STATIC_REFS if bench_static_refs else []:
+        if ref not in by_name or (ref in names and "static" in by_name[ref]["suites"]):
+            continue
+        if shutil.which(ref):
+            joined = by_name[ref]["suites"] if ref in names else []
+            by_name[ref] = dict(by_name[ref], suites=joined + ["static"])
+            if ref not in names:
+                names.append(ref)
+        else:
+            log(f"{ref} is not installed: the static suite runs without it (apt-get install {ref})")
     required = {n for n in a.require.split(",") if n} | {"c-demo"} & set(names)
     if a.compare:
         required |= {n for n in names if by_name[n]["kind"] == "peer"}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benches/peers/setup.sh — installs and builds the peers of `make bench-compare`
 # when they are missing or stale; does nothing when all are ready.
-#   Debian:    nginx; ghc + libghc-warp-dev  → build/bench-peers/warp-hello
+#   Debian:    nginx, h2o; ghc + libghc-warp-dev  → build/bench-peers/warp-hello
 #   crates.io: hyper (benches/peers, its own workspace) → build/bench-peers/target/release/hyper-hello
 #   PyPI:      granian, gunicorn, bjoern, flask (python/requirements.txt) → build/bench-peers/venv
 #              (bjoern compiles against Debian's libev-dev)
@@ -12,7 +12,7 @@ cd "$ROOT"
 OUT=$ROOT/build/bench-peers
 mkdir -p "$OUT"
 
-apt_packages=(nginx ghc libghc-warp-dev libev-dev)
+apt_packages=(nginx h2o ghc libghc-warp-dev libev-dev)
 need=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
@@ -31,7 +31,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
   [ -n "$made_policy" ] && rm -f "$policy"
 fi
-for tool in nginx ghc; do
+for tool in nginx h2o ghc; do
   command -v "$tool" >/dev/null || { echo "bench peers: $tool is missing after install" >&2; exit 1; }
 done
 

@@ -188,7 +188,7 @@ impl Response<'_> {
     /// The request's meta as of now: shutdown may have begun while the handler
     /// ran (the worker learns of it only when it next polls), and then the
     /// answer must say it closes.
-    fn meta_now(&mut self) -> RequestMeta {
+    pub(crate) fn meta_now(&mut self) -> RequestMeta {
         if self.meta.keep_alive && self.shutting_down.load(Ordering::Relaxed) {
             self.meta.keep_alive = false;
         }

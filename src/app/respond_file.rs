@@ -1,8 +1,11 @@
 //! Answering through a [`Response`] with a file: a request under a static mount
-//! (no handler involved), or a handler's `respond_file`. The head is composed
-//! like any other; a small body is copied into the output buffer (one `write`
-//! for head and body, batched with pipelined answers), a larger one is queued as
-//! a file segment on the connection and sent with `sendfile` after the head,
+//! (no handler involved), or a handler's `respond_file`. A plain GET of a small
+//! file the worker keeps in memory (`file::small`) is answered by copying its
+//! pre-rendered answer with the worker's `Date` and `Server` lines. Otherwise
+//! the head is composed like any other; a small body is copied into the output
+//! buffer (from memory, or read from the file) so that head and body leave in
+//! one `write`, batched with pipelined answers; a larger one is queued as a
+//! file segment on the connection and sent with `sendfile` after the head,
 //! which goes out with `MSG_MORE` so both share a packet. What the socket does
 //! not take waits in the connection's output queue for it to drain.
 
@@ -14,12 +17,15 @@ use std::sync::Arc;
 use crate::app::handler::{Outcome, RespondError, Response};
 use crate::file::range::{ByteRange, Piece};
 use crate::file::serve::{Body, FileRequest};
-use crate::file::{Fields, FileError, Prepared, StaticFiles};
+use crate::file::small::SmallFile;
+use crate::file::{Fields, FileError, Prepared, Served, StaticFiles};
 use crate::http::compose::{compose_head, BodyLength};
+use crate::http::image::KeepAliveImage;
 use crate::net::output::OutQueue;
 
-/// File bodies up to this size are read into the output buffer (`pread`);
-/// larger ones are sent with `sendfile` after the head. Measured with
+/// File bodies up to this size are read into the output buffer (`pread`)
+/// when the file is not in memory; larger ones are sent with `sendfile`
+/// after the head. Measured with
 /// `benches/copy_vs_sendfile.py` (layout (a), requests per server CPU-second,
 /// medians of 5–7 interleaved rounds on a busy 2-core machine): without
 /// pipelining copy and sendfile tie at 1–4 KiB (copy +10 % at 2 KiB), sendfile
@@ -43,9 +49,10 @@ impl Response<'_> {
         if !self.file.files.has_mounts() {
             return false;
         }
-        let req = FileRequest { method: self.file.method, fields: Fields::new(self.file.headers) };
-        let Some(prepared) = self.file.files.plan_mount(&req, raw_path, query) else { return false };
-        let _ = self.send_prepared(prepared, &[]);
+        let image_fits = KeepAliveImage::fits(&self.meta_now());
+        let req = FileRequest { method: self.file.method, fields: Fields::new(self.file.headers), image_fits };
+        let Some(served) = self.file.files.plan_mount(&req, raw_path, query) else { return false };
+        let _ = self.send_served(served, &[]);
         true
     }
 
@@ -69,16 +76,38 @@ impl Response<'_> {
         if !(200..=599).contains(&status) {
             return Err(RespondError::InvalidStatus);
         }
-        let req = FileRequest { method: self.file.method, fields: Fields::new(self.file.headers) };
-        let prepared = self
+        let image_fits = KeepAliveImage::fits(&self.meta_now());
+        let req = FileRequest { method: self.file.method, fields: Fields::new(self.file.headers), image_fits };
+        let served = self
             .file
             .files
             .plan_path(&req, status, path, headers)
             .map_err(|FileError(e)| RespondError::FileUnavailable(e.kind()))?;
-        self.send_prepared(prepared, headers)
+        self.send_served(served, headers)
     }
 
-    fn send_prepared(&mut self, prepared: Prepared, given: &[(&[u8], &[u8])]) -> Result<(), RespondError> {
+    fn send_served(&mut self, served: Served, given: &[(&[u8], &[u8])]) -> Result<(), RespondError> {
+        match served {
+            Served::Image(small) => {
+                let image = small.image();
+                image.compose(self.out, &self.env);
+                self.outcome = Outcome::Answered { close: false };
+                self.status = 200;
+                self.body_bytes = image.body_len();
+                Ok(())
+            }
+            Served::Plan(prepared, small) => self.send_prepared(*prepared, small.as_deref(), given),
+        }
+    }
+
+    /// Sends a plan; a one-range body comes from `small` when the file is in
+    /// memory, else from the prepared file.
+    fn send_prepared(
+        &mut self,
+        prepared: Prepared,
+        small: Option<&SmallFile>,
+        given: &[(&[u8], &[u8])],
+    ) -> Result<(), RespondError> {
         let Prepared { plan, file } = prepared;
         let start = self.out.len();
         let composed = compose_head(
@@ -101,11 +130,39 @@ impl Response<'_> {
                 self.out.extend_from_slice(text);
                 Ok(())
             }
+            (Body::File(r), _) if small.is_some() => self.copy_from_memory(small.map_or(&[], |s| s.body()), r, start),
             (Body::File(r), Some(file)) if r.len <= COPY_MAX && self.backlog.is_empty() => {
                 self.copy_into_out(&file, r, start)
             }
             (body, file) => self.queue(|q| push_file_body(q, body, file)),
         }
+    }
+
+    /// Copies the range of a file in memory into the output buffer after the
+    /// head (whatever the connection's queue holds: the copy is small). A range
+    /// beyond the bytes cannot be planned; if it were, the head is taken back
+    /// and the request is left unanswered.
+    fn copy_from_memory(&mut self, bytes: &[u8], r: &ByteRange, head_start: usize) -> Result<(), RespondError> {
+        let range = usize::try_from(r.start).ok().zip(usize::try_from(r.start + r.len).ok());
+        match range.and_then(|(a, b)| bytes.get(a..b)) {
+            Some(body) => {
+                self.out.extend_from_slice(body);
+                Ok(())
+            }
+            None => {
+                self.take_back(head_start);
+                Err(RespondError::FileUnavailable(std::io::ErrorKind::UnexpectedEof))
+            }
+        }
+    }
+
+    /// Takes a composed answer back out of the output buffer: the request is
+    /// left unanswered.
+    fn take_back(&mut self, head_start: usize) {
+        self.out.truncate(head_start);
+        self.outcome = Outcome::Pending;
+        self.status = 0;
+        self.body_bytes = 0;
     }
 
     /// Reads the range into the output buffer after the head. A short read
@@ -117,10 +174,7 @@ impl Response<'_> {
         match file.read_exact_at(&mut self.out[at..], r.start) {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.out.truncate(head_start);
-                self.outcome = Outcome::Pending;
-                self.status = 0;
-                self.body_bytes = 0;
+                self.take_back(head_start);
                 Err(RespondError::FileUnavailable(e.kind()))
             }
         }

@@ -71,7 +71,8 @@ pub struct warpcore_file_cache_stats {
     pub info_hits: u64,
     /// Requests that looked their path up on disk.
     pub info_misses: u64,
-    /// File bodies sent from an already open descriptor.
+    /// File bodies sent without opening their file: from an already open
+    /// descriptor or, for a small file, from its bytes kept in memory.
     pub fd_hits: u64,
     /// File bodies that had to open their file.
     pub fd_misses: u64,

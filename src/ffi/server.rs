@@ -205,7 +205,8 @@ pub struct warpcore_stats {
     pub bytes_out: u64,
     /// Requests refused as malformed or over a limit.
     pub parse_errors: u64,
-    /// Static-file descriptor cache hits.
+    /// Static-file descriptor cache hits (small files' bodies sent from
+    /// memory count as hits).
     pub fd_cache_hits: u64,
     /// Static-file descriptor cache misses.
     pub fd_cache_misses: u64,

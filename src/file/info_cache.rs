@@ -6,10 +6,17 @@
 //! Lifetime alone would serve a stale stat until the entry expires; the watcher
 //! (`watch.rs`) drops entries the moment their directory reports a change, and an
 //! entry is only cached when that watch is in place.
+//!
+//! A small file's entry may also hold its bytes and pre-rendered answer
+//! (`small.rs`), which come and go with the entry; the cache keeps their total
+//! under `SMALL_CACHE_MAX`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::fd_cache::FileId;
+use super::small::{SmallFile, SMALL_CACHE_MAX};
 use super::validator::Validators;
 use crate::sys::fs::Stat;
 
@@ -37,6 +44,13 @@ pub(crate) enum Info {
 struct Entry {
     info: Info,
     expires: Instant,
+    small: Option<Arc<SmallFile>>,
+}
+
+impl Entry {
+    fn small_cost(&self) -> usize {
+        self.small.as_ref().map_or(0, |s| s.cost())
+    }
 }
 
 /// At most this many entries per worker; a full cache drops what has expired,
@@ -48,44 +62,89 @@ const MAX_ENTRIES: usize = 16 * 1024;
 pub(crate) struct InfoCache {
     map: HashMap<Box<[u8]>, Entry>,
     lifetime: Duration,
+    /// What the small files held by entries cost in all.
+    small_bytes: usize,
 }
 
 impl InfoCache {
     /// A lifetime of zero disables the cache.
     pub fn new(lifetime: Duration) -> InfoCache {
-        InfoCache { map: HashMap::new(), lifetime }
+        InfoCache { map: HashMap::new(), lifetime, small_bytes: 0 }
     }
 
-    pub fn get(&self, key: &[u8], now: Instant) -> Option<Info> {
-        self.map.get(key).filter(|e| now < e.expires).map(|e| e.info)
+    /// The info of `key`, and the small file it holds, if any.
+    pub fn get(&self, key: &[u8], now: Instant) -> Option<(&Info, Option<&Arc<SmallFile>>)> {
+        self.map.get(key).filter(|e| now < e.expires).map(|e| (&e.info, e.small.as_ref()))
     }
 
-    pub fn insert(&mut self, key: &[u8], info: Info, now: Instant) {
+    /// Caches `info` for `key`; false when the cache is off (lifetime zero).
+    pub fn insert(&mut self, key: &[u8], info: Info, now: Instant) -> bool {
         if self.lifetime.is_zero() {
-            return;
+            return false;
         }
         if self.map.len() >= MAX_ENTRIES && !self.map.contains_key(key) {
             self.sweep(now);
             if self.map.len() >= MAX_ENTRIES {
-                self.map.clear();
+                self.clear();
             }
         }
-        let entry = Entry { info, expires: now + self.lifetime };
+        let entry = Entry { info, expires: now + self.lifetime, small: None };
         match self.map.get_mut(key) {
-            Some(e) => *e = entry,
+            Some(e) => {
+                self.small_bytes -= e.small_cost();
+                *e = entry;
+            }
             None => {
                 self.map.insert(key.into(), entry);
             }
+        }
+        true
+    }
+
+    /// Whether a small file of `cost` bytes would fit now, once expired
+    /// entries are dropped if they must be.
+    pub fn has_room(&mut self, cost: usize, now: Instant) -> bool {
+        if self.small_bytes + cost > SMALL_CACHE_MAX {
+            self.sweep(now);
+        }
+        self.small_bytes + cost <= SMALL_CACHE_MAX
+    }
+
+    /// Gives the live entry `key` its file's bytes, when it describes that
+    /// very file (same identity) and there is room; false otherwise.
+    pub fn attach(&mut self, key: &[u8], small: Arc<SmallFile>, now: Instant) -> bool {
+        let cost = small.cost();
+        if !self.has_room(cost, now) {
+            return false;
+        }
+        match self.map.get_mut(key) {
+            Some(e) if now < e.expires && e.small.is_none() => match e.info {
+                Info::File(fi) if FileId::of(&fi.stat) == small.id() => {
+                    e.small = Some(small);
+                    self.small_bytes += cost;
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
         }
     }
 
     /// Drops the entry `prefix` and every entry below it (`prefix/…`).
     pub fn invalidate(&mut self, prefix: &[u8]) {
-        self.map.retain(|k, _| !(k.starts_with(prefix) && (k.len() == prefix.len() || k[prefix.len()] == b'/')));
+        let freed = &mut self.small_bytes;
+        self.map.retain(|k, e| {
+            let keep = !(k.starts_with(prefix) && (k.len() == prefix.len() || k[prefix.len()] == b'/'));
+            if !keep {
+                *freed -= e.small_cost();
+            }
+            keep
+        });
     }
 
     pub fn clear(&mut self) {
         self.map.clear();
+        self.small_bytes = 0;
     }
 
     /// For entries inserted from now on.
@@ -95,12 +154,26 @@ impl InfoCache {
 
     /// Drops expired entries.
     pub fn sweep(&mut self, now: Instant) {
-        self.map.retain(|_, e| now < e.expires);
+        let freed = &mut self.small_bytes;
+        self.map.retain(|_, e| {
+            let keep = now < e.expires;
+            if !keep {
+                *freed -= e.small_cost();
+            }
+            keep
+        });
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// What the small files held cost in all.
+    #[cfg(test)]
+    pub fn small_bytes(&self) -> usize {
+        debug_assert_eq!(self.small_bytes, self.map.values().map(Entry::small_cost).sum::<usize>());
+        self.small_bytes
     }
 }
 
@@ -113,17 +186,18 @@ mod tests {
         let t0 = Instant::now();
         let mut c = InfoCache::new(Duration::from_secs(1));
         c.insert(b"k", Info::Missing, t0);
-        assert_eq!(c.get(b"k", t0), Some(Info::Missing));
-        assert_eq!(c.get(b"k", t0 + Duration::from_millis(999)), Some(Info::Missing));
-        assert_eq!(c.get(b"k", t0 + Duration::from_secs(1)), None);
+        let info = |c: &InfoCache, at| c.get(b"k", at).map(|(info, _)| *info);
+        assert_eq!(info(&c, t0), Some(Info::Missing));
+        assert_eq!(info(&c, t0 + Duration::from_millis(999)), Some(Info::Missing));
+        assert_eq!(info(&c, t0 + Duration::from_secs(1)), None);
         c.insert(b"k", Info::Directory, t0 + Duration::from_secs(1));
-        assert_eq!(c.get(b"k", t0 + Duration::from_secs(1)), Some(Info::Directory));
+        assert_eq!(info(&c, t0 + Duration::from_secs(1)), Some(Info::Directory));
         c.sweep(t0 + Duration::from_secs(5));
         assert_eq!(c.len(), 0);
 
         let mut off = InfoCache::new(Duration::ZERO);
         off.insert(b"k", Info::Missing, t0);
-        assert_eq!(off.get(b"k", t0), None);
+        assert!(off.get(b"k", t0).is_none());
     }
 
     #[test]

@@ -6,12 +6,16 @@
 //! (stat results, negative entries too), `fd_cache` (open files by identity),
 //! `watch` (inotify invalidation), `validator` (ETag, Last-Modified, HTTP dates),
 //! `conditional` (If-* evaluation), `range` (Range and multipart/byteranges),
-//! `mime` (Content-Type), `serve` (the planner). [`StaticFiles`] ties them
-//! together for one worker; it is reached through the worker's context and
-//! shares nothing mutable with other workers.
+//! `mime` (Content-Type), `serve` (the planner), `small` (small files' bytes and
+//! answers in memory). [`StaticFiles`] ties them together for one worker; it is
+//! reached through the worker's context and shares nothing mutable with other
+//! workers.
 //!
 //! A request costs, once its path is cached: two hash lookups and no system
-//! call until the body is sent. A change to a cached file is reported by inotify
+//! call until the body is sent. A small file's (up to 8 KiB) costs one hash
+//! lookup and a copy of its pre-rendered answer when the request is a plain
+//! GET, and no system call of its own at all: its bytes are in memory, at most
+//! 4 MiB of them per worker (`small`). A change to a cached file is reported by inotify
 //! and drops its entry at once, and so is a directory on its path renamed,
 //! replaced or removed (`mv dir dir.old; mv dir.new dir`, the mount's own
 //! directory too: a mount is opened by its path at each lookup); entries also
@@ -27,6 +31,7 @@ pub(crate) mod mount;
 mod query;
 pub(crate) mod range;
 pub(crate) mod serve;
+pub(crate) mod small;
 pub(crate) mod validator;
 pub(crate) mod watch;
 
@@ -50,7 +55,8 @@ use info_cache::{FileInfo, Info, InfoCache};
 pub use mount::MountSpec;
 use mount::{Mounts, Route};
 pub(crate) use query::FileQuery;
-use serve::{FileRequest, Plan};
+use serve::{Body, FileRequest, Plan};
+use small::{SmallFile, SMALL_FILE_MAX};
 use validator::{Check, Validators};
 use watch::{Change, Watch, Watcher};
 
@@ -67,6 +73,11 @@ impl<'a> Fields<'a> {
 
     pub fn has(&self, name: &str) -> bool {
         self.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether any field's name satisfies `f`.
+    pub fn any_name(&self, f: impl Fn(&str) -> bool) -> bool {
+        self.headers.iter().any(|h| f(h.name))
     }
 
     /// Every value of the field `name`, in order.
@@ -86,7 +97,8 @@ pub struct FileCacheStats {
     pub info_hits: u64,
     /// Requests that had to look the path up (`open(O_PATH)` + `fstat`).
     pub info_misses: u64,
-    /// File bodies sent from an already open descriptor.
+    /// File bodies sent without opening their file: from an already open
+    /// descriptor or, for a small file, from its bytes kept in memory.
     pub fd_hits: u64,
     /// File bodies that had to open their file.
     pub fd_misses: u64,
@@ -170,6 +182,24 @@ pub(crate) struct Prepared {
     pub file: Option<Arc<File>>,
 }
 
+/// What a worker answers a file request with.
+pub(crate) enum Served {
+    /// A plain GET of a small file in memory: its whole `200` answer.
+    Image(Arc<SmallFile>),
+    /// A plan, with the file's bytes when they are in memory (then
+    /// `Prepared::file` is None and a one-range body is copied from them).
+    /// Boxed: the pre-rendered answer, the common one, moves in a word.
+    Plan(Box<Prepared>, Option<Arc<SmallFile>>),
+}
+
+fn planned(plan: Plan) -> Served {
+    served(no_file(plan), None)
+}
+
+fn served(prepared: Prepared, small: Option<Arc<SmallFile>>) -> Served {
+    Served::Plan(Box::new(prepared), small)
+}
+
 /// Why a handler's file cannot be served; nothing was sent.
 #[derive(Debug)]
 pub(crate) struct FileError(pub io::Error);
@@ -247,19 +277,19 @@ impl StaticFiles {
 
     /// Plans the answer to a request for `raw_path` (as sent, not decoded) with
     /// `query`, or `None` when no mount covers the path.
-    pub fn plan_mount(&mut self, req: &FileRequest<'_>, raw_path: &[u8], query: &[u8]) -> Option<Prepared> {
+    pub fn plan_mount(&mut self, req: &FileRequest<'_>, raw_path: &[u8], query: &[u8]) -> Option<Served> {
         let (mount, dir_form) = match self.site.mounts.route(raw_path, &mut self.decoded, &mut self.rel) {
             Route::NoMount => return None,
-            Route::Bad => return Some(no_file(serve::error(400))),
+            Route::Bad => return Some(planned(serve::error(400))),
             Route::Found { mount, dir_form } => (mount, dir_form),
         };
         // Before anything else, the method included: a dotfile's answer must
         // not tell whether it exists.
         if !self.site.dotfiles && mount::hidden(&self.rel, self.site.mounts.get(mount).prefix == b"/") {
-            return Some(no_file(serve::error(404)));
+            return Some(planned(serve::error(404)));
         }
         if !req.is_get() && !req.is_head() {
-            return Some(no_file(serve::method_not_allowed()));
+            return Some(planned(serve::method_not_allowed()));
         }
         if dir_form {
             if !self.rel.is_empty() {
@@ -273,9 +303,15 @@ impl StaticFiles {
             self.key.push(b'/');
             self.key.extend_from_slice(&self.rel);
         }
-        let info = self.lookup(Target::Mount(mount));
+        let plain = req.is_plain_get();
+        let (info, small, cached) = match self.lookup(Target::Mount(mount), plain) {
+            Found::Image(small) => return Some(Served::Image(small)),
+            Found::Info(info, small, cached) => (info, small, cached),
+        };
         let plan = match info {
-            Info::File(fi) => return Some(self.prepare(req, 200, fi, Target::Mount(mount), &[])),
+            Info::File(fi) => {
+                return Some(self.prepare(req, 200, fi, (small, cached, plain), Target::Mount(mount), &[]));
+            }
             Info::Directory if !dir_form => {
                 let m = self.site.mounts.get(mount);
                 let mut location = Vec::with_capacity(m.prefix.len() + self.rel.len() + query.len() + 3);
@@ -289,7 +325,7 @@ impl StaticFiles {
             Info::Refused => serve::error(403),
             Info::Directory | Info::Missing | Info::Outside => serve::error(404),
         };
-        Some(no_file(plan))
+        Some(planned(plan))
     }
 
     /// Plans a handler's answer with the file at `path` and `status`; the
@@ -303,12 +339,17 @@ impl StaticFiles {
         status: u16,
         path: &Path,
         fields: &[(&[u8], &[u8])],
-    ) -> Result<Prepared, FileError> {
+    ) -> Result<Served, FileError> {
         self.key.clear();
         self.key.extend_from_slice(&DIRECT);
         self.key.extend_from_slice(path.as_os_str().as_bytes());
-        match self.lookup(Target::Path(path)) {
-            Info::File(fi) => Ok(self.prepare(req, status, fi, Target::Path(path), fields)),
+        let plain = status == 200 && fields.is_empty() && req.is_plain_get();
+        let (info, small, cached) = match self.lookup(Target::Path(path), plain) {
+            Found::Image(small) => return Ok(Served::Image(small)),
+            Found::Info(info, small, cached) => (info, small, cached),
+        };
+        match info {
+            Info::File(fi) => Ok(self.prepare(req, status, fi, (small, cached, plain), Target::Path(path), fields)),
             Info::Missing | Info::Outside => Err(FileError(io::Error::from_raw_os_error(libc::ENOENT))),
             Info::Directory => Err(FileError(io::Error::from_raw_os_error(libc::EISDIR))),
             Info::Refused => Err(FileError(io::Error::new(
@@ -318,31 +359,67 @@ impl StaticFiles {
         }
     }
 
-    /// Plans the answer with the file `fi` and opens the file when the body
-    /// needs it. If the file turns out to have changed since its stat, the plan
-    /// is made again from the descriptor just opened.
+    /// Plans the answer with the file `fi` and finds its body: in memory
+    /// (`small`, the file's bytes when its info entry holds them), else from
+    /// the file, opened when the body needs it, and kept in memory from then
+    /// on when it is small and its info is cached (`cached`). A plain GET
+    /// (`plain`: no preconditions, no `Range`, status 200, no handler fields)
+    /// of a file in memory is answered with its pre-rendered answer. If the
+    /// file turns out to have changed since its stat, the plan is made again
+    /// from the descriptor just opened.
     fn prepare(
         &mut self,
         req: &FileRequest<'_>,
         status: u16,
         fi: FileInfo,
+        (small, cached, plain): (Option<Arc<SmallFile>>, bool, bool),
         target: Target<'_>,
         fields: &[(&[u8], &[u8])],
-    ) -> Prepared {
+    ) -> Served {
+        if let (true, Some(small)) = (plain, &small) {
+            bump(&self.counters().fd_hits);
+            return Served::Image(small.clone());
+        }
         let now = unix_now();
         let plan = self.plan_with(req, status, &fi, fields, now);
         if !plan.needs_file() || req.is_head() {
-            return no_file(plan);
+            return planned(plan);
+        }
+        if let (Some(_), Body::File(_)) = (&small, &plan.body) {
+            bump(&self.counters().fd_hits);
+            return served(no_file(plan), small);
         }
         match self.open(target, &fi) {
-            Opened::Same(file) => Prepared { plan, file: Some(file) },
+            Opened::Same(file) => {
+                let small = if small.is_none() && cached { self.keep_small(&file, &fi, now) } else { None };
+                match small {
+                    Some(small) if plain => Served::Image(small),
+                    Some(small) if matches!(plan.body, Body::File(_)) => served(no_file(plan), Some(small)),
+                    _ => served(Prepared { plan, file: Some(file) }, None),
+                }
+            }
             // Serve what was opened, described by its own stat.
             Opened::Changed(file, fresh) => {
-                Prepared { plan: self.plan_with(req, status, &fresh, fields, now), file: Some(file) }
+                served(Prepared { plan: self.plan_with(req, status, &fresh, fields, now), file: Some(file) }, None)
             }
-            Opened::Gone(Info::Refused) => no_file(serve::error(403)),
-            Opened::Gone(_) => no_file(serve::error(404)),
+            Opened::Gone(Info::Refused) => planned(serve::error(403)),
+            Opened::Gone(_) => planned(serve::error(404)),
         }
+    }
+
+    /// Reads the small file `fi` from `file` into memory and gives it to its
+    /// info entry (`self.key`); None when it is not small, there is no room
+    /// for it, or it changed since its stat. When the entry cannot take it
+    /// (gone meanwhile, or no room after all), the bytes read still serve
+    /// this request: they are the file `fi` describes.
+    fn keep_small(&mut self, file: &File, fi: &FileInfo, now: u64) -> Option<Arc<SmallFile>> {
+        let at = Instant::now();
+        if fi.stat.size > SMALL_FILE_MAX || !self.info.has_room(SmallFile::estimated_cost(fi.stat.size), at) {
+            return None;
+        }
+        let small = Arc::new(SmallFile::load(file, fi, now)?);
+        self.info.attach(&self.key, small.clone(), at);
+        Some(small)
     }
 
     fn plan_with(
@@ -357,12 +434,20 @@ impl StaticFiles {
     }
 
     /// What the path in `self.key` (and `self.rel` for a mount) is, from the
-    /// cache or looked up.
-    fn lookup(&mut self, target: Target<'_>) -> Info {
+    /// cache or looked up: for a `plain` GET of a file in memory, its
+    /// pre-rendered answer at once.
+    fn lookup(&mut self, target: Target<'_>, plain: bool) -> Found {
         let now = Instant::now();
-        if let Some(info) = self.info.get(&self.key, now) {
-            bump(&self.counters().info_hits);
-            return info;
+        if let Some((info, small)) = self.info.get(&self.key, now) {
+            let counters = &self.counters.counters[self.worker];
+            bump(&counters.info_hits);
+            return match small {
+                Some(small) if plain => {
+                    bump(&counters.fd_hits);
+                    Found::Image(small.clone())
+                }
+                _ => Found::Info(*info, small.cloned(), true),
+            };
         }
         bump(&self.counters().info_misses);
         // Watch first, then stat: a change in between is then reported.
@@ -374,10 +459,8 @@ impl StaticFiles {
             },
             Err(e) => info_of_error(&e),
         };
-        if cacheable {
-            self.info.insert(&self.key, info, now);
-        }
-        info
+        let cached = cacheable && self.info.insert(&self.key, info, now);
+        Found::Info(info, None, cached)
     }
 
     fn counters(&self) -> &Counters {
@@ -495,6 +578,15 @@ impl StaticFiles {
         self.info.sweep(now);
         self.fds.sweep(now);
     }
+}
+
+/// What `lookup` found.
+enum Found {
+    /// A plain GET's pre-rendered answer: the file is in memory.
+    Image(Arc<SmallFile>),
+    /// The path's info, the file's bytes when they are in memory, and whether
+    /// the info is cached (then its entry may take the bytes).
+    Info(Info, Option<Arc<SmallFile>>, bool),
 }
 
 #[derive(Clone, Copy)]
@@ -638,37 +730,69 @@ mod tests {
     }
 
     fn site(name: &str, watched: bool) -> TestSite {
+        site_with(name, watched, Duration::from_secs(60))
+    }
+
+    fn site_with(name: &str, watched: bool, info_lifetime: Duration) -> TestSite {
         let dir = std::env::temp_dir().join(format!("warpcore-files-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("docs")).unwrap();
         std::fs::write(dir.join("a.txt"), b"hello").unwrap();
         std::fs::write(dir.join("docs/index.html"), b"<p>docs</p>").unwrap();
         let spec = MountSpec::new(b"/s", &dir).unwrap();
-        let site = Site::open(&[spec], false, Duration::from_secs(10), Duration::from_secs(60)).unwrap();
+        let site = Site::open(&[spec], false, Duration::from_secs(10), info_lifetime).unwrap();
         let poll = mio::Poll::new().unwrap();
         let registry = watched.then(|| poll.registry().try_clone().unwrap());
         TestSite { dir, files: StaticFiles::new(site, FileCounters::new(1), 0, registry, Token(9)), _poll: poll }
     }
 
-    fn get(files: &mut StaticFiles, path: &str, query: &str) -> Prepared {
+    /// A plan as the tests read it: the body from memory or from the file.
+    struct Got {
+        plan: Plan,
+        file: Option<Arc<File>>,
+        small: Option<Arc<SmallFile>>,
+    }
+
+    /// The planned answer; the tests that want pre-rendered answers ask for them.
+    fn got(served: Served) -> Got {
+        match served {
+            Served::Plan(prepared, small) => {
+                let Prepared { plan, file } = *prepared;
+                Got { plan, file, small }
+            }
+            Served::Image(_) => panic!("a pre-rendered answer where none fits"),
+        }
+    }
+
+    fn get(files: &mut StaticFiles, path: &str, query: &str) -> Got {
         get_with(files, "GET", path, query, &[])
     }
 
-    fn get_with(
+    fn get_with(files: &mut StaticFiles, method: &str, path: &str, query: &str, h: &[(&'static str, &str)]) -> Got {
+        let target = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
+        got(ask(files, method, &target, h, false))
+    }
+
+    /// Asks for `target` (a path and maybe `?query`), `image_fits` as the connection says.
+    fn ask(
         files: &mut StaticFiles,
         method: &str,
-        path: &str,
-        query: &str,
+        target: &str,
         h: &[(&'static str, &str)],
-    ) -> Prepared {
+        image_fits: bool,
+    ) -> Served {
         let headers: Vec<_> = h.iter().map(|(n, v)| httparse::Header { name: n, value: v.as_bytes() }).collect();
-        let req = FileRequest { method: method.as_bytes(), fields: Fields::new(&headers) };
+        let req = FileRequest { method: method.as_bytes(), fields: Fields::new(&headers), image_fits };
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         files.plan_mount(&req, path.as_bytes(), query.as_bytes()).expect("a mount covers it")
     }
 
-    fn body(p: &Prepared) -> Vec<u8> {
+    fn body(p: &Got) -> Vec<u8> {
         use std::os::unix::fs::FileExt;
         let Body::File(r) = p.plan.body else { panic!("no file body: {}", p.plan.status) };
+        if let Some(small) = &p.small {
+            return small.body()[r.start as usize..(r.start + r.len) as usize].to_vec();
+        }
         let mut buf = vec![0; r.len as usize];
         p.file.as_ref().unwrap().read_exact_at(&mut buf, r.start).unwrap();
         buf
@@ -693,7 +817,7 @@ mod tests {
         assert_eq!(get_with(f, "POST", "/s/a.txt", "", &[]).plan.status, 405);
         let head = get_with(f, "HEAD", "/s/a.txt", "", &[]);
         assert_eq!((head.plan.status, head.plan.length, head.file.is_none()), (200, 5, true));
-        let req = FileRequest { method: b"GET", fields: Fields::new(&[]) };
+        let req = FileRequest { method: b"GET", fields: Fields::new(&[]), image_fits: true };
         assert!(f.plan_mount(&req, b"/other", b"").is_none());
     }
 
@@ -766,19 +890,125 @@ mod tests {
     fn handler_files_get_conditionals_and_their_own_validators() {
         let mut s = site("direct", true);
         let path = s.dir.join("a.txt");
-        let req = FileRequest { method: b"GET", fields: Fields::new(&[]) };
-        let p = s.files.plan_path(&req, 200, &path, &[]).unwrap();
+        let req = FileRequest { method: b"GET", fields: Fields::new(&[]), image_fits: false };
+        let p = got(s.files.plan_path(&req, 200, &path, &[]).unwrap());
         assert_eq!(body(&p), b"hello");
         let etag = p.plan.fields.get("etag").unwrap().to_vec();
         let inm = [httparse::Header { name: "If-None-Match", value: &etag }];
-        let req = FileRequest { method: b"GET", fields: Fields::new(&inm) };
-        assert_eq!(s.files.plan_path(&req, 200, &path, &[]).unwrap().plan.status, 304);
+        let req = FileRequest { method: b"GET", fields: Fields::new(&inm), image_fits: true };
+        let status = |s: &mut StaticFiles, fields: &[(&[u8], &[u8])]| {
+            got(s.plan_path(&req, 200, &path, fields).unwrap()).plan.status
+        };
+        assert_eq!(status(&mut s.files, &[]), 304);
         // The handler's ETag is what is compared.
-        assert_eq!(s.files.plan_path(&req, 200, &path, &[(b"ETag", b"\"mine\"")]).unwrap().plan.status, 200);
+        assert_eq!(status(&mut s.files, &[(b"ETag", b"\"mine\"")]), 200);
         let mine = [httparse::Header { name: "If-None-Match", value: b"\"mine\"" }];
-        let req = FileRequest { method: b"GET", fields: Fields::new(&mine) };
-        assert_eq!(s.files.plan_path(&req, 200, &path, &[(b"ETag", b"\"mine\"")]).unwrap().plan.status, 304);
+        let req = FileRequest { method: b"GET", fields: Fields::new(&mine), image_fits: true };
+        assert_eq!(got(s.files.plan_path(&req, 200, &path, &[(b"ETag", b"\"mine\"")]).unwrap()).plan.status, 304);
         assert!(s.files.plan_path(&req, 200, &s.dir.join("missing"), &[]).is_err());
         assert!(s.files.plan_path(&req, 200, &s.dir, &[]).is_err());
+    }
+    /// The body of a pre-rendered answer, which must be the plain 200.
+    fn image_body(served: Served) -> Vec<u8> {
+        let Served::Image(small) = served else { panic!("not a pre-rendered answer") };
+        let mut out = Vec::new();
+        let env = crate::http::compose::ComposeEnv { common: b"", version: 0 };
+        small.image().compose(&mut out, &env);
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\nContent-Type: "), "{}", String::from_utf8_lossy(&out));
+        small.body().to_vec()
+    }
+
+    #[test]
+    fn small_files_are_answered_from_memory() {
+        let mut s = site("small", true);
+        let f = &mut s.files;
+        // The first request reads the file; the next ones find it in memory.
+        assert_eq!(image_body(ask(f, "GET", "/s/a.txt", &[], true)), b"hello");
+        assert_eq!(image_body(ask(f, "GET", "/s/a.txt", &[], true)), b"hello");
+        assert_eq!(image_body(ask(f, "GET", "/s/docs/", &[], true)), b"<p>docs</p>");
+        let st = f.counters.stats();
+        assert_eq!((st.fd_misses, st.fd_hits), (2, 1), "{st:?}");
+        assert!(f.info.small_bytes() > 16);
+
+        // Everything but a plain GET is planned, with the body from memory.
+        let p = get(f, "/s/a.txt", "");
+        assert_eq!((p.plan.status, body(&p), p.file.is_none()), (200, b"hello".to_vec(), true));
+        let p = get_with(f, "GET", "/s/a.txt", "", &[("Range", "bytes=1-3")]);
+        assert_eq!((p.plan.status, body(&p)), (206, b"ell".to_vec()));
+        assert_eq!(p.plan.fields.get("content-range"), Some(&b"bytes 1-3/5"[..]));
+        let etag = String::from_utf8(p.plan.fields.get("etag").unwrap().to_vec()).unwrap();
+        let p = got(ask(f, "GET", "/s/a.txt", &[("If-None-Match", &etag)], true));
+        assert_eq!((p.plan.status, p.plan.body), (304, Body::Empty));
+        let p = got(ask(f, "HEAD", "/s/a.txt", &[], false));
+        assert_eq!(
+            (p.plan.status, p.plan.length, p.plan.body),
+            (200, 5, Body::File(range::ByteRange { start: 0, len: 5 }))
+        );
+        // Several ranges come from the file.
+        let p = get_with(f, "GET", "/s/a.txt", "", &[("Range", "bytes=0-0,2-2")]);
+        assert_eq!((p.plan.status, p.small.is_none(), p.file.is_some()), (206, true, true));
+        // A handler's own fields: planned, the body from memory.
+        let req = FileRequest { method: b"GET", fields: Fields::new(&[]), image_fits: true };
+        let path = s.dir.join("a.txt");
+        let p = got(s.files.plan_path(&req, 200, &path, &[(b"Content-Type", b"x/y")]).unwrap());
+        assert_eq!(body(&p), b"hello");
+        assert!(matches!(s.files.plan_path(&req, 200, &path, &[]).unwrap(), Served::Image(_)));
+    }
+
+    #[test]
+    fn small_files_in_memory_follow_their_changes() {
+        let mut s = site("small-fresh", true);
+        assert_eq!(image_body(ask(&mut s.files, "GET", "/s/a.txt", &[], true)), b"hello");
+        std::fs::write(s.dir.join("a.txt"), b"HELLO").unwrap();
+        s.files.on_watch_event();
+        assert_eq!(image_body(ask(&mut s.files, "GET", "/s/a.txt", &[], true)), b"HELLO");
+        assert_eq!(image_body(ask(&mut s.files, "GET", "/s/a.txt", &[], true)), b"HELLO");
+        std::fs::write(s.dir.join("new.tmp"), b"renamed").unwrap();
+        std::fs::rename(s.dir.join("new.tmp"), s.dir.join("a.txt")).unwrap();
+        s.files.on_watch_event();
+        assert_eq!(image_body(ask(&mut s.files, "GET", "/s/a.txt", &[], true)), b"renamed");
+        let p = get_with(&mut s.files, "GET", "/s/a.txt", "", &[("Range", "bytes=-3")]);
+        assert_eq!(body(&p), b"med");
+        std::fs::remove_file(s.dir.join("a.txt")).unwrap();
+        s.files.on_watch_event();
+        assert_eq!(got(ask(&mut s.files, "GET", "/s/a.txt", &[], true)).plan.status, 404);
+        assert_eq!(s.files.info.small_bytes(), 0);
+        // Without watches nothing is kept.
+        let mut u = site("small-unwatched", false);
+        assert_eq!(body(&got(ask(&mut u.files, "GET", "/s/a.txt", &[], true))), b"hello");
+        assert_eq!(u.files.info.small_bytes(), 0);
+    }
+
+    #[test]
+    fn small_files_in_memory_stay_under_the_cap() {
+        let lifetime = Duration::from_millis(300);
+        let mut s = site_with("small-cap", true, lifetime);
+        let size = small::SMALL_FILE_MAX as usize;
+        let count = small::SMALL_CACHE_MAX / size + 8;
+        for i in 0..count {
+            std::fs::write(s.dir.join(format!("f{i}")), vec![b'a' + (i % 26) as u8; size]).unwrap();
+        }
+        let mut images = 0;
+        for i in 0..count {
+            let path = format!("/s/f{i}");
+            // Every file is served whole, from memory or from its descriptor.
+            let served = ask(&mut s.files, "GET", &path, &[], true);
+            let bytes = match served {
+                Served::Image(small) => {
+                    images += 1;
+                    small.body().to_vec()
+                }
+                other => body(&got(other)),
+            };
+            assert_eq!(bytes, vec![b'a' + (i % 26) as u8; size]);
+            assert!(s.files.info.small_bytes() <= small::SMALL_CACHE_MAX);
+        }
+        assert!(images > 0 && images < count, "{images} of {count} in memory");
+        // Once entries expire, the files asked for are taken in again.
+        std::thread::sleep(lifetime);
+        let last = format!("/s/f{}", count - 1);
+        ask(&mut s.files, "GET", &last, &[], true);
+        assert!(matches!(ask(&mut s.files, "GET", &last, &[], true), Served::Image(_)));
+        assert!(s.files.info.small_bytes() <= small::SMALL_CACHE_MAX);
     }
 }

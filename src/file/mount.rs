@@ -166,8 +166,11 @@ fn covers(prefix: &[u8], path: &[u8]) -> bool {
 /// escape, an escape that decodes to `/`, `\` or NUL, or a literal `\`. The
 /// decoded text is complete either way, so the mount can still be found.
 fn decode_strict(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    // Most paths have nothing to decode or refuse: copied at once.
+    let plain = raw.iter().position(|&b| b == b'%' || b == b'\\' || b == 0).unwrap_or(raw.len());
+    out.extend_from_slice(&raw[..plain]);
     let mut clean = true;
-    let mut i = 0;
+    let mut i = plain;
     while i < raw.len() {
         let b = raw[i];
         if b == b'%' {

@@ -16,7 +16,7 @@ pub(crate) struct FileQuery {
 }
 
 /// The fields the planner reads: `If-*` (conditionals, `If-Range`) and `Range`.
-fn wanted(name: &str) -> bool {
+pub(super) fn wanted(name: &str) -> bool {
     let b = name.as_bytes();
     (b.len() > 3 && b[..3].eq_ignore_ascii_case(b"if-")) || name.eq_ignore_ascii_case("range")
 }
@@ -49,7 +49,7 @@ impl FileQuery {
                 value: &self.bytes[start + n..start + n + v],
             })
             .collect();
-        f(&FileRequest { method: self.method, fields: Fields::new(&headers) })
+        f(&FileRequest { method: self.method, fields: Fields::new(&headers), image_fits: false })
     }
 }
 

@@ -14,6 +14,9 @@ use super::Fields;
 pub(crate) struct FileRequest<'a> {
     pub method: &'a [u8],
     pub fields: Fields<'a>,
+    /// The connection takes a pre-rendered keep-alive answer
+    /// (`KeepAliveImage::fits`: HTTP/1.1, staying open, not HEAD).
+    pub image_fits: bool,
 }
 
 impl FileRequest<'_> {
@@ -23,6 +26,12 @@ impl FileRequest<'_> {
 
     pub fn is_head(&self) -> bool {
         self.method == b"HEAD"
+    }
+
+    /// A GET without preconditions or `Range`, on a connection that takes a
+    /// pre-rendered answer: its answer to a 200 is the plain whole file.
+    pub fn is_plain_get(&self) -> bool {
+        self.image_fits && self.is_get() && !self.fields.any_name(super::query::wanted)
     }
 }
 
@@ -249,7 +258,7 @@ mod tests {
 
     fn plan(method: &str, status: u16, pairs: &[(&'static str, &str)], size: u64) -> Plan {
         let headers: Vec<_> = pairs.iter().map(|(n, v)| httparse::Header { name: n, value: v.as_bytes() }).collect();
-        let req = FileRequest { method: method.as_bytes(), fields: Fields::new(&headers) };
+        let req = FileRequest { method: method.as_bytes(), fields: Fields::new(&headers), image_fits: false };
         let i = info(size);
         file(&req, status, &i, &i.validators.check(), i.content_type.as_bytes(), NOW, b"BOUND")
     }

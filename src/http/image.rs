@@ -76,6 +76,16 @@ impl KeepAliveImage {
     pub fn body_len(&self) -> u64 {
         self.body_len
     }
+
+    /// The body the response carries.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[self.bytes.len() - self.body_len as usize..]
+    }
+
+    /// The bytes the image holds (all of it but the `Date` and `Server` lines).
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 /// How many images a worker keeps complete, and up to what size: enough for
@@ -148,6 +158,7 @@ mod tests {
             expected.extend_from_slice(body);
             let image = image(*status, headers, body).unwrap();
             assert_eq!(image.body_len(), body.len() as u64);
+            assert_eq!(image.body(), *body);
             let mut out = b"before".to_vec();
             image.compose(&mut out, &env);
             assert_eq!(String::from_utf8_lossy(&out[6..]), String::from_utf8_lossy(&expected));

@@ -22,7 +22,8 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Requests refused as malformed or over a limit.
     pub parse_errors: u64,
-    /// Static-file descriptor cache hits and misses.
+    /// Static-file descriptor cache hits and misses (small files' bodies sent
+    /// from memory count as hits).
     pub fd_cache_hits: u64,
     /// See `fd_cache_hits`.
     pub fd_cache_misses: u64,

@@ -1,6 +1,8 @@
-//! Applying a deferred answer to the output of its request: the socket when
-//! it is the connection's front answer, or the request's held output when
-//! earlier answers are still pending (read-ahead: see `ahead.rs`).
+//! Applying a deferred answer to the output of its request: the connection's
+//! queue when it is the front answer (written once the worker has applied its
+//! whole batch of messages, so answers completed together leave with one
+//! `writev`), or the request's held output when earlier answers are still
+//! pending (read-ahead: see `ahead.rs`).
 
 use super::context::WorkerCtx;
 use crate::app::deferred::{recycle_head, Answer, FileAnswer};
@@ -10,46 +12,46 @@ use crate::file::serve::Body;
 use crate::file::Prepared;
 use crate::http::compose::{compose_error, BodyLength};
 use crate::http::stream::StreamOut;
-use crate::net::output::{write_now_or_queue, OutQueue};
+use crate::net::output::OutQueue;
 use crate::net::payload::Payload;
-use mio::net::TcpStream;
 use std::sync::Arc;
 
-/// Where an answer's bytes go.
+/// Where an answer's bytes go; neither writes to the socket.
 pub(crate) enum Sink<'a> {
-    /// The front answer: written now, what the socket does not take queued.
-    Socket { stream: &'a TcpStream, backlog: &'a mut OutQueue },
-    /// An answer behind a pending one: kept, in order, until it is the front.
+    /// The front answer, queued for the worker to write with the rest of
+    /// the batch of messages it came in; counted now.
+    Batch(&'a mut OutQueue),
+    /// An answer behind a pending one: kept, in order, until it is the
+    /// front; counted when it leaves.
     Held(&'a mut OutQueue),
 }
 
 impl Sink<'_> {
-    /// `out`, then `body`, then `suffix`; false on a write error.
-    pub fn send(&mut self, out: &mut Vec<u8>, body: Option<Payload>, suffix: &[u8]) -> bool {
+    fn queue(&mut self) -> &mut OutQueue {
         match self {
-            Sink::Socket { stream, backlog } => write_now_or_queue(stream, backlog, out, body, suffix),
-            Sink::Held(queue) => {
-                queue.push_copy(out);
-                out.clear();
-                if let Some(body) = body {
-                    queue.push_payload(body);
-                }
-                queue.push_copy(suffix);
-                true
-            }
+            Sink::Batch(queue) | Sink::Held(queue) => queue,
         }
+    }
+
+    /// `out`, then `body`, then `suffix`.
+    pub fn send(&mut self, out: &mut Vec<u8>, body: Option<Payload>, suffix: &[u8]) -> bool {
+        let queue = self.queue();
+        queue.push_copy(out);
+        out.clear();
+        if let Some(body) = body {
+            queue.push_payload(body);
+        }
+        queue.push_copy(suffix);
+        true
     }
 
     /// `out` (a file answer's head), then the file's pieces.
     pub fn send_file(&mut self, out: &mut Vec<u8>, body: &Body, file: Option<Arc<std::fs::File>>) -> bool {
-        let (queue, stream) = match self {
-            Sink::Socket { stream, backlog } => (&mut **backlog, Some(*stream)),
-            Sink::Held(queue) => (&mut **queue, None),
-        };
+        let queue = self.queue();
         queue.push_copy(out);
         out.clear();
         push_file_body(queue, body, file);
-        stream.is_none_or(|stream| queue.flush(stream).is_ok())
+        true
     }
 }
 
@@ -69,7 +71,7 @@ pub(crate) fn apply_answer(
 ) -> Option<(bool, bool)> {
     // Counted before the bytes leave, so a client never sees an answer the
     // counters do not show yet.
-    let count_now = matches!(sink, Sink::Socket { .. });
+    let count_now = matches!(sink, Sink::Batch(_));
     let stats = &*ctx.stats;
     let count = |status: u16| {
         if count_now {

@@ -37,6 +37,8 @@ pub(crate) struct WorkerCtx {
     /// When shutdown cuts what is left (set with `draining`): told to
     /// connections that switch protocols while the server drains.
     pub drain_deadline: Option<std::time::Instant>,
+    /// Output buffers idle connections gave back (at most 64 of 4 KiB).
+    pub spare_out: Vec<Vec<u8>>,
     /// Scratch for the answer of a request handled ahead of a pending one.
     pub held_out: Vec<u8>,
     /// Deferred answers' buffers this worker is done with, given back to the

@@ -7,7 +7,6 @@ mod answer;
 pub(crate) mod context;
 pub(crate) mod deadline;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -171,7 +170,8 @@ pub(crate) struct ConnState {
     /// next one (a deferred request on a warm connection allocates none).
     spare_deferred: Option<Arc<DeferredShared>>,
     /// Requests handled while `waiting` is pending, in order (see `ahead`).
-    ahead: VecDeque<Ahead>,
+    /// (A `Vec`: at most `MAX_AHEAD` entries, and the connection's slot stays small.)
+    ahead: Vec<Ahead>,
     /// The next buffered request may not be handled ahead: it waits until
     /// the front completes.
     ahead_blocked: bool,
@@ -221,7 +221,7 @@ impl Conn {
                 conn_ref,
                 waiting: None,
                 spare_deferred: None,
-                ahead: VecDeque::new(),
+                ahead: Vec::new(),
                 ahead_blocked: false,
                 next_seq: 1,
                 stream,
@@ -631,13 +631,7 @@ impl ConnState {
             held_queue.push_copy(&held_out);
             held_out.clear();
             ctx.held_out = held_out;
-            self.ahead.push_back(Ahead {
-                seq,
-                held: held_queue,
-                waiting: held_waiting,
-                close: closes,
-                count: held_count,
-            });
+            self.ahead.push(Ahead { seq, held: held_queue, waiting: held_waiting, close: closes, count: held_count });
             // Nothing after an answer that closes is answered.
             self.ahead_blocked |= closes;
         } else {
@@ -833,7 +827,7 @@ impl ConnState {
             held.push_copy(&bytes);
             let seq = self.next_seq;
             self.next_seq = self.next_seq.wrapping_add(1);
-            self.ahead.push_back(Ahead { seq, held, waiting: None, close: true, count: Some(status) });
+            self.ahead.push(Ahead { seq, held, waiting: None, close: true, count: Some(status) });
             self.ahead_blocked = true;
         } else {
             compose_error(out, &env_of(ctx), status);
@@ -976,7 +970,16 @@ impl ConnState {
             let ok = write_now_or_queue(&self.stream, &mut self.backlog, out, None, b"");
             return self.finish_front(ctx) && ok;
         }
-        let mut sink = Sink::Socket { stream: &self.stream, backlog: &mut self.backlog };
+        // Written once the worker applied the whole batch of messages this
+        // one came in (`flush_pending`): answers completed together leave
+        // together, not one `send` each.
+        if !out.is_empty() {
+            self.backlog.push_copy(out);
+            out.clear();
+        }
+        self.backlog.offer_spare(|| ctx.spare_out.pop());
+        let mut sink = Sink::Batch(&mut self.backlog);
+        self.flush_pending = true;
         let mut closes = false;
         let Some((ok, finished)) = apply_answer(waiting, &mut sink, answer, ctx, out, &mut closes) else {
             return false;
@@ -1041,7 +1044,10 @@ impl ConnState {
         // Armed afresh for the new front's wait.
         self.deadline = Deadline::NONE;
         while self.waiting.is_none() {
-            let Some(mut next) = self.ahead.pop_front() else { break };
+            if self.ahead.is_empty() {
+                break;
+            }
+            let mut next = self.ahead.remove(0);
             if let Some(status) = next.count {
                 ctx.stats.response(status);
             }
@@ -1055,7 +1061,9 @@ impl ConnState {
                 break;
             }
         }
-        self.backlog.flush(&self.stream).is_ok()
+        // Written with the rest of the worker's batch.
+        self.flush_pending = true;
+        true
     }
 
     /// Tells a streaming handle how much of what it posted has left the socket.

@@ -47,7 +47,14 @@ pub(crate) struct OutQueue {
     len: usize,
     /// Bytes written to the socket since `take_written` was last called.
     written: u64,
+    /// An owned segment's buffer, written and kept for the next copy, so
+    /// that answers queued one batch after another allocate nothing; given
+    /// to the worker's pool when the connection goes idle (`take_spare`).
+    spare: Vec<u8>,
 }
+
+/// Owned segments up to this capacity are kept as `OutQueue::spare`.
+const SPARE_MAX: usize = 4096;
 
 /// How many segments one `writev` takes at most.
 const MAX_IOVECS: usize = 64;
@@ -74,7 +81,23 @@ impl OutQueue {
                 return;
             }
         }
-        self.segments.push_back(Segment::Owned(bytes.to_vec()));
+        let mut owned = std::mem::take(&mut self.spare);
+        owned.extend_from_slice(bytes);
+        self.segments.push_back(Segment::Owned(owned));
+    }
+
+    /// Takes the kept buffer (the connection is idle: it keeps nothing).
+    pub fn take_spare(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.spare)
+    }
+
+    /// Gives the queue a buffer for its next copy, when it has none.
+    pub fn offer_spare(&mut self, spare: impl FnOnce() -> Option<Vec<u8>>) {
+        if self.spare.capacity() == 0 {
+            if let Some(v) = spare() {
+                self.spare = v;
+            }
+        }
     }
 
     /// Appends a caller's buffer; it is released once written or dropped.
@@ -170,7 +193,12 @@ impl OutQueue {
             if n >= left {
                 n -= left;
                 self.front_done = 0;
-                self.segments.pop_front();
+                if let Some(Segment::Owned(mut done)) = self.segments.pop_front() {
+                    if done.capacity() <= SPARE_MAX && self.spare.capacity() == 0 {
+                        done.clear();
+                        self.spare = done;
+                    }
+                }
             } else {
                 self.front_done += n;
                 n = 0;

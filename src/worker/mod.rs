@@ -42,6 +42,9 @@ const FILE_WATCH: Token = Token(usize::MAX - 3);
 /// Reads land here first; a connection gets its own buffer only for a request
 /// that did not arrive whole.
 const SCRATCH_SIZE: usize = 64 * 1024;
+/// Output buffers idle connections gave back, kept for busy ones (see
+/// `OutQueue::take_spare`).
+const SPARE_OUT: usize = 64;
 /// A connection buffer larger than this is released when it empties.
 const KEEP_INPUT: usize = 16 * 1024;
 /// How long a closing connection may keep sending before it is dropped.
@@ -120,6 +123,7 @@ impl Worker {
                 drain_deadline: None,
                 spare_heads: Vec::new(),
                 held_out: Vec::new(),
+                spare_out: Vec::new(),
                 finished_while_draining: 0,
                 shutting_down: shared.shutdown_flag().clone(),
             },
@@ -658,6 +662,10 @@ impl Worker {
             }
         } else {
             conn.input.clear_and_shrink(KEEP_INPUT);
+            let spare = state.backlog.take_spare();
+            if spare.capacity() > 0 && ctx.spare_out.len() < SPARE_OUT {
+                ctx.spare_out.push(spare);
+            }
             state.deadline = Deadline { at: clock.after(timeouts.idle), wait: Wait::Idle };
         }
 

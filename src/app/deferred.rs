@@ -201,6 +201,8 @@ pub(crate) fn on_worker_thread() -> bool {
 pub(crate) struct Mailbox {
     queue: Mutex<MailboxQueue>,
     waker: Waker,
+    /// `MailboxQueue::own` as the worker reads it once a round without the lock.
+    own_hint: std::sync::atomic::AtomicBool,
 }
 
 struct MailboxQueue {
@@ -227,6 +229,7 @@ impl Mailbox {
                 spare_heads: Vec::new(),
             }),
             waker,
+            own_hint: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -255,6 +258,9 @@ impl Mailbox {
             let first = q.messages.len() == 1 && !q.poke;
             if first && ON_WORKER_THREAD.with(|w| w.get()) == self as *const Mailbox as usize {
                 q.own = true;
+                // Only the worker's own thread sets it: it reads it later on
+                // that same thread.
+                self.own_hint.store(true, std::sync::atomic::Ordering::Relaxed);
                 false
             } else {
                 first
@@ -268,6 +274,10 @@ impl Mailbox {
 
     /// Whether messages posted on the worker's own thread wait unannounced.
     pub fn take_own(&self) -> bool {
+        // Set only on this (the worker's) thread: no lock when it is not.
+        if !self.own_hint.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         let mut q = self.lock();
         std::mem::take(&mut q.own) && !q.messages.is_empty()
     }

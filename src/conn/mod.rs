@@ -511,13 +511,12 @@ impl ConnState {
         self.next_seq = self.next_seq.wrapping_add(1);
         // Held: the answer goes to a queue of its own, and a deferral to a
         // waiting answer of its own, until the answers before it are out.
-        let mut held_out = if held { std::mem::take(&mut ctx.held_out) } else { Vec::new() };
-        let mut held_queue = OutQueue::default();
-        let mut held_waiting: Option<Waiting> = None;
-        let (answer_out, answer_queue, answer_waiting) = if held {
-            (&mut held_out, &mut held_queue, &mut held_waiting)
-        } else {
-            (&mut *out, &mut self.backlog, &mut self.waiting)
+        // (Made only then: the common request pays nothing for it.)
+        let mut held_answer: Option<(Vec<u8>, OutQueue, Option<Waiting>)> =
+            held.then(|| (std::mem::take(&mut ctx.held_out), OutQueue::default(), None));
+        let (answer_out, answer_queue, answer_waiting) = match &mut held_answer {
+            Some((held_out, held_queue, held_waiting)) => (held_out, held_queue, held_waiting),
+            None => (&mut *out, &mut self.backlog, &mut self.waiting),
         };
         let mut response = Response {
             out: answer_out,
@@ -590,7 +589,10 @@ impl ConnState {
                 Some(status)
             }
             Outcome::Deferred => {
-                let w = if held { held_waiting.as_mut() } else { self.waiting.as_mut() };
+                let w = match &mut held_answer {
+                    Some((_, _, held_waiting)) => held_waiting.as_mut(),
+                    None => self.waiting.as_mut(),
+                };
                 if let (Some(access), Some(lr), Some(w)) = (ctx.access.as_mut(), &log_request, w) {
                     let mut start = LogStart { head: Vec::new(), tail: Vec::new() };
                     access.start(lr, &mut start.head, &mut start.tail);
@@ -606,7 +608,11 @@ impl ConnState {
             Outcome::Pending => {
                 // A handler that neither answered nor deferred (or panicked
                 // first) is a bug in it; the client still gets an answer.
-                compose_error(if held { &mut held_out } else { &mut *out }, &env, 500);
+                let to = match &mut held_answer {
+                    Some((held_out, _, _)) => held_out,
+                    None => &mut *out,
+                };
+                compose_error(to, &env, 500);
                 closes = true;
                 Some(500)
             }
@@ -627,7 +633,7 @@ impl ConnState {
                 access.record(lr, status, if status == 500 && outcome_is_pending(outcome) { 0 } else { body_bytes });
             }
         }
-        if held {
+        if let Some((mut held_out, mut held_queue, held_waiting)) = held_answer {
             held_queue.push_copy(&held_out);
             held_out.clear();
             ctx.held_out = held_out;

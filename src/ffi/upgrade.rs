@@ -90,24 +90,36 @@ fn resolve(handle: *mut warpcore_upgraded) -> Result<Arc<Entry>, warpcore_result
     })
 }
 
-/// The C callback and its userdata, told the events of one connection.
-struct CEvents {
-    callback: unsafe extern "C" fn(*mut c_void, *mut warpcore_upgraded, u32),
-    userdata: *mut c_void,
-    handle: usize,
+/// A C callback and its userdata, told the events of one connection whose
+/// handle (a `warpcore_upgraded` or `warpcore_websocket` token) it is passed.
+pub(crate) struct CEvents<H> {
+    pub callback: unsafe extern "C" fn(*mut c_void, *mut H, u32),
+    pub userdata: *mut c_void,
+    pub handle: usize,
+}
+
+impl<H: 'static> CEvents<H> {
+    /// The events of `handle` for `callback` (None: nobody is told).
+    pub fn attach(
+        callback: Option<unsafe extern "C" fn(*mut c_void, *mut H, u32)>,
+        userdata: *mut c_void,
+        handle: usize,
+    ) -> Option<Arc<dyn UpgradeEvents>> {
+        callback.map(|callback| Arc::new(CEvents { callback, userdata, handle }) as Arc<dyn UpgradeEvents>)
+    }
 }
 
 // SAFETY: the caller hands `userdata` over for the connection's life and the
 // callback is documented to run on the library's worker threads.
-unsafe impl Send for CEvents {}
+unsafe impl<H> Send for CEvents<H> {}
 // SAFETY: as above; the library calls it from one thread at a time (the
 // worker that owns the connection).
-unsafe impl Sync for CEvents {}
+unsafe impl<H> Sync for CEvents<H> {}
 
-impl UpgradeEvents for CEvents {
+impl<H: 'static> UpgradeEvents for CEvents<H> {
     fn on_events(&self, events: u32) {
         // SAFETY: the callback was given for this signature.
-        unsafe { (self.callback)(self.userdata, self.handle as *mut warpcore_upgraded, events) };
+        unsafe { (self.callback)(self.userdata, self.handle as *mut H, events) };
     }
 }
 
@@ -131,8 +143,7 @@ pub(crate) fn publish(
     make: impl FnOnce(Option<Arc<dyn UpgradeEvents>>) -> Result<Upgraded, warpcore_result>,
 ) -> warpcore_result {
     let made = SLOTS.publish(|handle| {
-        let events =
-            callback.map(|callback| Arc::new(CEvents { callback, userdata, handle }) as Arc<dyn UpgradeEvents>);
+        let events = CEvents::<warpcore_upgraded>::attach(callback, userdata, handle);
         make(events).map(|upgraded| Entry { upgraded, nonblocking: AtomicBool::new(false) })
     });
     match made {

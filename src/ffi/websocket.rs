@@ -12,7 +12,7 @@ use super::handles::{Table, TokenSlot};
 use super::request::{warpcore_header, warpcore_str};
 use super::response::{check_headers, perform, warpcore_response, Call, CheckedHeaders};
 use super::result::{fail, warpcore_result};
-use crate::app::upgrade::UpgradeEvents;
+use super::upgrade::CEvents;
 use crate::websocket::{MessageKind, WebSocket, WsError, WsOptions};
 
 symbol_versions!();
@@ -99,25 +99,6 @@ fn resolve(handle: *mut warpcore_websocket) -> Result<Arc<Entry>, warpcore_resul
     })
 }
 
-struct CEvents {
-    callback: unsafe extern "C" fn(*mut c_void, *mut warpcore_websocket, u32),
-    userdata: *mut c_void,
-    handle: usize,
-}
-
-// SAFETY: the caller hands `userdata` over for the connection's life and the
-// callback is documented to run on the library's worker threads.
-unsafe impl Send for CEvents {}
-// SAFETY: as above; the library calls it from one thread at a time.
-unsafe impl Sync for CEvents {}
-
-impl UpgradeEvents for CEvents {
-    fn on_events(&self, events: u32) {
-        // SAFETY: the callback was given for this signature.
-        unsafe { (self.callback)(self.userdata, self.handle as *mut warpcore_websocket, events) };
-    }
-}
-
 fn ws_result(e: WsError) -> warpcore_result {
     match e {
         WsError::WouldBlock => fail(
@@ -188,8 +169,7 @@ pub extern "C" fn warpcore_websocket_accept(
             },
         };
         let made = SLOTS.publish(|handle| {
-            let events =
-                callback.map(|callback| Arc::new(CEvents { callback, userdata, handle }) as Arc<dyn UpgradeEvents>);
+            let events = CEvents::<warpcore_websocket>::attach(callback, userdata, handle);
             let user: Vec<(&[u8], &[u8])> = fields.pairs().collect();
             let mut error = warpcore_result::Ok;
             let socket = WebSocket::upgrade_with(&accept, &user, events, options, |all, raw| {

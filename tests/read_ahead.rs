@@ -6,6 +6,7 @@
 mod util;
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -203,4 +204,30 @@ fn requests_handled_ahead_learn_it_when_the_front_closes_the_connection() {
     assert!(rest.is_empty(), "nothing after the answer that closed: {}", String::from_utf8_lossy(&rest));
     assert_eq!(second.respond_bytes(200, no_headers(), b"late"), Err(warpcore::RespondError::Closed));
     assert_eq!(s.server.stats().responses[1], 0, "held answers that never left are not counted");
+}
+
+#[test]
+fn requests_handled_ahead_do_not_extend_the_front_answers_deadline() {
+    let kept = Arc::new(Kept::default());
+    let s = start_with(keeping(kept.clone()), |c| c.answer_timeout = Duration::from_secs(1));
+    let mut c = s.connect();
+    c.send(get("/d1").as_bytes());
+    assert!(wait_until(IO_TIMEOUT, || kept.calls.load(Ordering::SeqCst) == 1));
+    // More requests keep arriving, each handled ahead of the pending one.
+    let started = std::time::Instant::now();
+    let mut writer = c.stream.try_clone().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Six seconds of them: re-armed by each, the deadline would not pass before.
+        for i in 0..30 {
+            if writer.write_all(get(&format!("/i{i}")).as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let r = c.read_response(false);
+    assert_eq!(r.status, 503, "the front answer timed out");
+    // Due 1-3 s after the request (deadlines are kept in whole seconds).
+    assert!(started.elapsed() < Duration::from_secs(5), "not extended: {:?}", started.elapsed());
+    feeder.join().unwrap();
 }

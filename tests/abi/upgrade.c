@@ -148,6 +148,16 @@ static void send_frame(int fd, uint8_t opcode, const void *payload, size_t len) 
     CHECK(send(fd, frame, at, MSG_NOSIGNAL) == (ssize_t)at);
 }
 
+static atomic_int released;
+
+/* The release callback of warpcore_upgraded_write_buffer: counts its calls. */
+static void count_release(void *userdata, const uint8_t *data, size_t len) {
+    (void)data;
+    (void)len;
+    CHECK(userdata == &released);
+    atomic_fetch_add(&released, 1);
+}
+
 static warpcore_upgraded *blocked_handle;
 static atomic_int blocked_returned;
 
@@ -216,7 +226,16 @@ int main(void) {
     CHECK_RESULT(warpcore_upgraded_write(up, (const uint8_t *)"stale", 5), WARPCORE_RESULT_INVALID_ARGUMENT);
     static const char own[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n";
     CHECK_RESULT(warpcore_upgraded_write(taken, (const uint8_t *)own, sizeof own - 1), WARPCORE_RESULT_OK);
+    /* A buffer handed over without a copy: sent, then released exactly once. */
+    static const char handed[] = "handed";
+    CHECK_RESULT(warpcore_upgraded_write_buffer(taken, (const uint8_t *)handed, 6, NULL, NULL),
+                 WARPCORE_RESULT_NULL_ARGUMENT);
+    CHECK_RESULT(warpcore_upgraded_write_buffer(taken, (const uint8_t *)handed, 6, count_release, &released),
+                 WARPCORE_RESULT_OK);
     CHECK(read_head(fd) == 101);
+    char got_handed[6];
+    CHECK(recv_exactly(fd, got_handed, 6) && memcmp(got_handed, "handed", 6) == 0);
+    CHECK(wait_at_least(&released, 1, 10000));
     CHECK(send(fd, "ping", 4, MSG_NOSIGNAL) == 4);
     CHECK_RESULT(warpcore_upgraded_read(taken, buf, 4, &n), WARPCORE_RESULT_OK);
     CHECK(n >= 1 && memcmp(buf, "ping", n) == 0);
@@ -234,6 +253,10 @@ int main(void) {
     CHECK(atomic_load(&blocked_returned) == 1);
     CHECK(recv(fd, buf, sizeof buf, 0) == 0);
     close(fd);
+    /* A buffer handed to a freed handle is refused and released at once, once. */
+    CHECK_RESULT(warpcore_upgraded_write_buffer(taken, (const uint8_t *)handed, 6, count_release, &released),
+                 WARPCORE_RESULT_INVALID_ARGUMENT);
+    CHECK(atomic_load(&released) == 2);
 
     /* WebSockets: a 200-byte message limit, a buffer too small, bad sends, closes. */
     fd = upgrade_connect(port, "/ws", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");

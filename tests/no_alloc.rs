@@ -102,6 +102,20 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// Like `check`, but allows up to `pooled` allocations in all: pools that
+    /// grow to a new high-water mark of answers in flight (which depends on
+    /// how the threads happened to interleave), never one per request.
+    fn check_pooled(&self, from: usize, to: usize, pooled: u64, what: &str) {
+        assert_eq!(self.next.load(Ordering::SeqCst), to + 1, "{what}: request count");
+        let grown = self.at(to) - self.at(from);
+        assert!(
+            grown <= pooled,
+            "{what}: {grown} allocations between request {from} and {to}, more than pools growing ({pooled})"
+        );
+    }
+}
+
 fn rust_probe_handler(probe: Arc<Probe>) -> impl Fn(&Request<'_>, &mut Response<'_>) + Send + Sync {
     move |req: &Request<'_>, res: &mut Response<'_>| {
         probe.record();
@@ -324,5 +338,54 @@ mod deferred {
         answerer.join().unwrap();
         worker.check(WARM_UP, WARM_UP + MEASURED, "deferred, the worker thread");
         answered.check(WARM_UP, WARM_UP + MEASURED, "deferred, the answering thread");
+    }
+
+    /// Sends `batches` writes of 16 pipelined GETs (one a HEAD) and checks the answers.
+    fn pipelined_gets(c: &mut Client, batches: usize) {
+        let mut wire = Vec::new();
+        for i in 0..16 {
+            wire.extend_from_slice(if i == 3 {
+                &b"HEAD /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"[..]
+            } else {
+                &b"GET /plaintext HTTP/1.1\r\nHost: t\r\nUser-Agent: test\r\n\r\n"[..]
+            });
+        }
+        for _ in 0..batches {
+            c.send(&wire);
+            for i in 0..16 {
+                let r = c.read_response(i == 3);
+                assert_eq!(r.status, 200);
+            }
+        }
+    }
+
+    /// Pipelined requests deferred together are handled ahead of each other
+    /// (read-ahead): their handles, held answers and output come from pools.
+    #[test]
+    fn no_allocation_per_deferred_request_when_pipelined() {
+        let batches_warm = WARM_UP / 16 + 1;
+        let batches = MEASURED / 16;
+        let total = (batches_warm + batches) * 16;
+        let (worker, answered) = (Probe::new(total), Probe::new(total));
+        let handoff =
+            Arc::new(Handoff { queue: Mutex::new((VecDeque::with_capacity(64), false)), ready: Condvar::new() });
+        let answerer = answering_thread(handoff.clone(), answered.clone());
+        let (probe, h) = (worker.clone(), handoff.clone());
+        let s = start(move |_req: &Request<'_>, res: &mut Response<'_>| {
+            probe.record();
+            let d = res.defer().unwrap();
+            h.queue.lock().unwrap().0.push_back(d);
+            h.ready.notify_one();
+        });
+        let mut c = s.connect();
+        pipelined_gets(&mut c, batches_warm + batches);
+        handoff.queue.lock().unwrap().1 = true;
+        handoff.ready.notify_one();
+        answerer.join().unwrap();
+        // A batch's 16 answers are in flight at once, rendered into buffers
+        // that go round from the worker back to the answering thread: those
+        // pools may still grow (three batches' worth at most), never per request.
+        worker.check_pooled(batches_warm * 16, total - 1, 48, "deferred pipelined, the worker thread");
+        answered.check_pooled(batches_warm * 16, total - 1, 48, "deferred pipelined, the answering thread");
     }
 }

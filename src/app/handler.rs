@@ -140,6 +140,8 @@ pub(crate) struct DeferSlot<'a> {
     pub waiting: &'a mut Option<Waiting>,
     /// A completed answer's shared state, to reuse.
     pub spare: &'a mut Option<Arc<DeferredShared>>,
+    /// The worker's other completed answers' shared states, to reuse next.
+    pub pool: &'a mut Vec<Arc<DeferredShared>>,
     pub high_water: usize,
     /// Where an upgrade in the call leaves the connection's side of it.
     pub upgraded: &'a mut Option<Box<UpgradedConn>>,
@@ -389,7 +391,8 @@ impl Response<'_> {
             _ => return Err(RespondError::AlreadyAnswered),
         };
         let high_water = self.defer_slot.high_water;
-        let shared = match self.defer_slot.spare.take() {
+        let spare = self.defer_slot.spare.take().or_else(|| self.defer_slot.pool.pop());
+        let shared = match spare {
             Some(spare) if spare.high_water() == high_water => spare,
             _ => DeferredShared::new(high_water),
         };

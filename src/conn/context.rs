@@ -6,13 +6,22 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::app::deferred::Mailbox;
+use crate::app::deferred::{DeferredShared, Mailbox};
 use crate::config::settings::Settings;
 use crate::file::StaticFiles;
 use crate::http::date::DateCache;
 use crate::http::image::ImageCache;
+use crate::net::output::OutQueue;
 use crate::observe::log::AccessBuffer;
 use crate::observe::stats::WorkerStats;
+
+/// At most this many emptied held-answer queues are kept per worker (each
+/// with a buffer of at most `HELD_SPARE_MAX`, so at most ~0.5 MiB): the
+/// read-ahead of 32 connections at once.
+pub(crate) const SPARE_QUEUES: usize = 512;
+/// At most this many spare deferred states (~100 bytes each) are kept per
+/// worker: as many as 1024 deferred answers in flight reuse them.
+pub(crate) const SPARE_SHARED: usize = 1024;
 
 /// The per-worker context the connection code reaches the shared machinery
 /// through: the settings snapshot, date, mailbox, counters, access-log buffer,
@@ -37,10 +46,16 @@ pub(crate) struct WorkerCtx {
     /// When shutdown cuts what is left (set with `draining`): told to
     /// connections that switch protocols while the server drains.
     pub drain_deadline: Option<std::time::Instant>,
-    /// Output buffers idle connections gave back (at most 64 of 4 KiB).
+    /// Output buffers idle connections gave back (at most 64 of 8 KiB).
     pub spare_out: Vec<Vec<u8>>,
     /// Scratch for the answer of a request handled ahead of a pending one.
     pub held_out: Vec<u8>,
+    /// Emptied queues of answers that were held behind pending ones, for the
+    /// next request handled ahead on any connection (see `SPARE_QUEUES`).
+    pub spare_queues: Vec<OutQueue>,
+    /// Completed deferred answers' shared states beyond the one a connection
+    /// keeps, for the next deferral on any connection (see `SPARE_SHARED`).
+    pub spare_shared: Vec<Arc<DeferredShared>>,
     /// Deferred answers' buffers this worker is done with, given back to the
     /// mailbox's pool at its next take.
     pub spare_heads: Vec<Vec<u8>>,

@@ -7,6 +7,7 @@ mod answer;
 pub(crate) mod context;
 pub(crate) mod deadline;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ use crate::observe::log::{Level, LogRequest, LogStart};
 use crate::observe::stats::bump;
 use ahead::{Ahead, ReadAhead, MAX_AHEAD, MAX_HELD};
 use answer::{apply_answer, finish_waiting, Sink};
-use context::WorkerCtx;
+use context::{WorkerCtx, SPARE_QUEUES, SPARE_SHARED};
 use deadline::Deadline;
 
 /// How many bytes of composed answers a connection may have waiting before its
@@ -169,9 +170,9 @@ pub(crate) struct ConnState {
     /// The shared state of the last deferred answer that completed, for the
     /// next one (a deferred request on a warm connection allocates none).
     spare_deferred: Option<Arc<DeferredShared>>,
-    /// Requests handled while `waiting` is pending, in order (see `ahead`).
-    /// (A `Vec`: at most `MAX_AHEAD` entries, and the connection's slot stays small.)
-    ahead: Vec<Ahead>,
+    /// Requests handled while `waiting` is pending, in order (see `ahead`);
+    /// at most `MAX_AHEAD`, taken from the front as the answers leave.
+    ahead: VecDeque<Ahead>,
     /// The next buffered request may not be handled ahead: it waits until
     /// the front completes.
     ahead_blocked: bool,
@@ -203,7 +204,7 @@ pub(crate) struct ConnState {
     pub deadline: Deadline,
     /// Answers held for the end of the poll round: a range of the worker's
     /// `HeldAnswers`, sent before anything else is written here.
-    pub held: Option<(usize, usize)>,
+    pub held: Option<(u32, u32)>,
 }
 
 /// A connection: its state and the bytes of a request that did not arrive whole.
@@ -221,7 +222,7 @@ impl Conn {
                 conn_ref,
                 waiting: None,
                 spare_deferred: None,
-                ahead: Vec::new(),
+                ahead: VecDeque::new(),
                 ahead_blocked: false,
                 next_seq: 1,
                 stream,
@@ -513,7 +514,7 @@ impl ConnState {
         // waiting answer of its own, until the answers before it are out.
         // (Made only then: the common request pays nothing for it.)
         let mut held_answer: Option<(Vec<u8>, OutQueue, Option<Waiting>)> =
-            held.then(|| (std::mem::take(&mut ctx.held_out), OutQueue::default(), None));
+            held.then(|| (std::mem::take(&mut ctx.held_out), ctx.spare_queues.pop().unwrap_or_default(), None));
         let (answer_out, answer_queue, answer_waiting) = match &mut held_answer {
             Some((held_out, held_queue, held_waiting)) => (held_out, held_queue, held_waiting),
             None => (&mut *out, &mut self.backlog, &mut self.waiting),
@@ -532,6 +533,7 @@ impl ConnState {
                 conn: ConnRef { seq, ..self.conn_ref },
                 waiting: answer_waiting,
                 spare: &mut self.spare_deferred,
+                pool: &mut ctx.spare_shared,
                 high_water: settings.stream_high_water,
                 upgraded: &mut self.upgraded,
                 upgrade_request,
@@ -637,7 +639,13 @@ impl ConnState {
             held_queue.push_copy(&held_out);
             held_out.clear();
             ctx.held_out = held_out;
-            self.ahead.push(Ahead { seq, held: held_queue, waiting: held_waiting, close: closes, count: held_count });
+            self.ahead.push_back(Ahead {
+                seq,
+                held: held_queue,
+                waiting: held_waiting,
+                close: closes,
+                count: held_count,
+            });
             // Nothing after an answer that closes is answered.
             self.ahead_blocked |= closes;
         } else {
@@ -829,11 +837,11 @@ impl ConnState {
             // connection closes.
             let mut bytes = Vec::new();
             compose_error(&mut bytes, &env_of(ctx), status);
-            let mut held = OutQueue::default();
+            let mut held = ctx.spare_queues.pop().unwrap_or_default();
             held.push_copy(&bytes);
             let seq = self.next_seq;
             self.next_seq = self.next_seq.wrapping_add(1);
-            self.ahead.push(Ahead { seq, held, waiting: None, close: true, count: Some(status) });
+            self.ahead.push_back(Ahead { seq, held, waiting: None, close: true, count: Some(status) });
             self.ahead_blocked = true;
         } else {
             compose_error(out, &env_of(ctx), status);
@@ -1023,7 +1031,8 @@ impl ConnState {
                 if !w.counted {
                     slot.count = Some(w.status);
                 }
-                self.spare_deferred = finish_waiting(w, ctx);
+                let spare = finish_waiting(w, ctx);
+                keep_spare(&mut self.spare_deferred, spare, ctx);
             }
         }
         ok
@@ -1034,7 +1043,8 @@ impl ConnState {
     /// False when writing failed: the connection closes.
     fn finish_front(&mut self, ctx: &mut WorkerCtx) -> bool {
         if let Some(w) = self.waiting.take() {
-            self.spare_deferred = finish_waiting(w, ctx);
+            let spare = finish_waiting(w, ctx);
+            keep_spare(&mut self.spare_deferred, spare, ctx);
         }
         self.ahead_blocked = false;
         self.promote(ctx)
@@ -1043,21 +1053,21 @@ impl ConnState {
     /// Moves the answers held behind the completed front to the output, in
     /// order, up to the next one still pending, which becomes the front;
     /// writes them with one `writev`.
-    fn promote(&mut self, ctx: &WorkerCtx) -> bool {
+    fn promote(&mut self, ctx: &mut WorkerCtx) -> bool {
         if self.ahead.is_empty() {
             return true;
         }
         // Armed afresh for the new front's wait.
         self.deadline = Deadline::NONE;
         while self.waiting.is_none() {
-            if self.ahead.is_empty() {
-                break;
-            }
-            let mut next = self.ahead.remove(0);
+            let Some(mut next) = self.ahead.pop_front() else { break };
             if let Some(status) = next.count {
                 ctx.stats.response(status);
             }
             self.backlog.append(&mut next.held);
+            if ctx.spare_queues.len() < SPARE_QUEUES {
+                ctx.spare_queues.push(next.held);
+            }
             self.waiting = next.waiting.take();
             if next.close {
                 // Nothing after an answer that closes is sent; the handles
@@ -1091,6 +1101,18 @@ impl ConnState {
                 w.unacked = pending;
             }
         }
+    }
+}
+
+/// Keeps a completed answer's shared state for the next deferral: the
+/// connection keeps one, the worker's pool the rest (the answers of a
+/// pipelined batch complete together and are deferred again together).
+fn keep_spare(mine: &mut Option<Arc<DeferredShared>>, spare: Option<Arc<DeferredShared>>, ctx: &mut WorkerCtx) {
+    let Some(spare) = spare else { return };
+    if mine.is_none() {
+        *mine = Some(spare);
+    } else if ctx.spare_shared.len() < SPARE_SHARED {
+        ctx.spare_shared.push(spare);
     }
 }
 

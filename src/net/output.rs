@@ -53,8 +53,12 @@ pub(crate) struct OutQueue {
     spare: Vec<u8>,
 }
 
-/// Owned segments up to this capacity are kept as `OutQueue::spare`.
-const SPARE_MAX: usize = 4096;
+/// Owned segments up to this capacity are kept as `OutQueue::spare`: room
+/// for a batch of 16 pipelined small answers (which outgrow 4 KiB).
+const SPARE_MAX: usize = 8192;
+/// A held answer's queue, pooled by its worker, keeps a buffer only up to
+/// this capacity (a pool of such queues stays small).
+pub(crate) const HELD_SPARE_MAX: usize = 1024;
 
 /// How many segments one `writev` takes at most.
 const MAX_IOVECS: usize = 64;
@@ -206,12 +210,32 @@ impl OutQueue {
         }
     }
 
-    /// Moves everything `other` holds (never written from) to the end of
-    /// this queue, leaving it empty.
+    /// Moves everything queued in `other` (a held answer's queue) to the end
+    /// of this one, in order, leaving `other` empty for reuse: small owned
+    /// segments are copied, joining this queue's owned tail, and one of their
+    /// buffers stays with `other` for its next answer, so that a queue reused
+    /// answer after answer allocates nothing; other segments move as they are.
     pub fn append(&mut self, other: &mut OutQueue) {
         debug_assert_eq!(other.front_done, 0, "a held queue is never written from");
-        self.len += std::mem::take(&mut other.len);
-        self.segments.append(&mut other.segments);
+        other.len = 0;
+        while let Some(segment) = other.segments.pop_front() {
+            match segment {
+                Segment::Owned(mut bytes) if bytes.capacity() <= SPARE_MAX => {
+                    self.push_copy(&bytes);
+                    if other.spare.capacity() == 0 && bytes.capacity() <= HELD_SPARE_MAX {
+                        bytes.clear();
+                        other.spare = bytes;
+                    }
+                }
+                segment => {
+                    self.len += match &segment {
+                        Segment::File { remaining, .. } => *remaining as usize,
+                        bytes => bytes.bytes().len(),
+                    };
+                    self.segments.push_back(segment);
+                }
+            }
+        }
     }
 
     /// Drops everything pending (releasing payloads).

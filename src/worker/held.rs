@@ -48,8 +48,10 @@ impl HeldAnswers {
         self.enabled && self.bytes.len() + more <= MAX_BYTES
     }
 
-    /// Moves `out` into the held bytes for connection `index`; returns its range.
-    pub fn hold(&mut self, index: usize, out: &mut Vec<u8>) -> (usize, usize) {
+    /// Moves `out` into the held bytes for connection `index`; returns its
+    /// range (as `u32`s: the held bytes stay within `MAX_BYTES` plus one
+    /// answer allowed by `can_hold`, and a connection's slot stays small).
+    pub fn hold(&mut self, index: usize, out: &mut Vec<u8>) -> (u32, u32) {
         if self.since.is_none() {
             self.since = Some(Instant::now());
         }
@@ -57,7 +59,7 @@ impl HeldAnswers {
         self.bytes.extend_from_slice(out);
         out.clear();
         self.conns.push(index);
-        (start, self.bytes.len())
+        (start as u32, self.bytes.len() as u32)
     }
 
     /// Called after each event: whether the oldest held answer has waited
@@ -72,8 +74,8 @@ impl HeldAnswers {
     }
 
     /// The bytes of a range returned by `hold` (until `clear`).
-    pub fn bytes(&self, range: (usize, usize)) -> &[u8] {
-        &self.bytes[range.0..range.1]
+    pub fn bytes(&self, range: (u32, u32)) -> &[u8] {
+        &self.bytes[range.0 as usize..range.1 as usize]
     }
 
     /// The connections held this round, in order; the list is given back with

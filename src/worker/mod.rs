@@ -123,6 +123,8 @@ impl Worker {
                 drain_deadline: None,
                 spare_heads: Vec::new(),
                 held_out: Vec::new(),
+                spare_queues: Vec::new(),
+                spare_shared: Vec::new(),
                 spare_out: Vec::new(),
                 finished_while_draining: 0,
                 shutting_down: shared.shutdown_flag().clone(),

@@ -127,6 +127,7 @@ impl OutQueue {
     pub fn flush(&mut self, stream: &mio::net::TcpStream) -> io::Result<bool> {
         while self.len > 0 {
             let file_next = self.segments.get(1).is_some_and(Segment::is_file);
+            let single = self.segments.len() == 1;
             let step = match self.segments.front_mut() {
                 Some(Segment::File { file, offset, remaining }) => {
                     let want = (*remaining).min(1 << 30) as usize;
@@ -153,6 +154,12 @@ impl OutQueue {
                     // The head before a file: hold the packet for the file's bytes.
                     let front = &self.segments[0].bytes()[self.front_done..];
                     socket_io::send(stream.as_fd(), front, true)
+                }
+                // One segment (the common batch of answers joined in one
+                // buffer): a plain send, without filling an iovec array.
+                _ if single => {
+                    let front = &self.segments[0].bytes()[self.front_done..];
+                    socket_io::send(stream.as_fd(), front, false)
                 }
                 _ => {
                     let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];

@@ -104,7 +104,7 @@ def _raw_path(target: bytes) -> bytes:
 class _Head:
     """What a request head says, read once for the head's bytes."""
 
-    __slots__ = ("method", "path", "raw_path", "query", "headers", "version", "websocket", "subprotocols", "length")
+    __slots__ = ("method", "path", "raw_path", "query", "headers", "version", "websocket", "refusal", "subprotocols", "length")
 
     def __init__(self, v: Tuple[int, ...], root: str, root_raw: bytes, ws: bool) -> None:
         mem, short = _MEM, _SHORT
@@ -141,13 +141,14 @@ class _Head:
             elif name == b"sec-websocket-protocol":
                 subprotocols.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
         # None: plain HTTP; True: a WebSocket handshake for the application;
-        # (status, headers): a handshake the engine would refuse, answered so.
+        # False: a handshake the engine would refuse, answered ``refusal``.
         self.websocket: Any = None
+        self.refusal: Any = None
         if ws and upgrade and connection_upgrade and self.version == "1.1":
             if self.method != "GET" or keys != 1:
-                self.websocket = (400, _TEXT)
+                self.websocket, self.refusal = False, (400, _TEXT)
             elif not version_ok:
-                self.websocket = (426, _TEXT + [(b"sec-websocket-version", _WS_VERSION)])
+                self.websocket, self.refusal = False, (426, _TEXT + [(b"sec-websocket-version", _WS_VERSION)])
             else:
                 self.websocket = True
         self.subprotocols = subprotocols
@@ -211,7 +212,7 @@ class _Engine(Server):
                     respond_inline(res, 503, h.address, h.count, _503, len(_503))
                     return
                 websocket = head.websocket
-                if websocket is None:
+                if websocket is not False:
                     scope = {
                         "type": "http",
                         "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -226,8 +227,9 @@ class _Engine(Server):
                         "query_string": head.query,
                         "headers": list(head.headers),
                         "state": state.copy(),
-                        "extensions": {"http.response.pathsend": {}},
                     }
+                if websocket is None:
+                    scope["extensions"] = {"http.response.pathsend": {}}
                     if v[18]:
                         # Streams: the reader is taken now, inside the call.
                         item = (scope, res, None, raw_for(res), head.length)
@@ -236,26 +238,15 @@ class _Engine(Server):
                     if not post(start_http, item):
                         _refuse(item)
                 elif websocket is True:
-                    scope = {
-                        "type": "websocket",
-                        "asgi": {"version": "3.0", "spec_version": "2.4"},
-                        "http_version": head.version,
-                        "server": server_addr,
-                        "client": client,
-                        "scheme": "ws",
-                        "root_path": root,
-                        "path": head.path,
-                        "raw_path": head.raw_path,
-                        "query_string": head.query,
-                        "headers": list(head.headers),
-                        "subprotocols": list(head.subprotocols),
-                        "state": state.copy(),
-                        "extensions": {"websocket.http.response": {}},
-                    }
+                    scope["type"] = "websocket"
+                    scope["scheme"] = "ws"
+                    del scope["method"]
+                    scope["subprotocols"] = list(head.subprotocols)
+                    scope["extensions"] = {"websocket.http.response": {}}
                     if not post(start_ws, (scope, res)):
                         _refuse((scope, res, None, None, None))
                 else:
-                    status, fields = websocket
+                    status, fields = head.refusal
                     if limit is not None:
                         asgi._release()
                     h = header_array(fields)

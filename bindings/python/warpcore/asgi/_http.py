@@ -361,9 +361,13 @@ class HTTPCycle:
             self.headers = message.get("headers", ())
             self.started = True
             # The head leaves with the first body, or on its own once the
-            # application's task yields without one.
+            # application's task yields without one: one call after the
+            # current step of the loop serves every head started in it.
             self.head_pending = True
-            self.loop.call_soon(self._flush_head)
+            heads = self.server._heads
+            heads.append(self)
+            if len(heads) == 1:
+                self.loop.call_soon(self.server._flush_heads)
             return
         if kind == "http.response.pathsend":
             if not self.started:

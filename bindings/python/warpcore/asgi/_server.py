@@ -360,6 +360,7 @@ class ASGIServer:
         self._mailbox: Any = None
         self._body_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._cycles: Set[Any] = set()
+        self._heads: List[HTTPCycle] = []  # heads sent by the app, their body not yet
         self._stopping = False
         self._stop_event: Optional[asyncio.Event] = None
         self._stop_grace: Optional[float] = None
@@ -396,6 +397,12 @@ class ASGIServer:
         cycle = WebSocketCycle(self, scope, res)
         self._cycles.add(cycle)
         cycle.task = self._loop.create_task(cycle.run(self.app))
+
+    def _flush_heads(self) -> None:
+        """After a step of the loop: heads whose body did not follow leave."""
+        heads, self._heads = self._heads, []
+        for cycle in heads:
+            cycle._flush_head()
 
     def _cycle_done(self, cycle: Any) -> None:
         self._cycles.discard(cycle)

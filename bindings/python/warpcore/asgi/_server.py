@@ -50,6 +50,8 @@ log = logging.getLogger("warpcore.asgi")
 #: The stream high-water mark the server gives the engine (its own default):
 #: ``send`` of a streamed body waits while more than this is unsent.
 HIGH_WATER = 1 << 20
+#: The engine's answer timeout by default: its longest (a day).
+ANSWER_TIMEOUT = 86400.0
 
 _HEADS_MAX = 256
 _HEAD_SPAN_MAX = 2048
@@ -282,7 +284,9 @@ class ASGIServer:
     HTTP requests); ``ws_max_size`` the largest WebSocket message taken;
     ``limit_concurrency`` how many requests and WebSockets may run at once
     before new ones get 503; ``timeout_keep_alive`` seconds an idle
-    keep-alive connection is kept; ``timeout_graceful_shutdown`` seconds
+    keep-alive connection is kept (an application's answer has no time
+    limit by default: ``timeouts={"answer": s}`` sets one, after which the
+    engine answers 503); ``timeout_graceful_shutdown`` seconds
     in-flight requests get at shutdown (None: as long as they take);
     ``access_log`` True (lines to the ``warpcore.access`` logger), a path, a
     callable taking bytes, or False; ``share_port`` joins other processes on
@@ -350,6 +354,10 @@ class ASGIServer:
         timeouts = dict(settings.pop("timeouts", None) or {})
         if timeout_keep_alive is not None:
             timeouts.setdefault("idle", max(1.0, float(timeout_keep_alive)))
+        # An ASGI application may take its time before it answers (a long
+        # poll, a slow upstream): as under uvicorn, nothing cuts it short by
+        # default (the engine's 60 s answer timeout would answer 503).
+        timeouts.setdefault("answer", ANSWER_TIMEOUT)
         settings["timeouts"] = timeouts
         if access_log is False:
             access_log = None

@@ -603,3 +603,30 @@ def test_websocket_bad_version_is_426(asgi):
     )
     assert out.startswith(b"HTTP/1.1 426"), out
     assert b"sec-websocket-version: 13" in out.lower()
+
+
+def test_bad_head_is_the_applications_error_and_a_500(asgi):
+    errors: List[BaseException] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nb")]})
+        try:
+            await send({"type": "http.response.body", "body": b"x"})
+        except RuntimeError as exc:
+            errors.append(exc)
+            raise
+
+    s = asgi(http_only(app))
+    assert request(s.port).status == 500
+    assert "invalid HTTP header" in str(errors[0])
+
+
+def test_head_keeps_the_applications_content_length(asgi):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1234")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    s = asgi(http_only(app))
+    out = raw_exchange(s.port, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and b"Content-Length: 1234\r\n" in out, out
+    assert out.endswith(b"\r\n\r\n")

@@ -630,3 +630,22 @@ def test_head_keeps_the_applications_content_length(asgi):
     out = raw_exchange(s.port, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200") and b"Content-Length: 1234\r\n" in out, out
     assert out.endswith(b"\r\n\r\n")
+
+
+def test_polling_receive_leaves_nothing_behind(asgi):
+    sizes: List[int] = []
+
+    async def app(scope, receive, send):
+        await receive()  # the (empty) body
+        for _ in range(200):  # as Starlette's is_disconnected() polls
+            try:
+                await asyncio.wait_for(receive(), 0.0001)
+            except asyncio.TimeoutError:
+                pass
+        cycle = receive.__self__
+        sizes.append(len(cycle.waiters or ()))
+        await ok(send)
+
+    s = asgi(http_only(app))
+    assert request(s.port).status == 200
+    assert sizes == [0]

@@ -294,7 +294,14 @@ class HTTPCycle:
                 self.waiters = [fut]
             else:
                 self.waiters.append(fut)
-            await fut
+            try:
+                await fut
+            finally:
+                # A receive cancelled by a timeout (Starlette's
+                # is_disconnected() polls so) leaves nothing behind.
+                waiters = self.waiters
+                if waiters is not None and fut in waiters:
+                    waiters.remove(fut)
         return _DISCONNECT
 
     async def _read(self) -> Dict[str, Any]:

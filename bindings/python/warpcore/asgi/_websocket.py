@@ -133,7 +133,11 @@ class WebSocketCycle:
     async def _wait(self) -> None:
         fut = self.loop.create_future()
         self.waiters.append(fut)
-        await fut
+        try:
+            await fut
+        finally:
+            if fut in self.waiters:  # cancelled: leave nothing behind
+                self.waiters.remove(fut)
 
     def shutting_down(self) -> None:
         """The server drains: close an open WebSocket with 1012."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv (when missing or incomplete) with what the Python binding's
-# tests need: pytest, pytest-timeout, Flask, websockets (bindings/python/requirements-test.txt).
+# tests need: pytest, pytest-timeout, Flask, websockets, FastAPI, python-multipart, httpx,
+# uvloop (bindings/python/requirements-test.txt).
 # A tool that cannot be had is an error: no test is skipped for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +24,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 # Install only when something is missing, so a ready venv costs nothing offline.
-if ! "$VENV/bin/python" -c 'import pytest, pytest_timeout, flask, websockets.sync.client' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import pytest, pytest_timeout, flask, websockets.sync.client, fastapi, multipart, httpx, uvloop' 2>/dev/null; then
   echo "python-venv: installing $(grep -v '^#' "$REQ" | xargs)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
 fi
-"$VENV/bin/python" -c 'import pytest, pytest_timeout, flask, websockets.sync.client' \
-  || { echo "python-venv: pytest, pytest-timeout, flask or websockets did not install" >&2; exit 1; }
+"$VENV/bin/python" -c 'import pytest, pytest_timeout, flask, websockets.sync.client, fastapi, multipart, httpx, uvloop' \
+  || { echo "python-venv: a package of $REQ did not install" >&2; exit 1; }

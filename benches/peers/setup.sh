@@ -3,7 +3,8 @@
 # when they are missing or stale; does nothing when all are ready.
 #   Debian:    nginx, h2o; ghc + libghc-warp-dev  → build/bench-peers/warp-hello
 #   crates.io: hyper (benches/peers, its own workspace) → build/bench-peers/target/release/hyper-hello
-#   PyPI:      granian, gunicorn, bjoern, flask (python/requirements.txt) → build/bench-peers/venv
+#   PyPI:      granian, gunicorn, bjoern, flask, uvicorn[standard], fastapi
+#              (python/requirements.txt) → build/bench-peers/venv
 #              (bjoern compiles against Debian's libev-dev)
 # Needs root for apt-get (as `make test` does). A peer that cannot be had is an error.
 set -euo pipefail
@@ -48,12 +49,13 @@ CARGO_TARGET_DIR="$OUT/target" cargo build --quiet --release --manifest-path ben
 # The Python peers (PyPI), in their own venv: the test venv stays as it is.
 venv=$OUT/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! [ -x "$venv/bin/granian" ] || ! [ -x "$venv/bin/gunicorn" ] \
-   || ! "$venv/bin/python" -c "import bjoern, flask" 2>/dev/null; then
-  echo "bench peers: installing granian, gunicorn, bjoern and flask into $venv"
+if ! [ -x "$venv/bin/granian" ] || ! [ -x "$venv/bin/gunicorn" ] || ! [ -x "$venv/bin/uvicorn" ] \
+   || ! "$venv/bin/python" -c "import bjoern, flask, fastapi, uvloop, httptools" 2>/dev/null; then
+  echo "bench peers: installing granian, gunicorn, bjoern, flask, uvicorn and fastapi into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r benches/peers/python/requirements.txt
 fi
-for f in "$OUT/warp-hello" "$OUT/target/release/hyper-hello" "$venv/bin/granian" "$venv/bin/gunicorn"; do
+for f in "$OUT/warp-hello" "$OUT/target/release/hyper-hello" "$venv/bin/granian" "$venv/bin/gunicorn" "$venv/bin/uvicorn"; do
   [ -x "$f" ] || { echo "bench peers: $f is missing after setup" >&2; exit 1; }
 done
-"$venv/bin/python" -c "import bjoern, flask" || { echo "bench peers: bjoern or flask is missing from $venv" >&2; exit 1; }
+"$venv/bin/python" -c "import bjoern, flask, fastapi, uvloop, httptools" \
+  || { echo "bench peers: bjoern, flask, fastapi, uvloop or httptools is missing from $venv" >&2; exit 1; }

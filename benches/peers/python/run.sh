@@ -3,7 +3,10 @@
 # Usage: benches/peers/python/run.sh VENV[/bin/PROGRAM] KIND PORT WORKERS
 #   KIND: granian | gunicorn | bjoern | gunicorn-flask (peers), or
 #         warpcore-wsgi | warpcore-flask (the checkout's warpcore.wsgi with the
-#         same apps, so both sides run the same interpreter and packages)
+#         same apps, so both sides run the same interpreter and packages);
+#         ASGI: uvicorn | uvicorn-fastapi | granian-asgi | granian-fastapi (peers),
+#         warpcore-asgi | warpcore-fastapi (the checkout's warpcore.asgi) with
+#         hello_asgi.py or fastapi_hello.py (GET / plaintext, GET /json JSON)
 set -euo pipefail
 venv=$1 kind=$2 port=$3 workers=$4
 # VENV/bin/PROGRAM names the venv that holds PROGRAM: the harness leaves a
@@ -37,5 +40,23 @@ case $kind in
     export PYTHONPATH=$root/bindings/python:$path
     exec "$venv/bin/python" -m warpcore.wsgi "$app" --bind "127.0.0.1:$port" \
       --threads 0 --processes "$workers" ;;
+  uvicorn|uvicorn-fastapi)
+    # uvloop and httptools (uvicorn[standard]), no access log; WORKERS processes.
+    if [ "$kind" = uvicorn ]; then app=hello_asgi:app; else app=fastapi_hello:app; fi
+    exec "$venv/bin/uvicorn" "$app" --host 127.0.0.1 --port "$port" --workers "$workers" \
+      --loop uvloop --http httptools --no-access-log --log-level warning ;;
+  granian-asgi|granian-fastapi)
+    if [ "$kind" = granian-asgi ]; then app=hello_asgi:app; else app=fastapi_hello:app; fi
+    exec "$venv/bin/granian" --interface asgi --http 1 --no-ws \
+      --host 127.0.0.1 --port "$port" --workers "$workers" \
+      --log-level warning "$app" ;;
+  warpcore-asgi|warpcore-fastapi)
+    # One asyncio loop (uvloop, from the venv) and one engine loop per process,
+    # WORKERS processes on one port; no access log, like the peers.
+    if [ "$kind" = warpcore-asgi ]; then app=hello_asgi:app; else app=fastapi_hello:app; fi
+    root=$(cd ../../.. && pwd)
+    export PYTHONPATH=$root/bindings/python:$PWD
+    exec "$venv/bin/python" -m warpcore.asgi "$app" --host 127.0.0.1 --port "$port" \
+      --workers "$workers" --no-access-log --log-level warning ;;
   *) echo "unknown python peer $kind" >&2; exit 2 ;;
 esac

@@ -1,0 +1,7 @@
+"""``python -m warpcore.asgi MODULE:APP``: see ``warpcore.asgi``."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

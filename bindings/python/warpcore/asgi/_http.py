@@ -1,0 +1,532 @@
+"""One HTTP request of an ASGI application: its scope, ``receive`` and ``send``.
+
+The scope is read on the engine's worker thread, inside the handler call (the
+request's memory is lent only then), and the request is handed to the event
+loop, where :class:`HTTPCycle` runs the application and answers the response
+handle through the engine's deferred path:
+
+* ``http.response.start`` is kept until the first ``http.response.body``: a
+  body in one message (``more_body`` false) is one ``warpcore_respond``; with
+  ``more_body`` the response streams (``warpcore_response_start``, chunked
+  unless a ``content-length`` is given, then ``warpcore_response_write_buffer``
+  per message). A head whose body does not follow in the same step of the
+  application's task (it awaited something else first) is sent on its own.
+* Backpressure: every streamed chunk goes to the engine without a copy, and
+  the engine's release of it says that it left the socket. ``send`` returns
+  only while the bytes not yet released are at most the server's stream
+  high-water mark (the engine's own bound), else it waits for the releases:
+  a client that does not read stops the application, not the memory.
+* ``http.response.pathsend`` is ``warpcore_respond_file``: the engine sends
+  the file with ``sendfile`` (and answers conditionals and ranges itself).
+* A request body up to the server's ``whole_body_max`` arrives whole: the
+  first ``receive`` gives it. A larger one streams: each ``receive`` reads up
+  to 64 KiB from the engine's body reader on a thread of the body-reader pool
+  (a read waits for the client), so an upload of any size takes bounded
+  memory: at most the engine's 64 KiB window and the chunk being handed over.
+* ``http.disconnect``: ``receive`` gives it once the response is complete,
+  once the client is known to be gone (a body read or a write found the
+  connection closed), and at shutdown. ``send`` to a client that is gone
+  raises :class:`ClientDisconnected` (an ``OSError``, ASGI spec 2.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import itertools
+import logging
+import threading
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .. import _ffi
+from .._body import CHUNK, _RawBody
+from .._ffi import (
+    ALREADY_ANSWERED,
+    CLOSED,
+    INVALID_HEADER,
+    INVALID_STATUS,
+    IO_ERROR,
+    LENGTH_MISMATCH,
+    RAW,
+    RAW_UNTYPED,
+    ClientClosedError,
+    error_for,
+    guarded,
+    header_array,
+    warpcore_release_cb,
+)
+from .._response import ZERO_COPY_MIN, _abort, _end, _respond, _respond_buffer, _respond_file, _start
+
+__all__ = ["HTTPCycle", "ClientDisconnected", "respond_error"]
+
+log = logging.getLogger("warpcore.asgi")
+
+_respond_raw = guarded(RAW.respond_deferred)
+_write_buffer = guarded(_ffi.F.response_write_buffer)
+
+_DISCONNECT = {"type": "http.disconnect"}
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+_BODY_500 = b"Internal Server Error"
+
+
+class ClientDisconnected(OSError):
+    """``send`` after the client went away (ASGI spec 2.4: a subclass of OSError)."""
+
+
+def respond_error(res: int, status: int, body: bytes, headers: Sequence[Tuple[bytes, bytes]] = _TEXT) -> None:
+    """Answers ``res`` with ``status`` if nothing was sent yet (any thread)."""
+    h = header_array(headers)
+    rc = _respond(res, status, h.address, h.count, body, len(body))
+    if rc and rc not in (CLOSED, ALREADY_ANSWERED):
+        log.error("cannot answer %d: %s", status, error_for(rc, "warpcore_respond"))
+
+
+# --- streamed chunks: pinned until the engine releases them ------------------------
+
+# token -> (cycle, chunk, length): the chunk stays alive until its release,
+# which also says that its bytes left the socket (or the connection is gone).
+_chunks: Dict[int, Tuple["HTTPCycle", bytes, int]] = {}
+_chunk_tokens = itertools.count(1)
+_released_lock = threading.Lock()
+
+
+def _on_chunk_released(userdata: Optional[int], data: Optional[int], length: int) -> None:
+    # On the worker thread that wrote it (or on the writer, if refused).
+    try:
+        item = _chunks.pop(userdata or 0, None)
+        if item is None:
+            return
+        cycle = item[0]
+        with _released_lock:
+            cycle.released += item[2]
+        if cycle.drain_waiting and cycle.written - cycle.released <= cycle.high_water:
+            cycle.drain_waiting = False
+            cycle.mailbox.post(HTTPCycle._drained, cycle)
+    except BaseException:  # noqa: B902 - nothing may cross into C
+        pass
+
+
+_CHUNK_RELEASED = warpcore_release_cb(_on_chunk_released)
+
+
+def chunks_held() -> int:
+    """Streamed chunks the engine still holds (for tests)."""
+    return len(_chunks)
+
+
+# --- blocking body reads, on the body-reader pool ---------------------------------
+
+_read_buffers = threading.local()
+
+
+def _read_chunk(raw: _RawBody) -> bytes:
+    """One engine read of up to 64 KiB (waits for the client): b"" at the end.
+    Raises ClientClosedError when the body cannot be had whole."""
+    buf = getattr(_read_buffers, "buf", None)
+    if buf is None:
+        buf = _read_buffers.buf = ctypes.create_string_buffer(CHUNK)
+    n = raw._read(ctypes.addressof(buf), CHUNK)
+    return buf.raw[:n] if n else b""
+
+
+def _content_length(headers: Any) -> Optional[int]:
+    """The ``content-length`` among ASGI response headers, if any."""
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            try:
+                n = int(value)
+            except ValueError:
+                raise RuntimeError(f"invalid content-length {value!r}") from None
+            if not 0 <= n < 2**63:
+                raise RuntimeError(f"content-length {value!r} is out of range")
+            return n
+    return None
+
+
+def _bytes(body: Any, what: str) -> bytes:
+    if type(body) is bytes:
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError(f"{what} must be bytes, not {type(body).__name__}")
+
+
+class HTTPCycle:
+    """One request's ``receive`` and ``send`` (on the event loop's thread)."""
+
+    __slots__ = (
+        "server",
+        "mailbox",
+        "loop",
+        "scope",
+        "res",
+        "body",
+        "reader",
+        "body_left",
+        "status",
+        "headers",
+        "started",
+        "streaming",
+        "complete",
+        "disconnected",
+        "failed",
+        "head_pending",
+        "written",
+        "released",
+        "high_water",
+        "drain_waiting",
+        "drain_future",
+        "waiters",
+        "reading",
+        "task",
+        "__weakref__",
+    )
+
+    def __init__(self, server: Any, scope: Dict[str, Any], res: int, body: Optional[bytes], reader: Optional[_RawBody], body_length: Optional[int]) -> None:
+        self.server = server
+        self.mailbox = server._mailbox
+        self.loop = server._loop
+        self.scope = scope
+        self.res = res
+        self.body = body  # the whole body, until the first receive takes it
+        self.reader = reader  # the streamed body's reader, until its end
+        self.body_left = body_length  # of a streamed body with a Content-Length
+        self.status = 0
+        self.headers: Any = None
+        self.started = False  # http.response.start was sent by the app
+        self.streaming = False  # the engine's stream is started (the head left)
+        self.complete = False  # the handle is done (answered, aborted or gone)
+        self.disconnected = False
+        self.failed: Optional[BaseException] = None
+        self.head_pending = False
+        self.written = 0
+        self.released = 0
+        self.high_water = server._high_water
+        self.drain_waiting = False
+        self.drain_future: Optional[asyncio.Future] = None
+        self.waiters: Optional[List[asyncio.Future]] = None
+        self.reading = False
+        self.task: Optional[asyncio.Task] = None
+
+    # -- running the application -------------------------------------------------
+
+    async def run(self, app: Any) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            log.debug("client gone: %s %s", self.scope["method"], self.scope["path"])
+            self._close(abort=True)
+        except asyncio.CancelledError:
+            self._close(abort=True)
+            raise
+        except BaseException as exc:  # noqa: B902 - the server goes on
+            if self.disconnected:
+                log.debug("the application raised after the client left", exc_info=True)
+            else:
+                log.error("Exception in ASGI application", exc_info=(type(exc), exc, exc.__traceback__))
+            self._fail()
+        else:
+            if result is not None:
+                log.error("ASGI callable should return None, but returned %r", result)
+            if not self.complete:
+                if not self.started:
+                    log.error("ASGI callable returned without starting response")
+                    self._fail()
+                else:
+                    log.error("ASGI callable returned without completing response")
+                    self._close(abort=True)
+        finally:
+            self._finish()
+
+    def _fail(self) -> None:
+        """500 when nothing left yet, else the connection closes."""
+        if self.complete:
+            return
+        if self.streaming:
+            self._close(abort=True)
+            return
+        self.complete = True
+        respond_error(self.res, 500, _BODY_500)
+
+    def _close(self, abort: bool) -> None:
+        if self.complete:
+            return
+        self.complete = True
+        if abort:
+            rc = _abort(self.res)
+            if rc and rc not in (CLOSED, ALREADY_ANSWERED):
+                log.error("warpcore_response_abort: %s", error_for(rc, "warpcore_response_abort"))
+
+    def _finish(self) -> None:
+        self.complete = True
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.close()  # the engine discards the rest (or closes after the answer)
+        self._wake_waiters()
+        self.server._cycle_done(self)
+
+    def _wake_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, None
+        for fut in waiters or ():
+            if not fut.done():
+                fut.set_result(None)
+        fut = self.drain_future
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def gone(self) -> None:
+        """The client is known to be gone (or the server stops waiting for it)."""
+        self.disconnected = True
+        self._wake_waiters()
+
+    # -- receive -------------------------------------------------------------------
+
+    async def receive(self) -> Dict[str, Any]:
+        body = self.body
+        if body is not None:
+            self.body = None
+            return {"type": "http.request", "body": body, "more_body": False}
+        if self.reader is not None and not self.disconnected and not self.complete:
+            return await self._read()
+        if not (self.complete or self.disconnected):
+            fut = self.loop.create_future()
+            if self.waiters is None:
+                self.waiters = [fut]
+            else:
+                self.waiters.append(fut)
+            try:
+                await fut
+            finally:
+                # A receive cancelled by a timeout (Starlette's
+                # is_disconnected() polls so) leaves nothing behind.
+                waiters = self.waiters
+                if waiters is not None and fut in waiters:
+                    waiters.remove(fut)
+        return _DISCONNECT
+
+    async def _read(self) -> Dict[str, Any]:
+        if self.reading:
+            raise RuntimeError("receive() called while another receive() of the same request waits")
+        reader = self.reader
+        self.reading = True
+        try:
+            chunk = await self.loop.run_in_executor(self.server._body_pool, _read_chunk, reader)
+        except ClientClosedError as exc:
+            log.debug("request body cut short: %s", exc)
+            self.gone()
+            return _DISCONNECT
+        finally:
+            self.reading = False
+        more = bool(chunk)
+        if more and self.body_left is not None:
+            self.body_left -= len(chunk)
+            more = self.body_left > 0
+        if not more:
+            self.reader = None
+            if reader is not None:
+                reader.close()
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    # -- send --------------------------------------------------------------------------
+
+    async def send(self, message: Dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got {kind!r}")
+            if self.complete:
+                self._after_complete(kind)
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                body = _bytes(body, "http.response.body's body")
+            if message.get("more_body", False):
+                if not self.streaming:
+                    self._start_stream()
+                if body:
+                    self._write(body)
+                    if self.written - self.released > self.high_water:
+                        await self._drain()
+                return
+            if self.streaming:
+                if body:
+                    self._write(body)
+                self._end()
+            else:
+                self._respond(body)
+            return
+        if kind == "http.response.start":
+            if self.started:
+                if self.complete:
+                    self._after_complete(kind)
+                raise RuntimeError("Expected ASGI message 'http.response.body', but got 'http.response.start'")
+            if self.disconnected:
+                raise ClientDisconnected("the client went away")
+            status = message["status"]
+            if type(status) is not int:
+                raise TypeError(f"http.response.start's status must be an int, not {type(status).__name__}")
+            self.status = status
+            self.headers = message.get("headers", ())
+            self.started = True
+            # The head leaves with the first body, or on its own once the
+            # application's task yields without one: one call after the
+            # current step of the loop serves every head started in it.
+            self.head_pending = True
+            heads = self.server._heads
+            heads.append(self)
+            if len(heads) == 1:
+                self.loop.call_soon(self.server._flush_heads)
+            return
+        if kind == "http.response.pathsend":
+            if not self.started:
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got {kind!r}")
+            if self.complete or self.streaming:
+                self._after_complete(kind)
+            self._send_file(message["path"])
+            return
+        if self.complete:
+            self._after_complete(kind)
+        raise RuntimeError(f"Unexpected ASGI message {kind!r} for an HTTP request")
+
+    def _after_complete(self, kind: str) -> None:
+        if self.failed is not None:
+            raise RuntimeError(f"the response failed: {self.failed}")
+        if self.disconnected:
+            raise ClientDisconnected("the client went away")
+        raise RuntimeError(f"Unexpected ASGI message {kind!r} sent, after response already completed")
+
+    def _check(self, rc: int, call: str) -> None:
+        """A failed call's result as the application's exception; CLOSED and
+        LENGTH_MISMATCH released the handle."""
+        if rc == CLOSED:
+            self.complete = True
+            self.gone()
+            raise ClientDisconnected("the client went away")
+        if rc == LENGTH_MISMATCH:
+            self.complete = True
+            raise RuntimeError("the response body does not match its content-length (the connection is closed)")
+        if rc == INVALID_STATUS:
+            raise RuntimeError(f"invalid HTTP status {self.status!r} (200..599)")
+        if rc == INVALID_HEADER:
+            raise RuntimeError(f"invalid HTTP header in {self.headers!r}")
+        raise error_for(rc, call)
+
+    def _header_array(self) -> Any:
+        try:
+            return header_array(self.headers)
+        except TypeError:
+            raise TypeError("ASGI response headers must be an iterable of (bytes, bytes) pairs") from None
+
+    def _respond(self, body: bytes) -> None:
+        """The whole response in one call."""
+        self.head_pending = False
+        status = self.status
+        h = self._header_array()
+        n = len(body)
+        if not n and self.scope["method"] == "HEAD":
+            # A HEAD answer's Content-Length is the application's, not 0.
+            length = _content_length(self.headers)
+            if length:
+                rc = _start(self.res, status, h.address, h.count, length)
+                if rc:
+                    self._check(rc, "warpcore_response_start")
+                self.streaming = True
+                self._end()
+                return
+        if n < ZERO_COPY_MIN:
+            if RAW_UNTYPED and 0 <= status < 65536:
+                rc = _respond_raw(self.res, status, h.pointer, h.count, body, n)
+            else:
+                rc = _respond(self.res, status, h.address, h.count, body, n)
+        else:
+            rc = _respond_buffer(self.res, status, h.address, h.count, body, n, _ffi.RELEASE, _ffi.pin(body))
+        if rc:
+            self._check(rc, "warpcore_respond")
+        self.complete = True
+        self._wake_waiters()
+
+    def _start_stream(self) -> None:
+        self.head_pending = False
+        h = self._header_array()
+        length = _content_length(self.headers)
+        status = self.status
+        if not 0 <= status < 65536:
+            raise RuntimeError(f"invalid HTTP status {status!r} (200..599)")
+        rc = _start(self.res, status, h.address, h.count, -1 if length is None else length)
+        if rc:
+            self._check(rc, "warpcore_response_start")
+        self.streaming = True
+
+    def _flush_head(self) -> None:
+        """The application yielded after http.response.start without a body:
+        the head leaves now (a client of server-sent events sees it at once)."""
+        if not self.head_pending or self.complete or self.disconnected:
+            return
+        try:
+            self._start_stream()
+        except ClientDisconnected:
+            pass
+        except (RuntimeError, TypeError, _ffi.WarpcoreError) as exc:
+            # Nothing was sent: 500, and the application's next send says why.
+            log.error("cannot send the response head: %s", exc)
+            self.failed = exc
+            self.head_pending = False
+            self.complete = True
+            respond_error(self.res, 500, _BODY_500)
+            self._wake_waiters()
+
+    def _write(self, chunk: bytes) -> None:
+        n = len(chunk)
+        token = next(_chunk_tokens)
+        _chunks[token] = (self, chunk, n)
+        self.written += n
+        rc = _write_buffer(self.res, chunk, n, _CHUNK_RELEASED, token)
+        if rc:
+            self._check(rc, "warpcore_response_write_buffer")
+
+    async def _drain(self) -> None:
+        """Waits until what the engine holds of this stream is at most the
+        high-water mark (or the client is gone)."""
+        while self.written - self.released > self.high_water and not self.disconnected and not self.complete:
+            fut = self.drain_future = self.loop.create_future()
+            self.drain_waiting = True
+            # A release between the check above and the flag is seen here.
+            if self.written - self.released <= self.high_water:
+                self.drain_waiting = False
+                break
+            try:
+                await fut
+            finally:
+                self.drain_waiting = False
+                self.drain_future = None
+        if self.disconnected:
+            raise ClientDisconnected("the client went away")
+
+    def _drained(self) -> None:
+        fut = self.drain_future
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _end(self) -> None:
+        rc = _end(self.res)
+        self.complete = True
+        self._wake_waiters()
+        if rc:
+            self._check(rc, "warpcore_response_end")
+
+    def _send_file(self, path: Any) -> None:
+        """http.response.pathsend: the engine sends the file (sendfile)."""
+        import os
+
+        self.head_pending = False
+        p = os.fsencode(path)
+        if not os.path.isabs(p):
+            raise RuntimeError(f"http.response.pathsend wants an absolute path, not {path!r}")
+        h = self._header_array()
+        rc = _respond_file(self.res, self.status, h.address, h.count, p, len(p))
+        if rc == IO_ERROR:
+            # Missing or unreadable: nothing was sent.
+            raise RuntimeError(f"http.response.pathsend: cannot send {path!r}")
+        if rc:
+            self._check(rc, "warpcore_respond_file")
+        self.complete = True
+        self._wake_waiters()

@@ -411,11 +411,13 @@ fn the_demo_serves_sockets_passed_by_systemd() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     use std::os::unix::process::CommandExt;
-    // SAFETY: dup2 is async-signal-safe; it puts the listener at 3, the
-    // first descriptor systemd passes (cleared of close-on-exec by dup2).
+    // SAFETY: dup2 and fcntl are async-signal-safe; they put the listener at
+    // 3, the first descriptor systemd passes, without close-on-exec (dup2
+    // clears it; a listener that is 3 already has it cleared by hand).
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(fd, 3) == -1 {
+            let rc = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            if rc == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -9,6 +9,11 @@
 //! edge-triggered like the rest of mio's sources, so a worker paused at the
 //! connection limit is not woken in a loop; it retries when a connection
 //! closes, or on its once-a-second sweep, as for its own `SO_REUSEPORT` socket.
+//!
+//! Measured with `strace -f -c`: 4 workers on one Unix socket, 400 connections
+//! one after the other: 828 `accept4` (428 `EAGAIN`, the woken worker's last
+//! look) and 1,103 `epoll_wait` with the flag; 1,693 `accept4` (1,293 `EAGAIN`)
+//! and 2,084 `epoll_wait` without it: every worker woke for every connection.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

@@ -145,7 +145,7 @@ impl Worker {
             close_idle_at: None,
         };
         let listeners = worker.shared.current_listeners();
-        worker.follow_listeners(listeners)?;
+        worker.follow_listeners(listeners, false)?;
         Ok((worker, mailbox))
     }
 
@@ -281,14 +281,13 @@ impl Worker {
         self.ctx.date.set_server_line(&settings.server_line);
         self.coalescer.set_nap(settings.coalesce_wait, Instant::now());
         sched::follow(&settings, &self.shared);
-        let listeners = self.shared.current_listeners();
-        if !self.ctx.draining && !Arc::ptr_eq(&listeners, &self.listener_set) {
-            if let Err(e) = self.follow_listeners(listeners) {
-                settings.log_error(Level::Error, &format!("worker {}: cannot poll a listener: {e}", self.ctx.index));
-            }
-        }
         self.ctx.settings = settings;
         self.ctx.generation = generation;
+        // After the settings: connections accepted here are driven at once,
+        // with the new settings, and must not find this reload still to do.
+        if !self.ctx.draining {
+            self.take_listeners(true);
+        }
         self.shared.acknowledge(self.ctx.index, generation);
     }
 
@@ -423,14 +422,35 @@ impl Worker {
         }
     }
 
+    /// For a worker no thread runs yet: takes the server's current listeners
+    /// (the rest of a reload it takes when it runs), without accepting on
+    /// this thread what waits on those dropped.
+    pub fn follow_server_listeners(&mut self) {
+        self.take_listeners(false);
+    }
+
+    /// Takes the server's current listeners if they changed (see `follow_listeners`).
+    fn take_listeners(&mut self, take_queued: bool) {
+        let listeners = self.shared.current_listeners();
+        if !Arc::ptr_eq(&listeners, &self.listener_set) {
+            if let Err(e) = self.follow_listeners(listeners, take_queued) {
+                let message = format!("worker {}: cannot poll a listener: {e}", self.ctx.index);
+                self.ctx.settings.log_error(Level::Error, &message);
+            }
+        }
+    }
+
     /// Takes the server's listeners `set`: polls those it did not have, and
     /// stops polling those gone from it (after taking the connections already
-    /// in their queue), which close once no worker holds them.
-    fn follow_listeners(&mut self, set: Listeners) -> io::Result<()> {
+    /// in their queue, with `take_queued`), which close once no worker holds them.
+    fn follow_listeners(&mut self, set: Listeners, take_queued: bool) -> io::Result<()> {
+        self.listener_set = set.clone();
         for slot in 0..self.listeners.len() {
             let gone = matches!(&self.listeners[slot], Some(l) if !set.iter().any(|n| Arc::ptr_eq(n, l)));
             if gone {
-                self.accept_from(slot);
+                if take_queued {
+                    self.accept_from(slot);
+                }
                 self.stop_listener(slot);
             }
         }
@@ -459,7 +479,6 @@ impl Worker {
                 Err(e) => result = Err(e),
             }
         }
-        self.listener_set = set;
         result
     }
 

@@ -115,6 +115,13 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_static_dotfiles
   , c_warpcore_config_set_sched_batch
   , c_warpcore_thread_set_sched_batch
+    -- * Listeners
+  , c_warpcore_config_add_listener
+  , c_warpcore_config_clear_listeners
+  , c_warpcore_config_set_unix_socket_mode
+  , c_warpcore_config_add_systemd_listeners
+  , c_warpcore_server_listener_count
+  , c_warpcore_server_listener_address
     -- * Responses
   , c_warpcore_respond
   , c_warpcore_respond_unsafe
@@ -188,6 +195,9 @@ module Network.WarpCore.Raw
   , p_warpcore_hs_release_free
   , c_warpcore_hs_sched_batch_retain
   , c_warpcore_hs_sched_batch_release
+    -- * Sockets the program opened (cbits)
+  , c_warpcore_hs_dup_cloexec
+  , c_warpcore_hs_socket_listens
     -- * The gate in front of calls into the runtime (cbits)
   , c_warpcore_hs_gate_install
   , c_warpcore_hs_gate_close
@@ -219,6 +229,10 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_config_set_timeout
   , c_warpcore_hs_config_add_static
   , c_warpcore_hs_config_set_file_cache
+  , c_warpcore_hs_config_add_listener
+  , c_warpcore_hs_config_clear_listeners
+  , c_warpcore_hs_config_set_unix_socket_mode
+  , c_warpcore_hs_config_add_systemd_listeners
   , c_warpcore_hs_respond
   , c_warpcore_hs_respond_unsafe
   , c_warpcore_hs_respond_buffer
@@ -248,6 +262,7 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_server_file_cache_stats
   , c_warpcore_hs_server_shutdown_report
   , c_warpcore_hs_server_reopen_logs
+  , c_warpcore_hs_server_listener_address
   , itemNext
   , itemResponse
   , itemBody
@@ -660,6 +675,22 @@ foreign import ccall unsafe "warpcore_config_set_sched_batch"
 foreign import ccall unsafe "warpcore_thread_set_sched_batch"
   c_warpcore_thread_set_sched_batch :: CBool -> IO Result
 
+-- listeners ----------------------------------------------------------------
+
+foreign import ccall unsafe "warpcore_config_add_listener"
+  c_warpcore_config_add_listener :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_config_clear_listeners"
+  c_warpcore_config_clear_listeners :: Ptr Config -> IO Result
+foreign import ccall unsafe "warpcore_config_set_unix_socket_mode"
+  c_warpcore_config_set_unix_socket_mode :: Ptr Config -> Word32 -> Int64 -> Int64 -> IO Result
+-- unsafe: it reads and unsets three environment variables, nothing more.
+foreign import ccall unsafe "warpcore_config_add_systemd_listeners"
+  c_warpcore_config_add_systemd_listeners :: Ptr Config -> Ptr Word32 -> IO Result
+foreign import ccall unsafe "warpcore_server_listener_count"
+  c_warpcore_server_listener_count :: Ptr Server -> IO Word32
+foreign import ccall unsafe "warpcore_server_listener_address"
+  c_warpcore_server_listener_address :: Ptr Server -> Word32 -> Ptr CChar -> CSize -> Ptr CSize -> IO Result
+
 foreign import ccall unsafe "warpcore_config_set_answering_handler"
   c_warpcore_config_set_answering_handler :: Ptr Config -> FunPtr AnsweringCallback -> Ptr () -> IO Result
 
@@ -915,6 +946,15 @@ foreign import ccall unsafe "warpcore_hs_config_add_static"
 foreign import ccall unsafe "warpcore_hs_config_set_file_cache"
   c_warpcore_hs_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> Ptr CChar -> IO Result
 
+foreign import ccall unsafe "warpcore_hs_config_add_listener"
+  c_warpcore_hs_config_add_listener :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_clear_listeners"
+  c_warpcore_hs_config_clear_listeners :: Ptr Config -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_unix_socket_mode"
+  c_warpcore_hs_config_set_unix_socket_mode :: Ptr Config -> Word32 -> Int64 -> Int64 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_add_systemd_listeners"
+  c_warpcore_hs_config_add_systemd_listeners :: Ptr Config -> Ptr Word32 -> Ptr CChar -> IO Result
+
 foreign import ccall safe "warpcore_hs_respond"
   c_warpcore_hs_respond :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_respond"
@@ -986,6 +1026,19 @@ foreign import ccall unsafe "warpcore_hs_server_shutdown_report"
   c_warpcore_hs_server_shutdown_report :: Ptr Server -> Ptr ShutdownReport -> Ptr CChar -> IO Result
 foreign import ccall safe "warpcore_hs_server_reopen_logs"
   c_warpcore_hs_server_reopen_logs :: Ptr Server -> Ptr CChar -> IO Result
+
+foreign import ccall unsafe "warpcore_hs_server_listener_address"
+  c_warpcore_hs_server_listener_address :: Ptr Server -> Word32 -> Ptr CChar -> CSize -> Ptr CSize -> Ptr CChar -> IO Result
+
+-- sockets the program opened (cbits) ---------------------------------------------
+
+-- | A close-on-exec duplicate of a descriptor (numbered 3 or above), for a
+-- server to own as @fd://N@; -1 with errno set.
+foreign import ccall unsafe "warpcore_hs_dup_cloexec"
+  c_warpcore_hs_dup_cloexec :: CInt -> IO CInt
+-- | 1 when the descriptor is a socket that listens, 0 when not, -1 with errno set.
+foreign import ccall unsafe "warpcore_hs_socket_listens"
+  c_warpcore_hs_socket_listens :: CInt -> IO CInt
 
 itemNext :: Ptr Item -> IO (Ptr Item)
 itemNext = #{peek warpcore_hs_item, next}

@@ -465,7 +465,10 @@ startDispatched cfg current callbacks c = mask $ \restore -> do
   when batch Raw.c_warpcore_hs_sched_batch_retain
   stopped <- forM [0 .. caps - 1] $ \i -> do
     v <- newEmptyMVar
-    _ <- forkOn i (restore (dispatcher cfg current d i) `finally` putMVar v ())
+    -- Unmasked whatever the caller's state (start runs masked in withServer's
+    -- bracket): the request threads it forks inherit it, and handlers run
+    -- unmasked, as Warp runs applications.
+    _ <- forkOnWithUnmask i (\unmask -> unmask (dispatcher cfg current d i) `finally` putMVar v ())
     pure v
   let setHandler cc = checkWith "warpcore_config_set_handler" (Raw.c_warpcore_hs_config_set_handler cc Raw.p_warpcore_hs_handler (castPtr d))
       release = do

@@ -431,12 +431,12 @@ runSettings s app = do
 -- 'IOException'.
 runSettingsSocket :: Settings -> Socket -> Application -> IO ()
 runSettingsSocket s sock app = flip finally (NS.touchSocket sock) $ mask $ \restore -> do
-  cfg0 <- toConfig s ""
   fd <- NS.withFdSocket sock $ \orig ->
     throwErrnoIfMinus1 "Network.Wai.Handler.WarpCore.runSettingsSocket" (Raw.c_warpcore_hs_dup_cloexec orig)
   -- The library owns the duplicate once it started; a start that failed
   -- left it ours.
-  server <- WC.start cfg0 {WC.configListen = "fd://" ++ show fd} (waiHandler s app) `onException` closeFd (Fd fd)
+  let start = toConfig s ("fd://" ++ show fd) >>= \cfg -> WC.start cfg (waiHandler s app)
+  server <- start `onException` closeFd (Fd fd)
   let serve = serveUntilStopped s server (NS.close sock)
   restore (bracket (forkIO (watchClose sock (stopGracefully s server))) killThread (const serve))
     `finally` WC.close server

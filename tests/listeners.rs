@@ -443,3 +443,25 @@ fn the_demo_serves_sockets_passed_by_systemd() {
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A reload that drops a listener closes it at once, even while an external
+/// worker that would poll it has not been run yet; one that runs later
+/// serves the listeners of the reload.
+#[test]
+fn a_dropped_listener_closes_though_an_external_worker_has_not_run() {
+    let dir = TempDir::new("listen", "external");
+    let (a, b) = (sock(&dir, "a.sock"), sock(&dir, "b.sock"));
+    let mut config = config_with(&[&format!("unix:{}", a.display())], 1);
+    config.external_workers = true;
+    let server = Arc::new(Server::start(&config).unwrap());
+    config.listeners = vec![format!("unix:{}", b.display())];
+    server.reload(&config).unwrap();
+    assert!(!a.exists() && UnixStream::connect(&a).is_err());
+    let runner = {
+        let server = server.clone();
+        std::thread::spawn(move || server.run_worker(0))
+    };
+    assert_eq!(Client::connect_unix(&b).get("/").status, 200);
+    server.shutdown(Duration::ZERO);
+    runner.join().unwrap().unwrap();
+}

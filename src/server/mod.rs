@@ -103,6 +103,10 @@ impl Server {
                     }
                 }
             }
+            // A reload waits for the workers that run: once start returns,
+            // that is every one (else a reload could return while a thread
+            // not yet running still held a listener it dropped).
+            server.shared.wait_started(count);
         }
         Ok(server)
     }
@@ -183,7 +187,14 @@ impl Server {
             ));
         }
         let listeners = self.follow(config)?;
+        let changed = listeners.is_some();
         let generation = self.shared.publish_settings(settings, listeners);
+        if changed {
+            // Workers no thread runs yet let go of the listeners dropped too.
+            for worker in self.pending.lock().unwrap_or_else(|e| e.into_inner()).iter_mut().flatten() {
+                worker.follow_server_listeners();
+            }
+        }
         for mailbox in &self.mailboxes {
             mailbox.poke();
         }
@@ -212,7 +223,13 @@ impl Server {
             return Ok(None);
         }
         let fresh = addresses.iter().zip(&kept).filter(|(_, k)| k.is_none()).map(|(a, _)| *a);
-        let mut bound = crate::net::listen::bind_all(fresh, &bind_options(config, self.workers))?.into_iter();
+        let bound = crate::net::listen::bind_all(fresh, &bind_options(config, self.workers))?;
+        // A dead worker's socket of a new TCP address would get connections
+        // nobody accepts.
+        for index in self.shared.dead_workers() {
+            bound.iter().for_each(|l| l.retire(index));
+        }
+        let mut bound = bound.into_iter();
         let next: Listeners = kept
             .into_iter()
             .map(|k| k.unwrap_or_else(|| Arc::new(bound.next().expect("one bound per new address"))))

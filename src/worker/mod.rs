@@ -147,7 +147,7 @@ impl Worker {
             close_idle_at: None,
         };
         let listeners = worker.shared.current_listeners();
-        worker.follow_listeners(listeners)?;
+        worker.follow_listeners(listeners, false)?;
         Ok((worker, mailbox))
     }
 
@@ -283,14 +283,13 @@ impl Worker {
         self.ctx.date.set_server_line(&settings.server_line);
         self.coalescer.set_nap(settings.coalesce_wait, Instant::now());
         sched::follow(&settings, &self.shared);
-        let listeners = self.shared.current_listeners();
-        if !self.ctx.draining && !Arc::ptr_eq(&listeners, &self.listener_set) {
-            if let Err(e) = self.follow_listeners(listeners) {
-                settings.log_error(Level::Error, &format!("worker {}: cannot poll a listener: {e}", self.ctx.index));
-            }
-        }
         self.ctx.settings = settings;
         self.ctx.generation = generation;
+        // After the settings: connections accepted here are driven at once,
+        // with the new settings, and must not find this reload still to do.
+        if !self.ctx.draining {
+            self.take_listeners(true);
+        }
         self.shared.acknowledge(self.ctx.index, generation);
     }
 
@@ -425,14 +424,35 @@ impl Worker {
         }
     }
 
+    /// For a worker no thread runs yet: takes the server's current listeners
+    /// (the rest of a reload it takes when it runs), without accepting on
+    /// this thread what waits on those dropped.
+    pub fn follow_server_listeners(&mut self) {
+        self.take_listeners(false);
+    }
+
+    /// Takes the server's current listeners if they changed (see `follow_listeners`).
+    fn take_listeners(&mut self, take_queued: bool) {
+        let listeners = self.shared.current_listeners();
+        if !Arc::ptr_eq(&listeners, &self.listener_set) {
+            if let Err(e) = self.follow_listeners(listeners, take_queued) {
+                let message = format!("worker {}: cannot poll a listener: {e}", self.ctx.index);
+                self.ctx.settings.log_error(Level::Error, &message);
+            }
+        }
+    }
+
     /// Takes the server's listeners `set`: polls those it did not have, and
     /// stops polling those gone from it (after taking the connections already
-    /// in their queue), which close once no worker holds them.
-    fn follow_listeners(&mut self, set: Listeners) -> io::Result<()> {
+    /// in their queue, with `take_queued`), which close once no worker holds them.
+    fn follow_listeners(&mut self, set: Listeners, take_queued: bool) -> io::Result<()> {
+        self.listener_set = set.clone();
         for slot in 0..self.listeners.len() {
             let gone = matches!(&self.listeners[slot], Some(l) if !set.iter().any(|n| Arc::ptr_eq(n, l)));
             if gone {
-                self.accept_from(slot);
+                if take_queued {
+                    self.accept_from(slot);
+                }
                 self.stop_listener(slot);
             }
         }
@@ -461,7 +481,6 @@ impl Worker {
                 Err(e) => result = Err(e),
             }
         }
-        self.listener_set = set;
         result
     }
 
@@ -976,9 +995,14 @@ impl Drop for Worker {
     /// After `run`'s own ending this finds nothing left. When a panic that
     /// escaped containment unwinds the loop, the worker dies here: its
     /// connections close (their handles learn it), their slots go back to the
-    /// server's limit, and its mailbox refuses what handles post from now on
-    /// (`Closed`) and releases what they posted and it never took.
+    /// server's limit, its mailbox refuses what handles post from now on
+    /// (`Closed`) and releases what they posted and it never took, and its
+    /// own sockets of TCP addresses stop listening, so that the kernel sends
+    /// their connections to the other workers.
     fn drop(&mut self) {
+        for listener in self.listeners.iter().flatten() {
+            listener.retire(self.ctx.index);
+        }
         let cut = self.live;
         self.conns.clear();
         self.live = 0;

@@ -31,6 +31,8 @@ struct Control {
     unfinished: usize,
     /// Per worker: running now, and the settings generation it acknowledged.
     running: Vec<bool>,
+    /// Per worker: its loop has begun (it may have ended since).
+    started: Vec<bool>,
     acked: Vec<u64>,
     report: ShutdownReport,
 }
@@ -80,6 +82,7 @@ impl Shared {
             control: Mutex::new(Control {
                 unfinished: workers,
                 running: vec![false; workers],
+                started: vec![false; workers],
                 acked: vec![0; workers],
                 report: ShutdownReport::default(),
             }),
@@ -151,6 +154,7 @@ impl Shared {
     pub fn worker_running(&self, worker: usize, running: bool) {
         let mut c = self.control();
         c.running[worker] = running;
+        c.started[worker] = true;
         if !running {
             c.unfinished -= 1;
         }
@@ -224,6 +228,25 @@ impl Shared {
             if !behind {
                 return;
             }
+            control = self.changed.wait(control).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Workers whose loop ended while the server runs on (a panic escaped
+    /// its containment): they never accept again.
+    pub fn dead_workers(&self) -> Vec<usize> {
+        let c = self.control();
+        if self.is_shutting_down() {
+            return Vec::new();
+        }
+        (0..c.running.len()).filter(|&i| c.started[i] && !c.running[i]).collect()
+    }
+
+    /// Blocks until the loop of every worker in `0..count` has begun (or
+    /// ended), so that reloads from then on wait for each of them.
+    pub fn wait_started(&self, count: usize) {
+        let mut control = self.control();
+        while control.started[..count].iter().any(|s| !s) {
             control = self.changed.wait(control).unwrap_or_else(|e| e.into_inner());
         }
     }

@@ -10,7 +10,8 @@
 #   make bench-compare  the same with nginx, Warp, hyper, granian, gunicorn, bjoern (~30 min)
 #   make bench-scale    the C demo with 1, 2, 4, … workers up to the core count
 #   make bench-smoke    one short checked run of each (part of make test)
-#   make haskell    the Haskell binding (bindings/haskell), build/demo-hs, build/scotty-hs
+#   make haskell    the Haskell binding (bindings/haskell), build/demo-hs, build/scotty-hs,
+#                   build/listen-hs and build/listen-warp
 #   make haskell-install  register the warpcore package in the user's GHC package db
 #   make install    the library, its header and warpcore.pc under PREFIX (/usr/local); DESTDIR honoured
 #   make uninstall  removes what make install installed
@@ -132,7 +133,7 @@ HS_GHC   := ghc -v0 -O2 -threaded -rtsopts -package-db $(HS_BUILD)/dist/package.
 
 .PHONY: haskell haskell-deps haskell-install test-haskell
 
-haskell: build/demo-hs build/scotty-hs
+haskell: build/demo-hs build/scotty-hs build/listen-hs build/listen-warp
 
 haskell-deps:
 	@bash scripts/haskell-deps.sh
@@ -154,11 +155,20 @@ build/demo-hs: examples/haskell/Demo.hs $(HS_BUILD)/dist/.built
 build/scotty-hs: examples/haskell/Scotty.hs $(HS_BUILD)/dist/.built
 	$(HS_GHC) -outputdir $(HS_BUILD)/obj-scotty $< -o $@
 
+build/listen-hs: examples/haskell/Listen.hs $(HS_BUILD)/dist/.built
+	$(HS_GHC) -outputdir $(HS_BUILD)/obj-listen $< -o $@
+
+# The same program built against Warp itself: what the tests compare with.
+build/listen-warp: examples/haskell/Listen.hs | haskell-deps
+	@mkdir -p $(HS_BUILD)
+	ghc -v0 -O1 -threaded -DWARP -package warp -outputdir $(HS_BUILD)/obj-listen-warp $< -o $@
+
 haskell-install: $(HS_BUILD)/dist/.built
 	cd bindings/haskell && $(HS_SETUP) install --builddir=$(HS_BUILD)/dist
 
 test-haskell: haskell
 	cd bindings/haskell && WARPCORE_ROOT=$(CURDIR) WARPCORE_DEMO_HS=$(abspath build/demo-hs) \
+	  WARPCORE_LISTEN_HS=$(abspath build/listen-hs) WARPCORE_LISTEN_WARP=$(abspath build/listen-warp) \
 	  $(HS_SETUP) test --builddir=$(HS_BUILD)/dist --show-details=direct
 
 # Installing, as C libraries install: libwarpcore.so.VERSION with its soname

@@ -20,6 +20,7 @@ packages=(
   libghc-scotty-dev            # the Scotty example and its test
   libghc-websockets-dev        # GET /ws of the demo; the WebSocket client of the tests
   libghc-wai-websockets-dev    # websocketsOr over responseRaw, unchanged
+  libghc-warp-dev              # Warp itself: build/listen-warp, what the tests compare with
 )
 
 need=()

@@ -3,12 +3,14 @@
 #include "warpcore_hs.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -399,6 +401,21 @@ void warpcore_hs_gated_error_log(void *userdata, uint32_t level, const uint8_t *
     FN_FROM(error_log_fn, userdata, fn);
     fn(NULL, level, message, len);
     gate_leave();
+}
+
+/* ---- sockets the program opened ---- */
+
+int warpcore_hs_dup_cloexec(int fd) {
+    /* Atomically close-on-exec: a process another thread spawns meanwhile does
+     * not inherit the listening socket. */
+    return fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+int warpcore_hs_socket_listens(int fd) {
+    int listens = 0;
+    socklen_t len = sizeof listens;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listens, &len) != 0) return -1;
+    return listens != 0;
 }
 
 /* ---- calls that keep their error message ---- */

@@ -179,6 +179,11 @@ void warpcore_hs_sched_batch_release(void);
       (c, p, pn, d, dn))                                                                           \
     X(config_set_file_cache, (struct warpcore_config *c, uint64_t fd, uint64_t info),              \
       (c, fd, info))                                                                               \
+    X(config_add_listener, (struct warpcore_config *c, const uint8_t *p, size_t n), (c, p, n))     \
+    X(config_clear_listeners, (struct warpcore_config *c), (c))                                    \
+    X(config_set_unix_socket_mode, (struct warpcore_config *c, uint32_t m, int64_t u, int64_t g),  \
+      (c, m, u, g))                                                                                \
+    X(config_add_systemd_listeners, (struct warpcore_config *c, uint32_t *count), (c, count))      \
     X(respond,                                                                                     \
       (warpcore_response *r, uint16_t s, const warpcore_header *h, size_t hn, const uint8_t *b,    \
        size_t bn),                                                                                 \
@@ -226,7 +231,24 @@ void warpcore_hs_sched_batch_release(void);
       (const struct warpcore_server *s, struct warpcore_file_cache_stats *out), (s, out))          \
     X(server_shutdown_report,                                                                      \
       (const struct warpcore_server *s, struct warpcore_shutdown_report *out), (s, out))           \
-    X(server_reopen_logs, (const struct warpcore_server *s), (s))
+    X(server_reopen_logs, (const struct warpcore_server *s), (s))                                  \
+    X(server_listener_address,                                                                     \
+      (const struct warpcore_server *s, uint32_t i, char *buf, size_t cap, size_t *needed),        \
+      (s, i, buf, cap, needed))
+
+/* ---- Sockets the program opened (runSettingsSocket) ----
+ *
+ * The server owns a descriptor handed to it as "fd://N" (it closes it when it
+ * stops), while the program keeps its own socket: the binding hands the
+ * server a duplicate. */
+
+/* A duplicate of descriptor `fd`, close-on-exec, numbered 3 or above (never
+ * stdin, stdout or stderr); -1 with errno set. */
+int warpcore_hs_dup_cloexec(int fd);
+
+/* 1 when `fd` is a socket that listens (SO_ACCEPTCONN), 0 when it is not, -1
+ * with errno set (not a socket, not open). */
+int warpcore_hs_socket_listens(int fd);
 
 #define WARPCORE_HS_PARAMS(...) __VA_ARGS__
 #define WARPCORE_HS_DECLARE(name, params, args) \

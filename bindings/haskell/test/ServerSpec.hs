@@ -16,9 +16,9 @@ import qualified Data.ByteString.Lazy.Char8 as L8
 import Data.IORef
 import Network.HTTP.Client (responseBody, responseHeaders, responseStatus)
 import qualified Network.HTTP.Types as H
-import Network.Socket (close)
+import Network.Socket (Family (..), SockAddr (..), SocketType (..), close, connect, defaultProtocol, socket)
 import qualified Network.Socket.ByteString as NSB
-import System.Directory (createDirectoryIfMissing, getTemporaryDirectory, removeDirectoryRecursive, removeFile)
+import System.Directory (createDirectoryIfMissing, doesFileExist, getTemporaryDirectory, removeDirectoryRecursive, removeFile)
 import System.FilePath ((</>))
 import Test.Hspec
 
@@ -229,6 +229,29 @@ spec = describe "Network.WarpCore" $ do
       case r of
         Left (e :: WC.WarpCoreError) -> WC.errorResult e `shouldBe` Raw.resultAddressInUse
         Right () -> expectationFailure "second server started"
+
+  it "listens on a Unix socket (configListen unix:PATH), lists its listeners, and keeps the socket across a reload" $ bounded $ do
+    tmp <- getTemporaryDirectory
+    let dir = tmp </> "warpcore-hs-server-unix"
+        path = dir </> "s.sock"
+        answerOn body = \_ res -> WC.respond res 200 text body
+        ask = do
+          s <- socket AF_UNIX Stream defaultProtocol
+          (connect s (SockAddrUnix path) >> NSB.sendAll s "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >> readUntilClosed s)
+            `finally` close s
+    createDirectoryIfMissing True dir
+    flip finally (removeDirectoryRecursive dir) $ do
+      WC.withServer localConfig (answerOn "tcp") $ \s ->
+        WC.serverListeners s `shouldReturn` ["127.0.0.1:" ++ show (WC.serverPort s)]
+      WC.withServer localConfig {WC.configListen = "unix:" ++ path} (answerOn "first") $ \s -> do
+        WC.serverListeners s `shouldReturn` ["unix:" ++ path]
+        WC.serverPort s `shouldBe` 0
+        ask >>= (`shouldSatisfy` ("first" `B.isSuffixOf`))
+        WC.reload s localConfig (answerOn "second")
+        ask >>= (`shouldSatisfy` ("second" `B.isSuffixOf`))
+        WC.serverListeners s `shouldReturn` ["unix:" ++ path]
+      -- Removed when the server stopped.
+      doesFileExist path `shouldReturn` False
 
   it "lets requests in progress finish during a graceful shutdown" $ bounded $ do
     started <- newEmptyMVar

@@ -8,6 +8,7 @@ import qualified BodySpec
 import Child (runChildScenario)
 import qualified DemoSpec
 import qualified HeaderSpec
+import qualified ListenSpec
 import qualified RawSpec
 import qualified SafetySpec
 import qualified ServerSpec
@@ -28,6 +29,7 @@ tests = hspec $ do
   RawSpec.spec
   ServerSpec.spec
   WaiSpec.spec
+  ListenSpec.spec
   BodySpec.spec
   UpgradeSpec.spec
   SafetySpec.spec

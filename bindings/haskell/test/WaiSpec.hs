@@ -176,6 +176,12 @@ spec = describe "Network.Wai.Handler.WarpCore" $ do
       (responseBody <$> post port "/scotty" "abc") `shouldReturn` "cba"
       (H.statusCode . responseStatus <$> get port "/missing") `shouldReturn` 404
 
+  it "runs the application unmasked, as Warp does, in every dispatch mode" $ bounded $
+    forM_ [Dispatcher, ForkInCallback, InCallback] $ \mode -> do
+      let app _ respond = getMaskingState >>= respond . responseLBS H.status200 [] . L8.pack . show
+      withApp (setDispatch mode defaultSettings) app $ \port ->
+        (responseBody <$> get port "/") `shouldReturn` "Unmasked"
+
   it "stops gracefully through setInstallShutdownHandler and runs onReady" $ bounded $ withFixture $ \fx -> do
     stopVar <- newEmptyMVar
     portVar <- newEmptyMVar

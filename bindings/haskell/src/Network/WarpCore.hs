@@ -31,6 +31,7 @@ module Network.WarpCore
   , run
   , serverPort
   , serverWorkers
+  , serverListeners
   , reload
   , stats
   , fileCacheStats

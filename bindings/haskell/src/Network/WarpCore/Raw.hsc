@@ -194,6 +194,9 @@ module Network.WarpCore.Raw
   , p_warpcore_hs_release_free
   , c_warpcore_hs_sched_batch_retain
   , c_warpcore_hs_sched_batch_release
+    -- * Sockets the program opened (cbits)
+  , c_warpcore_hs_dup_cloexec
+  , c_warpcore_hs_socket_listens
     -- * The gate in front of calls into the runtime (cbits)
   , c_warpcore_hs_gate_install
   , c_warpcore_hs_gate_close
@@ -225,6 +228,10 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_config_set_timeout
   , c_warpcore_hs_config_add_static
   , c_warpcore_hs_config_set_file_cache
+  , c_warpcore_hs_config_add_listener
+  , c_warpcore_hs_config_clear_listeners
+  , c_warpcore_hs_config_set_unix_socket_mode
+  , c_warpcore_hs_config_add_systemd_listeners
   , c_warpcore_hs_respond
   , c_warpcore_hs_respond_unsafe
   , c_warpcore_hs_respond_buffer
@@ -254,6 +261,7 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_server_file_cache_stats
   , c_warpcore_hs_server_shutdown_report
   , c_warpcore_hs_server_reopen_logs
+  , c_warpcore_hs_server_listener_address
   , itemNext
   , itemResponse
   , itemBody
@@ -935,6 +943,15 @@ foreign import ccall unsafe "warpcore_hs_config_add_static"
 foreign import ccall unsafe "warpcore_hs_config_set_file_cache"
   c_warpcore_hs_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> Ptr CChar -> IO Result
 
+foreign import ccall unsafe "warpcore_hs_config_add_listener"
+  c_warpcore_hs_config_add_listener :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_clear_listeners"
+  c_warpcore_hs_config_clear_listeners :: Ptr Config -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_unix_socket_mode"
+  c_warpcore_hs_config_set_unix_socket_mode :: Ptr Config -> Word32 -> Int64 -> Int64 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_add_systemd_listeners"
+  c_warpcore_hs_config_add_systemd_listeners :: Ptr Config -> Ptr Word32 -> Ptr CChar -> IO Result
+
 foreign import ccall safe "warpcore_hs_respond"
   c_warpcore_hs_respond :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_respond"
@@ -1006,6 +1023,19 @@ foreign import ccall unsafe "warpcore_hs_server_shutdown_report"
   c_warpcore_hs_server_shutdown_report :: Ptr Server -> Ptr ShutdownReport -> Ptr CChar -> IO Result
 foreign import ccall safe "warpcore_hs_server_reopen_logs"
   c_warpcore_hs_server_reopen_logs :: Ptr Server -> Ptr CChar -> IO Result
+
+foreign import ccall unsafe "warpcore_hs_server_listener_address"
+  c_warpcore_hs_server_listener_address :: Ptr Server -> Word32 -> Ptr CChar -> CSize -> Ptr CSize -> Ptr CChar -> IO Result
+
+-- sockets the program opened (cbits) ---------------------------------------------
+
+-- | A close-on-exec duplicate of a descriptor (numbered 3 or above), for a
+-- server to own as @fd://N@; -1 with errno set.
+foreign import ccall unsafe "warpcore_hs_dup_cloexec"
+  c_warpcore_hs_dup_cloexec :: CInt -> IO CInt
+-- | 1 when the descriptor is a socket that listens, 0 when not, -1 with errno set.
+foreign import ccall unsafe "warpcore_hs_socket_listens"
+  c_warpcore_hs_socket_listens :: CInt -> IO CInt
 
 itemNext :: Ptr Item -> IO (Ptr Item)
 itemNext = #{peek warpcore_hs_item, next}

@@ -31,6 +31,7 @@ module Network.WarpCore.Server
   , run
   , serverPort
   , serverWorkers
+  , serverListeners
   , reload
   , stats
   , fileCacheStats
@@ -49,6 +50,7 @@ import Control.Monad (forM, forM_, unless, void, when)
 import Data.ByteString (ByteString)
 import qualified Data.ByteString as B
 import Data.IORef
+import Data.List (isPrefixOf)
 import Data.Maybe (isJust)
 import qualified Data.ByteString.Char8 as B8
 import qualified Data.ByteString.Unsafe as BU
@@ -56,7 +58,7 @@ import Data.Word (Word32, Word64)
 import Foreign.C.String (peekCString)
 import Foreign.C.Types (CBool (..), CChar, CSize)
 import Foreign.ForeignPtr
-import Foreign.Marshal.Alloc (alloca)
+import Foreign.Marshal.Alloc (alloca, allocaBytes)
 import Foreign.Ptr
 import Foreign.StablePtr (freeStablePtr)
 import Foreign.Storable (peek)
@@ -117,7 +119,11 @@ data Timeout
 -- | Server settings. Unset ('Nothing') limits keep the library's defaults.
 data Config = Config
   { configListen :: String
-  -- ^ @HOST:PORT@ (@[::1]:80@ for IPv6); port 0 picks a free port.
+  -- ^ @HOST:PORT@ (@[::1]:80@ for IPv6; port 0 picks a free port), or any
+  -- form of @warpcore_config_add_listener@: @unix:PATH@ (a Unix socket the
+  -- server makes, and removes when it stops), or @fd://N@ (a listening
+  -- socket the program opened, which the server owns once it started: it
+  -- closes N when it stops; a start that fails leaves N open).
   , configWorkers :: Int
   -- ^ Event loops (0: one per core).
   , configDispatch :: Dispatch
@@ -439,8 +445,14 @@ finishStart cfg current callbacks setHandler sp release = do
   -- One thread waits in C for the workers to stop, so that 'wait' is an
   -- interruptible takeMVar, and 'close' never frees the server under a waiter.
   _ <- forkIO (void (Raw.c_warpcore_server_wait sp) `finally` putMVar stopped ())
-  let host = reverse (drop 1 (dropWhile (/= ':') (reverse (configListen cfg))))
-  pure (Server sp port workers closed use stopped release done current setHandler callbacks (host ++ ":" ++ show port))
+  let listen = configListen cfg
+      host = reverse (drop 1 (dropWhile (/= ':') (reverse listen)))
+      -- What a reload names to keep the listener: a Unix path or descriptor
+      -- as given, a TCP address with the port it got.
+      kept
+        | any (`isPrefixOf` listen) ["unix:", "fd://"] = listen
+        | otherwise = host ++ ":" ++ show port
+  pure (Server sp port workers closed use stopped release done current setHandler callbacks kept)
 
 -- The default path: the C handler and one dispatcher thread per capability.
 -- If the server does not start, the dispatchers are stopped and freed.
@@ -453,7 +465,10 @@ startDispatched cfg current callbacks c = mask $ \restore -> do
   when batch Raw.c_warpcore_hs_sched_batch_retain
   stopped <- forM [0 .. caps - 1] $ \i -> do
     v <- newEmptyMVar
-    _ <- forkOn i (restore (dispatcher cfg current d i) `finally` putMVar v ())
+    -- Unmasked whatever the caller's state (start runs masked in withServer's
+    -- bracket): the request threads it forks inherit it, and handlers run
+    -- unmasked, as Warp runs applications.
+    _ <- forkOnWithUnmask i (\unmask -> unmask (dispatcher cfg current d i) `finally` putMVar v ())
     pure v
   let setHandler cc = checkWith "warpcore_config_set_handler" (Raw.c_warpcore_hs_config_set_handler cc Raw.p_warpcore_hs_handler (castPtr d))
       release = do
@@ -464,7 +479,9 @@ startDispatched cfg current callbacks c = mask $ \restore -> do
         -- no other server's dispatchers use them).
         when batch Raw.c_warpcore_hs_sched_batch_release
         sequence_ =<< readIORef callbacks
-  sp <- restore (setHandler c >> startWith c) `onException` uninterruptibleMask_ release
+  -- Once the library started, nothing interrupts us until the Server exists
+  -- (its close frees the C server; a listener handed in is then its own).
+  sp <- (restore (setHandler c) >> startWith c) `onException` uninterruptibleMask_ release
   finishStart cfg current callbacks setHandler sp release
 
 -- Takes batches from queue `i` and forks a thread per request, until the
@@ -534,8 +551,31 @@ startCallback cfg current callbacks inline c = do
           checkWith "warpcore_config_set_handler" $
             Raw.c_warpcore_hs_config_set_handler cc Raw.p_warpcore_hs_gated_handler (castFunPtrToPtr fp)
         release = freeHaskellFunPtr fp >> (sequence_ =<< readIORef callbacks)
-    sp <- restore (setHandler c >> startWith c) `onException` release
+    sp <- (restore (setHandler c) >> startWith c) `onException` release
     finishStart cfg current callbacks setHandler sp release
+
+-- | The address of each listener the server has, in order (@127.0.0.1:39211@,
+-- @[::1]:80@, @unix:/run/app.sock@; a socket handed in as @fd://N@ shows its
+-- own address). Empty once the server is closed.
+serverListeners :: Server -> IO [String]
+serverListeners s = orClosed s (pure []) $ \sp -> do
+  n <- Raw.c_warpcore_server_listener_count sp
+  forM [0 .. n - 1] (address sp 64)
+  where
+    -- A text longer than the buffer: again with its size (unsafe calls, so
+    -- the message read on failure is this call's).
+    address sp cap i = do
+      r <- allocaBytes cap $ \buf -> alloca $ \needed -> do
+        code <- Raw.c_warpcore_server_listener_address sp i buf (fromIntegral cap) needed
+        if code == Raw.resultOk
+          then Right . Right <$> peekCString buf
+          else if code == Raw.resultBufferTooSmall
+            then Right . Left . fromIntegral <$> peek needed
+            else pure (Left code)
+      case r of
+        Right (Right text) -> pure text
+        Right (Left size) -> address sp (size + 1) i
+        Left code -> throwResult "warpcore_server_listener_address" code
 
 -- | Shuts the server down gracefully: stops accepting, lets requests already
 -- received be answered for up to @grace@ milliseconds (at most 2^32 - 1; a

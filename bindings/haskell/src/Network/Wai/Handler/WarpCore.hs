@@ -35,8 +35,10 @@ module Network.Wai.Handler.WarpCore
     run
   , runEnv
   , runSettings
+  , runSettingsSocket
   , withApplication
   , withApplicationSettings
+  , openFreePort
     -- * Settings
   , Settings
   , defaultSettings
@@ -85,7 +87,7 @@ module Network.Wai.Handler.WarpCore
   , waiHandler
   ) where
 
-import Control.Concurrent (forkIO, forkIOWithUnmask, getNumCapabilities)
+import Control.Concurrent (forkIO, forkIOWithUnmask, getNumCapabilities, killThread, threadWaitWrite)
 import Control.Exception
 import Control.Monad (void, when)
 import Data.ByteString (ByteString)
@@ -98,15 +100,19 @@ import qualified Data.ByteString.Unsafe as BU
 import qualified Data.CaseInsensitive as CI
 import Data.IORef
 import Data.Int (Int64)
+import Data.List (intercalate)
 import Data.Maybe (fromMaybe)
+import Data.Streaming.Network (bindPortTCP, bindRandomPortTCP)
 import Data.Streaming.Network.Internal (HostPreference (..))
 import Data.Word (Word32, Word64, Word8)
 import Foreign.ForeignPtr (ForeignPtr, mallocForeignPtrBytes, withForeignPtr)
+import Foreign.C.Error (throwErrnoIfMinus1)
 import Foreign.Ptr (plusPtr)
 import GHC.IO.Exception (IOErrorType (..))
 import qualified Network.HTTP.Types as H
 import qualified Network.HTTP.Types.Header as H
-import Network.Socket (AddrInfo (..), AddrInfoFlag (..), SockAddr (..), defaultHints, getAddrInfo, tupleToHostAddress)
+import Network.Socket (AddrInfo (..), AddrInfoFlag (..), Family (..), SockAddr (..), Socket, SocketType (..), defaultHints, getAddrInfo, hostAddressToTuple, tupleToHostAddress)
+import qualified Network.Socket as NS
 import Network.Wai
 import Network.Wai.Internal (Response (..), ResponseReceived (..))
 import System.Environment (lookupEnv)
@@ -114,6 +120,8 @@ import System.IO (hPutStrLn, stderr)
 import System.IO.Error (ioeGetErrorType)
 import System.IO.Unsafe (unsafePerformIO)
 import System.Posix.Files (fileSize, getFileStatus)
+import System.Posix.IO (closeFd)
+import System.Posix.Types (Fd (..))
 import Text.Read (readMaybe)
 
 import qualified Network.WarpCore as WC
@@ -188,8 +196,27 @@ defaultSettings =
 setPort :: Port -> Settings -> Settings
 setPort p s = s {settingsPort = p}
 
--- | @"*4"@ and @"*"@: every IPv4 address; @"*6"@: every IPv6 address;
--- @"!4"@ / @"!6"@ likewise; anything else is a host name or address.
+-- | Where 'runSettings' listens, as Warp binds it (streaming-commons'
+-- @bindPortTCP@): the addresses @getaddrinfo@ gives for the host (none for
+-- the wildcards, so every address of each family), ordered by the
+-- preference, and the first that binds.
+--
+-- * @"*4"@ (the default) and @"!4"@: IPv4 (@0.0.0.0@), so @127.0.0.1@
+--   connects and @::1@ does not; @"*4"@ falls back to IPv6 on a machine
+--   without IPv4;
+-- * @"*6"@ and @"!6"@: IPv6 (@::@), dual-stack as the network package
+--   opens it (@IPV6_V6ONLY@ off), so @::1@ and @127.0.0.1@ both connect
+--   (Warp's @"!6"@ does not mean IPv6 only either);
+-- * @"*"@: the first address @getaddrinfo@ lists (@0.0.0.0@ with glibc's
+--   default order);
+-- * any other string: a host name or a literal address (@"127.0.0.1"@,
+--   @"::1"@, @"::"@ dual-stack), resolved by @getaddrinfo@.
+--
+-- When that address is IPv4 the library binds it itself (one
+-- @SO_REUSEPORT@ socket per worker, the fastest way to accept); otherwise
+-- (IPv6, which only this dual-stack socket gets right, or a host that does
+-- not resolve) the socket is opened by @bindPortTCP@ itself, with Warp's
+-- error when it fails, and served as by 'runSettingsSocket'.
 setHost :: HostPreference -> Settings -> Settings
 setHost h s = s {settingsHost = h}
 
@@ -365,20 +392,133 @@ runEnv p app = do
   env <- lookupEnv "PORT"
   run (fromMaybe p (env >>= readMaybe)) app
 
--- | Runs the application until a shutdown installed with
+-- | Runs the application on the port and host of the settings (see
+-- 'setHost' for which addresses that is) until a shutdown installed with
 -- 'setInstallShutdownHandler' finishes, or this thread is killed (then the
 -- server stops without grace).
 runSettings :: Settings -> Application -> IO ()
 runSettings s app = do
-  cfg <- toConfig s
-  WC.withServer cfg (waiHandler s app) $ \server -> do
-    let grace = maybe maxGrace (\secs -> max 0 secs * 1000) (settingsGracefulShutdownTimeout s)
-    settingsInstallShutdownHandler s (void (forkIO (WC.shutdown server grace)))
-    settingsBeforeMainLoop s
-    settingsOnReady s (WC.serverPort server)
-    WC.wait server
+  target <- bindTarget (settingsHost s) (settingsPort s)
+  case target of
+    LibraryBinds address -> do
+      cfg <- toConfig s address
+      WC.withServer cfg (waiHandler s app) $ \server -> serveUntilStopped s server (pure ())
+    WarpBinds ->
+      -- Warp's own runSettings.
+      bracket (bindPortTCP (settingsPort s) (settingsHost s)) NS.close $ \sock -> do
+        NS.withFdSocket sock NS.setCloseOnExecIfNeeded
+        runSettingsSocket s sock app
+
+-- | Runs the application on a listening socket the program opened: TCP
+-- (@bindPortTCP@, 'openFreePort') or Unix (a path it bound, say with
+-- streaming-commons' @bindPath@), as Warp's 'runSettingsSocket' does. The
+-- port and host of the settings are not used; the port given to
+-- 'setOnReady' is the socket's (0 for a Unix socket). Requests that came
+-- over a Unix socket have a 'remoteHost' of @SockAddrUnix ""@, as Warp's.
+--
+-- Who closes the socket, as with Warp: the caller, after this returns.
+-- This never closes it otherwise, except that the shutdown action given to
+-- 'setInstallShutdownHandler' closes it, and that closing it (with
+-- "Network.Socket"'s 'NS.close', as that action does) shuts the server down
+-- gracefully: requests in progress are answered (for at most
+-- 'setGracefulShutdownTimeout'), then this returns. The server itself
+-- serves a duplicate of the descriptor (close-on-exec), which it closes when
+-- it stops, so after this returns by an exception (the thread killed: the
+-- server stops without grace) the socket is still open and listening, and
+-- may be served again; connections that arrive meanwhile wait in its
+-- backlog. The socket must be listening already ('WC.WarpCoreError'
+-- otherwise, with the socket left as it was); a closed one throws an
+-- 'IOException'.
+runSettingsSocket :: Settings -> Socket -> Application -> IO ()
+runSettingsSocket s sock app = flip finally (NS.touchSocket sock) $ mask $ \restore -> do
+  fd <- NS.withFdSocket sock $ \orig ->
+    throwErrnoIfMinus1 "Network.Wai.Handler.WarpCore.runSettingsSocket" (Raw.c_warpcore_hs_dup_cloexec orig)
+  -- The library owns the duplicate once it started; a start that failed
+  -- left it ours.
+  let start = toConfig s ("fd://" ++ show fd) >>= \cfg -> WC.start cfg (waiHandler s app)
+  server <- start `onException` closeFd (Fd fd)
+  let serve = serveUntilStopped s server (NS.close sock)
+  restore (bracket (forkIO (watchClose sock (stopGracefully s server))) killThread (const serve))
+    `finally` WC.close server
+
+-- Installs the shutdown action (`before`, then a graceful shutdown), runs
+-- the hooks for a server that listens and waits until it has stopped.
+serveUntilStopped :: Settings -> WC.Server -> IO () -> IO ()
+serveUntilStopped s server before = do
+  settingsInstallShutdownHandler s (before `finally` stopGracefully s server)
+  settingsBeforeMainLoop s
+  settingsOnReady s (WC.serverPort server)
+  WC.wait server
+
+-- Starts the server's graceful shutdown (on a thread of its own: it returns
+-- once every worker has stopped).
+stopGracefully :: Settings -> WC.Server -> IO ()
+stopGracefully s server = void (forkIO (WC.shutdown server grace))
   where
+    grace = maybe maxGrace (\secs -> max 0 secs * 1000) (settingsGracefulShutdownTimeout s)
     maxGrace = fromIntegral (maxBound :: Word32)
+
+-- Warp stops when the program closes its listening socket; so does this,
+-- although the server listens on a duplicate. A wait in GHC's IO manager for
+-- the socket to be writable (a listening socket never is) ends with an
+-- exception when "Network.Socket"'s close (through closeFdWith) closes it.
+-- A socket reported writable no longer listens (shut down), unless this
+-- kernel reports listening sockets writable: then a close goes unnoticed.
+watchClose :: Socket -> IO () -> IO ()
+watchClose sock stop = do
+  fd <- NS.unsafeFdSocket sock
+  waited <- try (threadWaitWrite (Fd fd))
+  case waited of
+    Left (_ :: IOException) -> stop
+    Right () -> do
+      listens <- Raw.c_warpcore_hs_socket_listens fd
+      when (listens /= 1) stop
+
+-- | Opens a listening socket on a free port of 127.0.0.1 and returns both,
+-- as Warp's (for 'runSettingsSocket').
+openFreePort :: IO (Port, Socket)
+openFreePort = bindRandomPortTCP "127.0.0.1"
+
+-- Who binds the address 'runSettings' listens on.
+data BindTarget
+  = LibraryBinds String
+  -- ^ The library, this @HOST:PORT@ (IPv4).
+  | WarpBinds
+  -- ^ streaming-commons' bindPortTCP, as Warp.
+
+-- The address Warp's bindPortTCP (streaming-commons 0.2.2) binds first: the
+-- host looked up with AI_PASSIVE (no host for the wildcards), IPv4 or IPv6
+-- first as the preference says. An IPv4 address the library binds the same
+-- way (SO_REUSEADDR, TCP_NODELAY on accepted connections), as one socket
+-- per worker. Anything else is bindPortTCP's: IPv6, which it opens
+-- dual-stack (the library's IPv6 listeners are IPv6 only), and a lookup
+-- that fails, for Warp's error. (When that first IPv4 address cannot be
+-- bound, Warp would try the next; the library's error is thrown instead.)
+bindTarget :: HostPreference -> Port -> IO BindTarget
+bindTarget pref port = do
+  found <- try (getAddrInfo (Just hints) host (Just (show port)))
+  pure $ case found of
+    Right addrs
+      | (first : _) <- ordered addrs
+      , SockAddrInet p a <- addrAddress first ->
+          let (a1, a2, a3, a4) = hostAddressToTuple a
+           in LibraryBinds (intercalate "." (map show [a1, a2, a3, a4]) ++ ":" ++ show p)
+    Right _ -> WarpBinds
+    Left (_ :: IOException) -> WarpBinds
+  where
+    hints = defaultHints {addrFlags = [AI_PASSIVE], addrSocketType = Stream}
+    host = case pref of
+      Host h -> Just h
+      _ -> Nothing
+    ordered addrs = case pref of
+      HostIPv4 -> v4 ++ v6
+      HostIPv4Only -> v4
+      HostIPv6 -> v6 ++ v4
+      HostIPv6Only -> v6
+      _ -> addrs
+      where
+        v4 = filter ((/= AF_INET6) . addrFamily) addrs
+        v6 = filter ((== AF_INET6) . addrFamily) addrs
 
 -- | Runs the application on a free port of 127.0.0.1 for the duration of
 -- the action, given the port.
@@ -389,16 +529,17 @@ withApplication = withApplicationSettings defaultSettings
 withApplicationSettings :: Settings -> IO Application -> (Port -> IO a) -> IO a
 withApplicationSettings s mkApp action = do
   app <- mkApp
-  cfg <- toConfig s {settingsHost = "127.0.0.1", settingsPort = 0}
+  cfg <- toConfig s "127.0.0.1:0"
   WC.withServer cfg (waiHandler s app) (action . WC.serverPort)
 
-toConfig :: Settings -> IO WC.Config
-toConfig s = do
+-- The library's config for the settings, listening on `address`.
+toConfig :: Settings -> String -> IO WC.Config
+toConfig s address = do
   caps <- getNumCapabilities
   let secs = max 1 (settingsTimeout s) * 1000
   pure
     WC.defaultConfig
-      { WC.configListen = listenAddress (settingsHost s) (settingsPort s)
+      { WC.configListen = address
       , WC.configWorkers = fromMaybe caps (settingsWorkers s)
       , WC.configDispatch = settingsDispatch s
       , WC.configSchedBatch = settingsSchedBatch s
@@ -415,17 +556,6 @@ toConfig s = do
       , WC.configStatic = settingsStatic s
       , WC.configStaticDotfiles = settingsStaticDotfiles s
       }
-
-listenAddress :: HostPreference -> Port -> String
-listenAddress h p = case h of
-  HostAny -> "0.0.0.0:" ++ show p
-  HostIPv4 -> "0.0.0.0:" ++ show p
-  HostIPv4Only -> "0.0.0.0:" ++ show p
-  HostIPv6 -> "[::]:" ++ show p
-  HostIPv6Only -> "[::]:" ++ show p
-  Host host
-    | ':' `elem` host && take 1 host /= "[" -> "[" ++ host ++ "]:" ++ show p
-    | otherwise -> host ++ ":" ++ show p
 
 -- | The library handler for a WAI application.
 waiHandler :: Settings -> Application -> WC.Handler
@@ -511,17 +641,21 @@ pathOf target
     lower = B8.map toLowerAscii (B.take 8 target)
     toLowerAscii c = if c >= 'A' && c <= 'Z' then toEnum (fromEnum c + 32) else c
 
--- The peer as a SockAddr; parsed only when the application looks.
+-- The peer as a SockAddr; parsed only when the application looks. A Unix
+-- socket's client is "unix:" (unnamed, as nearly always): SockAddrUnix "",
+-- as Warp's accept gives it.
 peerAddress :: ByteString -> Int -> SockAddr
-peerAddress ip port = case map B8.readInt (B8.split '.' ip) of
-  [Just (a, ""), Just (b, ""), Just (c, ""), Just (d, "")] ->
-    SockAddrInet (fromIntegral port) (tupleToHostAddress (fromIntegral a, fromIntegral b, fromIntegral c, fromIntegral d))
-  _ -> unsafePerformIO $ do
-    let hints = defaultHints {addrFlags = [AI_NUMERICHOST, AI_NUMERICSERV]}
-    found <- try (getAddrInfo (Just hints) (Just (B8.unpack ip)) (Just (show port)))
-    pure $ case found :: Either SomeException [AddrInfo] of
-      Right (ai : _) -> addrAddress ai
-      _ -> SockAddrInet (fromIntegral port) 0
+peerAddress ip port
+  | "unix:" `B.isPrefixOf` ip = SockAddrUnix (B8.unpack (B.drop 5 ip))
+  | otherwise = case map B8.readInt (B8.split '.' ip) of
+      [Just (a, ""), Just (b, ""), Just (c, ""), Just (d, "")] ->
+        SockAddrInet (fromIntegral port) (tupleToHostAddress (fromIntegral a, fromIntegral b, fromIntegral c, fromIntegral d))
+      _ -> unsafePerformIO $ do
+        let hints = defaultHints {addrFlags = [AI_NUMERICHOST, AI_NUMERICSERV]}
+        found <- try (getAddrInfo (Just hints) (Just (B8.unpack ip)) (Just (show port)))
+        pure $ case found :: Either SomeException [AddrInfo] of
+          Right (ai : _) -> addrAddress ai
+          _ -> SockAddrInet (fromIntegral port) 0
 {-# NOINLINE peerAddress #-}
 
 sendResponse :: Settings -> Request -> IO () -> WC.Responder -> Response -> IO ResponseReceived

@@ -180,9 +180,9 @@ pub(crate) struct ConnState {
     /// still answered; then the connection closes.
     pub peer_finished: bool,
     pub deadline: Deadline,
-    /// Answers held for the end of the poll round: a range of the worker's
-    /// `HeldAnswers`, sent before anything else is written here.
-    pub held: Option<(u32, u32)>,
+    /// Answers held for the end of the poll round: their number in the
+    /// worker's `HeldAnswers`, sent before anything else is written here.
+    pub held: Option<u32>,
 }
 
 /// A connection: its state and the bytes of a request that did not arrive whole.

@@ -847,9 +847,9 @@ impl Worker {
     /// the next writable event, and an error closes it.
     fn release_held(&mut self, index: usize) {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
-        let Some(range) = conn.state.held.take() else { return };
+        let Some(number) = conn.state.held.take() else { return };
         let state = &mut conn.state;
-        if !send_or_queue(&state.stream, &mut state.backlog, self.held.bytes(range)) {
+        if !send_or_queue(&state.stream, &mut state.backlog, self.held.bytes(number)) {
             self.close(index);
             return;
         }

@@ -276,3 +276,31 @@ def test_quit_is_graceful_too(tmp_path):
         m.signal(signal.SIGQUIT)
         assert m.wait(30) == 0
         assert "gracefully" in m.err()
+
+
+def test_serve_with_processes_is_the_same_supervisor(tmp_path):
+    """warpcore.wsgi.serve(app, processes=2): the calling process becomes the
+    master; the application object is the one given (forked, not imported)."""
+    script = tmp_path / "serve_it.py"
+    script.write_text(
+        "import os\n"
+        "from warpcore.wsgi import serve\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'%d %s' % (os.getpid(), str(environ['wsgi.multiprocess']).encode())]\n"
+        "serve(app, '127.0.0.1', 0, threads=2, processes=2, grace=5,\n"
+        "      ready=lambda address: print('listening on', address, flush=True))\n"
+        "print('served', flush=True)\n"
+    )
+    import sys
+
+    with Master(tmp_path, [], command=[sys.executable, str(script)], app="") as m:
+        address = m.address()
+        workers = m.wait_workers("two workers", lambda p: len(p) == 2)
+        pid, multiprocess = get(address).body.split()
+        assert int(pid) in workers and multiprocess == b"True"
+        m.signal(signal.SIGTERM)
+        assert m.wait(30) == 0
+        assert "served" in m.out()
+        for pid in workers:
+            wait_until(f"worker {pid} gone", lambda: not alive(pid))

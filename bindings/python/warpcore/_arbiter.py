@@ -386,7 +386,7 @@ class Arbiter:
         beat = mmap.mmap(-1, mmap.PAGESIZE)
         self.age += 1
         spec = _worker.WorkerSpec(self.cfg, [lst.fd for lst in self.listeners], self.notify_w, beat, self.pid,
-                                  self.load, self._period())
+                                  self.load, self._period(), multiprocess=self.target > 1)
         sys.stdout.flush()
         sys.stderr.flush()
         # Signals wait until the child has set its own handlers.

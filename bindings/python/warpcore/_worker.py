@@ -72,6 +72,7 @@ class WorkerSpec:
         master_pid: int,
         load: Callable[[Config], Any],
         period: float,
+        multiprocess: bool = False,
     ) -> None:
         self.cfg = cfg
         self.fds = fds
@@ -80,6 +81,7 @@ class WorkerSpec:
         self.master_pid = master_pid
         self.load = load
         self.period = period
+        self.multiprocess = multiprocess  # more than one worker when forked
 
 
 def beat_count(beat: mmap.mmap) -> int:
@@ -125,9 +127,10 @@ def server_factory(interface: str) -> Callable[..., Any]:
     return factory
 
 
-def server_options(cfg: Config, fds: List[int]) -> Dict[str, Any]:
+def server_options(cfg: Config, fds: List[int], multiprocess: bool = False) -> Dict[str, Any]:
     """The keyword arguments of ``worker_server(app, **options)`` for the
-    settings ``cfg`` and the inherited listening sockets ``fds``."""
+    settings ``cfg``, the inherited listening sockets ``fds``, and whether
+    other workers run the application too."""
     line = cfg.limit_request_line
     return dict(cfg.server_options, **{
         "bind": [f"fd://{fd}" for fd in fds],
@@ -143,7 +146,7 @@ def server_options(cfg: Config, fds: List[int]) -> Dict[str, Any]:
         "max_body_size": cfg.max_body_size,
         "sched_batch": cfg.sched_batch,
         "access_log": _logs.access_log_target(cfg.accesslog),
-        "multiprocess": cfg.workers > 1,
+        "multiprocess": multiprocess,
         "watchdog": cfg.timeout > 0,
     })
 
@@ -287,7 +290,7 @@ class _Worker:
         if cfg.reload and watcher is None:
             watcher = _Watcher(list(cfg.reload_extra_files))
         try:
-            server = server_factory(cfg.interface)(app, **server_options(cfg, self.spec.fds))
+            server = server_factory(cfg.interface)(app, **server_options(cfg, self.spec.fds, self.spec.multiprocess))
             self._signals()  # from now on a stop drains what the server took
             server.start()
         except Exception as exc:

@@ -387,9 +387,10 @@ typedef struct warpcore_request {
   // The whole request body, chunked coding removed; empty when there is
   // none, and when `body_follows` (the body then streams).
   struct warpcore_str body;
-  // The client's IP address as text (`127.0.0.1`, `::1`).
+  // The client's IP address as text (`127.0.0.1`, `::1`); `unix:` for a
+  // client of a Unix socket (as nginx's `$remote_addr`).
   struct warpcore_str peer_ip;
-  // The client's port.
+  // The client's port; 0 for a client of a Unix socket.
   uint16_t peer_port;
   // The HTTP major version: always 1.
   uint8_t version_major;
@@ -617,6 +618,8 @@ void warpcore_config_free(struct warpcore_config *config);
 // Sets the listen address, `HOST:PORT` (`[::1]:80` for IPv6), `len` bytes at
 // `address` (no NUL needed). Port 0 picks a free port: read it with
 // `warpcore_server_port`. Checked when the server starts (`WARPCORE_RESULT_INVALID_ADDRESS`).
+// It is the server's first listener, before those `warpcore_config_add_listener`
+// adds (which takes the other address forms too); it may be any of those forms.
 warpcore_result warpcore_config_set_listen(struct warpcore_config *config,
                                            const uint8_t *address,
                                            size_t len);
@@ -854,6 +857,78 @@ warpcore_result warpcore_respond_file(struct warpcore_response *response,
 warpcore_result warpcore_server_file_cache_stats(const struct warpcore_server *server,
                                                  struct warpcore_file_cache_stats *out);
 
+// Adds a listener to `config`: `len` bytes at `address` (no NUL needed), one of
+// - `HOST:PORT`, `[V6]:PORT`: TCP; port 0 picks a free port (with several
+//   workers, each worker has its own `SO_REUSEPORT` socket on it);
+// - `unix:/path/to.sock`: a Unix stream socket, made when the server starts
+//   (with the mode and owner of `warpcore_config_set_unix_socket_mode`). A
+//   stale socket file there (one nobody listens on) is replaced; a live one
+//   is `WARPCORE_RESULT_ADDRESS_IN_USE` and a file that is not a socket
+//   `WARPCORE_RESULT_INVALID_ADDRESS` at start. The file is removed when the
+//   server stops or a reload drops it, if it is still the same file;
+// - `fd://N`: a listening stream socket (TCP or Unix) the embedder opened
+//   (systemd, a supervisor). The server owns descriptor N once it has
+//   started (or reloaded) with it, and closes it at the end or when a reload
+//   drops it; a start or reload that fails leaves it open. One that is not
+//   an open listening stream socket is `WARPCORE_RESULT_INVALID_ADDRESS` at start.
+//
+// The form is checked here (`WARPCORE_RESULT_INVALID_ADDRESS`); a host name
+// is resolved at start. Listeners are kept in the order added, after the
+// address of `warpcore_config_set_listen` if that was called; otherwise the
+// `127.0.0.1:8080` default is no longer used once a listener is added. A Unix
+// path or descriptor named twice is `WARPCORE_RESULT_INVALID_ARGUMENT` at start.
+warpcore_result warpcore_config_add_listener(struct warpcore_config *config,
+                                             const uint8_t *address,
+                                             size_t len);
+
+// Removes every listener from `config`: those added and the address of
+// `warpcore_config_set_listen`, so that it listens on `127.0.0.1:8080` unless
+// listeners are added again (for a config that is reloaded with a new set).
+warpcore_result warpcore_config_clear_listeners(struct warpcore_config *config);
+
+// Sets the mode (permission bits, such as `0660`, at most `07777`) and the
+// owner (`uid`, `gid`; -1 leaves either unchanged) of the Unix socket files
+// the server makes, applied before the socket listens. Without this call a
+// socket file has the mode the process's umask gives. Changing the owner
+// needs the privilege to (`WARPCORE_RESULT_IO_ERROR` at start otherwise).
+// Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` for a mode over `07777` or an
+// id out of range (not -1 or 0 to 4294967294).
+warpcore_result warpcore_config_set_unix_socket_mode(struct warpcore_config *config,
+                                                     uint32_t mode,
+                                                     int64_t uid,
+                                                     int64_t gid);
+
+// systemd socket activation: when `LISTEN_PID` is this process, adds
+// descriptors 3 to 3 + `LISTEN_FDS` - 1 as `fd://N` listeners (see
+// `warpcore_config_add_listener`), writes how many to `*count` (may be NULL)
+// and removes `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the
+// environment, as `sd_listen_fds(1)` does (call it before starting threads
+// that read the environment). When the variables are not set or name
+// another process, adds nothing, writes 0 and returns `WARPCORE_RESULT_OK`.
+// Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` when `LISTEN_FDS` is not a
+// number (the variables are removed and nothing is added).
+warpcore_result warpcore_config_add_systemd_listeners(struct warpcore_config *config,
+                                                      uint32_t *count);
+
+// How many listeners the server has (as started, or as the last reload left
+// them); 0 when `server` is NULL. Thread-safe.
+uint32_t warpcore_server_listener_count(const struct warpcore_server *server);
+
+// Writes the address listener `index` listens on, as text
+// (`127.0.0.1:39211`, `[::1]:80`, `unix:/run/app.sock`; a descriptor handed
+// in shows its socket's address), NUL-terminated, into `buf` (`cap` bytes),
+// and its length without the NUL to `*needed` (may be NULL). Listeners are
+// numbered from 0 in the config's order. Errors:
+// `WARPCORE_RESULT_INVALID_ARGUMENT` for an index past the last listener;
+// `WARPCORE_RESULT_BUFFER_TOO_SMALL` when the text and its NUL do not fit
+// (`*needed` is written, `buf` is not: call with `buf` NULL and `cap` 0 to
+// learn the size). Thread-safe.
+warpcore_result warpcore_server_listener_address(const struct warpcore_server *server,
+                                                 uint32_t index,
+                                                 char *buf,
+                                                 size_t cap,
+                                                 size_t *needed);
+
 // Checks and renders a response once: `status` (200..=599), `header_count`
 // header fields from `headers` and `body_len` bytes of `body`, all copied, so
 // none of them need outlive the call. Writes the new prepared response to
@@ -1004,17 +1079,24 @@ size_t warpcore_last_error_message(char *buf, size_t len);
 // `warpcore_last_error_message` says why), with the policy unchanged.
 warpcore_result warpcore_thread_set_sched_batch(bool on);
 
-// Binds the listen address (one `SO_REUSEPORT` socket per worker) and starts
-// the workers, or, with external workers, gets them ready for
+// Binds the listeners (for a TCP address, one `SO_REUSEPORT` socket per
+// worker; a Unix socket or a descriptor handed in is one socket that every
+// worker polls, waking one worker per connection) and starts the workers,
+// or, with external workers, gets them ready for
 // `warpcore_server_run_worker`. On success writes the server to `*out`; the
 // config is not retained. Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` (no
-// handler, a bad setting), `WARPCORE_RESULT_INVALID_ADDRESS`,
-// `WARPCORE_RESULT_ADDRESS_IN_USE`, `WARPCORE_RESULT_IO_ERROR`.
+// handler, a bad setting, a Unix path or descriptor named twice),
+// `WARPCORE_RESULT_INVALID_ADDRESS` (an address that does not parse or
+// resolve, a path that is not a socket, a descriptor that is not a
+// listening socket), `WARPCORE_RESULT_ADDRESS_IN_USE`,
+// `WARPCORE_RESULT_IO_ERROR`; the message names the listener. Nothing is
+// left bound after an error, and descriptors handed in stay open.
 warpcore_result warpcore_server_start(const struct warpcore_config *config,
                                       struct warpcore_server **out);
 
-// The port the server listens on (the real one when port 0 was asked for);
-// 0 when `server` is NULL.
+// The port of the server's first TCP listener (the real one when port 0 was
+// asked for; a TCP socket handed in counts); 0 when it has no TCP listener
+// or `server` is NULL. See `warpcore_server_listener_address` for every listener.
 uint16_t warpcore_server_port(const struct warpcore_server *server);
 
 // How many workers the server has; 0 when `server` is NULL.
@@ -1029,10 +1111,13 @@ uint32_t warpcore_server_workers(const struct warpcore_server *server);
 // server runs its own threads), `WARPCORE_RESULT_SHUTTING_DOWN`.
 warpcore_result warpcore_server_run_worker(const struct warpcore_server *server, uint32_t index);
 
-// Shuts the server down gracefully: stops accepting at once, closes idle
-// keep-alive connections, lets requests already received be answered (with
-// `Connection: close`) for up to `grace_ms` milliseconds, closes what remains,
-// and returns when every worker has stopped. Calling it again, or from several
+// Shuts the server down gracefully: stops accepting at once (connections
+// already waiting in its listen queues are taken, not reset) and closes its
+// listeners, gives idle keep-alive connections up to one second (at most
+// the grace) for a request their client may have sent already, lets
+// requests received be answered (with `Connection: close`) for up to
+// `grace_ms` milliseconds, closes what remains, and returns when every
+// worker has stopped. Calling it again, or from several
 // threads, is harmless. Not from a handler. `warpcore_server_shutdown_report`
 // then tells how many requests it let finish and how many connections it cut.
 warpcore_result warpcore_server_shutdown(const struct warpcore_server *server, uint32_t grace_ms);
@@ -1047,14 +1132,19 @@ warpcore_result warpcore_server_shutdown_report(const struct warpcore_server *se
 
 // Applies `config` to requests read from now on, atomically: handler and
 // userdata, static mounts and file-cache lifetimes, limits, timeouts, server
-// name, logs. Mount directories are opened before anything changes (a
+// name, logs, listeners. A listener whose address the new config names
+// again keeps its socket (a TCP address with port 0 keeps the port it got);
+// new addresses are bound before anything changes (an error fails the
+// reload with the start's codes and changes nothing); listeners the config
+// no longer names stop accepting (connections already in their queues are
+// taken) and close, while their connections go on to the end. Mount directories are opened before anything changes (a
 // missing one fails the reload, `WARPCORE_RESULT_INVALID_ARGUMENT`, and the
 // old settings stay); a mount whose path now leads to another directory (a
 // `current -> release-N` symlink, say) serves the new one. Requests in flight finish
 // with what they started with; no connection is dropped. From a thread that
 // is not a worker, returns when every running worker uses the new settings.
-// The listen address and the worker count cannot change
-// (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the config is not retained.
+// The worker count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says
+// so); the config is not retained.
 // May be called from a handler (of this server or another), and from several
 // threads at once: reloads take effect one after the other (the last one
 // wins). From a worker thread it never waits: it returns once the settings

@@ -51,6 +51,8 @@ pub use config::Config;
 pub use error::{Error, ErrorKind};
 pub use file::{FileCacheStats, MountSpec};
 pub use net::payload::Payload;
+pub use net::peer::Peer;
+pub use net::unix_path::UnixPerms;
 pub use observe::log::{AccessLogSink, AccessLogTarget, ErrorLog, Level};
 pub use observe::stats::Stats;
 pub use server::{Server, ShutdownReport};

@@ -151,7 +151,7 @@ fn demo_reports_a_port_in_use() {
 
 #[test]
 fn demo_rejects_bad_flags() {
-    for args in [&["--bogus"][..], &["--port", "70000"], &["--workers", "x"], &["--port"]] {
+    for args in [&["--bogus"][..], &["--port", "70000"], &["--workers", "x"], &["--port"], &["--listen"]] {
         let child = Command::new(demo_path())
             .args(args)
             .stdin(Stdio::null())
@@ -166,6 +166,134 @@ fn demo_rejects_bad_flags() {
         demo.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         assert!(err.contains("usage"), "{args:?}: {err}");
     }
+}
+
+/// `--config FILE`: listeners (TCP and Unix), static mounts and limits from
+/// the file; SIGHUP reads it again and applies it live (a listener moved, a
+/// mount swapped, a limit lifted) while a connection on the dropped listener
+/// goes on; a file that does not read, or does not apply, is reported on
+/// stderr and the running settings stay.
+#[test]
+fn demo_reads_its_config_file_and_rereads_it_on_sighup() {
+    use std::io::Write;
+    let dir = TempDir::new("demo", "config");
+    let (www, www2) = (dir.join("www"), dir.join("www2"));
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::create_dir_all(&www2).unwrap();
+    std::fs::write(www.join("a.txt"), b"from www").unwrap();
+    std::fs::write(www2.join("a.txt"), b"from www2").unwrap();
+    let (a_sock, b_sock) = (dir.join("a.sock"), dir.join("b.sock"));
+    let config = dir.join("demo.conf");
+    let write_config = |text: String| {
+        // Replaced whole (rename), as an editor or a deploy would.
+        let tmp = dir.join("demo.conf.new");
+        std::fs::File::create(&tmp).unwrap().write_all(text.as_bytes()).unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+    };
+    write_config(format!(
+        "# the demo's settings\nlisten 127.0.0.1:0\nlisten unix:{}\n\nstatic /s={}\nmax_body_size 1024\nidle_timeout_ms 15000\nworkers 2\n",
+        a_sock.display(),
+        www.display()
+    ));
+    let child = Command::new(demo_path())
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the demo starts");
+    let mut demo = Demo { child, port: 0 };
+    let lines = |pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let out = lines(Box::new(demo.child.stdout.take().unwrap()));
+    let err = lines(Box::new(demo.child.stderr.take().unwrap()));
+    let first = out.recv_timeout(IO_TIMEOUT).expect("a listening line");
+    demo.port = first.strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).expect(&first);
+    assert_eq!(out.recv_timeout(IO_TIMEOUT).unwrap(), format!("listening on unix:{}", a_sock.display()));
+
+    let mut tcp = Client::connect(demo.port);
+    assert_eq!(tcp.get("/s/a.txt").text(), "from www");
+    tcp.send(&[&b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n"[..], &[b'x'; 2000]].concat());
+    assert_eq!(tcp.read_response(false).status, 413, "max_body_size from the file");
+    let mut on_a = util::Client::connect_unix(&a_sock);
+    assert_eq!(on_a.get("/").text(), "Hello, World!");
+
+    // The new file: the TCP listener kept (its port too), the Unix one moved,
+    // the mount swapped, the body limit gone.
+    write_config(format!(
+        "listen 127.0.0.1:0\nlisten unix:{}\nstatic /t={}\nworkers 2\n",
+        b_sock.display(),
+        www2.display()
+    ));
+    demo.signal(libc::SIGHUP);
+    let reloaded = err.recv_timeout(IO_TIMEOUT).expect("the reload is reported");
+    assert!(reloaded.contains("reloaded (2 listeners)"), "{reloaded}");
+    assert!(!a_sock.exists() && b_sock.exists());
+    assert_eq!(Client::connect(demo.port).get("/t/a.txt").text(), "from www2");
+    assert_eq!(Client::connect(demo.port).get("/s/a.txt").status, 404);
+    assert_eq!(util::Client::connect_unix(&b_sock).get("/").status, 200);
+    let mut c = Client::connect(demo.port);
+    c.send(&[&b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n"[..], &[b'y'; 2000]].concat());
+    assert_eq!(c.read_response(false).body.len(), 2000);
+    // The connection that came through the dropped listener is still served.
+    assert_eq!(on_a.get("/").text(), "Hello, World!");
+
+    // A file that does not read: reported, nothing changes.
+    write_config(format!("listen unix:{}\nbogus_setting 1\n", a_sock.display()));
+    demo.signal(libc::SIGHUP);
+    let refused = err.recv_timeout(IO_TIMEOUT).expect("the bad file is reported");
+    assert!(refused.contains("demo.conf:2: unknown setting 'bogus_setting'"), "{refused}");
+    // A file that reads but does not apply (a missing directory): reported too.
+    write_config(format!("listen unix:{}\nstatic /u={}\n", a_sock.display(), dir.join("missing").display()));
+    demo.signal(libc::SIGHUP);
+    let refused = err.recv_timeout(IO_TIMEOUT).expect("the failed reload is reported");
+    assert!(refused.contains("reload (the running settings stay)"), "{refused}");
+    assert!(!a_sock.exists(), "nothing of the failed reload is left");
+    assert_eq!(Client::connect(demo.port).get("/t/a.txt").text(), "from www2");
+    assert_eq!(util::Client::connect_unix(&b_sock).get("/").status, 200);
+
+    demo.signal(libc::SIGTERM);
+    assert_eq!(demo.wait_exit(Duration::from_secs(5)).code(), Some(0));
+    assert!(!b_sock.exists(), "the socket file goes with the server");
+}
+
+/// `--listen` (repeatable) in place of `--host`/`--port`: one line per
+/// listener, in order; with `--port` as well, that one first.
+#[test]
+fn demo_listens_on_every_listen_flag() {
+    let dir = TempDir::new("demo", "listen");
+    let sock = dir.join("d.sock");
+    let unix = format!("unix:{}", sock.display());
+    let child = Command::new(demo_path())
+        .args(["--port", "0", "--listen", &unix, "--listen", "[::1]:0", "--workers", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the demo starts");
+    let mut demo = Demo { child, port: 0 };
+    let mut stdout = BufReader::new(demo.child.stdout.take().unwrap());
+    let mut line = || {
+        let mut l = String::new();
+        stdout.read_line(&mut l).unwrap();
+        l.trim_end().to_owned()
+    };
+    let first = line();
+    demo.port = first.strip_prefix("listening on 127.0.0.1:").and_then(|p| p.parse().ok()).expect(&first);
+    assert_eq!(line(), format!("listening on {unix}"));
+    let v6 = line();
+    assert!(v6.starts_with("listening on [::1]:"), "{v6}");
+    assert_eq!(Client::connect(demo.port).get("/").status, 200);
+    assert_eq!(util::Client::connect_unix(&sock).get("/").status, 200);
+    demo.signal(libc::SIGTERM);
+    assert_eq!(demo.wait_exit(Duration::from_secs(5)).code(), Some(0));
 }
 
 /// The Haskell demo's `GET /ws` (wai-websockets over `responseRaw`): text

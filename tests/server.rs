@@ -339,7 +339,7 @@ fn shutdown_cuts_what_is_left_at_the_deadline() {
 }
 
 #[test]
-fn shutdown_closes_idle_keep_alive_connections_at_once() {
+fn shutdown_closes_idle_keep_alive_connections_within_a_second() {
     let s = start_with(demo_handler, |c| c.workers = 2);
     let mut idle: Vec<Client> = (0..8).map(|_| s.connect()).collect();
     for c in &mut idle {

@@ -11,12 +11,21 @@
  * upload suite of benches/harness/bench.py measures it against nginx
  * discarding the same body.
  * Flags: --host H --port N --workers N --static PREFIX=DIR (repeatable)
- * --access-log PATH. Prints "listening on HOST:PORT" once it accepts
- * connections. Signals: SIGTERM/SIGINT stop it gracefully (10 s deadline,
- * exit status 0), SIGHUP reloads its settings live, SIGUSR1 reopens the
- * access log (rotation).
+ * --access-log PATH --listen ADDRESS (repeatable: HOST:PORT, [V6]:PORT,
+ * unix:PATH, fd://N; in place of --host/--port) --config FILE (the format is
+ * below, at read_config_file). Sockets passed by systemd (LISTEN_PID,
+ * LISTEN_FDS) are listened on too; without any --listen, --host, --port or
+ * `listen` line they are the only listeners. Prints "listening on ADDRESS"
+ * once it accepts connections, one line per listener, the first listener
+ * first (ADDRESS is HOST:PORT for TCP, unix:PATH for a Unix socket).
+ * Signals: SIGTERM/SIGINT stop it gracefully (10 s deadline, exit status 0),
+ * SIGHUP reloads its settings live (re-reading the config file: listeners,
+ * mounts, limits; a file that does not read or apply is reported and the
+ * running settings stay), SIGUSR1 reopens the access log (rotation).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -310,7 +319,9 @@ static const warpcore_prepared *handle(void *userdata, const warpcore_request *r
 }
 
 static void usage(const char *argv0) {
-    fprintf(stderr, "usage: %s [--host H] [--port N] [--workers N] [--static PREFIX=DIR]... [--access-log PATH]\n",
+    fprintf(stderr,
+            "usage: %s [--host H] [--port N] [--listen ADDRESS]... [--workers N] [--static PREFIX=DIR]...\n"
+            "          [--access-log PATH] [--config FILE]\n",
             argv0);
 }
 
@@ -322,46 +333,221 @@ static void log_error(void *userdata, uint32_t level, const uint8_t *message, si
 }
 
 #define MAX_MOUNTS 16
+#define MAX_LISTENERS 16
+#define MAX_TEXT 512
 
-/* What the flags say. */
-struct flags {
-    char listen[300];
-    long workers;
-    const char *access_log;
-    const char *mounts[MAX_MOUNTS];
+/* What the flags, or the config file, say. */
+struct settings {
+    char listeners[MAX_LISTENERS][MAX_TEXT];
+    int listener_count;
+    long workers; /* -1: not said */
+    char access_log[MAX_TEXT];
+    char mounts[MAX_MOUNTS][MAX_TEXT];
     int mount_count;
+    /* The limits a config file may set; -1: not said. */
+    long long max_body_size, max_connections;
+    long long timeouts_ms[5]; /* indexed by warpcore_timeout */
+    long long unix_mode, unix_uid, unix_gid;
 };
 
-/* The settings the flags describe; used at start and on every SIGHUP. */
-static warpcore_result make_config(const struct flags *f, warpcore_config **out) {
+static void settings_init(struct settings *s) {
+    memset(s, 0, sizeof *s);
+    s->workers = -1;
+    s->max_body_size = s->max_connections = -1;
+    for (int i = 0; i < 5; i++) s->timeouts_ms[i] = -1;
+    s->unix_mode = -1;
+    s->unix_uid = s->unix_gid = -1;
+}
+
+static int add_text(char (*list)[MAX_TEXT], int *count, int max, const char *text) {
+    if (*count == max || strlen(text) >= MAX_TEXT) return 0;
+    strcpy(list[(*count)++], text);
+    return 1;
+}
+
+/* A whole decimal number in [min, max] (or octal with a leading 0 when base is 0). */
+static int parse_number(const char *text, int base, long long min, long long max, long long *out) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, base);
+    if (errno || end == text || *end || v < min || v > max) return 0;
+    *out = v;
+    return 1;
+}
+
+/*
+ * The config file: one setting per line, `NAME VALUE...`, words separated by
+ * spaces or tabs; blank lines and lines starting with `#` are ignored.
+ *
+ *   listen ADDRESS           repeatable: HOST:PORT, [V6]:PORT, unix:PATH, fd://N
+ *   unix_socket_mode MODE [UID [GID]]   octal mode (0660), owner ids (-1: unchanged)
+ *   workers N                0: one per core (read at start only: a reload cannot change it)
+ *   static PREFIX=DIR        repeatable: a static mount
+ *   access_log PATH
+ *   max_body_size BYTES      (or "unlimited")
+ *   max_connections N
+ *   header_timeout_ms MS, idle_timeout_ms MS, body_timeout_ms MS,
+ *   write_timeout_ms MS, answer_timeout_ms MS
+ *
+ * Errors name the file and line; nothing is applied from a file with one.
+ */
+static int read_config_file(const char *path, struct settings *s, char *error, size_t error_len) {
+    static const char *timeout_names[5] = {"header_timeout_ms", "idle_timeout_ms", "body_timeout_ms",
+                                           "write_timeout_ms", "answer_timeout_ms"};
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(error, error_len, "%s: %s", path, strerror(errno));
+        return 0;
+    }
+    char line[2 * MAX_TEXT];
+    int number = 0, ok = 1;
+    while (ok && fgets(line, sizeof line, f)) {
+        number++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            snprintf(error, error_len, "%s:%d: line too long", path, number);
+            ok = 0;
+            break;
+        }
+        char *words[5] = {0};
+        int n = 0;
+        for (char *w = strtok(line, " \t\r\n"); w; w = strtok(NULL, " \t\r\n")) {
+            if (n == 5) { n++; break; }
+            words[n++] = w;
+        }
+        if (n == 0 || words[0][0] == '#') continue;
+        const char *name = words[0], *value = words[1];
+        long long v = 0;
+        int t = -1;
+        for (int i = 0; i < 5; i++) if (!strcmp(name, timeout_names[i])) t = i;
+        if (!strcmp(name, "unix_socket_mode")) {
+            long long uid = -1, gid = -1;
+            ok = n >= 2 && n <= 4 && parse_number(value, 8, 0, 07777, &v) &&
+                 (n < 3 || parse_number(words[2], 10, -1, 4294967294LL, &uid)) &&
+                 (n < 4 || parse_number(words[3], 10, -1, 4294967294LL, &gid));
+            if (ok) s->unix_mode = v, s->unix_uid = uid, s->unix_gid = gid;
+        } else if (n != 2) {
+            ok = 0;
+        } else if (!strcmp(name, "listen")) {
+            ok = add_text(s->listeners, &s->listener_count, MAX_LISTENERS, value);
+        } else if (!strcmp(name, "static")) {
+            ok = strchr(value, '=') != NULL && add_text(s->mounts, &s->mount_count, MAX_MOUNTS, value);
+        } else if (!strcmp(name, "workers")) {
+            ok = parse_number(value, 10, 0, 1024, &v);
+            if (ok) s->workers = (long)v;
+        } else if (!strcmp(name, "access_log")) {
+            ok = strlen(value) < MAX_TEXT;
+            if (ok) strcpy(s->access_log, value);
+        } else if (!strcmp(name, "max_body_size")) {
+            if (!strcmp(value, "unlimited")) s->max_body_size = (long long)(~0ULL >> 1);
+            else ok = parse_number(value, 10, 0, 1LL << 40, &s->max_body_size);
+        } else if (!strcmp(name, "max_connections")) {
+            ok = parse_number(value, 10, 1, 10000000, &s->max_connections);
+        } else if (t >= 0) {
+            ok = parse_number(value, 10, 1000, 86400000, &s->timeouts_ms[t]);
+        } else {
+            snprintf(error, error_len, "%s:%d: unknown setting '%s'", path, number, name);
+            fclose(f);
+            return 0;
+        }
+        if (!ok) snprintf(error, error_len, "%s:%d: bad value for '%s'", path, number, name);
+    }
+    if (ok && ferror(f)) {
+        snprintf(error, error_len, "%s: %s", path, strerror(errno));
+        ok = 0;
+    }
+    fclose(f);
+    return ok;
+}
+
+/* Which listeners the flags name, the systemd sockets passed, and the
+ * config file (re-read on SIGHUP), if any. */
+struct sources {
+    struct settings flags;
+    int flag_listen; /* --listen, --host or --port given */
+    int host_port_given; /* --host or --port given: that listener comes first */
+    char host_port[300];
+    uint32_t systemd_count;
+    const char *config_path;
+};
+
+/* The settings: the config file's, then the flags' over them (the flags'
+ * listeners, if any, replace the file's; mounts add up). */
+static warpcore_result make_config(const struct sources *src, const struct settings *file, warpcore_config **out) {
+    const struct settings *f = &src->flags;
     warpcore_config *config = NULL;
     warpcore_result r = warpcore_config_new(&config);
     if (r != WARPCORE_RESULT_OK) return r;
-    if ((r = warpcore_config_set_listen(config, (const uint8_t *)f->listen, strlen(f->listen))) != WARPCORE_RESULT_OK ||
-        (r = warpcore_config_set_workers(config, (uint32_t)f->workers)) != WARPCORE_RESULT_OK ||
+    long workers = f->workers >= 0 ? f->workers : file->workers >= 0 ? file->workers : 0;
+    const char *access_log = f->access_log[0] ? f->access_log : file->access_log[0] ? file->access_log : NULL;
+    long long max_body = file->max_body_size >= 0 ? file->max_body_size : -1;
+    if ((r = warpcore_config_set_workers(config, (uint32_t)workers)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_answering_handler(config, handle, NULL)) != WARPCORE_RESULT_OK ||
-        /* Uploads of any size, streamed past 64 KiB. */
-        (r = warpcore_config_set_max_body_size(config, UINT64_MAX)) != WARPCORE_RESULT_OK ||
+        /* Uploads of any size, streamed past 64 KiB (unless the file limits them). */
+        (r = warpcore_config_set_max_body_size(config, max_body >= 0 && max_body <= (1LL << 40) ? (uint64_t)max_body
+                                                                                                : UINT64_MAX)) !=
+            WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_whole_body_max(config, 64 * 1024)) != WARPCORE_RESULT_OK ||
         /* An echo holds at most 16 KiB (and one write) of a slow reader's answer. */
         (r = warpcore_config_set_stream_high_water(config, 16 * 1024)) != WARPCORE_RESULT_OK ||
         (r = warpcore_config_set_error_log(config, log_error, NULL)) != WARPCORE_RESULT_OK ||
-        (f->access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)f->access_log,
-                                                                   strlen(f->access_log))) != WARPCORE_RESULT_OK)) {
-        warpcore_config_free(config);
-        return r;
+        (access_log && (r = warpcore_config_set_access_log_file(config, (const uint8_t *)access_log,
+                                                                strlen(access_log))) != WARPCORE_RESULT_OK) ||
+        (file->max_connections > 0 &&
+         (r = warpcore_config_set_max_connections(config, (uint32_t)file->max_connections)) != WARPCORE_RESULT_OK) ||
+        (file->unix_mode >= 0 && (r = warpcore_config_set_unix_socket_mode(config, (uint32_t)file->unix_mode,
+                                                                           file->unix_uid, file->unix_gid)) !=
+                                     WARPCORE_RESULT_OK))
+        goto failed;
+    for (int t = 0; t < 5; t++) {
+        if (file->timeouts_ms[t] > 0 &&
+            (r = warpcore_config_set_timeout(config, (uint32_t)t, (uint64_t)file->timeouts_ms[t])) != WARPCORE_RESULT_OK)
+            goto failed;
     }
-    for (int m = 0; m < f->mount_count; m++) {
-        const char *eq = strchr(f->mounts[m], '=');
-        r = warpcore_config_add_static(config, (const uint8_t *)f->mounts[m], (size_t)(eq - f->mounts[m]),
-                                       (const uint8_t *)(eq + 1), strlen(eq + 1));
-        if (r != WARPCORE_RESULT_OK) {
-            warpcore_config_free(config);
-            return r;
+    /* Listeners: the flags', else the file's; then the systemd sockets; else the default host and port. */
+    const struct settings *named = src->flag_listen ? f : file;
+    if (src->host_port_given &&
+        (r = warpcore_config_set_listen(config, (const uint8_t *)src->host_port, strlen(src->host_port))) !=
+            WARPCORE_RESULT_OK)
+        goto failed;
+    for (int i = 0; i < named->listener_count; i++) {
+        const char *a = named->listeners[i];
+        if ((r = warpcore_config_add_listener(config, (const uint8_t *)a, strlen(a))) != WARPCORE_RESULT_OK) goto failed;
+    }
+    for (uint32_t i = 0; i < src->systemd_count; i++) {
+        char fd[32];
+        snprintf(fd, sizeof fd, "fd://%u", 3 + i);
+        if ((r = warpcore_config_add_listener(config, (const uint8_t *)fd, strlen(fd))) != WARPCORE_RESULT_OK) goto failed;
+    }
+    if (!src->host_port_given && named->listener_count == 0 && src->systemd_count == 0 &&
+        (r = warpcore_config_set_listen(config, (const uint8_t *)src->host_port, strlen(src->host_port))) !=
+            WARPCORE_RESULT_OK)
+        goto failed;
+    for (int pass = 0; pass < 2; pass++) {
+        const struct settings *m = pass == 0 ? file : f;
+        for (int i = 0; i < m->mount_count; i++) {
+            const char *mount = m->mounts[i], *eq = strchr(mount, '=');
+            r = warpcore_config_add_static(config, (const uint8_t *)mount, (size_t)(eq - mount),
+                                           (const uint8_t *)(eq + 1), strlen(eq + 1));
+            if (r != WARPCORE_RESULT_OK) goto failed;
         }
     }
     *out = config;
     return WARPCORE_RESULT_OK;
+failed:
+    warpcore_config_free(config);
+    return r;
+}
+
+/* Prints one "listening on ADDRESS" line per listener, the first first. */
+static void announce(const warpcore_server *server) {
+    uint32_t n = warpcore_server_listener_count(server);
+    for (uint32_t i = 0; i < n; i++) {
+        char address[PATH_MAX + 16];
+        if (warpcore_server_listener_address(server, i, address, sizeof address, NULL) == WARPCORE_RESULT_OK)
+            printf("listening on %s\n", address);
+    }
+    fflush(stdout);
 }
 
 static int fail(const char *what, warpcore_result r) {
@@ -374,29 +560,43 @@ static int fail(const char *what, warpcore_result r) {
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
     long port = 8080;
-    struct flags f = {.workers = 0};
+    struct sources src;
+    memset(&src, 0, sizeof src);
+    settings_init(&src.flags);
     for (int i = 1; i < argc; i++) {
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
         if (!strcmp(argv[i], "--host") && value) {
             host = value;
+            src.flag_listen = src.host_port_given = 1;
         } else if (!strcmp(argv[i], "--port") && value) {
             port = strtol(value, &end, 10);
             if (*end || port < 0 || port > 65535) { usage(argv[0]); return 2; }
+            src.flag_listen = src.host_port_given = 1;
+        } else if (!strcmp(argv[i], "--listen") && value) {
+            if (!add_text(src.flags.listeners, &src.flags.listener_count, MAX_LISTENERS, value)) { usage(argv[0]); return 2; }
+            src.flag_listen = 1;
+        } else if (!strcmp(argv[i], "--config") && value) {
+            src.config_path = value;
         } else if (!strcmp(argv[i], "--access-log") && value) {
-            f.access_log = value;
+            if (strlen(value) >= MAX_TEXT) { usage(argv[0]); return 2; }
+            strcpy(src.flags.access_log, value);
         } else if (!strcmp(argv[i], "--workers") && value) {
-            f.workers = strtol(value, &end, 10);
-            if (*end || f.workers < 0 || f.workers > 1024) { usage(argv[0]); return 2; }
+            src.flags.workers = strtol(value, &end, 10);
+            if (*end || src.flags.workers < 0 || src.flags.workers > 1024) { usage(argv[0]); return 2; }
         } else if (!strcmp(argv[i], "--static") && value) {
-            if (f.mount_count == MAX_MOUNTS || !strchr(value, '=')) { usage(argv[0]); return 2; }
-            f.mounts[f.mount_count++] = value;
+            if (!strchr(value, '=') || !add_text(src.flags.mounts, &src.flags.mount_count, MAX_MOUNTS, value)) {
+                usage(argv[0]);
+                return 2;
+            }
         } else {
             usage(argv[0]);
             return 2;
         }
         i++;
     }
+    int bracket = strchr(host, ':') != NULL;
+    snprintf(src.host_port, sizeof src.host_port, bracket ? "[%s]:%ld" : "%s:%ld", host, port);
 
     /* Worker threads inherit this mask, so the signals reach sigwait below. */
     sigset_t stop_signals;
@@ -407,32 +607,51 @@ int main(int argc, char **argv) {
     sigaddset(&stop_signals, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
-    int bracket = strchr(host, ':') != NULL;
-    snprintf(f.listen, sizeof f.listen, bracket ? "[%s]:%ld" : "%s:%ld", host, port);
-
     warpcore_result r = prepare_answers();
     if (r != WARPCORE_RESULT_OK) return fail("prepare", r);
+    struct settings file;
+    settings_init(&file);
+    char error[600];
+    if (src.config_path && !read_config_file(src.config_path, &file, error, sizeof error)) {
+        fprintf(stderr, "config: %s\n", error);
+        return 2;
+    }
+    /* systemd socket activation: counted once (it clears the variables), kept for reloads. */
     warpcore_config *config = NULL;
-    r = make_config(&f, &config);
+    r = warpcore_config_new(&config);
+    if (r == WARPCORE_RESULT_OK) r = warpcore_config_add_systemd_listeners(config, &src.systemd_count);
+    warpcore_config_free(config);
+    if (r != WARPCORE_RESULT_OK) return fail("systemd sockets", r);
+    config = NULL;
+    r = make_config(&src, &file, &config);
     if (r != WARPCORE_RESULT_OK) return fail("config", r);
     warpcore_server *server = NULL;
     r = warpcore_server_start(config, &server);
     warpcore_config_free(config);
     if (r != WARPCORE_RESULT_OK) return fail("start", r);
-
-    printf(bracket ? "listening on [%s]:%u\n" : "listening on %s:%u\n", host, warpcore_server_port(server));
-    fflush(stdout);
+    announce(server);
 
     for (;;) {
         int sig = 0;
         sigwait(&stop_signals, &sig);
         if (sig == SIGHUP) {
-            /* Reload: the same flags, applied live to requests read from now on. */
+            /* Reload: the config file read again and the flags, applied live to
+             * requests read from now on; on any error the running settings stay. */
+            struct settings fresh_file;
+            settings_init(&fresh_file);
+            if (src.config_path && !read_config_file(src.config_path, &fresh_file, error, sizeof error)) {
+                fprintf(stderr, "reload: %s (the running settings stay)\n", error);
+                continue;
+            }
             warpcore_config *fresh = NULL;
-            r = make_config(&f, &fresh);
+            r = make_config(&src, &fresh_file, &fresh);
             if (r == WARPCORE_RESULT_OK) r = warpcore_server_reload(server, fresh);
             warpcore_config_free(fresh);
-            if (r != WARPCORE_RESULT_OK) fail("reload", r);
+            if (r != WARPCORE_RESULT_OK) {
+                fail("reload (the running settings stay)", r);
+            } else {
+                fprintf(stderr, "demo: reloaded (%u listeners)\n", warpcore_server_listener_count(server));
+            }
         } else if (sig == SIGUSR1) {
             if ((r = warpcore_server_reopen_logs(server)) != WARPCORE_RESULT_OK) fail("reopen logs", r);
         } else {

@@ -1,11 +1,8 @@
 //! What an application sees: the `Handler` trait, the borrowed `Request` and the
 //! `Response` it answers through.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-use mio::net::TcpStream;
 
 use super::body::{BodyShared, BodyStream};
 use super::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
@@ -20,6 +17,8 @@ use crate::http::image::{ImageCache, KeepAliveImage};
 use crate::http::stream::StreamOut;
 use crate::net::output::OutQueue;
 use crate::net::payload::Payload;
+use crate::net::peer::Peer;
+use crate::net::stream::Stream;
 use crate::observe::stats::{bump, WorkerStats};
 
 /// An application. Called on the worker thread that read the request; shared by
@@ -60,9 +59,9 @@ pub struct Request<'a> {
     /// The body is larger than the whole-body maximum and did not arrive with
     /// the head: it streams, read through [`Response::body`].
     pub body_follows: bool,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The peer's IP address as text (`127.0.0.1`, `::1`).
+    /// The client: its address and port, or `Peer::Unix` on a Unix socket.
+    pub peer: Peer,
+    /// The peer's IP address as text (`127.0.0.1`, `::1`), `unix:` on a Unix socket.
     pub peer_ip: &'a [u8],
     /// Which worker read the request (0-based).
     pub worker_index: usize,
@@ -153,7 +152,7 @@ pub(crate) struct DeferSlot<'a> {
 pub struct Response<'a> {
     pub(crate) out: &'a mut Vec<u8>,
     pub(crate) backlog: &'a mut OutQueue,
-    pub(crate) stream: &'a TcpStream,
+    pub(crate) stream: &'a Stream,
     pub(crate) env: ComposeEnv<'a>,
     /// The worker's complete copies of prepared responses.
     pub(crate) images: &'a mut ImageCache,

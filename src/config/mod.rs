@@ -9,13 +9,27 @@ use crate::app::handler::Handler;
 use crate::error::{Error, ErrorKind};
 use crate::file::MountSpec;
 use crate::http::head::{HeadLimits, MAX_HEADERS};
+use crate::net::listen::ListenSpec;
+use crate::net::unix_path::UnixPerms;
 use crate::observe::log::{AccessLogTarget, ErrorLog};
+
+/// Where a server listens when its config names no listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Everything a server is started with. Cloning is cheap (the handler is shared).
 #[derive(Clone)]
 pub struct Config {
-    /// `HOST:PORT`; port 0 picks a free port. Default `127.0.0.1:8080`.
+    /// The first listener: `HOST:PORT` (port 0 picks a free port), or any
+    /// form `listeners` takes; empty for none (then `listeners` alone).
+    /// Default `127.0.0.1:8080`.
     pub listen: String,
+    /// More listeners after `listen`: `HOST:PORT`, `[V6]:PORT`, `unix:PATH`
+    /// (a Unix socket file, made at start, removed at the end), `fd://N` (a
+    /// listening socket handed in, which the server then owns and closes).
+    /// Default none.
+    pub listeners: Vec<String>,
+    /// The mode and owner of the Unix socket files the server makes.
+    pub unix_perms: UnixPerms,
     /// Event loops; 0 means one per available core. Default 0.
     pub workers: usize,
     /// When true, `start` spawns no threads: the embedder calls
@@ -107,7 +121,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "127.0.0.1:8080".to_owned(),
+            listen: DEFAULT_LISTEN.to_owned(),
+            listeners: Vec::new(),
+            unix_perms: UnixPerms::default(),
             workers: 0,
             external_workers: false,
             share_port: false,
@@ -198,7 +214,41 @@ impl Config {
         if self.coalesce_wait > Duration::from_millis(1) {
             return invalid("coalesce_wait must be at most 1000 µs");
         }
+        if self.unix_perms.mode.is_some_and(|m| m > 0o7777) {
+            return invalid("the Unix socket mode must be at most 0o7777");
+        }
         Ok(())
+    }
+
+    /// Adds a listener (see `listeners`), checking its form (a host name is
+    /// resolved when the server starts). `listen` stays the first listener:
+    /// empty it for a server without it.
+    pub fn add_listener(&mut self, address: &str) -> Result<(), Error> {
+        ListenSpec::parse(address)?;
+        self.listeners.push(address.to_owned());
+        Ok(())
+    }
+
+    /// systemd socket activation: adds the listening sockets the service
+    /// manager passed to this process (`LISTEN_PID`, `LISTEN_FDS`) as `fd://N`
+    /// listeners, removes those variables from the environment (which races
+    /// with other threads reading it: call this before starting any), and
+    /// returns how many it added; 0 when the variables are not this process's.
+    pub fn add_systemd_listeners(&mut self) -> Result<usize, Error> {
+        let fds = crate::net::systemd::take_listen_fds()?;
+        self.listeners.extend(fds.iter().map(|fd| format!("fd://{fd}")));
+        Ok(fds.len())
+    }
+
+    /// Every listener's address, in order: `listen` (unless empty), then
+    /// `listeners`. With neither, `listen` alone, which then does not parse.
+    pub fn listen_addresses(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Some(self.listen.as_str()).filter(|l| !l.is_empty()).into_iter().collect();
+        all.extend(self.listeners.iter().map(String::as_str));
+        if all.is_empty() {
+            all.push(&self.listen);
+        }
+        all
     }
 
     /// The worker count with 0 resolved to the number of available cores.

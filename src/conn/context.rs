@@ -34,6 +34,9 @@ pub(crate) struct WorkerCtx {
     pub access: Option<AccessBuffer>,
     /// Shutting down: responses close their connections.
     pub draining: bool,
+    /// Draining, and the wait for idle keep-alive connections' last requests
+    /// is over: a connection with nothing left to do closes.
+    pub close_idle: bool,
     /// When shutdown cuts what is left (set with `draining`): told to
     /// connections that switch protocols while the server drains.
     pub drain_deadline: Option<std::time::Instant>,

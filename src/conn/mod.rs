@@ -7,10 +7,7 @@ mod answer;
 pub(crate) mod context;
 pub(crate) mod deadline;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-use mio::net::TcpStream;
 
 use crate::app::body::{BodyError, BodyShared};
 use crate::app::deferred::{Answer, ConnRef, DeferredShared, UpgradeAnswer};
@@ -24,6 +21,8 @@ use crate::http::head::{self, Framing, Reject};
 use crate::http::percent;
 use crate::net::input::InBuf;
 use crate::net::output::{write_now_or_queue, OutQueue};
+use crate::net::peer::{Peer, PeerText};
+use crate::net::stream::Stream;
 use crate::observe::log::{Level, LogRequest, LogStart};
 use crate::observe::stats::bump;
 use ahead::{Ahead, ReadAhead, MAX_AHEAD, MAX_HELD};
@@ -108,27 +107,6 @@ struct PartialBody {
     chunked: Option<(ChunkedDecoder, usize)>,
 }
 
-/// The IP address of the peer as text, formatted once per connection.
-pub(crate) struct PeerText {
-    bytes: [u8; 46],
-    len: u8,
-}
-
-impl PeerText {
-    fn new(addr: &SocketAddr) -> PeerText {
-        use std::io::Write;
-        let mut bytes = [0u8; 46];
-        let mut cursor = std::io::Cursor::new(&mut bytes[..]);
-        let _ = write!(cursor, "{}", addr.ip());
-        let len = cursor.position() as u8;
-        PeerText { bytes, len }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
-    }
-}
-
 /// Why processing stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
@@ -159,8 +137,8 @@ pub(crate) struct Progress {
 /// Everything about a connection except its input buffer.
 pub(crate) struct ConnState {
     pub conn_ref: ConnRef,
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
+    pub stream: Stream,
+    pub peer: Peer,
     pub peer_text: PeerText,
     /// Output the socket did not take yet.
     pub backlog: OutQueue,
@@ -214,7 +192,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, conn_ref: ConnRef) -> Conn {
+    pub fn new(stream: Stream, peer: Peer, conn_ref: ConnRef) -> Conn {
         Conn {
             input: InBuf::default(),
             state: ConnState {

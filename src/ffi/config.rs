@@ -20,6 +20,9 @@ symbol_versions!();
 /// config from two threads at once.
 pub struct warpcore_config {
     pub(crate) inner: Config,
+    /// `warpcore_config_set_listen` was called: its address stays the first
+    /// listener when others are added (else adding one drops the default).
+    pub(crate) listen_explicit: bool,
 }
 
 /// Makes a config with the defaults (listen `127.0.0.1:8080`, one worker per
@@ -31,7 +34,7 @@ pub extern "C" fn warpcore_config_new(out: *mut *mut warpcore_config) -> warpcor
         if out.is_null() {
             return fail(warpcore_result::NullArgument, "out is NULL");
         }
-        let config = Box::new(warpcore_config { inner: Config::default() });
+        let config = Box::new(warpcore_config { inner: Config::default(), listen_explicit: false });
         write_out(out, Box::into_raw(config));
         warpcore_result::Ok
     })
@@ -51,7 +54,7 @@ pub extern "C" fn warpcore_config_free(config: *mut warpcore_config) {
 }
 
 /// Applies `change` to a copy, validates it, and keeps it only when valid.
-fn update(config: *mut warpcore_config, change: impl FnOnce(&mut Config)) -> warpcore_result {
+pub(crate) fn update(config: *mut warpcore_config, change: impl FnOnce(&mut Config)) -> warpcore_result {
     let config = ok_or_return!(try_mut(config, "config"));
     let mut candidate = config.inner.clone();
     change(&mut candidate);
@@ -67,6 +70,8 @@ fn update(config: *mut warpcore_config, change: impl FnOnce(&mut Config)) -> war
 /// Sets the listen address, `HOST:PORT` (`[::1]:80` for IPv6), `len` bytes at
 /// `address` (no NUL needed). Port 0 picks a free port: read it with
 /// `warpcore_server_port`. Checked when the server starts (`WARPCORE_RESULT_INVALID_ADDRESS`).
+/// It is the server's first listener, before those `warpcore_config_add_listener`
+/// adds (which takes the other address forms too); it may be any of those forms.
 #[no_mangle]
 pub extern "C" fn warpcore_config_set_listen(
     config: *mut warpcore_config,
@@ -79,7 +84,13 @@ pub extern "C" fn warpcore_config_set_listen(
             return fail(warpcore_result::InvalidAddress, "listen address is not UTF-8");
         };
         let text = text.to_owned();
-        update(config, |c| c.listen = text)
+        let r = update(config, |c| c.listen = text);
+        if r == warpcore_result::Ok {
+            if let Ok(config) = super::cast::try_mut(config, "config") {
+                config.listen_explicit = true;
+            }
+        }
+        r
     })
 }
 

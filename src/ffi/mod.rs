@@ -47,6 +47,7 @@ pub mod config;
 pub mod file;
 pub mod handler;
 mod handles;
+pub mod listener;
 pub mod log;
 pub mod prepared;
 pub mod request;

@@ -57,9 +57,10 @@ pub struct warpcore_request {
     /// The whole request body, chunked coding removed; empty when there is
     /// none, and when `body_follows` (the body then streams).
     pub body: warpcore_str,
-    /// The client's IP address as text (`127.0.0.1`, `::1`).
+    /// The client's IP address as text (`127.0.0.1`, `::1`); `unix:` for a
+    /// client of a Unix socket (as nginx's `$remote_addr`).
     pub peer_ip: warpcore_str,
-    /// The client's port.
+    /// The client's port; 0 for a client of a Unix socket.
     pub peer_port: u16,
     /// The HTTP major version: always 1.
     pub version_major: u8,

@@ -22,12 +22,18 @@ pub struct warpcore_server {
     report: std::sync::Mutex<crate::server::ShutdownReport>,
 }
 
-/// Binds the listen address (one `SO_REUSEPORT` socket per worker) and starts
-/// the workers, or, with external workers, gets them ready for
+/// Binds the listeners (for a TCP address, one `SO_REUSEPORT` socket per
+/// worker; a Unix socket or a descriptor handed in is one socket that every
+/// worker polls, waking one worker per connection) and starts the workers,
+/// or, with external workers, gets them ready for
 /// `warpcore_server_run_worker`. On success writes the server to `*out`; the
 /// config is not retained. Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` (no
-/// handler, a bad setting), `WARPCORE_RESULT_INVALID_ADDRESS`,
-/// `WARPCORE_RESULT_ADDRESS_IN_USE`, `WARPCORE_RESULT_IO_ERROR`.
+/// handler, a bad setting, a Unix path or descriptor named twice),
+/// `WARPCORE_RESULT_INVALID_ADDRESS` (an address that does not parse or
+/// resolve, a path that is not a socket, a descriptor that is not a
+/// listening socket), `WARPCORE_RESULT_ADDRESS_IN_USE`,
+/// `WARPCORE_RESULT_IO_ERROR`; the message names the listener. Nothing is
+/// left bound after an error, and descriptors handed in stay open.
 #[no_mangle]
 pub extern "C" fn warpcore_server_start(
     config: *const warpcore_config,
@@ -48,8 +54,9 @@ pub extern "C" fn warpcore_server_start(
     })
 }
 
-/// The port the server listens on (the real one when port 0 was asked for);
-/// 0 when `server` is NULL.
+/// The port of the server's first TCP listener (the real one when port 0 was
+/// asked for; a TCP socket handed in counts); 0 when it has no TCP listener
+/// or `server` is NULL. See `warpcore_server_listener_address` for every listener.
 #[no_mangle]
 pub extern "C" fn warpcore_server_port(server: *const warpcore_server) -> u16 {
     ffi_boundary_or!(0, { try_ref(server, "server").map_or(0, |s| s.inner.port()) })
@@ -79,10 +86,13 @@ pub extern "C" fn warpcore_server_run_worker(server: *const warpcore_server, ind
     })
 }
 
-/// Shuts the server down gracefully: stops accepting at once, closes idle
-/// keep-alive connections, lets requests already received be answered (with
-/// `Connection: close`) for up to `grace_ms` milliseconds, closes what remains,
-/// and returns when every worker has stopped. Calling it again, or from several
+/// Shuts the server down gracefully: stops accepting at once (connections
+/// already waiting in its listen queues are taken, not reset) and closes its
+/// listeners, gives idle keep-alive connections up to one second (at most
+/// the grace) for a request their client may have sent already, lets
+/// requests received be answered (with `Connection: close`) for up to
+/// `grace_ms` milliseconds, closes what remains, and returns when every
+/// worker has stopped. Calling it again, or from several
 /// threads, is harmless. Not from a handler. `warpcore_server_shutdown_report`
 /// then tells how many requests it let finish and how many connections it cut.
 #[no_mangle]
@@ -140,14 +150,19 @@ pub extern "C" fn warpcore_server_shutdown_report(
 
 /// Applies `config` to requests read from now on, atomically: handler and
 /// userdata, static mounts and file-cache lifetimes, limits, timeouts, server
-/// name, logs. Mount directories are opened before anything changes (a
+/// name, logs, listeners. A listener whose address the new config names
+/// again keeps its socket (a TCP address with port 0 keeps the port it got);
+/// new addresses are bound before anything changes (an error fails the
+/// reload with the start's codes and changes nothing); listeners the config
+/// no longer names stop accepting (connections already in their queues are
+/// taken) and close, while their connections go on to the end. Mount directories are opened before anything changes (a
 /// missing one fails the reload, `WARPCORE_RESULT_INVALID_ARGUMENT`, and the
 /// old settings stay); a mount whose path now leads to another directory (a
 /// `current -> release-N` symlink, say) serves the new one. Requests in flight finish
 /// with what they started with; no connection is dropped. From a thread that
 /// is not a worker, returns when every running worker uses the new settings.
-/// The listen address and the worker count cannot change
-/// (`WARPCORE_RESULT_INVALID_ARGUMENT` says so); the config is not retained.
+/// The worker count cannot change (`WARPCORE_RESULT_INVALID_ARGUMENT` says
+/// so); the config is not retained.
 /// May be called from a handler (of this server or another), and from several
 /// threads at once: reloads take effect one after the other (the last one
 /// wins). From a worker thread it never waits: it returns once the settings

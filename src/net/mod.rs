@@ -1,5 +1,5 @@
-//! Sockets and the bytes that cross them: the listeners, a connection's input
-//! buffer and output queue, and `Payload`, bytes handed over without a copy.
+//! Sockets and the bytes that cross them: the listeners (TCP, Unix, handed
+//! in), a connection's socket and peer, its input buffer and output queue, and `Payload`, bytes handed over without a copy.
 //! (TLS and the PROXY protocol will sit here, between the socket and the
 //! connection.)
 
@@ -7,3 +7,7 @@ pub(crate) mod input;
 pub(crate) mod listen;
 pub(crate) mod output;
 pub mod payload;
+pub(crate) mod peer;
+pub(crate) mod stream;
+pub(crate) mod systemd;
+pub(crate) mod unix_path;

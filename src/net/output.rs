@@ -11,6 +11,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::net::payload::Payload;
+use crate::net::stream::Stream;
 use crate::sys::{sendfile, socket_io};
 
 /// One piece of pending output.
@@ -120,7 +121,7 @@ impl OutQueue {
     /// Writes as much as the socket takes. `Ok(true)` when the queue is empty.
     /// An error (the peer is gone, or a file shrank while being sent) means
     /// the connection must close.
-    pub fn flush(&mut self, stream: &mio::net::TcpStream) -> io::Result<bool> {
+    pub fn flush(&mut self, stream: &Stream) -> io::Result<bool> {
         while self.len > 0 {
             let file_next = self.segments.get(1).is_some_and(Segment::is_file);
             let step = match self.segments.front_mut() {
@@ -226,7 +227,7 @@ impl OutQueue {
 /// returns how much of each went out, or None on a write error. Empty parts are
 /// left out of the system call, and a single part goes by plain `write`: the
 /// common batch of answers costs the kernel no iovec array.
-fn writev_parts(stream: &mio::net::TcpStream, parts: [&[u8]; 3]) -> Option<[usize; 3]> {
+fn writev_parts(stream: &Stream, parts: [&[u8]; 3]) -> Option<[usize; 3]> {
     let mut done = [0usize; 3];
     loop {
         let mut slices = [IoSlice::new(&[]); 3];
@@ -262,7 +263,7 @@ fn writev_parts(stream: &mio::net::TcpStream, parts: [&[u8]; 3]) -> Option<[usiz
 /// usual batch of answers: the three-part `writev` path costs ~200
 /// instructions more), queueing a copy of what the socket does not take.
 /// Returns false on a write error.
-pub(crate) fn send_or_queue(stream: &mio::net::TcpStream, queue: &mut OutQueue, bytes: &[u8]) -> bool {
+pub(crate) fn send_or_queue(stream: &Stream, queue: &mut OutQueue, bytes: &[u8]) -> bool {
     if queue.is_empty() {
         loop {
             match socket_io::send(stream.as_fd(), bytes, false) {
@@ -290,7 +291,7 @@ pub(crate) fn send_or_queue(stream: &mio::net::TcpStream, queue: &mut OutQueue, 
 /// is empty, queueing what the socket does not take (the body without a copy).
 /// Returns false on a write error.
 pub(crate) fn write_now_or_queue(
-    stream: &mio::net::TcpStream,
+    stream: &Stream,
     queue: &mut OutQueue,
     out: &mut Vec<u8>,
     body: Option<Payload>,
@@ -331,7 +332,7 @@ pub(crate) fn write_now_or_queue(
 /// Like `write_now_or_queue` for a borrowed body: what the socket does not take
 /// is copied into the queue.
 pub(crate) fn write_borrowed(
-    stream: &mio::net::TcpStream,
+    stream: &Stream,
     queue: &mut OutQueue,
     out: &mut Vec<u8>,
     body: &[u8],

@@ -1,5 +1,5 @@
-//! A running server: starts the workers, reloads their settings, reports
-//! their counters, stops them.
+//! A running server: binds its listeners, starts the workers, reloads their
+//! settings and listeners, reports their counters, stops them.
 
 pub(crate) mod quiet_panic;
 
@@ -12,18 +12,29 @@ use crate::config::settings::Settings;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::file::{FileCacheStats, FileCounters};
+use crate::net::listen::{BindOptions, ListenSpec, Listener};
 use crate::observe::stats::{Stats, WorkerStats};
-use crate::worker::shared::Shared;
+use crate::worker::shared::{Listeners, Shared};
 use crate::worker::Worker;
 
 pub use crate::worker::shared::ShutdownReport;
 
+/// What a server shows of one of its listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    /// The address it listens on (`127.0.0.1:39211`, `[::1]:80`, `unix:/run/app.sock`).
+    pub address: String,
+    /// The bound TCP address, for a TCP listener (one handed in included).
+    pub tcp: Option<std::net::SocketAddr>,
+}
+
 /// A started server. All methods may be called from any thread.
 pub struct Server {
     shared: Arc<Shared>,
-    port: u16,
     workers: usize,
-    listen: std::net::SocketAddr,
+    /// The listeners, in the config's order, as started or last reloaded
+    /// (the sockets themselves are let go at shutdown: see `Shared`).
+    listeners: Mutex<Vec<ListenerInfo>>,
     /// Workers not yet taken by a thread.
     pending: Mutex<Vec<Option<Worker>>>,
     mailboxes: Vec<Arc<Mailbox>>,
@@ -40,27 +51,37 @@ impl Server {
         // Before any worker runs: the C handles' handshake then takes its
         // cheap side on the workers (see `sys::membarrier`).
         crate::sys::membarrier::register();
-        let addr = crate::net::listen::resolve(&config.listen)?;
         let count = config.resolved_workers();
-        let listeners = crate::net::listen::bind_listeners(addr, count, config.backlog, config.share_port)?;
-        let bound = listeners[0].local_addr().map_err(|e| Error::io("local address", e))?;
-        let shared = Arc::new(Shared::new(settings, count, FileCounters::new(count)));
+        let addresses = config.listen_addresses();
+        check_unique(&addresses)?;
+        let bound = crate::net::listen::bind_all(addresses.iter().copied(), &bind_options(config, count))?;
+        let infos = bound.iter().map(info).collect();
+        let listeners: Listeners = bound.into_iter().map(Arc::new).collect();
+        let shared = Arc::new(Shared::new(settings, listeners.clone(), count, FileCounters::new(count)));
         let mut workers = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
         let mut stats = Vec::with_capacity(count);
-        for (index, listener) in listeners.into_iter().enumerate() {
+        for index in 0..count {
             let worker_stats = Arc::new(WorkerStats::default());
-            let (worker, mailbox) = Worker::new(index, listener, shared.clone(), worker_stats.clone())
-                .map_err(|e| Error::io("event loop", e))?;
+            let made = Worker::new(index, shared.clone(), worker_stats.clone()).map_err(|e| Error::io("event loop", e));
+            let (worker, mailbox) = match made {
+                Ok(made) => made,
+                Err(e) => {
+                    drop(workers);
+                    shared.drop_listeners();
+                    give_back(listeners);
+                    return Err(e);
+                }
+            };
             workers.push(Some(worker));
             mailboxes.push(mailbox);
             stats.push(worker_stats);
         }
+        drop(listeners);
         let server = Server {
             shared,
-            port: bound.port(),
             workers: count,
-            listen: bound,
+            listeners: Mutex::new(infos),
             pending: Mutex::new(workers),
             mailboxes,
             stats,
@@ -82,13 +103,23 @@ impl Server {
                     }
                 }
             }
+            // A reload waits for the workers that run: once start returns,
+            // that is every one (else a reload could return while a thread
+            // not yet running still held a listener it dropped).
+            server.shared.wait_started(count);
         }
         Ok(server)
     }
 
-    /// The bound port (the real one when 0 was asked for).
+    /// The port of the first TCP listener (the real one when 0 was asked
+    /// for); 0 when no listener is TCP.
     pub fn port(&self) -> u16 {
-        self.port
+        self.listeners().iter().find_map(|l| l.tcp).map_or(0, |a| a.port())
+    }
+
+    /// The listeners, in the config's order (as started or last reloaded).
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How many workers the server has.
@@ -118,10 +149,13 @@ impl Server {
     }
 
     /// Applies `config` to requests read from now on: handler, static mounts,
-    /// limits, timeouts, server name, logs. Requests in flight finish with what they
+    /// limits, timeouts, server name, logs, listeners. Requests in flight finish with what they
     /// started with; no connection is dropped. Returns once every running
-    /// worker uses the new settings. The listen address and the worker count
-    /// cannot change: a config that changes them is refused.
+    /// worker uses the new settings. Listeners whose address is unchanged
+    /// keep their sockets; new ones are bound first (an error changes
+    /// nothing); those gone stop accepting (what already waits in their
+    /// queues is taken) and close, while their connections finish. The worker
+    /// count cannot change: a config that changes it is refused.
     ///
     /// Reloads may run at once, from any threads, handlers included: they
     /// take effect one after the other (the last one published wins). From a
@@ -146,25 +180,56 @@ impl Server {
     fn publish(&self, config: &Config) -> Result<u64, Error> {
         let _one_at_a_time = self.shared.reload_lock();
         let settings = Arc::new(Settings::from_config(config, Some(&self.shared.current_settings().0))?);
-        let addr = crate::net::listen::resolve(&config.listen)?;
-        let same_addr = addr.ip() == self.listen.ip() && (addr.port() == 0 || addr.port() == self.listen.port());
-        if !same_addr {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!("reload cannot move the server from {} to {addr}: restart it instead", self.listen),
-            ));
-        }
         if config.resolved_workers() != self.workers {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!("reload cannot change the worker count ({}): restart the server instead", self.workers),
             ));
         }
-        let generation = self.shared.publish_settings(settings);
+        let listeners = self.follow(config)?;
+        let changed = listeners.is_some();
+        let generation = self.shared.publish_settings(settings, listeners);
+        if changed {
+            // Workers no thread runs yet let go of the listeners dropped too.
+            for worker in self.pending.lock().unwrap_or_else(|e| e.into_inner()).iter_mut().flatten() {
+                worker.follow_server_listeners();
+            }
+        }
         for mailbox in &self.mailboxes {
             mailbox.poke();
         }
         Ok(generation)
+    }
+
+    /// The listeners `config` asks for: the current ones it still names, and
+    /// new ones bound for the rest (nothing changes on an error); None when
+    /// they are the current ones.
+    fn follow(&self, config: &Config) -> Result<Option<Listeners>, Error> {
+        let addresses = config.listen_addresses();
+        check_unique(&addresses)?;
+        let current = self.shared.current_listeners();
+        let mut kept: Vec<Option<Arc<Listener>>> = Vec::with_capacity(addresses.len());
+        let mut taken = vec![false; current.len()];
+        for address in &addresses {
+            let found = (0..current.len()).find(|&i| !taken[i] && current[i].serves(address));
+            if let Some(i) = found {
+                taken[i] = true;
+            }
+            kept.push(found.map(|i| current[i].clone()));
+        }
+        if kept.len() == current.len()
+            && kept.iter().zip(current.iter()).all(|(k, c)| k.as_ref().is_some_and(|k| Arc::ptr_eq(k, c)))
+        {
+            return Ok(None);
+        }
+        let fresh = addresses.iter().zip(&kept).filter(|(_, k)| k.is_none()).map(|(a, _)| *a);
+        let mut bound = crate::net::listen::bind_all(fresh, &bind_options(config, self.workers))?.into_iter();
+        let next: Listeners = kept
+            .into_iter()
+            .map(|k| k.unwrap_or_else(|| Arc::new(bound.next().expect("one bound per new address"))))
+            .collect();
+        *self.listeners.lock().unwrap_or_else(|e| e.into_inner()) = next.iter().map(|l| info(l)).collect();
+        Ok(Some(next))
     }
 
     /// The counters summed over every worker.
@@ -200,6 +265,8 @@ impl Server {
     /// every worker has stopped. Calling it again returns the same report.
     pub fn shutdown(&self, grace: Duration) -> ShutdownReport {
         self.shared.begin_shutdown(grace);
+        // Each listener closes once the workers let go of it too.
+        self.shared.drop_listeners();
         for mailbox in &self.mailboxes {
             mailbox.poke();
         }
@@ -238,6 +305,39 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
+    }
+}
+
+fn bind_options(config: &Config, workers: usize) -> BindOptions {
+    BindOptions { workers, backlog: config.backlog, share_port: config.share_port, unix: config.unix_perms }
+}
+
+fn info(listener: &Listener) -> ListenerInfo {
+    ListenerInfo { address: listener.address.clone(), tcp: listener.tcp_addr }
+}
+
+/// A Unix path or a descriptor named twice would be bound or owned twice.
+fn check_unique(addresses: &[&str]) -> Result<(), Error> {
+    for (i, a) in addresses.iter().enumerate() {
+        let spec = ListenSpec::parse(a)?;
+        let twice = matches!(spec, ListenSpec::Unix(_) | ListenSpec::Fd(_))
+            && addresses[..i].iter().any(|b| ListenSpec::parse(b).is_ok_and(|s| s == spec));
+        if twice {
+            return Err(Error::new(ErrorKind::InvalidArgument, format!("listener {a} is named twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Lets go of listeners a failed start made: a descriptor handed in stays
+/// open, the embedder's again.
+fn give_back(listeners: Listeners) {
+    let each: Vec<Arc<Listener>> = listeners.iter().cloned().collect();
+    drop(listeners);
+    for listener in each {
+        if let Ok(listener) = Arc::try_unwrap(listener) {
+            listener.abandon();
+        }
     }
 }
 

@@ -17,7 +17,9 @@ macro_rules! syscall {
     }};
 }
 
+pub(crate) mod epoll;
 pub(crate) mod fs;
+pub(crate) mod inherited;
 pub(crate) mod inotify;
 pub(crate) mod membarrier;
 pub(crate) mod sched;

@@ -1,6 +1,8 @@
 //! One event loop: accept, read, dispatch, write, apply deferred answers, sweep
-//! deadlines, drain on shutdown. Owns its listener, its connections and its
-//! buffers; shares nothing on the request path with other workers.
+//! deadlines, drain on shutdown. Owns its connections and its buffers, and
+//! accepts from every listener of the server (its own `SO_REUSEPORT` socket
+//! of each TCP address, the sockets it shares with the other workers for the
+//! rest); shares nothing on the request path with other workers.
 
 pub(crate) mod clock;
 mod coalesce;
@@ -9,11 +11,11 @@ pub(crate) mod sched;
 pub(crate) mod shared;
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::app::deferred::{ConnRef, Mailbox, Message, WorkerThread};
@@ -26,6 +28,7 @@ use crate::http::compose::{compose_error, ComposeEnv};
 use crate::http::date::DateCache;
 use crate::http::image::ImageCache;
 use crate::net::input::InBuf;
+use crate::net::listen::Listener;
 use crate::net::output::{send_or_queue, write_now_or_queue};
 use crate::observe::log::{AccessBuffer, Level};
 use crate::observe::stats::{bump, WorkerStats};
@@ -33,9 +36,11 @@ use crate::sys::socket_io;
 use clock::CoarseClock;
 use coalesce::Coalescer;
 use held::HeldAnswers;
-use shared::Shared;
+use shared::{Listeners, Shared};
 
-const LISTENER: Token = Token(usize::MAX - 1);
+/// Listener `i` of the worker's is `Token(LISTENERS + i)`; connections'
+/// tokens are their slot index, far below.
+const LISTENERS: usize = usize::MAX / 2;
 const WAKER: Token = Token(usize::MAX - 2);
 /// The file watcher (inotify) of the worker's static-file caches.
 const FILE_WATCH: Token = Token(usize::MAX - 3);
@@ -47,6 +52,11 @@ const SCRATCH_SIZE: usize = 64 * 1024;
 const SPARE_OUT: usize = 64;
 /// A connection buffer larger than this is released when it empties.
 const KEEP_INPUT: usize = 16 * 1024;
+/// When shutdown begins, how long an idle keep-alive connection is kept for
+/// a request its client may have sent already (answered with `Connection:
+/// close`) before it is closed; at most the shutdown's grace. Closed at once,
+/// such a request would be lost.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// How long a closing connection may keep sending before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_DISCARD_MAX: usize = 256 * 1024;
@@ -54,7 +64,10 @@ const LINGER_DISCARD_MAX: usize = 256 * 1024;
 /// A worker before it runs: created by `start` so that bind errors surface there.
 pub(crate) struct Worker {
     poll: Poll,
-    listener: Option<TcpListener>,
+    /// The listeners this worker accepts from, by token (`LISTENERS + i`).
+    listeners: Vec<Option<Arc<Listener>>>,
+    /// The server's listeners the worker last took (see `follow_listeners`).
+    listener_set: Listeners,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     live: usize,
@@ -72,17 +85,13 @@ pub(crate) struct Worker {
     coalescer: Coalescer,
     shared: Arc<Shared>,
     accept_paused: bool,
+    /// While draining: when idle connections close (see `DRAIN_IDLE`).
+    close_idle_at: Option<Instant>,
 }
 
 impl Worker {
-    pub fn new(
-        index: usize,
-        mut listener: TcpListener,
-        shared: Arc<Shared>,
-        stats: Arc<WorkerStats>,
-    ) -> io::Result<(Worker, Arc<Mailbox>)> {
+    pub fn new(index: usize, shared: Arc<Shared>, stats: Arc<WorkerStats>) -> io::Result<(Worker, Arc<Mailbox>)> {
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let mailbox = Arc::new(Mailbox::new(Waker::new(poll.registry(), WAKER)?));
         let (settings, generation) = shared.current_settings();
         let mut date = DateCache::default();
@@ -96,9 +105,10 @@ impl Worker {
             poll.registry().try_clone().ok(),
             FILE_WATCH,
         );
-        let worker = Worker {
+        let mut worker = Worker {
             poll,
-            listener: Some(listener),
+            listeners: Vec::new(),
+            listener_set: Arc::new([]),
             conns: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -120,6 +130,7 @@ impl Worker {
                 stats,
                 access,
                 draining: false,
+                close_idle: false,
                 drain_deadline: None,
                 spare_heads: Vec::new(),
                 held_out: Vec::new(),
@@ -131,7 +142,10 @@ impl Worker {
             coalescer: Coalescer::new(coalesce_wait, Instant::now()),
             shared,
             accept_paused: false,
+            close_idle_at: None,
         };
+        let listeners = worker.shared.current_listeners();
+        worker.follow_listeners(listeners, false)?;
         Ok((worker, mailbox))
     }
 
@@ -151,10 +165,17 @@ impl Worker {
         self.check_shutdown();
         let mut events = Events::with_capacity(1024);
         loop {
+            if self.close_idle_at.is_some_and(|at| Instant::now() >= at) {
+                self.close_idle();
+            }
             if self.ctx.draining && (self.live == 0 || self.shared.past_deadline()) {
                 break;
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_secs(1))) {
+            let wait = match self.close_idle_at {
+                Some(at) => at.saturating_duration_since(Instant::now()).min(Duration::from_secs(1)),
+                None => Duration::from_secs(1),
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -171,13 +192,13 @@ impl Worker {
             self.held.start_round(round);
             for event in events.iter() {
                 match event.token() {
-                    FILE_WATCH => {}
-                    LISTENER => self.accept_all(),
-                    // One wake-up may bring many answers: each counts.
-                    WAKER => round += self.read_mailbox(),
-                    Token(i) => self.contained(i, |w| {
+                    Token(i) if i < LISTENERS => self.contained(i, |w| {
                         w.on_conn_event(i, event.is_readable(), event.is_writable(), event.is_read_closed())
                     }),
+                    FILE_WATCH => {}
+                    // One wake-up may bring many answers: each counts.
+                    WAKER => round += self.read_mailbox(),
+                    Token(t) => self.accept_from(t - LISTENERS),
                 }
                 if self.held.overdue() {
                     self.release_all_held();
@@ -262,6 +283,11 @@ impl Worker {
         sched::follow(&settings, &self.shared);
         self.ctx.settings = settings;
         self.ctx.generation = generation;
+        // After the settings: connections accepted here are driven at once,
+        // with the new settings, and must not find this reload still to do.
+        if !self.ctx.draining {
+            self.take_listeners(true);
+        }
         self.shared.acknowledge(self.ctx.index, generation);
     }
 
@@ -343,46 +369,151 @@ impl Worker {
     fn check_shutdown(&mut self) {
         if self.shared.is_shutting_down() && !self.ctx.draining {
             self.ctx.draining = true;
-            if let Some(mut l) = self.listener.take() {
-                let _ = self.poll.registry().deregister(&mut l);
+            // What already waits in the listen queues is taken (and answered
+            // with `Connection: close`): closing a listener resets its queue.
+            self.accept_all();
+            for slot in 0..self.listeners.len() {
+                self.stop_listener(slot);
             }
-            // Idle keep-alive connections and half-received heads close now
-            // (Warp #853 kept them to the deadline); requests in progress finish.
-            // Upgraded connections are told, and have until the deadline.
+            self.listener_set = Arc::new([]);
+            // Idle keep-alive connections close after `DRAIN_IDLE` (or at the
+            // deadline, if sooner), not at once: a request already on its way
+            // is answered then (Warp #853 kept them to the deadline).
+            // Requests in progress finish. Upgraded connections are told, and
+            // have until the deadline.
             let deadline = self.shared.drain_deadline();
             self.ctx.drain_deadline = deadline;
-            for i in 0..self.conns.len() {
-                let idle = matches!(&self.conns[i], Some(c) if c.state.backlog.is_empty()
-                    && !c.state.awaiting_body()
-                    && !c.state.streams_body()
-                    && c.state.waiting.is_none()
-                    && c.state.upgraded.is_none());
-                if idle {
-                    self.close(i);
-                } else if let Some(Some(conn)) = self.conns.get_mut(i) {
-                    if let Some(up) = conn.state.upgraded.as_mut() {
-                        up.tell_draining(deadline);
-                    }
+            let idle_until = Instant::now() + DRAIN_IDLE;
+            self.close_idle_at = Some(deadline.map_or(idle_until, |d| d.min(idle_until)));
+            for conn in self.conns.iter_mut().flatten() {
+                if let Some(up) = conn.state.upgraded.as_mut() {
+                    up.tell_draining(deadline);
                 }
             }
         }
     }
 
+    /// The drain's wait for idle connections is over: each is read once more
+    /// (a request that came is answered, with `Connection: close`) and, with
+    /// nothing to do, closed; from now on any connection that falls idle closes.
+    fn close_idle(&mut self) {
+        self.close_idle_at = None;
+        self.ctx.close_idle = true;
+        let idle = |c: &Conn| {
+            c.state.backlog.is_empty()
+                && !c.state.awaiting_body()
+                && !c.state.streams_body()
+                && c.state.waiting.is_none()
+                && c.state.upgraded.is_none()
+        };
+        for i in 0..self.conns.len() {
+            let Some(Some(c)) = self.conns.get_mut(i) else { continue };
+            if !idle(c) {
+                continue;
+            }
+            if c.state.deadline.wait != Wait::Linger {
+                c.state.read_ready = true;
+                self.contained(i, |w| w.drive(i));
+            }
+            // Still idle, or with half a head: closed.
+            if matches!(&self.conns[i], Some(c) if idle(c)) {
+                self.close(i);
+            }
+        }
+    }
+
+    /// For a worker no thread runs yet: takes the server's current listeners
+    /// (the rest of a reload it takes when it runs), without accepting on
+    /// this thread what waits on those dropped.
+    pub fn follow_server_listeners(&mut self) {
+        self.take_listeners(false);
+    }
+
+    /// Takes the server's current listeners if they changed (see `follow_listeners`).
+    fn take_listeners(&mut self, take_queued: bool) {
+        let listeners = self.shared.current_listeners();
+        if !Arc::ptr_eq(&listeners, &self.listener_set) {
+            if let Err(e) = self.follow_listeners(listeners, take_queued) {
+                let message = format!("worker {}: cannot poll a listener: {e}", self.ctx.index);
+                self.ctx.settings.log_error(Level::Error, &message);
+            }
+        }
+    }
+
+    /// Takes the server's listeners `set`: polls those it did not have, and
+    /// stops polling those gone from it (after taking the connections already
+    /// in their queue, with `take_queued`), which close once no worker holds them.
+    fn follow_listeners(&mut self, set: Listeners, take_queued: bool) -> io::Result<()> {
+        self.listener_set = set.clone();
+        for slot in 0..self.listeners.len() {
+            let gone = matches!(&self.listeners[slot], Some(l) if !set.iter().any(|n| Arc::ptr_eq(n, l)));
+            if gone {
+                if take_queued {
+                    self.accept_from(slot);
+                }
+                self.stop_listener(slot);
+            }
+        }
+        let mut result = Ok(());
+        for listener in set.iter() {
+            if self.listeners.iter().flatten().any(|l| Arc::ptr_eq(l, listener)) {
+                continue;
+            }
+            let slot = match self.listeners.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => {
+                    self.listeners.push(None);
+                    self.listeners.len() - 1
+                }
+            };
+            let token = Token(LISTENERS + slot);
+            let (socket, shared) = listener.socket_for(self.ctx.index);
+            // A socket with connections already queued reports them at once.
+            let registered = if shared {
+                crate::sys::epoll::register_exclusive(&self.poll, socket.as_fd(), token)
+            } else {
+                self.poll.registry().register(&mut SourceFd(&socket.as_raw_fd()), token, Interest::READABLE)
+            };
+            match registered {
+                Ok(()) => self.listeners[slot] = Some(listener.clone()),
+                Err(e) => result = Err(e),
+            }
+        }
+        result
+    }
+
+    /// Stops polling listener `slot` and lets go of it.
+    fn stop_listener(&mut self, slot: usize) {
+        if let Some(listener) = self.listeners.get_mut(slot).and_then(Option::take) {
+            let (socket, _) = listener.socket_for(self.ctx.index);
+            let _ = self.poll.registry().deregister(&mut SourceFd(&socket.as_raw_fd()));
+        }
+    }
+
+    /// Accepts what waits on every listener.
     fn accept_all(&mut self) {
+        for slot in 0..self.listeners.len() {
+            self.accept_from(slot);
+        }
+    }
+
+    /// Accepts the connections waiting on listener `slot`.
+    fn accept_from(&mut self, slot: usize) {
         if self.accept_paused {
             return;
         }
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Some(Some(listener)) = self.listeners.get(slot) else { return };
             if !self.shared.open_connection(self.ctx.settings.max_connections) {
                 // At the limit: new connections wait in the backlog until one closes.
                 self.accept_paused = true;
                 return;
             }
-            match listener.accept() {
+            let (socket, _) = listener.socket_for(self.ctx.index);
+            let accepted = crate::net::stream::accept(socket, listener.is_tcp());
+            match accepted {
                 Ok((mut stream, peer)) => {
                     bump(&self.ctx.stats.accepted, 1);
-                    let _ = stream.set_nodelay(true);
                     let index = self.free.pop().unwrap_or_else(|| {
                         self.conns.push(None);
                         self.conns.len() - 1
@@ -670,9 +801,10 @@ impl Worker {
         }
 
         let needs_write = !conn.state.backlog.is_empty();
-        // While draining, a connection with nothing left to do closes (a stream
-        // that started before the shutdown could not announce it).
-        let idle_while_draining = ctx.draining
+        // Draining, once idle connections' wait is over (see `close_idle`), a
+        // connection with nothing left to do closes (a stream that started
+        // before the shutdown could not announce it).
+        let idle_while_draining = ctx.close_idle
             && conn.state.upgraded.is_none()
             && !needs_write
             && conn.state.waiting.is_none()

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::settings::Settings;
 use crate::file::FileCounters;
+use crate::net::listen::Listener;
+
+/// The listeners the workers accept from, swapped whole by a reload.
+pub(crate) type Listeners = Arc<[Arc<Listener>]>;
 
 /// What a graceful shutdown did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +31,8 @@ struct Control {
     unfinished: usize,
     /// Per worker: running now, and the settings generation it acknowledged.
     running: Vec<bool>,
+    /// Per worker: its loop has begun (it may have ended since).
+    started: Vec<bool>,
     acked: Vec<u64>,
     report: ShutdownReport,
 }
@@ -38,6 +44,10 @@ pub(crate) struct Shared {
     shutting_down: Arc<AtomicBool>,
     deadline: Mutex<Option<Instant>>,
     settings: Mutex<(Arc<Settings>, u64)>,
+    /// The listeners, published with the settings: a worker that takes a
+    /// generation takes the listeners that came with it. Emptied at shutdown,
+    /// so that the server holds no listening socket open once it stops.
+    listeners: Mutex<Listeners>,
     /// The generation in `settings`, readable without the lock: a worker whose
     /// own handler reloaded sees it before it reads another request.
     generation: AtomicU64,
@@ -55,17 +65,24 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(settings: Arc<Settings>, workers: usize, file_counters: Arc<FileCounters>) -> Shared {
+    pub fn new(
+        settings: Arc<Settings>,
+        listeners: Listeners,
+        workers: usize,
+        file_counters: Arc<FileCounters>,
+    ) -> Shared {
         Shared {
             shutting_down: Arc::new(AtomicBool::new(false)),
             deadline: Mutex::new(None),
             settings: Mutex::new((settings, 0)),
+            listeners: Mutex::new(listeners),
             generation: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             reload: Mutex::new(()),
             control: Mutex::new(Control {
                 unfinished: workers,
                 running: vec![false; workers],
+                started: vec![false; workers],
                 acked: vec![0; workers],
                 report: ShutdownReport::default(),
             }),
@@ -108,6 +125,22 @@ impl Shared {
         (s.0.clone(), s.1)
     }
 
+    /// The current listeners.
+    pub fn current_listeners(&self) -> Listeners {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Lets go of the listeners (at shutdown): each closes once the workers
+    /// dropped theirs too.
+    pub fn drop_listeners(&self) {
+        // Under the settings lock, as `publish_settings`, which then sees the
+        // shutdown and keeps no listener either.
+        let _settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let empty: Listeners = Arc::new([]);
+        let old = std::mem::replace(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()), empty);
+        drop(old);
+    }
+
     /// The latest settings generation (one atomic load, cheap enough per event).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -121,6 +154,7 @@ impl Shared {
     pub fn worker_running(&self, worker: usize, running: bool) {
         let mut c = self.control();
         c.running[worker] = running;
+        c.started[worker] = true;
         if !running {
             c.unfinished -= 1;
         }
@@ -167,9 +201,13 @@ impl Shared {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    /// Makes `settings` current under the next generation, which it returns.
-    pub fn publish_settings(&self, settings: Arc<Settings>) -> u64 {
+    /// Makes `settings` (and `listeners`, when given) current under the next
+    /// generation, which it returns.
+    pub fn publish_settings(&self, settings: Arc<Settings>, listeners: Option<Listeners>) -> u64 {
         let mut current = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(listeners) = listeners.filter(|_| !self.is_shutting_down()) {
+            *self.listeners.lock().unwrap_or_else(|e| e.into_inner()) = listeners;
+        }
         let generation = current.1 + 1;
         *current = (settings, generation);
         self.generation.store(generation, Ordering::Release);
@@ -190,6 +228,15 @@ impl Shared {
             if !behind {
                 return;
             }
+            control = self.changed.wait(control).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Blocks until the loop of every worker in `0..count` has begun (or
+    /// ended), so that reloads from then on wait for each of them.
+    pub fn wait_started(&self, count: usize) {
+        let mut control = self.control();
+        while control.started[..count].iter().any(|s| !s) {
             control = self.changed.wait(control).unwrap_or_else(|e| e.into_inner());
         }
     }

@@ -9,6 +9,7 @@ pub mod ws;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::ops::Deref;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -82,10 +83,34 @@ impl Reply {
     }
 }
 
+/// What a `Client` talks through: a TCP or a Unix stream.
+pub trait Socket: Read + Write {
+    fn half_close(&self);
+    fn read_timeout(&self, timeout: Duration);
+}
+
+impl Socket for TcpStream {
+    fn half_close(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+    fn read_timeout(&self, timeout: Duration) {
+        self.set_read_timeout(Some(timeout)).unwrap();
+    }
+}
+
+impl Socket for UnixStream {
+    fn half_close(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+    fn read_timeout(&self, timeout: Duration) {
+        self.set_read_timeout(Some(timeout)).unwrap();
+    }
+}
+
 /// A client connection that reads responses one at a time, keeping any bytes
 /// that belong to the next one.
-pub struct Client {
-    pub stream: TcpStream,
+pub struct Client<S: Socket = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
@@ -97,7 +122,19 @@ impl Client {
         stream.set_nodelay(true).unwrap();
         Client { stream, buf: Vec::new() }
     }
+}
 
+impl Client<UnixStream> {
+    /// Connects to the Unix socket at `path`.
+    pub fn connect_unix(path: &Path) -> Client<UnixStream> {
+        let stream = UnixStream::connect(path).expect("connect to the Unix socket");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+}
+
+impl<S: Socket> Client<S> {
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
@@ -226,7 +263,7 @@ impl Client {
     }
 
     pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        self.stream.half_close();
     }
 }
 
@@ -256,7 +293,9 @@ impl Client {
         stream.set_nodelay(true).unwrap();
         Client { stream, buf: Vec::new() }
     }
+}
 
+impl<S: Socket> Client<S> {
     /// Everything the server sends until it closes, buffered bytes first.
     /// Panics if the server neither sends nor closes within `IO_TIMEOUT`.
     /// A reset after the last byte counts as the end.
@@ -279,10 +318,10 @@ impl Client {
     /// when nothing arrived in time. Bytes go straight to the caller, not to the
     /// response buffer.
     pub fn read_once(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        self.stream.read_timeout(timeout);
         let mut chunk = vec![0u8; 1 << 20];
         let r = self.stream.read(&mut chunk);
-        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        self.stream.read_timeout(IO_TIMEOUT);
         match r {
             Ok(n) => Some(chunk[..n].to_vec()),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,

@@ -204,3 +204,21 @@ def test_systemd_in_the_native_server(tmp_path):
     assert lines[0] == f"['127.0.0.1:{port}'] False"
     assert lines[1] == f"['127.0.0.1:{port}']"
     assert lines[2].startswith("refused: systemd=True")
+
+
+def test_command_line_bind_to_an_inherited_descriptor(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    with Master(tmp_path, ["APP:app", "-b", f"fd://{fd}", "-b", "127.0.0.1:0", "-w", "2"], pass_fds=[fd]) as m:
+        listener.close()  # the master's copy serves
+        inherited, tcp = m.addresses(2)
+        assert inherited == f"127.0.0.1:{port}"
+        workers = m.wait_workers("two workers", lambda p: len(p) == 2)
+        assert int(get(inherited, "/pid").body) in workers
+        assert int(get(tcp, "/pid").body) in workers
+    p = subprocess.run([sys.executable, "-m", "warpcore", "APP:app", "-b", "fd://99"], capture_output=True,
+                       env=child_env(), cwd=tmp_path, timeout=60)
+    assert p.returncode == 1 and b"fd://99" in p.stderr

@@ -440,7 +440,7 @@ class Arbiter:
             if child is None:
                 continue
             child.beat.close()
-            code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
+            code = _exit_code(status)
             how = f"exit status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
             if child.stopping_since is not None or self.stopping is not None:
                 log.info("worker %d stopped (%s)", pid, how)
@@ -466,6 +466,13 @@ class Arbiter:
     def _kill_all(self, sig: int) -> None:
         for child in list(self.children.values()):
             self._kill(child, sig)
+
+
+def _exit_code(status: int) -> int:
+    """The exit status, or minus the signal that ended the process."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
 
 
 def _print_addresses(addresses: List[str]) -> None:

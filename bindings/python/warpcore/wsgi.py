@@ -890,6 +890,9 @@ def worker_server(
     :class:`WSGIServer` arguments. ``settings`` are more of those."""
     if keepalive is not None:
         settings["timeouts"] = dict(settings.get("timeouts") or {}, idle=keepalive)
+    if limit_request_line is not None and limit_request_line > 32 << 10:
+        # The line is part of the head, whose default limit is 32 KiB.
+        settings.setdefault("max_head_size", limit_request_line)
     return WSGIServer(
         app,
         threads=threads,

@@ -121,6 +121,16 @@ fn a_worker_killed_past_containment_gives_back_its_connections_and_closes_its_ma
         let r = c.get("/whoami");
         assert_eq!((r.status, r.text()), (200, "1".to_owned()));
     }
+    // A listener added by a reload after the death: worker 0's socket of it
+    // does not listen either, so every connection reaches worker 1.
+    limited.listeners = vec!["127.0.0.1:0".into()];
+    s.server.reload(&limited).unwrap();
+    let added = s.server.listeners()[1].tcp.unwrap().port();
+    drop(four);
+    for _ in 0..8 {
+        let r = Client::connect(added).get("/whoami");
+        assert_eq!((r.status, r.text()), (200, "1".to_owned()));
+    }
     let report = shutdown_within(s.server, Duration::from_secs(1), SHUTDOWN_LIMIT);
     assert_eq!(report.requests_finished, 0, "{report:?}");
 }

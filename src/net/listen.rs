@@ -151,6 +151,17 @@ impl Listener {
         }
     }
 
+    /// Worker `index` will never accept again (it died): its own socket of a
+    /// TCP address stops listening (`shutdown` takes it out of the
+    /// `SO_REUSEPORT` group), so the kernel sends connections to the other
+    /// workers' sockets only; a shared socket stays, for the others.
+    pub fn retire(&self, index: usize) {
+        let (socket, shared) = self.socket_for(index);
+        if !shared {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
     /// Whether every worker polls the same socket (not per-worker TCP sockets).
     fn shared(&self) -> bool {
         !self.tcp || self.inherited

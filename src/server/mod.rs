@@ -223,7 +223,13 @@ impl Server {
             return Ok(None);
         }
         let fresh = addresses.iter().zip(&kept).filter(|(_, k)| k.is_none()).map(|(a, _)| *a);
-        let mut bound = crate::net::listen::bind_all(fresh, &bind_options(config, self.workers))?.into_iter();
+        let bound = crate::net::listen::bind_all(fresh, &bind_options(config, self.workers))?;
+        // A dead worker's socket of a new TCP address would get connections
+        // nobody accepts.
+        for index in self.shared.dead_workers() {
+            bound.iter().for_each(|l| l.retire(index));
+        }
+        let mut bound = bound.into_iter();
         let next: Listeners = kept
             .into_iter()
             .map(|k| k.unwrap_or_else(|| Arc::new(bound.next().expect("one bound per new address"))))

@@ -993,9 +993,14 @@ impl Drop for Worker {
     /// After `run`'s own ending this finds nothing left. When a panic that
     /// escaped containment unwinds the loop, the worker dies here: its
     /// connections close (their handles learn it), their slots go back to the
-    /// server's limit, and its mailbox refuses what handles post from now on
-    /// (`Closed`) and releases what they posted and it never took.
+    /// server's limit, its mailbox refuses what handles post from now on
+    /// (`Closed`) and releases what they posted and it never took, and its
+    /// own sockets of TCP addresses stop listening, so that the kernel sends
+    /// their connections to the other workers.
     fn drop(&mut self) {
+        for listener in self.listeners.iter().flatten() {
+            listener.retire(self.ctx.index);
+        }
         let cut = self.live;
         self.conns.clear();
         self.live = 0;

@@ -232,6 +232,16 @@ impl Shared {
         }
     }
 
+    /// Workers whose loop ended while the server runs on (a panic escaped
+    /// its containment): they never accept again.
+    pub fn dead_workers(&self) -> Vec<usize> {
+        let c = self.control();
+        if self.is_shutting_down() {
+            return Vec::new();
+        }
+        (0..c.running.len()).filter(|&i| c.started[i] && !c.running[i]).collect()
+    }
+
     /// Blocks until the loop of every worker in `0..count` has begun (or
     /// ended), so that reloads from then on wait for each of them.
     pub fn wait_started(&self, count: usize) {

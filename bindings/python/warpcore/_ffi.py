@@ -295,6 +295,10 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_config_set_workers": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_external_workers": (warpcore_result, [warpcore_config_p, c_bool]),
     "warpcore_config_set_share_port": (warpcore_result, [warpcore_config_p, c_bool]),
+    "warpcore_config_add_listener": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
+    "warpcore_config_clear_listeners": (warpcore_result, [warpcore_config_p]),
+    "warpcore_config_set_unix_socket_mode": (warpcore_result, [warpcore_config_p, c_uint32, c_int64, c_int64]),
+    "warpcore_config_add_systemd_listeners": (warpcore_result, [warpcore_config_p, POINTER(c_uint32)]),
     "warpcore_config_set_handler": (warpcore_result, [warpcore_config_p, warpcore_handler_cb, c_void_p]),
     "warpcore_config_set_server_name": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
     "warpcore_config_set_max_body_size": (warpcore_result, [warpcore_config_p, c_uint64]),
@@ -348,6 +352,12 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_server_start": (warpcore_result, [warpcore_config_p, POINTER(warpcore_server_p)]),
     "warpcore_server_port": (c_uint16, [warpcore_server_p]),
     "warpcore_server_workers": (c_uint32, [warpcore_server_p]),
+    "warpcore_server_listener_count": (c_uint32, [warpcore_server_p]),
+    # buf is a writable buffer's address (a ctypes array).
+    "warpcore_server_listener_address": (
+        warpcore_result,
+        [warpcore_server_p, c_uint32, c_void_p, c_size_t, POINTER(c_size_t)],
+    ),
     "warpcore_server_run_worker": (warpcore_result, [warpcore_server_p, c_uint32]),
     "warpcore_server_shutdown": (warpcore_result, [warpcore_server_p, c_uint32]),
     "warpcore_server_shutdown_report": (warpcore_result, [warpcore_server_p, POINTER(warpcore_shutdown_report)]),

@@ -94,6 +94,10 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_workers
   , c_warpcore_config_set_external_workers
   , c_warpcore_config_set_share_port
+  , c_warpcore_config_add_listener
+  , c_warpcore_config_clear_listeners
+  , c_warpcore_config_set_unix_socket_mode
+  , c_warpcore_config_add_systemd_listeners
   , c_warpcore_config_set_handler
   , AnsweringCallback
   , c_warpcore_config_set_answering_handler
@@ -164,6 +168,8 @@ module Network.WarpCore.Raw
   , c_warpcore_server_start
   , c_warpcore_server_port
   , c_warpcore_server_workers
+  , c_warpcore_server_listener_count
+  , c_warpcore_server_listener_address
   , c_warpcore_server_run_worker
   , c_warpcore_server_shutdown
   , c_warpcore_server_wait
@@ -616,6 +622,16 @@ foreign import ccall unsafe "warpcore_config_set_external_workers"
   c_warpcore_config_set_external_workers :: Ptr Config -> CBool -> IO Result
 foreign import ccall unsafe "warpcore_config_set_share_port"
   c_warpcore_config_set_share_port :: Ptr Config -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_config_add_listener"
+  c_warpcore_config_add_listener :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_config_clear_listeners"
+  c_warpcore_config_clear_listeners :: Ptr Config -> IO Result
+foreign import ccall unsafe "warpcore_config_set_unix_socket_mode"
+  c_warpcore_config_set_unix_socket_mode :: Ptr Config -> Word32 -> Int64 -> Int64 -> IO Result
+-- Reads and may unset environment variables: not concurrently with other
+-- threads that touch the environment.
+foreign import ccall unsafe "warpcore_config_add_systemd_listeners"
+  c_warpcore_config_add_systemd_listeners :: Ptr Config -> Ptr Word32 -> IO Result
 foreign import ccall unsafe "warpcore_config_set_handler"
   c_warpcore_config_set_handler :: Ptr Config -> FunPtr HandlerCallback -> Ptr () -> IO Result
 foreign import ccall unsafe "warpcore_config_set_server_name"
@@ -784,6 +800,10 @@ foreign import ccall unsafe "warpcore_server_port"
   c_warpcore_server_port :: Ptr Server -> IO Word16
 foreign import ccall unsafe "warpcore_server_workers"
   c_warpcore_server_workers :: Ptr Server -> IO Word32
+foreign import ccall unsafe "warpcore_server_listener_count"
+  c_warpcore_server_listener_count :: Ptr Server -> IO Word32
+foreign import ccall unsafe "warpcore_server_listener_address"
+  c_warpcore_server_listener_address :: Ptr Server -> Word32 -> Ptr CChar -> CSize -> Ptr CSize -> IO Result
 foreign import ccall safe "warpcore_server_run_worker"
   c_warpcore_server_run_worker :: Ptr Server -> Word32 -> IO Result
 foreign import ccall safe "warpcore_server_shutdown"

@@ -410,17 +410,6 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_websocket_set_idle_timeout": (warpcore_result, [warpcore_websocket_p, c_uint64]),
     "warpcore_websocket_draining": (warpcore_result, [warpcore_websocket_p, POINTER(c_uint64)]),
     "warpcore_websocket_free": (None, [warpcore_websocket_p]),
-    # Listeners (0.3): TCP, Unix socket paths and descriptors handed in.
-    "warpcore_config_add_listener": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
-    "warpcore_config_clear_listeners": (warpcore_result, [warpcore_config_p]),
-    "warpcore_config_set_unix_socket_mode": (warpcore_result, [warpcore_config_p, c_uint32, c_int64, c_int64]),
-    "warpcore_config_add_systemd_listeners": (warpcore_result, [warpcore_config_p, POINTER(c_uint32)]),
-    "warpcore_server_listener_count": (c_uint32, [warpcore_server_p]),
-    # buf is a writable buffer (ctypes.create_string_buffer).
-    "warpcore_server_listener_address": (
-        warpcore_result,
-        [warpcore_server_p, c_uint32, c_char_p, c_size_t, POINTER(c_size_t)],
-    ),
 }
 
 

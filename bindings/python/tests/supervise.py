@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TypeVar
@@ -41,6 +42,8 @@ def app(environ, start_response):
     elif path == "/threads":
         names = sorted(t.name for t in threading.enumerate() if t.name.startswith("warpcore-"))
         body = json.dumps(names).encode()
+    elif path == "/osenv":
+        body = json.dumps(sorted(k for k in os.environ if k.startswith("LISTEN_"))).encode()
     elif path.endswith("/environ"):
         body = json.dumps({k: v for k, v in environ.items() if isinstance(v, (str, bool, int))}).encode()
     else:
@@ -96,6 +99,30 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def listening_socket() -> socket.socket:
+    """A TCP socket listening on 127.0.0.1, a free port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+def in_background(call: Callable[[], Any]) -> "tuple[threading.Thread, List[Any]]":
+    """Runs ``call()`` on a daemon thread; the list gets what it returned or
+    the exception it raised."""
+    out: List[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
 
 
 class Reply:

@@ -12,7 +12,7 @@ from typing import List
 
 import pytest
 
-from .supervise import Master, alive, get, wait_until
+from .supervise import Master, alive, get, in_background, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -158,21 +158,11 @@ def test_a_hung_worker_is_killed_and_replaced_after_the_timeout(tmp_path):
                            "--graceful-timeout", "1"]) as m:
         address = m.address()
         (hung,) = m.wait_workers("a worker", lambda p: len(p) == 1)
-        results: List[object] = []
-
-        def hang():
-            try:
-                results.append(get(address, "/hang", timeout=30))
-            except Exception as exc:
-                results.append(exc)
-
         # One of two application threads stuck: the worker still serves.
-        first = threading.Thread(target=hang, daemon=True)
-        first.start()
+        first, results = in_background(lambda: get(address, "/hang", timeout=30))
         wait_until("the worker to report progress with a thread left", lambda: pid_of(address) == hung)
         started = time.monotonic()
-        second = threading.Thread(target=hang, daemon=True)
-        second.start()
+        second, more = in_background(lambda: get(address, "/hang", timeout=30))
         (new,) = m.wait_workers("a new worker", lambda p: len(p) == 1 and hung not in p, timeout=30)
         waited = time.monotonic() - started
         assert 2.0 <= waited < 20, waited
@@ -182,6 +172,7 @@ def test_a_hung_worker_is_killed_and_replaced_after_the_timeout(tmp_path):
         assert "no longer reporting alive" in err and "threading.py" in err  # the stuck stacks
         first.join(10)
         second.join(10)
+        results += more
         assert len(results) == 2 and all(isinstance(r, Exception) for r in results), results
 
 
@@ -213,9 +204,7 @@ def test_term_drains_and_int_stops_at_once(tmp_path):
         address = m.address()
         assert pidfile.read_text().strip() == str(m.pid)
         workers = m.wait_workers("two workers", lambda p: len(p) == 2)
-        out: List[object] = []
-        t = threading.Thread(target=lambda: out.append(get(address, "/sleep?1.5")), daemon=True)
-        t.start()
+        t, out = in_background(lambda: get(address, "/sleep?1.5"))
         wait_until("the slow request in a worker", lambda: sleeping(tmp_path))
         m.signal(signal.SIGTERM)
         assert m.wait(30) == 0
@@ -228,16 +217,7 @@ def test_term_drains_and_int_stops_at_once(tmp_path):
         marker.unlink()
     with Master(tmp_path, ["APP:app", "-b", "127.0.0.1:0", "-w", "1", "--graceful-timeout", "30"]) as m:
         address = m.address()
-        out = []
-
-        def slow():
-            try:
-                out.append(get(address, "/sleep?20", timeout=30))
-            except Exception as exc:
-                out.append(exc)
-
-        t = threading.Thread(target=slow, daemon=True)
-        t.start()
+        t, out = in_background(lambda: get(address, "/sleep?20", timeout=30))
         wait_until("the slow request in the worker", lambda: sleeping(tmp_path))
         started = time.monotonic()
         m.signal(signal.SIGINT)
@@ -250,16 +230,7 @@ def test_term_drains_and_int_stops_at_once(tmp_path):
 def test_graceful_timeout_bounds_the_drain(tmp_path):
     with Master(tmp_path, ["APP:app", "-b", "127.0.0.1:0", "-w", "1", "--graceful-timeout", "1"]) as m:
         address = m.address()
-        out: List[object] = []
-
-        def slow():
-            try:
-                out.append(get(address, "/sleep?30", timeout=40))
-            except Exception as exc:
-                out.append(exc)
-
-        t = threading.Thread(target=slow, daemon=True)
-        t.start()
+        t, out = in_background(lambda: get(address, "/sleep?30", timeout=40))
         wait_until("the slow request in the worker", lambda: sleeping(tmp_path))
         started = time.monotonic()
         m.signal(signal.SIGTERM)

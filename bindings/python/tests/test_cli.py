@@ -130,6 +130,9 @@ def test_bad_command_lines_exit_2(tmp_path):
     p = subprocess.run([sys.executable, "-m", "warpcore", "APP:app", "--threads", "lots"], capture_output=True,
                        env=child_env(), cwd=tmp_path, timeout=60)
     assert p.returncode == 2 and b"--threads" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "warpcore", "APP:app", "--error-logfile", str(tmp_path / "no" / "e.log")],
+                       capture_output=True, env=child_env(), cwd=tmp_path, timeout=60)
+    assert p.returncode == 1 and b"cannot open the error log" in p.stderr
     p = subprocess.run([sys.executable, "-m", "warpcore.wsgi", "--help"], capture_output=True, env=child_env(),
                        cwd=tmp_path, timeout=60)
     assert p.returncode == 0

@@ -299,7 +299,10 @@ class Arbiter:
             self.listeners = listeners
         old_pidfile = self.cfg.pidfile
         self.cfg = cfg
-        _logs.configure(cfg.errorlog, cfg.loglevel)
+        try:
+            _logs.configure(cfg.errorlog, cfg.loglevel)
+        except OSError as exc:
+            log.error("SIGHUP: cannot open the error log %s, keeping the old one: %s", cfg.errorlog, exc)
         if cfg.pidfile != old_pidfile:
             self._remove_pidfile(old_pidfile)
             try:

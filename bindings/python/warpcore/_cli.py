@@ -39,7 +39,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "warpcore") -> int:
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    _logs.configure(cfg.errorlog, cfg.loglevel)
+    try:
+        _logs.configure(cfg.errorlog, cfg.loglevel)
+    except OSError as exc:
+        print(f"{prog}: cannot open the error log: {exc}", file=sys.stderr)
+        return 1
     return Arbiter(cfg, _load, reload_config=lambda: _config.load(args, prog)).run()
 
 

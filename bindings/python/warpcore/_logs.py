@@ -20,9 +20,11 @@ class _ReopenableFileHandler(logging.FileHandler):
     """A file handler that can reopen its file (same path, new file)."""
 
     def reopen(self) -> None:
+        """Raises OSError (the old file stays in use) when it cannot."""
         self.acquire()
         try:
-            old, self.stream = self.stream, self._open()
+            new = self._open()
+            old, self.stream = self.stream, new
             if old is not None:
                 old.close()
         finally:
@@ -34,23 +36,28 @@ def configure(errorlog: Optional[str], level: str) -> None:
     at ``level``, replacing what an earlier call set up."""
     global _handler
     root = logging.getLogger()
-    if _handler is not None:
-        root.removeHandler(_handler)
-        _handler.close()
+    # Opened first: a file that cannot be opened (OSError) changes nothing.
     if errorlog in (None, "-"):
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
         handler = _ReopenableFileHandler(errorlog, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
+    if _handler is not None:
+        root.removeHandler(_handler)
+        _handler.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     _handler = handler
 
 
 def reopen() -> None:
-    """Reopens the error log's file (after it was moved away)."""
+    """Reopens the error log's file (after it was moved away); a file that
+    cannot be opened is reported in the old one, which stays in use."""
     if isinstance(_handler, _ReopenableFileHandler):
-        _handler.reopen()
+        try:
+            _handler.reopen()
+        except OSError as exc:
+            logging.getLogger("warpcore").error("cannot reopen the error log: %s", exc)
 
 
 def _write_stdout(data: bytes) -> None:

@@ -74,6 +74,26 @@ def _metadata() -> str:
     )
 
 
+def _scripts() -> List[Tuple[str, str]]:
+    """The console scripts of pyproject.toml's [project.scripts] (name, the
+    object reference), read without a TOML parser (none before 3.11)."""
+    out = []
+    section = None
+    for line in (HERE / "pyproject.toml").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[project.scripts]" and "=" in line:
+            name, _, value = line.partition("=")
+            out.append((name.strip().strip('"'), value.strip().strip('"')))
+    return out
+
+
+def _entry_points() -> str:
+    """entry_points.txt: pip makes a command of each console script."""
+    return "[console_scripts]\n" + "".join(f"{name} = {ref}\n" for name, ref in _scripts())
+
+
 def _wheel_file() -> str:
     return f"Wheel-Version: 1.0\nGenerator: warpcore_build\nRoot-Is-Purelib: false\nTag: {_tag()}\n"
 
@@ -112,6 +132,7 @@ def prepare_metadata_for_build_wheel(metadata_directory: str, config_settings: O
     d.mkdir(parents=True, exist_ok=True)
     (d / "METADATA").write_text(_metadata())
     (d / "WHEEL").write_text(_wheel_file())
+    (d / "entry_points.txt").write_text(_entry_points())
     return d.name
 
 
@@ -135,6 +156,7 @@ def build_wheel(wheel_directory: str, config_settings: Optional[Dict] = None, me
         di = _dist_info()
         add(f"{di}/METADATA", _metadata().encode())
         add(f"{di}/WHEEL", _wheel_file().encode())
+        add(f"{di}/entry_points.txt", _entry_points().encode())
         add(f"{di}/top_level.txt", f"{NAME}\n".encode())
         records.append(f"{di}/RECORD,,")
         zf.writestr(zipfile.ZipInfo(f"{di}/RECORD", date_time=(2020, 1, 1, 0, 0, 0)), "\n".join(records) + "\n")

@@ -31,6 +31,7 @@ from warpcore import NO_LIMIT, BodyWouldBlock, Deferred, Response, StreamRespons
 from warpcore.wsgi import WSGIServer
 
 from .conftest import ROOT, child_env, request, wait_for_line
+from .supervise import children, wait_until
 
 MiB = 1 << 20
 # One random MiB per run; chunk i of a body is it with i in its first 8
@@ -269,7 +270,9 @@ def test_flask_upload_of_100_mib_through_the_command_line(tmp_path):
     total = 100 * MiB
     args = [sys.executable, "-m", "warpcore.wsgi", "bigapp:app", "--bind", "127.0.0.1:0", "--threads", "4"]
     with spawned(args, tmp_path) as (proc, port):  # no --max-body-size: no limit
-        base = peak_rss(proc.pid)
+        # The worker process serves (the command's master only supervises).
+        (worker,) = wait_until("the worker", lambda: children(proc.pid))
+        base = peak_rss(worker)
         boundary = "----warpcore" + os.urandom(8).hex()
         length, chunks, file_digest = multipart(total, boundary)
         r = upload(port, "/upload", chunks, length=length, timeout=120, keep_body=True,
@@ -278,7 +281,7 @@ def test_flask_upload_of_100_mib_through_the_command_line(tmp_path):
         got = json.loads(r.body)
         assert got == {"filename": "big.bin", "size": total, "sha256": file_digest(), "desc": "big one",
                        "input": "BufferedReader"}
-        peak = peak_rss(proc.pid)
+        peak = peak_rss(worker)
         # The same body raw (request.stream), chunked: no Content-Length.
         raw = upload(port, "/raw", body_chunks(20 * MiB), length=None, timeout=60, keep_body=True)
         assert raw.status == 200

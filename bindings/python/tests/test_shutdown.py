@@ -19,6 +19,7 @@ from warpcore import Response, StreamResponse
 from warpcore.wsgi import WSGIServer
 
 from .conftest import PACKAGE_DIR, ROOT, child_env, raw_exchange, request, wait_for_line
+from .supervise import children, wait_until
 
 TEXT = [("Content-Type", "text/plain")]
 
@@ -172,6 +173,7 @@ APP = '''
 import os, time
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/slow":
+        open("slow-started", "w").close()
         time.sleep(0.5)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
@@ -192,24 +194,20 @@ def test_wsgi_command_line(tmp_path, processes):
     try:
         line = wait_for_line(proc, "listening on ")
         port = int(line.rsplit(":", 1)[1])
-        pids = set()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        # A master and its worker processes, which answer.
+        workers = wait_until("the workers", lambda: (lambda p: p if len(p) == processes else None)(children(proc.pid)))
+        assert proc.pid not in workers
+        for _ in range(10):
             r = request(port)
-            assert r.status == 200
-            pids.add(int(r.body))
-            if len(pids) == processes and len(pids) > 0 and (processes == 1 or len(pids) >= 2):
-                break
-        assert len(pids) == processes, pids  # the kernel spreads connections over the processes
-        assert proc.pid not in pids or processes == 1
+            assert r.status == 200 and int(r.body) in workers
         # SIGTERM: graceful, the slow request in flight completes.
         t, out = _in_background(lambda: request(port, path="/slow"))
-        time.sleep(0.2)
+        wait_until("the slow request in a worker", lambda: (tmp_path / "slow-started").exists())
         proc.send_signal(signal.SIGTERM)
         t.join(15)
         assert out.get("value") is not None and out["value"].status == 200, out
         assert proc.wait(30) == 0
-        for pid in pids - {proc.pid}:
+        for pid in workers:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)  # the server processes are gone (reaped) too
     finally:

@@ -1,7 +1,8 @@
-"""``python -m warpcore`` runs a WSGI application, like ``python -m warpcore.wsgi``."""
+"""``python -m warpcore``: the ``warpcore`` command (WSGI, or ASGI with
+``--interface asgi``); see :mod:`warpcore._cli`."""
 
 import sys
 
-from .wsgi import main
+from ._cli import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m warpcore"))

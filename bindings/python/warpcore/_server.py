@@ -19,10 +19,20 @@ import sys
 import threading
 import weakref
 from ctypes import byref, c_void_p
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi
-from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
+from ._ffi import (
+    BUFFER_TOO_SMALL,
+    CLOSED,
+    RAW,
+    SHUTTING_DOWN,
+    F,
+    check,
+    warpcore_access_log_cb,
+    warpcore_error_log_cb,
+    warpcore_handler_cb,
+)
 from ._request import _LINES, _MEM, _SHORT, _UNSET, Request, _method_target_path, _read_method_path
 from ._response import _PREPARED_MIN, Responder, Response
 
@@ -104,6 +114,17 @@ class Server:
     is True (``/.well-known/`` under a mount at ``/`` is served either way;
     see ``warpcore_config_set_static_dotfiles``). ``share_port`` joins other
     processes listening on the same address (``SO_REUSEPORT``).
+
+    Listeners: ``host`` and ``port`` name one TCP address; ``bind``, a list
+    of addresses, replaces them: ``"HOST:PORT"`` or ``"[V6]:PORT"`` (port 0
+    picks a free one), ``"unix:/path/to.sock"`` (a Unix socket the library
+    creates at start, replacing a stale file, and removes at the end;
+    ``unix_socket_mode`` sets its permission bits and ``unix_socket_owner``
+    its ``(uid, gid)``, -1 leaving one unchanged) and ``"fd://N"`` (a
+    listening socket the program already has, which the server then owns
+    and closes). ``systemd=True`` adds the sockets systemd passed
+    (``LISTEN_FDS``, when ``LISTEN_PID`` is this process). ``addresses``
+    lists what the server listens on once started.
     ``coalesce_wait`` is how long, in seconds like the other durations, a
     busy worker may nap before polling again to gather events (0 to 0.001,
     whole microseconds, 0 = off; the library's default is 50 µs; see
@@ -148,11 +169,22 @@ class Server:
         file_cache: Optional[Tuple[float, float]] = None,
         static_dotfiles: bool = False,
         stream_threads: int = 16,
+        max_request_line: Optional[int] = None,
+        bind: Optional[Sequence[str]] = None,
+        systemd: bool = False,
+        unix_socket_mode: Optional[int] = None,
+        unix_socket_owner: Optional[Tuple[int, int]] = None,
     ) -> None:
         if not callable(handler):
             raise TypeError("handler must be callable")
         self.host = host
         self._requested_port = int(port)
+        self._bind = _check_bind(bind)
+        _check_bool("systemd", systemd)
+        self._systemd = systemd
+        self._unix_mode = _unix_mode(unix_socket_mode, unix_socket_owner)
+        self._addresses: List[str] = []
+        self._systemd_specs: List[str] = []
         self._workers_wanted = int(workers)
         self._share_port = bool(share_port)
         self._settings: Dict[str, Any] = {
@@ -160,6 +192,7 @@ class Server:
             "max_body_size": max_body_size,
             "whole_body_max": whole_body_max,
             "max_head_size": max_head_size,
+            "max_request_line": max_request_line,
             "max_header_count": max_header_count,
             "stream_high_water": stream_high_water,
             "max_connections": max_connections,
@@ -286,6 +319,13 @@ class Server:
             self._callback = self._make_callback()
             self._ptr = self._start_server()
             self._port = F.server_port(self._ptr)
+            self._addresses = _listener_addresses(self._ptr)
+            if self._bind is not None or self._systemd:
+                # The first TCP listener names the server (SERVER_NAME...).
+                for a in self._addresses:
+                    if not a.startswith("unix:"):
+                        self.host = a.rpartition(":")[0].strip("[]")
+                        break
             count = F.server_workers(self._ptr)
             _live_servers.add(self)
             # Threads inherit the signal mask: block async signals while they
@@ -301,7 +341,7 @@ class Server:
         return self
 
     def _start_server(self) -> int:
-        cfg = self._config(self._requested_port, self._workers_wanted)
+        cfg = self._config(self._requested_port, self._workers_wanted, starting=True)
         try:
             out = c_void_p()
             check(F.server_start(cfg, byref(out)), "warpcore_server_start")
@@ -310,15 +350,39 @@ class Server:
         finally:
             F.config_free(cfg)
 
-    def _config(self, port: int, workers: int) -> c_void_p:
-        """A new warpcore_config with every setting (the caller frees it)."""
+    def _config(
+        self, port: int, workers: int, bind: Optional[List[str]] = None, starting: bool = False
+    ) -> c_void_p:
+        """A new warpcore_config with every setting (the caller frees it).
+        ``bind``: new listeners; by default the server's (a reload names
+        them as they were asked for: the library keeps those it has)."""
         s = self._settings
         cfg = c_void_p()
         check(F.config_new(byref(cfg)), "warpcore_config_new")
         try:
-            host = self.host
-            a = ((f"[{host}]" if ":" in host else host) + f":{port}").encode("utf-8")
-            check(F.config_set_listen(cfg, a, len(a)), "warpcore_config_set_listen")
+            listeners = list(self._bind or []) + self._systemd_specs if bind is None else bind
+            if bind is None and self._bind is None and not self._systemd:
+                host = self.host
+                a = ((f"[{host}]" if ":" in host else host) + f":{port}").encode("utf-8")
+                check(F.config_set_listen(cfg, a, len(a)), "warpcore_config_set_listen")
+            for address in listeners:
+                a = os.fsencode(address)
+                check(F.config_add_listener(cfg, a, len(a)), f"warpcore_config_add_listener({address!r})")
+            if self._systemd and starting:
+                count = ctypes.c_uint32()
+                check(F.config_add_systemd_listeners(cfg, byref(count)), "warpcore_config_add_systemd_listeners")
+                if not count.value and not listeners:
+                    # Not the library's 127.0.0.1:8080 default instead.
+                    raise ValueError("systemd=True but systemd passed this process no socket (LISTEN_PID, LISTEN_FDS)")
+                # The library adds them as these (see warpcore_config_add_systemd_listeners).
+                self._systemd_specs = [f"fd://{3 + i}" for i in range(count.value)]
+                if count.value:
+                    # It unset the variables in the C environment; os.environ
+                    # is Python's copy, which subprocesses get.
+                    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+                        os.environ.pop(name, None)
+            if self._unix_mode is not None:
+                check(F.config_set_unix_socket_mode(cfg, *self._unix_mode), "warpcore_config_set_unix_socket_mode")
             check(F.config_set_workers(cfg, _c_unsigned("workers", workers, 32)), "warpcore_config_set_workers")
             check(F.config_set_external_workers(cfg, True), "warpcore_config_set_external_workers")
             check(F.config_set_share_port(cfg, self._share_port), "warpcore_config_set_share_port")
@@ -393,9 +457,22 @@ class Server:
 
     @property
     def address(self) -> str:
-        """``HOST:PORT`` the server listens on."""
+        """``HOST:PORT`` the server listens on (its first listener's address:
+        ``unix:/path`` for a Unix socket)."""
+        if self._addresses:
+            return self._addresses[0]
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def addresses(self) -> List[str]:
+        """Every address the server listens on, in the order given, as the
+        library reports them (``127.0.0.1:39211``, ``[::1]:80``,
+        ``unix:/run/app.sock``; a descriptor handed in as ``fd://N`` by the
+        address its socket has)."""
+        if self._ptr is None and not self._addresses:
+            raise RuntimeError("the server is not started")
+        return list(self._addresses)
 
     @property
     def workers(self) -> int:
@@ -511,12 +588,16 @@ class Server:
         settings (``server_name``, ``max_body_size``, ``whole_body_max``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
         ``coalesce_wait``, ``sched_batch``, ``timeouts``, ``access_log``,
-        ``file_cache``, ``static_dotfiles``) and ``static`` (the whole
-        new set of mounts; ``{}`` removes them all). Settings not given keep
-        their values; a refused reload (a missing static directory, say) raises
-        and changes nothing. The address and the worker count are fixed at
-        start. May be called from a handler."""
+        ``file_cache``, ``static_dotfiles``, ``max_request_line``), ``static``
+        (the whole new set of mounts; ``{}`` removes them all) and ``bind``
+        (the whole new list of listeners: those whose address is unchanged
+        keep their socket and connections, new ones are opened, dropped ones
+        stop accepting while their connections finish). Settings not given
+        keep their values; a refused reload (a missing static directory, an
+        address in use, say) raises and changes nothing. The worker count is
+        fixed at start. May be called from a handler."""
         static = settings.pop("static", None)
+        bind = _check_bind(settings.pop("bind", None))
         unknown = set(settings) - set(self._settings)
         if unknown:
             raise TypeError(f"reload() cannot change {', '.join(sorted(unknown))}")
@@ -528,7 +609,7 @@ class Server:
         for key in ("static_dotfiles", "sched_batch"):
             if key in settings:
                 _check_bool(key, settings[key])
-        if settings or static is not None:
+        if settings or static is not None or bind is not None:
             ptr = self._use()
             try:
                 old, old_static = self._settings, self._static
@@ -536,7 +617,7 @@ class Server:
                 if static is not None:
                     self._static = _static_mounts(static)
                 try:
-                    cfg = self._config(self._port, len(self._threads))
+                    cfg = self._config(self._port, len(self._threads), bind)
                     try:
                         check(F.server_reload(ptr, cfg), "warpcore_server_reload")
                     finally:
@@ -544,6 +625,10 @@ class Server:
                 except BaseException:
                     self._settings, self._static = old, old_static
                     raise
+                if bind is not None:
+                    self._bind, self._systemd_specs = bind, []
+                    self._addresses = _listener_addresses(ptr)
+                    self._port = F.server_port(ptr)
             finally:
                 self._used()
         if handler is not None:
@@ -609,6 +694,53 @@ class Server:
         return f"<warpcore.Server {self.host}:{self._port or self._requested_port} {state}>"
 
 
+def _check_bind(bind: Optional[Sequence[str]]) -> Optional[List[str]]:
+    """The listener addresses of ``bind`` (checked by the library when the
+    server starts), as a list; None for None."""
+    if bind is None:
+        return None
+    if isinstance(bind, (str, bytes)):
+        raise TypeError("bind must be a list of addresses, not one string")
+    out = []
+    for address in bind:
+        if not isinstance(address, str):
+            raise TypeError(f"a bind address must be a str, not {type(address).__name__}")
+        out.append(address)
+    if not out:
+        raise ValueError("bind must name at least one address")
+    return out
+
+
+def _unix_mode(mode: Optional[int], owner: Optional[Tuple[int, int]]) -> Optional[Tuple[int, int, int]]:
+    """(mode, uid, gid) for warpcore_config_set_unix_socket_mode, or None
+    when neither is set (the library's default: the process's umask)."""
+    if mode is None and owner is None:
+        return None
+    m = 0o666 if mode is None else _c_unsigned("unix_socket_mode", mode, 32)
+    if m > 0o7777:
+        raise ValueError(f"unix_socket_mode {mode!r} is not a permission mode (0 to 0o7777)")
+    uid, gid = (-1, -1) if owner is None else owner
+    for name, n in (("uid", uid), ("gid", gid)):
+        if not isinstance(n, int) or not -1 <= n < 2**32:
+            raise ValueError(f"unix_socket_owner {name} {n!r} is out of range (-1 leaves it unchanged)")
+    return m, uid, gid
+
+
+def _listener_addresses(ptr: int) -> List[str]:
+    """The addresses of a running server's listeners."""
+    out = []
+    buf = ctypes.create_string_buffer(128)
+    needed = ctypes.c_size_t()
+    for i in range(F.server_listener_count(ptr)):
+        rc = F.server_listener_address(ptr, i, buf, len(buf), byref(needed))
+        if rc == BUFFER_TOO_SMALL:
+            buf = ctypes.create_string_buffer(needed.value + 1)
+            rc = F.server_listener_address(ptr, i, buf, len(buf), byref(needed))
+        check(rc, "warpcore_server_listener_address")
+        out.append(os.fsdecode(buf.raw[: needed.value]))
+    return out
+
+
 def _static_mounts(static: Optional[Mapping[str, Union[str, "os.PathLike[str]"]]]) -> Dict[str, str]:
     """URL prefix -> absolute directory, prefixes checked."""
     mounts = {}
@@ -624,6 +756,7 @@ _SIZE_BITS = {
     "max_body_size": 64,
     "whole_body_max": 64,
     "max_head_size": 32,
+    "max_request_line": 32,
     "max_header_count": 32,
     "stream_high_water": 64,
     "max_connections": 32,

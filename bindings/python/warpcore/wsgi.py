@@ -3,9 +3,9 @@
     from warpcore.wsgi import serve
     serve(app, host="127.0.0.1", port=8000, threads=8, processes=2)
 
-or, gunicorn-like::
+or, as gunicorn (see :mod:`warpcore._cli`; ``warpcore`` is the same command)::
 
-    python -m warpcore.wsgi myproject.app:app --bind 127.0.0.1:8000 --threads 8 --processes 2
+    python -m warpcore.wsgi myproject.app:app --bind 127.0.0.1:8000 --threads 8 --workers 2
 
 Request bodies: no size limit by default (``--max-body-size 100M`` sets one;
 larger bodies get 413). A body up to 1 MiB arrives whole and ``wsgi.input``
@@ -23,26 +23,28 @@ client is slow. ``threads=0`` runs the application on the worker thread itself
 (no hand-off: fastest for quick, CPU-bound applications; a slow one holds up
 its worker's other connections).
 
-``processes=M`` forks M server processes that share the port through
-``SO_REUSEPORT`` (the library's share_port), to use several cores despite the
-GIL. SIGTERM or SIGINT stops them gracefully: no new connections, requests in
-flight finish within the grace period.
+``processes=M`` makes this process the master of M worker processes (the
+command line's supervisor, :mod:`warpcore._arbiter`) that share the
+listening sockets it opens, to use several cores despite the GIL. SIGTERM or
+SIGINT stops them gracefully: no new connections, requests in flight finish
+within the grace period.
+
+The status line's reason phrase: the engine composes the status line from the
+code alone (``warpcore_respond`` takes no reason), so an application's own
+phrase (``"200 Fine"``) is sent as the standard one (``200 OK``).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import io
 import logging
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _ffi
 from ._body import CHUNK, _RawBody, raw_for
@@ -73,6 +75,7 @@ from ._response import (
     length_in_range,
     pump,
 )
+from ._forwarded import CONFLICT, SCHEME_HEADERS, Trust, client_address, scheme_of
 from ._server import _ASYNC_SIGNALS, NO_LIMIT, Server
 
 __all__ = ["serve", "WSGIServer", "FileWrapper", "main"]
@@ -80,6 +83,9 @@ __all__ = ["serve", "WSGIServer", "FileWrapper", "main"]
 log = logging.getLogger("warpcore.wsgi")
 
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+#: environ["SERVER_SOFTWARE"].
+SERVER_SOFTWARE = "warpcore/0.1.0"
 
 # Application threads are daemon threads: their calls are guarded (see
 # _ffi.guarded); _respond, _start and the rest come guarded from _response.
@@ -451,11 +457,17 @@ def _app_failed(call: _Call, environ: Dict[str, Any], exc: BaseException) -> Non
 
 
 def _head_environ(
-    head: Optional[bytes], v: Tuple[int, ...], base: Dict[str, Any], heads: Dict[bytes, Dict[str, Any]]
-) -> Dict[str, Any]:
+    head: Optional[bytes],
+    v: Tuple[int, ...],
+    base: Dict[str, Any],
+    heads: Dict[bytes, Tuple[Dict[str, Any], Any]],
+    rules: "_HeadRules",
+) -> Tuple[Dict[str, Any], Any]:
     """The environ entries that follow from the request line and header fields
-    of view ``v`` (plus ``base``), remembered in ``heads`` under ``head``
-    (their bytes as received) unless that is None."""
+    of view ``v`` (plus ``base``), and what else the head asks of the request
+    (None, or ``(problem, forwarded_for, scheme)``: see ``_finish_environ``),
+    remembered in ``heads`` under ``head`` (their bytes as received) unless
+    that is None."""
     mem, short = _MEM, _SHORT
 
     def text(p: int, n: int) -> str:
@@ -464,11 +476,32 @@ def _head_environ(
     environ = base.copy()
     environ["REQUEST_METHOD"] = text(v[0], v[1])
     environ["RAW_URI"] = environ["REQUEST_URI"] = text(v[2], v[3])
-    environ["PATH_INFO"] = text(v[4], v[5])
+    path = text(v[4], v[5])
     environ["QUERY_STRING"] = text(v[6], v[7])
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if v[16] else "HTTP/1.0"
+    problem: Optional[Tuple[int, str]] = None
+    # PEP 3333: SCRIPT_NAME is the application's root, PATH_INFO the rest. A
+    # path outside the root is a configuration problem, answered 500 as
+    # gunicorn does (a segment's prefix, /appx under /app, is outside).
+    root = rules.script_name
+    if root:
+        if path == root or path.startswith(root) and path[len(root)] == "/":
+            path = path[len(root) :]
+        else:
+            problem = (500, f"Request path {path!r} does not start with SCRIPT_NAME {root!r}")
+    environ["PATH_INFO"] = path
+    proxy: Optional[Dict[str, List[str]]] = None
     if v[9]:
+        field_max = rules.field_size
         for name, value in read_headers(v[8], v[9]):
+            if field_max and len(name) + len(value) + 2 > field_max and problem is None:
+                problem = (431, f"Request header field {name.decode('latin-1')!r} is over {field_max} bytes")
+            if name[:2] in (b"X-", b"x-"):
+                low = name.decode("latin-1").lower()
+                if low == "x-forwarded-for" or low in SCHEME_HEADERS:
+                    if proxy is None:
+                        proxy = {}
+                    proxy.setdefault(low, []).append(value.decode("latin-1"))
             key = _header_keys.get(name) or _environ_key(name)
             if key is None:
                 continue
@@ -478,17 +511,76 @@ def _head_environ(
                 environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value_text
             else:
                 environ[key] = value_text
+    extra = None
+    if problem is not None or proxy is not None:
+        forwarded_for = ",".join(proxy["x-forwarded-for"]) if proxy and "x-forwarded-for" in proxy else None
+        extra = (problem, forwarded_for, scheme_of(proxy) if proxy else None)
     if head is not None:
         if len(heads) >= _HEADS_MAX:
             heads.clear()
-        heads[head] = environ
-    return environ
+        heads[head] = (environ, extra)
+    return environ, extra
+
+
+def _unix_server_name(environ: Dict[str, Any]) -> None:
+    """SERVER_NAME and SERVER_PORT of a request on a Unix socket, which has
+    neither: from its Host field, as gunicorn does (port 80 when it names
+    none); the server's own when there is none."""
+    host = environ.get("HTTP_HOST")
+    if not host:
+        return
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port = host.partition(":")
+    environ["SERVER_NAME"] = name
+    environ["SERVER_PORT"] = port or "80"
+
+
+class _HeadRules:
+    """What a server's settings ask of every request head."""
+
+    __slots__ = ("script_name", "field_size")
+
+    def __init__(self, script_name: str, field_size: Optional[int]) -> None:
+        self.script_name = script_name
+        self.field_size = field_size or 0
+
+
+def _finish_environ(environ: Dict[str, Any], extra: Any, trust: Trust, res: Any) -> bool:
+    """Applies what a head asks beyond its cached entries (``extra``): a
+    problem is answered here (False: the request is done); an allowed proxy's
+    ``X-Forwarded-For`` sets ``REMOTE_ADDR`` and its scheme headers
+    ``wsgi.url_scheme`` (disagreeing ones are a 400, as gunicorn)."""
+    problem, forwarded_for, scheme = extra
+    if problem is None and scheme == CONFLICT and trust(environ["REMOTE_ADDR"]):
+        problem = (400, "the scheme headers (X-Forwarded-Proto, -Protocol, -Ssl) disagree")
+    if problem is not None:
+        status, message = problem
+        log.warning("invalid request from %s: %s", environ["REMOTE_ADDR"], message)
+        body = f"{message}\n".encode("latin-1", "replace")
+        h = header_array(_ERROR_HEADERS)
+        rc = _respond(res, status, h.address, h.count, body, len(body))
+        if rc and rc != CLOSED:
+            log.error("cannot answer %d: %s", status, error_for(rc, "warpcore_respond"))
+        return False
+    if trust(environ["REMOTE_ADDR"]):
+        if scheme is not None:
+            environ["wsgi.url_scheme"] = scheme
+        if forwarded_for is not None:
+            client = client_address(forwarded_for, trust)
+            if client is not None:
+                environ["REMOTE_ADDR"] = client
+                environ["REMOTE_PORT"] = "0"
+    return True
 
 
 class WSGIServer(Server):
     """A WSGI application on libwarpcore. ``threads`` application threads
     (0: run the application on the worker threads), ``workers`` event loops.
-    Start/stop like :class:`warpcore.Server`, with its settings, except that
+    Start/stop like :class:`warpcore.Server`, with its settings (listeners
+    too: ``bind=["unix:/run/app.sock", "fd://3"]``), except that
     ``max_body_size`` defaults to :data:`~warpcore.NO_LIMIT` (as gunicorn and
     Werkzeug have no limit, and Flask's ``MAX_CONTENT_LENGTH`` is unset by
     default): bodies over ``whole_body_max`` (default 1 MiB) stream through
@@ -496,13 +588,26 @@ class WSGIServer(Server):
     whose body streams runs on an application thread (with ``threads=0``,
     on a stream thread), where ``wsgi.input`` reads wait for the bytes.
 
+    ``script_name`` is the application's root (``SCRIPT_NAME``): it is
+    taken off the front of ``PATH_INFO``, and a request outside it is
+    answered 500, as gunicorn does. ``forwarded_allow_ips`` are the proxies
+    whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` (``-Protocol``,
+    ``-Ssl``) set ``REMOTE_ADDR`` and ``wsgi.url_scheme`` (see
+    :mod:`warpcore._forwarded`; default ``$FORWARDED_ALLOW_IPS`` or
+    loopback; peers on a Unix socket are allowed). ``limit_request_field_size``
+    is the largest header field, name and value, in bytes (a larger one is
+    answered 431; default none beyond the engine's limit on the whole head).
+
     ``sched_batch=True`` puts the application threads under Linux's
     ``SCHED_BATCH`` policy as well as the workers (``Server``'s setting;
     followed on ``reload`` too, by each application thread as it takes its
     next request): a woken thread then does not preempt the one running, so on a
     core shared by a worker and the pool, requests and answers cross in
     batches instead of a context switch each. Threads the application
-    starts from an application thread inherit the policy."""
+    starts from an application thread inherit the policy.
+
+    ``watchdog=True`` notes when each application call starts, for
+    :meth:`stuck` (the process supervisor's hung-worker check)."""
 
     def __init__(
         self,
@@ -514,6 +619,9 @@ class WSGIServer(Server):
         *,
         multiprocess: bool = False,
         script_name: str = "",
+        forwarded_allow_ips: Union[None, str, Sequence[str]] = None,
+        limit_request_field_size: Optional[int] = None,
+        watchdog: bool = False,
         **settings: Any,
     ) -> None:
         settings.setdefault("max_body_size", NO_LIMIT)
@@ -522,10 +630,24 @@ class WSGIServer(Server):
         super().__init__(lambda request: None, host, port, workers, **settings)
         if threads < 0:
             raise ValueError("threads must be >= 0")
+        if not callable(app):
+            raise TypeError("the WSGI application must be callable")
+        if script_name and not script_name.startswith("/"):
+            raise ValueError(f"script_name {script_name!r} must start with '/'")
+        if limit_request_field_size is not None and limit_request_field_size < 0:
+            raise ValueError("limit_request_field_size must be >= 0 (0: no limit)")
         self.app = app
         self.threads = threads
         self._multiprocess = multiprocess
         self._script_name = script_name.rstrip("/")
+        self._trust = Trust(forwarded_allow_ips)
+        self._rules = _HeadRules(self._script_name, limit_request_field_size)
+        self._watchdog = bool(watchdog)
+        # When each application thread (by index) and each event loop running
+        # the application inline (by worker index) started its current call;
+        # 0.0 when idle (with watchdog).
+        self._busy = [0.0] * threads
+        self._loop_busy: Dict[int, float] = {}
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._app_threads: List[threading.Thread] = []
         self._sched_batch_failed = False
@@ -543,15 +665,50 @@ class WSGIServer(Server):
             "SCRIPT_NAME": self._script_name,
             "SERVER_NAME": self.host,
             "SERVER_PORT": str(self.port),
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.errors": sys.stderr,
-            "wsgi.multithread": self.threads > 1 or self.workers > 1,
+            # One application thread is the only case where the application
+            # never runs on two threads at once: with threads=0 it runs on
+            # every event loop and, for bodies that stream, on stream threads.
+            "wsgi.multithread": self.threads != 1,
             "wsgi.multiprocess": self._multiprocess,
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
         }
+
+    def reload(self, handler: Optional[WSGIApp] = None, *, app: Optional[WSGIApp] = None, **settings: Any) -> None:
+        """:meth:`warpcore.Server.reload`, where the new application is
+        ``app`` (or ``handler``, the same): requests read from now on go to
+        it; those under way finish with the old one."""
+        if handler is not None and app is not None:
+            raise TypeError("reload() takes app or handler, not both")
+        new_app = app if app is not None else handler
+        if new_app is not None and not callable(new_app):
+            raise TypeError("the WSGI application must be callable")
+        super().reload(None, **settings)
+        if new_app is not None:
+            self.app = new_app  # one attribute store: the next request reads it
+
+    def stuck(self, timeout: float) -> Optional[str]:
+        """Why the application cannot make progress, if it cannot: every
+        application thread in a call that started more than ``timeout``
+        seconds ago, or (with ``threads=0``) an event loop held that long by
+        one; else None. Needs ``watchdog=True``."""
+        if not self._watchdog:
+            return None
+        since = time.monotonic() - timeout
+        if self.threads:
+            busy = self._busy
+            if busy and all(0.0 < t <= since for t in busy):
+                return f"all {len(busy)} application threads have been in one call for over {timeout:g} s"
+            return None
+        held = sorted(i for i, t in list(self._loop_busy.items()) if 0.0 < t <= since)
+        if held:
+            return f"event loop {held[0]} has been in one application call for over {timeout:g} s"
+        return None
 
     def _make_callback(self) -> Any:
         server = self
@@ -564,11 +721,16 @@ class WSGIServer(Server):
         BufferedReader = io.BufferedReader
         short = _SHORT
         mem = _MEM
+        rules = self._rules
+        trust = self._trust
+        finish = _finish_environ
+        loop_busy = self._loop_busy if self._watchdog and inline else None
+        monotonic = time.monotonic
 
-        heads: Dict[bytes, Dict[str, Any]] = {}
+        heads: Dict[bytes, Tuple[Dict[str, Any], Any]] = {}
 
-        def head_environ(head: Optional[bytes], v: Tuple[int, ...], base: Dict[str, Any]) -> Dict[str, Any]:
-            return _head_environ(head, v, base, heads)
+        def head_environ(head: Optional[bytes], v: Tuple[int, ...], base: Dict[str, Any]) -> Tuple[Dict[str, Any], Any]:
+            return _head_environ(head, v, base, heads, rules)
 
         def on_request(_userdata: Optional[int], req: int, res: int) -> None:
             try:
@@ -590,15 +752,19 @@ class WSGIServer(Server):
                     # inside it too) is read in one piece.
                     if 0 < span < _HEAD_SPAN_MAX and mp < v[2] < vp:
                         head = short[span](mem, mp)[0] if span < 256 else mem[mp : mp + span].tobytes()
-                        fields = heads.get(head) or head_environ(head, v, base)
+                        fields, extra = heads.get(head) or head_environ(head, v, base)
                     else:
-                        fields = head_environ(None, v, base)
+                        fields, extra = head_environ(None, v, base)
                 else:
-                    fields = head_environ(None, v, base)
+                    fields, extra = head_environ(None, v, base)
                 environ = fields.copy()
                 p, n = v[12], v[13]
                 environ["REMOTE_ADDR"] = short[n](mem, p)[0].decode("ascii") if n < 64 else ""
                 environ["REMOTE_PORT"] = str(v[14])
+                if environ["REMOTE_ADDR"] == "unix:":
+                    _unix_server_name(environ)
+                if extra is not None and not finish(environ, extra, trust, res):
+                    return
                 if v[18]:
                     # The body streams (larger than whole_body_max): wsgi.input
                     # reads it as it arrives; CONTENT_LENGTH is the header's
@@ -623,15 +789,25 @@ class WSGIServer(Server):
                 else:
                     put((environ, res, streamed))
             elif inline:
-                run_app(app_holder.app, environ, res, True, offload)
+                if loop_busy is None:
+                    run_app(app_holder.app, environ, res, True, offload)
+                else:
+                    worker = v[17]
+                    loop_busy[worker] = monotonic()
+                    try:
+                        run_app(app_holder.app, environ, res, True, offload)
+                    finally:
+                        loop_busy[worker] = 0.0
             else:
                 put((environ, res, None))
 
         return warpcore_handler_cb(on_request)
 
-    def _app_loop(self) -> None:
+    def _app_loop(self, index: int) -> None:
         get = self._queue.get
         batch = False
+        busy = self._busy if self._watchdog else None
+        monotonic = time.monotonic
         while True:
             item = get()
             if item is None:
@@ -640,7 +816,14 @@ class WSGIServer(Server):
             if self._settings["sched_batch"] is not batch:
                 batch = self._settings["sched_batch"]
                 self._move_app_thread(batch)
-            run_app(self.app, item[0], item[1], False, None, item[2])
+            if busy is None:
+                run_app(self.app, item[0], item[1], False, None, item[2])
+            else:
+                busy[index] = monotonic()
+                try:
+                    run_app(self.app, item[0], item[1], False, None, item[2])
+                finally:
+                    busy[index] = 0.0
 
     def _move_app_thread(self, batch: bool) -> None:
         try:
@@ -655,7 +838,7 @@ class WSGIServer(Server):
             old = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
             try:
                 for i in range(self.threads):
-                    t = threading.Thread(target=self._app_loop, name=f"warpcore-wsgi-{i}", daemon=True)
+                    t = threading.Thread(target=self._app_loop, args=(i,), name=f"warpcore-wsgi-{i}", daemon=True)
                     t.start()
                     self._app_threads.append(t)
             finally:
@@ -679,28 +862,54 @@ class WSGIServer(Server):
                 log.warning("application thread %s still busy after shutdown", t.name)
 
 
-# --- serve(): one process, or M processes on one port -------------------------------
+# --- serve(): one process, or a master and M worker processes --------------------------
 
 
-def _reserve_port(host: str, port: int) -> Tuple[int, Optional[socket.socket]]:
-    """For port 0 with several processes: a port all of them can join. The
-    bound (not listening) SO_REUSEPORT socket keeps it ours until they listen."""
-    if port != 0:
-        return port, None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, 0))
-    return s.getsockname()[1], s
-
-
-def _stop_event(signals: Sequence[int]) -> threading.Event:
-    """An event set by any of ``signals`` (handlers installed now)."""
-    stop = threading.Event()
-    for sig in signals:
-        signal.signal(sig, lambda signum, frame: stop.set())
-    return stop
+def worker_server(
+    app: WSGIApp,
+    *,
+    bind: List[str],
+    threads: int = 8,
+    loops: int = 1,
+    root_path: str = "",
+    forwarded_allow_ips: Union[None, str, Sequence[str]] = None,
+    keepalive: Optional[float] = None,
+    limit_request_line: Optional[int] = None,
+    limit_request_fields: Optional[int] = None,
+    limit_request_field_size: Optional[int] = None,
+    max_body_size: int = NO_LIMIT,
+    sched_batch: bool = False,
+    access_log: Any = None,
+    multiprocess: bool = False,
+    watchdog: bool = False,
+    **settings: Any,
+) -> WSGIServer:
+    """The server a worker process of the command line runs (see
+    :mod:`warpcore._worker`; ``warpcore.asgi.worker_server`` takes the same
+    options): the command line's settings, by their gunicorn names, as
+    :class:`WSGIServer` arguments. ``settings`` are more of those."""
+    if keepalive is not None:
+        settings["timeouts"] = dict(settings.get("timeouts") or {}, idle=keepalive)
+    if limit_request_line is not None and limit_request_line > 32 << 10:
+        # The line is part of the head, whose default limit is 32 KiB.
+        settings.setdefault("max_head_size", limit_request_line)
+    return WSGIServer(
+        app,
+        threads=threads,
+        workers=loops,
+        bind=bind,
+        multiprocess=multiprocess,
+        script_name=root_path,
+        forwarded_allow_ips=forwarded_allow_ips,
+        limit_request_field_size=limit_request_field_size,
+        watchdog=watchdog,
+        max_request_line=limit_request_line,
+        max_header_count=limit_request_fields,
+        max_body_size=max_body_size,
+        sched_batch=sched_batch,
+        access_log=access_log,
+        **settings,
+    )
 
 
 def _run_one(
@@ -710,21 +919,25 @@ def _run_one(
     threads: int,
     workers: int,
     grace: float,
-    multiprocess: bool,
     ready: Optional[Callable[[WSGIServer], None]],
     settings: Dict[str, Any],
 ) -> None:
-    server = WSGIServer(app, host, port, threads, workers, multiprocess=multiprocess, **settings)
+    server = WSGIServer(app, host, port, threads, workers, **settings)
     # Handlers first: a signal right after start must stop us gracefully.
-    stop = _stop_event((signal.SIGTERM, signal.SIGINT))
-    server.start()
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if ready is not None:
-            ready(server)
-        while not stop.wait(1.0) and not server.wait(0):
-            pass
+        server.start()
+        try:
+            if ready is not None:
+                ready(server)
+            while not stop.wait(1.0) and not server.wait(0):
+                pass
+        finally:
+            server.shutdown(grace)
     finally:
-        server.shutdown(grace)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve(
@@ -736,242 +949,66 @@ def serve(
     *,
     workers: int = 1,
     grace: float = 10.0,
+    timeout: float = 30.0,
     ready: Optional[Callable[[str], None]] = None,
     **settings: Any,
 ) -> None:
     """Serves ``app`` until SIGTERM or SIGINT, then stops gracefully (requests
     in flight get ``grace`` seconds). ``threads`` application threads per
     process (0: run the app on the event-loop threads), ``workers`` event loops
-    per process, ``processes`` processes sharing the port. ``ready(address)``
-    is called once every process accepts connections (default: print
-    ``listening on HOST:PORT``). Main thread only."""
+    per process. ``settings`` are :class:`WSGIServer`'s (``bind=[...]``
+    replaces ``host`` and ``port``). ``ready(address)`` is called once the
+    server accepts connections (default: print ``listening on ADDRESS``).
+    Main thread only.
+
+    ``processes=M`` > 1: this process becomes the master of M worker
+    processes forked from it (the command line's supervisor,
+    :mod:`warpcore._arbiter`): it opens the listening sockets, which the
+    workers share, replaces a worker that dies or makes no progress for
+    ``timeout`` seconds (0: never), and answers the command line's signals
+    (HUP replaces the workers, TTIN/TTOU, USR1)."""
     if processes < 1:
         raise ValueError("processes must be >= 1")
     say = ready or (lambda address: print(f"listening on {address}", flush=True))
     if processes == 1:
-        _run_one(app, host, port, threads, workers, grace, False, lambda s: say(s.address), settings)
+        _run_one(app, host, port, threads, workers, grace, lambda s: say(s.address), settings)
         return
-    _serve_processes(app, host, port, threads, processes, workers, grace, say, settings)
+    from ._arbiter import Arbiter
+    from ._config import Config
+    from ._sockets import normalize
 
-
-def _serve_processes(
-    app: WSGIApp,
-    host: str,
-    port: int,
-    threads: int,
-    processes: int,
-    workers: int,
-    grace: float,
-    say: Callable[[str], None],
-    settings: Dict[str, Any],
-) -> None:
-    if threading.active_count() > 1:
-        log.warning("forking with %d threads running; only the calling thread survives in the children", threading.active_count())
-    port, reservation = _reserve_port(host, port)
-    settings = dict(settings, share_port=True)
-    address = (f"[{host}]" if ":" in host else host) + f":{port}"
-    ready_r, ready_w = os.pipe()
-    children: Dict[int, int] = {}  # pid -> slot
-    stopping = [False]
-
-    def spawn(slot: int, report: bool) -> int:
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 0
-            try:
-                os.close(ready_r)
-                if reservation is not None:
-                    reservation.close()
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-                    signal.signal(sig, signal.SIG_DFL)
-
-                def child_ready(server: WSGIServer) -> None:
-                    if report:
-                        os.write(ready_w, b"r")
-                        os.close(ready_w)
-
-                if not report:
-                    os.close(ready_w)
-                _run_one(app, host, port, threads, workers, grace, True, child_ready, settings)
-            except BaseException:
-                log.exception("server process %d failed", os.getpid())
-                code = 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children[pid] = slot
-        return pid
-
-    def on_stop(signum: int, frame: Any) -> None:
-        stopping[0] = True
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    for slot in range(processes):
-        spawn(slot, True)
-    os.close(ready_w)
-    # Restarted processes get a pipe nobody reads; they close it at once.
-    ready_w = os.open(os.devnull, os.O_WRONLY)
-    # Every child writes one byte when it listens (or closes the pipe by dying).
-    got = 0
-    while got < processes and not stopping[0]:
-        try:
-            data = os.read(ready_r, processes - got)
-        except InterruptedError:
-            continue
-        if not data:
-            break
-        got += len(data)
-    os.close(ready_r)
-    if reservation is not None:
-        reservation.close()
-    if got == processes and not stopping[0]:
-        say(address)
-
-    # Supervise: restart a process that dies on its own; stop all on a signal.
-    while children:
-        if stopping[0]:
-            for pid in list(children):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            for pid in list(children):
-                _reap(pid)
-                children.pop(pid, None)
-            break
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            time.sleep(0.2)
-            continue
-        slot = children.pop(pid, None)
-        if slot is not None and not stopping[0]:
-            log.error("server process %d exited (status %d); starting another", pid, status)
-            time.sleep(0.5)
-            if not stopping[0]:
-                spawn(slot, False)
-    if ready_w >= 0:
-        os.close(ready_w)
-
-
-def _reap(pid: int) -> None:
-    while True:
-        try:
-            os.waitpid(pid, 0)
-            return
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return
+    bind = settings.pop("bind", None)
+    if bind is None:
+        bind = [(f"[{host}]" if ":" in host else host) + f":{port}"]
+    if threads < 0 or workers < 0:
+        raise ValueError("threads and workers must be >= 0")
+    cfg = Config.defaults(
+        wsgi_app=getattr(app, "__name__", "app"),
+        bind=[normalize(b) for b in bind],
+        workers=processes,
+        threads=threads,
+        loops=workers,
+        graceful_timeout=float(grace),
+        timeout=float(timeout),
+        max_body_size=settings.pop("max_body_size", NO_LIMIT),
+        sched_batch=settings.pop("sched_batch", False),
+        root_path=settings.pop("script_name", ""),
+    )
+    cfg.server_options = settings
+    code = Arbiter(cfg, lambda cfg: app, ready=lambda addresses: say(addresses[0])).run()
+    if code:
+        raise RuntimeError("the server processes could not start (see the log)")
 
 
 # --- command line ----------------------------------------------------------------------
 
 
-def _load_app(spec: str) -> WSGIApp:
-    module_name, sep, attr = spec.partition(":")
-    if not sep:
-        attr = "application"
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    call = attr.endswith("()")
-    obj: Any = module
-    for part in (attr[:-2] if call else attr).split("."):
-        obj = getattr(obj, part)
-    if call:
-        obj = obj()
-    if not callable(obj):
-        raise TypeError(f"{spec} is not callable")
-    return obj
-
-
-def _parse_bind(bind: str) -> Tuple[str, int]:
-    if bind.startswith("["):
-        host, _, port = bind[1:].partition("]:")
-    else:
-        host, _, port = bind.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"--bind wants HOST:PORT, not {bind!r}")
-    return host, int(port)
-
-
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _parse_size(text: str) -> int:
-    """``--max-body-size``: ``none`` (no limit), or bytes with an optional
-    K/M/G/T suffix (``100M``, ``1.5G``; ``KiB``/``MB`` spellings too)."""
-    t = text.strip().upper()
-    if t in ("NONE", "UNLIMITED", "INF"):
-        return NO_LIMIT
-    for suffix in ("IB", "B"):
-        if t.endswith(suffix) and len(t) > len(suffix) and t[-len(suffix) - 1] in "KMGT":
-            t = t[: -len(suffix)]
-            break
-    unit = t[-1:] if t[-1:] in "KMGT" else ""
-    try:
-        n = float(t[: len(t) - len(unit)])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--max-body-size wants bytes (100M, 1G) or 'none', not {text!r}") from None
-    if not 0 <= n < float(NO_LIMIT) or int(n * _SIZE_UNITS[unit]) >= NO_LIMIT:  # nan fails too
-        raise argparse.ArgumentTypeError(f"--max-body-size {text!r} is out of range")
-    return int(n * _SIZE_UNITS[unit])
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m warpcore.wsgi", description="Serve a WSGI application with libwarpcore."
-    )
-    parser.add_argument("app", help="MODULE:NAME (or MODULE:FACTORY() ) of the WSGI application")
-    parser.add_argument("--bind", "-b", type=_parse_bind, default=("127.0.0.1", 8000), metavar="HOST:PORT")
-    parser.add_argument("--threads", type=int, default=8, help="application threads per process (0: run on the event loop)")
-    parser.add_argument("--processes", "-w", type=int, default=1, help="server processes sharing the port")
-    parser.add_argument("--workers", type=int, default=1, help="event loops per process")
-    parser.add_argument("--graceful-timeout", type=float, default=10.0, metavar="SECONDS")
-    parser.add_argument(
-        "--max-body-size",
-        type=_parse_size,
-        default=NO_LIMIT,
-        metavar="BYTES",
-        help="largest request body accepted, larger ones get 413: bytes, with an optional K, M, G or T "
-        "suffix (powers of 1024), or 'none' (the default: no limit, like gunicorn; bodies over 1 MiB "
-        "stream through wsgi.input, so memory stays bounded whatever the size)",
-    )
-    parser.add_argument(
-        "--sched-batch",
-        action="store_true",
-        help="run the event loops and the application threads under Linux's SCHED_BATCH scheduling policy: "
-        "a woken thread does not preempt the running one, so requests and answers cross between them in batches",
-    )
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    try:
-        app = _load_app(args.app)
-    except Exception as exc:
-        print(f"warpcore.wsgi: cannot load {args.app}: {exc}", file=sys.stderr)
-        return 1
-    host, port = args.bind
-    try:
-        serve(
-            app,
-            host,
-            port,
-            threads=args.threads,
-            processes=args.processes,
-            workers=args.workers,
-            grace=args.graceful_timeout,
-            max_body_size=args.max_body_size,
-            sched_batch=args.sched_batch,
-        )
-    except (_ffi.WarpcoreError, ValueError, OSError) as exc:
-        print(f"warpcore.wsgi: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    """``python -m warpcore.wsgi``: the ``warpcore`` command (see
+    :mod:`warpcore._cli`)."""
+    from ._cli import main as cli_main
+
+    return cli_main(argv, prog="python -m warpcore.wsgi")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ command -v cc >/dev/null || need_apt+=(gcc)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v curl >/dev/null || need_apt+=(curl)
 # tests/zero_downtime.rs runs a swap in a network namespace of its own.
-command -v unshare >/dev/null || need_apt+=(util-linux)
-command -v ip >/dev/null || need_apt+=(iproute2)
 # make install's test builds the C demo with $(pkg-config --cflags --libs warpcore)
 # and checks the library with nm, readelf and ldd (binutils, libc-bin).
 command -v pkg-config >/dev/null || need_apt+=(pkgconf)

@@ -129,6 +129,13 @@ def _read_chunk(raw: _RawBody) -> bytes:
     return buf.raw[:n] if n else b""
 
 
+def _retrieve(fut: "asyncio.Future[Any]") -> None:
+    """A body read's outcome is taken even when no receive() is left to
+    take it (the application ended first): nothing is logged as lost."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _content_length(headers: Any) -> Optional[int]:
     """The ``content-length`` among ASGI response headers, if any."""
     for name, value in headers:
@@ -178,6 +185,7 @@ class HTTPCycle:
         "drain_future",
         "waiters",
         "reading",
+        "read_future",
         "task",
         "__weakref__",
     )
@@ -206,6 +214,10 @@ class HTTPCycle:
         self.drain_future: Optional[asyncio.Future] = None
         self.waiters: Optional[List[asyncio.Future]] = None
         self.reading = False
+        # The body read under way on the pool: a receive() cancelled while
+        # it waits (a timeout, Starlette's is_disconnected()) leaves it to
+        # the next receive(), so no chunk is lost.
+        self.read_future: Optional[asyncio.Future] = None
         self.task: Optional[asyncio.Task] = None
 
     # -- running the application -------------------------------------------------
@@ -308,15 +320,31 @@ class HTTPCycle:
         if self.reading:
             raise RuntimeError("receive() called while another receive() of the same request waits")
         reader = self.reader
+        fut = self.read_future
+        if fut is None:
+            fut = self.read_future = self.loop.run_in_executor(self.server._body_pool, _read_chunk, reader)
+            fut.add_done_callback(_retrieve)
         self.reading = True
         try:
-            chunk = await self.loop.run_in_executor(self.server._body_pool, _read_chunk, reader)
+            # Shielded: cancelling this receive() does not drop the chunk.
+            chunk = await asyncio.shield(fut)
         except ClientClosedError as exc:
+            self.read_future = None
             log.debug("request body cut short: %s", exc)
             self.gone()
             return _DISCONNECT
+        except asyncio.CancelledError:
+            # This receive() was cancelled: the read stays for the next one
+            # (unless it was the read itself that was cancelled).
+            if fut.cancelled():
+                self.read_future = None
+            raise
+        except BaseException:
+            self.read_future = None
+            raise
         finally:
             self.reading = False
+        self.read_future = None
         more = bool(chunk)
         if more and self.body_left is not None:
             self.body_left -= len(chunk)

@@ -75,3 +75,37 @@ def test_cancelled_receive_loses_no_streamed_body(asgi):
         s = asgi(http_only(app), whole_body_max=1024)
         r = _post(s.port, body)
         assert (r.status, r.body) == (200, want), app.__name__
+
+
+# --- what the application sends ------------------------------------------------------------------
+
+
+def test_status_out_of_range_or_enum(asgi, tmp_path):
+    """A status past 65535 was cut to 16 bits by ctypes (65736 went out as
+    200 OK); an ``http.HTTPStatus`` (an int) was refused with a 500."""
+    import http as std_http
+
+    f = tmp_path / "f.txt"
+    f.write_bytes(b"file")
+    errors: List[str] = []
+
+    async def app(scope, receive, send):
+        status: Any = {"/enum": std_http.HTTPStatus.CREATED, "/bool": True, "/float": 200.0}.get(scope["path"], 65736)
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            if scope["path"] == "/file":
+                await send({"type": "http.response.pathsend", "path": str(f)})
+            else:
+                await send({"type": "http.response.body", "body": b"x" * (100_000 if scope["path"] == "/big" else 1)})
+        except (RuntimeError, TypeError) as exc:
+            errors.append(f"{scope['path']}: {exc}")
+            raise
+
+    s = asgi(http_only(app))
+    r = request(s.port, path="/enum")
+    assert (r.status, r.body) == (201, b"x")
+    for path in ("/small", "/big", "/file", "/bool", "/float"):
+        assert request(s.port, path=path).status == 500, path
+    wait_until(lambda: len(errors) == 5)
+    assert sum("invalid HTTP status 65736" in e for e in errors) == 3, errors
+    assert sum("must be an int" in e for e in errors) == 2, errors

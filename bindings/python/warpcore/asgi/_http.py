@@ -391,7 +391,12 @@ class HTTPCycle:
                 raise ClientDisconnected("the client went away")
             status = message["status"]
             if type(status) is not int:
-                raise TypeError(f"http.response.start's status must be an int, not {type(status).__name__}")
+                if isinstance(status, bool) or not isinstance(status, int):
+                    raise TypeError(f"http.response.start's status must be an int, not {type(status).__name__}")
+                status = int(status)  # an IntEnum: http.HTTPStatus.CREATED
+            if not 0 <= status < 65536:
+                # The C calls take a uint16_t: ctypes would send 65736 as 200.
+                raise RuntimeError(f"invalid HTTP status {status!r} (200..599)")
             self.status = status
             self.headers = message.get("headers", ())
             self.started = True

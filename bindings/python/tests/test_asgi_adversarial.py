@@ -109,3 +109,32 @@ def test_status_out_of_range_or_enum(asgi, tmp_path):
     wait_until(lambda: len(errors) == 5)
     assert sum("invalid HTTP status 65736" in e for e in errors) == 3, errors
     assert sum("must be an int" in e for e in errors) == 2, errors
+
+
+def test_websocket_denial_with_an_empty_body(asgi):
+    """A websocket.http.response with an empty body looked up the scope's
+    "method" (a websocket scope has none): KeyError, and a 500 instead of
+    the application's answer."""
+    errors: List[BaseException] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        try:
+            await send({"type": "websocket.http.response.start", "status": 401, "headers": [(b"x-why", b"token")]})
+            await send({"type": "websocket.http.response.body", "body": b""})
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    s = asgi(app)
+    out = raw_exchange(
+        s.port,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        until_close=False,
+    )
+    assert out.startswith(b"HTTP/1.1 401"), out
+    assert b"x-why: token\r\n" in out and b"Content-Length: 0\r\n" in out, out
+    assert errors == []

@@ -455,7 +455,7 @@ class HTTPCycle:
         status = self.status
         h = self._header_array()
         n = len(body)
-        if not n and self.scope["method"] == "HEAD":
+        if not n and self.scope.get("method") == "HEAD":  # a denied WebSocket has none
             # A HEAD answer's Content-Length is the application's, not 0.
             length = _content_length(self.headers)
             if length:

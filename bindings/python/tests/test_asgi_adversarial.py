@@ -138,3 +138,51 @@ def test_websocket_denial_with_an_empty_body(asgi):
     assert out.startswith(b"HTTP/1.1 401"), out
     assert b"x-why: token\r\n" in out and b"Content-Length: 0\r\n" in out, out
     assert errors == []
+
+
+def test_send_and_receive_from_another_thread_or_loop_raise(asgi):
+    """receive() and send() awaited on another thread's loop raced with the
+    server's loop (no lock guards a request's state, and the head's flush
+    was scheduled with a call_soon that is not thread-safe): they raise,
+    and the application can still answer from its own task."""
+    from websockets.sync.client import connect
+
+    errors: List[str] = []
+
+    def elsewhere(coro_fn, *args):
+        def run():
+            try:
+                asyncio.run(coro_fn(*args))
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    async def joined(t):
+        while t.is_alive():
+            await asyncio.sleep(0.002)
+
+    async def app(scope, receive, send):
+        if scope["type"] == "websocket":
+            await receive()
+            await joined(elsewhere(send, {"type": "websocket.accept"}))
+            await send({"type": "websocket.accept"})
+            await joined(elsewhere(receive))
+            await joined(elsewhere(send, {"type": "websocket.send", "text": "from a thread"}))
+            await send({"type": "websocket.send", "text": "from the task"})
+            await send({"type": "websocket.close"})
+            return
+        await joined(elsewhere(receive))
+        await joined(elsewhere(send, {"type": "http.response.start", "status": 200, "headers": []}))
+        await ok(send, b"from the task")
+        await joined(elsewhere(send, {"type": "http.response.body", "body": b"late"}))
+
+    s = asgi(app, lifespan="off")
+    r = request(s.port)
+    assert (r.status, r.body) == (200, b"from the task")
+    with connect(f"ws://127.0.0.1:{s.port}/", open_timeout=TIMEOUT) as ws:
+        assert ws.recv(TIMEOUT) == "from the task"
+    wait_until(lambda: len(errors) == 6, what=f"6 errors, not {errors}")
+    assert all("outside the server's event loop" in e for e in errors), errors

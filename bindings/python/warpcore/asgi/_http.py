@@ -57,7 +57,7 @@ from .._ffi import (
 )
 from .._response import ZERO_COPY_MIN, _abort, _end, _respond, _respond_buffer, _respond_file, _start
 
-__all__ = ["HTTPCycle", "ClientDisconnected", "respond_error"]
+__all__ = ["HTTPCycle", "ClientDisconnected", "respond_error", "on_loop"]
 
 log = logging.getLogger("warpcore.asgi")
 
@@ -71,6 +71,21 @@ _BODY_500 = b"Internal Server Error"
 
 class ClientDisconnected(OSError):
     """``send`` after the client went away (ASGI spec 2.4: a subclass of OSError)."""
+
+
+_running_loop = asyncio._get_running_loop
+
+
+def on_loop(loop: Any, call: str) -> None:
+    """Raises unless the caller runs on ``loop``: ``receive`` and ``send``
+    change the request's state and call the engine with no lock, and their
+    futures belong to the server's loop. From another thread (or another
+    loop) they would race with the loop's own calls."""
+    if _running_loop() is not loop:
+        raise RuntimeError(
+            f"ASGI {call} awaited outside the server's event loop (another thread or loop): from a thread, "
+            f"hand it to the server's loop (asyncio.run_coroutine_threadsafe, anyio.from_thread.run)"
+        )
 
 
 def respond_error(res: int, status: int, body: bytes, headers: Sequence[Tuple[bytes, bytes]] = _TEXT) -> None:
@@ -294,6 +309,8 @@ class HTTPCycle:
     # -- receive -------------------------------------------------------------------
 
     async def receive(self) -> Dict[str, Any]:
+        if _running_loop() is not self.loop:
+            on_loop(self.loop, "receive()")
         body = self.body
         if body is not None:
             self.body = None
@@ -358,6 +375,8 @@ class HTTPCycle:
     # -- send --------------------------------------------------------------------------
 
     async def send(self, message: Dict[str, Any]) -> None:
+        if _running_loop() is not self.loop:
+            on_loop(self.loop, "send()")
         kind = message["type"]
         if kind == "http.response.body":
             if not self.started:

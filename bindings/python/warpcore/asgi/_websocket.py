@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 from .. import _websocket as ws_api
 from .._ffi import ClientClosedError
 from .._websocket import WebSocketClosed, WouldBlock
-from ._http import ClientDisconnected, HTTPCycle, respond_error
+from ._http import ClientDisconnected, HTTPCycle, _running_loop, on_loop, respond_error
 
 __all__ = ["WebSocketCycle"]
 
@@ -153,6 +153,8 @@ class WebSocketCycle:
     # -- receive -------------------------------------------------------------------
 
     async def receive(self) -> Dict[str, Any]:
+        if _running_loop() is not self.loop:
+            on_loop(self.loop, "receive()")
         if not self.connect_given:
             self.connect_given = True
             return _CONNECT
@@ -187,6 +189,8 @@ class WebSocketCycle:
     # -- send ----------------------------------------------------------------------
 
     async def send(self, message: Dict[str, Any]) -> None:
+        if _running_loop() is not self.loop:
+            on_loop(self.loop, "send()")
         kind = message["type"]
         state = self.state
         if state == self.ACCEPTED:

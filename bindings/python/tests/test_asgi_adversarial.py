@@ -186,3 +186,106 @@ def test_send_and_receive_from_another_thread_or_loop_raise(asgi):
         assert ws.recv(TIMEOUT) == "from the task"
     wait_until(lambda: len(errors) == 6, what=f"6 errors, not {errors}")
     assert all("outside the server's event loop" in e for e in errors), errors
+
+
+# --- lifespan and signals ------------------------------------------------------------------------
+
+HANGING = """
+import asyncio, os
+LOG = os.environ["ASGI_TEST_LOG"]
+HANG = os.environ["ASGI_TEST_HANG"]
+
+def note(what):
+    with open(LOG, "a") as f:
+        f.write(what + "\\n")
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        if HANG == "startup":
+            note("startup hangs")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                note("startup cancelled")
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        note("shutdown hangs")
+        await asyncio.Event().wait()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+
+def _hanging(tmp_path, hang: str):
+    import subprocess
+    import sys
+
+    from .conftest import child_env
+
+    (tmp_path / "hanging.py").write_text(HANGING)
+    env = child_env()
+    env["ASGI_TEST_LOG"] = str(tmp_path / "log.txt")
+    env["ASGI_TEST_HANG"] = hang
+    return subprocess.Popen(
+        [sys.executable, "-m", "warpcore.asgi", "hanging:app", "--port", "0", "--no-access-log"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def _noted(tmp_path) -> List[str]:
+    p = tmp_path / "log.txt"
+    return p.read_text().splitlines() if p.exists() else []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_stop_signal_during_a_hanging_startup(tmp_path, sig):
+    """A stop signal while the lifespan startup hung did nothing (the
+    server waited for the startup to finish before it looked), and a
+    second one neither: only SIGKILL ended the process. The first now
+    cancels the startup and the process exits without listening."""
+    import signal
+
+    proc = _hanging(tmp_path, "startup")
+    try:
+        wait_until(lambda: "startup hangs" in _noted(tmp_path), what="the startup")
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(TIMEOUT) == 0
+        assert _noted(tmp_path) == ["startup hangs", "startup cancelled"]
+        assert b"listening on" not in proc.stdout.read()
+        assert b"stopped during the application's startup" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_second_signal_cuts_a_hanging_lifespan_shutdown(tmp_path):
+    """A lifespan shutdown that never completed kept the process alive
+    through every later SIGTERM; the second one now cuts it, as it cuts
+    the drain (uvicorn's force exit)."""
+    import signal
+
+    from .conftest import wait_for_line
+
+    proc = _hanging(tmp_path, "shutdown")
+    try:
+        port = int(wait_for_line(proc, "listening on ").rsplit(":", 1)[1])
+        assert request(port).body == b"ok"
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "shutdown hangs" in _noted(tmp_path), what="the shutdown")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+        assert b"shutdown was cancelled by a second stop signal" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

@@ -371,6 +371,7 @@ class ASGIServer:
         self._heads: List[HTTPCycle] = []  # heads sent by the app, their body not yet
         self._stopping = False
         self._stop_event: Optional[asyncio.Event] = None
+        self._cut_event: Optional[asyncio.Event] = None  # a second stop signal
         self._stop_grace: Optional[float] = None
         self._thread: Optional[threading.Thread] = None
         self._admitted = 0
@@ -440,25 +441,37 @@ class ASGIServer:
             self._body_threads, thread_name_prefix="warpcore-asgi-body", initializer=_block_signals
         )
         self._stop_event = asyncio.Event()
+        self._cut_event = asyncio.Event()
         lifespan = Lifespan(self.app, self.lifespan_mode, self.state)
         try:
-            await lifespan.startup()
+            # A stop asked for while the application starts (SIGTERM while
+            # it waits for its database, say) cancels the startup: nothing
+            # listens yet, so nothing is left to drain, and a startup that
+            # hangs must not make the process deaf to signals.
+            if not await _unless(lifespan.startup(), self._stop_event):
+                log.warning("stopped during the application's startup, which was cancelled; not serving")
+                return
             try:
                 self._engine.start()
             except BaseException:
-                await lifespan.shutdown()
+                await _unless(lifespan.shutdown(), self._cut_event)
                 raise
             self._started = True
             ready()
             await self._stop_event.wait()
             await self._drain(self._stop_grace if self._stop_grace is not None else self.grace)
-            await lifespan.shutdown()
+            # A second stop signal cuts a shutdown that hangs, as it cuts the drain.
+            if not await _unless(lifespan.shutdown(), self._cut_event):
+                log.warning("the application's shutdown was cancelled by a second stop signal")
         finally:
             self._mailbox.close()
             self._body_pool.shutdown(wait=False)
             task = lifespan.task
             if task is not None and not task.done():
                 task.cancel()
+                # Its cleanup (finally blocks) runs now, not never: a
+                # lifespan that ignores the cancellation is left behind.
+                await asyncio.wait({task}, timeout=1.0)
 
     async def _drain(self, grace: Optional[float]) -> None:
         self._stopping = True
@@ -584,8 +597,11 @@ class ASGIServer:
                 self._done.set()
 
     def _engine_cut(self) -> None:
-        """A second stop signal: the drain ends now (the engine's shutdown is
-        asked again with no grace; it cuts what is left)."""
+        """A second stop signal (on the loop): the drain ends now (the
+        engine's shutdown is asked again with no grace; it cuts what is
+        left), and so does a lifespan shutdown that hangs."""
+        if self._cut_event is not None:
+            self._cut_event.set()
         engine = self._engine
 
         def cut() -> None:
@@ -632,6 +648,31 @@ class ASGIServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
+
+
+async def _unless(step: Any, event: asyncio.Event) -> bool:
+    """Runs the coroutine ``step`` to its end (True; its exception is
+    raised) unless ``event`` is set first: then ``step`` is cancelled and
+    awaited, and the answer is False."""
+    task = asyncio.ensure_future(step)
+    if not event.is_set():
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return False
 
 
 def _block_signals() -> None:

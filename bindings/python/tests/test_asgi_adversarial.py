@@ -625,3 +625,83 @@ def test_stalled_uploads_do_not_hold_up_other_uploads(asgi):
     finally:
         for c in stalled:
             c.close()
+
+
+# --- concurrency -------------------------------------------------------------------------------
+
+
+def test_many_engine_loops_many_clients_each_gets_its_own_answer(asgi):
+    """Four engine loops post into one mailbox from four threads while
+    answers complete out of order (pipelined too): every client gets the
+    answer to its own request, in order."""
+    import random
+
+    async def app(scope, receive, send):
+        body = (await receive())["body"]
+        await asyncio.sleep(random.random() * 0.003)
+        await ok(send, scope["query_string"] + b"|" + body)
+
+    s = asgi(http_only(app), loops=4)
+    failures: List[str] = []
+
+    def client(k: int) -> None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=TIMEOUT)
+            for i in range(100):
+                tag = f"c{k}r{i}"
+                conn.request("POST", f"/?{tag}", body=tag.encode() * (1 + i % 7))
+                r = conn.getresponse()
+                got = r.read()
+                if got != f"{tag}|".encode() + tag.encode() * (1 + i % 7):
+                    failures.append(f"{tag}: {got[:40]!r}")
+            conn.close()
+            with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
+                c.sendall(b"".join(b"GET /?p%d-%d HTTP/1.1\r\nHost: x\r\n\r\n" % (k, i) for i in range(40)))
+                want = [b"p%d-%d|" % (k, i) for i in range(40)]
+                buf = b""
+                deadline = time.monotonic() + TIMEOUT
+                while buf.count(b"HTTP/1.1 200") < 40 or not buf.endswith(want[-1]):
+                    assert time.monotonic() < deadline, buf[-200:]
+                    buf += c.recv(65536)
+                bodies = [part.rsplit(b"\r\n\r\n", 1)[1] for part in buf.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+                if bodies != want:
+                    failures.append(f"pipelined {k}: {bodies[:3]!r}...")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(f"client {k}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    stats = s.stats()
+    assert stats["loop_posts"] >= 8 * 140 and stats["loop_wakeups"] <= stats["loop_posts"]
+
+
+def test_a_request_that_cannot_be_handed_over_gives_back_its_place(asgi, monkeypatch):
+    """Under limit_concurrency, a request whose hand-off to the loop failed
+    (here its body reader could not be taken) was answered 500 but kept its
+    place for good: after ``limit_concurrency`` of them, 503 forever."""
+    import warpcore.asgi._server as server_module
+
+    def broken(res):
+        raise RuntimeError("no reader")
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await ok(send)
+
+    s = asgi(http_only(app), limit_concurrency=1, whole_body_max=1024)
+    monkeypatch.setattr(server_module, "raw_for", broken)
+
+    def upload() -> int:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
+            c.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n")
+            out = c.recv(4096)
+            return int(out.split(b" ", 2)[1])
+
+    assert [upload() for _ in range(3)] == [500, 500, 500]
+    assert s._admitted == 0
+    assert request(s.port).status == 200

@@ -201,6 +201,9 @@ class _Engine(Server):
             return _Head(v, root, root_raw, ws)
 
         def on_request(_userdata: Optional[int], req: int, res: int) -> None:
+            # A place under limit_concurrency taken and not yet handed over
+            # (to the cycle, which gives it back when its task ends).
+            admitted = False
             try:
                 v = unpack(mem, req)
                 if not addr:
@@ -209,10 +212,12 @@ class _Engine(Server):
                 head = head_of(v)
                 p, n = v[12], v[13]
                 client = (short[n](mem, p)[0].decode("ascii") if n < 64 else "", v[14])
-                if limit is not None and not admit():
-                    h = header_array(_TEXT)
-                    respond_inline(res, 503, h.address, h.count, _503, len(_503))
-                    return
+                if limit is not None:
+                    if not admit():
+                        h = header_array(_TEXT)
+                        respond_inline(res, 503, h.address, h.count, _503, len(_503))
+                        return
+                    admitted = True
                 websocket = head.websocket
                 if websocket is not False:
                     scope = {
@@ -237,6 +242,7 @@ class _Engine(Server):
                         item = (scope, res, None, raw_for(res), head.length)
                     else:
                         item = (scope, res, mem[v[10] : v[10] + v[11]].tobytes() if v[11] else b"", None, None)
+                    admitted = False
                     if not post(start_http, item):
                         _refuse(item)
                 elif websocket is True:
@@ -245,17 +251,21 @@ class _Engine(Server):
                     del scope["method"]
                     scope["subprotocols"] = list(head.subprotocols)
                     scope["extensions"] = {"websocket.http.response": {}}
+                    admitted = False
                     if not post(start_ws, (scope, res)):
                         _refuse((scope, res, None, None, None))
                 else:
                     status, fields = head.refusal
-                    if limit is not None:
+                    if admitted:
+                        admitted = False
                         asgi._release()
                     h = header_array(fields)
                     body = b"a WebSocket handshake (version 13) is expected here\n"
                     respond_inline(res, status, h.address, h.count, body, len(body))
             except BaseException:  # noqa: B902 - nothing may cross into C
                 try:
+                    if admitted:
+                        asgi._release()
                     log.exception("cannot hand a request to the application")
                     respond_error(res, 500, b"Internal Server Error")
                 except BaseException:  # noqa: B902

@@ -705,3 +705,35 @@ def test_a_request_that_cannot_be_handed_over_gives_back_its_place(asgi, monkeyp
     assert [upload() for _ in range(3)] == [500, 500, 500]
     assert s._admitted == 0
     assert request(s.port).status == 200
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: no notification when the connection of a deferred answer closes (it sees the reset "
+    "and closes, but tells the handle only on its next call), so receive() cannot give http.disconnect "
+    "to an application that is not sending",
+)
+def test_long_poll_learns_that_its_client_left(asgi):
+    """A long poll waits in receive() for http.disconnect (Starlette's
+    is_disconnected, sse-starlette's listener) while it has nothing to
+    send: uvicorn wakes it when the connection is lost; here it waits until
+    its own timeout, and its task and connection live on."""
+    import struct
+
+    got: List[Dict[str, Any]] = []
+
+    async def app(scope, receive, send):
+        await receive()  # the (empty) body
+        try:
+            got.append(await asyncio.wait_for(receive(), 1.5))
+        except asyncio.TimeoutError:
+            got.append({"type": "timeout"})
+
+    s = asgi(http_only(app))
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    c.sendall(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: s._cycles, what="the request")
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    wait_until(lambda: got, what="the application's receive()")
+    assert got == [{"type": "http.disconnect"}]

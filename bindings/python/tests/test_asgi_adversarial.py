@@ -737,3 +737,34 @@ def test_long_poll_learns_that_its_client_left(asgi):
     c.close()
     wait_until(lambda: got, what="the application's receive()")
     assert got == [{"type": "http.disconnect"}]
+
+
+def test_websocket_close_with_a_bad_code_can_be_made_again(asgi):
+    """A websocket.close with a code that may not be sent (1006) raised,
+    but counted as sent: the application's next close was refused, and the
+    connection ended with the engine's 1001 instead of the code asked for."""
+    import struct
+
+    errors: List[str] = []
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await send({"type": "websocket.close", "code": 1006})
+        except ValueError as exc:
+            errors.append(str(exc))
+        await send({"type": "websocket.close", "code": 4000, "reason": "bye"})
+
+    s = asgi(app, lifespan="off")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
+        c.sendall(WS_HANDSHAKE)
+        out = b""
+        while not out.endswith(b"bye"):
+            more = c.recv(4096)
+            assert more, out
+            out += more
+    head, frame = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101")
+    assert frame[:1] == b"\x88" and struct.unpack(">H", frame[2:4])[0] == 4000 and frame[4:] == b"bye", frame
+    assert len(errors) == 1 and "1006" in errors[0]

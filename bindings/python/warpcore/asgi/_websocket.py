@@ -200,13 +200,16 @@ class WebSocketCycle:
             if kind == "websocket.close":
                 if self.close_sent:
                     raise RuntimeError("Unexpected ASGI message 'websocket.close', after sending 'websocket.close'")
-                self.close_sent = True
                 code = message.get("code", 1000)
                 reason = message.get("reason") or ""
                 try:
                     self.ws.close(code, reason)  # type: ignore[union-attr]
                 except WebSocketClosed:
+                    self.close_sent = True
                     raise ClientDisconnected("the WebSocket is closed") from None
+                # Only now: a code or reason refused (ValueError, TypeError)
+                # sent nothing, and the application may close again.
+                self.close_sent = True
                 return
             raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}")
         if state == self.CONNECTING and self.denial is None:

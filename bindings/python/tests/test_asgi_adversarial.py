@@ -768,3 +768,20 @@ def test_websocket_close_with_a_bad_code_can_be_made_again(asgi):
     assert head.startswith(b"HTTP/1.1 101")
     assert frame[:1] == b"\x88" and struct.unpack(">H", frame[2:4])[0] == 4000 and frame[4:] == b"bye", frame
     assert len(errors) == 1 and "1006" in errors[0]
+
+
+def test_headers_as_any_iterable(asgi):
+    """ASGI headers are any iterable of two-item iterables: a generator was
+    read once for the head and found empty when its content-length was
+    looked for, so a stream with a Content-Length went out chunked."""
+
+    async def app(scope, receive, send):
+        fields = [[b"content-length", b"10"], [b"x-gen", b"yes"]]
+        await send({"type": "http.response.start", "status": 200, "headers": (f for f in fields)})
+        await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+        await send({"type": "http.response.body", "body": b"world"})
+
+    s = asgi(http_only(app))
+    out = raw_exchange(s.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and b"x-gen: yes\r\n" in out, out
+    assert b"Content-Length: 10\r\n" in out and b"chunked" not in out and out.endswith(b"\r\n\r\nhelloworld"), out

@@ -417,7 +417,12 @@ class HTTPCycle:
                 # The C calls take a uint16_t: ctypes would send 65736 as 200.
                 raise RuntimeError(f"invalid HTTP status {status!r} (200..599)")
             self.status = status
-            self.headers = message.get("headers", ())
+            headers = message.get("headers", ())
+            if type(headers) is not list and type(headers) is not tuple:
+                # Any iterable (a generator): read once here, as it is
+                # read more than once (the head, its content-length).
+                headers = list(headers)
+            self.headers = headers
             self.started = True
             # The head leaves with the first body, or on its own once the
             # application's task yields without one: one call after the

@@ -785,3 +785,30 @@ def test_headers_as_any_iterable(asgi):
     out = raw_exchange(s.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200") and b"x-gen: yes\r\n" in out, out
     assert b"Content-Length: 10\r\n" in out and b"chunked" not in out and out.endswith(b"\r\n\r\nhelloworld"), out
+
+
+def test_bodies_of_every_bytes_kind(asgi):
+    """A body may be any bytes (a subclass too: it was refused with a 500),
+    bytearray or memoryview; str is the application's TypeError and a 500."""
+
+    class Payload(bytes):
+        pass
+
+    errors: List[str] = []
+
+    async def app(scope, receive, send):
+        kind = scope["path"][1:]
+        body: Any = {"sub": Payload(b"sub"), "array": bytearray(b"array"), "view": memoryview(b"view"), "str": "str"}[kind]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            await send({"type": "http.response.body", "body": body, "more_body": kind == "view"})
+            if kind == "view":
+                await send({"type": "http.response.body", "body": Payload(b"!")})
+        except TypeError as exc:
+            errors.append(str(exc))
+            raise
+
+    s = asgi(http_only(app))
+    assert [request(s.port, path=p).body for p in ("/sub", "/array", "/view")] == [b"sub", b"array", b"view!"]
+    assert request(s.port, path="/str").status == 500
+    assert len(errors) == 1 and "must be bytes, not str" in errors[0]

@@ -168,8 +168,8 @@ def _content_length(headers: Any) -> Optional[int]:
 def _bytes(body: Any, what: str) -> bytes:
     if type(body) is bytes:
         return body
-    if isinstance(body, (bytearray, memoryview)):
-        return bytes(body)
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)  # a bytes subclass is bytes too
     raise TypeError(f"{what} must be bytes, not {type(body).__name__}")
 
 

@@ -812,3 +812,40 @@ def test_bodies_of_every_bytes_kind(asgi):
     assert [request(s.port, path=p).body for p in ("/sub", "/array", "/view")] == [b"sub", b"array", b"view!"]
     assert request(s.port, path="/str").status == 500
     assert len(errors) == 1 and "must be bytes, not str" in errors[0]
+
+
+def test_shutdown_while_streaming_to_a_client_that_reads_nothing():
+    """The drain's grace ends the stream (the engine cuts the connection),
+    the application's send raises, and shutdown() returns: no hang, nothing
+    left pinned."""
+    from warpcore import _ffi
+    from warpcore.asgi import ASGIServer
+    from warpcore.asgi._http import chunks_held
+
+    outcome: List[BaseException] = []
+    streaming = threading.Event()
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": os.urandom(64 * 1024), "more_body": True})
+                streaming.set()
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+
+    s = ASGIServer(http_only(app), port=0, access_log=False, stream_high_water=64 * 1024).start()
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    try:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert streaming.wait(TIMEOUT)
+        t0 = time.monotonic()
+        report = s.shutdown(1.0)
+        assert time.monotonic() - t0 < 5.0
+        assert report is not None and report["connections_cut"] == 1
+        assert len(outcome) == 1 and isinstance(outcome[0], OSError), outcome
+        wait_until(lambda: chunks_held() == 0 and _ffi.pinned_count() == 0, what="every buffer released")
+    finally:
+        c.close()
+        s.shutdown()

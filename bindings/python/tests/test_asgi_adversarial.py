@@ -9,17 +9,26 @@ import asyncio
 import hashlib
 import http.client
 import os
+import random
+import signal
 import socket
+import struct
 import threading
 import time
 from typing import Any, Dict, List
 
 import pytest
+from websockets.sync.client import connect
 
-from .conftest import raw_exchange, request
+import warpcore.asgi._server as server_module
+from warpcore import _ffi
+from warpcore.asgi import ASGIServer
+from warpcore.asgi._http import chunks_held
+
+from .conftest import raw_exchange, request, wait_for_line
 from .test_asgi import TIMEOUT, asgi, http_only, ok, rss_kib, wait_until  # noqa: F401 - asgi is a fixture
-
-__all__ = ["asgi"]
+from .test_asgi_cli import _start as _start_cli
+from .test_asgi_cli import _stop
 
 
 def _post(port: int, body: bytes, path: str = "/") -> http.client.HTTPResponse:
@@ -83,14 +92,12 @@ def test_cancelled_receive_loses_no_streamed_body(asgi):
 def test_status_out_of_range_or_enum(asgi, tmp_path):
     """A status past 65535 was cut to 16 bits by ctypes (65736 went out as
     200 OK); an ``http.HTTPStatus`` (an int) was refused with a 500."""
-    import http as std_http
-
     f = tmp_path / "f.txt"
     f.write_bytes(b"file")
     errors: List[str] = []
 
     async def app(scope, receive, send):
-        status: Any = {"/enum": std_http.HTTPStatus.CREATED, "/bool": True, "/float": 200.0}.get(scope["path"], 65736)
+        status: Any = {"/enum": http.HTTPStatus.CREATED, "/bool": True, "/float": 200.0}.get(scope["path"], 65736)
         try:
             await send({"type": "http.response.start", "status": status, "headers": []})
             if scope["path"] == "/file":
@@ -145,8 +152,6 @@ def test_send_and_receive_from_another_thread_or_loop_raise(asgi):
     server's loop (no lock guards a request's state, and the head's flush
     was scheduled with a call_soon that is not thread-safe): they raise,
     and the application can still answer from its own task."""
-    from websockets.sync.client import connect
-
     errors: List[str] = []
 
     def elsewhere(coro_fn, *args):
@@ -218,22 +223,7 @@ async def app(scope, receive, send):
 
 
 def _hanging(tmp_path, hang: str):
-    import subprocess
-    import sys
-
-    from .conftest import child_env
-
-    (tmp_path / "hanging.py").write_text(HANGING)
-    env = child_env()
-    env["ASGI_TEST_LOG"] = str(tmp_path / "log.txt")
-    env["ASGI_TEST_HANG"] = hang
-    return subprocess.Popen(
-        [sys.executable, "-m", "warpcore.asgi", "hanging:app", "--port", "0", "--no-access-log"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=tmp_path,
-    )
+    return _start_cli(tmp_path, source=HANGING, ASGI_TEST_HANG=hang)
 
 
 def _noted(tmp_path) -> List[str]:
@@ -247,7 +237,6 @@ def test_stop_signal_during_a_hanging_startup(tmp_path, sig):
     server waited for the startup to finish before it looked), and a
     second one neither: only SIGKILL ended the process. The first now
     cancels the startup and the process exits without listening."""
-    import signal
 
     proc = _hanging(tmp_path, "startup")
     try:
@@ -258,20 +247,14 @@ def test_stop_signal_during_a_hanging_startup(tmp_path, sig):
         assert b"listening on" not in proc.stdout.read()
         assert b"stopped during the application's startup" in proc.stderr.read()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        _stop(proc)
 
 
 def test_second_signal_cuts_a_hanging_lifespan_shutdown(tmp_path):
     """A lifespan shutdown that never completed kept the process alive
     through every later SIGTERM; the second one now cuts it, as it cuts
     the drain (uvicorn's force exit)."""
-    import signal
 
-    from .conftest import wait_for_line
 
     proc = _hanging(tmp_path, "shutdown")
     try:
@@ -284,11 +267,7 @@ def test_second_signal_cuts_a_hanging_lifespan_shutdown(tmp_path):
         assert proc.wait(TIMEOUT) == 0
         assert b"shutdown was cancelled by a second stop signal" in proc.stderr.read()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        _stop(proc)
 
 
 # --- memory under hostile clients: one bound per way in ------------------------------------------
@@ -394,9 +373,6 @@ def test_vanished_clients_leave_nothing_behind(asgi):
     """Clients that reset mid-request (waiting for the answer, mid-upload,
     mid-stream): every task ends, no chunk or buffer stays pinned, no
     connection stays open."""
-    from warpcore import _ffi
-    from warpcore.asgi._http import chunks_held
-
     gate = threading.Event()
     ended: List[str] = []
 
@@ -424,7 +400,6 @@ def test_vanished_clients_leave_nothing_behind(asgi):
             c.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
         socks.append(c)
     wait_until(lambda: s.stats()["requests"] >= 30, what="every request")
-    import struct
 
     for c in socks:
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -479,7 +454,6 @@ def test_websocket_oversize_and_unread_messages_are_bounded(asgi):
     """A frame announcing more than ws_max_size is refused at its header
     (1009); messages the application never receives stay in the engine's
     window, the rest in TCP."""
-    import struct
 
     ends: List[Dict[str, Any]] = []
     done = threading.Event()
@@ -634,8 +608,6 @@ def test_many_engine_loops_many_clients_each_gets_its_own_answer(asgi):
     """Four engine loops post into one mailbox from four threads while
     answers complete out of order (pipelined too): every client gets the
     answer to its own request, in order."""
-    import random
-
     async def app(scope, receive, send):
         body = (await receive())["body"]
         await asyncio.sleep(random.random() * 0.003)
@@ -683,8 +655,6 @@ def test_a_request_that_cannot_be_handed_over_gives_back_its_place(asgi, monkeyp
     """Under limit_concurrency, a request whose hand-off to the loop failed
     (here its body reader could not be taken) was answered 500 but kept its
     place for good: after ``limit_concurrency`` of them, 503 forever."""
-    import warpcore.asgi._server as server_module
-
     def broken(res):
         raise RuntimeError("no reader")
 
@@ -718,7 +688,6 @@ def test_long_poll_learns_that_its_client_left(asgi):
     is_disconnected, sse-starlette's listener) while it has nothing to
     send: uvicorn wakes it when the connection is lost; here it waits until
     its own timeout, and its task and connection live on."""
-    import struct
 
     got: List[Dict[str, Any]] = []
 
@@ -743,7 +712,6 @@ def test_websocket_close_with_a_bad_code_can_be_made_again(asgi):
     """A websocket.close with a code that may not be sent (1006) raised,
     but counted as sent: the application's next close was refused, and the
     connection ended with the engine's 1001 instead of the code asked for."""
-    import struct
 
     errors: List[str] = []
 
@@ -818,10 +786,6 @@ def test_shutdown_while_streaming_to_a_client_that_reads_nothing():
     """The drain's grace ends the stream (the engine cuts the connection),
     the application's send raises, and shutdown() returns: no hang, nothing
     left pinned."""
-    from warpcore import _ffi
-    from warpcore.asgi import ASGIServer
-    from warpcore.asgi._http import chunks_held
-
     outcome: List[BaseException] = []
     streaming = threading.Event()
 

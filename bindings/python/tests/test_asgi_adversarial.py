@@ -813,3 +813,55 @@ def test_shutdown_while_streaming_to_a_client_that_reads_nothing():
     finally:
         c.close()
         s.shutdown()
+
+
+def test_receive_and_send_kept_after_the_request_ended(asgi):
+    """An application that keeps receive() and send() past its own end (a
+    background task, a broadcast list) gets an exception or
+    http.disconnect from them: the handles behind them are released and
+    never reach another request."""
+    kept: List[Any] = []
+    results: List[Any] = []
+    done = threading.Event()
+
+    async def later():
+        await asyncio.sleep(0.05)  # the requests' tasks have ended
+        for kind, receive, send in kept:
+            for step in (
+                lambda: receive(),
+                lambda: send({"type": "http.response.start", "status": 200, "headers": []}),
+                lambda: send({"type": "http.response.body", "body": b"stale"}),
+                lambda: send({"type": "websocket.send", "text": "stale"}),
+                lambda: send({"type": "websocket.close"}),
+            ):
+                try:
+                    results.append((kind, await asyncio.wait_for(step(), 2.0)))
+                except Exception as exc:  # noqa: BLE001 - what is checked
+                    results.append((kind, type(exc).__name__))
+        done.set()
+
+    async def app(scope, receive, send):
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            kept.append(("ws", receive, send))
+            asyncio.ensure_future(later())
+            return
+        kept.append(("http", receive, send))
+        await ok(send, b"first")
+
+    s = asgi(app, lifespan="off")
+    assert request(s.port).body == b"first"
+    with connect(f"ws://127.0.0.1:{s.port}/", open_timeout=TIMEOUT) as ws:
+        with pytest.raises(Exception):
+            ws.recv(TIMEOUT)
+    assert done.wait(TIMEOUT)
+    http_results = [r for k, r in results if k == "http"]
+    ws_results = [r for k, r in results if k == "ws"]
+    assert http_results[0] == {"type": "http.disconnect"}
+    assert all(r in ("RuntimeError", "ClientDisconnected") for r in http_results[1:]), http_results
+    assert ws_results[0]["type"] == "websocket.disconnect", ws_results
+    # http.* messages are refused, websocket.send finds it closed, and the
+    # close was sent already (1000 when the application returned).
+    assert ws_results[1:] == ["RuntimeError", "RuntimeError", "ClientDisconnected", "RuntimeError"], ws_results
+    assert request(s.port).body == b"first"

@@ -314,7 +314,10 @@ class HTTPCycle:
         body = self.body
         if body is not None:
             self.body = None
-            return {"type": "http.request", "body": body, "more_body": False}
+            # After the response, http.disconnect (the spec, and uvicorn),
+            # as for a streamed body: not a body left unread.
+            if not self.complete:
+                return {"type": "http.request", "body": body, "more_body": False}
         if self.reader is not None and not self.disconnected and not self.complete:
             return await self._read()
         if not (self.complete or self.disconnected):

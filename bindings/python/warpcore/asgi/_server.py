@@ -19,7 +19,9 @@ Shutdown (:meth:`shutdown`, or SIGTERM/SIGINT/SIGHUP under
 requests for up to ``timeout_graceful_shutdown`` seconds while the loop keeps
 answering them; open WebSockets are closed with 1012; requests still running
 after the engine stopped see ``http.disconnect`` and are cancelled a moment
-later; then the lifespan's shutdown runs and the loop stops.
+later; then the lifespan's shutdown runs and the loop stops. A stop asked for
+during the lifespan's startup cancels the startup (nothing listens yet); a
+second stop signal cuts the drain and a lifespan shutdown that hangs.
 """
 
 from __future__ import annotations
@@ -574,7 +576,9 @@ class ASGIServer:
     def serve_forever(self, ready: Optional[Callable[["ASGIServer"], None]] = None) -> None:
         """Runs on the calling (main) thread until SIGTERM, SIGINT or SIGHUP,
         then shuts down gracefully; a second SIGINT or SIGTERM cuts the
-        grace short. Raises ``LifespanFailed`` when startup failed."""
+        grace short, and a lifespan shutdown that hangs. A signal during the
+        lifespan's startup cancels it and returns without serving. Raises
+        ``LifespanFailed`` when startup failed."""
         if self._thread is not None:
             raise RuntimeError("the server was already started")
         self._thread = threading.current_thread()

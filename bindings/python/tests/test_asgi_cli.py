@@ -46,12 +46,15 @@ async def app(scope, receive, send):
 '''
 
 
-def _start(tmp_path, *args: str, fail: bool = False) -> subprocess.Popen:
-    (tmp_path / "myasgi.py").write_text(APP)
+def _start(tmp_path, *args: str, fail: bool = False, source: str = APP, **env_vars: str) -> subprocess.Popen:
+    """``python -m warpcore.asgi myasgi:app`` with ``source`` as myasgi.py
+    and ``env_vars`` in its environment."""
+    (tmp_path / "myasgi.py").write_text(source)
     env = child_env()
     env["ASGI_TEST_LOG"] = str(tmp_path / "log.txt")
     if fail:
         env["ASGI_TEST_FAIL"] = "1"
+    env.update(env_vars)
     return subprocess.Popen(
         [sys.executable, "-m", "warpcore.asgi", "myasgi:app", "--port", "0", "--no-access-log", *args],
         stdout=subprocess.PIPE,

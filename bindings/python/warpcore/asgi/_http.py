@@ -57,7 +57,7 @@ from .._ffi import (
 )
 from .._response import ZERO_COPY_MIN, _abort, _end, _respond, _respond_buffer, _respond_file, _start
 
-__all__ = ["HTTPCycle", "ClientDisconnected", "respond_error"]
+__all__ = ["HTTPCycle", "ClientDisconnected", "respond_error", "on_loop"]
 
 log = logging.getLogger("warpcore.asgi")
 
@@ -71,6 +71,21 @@ _BODY_500 = b"Internal Server Error"
 
 class ClientDisconnected(OSError):
     """``send`` after the client went away (ASGI spec 2.4: a subclass of OSError)."""
+
+
+_running_loop = asyncio._get_running_loop
+
+
+def on_loop(loop: Any, call: str) -> None:
+    """Raises unless the caller runs on ``loop``: ``receive`` and ``send``
+    change the request's state and call the engine with no lock, and their
+    futures belong to the server's loop. From another thread (or another
+    loop) they would race with the loop's own calls."""
+    if _running_loop() is not loop:
+        raise RuntimeError(
+            f"ASGI {call} awaited outside the server's event loop (another thread or loop): from a thread, "
+            f"hand it to the server's loop (asyncio.run_coroutine_threadsafe, anyio.from_thread.run)"
+        )
 
 
 def respond_error(res: int, status: int, body: bytes, headers: Sequence[Tuple[bytes, bytes]] = _TEXT) -> None:
@@ -129,6 +144,13 @@ def _read_chunk(raw: _RawBody) -> bytes:
     return buf.raw[:n] if n else b""
 
 
+def _retrieve(fut: "asyncio.Future[Any]") -> None:
+    """A body read's outcome is taken even when no receive() is left to
+    take it (the application ended first): nothing is logged as lost."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _content_length(headers: Any) -> Optional[int]:
     """The ``content-length`` among ASGI response headers, if any."""
     for name, value in headers:
@@ -146,8 +168,8 @@ def _content_length(headers: Any) -> Optional[int]:
 def _bytes(body: Any, what: str) -> bytes:
     if type(body) is bytes:
         return body
-    if isinstance(body, (bytearray, memoryview)):
-        return bytes(body)
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)  # a bytes subclass is bytes too
     raise TypeError(f"{what} must be bytes, not {type(body).__name__}")
 
 
@@ -178,6 +200,7 @@ class HTTPCycle:
         "drain_future",
         "waiters",
         "reading",
+        "read_future",
         "task",
         "__weakref__",
     )
@@ -206,6 +229,10 @@ class HTTPCycle:
         self.drain_future: Optional[asyncio.Future] = None
         self.waiters: Optional[List[asyncio.Future]] = None
         self.reading = False
+        # The body read under way on the pool: a receive() cancelled while
+        # it waits (a timeout, Starlette's is_disconnected()) leaves it to
+        # the next receive(), so no chunk is lost.
+        self.read_future: Optional[asyncio.Future] = None
         self.task: Optional[asyncio.Task] = None
 
     # -- running the application -------------------------------------------------
@@ -282,10 +309,15 @@ class HTTPCycle:
     # -- receive -------------------------------------------------------------------
 
     async def receive(self) -> Dict[str, Any]:
+        if _running_loop() is not self.loop:
+            on_loop(self.loop, "receive()")
         body = self.body
         if body is not None:
             self.body = None
-            return {"type": "http.request", "body": body, "more_body": False}
+            # After the response, http.disconnect (the spec, and uvicorn),
+            # as for a streamed body: not a body left unread.
+            if not self.complete:
+                return {"type": "http.request", "body": body, "more_body": False}
         if self.reader is not None and not self.disconnected and not self.complete:
             return await self._read()
         if not (self.complete or self.disconnected):
@@ -308,15 +340,31 @@ class HTTPCycle:
         if self.reading:
             raise RuntimeError("receive() called while another receive() of the same request waits")
         reader = self.reader
+        fut = self.read_future
+        if fut is None:
+            fut = self.read_future = self.loop.run_in_executor(self.server._body_pool, _read_chunk, reader)
+            fut.add_done_callback(_retrieve)
         self.reading = True
         try:
-            chunk = await self.loop.run_in_executor(self.server._body_pool, _read_chunk, reader)
+            # Shielded: cancelling this receive() does not drop the chunk.
+            chunk = await asyncio.shield(fut)
         except ClientClosedError as exc:
+            self.read_future = None
             log.debug("request body cut short: %s", exc)
             self.gone()
             return _DISCONNECT
+        except asyncio.CancelledError:
+            # This receive() was cancelled: the read stays for the next one
+            # (unless it was the read itself that was cancelled).
+            if fut.cancelled():
+                self.read_future = None
+            raise
+        except BaseException:
+            self.read_future = None
+            raise
         finally:
             self.reading = False
+        self.read_future = None
         more = bool(chunk)
         if more and self.body_left is not None:
             self.body_left -= len(chunk)
@@ -330,6 +378,8 @@ class HTTPCycle:
     # -- send --------------------------------------------------------------------------
 
     async def send(self, message: Dict[str, Any]) -> None:
+        if _running_loop() is not self.loop:
+            on_loop(self.loop, "send()")
         kind = message["type"]
         if kind == "http.response.body":
             if not self.started:
@@ -363,9 +413,19 @@ class HTTPCycle:
                 raise ClientDisconnected("the client went away")
             status = message["status"]
             if type(status) is not int:
-                raise TypeError(f"http.response.start's status must be an int, not {type(status).__name__}")
+                if isinstance(status, bool) or not isinstance(status, int):
+                    raise TypeError(f"http.response.start's status must be an int, not {type(status).__name__}")
+                status = int(status)  # an IntEnum: http.HTTPStatus.CREATED
+            if not 0 <= status < 65536:
+                # The C calls take a uint16_t: ctypes would send 65736 as 200.
+                raise RuntimeError(f"invalid HTTP status {status!r} (200..599)")
             self.status = status
-            self.headers = message.get("headers", ())
+            headers = message.get("headers", ())
+            if type(headers) is not list and type(headers) is not tuple:
+                # Any iterable (a generator): read once here, as it is
+                # read more than once (the head, its content-length).
+                headers = list(headers)
+            self.headers = headers
             self.started = True
             # The head leaves with the first body, or on its own once the
             # application's task yields without one: one call after the
@@ -422,7 +482,7 @@ class HTTPCycle:
         status = self.status
         h = self._header_array()
         n = len(body)
-        if not n and self.scope["method"] == "HEAD":
+        if not n and self.scope.get("method") == "HEAD":  # a denied WebSocket has none
             # A HEAD answer's Content-Length is the application's, not 0.
             length = _content_length(self.headers)
             if length:

@@ -68,6 +68,8 @@ class Lifespan:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
         try:
             await self.app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            raise  # the server stops (a signal during startup): nothing to report
         except BaseException as exc:  # noqa: B902 - reported through startup/shutdown
             self.error = exc
             if self.startup_failed is not None or self.shutdown_failed is not None:
@@ -76,8 +78,6 @@ class Lifespan:
                 log.info("ASGI 'lifespan' protocol appears unsupported (%s: %s)", type(exc).__name__, exc)
             else:
                 log.error("Exception in 'lifespan' protocol", exc_info=(type(exc), exc, exc.__traceback__))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
         finally:
             self.started.set()
             self.stopped.set()

@@ -19,7 +19,9 @@ Shutdown (:meth:`shutdown`, or SIGTERM/SIGINT/SIGHUP under
 requests for up to ``timeout_graceful_shutdown`` seconds while the loop keeps
 answering them; open WebSockets are closed with 1012; requests still running
 after the engine stopped see ``http.disconnect`` and are cancelled a moment
-later; then the lifespan's shutdown runs and the loop stops.
+later; then the lifespan's shutdown runs and the loop stops. A stop asked for
+during the lifespan's startup cancels the startup (nothing listens yet); a
+second stop signal cuts the drain and a lifespan shutdown that hangs.
 """
 
 from __future__ import annotations
@@ -201,6 +203,9 @@ class _Engine(Server):
             return _Head(v, root, root_raw, ws)
 
         def on_request(_userdata: Optional[int], req: int, res: int) -> None:
+            # A place under limit_concurrency taken and not yet handed over
+            # (to the cycle, which gives it back when its task ends).
+            admitted = False
             try:
                 v = unpack(mem, req)
                 if not addr:
@@ -209,10 +214,12 @@ class _Engine(Server):
                 head = head_of(v)
                 p, n = v[12], v[13]
                 client = (short[n](mem, p)[0].decode("ascii") if n < 64 else "", v[14])
-                if limit is not None and not admit():
-                    h = header_array(_TEXT)
-                    respond_inline(res, 503, h.address, h.count, _503, len(_503))
-                    return
+                if limit is not None:
+                    if not admit():
+                        h = header_array(_TEXT)
+                        respond_inline(res, 503, h.address, h.count, _503, len(_503))
+                        return
+                    admitted = True
                 websocket = head.websocket
                 if websocket is not False:
                     scope = {
@@ -237,6 +244,7 @@ class _Engine(Server):
                         item = (scope, res, None, raw_for(res), head.length)
                     else:
                         item = (scope, res, mem[v[10] : v[10] + v[11]].tobytes() if v[11] else b"", None, None)
+                    admitted = False
                     if not post(start_http, item):
                         _refuse(item)
                 elif websocket is True:
@@ -245,17 +253,21 @@ class _Engine(Server):
                     del scope["method"]
                     scope["subprotocols"] = list(head.subprotocols)
                     scope["extensions"] = {"websocket.http.response": {}}
+                    admitted = False
                     if not post(start_ws, (scope, res)):
                         _refuse((scope, res, None, None, None))
                 else:
                     status, fields = head.refusal
-                    if limit is not None:
+                    if admitted:
+                        admitted = False
                         asgi._release()
                     h = header_array(fields)
                     body = b"a WebSocket handshake (version 13) is expected here\n"
                     respond_inline(res, status, h.address, h.count, body, len(body))
             except BaseException:  # noqa: B902 - nothing may cross into C
                 try:
+                    if admitted:
+                        asgi._release()
                     log.exception("cannot hand a request to the application")
                     respond_error(res, 500, b"Internal Server Error")
                 except BaseException:  # noqa: B902
@@ -371,6 +383,7 @@ class ASGIServer:
         self._heads: List[HTTPCycle] = []  # heads sent by the app, their body not yet
         self._stopping = False
         self._stop_event: Optional[asyncio.Event] = None
+        self._cut_event: Optional[asyncio.Event] = None  # a second stop signal
         self._stop_grace: Optional[float] = None
         self._thread: Optional[threading.Thread] = None
         self._admitted = 0
@@ -440,25 +453,37 @@ class ASGIServer:
             self._body_threads, thread_name_prefix="warpcore-asgi-body", initializer=_block_signals
         )
         self._stop_event = asyncio.Event()
+        self._cut_event = asyncio.Event()
         lifespan = Lifespan(self.app, self.lifespan_mode, self.state)
         try:
-            await lifespan.startup()
+            # A stop asked for while the application starts (SIGTERM while
+            # it waits for its database, say) cancels the startup: nothing
+            # listens yet, so nothing is left to drain, and a startup that
+            # hangs must not make the process deaf to signals.
+            if not await _unless(lifespan.startup(), self._stop_event):
+                log.warning("stopped during the application's startup, which was cancelled; not serving")
+                return
             try:
                 self._engine.start()
             except BaseException:
-                await lifespan.shutdown()
+                await _unless(lifespan.shutdown(), self._cut_event)
                 raise
             self._started = True
             ready()
             await self._stop_event.wait()
             await self._drain(self._stop_grace if self._stop_grace is not None else self.grace)
-            await lifespan.shutdown()
+            # A second stop signal cuts a shutdown that hangs, as it cuts the drain.
+            if not await _unless(lifespan.shutdown(), self._cut_event):
+                log.warning("the application's shutdown was cancelled by a second stop signal")
         finally:
             self._mailbox.close()
             self._body_pool.shutdown(wait=False)
             task = lifespan.task
             if task is not None and not task.done():
                 task.cancel()
+                # Its cleanup (finally blocks) runs now, not never: a
+                # lifespan that ignores the cancellation is left behind.
+                await asyncio.wait({task}, timeout=1.0)
 
     async def _drain(self, grace: Optional[float]) -> None:
         self._stopping = True
@@ -551,7 +576,9 @@ class ASGIServer:
     def serve_forever(self, ready: Optional[Callable[["ASGIServer"], None]] = None) -> None:
         """Runs on the calling (main) thread until SIGTERM, SIGINT or SIGHUP,
         then shuts down gracefully; a second SIGINT or SIGTERM cuts the
-        grace short. Raises ``LifespanFailed`` when startup failed."""
+        grace short, and a lifespan shutdown that hangs. A signal during the
+        lifespan's startup cancels it and returns without serving. Raises
+        ``LifespanFailed`` when startup failed."""
         if self._thread is not None:
             raise RuntimeError("the server was already started")
         self._thread = threading.current_thread()
@@ -584,8 +611,11 @@ class ASGIServer:
                 self._done.set()
 
     def _engine_cut(self) -> None:
-        """A second stop signal: the drain ends now (the engine's shutdown is
-        asked again with no grace; it cuts what is left)."""
+        """A second stop signal (on the loop): the drain ends now (the
+        engine's shutdown is asked again with no grace; it cuts what is
+        left), and so does a lifespan shutdown that hangs."""
+        if self._cut_event is not None:
+            self._cut_event.set()
         engine = self._engine
 
         def cut() -> None:
@@ -632,6 +662,31 @@ class ASGIServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
+
+
+async def _unless(step: Any, event: asyncio.Event) -> bool:
+    """Runs the coroutine ``step`` to its end (True; its exception is
+    raised) unless ``event`` is set first: then ``step`` is cancelled and
+    awaited, and the answer is False."""
+    task = asyncio.ensure_future(step)
+    if not event.is_set():
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return False
 
 
 def _block_signals() -> None:

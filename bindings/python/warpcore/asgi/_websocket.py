@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 from .. import _websocket as ws_api
 from .._ffi import ClientClosedError
 from .._websocket import WebSocketClosed, WouldBlock
-from ._http import ClientDisconnected, HTTPCycle, respond_error
+from ._http import ClientDisconnected, HTTPCycle, _running_loop, on_loop, respond_error
 
 __all__ = ["WebSocketCycle"]
 
@@ -153,6 +153,8 @@ class WebSocketCycle:
     # -- receive -------------------------------------------------------------------
 
     async def receive(self) -> Dict[str, Any]:
+        if _running_loop() is not self.loop:
+            on_loop(self.loop, "receive()")
         if not self.connect_given:
             self.connect_given = True
             return _CONNECT
@@ -187,6 +189,8 @@ class WebSocketCycle:
     # -- send ----------------------------------------------------------------------
 
     async def send(self, message: Dict[str, Any]) -> None:
+        if _running_loop() is not self.loop:
+            on_loop(self.loop, "send()")
         kind = message["type"]
         state = self.state
         if state == self.ACCEPTED:
@@ -196,13 +200,16 @@ class WebSocketCycle:
             if kind == "websocket.close":
                 if self.close_sent:
                     raise RuntimeError("Unexpected ASGI message 'websocket.close', after sending 'websocket.close'")
-                self.close_sent = True
                 code = message.get("code", 1000)
                 reason = message.get("reason") or ""
                 try:
                     self.ws.close(code, reason)  # type: ignore[union-attr]
                 except WebSocketClosed:
+                    self.close_sent = True
                     raise ClientDisconnected("the WebSocket is closed") from None
+                # Only now: a code or reason refused (ValueError, TypeError)
+                # sent nothing, and the application may close again.
+                self.close_sent = True
                 return
             raise RuntimeError(f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}")
         if state == self.CONNECTING and self.denial is None:

@@ -50,6 +50,34 @@ fn server_child_largest_body() {
     serve_until_stdin_closes(|c| c.max_body_size = 1 << 40);
 }
 
+#[test]
+#[ignore = "run by the tests below"]
+fn server_child_deferred() {
+    // Every answer from another thread, as thread pools and green threads
+    // give them: requests behind a pending one are handled ahead (read-ahead).
+    assert!(is_child(), "only runs as a child");
+    let (tx, rx) = std::sync::mpsc::channel::<warpcore::Deferred>();
+    std::thread::spawn(move || {
+        let body = vec![b'x'; 256 * 1024];
+        for mut d in rx {
+            let text = [(&b"Content-Type"[..], &b"text/plain"[..])];
+            let _ = d.respond_bytes(200, text.iter().map(|(n, v)| (*n, *v)), &body);
+        }
+    });
+    let tx = std::sync::Mutex::new(tx);
+    let s = start_with(
+        move |_req: &Request<'_>, res: &mut Response<'_>| {
+            if let Ok(d) = res.defer() {
+                let _ = tx.lock().unwrap().send(d);
+            }
+        },
+        |c| c.workers = 1,
+    );
+    println!("PORT {}", s.port);
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+}
+
 struct ChildServer {
     guard: ChildGuard,
     port: u16,
@@ -121,6 +149,29 @@ fn pipelining_clients_that_never_read_cost_a_bounded_amount_each() {
     eprintln!("4 non-reading pipelining clients: +{grown} KiB");
     assert!(grown < 4 * 1024, "4 non-reading pipelining clients grew the server by {grown} KiB");
     server.still_answers();
+    drop(clients);
+}
+
+/// Read-ahead (answers deferred to another thread) stops at the output bound
+/// too: answers promoted to the output while the client reads nothing count
+/// (they did not: 523 MiB for these four clients).
+#[test]
+fn pipelining_clients_that_never_read_deferred_answers_cost_a_bounded_amount_each() {
+    let server = ChildServer::start("server_child_deferred");
+    let before = server.warm_baseline();
+    let attack = pipelined_gets(64 * 1024);
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect_with_rcvbuf(server.port, 4096)).collect();
+    for c in &mut clients {
+        c.stream.write_all(&attack).unwrap();
+    }
+    let grown = server.peak_over(Duration::from_millis(1500)).saturating_sub(before);
+    // Each connection may hold its unsent output (64 KiB plus the answer that
+    // crossed it), the answers of up to `MAX_AHEAD` (16) requests handled
+    // ahead — the 256 KiB each was already made when it was deferred — and a
+    // pass of input: ~4.5 MiB. Answering every request sent (~3,000 each)
+    // would hold ~750 MiB per client.
+    eprintln!("4 non-reading pipelining clients, deferred answers: +{grown} KiB");
+    assert!(grown < 24 * 1024, "4 non-reading pipelining clients of deferred answers grew the server by {grown} KiB");
     drop(clients);
 }
 

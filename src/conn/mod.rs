@@ -292,6 +292,10 @@ impl ConnState {
     fn may_read_ahead(&self) -> bool {
         !self.ahead_blocked
             && self.body_in.is_none()
+            // Answers already promoted to the output and not taken by the
+            // client count too: one that reads nothing stops the read-ahead
+            // as it stops the in-call path (`Stop::Backpressure`).
+            && self.backlog.len() < MAX_PENDING_OUTPUT
             && self.ahead.len() < MAX_AHEAD
             && self.ahead.iter().map(|a| a.held.len()).sum::<usize>() < MAX_HELD
     }

@@ -507,12 +507,6 @@ def test_websocket_oversize_and_unread_messages_are_bounded(asgi):
         u.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: read-ahead behind a pending answer ignores the connection's backlog "
-    "(src/conn/mod.rs may_read_ahead checks only the held answers), so a client that pipelines "
-    "and never reads gets every answer composed and kept",
-)
 def test_pipelined_requests_from_a_client_that_never_reads_are_bounded(asgi):
     """One connection pipelines requests and reads nothing. The engine's
     bound is 16 requests ahead of a pending answer and 64 KiB of held

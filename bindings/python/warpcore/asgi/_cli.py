@@ -20,18 +20,41 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .. import _ffi
-from ..wsgi import _load_app, _parse_size, _reserve_port
+from .._config import parse_size as _config_parse_size
+from .._worker import load_app as _load_app
 from ._lifespan import LifespanFailed
 from ._server import ASGIServer
 
 __all__ = ["serve", "main", "STARTUP_FAILURE"]
 
 log = logging.getLogger("warpcore.asgi")
+
+
+def _parse_size(text: str) -> int:
+    """A size flag: ``none``, or bytes with an optional K/M/G/T suffix."""
+    try:
+        return _config_parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"wants bytes (100M, 1G) or 'none', not {text!r} ({exc})") from None
+
+
+def _reserve_port(host: str, port: int) -> "tuple[int, Optional[socket.socket]]":
+    """For port 0 with several processes: a port all of them can join. The
+    bound (not listening) SO_REUSEPORT socket keeps it ours until they listen."""
+    if port != 0:
+        return port, None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, 0))
+    return s.getsockname()[1], s
 
 #: Exit status of a server whose startup failed (uvicorn's).
 STARTUP_FAILURE = 3

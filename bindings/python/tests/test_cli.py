@@ -17,7 +17,7 @@ from warpcore import _config, _worker
 from warpcore._config import ConfigError
 
 from .conftest import child_env
-from .supervise import Master, alive, get, wait_until
+from .supervise import Master, alive, get, in_background, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -318,6 +318,35 @@ def test_interface_asgi_on_the_command_line(tmp_path):
     )
     with Master(tmp_path, ["asgiapp:app", "-b", "127.0.0.1:0", "--interface", "asgi"]) as m:
         assert get(m.address()).body == b"asgi"
+
+
+def test_interface_asgi_worker_with_a_blocked_loop_is_replaced(tmp_path):
+    """--timeout watches an ASGI worker's event loop: an application call
+    that blocks it gets the worker replaced; USR1 reaches its access log."""
+    (tmp_path / "blockapp.py").write_text(
+        "import os, time\n"
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] != 'http':\n"
+        "        return\n"
+        "    if scope['path'] == '/block':\n"
+        "        time.sleep(60)\n"
+        "    body = str(os.getpid()).encode()\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})\n"
+        "    await send({'type': 'http.response.body', 'body': body})\n"
+    )
+    with Master(tmp_path, ["blockapp:app", "-b", "127.0.0.1:0", "--interface", "asgi", "--timeout", "2",
+                           "--graceful-timeout", "1", "--access-logfile", str(tmp_path / "access.log")]) as m:
+        address = m.address()
+        (first,) = m.wait_workers("a worker", lambda p: len(p) == 1)
+        assert int(get(address).body) == first
+        (tmp_path / "access.log").rename(tmp_path / "access.log.1")
+        m.signal(__import__("signal").SIGUSR1)
+        wait_until("the access log reopened", lambda: (tmp_path / "access.log").exists(), timeout=20)
+        blocked, results = in_background(lambda: get(address, "/block", timeout=30))
+        (new,) = m.wait_workers("a new worker", lambda p: len(p) == 1 and first not in p, timeout=30)
+        assert int(get(address).body) == new
+        assert "event loop has not run" in m.wait_log("timed out")
+        blocked.join(10)
 
 
 # --- the console command -----------------------------------------------------------------

@@ -25,5 +25,16 @@ from ._cli import STARTUP_FAILURE, main, serve
 from ._http import ClientDisconnected
 from ._lifespan import LifespanFailed
 from ._server import ASGIServer, asgi3
+from ._worker import WorkerASGIServer, worker_server
 
-__all__ = ["ASGIServer", "serve", "main", "ClientDisconnected", "LifespanFailed", "STARTUP_FAILURE", "asgi3"]
+__all__ = [
+    "ASGIServer",
+    "WorkerASGIServer",
+    "serve",
+    "main",
+    "worker_server",
+    "ClientDisconnected",
+    "LifespanFailed",
+    "STARTUP_FAILURE",
+    "asgi3",
+]

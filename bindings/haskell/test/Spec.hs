@@ -7,6 +7,7 @@ import Test.Hspec
 import qualified BodySpec
 import Child (runChildScenario)
 import qualified DemoSpec
+import qualified ExportsSpec
 import qualified HeaderSpec
 import qualified ListenSpec
 import qualified RawSpec
@@ -26,6 +27,7 @@ main = do
 tests :: IO ()
 tests = hspec $ do
   HeaderSpec.spec
+  ExportsSpec.spec
   RawSpec.spec
   ServerSpec.spec
   WaiSpec.spec

@@ -7,6 +7,7 @@ import Test.Hspec
 import qualified BodySpec
 import Child (runChildScenario)
 import qualified DemoSpec
+import qualified DropInSpec
 import qualified ExportsSpec
 import qualified HeaderSpec
 import qualified ListenSpec
@@ -15,6 +16,7 @@ import qualified SafetySpec
 import qualified ServerSpec
 import qualified UpgradeSpec
 import qualified WaiSpec
+import qualified WarpSettingsSpec
 
 main :: IO ()
 main = do
@@ -31,8 +33,10 @@ tests = hspec $ do
   RawSpec.spec
   ServerSpec.spec
   WaiSpec.spec
+  WarpSettingsSpec.spec
   ListenSpec.spec
   BodySpec.spec
   UpgradeSpec.spec
   SafetySpec.spec
   DemoSpec.spec
+  DropInSpec.spec

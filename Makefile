@@ -11,7 +11,7 @@
 #   make bench-scale    the C demo with 1, 2, 4, … workers up to the core count
 #   make bench-smoke    one short checked run of each (part of make test)
 #   make haskell    the Haskell binding (bindings/haskell), build/demo-hs, build/scotty-hs,
-#                   build/listen-hs and build/listen-warp
+#                   build/listen-hs and build/listen-warp, build/dropin-hs and build/dropin-warp
 #   make haskell-install  register the warpcore package in the user's GHC package db
 #   make install    the library, its header and warpcore.pc under PREFIX (/usr/local); DESTDIR honoured
 #   make uninstall  removes what make install installed
@@ -133,7 +133,7 @@ HS_GHC   := ghc -v0 -O2 -threaded -rtsopts -package-db $(HS_BUILD)/dist/package.
 
 .PHONY: haskell haskell-deps haskell-install test-haskell
 
-haskell: build/demo-hs build/scotty-hs build/listen-hs build/listen-warp
+haskell: build/demo-hs build/scotty-hs build/listen-hs build/listen-warp build/dropin-hs build/dropin-warp
 
 haskell-deps:
 	@bash scripts/haskell-deps.sh
@@ -163,12 +163,22 @@ build/listen-warp: examples/haskell/Listen.hs | haskell-deps
 	@mkdir -p $(HS_BUILD)
 	ghc -v0 -O1 -threaded -DWARP -package warp -outputdir $(HS_BUILD)/obj-listen-warp $< -o $@
 
+# Five WAI applications (Scotty, wai-app-static, wai-extra, wai-websockets,
+# a plain one) built against warpcore and against Warp: DropInSpec compares them.
+build/dropin-hs: examples/haskell/DropIn.hs $(HS_BUILD)/dist/.built
+	$(HS_GHC) -O1 -outputdir $(HS_BUILD)/obj-dropin $< -o $@
+
+build/dropin-warp: examples/haskell/DropIn.hs | haskell-deps
+	@mkdir -p $(HS_BUILD)
+	ghc -v0 -O1 -threaded -DWARP -package warp -outputdir $(HS_BUILD)/obj-dropin-warp $< -o $@
+
 haskell-install: $(HS_BUILD)/dist/.built
 	cd bindings/haskell && $(HS_SETUP) install --builddir=$(HS_BUILD)/dist
 
 test-haskell: haskell
 	cd bindings/haskell && WARPCORE_ROOT=$(CURDIR) WARPCORE_DEMO_HS=$(abspath build/demo-hs) \
 	  WARPCORE_LISTEN_HS=$(abspath build/listen-hs) WARPCORE_LISTEN_WARP=$(abspath build/listen-warp) \
+	  WARPCORE_DROPIN_HS=$(abspath build/dropin-hs) WARPCORE_DROPIN_WARP=$(abspath build/dropin-warp) \
 	  $(HS_SETUP) test --builddir=$(HS_BUILD)/dist --show-details=direct
 
 # Installing, as C libraries install: libwarpcore.so.VERSION with its soname

@@ -227,6 +227,33 @@ typedef uint32_t warpcore_websocket_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Whether a listener's connections start with a PROXY protocol header
+// (HAProxy's, version 1 or 2), for `warpcore_config_set_proxy_protocol` and
+// `warpcore_config_set_listener_proxy_protocol`.
+enum warpcore_proxy_protocol
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // No header is expected: the connections are plain HTTP (the default).
+  WARPCORE_PROXY_PROTOCOL_NONE = 0,
+  // Every connection must start with a header; one without, or with a
+  // malformed one, is closed with nothing sent (nginx's `proxy_protocol`,
+  // Warp's `setProxyProtocolRequired`).
+  WARPCORE_PROXY_PROTOCOL_REQUIRED = 1,
+  // A connection may start with a header (Warp's
+  // `setProxyProtocolOptional`). Only for a listener every client of which
+  // is trusted: on one open to others, any client could claim any address.
+  WARPCORE_PROXY_PROTOCOL_OPTIONAL = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum warpcore_proxy_protocol warpcore_proxy_protocol;
+#else
+typedef uint32_t warpcore_proxy_protocol;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A request body that streams (`warpcore_request.body_follows`): its bytes,
 // read as they arrive through a window of 64 KiB. While the application has
 // not read what the window holds, the library reads nothing more from the
@@ -469,6 +496,38 @@ typedef struct warpcore_file_cache_stats {
   // File bodies that had to open their file.
   uint64_t fd_misses;
 } warpcore_file_cache_stats;
+
+// A connection, as the connection hooks see it.
+//
+// Borrowed: the struct and the bytes it points to are valid only during the
+// callback. Later releases may add fields at the end (never move one): read
+// it through the library's pointer, never allocate or copy a whole one.
+typedef struct warpcore_connection_info {
+  // The client's IP address as text (`127.0.0.1`, `::1`), as the socket
+  // gives it (not the address of a PROXY protocol header, which is read
+  // later); `unix:` for a client of a Unix socket.
+  struct warpcore_str peer_ip;
+  // The client's port; 0 for a client of a Unix socket.
+  uint16_t peer_port;
+  // The index of the worker that owns the connection (0-based): the
+  // thread both callbacks run on.
+  uint32_t worker_index;
+  // The connection's number, unique within its worker: with
+  // `worker_index` it pairs a close with its open.
+  uint64_t id;
+} warpcore_connection_info;
+
+// Called on the worker thread as a connection is accepted, before any byte
+// of it is read: true keeps it, false closes it at once (nothing is sent).
+// `userdata` is the one given to `warpcore_config_set_connection_hooks`.
+typedef bool (*warpcore_connection_open_cb)(void *userdata,
+                                            const struct warpcore_connection_info *connection);
+
+// Called on the worker thread once a connection the open callback was
+// called for is closed, refused ones included, with the same
+// `warpcore_connection_info` values.
+typedef void (*warpcore_connection_close_cb)(void *userdata,
+                                             const struct warpcore_connection_info *connection);
 
 // Called exactly once when the library is done with a buffer handed to it
 // without a copy (`warpcore_respond_buffer`, `warpcore_response_write_buffer`):
@@ -857,6 +916,33 @@ warpcore_result warpcore_respond_file(struct warpcore_response *response,
 warpcore_result warpcore_server_file_cache_stats(const struct warpcore_server *server,
                                                  struct warpcore_file_cache_stats *out);
 
+// Sets the connection hooks, as Warp's `setOnOpen` and `setOnClose`: `on_open`
+// is called as each connection is accepted, before any byte is read, and
+// may refuse it (return false: it is closed at once, nothing sent);
+// `on_close` is called exactly once for every connection `on_open` was
+// called for (refused ones included, as Warp does), when it closes, however
+// it ends (the client left, a timeout, a shutdown's deadline). Either may be
+// NULL (a NULL `on_open` keeps every connection, and `on_close` is then
+// called for every connection); both NULL turns the hooks off, the default.
+// Both get the peer the socket gives (the address a PROXY protocol header
+// carries replaces it for requests only), the worker index and a number that
+// pairs them.
+//
+// Threads: both run on the worker thread that owns the connection, several
+// workers at once, so they and `userdata` must be thread-safe; while one
+// runs, its worker serves nobody else: keep them short. They must not
+// unwind (a C++ exception, a `longjmp`) out of the call, and must not call
+// `warpcore_server_shutdown`, `warpcore_server_wait` or
+// `warpcore_server_free` (the worker would wait for itself); other server
+// calls are fine. `userdata` must stay valid until the server is freed. A
+// reload may change the hooks: a connection's close goes to the callbacks
+// that saw it open. `warpcore_stats` counts refused connections in
+// `connections_accepted` (and not in `connections_active`).
+warpcore_result warpcore_config_set_connection_hooks(struct warpcore_config *config,
+                                                     warpcore_connection_open_cb on_open,
+                                                     warpcore_connection_close_cb on_close,
+                                                     void *userdata);
+
 // Adds a listener to `config`: `len` bytes at `address` (no NUL needed), one of
 // - `HOST:PORT`, `[V6]:PORT`: TCP; port 0 picks a free port (with several
 //   workers, each worker has its own `SO_REUSEPORT` socket on it);
@@ -956,6 +1042,44 @@ void warpcore_prepared_free(struct warpcore_prepared *prepared);
 warpcore_result warpcore_respond_prepared(struct warpcore_response *response,
                                           const struct warpcore_prepared *prepared);
 
+// Sets the PROXY protocol mode (a `warpcore_proxy_protocol`) of every
+// listener that has none of its own (`warpcore_config_set_listener_proxy_protocol`),
+// as Warp's server-wide `setProxyProtocol*`. Default
+// `WARPCORE_PROXY_PROTOCOL_NONE`.
+//
+// With a header, the client address it carries (its source address and
+// port, for TCP over IPv4 or IPv6) becomes the connection's peer: the
+// request's `peer_ip` and `peer_port` and the access log show it. A v1
+// `UNKNOWN`, a v2 `LOCAL` command (a balancer's own health check) and the v2
+// families other than TCP keep the socket's peer; v2 TLVs are skipped. The
+// header must arrive whole within the header timeout
+// (`WARPCORE_TIMEOUT_HEADER`) of the connection's start; a v1 header is at
+// most 107 bytes, a v2 header at most the head size
+// (`warpcore_config_set_max_head_size`), refused as soon as its length field
+// says more. The connection hooks (`warpcore_config_set_connection_hooks`)
+// run before the header is read, with the socket's peer. Applies on
+// `warpcore_server_reload` too, to the connections accepted after it.
+//
+// Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` for a value that is not a mode.
+warpcore_result warpcore_config_set_proxy_protocol(struct warpcore_config *config, uint32_t mode);
+
+// Sets the PROXY protocol mode (a `warpcore_proxy_protocol`) of one listener:
+// the one `config` names `address` (`len` bytes, exactly as given to
+// `warpcore_config_set_listen` or `warpcore_config_add_listener`, or an
+// `fd://N` of `warpcore_config_add_systemd_listeners`), in place of the mode
+// of `warpcore_config_set_proxy_protocol`: so that one server takes headers
+// from its load balancer's port only, and direct clients elsewhere cannot
+// claim an address (nginx's `listen ... proxy_protocol`). What a header does
+// is said there. `warpcore_config_clear_listeners` forgets these modes with
+// the listeners.
+//
+// Errors: `WARPCORE_RESULT_INVALID_ARGUMENT` for a value that is not a mode,
+// or an address that is not one of the config's listeners (nothing changed).
+warpcore_result warpcore_config_set_listener_proxy_protocol(struct warpcore_config *config,
+                                                            const uint8_t *address,
+                                                            size_t len,
+                                                            uint32_t mode);
+
 // Answers the request with `status` (200..=599), `header_count` header fields
 // from `headers`, and `body_len` bytes of `body`. The library adds `Date`,
 // `Server`, `Content-Length` and `Connection`; a `Content-Length`,
@@ -1048,6 +1172,48 @@ warpcore_result warpcore_response_end(struct warpcore_response *response);
 // like the other response calls: it never waits for a stream to drain, so it
 // is how another thread stops a writer blocked on a client that does not read.
 warpcore_result warpcore_response_abort(struct warpcore_response *response);
+
+// Sets the reason phrase of the status line this request's answer will
+// send, `len` bytes at `reason`, in place of the library's phrase for its
+// code: `HTTP/1.1 200 Fine` (Warp sends WAI's `statusMessage`, a WSGI
+// application gives its status as `"200 Fine"`). Call it before the call
+// that begins the answer (`warpcore_respond`, `warpcore_respond_buffer`,
+// `warpcore_respond_file`, `warpcore_respond_prepared`,
+// `warpcore_response_start`); a second call replaces the first. A `101`
+// sent by `warpcore_response_upgrade`, and the library's own error answers,
+// keep the library's phrase. The phrase may hold tabs, spaces, visible ASCII
+// and bytes from 0x80 (RFC 9112 §4), at most 8192 bytes; it may be empty
+// (`HTTP/1.1 200 `). It is copied: `reason` is only read during the call.
+// Thread-safe like the other response calls; it does not finish the answer.
+//
+// Errors: `WARPCORE_RESULT_INVALID_STATUS` (a CR, LF or other control byte,
+// or longer than 8192 bytes; nothing changed), `WARPCORE_RESULT_ALREADY_ANSWERED`
+// (the answer began, or the handle is done or released),
+// `WARPCORE_RESULT_CLOSED` (the client is gone; a deferred handle is
+// released), `WARPCORE_RESULT_NULL_ARGUMENT`, `WARPCORE_RESULT_INVALID_ARGUMENT`
+// (not a handle).
+warpcore_result warpcore_response_set_reason(struct warpcore_response *response,
+                                             const uint8_t *reason,
+                                             size_t len);
+
+// Pauses the answer timeout for this request, as Warp's `pauseTimeout`: when
+// the handler returns without answering, the deferred answer may take as
+// long as it needs to begin (`WARPCORE_TIMEOUT_ANSWER` no longer applies to
+// it, nor to a streamed request body its application is slow to read while
+// the answer has not begun). For an application that works long on purpose
+// (a long poll, a report). The client's own waits stay bounded: a request
+// body that makes no progress (`WARPCORE_TIMEOUT_BODY`) and a response the
+// client does not read (`WARPCORE_TIMEOUT_WRITE`). A shutdown's deadline
+// still ends it. Call it inside the handler call or later, before the answer
+// begins (after that no answer timeout applies anyway: the call does nothing
+// and succeeds while a stream is open). Thread-safe like the other response
+// calls; it does not finish the answer.
+//
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer is complete, or the
+// handle is done or released), `WARPCORE_RESULT_CLOSED` (the client is gone),
+// `WARPCORE_RESULT_NULL_ARGUMENT`, `WARPCORE_RESULT_INVALID_ARGUMENT` (not a
+// handle).
+warpcore_result warpcore_response_pause_timeout(struct warpcore_response *response);
 
 // A static, NUL-terminated description of `result`; never NULL (unknown codes
 // get "unknown result code"). Thread-safe; the string must not be freed.

@@ -21,6 +21,12 @@ packages=(
   libghc-websockets-dev        # GET /ws of the demo; the WebSocket client of the tests
   libghc-wai-websockets-dev    # websocketsOr over responseRaw, unchanged
   libghc-warp-dev              # Warp itself: build/listen-warp, what the tests compare with
+  libghc-vault-dev             # Warp's vault keys (pauseTimeout, getFileInfo)
+  libghc-x509-dev              # clientCertificate's type, as Warp's
+  libghc-time-manager-dev      # setManager's type, as Warp's
+  libghc-http2-dev             # HTTP2Data's and PushPromise's field types, as Warp's
+  libghc-wai-extra-dev         # the drop-in tests' middleware application (gzip, logging)
+  libghc-wai-app-static-dev    # the drop-in tests' static file server
 )
 
 need=()

@@ -283,3 +283,55 @@ fn a_trickled_body_costs_what_arrived_not_what_was_promised() {
     assert!(grown < 8 * 1024, "100 trickled bodies grew the server by {grown} KiB");
     server.still_answers();
 }
+
+#[test]
+#[ignore = "run by the tests below"]
+fn server_child_proxy_required() {
+    serve_until_stdin_closes(|c| {
+        c.proxy_protocol.default = warpcore::ProxyProtocol::Required;
+    });
+}
+
+#[test]
+fn partial_proxy_headers_cost_what_arrived() {
+    let server = ChildServer::start("server_child_proxy_required");
+    let warm = {
+        let mut c = Client::connect(server.port);
+        c.send(b"PROXY TCP4 192.0.2.1 198.51.100.2 1 2\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.read_response(false).status, 200);
+        server.rss_kib()
+    };
+    // 200 v2 headers announcing 30,000 bytes (under the 32 KiB head limit),
+    // 200 v1 headers of 100 bytes without their CRLF, 200 v2 headers
+    // announcing 65,535 bytes (refused as soon as the length is read); then
+    // a trickle.
+    let mut v2_long = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    v2_long.extend_from_slice(&30000u16.to_be_bytes());
+    let mut v2_huge = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    v2_huge.extend_from_slice(&65535u16.to_be_bytes());
+    let v1_open = [b"PROXY UNKNOWN ".to_vec(), vec![b'a'; 86]].concat();
+    let mut clients = Vec::new();
+    for attack in [&v2_long, &v1_open, &v2_huge] {
+        for _ in 0..200 {
+            let mut c = Client::connect(server.port);
+            c.send(attack);
+            clients.push(c);
+        }
+    }
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(20));
+        for c in clients.iter_mut().take(200) {
+            let _ = c.stream.write_all(&[0u8; 16]);
+        }
+    }
+    let grown = server.peak_over(Duration::from_millis(1000)).saturating_sub(warm);
+    eprintln!("600 partial PROXY headers: +{grown} KiB");
+    assert!(grown < 10 * 1024, "600 partial PROXY headers grew the server by {grown} KiB");
+    // The huge ones were closed at once, with nothing sent.
+    for c in clients.iter_mut().skip(400) {
+        assert!(c.read_to_eof().is_empty());
+    }
+    let mut c = Client::connect(server.port);
+    c.send(b"PROXY TCP4 192.0.2.1 198.51.100.2 1 2\r\nPOST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
+    assert_eq!(c.read_response(false).text(), "2");
+}

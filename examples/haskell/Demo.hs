@@ -100,14 +100,16 @@ main = do
   runSettings settings app
 
 app :: Application
-app req respond = case (requestMethod req, rawPathInfo req) of
-  (m, "/")
+-- Routes on the decoded path, as the C and Python demos do: @POST /%65cho@
+-- is the echo too.
+app req respond = case (requestMethod req, pathInfo req) of
+  (m, [])
     | m == methodGet || m == methodHead -> respond hello
     | otherwise -> respond (notAllowed "GET, HEAD")
-  (m, "/echo")
+  (m, ["echo"])
     | m == methodPost -> respond (echo req)
     | otherwise -> respond (notAllowed "POST")
-  (m, "/ws")
+  (m, ["ws"])
     | m == methodGet -> websocketsOr WS.defaultConnectionOptions wsEcho notHandshake req respond
     | otherwise -> respond (notAllowed "GET")
   _ -> respond notFound

@@ -33,6 +33,9 @@ pub(crate) struct OwnedHead {
     fields: HandlerFields,
     /// Where the copied body starts in `bytes`.
     body_at: usize,
+    /// The application's own reason phrase, when it gave one: the last
+    /// bytes of `bytes` (at most `MAX_REASON`), so that a message stays small.
+    reason_len: Option<u16>,
 }
 
 impl OwnedHead {
@@ -55,7 +58,24 @@ impl OwnedHead {
         let fields = compose::render_fields(&mut bytes, headers)?;
         let body_at = bytes.len();
         bytes.extend_from_slice(body);
-        Ok(OwnedHead { bytes, fields, body_at })
+        Ok(OwnedHead { bytes, fields, body_at, reason_len: None })
+    }
+
+    /// This head with the application's reason phrase (checked already, at
+    /// most `MAX_REASON` bytes), in place of any it had.
+    pub fn with_reason(mut self, reason: Option<Box<[u8]>>) -> OwnedHead {
+        if let Some(reason) = reason {
+            let end = self.bytes.len() - self.reason_len.take().unwrap_or(0) as usize;
+            self.bytes.truncate(end);
+            self.bytes.extend_from_slice(&reason);
+            self.reason_len = Some(reason.len().min(compose::MAX_REASON) as u16);
+        }
+        self
+    }
+
+    /// The application's reason phrase, when it gave one.
+    pub fn reason(&self) -> Option<&[u8]> {
+        self.reason_len.map(|n| &self.bytes[self.bytes.len() - n as usize..])
     }
 
     /// The rendered fields and what they said.
@@ -65,14 +85,14 @@ impl OwnedHead {
 
     /// The body copied in by `render`.
     pub fn body(&self) -> &[u8] {
-        &self.bytes[self.body_at..]
+        &self.bytes[self.body_at..self.bytes.len() - self.reason_len.unwrap_or(0) as usize]
     }
 
     /// A copy of this head in `bytes`, a buffer to reuse.
     pub fn copy_in(&self, mut bytes: Vec<u8>) -> OwnedHead {
         bytes.clear();
         bytes.extend_from_slice(&self.bytes);
-        OwnedHead { bytes, fields: self.fields, body_at: self.body_at }
+        OwnedHead { bytes, fields: self.fields, body_at: self.body_at, reason_len: self.reason_len }
     }
 
     /// The buffer, to render another answer into.
@@ -329,6 +349,9 @@ pub(crate) struct DeferredShared {
     state: Mutex<SharedState>,
     drained: Condvar,
     high_water: usize,
+    /// The application paused the answer timeout (Warp's `pauseTimeout`):
+    /// the worker does not hold the answer to it.
+    timeout_paused: std::sync::atomic::AtomicBool,
 }
 
 struct SharedState {
@@ -347,7 +370,19 @@ impl DeferredShared {
             state: Mutex::new(SharedState { queued: 0, closed: false, waiters: 0 }),
             drained: Condvar::new(),
             high_water,
+            timeout_paused: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether the application paused the answer timeout.
+    pub fn timeout_paused(&self) -> bool {
+        self.timeout_paused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Pauses the answer timeout for this answer (read by the worker when it
+    /// arms or sweeps the deadline).
+    pub fn pause_timeout(&self) {
+        self.timeout_paused.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, SharedState> {
@@ -363,6 +398,7 @@ impl DeferredShared {
     /// no more calls but its drop) for the connection's next deferred answer,
     /// so that a deferred request on a warm connection allocates none.
     pub fn reset(&self) {
+        self.timeout_paused.store(false, std::sync::atomic::Ordering::Relaxed);
         let mut s = self.lock();
         s.queued = 0;
         s.closed = false;
@@ -476,6 +512,8 @@ pub struct Deferred {
     file_query: FileQuery,
     /// What the request said of switching protocols, when it asked to.
     pub(crate) upgrade_request: Option<Box<UpgradeRequest>>,
+    /// The application's reason phrase for the status line, when it gave one.
+    pub(crate) reason: Option<Box<[u8]>>,
 }
 
 impl Deferred {
@@ -491,7 +529,32 @@ impl Deferred {
             Some(remaining) => Phase::Streaming { remaining },
             None => Phase::Fresh,
         };
-        Deferred { mailbox, conn, shared, meta, phase, file_query, upgrade_request: None }
+        Deferred { mailbox, conn, shared, meta, phase, file_query, upgrade_request: None, reason: None }
+    }
+
+    /// Sets the reason phrase of the status line this answer will send, in
+    /// place of the engine's for its code (see
+    /// [`crate::Response::set_reason`]).
+    pub fn set_reason(&mut self, reason: &[u8]) -> Result<(), RespondError> {
+        if self.phase != Phase::Fresh {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        if !compose::valid_reason(reason) {
+            return Err(RespondError::InvalidStatus);
+        }
+        self.reason = Some(reason.into());
+        Ok(())
+    }
+
+    /// Pauses the answer timeout for this request (see
+    /// [`crate::Response::pause_timeout`]); nothing to do once the answer
+    /// began.
+    pub fn pause_timeout(&mut self) -> Result<(), RespondError> {
+        if self.phase == Phase::Done {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        self.shared.pause_timeout();
+        Ok(())
     }
 
     /// Whether the request is HEAD (the body will not be sent).
@@ -548,7 +611,7 @@ impl Deferred {
             return Err(RespondError::AlreadyAnswered);
         }
         check_status(status)?;
-        let head = OwnedHead::render_in(head_buffer(), headers, inline)?;
+        let head = OwnedHead::render_in(head_buffer(), headers, inline)?.with_reason(self.reason.take());
         self.check_open()?;
         self.phase = Phase::Done;
         self.post(Answer::Full { status, head, body })
@@ -562,7 +625,12 @@ impl Deferred {
         }
         self.check_open()?;
         self.phase = Phase::Done;
-        self.post(Answer::Full { status, head: head.copy_in(head_buffer()), body: None })
+        let head = head.copy_in(head_buffer());
+        let head = match self.reason.take() {
+            Some(reason) => head.with_reason(Some(reason)),
+            None => head,
+        };
+        self.post(Answer::Full { status, head, body: None })
     }
 
     /// Answers with a file (see [`crate::Response::respond_file`]). The file is
@@ -588,7 +656,8 @@ impl Deferred {
         // A bad field fails here, after the file was opened but before
         // anything is posted: nothing is sent either way.
         let plan = &prepared.plan;
-        let head = OwnedHead::render_in(head_buffer(), plan.fields.after(headers), b"")?;
+        let head =
+            OwnedHead::render_in(head_buffer(), plan.fields.after(headers), b"")?.with_reason(self.reason.take());
         let (status, length) = (plan.status, plan.length);
         self.phase = Phase::Done;
         self.post(Answer::File(Box::new(FileAnswer { status, head, length, prepared })))
@@ -603,7 +672,7 @@ impl Deferred {
             return Err(RespondError::AlreadyAnswered);
         }
         check_status(status)?;
-        let head = OwnedHead::render_in(head_buffer(), headers, b"")?;
+        let head = OwnedHead::render_in(head_buffer(), headers, b"")?.with_reason(self.reason.take());
         self.check_open()?;
         self.phase = Phase::Streaming { remaining: length };
         self.post(Answer::Start { status, head, length })

@@ -183,6 +183,10 @@ pub struct Response<'a> {
     /// An earlier answer is pending: everything this one writes stays in
     /// `out` and `backlog` (its own), never reaching the socket before it.
     pub(crate) held: bool,
+    /// The application's reason phrase for the status line (`set_reason`).
+    pub(crate) reason: Option<Box<[u8]>>,
+    /// The application paused the answer timeout (`pause_timeout`).
+    pub(crate) timeout_paused: bool,
 }
 
 impl Response<'_> {
@@ -194,6 +198,45 @@ impl Response<'_> {
             self.meta.keep_alive = false;
         }
         self.meta
+    }
+
+    /// Sets the reason phrase of the status line the answer will send, in
+    /// place of the engine's for its code (`HTTP/1.1 200 Fine`; Warp sends
+    /// WAI's `statusMessage`, WSGI's status string has one): tabs, spaces,
+    /// visible ASCII and bytes from 0x80, at most `MAX_REASON` bytes, empty
+    /// allowed. Before the answer begins; applies to every answer kind but a
+    /// switch of protocols. `InvalidStatus` for a phrase with CR, LF or
+    /// another control byte; `AlreadyAnswered` once the answer began.
+    pub fn set_reason(&mut self, reason: &[u8]) -> Result<(), RespondError> {
+        self.check_fresh()?;
+        if !crate::http::compose::valid_reason(reason) {
+            return Err(RespondError::InvalidStatus);
+        }
+        self.reason = Some(reason.into());
+        Ok(())
+    }
+
+    /// Pauses the answer timeout for this request (Warp's `pauseTimeout`):
+    /// when the handler returns without answering, the deferred answer is
+    /// not bounded by `Config::answer_timeout`. The client's own waits (the
+    /// request body's progress, the response's writes) stay bounded.
+    pub fn pause_timeout(&mut self) -> Result<(), RespondError> {
+        match self.outcome {
+            Outcome::Pending | Outcome::Streaming(_) => {
+                self.timeout_paused = true;
+                Ok(())
+            }
+            Outcome::Broken => Err(RespondError::Closed),
+            _ => Err(RespondError::AlreadyAnswered),
+        }
+    }
+
+    /// Puts the application's reason phrase, if any, in the status line
+    /// composed at `at` in the output.
+    pub(crate) fn apply_reason(&mut self, at: usize) {
+        if let Some(reason) = &self.reason {
+            crate::http::compose::replace_reason(self.out, at, reason);
+        }
     }
 
     fn check_fresh(&self) -> Result<(), RespondError> {
@@ -212,7 +255,9 @@ impl Response<'_> {
     {
         self.check_fresh()?;
         let meta = self.meta_now();
+        let at = self.out.len();
         let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(body.len() as u64), meta)?;
+        self.apply_reason(at);
         self.answered(status, composed, body)
     }
 
@@ -224,6 +269,7 @@ impl Response<'_> {
         let meta = self.meta_now();
         let (rendered, fields) = head.fields();
         let body = head.body();
+        let at = self.out.len();
         let composed = compose_head_rendered(
             self.out,
             &self.env,
@@ -233,6 +279,7 @@ impl Response<'_> {
             BodyLength::Known(body.len() as u64),
             meta,
         )?;
+        self.apply_reason(at);
         self.answered(status, composed, body)
     }
 
@@ -257,7 +304,7 @@ impl Response<'_> {
         image: Option<&KeepAliveImage>,
     ) -> Result<(), RespondError> {
         match image {
-            Some(image) if KeepAliveImage::fits(&self.meta_now()) => {
+            Some(image) if KeepAliveImage::fits(&self.meta_now()) && self.reason.is_none() => {
                 self.check_fresh()?;
                 self.images.compose(image, &self.env, self.out);
                 self.outcome = Outcome::Answered { close: false };
@@ -278,7 +325,9 @@ impl Response<'_> {
         self.check_fresh()?;
         let len = body.as_ref().len() as u64;
         let meta = self.meta_now();
+        let at = self.out.len();
         let composed = compose_head(self.out, &self.env, status, headers, BodyLength::Known(len), meta)?;
+        self.apply_reason(at);
         self.outcome = Outcome::Answered { close: composed.close };
         self.status = status;
         if !composed.omit_body {
@@ -303,6 +352,7 @@ impl Response<'_> {
         if self.continue_owed && self.body_stream.is_none() {
             self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
+        let at = self.out.len();
         let composed = match compose_head(self.out, &self.env, status, headers, framing, meta) {
             Ok(c) => c,
             Err(e) => {
@@ -310,6 +360,7 @@ impl Response<'_> {
                 return Err(e.into());
             }
         };
+        self.apply_reason(at);
         self.continue_sent |= self.out.len() > continue_at && self.continue_owed && self.body_stream.is_none();
         self.continue_owed &= !self.continue_sent;
         let stream = StreamOut::new(framing, composed, self.meta.minor);
@@ -399,6 +450,9 @@ impl Response<'_> {
         waiting.status = self.status;
         waiting.body_bytes = self.body_bytes;
         waiting.counted = self.counted;
+        if self.timeout_paused {
+            shared.pause_timeout();
+        }
         *self.defer_slot.waiting = Some(waiting);
         self.outcome = Outcome::Deferred;
         let remaining = stream.map(|s| s.remaining());
@@ -413,6 +467,7 @@ impl Response<'_> {
         );
         if stream.is_none() {
             deferred.upgrade_request = self.defer_slot.upgrade_request.take();
+            deferred.reason = self.reason.take();
         }
         Ok(deferred)
     }

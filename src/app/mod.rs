@@ -6,6 +6,7 @@
 pub mod body;
 pub mod deferred;
 pub mod handler;
+pub mod hooks;
 pub(crate) mod respond_file;
 pub mod upgrade;
 pub(crate) mod waiting;

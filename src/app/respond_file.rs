@@ -90,7 +90,9 @@ impl Response<'_> {
         match served {
             Served::Image(small) => {
                 let image = small.image();
+                let at = self.out.len();
                 image.compose(self.out, &self.env);
+                self.apply_reason(at);
                 self.outcome = Outcome::Answered { close: false };
                 self.status = 200;
                 self.body_bytes = image.body_len();
@@ -118,6 +120,7 @@ impl Response<'_> {
             BodyLength::Known(plan.length),
             self.meta,
         )?;
+        self.apply_reason(start);
         self.outcome = Outcome::Answered { close: composed.close };
         self.status = plan.status;
         if composed.omit_body {

@@ -68,7 +68,11 @@ impl Waiting {
         length: BodyLength,
     ) -> Option<Composed> {
         let (rendered, fields) = head.fields();
+        let at = out.len();
         let composed = compose_head_rendered(out, env, status, rendered, fields, length, self.meta).ok()?;
+        if let Some(reason) = head.reason() {
+            crate::http::compose::replace_reason(out, at, reason);
+        }
         self.status = status;
         Some(composed)
     }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::handler::Handler;
+use crate::app::hooks::ConnHooks;
 use crate::error::{Error, ErrorKind};
 use crate::file::MountSpec;
 use crate::http::head::{HeadLimits, MAX_HEADERS};
 use crate::net::listen::ListenSpec;
+use crate::net::proxy_protocol::ProxyProtocols;
 use crate::net::unix_path::UnixPerms;
 use crate::observe::log::{AccessLogTarget, ErrorLog};
 
@@ -116,6 +118,12 @@ pub struct Config {
     /// back to it when their worker ends or a reload turns this off (see
     /// `worker::sched`). Default false.
     pub sched_batch: bool,
+    /// Which listeners' connections start with a PROXY protocol header
+    /// (see `net::proxy_protocol`). Default: none.
+    pub proxy_protocol: ProxyProtocols,
+    /// Told of each connection as it opens (and may refuse it) and closes
+    /// (see `app::hooks`). Default none.
+    pub conn_hooks: Option<Arc<dyn ConnHooks>>,
 }
 
 impl Default for Config {
@@ -150,6 +158,8 @@ impl Default for Config {
             stream_high_water: 1 << 20,
             coalesce_wait: Duration::from_micros(50),
             sched_batch: false,
+            proxy_protocol: ProxyProtocols::default(),
+            conn_hooks: None,
         }
     }
 }

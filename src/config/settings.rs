@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::handler::Handler;
+use crate::app::hooks::ConnHooks;
 use crate::config::Config;
 use crate::error::Error;
 use crate::file::Site;
@@ -41,6 +42,8 @@ pub(crate) struct Settings {
     pub coalesce_wait: Duration,
     /// Worker threads under `SCHED_BATCH` (see `worker::sched`).
     pub sched_batch: bool,
+    /// Told of connections opening and closing (see `app::hooks`).
+    pub conn_hooks: Option<Arc<dyn ConnHooks>>,
 }
 
 impl Settings {
@@ -84,6 +87,7 @@ impl Settings {
             site,
             coalesce_wait: config.coalesce_wait,
             sched_batch: config.sched_batch,
+            conn_hooks: config.conn_hooks.clone(),
         })
     }
 

@@ -6,6 +6,7 @@ mod ahead;
 mod answer;
 pub(crate) mod context;
 pub(crate) mod deadline;
+mod proxy;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::http::percent;
 use crate::net::input::InBuf;
 use crate::net::output::{write_now_or_queue, OutQueue};
 use crate::net::peer::{Peer, PeerText};
+use crate::net::proxy_protocol::ProxyProtocol;
 use crate::net::stream::Stream;
 use crate::observe::log::{Level, LogRequest, LogStart};
 use crate::observe::stats::bump;
@@ -183,6 +185,9 @@ pub(crate) struct ConnState {
     /// Answers held for the end of the poll round: their number in the
     /// worker's `HeldAnswers`, sent before anything else is written here.
     pub held: Option<u32>,
+    /// The listener's PROXY protocol mode until the header is read (`None`
+    /// from then on, and for listeners without one).
+    pub proxy: ProxyProtocol,
 }
 
 /// A connection: its state and the bytes of a request that did not arrive whole.
@@ -220,6 +225,7 @@ impl Conn {
                 peer_finished: false,
                 deadline: Deadline::NONE,
                 held: None,
+                proxy: ProxyProtocol::None,
             },
         }
     }
@@ -250,6 +256,12 @@ impl ConnState {
             body.shared.finish(Err(BodyError::Closed));
             self.release_body();
         }
+    }
+
+    /// Whether the application paused the timeout of the answer the
+    /// connection waits for (Warp's `pauseTimeout`).
+    pub fn answer_paused(&self) -> bool {
+        self.waiting.as_ref().is_some_and(|w| w.status == 0 && w.shared().timeout_paused())
     }
 
     /// Whether a request body is streaming to its application.
@@ -312,6 +324,13 @@ impl ConnState {
         loop {
             if self.close_after_flush {
                 return Progress { consumed: pos, stop: Stop::Close, need: 0 };
+            }
+            if self.proxy != ProxyProtocol::None {
+                match self.take_proxy_header(&input[pos..], ctx) {
+                    Ok(n) => pos += n,
+                    Err(need) => return Progress { consumed: pos, stop: Stop::NeedInput, need },
+                }
+                continue;
             }
             if let Some(up) = &self.upgraded {
                 let (used, stop) = feed_raw(up, &input[pos..]);
@@ -529,6 +548,8 @@ impl ConnState {
             continue_owed: streamed.as_ref().is_some_and(|b| b.continue_owed),
             continue_sent: false,
             held,
+            reason: None,
+            timeout_paused: false,
         };
         // A path under a static mount is served by the engine, without the
         // handler; a panicking handler costs its connection, never the worker.

@@ -65,6 +65,7 @@ pub extern "C" fn warpcore_config_clear_listeners(config: *mut warpcore_config) 
         let config = ok_or_return!(try_mut(config, "config"));
         config.inner.listen = DEFAULT_LISTEN.to_owned();
         config.inner.listeners.clear();
+        config.inner.proxy_protocol.listeners.clear();
         config.listen_explicit = false;
         warpcore_result::Ok
     })

@@ -371,6 +371,10 @@ pub(crate) enum Call<'a> {
     },
     /// Runs a function on the request's upgrade offer (None when it made none).
     UpgradeRequest(&'a mut dyn FnMut(Option<&crate::app::upgrade::UpgradeRequest>)),
+    /// Sets the reason phrase of the status line to come (checked already).
+    SetReason(&'a [u8]),
+    /// Pauses the answer timeout.
+    PauseTimeout,
 }
 
 pub(crate) enum Body<'a> {
@@ -614,6 +618,8 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
             *out = Some(core.take_over(events)?);
             Ok(())
         }
+        Call::SetReason(reason) => core.set_reason(reason),
+        Call::PauseTimeout => core.pause_timeout(),
     }
 }
 
@@ -642,6 +648,8 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
             *out = Some(d.take_over(events)?);
             Ok(())
         }
+        Call::SetReason(reason) => d.set_reason(reason),
+        Call::PauseTimeout => d.pause_timeout(),
     }
 }
 
@@ -802,4 +810,63 @@ pub extern "C" fn warpcore_response_end(response: *mut warpcore_response) -> war
 #[no_mangle]
 pub extern "C" fn warpcore_response_abort(response: *mut warpcore_response) -> warpcore_result {
     response_boundary!(response, { perform(response, Call::Abort) })
+}
+
+/// Sets the reason phrase of the status line this request's answer will
+/// send, `len` bytes at `reason`, in place of the library's phrase for its
+/// code: `HTTP/1.1 200 Fine` (Warp sends WAI's `statusMessage`, a WSGI
+/// application gives its status as `"200 Fine"`). Call it before the call
+/// that begins the answer (`warpcore_respond`, `warpcore_respond_buffer`,
+/// `warpcore_respond_file`, `warpcore_respond_prepared`,
+/// `warpcore_response_start`); a second call replaces the first. A `101`
+/// sent by `warpcore_response_upgrade`, and the library's own error answers,
+/// keep the library's phrase. The phrase may hold tabs, spaces, visible ASCII
+/// and bytes from 0x80 (RFC 9112 §4), at most 8192 bytes; it may be empty
+/// (`HTTP/1.1 200 `). It is copied: `reason` is only read during the call.
+/// Thread-safe like the other response calls; it does not finish the answer.
+///
+/// Errors: `WARPCORE_RESULT_INVALID_STATUS` (a CR, LF or other control byte,
+/// or longer than 8192 bytes; nothing changed), `WARPCORE_RESULT_ALREADY_ANSWERED`
+/// (the answer began, or the handle is done or released),
+/// `WARPCORE_RESULT_CLOSED` (the client is gone; a deferred handle is
+/// released), `WARPCORE_RESULT_NULL_ARGUMENT`, `WARPCORE_RESULT_INVALID_ARGUMENT`
+/// (not a handle).
+#[no_mangle]
+pub extern "C" fn warpcore_response_set_reason(
+    response: *mut warpcore_response,
+    reason: *const u8,
+    len: usize,
+) -> warpcore_result {
+    response_boundary!(response, {
+        let reason = ok_or_return!(try_slice(reason, len, "reason"));
+        if !crate::http::compose::valid_reason(reason) {
+            return fail(
+                warpcore_result::InvalidStatus,
+                "a reason phrase holds only tabs, spaces, visible ASCII and bytes from 0x80, at most 8192 bytes",
+            );
+        }
+        perform(response, Call::SetReason(reason))
+    })
+}
+
+/// Pauses the answer timeout for this request, as Warp's `pauseTimeout`: when
+/// the handler returns without answering, the deferred answer may take as
+/// long as it needs to begin (`WARPCORE_TIMEOUT_ANSWER` no longer applies to
+/// it, nor to a streamed request body its application is slow to read while
+/// the answer has not begun). For an application that works long on purpose
+/// (a long poll, a report). The client's own waits stay bounded: a request
+/// body that makes no progress (`WARPCORE_TIMEOUT_BODY`) and a response the
+/// client does not read (`WARPCORE_TIMEOUT_WRITE`). A shutdown's deadline
+/// still ends it. Call it inside the handler call or later, before the answer
+/// begins (after that no answer timeout applies anyway: the call does nothing
+/// and succeeds while a stream is open). Thread-safe like the other response
+/// calls; it does not finish the answer.
+///
+/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer is complete, or the
+/// handle is done or released), `WARPCORE_RESULT_CLOSED` (the client is gone),
+/// `WARPCORE_RESULT_NULL_ARGUMENT`, `WARPCORE_RESULT_INVALID_ARGUMENT` (not a
+/// handle).
+#[no_mangle]
+pub extern "C" fn warpcore_response_pause_timeout(response: *mut warpcore_response) -> warpcore_result {
+    response_boundary!(response, { perform(response, Call::PauseTimeout) })
 }

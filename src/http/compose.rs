@@ -230,6 +230,25 @@ pub fn names_upgrade<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>
     headers.into_iter().any(|(name, value)| name.eq_ignore_ascii_case(b"upgrade") && !value.trim_ascii().is_empty())
 }
 
+/// The longest reason phrase an application may give (`valid_reason`).
+pub const MAX_REASON: usize = 8192;
+
+/// Whether `reason` may stand in a status line (RFC 9112 §4: tabs, spaces,
+/// visible ASCII and bytes from 0x80; no CR, LF or other control byte), and
+/// is at most `MAX_REASON` bytes.
+pub fn valid_reason(reason: &[u8]) -> bool {
+    reason.len() <= MAX_REASON && reason.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Puts `reason` (checked by `valid_reason`) in place of the reason phrase
+/// of the status line composed at `at` in `out` (`HTTP/1.1 NNN phrase\r\n`):
+/// the application's own, for the rare answer that has one.
+pub fn replace_reason(out: &mut Vec<u8>, at: usize, reason: &[u8]) {
+    let start = at + b"HTTP/1.1 200 ".len();
+    let Some(end) = out.get(start..).and_then(|rest| rest.iter().position(|&b| b == b'\r')) else { return };
+    out.splice(start..start + end, reason.iter().copied());
+}
+
 /// The status line for `status` (200..=599), from the pre-rendered table.
 pub fn status_line(status: u16) -> Result<&'static [u8], ComposeError> {
     if status == 200 {
@@ -414,6 +433,24 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), text);
         assert_eq!(c, composed);
         assert!(c.close);
+    }
+
+    #[test]
+    fn an_applications_reason_phrase_replaces_the_tables() {
+        let mut out = b"earlier".to_vec();
+        let at = out.len();
+        head(404, &[], BodyLength::Known(0), GET11);
+        compose_head(&mut out, &env(), 404, [], BodyLength::Known(0), GET11).unwrap();
+        replace_reason(&mut out, at, b"Nothing \x80here\t!");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("earlierHTTP/1.1 404 Nothing \u{fffd}here\t!\r\nDate: "), "{text}");
+        replace_reason(&mut out, at, b"");
+        assert!(out.starts_with(b"earlierHTTP/1.1 404 \r\nDate: "));
+        assert!(valid_reason(b"") && valid_reason(b"Fine \t\xff") && valid_reason(&[b'a'; MAX_REASON]));
+        for bad in [&b"a\rb"[..], b"a\nb", b"\0", b"\x7f", b"\x1b[31m"] {
+            assert!(!valid_reason(bad), "{bad:?}");
+        }
+        assert!(!valid_reason(&[b'a'; MAX_REASON + 1]));
     }
 
     #[test]

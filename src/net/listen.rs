@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::proxy_protocol::ProxySetting;
 use super::unix_path::{SocketFile, UnixPerms};
 use crate::error::{Error, ErrorKind};
 
@@ -105,6 +106,9 @@ pub(crate) struct Listener {
     tcp: bool,
     /// Handed in by the embedder: left open if a start or reload fails.
     inherited: bool,
+    /// Whether its connections start with a PROXY protocol header (set by
+    /// the server from each config it starts or reloads with).
+    pub proxy: ProxySetting,
 }
 
 impl Listener {
@@ -123,6 +127,7 @@ impl Listener {
                     tcp: true,
                     inherited: false,
                     _file: None,
+                    proxy: ProxySetting::default(),
                 })
             }
             ListenSpec::Unix(path) => {
@@ -135,6 +140,7 @@ impl Listener {
                     tcp: false,
                     inherited: false,
                     _file: Some(file),
+                    proxy: ProxySetting::default(),
                 })
             }
             ListenSpec::Fd(fd) => inherit(text, fd),
@@ -260,6 +266,7 @@ fn inherit(text: &str, fd: RawFd) -> Result<Listener, Error> {
         tcp: domain != Domain::UNIX,
         inherited: true,
         _file: None,
+        proxy: ProxySetting::default(),
     })
 }
 

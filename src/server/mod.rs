@@ -57,6 +57,7 @@ impl Server {
         let bound = crate::net::listen::bind_all(addresses.iter().copied(), &bind_options(config, count))?;
         let infos = bound.iter().map(info).collect();
         let listeners: Listeners = bound.into_iter().map(Arc::new).collect();
+        set_proxy_modes(config, &listeners);
         let shared = Arc::new(Shared::new(settings, listeners.clone(), count, FileCounters::new(count)));
         let mut workers = Vec::with_capacity(count);
         let mut mailboxes = Vec::with_capacity(count);
@@ -187,6 +188,9 @@ impl Server {
             ));
         }
         let listeners = self.follow(config)?;
+        // Before the workers take the new settings: connections accepted
+        // from now on are read with each listener's new mode.
+        set_proxy_modes(config, listeners.as_ref().unwrap_or(&self.shared.current_listeners()));
         let changed = listeners.is_some();
         let generation = self.shared.publish_settings(settings, listeners);
         if changed {
@@ -311,6 +315,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
+    }
+}
+
+/// Gives each listener the PROXY protocol mode `config` asks for it
+/// (`listeners` are in the order of `config.listen_addresses()`).
+fn set_proxy_modes(config: &Config, listeners: &Listeners) {
+    for (listener, address) in listeners.iter().zip(config.listen_addresses()) {
+        listener.proxy.set(config.proxy_protocol.mode_for(address));
     }
 }
 

@@ -19,6 +19,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::app::deferred::{ConnRef, Mailbox, Message, WorkerThread};
+use crate::app::hooks::Hooked;
 use crate::app::upgrade::events as upgrade_events;
 use crate::conn::context::WorkerCtx;
 use crate::conn::deadline::{Deadline, Wait};
@@ -69,6 +70,11 @@ pub(crate) struct Worker {
     /// The server's listeners the worker last took (see `follow_listeners`).
     listener_set: Listeners,
     conns: Vec<Option<Conn>>,
+    /// Per connection slot, the connection hooks that saw it open (see
+    /// `app::hooks`): dropped as it closes, they hear of it. Beside the
+    /// slots, not in them, so that a connection costs nothing more without
+    /// hooks.
+    hooked: Vec<Option<Box<Hooked>>>,
     free: Vec<usize>,
     live: usize,
     next_conn_id: u64,
@@ -110,6 +116,7 @@ impl Worker {
             listeners: Vec::new(),
             listener_set: Arc::new([]),
             conns: Vec::new(),
+            hooked: Vec::new(),
             free: Vec::new(),
             live: 0,
             next_conn_id: 0,
@@ -225,6 +232,7 @@ impl Worker {
         // Whatever is left at the deadline is cut; pending handles learn it.
         let cut = self.live as u64;
         self.conns.clear();
+        self.hooked.clear();
         bump(&self.ctx.stats.closed, cut);
         self.live = 0;
         self.ctx.mailbox.close();
@@ -513,9 +521,26 @@ impl Worker {
             }
             let (socket, _) = listener.socket_for(self.ctx.index);
             let accepted = crate::net::stream::accept(socket, listener.is_tcp());
+            let proxy = listener.proxy.get();
             match accepted {
                 Ok((mut stream, peer)) => {
                     bump(&self.ctx.stats.accepted, 1);
+                    self.next_conn_id += 1;
+                    let id = self.next_conn_id;
+                    // Told before any byte is read; a refusal closes it.
+                    let hooked = match &self.ctx.settings.conn_hooks {
+                        Some(hooks) => match crate::app::hooks::open(hooks, peer, self.ctx.index, id) {
+                            (hooked, true) => Some(hooked),
+                            (hooked, false) => {
+                                drop(stream);
+                                drop(hooked);
+                                self.shared.close_connection();
+                                bump(&self.ctx.stats.closed, 1);
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     let index = self.free.pop().unwrap_or_else(|| {
                         self.conns.push(None);
                         self.conns.len() - 1
@@ -526,8 +551,14 @@ impl Worker {
                         bump(&self.ctx.stats.closed, 1);
                         continue;
                     }
-                    self.next_conn_id += 1;
-                    let mut conn = Conn::new(stream, peer, ConnRef { index, id: self.next_conn_id, seq: 0 });
+                    let mut conn = Conn::new(stream, peer, ConnRef { index, id, seq: 0 });
+                    conn.state.proxy = proxy;
+                    if let Some(hooked) = hooked {
+                        if self.hooked.len() <= index {
+                            self.hooked.resize_with(index + 1, || None);
+                        }
+                        self.hooked[index] = Some(hooked);
+                    }
                     conn.state.deadline =
                         Deadline { at: self.clock.after(self.ctx.settings.timeouts.header), wait: Wait::Head };
                     self.conns[index] = Some(conn);
@@ -770,8 +801,9 @@ impl Worker {
             // window with room): extended on progress.
             state.deadline = Deadline { at: clock.after(timeouts.body), wait: Wait::Body };
         } else if let Some(waiting) = &state.waiting {
-            if waiting.status != 0 {
-                // A stream has begun: the handler is working (Warp #351, #808).
+            if waiting.status != 0 || waiting.shared().timeout_paused() {
+                // A stream has begun: the handler is working (Warp #351,
+                // #808); or the application paused the timeout.
                 state.deadline = Deadline::NONE;
             } else if state.deadline.wait != Wait::Answer || (handled && !state.has_ahead()) {
                 // Requests handled ahead of it do not extend its deadline.
@@ -786,6 +818,12 @@ impl Worker {
             }
         } else if state.close_after_flush {
             state.deadline = Deadline::NONE;
+        } else if state.awaits_proxy_header() {
+            // The PROXY header is bounded like a request head, from the
+            // connection's start (armed at accept), never extended.
+            if state.deadline.wait != Wait::Head {
+                state.deadline = Deadline { at: clock.after(timeouts.header), wait: Wait::Head };
+            }
         } else if !conn.input.is_empty() {
             // A head is arriving: its deadline runs from its first byte, so
             // it is not extended by more bytes of it (slowloris), only by a
@@ -928,6 +966,10 @@ impl Worker {
         self.release_held(index);
         if let Some(slot) = self.conns.get_mut(index) {
             if slot.take().is_some() {
+                // The hooks hear of it once the socket is closed.
+                if let Some(hooked) = self.hooked.get_mut(index) {
+                    hooked.take();
+                }
                 self.free.push(index);
                 self.live -= 1;
                 bump(&self.ctx.stats.closed, 1);
@@ -973,6 +1015,13 @@ impl Worker {
             let expired = matches!(&self.conns[i], Some(c) if c.state.deadline.expired(now));
             if expired {
                 let wait = self.conns[i].as_ref().map(|c| c.state.deadline.wait);
+                if let Some(c) =
+                    self.conns[i].as_mut().filter(|c| wait == Some(Wait::Answer) && c.state.answer_paused())
+                {
+                    // The application paused the timeout since it was armed.
+                    c.state.deadline = Deadline::NONE;
+                    continue;
+                }
                 if wait != Some(Wait::Linger) {
                     bump(&self.ctx.stats.timed_out, 1);
                 }
@@ -1005,6 +1054,7 @@ impl Drop for Worker {
         }
         let cut = self.live;
         self.conns.clear();
+        self.hooked.clear();
         self.live = 0;
         if cut > 0 {
             bump(&self.ctx.stats.closed, cut as u64);

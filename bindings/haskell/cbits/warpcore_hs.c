@@ -403,6 +403,41 @@ void warpcore_hs_gated_error_log(void *userdata, uint32_t level, const uint8_t *
     gate_leave();
 }
 
+struct warpcore_hs_hooks {
+    warpcore_connection_open_cb on_open;
+    warpcore_connection_close_cb on_close;
+};
+
+warpcore_hs_hooks *warpcore_hs_hooks_new(warpcore_connection_open_cb on_open, warpcore_connection_close_cb on_close) {
+    warpcore_hs_hooks *hooks = malloc(sizeof *hooks);
+    if (hooks) {
+        hooks->on_open = on_open;
+        hooks->on_close = on_close;
+    }
+    return hooks;
+}
+
+void warpcore_hs_hooks_free(warpcore_hs_hooks *hooks) {
+    free(hooks);
+}
+
+bool warpcore_hs_gated_on_open(void *userdata, const warpcore_connection_info *connection) {
+    const warpcore_hs_hooks *hooks = userdata;
+    if (!hooks->on_open) return true;
+    if (!gate_enter()) return false;
+    bool keep = hooks->on_open(NULL, connection);
+    gate_leave();
+    return keep;
+}
+
+void warpcore_hs_gated_on_close(void *userdata, const warpcore_connection_info *connection) {
+    const warpcore_hs_hooks *hooks = userdata;
+    if (!hooks->on_close) return;
+    if (!gate_enter()) return;
+    hooks->on_close(NULL, connection);
+    gate_leave();
+}
+
 /* ---- sockets the program opened ---- */
 
 int warpcore_hs_dup_cloexec(int fd) {

@@ -127,6 +127,20 @@ void warpcore_hs_gated_handler(void *userdata, const warpcore_request *request,
 void warpcore_hs_gated_access_log(void *userdata, const uint8_t *lines, size_t len);
 void warpcore_hs_gated_error_log(void *userdata, uint32_t level, const uint8_t *message, size_t len);
 
+/* The connection hooks' "wrapper" callbacks (either may be NULL), kept for
+ * the gated trampolines below as their userdata. Made by
+ * warpcore_hs_hooks_new (NULL when out of memory), freed by
+ * warpcore_hs_hooks_free once the server is freed. */
+typedef struct warpcore_hs_hooks warpcore_hs_hooks;
+warpcore_hs_hooks *warpcore_hs_hooks_new(warpcore_connection_open_cb on_open, warpcore_connection_close_cb on_close);
+void warpcore_hs_hooks_free(warpcore_hs_hooks *hooks);
+
+/* warpcore_connection_open_cb and _close_cb for a warpcore_hs_hooks as
+ * userdata: through the gate; when it is closed (the runtime is going down)
+ * a connection is refused and a close is not told. */
+bool warpcore_hs_gated_on_open(void *userdata, const warpcore_connection_info *connection);
+void warpcore_hs_gated_on_close(void *userdata, const warpcore_connection_info *connection);
+
 /* ---- SCHED_BATCH on the runtime's threads, undone ----
  *
  * A server whose dispatchers move the runtime's threads to SCHED_BATCH holds
@@ -184,6 +198,15 @@ void warpcore_hs_sched_batch_release(void);
     X(config_set_unix_socket_mode, (struct warpcore_config *c, uint32_t m, int64_t u, int64_t g),  \
       (c, m, u, g))                                                                                \
     X(config_add_systemd_listeners, (struct warpcore_config *c, uint32_t *count), (c, count))      \
+    X(config_set_proxy_protocol, (struct warpcore_config *c, uint32_t m), (c, m))                  \
+    X(config_set_listener_proxy_protocol,                                                          \
+      (struct warpcore_config *c, const uint8_t *p, size_t n, uint32_t m), (c, p, n, m))           \
+    X(config_set_connection_hooks,                                                                 \
+      (struct warpcore_config *c, warpcore_connection_open_cb o, warpcore_connection_close_cb x,   \
+       void *u),                                                                                   \
+      (c, o, x, u))                                                                                \
+    X(response_set_reason, (warpcore_response *r, const uint8_t *p, size_t n), (r, p, n))          \
+    X(response_pause_timeout, (warpcore_response *r), (r))                                         \
     X(respond,                                                                                     \
       (warpcore_response *r, uint16_t s, const warpcore_header *h, size_t hn, const uint8_t *b,    \
        size_t bn),                                                                                 \

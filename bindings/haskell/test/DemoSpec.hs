@@ -89,6 +89,9 @@ spec = describe "examples/haskell/Demo.hs" $ do
       responseBody hello `shouldBe` "Hello, World!"
       lookup "Content-Type" (responseHeaders hello) `shouldBe` Just "text/plain"
       (responseBody <$> post port "/echo" (L.replicate 100000 5)) `shouldReturn` L.replicate 100000 5
+      -- Routed on the decoded path, as the C and Python demos.
+      (responseBody <$> post port "/%65cho" "decoded") `shouldReturn` "decoded"
+      (H.statusCode . responseStatus <$> post port "/%2Fecho" "x") `shouldReturn` 404
       file <- get port "/files/sub/a.txt"
       responseBody file `shouldBe` "static text"
       lookup "Content-Type" (responseHeaders file) `shouldBe` Just "text/plain; charset=utf-8"

@@ -7,6 +7,8 @@ import Test.Hspec
 import qualified BodySpec
 import Child (runChildScenario)
 import qualified DemoSpec
+import qualified DropInSpec
+import qualified ExportsSpec
 import qualified HeaderSpec
 import qualified ListenSpec
 import qualified RawSpec
@@ -14,6 +16,7 @@ import qualified SafetySpec
 import qualified ServerSpec
 import qualified UpgradeSpec
 import qualified WaiSpec
+import qualified WarpSettingsSpec
 
 main :: IO ()
 main = do
@@ -26,11 +29,14 @@ main = do
 tests :: IO ()
 tests = hspec $ do
   HeaderSpec.spec
+  ExportsSpec.spec
   RawSpec.spec
   ServerSpec.spec
   WaiSpec.spec
+  WarpSettingsSpec.spec
   ListenSpec.spec
   BodySpec.spec
   UpgradeSpec.spec
   SafetySpec.spec
   DemoSpec.spec
+  DropInSpec.spec

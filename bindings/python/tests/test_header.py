@@ -87,6 +87,8 @@ _SCALARS = {
     "warpcore_answering_cb": {_ffi.warpcore_answering_cb},
     "warpcore_upgrade_cb": {_ffi.warpcore_upgrade_cb},
     "warpcore_websocket_cb": {_ffi.warpcore_websocket_cb},
+    "warpcore_connection_open_cb": {_ffi.warpcore_connection_open_cb},
+    "warpcore_connection_close_cb": {_ffi.warpcore_connection_close_cb},
 }
 _OPAQUE = {
     "warpcore_config",
@@ -104,6 +106,7 @@ _STRUCTS = {
     "warpcore_shutdown_report": _ffi.warpcore_shutdown_report,
     "warpcore_file_cache_stats": _ffi.warpcore_file_cache_stats,
     "warpcore_stats": _ffi.warpcore_stats,
+    "warpcore_connection_info": _ffi.warpcore_connection_info,
 }
 
 
@@ -216,6 +219,7 @@ def test_timeout_codes_match():
     ("WARPCORE_UPGRADE_EVENT_", "UPGRADE_EVENT_"),
     ("WARPCORE_WEBSOCKET_EVENT_", "WEBSOCKET_EVENT_"),
     ("WARPCORE_WEBSOCKET_KIND_", "WEBSOCKET_KIND_"),
+    ("WARPCORE_PROXY_PROTOCOL_", "PROXY_PROTOCOL_"),
 ])
 def test_upgrade_and_websocket_enums_match(enum, prefix):
     codes = {m.group(1): int(m.group(2)) for m in re.finditer(enum + r"(\w+)\s*=\s*(\d+)", CODE)}
@@ -234,5 +238,6 @@ def test_every_enum_of_the_header_is_checked():
         "warpcore_upgrade_event",
         "warpcore_websocket_event",
         "warpcore_websocket_kind",
+        "warpcore_proxy_protocol",
     }, enums
 

@@ -130,6 +130,17 @@ class warpcore_request(Structure):
     ]
 
 
+class warpcore_connection_info(Structure):
+    """The borrowed view of a connection passed to the connection hooks."""
+
+    _fields_ = [
+        ("peer_ip", warpcore_str),
+        ("peer_port", c_uint16),
+        ("worker_index", c_uint32),
+        ("id", c_uint64),
+    ]
+
+
 # Opaque handles are plain addresses on the Python side.
 warpcore_config_p = c_void_p
 warpcore_server_p = c_void_p
@@ -154,6 +165,10 @@ warpcore_release_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 warpcore_access_log_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 #: void (*)(void *userdata, uint32_t level, const uint8_t *message, size_t len)
 warpcore_error_log_cb = CFUNCTYPE(None, c_void_p, c_uint32, c_void_p, c_size_t)
+#: bool (*)(void *userdata, const warpcore_connection_info *connection)
+warpcore_connection_open_cb = CFUNCTYPE(c_bool, c_void_p, c_void_p)
+#: void (*)(void *userdata, const warpcore_connection_info *connection)
+warpcore_connection_close_cb = CFUNCTYPE(None, c_void_p, c_void_p)
 #: void (*)(void *userdata, warpcore_upgraded *upgraded, uint32_t events)
 warpcore_upgrade_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_uint32)
 #: void (*)(void *userdata, warpcore_websocket *websocket, uint32_t events)
@@ -265,6 +280,9 @@ TIMEOUT_WRITE = 3
 TIMEOUT_ANSWER = 4
 
 # enum warpcore_upgrade_event: bits of an upgraded connection's callback.
+PROXY_PROTOCOL_NONE = 0
+PROXY_PROTOCOL_REQUIRED = 1
+PROXY_PROTOCOL_OPTIONAL = 2
 UPGRADE_EVENT_READABLE = 1
 UPGRADE_EVENT_WRITABLE = 2
 UPGRADE_EVENT_CLOSED = 4
@@ -342,6 +360,14 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     ),
     "warpcore_response_end": (warpcore_result, [warpcore_response_p]),
     "warpcore_response_abort": (warpcore_result, [warpcore_response_p]),
+    "warpcore_response_set_reason": (warpcore_result, [warpcore_response_p, _u8p, c_size_t]),
+    "warpcore_response_pause_timeout": (warpcore_result, [warpcore_response_p]),
+    "warpcore_config_set_proxy_protocol": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_listener_proxy_protocol": (warpcore_result, [warpcore_config_p, _u8p, c_size_t, c_uint32]),
+    "warpcore_config_set_connection_hooks": (
+        warpcore_result,
+        [warpcore_config_p, warpcore_connection_open_cb, warpcore_connection_close_cb, c_void_p],
+    ),
     "warpcore_response_body": (warpcore_result, [warpcore_response_p, POINTER(warpcore_body_p)]),
     # buf is a writable buffer's address (a ctypes array or an int).
     "warpcore_body_read": (warpcore_result, [warpcore_body_p, c_void_p, c_size_t, POINTER(c_size_t)]),

@@ -21,6 +21,9 @@ module Network.WarpCore
   , Dispatch (..)
   , WorkerThreads (..)
   , Timeout (..)
+  , ProxyProtocol (..)
+  , Connection (..)
+  , Fork (..)
   , Handler
   , Server
   , start
@@ -65,6 +68,8 @@ module Network.WarpCore
   , writeStreamBuilder
   , endStream
   , abortResponse
+  , setReason
+  , pauseTimeout
     -- * Connections that switch protocols
   , Upgraded
   , takeOver

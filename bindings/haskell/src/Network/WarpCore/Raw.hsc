@@ -28,6 +28,7 @@ module Network.WarpCore.Raw
   , Str (..)
   , Header (..)
   , RequestView (..)
+  , ConnectionInfo (..)
   , peekBodyFollows
   , Stats (..)
   , FileCacheStats (..)
@@ -58,6 +59,10 @@ module Network.WarpCore.Raw
   , timeoutBody
   , timeoutWrite
   , timeoutAnswer
+    -- * PROXY protocol modes
+  , proxyProtocolNone
+  , proxyProtocolRequired
+  , proxyProtocolOptional
     -- * Log levels
   , logLevelError
   , logLevelWarning
@@ -80,6 +85,25 @@ module Network.WarpCore.Raw
   , AccessLogCallback
   , ErrorLogCallback
   , mkHandlerCallback
+  , ConnectionOpenCallback
+  , ConnectionCloseCallback
+  , mkConnectionOpenCallback
+  , mkConnectionCloseCallback
+  , c_warpcore_config_set_proxy_protocol
+  , c_warpcore_config_set_listener_proxy_protocol
+  , c_warpcore_config_set_connection_hooks
+  , c_warpcore_response_set_reason
+  , c_warpcore_response_pause_timeout
+  , c_warpcore_hs_config_set_proxy_protocol
+  , c_warpcore_hs_config_set_listener_proxy_protocol
+  , c_warpcore_hs_config_set_connection_hooks
+  , c_warpcore_hs_response_set_reason
+  , c_warpcore_hs_response_pause_timeout
+  , HsHooks
+  , c_warpcore_hs_hooks_new
+  , c_warpcore_hs_hooks_free
+  , p_warpcore_hs_gated_on_open
+  , p_warpcore_hs_gated_on_close
   , mkAccessLogCallback
   , mkErrorLogCallback
   , UpgradeCallback
@@ -323,6 +347,27 @@ instance Storable Str where
   peek p = Str <$> #{peek warpcore_str, ptr} p <*> #{peek warpcore_str, len} p
   poke p (Str ptr len) = #{poke warpcore_str, ptr} p ptr >> #{poke warpcore_str, len} p len
 
+-- | @warpcore_connection_info@: what the connection hooks are told
+-- (borrowed during the callback).
+data ConnectionInfo = ConnectionInfo
+  { connInfoPeerIp :: !Str
+  , connInfoPeerPort :: !Word16
+  , connInfoWorker :: !Word32
+  , connInfoId :: !Word64
+  }
+  deriving (Eq, Show)
+
+instance Storable ConnectionInfo where
+  sizeOf _ = #{size warpcore_connection_info}
+  alignment _ = #{alignment warpcore_connection_info}
+  peek p =
+    ConnectionInfo
+      <$> #{peek warpcore_connection_info, peer_ip} p
+      <*> #{peek warpcore_connection_info, peer_port} p
+      <*> #{peek warpcore_connection_info, worker_index} p
+      <*> #{peek warpcore_connection_info, id} p
+  poke _ _ = ioError (userError "warpcore_connection_info is read only")
+
 -- | @warpcore_header@.
 data Header = Header {headerName :: !Str, headerValue :: !Str}
   deriving (Eq, Show)
@@ -536,6 +581,11 @@ resultWouldBlock = #{const WARPCORE_RESULT_WOULD_BLOCK}
 -- written and it stays first in line (@warpcore_websocket_recv@).
 resultBufferTooSmall = #{const WARPCORE_RESULT_BUFFER_TOO_SMALL}
 
+proxyProtocolNone, proxyProtocolRequired, proxyProtocolOptional :: Word32
+proxyProtocolNone = #{const WARPCORE_PROXY_PROTOCOL_NONE}
+proxyProtocolRequired = #{const WARPCORE_PROXY_PROTOCOL_REQUIRED}
+proxyProtocolOptional = #{const WARPCORE_PROXY_PROTOCOL_OPTIONAL}
+
 timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite, timeoutAnswer :: Word32
 timeoutHeader = #{const WARPCORE_TIMEOUT_HEADER}
 timeoutIdle = #{const WARPCORE_TIMEOUT_IDLE}
@@ -609,6 +659,19 @@ foreign import ccall "wrapper"
 foreign import ccall "wrapper"
   mkErrorLogCallback :: ErrorLogCallback -> IO (FunPtr ErrorLogCallback)
 
+-- | @warpcore_connection_open_cb@: on the worker thread, before any byte of
+-- the connection is read; 'False' refuses it.
+type ConnectionOpenCallback = Ptr () -> Ptr ConnectionInfo -> IO CBool
+
+-- | @warpcore_connection_close_cb@.
+type ConnectionCloseCallback = Ptr () -> Ptr ConnectionInfo -> IO ()
+
+foreign import ccall "wrapper"
+  mkConnectionOpenCallback :: ConnectionOpenCallback -> IO (FunPtr ConnectionOpenCallback)
+
+foreign import ccall "wrapper"
+  mkConnectionCloseCallback :: ConnectionCloseCallback -> IO (FunPtr ConnectionCloseCallback)
+
 -- | Wraps a Haskell handler as a C function pointer. Release it with
 -- 'Foreign.Ptr.freeHaskellFunPtr' once the server using it is freed.
 foreign import ccall "wrapper"
@@ -634,6 +697,18 @@ foreign import ccall unsafe "warpcore_config_add_listener"
   c_warpcore_config_add_listener :: Ptr Config -> Ptr Word8 -> CSize -> IO Result
 foreign import ccall unsafe "warpcore_config_clear_listeners"
   c_warpcore_config_clear_listeners :: Ptr Config -> IO Result
+foreign import ccall unsafe "warpcore_config_set_proxy_protocol"
+  c_warpcore_config_set_proxy_protocol :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_listener_proxy_protocol"
+  c_warpcore_config_set_listener_proxy_protocol :: Ptr Config -> Ptr Word8 -> CSize -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_connection_hooks"
+  c_warpcore_config_set_connection_hooks
+    :: Ptr Config -> FunPtr ConnectionOpenCallback -> FunPtr ConnectionCloseCallback -> Ptr () -> IO Result
+-- safe: from another thread they may wait for the handler call to end.
+foreign import ccall safe "warpcore_response_set_reason"
+  c_warpcore_response_set_reason :: Ptr Response -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall safe "warpcore_response_pause_timeout"
+  c_warpcore_response_pause_timeout :: Ptr Response -> IO Result
 foreign import ccall unsafe "warpcore_config_set_unix_socket_mode"
   c_warpcore_config_set_unix_socket_mode :: Ptr Config -> Word32 -> Int64 -> Int64 -> IO Result
 -- Reads and may unset environment variables: not concurrently with other
@@ -890,6 +965,19 @@ foreign import ccall unsafe "&warpcore_hs_gated_access_log"
 foreign import ccall unsafe "&warpcore_hs_gated_error_log"
   p_warpcore_hs_gated_error_log :: FunPtr ErrorLogCallback
 
+-- | The binding's @warpcore_hs_hooks@: the hooks' wrappers for the trampolines.
+data HsHooks
+
+foreign import ccall unsafe "warpcore_hs_hooks_new"
+  c_warpcore_hs_hooks_new :: FunPtr ConnectionOpenCallback -> FunPtr ConnectionCloseCallback -> IO (Ptr HsHooks)
+foreign import ccall unsafe "warpcore_hs_hooks_free"
+  c_warpcore_hs_hooks_free :: Ptr HsHooks -> IO ()
+-- | Hook trampolines: userdata is a 'HsHooks'.
+foreign import ccall unsafe "&warpcore_hs_gated_on_open"
+  p_warpcore_hs_gated_on_open :: FunPtr ConnectionOpenCallback
+foreign import ccall unsafe "&warpcore_hs_gated_on_close"
+  p_warpcore_hs_gated_on_close :: FunPtr ConnectionCloseCallback
+
 -- calls that keep their error message (cbits) -----------------------------------
 -- Each takes, last, a buffer of 'messageSize' bytes that receives the
 -- message when the call fails. Safe where the plain import is safe.
@@ -951,6 +1039,18 @@ foreign import ccall unsafe "warpcore_hs_config_set_unix_socket_mode"
   c_warpcore_hs_config_set_unix_socket_mode :: Ptr Config -> Word32 -> Int64 -> Int64 -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_add_systemd_listeners"
   c_warpcore_hs_config_add_systemd_listeners :: Ptr Config -> Ptr Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_proxy_protocol"
+  c_warpcore_hs_config_set_proxy_protocol :: Ptr Config -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_listener_proxy_protocol"
+  c_warpcore_hs_config_set_listener_proxy_protocol :: Ptr Config -> Ptr Word8 -> CSize -> Word32 -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_set_connection_hooks"
+  c_warpcore_hs_config_set_connection_hooks
+    :: Ptr Config -> FunPtr ConnectionOpenCallback -> FunPtr ConnectionCloseCallback -> Ptr () -> Ptr CChar -> IO Result
+-- safe: from another thread they may wait for the handler call to end.
+foreign import ccall safe "warpcore_hs_response_set_reason"
+  c_warpcore_hs_response_set_reason :: Ptr Response -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall safe "warpcore_hs_response_pause_timeout"
+  c_warpcore_hs_response_pause_timeout :: Ptr Response -> Ptr CChar -> IO Result
 
 foreign import ccall safe "warpcore_hs_respond"
   c_warpcore_hs_respond :: Ptr Response -> Word16 -> Ptr Header -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result

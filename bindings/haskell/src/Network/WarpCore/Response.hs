@@ -20,6 +20,8 @@ module Network.WarpCore.Response
   , endStream
   , abortResponse
   , finishResponder
+  , setReason
+  , pauseTimeout
     -- * For "Network.WarpCore.Upgrade"
   , finishWith
   , withHeaders
@@ -29,7 +31,7 @@ module Network.WarpCore.Response
 
 import Control.Concurrent.MVar
 import Control.Exception (catch, mask, onException, throwIO)
-import Control.Monad (when)
+import Control.Monad (void, when)
 import Data.ByteString (ByteString)
 import qualified Data.ByteString as B
 import qualified Data.ByteString.Builder as BB
@@ -356,6 +358,30 @@ abortResponse :: Responder -> IO ()
 abortResponse r = do
   st <- responderState r
   transition r "warpcore_response_abort" st Finished (Raw.c_warpcore_hs_response_abort (responderPtr r))
+
+-- | Sets the reason phrase of the status line the answer will send
+-- (@HTTP/1.1 200 Fine@), in place of the library's for its code
+-- (@warpcore_response_set_reason@). Before the answer begins; throws
+-- 'WarpCoreError' ('Raw.resultInvalidStatus') for a phrase with CR, LF or
+-- another control byte, ('Raw.resultAlreadyAnswered') once it began.
+setReason :: Responder -> ByteString -> IO ()
+setReason r reason = allocaBytes Raw.messageSize $ \buf -> do
+  st <- readMVar (responderVar r)
+  when (st /= Fresh) $ throwIO (WarpCoreError Raw.resultAlreadyAnswered "warpcore_response_set_reason" "the answer began")
+  code <- BU.unsafeUseAsCStringLen reason $ \(p, l) ->
+    Raw.c_warpcore_hs_response_set_reason (responderPtr r) (castPtr p) (fromIntegral l) buf
+  when (code /= Raw.resultOk) $ do
+    message <- peekCString buf
+    throwIO (WarpCoreError code "warpcore_response_set_reason" message)
+
+-- | Pauses the answer timeout for this request (Warp's @pauseTimeout@;
+-- @warpcore_response_pause_timeout@): the answer may take as long as it
+-- needs to begin. Does nothing once the answer is finished; never throws.
+pauseTimeout :: Responder -> IO ()
+pauseTimeout r = do
+  st <- readMVar (responderVar r)
+  when (st /= Finished) $
+    allocaBytes Raw.messageSize $ \buf -> void (Raw.c_warpcore_hs_response_pause_timeout (responderPtr r) buf)
 
 -- | Makes sure the handle is released: answers 500 if nothing was sent,
 -- aborts a stream still open (the client sees it incomplete). Errors (the

@@ -1,3 +1,4 @@
+{-# LANGUAGE RankNTypes #-}
 {-# LANGUAGE ScopedTypeVariables #-}
 -- | Starting, running and stopping a server, and how requests reach Haskell.
 --
@@ -19,6 +20,9 @@ module Network.WarpCore.Server
   , Dispatch (..)
   , WorkerThreads (..)
   , Timeout (..)
+  , ProxyProtocol (..)
+  , Connection (..)
+  , Fork (..)
     -- * Handlers
   , Handler
     -- * Servers
@@ -116,6 +120,35 @@ data Timeout
   -- the client gets 503 and the connection closes
   deriving (Eq, Show, Enum, Bounded)
 
+-- | Whether connections start with a PROXY protocol header (HAProxy's, v1
+-- or v2; @warpcore_config_set_proxy_protocol@): its client address is then
+-- the request's peer.
+data ProxyProtocol
+  = ProxyProtocolNone
+  -- ^ no header (the default)
+  | ProxyProtocolRequired
+  -- ^ every connection starts with one; one without (or with a malformed
+  -- one) is closed with nothing sent
+  | ProxyProtocolOptional
+  -- ^ a header is taken when there is one (for trusted clients only)
+  deriving (Eq, Show, Read, Enum, Bounded)
+
+-- | A connection as the connection hooks see it
+-- (@warpcore_connection_info@): the socket's peer, the worker that owns it
+-- and a number that pairs its close with its open.
+data Connection = Connection
+  { connectionPeerIp :: !ByteString
+  -- ^ @127.0.0.1@, @::1@, or @unix:@ on a Unix socket
+  , connectionPeerPort :: !Int
+  , connectionWorker :: !Int
+  , connectionId :: !Word64
+  }
+  deriving (Eq, Show)
+
+-- | How request threads are forked (Warp's @setFork@): given an action that
+-- takes an @unmask@, start a thread that runs it.
+newtype Fork = Fork (((forall a. IO a -> IO a) -> IO ()) -> IO ())
+
 -- | Server settings. Unset ('Nothing') limits keep the library's defaults.
 data Config = Config
   { configListen :: String
@@ -179,6 +212,20 @@ data Config = Config
   -- ^ Receives the library's error-log messages with their level.
   , configOnException :: SomeException -> IO ()
   -- ^ Called when a handler throws (the binding then answers 500 if it can).
+  , configProxyProtocol :: ProxyProtocol
+  -- ^ Whether connections start with a PROXY protocol header (default none).
+  , configOnOpen :: Maybe (Connection -> IO Bool)
+  -- ^ Told of each connection as it is accepted, before any byte is read,
+  -- on the worker thread that owns it (a @"wrapper"@ callback: keep it
+  -- short); 'False' closes it at once. An exception refuses it (and goes to
+  -- 'configOnException').
+  , configOnClose :: Maybe (Connection -> IO ())
+  -- ^ Told once of every connection 'configOnOpen' was told of (refused ones
+  -- too), when it closes, on its worker thread; without 'configOnOpen',
+  -- of every connection.
+  , configFork :: Maybe Fork
+  -- ^ Forks each request's thread ('Dispatcher' and 'ForkInCallback'; an
+  -- 'InCallback' request runs where it is); default 'forkIO'.
   , configSchedBatch :: Bool
   -- ^ With 'Dispatcher' (the default True): the library's worker threads
   -- (the library's own setting, @warpcore_config_set_sched_batch@) and the
@@ -223,6 +270,10 @@ defaultConfig =
     , configErrorLog = Nothing
     , configOnException = \e -> hPutStrLn stderr ("warpcore: handler failed: " ++ show e)
     , configSchedBatch = True
+    , configProxyProtocol = ProxyProtocolNone
+    , configOnOpen = Nothing
+    , configOnClose = Nothing
+    , configFork = Nothing
     }
 
 -- | Answers one request through the 'Responder', exactly once. It runs in its
@@ -382,7 +433,40 @@ withConfig cfg keep act = mask $ \restore -> do
             fp <$ remember (freeHaskellFunPtr fp)
           checkWith "warpcore_config_set_error_log" $
             Raw.c_warpcore_hs_config_set_error_log c Raw.p_warpcore_hs_gated_error_log (castFunPtrToPtr fp)
+        checkWith "warpcore_config_set_proxy_protocol" $
+          Raw.c_warpcore_hs_config_set_proxy_protocol c (proxyCode (configProxyProtocol cfg))
+        when (isJust (configOnOpen cfg) || isJust (configOnClose cfg)) $ do
+          hooks <- mask_ $ do
+            open <- maybe (pure nullFunPtr) (\f -> Raw.mkConnectionOpenCallback (openHook f)) (configOnOpen cfg)
+            close' <- maybe (pure nullFunPtr) (\f -> Raw.mkConnectionCloseCallback (closeHook f)) (configOnClose cfg)
+            hooks <- Raw.c_warpcore_hs_hooks_new open close'
+            remember (Raw.c_warpcore_hs_hooks_free hooks >> freeFun open >> freeFun close')
+            when (hooks == nullPtr) $ throwIO (userError "Network.WarpCore: out of memory")
+            pure hooks
+          checkWith "warpcore_config_set_connection_hooks" $
+            Raw.c_warpcore_hs_config_set_connection_hooks c Raw.p_warpcore_hs_gated_on_open Raw.p_warpcore_hs_gated_on_close (castPtr hooks)
         act c
+    freeFun fp = when (fp /= nullFunPtr) (freeHaskellFunPtr fp)
+    report e = configOnException cfg e `catch` \(_ :: SomeException) -> pure ()
+    openHook f _ info = do
+      keep <- try (connection info >>= f)
+      case keep of
+        Right True -> pure (CBool 1)
+        Right False -> pure (CBool 0)
+        Left (e :: SomeException) -> report e >> pure (CBool 0)
+    closeHook f _ info = (connection info >>= f) `catch` report
+
+-- | What the hooks are told, copied out of the borrowed view.
+connection :: Ptr Raw.ConnectionInfo -> IO Connection
+connection p = do
+  Raw.ConnectionInfo (Raw.Str ip len) port worker cid <- peek p
+  ipBytes <- B.packCStringLen (castPtr ip, fromIntegral len)
+  pure (Connection ipBytes (fromIntegral port) (fromIntegral worker) cid)
+
+proxyCode :: ProxyProtocol -> Word32
+proxyCode ProxyProtocolNone = Raw.proxyProtocolNone
+proxyCode ProxyProtocolRequired = Raw.proxyProtocolRequired
+proxyCode ProxyProtocolOptional = Raw.proxyProtocolOptional
 
 -- | An 'Int' for a @uint32_t@ the library range-checks: one outside
 -- @uint32_t@ becomes 'maxBound', which the library refuses, instead of
@@ -515,12 +599,18 @@ dispatcher cfg current d i = alloca $ \out -> batch >> newWaiter >>= loop out
       | item == nullPtr = pure ()
       | otherwise = do
           next <- Raw.itemNext item
-          _ <- forkIO $ do
+          forkWith cfg $ do
             (req, res) <- readItem item
             r <- newResponder True res
             handler <- readIORef current
             serve cfg handler req r
           forkAll next
+
+-- Forks a request's thread as 'configFork' says (forkIO by default).
+forkWith :: Config -> IO () -> IO ()
+forkWith cfg body = case configFork cfg of
+  Nothing -> void (forkIO body)
+  Just (Fork fork) -> fork (\unmask -> unmask body)
 
 -- The callback paths: a "wrapper" FunPtr that forks or runs the handler.
 startCallback :: Config -> IORef Handler -> IORef [IO ()] -> Bool -> Ptr Raw.Config -> IO Server
@@ -541,7 +631,7 @@ startCallback cfg current callbacks inline c = do
             handler <- readIORef current
             if here
               then serve cfg handler req r
-              else void (forkIO (serve cfg handler req r))
+              else forkWith cfg (serve cfg handler req r)
         )
           `catch` \(e :: SomeException) -> configOnException cfg e
   mask $ \restore -> do

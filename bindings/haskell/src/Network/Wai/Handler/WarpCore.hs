@@ -1,4 +1,5 @@
 {-# LANGUAGE OverloadedStrings #-}
+{-# LANGUAGE RankNTypes #-}
 {-# LANGUAGE ScopedTypeVariables #-}
 -- requestBody is the field getRequestBodyChunk reads; wai 3.2.3 has no setter.
 {-# OPTIONS_GHC -Wno-deprecations #-}
@@ -38,6 +39,8 @@ module Network.Wai.Handler.WarpCore
   , runSettingsSocket
   , withApplication
   , withApplicationSettings
+  , testWithApplication
+  , testWithApplicationSettings
   , openFreePort
     -- * Settings
   , Settings
@@ -57,11 +60,46 @@ module Network.Wai.Handler.WarpCore
   , setMaxTotalHeaderLength
   , setLogger
   , setHTTP2Disabled
+  , setOnOpen
+  , setOnClose
+  , setProxyProtocolNone
+  , setProxyProtocolRequired
+  , setProxyProtocolOptional
+  , setFork
+  , setNoParsePath
+  , setAltSvc
+  , setFdCacheDuration
+  , setFileInfoCacheDuration
+  , setSlowlorisSize
+  , setGracefulCloseTimeout1
+  , setGracefulCloseTimeout2
+  , setManager
+  , setServerPushLogger
+  , setMaxBuilderResponseBufferSize
   , getPort
   , getHost
   , getOnException
+  , getOnOpen
+  , getOnClose
   , getGracefulShutdownTimeout
+  , getGracefulCloseTimeout1
+  , getGracefulCloseTimeout2
   , getMaxTotalHeaderLength
+    -- ** What a request carries (Warp's vault keys)
+  , pauseTimeout
+  , getFileInfo
+  , FileInfo (..)
+  , clientCertificate
+    -- ** HTTP/2 (the engine speaks HTTP/1.1: never present)
+  , HTTP2Data (..)
+  , PushPromise (..)
+  , defaultHTTP2Data
+  , defaultPushPromise
+  , getHTTP2Data
+  , setHTTP2Data
+  , modifyHTTP2Data
+  , warpVersion
+  , InvalidRequest (..)
     -- ** libwarpcore's own
   , setWorkers
   , setMaxBodySize
@@ -87,7 +125,7 @@ module Network.Wai.Handler.WarpCore
   , waiHandler
   ) where
 
-import Control.Concurrent (forkIO, forkIOWithUnmask, getNumCapabilities, killThread, threadWaitWrite)
+import Control.Concurrent (forkIO, forkIOWithUnmask, getNumCapabilities, killThread, myThreadId, threadWaitWrite)
 import Control.Exception
 import Control.Monad (void, when)
 import Data.ByteString (ByteString)
@@ -122,7 +160,12 @@ import System.IO.Unsafe (unsafePerformIO)
 import System.Posix.Files (fileSize, getFileStatus)
 import System.Posix.IO (closeFd)
 import System.Posix.Types (Fd (..))
-import Text.Read (readMaybe)
+import qualified Data.Vault.Lazy as Vault
+import Data.X509 (CertificateChain)
+import Network.HTTP.Date (epochTimeToHTTPDate, formatHTTPDate)
+import System.Posix.Files (isRegularFile, modificationTime)
+import qualified System.TimeManager as TM
+import Network.Wai.Handler.WarpCore.Types
 
 import qualified Network.WarpCore as WC
 import qualified Network.WarpCore.Raw as Raw
@@ -160,6 +203,17 @@ data Settings = Settings
   , settingsWorkerThreads :: WorkerThreads
   , settingsStatic :: [(ByteString, FilePath)]
   , settingsStaticDotfiles :: Bool
+  , settingsOnOpen :: Maybe (SockAddr -> IO Bool)
+  , settingsOnClose :: Maybe (SockAddr -> IO ())
+  , settingsProxyProtocol :: WC.ProxyProtocol
+  , settingsFork :: Maybe WC.Fork
+  , settingsNoParsePath :: Bool
+  , settingsAltSvc :: Maybe ByteString
+  , settingsFdCacheDuration :: Maybe Int
+  , settingsFileInfoCacheDuration :: Maybe Int
+  , settingsSlowlorisSize :: Int
+  , settingsGracefulCloseTimeout1 :: Int
+  , settingsGracefulCloseTimeout2 :: Int
   }
 
 -- | Port 3000 on every IPv4 address (@"*4"@), Warp's exception handling,
@@ -191,6 +245,17 @@ defaultSettings =
     , settingsWorkerThreads = EngineThreads
     , settingsStatic = []
     , settingsStaticDotfiles = False
+    , settingsOnOpen = Nothing
+    , settingsOnClose = Nothing
+    , settingsProxyProtocol = WC.ProxyProtocolNone
+    , settingsFork = Nothing
+    , settingsNoParsePath = False
+    , settingsAltSvc = Nothing
+    , settingsFdCacheDuration = Nothing
+    , settingsFileInfoCacheDuration = Nothing
+    , settingsSlowlorisSize = 2048
+    , settingsGracefulCloseTimeout1 = 0
+    , settingsGracefulCloseTimeout2 = 2000
     }
 
 setPort :: Port -> Settings -> Settings
@@ -267,6 +332,111 @@ setLogger f s = s {settingsLogger = f, settingsLogging = True}
 -- | Accepted for Warp compatibility: libwarpcore speaks HTTP/1.1 only.
 setHTTP2Disabled :: Settings -> Settings
 setHTTP2Disabled = id
+
+-- | Called as each connection is accepted, with the client's address as
+-- the socket gives it, before anything is read (so before a PROXY protocol
+-- header); 'False' closes it at once. As Warp: on the engine's worker
+-- thread that owns the connection here (a callback into the runtime: keep
+-- it short). An exception refuses the connection and goes to
+-- 'setOnException'.
+setOnOpen :: (SockAddr -> IO Bool) -> Settings -> Settings
+setOnOpen f s = s {settingsOnOpen = Just f}
+
+-- | Called once for every connection 'setOnOpen' was called for (refused
+-- ones too, as Warp), with the same address, when it closes.
+setOnClose :: (SockAddr -> IO ()) -> Settings -> Settings
+setOnClose f s = s {settingsOnClose = Just f}
+
+getOnOpen :: Settings -> SockAddr -> IO Bool
+getOnOpen = fromMaybe (const (pure True)) . settingsOnOpen
+
+getOnClose :: Settings -> SockAddr -> IO ()
+getOnClose = fromMaybe (const (pure ())) . settingsOnClose
+
+-- | No PROXY protocol header is expected (the default).
+setProxyProtocolNone :: Settings -> Settings
+setProxyProtocolNone s = s {settingsProxyProtocol = WC.ProxyProtocolNone}
+
+-- | Every connection must start with a PROXY protocol header (version 1
+-- or 2; Warp takes version 1 only), whose client address becomes
+-- 'remoteHost' (and the access log's); a connection without one, or with a
+-- malformed one, is closed with nothing sent.
+setProxyProtocolRequired :: Settings -> Settings
+setProxyProtocolRequired s = s {settingsProxyProtocol = WC.ProxyProtocolRequired}
+
+-- | A connection may start with a PROXY protocol header (for trusted
+-- clients only: any client may claim any address with it).
+setProxyProtocolOptional :: Settings -> Settings
+setProxyProtocolOptional s = s {settingsProxyProtocol = WC.ProxyProtocolOptional}
+
+-- | How each request's thread is forked (default 'forkIOWithUnmask'). Warp
+-- forks a thread per connection; here a thread runs each request.
+setFork :: (((forall a. IO a -> IO a) -> IO ()) -> IO ()) -> Settings -> Settings
+setFork f s = s {settingsFork = Just (WC.Fork f)}
+
+-- | With True, 'rawPathInfo' is the request target as sent up to the query
+-- (an absolute-form target keeps its scheme and authority), as Warp's;
+-- 'pathInfo' is parsed either way.
+setNoParsePath :: Bool -> Settings -> Settings
+setNoParsePath b s = s {settingsNoParsePath = b}
+
+-- | An @Alt-Svc@ field added to every answer (Warp adds it to HTTP/1.x ones).
+setAltSvc :: ByteString -> Settings -> Settings
+setAltSvc v s = s {settingsAltSvc = Just v}
+
+-- | Seconds an open file stays cached after its last use, for
+-- 'responseFile' and static mounts (the library's fd cache, one per
+-- worker; changed files are noticed at once). 0 turns it off. Unset, the
+-- library's default (10 s) applies; Warp's default is 0.
+setFdCacheDuration :: Int -> Settings -> Settings
+setFdCacheDuration n s = s {settingsFdCacheDuration = Just n}
+
+-- | Seconds a file's information (size, modification time, ETag) stays
+-- cached (the library's file-info cache). 0 turns it off. Unset, the
+-- library's default (1 s) applies; Warp's default is 0.
+setFileInfoCacheDuration :: Int -> Settings -> Settings
+setFileInfoCacheDuration n s = s {settingsFileInfoCacheDuration = Just n}
+
+-- | Kept for Warp programs; not used. Warp counts a read of at least this
+-- many bytes as progress that resets its one timeout; the engine bounds a
+-- request head by one deadline from its first byte that no trickle of
+-- bytes extends, whatever their size, and a request body by its progress.
+setSlowlorisSize :: Int -> Settings -> Settings
+setSlowlorisSize n s = s {settingsSlowlorisSize = n}
+
+-- | Kept and read back for Warp programs: Warp waits this many
+-- milliseconds for the client's FIN after a close (0, its default,
+-- closes at once). The engine always closes gracefully: it half-closes
+-- and reads what the client still sends for up to 2 s.
+setGracefulCloseTimeout1 :: Int -> Settings -> Settings
+setGracefulCloseTimeout1 n s = s {settingsGracefulCloseTimeout1 = n}
+
+-- | Kept and read back for Warp programs; Warp's HTTP/2 setting: no
+-- effect (HTTP/1.1 only).
+setGracefulCloseTimeout2 :: Int -> Settings -> Settings
+setGracefulCloseTimeout2 n s = s {settingsGracefulCloseTimeout2 = n}
+
+getGracefulCloseTimeout1 :: Settings -> Int
+getGracefulCloseTimeout1 = settingsGracefulCloseTimeout1
+
+getGracefulCloseTimeout2 :: Settings -> Int
+getGracefulCloseTimeout2 = settingsGracefulCloseTimeout2
+
+-- | Accepted for Warp programs; no effect: Warp's connection timeouts run on
+-- this manager, the engine's run on its own per-worker timer wheels.
+setManager :: TM.Manager -> Settings -> Settings
+setManager _ = id
+
+-- | Accepted for Warp programs; no effect: it logs HTTP/2 server pushes,
+-- and the engine speaks HTTP/1.1 only.
+setServerPushLogger :: (Request -> ByteString -> Integer -> IO ()) -> Settings -> Settings
+setServerPushLogger _ = id
+
+-- | Accepted for programs of later Warp versions; no effect: builders are
+-- run through 16 KiB buffers that are reused, never one buffer as large
+-- as the body.
+setMaxBuilderResponseBufferSize :: Int -> Settings -> Settings
+setMaxBuilderResponseBufferSize _ = id
 
 -- | Event loops (threads with their own listener); default: the number of
 -- capabilities.
@@ -364,6 +534,8 @@ defaultOnException _ e =
 defaultShouldDisplayException :: SomeException -> Bool
 defaultShouldDisplayException se
   | Just ThreadKilled <- fromException se = False
+  | Just (_ :: InvalidRequest) <- fromException se = False
+  | Just (e :: IOException) <- fromException se, ioeGetErrorType e == InvalidArgument = False
   | Just (e :: WC.WarpCoreError) <- fromException se, WC.errorResult e `elem` quiet = False
   | Just (e :: IOException) <- fromException se, ioeGetErrorType e == ResourceVanished = False
   | Just (_ :: SomeAsyncException) <- fromException se = False
@@ -386,11 +558,16 @@ exceptionResponseForDebug e =
 run :: Port -> Application -> IO ()
 run p = runSettings (setPort p defaultSettings)
 
--- | Like 'run', the port taken from the @PORT@ environment variable when set.
+-- | Like 'run', the port taken from the @PORT@ environment variable when
+-- set; one that does not start with a number fails, as Warp's does.
 runEnv :: Port -> Application -> IO ()
 runEnv p app = do
   env <- lookupEnv "PORT"
-  run (fromMaybe p (env >>= readMaybe)) app
+  case env of
+    Nothing -> run p app
+    Just text -> case reads text of
+      ((port, _) : _) -> run port app
+      _ -> fail ("Invalid value in $PORT: " ++ text)
 
 -- | Runs the application on the port and host of the settings (see
 -- 'setHost' for which addresses that is) until a shutdown installed with
@@ -532,6 +709,77 @@ withApplicationSettings s mkApp action = do
   cfg <- toConfig s "127.0.0.1:0"
   WC.withServer cfg (waiHandler s app) (action . WC.serverPort)
 
+-- | 'withApplication' for tests: an exception the application throws
+-- (that 'defaultShouldDisplayException' shows) is thrown to the calling
+-- thread too, as Warp's.
+testWithApplication :: IO Application -> (Port -> IO a) -> IO a
+testWithApplication = testWithApplicationSettings defaultSettings
+
+-- | 'testWithApplication' with settings.
+testWithApplicationSettings :: Settings -> IO Application -> (Port -> IO a) -> IO a
+testWithApplicationSettings s mkApp action = do
+  caller <- myThreadId
+  app <- mkApp
+  let wrapped req respond =
+        app req respond `catch` \e -> do
+          when (defaultShouldDisplayException e) (throwTo caller e)
+          throwIO e
+  withApplicationSettings s (pure wrapped) action
+
+-- | Pauses the request's answer timeout (Warp's 'pauseTimeout'): the
+-- application may take as long as it needs before it begins its answer
+-- (otherwise 'setTimeout' seconds, after which the client gets 503). The
+-- client's own waits stay bounded (a body that stops coming, an answer it
+-- stops reading). Does nothing for a request that did not come from this
+-- handler.
+pauseTimeout :: Request -> IO ()
+pauseTimeout = fromMaybe (pure ()) . Vault.lookup pauseTimeoutKey . vault
+
+-- | The size and modification time of a file (Warp's 'getFileInfo'; a
+-- @stat@ here), or an 'IOException' for one that is missing or not a
+-- regular file.
+getFileInfo :: Request -> FilePath -> IO FileInfo
+getFileInfo req = fromMaybe (\_ -> throwIO (userError "getFileInfo")) (Vault.lookup fileInfoKey (vault req))
+
+-- | The client's TLS certificate chain: 'Nothing' (no TLS here), as Warp
+-- without TLS.
+clientCertificate :: Request -> Maybe CertificateChain
+clientCertificate = (>>= id) . Vault.lookup clientCertificateKey . vault
+
+-- | A request's HTTP/2 data: always 'Nothing' (HTTP/1.1 only), as for
+-- Warp's HTTP/1.1 requests.
+getHTTP2Data :: Request -> IO (Maybe HTTP2Data)
+getHTTP2Data _ = pure Nothing
+
+-- | Does nothing (HTTP/1.1 only), as for Warp's HTTP/1.1 requests.
+setHTTP2Data :: Request -> Maybe HTTP2Data -> IO ()
+setHTTP2Data _ _ = pure ()
+
+-- | Does nothing (HTTP/1.1 only), as for Warp's HTTP/1.1 requests.
+modifyHTTP2Data :: Request -> (Maybe HTTP2Data -> Maybe HTTP2Data) -> IO ()
+modifyHTTP2Data _ _ = pure ()
+
+pauseTimeoutKey :: Vault.Key (IO ())
+pauseTimeoutKey = unsafePerformIO Vault.newKey
+{-# NOINLINE pauseTimeoutKey #-}
+
+fileInfoKey :: Vault.Key (FilePath -> IO FileInfo)
+fileInfoKey = unsafePerformIO Vault.newKey
+{-# NOINLINE fileInfoKey #-}
+
+clientCertificateKey :: Vault.Key (Maybe CertificateChain)
+clientCertificateKey = unsafePerformIO Vault.newKey
+{-# NOINLINE clientCertificateKey #-}
+
+statFileInfo :: FilePath -> IO FileInfo
+statFileInfo path = do
+  fs <- getFileStatus path
+  if isRegularFile fs
+    then do
+      let time = epochTimeToHTTPDate (modificationTime fs)
+      pure (FileInfo path (fromIntegral (fileSize fs)) time (formatHTTPDate time))
+    else throwIO (userError ("getFileInfo: not a regular file: " ++ path))
+
 -- The library's config for the settings, listening on `address`.
 toConfig :: Settings -> String -> IO WC.Config
 toConfig s address = do
@@ -555,12 +803,29 @@ toConfig s address = do
       , WC.configOnException = settingsOnException s Nothing
       , WC.configStatic = settingsStatic s
       , WC.configStaticDotfiles = settingsStaticDotfiles s
+      , WC.configProxyProtocol = settingsProxyProtocol s
+      , WC.configOnOpen = (\f c -> f (connectionAddress c)) <$> settingsOnOpen s
+      , WC.configOnClose = (\f c -> f (connectionAddress c)) <$> settingsOnClose s
+      , WC.configFork = settingsFork s
+      , WC.configFileCache = case (settingsFdCacheDuration s, settingsFileInfoCacheDuration s) of
+          (Nothing, Nothing) -> Nothing
+          (fd, info) -> Just (maybe 10000 ms fd, maybe 1000 ms info)
       }
+  where
+    ms n = fromIntegral (max 0 n) * 1000
+    connectionAddress c = peerAddress (WC.connectionPeerIp c) (WC.connectionPeerPort c)
 
 -- | The library handler for a WAI application.
 waiHandler :: Settings -> Application -> WC.Handler
 waiHandler s app creq res = do
-  req <- toWaiRequest creq
+  base <- toWaiRequest creq
+  let req =
+        base
+          { vault =
+              Vault.insert pauseTimeoutKey (WC.pauseTimeout res) $
+                Vault.insert fileInfoKey statFileInfo (vault base)
+          , rawPathInfo = if settingsNoParsePath s then B.takeWhile (/= 63) (WC.requestTarget creq) else rawPathInfo base
+          }
   outcome <- try (app req (sendResponse s req refuse res))
   case outcome of
     Right ResponseReceived -> pure ()
@@ -590,7 +855,7 @@ toWaiRequest r = do
   (readBody, bodyLength) <- case WC.requestBodyReader r of
     Just reader ->
       pure
-        ( WC.readChunk reader
+        ( WC.readChunk reader `catch` \(e :: WC.WarpCoreError) -> throwIO (if WC.errorResult e == Raw.resultClosed then toException ConnectionClosedByPeer else toException e)
         , case lookup H.hContentLength headers >>= B8.readInteger of
             Just (n, "") | n >= 0 -> KnownLength (fromInteger n)
             _ -> ChunkedBody
@@ -660,10 +925,20 @@ peerAddress ip port
 
 sendResponse :: Settings -> Request -> IO () -> WC.Responder -> Response -> IO ResponseReceived
 sendResponse s req refuse res (ResponseRaw rawApp fallback) = sendRaw s req refuse res rawApp fallback
-sendResponse s req refuse res rsp = do
+sendResponse s req refuse res rsp0 = do
+  let rsp = maybe rsp0 (\v -> mapResponseHeaders (("Alt-Svc", v) :) rsp0) (settingsAltSvc s)
   case rsp of
     ResponseStream {} -> pure ()
     _ -> refuse
+  -- The application's reason phrase, as Warp sends it (a file's status
+  -- may become 304, 206, ... by the library: only a status other than 200
+  -- is sure to be sent as given).
+  let st0 = responseStatus rsp
+      file = case rsp of
+        ResponseFile {} -> True
+        _ -> False
+  when (not (H.statusCode st0 == 200 && (file || H.statusMessage st0 == "OK"))) $
+    WC.setReason res (H.statusMessage st0)
   (st, len) <- send rsp
   settingsLogger s req st len `catch` \(_ :: SomeException) -> pure ()
   pure ResponseReceived

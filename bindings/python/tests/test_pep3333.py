@@ -99,19 +99,31 @@ def test_reload_swaps_the_application(wsgi, threads, keyword):
     assert request(s.port).body == b"three"
 
 
-def test_reason_phrase_is_the_standard_one(wsgi):
-    """The engine composes the status line from the code alone
-    (warpcore_respond takes no reason phrase): an application's own phrase
-    is not sent. This pins the documented behaviour."""
+def test_reason_phrase_is_the_applications(wsgi):
+    """PEP 3333: the status line carries the application's own reason
+    phrase (warpcore_response_set_reason), whole or streamed; a standard one
+    is the engine's; control characters are the application's error."""
 
     def app(environ, start_response):
-        start_response("299 Custom Thing", [])
-        return [b""]
+        path = environ["PATH_INFO"]
+        if path == "/custom":
+            start_response("299 Custom Thing", [])
+            return [b""]
+        if path == "/stream":
+            start_response("200 Fine Indeed", [])
+            return iter([b"a" * 70000, b"b"])
+        if path == "/bad":
+            start_response("200 Bad\x01Phrase", [])
+            return [b""]
+        start_response("404 Not Found", [])
+        return [b"x"]
 
     s = wsgi(app, threads=1)
-    raw = raw_exchange(s.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.1 299 "), raw
-    assert b"Custom Thing" not in raw.split(b"\r\n")[0]
+    exchange = lambda path: raw_exchange(s.port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert exchange(b"/custom").split(b"\r\n")[0] == b"HTTP/1.1 299 Custom Thing"
+    assert exchange(b"/stream").split(b"\r\n")[0] == b"HTTP/1.1 200 Fine Indeed"
+    assert exchange(b"/other").split(b"\r\n")[0] == b"HTTP/1.1 404 Not Found"
+    assert exchange(b"/bad").split(b"\r\n")[0] == b"HTTP/1.1 500 Internal Server Error"
 
 
 def test_forwarded_headers(wsgi):

@@ -29,14 +29,16 @@ listening sockets it opens, to use several cores despite the GIL. SIGTERM or
 SIGINT stops them gracefully: no new connections, requests in flight finish
 within the grace period.
 
-The status line's reason phrase: the engine composes the status line from the
-code alone (``warpcore_respond`` takes no reason), so an application's own
-phrase (``"200 Fine"``) is sent as the standard one (``200 OK``).
+The status line's reason phrase is the application's (PEP 3333):
+``"299 Custom Thing"`` goes out as such (``warpcore_response_set_reason``);
+a standard phrase costs nothing more. A phrase with control characters is
+the application's error (a 500).
 """
 
 from __future__ import annotations
 
 import io
+from http import HTTPStatus
 import logging
 import os
 import queue
@@ -91,6 +93,7 @@ SERVER_SOFTWARE = "warpcore/0.1.0"
 # _ffi.guarded); _respond, _start and the rest come guarded from _response.
 _respond_raw = RAW.respond
 _respond_raw_deferred = guarded(RAW.respond_deferred)
+_set_reason_raw = guarded(_ffi.F.response_set_reason)
 
 _ERROR_BODY = b"Internal Server Error\n"
 _ERROR_HEADERS = [("Content-Type", "text/plain; charset=utf-8")]
@@ -145,12 +148,14 @@ class FileWrapper:
         raise StopIteration
 
 
-# Status lines seen -> their codes (bounded): most applications send a few.
-_status_codes: Dict[str, int] = {}
+# Status lines seen -> their codes and, when not the standard one, their
+# reason phrase (bounded): most applications send a few.
+_status_codes: Dict[str, Tuple[int, Optional[bytes]]] = {}
 
 
-def _status_code(status: Any) -> int:
-    """The code of a WSGI status line ("200 OK"), which is checked and
+def _status_code(status: Any) -> Tuple[int, Optional[bytes]]:
+    """The code of a WSGI status line ("200 OK") and its reason phrase
+    when the engine's would differ (None when standard), checked and
     remembered; raises on a malformed one."""
     if type(status) is not str:
         raise TypeError("status must be a str")
@@ -160,15 +165,30 @@ def _status_code(status: Any) -> int:
         raise ValueError(f"bad status {status!r}") from None
     if len(status) < 4 or status[3] != " ":
         raise ValueError(f"bad status {status!r}: want '200 OK'")
+    phrase = status[4:]
+    try:
+        standard = HTTPStatus(code).phrase
+    except ValueError:
+        standard = None
+    reason = None if phrase == standard else phrase.encode("latin-1")
     if len(_status_codes) < 256:
-        _status_codes[status] = code
-    return code
+        _status_codes[status] = (code, reason)
+    return code, reason
+
+
+def _set_reason(call: "_Call") -> None:
+    """Gives the engine the application's own reason phrase, if any."""
+    reason = call.reason
+    if reason is not None:
+        rc = _set_reason_raw(call.res, reason, len(reason))
+        if rc:
+            raise error_for(rc, "warpcore_response_set_reason")
 
 
 class _Call:
     """One request's application call: start_response state and the handle."""
 
-    __slots__ = ("res", "inline", "status", "code", "headers", "started", "done", "length", "body")
+    __slots__ = ("res", "inline", "status", "code", "reason", "headers", "started", "done", "length", "body")
 
     def __init__(self, res: Any, inline: bool = False, body: Optional[_RawBody] = None) -> None:
         self.res = res
@@ -176,6 +196,7 @@ class _Call:
         self.inline = inline
         self.status: Optional[str] = None
         self.code = 0
+        self.reason: Optional[bytes] = None
         self.headers: Optional[List[Tuple[str, str]]] = None
         self.started = False  # the head went out (a stream was started)
         self.done = False  # the handle is released
@@ -190,13 +211,13 @@ class _Call:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called twice without exc_info")
-        code = _status_codes.get(status) if type(status) is str else None
-        if code is None:
-            code = _status_code(status)
+        known = _status_codes.get(status) if type(status) is str else None
+        code, reason = known if known is not None else _status_code(status)
         if type(headers) is not list:
             raise TypeError("headers must be a list")
         self.status = status
         self.code = code
+        self.reason = reason
         self.headers = headers
         return self.write
 
@@ -215,6 +236,7 @@ class _Call:
                     length = length_in_range(value, length, "Content-Length")
         self.length = length
         h = header_array(self.headers)
+        _set_reason(self)
         rc = _start(self.res, self.code, h.address, h.count, length)
         if rc:
             if rc == CLOSED:
@@ -251,6 +273,7 @@ class _Gone(Exception):
 
 def _respond_whole(call: _Call, body: bytes) -> None:
     h = header_array(call.headers)
+    _set_reason(call)
     n = len(body)
     if n < ZERO_COPY_MIN and 0 <= call.code < 65536:
         # Untyped calls (see _ffi.RAW): on the worker thread inside the handler
@@ -312,6 +335,7 @@ def _send_file(call: _Call, wrapper: FileWrapper) -> bool:
         return True
     headers = [(n, v) for n, v in call.headers or () if n.lower() != "content-length"]
     h = header_array(headers)
+    _set_reason(call)
     rc = _start(call.res, call.code, h.address, h.count, size)
     if rc:
         if rc == CLOSED:  # the only failure that releases the handle

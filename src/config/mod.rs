@@ -12,6 +12,7 @@ use crate::http::head::{HeadLimits, MAX_HEADERS};
 use crate::net::listen::ListenSpec;
 use crate::net::unix_path::UnixPerms;
 use crate::observe::log::{AccessLogTarget, ErrorLog};
+use crate::tls::TlsSetup;
 
 /// Where a server listens when its config names no listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -30,6 +31,9 @@ pub struct Config {
     pub listeners: Vec<String>,
     /// The mode and owner of the Unix socket files the server makes.
     pub unix_perms: UnixPerms,
+    /// The listeners that speak TLS, by address (as `listen` or `listeners`
+    /// names it), with how (see `add_tls_listener`). Default none.
+    pub tls: Vec<(String, TlsSetup)>,
     /// Event loops; 0 means one per available core. Default 0.
     pub workers: usize,
     /// When true, `start` spawns no threads: the embedder calls
@@ -124,6 +128,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.to_owned(),
             listeners: Vec::new(),
             unix_perms: UnixPerms::default(),
+            tls: Vec::new(),
             workers: 0,
             external_workers: false,
             share_port: false,
@@ -226,6 +231,16 @@ impl Config {
     pub fn add_listener(&mut self, address: &str) -> Result<(), Error> {
         ListenSpec::parse(address)?;
         self.listeners.push(address.to_owned());
+        Ok(())
+    }
+
+    /// Adds a listener (as `add_listener`) that speaks TLS as `setup` says.
+    /// Its certificate files are read again at every start and reload.
+    pub fn add_tls_listener(&mut self, address: &str, setup: TlsSetup) -> Result<(), Error> {
+        setup.validate()?;
+        self.add_listener(address)?;
+        self.tls.retain(|(a, _)| a != address);
+        self.tls.push((address.to_owned(), setup));
         Ok(())
     }
 

@@ -234,14 +234,19 @@ impl Config {
         Ok(())
     }
 
-    /// Adds a listener (as `add_listener`) that speaks TLS as `setup` says.
-    /// Its certificate files are read again at every start and reload.
-    pub fn add_tls_listener(&mut self, address: &str, setup: TlsSetup) -> Result<(), Error> {
+    /// Adds a listener (as `add_listener`) that speaks TLS as `setup` says;
+    /// an address that is a listener already becomes TLS (or has its setup
+    /// replaced) instead. True when a listener was added. Certificate files
+    /// are read again at every start and reload.
+    pub fn add_tls_listener(&mut self, address: &str, setup: TlsSetup) -> Result<bool, Error> {
         setup.validate()?;
-        self.add_listener(address)?;
+        let added = !self.listen_addresses().contains(&address);
+        if added {
+            self.add_listener(address)?;
+        }
         self.tls.retain(|(a, _)| a != address);
         self.tls.push((address.to_owned(), setup));
-        Ok(())
+        Ok(added)
     }
 
     /// systemd socket activation: adds the listening sockets the service

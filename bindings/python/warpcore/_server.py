@@ -25,6 +25,7 @@ from . import _ffi
 from ._ffi import CLOSED, RAW, SHUTTING_DOWN, F, check, warpcore_access_log_cb, warpcore_error_log_cb, warpcore_handler_cb
 from ._request import _LINES, _MEM, _SHORT, _UNSET, Request, _method_target_path, _read_method_path
 from ._response import _PREPARED_MIN, Responder, Response
+from ._tls import TLS
 
 __all__ = ["Server", "Handler", "NO_LIMIT"]
 
@@ -121,6 +122,12 @@ class Server:
     (``Request.body_follows``): read it with ``Request.stream()``, whatever
     its size, in bounded memory (``Request.body`` then raises).
 
+    TLS: ``tls=TLS(certfile, keyfile, ...)`` (or a ``(certfile, keyfile)``
+    pair) makes the listener speak HTTPS (see :class:`~warpcore.TLS`);
+    ``Request.tls`` then says what each connection negotiated, and
+    ``reload(tls=...)`` (or ``reload()`` with a ``tls`` setting) reads the
+    certificate files again without dropping a connection.
+
     Use as a context manager (``with Server(h, port=0) as s: s.port``) or call
     :meth:`start` and :meth:`shutdown`.
     """
@@ -148,6 +155,7 @@ class Server:
         file_cache: Optional[Tuple[float, float]] = None,
         static_dotfiles: bool = False,
         stream_threads: int = 16,
+        tls: Union[None, TLS, Tuple[Any, Any]] = None,
     ) -> None:
         if not callable(handler):
             raise TypeError("handler must be callable")
@@ -169,6 +177,7 @@ class Server:
             "access_log": access_log,
             "file_cache": file_cache,
             "static_dotfiles": static_dotfiles,
+            "tls": TLS.of(tls),
         }
         _check_timeouts(self._settings["timeouts"])
         _check_bool("static_dotfiles", static_dotfiles)
@@ -238,7 +247,7 @@ class Server:
                 request._res = res
                 request._live = True
                 request._target = request._query = request._headers = unset
-                request._body = request._peer = request._tail = unset
+                request._body = request._peer = request._tls = request._tail = unset
                 unkept = getrefcount(request)
                 try:
                     result = server._handler(request)
@@ -319,6 +328,8 @@ class Server:
             host = self.host
             a = ((f"[{host}]" if ":" in host else host) + f":{port}").encode("utf-8")
             check(F.config_set_listen(cfg, a, len(a)), "warpcore_config_set_listen")
+            if s["tls"] is not None:
+                s["tls"].add_to(cfg, a)
             check(F.config_set_workers(cfg, _c_unsigned("workers", workers, 32)), "warpcore_config_set_workers")
             check(F.config_set_external_workers(cfg, True), "warpcore_config_set_external_workers")
             check(F.config_set_share_port(cfg, self._share_port), "warpcore_config_set_share_port")
@@ -511,7 +522,8 @@ class Server:
         settings (``server_name``, ``max_body_size``, ``whole_body_max``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
         ``coalesce_wait``, ``sched_batch``, ``timeouts``, ``access_log``,
-        ``file_cache``, ``static_dotfiles``) and ``static`` (the whole
+        ``file_cache``, ``static_dotfiles``, ``tls``: the certificate files
+        are read again whenever the config is rebuilt) and ``static`` (the whole
         new set of mounts; ``{}`` removes them all). Settings not given keep
         their values; a refused reload (a missing static directory, say) raises
         and changes nothing. The address and the worker count are fixed at
@@ -528,6 +540,10 @@ class Server:
         for key in ("static_dotfiles", "sched_batch"):
             if key in settings:
                 _check_bool(key, settings[key])
+        if "tls" in settings:
+            settings["tls"] = TLS.of(settings["tls"])
+            if (settings["tls"] is None) != (self._settings["tls"] is None):
+                raise ValueError("reload() cannot turn TLS on or off: the listener keeps its scheme")
         if settings or static is not None:
             ptr = self._use()
             try:

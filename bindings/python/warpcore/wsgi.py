@@ -544,7 +544,7 @@ class WSGIServer(Server):
             "SERVER_NAME": self.host,
             "SERVER_PORT": str(self.port),
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
+            "wsgi.url_scheme": "https" if self._settings.get("tls") else "http",
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": self.threads > 1 or self.workers > 1,
             "wsgi.multiprocess": self._multiprocess,

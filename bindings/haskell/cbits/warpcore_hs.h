@@ -184,6 +184,19 @@ void warpcore_hs_sched_batch_release(void);
     X(config_set_unix_socket_mode, (struct warpcore_config *c, uint32_t m, int64_t u, int64_t g),  \
       (c, m, u, g))                                                                                \
     X(config_add_systemd_listeners, (struct warpcore_config *c, uint32_t *count), (c, count))      \
+    X(tls_add_cert_files,                                                                          \
+      (struct warpcore_tls *t, const uint8_t *c, size_t cn, const uint8_t *k, size_t kn),          \
+      (t, c, cn, k, kn))                                                                           \
+    X(tls_add_cert_pem,                                                                            \
+      (struct warpcore_tls *t, const uint8_t *c, size_t cn, const uint8_t *k, size_t kn),          \
+      (t, c, cn, k, kn))                                                                           \
+    X(tls_set_client_auth_pem, (struct warpcore_tls *t, uint32_t m, const uint8_t *p, size_t n),   \
+      (t, m, p, n))                                                                                \
+    X(tls_set_client_auth_file, (struct warpcore_tls *t, uint32_t m, const uint8_t *p, size_t n),  \
+      (t, m, p, n))                                                                                \
+    X(config_add_tls_listener,                                                                     \
+      (struct warpcore_config *c, const uint8_t *p, size_t n, const struct warpcore_tls *t),       \
+      (c, p, n, t))                                                                                \
     X(respond,                                                                                     \
       (warpcore_response *r, uint16_t s, const warpcore_header *h, size_t hn, const uint8_t *b,    \
        size_t bn),                                                                                 \

@@ -12,6 +12,7 @@ import qualified ListenSpec
 import qualified RawSpec
 import qualified SafetySpec
 import qualified ServerSpec
+import qualified TLSSpec
 import qualified UpgradeSpec
 import qualified WaiSpec
 
@@ -34,3 +35,4 @@ tests = hspec $ do
   UpgradeSpec.spec
   SafetySpec.spec
   DemoSpec.spec
+  TLSSpec.spec

@@ -75,6 +75,7 @@ module Network.Wai.Handler.WarpCore
   , setOnReady
   , setStaticMount
   , setStaticDotfiles
+  , setTLSConfig
   , Dispatch (..)
   , WorkerThreads (..)
     -- * Exceptions
@@ -160,6 +161,7 @@ data Settings = Settings
   , settingsWorkerThreads :: WorkerThreads
   , settingsStatic :: [(ByteString, FilePath)]
   , settingsStaticDotfiles :: Bool
+  , settingsTLS :: Maybe WC.TLSConfig
   }
 
 -- | Port 3000 on every IPv4 address (@"*4"@), Warp's exception handling,
@@ -191,7 +193,15 @@ defaultSettings =
     , settingsWorkerThreads = EngineThreads
     , settingsStatic = []
     , settingsStaticDotfiles = False
+    , settingsTLS = Nothing
     }
+
+-- | The listener speaks TLS as this says (what
+-- "Network.Wai.Handler.WarpCoreTLS"'s 'Network.Wai.Handler.WarpCoreTLS.runTLS'
+-- sets; Nothing, the default, for plain HTTP). Requests then have
+-- 'isSecure' True.
+setTLSConfig :: Maybe WC.TLSConfig -> Settings -> Settings
+setTLSConfig t s = s {settingsTLS = t}
 
 setPort :: Port -> Settings -> Settings
 setPort p s = s {settingsPort = p}
@@ -555,6 +565,7 @@ toConfig s address = do
       , WC.configOnException = settingsOnException s Nothing
       , WC.configStatic = settingsStatic s
       , WC.configStaticDotfiles = settingsStaticDotfiles s
+      , WC.configTLS = settingsTLS s
       }
 
 -- | The library handler for a WAI application.
@@ -610,7 +621,7 @@ toWaiRequest r = do
       , rawPathInfo = rawPath
       , rawQueryString = if B.null query then "" else B.cons 63 query
       , requestHeaders = headers
-      , isSecure = False
+      , isSecure = WC.requestTlsVersion r /= 0
       , remoteHost = peerAddress (WC.requestPeerIp r) (WC.requestPeerPort r)
       , pathInfo = H.decodePathSegments rawPath
       , queryString = H.parseQuery query

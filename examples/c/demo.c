@@ -16,7 +16,8 @@
  * below, at read_config_file) --tls-cert FILE --tls-key FILE (every
  * listener but the config file's tls_listen ones speaks TLS with that
  * certificate chain and key, PEM; read again on SIGHUP, so replacing the
- * files and sending SIGHUP installs new ones). Sockets passed by systemd (LISTEN_PID,
+ * files and sending SIGHUP installs new ones), --tls-ktls on|off (kernel TLS
+ * after the handshake where the kernel has it; default on). Sockets passed by systemd (LISTEN_PID,
  * LISTEN_FDS) are listened on too; without any --listen, --host, --port or
  * `listen` line they are the only listeners. Prints "listening on ADDRESS"
  * once it accepts connections, one line per listener, the first listener
@@ -324,7 +325,7 @@ static const warpcore_prepared *handle(void *userdata, const warpcore_request *r
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s [--host H] [--port N] [--listen ADDRESS]... [--workers N] [--static PREFIX=DIR]...\n"
-            "          [--access-log PATH] [--config FILE] [--tls-cert FILE --tls-key FILE]\n",
+            "          [--access-log PATH] [--config FILE] [--tls-cert FILE --tls-key FILE] [--tls-ktls on|off]\n",
             argv0);
 }
 
@@ -487,6 +488,7 @@ struct sources {
     uint32_t systemd_count;
     const char *config_path;
     const char *tls_cert, *tls_key; /* --tls-cert, --tls-key */
+    int tls_no_ktls;                /* --tls-ktls off */
 };
 
 /* A TLS setup with the certificate chain and key in files CERT and KEY added. */
@@ -517,6 +519,7 @@ static warpcore_result add_tls(warpcore_config *config, const struct sources *sr
     if (r != WARPCORE_RESULT_OK || !src->tls_cert) return r;
     warpcore_tls *tls = NULL;
     r = tls_with(&tls, src->tls_cert, src->tls_key);
+    if (r == WARPCORE_RESULT_OK && src->tls_no_ktls) r = warpcore_tls_set_ktls(tls, false);
     for (int i = 0; i < plain_count && r == WARPCORE_RESULT_OK; i++) {
         r = warpcore_config_add_tls_listener(config, (const uint8_t *)plain[i], strlen(plain[i]), tls);
     }
@@ -644,6 +647,8 @@ int main(int argc, char **argv) {
             src.tls_cert = value;
         } else if (!strcmp(argv[i], "--tls-key") && value) {
             src.tls_key = value;
+        } else if (!strcmp(argv[i], "--tls-ktls") && value && (!strcmp(value, "on") || !strcmp(value, "off"))) {
+            src.tls_no_ktls = !strcmp(value, "off");
         } else if (!strcmp(argv[i], "--access-log") && value) {
             if (strlen(value) >= MAX_TEXT) { usage(argv[0]); return 2; }
             strcpy(src.flags.access_log, value);

@@ -1,7 +1,8 @@
 //! Sockets and the bytes that cross them: the listeners (TCP, Unix, handed
 //! in), a connection's socket and peer, its input buffer and output queue, and `Payload`, bytes handed over without a copy.
-//! (TLS and the PROXY protocol will sit here, between the socket and the
-//! connection.)
+//! A TLS connection's socket reads and writes through its session (`tls/`,
+//! the layer below); the PROXY protocol will sit here, between the socket
+//! and the connection.
 
 pub(crate) mod input;
 pub(crate) mod listen;

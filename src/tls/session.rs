@@ -396,3 +396,33 @@ impl Write for SocketWriter<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// The reads that precede a move into kernel TLS never take a byte of
+    /// the record after the one being read (the kernel must find it whole).
+    #[test]
+    fn cut_reads_stop_at_record_boundaries() {
+        let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        // Two records (5-byte header, then 3 and 2 bytes), then one more byte.
+        client.write_all(&[22, 3, 3, 0, 3, b'a', b'b', b'c', 23, 3, 3, 0, 2, b'x', b'y', 21]).unwrap();
+        let mut cut = RecordCut::default();
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        while got.len() < 15 {
+            let mut buf = [0u8; 64];
+            let mut reader = SocketReader { socket: server.as_fd(), cut: Some(&mut cut), short: false };
+            let n = reader.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            sizes.push(n);
+        }
+        assert_eq!(sizes, [5, 3, 5, 2], "a header, then exactly its body, record by record");
+        assert_eq!(got.len(), 15, "the byte after the second record stays in the socket");
+        let mut rest = [0u8; 8];
+        assert_eq!(socket_io::recv(server.as_fd(), &mut rest).unwrap(), 1);
+    }
+}

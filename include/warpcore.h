@@ -88,6 +88,11 @@ enum warpcore_result
   // The caller's buffer is too small for what the call returns; nothing
   // was taken, and the size needed was written (`warpcore_websocket_recv`).
   WARPCORE_RESULT_BUFFER_TOO_SMALL = 15,
+  // A certificate, key or other TLS setting is unusable: a file that
+  // cannot be read, PEM that holds no certificate or key, a key that is
+  // not the certificate's, a TLS listener without a certificate. The
+  // message names the file and the reason.
+  WARPCORE_RESULT_TLS = 16,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -254,6 +259,29 @@ typedef uint32_t warpcore_proxy_protocol;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Whether a TLS listener asks clients for certificates, for
+// `warpcore_tls_set_client_auth_pem` and `_file`.
+enum warpcore_tls_client_auth
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // None is asked for (the default).
+  WARPCORE_TLS_CLIENT_AUTH_NONE = 0,
+  // One is asked for; a client without one is served too (the request
+  // view then shows no certificate). One that is presented must verify.
+  WARPCORE_TLS_CLIENT_AUTH_OPTIONAL = 1,
+  // One that verifies is required: the handshake fails without it.
+  WARPCORE_TLS_CLIENT_AUTH_REQUIRED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum warpcore_tls_client_auth warpcore_tls_client_auth;
+#else
+typedef uint32_t warpcore_tls_client_auth;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A request body that streams (`warpcore_request.body_follows`): its bytes,
 // read as they arrive through a window of 64 KiB. While the application has
 // not read what the window holds, the library reads nothing more from the
@@ -332,6 +360,17 @@ typedef struct warpcore_response warpcore_response;
 // and `warpcore_server_wait`, which must not be called from a handler: they
 // wait for the workers).
 typedef struct warpcore_server warpcore_server;
+
+// How a TLS listener speaks TLS: its certificates (at least one), ALPN,
+// client certificates, session tickets, kernel TLS and the lowest version.
+// Defaults: ALPN `http/1.1`, no client certificates, session tickets on,
+// kernel TLS on where the kernel has it, TLS 1.2 and 1.3.
+//
+// Owned by the caller: made by `warpcore_tls_new`, released by
+// `warpcore_tls_free`. `warpcore_config_add_tls_listener` copies it, so it
+// may be changed, reused or freed right after. Not thread-safe: do not use
+// one from two threads at once.
+typedef struct warpcore_tls warpcore_tls;
 
 // A connection that switched protocols: made by `warpcore_response_upgrade`
 // (or `warpcore_websocket_accept`, which speaks WebSocket on one), released
@@ -430,6 +469,30 @@ typedef struct warpcore_request {
   // `body` is empty and the body is read as it arrives, through
   // `warpcore_response_body`. (Added in 0.2: the struct only grows at its end.)
   bool body_follows;
+  // True when the connection speaks TLS (a listener added with
+  // `warpcore_config_add_tls_listener`). The `tls_` fields were added in
+  // 0.3; on a plain connection they are 0, empty and NULL.
+  bool tls;
+  // The TLS session was resumed (a ticket or session ID) rather than made
+  // by a full handshake.
+  bool tls_resumed;
+  // The TLS version: `0x0303` (TLS 1.2) or `0x0304` (TLS 1.3).
+  uint16_t tls_version;
+  // The cipher suite's IANA number (`0x1301` is TLS_AES_128_GCM_SHA256,
+  // `0xC02B` TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256).
+  uint16_t tls_cipher;
+  // The host name the client asked for (SNI), as it sent it; empty when
+  // it named none (a client that connects to an IP address).
+  struct warpcore_str tls_sni;
+  // The protocol agreed by ALPN (`http/1.1`); empty when the client
+  // offered none.
+  struct warpcore_str tls_alpn;
+  // The client's certificate chain (DER, its own certificate first),
+  // verified against the CA of `warpcore_tls_set_client_auth_pem`;
+  // NULL when it presented none.
+  const struct warpcore_str *tls_peer_certs;
+  // How many certificates `tls_peer_certs` holds.
+  size_t tls_peer_cert_count;
 } warpcore_request;
 
 // A request handler: called once per request with the `userdata` given to
@@ -602,6 +665,16 @@ typedef struct warpcore_stats {
   // `warpcore_websocket_accept`). Added after the first version: an older
   // library leaves it alone (see `size`).
   uint64_t upgrades;
+  // TLS handshakes completed (added in 0.3, as the two after it).
+  uint64_t tls_handshakes;
+  // TLS handshakes that failed: a protocol error, nothing in common
+  // (version, cipher, ALPN), a client certificate refused. Each is also
+  // an error-log line (`WARPCORE_LOG_INFO`). A client that leaves or
+  // times out during its handshake is not counted here.
+  uint64_t tls_handshake_failures;
+  // TLS connections whose records the kernel encrypts (kTLS, see
+  // `warpcore_tls_set_ktls`).
+  uint64_t tls_kernel;
 } warpcore_stats;
 
 // Told what happened to an upgraded connection: `events` is a set of
@@ -967,7 +1040,7 @@ warpcore_result warpcore_config_add_listener(struct warpcore_config *config,
                                              const uint8_t *address,
                                              size_t len);
 
-// Removes every listener from `config`: those added and the address of
+// Removes every listener from `config`: those added (TLS ones included) and the address of
 // `warpcore_config_set_listen`, so that it listens on `127.0.0.1:8080` unless
 // listeners are added again (for a config that is reloaded with a new set).
 warpcore_result warpcore_config_clear_listeners(struct warpcore_config *config);
@@ -1339,6 +1412,116 @@ warpcore_result warpcore_server_wait(const struct warpcore_server *server);
 // happened. NULL is ignored. Must be the last call on `server`: no other thread
 // may be using it.
 void warpcore_server_free(struct warpcore_server *server);
+
+// Makes a TLS setup with the defaults and no certificate, and writes it to `*out`.
+warpcore_result warpcore_tls_new(struct warpcore_tls **out);
+
+// Frees a TLS setup made by `warpcore_tls_new`. NULL is ignored. Configs it
+// was added to keep their copies.
+void warpcore_tls_free(struct warpcore_tls *tls);
+
+// Adds a certificate chain and its private key from PEM files: the paths
+// are `chain_len` bytes at `chain_path` and `key_len` bytes at `key_path`
+// (no NUL needed). The chain file holds the server's certificate first,
+// then any intermediates; the key file one private key (PKCS#8, PKCS#1 RSA
+// or SEC1 EC). Both are read and checked now, and read again at every
+// `warpcore_server_start` and `warpcore_server_reload`: replacing the files
+// and reloading installs the new certificate for new connections, while
+// open ones go on with theirs.
+//
+// The first certificate added is the default; the others are chosen by the
+// name a client asks for (SNI), matched against their DNS names
+// (subjectAltName, `*.example.com` covering one label).
+//
+// Errors: `WARPCORE_RESULT_TLS` for a file that cannot be read, PEM without
+// a certificate or key, a key that is not the certificate's (the message
+// names the file); `WARPCORE_RESULT_NULL_ARGUMENT`,
+// `WARPCORE_RESULT_INVALID_ARGUMENT` for an empty path.
+warpcore_result warpcore_tls_add_cert_files(struct warpcore_tls *tls,
+                                            const uint8_t *chain_path,
+                                            size_t chain_len,
+                                            const uint8_t *key_path,
+                                            size_t key_len);
+
+// Adds a certificate chain and its private key given as PEM text in
+// memory (`chain_len` bytes at `chain_pem`, `key_len` at `key_pem`),
+// parsed and checked now; the library keeps what it parsed, not the text.
+// As `warpcore_tls_add_cert_files` otherwise (the first is the default,
+// the others chosen by SNI). Errors: `WARPCORE_RESULT_TLS`,
+// `WARPCORE_RESULT_NULL_ARGUMENT`.
+warpcore_result warpcore_tls_add_cert_pem(struct warpcore_tls *tls,
+                                          const uint8_t *chain_pem,
+                                          size_t chain_len,
+                                          const uint8_t *key_pem,
+                                          size_t key_len);
+
+// Sets the protocols offered by ALPN, in order of preference: `count`
+// strings at `protocols`. Only `http/1.1` is served for now (`h2` is
+// refused until the library speaks it); an empty list (`count` 0) turns
+// ALPN off. A client that offers ALPN without any of them fails its
+// handshake (`no_application_protocol`, RFC 7301). Errors:
+// `WARPCORE_RESULT_INVALID_ARGUMENT`, `WARPCORE_RESULT_NULL_ARGUMENT`.
+warpcore_result warpcore_tls_set_alpn(struct warpcore_tls *tls,
+                                      const struct warpcore_str *protocols,
+                                      size_t count);
+
+// Asks clients for certificates: `mode` is a `warpcore_tls_client_auth`
+// value; they are checked against the CA certificates in the PEM text
+// `ca_pem` (`ca_len` bytes; ignored, and may be NULL, for
+// `WARPCORE_TLS_CLIENT_AUTH_NONE`). The handler sees a verified client's
+// chain in the request view (`tls_peer_certs`). Errors:
+// `WARPCORE_RESULT_INVALID_ARGUMENT` for an unknown mode,
+// `WARPCORE_RESULT_TLS` for PEM without a usable CA certificate,
+// `WARPCORE_RESULT_NULL_ARGUMENT`.
+warpcore_result warpcore_tls_set_client_auth_pem(struct warpcore_tls *tls,
+                                                 uint32_t mode,
+                                                 const uint8_t *ca_pem,
+                                                 size_t ca_len);
+
+// `warpcore_tls_set_client_auth_pem` with the CA certificates in a PEM
+// file (`path_len` bytes at `ca_path`), read and checked now and read
+// again at every start and reload. Errors as there, and
+// `WARPCORE_RESULT_TLS` for a file that cannot be read.
+warpcore_result warpcore_tls_set_client_auth_file(struct warpcore_tls *tls,
+                                                  uint32_t mode,
+                                                  const uint8_t *ca_path,
+                                                  size_t path_len);
+
+// Whether clients may resume sessions with tickets (TLS 1.3, and TLS 1.2's
+// RFC 5077 tickets), which spare the next handshake its key exchange and
+// signature. Default true. The ticket keys are the process's, rotated
+// every few hours, and kept across reloads. Without tickets, TLS 1.2
+// clients may still resume by session ID from a per-listener cache.
+warpcore_result warpcore_tls_set_session_tickets(struct warpcore_tls *tls, bool on);
+
+// Whether connections move to kernel TLS (Linux kTLS) after their
+// handshake, where the kernel has it (the `tls` module) and the cipher is
+// one it takes (AES-GCM, ChaCha20-Poly1305): the kernel then encrypts and
+// decrypts the records, and files are sent with `sendfile` without passing
+// through the process. Elsewhere the library encrypts (a file is read and
+// encrypted, one copy). Default true. Such a connection ends on a TLS 1.3
+// key update from its client, which kernel TLS does not take here.
+warpcore_result warpcore_tls_set_ktls(struct warpcore_tls *tls, bool on);
+
+// The lowest TLS version accepted: `0x0303` (TLS 1.2, the default) or
+// `0x0304` (TLS 1.3 only). Errors: `WARPCORE_RESULT_INVALID_ARGUMENT`.
+warpcore_result warpcore_tls_set_min_version(struct warpcore_tls *tls, uint16_t version);
+
+// Adds a listener that speaks TLS as `tls` says (copied: `tls` may be
+// freed after): `len` bytes at `address`, any form of
+// `warpcore_config_add_listener` (TLS over a Unix socket or a descriptor
+// handed in works too). An address that is a listener already (that of
+// `warpcore_config_set_listen`, or one added before) becomes TLS, or has
+// its TLS setup replaced, and is not added twice. A reload with a config whose TLS listener keeps its address keeps
+// its socket and reads its certificate files again. Errors:
+// `WARPCORE_RESULT_TLS` when `tls` has no certificate,
+// `WARPCORE_RESULT_INVALID_ADDRESS`, `WARPCORE_RESULT_NULL_ARGUMENT`;
+// certificate files that can no longer be read are
+// `WARPCORE_RESULT_TLS` at start or reload.
+warpcore_result warpcore_config_add_tls_listener(struct warpcore_config *config,
+                                                 const uint8_t *address,
+                                                 size_t len,
+                                                 const struct warpcore_tls *tls);
 
 // Accepts the request's upgrade: sends `101 Switching Protocols` with
 // `header_count` fields from `headers`, which must name the protocol in an

@@ -17,6 +17,9 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The call does not fit the object's state (a worker run twice, …).
     InvalidState,
+    /// A certificate, key or other TLS setting is unusable (unreadable,
+    /// malformed, a key that does not match its certificate).
+    Tls,
 }
 
 /// An error with a human-readable message.

@@ -18,6 +18,7 @@
 //! | `app/` | what an application sees: `Handler`, `Request`, `Response`, `Deferred`, `Upgraded`, answering with a file |
 //! | `net/` | sockets and bytes: listeners, a connection's input buffer and output queue, `Payload` |
 //! | `observe/` | the error and access logs, the counters |
+//! | `tls/` | TLS with rustls: a listener's setup, a connection's session on the worker's loop, kernel TLS |
 //! | `http/` | HTTP/1.1 itself: head parsing, chunked decoding, composing, stream framing, date, status |
 //! | `file/` | static mounts, fd and file-info caches, ranges, conditionals, MIME types |
 //! | `sys/` | thin wrappers over Linux calls (the only `unsafe` outside `ffi/`) |
@@ -35,6 +36,7 @@ mod net;
 mod observe;
 pub mod server;
 mod sys;
+pub mod tls;
 pub mod websocket;
 mod worker;
 
@@ -58,3 +60,4 @@ pub use net::unix_path::UnixPerms;
 pub use observe::log::{AccessLogSink, AccessLogTarget, ErrorLog, Level};
 pub use observe::stats::Stats;
 pub use server::{Server, ShutdownReport};
+pub use tls::{ClientAuth, TlsInfo, TlsSetup};

@@ -46,6 +46,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -62,7 +63,12 @@ STATIC_FILES = [("1k.bin", 1024), ("64k.bin", 65536), ("1m.bin", 1048576)]
 # The files the static suite requests (--static-files narrows it; the README
 # table keeps a column for each of STATIC_FILES).
 STATIC_CHOSEN = [n for n, _ in STATIC_FILES]
-SUITES = ["plain", "json", "pipe", "static", "mem", "upload", "ws"]
+SUITES = ["plain", "json", "pipe", "static", "mem", "upload", "ws", "tls", "tlsnew", "tlsfile"]
+# Over HTTPS: keep-alive GET / (tls), a new connection and full handshake per
+# request (tlsnew: `Connection: close`, wrk never resumes a session), the 1 MiB
+# static file (tlsfile). A server whose suites are all TLS ones listens with
+# TLS only, with the certificate of tls_material() ({TLS_CERT}, {TLS_KEY}).
+TLS_SUITES = {"tls", "tlsnew", "tlsfile"}
 # The json suite's answer (GET /json, TechEmpower's JSON test), compact as the apps send it.
 JSON_HELLO = b'{"message":"Hello, World!"}'
 # The upload suite's two cases: (path label, chunked). Both POST /upload.
@@ -120,9 +126,34 @@ def read_registry(path):
     return servers
 
 
+_TLS_MATERIAL = []
+
+
+def tls_material():
+    """An ECDSA P-256 certificate for 127.0.0.1 and localhost and its key, made
+    with openssl(1) once per harness run under build/bench/tls (never committed):
+    (certificate path, key path). Every TLS server uses the same pair."""
+    if not _TLS_MATERIAL:
+        d = os.path.join(ROOT, "build", "bench", "tls")
+        os.makedirs(d, exist_ok=True)
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+        _TLS_MATERIAL[:] = [cert, key]
+    return _TLS_MATERIAL
+
+
+def is_tls(entry):
+    return bool(entry["suites"]) and set(entry["suites"]) <= TLS_SUITES
+
+
 def server_argv(entry, port, workers, run_dir):
     subst = {"{ROOT}": ROOT, "{PEERS}": PEERS, "{PYTHON}": sys.executable, "{PORT}": str(port),
              "{WORKERS}": str(workers), "{WWW}": WWW, "{RUN}": run_dir}
+    if is_tls(entry):
+        subst["{TLS_CERT}"], subst["{TLS_KEY}"] = tls_material()
     argv = []
     for tok in shlex.split(entry["cmd"]):
         for k, v in subst.items():
@@ -261,10 +292,16 @@ def read_responses(sock, n, timeout):
     return out
 
 
-def http_get(port, path, n=1, timeout=5.0):
-    """n GETs of path pipelined in one write; returns the n responses."""
+def http_get(port, path, n=1, timeout=5.0, tls=False):
+    """n GETs of path pipelined in one write (over TLS with `tls`, checking the
+    certificate against tls_material()'s); returns the n responses."""
     req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        if tls:
+            ctx = ssl.create_default_context(cafile=tls_material()[0])
+            with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                t.sendall(req * n)
+                return read_responses(t, n, timeout)
         s.sendall(req * n)
         return read_responses(s, n, timeout)
 
@@ -278,11 +315,11 @@ def expected_body(path):
         return f.read()
 
 
-def check_answer(port, path, pipelined=1):
+def check_answer(port, path, pipelined=1, tls=False):
     """Raises Failure unless path answers 200 with the expected body (pipelined times
     in one write); returns the size of the status line and header fields."""
     want = expected_body(path)
-    got = http_get(port, path, pipelined)
+    got = http_get(port, path, pipelined, tls=tls)
     for i, (status, _, body, head_len) in enumerate(got):
         if status != 200 or body != want:
             what = "other bytes than" if len(body) == len(want) else f"{len(body)} bytes, not"
@@ -326,7 +363,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise Failure(f"exited with status {self.proc.returncode}; see {self.log_path}")
             try:
-                return check_answer(self.port, "/")
+                return check_answer(self.port, "/", tls=is_tls(self.entry))
             except (OSError, Failure, ValueError, IndexError) as ex:
                 last = str(ex) or repr(ex)
             time.sleep(0.1)
@@ -388,10 +425,14 @@ class ClientRun:
             100 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / self.wall, 1)
 
 
-def run_wrk(placement, port, path, duration, pipeline_depth=0, server_sid=None):
+def run_wrk(placement, port, path, duration, pipeline_depth=0, server_sid=None, suite="plain"):
     script = "pipeline.lua" if pipeline_depth else "report.lua"
+    scheme = "https" if suite in TLS_SUITES else "http"
     argv = ["wrk", f"-t{placement.wrk_threads}", f"-c{placement.conns}", f"-d{duration}s",
-            "--latency", "-s", os.path.join(HARNESS, "lua", script), f"http://127.0.0.1:{port}{path}"]
+            "--latency", "-s", os.path.join(HARNESS, "lua", script), f"{scheme}://127.0.0.1:{port}{path}"]
+    if suite == "tlsnew":
+        # Each request on a new connection: a full handshake each (wrk keeps no session).
+        argv[1:1] = ["-H", "Connection: close"]
     if pipeline_depth:
         argv += ["--", str(pipeline_depth)]
     argv = pinned(argv, placement.wrk_cpus)
@@ -428,13 +469,15 @@ def run_wrk(placement, port, path, duration, pipeline_depth=0, server_sid=None):
     return r
 
 
-def check_wrk(r, path, depth):
+def check_wrk(r, path, depth, conns=0):
     """What a measured run must show to count: no non-2xx answer and responses of the
-    right size (wrk counts bytes, so a server answering something else is caught)."""
+    right size (wrk counts bytes, so a server answering something else is caught).
+    wrk also counts the bytes of the answers still arriving when it stops, one per
+    connection at most: a large file's short run may carry up to `conns` of them."""
     if r["err_status"]:
         raise Failure(f"{r['err_status']} answers were not 2xx/3xx")
     want = len(expected_body(path))
-    if not want <= r["bytes_per_response"] <= want + 1024:
+    if not want <= r["bytes_per_response"] <= want + 1024 + conns * want / r["requests"]:
         raise Failure(f"{r['bytes_per_response']:.0f} bytes per response for a {want}-byte body")
     if depth == 0 and (r["lat_p50_us"] <= 0 or r["lat_p99_us"] < r["lat_p50_us"]):
         raise Failure(f"latency percentiles unreadable: p50 {r['lat_p50_us']} p99 {r['lat_p99_us']} µs")
@@ -579,6 +622,8 @@ def suite_paths(suite):
         return list(WS_CASES)
     if suite == "json":
         return ["/json"]
+    if suite == "tlsfile":
+        return ["/static/1m.bin"]
     return ["/static/" + n for n in STATIC_CHOSEN] if suite == "static" else ["/"]
 
 
@@ -603,15 +648,16 @@ def measure_round(a, entry, suite, rnd, placement, raw, work, tag_extra=""):
         depth = a.pipeline_depth if suite == "pipe" else 0
         if depth:
             check_answer(srv.port, "/", pipelined=4)
+        tls = suite in TLS_SUITES
         for path in suite_paths(suite):
             if path != "/":
-                check_answer(srv.port, path)
+                check_answer(srv.port, path, tls=tls)
             best = None
             for attempt in range(a.retries + 1):
                 if a.warmup > 0:
-                    run_wrk(placement, srv.port, path, a.warmup, depth)
-                r = run_wrk(placement, srv.port, path, a.duration, depth, server_sid=srv.proc.pid)
-                check_wrk(r, path, depth)
+                    run_wrk(placement, srv.port, path, a.warmup, depth, suite=suite)
+                r = run_wrk(placement, srv.port, path, a.duration, depth, server_sid=srv.proc.pid, suite=suite)
+                check_wrk(r, path, depth, placement.conns if suite in TLS_SUITES else 0)
                 r["attempt"] = attempt + 1
                 if best is None or r["foreign_cpu_pct"] < best["foreign_cpu_pct"]:
                     best = r
@@ -758,6 +804,9 @@ SUITE_TITLES = {
     "json": "JSON `GET /json`",
     "pipe": "Pipelined `GET /`, {depth} requests per write",
     "static": "Static files",
+    "tls": "HTTPS keep-alive `GET /` (TLS 1.3, ECDSA P-256)",
+    "tlsnew": "HTTPS new handshakes: `GET /` with `Connection: close` (full TLS 1.3 handshake per request, ECDSA P-256)",
+    "tlsfile": "HTTPS static file `/static/1m.bin` (kernel TLS where the server has it: `tls_kernel` / nginx `Options KTLS`)",
 }
 
 
@@ -791,7 +840,7 @@ def render(recs, micro, meta, order, refs):
         else:
             out += table(["benchmark", "test mode"], [[m["name"], "ok" if m["tested"] else "FAILED"] for m in micro])
         out.append("")
-    for suite in ["plain", "json", "pipe", "static"]:
+    for suite in ["plain", "json", "pipe", "static", "tls", "tlsnew", "tlsfile"]:
         rs = [r for r in recs if r["suite"] == suite]
         if not rs:
             continue

@@ -13,7 +13,11 @@
  * Flags: --host H --port N --workers N --static PREFIX=DIR (repeatable)
  * --access-log PATH --listen ADDRESS (repeatable: HOST:PORT, [V6]:PORT,
  * unix:PATH, fd://N; in place of --host/--port) --config FILE (the format is
- * below, at read_config_file). Sockets passed by systemd (LISTEN_PID,
+ * below, at read_config_file) --tls-cert FILE --tls-key FILE (every
+ * listener but the config file's tls_listen ones speaks TLS with that
+ * certificate chain and key, PEM; read again on SIGHUP, so replacing the
+ * files and sending SIGHUP installs new ones), --tls-ktls on|off (kernel TLS
+ * after the handshake where the kernel has it; default on). Sockets passed by systemd (LISTEN_PID,
  * LISTEN_FDS) are listened on too; without any --listen, --host, --port or
  * `listen` line they are the only listeners. Prints "listening on ADDRESS"
  * once it accepts connections, one line per listener, the first listener
@@ -321,7 +325,7 @@ static const warpcore_prepared *handle(void *userdata, const warpcore_request *r
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s [--host H] [--port N] [--listen ADDRESS]... [--workers N] [--static PREFIX=DIR]...\n"
-            "          [--access-log PATH] [--config FILE]\n",
+            "          [--access-log PATH] [--config FILE] [--tls-cert FILE --tls-key FILE] [--tls-ktls on|off]\n",
             argv0);
 }
 
@@ -348,6 +352,9 @@ struct settings {
     long long max_body_size, max_connections;
     long long timeouts_ms[5]; /* indexed by warpcore_timeout */
     long long unix_mode, unix_uid, unix_gid;
+    /* TLS listeners: address, certificate chain file, key file. */
+    char tls[MAX_LISTENERS][3][MAX_TEXT];
+    int tls_count;
 };
 
 static void settings_init(struct settings *s) {
@@ -380,6 +387,10 @@ static int parse_number(const char *text, int base, long long min, long long max
  * spaces or tabs; blank lines and lines starting with `#` are ignored.
  *
  *   listen ADDRESS           repeatable: HOST:PORT, [V6]:PORT, unix:PATH, fd://N
+ *   tls_listen ADDRESS CERT KEY   repeatable: a TLS listener with a certificate
+ *                            chain and its key (PEM files, read again on SIGHUP);
+ *                            the same ADDRESS again adds a certificate, chosen by
+ *                            the name a client asks for (SNI; the first is the default)
  *   unix_socket_mode MODE [UID [GID]]   octal mode (0660), owner ids (-1: unchanged)
  *   workers N                0: one per core (read at start only: a reload cannot change it)
  *   static PREFIX=DIR        repeatable: a static mount
@@ -426,6 +437,13 @@ static int read_config_file(const char *path, struct settings *s, char *error, s
                  (n < 3 || parse_number(words[2], 10, -1, 4294967294LL, &uid)) &&
                  (n < 4 || parse_number(words[3], 10, -1, 4294967294LL, &gid));
             if (ok) s->unix_mode = v, s->unix_uid = uid, s->unix_gid = gid;
+        } else if (!strcmp(name, "tls_listen")) {
+            ok = n == 4 && s->tls_count < MAX_LISTENERS && strlen(value) < MAX_TEXT && strlen(words[2]) < MAX_TEXT &&
+                 strlen(words[3]) < MAX_TEXT;
+            if (ok) {
+                for (int w = 0; w < 3; w++) strcpy(s->tls[s->tls_count][w], words[w + 1]);
+                s->tls_count++;
+            }
         } else if (n != 2) {
             ok = 0;
         } else if (!strcmp(name, "listen")) {
@@ -469,7 +487,45 @@ struct sources {
     char host_port[300];
     uint32_t systemd_count;
     const char *config_path;
+    const char *tls_cert, *tls_key; /* --tls-cert, --tls-key */
+    int tls_no_ktls;                /* --tls-ktls off */
 };
+
+/* A TLS setup with the certificate chain and key in files CERT and KEY added. */
+static warpcore_result tls_with(warpcore_tls **tls, const char *cert, const char *key) {
+    warpcore_result r = *tls ? WARPCORE_RESULT_OK : warpcore_tls_new(tls);
+    if (r != WARPCORE_RESULT_OK) return r;
+    return warpcore_tls_add_cert_files(*tls, (const uint8_t *)cert, strlen(cert), (const uint8_t *)key, strlen(key));
+}
+
+/* Adds the config file's TLS listeners (one per address, with every
+ * certificate named for it), and makes every other listener TLS with the
+ * flags' certificate when they name one. */
+static warpcore_result add_tls(warpcore_config *config, const struct sources *src, const struct settings *file,
+                               const char (*plain)[MAX_TEXT], int plain_count) {
+    warpcore_result r = WARPCORE_RESULT_OK;
+    for (int i = 0; i < file->tls_count && r == WARPCORE_RESULT_OK; i++) {
+        int first = 1;
+        for (int j = 0; j < i; j++) first &= strcmp(file->tls[j][0], file->tls[i][0]) != 0;
+        if (!first) continue;
+        warpcore_tls *tls = NULL;
+        for (int j = i; j < file->tls_count && r == WARPCORE_RESULT_OK; j++) {
+            if (!strcmp(file->tls[j][0], file->tls[i][0])) r = tls_with(&tls, file->tls[j][1], file->tls[j][2]);
+        }
+        const char *a = file->tls[i][0];
+        if (r == WARPCORE_RESULT_OK) r = warpcore_config_add_tls_listener(config, (const uint8_t *)a, strlen(a), tls);
+        warpcore_tls_free(tls);
+    }
+    if (r != WARPCORE_RESULT_OK || !src->tls_cert) return r;
+    warpcore_tls *tls = NULL;
+    r = tls_with(&tls, src->tls_cert, src->tls_key);
+    if (r == WARPCORE_RESULT_OK && src->tls_no_ktls) r = warpcore_tls_set_ktls(tls, false);
+    for (int i = 0; i < plain_count && r == WARPCORE_RESULT_OK; i++) {
+        r = warpcore_config_add_tls_listener(config, (const uint8_t *)plain[i], strlen(plain[i]), tls);
+    }
+    warpcore_tls_free(tls);
+    return r;
+}
 
 /* The settings: the config file's, then the flags' over them (the flags'
  * listeners, if any, replace the file's; mounts add up). */
@@ -514,15 +570,24 @@ static warpcore_result make_config(const struct sources *src, const struct setti
         const char *a = named->listeners[i];
         if ((r = warpcore_config_add_listener(config, (const uint8_t *)a, strlen(a))) != WARPCORE_RESULT_OK) goto failed;
     }
+    /* Every listener but the file's TLS ones, for --tls-cert. */
+    char plain[MAX_LISTENERS + 2][MAX_TEXT];
+    int plain_count = 0;
+    if (src->host_port_given) add_text(plain, &plain_count, MAX_LISTENERS + 2, src->host_port);
+    for (int i = 0; i < named->listener_count; i++) add_text(plain, &plain_count, MAX_LISTENERS + 2, named->listeners[i]);
     for (uint32_t i = 0; i < src->systemd_count; i++) {
         char fd[32];
         snprintf(fd, sizeof fd, "fd://%u", 3 + i);
         if ((r = warpcore_config_add_listener(config, (const uint8_t *)fd, strlen(fd))) != WARPCORE_RESULT_OK) goto failed;
+        add_text(plain, &plain_count, MAX_LISTENERS + 2, fd);
     }
-    if (!src->host_port_given && named->listener_count == 0 && src->systemd_count == 0 &&
-        (r = warpcore_config_set_listen(config, (const uint8_t *)src->host_port, strlen(src->host_port))) !=
+    if (!src->host_port_given && named->listener_count == 0 && src->systemd_count == 0 && file->tls_count == 0) {
+        if ((r = warpcore_config_set_listen(config, (const uint8_t *)src->host_port, strlen(src->host_port))) !=
             WARPCORE_RESULT_OK)
-        goto failed;
+            goto failed;
+        add_text(plain, &plain_count, MAX_LISTENERS + 2, src->host_port);
+    }
+    if ((r = add_tls(config, src, file, (const char (*)[MAX_TEXT])plain, plain_count)) != WARPCORE_RESULT_OK) goto failed;
     for (int pass = 0; pass < 2; pass++) {
         const struct settings *m = pass == 0 ? file : f;
         for (int i = 0; i < m->mount_count; i++) {
@@ -578,6 +643,12 @@ int main(int argc, char **argv) {
             src.flag_listen = 1;
         } else if (!strcmp(argv[i], "--config") && value) {
             src.config_path = value;
+        } else if (!strcmp(argv[i], "--tls-cert") && value) {
+            src.tls_cert = value;
+        } else if (!strcmp(argv[i], "--tls-key") && value) {
+            src.tls_key = value;
+        } else if (!strcmp(argv[i], "--tls-ktls") && value && (!strcmp(value, "on") || !strcmp(value, "off"))) {
+            src.tls_no_ktls = !strcmp(value, "off");
         } else if (!strcmp(argv[i], "--access-log") && value) {
             if (strlen(value) >= MAX_TEXT) { usage(argv[0]); return 2; }
             strcpy(src.flags.access_log, value);
@@ -594,6 +665,11 @@ int main(int argc, char **argv) {
             return 2;
         }
         i++;
+    }
+    if (!src.tls_cert != !src.tls_key) {
+        fprintf(stderr, "--tls-cert and --tls-key go together\n");
+        usage(argv[0]);
+        return 2;
     }
     int bracket = strchr(host, ':') != NULL;
     snprintf(src.host_port, sizeof src.host_port, bracket ? "[%s]:%ld" : "%s:%ld", host, port);

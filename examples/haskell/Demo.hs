@@ -16,7 +16,8 @@
 -- Flags: @--host H --port N --workers N --static PREFIX=DIR@, and
 -- @--dispatch Dispatcher|ForkInCallback|InCallback@ to compare the ways a
 -- request reaches Haskell, and @--sched-batch off@ to leave the threads'
--- scheduling policy alone ('setSchedBatch'). Prints @listening on HOST:PORT@ once it accepts
+-- scheduling policy alone ('setSchedBatch'), @--tls-cert FILE --tls-key FILE@
+-- to serve HTTPS ('runTLS' of "Network.Wai.Handler.WarpCoreTLS"). Prints @listening on HOST:PORT@ once it accepts
 -- connections; SIGTERM or SIGINT stop it gracefully with exit status 0.
 --
 -- Build: @make haskell@ (→ @build/demo-hs@). @--workers N@ also sets the
@@ -34,6 +35,7 @@ import Data.String (fromString)
 import Network.HTTP.Types
 import Network.Wai
 import Network.Wai.Handler.WarpCore
+import Network.Wai.Handler.WarpCoreTLS (runTLS, tlsSettings)
 import Network.Wai.Handler.WebSockets (websocketsOr)
 import qualified Network.WebSockets as WS
 import System.Environment (getArgs)
@@ -49,6 +51,8 @@ data Options = Options
   , optStatic :: [(String, FilePath)]
   , optDispatch :: Dispatch
   , optSchedBatch :: Bool
+  , optTlsCert :: Maybe FilePath
+  , optTlsKey :: Maybe FilePath
   }
 
 parse :: Options -> [String] -> Either String Options
@@ -65,16 +69,21 @@ parse o ("--dispatch" : d : rest)
   | Just m <- readMaybe d = parse o {optDispatch = m} rest
 parse o ("--sched-batch" : "on" : rest) = parse o {optSchedBatch = True} rest
 parse o ("--sched-batch" : "off" : rest) = parse o {optSchedBatch = False} rest
+parse o ("--tls-cert" : f : rest) = parse o {optTlsCert = Just f} rest
+parse o ("--tls-key" : f : rest) = parse o {optTlsKey = Just f} rest
 parse _ (arg : _) = Left ("bad argument: " ++ arg)
 
 main :: IO ()
 main = do
   args <- getArgs
-  opts <- case parse (Options "127.0.0.1" 8080 0 [] Dispatcher True) args of
+  opts <- case parse (Options "127.0.0.1" 8080 0 [] Dispatcher True Nothing Nothing) args of
+    Right o | (optTlsCert o == Nothing) /= (optTlsKey o == Nothing) -> do
+      hPutStrLn stderr "--tls-cert and --tls-key go together"
+      exitWith (ExitFailure 2)
     Right o -> pure o
     Left err -> do
       hPutStrLn stderr err
-      hPutStrLn stderr "usage: demo-hs [--host H] [--port N] [--workers N] [--static PREFIX=DIR]... [--dispatch MODE] [--sched-batch on|off]"
+      hPutStrLn stderr "usage: demo-hs [--host H] [--port N] [--workers N] [--static PREFIX=DIR]... [--dispatch MODE] [--sched-batch on|off] [--tls-cert FILE --tls-key FILE]"
       exitWith (ExitFailure 2)
   when (optWorkers opts > 0) $ setNumCapabilities (optWorkers opts)
   let host = optHost opts
@@ -97,7 +106,9 @@ main = do
             )
           . setOnReady (\port -> putStrLn ("listening on " ++ shown ++ ":" ++ show port) >> hFlush stdout)
           $ defaultSettings
-  runSettings settings app
+  case (optTlsCert opts, optTlsKey opts) of
+    (Just cert, Just key) -> runTLS (tlsSettings cert key) settings app
+    _ -> runSettings settings app
 
 app :: Application
 -- Routes on the decoded path, as the C and Python demos do: @POST /%65cho@

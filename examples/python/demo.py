@@ -124,7 +124,11 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1, help="event loops, each on its own Python thread (0: one per core)")
     parser.add_argument("--static", type=mount, action="append", default=[], metavar="PREFIX=DIR")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM; with --tls-key)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
 
     try:
         server = warpcore.Server(
@@ -135,6 +139,7 @@ def main(argv=None) -> int:
             static=dict(args.static),
             max_body_size=NO_LIMIT,
             whole_body_max=WHOLE_BODY_MAX,
+            tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         )
         server.start()
     except (warpcore.WarpcoreError, ValueError) as exc:

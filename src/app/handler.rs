@@ -20,6 +20,7 @@ use crate::net::payload::Payload;
 use crate::net::peer::Peer;
 use crate::net::stream::Stream;
 use crate::observe::stats::{bump, WorkerStats};
+use crate::tls::TlsInfo;
 
 /// An application. Called on the worker thread that read the request; shared by
 /// every worker, hence `Sync`. A handler that blocks holds up its worker's other
@@ -65,6 +66,8 @@ pub struct Request<'a> {
     pub peer_ip: &'a [u8],
     /// Which worker read the request (0-based).
     pub worker_index: usize,
+    /// What the connection's TLS negotiated; None on a plain connection.
+    pub tls: Option<&'a TlsInfo>,
 }
 
 impl<'a> Request<'a> {

@@ -23,8 +23,9 @@ pub(crate) struct Waiting {
     /// The status sent (0 until the head is), and body bytes so far.
     pub status: u16,
     pub body_bytes: u64,
-    /// The access-log line's request part, when logging.
-    pub log: Option<LogStart>,
+    /// The access-log line's request part, when logging (boxed: it is
+    /// rare, and a connection's idle slot stays small, see `conn`).
+    pub log: Option<Box<LogStart>>,
     /// The answer was counted in the handler call (its stream began writing there).
     pub counted: bool,
 }

@@ -14,6 +14,7 @@ use crate::net::listen::ListenSpec;
 use crate::net::proxy_protocol::ProxyProtocols;
 use crate::net::unix_path::UnixPerms;
 use crate::observe::log::{AccessLogTarget, ErrorLog};
+use crate::tls::TlsSetup;
 
 /// Where a server listens when its config names no listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -32,6 +33,9 @@ pub struct Config {
     pub listeners: Vec<String>,
     /// The mode and owner of the Unix socket files the server makes.
     pub unix_perms: UnixPerms,
+    /// The listeners that speak TLS, by address (as `listen` or `listeners`
+    /// names it), with how (see `add_tls_listener`). Default none.
+    pub tls: Vec<(String, TlsSetup)>,
     /// Event loops; 0 means one per available core. Default 0.
     pub workers: usize,
     /// When true, `start` spawns no threads: the embedder calls
@@ -132,6 +136,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.to_owned(),
             listeners: Vec::new(),
             unix_perms: UnixPerms::default(),
+            tls: Vec::new(),
             workers: 0,
             external_workers: false,
             share_port: false,
@@ -237,6 +242,21 @@ impl Config {
         ListenSpec::parse(address)?;
         self.listeners.push(address.to_owned());
         Ok(())
+    }
+
+    /// Adds a listener (as `add_listener`) that speaks TLS as `setup` says;
+    /// an address that is a listener already becomes TLS (or has its setup
+    /// replaced) instead. True when a listener was added. Certificate files
+    /// are read again at every start and reload.
+    pub fn add_tls_listener(&mut self, address: &str, setup: TlsSetup) -> Result<bool, Error> {
+        setup.validate()?;
+        let added = !self.listen_addresses().contains(&address);
+        if added {
+            self.add_listener(address)?;
+        }
+        self.tls.retain(|(a, _)| a != address);
+        self.tls.push((address.to_owned(), setup));
+        Ok(added)
     }
 
     /// systemd socket activation: adds the listening sockets the service

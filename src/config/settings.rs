@@ -11,7 +11,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::file::Site;
 use crate::http::head::HeadLimits;
+use crate::net::listen::Listener;
 use crate::observe::log::{AccessLog, ErrorLog, Level};
+use crate::tls::acceptor::Acceptor;
 
 /// The timeouts deadlines are armed with.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +46,9 @@ pub(crate) struct Settings {
     pub sched_batch: bool,
     /// Told of connections opening and closing (see `app::hooks`).
     pub conn_hooks: Option<Arc<dyn ConnHooks>>,
+    /// The TLS of the listeners that speak it, by the address the config
+    /// names them by (see `tls_for`).
+    pub tls: Vec<(String, Arc<Acceptor>)>,
 }
 
 impl Settings {
@@ -67,6 +72,27 @@ impl Settings {
             }
             None => None,
         };
+        let mut tls = Vec::with_capacity(config.tls.len());
+        for (address, setup) in &config.tls {
+            if !config.listen_addresses().contains(&address.as_str()) {
+                return Err(Error::new(
+                    crate::error::ErrorKind::InvalidArgument,
+                    format!("TLS is set for {address}, which is not a listener"),
+                ));
+            }
+            // The PROXY header comes in clear before the ClientHello; the
+            // handshake starts at accept, so the two do not combine yet.
+            if config.proxy_protocol.mode_for(address) != crate::net::proxy_protocol::ProxyProtocol::None {
+                return Err(Error::new(
+                    crate::error::ErrorKind::InvalidArgument,
+                    format!("TLS listener {address}: the PROXY protocol on a TLS listener is not supported yet"),
+                ));
+            }
+            let previous = previous.and_then(|p| p.tls.iter().find(|(a, _)| a == address)).map(|(_, t)| &**t);
+            let acceptor = Acceptor::build(setup, previous)
+                .map_err(|e| Error::new(e.kind, format!("TLS listener {address}: {}", e.message)))?;
+            tls.push((address.clone(), Arc::new(acceptor)));
+        }
         Ok(Settings {
             handler: config.handler.clone().expect("validated config has a handler"),
             head_limits: config.head_limits(),
@@ -88,7 +114,15 @@ impl Settings {
             coalesce_wait: config.coalesce_wait,
             sched_batch: config.sched_batch,
             conn_hooks: config.conn_hooks.clone(),
+            tls,
         })
+    }
+
+    /// The TLS of `listener`, if it speaks TLS: named in the config by the
+    /// address it was bound from, or by the one it is bound to (a reload
+    /// may name a port 0 listener by the port it got).
+    pub fn tls_for(&self, listener: &Listener) -> Option<&Arc<Acceptor>> {
+        self.tls.iter().find(|(a, _)| *a == listener.requested || *a == listener.address).map(|(_, t)| t)
     }
 
     /// Sends a message to the error log, if there is one.

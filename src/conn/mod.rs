@@ -503,6 +503,7 @@ impl ConnState {
             peer: self.peer,
             peer_ip: self.peer_text.as_bytes(),
             worker_index: ctx.index,
+            tls: self.stream.tls_info(),
         };
         // Borrowed, not cloned: the snapshot changes only between loop turns.
         let settings = &*ctx.settings;
@@ -601,7 +602,7 @@ impl ConnState {
                 if let (Some(access), Some(lr), Some(w)) = (ctx.access.as_mut(), &log_request, w) {
                     let mut start = LogStart { head: Vec::new(), tail: Vec::new() };
                     access.start(lr, &mut start.head, &mut start.tail);
-                    w.log = Some(start);
+                    w.log = Some(Box::new(start));
                 }
                 None
             }

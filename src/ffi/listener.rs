@@ -56,7 +56,7 @@ pub extern "C" fn warpcore_config_add_listener(
     })
 }
 
-/// Removes every listener from `config`: those added and the address of
+/// Removes every listener from `config`: those added (TLS ones included) and the address of
 /// `warpcore_config_set_listen`, so that it listens on `127.0.0.1:8080` unless
 /// listeners are added again (for a config that is reloaded with a new set).
 #[no_mangle]
@@ -66,6 +66,7 @@ pub extern "C" fn warpcore_config_clear_listeners(config: *mut warpcore_config) 
         config.inner.listen = DEFAULT_LISTEN.to_owned();
         config.inner.listeners.clear();
         config.inner.proxy_protocol.listeners.clear();
+        config.inner.tls.clear();
         config.listen_explicit = false;
         warpcore_result::Ok
     })

@@ -58,6 +58,7 @@ pub mod result;
 pub mod sched;
 pub mod server;
 mod thread;
+pub mod tls;
 pub mod upgrade;
 pub mod version;
 pub mod websocket;

@@ -73,6 +73,30 @@ pub struct warpcore_request {
     /// `body` is empty and the body is read as it arrives, through
     /// `warpcore_response_body`. (Added in 0.2: the struct only grows at its end.)
     pub body_follows: bool,
+    /// True when the connection speaks TLS (a listener added with
+    /// `warpcore_config_add_tls_listener`). The `tls_` fields were added in
+    /// 0.3; on a plain connection they are 0, empty and NULL.
+    pub tls: bool,
+    /// The TLS session was resumed (a ticket or session ID) rather than made
+    /// by a full handshake.
+    pub tls_resumed: bool,
+    /// The TLS version: `0x0303` (TLS 1.2) or `0x0304` (TLS 1.3).
+    pub tls_version: u16,
+    /// The cipher suite's IANA number (`0x1301` is TLS_AES_128_GCM_SHA256,
+    /// `0xC02B` TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256).
+    pub tls_cipher: u16,
+    /// The host name the client asked for (SNI), as it sent it; empty when
+    /// it named none (a client that connects to an IP address).
+    pub tls_sni: warpcore_str,
+    /// The protocol agreed by ALPN (`http/1.1`); empty when the client
+    /// offered none.
+    pub tls_alpn: warpcore_str,
+    /// The client's certificate chain (DER, its own certificate first),
+    /// verified against the CA of `warpcore_tls_set_client_auth_pem`;
+    /// NULL when it presented none.
+    pub tls_peer_certs: *const warpcore_str,
+    /// How many certificates `tls_peer_certs` holds.
+    pub tls_peer_cert_count: usize,
 }
 
 /// Builds the C view of `req`, with its header views in `cell` (the thread's),
@@ -102,6 +126,21 @@ pub(crate) fn with_view<R>(
             .iter()
             .map(|h| warpcore_header { name: warpcore_str::of(h.name.as_bytes()), value: warpcore_str::of(h.value) }),
     );
+    // The client's chain, when there is one (mutual TLS): on the stack for
+    // the usual few certificates.
+    let tls = req.tls;
+    let peer_certs = tls.map_or(&[][..], |t| &t.peer_certs[..]);
+    let mut few = [warpcore_str::of(&[]); 8];
+    let many: Vec<warpcore_str>;
+    let certs: &[warpcore_str] = if peer_certs.len() <= few.len() {
+        for (slot, cert) in few.iter_mut().zip(peer_certs) {
+            *slot = warpcore_str::of(cert);
+        }
+        &few[..peer_certs.len()]
+    } else {
+        many = peer_certs.iter().map(|c| warpcore_str::of(c)).collect();
+        &many
+    };
     let view = warpcore_request {
         method: warpcore_str::of(req.method),
         target: warpcore_str::of(req.target),
@@ -116,6 +155,14 @@ pub(crate) fn with_view<R>(
         version_minor: req.minor_version,
         worker_index: req.worker_index as u32,
         body_follows: req.body_follows,
+        tls: tls.is_some(),
+        tls_resumed: tls.is_some_and(|t| t.resumed),
+        tls_version: tls.map_or(0, |t| t.version),
+        tls_cipher: tls.map_or(0, |t| t.cipher),
+        tls_sni: warpcore_str::of(tls.map_or(&b""[..], |t| t.sni.as_bytes())),
+        tls_alpn: warpcore_str::of(tls.map_or(&b""[..], |t| &t.alpn[..])),
+        tls_peer_certs: if certs.is_empty() { std::ptr::null() } else { certs.as_ptr() },
+        tls_peer_cert_count: certs.len(),
     };
     f(&view)
 }

@@ -50,6 +50,11 @@ pub enum warpcore_result {
     /// The caller's buffer is too small for what the call returns; nothing
     /// was taken, and the size needed was written (`warpcore_websocket_recv`).
     BufferTooSmall = 15,
+    /// A certificate, key or other TLS setting is unusable: a file that
+    /// cannot be read, PEM that holds no certificate or key, a key that is
+    /// not the certificate's, a TLS listener without a certificate. The
+    /// message names the file and the reason.
+    Tls = 16,
 }
 
 impl warpcore_result {
@@ -71,6 +76,7 @@ impl warpcore_result {
             warpcore_result::LengthMismatch => c"the stream broke its declared Content-Length",
             warpcore_result::WouldBlock => c"the call would have to wait, and this one may not",
             warpcore_result::BufferTooSmall => c"the buffer is too small; the size needed was written",
+            warpcore_result::Tls => c"a certificate, key or TLS setting is unusable",
         }
     }
 }
@@ -95,6 +101,7 @@ impl From<Error> for warpcore_result {
             ErrorKind::Io => warpcore_result::IoError,
             ErrorKind::ShuttingDown => warpcore_result::ShuttingDown,
             ErrorKind::InvalidState => warpcore_result::InvalidState,
+            ErrorKind::Tls => warpcore_result::Tls,
         };
         fail(code, e.message)
     }
@@ -142,7 +149,7 @@ pub extern "C" fn warpcore_result_str(result: u32) -> *const c_char {
     ALL.get(result as usize).map_or(c"unknown result code", |code| code.describe()).as_ptr()
 }
 
-const ALL: [warpcore_result; 16] = [
+const ALL: [warpcore_result; 17] = [
     warpcore_result::Ok,
     warpcore_result::InvalidArgument,
     warpcore_result::NullArgument,
@@ -159,6 +166,7 @@ const ALL: [warpcore_result; 16] = [
     warpcore_result::LengthMismatch,
     warpcore_result::WouldBlock,
     warpcore_result::BufferTooSmall,
+    warpcore_result::Tls,
 ];
 
 /// Copies the calling thread's last error message into `buf` (at most `len`

@@ -236,6 +236,16 @@ pub struct warpcore_stats {
     /// `warpcore_websocket_accept`). Added after the first version: an older
     /// library leaves it alone (see `size`).
     pub upgrades: u64,
+    /// TLS handshakes completed (added in 0.3, as the two after it).
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed: a protocol error, nothing in common
+    /// (version, cipher, ALPN), a client certificate refused. Each is also
+    /// an error-log line (`WARPCORE_LOG_INFO`). A client that leaves or
+    /// times out during its handshake is not counted here.
+    pub tls_handshake_failures: u64,
+    /// TLS connections whose records the kernel encrypts (kTLS, see
+    /// `warpcore_tls_set_ktls`).
+    pub tls_kernel: u64,
 }
 growable!(
     warpcore_stats,
@@ -259,6 +269,9 @@ growable!(
         info_cache_misses,
         coalesce_naps,
         upgrades,
+        tls_handshakes,
+        tls_handshake_failures,
+        tls_kernel,
     ]
 );
 
@@ -294,6 +307,9 @@ pub extern "C" fn warpcore_server_stats(server: *const warpcore_server, out: *mu
                 info_cache_misses: s.info_cache_misses,
                 coalesce_naps: s.coalesce_naps,
                 upgrades: s.upgrades,
+                tls_handshakes: s.tls_handshakes,
+                tls_handshake_failures: s.tls_handshake_failures,
+                tls_kernel: s.tls_kernel,
             },
             len,
         );

@@ -7,12 +7,10 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::net::payload::Payload;
 use crate::net::stream::Stream;
-use crate::sys::{sendfile, socket_io};
 
 /// One piece of pending output.
 pub(crate) enum Segment {
@@ -126,13 +124,17 @@ impl OutQueue {
     /// An error (the peer is gone, or a file shrank while being sent) means
     /// the connection must close.
     pub fn flush(&mut self, stream: &Stream) -> io::Result<bool> {
+        if self.len == 0 {
+            // TLS records of the session's own (handshake, alerts) may wait.
+            return stream.flush_tls();
+        }
         while self.len > 0 {
             let file_next = self.segments.get(1).is_some_and(Segment::is_file);
             let single = self.segments.len() == 1;
             let step = match self.segments.front_mut() {
                 Some(Segment::File { file, offset, remaining }) => {
                     let want = (*remaining).min(1 << 30) as usize;
-                    match sendfile::sendfile(stream.as_fd(), file.as_fd(), offset, want) {
+                    match stream.sendfile(file, offset, want) {
                         Ok(0) => {
                             return Err(io::Error::new(
                                 io::ErrorKind::UnexpectedEof,
@@ -154,13 +156,13 @@ impl OutQueue {
                 _ if file_next => {
                     // The head before a file: hold the packet for the file's bytes.
                     let front = &self.segments[0].bytes()[self.front_done..];
-                    socket_io::send(stream.as_fd(), front, true)
+                    stream.send(front, true)
                 }
                 // One segment (the common batch of answers joined in one
                 // buffer): a plain send, without filling an iovec array.
                 _ if single => {
                     let front = &self.segments[0].bytes()[self.front_done..];
-                    socket_io::send(stream.as_fd(), front, false)
+                    stream.send(front, false)
                 }
                 _ => {
                     let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
@@ -174,9 +176,9 @@ impl OutQueue {
                         count += 1;
                     }
                     if count == 1 {
-                        socket_io::send(stream.as_fd(), &slices[0], false)
+                        stream.send(&slices[0], false)
                     } else {
-                        socket_io::send_vectored(stream.as_fd(), &slices[..count])
+                        stream.send_vectored(&slices[..count])
                     }
                 }
             };
@@ -271,8 +273,8 @@ fn writev_parts(stream: &Stream, parts: [&[u8]; 3]) -> Option<[usize; 3]> {
         }
         let result = match count {
             0 => return Some(done),
-            1 => socket_io::send(stream.as_fd(), &slices[0], false),
-            _ => socket_io::send_vectored(stream.as_fd(), &slices[..count]),
+            1 => stream.send(&slices[0], false),
+            _ => stream.send_vectored(&slices[..count]),
         };
         match result {
             Ok(0) => return None,
@@ -297,7 +299,7 @@ fn writev_parts(stream: &Stream, parts: [&[u8]; 3]) -> Option<[usize; 3]> {
 pub(crate) fn send_or_queue(stream: &Stream, queue: &mut OutQueue, bytes: &[u8]) -> bool {
     if queue.is_empty() {
         loop {
-            match socket_io::send(stream.as_fd(), bytes, false) {
+            match stream.send(bytes, false) {
                 Ok(n) => {
                     queue.written += n as u64;
                     if n < bytes.len() {

@@ -1,8 +1,11 @@
-//! A connected socket, TCP or Unix: one type for both, so that the connection
-//! code and every read and write stay the same (they go through the bare
-//! descriptor, see `sys::socket_io`) and cost nothing more for it.
+//! A connected socket, TCP or Unix, plain or TLS: one type for all, so that
+//! the connection code and every read and write stay the same. Plain reads
+//! and writes go through the bare descriptor (see `sys::socket_io`) and cost
+//! one branch more for TLS being possible; a TLS stream's go through its
+//! session (see `tls::session`).
 
-use std::io;
+use std::fs::File;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use mio::event::Source;
@@ -11,34 +14,117 @@ use mio::{Interest, Registry, Token};
 use socket2::Socket;
 
 use super::peer::Peer;
+use crate::sys::{sendfile, socket_io};
+use crate::tls::acceptor::Acceptor;
+use crate::tls::info::TlsInfo;
+use crate::tls::session::{TlsEvent, TlsStream};
 
 /// A connection's socket, non-blocking and close-on-exec.
-pub(crate) struct Stream(Socket);
+pub(crate) struct Stream {
+    socket: Socket,
+    tls: Option<Box<TlsStream>>,
+}
 
 impl Stream {
-    /// Half-closes (or closes) the socket.
+    /// Makes the connection a TLS server's: its first bytes are the client's hello.
+    pub fn start_tls(&mut self, acceptor: &Acceptor) -> Result<(), rustls::Error> {
+        self.tls = Some(Box::new(TlsStream::new(acceptor)?));
+        Ok(())
+    }
+
+    /// What the TLS handshake negotiated, once it has completed; None for a
+    /// plain connection.
+    pub fn tls_info(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref().and_then(|t| t.info())
+    }
+
+    /// Whether a TLS handshake is under way.
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.handshaking())
+    }
+
+    /// Whether TLS records wait for the socket with no output queued above
+    /// them (handshake messages, alerts): the connection polls for writing.
+    pub fn wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// What the TLS session has to report (handshake done or failed).
+    pub fn tls_event(&self) -> Option<TlsEvent> {
+        self.tls.as_ref().and_then(|t| t.take_event())
+    }
+
+    /// Reads into `buf`; `Ok(0)` is the end of the stream.
+    #[inline]
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.tls {
+            None => socket_io::recv(self.socket.as_fd(), buf),
+            Some(tls) => tls.recv(self.socket.as_fd(), buf),
+        }
+    }
+
+    /// Sends `buf` (see `socket_io::send` for `more`).
+    #[inline]
+    pub fn send(&self, buf: &[u8], more: bool) -> io::Result<usize> {
+        match &self.tls {
+            None => socket_io::send(self.socket.as_fd(), buf, more),
+            Some(tls) => tls.send(self.socket.as_fd(), buf, more),
+        }
+    }
+
+    /// Sends several buffers in order.
+    #[inline]
+    pub fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match &self.tls {
+            None => socket_io::send_vectored(self.socket.as_fd(), bufs),
+            Some(tls) => tls.send_vectored(self.socket.as_fd(), bufs),
+        }
+    }
+
+    /// Sends up to `count` bytes of `file` from `*offset`, advancing it
+    /// (see `sys::sendfile`).
+    pub fn sendfile(&self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
+        match &self.tls {
+            None => sendfile::sendfile(self.socket.as_fd(), file.as_fd(), offset, count),
+            Some(tls) => tls.sendfile(self.socket.as_fd(), file, offset, count),
+        }
+    }
+
+    /// Sends the TLS records waiting (see `wants_write`): true when none is left.
+    pub fn flush_tls(&self) -> io::Result<bool> {
+        match &self.tls {
+            None => Ok(true),
+            Some(tls) => tls.flush(self.socket.as_fd()),
+        }
+    }
+
+    /// Half-closes (or closes) the socket; a TLS stream tells the client
+    /// first (`close_notify`) when it stops writing.
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.0.shutdown(how)
+        if let (Some(tls), std::net::Shutdown::Write | std::net::Shutdown::Both) = (&self.tls, how) {
+            tls.close_notify(self.socket.as_fd());
+        }
+        self.socket.shutdown(how)
     }
 }
 
 impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+        self.socket.as_fd()
     }
 }
 
 impl Source for Stream {
     fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        SourceFd(&self.0.as_raw_fd()).register(registry, token, interests)
+        SourceFd(&self.socket.as_raw_fd()).register(registry, token, interests)
     }
 
     fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        SourceFd(&self.0.as_raw_fd()).reregister(registry, token, interests)
+        SourceFd(&self.socket.as_raw_fd()).reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        SourceFd(&self.0.as_raw_fd()).deregister(registry)
+        SourceFd(&self.socket.as_raw_fd()).deregister(registry)
     }
 }
 
@@ -50,5 +136,5 @@ pub(crate) fn accept(listener: &Socket, tcp: bool) -> io::Result<(Stream, Peer)>
         let _ = socket.set_nodelay(true);
     }
     let peer = addr.as_socket().map_or(Peer::Unix, Peer::Ip);
-    Ok((Stream(socket), peer))
+    Ok((Stream { socket, tls: None }, peer))
 }

@@ -36,6 +36,13 @@ pub struct Stats {
     pub coalesce_naps: u64,
     /// Connections that switched protocols (`101`, upgraded).
     pub upgrades: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed (a protocol error, no common version or
+    /// cipher, a client certificate refused; not a client that left or timed out).
+    pub tls_handshake_failures: u64,
+    /// TLS connections whose records the kernel encrypts (kTLS).
+    pub tls_kernel: u64,
 }
 
 /// One worker's counters.
@@ -51,6 +58,9 @@ pub(crate) struct WorkerStats {
     pub parse_errors: AtomicU64,
     pub coalesce_naps: AtomicU64,
     pub upgrades: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub tls_kernel: AtomicU64,
 }
 
 /// Adds `n` to a counter this thread alone writes.
@@ -83,5 +93,8 @@ impl WorkerStats {
         total.parse_errors += self.parse_errors.load(Relaxed);
         total.coalesce_naps += self.coalesce_naps.load(Relaxed);
         total.upgrades += self.upgrades.load(Relaxed);
+        total.tls_handshakes += self.tls_handshakes.load(Relaxed);
+        total.tls_handshake_failures += self.tls_handshake_failures.load(Relaxed);
+        total.tls_kernel += self.tls_kernel.load(Relaxed);
     }
 }

@@ -21,6 +21,7 @@ pub(crate) mod epoll;
 pub(crate) mod fs;
 pub(crate) mod inherited;
 pub(crate) mod inotify;
+pub(crate) mod ktls;
 pub(crate) mod membarrier;
 pub(crate) mod sched;
 pub(crate) mod sendfile;

@@ -9,6 +9,7 @@ mod coalesce;
 mod held;
 pub(crate) mod sched;
 pub(crate) mod shared;
+mod tls;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -541,6 +542,13 @@ impl Worker {
                         },
                         None => None,
                     };
+                    // The handshake starts once the hooks let the connection in
+                    // (a refusal reads nothing, not even a ClientHello).
+                    if !tls::start(&mut stream, listener, &self.ctx) {
+                        self.shared.close_connection();
+                        bump(&self.ctx.stats.closed, 1);
+                        continue;
+                    }
                     let index = self.free.pop().unwrap_or_else(|| {
                         self.conns.push(None);
                         self.conns.len() - 1
@@ -602,7 +610,8 @@ impl Worker {
             conn.state.read_ready = true;
             conn.state.peer_closing |= read_closed;
         }
-        if writable && !conn.state.backlog.is_empty() && !self.flush_backlog(index) {
+        let pending = !conn.state.backlog.is_empty() || conn.state.stream.wants_write();
+        if writable && pending && !self.flush_backlog(index) {
             return;
         }
         if readable || writable || read_closed {
@@ -679,7 +688,9 @@ impl Worker {
             let spare = &mut spare[..take];
             let room = spare.len();
             let mut drained = false;
-            match socket_io::recv(conn.state.stream.as_fd(), spare) {
+            let received = conn.state.stream.recv(spare);
+            tls::note(&conn.state, ctx);
+            match received {
                 Ok(0) => conn.state.peer_finished = true,
                 Ok(n) => {
                     drained = short_read_drains && n < room;
@@ -773,6 +784,7 @@ impl Worker {
         let broken = gone && conn.state.waiting.is_some();
 
         // Arm the deadline for what the connection now waits for.
+        let handshaking = conn.state.stream.handshaking();
         let state = &mut conn.state;
         if let Some(up) = state.upgraded.as_mut().filter(|up| up.shut_write && !up.write_done) {
             if state.backlog.is_empty() {
@@ -824,8 +836,8 @@ impl Worker {
             if state.deadline.wait != Wait::Head {
                 state.deadline = Deadline { at: clock.after(timeouts.header), wait: Wait::Head };
             }
-        } else if !conn.input.is_empty() {
-            // A head is arriving: its deadline runs from its first byte, so
+        } else if !conn.input.is_empty() || handshaking {
+            // A head (or a TLS handshake before it) is arriving: its deadline runs from its first byte, so
             // it is not extended by more bytes of it (slowloris), only by a
             // request finishing and the next one starting.
             if state.deadline.wait != Wait::Head || handled {
@@ -840,7 +852,7 @@ impl Worker {
             state.deadline = Deadline { at: clock.after(timeouts.idle), wait: Wait::Idle };
         }
 
-        let needs_write = !conn.state.backlog.is_empty();
+        let needs_write = !conn.state.backlog.is_empty() || conn.state.stream.wants_write();
         // Draining, once idle connections' wait is over (see `close_idle`), a
         // connection with nothing left to do closes (a stream that started
         // before the shutdown could not announce it).
@@ -1087,7 +1099,7 @@ fn watch_while_waiting(conn: &mut Conn, limit: usize) -> PeerInput {
         if conn.input.spare().is_empty() && !conn.input.make_room(0, limit) {
             return PeerInput::Open;
         }
-        match socket_io::recv(conn.state.stream.as_fd(), conn.input.spare()) {
+        match conn.state.stream.recv(conn.input.spare()) {
             Ok(0) => return PeerInput::Finished,
             Ok(n) => conn.input.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

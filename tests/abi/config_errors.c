@@ -151,6 +151,7 @@ static void result_strings(void) {
         {WARPCORE_RESULT_LENGTH_MISMATCH, "the stream broke its declared Content-Length"},
         {WARPCORE_RESULT_WOULD_BLOCK, "the call would have to wait, and this one may not"},
         {WARPCORE_RESULT_BUFFER_TOO_SMALL, "the buffer is too small; the size needed was written"},
+        {WARPCORE_RESULT_TLS, "a certificate, key or TLS setting is unusable"},
     };
     size_t n = sizeof known / sizeof known[0];
     for (size_t i = 0; i < n; i++) {
@@ -164,7 +165,7 @@ static void result_strings(void) {
         }
         for (size_t j = 0; j < i; j++) CHECK(strcmp(s, warpcore_result_str(known[j].code)) != 0);
     }
-    static const uint32_t unknown[] = {16, 17, 100, 0x7fffffffu, UINT32_MAX};
+    static const uint32_t unknown[] = {17, 18, 100, 0x7fffffffu, UINT32_MAX};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *s = warpcore_result_str(unknown[i]);
         CHECK(s != NULL && strcmp(s, "unknown result code") == 0);

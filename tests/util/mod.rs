@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod tls;
 pub mod workers;
 pub mod ws;
 
@@ -135,6 +136,11 @@ impl Client<UnixStream> {
 }
 
 impl<S: Socket> Client<S> {
+    /// A client over a stream already connected (a TLS session, say).
+    pub fn over(stream: S) -> Client<S> {
+        Client { stream, buf: Vec::new() }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }

@@ -326,6 +326,12 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
     }
     at = copy_str(&r->body, req->body, at);
     r->headers = headers;
+    /* Of the connection's TLS the item keeps the flag and the version; the
+     * strings and the client's chain are not copied. */
+    r->tls_sni.ptr = r->tls_alpn.ptr = NULL;
+    r->tls_sni.len = r->tls_alpn.len = 0;
+    r->tls_peer_certs = NULL;
+    r->tls_peer_cert_count = 0;
 
     queue *q = &d->queues[req->worker_index % d->count];
     pthread_mutex_lock(&q->lock);

@@ -207,6 +207,19 @@ void warpcore_hs_sched_batch_release(void);
       (c, o, x, u))                                                                                \
     X(response_set_reason, (warpcore_response *r, const uint8_t *p, size_t n), (r, p, n))          \
     X(response_pause_timeout, (warpcore_response *r), (r))                                         \
+    X(tls_add_cert_files,                                                                          \
+      (struct warpcore_tls *t, const uint8_t *c, size_t cn, const uint8_t *k, size_t kn),          \
+      (t, c, cn, k, kn))                                                                           \
+    X(tls_add_cert_pem,                                                                            \
+      (struct warpcore_tls *t, const uint8_t *c, size_t cn, const uint8_t *k, size_t kn),          \
+      (t, c, cn, k, kn))                                                                           \
+    X(tls_set_client_auth_pem, (struct warpcore_tls *t, uint32_t m, const uint8_t *p, size_t n),   \
+      (t, m, p, n))                                                                                \
+    X(tls_set_client_auth_file, (struct warpcore_tls *t, uint32_t m, const uint8_t *p, size_t n),  \
+      (t, m, p, n))                                                                                \
+    X(config_add_tls_listener,                                                                     \
+      (struct warpcore_config *c, const uint8_t *p, size_t n, const struct warpcore_tls *t),       \
+      (c, p, n, t))                                                                                \
     X(respond,                                                                                     \
       (warpcore_response *r, uint16_t s, const warpcore_header *h, size_t hn, const uint8_t *b,    \
        size_t bn),                                                                                 \

@@ -14,6 +14,7 @@ import qualified ListenSpec
 import qualified RawSpec
 import qualified SafetySpec
 import qualified ServerSpec
+import qualified TLSSpec
 import qualified UpgradeSpec
 import qualified WaiSpec
 import qualified WarpSettingsSpec
@@ -40,3 +41,4 @@ tests = hspec $ do
   SafetySpec.spec
   DemoSpec.spec
   DropInSpec.spec
+  TLSSpec.spec

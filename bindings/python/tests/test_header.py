@@ -98,6 +98,7 @@ _OPAQUE = {
     "warpcore_body",
     "warpcore_upgraded",
     "warpcore_websocket",
+    "warpcore_tls",
 }
 _STRUCTS = {
     "warpcore_str": _ffi.warpcore_str,
@@ -190,7 +191,10 @@ def test_struct_layout_matches(name):
 def test_request_view_size_is_what_the_reader_unpacks():
     from warpcore import _request
 
-    assert _request._VIEW.size == ctypes.sizeof(_ffi.warpcore_request) == 128
+    # The fast reader takes the view up to the TLS flag (the 0.2 struct's
+    # size); the TLS fields after it are read when asked for.
+    assert _request._VIEW.size == _ffi.warpcore_request.tls_version.offset == 124
+    assert ctypes.sizeof(_ffi.warpcore_request) == _request._OFF_TLS + _request._TLS_VIEW.size == 176
 
 
 def test_result_codes_match():
@@ -220,6 +224,7 @@ def test_timeout_codes_match():
     ("WARPCORE_WEBSOCKET_EVENT_", "WEBSOCKET_EVENT_"),
     ("WARPCORE_WEBSOCKET_KIND_", "WEBSOCKET_KIND_"),
     ("WARPCORE_PROXY_PROTOCOL_", "PROXY_PROTOCOL_"),
+    ("WARPCORE_TLS_CLIENT_AUTH_", "TLS_CLIENT_AUTH_"),
 ])
 def test_upgrade_and_websocket_enums_match(enum, prefix):
     codes = {m.group(1): int(m.group(2)) for m in re.finditer(enum + r"(\w+)\s*=\s*(\d+)", CODE)}
@@ -239,5 +244,6 @@ def test_every_enum_of_the_header_is_checked():
         "warpcore_websocket_event",
         "warpcore_websocket_kind",
         "warpcore_proxy_protocol",
+        "warpcore_tls_client_auth",
     }, enums
 

@@ -27,9 +27,10 @@ from ._ffi import (
     version,
 )
 from ._body import BodyReader, BodyWouldBlock
-from ._request import Headers, Request
+from ._request import Headers, Request, TLSInfo
 from ._response import Deferred, FileResponse, Response, StreamResponse
 from ._server import NO_LIMIT, Handler, Server
+from ._tls import TLS, TLSError
 from ._websocket import (
     HandshakeError,
     UpgradeEvent,
@@ -45,6 +46,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Server",
+    "TLS",
+    "TLSError",
+    "TLSInfo",
     "Request",
     "Headers",
     "BodyReader",

@@ -127,6 +127,15 @@ class warpcore_request(Structure):
         ("worker_index", c_uint32),
         # Added in 0.2 (the struct only grows at its end): the body streams.
         ("body_follows", c_bool),
+        # Added in 0.3: the connection's TLS (0, empty, NULL when plain).
+        ("tls", c_bool),
+        ("tls_resumed", c_bool),
+        ("tls_version", c_uint16),
+        ("tls_cipher", c_uint16),
+        ("tls_sni", warpcore_str),
+        ("tls_alpn", warpcore_str),
+        ("tls_peer_certs", POINTER(warpcore_str)),
+        ("tls_peer_cert_count", c_size_t),
     ]
 
 
@@ -148,6 +157,7 @@ warpcore_response_p = c_void_p
 warpcore_body_p = c_void_p
 warpcore_upgraded_p = c_void_p
 warpcore_websocket_p = c_void_p
+warpcore_tls_p = c_void_p
 warpcore_result = c_uint32
 warpcore_timeout = c_uint32
 
@@ -230,6 +240,10 @@ class warpcore_stats(_Sized):
             "coalesce_naps",
             # Added in 0.2 (the struct only grows at its end).
             "upgrades",
+            # Added in 0.3.
+            "tls_handshakes",
+            "tls_handshake_failures",
+            "tls_kernel",
         )
     ]
 
@@ -251,6 +265,7 @@ RESULT_NAMES: Dict[int, str] = {
     13: "LENGTH_MISMATCH",
     14: "WOULD_BLOCK",
     15: "BUFFER_TOO_SMALL",
+    16: "TLS",
 }
 OK = 0
 INVALID_ARGUMENT = 1
@@ -268,6 +283,12 @@ PANIC = 12
 LENGTH_MISMATCH = 13
 WOULD_BLOCK = 14
 BUFFER_TOO_SMALL = 15
+TLS = 16
+
+# enum warpcore_tls_client_auth.
+TLS_CLIENT_AUTH_NONE = 0
+TLS_CLIENT_AUTH_OPTIONAL = 1
+TLS_CLIENT_AUTH_REQUIRED = 2
 
 LOG_LEVEL_ERROR = 0
 LOG_LEVEL_WARNING = 1
@@ -378,6 +399,18 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_server_start": (warpcore_result, [warpcore_config_p, POINTER(warpcore_server_p)]),
     "warpcore_server_port": (c_uint16, [warpcore_server_p]),
     "warpcore_server_workers": (c_uint32, [warpcore_server_p]),
+    # TLS listeners.
+    "warpcore_tls_new": (warpcore_result, [POINTER(warpcore_tls_p)]),
+    "warpcore_tls_free": (None, [warpcore_tls_p]),
+    "warpcore_tls_add_cert_files": (warpcore_result, [warpcore_tls_p, _u8p, c_size_t, _u8p, c_size_t]),
+    "warpcore_tls_add_cert_pem": (warpcore_result, [warpcore_tls_p, _u8p, c_size_t, _u8p, c_size_t]),
+    "warpcore_tls_set_alpn": (warpcore_result, [warpcore_tls_p, c_void_p, c_size_t]),
+    "warpcore_tls_set_client_auth_pem": (warpcore_result, [warpcore_tls_p, c_uint32, _u8p, c_size_t]),
+    "warpcore_tls_set_client_auth_file": (warpcore_result, [warpcore_tls_p, c_uint32, _u8p, c_size_t]),
+    "warpcore_tls_set_session_tickets": (warpcore_result, [warpcore_tls_p, c_bool]),
+    "warpcore_tls_set_ktls": (warpcore_result, [warpcore_tls_p, c_bool]),
+    "warpcore_tls_set_min_version": (warpcore_result, [warpcore_tls_p, c_uint16]),
+    "warpcore_config_add_tls_listener": (warpcore_result, [warpcore_config_p, _u8p, c_size_t, warpcore_tls_p]),
     "warpcore_server_listener_count": (c_uint32, [warpcore_server_p]),
     # buf is a writable buffer's address (a ctypes array).
     "warpcore_server_listener_address": (
@@ -597,6 +630,11 @@ class ClientClosedError(WarpcoreError):
     """The client went away before the response was finished."""
 
 
+class TLSError(WarpcoreError):
+    """A certificate, key or other TLS setting is unusable
+    (``WARPCORE_RESULT_TLS``): the message names the file and the reason."""
+
+
 def last_error_message() -> str:
     """The calling thread's message for its last failed call."""
     n = F.last_error_message(None, 0)
@@ -611,7 +649,7 @@ def error_for(code: int, call: str = "") -> WarpcoreError:
     """The exception for result ``code`` (read right after the failed call, on
     the same thread, so the message is that call's)."""
     message = last_error_message() or F.result_str(code).decode("utf-8", "replace")
-    cls = ClientClosedError if code == CLOSED else WarpcoreError
+    cls = ClientClosedError if code == CLOSED else TLSError if code == TLS else WarpcoreError
     return cls(code, message, call)
 
 

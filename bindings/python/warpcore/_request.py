@@ -21,14 +21,14 @@ import json as _json
 import struct
 import sys
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 from urllib.parse import parse_qs
 
 from . import _ffi
 from . import _websocket
 from ._body import BodyReader, reader_for
 
-__all__ = ["Request", "Headers", "BodyReader"]
+__all__ = ["Request", "Headers", "BodyReader", "TLSInfo"]
 
 # All of the address space as one byte view: a slice of it copies the bytes at
 # an address with no foreign call (ctypes.string_at is a foreign call, several
@@ -39,10 +39,10 @@ _MEM = memoryview((ctypes.c_char * sys.maxsize).from_address(0)).cast("B")
 
 # The whole view at once: method ptr/len, target, path, query, headers
 # ptr/count, body, peer_ip, then peer_port u16, version_major u8,
-# version_minor u8, worker_index u32, body_follows bool (what the WSGI adapter
-# reads), the struct's tail padding.
-_VIEW = struct.Struct("@14QHBBI?7x")
-assert _VIEW.size == ctypes.sizeof(_ffi.warpcore_request), "warpcore_request layout changed"
+# version_minor u8, worker_index u32, body_follows bool, tls bool (what the
+# WSGI adapter reads); the TLS details after them are read when asked for.
+_VIEW = struct.Struct("@14QHBBI??2x")
+assert _VIEW.size == _ffi.warpcore_request.tls_version.offset, "warpcore_request layout changed"
 _unpack_view = _VIEW.unpack_from
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -172,7 +172,7 @@ _GATE = threading.Lock()
 
 # Offsets of the fields of warpcore_request (checked against ctypes at import).
 _OFF_METHOD, _OFF_TARGET, _OFF_PATH, _OFF_QUERY = 0, 16, 32, 48
-_OFF_HEADERS, _OFF_BODY, _OFF_PEER, _OFF_TAIL = 64, 80, 96, 112
+_OFF_HEADERS, _OFF_BODY, _OFF_PEER, _OFF_TAIL, _OFF_TLS = 64, 80, 96, 112, 120
 for _name, _off in (("method", 0), ("target", 16), ("path", 32), ("query", 48), ("headers", 64),
                     ("body", 80), ("peer_ip", 96), ("peer_port", 112)):
     assert getattr(_ffi.warpcore_request, _name).offset == _off, f"warpcore_request.{_name} moved"
@@ -181,6 +181,39 @@ _method_target_path = struct.Struct("@6Q").unpack_from  # method, target, path: 
 # peer_port, version_major, version_minor, worker_index, body_follows
 _tail = struct.Struct("@HBBI?").unpack_from
 assert _ffi.warpcore_request.body_follows.offset == _OFF_TAIL + 8, "warpcore_request.body_follows moved"
+
+# body_follows, tls, tls_resumed, tls_version, tls_cipher, tls_sni (ptr, len),
+# tls_alpn (ptr, len), tls_peer_certs, tls_peer_cert_count.
+_TLS_VIEW = struct.Struct("@???xHH6Q")
+assert _ffi.warpcore_request.tls_peer_cert_count.offset == _OFF_TLS + _TLS_VIEW.size - 8
+assert ctypes.sizeof(_ffi.warpcore_request) == _OFF_TLS + _TLS_VIEW.size, "warpcore_request layout changed"
+
+
+class TLSInfo(NamedTuple):
+    """What a TLS connection negotiated (``Request.tls``)."""
+
+    #: ``"TLSv1.2"`` or ``"TLSv1.3"``.
+    version: str
+    #: The cipher suite's IANA number (``0x1301`` is TLS_AES_128_GCM_SHA256).
+    cipher: int
+    #: The host name the client asked for (SNI), or ``""``.
+    server_name: str
+    #: The protocol agreed by ALPN (``"http/1.1"``), or ``""``.
+    alpn: str
+    #: The session was resumed from a ticket or session ID.
+    resumed: bool
+    #: The client's certificate chain, DER, its own first (empty without one).
+    peer_certs: Tuple[bytes, ...]
+
+
+def _read_tls(a: int) -> Optional[TLSInfo]:
+    _, tls, resumed, version, cipher, sp, sl, ap, al, cp, cn = _TLS_VIEW.unpack_from(_MEM, a + _OFF_TLS)
+    if not tls:
+        return None
+    certs = tuple(_read(*_pair(_MEM, cp + 16 * i)) for i in range(cn))
+    name = {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}.get(version, f"0x{version:04x}")
+    return TLSInfo(name, cipher, _read(sp, sl).decode("ascii", "replace"), _read(ap, al).decode("ascii", "replace"), resumed, certs)
+
 
 # Bytes of a short field come out of one struct call (cheaper than a memoryview
 # slice); longer ones are sliced.
@@ -228,6 +261,7 @@ _READERS = {
     "_body": lambda a: _bytes_at(a + _OFF_BODY),
     "_tail": lambda a: _tail(_MEM, a + _OFF_TAIL),
     "_peer": _read_peer,
+    "_tls": _read_tls,
 }
 
 
@@ -240,7 +274,8 @@ class Request:
     ``headers`` (:class:`Headers`), ``body`` (bytes), ``peer`` ((ip, port)),
     ``version`` (``"HTTP/1.1"``), ``worker`` (the worker's index),
     ``body_follows`` (the body streams: ``body`` is empty, read it with
-    :meth:`stream`).
+    :meth:`stream`), ``tls`` (a :class:`TLSInfo`, or None on a plain
+    connection).
     """
 
     # method and path are plain slots, not properties: nearly every handler
@@ -255,6 +290,7 @@ class Request:
         "_headers",
         "_body",
         "_peer",
+        "_tls",
         "_tail",
         "_res",
         "_reader",
@@ -270,7 +306,7 @@ class Request:
         n = tp - mp + tl
         line = _SHORT[n](_MEM, mp)[0] if n < 256 and tp - mp == ml + 1 else None
         self.method, self.path = (line is not None and _LINES.get(line)) or _read_method_path(line, mp, ml, pp, pl)
-        self._target = self._query = self._headers = self._body = self._peer = self._tail = _UNSET
+        self._target = self._query = self._headers = self._body = self._peer = self._tls = self._tail = _UNSET
 
     @classmethod
     def _detached(
@@ -296,6 +332,7 @@ class Request:
         r._headers = headers if headers is not None else Headers()
         r._body = body
         r._peer = peer
+        r._tls = None
         r._tail = (peer[1], version[0], version[1], 0, False)
         r._res = 0
         return r
@@ -457,6 +494,14 @@ class Request:
     def peer(self) -> Tuple[str, int]:
         p = self._peer
         return p if p is not _UNSET else self._field("_peer")
+
+    @property
+    def tls(self) -> Optional[TLSInfo]:
+        """What the connection's TLS negotiated (:class:`TLSInfo`: version,
+        cipher, SNI server name, ALPN, resumed, the client's certificates);
+        None on a plain connection."""
+        t = self._tls
+        return t if t is not _UNSET else self._field("_tls")
 
     @property
     def version(self) -> str:

@@ -35,6 +35,7 @@ from ._ffi import (
 )
 from ._request import _LINES, _MEM, _SHORT, _UNSET, Request, _method_target_path, _read_method_path
 from ._response import _PREPARED_MIN, Responder, Response
+from ._tls import TLS
 
 __all__ = ["Server", "Handler", "NO_LIMIT"]
 
@@ -142,6 +143,12 @@ class Server:
     (``Request.body_follows``): read it with ``Request.stream()``, whatever
     its size, in bounded memory (``Request.body`` then raises).
 
+    TLS: ``tls=TLS(certfile, keyfile, ...)`` (or a ``(certfile, keyfile)``
+    pair) makes the listener speak HTTPS (see :class:`~warpcore.TLS`);
+    ``Request.tls`` then says what each connection negotiated, and
+    ``reload(tls=...)`` (or ``reload()`` with a ``tls`` setting) reads the
+    certificate files again without dropping a connection.
+
     Use as a context manager (``with Server(h, port=0) as s: s.port``) or call
     :meth:`start` and :meth:`shutdown`.
     """
@@ -174,6 +181,7 @@ class Server:
         systemd: bool = False,
         unix_socket_mode: Optional[int] = None,
         unix_socket_owner: Optional[Tuple[int, int]] = None,
+        tls: Union[None, TLS, Tuple[Any, Any]] = None,
     ) -> None:
         if not callable(handler):
             raise TypeError("handler must be callable")
@@ -202,6 +210,7 @@ class Server:
             "access_log": access_log,
             "file_cache": file_cache,
             "static_dotfiles": static_dotfiles,
+            "tls": TLS.of(tls),
         }
         _check_timeouts(self._settings["timeouts"])
         _check_bool("static_dotfiles", static_dotfiles)
@@ -271,7 +280,7 @@ class Server:
                 request._res = res
                 request._live = True
                 request._target = request._query = request._headers = unset
-                request._body = request._peer = request._tail = unset
+                request._body = request._peer = request._tls = request._tail = unset
                 unkept = getrefcount(request)
                 try:
                     result = server._handler(request)
@@ -361,10 +370,12 @@ class Server:
         check(F.config_new(byref(cfg)), "warpcore_config_new")
         try:
             listeners = list(self._bind or []) + self._systemd_specs if bind is None else bind
+            tls_addresses = []
             if bind is None and self._bind is None and not self._systemd:
                 host = self.host
                 a = ((f"[{host}]" if ":" in host else host) + f":{port}").encode("utf-8")
                 check(F.config_set_listen(cfg, a, len(a)), "warpcore_config_set_listen")
+                tls_addresses.append(a)
             for address in listeners:
                 a = os.fsencode(address)
                 check(F.config_add_listener(cfg, a, len(a)), f"warpcore_config_add_listener({address!r})")
@@ -383,6 +394,12 @@ class Server:
                         os.environ.pop(name, None)
             if self._unix_mode is not None:
                 check(F.config_set_unix_socket_mode(cfg, *self._unix_mode), "warpcore_config_set_unix_socket_mode")
+            if s["tls"] is not None:
+                # Every listener speaks TLS (as gunicorn's --certfile applies to
+                # every --bind): added after them, each becomes a TLS listener.
+                tls_addresses += [os.fsencode(address) for address in listeners + self._systemd_specs]
+                for a in dict.fromkeys(tls_addresses):
+                    s["tls"].add_to(cfg, a)
             check(F.config_set_workers(cfg, _c_unsigned("workers", workers, 32)), "warpcore_config_set_workers")
             check(F.config_set_external_workers(cfg, True), "warpcore_config_set_external_workers")
             check(F.config_set_share_port(cfg, self._share_port), "warpcore_config_set_share_port")
@@ -588,14 +605,15 @@ class Server:
         settings (``server_name``, ``max_body_size``, ``whole_body_max``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
         ``coalesce_wait``, ``sched_batch``, ``timeouts``, ``access_log``,
-        ``file_cache``, ``static_dotfiles``, ``max_request_line``), ``static``
-        (the whole new set of mounts; ``{}`` removes them all) and ``bind``
-        (the whole new list of listeners: those whose address is unchanged
-        keep their socket and connections, new ones are opened, dropped ones
-        stop accepting while their connections finish). Settings not given
-        keep their values; a refused reload (a missing static directory, an
-        address in use, say) raises and changes nothing. The worker count is
-        fixed at start. May be called from a handler."""
+        ``file_cache``, ``static_dotfiles``, ``max_request_line``, ``tls``: the
+        certificate files are read again whenever the config is rebuilt),
+        ``static`` (the whole new set of mounts; ``{}`` removes them all) and
+        ``bind`` (the whole new list of listeners: those whose address is
+        unchanged keep their socket and connections, new ones are opened,
+        dropped ones stop accepting while their connections finish). Settings
+        not given keep their values; a refused reload (a missing static
+        directory, an address in use, say) raises and changes nothing. The
+        worker count is fixed at start. May be called from a handler."""
         static = settings.pop("static", None)
         bind = _check_bind(settings.pop("bind", None))
         unknown = set(settings) - set(self._settings)
@@ -609,6 +627,10 @@ class Server:
         for key in ("static_dotfiles", "sched_batch"):
             if key in settings:
                 _check_bool(key, settings[key])
+        if "tls" in settings:
+            settings["tls"] = TLS.of(settings["tls"])
+            if (settings["tls"] is None) != (self._settings["tls"] is None):
+                raise ValueError("reload() cannot turn TLS on or off: the listener keeps its scheme")
         if settings or static is not None or bind is not None:
             ptr = self._use()
             try:

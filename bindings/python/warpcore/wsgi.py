@@ -691,7 +691,7 @@ class WSGIServer(Server):
             "SERVER_PORT": str(self.port),
             "SERVER_SOFTWARE": SERVER_SOFTWARE,
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
+            "wsgi.url_scheme": "https" if self._settings.get("tls") else "http",
             "wsgi.errors": sys.stderr,
             # One application thread is the only case where the application
             # never runs on two threads at once: with threads=0 it runs on

@@ -43,6 +43,11 @@ module Network.WarpCore
   , Stats (..)
   , FileCacheStats (..)
   , ShutdownReport (..)
+    -- * TLS
+  , TLSConfig (..)
+  , Certificate (..)
+  , ClientAuth (..)
+  , tlsConfig
     -- * Requests
   , Request (..)
   , requestHeader
@@ -95,4 +100,5 @@ import Network.WarpCore.Error
 import Network.WarpCore.Request
 import Network.WarpCore.Response
 import Network.WarpCore.Server
+import Network.WarpCore.TLS
 import Network.WarpCore.Upgrade

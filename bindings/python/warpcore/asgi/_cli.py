@@ -29,6 +29,7 @@ from .. import _ffi
 from .._config import parse_size as _config_parse_size
 from .._worker import load_app as _load_app
 from ._lifespan import LifespanFailed
+from .._tls import TLS
 from ._server import ASGIServer
 
 __all__ = ["serve", "main", "STARTUP_FAILURE"]
@@ -294,11 +295,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", dest="access_log", action="store_true", default=True, help="log each request (default)")
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
     p.add_argument("--log-level", choices=tuple(_LOG_LEVELS), default="info")
+    p.add_argument("--certfile", "--ssl-certfile", dest="certfile", metavar="FILE", help="serve HTTPS with this certificate chain (PEM; with --keyfile)")
+    p.add_argument("--keyfile", "--ssl-keyfile", dest="keyfile", metavar="FILE", help="the certificate's private key (PEM)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if (args.certfile is None) != (args.keyfile is None):
+        p.error("--certfile and --keyfile go together")
     logging.basicConfig(level=_LOG_LEVELS[args.log_level], format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     access = logging.getLogger("warpcore.access")
     if args.access_log:
@@ -330,6 +336,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.max_body_size is not None:
         options["max_body_size"] = args.max_body_size
     try:
+        if args.certfile is not None:
+            options["tls"] = TLS(args.certfile, args.keyfile)
         return serve(app, args.host, args.port, **options)
     except (_ffi.WarpcoreError, ValueError, OSError, ImportError) as exc:
         print(f"warpcore.asgi: {exc}", file=sys.stderr)

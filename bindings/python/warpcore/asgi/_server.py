@@ -182,6 +182,8 @@ class _Engine(Server):
         limit = asgi.limit_concurrency
         admit = asgi._admit
         respond_inline = INLINE.respond
+        secure = self._settings.get("tls") is not None
+        http_scheme, ws_scheme = ("https", "wss") if secure else ("http", "ws")
 
         def head_of(v: Tuple[int, ...]) -> _Head:
             mp = v[0]
@@ -228,7 +230,7 @@ class _Engine(Server):
                         "http_version": head.version,
                         "server": server_addr,
                         "client": client,
-                        "scheme": "http",
+                        "scheme": http_scheme,
                         "method": head.method,
                         "root_path": root,
                         "path": head.path,
@@ -249,7 +251,7 @@ class _Engine(Server):
                         _refuse(item)
                 elif websocket is True:
                     scope["type"] = "websocket"
-                    scope["scheme"] = "ws"
+                    scope["scheme"] = ws_scheme
                     del scope["method"]
                     scope["subprotocols"] = list(head.subprotocols)
                     scope["extensions"] = {"websocket.http.response": {}}

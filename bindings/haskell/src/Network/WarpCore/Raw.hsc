@@ -24,6 +24,7 @@ module Network.WarpCore.Raw
   , Body
   , Upgraded
   , WebSocket
+  , TLS
     -- * Plain structs
   , Str (..)
   , Header (..)
@@ -53,6 +54,11 @@ module Network.WarpCore.Raw
   , resultLengthMismatch
   , resultWouldBlock
   , resultBufferTooSmall
+  , resultTls
+    -- * TLS client certificates
+  , tlsClientAuthNone
+  , tlsClientAuthOptional
+  , tlsClientAuthRequired
     -- * Timeouts
   , timeoutHeader
   , timeoutIdle
@@ -122,6 +128,24 @@ module Network.WarpCore.Raw
   , c_warpcore_config_clear_listeners
   , c_warpcore_config_set_unix_socket_mode
   , c_warpcore_config_add_systemd_listeners
+    -- * TLS
+  , c_warpcore_tls_new
+  , c_warpcore_tls_free
+  , c_warpcore_tls_add_cert_files
+  , c_warpcore_tls_add_cert_pem
+  , c_warpcore_tls_set_alpn
+  , c_warpcore_tls_set_client_auth_pem
+  , c_warpcore_tls_set_client_auth_file
+  , c_warpcore_tls_set_session_tickets
+  , c_warpcore_tls_set_ktls
+  , c_warpcore_tls_set_min_version
+  , c_warpcore_config_add_tls_listener
+  , c_warpcore_hs_tls_add_cert_files
+  , c_warpcore_hs_tls_add_cert_pem
+  , c_warpcore_hs_tls_set_client_auth_pem
+  , c_warpcore_hs_tls_set_client_auth_file
+  , c_warpcore_hs_config_add_tls_listener
+  , peekTlsVersion
   , c_warpcore_config_set_handler
   , AnsweringCallback
   , c_warpcore_config_set_answering_handler
@@ -312,6 +336,10 @@ data Config
 
 -- | @warpcore_server@: made by 'c_warpcore_server_start', freed by 'c_warpcore_server_free'.
 data Server
+
+-- | @warpcore_tls@: a TLS listener's setup, made by 'c_warpcore_tls_new',
+-- freed by 'c_warpcore_tls_free' (a config keeps its own copy).
+data TLS
 
 -- | @warpcore_response@: see the lifetime rules in the header.
 data Response
@@ -585,6 +613,19 @@ proxyProtocolNone, proxyProtocolRequired, proxyProtocolOptional :: Word32
 proxyProtocolNone = #{const WARPCORE_PROXY_PROTOCOL_NONE}
 proxyProtocolRequired = #{const WARPCORE_PROXY_PROTOCOL_REQUIRED}
 proxyProtocolOptional = #{const WARPCORE_PROXY_PROTOCOL_OPTIONAL}
+-- | A certificate, key or other TLS setting is unusable.
+resultTls :: Result
+resultTls = #{const WARPCORE_RESULT_TLS}
+
+tlsClientAuthNone, tlsClientAuthOptional, tlsClientAuthRequired :: Word32
+tlsClientAuthNone = #{const WARPCORE_TLS_CLIENT_AUTH_NONE}
+tlsClientAuthOptional = #{const WARPCORE_TLS_CLIENT_AUTH_OPTIONAL}
+tlsClientAuthRequired = #{const WARPCORE_TLS_CLIENT_AUTH_REQUIRED}
+
+-- | The view's @tls_version@ alone: 0 on a plain connection, @0x0303@ or
+-- @0x0304@ on a TLS one (added in 0.3 at the struct's end).
+peekTlsVersion :: Ptr RequestView -> IO Word16
+peekTlsVersion p = #{peek warpcore_request, tls_version} p
 
 timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite, timeoutAnswer :: Word32
 timeoutHeader = #{const WARPCORE_TIMEOUT_HEADER}
@@ -1030,6 +1071,39 @@ foreign import ccall unsafe "warpcore_hs_config_add_static"
   c_warpcore_hs_config_add_static :: Ptr Config -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
 foreign import ccall unsafe "warpcore_hs_config_set_file_cache"
   c_warpcore_hs_config_set_file_cache :: Ptr Config -> Word64 -> Word64 -> Ptr CChar -> IO Result
+
+foreign import ccall unsafe "warpcore_tls_new"
+  c_warpcore_tls_new :: Ptr (Ptr TLS) -> IO Result
+foreign import ccall unsafe "warpcore_tls_free"
+  c_warpcore_tls_free :: Ptr TLS -> IO ()
+foreign import ccall unsafe "warpcore_tls_add_cert_files"
+  c_warpcore_tls_add_cert_files :: Ptr TLS -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_tls_add_cert_pem"
+  c_warpcore_tls_add_cert_pem :: Ptr TLS -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_tls_set_alpn"
+  c_warpcore_tls_set_alpn :: Ptr TLS -> Ptr Str -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_tls_set_client_auth_pem"
+  c_warpcore_tls_set_client_auth_pem :: Ptr TLS -> Word32 -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_tls_set_client_auth_file"
+  c_warpcore_tls_set_client_auth_file :: Ptr TLS -> Word32 -> Ptr Word8 -> CSize -> IO Result
+foreign import ccall unsafe "warpcore_tls_set_session_tickets"
+  c_warpcore_tls_set_session_tickets :: Ptr TLS -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_tls_set_ktls"
+  c_warpcore_tls_set_ktls :: Ptr TLS -> CBool -> IO Result
+foreign import ccall unsafe "warpcore_tls_set_min_version"
+  c_warpcore_tls_set_min_version :: Ptr TLS -> Word16 -> IO Result
+foreign import ccall unsafe "warpcore_config_add_tls_listener"
+  c_warpcore_config_add_tls_listener :: Ptr Config -> Ptr Word8 -> CSize -> Ptr TLS -> IO Result
+foreign import ccall unsafe "warpcore_hs_tls_add_cert_files"
+  c_warpcore_hs_tls_add_cert_files :: Ptr TLS -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_tls_add_cert_pem"
+  c_warpcore_hs_tls_add_cert_pem :: Ptr TLS -> Ptr Word8 -> CSize -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_tls_set_client_auth_pem"
+  c_warpcore_hs_tls_set_client_auth_pem :: Ptr TLS -> Word32 -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_tls_set_client_auth_file"
+  c_warpcore_hs_tls_set_client_auth_file :: Ptr TLS -> Word32 -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result
+foreign import ccall unsafe "warpcore_hs_config_add_tls_listener"
+  c_warpcore_hs_config_add_tls_listener :: Ptr Config -> Ptr Word8 -> CSize -> Ptr TLS -> Ptr CChar -> IO Result
 
 foreign import ccall unsafe "warpcore_hs_config_add_listener"
   c_warpcore_hs_config_add_listener :: Ptr Config -> Ptr Word8 -> CSize -> Ptr CChar -> IO Result

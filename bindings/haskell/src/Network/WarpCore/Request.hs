@@ -48,6 +48,9 @@ data Request = Request
   -- ^ (major, minor): (1, 0) or (1, 1).
   , requestWorker :: !Int
   -- ^ The index of the worker that read it.
+  , requestTlsVersion :: !Int
+  -- ^ The connection's TLS version (@0x0303@: TLS 1.2, @0x0304@: TLS 1.3),
+  -- 0 on a plain connection.
   }
   deriving (Eq, Show)
 
@@ -85,8 +88,9 @@ readView p = do
           go (at + l) rest
     go 0 strs
   spans <- reverse <$> readIORef offsets
+  tls <- Raw.peekTlsVersion p
   let slice (at, l) = BU.unsafeTake l (BU.unsafeDrop at whole)
-  pure (build v (map slice spans))
+  pure ((build v (map slice spans)) {requestTlsVersion = fromIntegral tls})
 
 -- | Reads a queued item (see @cbits/warpcore_hs.h@) and frees it. Its bytes
 -- are contiguous: they are copied into one buffer on the GHC heap and the
@@ -118,6 +122,7 @@ readItem item = do
             pure (pair : rest)
   hs <- headers 0
   bodyPtr <- Raw.itemBody item
+  tls <- Raw.peekTlsVersion (Raw.itemRequest item)
   reader <-
     if Raw.viewBodyFollows v
       then Just <$> newBodyReader bodyPtr
@@ -136,6 +141,7 @@ readItem item = do
           , requestPeerPort = fromIntegral (Raw.viewPeerPort v)
           , requestVersion = (fromIntegral (Raw.viewVersionMajor v), fromIntegral (Raw.viewVersionMinor v))
           , requestWorker = fromIntegral (Raw.viewWorkerIndex v)
+          , requestTlsVersion = fromIntegral tls
           }
   pure (req, response)
 
@@ -153,6 +159,7 @@ build v (method : target : path : query : body : ip : hs) =
     , requestPeerPort = fromIntegral (Raw.viewPeerPort v)
     , requestVersion = (fromIntegral (Raw.viewVersionMajor v), fromIntegral (Raw.viewVersionMinor v))
     , requestWorker = fromIntegral (Raw.viewWorkerIndex v)
+    , requestTlsVersion = 0
     }
   where
     pairs (a : b : rest) = (a, b) : pairs rest

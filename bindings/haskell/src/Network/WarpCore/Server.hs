@@ -75,6 +75,7 @@ import Network.WarpCore.Error
 import qualified Network.WarpCore.Raw as Raw
 import Network.WarpCore.Request
 import Network.WarpCore.Response
+import Network.WarpCore.TLS (TLSConfig, addTLSListener)
 
 -- | How requests travel from the library's worker threads to Haskell.
 data Dispatch
@@ -226,6 +227,9 @@ data Config = Config
   , configFork :: Maybe Fork
   -- ^ Forks each request's thread ('Dispatcher' and 'ForkInCallback'; an
   -- 'InCallback' request runs where it is); default 'forkIO'.
+  , configTLS :: Maybe TLSConfig
+  -- ^ The listener speaks TLS as this says ("Network.WarpCore.TLS"); its
+  -- certificate files are read again at every 'reload'.
   , configSchedBatch :: Bool
   -- ^ With 'Dispatcher' (the default True): the library's worker threads
   -- (the library's own setting, @warpcore_config_set_sched_batch@) and the
@@ -269,6 +273,7 @@ defaultConfig =
     , configAccessLog = Nothing
     , configErrorLog = Nothing
     , configOnException = \e -> hPutStrLn stderr ("warpcore: handler failed: " ++ show e)
+    , configTLS = Nothing
     , configSchedBatch = True
     , configProxyProtocol = ProxyProtocolNone
     , configOnOpen = Nothing
@@ -365,6 +370,7 @@ start cfg handler = do
   callbacks <- newIORef []
   withConfig cfg (\fresh -> atomicModifyIORef' callbacks (\cs -> (fresh ++ cs, ()))) $ \c -> do
     setBytes "warpcore_config_set_listen" (Raw.c_warpcore_hs_config_set_listen c) (B8.pack (configListen cfg))
+    forM_ (configTLS cfg) $ \tls -> addTLSListener tls c (configListen cfg)
     checkWith "warpcore_config_set_workers" (Raw.c_warpcore_hs_config_set_workers c (word32OrRefused (configWorkers cfg)))
     when (configWorkerThreads cfg == BoundThreads) $
       checkWith "warpcore_config_set_external_workers" (Raw.c_warpcore_hs_config_set_external_workers c (CBool 1))
@@ -735,6 +741,7 @@ reload s cfg handler = do
   withLive "Network.WarpCore.reload" s $ \sp ->
     withConfig cfg (\fresh -> atomicModifyIORef' (serverCallbacks s) (\cs -> (fresh ++ cs, ()))) $ \c -> do
       setBytes "warpcore_config_set_listen" (Raw.c_warpcore_hs_config_set_listen c) (B8.pack (serverListen s))
+      forM_ (configTLS cfg) $ \tls -> addTLSListener tls c (serverListen s)
       checkWith "warpcore_config_set_workers" (Raw.c_warpcore_hs_config_set_workers c (fromIntegral (serverWorkers s)))
       serverSetHandler s c
       -- The handler is swapped first: a request read after the reload must not

@@ -113,6 +113,7 @@ module Network.Wai.Handler.WarpCore
   , setOnReady
   , setStaticMount
   , setStaticDotfiles
+  , setTLSConfig
   , Dispatch (..)
   , WorkerThreads (..)
     -- * Exceptions
@@ -214,6 +215,7 @@ data Settings = Settings
   , settingsSlowlorisSize :: Int
   , settingsGracefulCloseTimeout1 :: Int
   , settingsGracefulCloseTimeout2 :: Int
+  , settingsTLS :: Maybe WC.TLSConfig
   }
 
 -- | Port 3000 on every IPv4 address (@"*4"@), Warp's exception handling,
@@ -256,7 +258,15 @@ defaultSettings =
     , settingsSlowlorisSize = 2048
     , settingsGracefulCloseTimeout1 = 0
     , settingsGracefulCloseTimeout2 = 2000
+    , settingsTLS = Nothing
     }
+
+-- | The listener speaks TLS as this says (what
+-- "Network.Wai.Handler.WarpCoreTLS"'s 'Network.Wai.Handler.WarpCoreTLS.runTLS'
+-- sets; Nothing, the default, for plain HTTP). Requests then have
+-- 'isSecure' True.
+setTLSConfig :: Maybe WC.TLSConfig -> Settings -> Settings
+setTLSConfig t s = s {settingsTLS = t}
 
 setPort :: Port -> Settings -> Settings
 setPort p s = s {settingsPort = p}
@@ -810,6 +820,7 @@ toConfig s address = do
       , WC.configFileCache = case (settingsFdCacheDuration s, settingsFileInfoCacheDuration s) of
           (Nothing, Nothing) -> Nothing
           (fd, info) -> Just (maybe 10000 ms fd, maybe 1000 ms info)
+      , WC.configTLS = settingsTLS s
       }
   where
     ms n = fromIntegral (max 0 n) * 1000
@@ -875,7 +886,7 @@ toWaiRequest r = do
       , rawPathInfo = rawPath
       , rawQueryString = if B.null query then "" else B.cons 63 query
       , requestHeaders = headers
-      , isSecure = False
+      , isSecure = WC.requestTlsVersion r /= 0
       , remoteHost = peerAddress (WC.requestPeerIp r) (WC.requestPeerPort r)
       , pathInfo = H.decodePathSegments rawPath
       , queryString = H.parseQuery query

@@ -431,6 +431,61 @@ def test_limit_concurrency_answers_503(asgi):
     assert request(s.port).status == 200
 
 
+def test_small_answers_keep_the_gil_under_load(asgi, monkeypatch):
+    """A small whole answer, made once the request's handler call returned,
+    keeps the GIL (no hand-over per request to the worker thread waiting for
+    it): with the worker taking requests while the application's steps hold
+    the GIL (as a FastAPI application's do), every answer arrives right and
+    nothing waits for good."""
+    from warpcore.asgi import _http
+
+    calls = {"keep": 0, "release": 0}
+    keep, release = _http._respond_raw_keep_gil, _http._respond_raw
+
+    def counted(name, fn):
+        def call(*args):
+            calls[name] += 1
+            return fn(*args)
+
+        return call
+
+    monkeypatch.setattr(_http, "_respond_raw_keep_gil", counted("keep", keep))
+    monkeypatch.setattr(_http, "_respond_raw", counted("release", release))
+
+    async def app(scope, receive, send):
+        n = sum(range(2000))  # a step that holds the GIL a while
+        await asyncio.sleep(0)
+        await ok(send, body=f"{scope['path']} {n}".encode())
+
+    s = asgi(http_only(app))
+    per_client, clients = 50, 4
+    failures: List[str] = []
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=TIMEOUT)
+        try:
+            for j in range(per_client):
+                conn.request("GET", f"/{i}/{j}")
+                r = conn.getresponse()
+                body = r.read()
+                if r.status != 200 or body != f"/{i}/{j} {sum(range(2000))}".encode():
+                    failures.append(f"{r.status} {body!r}")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(repr(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 3)
+    assert not any(t.is_alive() for t in threads), "a client waited for good"
+    assert failures == []
+    assert calls["keep"] + calls["release"] == per_client * clients
+    assert calls["keep"] > 0
+
+
 # --- lifespan ----------------------------------------------------------------------------------
 
 

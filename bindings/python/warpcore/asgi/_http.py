@@ -62,6 +62,8 @@ __all__ = ["HTTPCycle", "ClientDisconnected", "respond_error", "on_loop"]
 log = logging.getLogger("warpcore.asgi")
 
 _respond_raw = guarded(RAW.respond_deferred)
+# Keeps the GIL: for a handle whose handler call has returned (HTTPCycle._respond).
+_respond_raw_keep_gil = guarded(RAW.respond)
 _write_buffer = guarded(_ffi.F.response_write_buffer)
 
 _DISCONNECT = {"type": "http.disconnect"}
@@ -202,6 +204,7 @@ class HTTPCycle:
         "reading",
         "read_future",
         "task",
+        "handed",
         "__weakref__",
     )
 
@@ -234,6 +237,9 @@ class HTTPCycle:
         # the next receive(), so no chunk is lost.
         self.read_future: Optional[asyncio.Future] = None
         self.task: Optional[asyncio.Task] = None
+        # The request's hand-over from the engine's handler call: its last
+        # item turns True once that call has all but returned.
+        self.handed: Optional[List[Any]] = None
 
     # -- running the application -------------------------------------------------
 
@@ -494,7 +500,16 @@ class HTTPCycle:
                 return
         if n < ZERO_COPY_MIN:
             if RAW_UNTYPED and 0 <= status < 65536:
-                rc = _respond_raw(self.res, status, h.pointer, h.count, body, n)
+                handed = self.handed
+                if handed is not None and handed[5]:
+                    # The handler call has returned, so the engine takes a
+                    # small answer at once, with no wait: keeping the GIL
+                    # spares a hand-over to a worker thread waiting for it
+                    # and the wait to take it back (a context switch or two
+                    # per request once the application's steps are long).
+                    rc = _respond_raw_keep_gil(self.res, status, h.pointer, h.count, body, n)
+                else:
+                    rc = _respond_raw(self.res, status, h.pointer, h.count, body, n)
             else:
                 rc = _respond(self.res, status, h.address, h.count, body, n)
         else:

@@ -243,12 +243,19 @@ class _Engine(Server):
                     scope["extensions"] = {"http.response.pathsend": {}}
                     if v[18]:
                         # Streams: the reader is taken now, inside the call.
-                        item = (scope, res, None, raw_for(res), head.length)
+                        item = [scope, res, None, raw_for(res), head.length, False]
                     else:
-                        item = (scope, res, mem[v[10] : v[10] + v[11]].tobytes() if v[11] else b"", None, None)
+                        item = [scope, res, mem[v[10] : v[10] + v[11]].tobytes() if v[11] else b"", None, None, False]
                     admitted = False
                     if not post(start_http, item):
                         _refuse(item)
+                    else:
+                        # The handler call is over but for returning to C,
+                        # which takes no more Python (the GIL is released
+                        # next): from here the loop's answer never waits for
+                        # it with the GIL held (see HTTPCycle._respond).
+                        # Nothing may follow this store.
+                        item[5] = True
                 elif websocket is True:
                     scope["type"] = "websocket"
                     scope["scheme"] = ws_scheme
@@ -409,9 +416,10 @@ class ASGIServer:
 
     # -- on the loop ---------------------------------------------------------------------
 
-    def _start_http(self, item: Tuple[Any, ...]) -> None:
-        scope, res, body, reader, length = item
+    def _start_http(self, item: List[Any]) -> None:
+        scope, res, body, reader, length = item[:5]
         cycle = HTTPCycle(self, scope, res, body, reader, length)
+        cycle.handed = item
         self._cycles.add(cycle)
         cycle.task = self._loop.create_task(cycle.run(self.app))
 

@@ -431,7 +431,13 @@ fn echo_upload(port: u16, seed: u64, len: usize, chunked: bool) -> ([u8; 32], [u
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 256 * 1024];
     let mut read_more = |buf: &mut Vec<u8>| {
-        let n = c.stream.read(&mut chunk).expect("the echo arrives");
+        // An interrupted read is retried (as read_exact does).
+        let n = loop {
+            match c.stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.expect("the echo arrives"),
+            }
+        };
         assert!(n > 0, "the connection closed mid-echo");
         buf.extend_from_slice(&chunk[..n]);
     };

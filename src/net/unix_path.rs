@@ -65,7 +65,10 @@ pub(crate) fn bind(path: &Path, backlog: u32, perms: &UnixPerms) -> Result<(Sock
         .open(path)
         .map_err(|e| Error::io(&format!("cannot open unix:{shown}"), e))?;
     let meta = file.metadata().map_err(|e| Error::io(&format!("cannot stat unix:{shown}"), e))?;
-    let made = SocketFile { path: path.to_owned(), dev: meta.dev(), ino: meta.ino() };
+    // Removed by its absolute path: the program may change its working
+    // directory before the server stops (a daemon's chdir to /).
+    let absolute = std::env::current_dir().map_or_else(|_| path.to_owned(), |dir| dir.join(path));
+    let made = SocketFile { path: absolute, dev: meta.dev(), ino: meta.ino() };
     if !meta.file_type().is_socket() {
         return Err(Error::new(ErrorKind::Io, format!("unix:{shown} was replaced while it was being bound")));
     }

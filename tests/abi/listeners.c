@@ -247,10 +247,42 @@ static void serving(void) {
     rmdir(dir);
 }
 
+/* A relative unix: path: its file is removed at the end even when the
+ * program changed its working directory since the start (a daemon's
+ * chdir("/")), and a file of the same name in the new directory is left. */
+static void relative_path(void) {
+    char dir[] = "/tmp/warpcore-abi-rel-XXXXXX", other[] = "/tmp/warpcore-abi-other-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL && mkdtemp(other) != NULL);
+    char cwd[4096], sock[128], decoy[128];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    snprintf(sock, sizeof sock, "%s/rel.sock", dir);
+    snprintf(decoy, sizeof decoy, "%s/rel.sock", other);
+    CHECK(chdir(dir) == 0);
+    warpcore_config *config = bare_config();
+    CHECK_RESULT(add(config, "unix:rel.sock"), WARPCORE_RESULT_OK);
+    warpcore_server *server = start_server(config);
+    if (!server) return;
+    struct stat st;
+    CHECK(stat(sock, &st) == 0 && S_ISSOCK(st.st_mode));
+    CHECK(chdir(other) == 0);
+    int fd = open(decoy, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK_RESULT(warpcore_server_shutdown(server, 1000), WARPCORE_RESULT_OK);
+    warpcore_server_free(server);
+    CHECK(stat(sock, &st) != 0 && errno == ENOENT);
+    CHECK(stat(decoy, &st) == 0);
+    CHECK(chdir(cwd) == 0);
+    unlink(decoy);
+    rmdir(other);
+    rmdir(dir);
+}
+
 int main(void) {
     bad_forms();
     bad_descriptors();
     systemd_not_ours();
     serving();
+    relative_path();
     return check_finish("listeners");
 }

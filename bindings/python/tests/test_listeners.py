@@ -66,6 +66,22 @@ def test_unix_socket_mode_and_stale_files(tmp_path):
     assert regular.read_text() == "not a socket"
 
 
+def test_an_owner_without_a_mode_keeps_the_mode_of_the_umask(tmp_path):
+    """unix_socket_owner alone changes the owner only: the file keeps the
+    mode the umask gives a new socket (not one open to every local user)."""
+    path = str(tmp_path / "o.sock")
+    old = os.umask(0o027)
+    try:
+        with warpcore.Server(hello, bind=[f"unix:{path}"], unix_socket_owner=(-1, os.getgid())) as s:
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o750
+            assert os.stat(path).st_gid == os.getgid()
+            assert get(s.address).status == 200
+    finally:
+        os.umask(old)
+    with pytest.raises(ValueError):
+        warpcore.Server(hello, bind=[f"unix:{path}"], unix_socket_owner=(2**32 - 1, -1))
+
+
 @pytest.mark.parametrize("bind", [["nonsense"], ["unix:"], ["fd://x"], ["127.0.0.1:99999"]])
 def test_bad_addresses_are_refused(bind):
     with pytest.raises(warpcore.WarpcoreError) as err:

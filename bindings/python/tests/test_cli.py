@@ -62,6 +62,9 @@ def test_flags_parse_as_gunicorn_names_them():
     (["app", "--threads", "x"], "--threads"),
     (["app", "-b", "host:notaport"], "--bind"),
     (["app", "-b", "unix:"], "--bind"),
+    (["app", "-b", "fd://99999999999999999999"], "--bind"),
+    (["app", "-b", "fd://2147483648"], "--bind"),
+    (["app", "-b", "fd://\u00b3"], "--bind"),
     (["app", "--limit-request-fields", "101"], "--limit-request-fields"),
     (["app", "--timeout", "-1"], "--timeout"),
     (["app", "--interface", "cgi"], "--interface"),
@@ -70,6 +73,22 @@ def test_flags_parse_as_gunicorn_names_them():
 def test_bad_settings_are_named(argv, message):
     with pytest.raises(ConfigError, match=message):
         _config.load(argv)
+
+
+def test_descriptor_numbers_out_of_range_are_address_errors(monkeypatch):
+    """What the command line cannot name (huge, negative) and a LISTEN_FDS
+    that is no count of descriptors: an AddressError (the master's "cannot
+    listen"), not an OverflowError out of the master, nor a list of 10^8
+    descriptor numbers."""
+    from warpcore import _sockets
+
+    for fd in (2**31, 2**70, -1):
+        with pytest.raises(_sockets.AddressError):
+            _sockets.inherit(fd)
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "100000000")
+    with pytest.raises(_sockets.AddressError, match="LISTEN_FDS"):
+        _sockets.systemd_fds()
 
 
 def test_the_config_file_and_the_command_line_over_it(tmp_path):

@@ -26,8 +26,12 @@ from typing import List, Optional
 __all__ = ["Listener", "normalize", "open_listener", "systemd_fds", "inherit"]
 
 DEFAULT_PORT = 8000
+#: The largest descriptor number (a C int); LISTEN_FDS counts at most this many.
+FD_MAX = 2**31 - 1
 #: The first descriptor systemd passes (SD_LISTEN_FDS_START).
 SD_LISTEN_FDS_START = 3
+#: The most descriptors LISTEN_FDS may count (the library's limit, a u16).
+LISTEN_FDS_MAX = 65535
 
 
 class AddressError(ValueError):
@@ -45,7 +49,7 @@ def normalize(address: str) -> str:
         return "unix:" + os.path.abspath(path)
     if a.startswith("fd://"):
         n = a[len("fd://") :]
-        if not n.isdigit():
+        if not (n.isascii() and n.isdigit()) or int(n) > FD_MAX:
             raise AddressError(f"{address!r}: fd:// wants a descriptor number (fd://3)")
         return f"fd://{int(n)}"
     if a.startswith("tcp://"):
@@ -180,6 +184,8 @@ def _replace_stale(spec: str, path: str) -> None:
 def inherit(fd: int, spec: Optional[str] = None) -> Listener:
     """A listening stream socket this process already has at ``fd``."""
     spec = spec or f"fd://{fd}"
+    if not 0 <= fd <= FD_MAX:
+        raise AddressError(f"{spec}: not a descriptor number")
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
@@ -199,7 +205,8 @@ def systemd_fds() -> List[int]:
     """The descriptors of systemd's socket activation, when ``LISTEN_PID`` is
     this process (then ``LISTEN_PID``, ``LISTEN_FDS`` and ``LISTEN_FDNAMES``
     are removed from the environment, as ``sd_listen_fds(1)`` does, so that
-    the processes this one starts do not take them for theirs); else []."""
+    the processes this one starts do not take them for theirs); else [].
+    AddressError for a count over 65535 (the library's limit)."""
     try:
         pid = int(os.environ.get("LISTEN_PID", ""))
         count = int(os.environ.get("LISTEN_FDS", ""))
@@ -209,4 +216,7 @@ def systemd_fds() -> List[int]:
         return []
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)
+    if count > LISTEN_FDS_MAX:
+        # The library's limit too: a count no service manager passes.
+        raise AddressError(f"LISTEN_FDS={count} is not a count of descriptors passed (at most {LISTEN_FDS_MAX})")
     return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))

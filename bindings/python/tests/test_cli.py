@@ -68,6 +68,8 @@ def test_flags_parse_as_gunicorn_names_them():
     (["app", "--limit-request-fields", "101"], "--limit-request-fields"),
     (["app", "--timeout", "-1"], "--timeout"),
     (["app", "--interface", "cgi"], "--interface"),
+    (["app", "--forwarded-allow-ips", "10.0.0.0/33"], "--forwarded-allow-ips"),
+    (["app", "--forwarded-allow-ips", "127.0.0.1,proxy.example"], "--forwarded-allow-ips"),
     ([], "no application"),
 ])
 def test_bad_settings_are_named(argv, message):
@@ -89,6 +91,22 @@ def test_descriptor_numbers_out_of_range_are_address_errors(monkeypatch):
     monkeypatch.setenv("LISTEN_FDS", "100000000")
     with pytest.raises(_sockets.AddressError, match="LISTEN_FDS"):
         _sockets.systemd_fds()
+
+
+def test_forwarded_allow_ips_are_checked_when_read(monkeypatch, tmp_path):
+    """A bad proxy list is a configuration error when the settings are read
+    (at start, and on SIGHUP: then nothing changes), not workers that fail
+    to boot; a config file may give a list, as gunicorn's."""
+    conf = tmp_path / "c.py"
+    conf.write_text("forwarded_allow_ips = ['10.0.0.1', ' 192.168.0.0/16']\n")
+    assert _config.load(["app:app", "-c", str(conf)]).forwarded_allow_ips == "10.0.0.1,192.168.0.0/16"
+    conf.write_text("forwarded_allow_ips = '10.0.0.1,10.0.0.300'\n")
+    with pytest.raises(ConfigError, match="forwarded_allow_ips"):
+        _config.load(["app:app", "-c", str(conf)])
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "not-an-address")
+    with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS"):
+        _config.load(["app:app"])
+    assert _config.load(["app:app", "--forwarded-allow-ips", "*"]).forwarded_allow_ips == "*"
 
 
 def test_the_config_file_and_the_command_line_over_it(tmp_path):

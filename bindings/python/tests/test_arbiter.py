@@ -153,6 +153,24 @@ def test_a_killed_master_takes_its_workers_with_it(tmp_path):
             wait_until(f"worker {pid} to die with the master", lambda: not alive(pid), timeout=20)
 
 
+def test_a_killed_master_takes_a_worker_stuck_in_the_application(tmp_path):
+    """With --threads 0 the application runs on the event loop, and a call
+    that does not return keeps the worker's drain from ending; the master
+    would kill the worker after --graceful-timeout, but when the master is
+    the one killed, the worker must still end by then (plus a margin)."""
+    with Master(tmp_path, ["APP:app", "-b", "127.0.0.1:0", "-w", "1", "--threads", "0", "--timeout", "0",
+                           "--graceful-timeout", "1"]) as m:
+        address = m.address()
+        (worker,) = m.wait_workers("a worker", lambda p: len(p) == 1)
+        t, out = in_background(lambda: get(address, "/sleep?600", timeout=60))
+        wait_until("the request in the application", lambda: sleeping(tmp_path))
+        m.signal(signal.SIGKILL)
+        m.wait(10)
+        wait_until(f"worker {worker} to end without its master", lambda: not alive(worker), timeout=30)
+        t.join(30)
+        assert len(out) == 1 and isinstance(out[0], Exception), out  # cut
+
+
 def test_a_hung_worker_is_killed_and_replaced_after_the_timeout(tmp_path):
     with Master(tmp_path, ["APP:app", "-b", "127.0.0.1:0", "-w", "1", "--threads", "2", "--timeout", "2",
                            "--graceful-timeout", "1"]) as m:

@@ -202,8 +202,9 @@ SETTINGS: List[Setting] = [
     Setting("interface", ["--interface"], _choice("wsgi", "asgi"), "wsgi", "the application's interface: wsgi "
             "(default) or asgi (served by warpcore.asgi)"),
     Setting("timeout", ["-t", "--timeout"], _seconds, 30.0, "a worker whose application makes no progress for this "
-            "long (every application thread in one call, or with --threads 0 an event loop held by one) and one "
-            "that stops reporting is killed and replaced; 0 turns it off (default 30)", metavar="SECONDS"),
+            "long (every application thread in one call that sends and reads nothing, or with --threads 0 an event "
+            "loop held by one) and one that stops reporting is killed and replaced; 0 turns it off (default 30)",
+            metavar="SECONDS"),
     Setting("graceful_timeout", ["--graceful-timeout"], _seconds, 30.0, "how long a stopping worker lets requests "
             "in flight finish before it closes their connections (default 30)", metavar="SECONDS"),
     Setting("keepalive", ["--keep-alive"], _seconds, None, "how long an idle keep-alive connection stays open "

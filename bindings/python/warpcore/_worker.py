@@ -6,8 +6,9 @@ Reporting: the master gave the worker a shared counter (an anonymous shared
 mapping, like gunicorn's WorkerTmp file but without a system call per
 beat). The worker's main thread adds one to it every ``period`` seconds
 *while the application can make progress*: not when every application
-thread has been in one call for longer than ``--timeout`` (or, with
-``--threads 0``, when an event loop has been held that long by one call),
+thread has been in one call for longer than ``--timeout`` without sending
+or reading a piece of a body (or, with ``--threads 0``, when an event loop
+has been held that long by one call),
 since then no request can be answered. A worker whose counter stops is
 killed by the master and replaced. The worker logs the stuck threads'
 stacks once when it stops reporting, so the log says where they hung.

@@ -270,6 +270,24 @@ def test_pid_file(tmp_path):
     assert not pidfile.exists()
 
 
+def test_the_pid_file_is_written_through_a_file_nobody_could_plant(tmp_path):
+    """The PID file is written to a temporary file then renamed over: one
+    with a name another user could guess (the PID) and put a symbolic link
+    at, in a shared directory, would make the master write through it."""
+    from warpcore._arbiter import Arbiter
+
+    pidfile = tmp_path / "w.pid"
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    planted = tmp_path / f"w.pid.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+    arbiter = Arbiter(_config.Config.defaults(pidfile=str(pidfile), wsgi_app="APP:app"), lambda cfg: None)
+    arbiter._write_pidfile()
+    assert pidfile.read_text() == f"{os.getpid()}\n" and not pidfile.is_symlink()
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim", "w.pid", planted.name]
+
+
 # --- the proxy headers and the root path ------------------------------------------------
 
 

@@ -169,6 +169,49 @@ def test_a_stale_unix_socket_is_replaced_and_a_live_one_refused(tmp_path):
         assert get(m.address()).status == 200
 
 
+def test_a_stale_socket_replaced_while_it_is_probed_is_left_alone(tmp_path, monkeypatch):
+    """Between the look at a stale socket file and its removal another server
+    may have replaced it with its live one (two starting at once): the
+    command line's master then refuses, as the library does, instead of
+    removing the other server's file."""
+    from warpcore import _sockets
+
+    path = str(tmp_path / "app.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()
+    other = []
+    real_socket = socket.socket
+
+    class RacingProbe(real_socket):
+        def connect(self, address):
+            os.unlink(path)
+            live = real_socket(socket.AF_UNIX)
+            live.bind(path)
+            live.listen()
+            other.append(live)
+            raise ConnectionRefusedError(111, "Connection refused")  # what the stale file answered
+
+    monkeypatch.setattr(_sockets.socket, "socket", RacingProbe)
+    with pytest.raises(_sockets.AddressError, match="replaced"):
+        _sockets.open_listener(f"unix:{path}")
+    monkeypatch.undo()
+    assert os.path.exists(path)
+    probe = socket.socket(socket.AF_UNIX)
+    probe.connect(path)  # the other server's socket, still reachable
+    probe.close()
+    other[0].close()
+    # At the end too: a link put in place of the master's file (to that
+    # very file) is not the file the master made, and stays.
+    os.unlink(path)
+    lst = _sockets.open_listener(f"unix:{path}")
+    os.link(path, path + ".hard")
+    os.unlink(path)
+    os.symlink(path + ".hard", path)
+    lst.close()
+    assert os.path.islink(path)
+
+
 def test_systemd_socket_activation(tmp_path):
     listener = listening_socket()
     port = listener.getsockname()[1]

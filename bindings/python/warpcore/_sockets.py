@@ -87,15 +87,16 @@ class Listener:
         # A Unix socket file this process made: removed at the end if it is
         # still the same file (another server may have replaced it since).
         self._path = created_path
-        self._inode = os.stat(created_path).st_ino if created_path else None
+        self._inode = _file_id(os.lstat(created_path)) if created_path else None
         self.address = _address_of(sock)
 
     def close(self) -> None:
         """Closes the socket; removes the Unix socket file this process
-        created, if that file is still ours."""
+        created, if that file is still ours (not another file, nor a link
+        to ours, put in its place)."""
         if self._path is not None:
             try:
-                if os.stat(self._path).st_ino == self._inode:
+                if _file_id(os.lstat(self._path)) == self._inode:
                     os.unlink(self._path)
             except OSError:
                 pass
@@ -104,6 +105,10 @@ class Listener:
 
     def __repr__(self) -> str:
         return f"<Listener {self.address} fd={self.fd}>"
+
+
+def _file_id(st: os.stat_result) -> "tuple[int, int]":
+    return st.st_dev, st.st_ino
 
 
 def _address_of(sock: socket.socket) -> str:
@@ -157,28 +162,41 @@ def _unix(spec: str, path: str, backlog: int) -> Listener:
 
 def _replace_stale(spec: str, path: str) -> None:
     """Removes a socket file nobody listens on (a server that died left
-    it); refuses a live one and a file that is not a socket."""
+    it); refuses a live one and a file that is not a socket. The file is
+    held open (O_PATH) while it is probed, so that its inode number cannot
+    go to another file meanwhile: it is removed only if it is still the one
+    that refused (another server starting at once may have replaced it)."""
     try:
-        st = os.lstat(path)
+        held = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise AddressError(f"{spec}: {path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise AddressError(f"{spec}: {path}: {exc.strerror}") from None
+        st = os.fstat(held)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise AddressError(f"{spec}: {path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            os.unlink(path)  # stale: nobody accepts on it
-        except FileNotFoundError:
-            pass
-        return
+            probe.settimeout(1.0)
+            probe.connect(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise AddressError(f"{spec}: {path}: {exc.strerror}") from None
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                return
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise AddressError(f"{spec}: {path} was replaced meanwhile (another server starting?)") from None
+            try:
+                os.unlink(path)  # stale: nobody accepts on it
+            except FileNotFoundError:
+                pass
+            return
+        finally:
+            probe.close()
+        raise AddressError(f"{spec}: another server listens on {path}")
     finally:
-        probe.close()
-    raise AddressError(f"{spec}: another server listens on {path}")
+        os.close(held)
 
 
 def inherit(fd: int, spec: Optional[str] = None) -> Listener:

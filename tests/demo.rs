@@ -265,6 +265,45 @@ fn demo_reads_its_config_file_and_rereads_it_on_sighup() {
     assert!(!b_sock.exists(), "the socket file goes with the server");
 }
 
+/// The config file as docs/deployment.md shows it, comments after the values
+/// included; a NUL byte or an overlong line is refused with its line number,
+/// not cut short or split into two lines that then read as settings.
+#[test]
+fn demo_reads_comments_after_values_and_refuses_nul_bytes_and_long_lines() {
+    let dir = TempDir::new("demo", "comments");
+    let sock = dir.join("app.sock");
+    let config = dir.join("app.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "# /etc/app/app.conf\nlisten 127.0.0.1:0\nlisten unix:{}\nunix_socket_mode 0660 -1 -1      # mode, then uid and gid (-1: unchanged)\n\
+             workers 2                        # read at start; a reload cannot change it\n\
+             max_body_size 1048576            # or: unlimited\nmax_connections 10000\n\theader_timeout_ms 30000\t#tab\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let mut demo = Demo::start(&["--config", config.to_str().unwrap()]);
+    check_routes(demo.port);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o7777, 0o660);
+    demo.signal(libc::SIGTERM);
+    assert_eq!(demo.wait_exit(Duration::from_secs(5)).code(), Some(0));
+
+    let refused = |text: &[u8], why: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(demo_path()).arg("--config").arg(&config).stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(why), "{why:?} not in {err:?}");
+    };
+    refused(b"listen 127.0.0.1:0\nworkers 2\0 junk\n", "app.conf:2: NUL byte");
+    let long = [&b"listen 127.0.0.1:0\0"[..], &[b'x'; 1100], b" static /a=/nonexistent\n"].concat();
+    refused(&long, "app.conf:1: NUL byte");
+    let long = [&b"# "[..], &[b'x'; 1100], b"\nlisten 127.0.0.1:0\n"].concat();
+    refused(&long, "app.conf:1: line too long");
+}
+
 /// `--listen` (repeatable) in place of `--host`/`--port`: one line per
 /// listener, in order; with `--port` as well, that one first.
 #[test]

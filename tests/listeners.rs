@@ -210,6 +210,51 @@ fn a_descriptor_that_is_no_listening_socket_is_refused_and_left_open() {
     assert_eq!(e.kind, ErrorKind::InvalidAddress);
 }
 
+/// The descriptor number of this process's socket listening at `path`
+/// (found through /proc: its inode in /proc/net/unix, then the link to it).
+fn listening_fd_of(path: &Path) -> i32 {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let inode = table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() == 8 && Path::new(fields[7]) == path && fields[5] == "01").then(|| fields[6].to_owned())
+        })
+        .expect("the socket listens");
+    let link = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(&link)))
+        .and_then(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .expect("a descriptor of this process")
+}
+
+/// `fd://N` naming a socket the server already owns (found by its number,
+/// say, or a descriptor a reload closed whose number the server's next
+/// socket took) would be owned twice: closed when one listener goes while the
+/// other still polls it, and closed again later, whatever it is by then.
+#[test]
+fn a_descriptor_the_server_already_owns_is_refused() {
+    let dir = TempDir::new("listen", "own");
+    let path = sock(&dir, "own.sock");
+    let unix = format!("unix:{}", path.display());
+    let config = config_with(&["127.0.0.1:0", &unix], 2);
+    let server = Server::start(&config).unwrap();
+    let own = format!("fd://{}", listening_fd_of(&path));
+    for listeners in [vec![unix.clone(), own.clone()], vec![own.clone()]] {
+        let mut again = config.clone();
+        again.listeners = [vec![format!("127.0.0.1:{}", server.port())], listeners].concat();
+        let e = server.reload(&again).expect_err("refused");
+        assert_eq!(e.kind, ErrorKind::InvalidAddress, "{e}");
+        assert!(e.message.contains("already"), "{e}");
+        assert_eq!(server.listeners().len(), 2, "nothing changed");
+    }
+    assert_eq!(Client::connect_unix(&path).get("/").text(), "Hello, World!");
+    server.shutdown(Duration::ZERO);
+}
+
 #[test]
 fn bad_addresses_are_refused_by_add_listener() {
     let mut config = Config::default();

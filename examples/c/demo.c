@@ -384,7 +384,8 @@ static int parse_number(const char *text, int base, long long min, long long max
 
 /*
  * The config file: one setting per line, `NAME VALUE...`, words separated by
- * spaces or tabs; blank lines and lines starting with `#` are ignored.
+ * spaces or tabs; a word starting with `#` begins a comment, to the end of
+ * the line; blank lines are ignored. A line has at most 1023 bytes, and no NUL.
  *
  *   listen ADDRESS           repeatable: HOST:PORT, [V6]:PORT, unix:PATH, fd://N
  *   tls_listen ADDRESS CERT KEY   repeatable: a TLS listener with a certificate
@@ -410,23 +411,27 @@ static int read_config_file(const char *path, struct settings *s, char *error, s
         snprintf(error, error_len, "%s: %s", path, strerror(errno));
         return 0;
     }
-    char line[2 * MAX_TEXT];
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t got;
     int number = 0, ok = 1;
-    while (ok && fgets(line, sizeof line, f)) {
+    /* getline, not fgets: a NUL byte or an overlong line is seen as such,
+     * instead of cutting the line short or splitting it in two. */
+    while (ok && (got = getline(&line, &line_cap, f)) != -1) {
         number++;
-        size_t len = strlen(line);
-        if (len == sizeof line - 1 && line[len - 1] != '\n') {
-            snprintf(error, error_len, "%s:%d: line too long", path, number);
+        if ((size_t)got >= 2 * MAX_TEXT || strlen(line) != (size_t)got) {
+            snprintf(error, error_len, "%s:%d: %s", path, number,
+                     strlen(line) != (size_t)got ? "NUL byte in the line" : "line too long");
             ok = 0;
             break;
         }
         char *words[5] = {0};
         int n = 0;
-        for (char *w = strtok(line, " \t\r\n"); w; w = strtok(NULL, " \t\r\n")) {
+        for (char *w = strtok(line, " \t\r\n"); w && w[0] != '#'; w = strtok(NULL, " \t\r\n")) {
             if (n == 5) { n++; break; }
             words[n++] = w;
         }
-        if (n == 0 || words[0][0] == '#') continue;
+        if (n == 0) continue;
         const char *name = words[0], *value = words[1];
         long long v = 0;
         int t = -1;
@@ -465,6 +470,7 @@ static int read_config_file(const char *path, struct settings *s, char *error, s
             ok = parse_number(value, 10, 1000, 86400000, &s->timeouts_ms[t]);
         } else {
             snprintf(error, error_len, "%s:%d: unknown setting '%s'", path, number, name);
+            free(line);
             fclose(f);
             return 0;
         }
@@ -474,6 +480,7 @@ static int read_config_file(const char *path, struct settings *s, char *error, s
         snprintf(error, error_len, "%s: %s", path, strerror(errno));
         ok = 0;
     }
+    free(line);
     fclose(f);
     return ok;
 }

@@ -25,7 +25,9 @@ symbol_versions!();
 ///   (systemd, a supervisor). The server owns descriptor N once it has
 ///   started (or reloaded) with it, and closes it at the end or when a reload
 ///   drops it; a start or reload that fails leaves it open. One that is not
-///   an open listening stream socket is `WARPCORE_RESULT_INVALID_ADDRESS` at start.
+///   an open listening stream socket, or that is already one of the server's
+///   own listening sockets, is `WARPCORE_RESULT_INVALID_ADDRESS` at start
+///   (or reload).
 ///
 /// The form is checked here (`WARPCORE_RESULT_INVALID_ADDRESS`); a host name
 /// is resolved at start. Listeners are kept in the order added, after the

@@ -9,8 +9,9 @@
 //! (see `sys::epoll`), so that a connection wakes one worker, not all.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -112,8 +113,10 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// Binds (or, for `fd://N`, checks) the listener `text` asks for.
-    pub fn bind(text: &str, options: &BindOptions) -> Result<Listener, Error> {
+    /// Binds (or, for `fd://N`, checks) the listener `text` asks for;
+    /// `owned` are the descriptors the server already has as listeners,
+    /// which `fd://N` may not name again.
+    pub fn bind(text: &str, options: &BindOptions, owned: &[RawFd]) -> Result<Listener, Error> {
         match ListenSpec::parse(text)? {
             ListenSpec::Tcp(host_port) => {
                 let addr = resolve(&host_port)?;
@@ -143,8 +146,17 @@ impl Listener {
                     proxy: ProxySetting::default(),
                 })
             }
+            ListenSpec::Fd(fd) if owned.contains(&fd) => Err(Error::new(
+                ErrorKind::InvalidAddress,
+                format!("{text}: the server already has this descriptor as a listener"),
+            )),
             ListenSpec::Fd(fd) => inherit(text, fd),
         }
+    }
+
+    /// The descriptors of the listener's sockets.
+    pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.sockets.iter().map(|s| s.as_raw_fd())
     }
 
     /// The socket worker `index` accepts from, and whether other workers
@@ -206,14 +218,23 @@ impl Listener {
 
 /// Binds every address in `texts`; on an error, what was bound is given up
 /// again (see `Listener::abandon`) and the error names the address.
+/// `current` are the server's listeners (a reload's): an `fd://N` naming one
+/// of their sockets, or one bound here, is refused, since the server would
+/// own it twice (and close it twice, the second time whatever reused its
+/// number).
 pub(crate) fn bind_all<'a>(
     texts: impl IntoIterator<Item = &'a str>,
     options: &BindOptions,
+    current: &[Arc<Listener>],
 ) -> Result<Vec<Listener>, Error> {
     let mut bound: Vec<Listener> = Vec::new();
+    let mut owned: Vec<RawFd> = current.iter().flat_map(|l| l.fds()).collect();
     for text in texts {
-        match Listener::bind(text, options) {
-            Ok(l) => bound.push(l),
+        match Listener::bind(text, options, &owned) {
+            Ok(l) => {
+                owned.extend(l.fds());
+                bound.push(l);
+            }
             Err(e) => {
                 bound.into_iter().for_each(Listener::abandon);
                 return Err(e);
@@ -350,14 +371,14 @@ mod tests {
         let options = BindOptions { workers: 2, backlog: 16, share_port: false, unix: UnixPerms::default() };
         let file = std::fs::File::open("/dev/null").unwrap();
         use std::os::fd::AsRawFd;
-        let e = Listener::bind(&format!("fd://{}", file.as_raw_fd()), &options).err().unwrap();
+        let e = Listener::bind(&format!("fd://{}", file.as_raw_fd()), &options, &[]).err().unwrap();
         assert!(e.message.contains("not a socket"), "{e}");
         let unbound = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let e = Listener::bind(&format!("fd://{}", unbound.as_raw_fd()), &options).err().unwrap();
+        let e = Listener::bind(&format!("fd://{}", unbound.as_raw_fd()), &options, &[]).err().unwrap();
         assert!(e.message.contains("stream"), "{e}");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let fd = listener.into_raw_fd();
-        let l = Listener::bind(&format!("fd://{fd}"), &options).unwrap();
+        let l = Listener::bind(&format!("fd://{fd}"), &options, &[]).unwrap();
         assert_eq!(l.sockets.len(), 1);
         assert!(l.is_tcp() && l.socket_for(1).1, "shared by the workers");
         l.abandon();

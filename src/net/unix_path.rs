@@ -65,7 +65,10 @@ pub(crate) fn bind(path: &Path, backlog: u32, perms: &UnixPerms) -> Result<(Sock
         .open(path)
         .map_err(|e| Error::io(&format!("cannot open unix:{shown}"), e))?;
     let meta = file.metadata().map_err(|e| Error::io(&format!("cannot stat unix:{shown}"), e))?;
-    let made = SocketFile { path: path.to_owned(), dev: meta.dev(), ino: meta.ino() };
+    // Removed by its absolute path: the program may change its working
+    // directory before the server stops (a daemon's chdir to /).
+    let absolute = std::env::current_dir().map_or_else(|_| path.to_owned(), |dir| dir.join(path));
+    let made = SocketFile { path: absolute, dev: meta.dev(), ino: meta.ino() };
     if !meta.file_type().is_socket() {
         return Err(Error::new(ErrorKind::Io, format!("unix:{shown} was replaced while it was being bound")));
     }
@@ -88,19 +91,29 @@ pub(crate) fn bind(path: &Path, backlog: u32, perms: &UnixPerms) -> Result<(Sock
 
 /// Nothing at `path`, or a stale socket file removed: binding may go on.
 fn make_way(path: &Path) -> Result<(), Error> {
+    make_way_probing(path, is_live)
+}
+
+/// `make_way`, with `live` telling whether a server listens at the path.
+fn make_way_probing(path: &Path, mut live: impl FnMut(&Path) -> bool) -> Result<(), Error> {
     let shown = path.display();
-    let before = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
+    // Held open while it is probed, so that its inode number cannot go to a
+    // file that replaces it meanwhile (ext4 gives a freed number to the next
+    // file at once): the same number below then means the same file.
+    let look = |e| Error::io(&format!("cannot look at unix:{shown}"), e);
+    let held = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_NOFOLLOW).open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(&format!("cannot look at unix:{shown}"), e)),
+        Err(e) => return Err(look(e)),
     };
+    let before = held.metadata().map_err(look)?;
     if !before.file_type().is_socket() {
         return Err(Error::new(
             ErrorKind::InvalidAddress,
             format!("unix:{shown} exists and is not a socket: it is left alone"),
         ));
     }
-    if is_live(path) {
+    if live(path) {
         return Err(Error::new(ErrorKind::AddressInUse, format!("unix:{shown} is in use: a server listens on it")));
     }
     // Removed only if it is still the file that refused the connection.
@@ -153,6 +166,27 @@ mod tests {
         let e = bind(&path, 16, &UnixPerms::default()).err().unwrap();
         assert_eq!(e.kind, ErrorKind::InvalidAddress, "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), b"data");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Another server that replaces the stale file with its live socket
+    /// while it is probed (two starting at once) keeps its file. The stale
+    /// file's inode number must not be free to go to the new file meanwhile:
+    /// on ext4 it goes at once.
+    #[test]
+    fn a_stale_file_replaced_while_probed_is_left() {
+        let path = temp_path("race");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let mut other = None;
+        let e = make_way_probing(&path, |p| {
+            std::fs::remove_file(p).unwrap();
+            other = Some(std::os::unix::net::UnixListener::bind(p).unwrap());
+            false // what the stale file answered
+        })
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AddressInUse, "{e}");
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok(), "the other server's socket is reachable");
+        drop(other);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -54,7 +54,7 @@ impl Server {
         let count = config.resolved_workers();
         let addresses = config.listen_addresses();
         check_unique(&addresses)?;
-        let bound = crate::net::listen::bind_all(addresses.iter().copied(), &bind_options(config, count))?;
+        let bound = crate::net::listen::bind_all(addresses.iter().copied(), &bind_options(config, count), &[])?;
         let infos = bound.iter().map(info).collect();
         let listeners: Listeners = bound.into_iter().map(Arc::new).collect();
         set_proxy_modes(config, &listeners);
@@ -227,7 +227,7 @@ impl Server {
             return Ok(None);
         }
         let fresh = addresses.iter().zip(&kept).filter(|(_, k)| k.is_none()).map(|(a, _)| *a);
-        let bound = crate::net::listen::bind_all(fresh, &bind_options(config, self.workers))?;
+        let bound = crate::net::listen::bind_all(fresh, &bind_options(config, self.workers), &current)?;
         // A dead worker's socket of a new TCP address would get connections
         // nobody accepts.
         for index in self.shared.dead_workers() {

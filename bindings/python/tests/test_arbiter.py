@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from typing import List
@@ -153,6 +154,24 @@ def test_a_killed_master_takes_its_workers_with_it(tmp_path):
             wait_until(f"worker {pid} to die with the master", lambda: not alive(pid), timeout=20)
 
 
+def test_a_killed_master_takes_a_worker_stuck_in_the_application(tmp_path):
+    """With --threads 0 the application runs on the event loop, and a call
+    that does not return keeps the worker's drain from ending; the master
+    would kill the worker after --graceful-timeout, but when the master is
+    the one killed, the worker must still end by then (plus a margin)."""
+    with Master(tmp_path, ["APP:app", "-b", "127.0.0.1:0", "-w", "1", "--threads", "0", "--timeout", "0",
+                           "--graceful-timeout", "1"]) as m:
+        address = m.address()
+        (worker,) = m.wait_workers("a worker", lambda p: len(p) == 1)
+        t, out = in_background(lambda: get(address, "/sleep?600", timeout=60))
+        wait_until("the request in the application", lambda: sleeping(tmp_path))
+        m.signal(signal.SIGKILL)
+        m.wait(10)
+        wait_until(f"worker {worker} to end without its master", lambda: not alive(worker), timeout=30)
+        t.join(30)
+        assert len(out) == 1 and isinstance(out[0], Exception), out  # cut
+
+
 def test_a_hung_worker_is_killed_and_replaced_after_the_timeout(tmp_path):
     with Master(tmp_path, ["APP:app", "-b", "127.0.0.1:0", "-w", "1", "--threads", "2", "--timeout", "2",
                            "--graceful-timeout", "1"]) as m:
@@ -174,6 +193,70 @@ def test_a_hung_worker_is_killed_and_replaced_after_the_timeout(tmp_path):
         second.join(10)
         results += more
         assert len(results) == 2 and all(isinstance(r, Exception) for r in results), results
+
+
+SLOW_APP = r'''
+import os, time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/pid":
+        start_response("200 OK", [])
+        return [str(os.getpid()).encode()]
+    if environ["PATH_INFO"] == "/upload":
+        n = 0
+        while True:
+            data = environ["wsgi.input"].read(65536)
+            if not data:
+                break
+            n += len(data)
+        start_response("200 OK", [])
+        return [str(n).encode()]
+
+    def chunks():
+        for i in range(12):
+            time.sleep(0.5)
+            yield b"%d\n" % i
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return chunks()
+'''
+
+
+def test_the_timeout_spares_a_worker_whose_long_requests_progress(tmp_path):
+    """--timeout is for a worker whose application makes no progress: a
+    response streamed for longer (a chunk every 0.5 s for 6 s) and a body
+    uploaded slowly, on every application thread at once, keep it alive."""
+    with Master(tmp_path, ["APP:app", "-b", "127.0.0.1:0", "-w", "1", "--threads", "2", "--timeout", "2"],
+                app=SLOW_APP) as m:
+        address = m.address()
+        (worker,) = m.wait_workers("a worker", lambda p: len(p) == 1)
+        host, _, port = address.rpartition(":")
+        size = 3 << 20
+
+        def upload() -> bytes:
+            with socket.create_connection((host, int(port)), timeout=30) as s:
+                head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                s.sendall(head % size)
+                for _ in range(24):
+                    s.sendall(b"x" * (size // 24))
+                    time.sleep(0.25)
+                data = b""
+                while True:
+                    got = s.recv(65536)
+                    if not got:
+                        return data
+                    data += got
+
+        streams = [in_background(lambda: get(address, "/stream", timeout=30)) for _ in range(2)]
+        for t, _ in streams:
+            t.join(30)
+        whole = b"".join(b"%d\n" % i for i in range(12))
+        assert [getattr(out[0], "body", out[0]) for _, out in streams] == [whole, whole], streams
+        uploads = [in_background(upload) for _ in range(2)]
+        for t, _ in uploads:
+            t.join(30)
+        assert [out[0].endswith(b"\r\n\r\n%d" % size) for _, out in uploads] == [True, True], uploads
+        assert m.workers() == {worker} and "timed out" not in m.err()
 
 
 def test_max_requests_recycles_a_worker_gracefully(tmp_path):

@@ -62,14 +62,51 @@ def test_flags_parse_as_gunicorn_names_them():
     (["app", "--threads", "x"], "--threads"),
     (["app", "-b", "host:notaport"], "--bind"),
     (["app", "-b", "unix:"], "--bind"),
+    (["app", "-b", "fd://99999999999999999999"], "--bind"),
+    (["app", "-b", "fd://2147483648"], "--bind"),
+    (["app", "-b", "fd://\u00b3"], "--bind"),
     (["app", "--limit-request-fields", "101"], "--limit-request-fields"),
     (["app", "--timeout", "-1"], "--timeout"),
     (["app", "--interface", "cgi"], "--interface"),
+    (["app", "--forwarded-allow-ips", "10.0.0.0/33"], "--forwarded-allow-ips"),
+    (["app", "--forwarded-allow-ips", "127.0.0.1,proxy.example"], "--forwarded-allow-ips"),
     ([], "no application"),
 ])
 def test_bad_settings_are_named(argv, message):
     with pytest.raises(ConfigError, match=message):
         _config.load(argv)
+
+
+def test_descriptor_numbers_out_of_range_are_address_errors(monkeypatch):
+    """What the command line cannot name (huge, negative) and a LISTEN_FDS
+    that is no count of descriptors: an AddressError (the master's "cannot
+    listen"), not an OverflowError out of the master, nor a list of 10^8
+    descriptor numbers."""
+    from warpcore import _sockets
+
+    for fd in (2**31, 2**70, -1):
+        with pytest.raises(_sockets.AddressError):
+            _sockets.inherit(fd)
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "100000000")
+    with pytest.raises(_sockets.AddressError, match="LISTEN_FDS"):
+        _sockets.systemd_fds()
+
+
+def test_forwarded_allow_ips_are_checked_when_read(monkeypatch, tmp_path):
+    """A bad proxy list is a configuration error when the settings are read
+    (at start, and on SIGHUP: then nothing changes), not workers that fail
+    to boot; a config file may give a list, as gunicorn's."""
+    conf = tmp_path / "c.py"
+    conf.write_text("forwarded_allow_ips = ['10.0.0.1', ' 192.168.0.0/16']\n")
+    assert _config.load(["app:app", "-c", str(conf)]).forwarded_allow_ips == "10.0.0.1,192.168.0.0/16"
+    conf.write_text("forwarded_allow_ips = '10.0.0.1,10.0.0.300'\n")
+    with pytest.raises(ConfigError, match="forwarded_allow_ips"):
+        _config.load(["app:app", "-c", str(conf)])
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "not-an-address")
+    with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS"):
+        _config.load(["app:app"])
+    assert _config.load(["app:app", "--forwarded-allow-ips", "*"]).forwarded_allow_ips == "*"
 
 
 def test_the_config_file_and_the_command_line_over_it(tmp_path):
@@ -231,6 +268,24 @@ def test_pid_file(tmp_path):
         m.signal(__import__("signal").SIGTERM)
         assert m.wait(30) == 0
     assert not pidfile.exists()
+
+
+def test_the_pid_file_is_written_through_a_file_nobody_could_plant(tmp_path):
+    """The PID file is written to a temporary file then renamed over: one
+    with a name another user could guess (the PID) and put a symbolic link
+    at, in a shared directory, would make the master write through it."""
+    from warpcore._arbiter import Arbiter
+
+    pidfile = tmp_path / "w.pid"
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    planted = tmp_path / f"w.pid.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+    arbiter = Arbiter(_config.Config.defaults(pidfile=str(pidfile), wsgi_app="APP:app"), lambda cfg: None)
+    arbiter._write_pidfile()
+    assert pidfile.read_text() == f"{os.getpid()}\n" and not pidfile.is_symlink()
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim", "w.pid", planted.name]
 
 
 # --- the proxy headers and the root path ------------------------------------------------

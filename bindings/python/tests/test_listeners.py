@@ -66,6 +66,22 @@ def test_unix_socket_mode_and_stale_files(tmp_path):
     assert regular.read_text() == "not a socket"
 
 
+def test_an_owner_without_a_mode_keeps_the_mode_of_the_umask(tmp_path):
+    """unix_socket_owner alone changes the owner only: the file keeps the
+    mode the umask gives a new socket (not one open to every local user)."""
+    path = str(tmp_path / "o.sock")
+    old = os.umask(0o027)
+    try:
+        with warpcore.Server(hello, bind=[f"unix:{path}"], unix_socket_owner=(-1, os.getgid())) as s:
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o750
+            assert os.stat(path).st_gid == os.getgid()
+            assert get(s.address).status == 200
+    finally:
+        os.umask(old)
+    with pytest.raises(ValueError):
+        warpcore.Server(hello, bind=[f"unix:{path}"], unix_socket_owner=(2**32 - 1, -1))
+
+
 @pytest.mark.parametrize("bind", [["nonsense"], ["unix:"], ["fd://x"], ["127.0.0.1:99999"]])
 def test_bad_addresses_are_refused(bind):
     with pytest.raises(warpcore.WarpcoreError) as err:
@@ -151,6 +167,49 @@ def test_a_stale_unix_socket_is_replaced_and_a_live_one_refused(tmp_path):
                            env=child_env(), cwd=tmp_path, timeout=60)
         assert p.returncode == 1 and b"another server listens" in p.stderr
         assert get(m.address()).status == 200
+
+
+def test_a_stale_socket_replaced_while_it_is_probed_is_left_alone(tmp_path, monkeypatch):
+    """Between the look at a stale socket file and its removal another server
+    may have replaced it with its live one (two starting at once): the
+    command line's master then refuses, as the library does, instead of
+    removing the other server's file."""
+    from warpcore import _sockets
+
+    path = str(tmp_path / "app.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()
+    other = []
+    real_socket = socket.socket
+
+    class RacingProbe(real_socket):
+        def connect(self, address):
+            os.unlink(path)
+            live = real_socket(socket.AF_UNIX)
+            live.bind(path)
+            live.listen()
+            other.append(live)
+            raise ConnectionRefusedError(111, "Connection refused")  # what the stale file answered
+
+    monkeypatch.setattr(_sockets.socket, "socket", RacingProbe)
+    with pytest.raises(_sockets.AddressError, match="replaced"):
+        _sockets.open_listener(f"unix:{path}")
+    monkeypatch.undo()
+    assert os.path.exists(path)
+    probe = socket.socket(socket.AF_UNIX)
+    probe.connect(path)  # the other server's socket, still reachable
+    probe.close()
+    other[0].close()
+    # At the end too: a link put in place of the master's file (to that
+    # very file) is not the file the master made, and stays.
+    os.unlink(path)
+    lst = _sockets.open_listener(f"unix:{path}")
+    os.link(path, path + ".hard")
+    os.unlink(path)
+    os.symlink(path + ".hard", path)
+    lst.close()
+    assert os.path.islink(path)
 
 
 def test_systemd_socket_activation(tmp_path):

@@ -37,6 +37,7 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -150,10 +151,24 @@ class Arbiter:
         path = self.cfg.pidfile
         if not path:
             return
-        tmp = f"{path}.{self.pid}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.pid}\n")
-        os.replace(tmp, path)
+        # A new file (O_EXCL) of a random name beside it, renamed over it: a
+        # name one could guess is one another user could plant a symbolic
+        # link at, in a shared directory, for this process to write through.
+        directory, name = os.path.split(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        try:
+            try:
+                os.fchmod(fd, 0o644)
+                os.write(fd, f"{self.pid}\n".encode("ascii"))
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     def _remove_pidfile(self, path: Optional[str]) -> None:
         if not path:

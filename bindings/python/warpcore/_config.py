@@ -15,6 +15,7 @@ import runpy
 import types
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ._forwarded import Trust
 from ._server import NO_LIMIT
 from ._sockets import AddressError, normalize
 
@@ -86,6 +87,18 @@ def _bind(value: Any) -> List[str]:
         except AddressError as exc:
             raise ValueError(str(exc)) from None
     return out
+
+
+def _forwarded_ips(value: Any) -> str:
+    """Addresses and networks, comma separated (or, from a config file, a
+    list of them), checked here: a bad one is a configuration error, not a
+    worker that cannot boot (again and again, after a SIGHUP)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not all(isinstance(i, str) for i in items):
+        raise ValueError(f"wants addresses and networks as strings, not {value!r}")
+    text = ",".join(i.strip() for i in items if i.strip())
+    Trust(text)  # raises ValueError naming the bad item
+    return text
 
 
 def _root_path(value: Any) -> str:
@@ -189,8 +202,9 @@ SETTINGS: List[Setting] = [
     Setting("interface", ["--interface"], _choice("wsgi", "asgi"), "wsgi", "the application's interface: wsgi "
             "(default) or asgi (served by warpcore.asgi)"),
     Setting("timeout", ["-t", "--timeout"], _seconds, 30.0, "a worker whose application makes no progress for this "
-            "long (every application thread in one call, or with --threads 0 an event loop held by one) and one "
-            "that stops reporting is killed and replaced; 0 turns it off (default 30)", metavar="SECONDS"),
+            "long (every application thread in one call that sends and reads nothing, or with --threads 0 an event "
+            "loop held by one) and one that stops reporting is killed and replaced; 0 turns it off (default 30)",
+            metavar="SECONDS"),
     Setting("graceful_timeout", ["--graceful-timeout"], _seconds, 30.0, "how long a stopping worker lets requests "
             "in flight finish before it closes their connections (default 30)", metavar="SECONDS"),
     Setting("keepalive", ["--keep-alive"], _seconds, None, "how long an idle keep-alive connection stays open "
@@ -208,7 +222,7 @@ SETTINGS: List[Setting] = [
     Setting("limit_request_field_size", ["--limit-request-field_size", "--limit-request-field-size"],
             _int_at_least(0), None, "the largest header field (name and value) in bytes, larger ones get 431 "
             "(default and 0: no limit but the engine's on the whole head, 32 KiB)", metavar="BYTES"),
-    Setting("forwarded_allow_ips", ["--forwarded-allow-ips"], _text,
+    Setting("forwarded_allow_ips", ["--forwarded-allow-ips"], _forwarded_ips,
             lambda: os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"), "proxies (addresses and networks, "
             "comma separated, '*' for any) whose X-Forwarded-For and X-Forwarded-Proto set REMOTE_ADDR and "
             "wsgi.url_scheme; default $FORWARDED_ALLOW_IPS or 127.0.0.1,::1; peers on a Unix socket are "
@@ -378,6 +392,13 @@ def load(argv: Sequence[str], prog: str = "warpcore") -> Config:
             flag = next(f for f in s.flags if f.startswith("--"))
             raise ConfigError(f"{flag}: {exc}") from None
         values[name] = value
+    if isinstance(values["forwarded_allow_ips"], str):
+        # The default, from $FORWARDED_ALLOW_IPS, checked as the flag is (a
+        # value the flag or the file gave reads the same again).
+        try:
+            values["forwarded_allow_ips"] = _forwarded_ips(values["forwarded_allow_ips"])
+        except ValueError as exc:
+            raise ConfigError(f"FORWARDED_ALLOW_IPS: {exc}") from None
     if values["limit_request_fields"] == 0:
         values["limit_request_fields"] = None  # gunicorn's 0, no limit: the engine's most
     if not values["wsgi_app"]:

@@ -393,7 +393,9 @@ class Server:
                     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
                         os.environ.pop(name, None)
             if self._unix_mode is not None:
-                check(F.config_set_unix_socket_mode(cfg, *self._unix_mode), "warpcore_config_set_unix_socket_mode")
+                mode, uid, gid = self._unix_mode
+                mode = _umask_socket_mode() if mode is None else mode
+                check(F.config_set_unix_socket_mode(cfg, mode, uid, gid), "warpcore_config_set_unix_socket_mode")
             if s["tls"] is not None:
                 # Every listener speaks TLS (as gunicorn's --certfile applies to
                 # every --bind): added after them, each becomes a TLS listener.
@@ -733,19 +735,37 @@ def _check_bind(bind: Optional[Sequence[str]]) -> Optional[List[str]]:
     return out
 
 
-def _unix_mode(mode: Optional[int], owner: Optional[Tuple[int, int]]) -> Optional[Tuple[int, int, int]]:
-    """(mode, uid, gid) for warpcore_config_set_unix_socket_mode, or None
-    when neither is set (the library's default: the process's umask)."""
+def _unix_mode(
+    mode: Optional[int], owner: Optional[Tuple[int, int]]
+) -> Optional[Tuple[Optional[int], int, int]]:
+    """(mode, uid, gid) for warpcore_config_set_unix_socket_mode (a None mode:
+    what the umask gives, see :func:`_umask_socket_mode`), or None when
+    neither is set (the library's default: the process's umask)."""
     if mode is None and owner is None:
         return None
-    m = 0o666 if mode is None else _c_unsigned("unix_socket_mode", mode, 32)
-    if m > 0o7777:
+    m = None if mode is None else _c_unsigned("unix_socket_mode", mode, 32)
+    if m is not None and m > 0o7777:
         raise ValueError(f"unix_socket_mode {mode!r} is not a permission mode (0 to 0o7777)")
     uid, gid = (-1, -1) if owner is None else owner
     for name, n in (("uid", uid), ("gid", gid)):
-        if not isinstance(n, int) or not -1 <= n < 2**32:
+        if not isinstance(n, int) or not -1 <= n < 2**32 - 1:
             raise ValueError(f"unix_socket_owner {name} {n!r} is out of range (-1 leaves it unchanged)")
     return m, uid, gid
+
+
+def _umask_socket_mode() -> int:
+    """The mode bind() gives a new socket file, 0o777 less the umask: what an
+    owner set without a mode keeps (the library's call sets both). The umask
+    is read from /proc, since os.umask() would change it under other threads;
+    unknown, the file is the owner's alone."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o777 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o700
 
 
 def _listener_addresses(ptr: int) -> List[str]:

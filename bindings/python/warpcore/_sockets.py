@@ -26,8 +26,12 @@ from typing import List, Optional
 __all__ = ["Listener", "normalize", "open_listener", "systemd_fds", "inherit"]
 
 DEFAULT_PORT = 8000
+#: The largest descriptor number (a C int); LISTEN_FDS counts at most this many.
+FD_MAX = 2**31 - 1
 #: The first descriptor systemd passes (SD_LISTEN_FDS_START).
 SD_LISTEN_FDS_START = 3
+#: The most descriptors LISTEN_FDS may count (the library's limit, a u16).
+LISTEN_FDS_MAX = 65535
 
 
 class AddressError(ValueError):
@@ -45,7 +49,7 @@ def normalize(address: str) -> str:
         return "unix:" + os.path.abspath(path)
     if a.startswith("fd://"):
         n = a[len("fd://") :]
-        if not n.isdigit():
+        if not (n.isascii() and n.isdigit()) or int(n) > FD_MAX:
             raise AddressError(f"{address!r}: fd:// wants a descriptor number (fd://3)")
         return f"fd://{int(n)}"
     if a.startswith("tcp://"):
@@ -83,15 +87,16 @@ class Listener:
         # A Unix socket file this process made: removed at the end if it is
         # still the same file (another server may have replaced it since).
         self._path = created_path
-        self._inode = os.stat(created_path).st_ino if created_path else None
+        self._inode = _file_id(os.lstat(created_path)) if created_path else None
         self.address = _address_of(sock)
 
     def close(self) -> None:
         """Closes the socket; removes the Unix socket file this process
-        created, if that file is still ours."""
+        created, if that file is still ours (not another file, nor a link
+        to ours, put in its place)."""
         if self._path is not None:
             try:
-                if os.stat(self._path).st_ino == self._inode:
+                if _file_id(os.lstat(self._path)) == self._inode:
                     os.unlink(self._path)
             except OSError:
                 pass
@@ -100,6 +105,10 @@ class Listener:
 
     def __repr__(self) -> str:
         return f"<Listener {self.address} fd={self.fd}>"
+
+
+def _file_id(st: os.stat_result) -> "tuple[int, int]":
+    return st.st_dev, st.st_ino
 
 
 def _address_of(sock: socket.socket) -> str:
@@ -153,33 +162,48 @@ def _unix(spec: str, path: str, backlog: int) -> Listener:
 
 def _replace_stale(spec: str, path: str) -> None:
     """Removes a socket file nobody listens on (a server that died left
-    it); refuses a live one and a file that is not a socket."""
+    it); refuses a live one and a file that is not a socket. The file is
+    held open (O_PATH) while it is probed, so that its inode number cannot
+    go to another file meanwhile: it is removed only if it is still the one
+    that refused (another server starting at once may have replaced it)."""
     try:
-        st = os.lstat(path)
+        held = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise AddressError(f"{spec}: {path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise AddressError(f"{spec}: {path}: {exc.strerror}") from None
+        st = os.fstat(held)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise AddressError(f"{spec}: {path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            os.unlink(path)  # stale: nobody accepts on it
-        except FileNotFoundError:
-            pass
-        return
+            probe.settimeout(1.0)
+            probe.connect(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise AddressError(f"{spec}: {path}: {exc.strerror}") from None
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                return
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise AddressError(f"{spec}: {path} was replaced meanwhile (another server starting?)") from None
+            try:
+                os.unlink(path)  # stale: nobody accepts on it
+            except FileNotFoundError:
+                pass
+            return
+        finally:
+            probe.close()
+        raise AddressError(f"{spec}: another server listens on {path}")
     finally:
-        probe.close()
-    raise AddressError(f"{spec}: another server listens on {path}")
+        os.close(held)
 
 
 def inherit(fd: int, spec: Optional[str] = None) -> Listener:
     """A listening stream socket this process already has at ``fd``."""
     spec = spec or f"fd://{fd}"
+    if not 0 <= fd <= FD_MAX:
+        raise AddressError(f"{spec}: not a descriptor number")
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
@@ -199,7 +223,8 @@ def systemd_fds() -> List[int]:
     """The descriptors of systemd's socket activation, when ``LISTEN_PID`` is
     this process (then ``LISTEN_PID``, ``LISTEN_FDS`` and ``LISTEN_FDNAMES``
     are removed from the environment, as ``sd_listen_fds(1)`` does, so that
-    the processes this one starts do not take them for theirs); else []."""
+    the processes this one starts do not take them for theirs); else [].
+    AddressError for a count over 65535 (the library's limit)."""
     try:
         pid = int(os.environ.get("LISTEN_PID", ""))
         count = int(os.environ.get("LISTEN_FDS", ""))
@@ -209,4 +234,7 @@ def systemd_fds() -> List[int]:
         return []
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)
+    if count > LISTEN_FDS_MAX:
+        # The library's limit too: a count no service manager passes.
+        raise AddressError(f"LISTEN_FDS={count} is not a count of descriptors passed (at most {LISTEN_FDS_MAX})")
     return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))

@@ -6,8 +6,9 @@ Reporting: the master gave the worker a shared counter (an anonymous shared
 mapping, like gunicorn's WorkerTmp file but without a system call per
 beat). The worker's main thread adds one to it every ``period`` seconds
 *while the application can make progress*: not when every application
-thread has been in one call for longer than ``--timeout`` (or, with
-``--threads 0``, when an event loop has been held that long by one call),
+thread has been in one call for longer than ``--timeout`` without sending
+or reading a piece of a body (or, with ``--threads 0``, when an event loop
+has been held that long by one call),
 since then no request can be answered. A worker whose counter stops is
 killed by the master and replaced. The worker logs the stuck threads'
 stacks once when it stops reporting, so the log says where they hung.
@@ -22,7 +23,8 @@ Signals: TERM and QUIT stop gracefully (requests in flight get
 ``--graceful-timeout``), INT at once, USR1 reopens the logs. The worker
 dies with the master: ``PR_SET_PDEATHSIG`` (SIGTERM) on Linux, and a check
 of the parent's PID every period elsewhere and for the moment before the
-call.
+call; a stop still under way ``STOP_MARGIN`` seconds after its grace (an
+application call that holds an event loop) ends the process.
 
 The interface: ``server_factory(interface)`` is ``warpcore.wsgi.worker_server``
 or ``warpcore.asgi.worker_server``, called as ``worker_server(app,
@@ -169,6 +171,25 @@ def _die_with_parent(master_pid: int) -> None:
         raise SystemExit(0)
 
 
+#: After the grace of a stop, how long the worker waits for its server to
+#: end before it exits anyway (the master's kill comes as late: KILL_MARGIN).
+STOP_MARGIN = 5.0
+
+
+def _end_by(seconds: float) -> None:
+    """Ends the process ``seconds`` from now if it has not ended by then. A
+    drain cannot cut an application call that holds an event loop (``--threads
+    0``), so the server's shutdown waits for it: the master kills such a
+    worker, but a worker whose master was killed must end on its own."""
+
+    def end() -> None:
+        time.sleep(seconds)
+        log.error("worker %d still stopping %.0f s after the grace: exiting", os.getpid(), seconds)
+        os._exit(1)
+
+    threading.Thread(target=end, name="warpcore-stop-deadline", daemon=True).start()
+
+
 # --- --reload: source files polled ---------------------------------------------------
 
 
@@ -303,6 +324,7 @@ class _Worker:
             self._loop(server, watcher)
         finally:
             grace = cfg.graceful_timeout if self.stop != "quick" else 0.0
+            _end_by(grace + STOP_MARGIN)
             server.shutdown(grace)
         return 0
 

@@ -188,11 +188,22 @@ def _set_reason(call: "_Call") -> None:
 class _Call:
     """One request's application call: start_response state and the handle."""
 
-    __slots__ = ("res", "inline", "status", "code", "reason", "headers", "started", "done", "length", "body")
+    __slots__ = (
+        "res", "inline", "status", "code", "reason", "headers", "started", "done", "length", "body", "progress"
+    )
 
-    def __init__(self, res: Any, inline: bool = False, body: Optional[_RawBody] = None) -> None:
+    def __init__(
+        self,
+        res: Any,
+        inline: bool = False,
+        body: Optional[_RawBody] = None,
+        progress: Optional[Callable[[], None]] = None,
+    ) -> None:
         self.res = res
         self.body = body  # the streamed body behind wsgi.input, released at the end
+        # Called as the response goes out bit by bit (the watchdog's sign of
+        # progress: see WSGIServer.stuck).
+        self.progress = progress
         self.inline = inline
         self.status: Optional[str] = None
         self.code = 0
@@ -265,6 +276,29 @@ class _Call:
                 self.done = True
                 raise _Gone()
             raise error_for(rc, "warpcore_response_write")
+        if self.progress is not None:
+            self.progress()
+
+
+class _ReadProgress(io.RawIOBase):
+    """A streamed body that reports each read (see ``run_app``'s ``progress``)."""
+
+    def __init__(self, raw: _RawBody, progress: Callable[[], None]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> Optional[int]:
+        n = self._raw.readinto(b)
+        self._progress()
+        return n
+
+    def close(self) -> None:
+        super().close()
+        self._raw.close()
 
 
 class _Gone(Exception):
@@ -320,6 +354,8 @@ def _send_file(call: _Call, wrapper: FileWrapper) -> bool:
     if declared is not None and declared < size:
         size = declared
 
+    progress = call.progress
+
     def chunks() -> Iterable[bytes]:
         offset, left = pos, size
         while left > 0:
@@ -328,6 +364,8 @@ def _send_file(call: _Call, wrapper: FileWrapper) -> bool:
                 break
             offset += len(data)
             left -= len(data)
+            if progress is not None:
+                progress()  # the last chunk was taken
             yield data
 
     if size <= FILE_CHUNK:
@@ -355,6 +393,7 @@ def run_app(
     inline: bool = False,
     offload: Optional[Callable[..., Any]] = None,
     body: Optional[_RawBody] = None,
+    progress: Optional[Callable[[], None]] = None,
 ) -> None:
     """Runs ``app`` for one request and answers handle ``res``. Never raises.
 
@@ -365,8 +404,14 @@ def run_app(
 
     ``body``: the streamed request body behind ``wsgi.input``, released once
     the response is sent (the application may read it until then, from its
-    result's iterator too)."""
-    call = _Call(res, inline, body)
+    result's iterator too).
+
+    ``progress``: called whenever the call makes progress, a piece of the
+    body read or of the response sent (see :meth:`WSGIServer.stuck`)."""
+    call = _Call(res, inline, body, progress)
+    if progress is not None and body is not None:
+        environ["wsgi.input"].detach()  # the plain reader: unread, and not to close the body when collected
+        environ["wsgi.input"] = io.BufferedReader(_ReadProgress(body, progress), CHUNK)
     try:
         result = app(environ, call.start_response)
     except BaseException as exc:  # noqa: B902 - an app error must not kill the thread
@@ -718,16 +763,19 @@ class WSGIServer(Server):
 
     def stuck(self, timeout: float) -> Optional[str]:
         """Why the application cannot make progress, if it cannot: every
-        application thread in a call that started more than ``timeout``
-        seconds ago, or (with ``threads=0``) an event loop held that long by
-        one; else None. Needs ``watchdog=True``."""
+        application thread in a call that started, or last sent a piece of
+        its response or read one of the request body, more than ``timeout``
+        seconds ago (a long download or upload that goes on is progress), or
+        (with ``threads=0``) an event loop held that long by one call; else
+        None. Needs ``watchdog=True``."""
         if not self._watchdog:
             return None
         since = time.monotonic() - timeout
         if self.threads:
             busy = self._busy
             if busy and all(0.0 < t <= since for t in busy):
-                return f"all {len(busy)} application threads have been in one call for over {timeout:g} s"
+                n = len(busy)
+                return f"all {n} application threads have been in one call, with no progress, for over {timeout:g} s"
             return None
         held = sorted(i for i, t in list(self._loop_busy.items()) if 0.0 < t <= since)
         if held:
@@ -832,6 +880,10 @@ class WSGIServer(Server):
         batch = False
         busy = self._busy if self._watchdog else None
         monotonic = time.monotonic
+
+        def progress() -> None:
+            busy[index] = monotonic()  # type: ignore[index]
+
         while True:
             item = get()
             if item is None:
@@ -845,7 +897,7 @@ class WSGIServer(Server):
             else:
                 busy[index] = monotonic()
                 try:
-                    run_app(self.app, item[0], item[1], False, None, item[2])
+                    run_app(self.app, item[0], item[1], False, None, item[2], progress)
                 finally:
                     busy[index] = 0.0
 

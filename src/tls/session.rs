@@ -73,7 +73,17 @@ struct Session {
     /// record after the handshake's last is read ahead of the kernel.
     cut: Option<RecordCut>,
     event: Option<TlsEvent>,
+    /// Bytes read from the socket while handshaking (see `MAX_HANDSHAKE_BYTES`).
+    handshake_read: usize,
 }
+
+/// The most bytes a client may send while handshaking. rustls gathers a
+/// handshake message of up to 64 KiB before it looks at it, so a client
+/// that promises a huge ClientHello and never finishes would hold 64 KiB
+/// for the header timeout: past this, the handshake fails. A ClientHello
+/// is a few KiB (post-quantum key shares included), and a client's
+/// certificate chain for client authentication rarely more than 8.
+pub(crate) const MAX_HANDSHAKE_BYTES: usize = 24 * 1024;
 
 impl TlsStream {
     /// A session that begins with the client's hello.
@@ -82,7 +92,13 @@ impl TlsStream {
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
         let cut = (acceptor.ktls && ktls::supported()).then(RecordCut::default);
         Ok(TlsStream {
-            session: RefCell::new(Session { mode: Mode::User(Box::new(conn)), owed: 0, cut, event: None }),
+            session: RefCell::new(Session {
+                mode: Mode::User(Box::new(conn)),
+                owed: 0,
+                cut,
+                event: None,
+                handshake_read: 0,
+            }),
             info: OnceCell::new(),
         })
     }
@@ -207,9 +223,20 @@ impl Session {
             if filled == buf.len() {
                 return Ok(filled);
             }
+            let handshaking = conn.is_handshaking();
+            if handshaking && self.handshake_read >= MAX_HANDSHAKE_BYTES {
+                let reason = format!("the client sent over {MAX_HANDSHAKE_BYTES} bytes while handshaking");
+                self.event = Some(TlsEvent::Failed { handshake: true, reason: reason.clone() });
+                self.mode = Mode::Failed;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
+            }
             let mut reader = SocketReader { socket, cut: self.cut.as_mut(), short: false };
             match conn.read_tls(&mut reader) {
-                Ok(_) => {}
+                Ok(n) => {
+                    if handshaking {
+                        self.handshake_read += n;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),

@@ -7,7 +7,9 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v curl >/dev/null || need_apt+=(curl)
-# tests/zero_downtime.rs runs a swap in a network namespace of its own.
+# tests/tls_cli.rs drives the TLS listener with openssl s_client (and the
+# bench harness makes its certificates with it).
+command -v openssl >/dev/null || need_apt+=(openssl)
 # make install's test builds the C demo with $(pkg-config --cflags --libs warpcore)
 # and checks the library with nm, readelf and ldd (binutils, libc-bin).
 command -v pkg-config >/dev/null || need_apt+=(pkgconf)

@@ -132,18 +132,22 @@ fn pipelined_gets(bytes: usize) -> Vec<u8> {
     one.iter().copied().cycle().take(bytes / one.len() * one.len()).collect()
 }
 
-#[test]
-fn pipelining_clients_that_never_read_cost_a_bounded_amount_each() {
-    let server = ChildServer::start("server_child_default");
+/// Four clients each pipeline ~3,000 requests (64 KiB) and never read; returns
+/// how much the server grew (KiB, its peak over 1.5 s) and the clients, kept open.
+fn four_clients_pipeline_and_never_read(server: &ChildServer) -> (u64, Vec<Client>) {
     let before = server.warm_baseline();
-    // Four clients each pipeline ~3,000 requests whose answers total 48 MB,
-    // and never read.
     let attack = pipelined_gets(64 * 1024);
     let mut clients: Vec<Client> = (0..4).map(|_| Client::connect_with_rcvbuf(server.port, 4096)).collect();
     for c in &mut clients {
         c.stream.write_all(&attack).unwrap();
     }
-    let grown = server.peak_over(Duration::from_millis(1500)).saturating_sub(before);
+    (server.peak_over(Duration::from_millis(1500)).saturating_sub(before), clients)
+}
+
+#[test]
+fn pipelining_clients_that_never_read_cost_a_bounded_amount_each() {
+    let server = ChildServer::start("server_child_default");
+    let (grown, clients) = four_clients_pipeline_and_never_read(&server);
     // Each connection may hold one pass of input (64 KiB) and its pending
     // answers (64 KiB plus the one that crossed it); the kernel holds the rest.
     eprintln!("4 non-reading pipelining clients: +{grown} KiB");
@@ -158,13 +162,7 @@ fn pipelining_clients_that_never_read_cost_a_bounded_amount_each() {
 #[test]
 fn pipelining_clients_that_never_read_deferred_answers_cost_a_bounded_amount_each() {
     let server = ChildServer::start("server_child_deferred");
-    let before = server.warm_baseline();
-    let attack = pipelined_gets(64 * 1024);
-    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect_with_rcvbuf(server.port, 4096)).collect();
-    for c in &mut clients {
-        c.stream.write_all(&attack).unwrap();
-    }
-    let grown = server.peak_over(Duration::from_millis(1500)).saturating_sub(before);
+    let (grown, clients) = four_clients_pipeline_and_never_read(&server);
     // Each connection may hold its unsent output (64 KiB plus the answer that
     // crossed it), the answers of up to `MAX_AHEAD` (16) requests handled
     // ahead — the 256 KiB each was already made when it was deferred — and a

@@ -107,28 +107,40 @@ static void free_body(void *userdata, const uint8_t *data, size_t len) {
     free(userdata);
 }
 
-static void answer(struct job *job) {
-    static const char hello[] = "Hello, World!";
-    static const char missing[] = "Not Found\n";
-    static const char not_allowed[] = "Method Not Allowed\n";
+/* The fixed answers, checked and rendered once at start, as the in-call demo
+ * does: answering with one hands the worker a reference, not a copy. */
+static warpcore_prepared *fixed_answers[3]; /* ROUTE_HELLO, ROUTE_NOT_FOUND, ROUTE_NOT_ALLOWED */
+
+static warpcore_result prepare_answers(void) {
+    static const char *const bodies[3] = {"Hello, World!", "Not Found\n", "Method Not Allowed\n"};
+    static const uint16_t statuses[3] = {200, 404, 405};
     const warpcore_header text[] = {{{(const uint8_t *)"Content-Type", 12}, {(const uint8_t *)"text/plain", 10}}};
+    for (int i = 0; i < 3; i++) {
+        warpcore_result r = warpcore_prepared_new(statuses[i], text, 1, (const uint8_t *)bodies[i], strlen(bodies[i]),
+                                                  &fixed_answers[i]);
+        if (r != WARPCORE_RESULT_OK) return r;
+    }
+    return WARPCORE_RESULT_OK;
+}
+
+static void answer(struct job *job) {
     const warpcore_header octets[] = {
         {{(const uint8_t *)"Content-Type", 12}, {(const uint8_t *)"application/octet-stream", 24}}};
     warpcore_result r;
     switch (job->route) {
-    case ROUTE_HELLO:
-        r = warpcore_respond(job->response, 200, text, 1, (const uint8_t *)hello, sizeof hello - 1);
-        break;
     case ROUTE_ECHO:
         /* The copied body goes out without another copy and is freed by the library. */
         r = warpcore_respond_buffer(job->response, 200, octets, 1, job->body, job->body_len, free_body, job->body);
         job->body = NULL;
         break;
+    case ROUTE_HELLO:
+        r = warpcore_respond_prepared(job->response, fixed_answers[0]);
+        break;
     case ROUTE_NOT_FOUND:
-        r = warpcore_respond(job->response, 404, text, 1, (const uint8_t *)missing, sizeof missing - 1);
+        r = warpcore_respond_prepared(job->response, fixed_answers[1]);
         break;
     default:
-        r = warpcore_respond(job->response, 405, text, 1, (const uint8_t *)not_allowed, sizeof not_allowed - 1);
+        r = warpcore_respond_prepared(job->response, fixed_answers[2]);
         break;
     }
     /* WARPCORE_RESULT_CLOSED: the client left; the handle is released either way. */
@@ -215,6 +227,9 @@ int main(int argc, char **argv) {
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
+    warpcore_result prepared = prepare_answers();
+    if (prepared != WARPCORE_RESULT_OK) return fail("prepared answers", prepared);
+
     pthread_t pool[256];
     for (long t = 0; t < threads; t++) pthread_create(&pool[t], NULL, pool_thread, NULL);
 
@@ -248,6 +263,7 @@ int main(int argc, char **argv) {
     pthread_mutex_unlock(&queue.lock);
     for (long t = 0; t < threads; t++) pthread_join(pool[t], NULL);
     warpcore_server_free(server);
+    for (int i = 0; i < 3; i++) warpcore_prepared_free(fixed_answers[i]);
     return 0;
 
 usage:

@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use mio::Waker;
 
 use crate::app::handler::{RespondError, DIRECT_WRITE_MIN};
+use crate::app::prepared::PreparedAnswer;
 use crate::app::upgrade::{UpgradeEvents, UpgradeRequest, UpgradeShared, Upgraded, UpgradedConn};
 use crate::file::{FileError, FileQuery, Prepared};
 use crate::http::compose::{self, HandlerFields, RequestMeta};
@@ -105,6 +106,8 @@ impl OwnedHead {
 pub(crate) enum Answer {
     /// A complete response; without a payload, the body is the one in `head`.
     Full { status: u16, head: OwnedHead, body: Option<Payload> },
+    /// A prepared response, shared with its maker: nothing was copied.
+    Prepared(Arc<PreparedAnswer>),
     /// The head of a streamed response; `length` None means unknown.
     Start { status: u16, head: OwnedHead, length: Option<u64> },
     /// More body bytes of the stream.
@@ -618,19 +621,24 @@ impl Deferred {
     }
 
     /// Sends a response rendered once beforehand (a C API prepared response):
-    /// a copy of it goes to the worker.
-    pub(crate) fn respond_rendered(&mut self, status: u16, head: &OwnedHead) -> Result<(), RespondError> {
+    /// the worker gets a reference to it, and sends its image where the
+    /// request allows, as an answer inside the handler call would. With the
+    /// application's own reason phrase, a copy of its head goes instead.
+    pub(crate) fn respond_prepared(&mut self, prepared: &Arc<PreparedAnswer>) -> Result<(), RespondError> {
         if self.phase != Phase::Fresh {
             return Err(RespondError::AlreadyAnswered);
         }
         self.check_open()?;
         self.phase = Phase::Done;
-        let head = head.copy_in(head_buffer());
-        let head = match self.reason.take() {
-            Some(reason) => head.with_reason(Some(reason)),
-            None => head,
+        let answer = match self.reason.take() {
+            None => Answer::Prepared(prepared.clone()),
+            Some(reason) => Answer::Full {
+                status: prepared.status,
+                head: prepared.head.copy_in(head_buffer()).with_reason(Some(reason)),
+                body: None,
+            },
         };
-        self.post(Answer::Full { status, head, body: None })
+        self.post(answer)
     }
 
     /// Answers with a file (see [`crate::Response::respond_file`]). The file is

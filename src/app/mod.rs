@@ -7,6 +7,7 @@ pub mod body;
 pub mod deferred;
 pub mod handler;
 pub mod hooks;
+pub(crate) mod prepared;
 pub(crate) mod respond_file;
 pub mod upgrade;
 pub(crate) mod waiting;

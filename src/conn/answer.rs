@@ -11,6 +11,7 @@ use crate::app::waiting::Waiting;
 use crate::file::serve::Body;
 use crate::file::Prepared;
 use crate::http::compose::{compose_error, BodyLength};
+use crate::http::image::KeepAliveImage;
 use crate::http::stream::StreamOut;
 use crate::net::output::OutQueue;
 use crate::net::payload::Payload;
@@ -96,6 +97,34 @@ pub(crate) fn apply_answer(
             *close |= composed.close;
             count(status);
             (sink.send(out, body, b""), true)
+        }
+        Answer::Prepared(prepared) => {
+            let len = prepared.head.body().len() as u64;
+            let image = prepared.image.as_ref().filter(|_| KeepAliveImage::fits(&waiting.meta));
+            let body = match image {
+                // The common case: the whole response but for the worker's
+                // lines, as an answer inside the handler call sends it.
+                Some(image) => {
+                    ctx.images.compose(image, &env, out);
+                    waiting.status = prepared.status;
+                    waiting.body_bytes = image.body_len();
+                    &[][..]
+                }
+                None => {
+                    let composed =
+                        waiting.compose(out, &env, prepared.status, &prepared.head, BodyLength::Known(len))?;
+                    *close |= composed.close;
+                    if composed.omit_body {
+                        &[][..]
+                    } else {
+                        waiting.body_bytes = len;
+                        prepared.head.body()
+                    }
+                }
+            };
+            out.extend_from_slice(body);
+            count(prepared.status);
+            (sink.send(out, None, b""), true)
         }
         Answer::File(answer) => {
             let FileAnswer { status, head, length, prepared: Prepared { plan, file } } = *answer;

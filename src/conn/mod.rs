@@ -960,7 +960,8 @@ impl ConnState {
             // is told to send the body first. A complete answer given without
             // asking (a refusal) sends no 100: the connection closes after it.
             let stream_begins = matches!(answer, Answer::Start { .. }) && !body.shared.room().1;
-            let begins = matches!(answer, Answer::Full { .. } | Answer::File(_) | Answer::Start { .. });
+            let begins =
+                matches!(answer, Answer::Full { .. } | Answer::Prepared(_) | Answer::File(_) | Answer::Start { .. });
             if begins && body.continue_owed && (stream_begins || body.shared.asked()) {
                 out.extend_from_slice(CONTINUE);
                 body.continue_owed = false;

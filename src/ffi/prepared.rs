@@ -8,8 +8,11 @@ use super::cast::{try_ref, try_slice, write_out};
 use super::request::warpcore_header;
 use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
+use std::sync::Arc;
+
 use crate::app::deferred::{check_status, OwnedHead};
 use crate::app::handler::DIRECT_WRITE_MIN;
+use crate::app::prepared::PreparedAnswer;
 use crate::http::image::KeepAliveImage;
 
 symbol_versions!();
@@ -22,11 +25,8 @@ symbol_versions!();
 /// goes on from that handler call), so it may be freed once no call that
 /// sends it is running and no handler that may return it is running.
 pub struct warpcore_prepared {
-    pub(crate) status: u16,
-    /// The header fields as they go on the wire, then the body.
-    pub(crate) head: OwnedHead,
-    /// The whole response for an HTTP/1.1 keep-alive GET, when it has one.
-    pub(crate) image: Option<KeepAliveImage>,
+    /// Shared, so that a deferred answer hands the worker a reference, not a copy.
+    pub(crate) answer: Arc<PreparedAnswer>,
 }
 
 /// Checks and renders a response once: `status` (200..=599), `header_count`
@@ -63,7 +63,7 @@ pub extern "C" fn warpcore_prepared_new(
         };
         let (rendered, fields) = head.fields();
         let image = KeepAliveImage::new(status, rendered, fields, head.body(), DIRECT_WRITE_MIN);
-        write_out(out, Box::into_raw(Box::new(warpcore_prepared { status, head, image })));
+        write_out(out, Box::into_raw(Box::new(warpcore_prepared { answer: PreparedAnswer::new(status, head, image) })));
         warpcore_result::Ok
     })
 }

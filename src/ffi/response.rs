@@ -236,7 +236,8 @@ pub(crate) fn with_handle<'p>(
     slot.in_call_on.store(0, Ordering::Relaxed);
     if let Some(prepared) = returned {
         // As if the handler had sent it last: refused when it answered already.
-        let _ = res.respond_prepared(prepared.status, &prepared.head, prepared.image.as_ref());
+        let p = &prepared.answer;
+        let _ = res.respond_prepared(p.status, &p.head, p.image.as_ref());
     }
 
     if res.is_complete() {
@@ -605,7 +606,7 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
             let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             core.respond_file(status, &pairs, path)
         }
-        Call::Prepared(p) => core.respond_prepared(p.status, &p.head, p.image.as_ref()),
+        Call::Prepared(p) => core.respond_prepared(p.answer.status, &p.answer.head, p.answer.image.as_ref()),
         Call::Upgrade { headers, events, out } => {
             *out = Some(core.upgrade(headers.pairs(), events)?);
             Ok(())
@@ -635,7 +636,7 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
             let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             d.respond_file(status, &pairs, path)
         }
-        Call::Prepared(p) => d.respond_rendered(p.status, &p.head),
+        Call::Prepared(p) => d.respond_prepared(&p.answer),
         Call::Upgrade { headers, events, out } => {
             *out = Some(d.upgrade(headers.pairs(), events)?);
             Ok(())

@@ -5,7 +5,8 @@
  * fields added per request (HEAD, HTTP/1.0, keep-alive), the same prepared
  * response from a plain handler, a deferred handle and an answering handler's
  * return value, NULL returns that answer through the handle, and a return for
- * a request already answered (ignored).
+ * a request already answered (ignored); pipelined deferred answers with
+ * prepared responses freed at once after the call, answered out of order.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -16,6 +17,10 @@ static warpcore_prepared *hello;    /* 200, text/plain, "Hello, prepared!" */
 static warpcore_prepared *missing;  /* 404, empty body */
 static warpcore_response *kept;     /* a handle the plain handler returned from */
 static atomic_int handled;
+/* Handles of /defer requests, in arrival order, answered later from the main thread. */
+#define DEFERRED 4
+static warpcore_response *deferred[DEFERRED];
+static atomic_int deferred_count;
 
 static warpcore_header field(const char *name, const char *value) {
     warpcore_header h = {wstr(name), wstr(value)};
@@ -52,6 +57,10 @@ static void plain(void *userdata, const warpcore_request *req, warpcore_response
     (void)userdata;
     if (wstr_is(req->path, "/later")) {
         kept = res; /* answered from the main thread */
+    } else if (wstr_is(req->path, "/defer")) {
+        int i = atomic_load(&deferred_count);
+        if (i < DEFERRED) deferred[i] = res;
+        atomic_store(&deferred_count, i + 1); /* after the store: the main thread reads it then */
     } else if (wstr_is(req->path, "/")) {
         CHECK_RESULT(warpcore_respond_prepared(res, NULL), WARPCORE_RESULT_NULL_ARGUMENT);
         CHECK_RESULT(warpcore_respond_prepared(res, hello), WARPCORE_RESULT_OK);
@@ -111,6 +120,70 @@ static void *client(void *arg) {
     return NULL;
 }
 
+/* Pipelined requests answered from another thread with prepared responses,
+ * each freed as soon as its call returned (the library must not read it
+ * after: AddressSanitizer watches), the second before the first (held until
+ * the first is answered): a keep-alive GET (the whole image), HEAD (no body),
+ * HTTP/1.0 keep-alive, and a reason phrase set on the handle with
+ * `Connection: close`. */
+static void check_deferred_prepared(uint16_t port) {
+    atomic_store(&deferred_count, 0);
+    struct bg_client c = {.port = port,
+                          .request = "GET /defer HTTP/1.1\r\nHost: t\r\n\r\n"
+                                     "HEAD /defer HTTP/1.1\r\nHost: t\r\n\r\n"
+                                     "GET /defer HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                                     "GET /defer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, bg_client_run, &c) == 0);
+    warpcore_header text[] = {field("Content-Type", "text/plain")};
+    static const uint8_t body[] = "Hello, prepared!";
+    /* The first two are read ahead together and answered second first; the
+     * engine stops reading ahead at HTTP/1.0 and `Connection: close`, so the
+     * others come one at a time. */
+    static const int order[DEFERRED] = {1, 0, 2, 3};
+    for (int k = 0; k < DEFERRED; k++) {
+        int i = order[k], need = i + 1;
+        for (int w = 0; w < 2000 && atomic_load(&deferred_count) < need; w++) sleep_ms(5);
+        CHECK(atomic_load(&deferred_count) >= need);
+        if (atomic_load(&deferred_count) < need) break;
+        warpcore_prepared *fresh = NULL;
+        CHECK_RESULT(warpcore_prepared_new(200, text, 1, body, sizeof body - 1, &fresh), WARPCORE_RESULT_OK);
+        if (i == DEFERRED - 1) {
+            static const uint8_t reason[] = "Fine Indeed";
+            CHECK_RESULT(warpcore_response_set_reason(deferred[i], reason, sizeof reason - 1), WARPCORE_RESULT_OK);
+        }
+        CHECK_RESULT(warpcore_respond_prepared(deferred[i], fresh), WARPCORE_RESULT_OK);
+        warpcore_prepared_free(fresh);
+        CHECK_RESULT(warpcore_respond_prepared(deferred[i], hello), WARPCORE_RESULT_ALREADY_ANSWERED);
+    }
+    pthread_join(t, NULL);
+    /* Four answers in request order, split at each status line. */
+    char *answers[DEFERRED] = {c.reply};
+    for (int i = 1; i < DEFERRED; i++) {
+        answers[i] = answers[i - 1] ? strstr(answers[i - 1] + 4, "HTTP/1.") : NULL;
+        CHECK(answers[i] != NULL);
+    }
+    if (!answers[DEFERRED - 1]) return;
+    char copy[DEFERRED][2048];
+    for (int i = 0; i < DEFERRED; i++) {
+        size_t len = i + 1 < DEFERRED ? (size_t)(answers[i + 1] - answers[i]) : strlen(answers[i]);
+        CHECK(len < sizeof copy[i]);
+        if (len >= sizeof copy[i]) return;
+        memcpy(copy[i], answers[i], len);
+        copy[i][len] = '\0';
+    }
+    check_hello(copy[0], (long)strlen(copy[0]), 0, 0);
+    const char *end_of_head = strstr(copy[0], "\r\n\r\n");
+    CHECK(end_of_head != NULL && strcmp(end_of_head, "\r\n\r\nHello, prepared!") == 0);
+    check_hello(copy[1], (long)strlen(copy[1]), 1, 0);
+    /* HTTP/1.0 keep-alive: the 1.1 status line, the body, keep-alive said. */
+    check_hello(copy[2], (long)strlen(copy[2]), 0, 0);
+    CHECK(strstr(copy[2], "\r\nConnection: keep-alive\r\n") != NULL);
+    CHECK(strncmp(copy[3], "HTTP/1.1 200 Fine Indeed\r\n", 26) == 0);
+    CHECK(strstr(copy[3], "\r\nConnection: close\r\n") != NULL);
+    CHECK(strstr(copy[3], "\r\n\r\nHello, prepared!") != NULL);
+}
+
 static void serve_and_check(int answering_kind) {
     warpcore_config *config = local_config(1, plain, NULL);
     if (answering_kind) {
@@ -150,6 +223,7 @@ static void serve_and_check(int answering_kind) {
         CHECK(kept != NULL);
         if (kept) CHECK_RESULT(warpcore_respond_prepared(kept, hello), WARPCORE_RESULT_OK);
         pthread_join(t, NULL);
+        check_deferred_prepared(port);
     }
     CHECK_RESULT(warpcore_server_shutdown(server, 2000), WARPCORE_RESULT_OK);
     warpcore_server_free(server);

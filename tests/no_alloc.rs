@@ -340,8 +340,10 @@ mod deferred {
         answered.check(WARM_UP, WARM_UP + MEASURED, "deferred, the answering thread");
     }
 
-    /// Sends `batches` writes of 16 pipelined GETs (one a HEAD) and checks the answers.
-    fn pipelined_gets(c: &mut Client, batches: usize) {
+    /// Sends `batches` writes of 16 pipelined GETs (one a HEAD) on each of
+    /// `clients` at once, then checks each one's answers: the connections'
+    /// rounds interleave, and their output buffers go round a shared pool.
+    fn pipelined_gets(clients: &mut [Client], batches: usize) {
         let mut wire = Vec::new();
         for i in 0..16 {
             wire.extend_from_slice(if i == 3 {
@@ -351,10 +353,14 @@ mod deferred {
             });
         }
         for _ in 0..batches {
-            c.send(&wire);
-            for i in 0..16 {
-                let r = c.read_response(i == 3);
-                assert_eq!(r.status, 200);
+            for c in clients.iter_mut() {
+                c.send(&wire);
+            }
+            for c in clients.iter_mut() {
+                for i in 0..16 {
+                    let r = c.read_response(i == 3);
+                    assert_eq!(r.status, 200);
+                }
             }
         }
     }
@@ -363,9 +369,13 @@ mod deferred {
     /// (read-ahead): their handles, held answers and output come from pools.
     #[test]
     fn no_allocation_per_deferred_request_when_pipelined() {
-        let batches_warm = WARM_UP / 16 + 1;
-        let batches = MEASURED / 16;
-        let total = (batches_warm + batches) * 16;
+        // Four connections: a pool bug that frees one output buffer per
+        // round (a spare taken while another buffer was in use) shows only
+        // when several connections share the pool.
+        const CLIENTS: usize = 4;
+        let batches_warm = WARM_UP / 16 / CLIENTS + 1;
+        let batches = MEASURED / 16 / CLIENTS;
+        let total = (batches_warm + batches) * 16 * CLIENTS;
         let (worker, answered) = (Probe::new(total), Probe::new(total));
         let handoff =
             Arc::new(Handoff { queue: Mutex::new((VecDeque::with_capacity(64), false)), ready: Condvar::new() });
@@ -377,15 +387,16 @@ mod deferred {
             h.queue.lock().unwrap().0.push_back(d);
             h.ready.notify_one();
         });
-        let mut c = s.connect();
-        pipelined_gets(&mut c, batches_warm + batches);
+        let mut clients: Vec<Client> = (0..CLIENTS).map(|_| s.connect()).collect();
+        pipelined_gets(&mut clients, batches_warm + batches);
         handoff.queue.lock().unwrap().1 = true;
         handoff.ready.notify_one();
         answerer.join().unwrap();
         // A batch's 16 answers are in flight at once, rendered into buffers
         // that go round from the worker back to the answering thread: those
         // pools may still grow (three batches' worth at most), never per request.
-        worker.check_pooled(batches_warm * 16, total - 1, 48, "deferred pipelined, the worker thread");
-        answered.check_pooled(batches_warm * 16, total - 1, 48, "deferred pipelined, the answering thread");
+        let warm = batches_warm * 16 * CLIENTS;
+        worker.check_pooled(warm, total - 1, 48, "deferred pipelined, the worker thread");
+        answered.check_pooled(warm, total - 1, 48, "deferred pipelined, the answering thread");
     }
 }

@@ -1064,6 +1064,7 @@ impl ConnState {
         }
         // Armed afresh for the new front's wait.
         self.deadline = Deadline::NONE;
+        self.backlog.offer_spare(|| ctx.spare_out.pop());
         while self.waiting.is_none() {
             let Some(mut next) = self.ahead.pop_front() else { break };
             if let Some(status) = next.count {

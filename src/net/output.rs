@@ -94,9 +94,12 @@ impl OutQueue {
         std::mem::take(&mut self.spare)
     }
 
-    /// Gives the queue a buffer for its next copy, when it has none.
+    /// Gives the queue a buffer for its next copy, when it has none and its
+    /// copies do not join an owned tail already: a spare taken while the tail
+    /// is being filled would stay, and the tail's buffer would be freed once
+    /// written, instead of kept (the pool would drain, a buffer per round).
     pub fn offer_spare(&mut self, spare: impl FnOnce() -> Option<Vec<u8>>) {
-        if self.spare.capacity() == 0 {
+        if self.spare.capacity() == 0 && !matches!(self.segments.back(), Some(Segment::Owned(_))) {
             if let Some(v) = spare() {
                 self.spare = v;
             }

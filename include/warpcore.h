@@ -1004,10 +1004,11 @@ warpcore_result warpcore_server_file_cache_stats(const struct warpcore_server *s
 // Threads: both run on the worker thread that owns the connection, several
 // workers at once, so they and `userdata` must be thread-safe; while one
 // runs, its worker serves nobody else: keep them short. They must not
-// unwind (a C++ exception, a `longjmp`) out of the call, and must not call
-// `warpcore_server_shutdown`, `warpcore_server_wait` or
-// `warpcore_server_free` (the worker would wait for itself); other server
-// calls are fine. `userdata` must stay valid until the server is freed. A
+// unwind (a C++ exception, a `longjmp`) out of the call. As from a
+// handler, `warpcore_server_shutdown` only starts the shutdown and
+// `warpcore_server_wait` and `warpcore_server_free` are refused there (all
+// with `WARPCORE_RESULT_WOULD_BLOCK`: the worker would wait for itself);
+// other server calls are fine. `userdata` must stay valid until the server is freed. A
 // reload may change the hooks: a connection's close goes to the callbacks
 // that saw it open. `warpcore_stats` counts refused connections in
 // `connections_accepted` (and not in `connections_active`).
@@ -1359,8 +1360,14 @@ warpcore_result warpcore_server_run_worker(const struct warpcore_server *server,
 // requests received be answered (with `Connection: close`) for up to
 // `grace_ms` milliseconds, closes what remains, and returns when every
 // worker has stopped. Calling it again, or from several
-// threads, is harmless. Not from a handler. `warpcore_server_shutdown_report`
+// threads, is harmless. `warpcore_server_shutdown_report`
 // then tells how many requests it let finish and how many connections it cut.
+//
+// From a worker thread (a handler, a connection hook, an upgrade callback,
+// of this server or another), which must never wait for workers (its own
+// among them), it starts the shutdown and returns at once with
+// `WARPCORE_RESULT_WOULD_BLOCK`; another thread waits for the end with
+// `warpcore_server_wait` or this call.
 warpcore_result warpcore_server_shutdown(const struct warpcore_server *server, uint32_t grace_ms);
 
 // Writes what `warpcore_server_shutdown` did to `*out` (all zero before a
@@ -1407,12 +1414,16 @@ warpcore_result warpcore_server_stats(const struct warpcore_server *server,
 warpcore_result warpcore_server_reopen_logs(const struct warpcore_server *server);
 
 // Blocks until every worker has stopped, that is until another thread's
-// `warpcore_server_shutdown` has finished its work. Not from a handler.
+// `warpcore_server_shutdown` has finished its work. From a worker thread (a
+// handler or a hook), which would wait for itself, it returns
+// `WARPCORE_RESULT_WOULD_BLOCK` at once.
 warpcore_result warpcore_server_wait(const struct warpcore_server *server);
 
 // Frees the server, shutting it down first (with no grace) if that has not
 // happened. NULL is ignored. Must be the last call on `server`: no other thread
-// may be using it.
+// may be using it. From a worker thread (a handler or a hook), which runs on
+// the server it would free, nothing is freed: the call is refused (the last
+// error says so) and the server goes on.
 void warpcore_server_free(struct warpcore_server *server);
 
 // Makes a TLS setup with the defaults and no certificate, and writes it to `*out`.

@@ -59,10 +59,11 @@ pub type warpcore_connection_close_cb =
 /// Threads: both run on the worker thread that owns the connection, several
 /// workers at once, so they and `userdata` must be thread-safe; while one
 /// runs, its worker serves nobody else: keep them short. They must not
-/// unwind (a C++ exception, a `longjmp`) out of the call, and must not call
-/// `warpcore_server_shutdown`, `warpcore_server_wait` or
-/// `warpcore_server_free` (the worker would wait for itself); other server
-/// calls are fine. `userdata` must stay valid until the server is freed. A
+/// unwind (a C++ exception, a `longjmp`) out of the call. As from a
+/// handler, `warpcore_server_shutdown` only starts the shutdown and
+/// `warpcore_server_wait` and `warpcore_server_free` are refused there (all
+/// with `WARPCORE_RESULT_WOULD_BLOCK`: the worker would wait for itself);
+/// other server calls are fine. `userdata` must stay valid until the server is freed. A
 /// reload may change the hooks: a connection's close goes to the callbacks
 /// that saw it open. `warpcore_stats` counts refused connections in
 /// `connections_accepted` (and not in `connections_active`).

@@ -6,6 +6,7 @@ use super::cast::{try_ref, write_out};
 use super::config::warpcore_config;
 use super::result::{fail, warpcore_result};
 use super::sized::{sized_len, write_sized};
+use crate::app::deferred::on_worker_thread;
 use crate::server::Server;
 
 symbol_versions!();
@@ -93,12 +94,25 @@ pub extern "C" fn warpcore_server_run_worker(server: *const warpcore_server, ind
 /// requests received be answered (with `Connection: close`) for up to
 /// `grace_ms` milliseconds, closes what remains, and returns when every
 /// worker has stopped. Calling it again, or from several
-/// threads, is harmless. Not from a handler. `warpcore_server_shutdown_report`
+/// threads, is harmless. `warpcore_server_shutdown_report`
 /// then tells how many requests it let finish and how many connections it cut.
+///
+/// From a worker thread (a handler, a connection hook, an upgrade callback,
+/// of this server or another), which must never wait for workers (its own
+/// among them), it starts the shutdown and returns at once with
+/// `WARPCORE_RESULT_WOULD_BLOCK`; another thread waits for the end with
+/// `warpcore_server_wait` or this call.
 #[no_mangle]
 pub extern "C" fn warpcore_server_shutdown(server: *const warpcore_server, grace_ms: u32) -> warpcore_result {
     ffi_boundary!({
         let server = ok_or_return!(try_ref(server, "server"));
+        if on_worker_thread() {
+            server.inner.begin_shutdown(Duration::from_millis(grace_ms as u64));
+            return fail(
+                warpcore_result::WouldBlock,
+                "the shutdown began; a worker thread never waits for it to end (warpcore_server_wait from another thread)",
+            );
+        }
         let report = server.inner.shutdown(Duration::from_millis(grace_ms as u64));
         *server.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
         warpcore_result::Ok
@@ -331,11 +345,16 @@ pub extern "C" fn warpcore_server_reopen_logs(server: *const warpcore_server) ->
 }
 
 /// Blocks until every worker has stopped, that is until another thread's
-/// `warpcore_server_shutdown` has finished its work. Not from a handler.
+/// `warpcore_server_shutdown` has finished its work. From a worker thread (a
+/// handler or a hook), which would wait for itself, it returns
+/// `WARPCORE_RESULT_WOULD_BLOCK` at once.
 #[no_mangle]
 pub extern "C" fn warpcore_server_wait(server: *const warpcore_server) -> warpcore_result {
     ffi_boundary!({
         let server = ok_or_return!(try_ref(server, "server"));
+        if on_worker_thread() {
+            return fail(warpcore_result::WouldBlock, "a worker thread never waits for the workers to stop");
+        }
         server.inner.wait();
         warpcore_result::Ok
     })
@@ -343,10 +362,18 @@ pub extern "C" fn warpcore_server_wait(server: *const warpcore_server) -> warpco
 
 /// Frees the server, shutting it down first (with no grace) if that has not
 /// happened. NULL is ignored. Must be the last call on `server`: no other thread
-/// may be using it.
+/// may be using it. From a worker thread (a handler or a hook), which runs on
+/// the server it would free, nothing is freed: the call is refused (the last
+/// error says so) and the server goes on.
 #[no_mangle]
 pub extern "C" fn warpcore_server_free(server: *mut warpcore_server) {
     let _ = ffi_boundary!({
+        if !server.is_null() && on_worker_thread() {
+            return fail(
+                warpcore_result::WouldBlock,
+                "warpcore_server_free from a worker thread: refused, nothing freed",
+            );
+        }
         if !server.is_null() {
             // SAFETY: a non-NULL server came from `Box::into_raw` in
             // `warpcore_server_start`; the caller gives up its ownership here.

@@ -274,6 +274,19 @@ impl Server {
     /// received finish for up to `grace`, closes what remains and returns when
     /// every worker has stopped. Calling it again returns the same report.
     pub fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.begin_shutdown(grace);
+        self.wait();
+        let threads: Vec<_> = self.threads.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        self.shared.report()
+    }
+
+    /// Starts a graceful shutdown without waiting for it (see `shutdown`):
+    /// what a worker thread may do, since the workers it would wait for
+    /// include its own.
+    pub fn begin_shutdown(&self, grace: Duration) {
         self.shared.begin_shutdown(grace);
         // Each listener closes once the workers let go of it too.
         self.shared.drop_listeners();
@@ -293,12 +306,6 @@ impl Server {
             drop(worker);
             self.shared.worker_running(index, false);
         }
-        self.wait();
-        let threads: Vec<_> = self.threads.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        for t in threads {
-            let _ = t.join();
-        }
-        self.shared.report()
     }
 
     /// Blocks until every worker has stopped (after a `shutdown` from elsewhere).

@@ -83,7 +83,7 @@ FOREIGN_MAX = 10.0
 # Pairs whose per-round ratios the results file lists (--compare).
 PAIRS = [("c-demo", "nginx"), ("c-demo", "h2o"), ("c-deferred", "c-demo"), ("c-demo", "hyper"), ("c-demo", "ws-tokio"), ("hs-demo", "warp"),
          ("py-demo", "granian"), ("py-demo", "gunicorn"), ("py-demo", "bjoern"),
-         ("py-wsgi", "granian"), ("py-flask", "gunicorn-flask"),
+         ("py-wsgi", "granian"), ("py-wsgi-pool", "py-wsgi"), ("py-flask", "gunicorn-flask"),
          ("py-asgi", "uvicorn"), ("py-asgi", "granian-asgi"), ("py-fastapi", "uvicorn-fastapi"),
          ("py-fastapi", "granian-fastapi")]
 # The reference of the upload suite whatever the mode: the figure is

@@ -32,14 +32,17 @@ case $kind in
     export PYTHONPATH=$(cd ../../../bindings/python/bench && pwd)
     exec "$venv/bin/gunicorn" -k sync -w "$workers" -b "127.0.0.1:$port" \
       --backlog 4096 --log-level warning flask_hello:app ;;
-  warpcore-wsgi|warpcore-flask)
+  warpcore-wsgi|warpcore-flask|warpcore-wsgi-pool)
     # The application runs on the event-loop thread (--threads 0): no hand-off,
-    # like bjoern and gunicorn's sync worker.
+    # like bjoern and gunicorn's sync worker; warpcore-wsgi-pool runs it on a
+    # pool of 4 threads (the deferred path), for the pair py-wsgi-pool ÷ py-wsgi.
     root=$(cd ../../.. && pwd)
-    if [ "$kind" = warpcore-wsgi ]; then app=hello_wsgi:app path=$PWD; else app=flask_hello:app path=$root/bindings/python/bench; fi
+    threads=0
+    if [ "$kind" = warpcore-wsgi-pool ]; then threads=4; fi
+    if [ "$kind" = warpcore-flask ]; then app=flask_hello:app path=$root/bindings/python/bench; else app=hello_wsgi:app path=$PWD; fi
     export PYTHONPATH=$root/bindings/python:$path
     exec "$venv/bin/python" -m warpcore.wsgi "$app" --bind "127.0.0.1:$port" \
-      --threads 0 --processes "$workers" ;;
+      --threads "$threads" --processes "$workers" ;;
   uvicorn|uvicorn-fastapi)
     # uvloop and httptools (uvicorn[standard]), no access log; WORKERS processes.
     if [ "$kind" = uvicorn ]; then app=hello_asgi:app; else app=fastapi_hello:app; fi

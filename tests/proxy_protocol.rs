@@ -91,8 +91,9 @@ fn v2_headers_carry_ipv4_and_ipv6_clients_and_local_keeps_the_socket_s() {
     c.send(&[v2(0x21, 0x21, &body), GET.to_vec()].concat());
     assert_eq!(c.read_response(false).text(), "2001:db8::9 8080");
 
-    // LOCAL (the balancer's health check) and UNKNOWN: the socket's peer.
-    for header in [v2(0x20, 0x00, &[]), b"PROXY UNKNOWN\r\n".to_vec()] {
+    // LOCAL (the balancer's health check) and UNKNOWN: the socket's peer;
+    // LOCAL whatever family it names (ignored, as the specification says).
+    for header in [v2(0x20, 0x00, &[]), v2(0x20, 0x44, &[7; 5]), b"PROXY UNKNOWN\r\n".to_vec()] {
         let mut c = s.connect();
         let local = c.stream.local_addr().unwrap().port();
         c.send(&[header, GET.to_vec()].concat());

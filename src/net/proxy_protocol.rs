@@ -176,7 +176,10 @@ fn parse_v2(input: &[u8], max: usize) -> Header {
         _ => return Header::Invalid("a PROXY v2 header with an unknown version or command"),
     };
     // Address block sizes by family (RFC-like table of the specification).
+    // LOCAL ignores the family and its block, whatever they are (the
+    // specification: the receiver must accept the connection as valid).
     let needs = match family {
+        _ if local => 0,
         0x00 => 0,
         0x11 | 0x12 => 12,
         0x21 | 0x22 => 36,
@@ -287,6 +290,14 @@ mod tests {
         );
         // LOCAL (a health check of the balancer's own) and UNSPEC keep the socket's peer.
         assert_eq!(parse(&v2(0x20, 0x00, &[]), ProxyProtocol::Required, MAX), Header::Found { len: 16, peer: None });
+        // LOCAL with a family no PROXY command may carry, and a block too
+        // short for the one it names: both ignored, as the specification says.
+        assert_eq!(
+            parse(&v2(0x20, 0x44, &[9; 3]), ProxyProtocol::Required, MAX),
+            Header::Found { len: 19, peer: None }
+        );
+        assert_eq!(parse(&v2(0x20, 0x11, &[]), ProxyProtocol::Required, MAX), Header::Found { len: 16, peer: None });
+        assert!(matches!(parse(&v2(0x21, 0x44, &[]), ProxyProtocol::Required, MAX), Header::Invalid(_)));
         assert_eq!(parse(&v2(0x20, 0x11, &v4), ProxyProtocol::Required, MAX), Header::Found { len: 28, peer: None });
         assert_eq!(
             parse(&v2(0x21, 0x00, &[1, 2]), ProxyProtocol::Required, MAX),

@@ -1,7 +1,9 @@
 """HTTPS from Python: ``Server(..., tls=...)`` served to the standard
 library's ``ssl`` client, what ``Request.tls`` says, client certificates,
 certificates reloaded, bad files refused with ``TLSError``, WSGI's and ASGI's
-https scheme, and ``python -m warpcore.asgi --certfile/--keyfile``.
+https scheme, the connection's TLS in WSGI's environ (mod_ssl's variables)
+and ASGI's ``tls`` extension, RFC 4514 names, and ``python -m warpcore.asgi
+--certfile/--keyfile/--ssl-cert-reqs``.
 Certificates are made at test time with openssl(1); no key is committed."""
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import socket
 import ssl
 import subprocess
 import sys
-from pathlib import Path
-from typing import Tuple
 
 import pytest
 

@@ -289,18 +289,24 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
         return;
     }
     size_t n = req->header_count;
+    /* The client's certificate chain (DER) only on a TLS connection that has one. */
+    size_t certs = req->tls && req->tls_peer_certs ? req->tls_peer_cert_count : 0;
     size_t data_len = req->method.len + req->target.len + req->path.len + req->query.len +
                       req->body.len + req->peer_ip.len;
     for (size_t i = 0; i < n; i++) data_len += req->headers[i].name.len + req->headers[i].value.len;
+    if (req->tls) data_len += req->tls_sni.len + req->tls_alpn.len;
+    for (size_t i = 0; i < certs; i++) data_len += req->tls_peer_certs[i].len;
 
-    warpcore_hs_item *item = malloc(sizeof *item + n * sizeof(warpcore_header) + data_len);
+    warpcore_hs_item *item =
+        malloc(sizeof *item + n * sizeof(warpcore_header) + certs * sizeof(warpcore_str) + data_len);
     if (!item) {
         gate_leave();
         refuse(response);
         return;
     }
     warpcore_header *headers = (warpcore_header *)(item + 1);
-    uint8_t *data = (uint8_t *)(headers + n);
+    warpcore_str *chain = (warpcore_str *)(headers + n);
+    uint8_t *data = (uint8_t *)(chain + certs);
     item->next = NULL;
     item->response = response;
     item->body = NULL;
@@ -324,14 +330,15 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
         at = copy_str(&headers[i].name, req->headers[i].name, at);
         at = copy_str(&headers[i].value, req->headers[i].value, at);
     }
+    if (req->tls) {
+        at = copy_str(&r->tls_sni, req->tls_sni, at);
+        at = copy_str(&r->tls_alpn, req->tls_alpn, at);
+        for (size_t i = 0; i < certs; i++) at = copy_str(&chain[i], req->tls_peer_certs[i], at);
+    }
+    r->tls_peer_certs = certs ? chain : NULL;
+    r->tls_peer_cert_count = certs;
     at = copy_str(&r->body, req->body, at);
     r->headers = headers;
-    /* Of the connection's TLS the item keeps the flag and the version; the
-     * strings and the client's chain are not copied. */
-    r->tls_sni.ptr = r->tls_alpn.ptr = NULL;
-    r->tls_sni.len = r->tls_alpn.len = 0;
-    r->tls_peer_certs = NULL;
-    r->tls_peer_cert_count = 0;
 
     queue *q = &d->queues[req->worker_index % d->count];
     pthread_mutex_lock(&q->lock);

@@ -18,7 +18,8 @@
 #include "warpcore.h"
 
 /* One queued request. `request` and everything it points to live inside the
- * item (the header array, then `data_len` bytes of strings at `data`). Owned
+ * item (the header array, the TLS client's certificate array, then
+ * `data_len` bytes of strings at `data`: the TLS strings and certificates too). Owned
  * by whoever took it from the queue; released with warpcore_hs_item_free. The
  * response handle is the caller's to answer (it is deferred). When the body
  * streams (`request.body_follows`), `body` is its reader, taken by the

@@ -1,20 +1,21 @@
 """HTTPS from Python: ``Server(..., tls=...)`` served to the standard
 library's ``ssl`` client, what ``Request.tls`` says, client certificates,
 certificates reloaded, bad files refused with ``TLSError``, WSGI's and ASGI's
-https scheme, and ``python -m warpcore.asgi --certfile/--keyfile``.
+https scheme, the connection's TLS in WSGI's environ (mod_ssl's variables)
+and ASGI's ``tls`` extension, RFC 4514 names, and ``python -m warpcore.asgi
+--certfile/--keyfile/--ssl-cert-reqs``.
 Certificates are made at test time with openssl(1); no key is committed."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
-from pathlib import Path
-from typing import Tuple
 
 import pytest
 
@@ -22,48 +23,7 @@ import warpcore
 from warpcore.wsgi import WSGIServer
 
 from .conftest import TIMEOUT, child_env, wait_for_line
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """A CA, two server certificates for localhost (ECDSA P-256) and a client certificate."""
-    d = tmp_path_factory.mktemp("pki")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=test CA", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
-    for name, ext in (("a", "subjectAltName=DNS:localhost"), ("b", "subjectAltName=DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", *ec, "-subj", f"/CN={name}", "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
-                 "-CAcreateserial", "-days", "2", "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.pem"))
-    return d
-
-
-def _context(pki: Path, client: bool = False) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    ctx.set_alpn_protocols(["http/1.1"])
-    if client:
-        ctx.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
-    return ctx
-
-
-def _get(port: int, ctx: ssl.SSLContext, path: str = "/") -> Tuple[int, bytes, bytes]:
-    """GET over TLS to localhost: status, body, the server certificate's DER."""
-    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=TIMEOUT)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        der = conn.sock.getpeercert(binary_form=True)
-        return r.status, r.read(), der
-    finally:
-        conn.close()
-
-
-def _der(pem: Path) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(pem.read_text())
+from .pki import context as _context, der as _der, https_get as _get, https_get_address, openssl, pki  # noqa: F401 - pki is a fixture
 
 
 def tls_view(request: warpcore.Request) -> warpcore.Response:
@@ -156,18 +116,141 @@ def test_python_m_warpcore_asgi_serves_https(pki, tmp_path):
         "    if scope['type'] != 'http':\n"
         "        return\n"
         "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
-        "    await send({'type': 'http.response.body', 'body': scope['scheme'].encode()})\n"
+        "    name = scope['extensions']['tls']['client_cert_name']\n"
+        "    await send({'type': 'http.response.body', 'body': f\"{scope['scheme']} {name}\".encode()})\n"
     )
     cmd = [sys.executable, "-m", "warpcore.asgi", "tlsapp:app", "--port", "0", "--lifespan", "off", "--no-access-log",
            "--app-dir", str(tmp_path), "--certfile", str(pki / "a.pem"), "--keyfile", str(pki / "a.key")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
-    try:
-        line = wait_for_line(proc, "listening on")
-        port = int(line.rsplit(":", 1)[1])
-        assert _get(port, _context(pki))[1] == b"https"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    for client_auth in ([], ["--ssl-ca-certs", str(pki / "ca.pem"), "--ssl-cert-reqs", "2"]):
+        proc = subprocess.Popen(cmd + client_auth, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+        try:
+            line = wait_for_line(proc, "listening on")
+            port = int(line.rsplit(":", 1)[1])
+            if not client_auth:
+                assert _get(port, _context(pki))[1] == b"https None"
+            else:
+                assert _get(port, _context(pki, client=True))[1] == b"https CN=client"
+                with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+                    _get(port, _context(pki))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
     bad = subprocess.run([sys.executable, "-m", "warpcore.asgi", "tlsapp:app", "--app-dir", str(tmp_path), "--certfile", "x.pem"],
                          capture_output=True, env=child_env(), timeout=30)
     assert bad.returncode == 2 and b"go together" in bad.stderr
+    bad = subprocess.run(cmd + ["--ssl-cert-reqs", "1"], capture_output=True, env=child_env(), timeout=30)
+    assert bad.returncode == 2 and b"needs --ssl-ca-certs" in bad.stderr
+
+
+# --- the connection's TLS as WSGI and ASGI applications see it ------------------------------
+
+
+def _ssl_environ(environ, start_response):
+    keep = {k: v for k, v in environ.items() if k.startswith("SSL_") or k == "HTTPS"}
+    t = environ.get("warpcore.tls")
+    keep["alpn"] = t.alpn if t is not None else None
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(keep).encode()]
+
+
+def test_wsgi_environ_has_mod_ssl_variables_and_the_client_certificate(pki):
+    tls = warpcore.TLS(pki / "a.pem", pki / "a.key", client_auth="optional", ca=pki / "ca.pem")
+    with WSGIServer(_ssl_environ, port=0, tls=tls) as s:
+        address = f"127.0.0.1:{s.port}"
+        status, body, facts = https_get_address(address, _context(pki, client=True))
+        env = json.loads(body)
+        assert status == 200
+        assert env["HTTPS"] == "on" and env["SSL_PROTOCOL"] == facts["version"] == "TLSv1.3"
+        assert env["SSL_CIPHER"] == facts["cipher"]
+        assert env["SSL_TLS_SNI"] == "localhost" and env["alpn"] == "http/1.1"
+        assert env["SSL_SESSION_RESUMED"] == "Initial"
+        assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+        assert ssl.PEM_cert_to_DER_cert(env["SSL_CLIENT_CERT"]) == _der(pki / "client.pem")
+        assert env["SSL_CLIENT_S_DN"] == "CN=client" and env["SSL_CLIENT_I_DN"] == "CN=test CA"
+        # The rest of the chain the client sent (OpenSSL sends the CA's when it has it).
+        chain = [env[k] for k in sorted(env) if k.startswith("SSL_CLIENT_CERT_CHAIN_")]
+        assert all(ssl.PEM_cert_to_DER_cert(c) == _der(pki / "ca.pem") for c in chain)
+        # Without a certificate (optional): verified nothing, no certificate entries.
+        env = json.loads(https_get_address(address, _context(pki))[1])
+        assert env["SSL_CLIENT_VERIFY"] == "NONE" and "SSL_CLIENT_CERT" not in env and "SSL_CLIENT_S_DN" not in env
+        # TLS 1.2, and a session resumed by its ID.
+        ctx = _context(pki)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        _, body, facts = https_get_address(address, ctx)
+        env = json.loads(body)
+        assert env["SSL_PROTOCOL"] == "TLSv1.2" and env["SSL_CIPHER"] == facts["cipher"]
+        _, body, again = https_get_address(address, ctx, session=facts["session"])
+        assert again["reused"] and json.loads(body)["SSL_SESSION_RESUMED"] == "Resumed"
+    # A plain server has none of them.
+    with WSGIServer(_ssl_environ, port=0) as s:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=TIMEOUT)
+        conn.request("GET", "/")
+        assert json.loads(conn.getresponse().read()) == {"alpn": None}
+        conn.close()
+
+
+def test_asgi_scope_has_the_tls_extension(pki):
+    from warpcore.asgi import ASGIServer
+
+    seen = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            return
+        seen.append((scope["type"], scope["scheme"], scope["extensions"].get("tls")))
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    tls = warpcore.TLS(pki / "a.pem", pki / "a.key", client_auth="optional", ca=pki / "ca.pem")
+    s = ASGIServer(app, port=0, tls=tls, lifespan="off", access_log=False).start()
+    try:
+        _, _, facts = https_get_address(f"127.0.0.1:{s.port}", _context(pki, client=True))
+        kind, scheme, ext = seen.pop()
+        assert (kind, scheme) == ("http", "https")
+        assert ext["server_cert"] == ssl.DER_cert_to_PEM_cert(_der(pki / "a.pem"))
+        assert ssl.PEM_cert_to_DER_cert(ext["client_cert_chain"][0]) == _der(pki / "client.pem")
+        assert ext["client_cert_name"] == "CN=client" and ext["client_cert_error"] is None
+        assert ext["tls_version"] == 0x0304
+        names = {0x1301: "TLS_AES_128_GCM_SHA256", 0x1302: "TLS_AES_256_GCM_SHA384", 0x1303: "TLS_CHACHA20_POLY1305_SHA256"}
+        assert names[ext["cipher_suite"]] == facts["cipher"]
+        https_get_address(f"127.0.0.1:{s.port}", _context(pki))
+        ext = seen.pop()[2]
+        assert list(ext["client_cert_chain"]) == [] and ext["client_cert_name"] is None
+        # A WebSocket over TLS (wss) carries it too.
+        from websockets.sync.client import connect
+
+        with connect(f"wss://localhost:{s.port}/ws", ssl=_context(pki, client=True), open_timeout=TIMEOUT) as ws:
+            with pytest.raises(Exception):
+                ws.recv(timeout=TIMEOUT)
+        kind, scheme, ext = seen.pop()
+        assert (kind, scheme, ext["client_cert_name"]) == ("websocket", "wss", "CN=client")
+    finally:
+        s.shutdown(2.0)
+    # Without TLS the extension is absent (the spec forbids it there).
+    s = ASGIServer(app, port=0, lifespan="off", access_log=False).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=TIMEOUT)
+        conn.request("GET", "/")
+        conn.getresponse().read()
+        conn.close()
+        assert seen.pop()[2] is None
+    finally:
+        s.shutdown(2.0)
+
+
+def test_distinguished_names_follow_rfc_4514(tmp_path):
+    from warpcore import _x509
+
+    # A multi-valued RDN, characters to escape, UTF-8 and a leading space.
+    subj = '/DC=org/DC=example/O=Ex, Inc.+OU=R&D/CN= Zo\u00eb #1;"<>\\\\/UID=zz'
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-utf8", "-multivalue-rdn", "-subj", subj, "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem"))
+    cert = _der(tmp_path / "c.pem")
+    name = 'UID=zz,CN=\\ Zo\u00eb #1\\;\\"\\<\\>\\\\,OU=R&D+O=Ex\\, Inc.,DC=example,DC=org'
+    assert _x509.subject(cert) == name and _x509.issuer(cert) == name  # self-signed
+    assert _x509.subject(b"\x30\x82\xff") is None and _x509.subject(b"") is None and _x509.issuer(cert[:40]) is None

@@ -17,9 +17,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._forwarded import Trust
 from ._server import NO_LIMIT
+from ._tls import TLS, TLSError
 from ._sockets import AddressError, normalize
 
-__all__ = ["Config", "SETTINGS", "ConfigError", "load", "build_parser"]
+__all__ = ["Config", "SETTINGS", "ConfigError", "load", "build_parser", "tls_setup"]
 
 class ConfigError(ValueError):
     """A setting with a bad value, or a config file that cannot be read."""
@@ -147,6 +148,15 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _tls_version(value: Any) -> str:
+    # 1.3 from a config file reads as the string.
+    return _choice("1.2", "1.3")(str(value) if isinstance(value, float) else value)
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
 def _files(value: Any) -> List[str]:
     items = [value] if isinstance(value, str) else list(value)
     return [os.fspath(i) for i in items]
@@ -252,6 +262,19 @@ SETTINGS: List[Setting] = [
     Setting("sched_batch", ["--sched-batch"], _bool, False, "run the event loops and the application threads "
             "under Linux's SCHED_BATCH scheduling policy: a woken thread does not preempt the running one, so "
             "requests and answers cross between them in batches", action="store_true"),
+    Setting("certfile", ["--certfile"], _optional_path, None, "serve HTTPS on every --bind address with this "
+            "certificate chain (PEM, the server's certificate first; it may hold the key too, as in gunicorn); "
+            "read again on SIGHUP", metavar="FILE"),
+    Setting("keyfile", ["--keyfile"], _optional_path, None, "the certificate's private key (PEM, unencrypted; "
+            "default: in --certfile)", metavar="FILE"),
+    Setting("ca_certs", ["--ca-certs"], _optional_path, None, "the CA certificates (PEM) that client "
+            "certificates are checked against, with --cert-reqs 1 or 2", metavar="FILE"),
+    Setting("cert_reqs", ["--cert-reqs"], _int_at_least(0, 2), 0, "client certificates, as gunicorn's "
+            "(ssl.CERT_*): 0 not asked for (default), 1 optional, 2 required", metavar="N"),
+    Setting("ssl_version", ["--ssl-version"], _any, None, "accepted for gunicorn's command lines and ignored "
+            "with a warning, as gunicorn 21 and later do: see --tls-min-version", metavar="VERSION"),
+    Setting("tls_min_version", ["--tls-min-version"], _tls_version, "1.2", "the lowest TLS version "
+            "accepted: 1.2 (default) or 1.3", metavar="VERSION"),
     Setting("wsgi_app", [], _text, None, "", aliases=["app"]),
 ]
 
@@ -275,6 +298,8 @@ class Config:
             setattr(self, s.name, values[s.name])
         self.config = config_file
         self.warnings = list(warnings)
+        # The TLS setup of certfile and the others, checked (see tls_setup).
+        self.tls: Optional[TLS] = None
         # More keyword arguments for the worker's server (serve()'s settings).
         self.server_options: Dict[str, Any] = {}
 
@@ -403,4 +428,34 @@ def load(argv: Sequence[str], prog: str = "warpcore") -> Config:
         values["limit_request_fields"] = None  # gunicorn's 0, no limit: the engine's most
     if not values["wsgi_app"]:
         raise ConfigError("no application: name it as MODULE:NAME (or wsgi_app in the config file)")
-    return Config(values, config_file, warnings)
+    cfg = Config(values, config_file, warnings)
+    cfg.tls = tls_setup(cfg)
+    return cfg
+
+
+def tls_setup(cfg: Config) -> Optional[TLS]:
+    """The TLS setup the settings ask for (None without ``certfile``), its
+    files read and checked now, as gunicorn checks them before any worker
+    starts; ConfigError naming what is wrong. Adds to ``cfg.warnings``."""
+    if cfg.ssl_version is not None:
+        cfg.warnings.append("ssl_version is deprecated in gunicorn and ignored here too: TLS 1.2 and 1.3 are "
+                            "accepted (--tls-min-version 1.3 for 1.3 only)")
+    if cfg.certfile is None:
+        if cfg.keyfile is not None:
+            raise ConfigError("--keyfile needs --certfile (the certificate chain it is the key of)")
+        if cfg.cert_reqs or cfg.ca_certs is not None:
+            cfg.warnings.append("--ca-certs and --cert-reqs are ignored without --certfile (no TLS)")
+        return None
+    if cfg.cert_reqs and cfg.ca_certs is None:
+        raise ConfigError(f"--cert-reqs {cfg.cert_reqs} asks clients for certificates: --ca-certs must name the "
+                          "CA certificates (PEM) to check them against")
+    try:
+        return TLS(
+            cfg.certfile,
+            cfg.keyfile if cfg.keyfile is not None else cfg.certfile,
+            client_auth=("none", "optional", "required")[cfg.cert_reqs],
+            ca=cfg.ca_certs if cfg.cert_reqs else None,
+            min_version=cfg.tls_min_version,
+        )
+    except TLSError as exc:
+        raise ConfigError(f"TLS: {exc.message}") from None

@@ -205,6 +205,27 @@ class TLSInfo(NamedTuple):
     #: The client's certificate chain, DER, its own first (empty without one).
     peer_certs: Tuple[bytes, ...]
 
+    @property
+    def cipher_name(self) -> str:
+        """The cipher suite's OpenSSL name (``TLS_AES_128_GCM_SHA256``,
+        ``ECDHE-ECDSA-AES128-GCM-SHA256``: what ``ssl.SSLSocket.cipher()``
+        and mod_ssl's ``SSL_CIPHER`` say), or ``0xNNNN`` for one not known here."""
+        return _CIPHER_NAMES.get(self.cipher) or f"0x{self.cipher:04X}"
+
+
+# The cipher suites rustls offers, by IANA number, with OpenSSL's names.
+_CIPHER_NAMES = {
+    0x1301: "TLS_AES_128_GCM_SHA256",
+    0x1302: "TLS_AES_256_GCM_SHA384",
+    0x1303: "TLS_CHACHA20_POLY1305_SHA256",
+    0xC02B: "ECDHE-ECDSA-AES128-GCM-SHA256",
+    0xC02C: "ECDHE-ECDSA-AES256-GCM-SHA384",
+    0xC02F: "ECDHE-RSA-AES128-GCM-SHA256",
+    0xC030: "ECDHE-RSA-AES256-GCM-SHA384",
+    0xCCA8: "ECDHE-RSA-CHACHA20-POLY1305",
+    0xCCA9: "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+
 
 def _read_tls(a: int) -> Optional[TLSInfo]:
     _, tls, resumed, version, cipher, sp, sl, ap, al, cp, cn = _TLS_VIEW.unpack_from(_MEM, a + _OFF_TLS)

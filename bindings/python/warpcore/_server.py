@@ -216,6 +216,9 @@ class Server:
         _check_bool("static_dotfiles", static_dotfiles)
         _check_bool("sched_batch", sched_batch)
         self._keep: List[Any] = []  # callbacks the library may still call
+        # The certificate the TLS listeners serve, as PEM (read at each start
+        # and reload, as the library reads the files then; see TLS.served_cert).
+        self._served_cert: Optional[str] = None
         self.shutdown_report: Optional[Dict[str, int]] = None
         self._static = _static_mounts(static)
         self._handler = handler
@@ -327,6 +330,7 @@ class Server:
                 raise RuntimeError("the server was already started")
             self._callback = self._make_callback()
             self._ptr = self._start_server()
+            self._note_served_cert()
             self._port = F.server_port(self._ptr)
             self._addresses = _listener_addresses(self._ptr)
             if self._bind is not None or self._systemd:
@@ -358,6 +362,10 @@ class Server:
             return out.value
         finally:
             F.config_free(cfg)
+
+    def _note_served_cert(self) -> None:
+        tls = self._settings["tls"]
+        self._served_cert = tls.served_cert() if tls is not None else None
 
     def _config(
         self, port: int, workers: int, bind: Optional[List[str]] = None, starting: bool = False
@@ -649,6 +657,7 @@ class Server:
                 except BaseException:
                     self._settings, self._static = old, old_static
                     raise
+                self._note_served_cert()
                 if bind is not None:
                     self._bind, self._systemd_specs = bind, []
                     self._addresses = _listener_addresses(ptr)

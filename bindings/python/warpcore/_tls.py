@@ -11,6 +11,7 @@ starts or reloads, naming the file.
 from __future__ import annotations
 
 import os
+import ssl
 from ctypes import byref, c_void_p
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -137,6 +138,28 @@ class TLS:
             check(F.config_add_tls_listener(cfg, address, len(address), tls), "warpcore_config_add_tls_listener")
         finally:
             F.tls_free(tls)
+
+    def served_cert(self) -> Optional[str]:
+        """The certificate this setup serves, as PEM text (the first of its
+        chain, read now: call after a start or reload, which read the files),
+        for the ASGI TLS extension's ``server_cert``. None with several
+        certificates (the one a connection got depends on its SNI, which the
+        library chose and does not report) or when it cannot be read."""
+        if len(self.certs) != 1:
+            return None
+        cert = self.certs[0][0]
+        try:
+            if _is_pem(cert):
+                text = bytes(cert)  # type: ignore[arg-type]
+            else:
+                with open(cert, "rb") as f:  # type: ignore[arg-type]
+                    text = f.read()
+            begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+            start = text.index(begin)
+            block = text[start : text.index(end, start) + len(end)].decode("ascii")
+            return ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(block))
+        except (OSError, ValueError):
+            return None
 
     def __repr__(self) -> str:
         return f"<TLS {len(self.certs)} certificate(s), client_auth={self.client_auth}, min_version={self.min_version}>"

@@ -134,7 +134,12 @@ def server_options(cfg: Config, fds: List[int], multiprocess: bool = False) -> D
     settings ``cfg``, the inherited listening sockets ``fds``, and whether
     other workers run the application too."""
     line = cfg.limit_request_line
-    return dict(cfg.server_options, **{
+    # Every listener speaks TLS when certfile is set (as gunicorn's): the
+    # server adds the fd:// listeners as TLS ones. The worker's server reads
+    # the certificate files again when it starts: a SIGHUP's new workers
+    # serve the files as they are then.
+    tls = {"tls": cfg.tls} if cfg.tls is not None else {}
+    return dict(cfg.server_options, **tls, **{
         "bind": [f"fd://{fd}" for fd in fds],
         "threads": cfg.threads,
         "loops": cfg.loops,

@@ -63,7 +63,8 @@ from ._ffi import (
     pin,
     warpcore_handler_cb,
 )
-from ._request import _MEM, _SHORT, _pair, _unpack_view, read_headers
+from ._request import _MEM, _SHORT, _pair, _read_tls, _unpack_view, read_headers
+from ._tls_request import wsgi_entries
 from ._response import (
     FILE_CHUNK,
     ZERO_COPY_MIN,
@@ -835,6 +836,8 @@ class WSGIServer(Server):
                 environ["REMOTE_PORT"] = str(v[14])
                 if environ["REMOTE_ADDR"] == "unix:":
                     _unix_server_name(environ)
+                if v[19]:
+                    environ.update(wsgi_entries(_read_tls(req)))
                 if extra is not None and not finish(environ, extra, trust, res):
                     return
                 if v[18]:

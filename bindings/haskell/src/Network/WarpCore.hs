@@ -50,6 +50,7 @@ module Network.WarpCore
   , tlsConfig
     -- * Requests
   , Request (..)
+  , TLSInfo (..)
   , requestHeader
     -- * Request bodies that stream
   , BodyReader

@@ -297,6 +297,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=tuple(_LOG_LEVELS), default="info")
     p.add_argument("--certfile", "--ssl-certfile", dest="certfile", metavar="FILE", help="serve HTTPS with this certificate chain (PEM; with --keyfile)")
     p.add_argument("--keyfile", "--ssl-keyfile", dest="keyfile", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument("--ssl-ca-certs", "--ca-certs", dest="ca_certs", metavar="FILE", help="the CA certificates (PEM) client certificates are checked against")
+    p.add_argument("--ssl-cert-reqs", "--cert-reqs", dest="cert_reqs", type=int, choices=(0, 1, 2), default=0, metavar="N",
+                   help="client certificates (ssl.CERT_*, as uvicorn's): 0 not asked for (default), 1 optional, 2 required")
     return p
 
 
@@ -305,6 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     if (args.certfile is None) != (args.keyfile is None):
         p.error("--certfile and --keyfile go together")
+    if args.cert_reqs and args.ca_certs is None:
+        p.error("--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs, the CA certificates to check client certificates against")
     logging.basicConfig(level=_LOG_LEVELS[args.log_level], format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     access = logging.getLogger("warpcore.access")
     if args.access_log:
@@ -337,7 +342,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         options["max_body_size"] = args.max_body_size
     try:
         if args.certfile is not None:
-            options["tls"] = TLS(args.certfile, args.keyfile)
+            client_auth = ("none", "optional", "required")[args.cert_reqs]
+            options["tls"] = TLS(args.certfile, args.keyfile, client_auth=client_auth,
+                                 ca=args.ca_certs if args.cert_reqs else None)
         return serve(app, args.host, args.port, **options)
     except (_ffi.WarpcoreError, ValueError, OSError, ImportError) as exc:
         print(f"warpcore.asgi: {exc}", file=sys.stderr)

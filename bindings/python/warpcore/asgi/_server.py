@@ -38,7 +38,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from .. import _ffi
 from .._body import raw_for
 from .._ffi import INLINE, header_array, warpcore_handler_cb
-from .._request import _MEM, _SHORT, _pair, _unpack_view, read_headers
+from .._request import _MEM, _SHORT, _pair, _read_tls, _unpack_view, read_headers
+from .._tls_request import asgi_extension
 from .._server import _ASYNC_SIGNALS, NO_LIMIT, Server
 from ._http import HTTPCycle, respond_error
 from ._lifespan import Lifespan, LifespanFailed
@@ -183,6 +184,7 @@ class _Engine(Server):
         admit = asgi._admit
         respond_inline = INLINE.respond
         secure = self._settings.get("tls") is not None
+        engine = self
         http_scheme, ws_scheme = ("https", "wss") if secure else ("http", "ws")
 
         def head_of(v: Tuple[int, ...]) -> _Head:
@@ -241,6 +243,8 @@ class _Engine(Server):
                     }
                 if websocket is None:
                     scope["extensions"] = {"http.response.pathsend": {}}
+                    if v[19]:
+                        scope["extensions"]["tls"] = asgi_extension(_read_tls(req), engine._served_cert)
                     if v[18]:
                         # Streams: the reader is taken now, inside the call.
                         item = [scope, res, None, raw_for(res), head.length, False]
@@ -262,6 +266,8 @@ class _Engine(Server):
                     del scope["method"]
                     scope["subprotocols"] = list(head.subprotocols)
                     scope["extensions"] = {"websocket.http.response": {}}
+                    if v[19]:
+                        scope["extensions"]["tls"] = asgi_extension(_read_tls(req), engine._served_cert)
                     admitted = False
                     if not post(start_ws, (scope, res)):
                         _refuse((scope, res, None, None, None))

@@ -146,6 +146,8 @@ module Network.WarpCore.Raw
   , c_warpcore_hs_tls_set_client_auth_file
   , c_warpcore_hs_config_add_tls_listener
   , peekTlsVersion
+  , TlsView (..)
+  , peekTlsView
   , c_warpcore_config_set_handler
   , AnsweringCallback
   , c_warpcore_config_set_answering_handler
@@ -324,7 +326,7 @@ import Foreign.C.String (CString)
 import Foreign.C.Types (CBool (..), CChar, CInt (..), CSize (..))
 import Foreign.Marshal.Alloc (alloca)
 import Foreign.Marshal.Utils (fillBytes)
-import Foreign.Ptr (FunPtr, Ptr, plusPtr)
+import Foreign.Ptr (FunPtr, Ptr, nullPtr, plusPtr)
 import Foreign.StablePtr (StablePtr)
 import Foreign.Storable (Storable (..))
 
@@ -626,6 +628,39 @@ tlsClientAuthRequired = #{const WARPCORE_TLS_CLIENT_AUTH_REQUIRED}
 -- @0x0304@ on a TLS one (added in 0.3 at the struct's end).
 peekTlsVersion :: Ptr RequestView -> IO Word16
 peekTlsVersion p = #{peek warpcore_request, tls_version} p
+
+-- | The view's TLS fields (added in 0.3 at the struct's end), borrowed as
+-- the rest of the view.
+data TlsView = TlsView
+  { tlsViewResumed :: !Bool
+  , tlsViewVersion :: !Word16
+  , tlsViewCipher :: !Word16
+  , tlsViewSni :: !Str
+  , tlsViewAlpn :: !Str
+  , tlsViewPeerCerts :: ![Str]
+  -- ^ The client's chain (DER), its own certificate first; empty without one.
+  }
+  deriving (Eq, Show)
+
+-- | The view's TLS fields; 'Nothing' on a plain connection.
+peekTlsView :: Ptr RequestView -> IO (Maybe TlsView)
+peekTlsView p = do
+  tls <- #{peek warpcore_request, tls} p
+  if tls == (0 :: CBool)
+    then pure Nothing
+    else do
+      certs <- #{peek warpcore_request, tls_peer_certs} p
+      count <- #{peek warpcore_request, tls_peer_cert_count} p :: IO CSize
+      chain <- if certs == nullPtr then pure [] else mapM (peekElemOff certs) [0 .. fromIntegral count - 1]
+      v <-
+        TlsView
+          <$> ((/= (0 :: CBool)) <$> #{peek warpcore_request, tls_resumed} p)
+          <*> #{peek warpcore_request, tls_version} p
+          <*> #{peek warpcore_request, tls_cipher} p
+          <*> #{peek warpcore_request, tls_sni} p
+          <*> #{peek warpcore_request, tls_alpn} p
+          <*> pure chain
+      pure (Just v)
 
 timeoutHeader, timeoutIdle, timeoutBody, timeoutWrite, timeoutAnswer :: Word32
 timeoutHeader = #{const WARPCORE_TIMEOUT_HEADER}

@@ -2,6 +2,7 @@
 -- | A request as Haskell values, copied out of the library's borrowed view.
 module Network.WarpCore.Request
   ( Request (..)
+  , TLSInfo (..)
   , requestHeader
   , readView
   , readItem
@@ -15,6 +16,7 @@ import qualified Data.ByteString.Unsafe as BU
 import Data.Char (toLower)
 import qualified Data.ByteString.Char8 as B8
 import Data.IORef (modifyIORef', newIORef, readIORef)
+import Data.Word (Word16)
 import Foreign.Marshal.Utils (copyBytes)
 import Foreign.Ptr (Ptr, castPtr, minusPtr, plusPtr)
 import Foreign.Storable (peekElemOff, peek)
@@ -51,8 +53,63 @@ data Request = Request
   , requestTlsVersion :: !Int
   -- ^ The connection's TLS version (@0x0303@: TLS 1.2, @0x0304@: TLS 1.3),
   -- 0 on a plain connection.
+  , requestTls :: !(Maybe TLSInfo)
+  -- ^ What the connection's TLS negotiated; 'Nothing' on a plain connection.
   }
   deriving (Eq, Show)
+
+-- | What a TLS connection negotiated, as the library reports it (the same
+-- for every request of the connection). Named like warp's @Transport@'s
+-- @TLS@ fields where it has them.
+data TLSInfo = TLSInfo
+  { tlsMajorVersion :: !Int
+  -- ^ 3, as TLS's wire version (3, 3) is TLS 1.2 and (3, 4) TLS 1.3.
+  , tlsMinorVersion :: !Int
+  -- ^ 3 (TLS 1.2) or 4 (TLS 1.3).
+  , tlsCipherID :: !Word16
+  -- ^ The cipher suite's IANA number (@0x1301@ is TLS_AES_128_GCM_SHA256;
+  -- warp's @tlsChiperID@).
+  , tlsNegotiatedProtocol :: !(Maybe ByteString)
+  -- ^ The protocol agreed by ALPN (@http/1.1@); 'Nothing' when the client
+  -- offered none.
+  , tlsServerName :: !(Maybe ByteString)
+  -- ^ The host name the client asked for (SNI), as it sent it; 'Nothing'
+  -- when it named none.
+  , tlsResumed :: !Bool
+  -- ^ The session was resumed (a ticket or session ID), not made by a full
+  -- handshake.
+  , tlsClientCertificates :: ![ByteString]
+  -- ^ The client's certificate chain (DER), its own certificate first,
+  -- verified against the listener's CA certificates; empty when it
+  -- presented none.
+  }
+  deriving (Eq, Show)
+
+-- | The TLS facts of a view, their bytes taken by @bytes@ (a copy, or a
+-- slice of the item's copy).
+tlsInfo :: (Raw.Str -> IO ByteString) -> Raw.TlsView -> IO TLSInfo
+tlsInfo bytes t = do
+  alpn <- bytes (Raw.tlsViewAlpn t)
+  sni <- bytes (Raw.tlsViewSni t)
+  certs <- mapM bytes (Raw.tlsViewPeerCerts t)
+  pure
+    TLSInfo
+      { tlsMajorVersion = fromIntegral (Raw.tlsViewVersion t `div` 256)
+      , tlsMinorVersion = fromIntegral (Raw.tlsViewVersion t `mod` 256)
+      , tlsCipherID = Raw.tlsViewCipher t
+      , tlsNegotiatedProtocol = nonEmpty alpn
+      , tlsServerName = nonEmpty sni
+      , tlsResumed = Raw.tlsViewResumed t
+      , tlsClientCertificates = certs
+      }
+  where
+    nonEmpty b = if B.null b then Nothing else Just b
+
+-- A copy of the borrowed bytes.
+copyStr :: Raw.Str -> IO ByteString
+copyStr (Raw.Str p l)
+  | l == 0 = pure B.empty
+  | otherwise = BI.create (fromIntegral l) $ \dst -> copyBytes dst p (fromIntegral l)
 
 -- | The first header field of that name (compared case-insensitively; give it in lower case).
 requestHeader :: ByteString -> Request -> Maybe ByteString
@@ -88,9 +145,11 @@ readView p = do
           go (at + l) rest
     go 0 strs
   spans <- reverse <$> readIORef offsets
-  tls <- Raw.peekTlsVersion p
+  tls <- Raw.peekTlsView p
+  -- Copied apart from the rest: only TLS requests pay for it.
+  info <- mapM (tlsInfo copyStr) tls
   let slice (at, l) = BU.unsafeTake l (BU.unsafeDrop at whole)
-  pure ((build v (map slice spans)) {requestTlsVersion = fromIntegral tls})
+  pure ((build v (map slice spans)) {requestTlsVersion = maybe 0 (fromIntegral . Raw.tlsViewVersion) tls, requestTls = info})
 
 -- | Reads a queued item (see @cbits/warpcore_hs.h@) and frees it. Its bytes
 -- are contiguous: they are copied into one buffer on the GHC heap and the
@@ -122,11 +181,14 @@ readItem item = do
             pure (pair : rest)
   hs <- headers 0
   bodyPtr <- Raw.itemBody item
-  tls <- Raw.peekTlsVersion (Raw.itemRequest item)
+  -- The item holds the TLS strings and the client's chain too: read the
+  -- certificate array before the item is freed.
+  tls <- Raw.peekTlsView (Raw.itemRequest item)
   reader <-
     if Raw.viewBodyFollows v
       then Just <$> newBodyReader bodyPtr
       else pure Nothing
+  info <- mapM (tlsInfo (pure . slice)) tls
   Raw.c_warpcore_hs_item_free item
   let !req =
         Request
@@ -141,7 +203,8 @@ readItem item = do
           , requestPeerPort = fromIntegral (Raw.viewPeerPort v)
           , requestVersion = (fromIntegral (Raw.viewVersionMajor v), fromIntegral (Raw.viewVersionMinor v))
           , requestWorker = fromIntegral (Raw.viewWorkerIndex v)
-          , requestTlsVersion = fromIntegral tls
+          , requestTlsVersion = maybe 0 (fromIntegral . Raw.tlsViewVersion) tls
+          , requestTls = info
           }
   pure (req, response)
 
@@ -160,6 +223,7 @@ build v (method : target : path : query : body : ip : hs) =
     , requestVersion = (fromIntegral (Raw.viewVersionMajor v), fromIntegral (Raw.viewVersionMinor v))
     , requestWorker = fromIntegral (Raw.viewWorkerIndex v)
     , requestTlsVersion = 0
+    , requestTls = Nothing
     }
   where
     pairs (a : b : rest) = (a, b) : pairs rest

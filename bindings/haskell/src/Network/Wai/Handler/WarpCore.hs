@@ -114,6 +114,8 @@ module Network.Wai.Handler.WarpCore
   , setStaticMount
   , setStaticDotfiles
   , setTLSConfig
+  , getTLSInfo
+  , WC.TLSInfo (..)
   , Dispatch (..)
   , WorkerThreads (..)
     -- * Exceptions
@@ -162,7 +164,7 @@ import System.Posix.Files (fileSize, getFileStatus)
 import System.Posix.IO (closeFd)
 import System.Posix.Types (Fd (..))
 import qualified Data.Vault.Lazy as Vault
-import Data.X509 (CertificateChain)
+import Data.X509 (CertificateChain, CertificateChainRaw (..), decodeCertificateChain)
 import Network.HTTP.Date (epochTimeToHTTPDate, formatHTTPDate)
 import System.Posix.Files (isRegularFile, modificationTime)
 import qualified System.TimeManager as TM
@@ -751,10 +753,20 @@ pauseTimeout = fromMaybe (pure ()) . Vault.lookup pauseTimeoutKey . vault
 getFileInfo :: Request -> FilePath -> IO FileInfo
 getFileInfo req = fromMaybe (\_ -> throwIO (userError "getFileInfo")) (Vault.lookup fileInfoKey (vault req))
 
--- | The client's TLS certificate chain: 'Nothing' (no TLS here), as Warp
--- without TLS.
+-- | The client's TLS certificate chain (Warp's 'clientCertificate'), as
+-- verified by the listener (see
+-- 'Network.Wai.Handler.WarpCoreTLS.tlsRequireClientCert'): 'Nothing' on a
+-- plain connection and when the client presented none. Parsed when asked
+-- for; the DER is in 'getTLSInfo'\'s 'WC.tlsClientCertificates'.
 clientCertificate :: Request -> Maybe CertificateChain
 clientCertificate = (>>= id) . Vault.lookup clientCertificateKey . vault
+
+-- | What the request's TLS connection negotiated (version, cipher, ALPN,
+-- SNI, resumption, the client's chain as DER); 'Nothing' on a plain
+-- connection ('isSecure' False) and for a request that did not come from
+-- this handler.
+getTLSInfo :: Request -> Maybe WC.TLSInfo
+getTLSInfo = Vault.lookup tlsInfoKey . vault
 
 -- | A request's HTTP/2 data: always 'Nothing' (HTTP/1.1 only), as for
 -- Warp's HTTP/1.1 requests.
@@ -780,6 +792,20 @@ fileInfoKey = unsafePerformIO Vault.newKey
 clientCertificateKey :: Vault.Key (Maybe CertificateChain)
 clientCertificateKey = unsafePerformIO Vault.newKey
 {-# NOINLINE clientCertificateKey #-}
+
+tlsInfoKey :: Vault.Key WC.TLSInfo
+tlsInfoKey = unsafePerformIO Vault.newKey
+{-# NOINLINE tlsInfoKey #-}
+
+-- The vault entries of a TLS request: its facts, and the client's chain
+-- parsed lazily (as Warp, 'Nothing' without one or when it does not parse).
+withTLS :: Maybe WC.TLSInfo -> Vault.Vault -> Vault.Vault
+withTLS Nothing v = v
+withTLS (Just t) v = Vault.insert tlsInfoKey t (Vault.insert clientCertificateKey chain v)
+  where
+    chain = case WC.tlsClientCertificates t of
+      [] -> Nothing
+      ders -> either (const Nothing) Just (decodeCertificateChain (CertificateChainRaw ders))
 
 statFileInfo :: FilePath -> IO FileInfo
 statFileInfo path = do
@@ -834,7 +860,7 @@ waiHandler s app creq res = do
         base
           { vault =
               Vault.insert pauseTimeoutKey (WC.pauseTimeout res) $
-                Vault.insert fileInfoKey statFileInfo (vault base)
+                Vault.insert fileInfoKey statFileInfo (withTLS (WC.requestTls creq) (vault base))
           , rawPathInfo = if settingsNoParsePath s then B.takeWhile (/= 63) (WC.requestTarget creq) else rawPathInfo base
           }
   outcome <- try (app req (sendResponse s req refuse res))

@@ -11,7 +11,18 @@
 -- main = runTLS (tlsSettings "cert.pem" "key.pem") (setPort 8443 defaultSettings) app
 -- @
 --
--- Requests have 'Network.Wai.isSecure' True. What differs from warp-tls:
+-- Requests have 'Network.Wai.isSecure' True; 'getTLSInfo' says what their
+-- connection negotiated (TLS version, cipher, ALPN, SNI, resumption, the
+-- client's certificates as DER) and 'clientCertificate' (Warp's) gives the
+-- client's chain parsed:
+--
+-- @
+-- app req respond = case getTLSInfo req of
+--   Just t | (c : _) <- tlsClientCertificates t -> ... -- c: the client's certificate, DER
+--   _ -> ...
+-- @
+--
+-- What differs from warp-tls:
 -- a listener serves TLS only (no 'OnInsecure' plain HTTP on the same
 -- port), and the key must not be encrypted.
 module Network.Wai.Handler.WarpCoreTLS
@@ -30,6 +41,10 @@ module Network.Wai.Handler.WarpCoreTLS
     -- * Running
   , runTLS
   , runTLSSocket
+    -- * What a request's connection negotiated
+  , getTLSInfo
+  , TLSInfo (..)
+  , clientCertificate
   ) where
 
 import Data.ByteString (ByteString)
@@ -37,7 +52,8 @@ import qualified Data.ByteString as B
 import Network.Socket (Socket)
 import Network.Wai (Application)
 
-import Network.Wai.Handler.WarpCore (Settings, runSettings, runSettingsSocket, setTLSConfig)
+import Network.Wai.Handler.WarpCore (Settings, clientCertificate, getTLSInfo, runSettings, runSettingsSocket, setTLSConfig)
+import Network.WarpCore.Request (TLSInfo (..))
 import Network.WarpCore.TLS (Certificate (..), ClientAuth (..), TLSConfig, tlsConfig)
 import qualified Network.WarpCore.TLS as T
 

@@ -356,9 +356,10 @@ typedef struct warpcore_response warpcore_response;
 //
 // Owned by the caller: made by `warpcore_server_start`, released by
 // `warpcore_server_free`. Every other call on it is thread-safe and may be
-// made from any thread, handlers included (except `warpcore_server_shutdown`
-// and `warpcore_server_wait`, which must not be called from a handler: they
-// wait for the workers).
+// made from any thread, handlers included (where `warpcore_server_shutdown`
+// only starts the shutdown, and `warpcore_server_wait` and
+// `warpcore_server_free` are refused: a worker thread never waits for the
+// workers).
 typedef struct warpcore_server warpcore_server;
 
 // How a TLS listener speaks TLS: its certificates (at least one), ALPN,
@@ -1007,7 +1008,7 @@ warpcore_result warpcore_server_file_cache_stats(const struct warpcore_server *s
 // unwind (a C++ exception, a `longjmp`) out of the call. As from a
 // handler, `warpcore_server_shutdown` only starts the shutdown and
 // `warpcore_server_wait` and `warpcore_server_free` are refused there (all
-// with `WARPCORE_RESULT_WOULD_BLOCK`: the worker would wait for itself);
+// with `WARPCORE_RESULT_WOULD_BLOCK`: a worker never waits for workers);
 // other server calls are fine. `userdata` must stay valid until the server is freed. A
 // reload may change the hooks: a connection's close goes to the callbacks
 // that saw it open. `warpcore_stats` counts refused connections in
@@ -1415,15 +1416,15 @@ warpcore_result warpcore_server_reopen_logs(const struct warpcore_server *server
 
 // Blocks until every worker has stopped, that is until another thread's
 // `warpcore_server_shutdown` has finished its work. From a worker thread (a
-// handler or a hook), which would wait for itself, it returns
-// `WARPCORE_RESULT_WOULD_BLOCK` at once.
+// handler or a hook, of this server or another: a worker never waits for
+// workers, its own among them) it returns `WARPCORE_RESULT_WOULD_BLOCK` at once.
 warpcore_result warpcore_server_wait(const struct warpcore_server *server);
 
 // Frees the server, shutting it down first (with no grace) if that has not
 // happened. NULL is ignored. Must be the last call on `server`: no other thread
-// may be using it. From a worker thread (a handler or a hook), which runs on
-// the server it would free, nothing is freed: the call is refused (the last
-// error says so) and the server goes on.
+// may be using it. From a worker thread (a handler or a hook, of this server
+// or another: freeing waits for the server's workers), nothing is freed: the
+// call is refused (the thread's last error says so) and the server goes on.
 void warpcore_server_free(struct warpcore_server *server);
 
 // Makes a TLS setup with the defaults and no certificate, and writes it to `*out`.

@@ -6,6 +6,8 @@
 
 use super::context::WorkerCtx;
 use crate::app::deferred::{recycle_head, Answer, FileAnswer};
+use crate::app::handler::DIRECT_WRITE_MIN;
+use crate::app::prepared::PreparedAnswer;
 use crate::app::respond_file::push_file_body;
 use crate::app::waiting::Waiting;
 use crate::file::serve::Body;
@@ -122,8 +124,15 @@ pub(crate) fn apply_answer(
                     }
                 }
             };
-            out.extend_from_slice(body);
             count(prepared.status);
+            if body.len() >= DIRECT_WRITE_MIN {
+                // A large body goes out from the prepared response itself,
+                // which the queue holds until it is written: no copy, and no
+                // buffer of the worker's grown to its size.
+                let held = Payload::new(Box::new(PreparedBody(prepared.clone())));
+                return Some((sink.send(out, Some(held), b""), true));
+            }
+            out.extend_from_slice(body);
             (sink.send(out, None, b""), true)
         }
         Answer::File(answer) => {
@@ -208,4 +217,13 @@ pub(crate) fn finish_waiting(w: Waiting, ctx: &mut WorkerCtx) -> Option<Arc<crat
     }
     // Completed by its handle, which is done with it.
     w.into_spare()
+}
+
+/// A prepared response's body, sent from the response itself.
+struct PreparedBody(Arc<PreparedAnswer>);
+
+impl AsRef<[u8]> for PreparedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.head.body()
+    }
 }

@@ -62,7 +62,7 @@ pub type warpcore_connection_close_cb =
 /// unwind (a C++ exception, a `longjmp`) out of the call. As from a
 /// handler, `warpcore_server_shutdown` only starts the shutdown and
 /// `warpcore_server_wait` and `warpcore_server_free` are refused there (all
-/// with `WARPCORE_RESULT_WOULD_BLOCK`: the worker would wait for itself);
+/// with `WARPCORE_RESULT_WOULD_BLOCK`: a worker never waits for workers);
 /// other server calls are fine. `userdata` must stay valid until the server is freed. A
 /// reload may change the hooks: a connection's close goes to the callbacks
 /// that saw it open. `warpcore_stats` counts refused connections in

@@ -15,12 +15,12 @@ symbol_versions!();
 ///
 /// Owned by the caller: made by `warpcore_server_start`, released by
 /// `warpcore_server_free`. Every other call on it is thread-safe and may be
-/// made from any thread, handlers included (except `warpcore_server_shutdown`
-/// and `warpcore_server_wait`, which must not be called from a handler: they
-/// wait for the workers).
+/// made from any thread, handlers included (where `warpcore_server_shutdown`
+/// only starts the shutdown, and `warpcore_server_wait` and
+/// `warpcore_server_free` are refused: a worker thread never waits for the
+/// workers).
 pub struct warpcore_server {
     pub(crate) inner: Server,
-    report: std::sync::Mutex<crate::server::ShutdownReport>,
 }
 
 /// Binds the listeners (for a TCP address, one `SO_REUSEPORT` socket per
@@ -47,7 +47,7 @@ pub extern "C" fn warpcore_server_start(
         }
         match Server::start(&config.inner) {
             Ok(server) => {
-                write_out(out, Box::into_raw(Box::new(warpcore_server { inner: server, report: Default::default() })));
+                write_out(out, Box::into_raw(Box::new(warpcore_server { inner: server })));
                 warpcore_result::Ok
             }
             Err(e) => e.into(),
@@ -113,8 +113,7 @@ pub extern "C" fn warpcore_server_shutdown(server: *const warpcore_server, grace
                 "the shutdown began; a worker thread never waits for it to end (warpcore_server_wait from another thread)",
             );
         }
-        let report = server.inner.shutdown(Duration::from_millis(grace_ms as u64));
-        *server.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
+        server.inner.shutdown(Duration::from_millis(grace_ms as u64));
         warpcore_result::Ok
     })
 }
@@ -151,7 +150,9 @@ pub extern "C" fn warpcore_server_shutdown_report(
     ffi_boundary!({
         let server = ok_or_return!(try_ref(server, "server"));
         let len = ok_or_return!(sized_len(out));
-        let r = *server.report.lock().unwrap_or_else(|e| e.into_inner());
+        // Read afresh once the workers stopped: a shutdown a worker thread
+        // started stored no report of its own.
+        let r = server.inner.report();
         let report = warpcore_shutdown_report {
             size: 0,
             requests_finished: r.requests_finished,
@@ -346,8 +347,8 @@ pub extern "C" fn warpcore_server_reopen_logs(server: *const warpcore_server) ->
 
 /// Blocks until every worker has stopped, that is until another thread's
 /// `warpcore_server_shutdown` has finished its work. From a worker thread (a
-/// handler or a hook), which would wait for itself, it returns
-/// `WARPCORE_RESULT_WOULD_BLOCK` at once.
+/// handler or a hook, of this server or another: a worker never waits for
+/// workers, its own among them) it returns `WARPCORE_RESULT_WOULD_BLOCK` at once.
 #[no_mangle]
 pub extern "C" fn warpcore_server_wait(server: *const warpcore_server) -> warpcore_result {
     ffi_boundary!({
@@ -362,9 +363,9 @@ pub extern "C" fn warpcore_server_wait(server: *const warpcore_server) -> warpco
 
 /// Frees the server, shutting it down first (with no grace) if that has not
 /// happened. NULL is ignored. Must be the last call on `server`: no other thread
-/// may be using it. From a worker thread (a handler or a hook), which runs on
-/// the server it would free, nothing is freed: the call is refused (the last
-/// error says so) and the server goes on.
+/// may be using it. From a worker thread (a handler or a hook, of this server
+/// or another: freeing waits for the server's workers), nothing is freed: the
+/// call is refused (the thread's last error says so) and the server goes on.
 #[no_mangle]
 pub extern "C" fn warpcore_server_free(server: *mut warpcore_server) {
     let _ = ffi_boundary!({

@@ -313,6 +313,16 @@ impl Server {
         self.shared.wait_stopped();
     }
 
+    /// What the shutdown did, once every worker has stopped (whoever
+    /// started it); all zero before.
+    pub fn report(&self) -> ShutdownReport {
+        if self.is_stopped() {
+            self.shared.report()
+        } else {
+            ShutdownReport::default()
+        }
+    }
+
     /// Whether every worker has stopped.
     pub fn is_stopped(&self) -> bool {
         self.shared.is_stopped()

@@ -6,7 +6,8 @@
  * response from a plain handler, a deferred handle and an answering handler's
  * return value, NULL returns that answer through the handle, and a return for
  * a request already answered (ignored); pipelined deferred answers with
- * prepared responses freed at once after the call, answered out of order.
+ * prepared responses freed at once after the call, answered out of order,
+ * and a large body sent from the prepared response itself.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -21,6 +22,54 @@ static atomic_int handled;
 #define DEFERRED 4
 static warpcore_response *deferred[DEFERRED];
 static atomic_int deferred_count;
+static _Atomic(warpcore_response *) big_handle;
+
+/* A client reading a large reply (until the server closes) on its own thread. */
+#define BIG_BODY (100 * 1024)
+struct big_client {
+    uint16_t port;
+    char *reply;
+    long n;
+};
+
+static void *big_client_run(void *arg) {
+    struct big_client *c = arg;
+    c->n = http_exchange(c->port, "GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", c->reply, BIG_BODY + 4096);
+    return NULL;
+}
+
+/* A deferred answer with a prepared body too large to copy (it goes out from
+ * the prepared response itself, which the library keeps alive): freed at once
+ * after the call, the whole body arrives intact. */
+static void check_deferred_big(uint16_t port) {
+    uint8_t *body = malloc(BIG_BODY);
+    struct big_client c = {.port = port, .reply = malloc(BIG_BODY + 4096)};
+    CHECK(body != NULL && c.reply != NULL);
+    if (!body || !c.reply) return;
+    for (size_t i = 0; i < BIG_BODY; i++) body[i] = (uint8_t)('a' + i % 26);
+    atomic_store(&big_handle, NULL);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, big_client_run, &c) == 0);
+    for (int i = 0; i < 2000 && !atomic_load(&big_handle); i++) sleep_ms(5);
+    CHECK(atomic_load(&big_handle) != NULL);
+    warpcore_prepared *p = NULL;
+    CHECK_RESULT(warpcore_prepared_new(200, NULL, 0, body, BIG_BODY, &p), WARPCORE_RESULT_OK);
+    memset(body, 0, BIG_BODY); /* the library copied it */
+    if (atomic_load(&big_handle)) CHECK_RESULT(warpcore_respond_prepared(atomic_load(&big_handle), p), WARPCORE_RESULT_OK);
+    warpcore_prepared_free(p);
+    pthread_join(t, NULL);
+    const char *end = c.n > 0 ? strstr(c.reply, "\r\n\r\n") : NULL;
+    CHECK(end != NULL && strstr(c.reply, "\r\nContent-Length: 102400\r\n") != NULL);
+    if (end) {
+        end += 4;
+        CHECK(c.n - (end - c.reply) == BIG_BODY);
+        int intact = c.n - (end - c.reply) == BIG_BODY;
+        for (size_t i = 0; intact && i < BIG_BODY; i++) intact = (uint8_t)end[i] == (uint8_t)('a' + i % 26);
+        CHECK(intact);
+    }
+    free(body);
+    free(c.reply);
+}
 
 static warpcore_header field(const char *name, const char *value) {
     warpcore_header h = {wstr(name), wstr(value)};
@@ -57,6 +106,8 @@ static void plain(void *userdata, const warpcore_request *req, warpcore_response
     (void)userdata;
     if (wstr_is(req->path, "/later")) {
         kept = res; /* answered from the main thread */
+    } else if (wstr_is(req->path, "/big")) {
+        atomic_store(&big_handle, res); /* answered from the main thread */
     } else if (wstr_is(req->path, "/defer")) {
         int i = atomic_load(&deferred_count);
         if (i < DEFERRED) deferred[i] = res;
@@ -224,6 +275,7 @@ static void serve_and_check(int answering_kind) {
         if (kept) CHECK_RESULT(warpcore_respond_prepared(kept, hello), WARPCORE_RESULT_OK);
         pthread_join(t, NULL);
         check_deferred_prepared(port);
+        check_deferred_big(port);
     }
     CHECK_RESULT(warpcore_server_shutdown(server, 2000), WARPCORE_RESULT_OK);
     warpcore_server_free(server);

@@ -5,7 +5,9 @@
  * WARPCORE_RESULT_WOULD_BLOCK (nothing freed, the server goes on), and
  * warpcore_server_shutdown starts the shutdown and returns at once with the
  * same code, so that a handler may stop its own server (a /quit route). The
- * main thread then waits for the end, reads the report and frees.
+ * main thread then waits for the end, reads the report (a request deferred
+ * before the shutdown and answered during the drain counts as finished) and
+ * frees.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -13,6 +15,7 @@
 #include "check.h"
 
 static _Atomic(warpcore_server *) the_server;
+static _Atomic(warpcore_response *) held; /* /held: answered by the main thread during the drain */
 static atomic_int hook_checks, handler_checks;
 
 static bool on_open(void *userdata, const warpcore_connection_info *info) {
@@ -34,6 +37,10 @@ static void handle(void *userdata, const warpcore_request *req, warpcore_respons
     (void)userdata;
     warpcore_server *server = atomic_load(&the_server);
     static const uint8_t bye[] = "bye";
+    if (wstr_is(req->path, "/held")) {
+        atomic_store(&held, res);
+        return;
+    }
     if (server && wstr_is(req->path, "/quit")) {
         /* Answered first: the shutdown lets requests received finish. */
         CHECK_RESULT(warpcore_respond(res, 200, NULL, 0, bye, sizeof bye - 1), WARPCORE_RESULT_OK);
@@ -62,16 +69,33 @@ int main(void) {
     CHECK(n > 0 && strncmp(reply, "HTTP/1.1 200 ", 13) == 0 && strstr(reply, "\r\n\r\nby") != NULL);
     CHECK(atomic_load(&hook_checks) == 1 && atomic_load(&handler_checks) == 1);
 
+    /* A request deferred before the shutdown, answered during its drain. */
+    struct bg_client waiter = {.port = port, .request = "GET /held HTTP/1.1\r\nHost: t\r\n\r\n"};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, bg_client_run, &waiter) == 0);
+    for (int i = 0; i < 2000 && !atomic_load(&held); i++) sleep_ms(5);
+    CHECK(atomic_load(&held) != NULL);
+
     /* A handler stops its own server; its answer still goes out. */
     n = http_exchange(port, "GET /quit HTTP/1.1\r\nHost: t\r\n\r\n", reply, sizeof reply);
     CHECK(n > 0 && strncmp(reply, "HTTP/1.1 200 ", 13) == 0 && strstr(reply, "\r\n\r\nbye") != NULL);
     CHECK(atomic_load(&handler_checks) == 2);
+    static const uint8_t late[] = "late";
+    if (atomic_load(&held)) CHECK_RESULT(warpcore_respond(atomic_load(&held), 200, NULL, 0, late, 4), WARPCORE_RESULT_OK);
+    pthread_join(t, NULL);
+    CHECK(waiter.n > 0 && strstr(waiter.reply, "\r\nConnection: close\r\n") != NULL);
+    CHECK(waiter.n > 0 && strstr(waiter.reply, "\r\n\r\nlate") != NULL);
     /* The main thread may wait: it returns once every worker has stopped. */
     CHECK_RESULT(warpcore_server_wait(server), WARPCORE_RESULT_OK);
     CHECK(connect_local(port) < 0); /* the listener is closed */
+    /* The report of the shutdown the handler started, read without a second
+     * shutdown: the held request finished during the drain. */
     warpcore_shutdown_report report = WARPCORE_SHUTDOWN_REPORT_INIT;
+    CHECK_RESULT(warpcore_server_shutdown_report(server, &report), WARPCORE_RESULT_OK);
+    CHECK(report.requests_finished == 1 && report.connections_cut == 0);
     CHECK_RESULT(warpcore_server_shutdown(server, 0), WARPCORE_RESULT_OK); /* again: harmless */
     CHECK_RESULT(warpcore_server_shutdown_report(server, &report), WARPCORE_RESULT_OK);
+    CHECK(report.requests_finished == 1 && report.connections_cut == 0);
     atomic_store(&the_server, NULL);
     warpcore_server_free(server);
     return check_finish("worker_thread_calls");

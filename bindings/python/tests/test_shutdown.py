@@ -58,6 +58,33 @@ def test_native_shutdown_lets_a_running_handler_finish():
     assert time.monotonic() - t0 < 5
 
 
+def test_a_handler_of_one_server_shuts_another_down():
+    # The library never waits for workers on a worker thread; the binding runs
+    # such a shutdown on a thread of its own and returns its report, and the
+    # other server is freed.
+    b = warpcore.Server(lambda req: Response(200, TEXT, b"B"), port=0).start()
+    seen = {}
+
+    def handler(req):
+        try:
+            seen["report"] = b.shutdown(1.0)
+        except BaseException as exc:  # noqa: B902
+            seen["error"] = exc
+        return Response(200, TEXT, b"A")
+
+    a = warpcore.Server(handler, port=0).start()
+    try:
+        assert request(a.port, timeout=10).body == b"A"
+        assert "error" not in seen, seen
+        assert seen["report"] == {"requests_finished": 0, "connections_cut": 0}
+        assert b.wait(5) and not b.running and b._ptr is None
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", b.port), timeout=2).close()
+    finally:
+        a.shutdown(1.0)
+        b.shutdown(0.1)
+
+
 def test_native_shutdown_lets_a_stream_finish_within_grace():
     streaming = threading.Event()
 

@@ -533,7 +533,26 @@ class Server:
         # Stream threads see their connections closed at the latest at the
         # deadline and finish; one still busy a while later (an iterable
         # waiting for an event) keeps the server from being freed.
-        return self._shutdown(grace, streams_timeout=max(1.0, min(float(grace), 60.0)))
+        streams_timeout = max(1.0, min(float(grace), 60.0))
+        if _ffi.on_worker_thread():
+            # Another server's handler: the library never waits for workers on
+            # a worker thread (it would only start the shutdown), so the
+            # shutdown runs on a thread of its own, waited for here.
+            result: Dict[str, Any] = {}
+
+            def run() -> None:
+                try:
+                    result["report"] = self._shutdown(grace, streams_timeout)
+                except BaseException as e:  # handed to the caller below
+                    result["error"] = e
+
+            t = threading.Thread(target=run, name="warpcore-shutdown", daemon=True)
+            t.start()
+            t.join()
+            if "error" in result:
+                raise result["error"]
+            return result.get("report")
+        return self._shutdown(grace, streams_timeout=streams_timeout)
 
     def _runs_on(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` is one the server runs and shutdown() waits for."""

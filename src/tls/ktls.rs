@@ -101,6 +101,19 @@ pub(crate) enum Decision {
     },
 }
 
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Kernel => f.write_str("kernel TLS"),
+            Decision::NoKernelCipher => f.write_str("a cipher suite kernel TLS has no cipher for"),
+            Decision::KernelLacks { version, cipher } => {
+                let version = if *version == TLS_1_3 { "TLS 1.3" } else { "TLS 1.2" };
+                write!(f, "{version} with {cipher:?}, which this kernel's TLS does not take both ways")
+            }
+        }
+    }
+}
+
 impl KernelSupport {
     /// Nothing: kernel TLS off, or no `tls` module.
     pub(crate) const NONE: KernelSupport = KernelSupport(0);
@@ -470,6 +483,7 @@ mod tests {
         let first = first_refusal(lacks);
         assert!(!first_refusal(lacks), "the second time is quiet");
         let _ = first;
+        assert_eq!(lacks.to_string(), "TLS 1.3 with Chacha20Poly1305, which this kernel's TLS does not take both ways");
         assert!(!first_refusal(Decision::Kernel));
     }
 }

@@ -393,7 +393,8 @@ impl Session {
         let kernel = matches!(moved, Moved::Kernel);
         let refused = match moved {
             Moved::Refused(decision) if ktls::first_refusal(decision) => Some(format!(
-                "kernel TLS does not take {decision:?} here (probed when the listener started): such connections stay in user space",
+                "kernel TLS: a connection negotiated {decision} (probed when the listener started): \
+                 such connections stay in user space (logged once)"
             )),
             _ => None,
         };

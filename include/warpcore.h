@@ -482,8 +482,9 @@ typedef struct warpcore_request {
   // The cipher suite's IANA number (`0x1301` is TLS_AES_128_GCM_SHA256,
   // `0xC02B` TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256).
   uint16_t tls_cipher;
-  // The host name the client asked for (SNI), as it sent it; empty when
-  // it named none (a client that connects to an IP address).
+  // The host name the client asked for (SNI), in lowercase (the TLS
+  // library lowercases it: `Example.COM` reads `example.com`); empty
+  // when it named none (a client that connects to an IP address).
   struct warpcore_str tls_sni;
   // The protocol agreed by ALPN (`http/1.1`); empty when the client
   // offered none.
@@ -669,9 +670,12 @@ typedef struct warpcore_stats {
   // TLS handshakes completed (added in 0.3, as the two after it).
   uint64_t tls_handshakes;
   // TLS handshakes that failed: a protocol error, nothing in common
-  // (version, cipher, ALPN), a client certificate refused. Each is also
-  // an error-log line (`WARPCORE_LOG_INFO`). A client that leaves or
-  // times out during its handshake is not counted here.
+  // (version, cipher, ALPN), a client certificate refused, a name refused
+  // (`warpcore_tls_set_require_sni_match`). Each is also an error-log
+  // line (`WARPCORE_LOG_INFO`). A handshake cut by the header timeout is
+  // counted here too (without a log line), as well as in
+  // `connections_timed_out`; a client that leaves during its handshake
+  // is not counted.
   uint64_t tls_handshake_failures;
   // TLS connections whose records the kernel encrypts (kTLS, see
   // `warpcore_tls_set_ktls`).
@@ -1503,19 +1507,32 @@ warpcore_result warpcore_tls_set_client_auth_file(struct warpcore_tls *tls,
 
 // Whether clients may resume sessions with tickets (TLS 1.3, and TLS 1.2's
 // RFC 5077 tickets), which spare the next handshake its key exchange and
-// signature. Default true. The ticket keys are the process's, rotated
-// every few hours, and kept across reloads. Without tickets, TLS 1.2
-// clients may still resume by session ID from a per-listener cache.
+// signature. Default true. The ticket keys are the listener's, rotated
+// every few hours, and kept across reloads unless the reload changes who
+// may authenticate (client certificates asked for or not, other CA
+// certificates): then sessions from before are not resumed. Without
+// tickets, TLS 1.3 clients never resume, and TLS 1.2 clients may still
+// resume by session ID from a per-listener cache.
 warpcore_result warpcore_tls_set_session_tickets(struct warpcore_tls *tls, bool on);
 
 // Whether connections move to kernel TLS (Linux kTLS) after their
-// handshake, where the kernel has it (the `tls` module) and the cipher is
-// one it takes (AES-GCM, ChaCha20-Poly1305): the kernel then encrypts and
-// decrypts the records, and files are sent with `sendfile` without passing
-// through the process. Elsewhere the library encrypts (a file is read and
-// encrypted, one copy). Default true. Such a connection ends on a TLS 1.3
-// key update from its client, which kernel TLS does not take here.
+// handshake, where the kernel takes the negotiated version and cipher
+// (AES-GCM, ChaCha20-Poly1305) both ways, as probed when the listener
+// starts or reloads: the kernel then encrypts and decrypts the records,
+// and files are sent with `sendfile` without passing through the process.
+// Elsewhere the library encrypts (a file is read and encrypted, one copy).
+// Default true. Such a connection ends on a TLS 1.3 key update from its
+// client, which kernel TLS does not take here.
 warpcore_result warpcore_tls_set_ktls(struct warpcore_tls *tls, bool on);
+
+// Whether a client must ask (SNI) for a name one of the certificates has
+// (their DNS names, `*.example.com` covering one label). `on` true: a
+// client that asks for another name, or for none (as clients connecting to
+// an IP address do), fails its handshake with an `unrecognized_name` alert
+// (RFC 6066), counted in `tls_handshake_failures`. Default false: such a
+// client gets the first certificate (which it then usually refuses).
+// Errors: `WARPCORE_RESULT_NULL_ARGUMENT`.
+warpcore_result warpcore_tls_set_require_sni_match(struct warpcore_tls *tls, bool on);
 
 // The lowest TLS version accepted: `0x0303` (TLS 1.2, the default) or
 // `0x0304` (TLS 1.3 only). Errors: `WARPCORE_RESULT_INVALID_ARGUMENT`.

@@ -1,10 +1,13 @@
 //! TLS listeners, end to end over real sockets with a rustls client:
 //! handshakes (TLS 1.2 and 1.3), what the request sees of them (SNI, ALPN,
 //! the client's certificates), SNI choosing the certificate, ALPN, client
-//! certificates required and optional, resumption, a handshake that fails or
-//! never ends costing its connection only, bad certificates refused at start,
-//! certificates reloaded under load; and the engine's answers (pipelined,
-//! deferred, streamed, files, upgraded) unchanged over TLS.
+//! certificates required and optional, resumption (with and without
+//! tickets, and across reloads that change client certificates), names
+//! refused (SNI required), a handshake that fails or never ends costing its
+//! connection only, bad certificates refused at start, certificates reloaded
+//! under load; the engine's answers (pipelined, deferred, streamed, files,
+//! upgraded) unchanged over TLS; the client's end of stream with and without
+//! `close_notify`; kernel TLS asked for where the kernel lacks it.
 
 mod util;
 
@@ -256,6 +259,8 @@ fn a_handshake_that_never_ends_is_cut_by_the_header_timeout() {
     assert!(silent.closed_by_server() && partial.closed_by_server());
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     assert!(s.server.stats().connections_timed_out >= 2);
+    // A handshake the timeout cut is a failed handshake too.
+    assert!(wait_until(IO_TIMEOUT, || s.server.stats().tls_handshake_failures == 2));
 }
 
 #[test]
@@ -538,4 +543,284 @@ fn an_upgraded_connection_echoes_over_tls_and_half_closes() {
     c.stream.0.conn.send_close_notify();
     c.stream.0.flush().unwrap();
     assert_eq!(c.read_to_eof(), b"bye");
+}
+
+/// A config whose only listener is TLS on 127.0.0.1:0, for start and reload.
+fn tls_config(handler: impl warpcore::Handler, setup: TlsSetup) -> Config {
+    let mut c = Config { listen: String::new(), workers: 1, handler: Some(Arc::new(handler)), ..Config::default() };
+    c.add_tls_listener("127.0.0.1:0", setup).unwrap();
+    c
+}
+
+/// A resumed session carries the outcome of its full handshake: one made
+/// when no certificate was asked for, or checked against another CA, must
+/// not stand in for a certificate the reloaded listener requires.
+#[test]
+fn a_reload_that_changes_client_certificates_resumes_no_session_from_before() {
+    let pki = Pki::new("reauth");
+    let leaf = pki.server(&["localhost"]);
+    let alice = pki.client("alice");
+    let other = Pki::new("reauth-other");
+    let bob = other.client("bob");
+    let required_by = |ca: &Pki| {
+        let mut setup = setup_for(&[&leaf]);
+        setup.set_client_auth_file(ClientAuth::Required, ca.ca_path()).unwrap();
+        setup
+    };
+    for versions in [TLS13, TLS12] {
+        let server = Server::start(&tls_config(client_cert, setup_for(&[&leaf]))).unwrap();
+        let port = server.port();
+        let anonymous = client_config(&pki, ClientOpts { versions, ..Default::default() });
+        // Sessions without a certificate (TLS 1.3's tickets come with the answer).
+        assert_eq!(connect(port, &anonymous, "localhost").get("/cert").status, 200);
+        let resumed = connect(port, &anonymous, "localhost");
+        assert_eq!(resumed.stream.conn().handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+
+        server.reload(&tls_config(client_cert, required_by(&pki))).unwrap();
+        assert_eq!(try_get(port, &anonymous), None, "a session from before stood in for a certificate");
+        let with_alice = client_config(&pki, ClientOpts { versions, cert: Some(&alice), ..Default::default() });
+        assert_eq!(try_get(port, &with_alice), Some((200, alice.der.to_vec())));
+
+        // The same rule again: sessions are kept.
+        server.reload(&tls_config(client_cert, required_by(&pki))).unwrap();
+        let mut again = connect(port, &with_alice, "localhost");
+        assert_eq!(again.stream.conn().handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        assert_eq!(again.get("/cert").body, alice.der.to_vec());
+
+        // Another CA: alice's certificate is no longer trusted, resumed or not.
+        server.reload(&tls_config(client_cert, required_by(&other))).unwrap();
+        assert_eq!(try_get(port, &with_alice), None, "a session from before outlived its CA");
+        let with_bob = client_config(&pki, ClientOpts { versions, cert: Some(&bob), ..Default::default() });
+        assert_eq!(try_get(port, &with_bob), Some((200, bob.der.to_vec())));
+    }
+}
+
+#[test]
+fn without_tickets_tls_1_3_never_resumes_and_tls_1_2_resumes_by_session_id() {
+    let pki = Pki::new("notickets");
+    let leaf = pki.server(&["localhost"]);
+    let mut setup = setup_for(&[&leaf]);
+    setup.set_session_tickets(false);
+    let s = start_tls(tls_view, setup, |_| {});
+    for (versions, resumes) in [(TLS13, false), (TLS12, true)] {
+        let config = client_config(&pki, ClientOpts { versions, ..Default::default() });
+        for _ in 0..2 {
+            let mut c = connect(s.port, &config, "localhost");
+            assert!(c.get("/").text().contains("resumed=false"), "the first connection");
+            let mut second = connect(s.port, &config, "localhost");
+            let kind = if resumes { rustls::HandshakeKind::Resumed } else { rustls::HandshakeKind::Full };
+            assert_eq!(second.stream.conn().handshake_kind(), Some(kind), "{versions:?}");
+            assert!(second.get("/").text().contains(&format!("resumed={resumes}")));
+            if resumes {
+                break;
+            }
+        }
+    }
+}
+
+/// The alert a failed handshake received from the server, if any.
+fn alert_of(e: &std::io::Error) -> Option<rustls::AlertDescription> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
+    }
+}
+
+#[test]
+fn with_a_name_required_other_names_and_none_are_refused_with_unrecognized_name() {
+    let pki = Pki::new("snireq");
+    let a = pki.server(&["a.test"]);
+    let wild = pki.server(&["*.wild.test"]);
+    let mut setup = setup_for(&[&a, &wild]);
+    setup.set_require_sni_match(true);
+    let log = Arc::new(Lines::default());
+    let seen = log.clone();
+    let s = start_tls(tls_view, setup, move |c| c.error_log = Some(seen));
+    for versions in [TLS13, TLS12] {
+        let config = client_config(&pki, ClientOpts { versions, ..Default::default() });
+        for (name, leaf) in [("a.test", &a), ("A.Test", &a), ("x.wild.test", &wild)] {
+            let mut c = connect(s.port, &config, name);
+            assert_eq!(presented(&c), leaf.der.to_vec(), "{name}");
+            // The request sees the name in lowercase.
+            assert!(c.get("/").text().contains(&format!("sni={} ", name.to_ascii_lowercase())));
+        }
+        // Another name, a wildcard's parent, and none at all (an IP address sends no SNI).
+        for name in ["other.test", "wild.test", "127.0.0.1"] {
+            let e = try_connect(s.port, &config, name).err().expect("refused");
+            assert_eq!(alert_of(&e), Some(rustls::AlertDescription::UnrecognisedName), "{name}: {e}");
+        }
+    }
+    assert!(wait_until(IO_TIMEOUT, || s.server.stats().tls_handshake_failures == 6));
+    assert!(log.has("no certificate for the name the client asked for ('other.test')"));
+    assert!(log.has("no certificate for the name the client asked for ('')"));
+    assert_eq!(s.server.stats().tls_handshakes, 6);
+}
+
+/// Where an upgraded connection's reads are reported: its bytes, and how it ended.
+type Seen = std::sync::mpsc::Sender<(Vec<u8>, String)>;
+
+/// Answers an upgrade and reports what its reads saw: the bytes, then how
+/// the stream ended (`end` for a read of 0, else the error).
+fn upgrade_reporter(report: Arc<Mutex<Seen>>) -> impl warpcore::Handler {
+    move |_req: &Request<'_>, res: &mut Response<'_>| {
+        let mut d = res.defer().unwrap();
+        let report = report.lock().unwrap().clone();
+        std::thread::spawn(move || {
+            let up = d.upgrade([(&b"Upgrade"[..], &b"echo"[..])], None).unwrap();
+            let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+            let end = loop {
+                match up.read(&mut buf) {
+                    Ok(0) => break "end".to_owned(),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break format!("{e:?}"),
+                }
+            };
+            let _ = report.send((got, end));
+        });
+    }
+}
+
+/// An end of stream counts only with `close_notify`: a TCP end without it
+/// (which anyone on the path can forge) is a failure for an upgraded
+/// stream, whose bytes have no framing of their own.
+#[test]
+fn an_upgraded_tls_stream_cut_without_close_notify_reads_as_a_failure() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (_pki, s, config) = tls_server(upgrade_reporter(Arc::new(Mutex::new(tx))), |_| {});
+    for clean in [true, false] {
+        let mut c = connect(s.port, &config, "localhost");
+        c.send(b"GET /up HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+        assert_eq!(c.read_response(false).status, 101);
+        c.send(b"last words");
+        if clean {
+            c.stream.0.conn.send_close_notify();
+            c.stream.0.flush().unwrap();
+        }
+        c.stream.0.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let (got, end) = rx.recv_timeout(IO_TIMEOUT).expect("the application saw the end");
+        assert_eq!(got, b"last words");
+        assert_eq!(end, if clean { "end" } else { "Closed" }, "clean: {clean}");
+    }
+}
+
+#[test]
+fn a_request_body_cut_without_close_notify_fails_its_reader() {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx = Mutex::new(tx);
+    let handler = move |_req: &Request<'_>, res: &mut Response<'_>| {
+        let mut body = res.body().expect("the body streams");
+        let mut d = res.defer().unwrap();
+        let tx = tx.lock().unwrap().clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let outcome = loop {
+                match body.read(&mut buf) {
+                    Ok(0) => break "end".to_owned(),
+                    Ok(_) => {}
+                    Err(e) => break format!("{e:?}"),
+                }
+            };
+            let _ = d.respond(200, std::iter::empty(), Payload::from(outcome.clone().into_bytes()));
+            let _ = tx.send(outcome);
+        });
+    };
+    let (_pki, s, config) = tls_server(handler, |c| c.whole_body_max = 1024);
+    let mut c = connect(s.port, &config, "localhost");
+    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
+    c.send(&[b'x'; 5000]);
+    c.stream.0.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), "Closed");
+}
+
+/// Between requests an end without `close_notify` is an ordinary close:
+/// what the client sent before it is answered.
+#[test]
+fn a_request_followed_by_an_end_without_close_notify_is_answered() {
+    let (_pki, s, config) = tls_server(tls_view, |_| {});
+    let mut c = connect(s.port, &config, "localhost");
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    c.stream.0.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(c.read_response(false).text().starts_with("tls="));
+    assert!(c.closed_by_server());
+}
+
+/// A client that sends its request and `close_notify` together, and keeps
+/// the connection open for the answer (no FIN): the server sees the end
+/// behind the request at once, not at the idle timeout, and ends with its
+/// own `close_notify`.
+#[test]
+fn close_notify_right_behind_a_request_ends_the_connection_after_its_answer() {
+    let (_pki, s, config) = tls_server(tls_view, |c| c.idle_timeout = Duration::from_secs(60));
+    let mut c = connect(s.port, &config, "localhost");
+    let tls = &mut c.stream.0;
+    tls.conn.writer().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    tls.conn.send_close_notify();
+    // Both records in one write: one segment, one readiness event.
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut tls.sock).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = std::time::Instant::now();
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                panic!("not a clean end after {:?} ({e}); got {:?}", start.elapsed(), String::from_utf8_lossy(&got))
+            }
+        }
+    }
+    let (reply, _) = parse_response(&got, false).expect("the answer");
+    assert!(reply.text().starts_with("tls="));
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+}
+
+/// Whether this kernel has TLS (the `tls` upper-layer protocol attaches).
+fn kernel_has_tls() -> bool {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: a live descriptor and a 3-byte name valid for the call.
+    let r =
+        unsafe { libc::setsockopt(server.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_ULP, b"tls".as_ptr().cast(), 3) };
+    r == 0
+}
+
+/// Kernel TLS asked for (the default): on a kernel without it (as this
+/// machine's, whose TCP_ULP says ENOENT) every connection stays in user
+/// space and is served whole, files included.
+#[test]
+fn kernel_tls_asked_for_falls_back_to_user_space_where_the_kernel_lacks_it() {
+    let dir = TempDir::new("tls", "ktls");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("f.bin"), &data).unwrap();
+    let mount = warpcore::MountSpec::new(b"/s", &*dir).unwrap();
+    let kernel = |req: &Request<'_>, res: &mut Response<'_>| {
+        let t = req.tls.expect("TLS");
+        let _ = res.respond(200, std::iter::empty(), format!("kernel={}", t.kernel).as_bytes());
+    };
+    let pki = Pki::new("ktls");
+    let leaf = pki.server(&["localhost"]);
+    let mut setup = setup_for(&[&leaf]);
+    setup.set_ktls(true);
+    let s = start_tls(kernel, setup, |c| c.static_mounts = vec![mount]);
+    let has = kernel_has_tls();
+    for versions in [TLS13, TLS12] {
+        let config = client_config(&pki, ClientOpts { versions, ..Default::default() });
+        let mut c = connect(s.port, &config, "localhost");
+        let reply = c.get("/s/f.bin");
+        assert_eq!(reply.status, 200);
+        assert!(reply.body == data, "the file arrives whole");
+        let text = c.get("/").text();
+        if !has {
+            assert_eq!(text, "kernel=false");
+        }
+    }
+    let stats = s.server.stats();
+    assert_eq!((stats.tls_handshakes, stats.tls_handshake_failures), (2, 0));
+    if !has {
+        assert_eq!(stats.tls_kernel, 0);
+    }
 }

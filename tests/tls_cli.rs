@@ -1,8 +1,8 @@
 //! TLS listeners against the command-line clients people check servers with:
-//! `openssl s_client` (TLS 1.2 and 1.3, SNI choosing the certificate, ALPN,
-//! a client certificate required: missing and given) and `curl` (requests
-//! over TLS 1.2 and 1.3, the certificate verified). Certificates are made at
-//! test time (rcgen).
+//! `openssl s_client` (TLS 1.2 and 1.3, SNI choosing the certificate or,
+//! required, refusing a name; ALPN, a client certificate required: missing
+//! and given) and `curl` (requests over TLS 1.2 and 1.3, the certificate
+//! verified). Certificates are made at test time (rcgen).
 
 mod util;
 
@@ -84,6 +84,19 @@ fn openssl_s_client_and_curl_see_versions_sni_alpn_and_client_certificates() {
     // Without SNI: the first certificate.
     let out = s_client(s.port, &["-noservername", "-CAfile", &ca], false);
     assert!(out.contains("CN = a.test") || out.contains("CN=a.test"), "{out}");
+    // Unless a name is required: then the unrecognized_name alert (112).
+    let mut strict = setup.clone();
+    strict.set_require_sni_match(true);
+    let s_strict = start_with(view, |c: &mut Config| {
+        c.listen = String::new();
+        c.add_tls_listener("127.0.0.1:0", strict).unwrap();
+    });
+    for args in [&["-noservername"][..], &["-servername", "c.test"][..]] {
+        let out = s_client(s_strict.port, &[args, &["-CAfile", &ca]].concat(), false);
+        assert!(out.contains("alert number 112") || out.contains("unrecognized name"), "{args:?}: {out}");
+    }
+    let out = s_client(s_strict.port, &["-servername", "b.test", "-CAfile", &ca], true);
+    assert!(out.contains("v=0304 sni=b.test"), "{out}");
     for flag in ["--tlsv1.2", "--tlsv1.3"] {
         let max = if flag == "--tlsv1.2" { "1.2" } else { "1.3" };
         let (ok, body) = curl(s.port, &pki, &[flag, "--tls-max", max]);

@@ -85,8 +85,9 @@ pub struct warpcore_request {
     /// The cipher suite's IANA number (`0x1301` is TLS_AES_128_GCM_SHA256,
     /// `0xC02B` TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256).
     pub tls_cipher: u16,
-    /// The host name the client asked for (SNI), as it sent it; empty when
-    /// it named none (a client that connects to an IP address).
+    /// The host name the client asked for (SNI), in lowercase (the TLS
+    /// library lowercases it: `Example.COM` reads `example.com`); empty
+    /// when it named none (a client that connects to an IP address).
     pub tls_sni: warpcore_str,
     /// The protocol agreed by ALPN (`http/1.1`); empty when the client
     /// offered none.

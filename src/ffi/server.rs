@@ -254,9 +254,12 @@ pub struct warpcore_stats {
     /// TLS handshakes completed (added in 0.3, as the two after it).
     pub tls_handshakes: u64,
     /// TLS handshakes that failed: a protocol error, nothing in common
-    /// (version, cipher, ALPN), a client certificate refused. Each is also
-    /// an error-log line (`WARPCORE_LOG_INFO`). A client that leaves or
-    /// times out during its handshake is not counted here.
+    /// (version, cipher, ALPN), a client certificate refused, a name refused
+    /// (`warpcore_tls_set_require_sni_match`). Each is also an error-log
+    /// line (`WARPCORE_LOG_INFO`). A handshake cut by the header timeout is
+    /// counted here too (without a log line), as well as in
+    /// `connections_timed_out`; a client that leaves during its handshake
+    /// is not counted.
     pub tls_handshake_failures: u64,
     /// TLS connections whose records the kernel encrypts (kTLS, see
     /// `warpcore_tls_set_ktls`).

@@ -225,9 +225,12 @@ pub extern "C" fn warpcore_tls_set_client_auth_file(
 
 /// Whether clients may resume sessions with tickets (TLS 1.3, and TLS 1.2's
 /// RFC 5077 tickets), which spare the next handshake its key exchange and
-/// signature. Default true. The ticket keys are the process's, rotated
-/// every few hours, and kept across reloads. Without tickets, TLS 1.2
-/// clients may still resume by session ID from a per-listener cache.
+/// signature. Default true. The ticket keys are the listener's, rotated
+/// every few hours, and kept across reloads unless the reload changes who
+/// may authenticate (client certificates asked for or not, other CA
+/// certificates): then sessions from before are not resumed. Without
+/// tickets, TLS 1.3 clients never resume, and TLS 1.2 clients may still
+/// resume by session ID from a per-listener cache.
 #[no_mangle]
 pub extern "C" fn warpcore_tls_set_session_tickets(tls: *mut warpcore_tls, on: bool) -> warpcore_result {
     ffi_boundary!({
@@ -237,16 +240,32 @@ pub extern "C" fn warpcore_tls_set_session_tickets(tls: *mut warpcore_tls, on: b
 }
 
 /// Whether connections move to kernel TLS (Linux kTLS) after their
-/// handshake, where the kernel has it (the `tls` module) and the cipher is
-/// one it takes (AES-GCM, ChaCha20-Poly1305): the kernel then encrypts and
-/// decrypts the records, and files are sent with `sendfile` without passing
-/// through the process. Elsewhere the library encrypts (a file is read and
-/// encrypted, one copy). Default true. Such a connection ends on a TLS 1.3
-/// key update from its client, which kernel TLS does not take here.
+/// handshake, where the kernel takes the negotiated version and cipher
+/// (AES-GCM, ChaCha20-Poly1305) both ways, as probed when the listener
+/// starts or reloads: the kernel then encrypts and decrypts the records,
+/// and files are sent with `sendfile` without passing through the process.
+/// Elsewhere the library encrypts (a file is read and encrypted, one copy).
+/// Default true. Such a connection ends on a TLS 1.3 key update from its
+/// client, which kernel TLS does not take here.
 #[no_mangle]
 pub extern "C" fn warpcore_tls_set_ktls(tls: *mut warpcore_tls, on: bool) -> warpcore_result {
     ffi_boundary!({
         ok_or_return!(try_mut(tls, "tls")).inner.set_ktls(on);
+        warpcore_result::Ok
+    })
+}
+
+/// Whether a client must ask (SNI) for a name one of the certificates has
+/// (their DNS names, `*.example.com` covering one label). `on` true: a
+/// client that asks for another name, or for none (as clients connecting to
+/// an IP address do), fails its handshake with an `unrecognized_name` alert
+/// (RFC 6066), counted in `tls_handshake_failures`. Default false: such a
+/// client gets the first certificate (which it then usually refuses).
+/// Errors: `WARPCORE_RESULT_NULL_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn warpcore_tls_set_require_sni_match(tls: *mut warpcore_tls, on: bool) -> warpcore_result {
+    ffi_boundary!({
+        ok_or_return!(try_mut(tls, "tls")).inner.set_require_sni_match(on);
         warpcore_result::Ok
     })
 }

@@ -49,6 +49,29 @@ impl Stream {
         self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
+    /// Whether a TLS stream saw the client's end of stream ahead of what
+    /// the last read returned: a short read then does not mean the socket
+    /// is empty, and the next read returns the end without a new readiness.
+    pub fn end_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.end_pending())
+    }
+
+    /// Whether a TLS stream ended without the client's `close_notify`: the
+    /// end of the socket may have been an attacker's cut, not the client's end.
+    pub fn truncated(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.truncated())
+    }
+
+    /// Queues a TLS stream's `close_notify` (once) and sends it: true once
+    /// it has left (always for a plain stream); false while the socket is
+    /// full (`wants_write` says so, and `flush_tls` sends it).
+    pub fn close_notify(&self) -> io::Result<bool> {
+        match &self.tls {
+            None => Ok(true),
+            Some(tls) => tls.close_notify(self.socket.as_fd()),
+        }
+    }
+
     /// What the TLS session has to report (handshake done or failed).
     pub fn tls_event(&self) -> Option<TlsEvent> {
         self.tls.as_ref().and_then(|t| t.take_event())
@@ -99,10 +122,11 @@ impl Stream {
     }
 
     /// Half-closes (or closes) the socket; a TLS stream tells the client
-    /// first (`close_notify`) when it stops writing.
+    /// first (`close_notify`) when it stops writing, if the socket takes it
+    /// now (callers that can wait send it first with `close_notify`).
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         if let (Some(tls), std::net::Shutdown::Write | std::net::Shutdown::Both) = (&self.tls, how) {
-            tls.close_notify(self.socket.as_fd());
+            let _ = tls.close_notify(self.socket.as_fd());
         }
         self.socket.shutdown(how)
     }

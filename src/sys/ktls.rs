@@ -85,7 +85,7 @@ pub(crate) fn set_keys(
     let bad = || io::Error::new(io::ErrorKind::InvalidInput, "key material of the wrong size");
     match *keys {
         RecordKeys::Aes128Gcm { key, iv } => {
-            let info = CryptoInfo::<8, 16, 4> {
+            let mut info = CryptoInfo::<8, 16, 4> {
                 version,
                 cipher_type: TLS_CIPHER_AES_GCM_128,
                 iv: iv.get(4..12).and_then(|s| s.try_into().ok()).ok_or_else(bad)?,
@@ -93,10 +93,10 @@ pub(crate) fn set_keys(
                 salt: iv.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(bad)?,
                 rec_seq,
             };
-            set_info(socket, option, &info)
+            set_info(socket, option, &mut info)
         }
         RecordKeys::Aes256Gcm { key, iv } => {
-            let info = CryptoInfo::<8, 32, 4> {
+            let mut info = CryptoInfo::<8, 32, 4> {
                 version,
                 cipher_type: TLS_CIPHER_AES_GCM_256,
                 iv: iv.get(4..12).and_then(|s| s.try_into().ok()).ok_or_else(bad)?,
@@ -104,10 +104,10 @@ pub(crate) fn set_keys(
                 salt: iv.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(bad)?,
                 rec_seq,
             };
-            set_info(socket, option, &info)
+            set_info(socket, option, &mut info)
         }
         RecordKeys::Chacha20Poly1305 { key, iv } => {
-            let info = CryptoInfo::<12, 32, 0> {
+            let mut info = CryptoInfo::<12, 32, 0> {
                 version,
                 cipher_type: TLS_CIPHER_CHACHA20_POLY1305,
                 iv: iv.try_into().map_err(|_| bad())?,
@@ -115,29 +115,49 @@ pub(crate) fn set_keys(
                 salt: [],
                 rec_seq,
             };
-            set_info(socket, option, &info)
+            set_info(socket, option, &mut info)
         }
     }
 }
 
-fn set_info<T>(socket: BorrowedFd<'_>, option: libc::c_int, info: &T) -> io::Result<()> {
+/// Hands `info` to the kernel, then wipes it: the keys stay in the kernel
+/// only, not in a stack slot the process may later expose.
+fn set_info<const IV: usize, const KEY: usize, const SALT: usize>(
+    socket: BorrowedFd<'_>,
+    option: libc::c_int,
+    info: &mut CryptoInfo<IV, KEY, SALT>,
+) -> io::Result<()> {
     // SAFETY: `info` is a `#[repr(C)]` struct of the layout `linux/tls.h`
     // gives this cipher, valid for reads of its size for the call.
     let res = syscall!(setsockopt(
         socket.as_raw_fd(),
         SOL_TLS,
         option,
-        (info as *const T).cast(),
-        std::mem::size_of::<T>() as libc::socklen_t,
+        (info as *const CryptoInfo<IV, KEY, SALT>).cast(),
+        std::mem::size_of::<CryptoInfo<IV, KEY, SALT>>() as libc::socklen_t,
     ));
+    info.wipe();
     res.map(drop)
 }
 
-/// Reads one record's bytes from a socket whose receiving side the kernel
-/// decrypts: the bytes and the record's type. A record that is not
-/// application data (an alert, a handshake message) comes alone, with its
-/// type; `Ok((0, APPLICATION_DATA))` is the end of the stream.
-pub(crate) fn recv_record(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, u8)> {
+impl<const IV: usize, const KEY: usize, const SALT: usize> CryptoInfo<IV, KEY, SALT> {
+    /// Zeroes the key material with writes the compiler may not drop as dead
+    /// stores (what the `zeroize` crate does).
+    fn wipe(&mut self) {
+        for byte in self.iv.iter_mut().chain(self.key.iter_mut()).chain(self.salt.iter_mut()) {
+            // SAFETY: `byte` is a valid, aligned, exclusive reference to a `u8`.
+            unsafe { std::ptr::write_volatile(byte, 0) };
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Reads records' bytes from a socket whose receiving side the kernel
+/// decrypts: how many, and the type of the first record read (the kernel
+/// says it in a control message), or None when no record was read: the end
+/// of the stream. A record that is not application data (an alert, a
+/// handshake message) comes alone.
+pub(crate) fn recv_record(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<u8>)> {
     // Room for one `cmsghdr` and its one byte, aligned as the kernel writes it.
     let mut control = [0u64; 4];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
@@ -150,7 +170,7 @@ pub(crate) fn recv_record(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
     // SAFETY: `msg` points at one iovec valid for writes of `buf.len()` bytes
     // and at `control`, valid for writes of its size, for the call.
     let n = syscall!(recvmsg(socket.as_raw_fd(), &mut msg, 0))? as usize;
-    let mut record_type = APPLICATION_DATA;
+    let mut record_type = None;
     // SAFETY: the kernel filled `msg.msg_control` with `msg_controllen`
     // bytes of well-formed control messages inside `control`; the CMSG
     // macros walk them without reading past that length.
@@ -158,7 +178,7 @@ pub(crate) fn recv_record(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == SOL_TLS && (*cmsg).cmsg_type == TLS_GET_RECORD_TYPE {
-                record_type = *libc::CMSG_DATA(cmsg);
+                record_type = Some(*libc::CMSG_DATA(cmsg));
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
@@ -204,6 +224,21 @@ mod tests {
         assert_eq!(std::mem::size_of::<CryptoInfo<8, 16, 4>>(), 40);
         assert_eq!(std::mem::size_of::<CryptoInfo<8, 32, 4>>(), 56);
         assert_eq!(std::mem::size_of::<CryptoInfo<12, 32, 0>>(), 56);
+    }
+
+    #[test]
+    fn key_material_is_wiped() {
+        let mut info = CryptoInfo::<8, 16, 4> {
+            version: 0x0304,
+            cipher_type: 51,
+            iv: [7; 8],
+            key: [9; 16],
+            salt: [5; 4],
+            rec_seq: [1; 8],
+        };
+        info.wipe();
+        assert_eq!((info.iv, info.key, info.salt), ([0; 8], [0; 16], [0; 4]));
+        assert_eq!((info.version, info.rec_seq), (0x0304, [1; 8]), "what is not secret stays");
     }
 
     #[test]

@@ -12,7 +12,8 @@ pub struct TlsInfo {
     pub version: u16,
     /// The IANA number of the cipher suite (`0x1301` is TLS_AES_128_GCM_SHA256).
     pub cipher: u16,
-    /// The host name the client asked for (SNI); empty when it named none.
+    /// The host name the client asked for (SNI), lowercase (rustls
+    /// lowercases it); empty when it named none.
     pub sni: Box<str>,
     /// The protocol agreed by ALPN (`http/1.1`); empty when none was.
     pub alpn: Box<[u8]>,

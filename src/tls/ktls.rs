@@ -4,66 +4,226 @@
 //! a plain one — `sendfile` included, so files leave without a copy through
 //! the process.
 //!
-//! Conditions: the kernel has the `tls` module (probed once per process);
-//! the handshake's last record was the last read (socket reads were cut at
-//! record boundaries while handshaking, see `session`); rustls holds no
-//! record to send and no decrypted byte. Otherwise the session stays in
-//! rustls, which is always correct, only slower for files.
+//! Conditions: the kernel takes the negotiated version and cipher in both
+//! directions (probed when the listener's TLS is built, `KernelSupport`: a
+//! kernel may have the `tls` module and still lack TLS 1.3 before 5.1,
+//! AES-256-GCM before 5.2, ChaCha20-Poly1305 before 5.11); the handshake's
+//! last record was the last read (socket reads were cut at record
+//! boundaries while handshaking, see `session`); rustls holds no record to
+//! send and no decrypted byte. Otherwise the session stays in rustls, which
+//! is always correct, only slower for files. The move cannot be undone, so
+//! it is never tried on a combination the probe did not see work.
 //!
 //! What the kernel cannot do here: a TLS 1.3 key update from the client (rare:
 //! clients send one after very long transfers) ends the connection, as does
 //! any handshake message after the handshake. Alerts are read with their
-//! record type: `close_notify` is the end of the stream.
+//! record type: `close_notify` is the end of the stream, another alert an
+//! error.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use rustls::ConnectionTrafficSecrets;
 
-use super::session::{flush, Mode};
+use super::session::{flush, Mode, PeerEnd};
+use super::setup::{TLS_1_2, TLS_1_3};
 use crate::sys::ktls::{self, Direction, RecordKeys, APPLICATION_DATA};
 
 const ALERT: u8 = 21;
 const CLOSE_NOTIFY: u8 = 0;
 
-/// Whether this kernel has TLS: the `tls` upper-layer protocol attaches to a
-/// connected loopback socket (loading the module if it can). Asked once.
-pub(crate) fn supported() -> bool {
-    static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        let probe = || -> io::Result<()> {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let _client = std::net::TcpStream::connect(listener.local_addr()?)?;
-            let (server, _) = listener.accept()?;
-            ktls::attach(server.as_fd())
-        };
-        probe().is_ok()
-    })
+/// A record cipher kernel TLS may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KernelCipher {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
 }
 
-/// Moves the session in `mode` into the kernel: true when it moved; false
-/// when it stays in rustls (it has records or bytes left, or the kernel has
-/// no TLS); an error when the move failed halfway (the session is lost and
-/// the connection must close).
-pub(super) fn take_over(mode: &mut Mode, socket: BorrowedFd<'_>) -> io::Result<bool> {
-    let Mode::User(conn) = mode else { return Ok(false) };
+const CIPHERS: [KernelCipher; 3] = [KernelCipher::Aes128Gcm, KernelCipher::Aes256Gcm, KernelCipher::Chacha20Poly1305];
+
+impl KernelCipher {
+    /// The record cipher of a cipher suite (its IANA number), if the kernel
+    /// has one like it: the AES-GCM and ChaCha20-Poly1305 suites of TLS 1.3
+    /// and of TLS 1.2's ECDHE.
+    pub(crate) fn of_suite(suite: u16) -> Option<KernelCipher> {
+        match suite {
+            0x1301 | 0xc02b | 0xc02f => Some(KernelCipher::Aes128Gcm),
+            0x1302 | 0xc02c | 0xc030 => Some(KernelCipher::Aes256Gcm),
+            0x1303 | 0xcca8 | 0xcca9 => Some(KernelCipher::Chacha20Poly1305),
+            _ => None,
+        }
+    }
+
+    /// Keys of the right sizes, for probing.
+    fn dummy_keys(self) -> RecordKeys<'static> {
+        const KEY: [u8; 32] = [0x5a; 32];
+        const IV: [u8; 12] = [0xa5; 12];
+        match self {
+            KernelCipher::Aes128Gcm => RecordKeys::Aes128Gcm { key: &KEY[..16], iv: &IV },
+            KernelCipher::Aes256Gcm => RecordKeys::Aes256Gcm { key: &KEY, iv: &IV },
+            KernelCipher::Chacha20Poly1305 => RecordKeys::Chacha20Poly1305 { key: &KEY, iv: &IV },
+        }
+    }
+}
+
+/// The (version, cipher, direction) combinations kernel TLS was seen to
+/// take, one bit each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KernelSupport(u16);
+
+fn bit(version: u16, cipher: KernelCipher, direction: Direction) -> Option<u16> {
+    let v = match version {
+        TLS_1_2 => 0,
+        TLS_1_3 => 1,
+        _ => return None,
+    };
+    let c = CIPHERS.iter().position(|&k| k == cipher)? as u16;
+    let d = match direction {
+        Direction::Transmit => 0,
+        Direction::Receive => 1,
+    };
+    Some(1 << (v * 6 + c * 2 + d))
+}
+
+/// Whether a connection moves into the kernel after its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Kernel,
+    /// The suite has no kernel cipher (none of rustls's suites here, but
+    /// the provider could change).
+    NoKernelCipher,
+    /// The kernel lacks this version and cipher in at least one direction.
+    KernelLacks {
+        version: u16,
+        cipher: KernelCipher,
+    },
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Kernel => f.write_str("kernel TLS"),
+            Decision::NoKernelCipher => f.write_str("a cipher suite kernel TLS has no cipher for"),
+            Decision::KernelLacks { version, cipher } => {
+                let version = if *version == TLS_1_3 { "TLS 1.3" } else { "TLS 1.2" };
+                write!(f, "{version} with {cipher:?}, which this kernel's TLS does not take both ways")
+            }
+        }
+    }
+}
+
+impl KernelSupport {
+    /// Nothing: kernel TLS off, or no `tls` module.
+    pub(crate) const NONE: KernelSupport = KernelSupport(0);
+
+    /// Asks the kernel which of `versions` × the kernel's ciphers it takes,
+    /// each on a throwaway connected loopback pair given dummy keys for both
+    /// directions. A kernel without the `tls` module (the first attach
+    /// fails) costs one pair.
+    pub(crate) fn probe(versions: &[u16]) -> KernelSupport {
+        let mut support = KernelSupport::NONE;
+        for &version in versions {
+            for cipher in CIPHERS {
+                let pair = || -> io::Result<(std::net::TcpStream, std::net::TcpStream)> {
+                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+                    let (server, _) = listener.accept()?;
+                    Ok((client, server))
+                };
+                let Ok((_client, server)) = pair() else { continue };
+                if ktls::attach(server.as_fd()).is_err() {
+                    if support == KernelSupport::NONE {
+                        return support;
+                    }
+                    continue;
+                }
+                for direction in [Direction::Transmit, Direction::Receive] {
+                    if ktls::set_keys(server.as_fd(), direction, version, 0, &cipher.dummy_keys()).is_ok() {
+                        support.add(version, cipher, direction);
+                    }
+                }
+            }
+        }
+        support
+    }
+
+    pub(crate) fn add(&mut self, version: u16, cipher: KernelCipher, direction: Direction) {
+        self.0 |= bit(version, cipher, direction).unwrap_or(0);
+    }
+
+    fn has(self, version: u16, cipher: KernelCipher, direction: Direction) -> bool {
+        bit(version, cipher, direction).is_some_and(|b| self.0 & b != 0)
+    }
+
+    /// Whether any connection could move (reads are then cut at record
+    /// boundaries while handshaking).
+    pub(crate) fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    /// Whether a connection that negotiated `version` and cipher suite
+    /// `suite` (IANA numbers) moves into the kernel: only when both
+    /// directions of that combination were seen to work.
+    pub(crate) fn decide(self, version: u16, suite: u16) -> Decision {
+        let Some(cipher) = KernelCipher::of_suite(suite) else { return Decision::NoKernelCipher };
+        if self.has(version, cipher, Direction::Transmit) && self.has(version, cipher, Direction::Receive) {
+            Decision::Kernel
+        } else {
+            Decision::KernelLacks { version, cipher }
+        }
+    }
+}
+
+/// True the first time (in this process) `decision` keeps a connection out
+/// of the kernel: it is logged once, not per connection.
+pub(super) fn first_refusal(decision: Decision) -> bool {
+    static SEEN: AtomicU16 = AtomicU16::new(0);
+    let mask = match decision {
+        Decision::Kernel => return false,
+        Decision::NoKernelCipher => 1 << 15,
+        Decision::KernelLacks { version, cipher } => bit(version, cipher, Direction::Transmit).unwrap_or(1 << 14),
+    };
+    SEEN.fetch_or(mask, Ordering::Relaxed) & mask == 0
+}
+
+/// What became of a session offered to the kernel.
+pub(super) enum Moved {
+    /// The kernel does its records now.
+    Kernel,
+    /// It stays in rustls: the kernel cannot take it now (bytes left over).
+    Stays,
+    /// It stays in rustls: the kernel does not take its version and cipher.
+    Refused(Decision),
+}
+
+/// Moves the session in `mode` into the kernel if `support` covers what it
+/// negotiated; an error when the move failed halfway (the session is lost
+/// and the connection must close).
+pub(super) fn take_over(mode: &mut Mode, socket: BorrowedFd<'_>, support: KernelSupport) -> io::Result<Moved> {
+    let Mode::User(conn) = mode else { return Ok(Moved::Stays) };
+    let Some(version) = conn.protocol_version().map(u16::from) else { return Ok(Moved::Stays) };
+    let suite = conn.negotiated_cipher_suite().map_or(0, |s| u16::from(s.suite()));
+    let decision = support.decide(version, suite);
+    if decision != Decision::Kernel {
+        return Ok(Moved::Refused(decision));
+    }
     // The tickets of TLS 1.3 are queued now: they go first, whole.
     if !flush(conn, socket)? || conn.process_new_packets().map_or(true, |s| s.plaintext_bytes_to_read() > 0) {
-        return Ok(false);
+        return Ok(Moved::Stays);
     }
-    let Some(version) = conn.protocol_version().map(u16::from) else { return Ok(false) };
     if ktls::attach(socket).is_err() {
-        return Ok(false);
+        return Ok(Moved::Stays);
     }
-    let Mode::User(conn) = std::mem::replace(mode, Mode::Failed) else { return Ok(false) };
+    let Mode::User(conn) = std::mem::replace(mode, Mode::Failed) else { return Ok(Moved::Stays) };
     let secrets = conn.dangerous_extract_secrets().map_err(|e| io::Error::other(e.to_string()))?;
     let (tx_seq, tx) = &secrets.tx;
     let (rx_seq, rx) = &secrets.rx;
     ktls::set_keys(socket, Direction::Transmit, version, *tx_seq, &keys(tx)?)?;
     ktls::set_keys(socket, Direction::Receive, version, *rx_seq, &keys(rx)?)?;
     *mode = Mode::Kernel;
-    Ok(true)
+    Ok(Moved::Kernel)
 }
 
 fn keys(secrets: &ConnectionTrafficSecrets) -> io::Result<RecordKeys<'_>> {
@@ -77,27 +237,253 @@ fn keys(secrets: &ConnectionTrafficSecrets) -> io::Result<RecordKeys<'_>> {
     })
 }
 
-/// Reads decrypted application data from a kernel TLS socket. A record of
-/// another type comes alone (the kernel never joins types in one read):
-/// `close_notify` is the end of the stream, anything else an error.
-///
-/// A read that stops short because the next record is of another type looks
-/// like an empty socket; that record is read with the next readiness (the
-/// client's FIN after its `close_notify`, or its next bytes).
-pub(super) fn recv(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    match ktls::recv_record(socket, buf)? {
-        (n, APPLICATION_DATA) => Ok(n),
-        (0, _) => Ok(0),
-        (n, ALERT) if n < 2 || buf[1] == CLOSE_NOTIFY => Ok(0),
-        (_, ALERT) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the client sent a TLS alert")),
-        (_, kind) => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a TLS record of type {kind} after the handshake (a key update?), which kernel TLS does not take"),
-        )),
+/// What one read from a kernel TLS socket found.
+#[derive(Debug, PartialEq, Eq)]
+enum Record {
+    /// `n` bytes of application data.
+    Data(usize),
+    /// An empty application-data record (TLS allows them): not the end.
+    Empty,
+    /// The socket's end (no record): without `close_notify`, a truncation.
+    End,
+    /// The client's `close_notify`: the stream's clean end.
+    CloseNotify,
+    /// Another alert (its description), fatal here.
+    Alert(u8),
+    /// A record of another type (a handshake message: a key update), which
+    /// kernel TLS does not take.
+    Other(u8),
+}
+
+/// Reads the kernel's answer: `n` bytes of a record of type `kind` (None:
+/// no record), the first of them in `bytes`.
+fn classify(n: usize, kind: Option<u8>, bytes: &[u8]) -> Record {
+    match kind {
+        None => Record::End,
+        Some(APPLICATION_DATA) if n == 0 => Record::Empty,
+        Some(APPLICATION_DATA) => Record::Data(n),
+        // An alert is two bytes: level, description.
+        Some(ALERT) if n >= 2 && bytes[1] == CLOSE_NOTIFY => Record::CloseNotify,
+        Some(ALERT) => Record::Alert(if n >= 2 { bytes[1] } else { 0 }),
+        Some(other) => Record::Other(other),
     }
 }
 
-/// Sends `close_notify` through the kernel, if the socket takes it now.
-pub(super) fn close_notify(socket: BorrowedFd<'_>) {
-    let _ = ktls::send_record(socket, ALERT, &[1, CLOSE_NOTIFY]);
+/// Reads decrypted application data from a kernel TLS socket into `buf`.
+/// `end` keeps how the stream ended once that is seen (see `recv_records`).
+pub(super) fn recv(socket: BorrowedFd<'_>, buf: &mut [u8], end: &mut Option<PeerEnd>) -> io::Result<usize> {
+    recv_records(|b| ktls::recv_record(socket, b), buf, end)
+}
+
+/// `recv` over `read` (the kernel's records). A record of another type
+/// comes alone: a data read stops short before it, so a short data read is
+/// followed by another (usually `EAGAIN`), and what ends the stream is kept
+/// in `end` and reported by the next call: bytes before it go up first, and
+/// the caller, seeing its end pending, reads again at once instead of
+/// waiting for a readiness event that an alert already queued never raises.
+fn recv_records(
+    mut read: impl FnMut(&mut [u8]) -> io::Result<(usize, Option<u8>)>,
+    buf: &mut [u8],
+    end: &mut Option<PeerEnd>,
+) -> io::Result<usize> {
+    let mut filled = 0;
+    loop {
+        if let Some(e) = end {
+            return if filled > 0 { Ok(filled) } else { e.result() };
+        }
+        if filled == buf.len() {
+            return Ok(filled);
+        }
+        let (n, kind) = match read(&mut buf[filled..]) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        match classify(n, kind, &buf[filled..filled + n]) {
+            Record::Data(n) => filled += n,
+            Record::Empty => {}
+            Record::End => *end = Some(PeerEnd::Truncated),
+            Record::CloseNotify => *end = Some(PeerEnd::Clean),
+            Record::Alert(description) => *end = Some(PeerEnd::Alert(description)),
+            Record::Other(kind) => *end = Some(PeerEnd::Unexpected(kind)),
+        }
+    }
+}
+
+/// Sends `close_notify` through the kernel: false when the socket is full
+/// (send it again when it is writable).
+pub(super) fn close_notify(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    match ktls::send_record(socket, ALERT, &[1, CLOSE_NOTIFY]) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AES128_13: u16 = 0x1301;
+    const AES256_13: u16 = 0x1302;
+    const CHACHA_13: u16 = 0x1303;
+    const AES128_12: u16 = 0xc02f;
+    const CHACHA_12: u16 = 0xcca9;
+
+    #[test]
+    fn nothing_probed_keeps_every_connection_in_user_space() {
+        let none = KernelSupport::NONE;
+        assert!(!none.any());
+        assert_eq!(
+            none.decide(TLS_1_3, AES128_13),
+            Decision::KernelLacks { version: TLS_1_3, cipher: KernelCipher::Aes128Gcm }
+        );
+        assert_eq!(none.decide(TLS_1_3, 0x1304), Decision::NoKernelCipher, "TLS_AES_128_CCM_SHA256");
+    }
+
+    /// A kernel with the module but not every combination (TLS 1.2 only,
+    /// as before 5.1; no ChaCha20 before 5.11; TLS 1.3 sending but not
+    /// receiving, as 5.1): only what works both ways moves.
+    #[test]
+    fn only_combinations_that_work_both_ways_move() {
+        let mut old = KernelSupport::NONE;
+        for direction in [Direction::Transmit, Direction::Receive] {
+            old.add(TLS_1_2, KernelCipher::Aes128Gcm, direction);
+            old.add(TLS_1_2, KernelCipher::Aes256Gcm, direction);
+        }
+        old.add(TLS_1_3, KernelCipher::Aes128Gcm, Direction::Transmit);
+        assert!(old.any());
+        assert_eq!(old.decide(TLS_1_2, AES128_12), Decision::Kernel);
+        assert_eq!(old.decide(TLS_1_2, 0xc030), Decision::Kernel, "ECDHE-RSA-AES256-GCM");
+        assert_eq!(
+            old.decide(TLS_1_2, CHACHA_12),
+            Decision::KernelLacks { version: TLS_1_2, cipher: KernelCipher::Chacha20Poly1305 }
+        );
+        assert_eq!(
+            old.decide(TLS_1_3, AES128_13),
+            Decision::KernelLacks { version: TLS_1_3, cipher: KernelCipher::Aes128Gcm },
+            "sending only"
+        );
+        assert_eq!(
+            old.decide(TLS_1_3, AES256_13),
+            Decision::KernelLacks { version: TLS_1_3, cipher: KernelCipher::Aes256Gcm }
+        );
+        let mut all = KernelSupport::NONE;
+        for version in [TLS_1_2, TLS_1_3] {
+            for cipher in CIPHERS {
+                for direction in [Direction::Transmit, Direction::Receive] {
+                    all.add(version, cipher, direction);
+                }
+            }
+        }
+        for (version, suite) in [(TLS_1_3, AES128_13), (TLS_1_3, AES256_13), (TLS_1_3, CHACHA_13), (TLS_1_2, 0xc02b)] {
+            assert_eq!(all.decide(version, suite), Decision::Kernel, "{version:04x} {suite:04x}");
+        }
+        assert_eq!(
+            all.decide(0x0302, AES128_12),
+            Decision::KernelLacks { version: 0x0302, cipher: KernelCipher::Aes128Gcm }
+        );
+    }
+
+    /// This machine's kernel: what the probe finds is what `decide` uses;
+    /// without the `tls` module, nothing.
+    #[test]
+    fn the_probe_answers_without_failing() {
+        let support = KernelSupport::probe(&[TLS_1_2, TLS_1_3]);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        if ktls::attach(server.as_fd()).is_err() {
+            assert_eq!(support, KernelSupport::NONE, "no tls module: nothing moves");
+        }
+    }
+
+    #[test]
+    fn records_are_classified_by_type() {
+        assert_eq!(classify(5, Some(23), b"hello"), Record::Data(5));
+        assert_eq!(classify(0, Some(23), b""), Record::Empty);
+        assert_eq!(classify(0, None, b""), Record::End);
+        assert_eq!(classify(2, Some(21), &[1, 0]), Record::CloseNotify);
+        assert_eq!(classify(2, Some(21), &[2, 40]), Record::Alert(40));
+        assert_eq!(classify(1, Some(21), &[2]), Record::Alert(0));
+        assert_eq!(classify(5, Some(22), &[24, 0, 0, 1, 0]), Record::Other(22));
+    }
+
+    /// Replays `records` (bytes and type; `None` type: the socket's end; an
+    /// empty script: `EAGAIN`) as the kernel would give them.
+    fn script(records: Vec<(&'static [u8], Option<u8>)>) -> impl FnMut(&mut [u8]) -> io::Result<(usize, Option<u8>)> {
+        let mut records = std::collections::VecDeque::from(records);
+        move |buf: &mut [u8]| {
+            let Some((bytes, kind)) = records.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            if n < bytes.len() {
+                records.push_front((&bytes[n..], kind));
+            }
+            Ok((n, kind))
+        }
+    }
+
+    #[test]
+    fn empty_records_are_skipped_not_taken_for_the_end() {
+        let mut read = script(vec![(b"", Some(23)), (b"", Some(23)), (b"abc", Some(23))]);
+        let (mut buf, mut end) = ([0u8; 16], None);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 3);
+        assert_eq!(&buf[..3], b"abc");
+        assert!(end.is_none());
+        let e = recv_records(&mut read, &mut buf, &mut end).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "an empty socket, not the end");
+    }
+
+    #[test]
+    fn close_notify_after_data_is_the_clean_end_without_a_fin() {
+        // Data, then close_notify, and no FIN: the bytes first, with the end
+        // pending (the caller reads again), then the end.
+        let mut read = script(vec![(b"GET /", Some(23)), (&[1, 0], Some(21))]);
+        let (mut buf, mut end) = ([0u8; 64], None);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 5);
+        assert_eq!(end, Some(PeerEnd::Clean), "seen in the same call");
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0, "and stays the end");
+    }
+
+    #[test]
+    fn a_fin_without_close_notify_is_a_truncation() {
+        let mut read = script(vec![(b"abc", Some(23)), (b"", None)]);
+        let (mut buf, mut end) = ([0u8; 64], None);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 3);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0);
+        assert_eq!(end, Some(PeerEnd::Truncated));
+    }
+
+    #[test]
+    fn other_alerts_and_records_are_errors() {
+        let mut read = script(vec![(&[2, 20], Some(21))]);
+        let (mut buf, mut end) = ([0u8; 64], None);
+        let e = recv_records(&mut read, &mut buf, &mut end).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+        let mut read = script(vec![(b"x", Some(23)), (&[24, 0, 0, 1, 0], Some(22))]);
+        let mut end = None;
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 1);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_full_buffer_returns_without_reading_on() {
+        let mut read = script(vec![(b"abcdef", Some(23))]);
+        let (mut buf, mut end) = ([0u8; 4], None);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 4);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 2);
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_combination() {
+        let lacks = Decision::KernelLacks { version: TLS_1_3, cipher: KernelCipher::Chacha20Poly1305 };
+        let first = first_refusal(lacks);
+        assert!(!first_refusal(lacks), "the second time is quiet");
+        let _ = first;
+        assert_eq!(lacks.to_string(), "TLS 1.3 with Chacha20Poly1305, which this kernel's TLS does not take both ways");
+        assert!(!first_refusal(Decision::Kernel));
+    }
 }

@@ -31,7 +31,7 @@ use rustls::server::ServerConnection;
 
 use super::acceptor::Acceptor;
 use super::info::TlsInfo;
-use super::ktls;
+use super::ktls::{self, KernelSupport, Moved};
 use crate::sys::socket_io;
 
 /// Most bytes of records a session buffers (rustls's own default): one
@@ -43,8 +43,10 @@ const FILE_CHUNK: usize = 64 * 1024;
 /// What the worker learns from a session (counted, logged).
 #[derive(Debug)]
 pub(crate) enum TlsEvent {
-    /// The handshake completed; `kernel`: the kernel now does the records.
-    Completed { kernel: bool },
+    /// The handshake completed; `kernel`: the kernel now does the records;
+    /// `refused`: why it could not, the first time in the process that
+    /// reason kept a connection out of the kernel (logged once).
+    Completed { kernel: bool, refused: Option<String> },
     /// The session failed; `handshake`: before its handshake completed.
     Failed { handshake: bool, reason: String },
 }
@@ -64,6 +66,47 @@ pub(super) enum Mode {
     Failed,
 }
 
+/// How the client ended its side of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PeerEnd {
+    /// With `close_notify`: the end of the stream.
+    Clean,
+    /// The socket's end without `close_notify`: the stream may have been
+    /// cut (an attacker can end a TCP stream; only the alert is authenticated).
+    Truncated,
+    /// A fatal alert (its description), read under kernel TLS.
+    Alert(u8),
+    /// A record kernel TLS does not take (its type): a handshake message.
+    Unexpected(u8),
+}
+
+impl PeerEnd {
+    /// What a read returns once the stream ended so.
+    pub(super) fn result(self) -> io::Result<usize> {
+        match self {
+            PeerEnd::Clean | PeerEnd::Truncated => Ok(0),
+            PeerEnd::Alert(d) => {
+                Err(io::Error::new(io::ErrorKind::ConnectionAborted, format!("the client sent the TLS alert {d}")))
+            }
+            PeerEnd::Unexpected(kind) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a TLS record of type {kind} after the handshake (a key update?), which kernel TLS does not take"
+                ),
+            )),
+        }
+    }
+}
+
+/// Our `close_notify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseNotify {
+    NotSent,
+    /// Queued (rustls holds its record, or the kernel's socket was full).
+    Queued,
+    Sent,
+}
+
 struct Session {
     mode: Mode,
     /// Bytes taken and encrypted whose records have not all left (see the
@@ -75,6 +118,13 @@ struct Session {
     event: Option<TlsEvent>,
     /// Bytes read from the socket while handshaking (see `MAX_HANDSHAKE_BYTES`).
     handshake_read: usize,
+    /// How the client's side ended, once seen.
+    end: Option<PeerEnd>,
+    close: CloseNotify,
+    /// What kernel TLS takes (see `ktls`).
+    ktls: KernelSupport,
+    /// A name no certificate has is refused with `unrecognized_name`.
+    require_sni_match: bool,
 }
 
 /// The most bytes a client may send while handshaking. rustls gathers a
@@ -90,7 +140,7 @@ impl TlsStream {
     pub fn new(acceptor: &Acceptor) -> Result<TlsStream, rustls::Error> {
         let mut conn = ServerConnection::new(acceptor.config.clone())?;
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
-        let cut = (acceptor.ktls && ktls::supported()).then(RecordCut::default);
+        let cut = acceptor.ktls.any().then(RecordCut::default);
         Ok(TlsStream {
             session: RefCell::new(Session {
                 mode: Mode::User(Box::new(conn)),
@@ -98,6 +148,10 @@ impl TlsStream {
                 cut,
                 event: None,
                 handshake_read: 0,
+                end: None,
+                close: CloseNotify::NotSent,
+                ktls: acceptor.ktls,
+                require_sni_match: acceptor.require_sni_match,
             }),
             info: OnceCell::new(),
         })
@@ -116,7 +170,24 @@ impl TlsStream {
     /// Whether records wait for the socket (handshake messages, alerts) with
     /// nothing queued above that would flush them.
     pub fn wants_write(&self) -> bool {
-        matches!(&self.session.borrow().mode, Mode::User(c) if c.wants_write())
+        let s = self.session.borrow();
+        match &s.mode {
+            Mode::User(c) => c.wants_write(),
+            Mode::Kernel => s.close == CloseNotify::Queued,
+            Mode::Failed => false,
+        }
+    }
+
+    /// Whether the client's end of the stream was seen: the next read
+    /// returns it without the socket (a short read before it does not mean
+    /// the socket is empty).
+    pub fn end_pending(&self) -> bool {
+        self.session.borrow().end.is_some()
+    }
+
+    /// Whether the client's side ended without `close_notify`.
+    pub fn truncated(&self) -> bool {
+        self.session.borrow().end == Some(PeerEnd::Truncated)
     }
 
     /// The next thing the worker should count or log.
@@ -178,23 +249,34 @@ impl TlsStream {
 
     /// Sends the records waiting (handshake messages, alerts): true when none is left.
     pub fn flush(&self, socket: BorrowedFd<'_>) -> io::Result<bool> {
-        match &mut self.session.borrow_mut().mode {
+        let s = &mut *self.session.borrow_mut();
+        match &mut s.mode {
             Mode::User(conn) => flush(conn, socket),
+            Mode::Kernel if s.close == CloseNotify::Queued => s.send_kernel_close_notify(socket),
             _ => Ok(true),
         }
     }
 
-    /// Tells the client that nothing more comes (`close_notify`), if the
-    /// socket takes it now; before a half-close or close.
-    pub fn close_notify(&self, socket: BorrowedFd<'_>) {
-        let mut s = self.session.borrow_mut();
+    /// Tells the client that nothing more comes (`close_notify`), once,
+    /// before a half-close or close: true when it has left (or there is
+    /// none to send: the handshake did not complete); false when the socket
+    /// is full: it waits like other output (`wants_write`, `flush`).
+    pub fn close_notify(&self, socket: BorrowedFd<'_>) -> io::Result<bool> {
+        let s = &mut *self.session.borrow_mut();
         match &mut s.mode {
             Mode::User(conn) if !conn.is_handshaking() => {
-                conn.send_close_notify();
-                let _ = flush(conn, socket);
+                if s.close == CloseNotify::NotSent {
+                    conn.send_close_notify();
+                    s.close = CloseNotify::Queued;
+                }
+                let done = flush(conn, socket)?;
+                if done {
+                    s.close = CloseNotify::Sent;
+                }
+                Ok(done)
             }
-            Mode::Kernel => ktls::close_notify(socket),
-            _ => {}
+            Mode::Kernel if s.close != CloseNotify::Sent => s.send_kernel_close_notify(socket),
+            _ => Ok(true),
         }
     }
 }
@@ -205,20 +287,28 @@ thread_local! {
 }
 
 impl Session {
+    /// Sends the kernel's `close_notify` (see `TlsStream::close_notify`).
+    fn send_kernel_close_notify(&mut self, socket: BorrowedFd<'_>) -> io::Result<bool> {
+        let sent = ktls::close_notify(socket)?;
+        self.close = if sent { CloseNotify::Sent } else { CloseNotify::Queued };
+        Ok(sent)
+    }
+
     fn recv(&mut self, socket: BorrowedFd<'_>, buf: &mut [u8], info: &OnceCell<TlsInfo>) -> io::Result<usize> {
         let mut filled = 0;
         loop {
             let conn = match &mut self.mode {
                 // Reached only with nothing read yet in this call: the move
                 // happens right after the handshake, before any data.
-                Mode::Kernel => return ktls::recv(socket, &mut buf[filled..]).map(|n| filled + n),
+                Mode::Kernel => return ktls::recv(socket, &mut buf[filled..], &mut self.end).map(|n| filled + n),
                 Mode::Failed => return Err(io::ErrorKind::ConnectionAborted.into()),
                 Mode::User(conn) => conn,
             };
-            match take_plaintext(conn, &mut buf[filled..])? {
-                Taken::Bytes(n) => filled += n,
-                Taken::End => return Ok(filled),
-                Taken::Nothing => {}
+            let (n, end) = take_plaintext(conn, &mut buf[filled..])?;
+            filled += n;
+            if end.is_some() {
+                self.end = end;
+                return Ok(filled);
             }
             if filled == buf.len() {
                 return Ok(filled);
@@ -244,11 +334,23 @@ impl Session {
             let short = reader.short;
             let was_handshaking = conn.is_handshaking();
             if let Err(e) = conn.process_new_packets() {
-                // rustls queued an alert that says why: sent if the socket takes it.
-                let _ = flush(conn, socket);
-                self.event = Some(TlsEvent::Failed { handshake: was_handshaking, reason: e.to_string() });
+                let reason = if was_handshaking && self.require_sni_match && is_no_certificate(&e) {
+                    // The resolver found no certificate for the name asked
+                    // for (it falls back to none only with
+                    // `require_sni_match`): RFC 6066's alert says so, instead
+                    // of rustls's `access_denied`. Nothing was encrypted
+                    // yet, so the alert record goes in clear.
+                    let _ = socket_io::send(socket, &UNRECOGNIZED_NAME, false);
+                    let name = conn.server_name().unwrap_or("");
+                    format!("no certificate for the name the client asked for ('{name}'), and a match is required")
+                } else {
+                    // rustls queued an alert that says why: sent if the socket takes it.
+                    let _ = flush(conn, socket);
+                    e.to_string()
+                };
+                self.event = Some(TlsEvent::Failed { handshake: was_handshaking, reason: reason.clone() });
                 self.mode = Mode::Failed;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
             }
             // Handshake messages, tickets, alerts: what the socket does not
             // take now goes when it is writable (`wants_write`).
@@ -260,10 +362,11 @@ impl Session {
             if short {
                 // The socket is empty: what it gave is returned now, without
                 // a read that would only say so (a short return says it).
-                match take_plaintext(conn, &mut buf[filled..])? {
-                    Taken::Bytes(n) => filled += n,
-                    Taken::End => return Ok(filled),
-                    Taken::Nothing => {}
+                let (n, end) = take_plaintext(conn, &mut buf[filled..])?;
+                filled += n;
+                if end.is_some() {
+                    self.end = end;
+                    return Ok(filled);
                 }
                 if filled > 0 {
                     return Ok(filled);
@@ -277,19 +380,27 @@ impl Session {
     fn handshake_done(&mut self, socket: BorrowedFd<'_>, info: &OnceCell<TlsInfo>) -> io::Result<()> {
         let Mode::User(conn) = &self.mode else { return Ok(()) };
         let mut negotiated = TlsInfo::of(conn);
-        let kernel = match self.cut.take() {
-            Some(_) => match ktls::take_over(&mut self.mode, socket) {
+        let moved = match self.cut.take() {
+            Some(_) => match ktls::take_over(&mut self.mode, socket, self.ktls) {
                 Ok(moved) => moved,
                 Err(e) => {
                     self.event = Some(TlsEvent::Failed { handshake: false, reason: format!("kernel TLS: {e}") });
                     return Err(e);
                 }
             },
-            None => false,
+            None => Moved::Stays,
+        };
+        let kernel = matches!(moved, Moved::Kernel);
+        let refused = match moved {
+            Moved::Refused(decision) if ktls::first_refusal(decision) => Some(format!(
+                "kernel TLS: a connection negotiated {decision} (probed when the listener started): \
+                 such connections stay in user space (logged once)"
+            )),
+            _ => None,
         };
         negotiated.kernel = kernel;
         let _ = info.set(negotiated);
-        self.event = Some(TlsEvent::Completed { kernel });
+        self.event = Some(TlsEvent::Completed { kernel, refused });
         Ok(())
     }
 
@@ -324,30 +435,29 @@ impl Session {
     }
 }
 
-/// What `take_plaintext` found.
-enum Taken {
-    Bytes(usize),
-    /// The end of the stream: the client's `close_notify`, or the socket's
-    /// end without it (HTTP's own framing tells a cut request).
-    End,
-    Nothing,
+/// A fatal `unrecognized_name` alert (RFC 6066), in a plaintext record.
+const UNRECOGNIZED_NAME: [u8; 7] = [21, 3, 3, 0, 2, 2, 112];
+
+/// Whether rustls failed for want of a certificate (the resolver chose none).
+fn is_no_certificate(e: &rustls::Error) -> bool {
+    matches!(e, rustls::Error::General(m) if m.contains("no server certificate"))
 }
 
-/// Moves decrypted bytes into `buf`, as many as it takes.
-fn take_plaintext(conn: &mut ServerConnection, buf: &mut [u8]) -> io::Result<Taken> {
+/// Moves decrypted bytes into `buf`, as many as it takes: how many, and
+/// the end of the stream if it was reached (the client's `close_notify`,
+/// or the socket's end without it).
+fn take_plaintext(conn: &mut ServerConnection, buf: &mut [u8]) -> io::Result<(usize, Option<PeerEnd>)> {
     let mut filled = 0;
     while filled < buf.len() {
         match conn.reader().read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(Taken::End),
-            Ok(0) => break,
+            Ok(0) => return Ok((filled, Some(PeerEnd::Clean))),
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && filled == 0 => return Ok(Taken::End),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok((filled, Some(PeerEnd::Truncated))),
             Err(e) => return Err(e),
         }
     }
-    Ok(if filled > 0 { Taken::Bytes(filled) } else { Taken::Nothing })
+    Ok((filled, None))
 }
 
 /// Writes the session's records until none is left (true) or the socket is full.
@@ -428,6 +538,156 @@ impl Write for SocketWriter<'_> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    use rustls::ClientConnection;
+
+    use crate::tls::setup::TlsSetup;
+
+    /// A session over a socket pair whose handshake with a rustls client
+    /// has completed: the session, its socket, the client and its socket.
+    fn handshaken() -> (TlsStream, UnixStream, ClientConnection, UnixStream) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let mut setup = TlsSetup::new();
+        setup.add_cert_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+        setup.set_ktls(false);
+        let stream = TlsStream::new(&Acceptor::build(&setup, None).unwrap()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut client = ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+        let (server_socket, client_socket) = UnixStream::pair().unwrap();
+        server_socket.set_nonblocking(true).unwrap();
+        client_socket.set_nonblocking(true).unwrap();
+        for _ in 0..100 {
+            while client.wants_write() {
+                client.write_tls(&mut &client_socket).unwrap();
+            }
+            let mut buf = [0u8; 64];
+            match stream.recv(server_socket.as_fd(), &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => panic!("{other:?}"),
+            }
+            if client.read_tls(&mut &client_socket).is_ok() {
+                client.process_new_packets().unwrap();
+            }
+            if !client.is_handshaking() && stream.info().is_some() {
+                return (stream, server_socket, client, client_socket);
+            }
+        }
+        panic!("the handshake did not complete");
+    }
+
+    /// Reads what the server sent: the plaintext, and whether the stream
+    /// ended with `close_notify` (Some(true)), without it (Some(false)), or
+    /// is still open (None).
+    fn client_reads(client: &mut ClientConnection, socket: &UnixStream) -> (Vec<u8>, Option<bool>) {
+        let mut got = Vec::new();
+        loop {
+            match client.read_tls(&mut &*socket) {
+                Ok(0) => {}
+                Ok(_) => {
+                    client.process_new_packets().unwrap();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            let mut buf = [0u8; 65536];
+            match client.reader().read(&mut buf) {
+                Ok(0) => return (got, Some(true)),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (got, None),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (got, Some(false)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// A socket too full for `close_notify`: it waits as other output does
+    /// (`wants_write`), leaves with the next flush, after every byte before
+    /// it, and is queued once however often it is asked for.
+    #[test]
+    fn close_notify_waits_for_a_full_socket_instead_of_being_lost() {
+        let (stream, server, mut client, client_socket) = handshaken();
+        let fd = server.as_fd();
+        let chunk = [7u8; 16 * 1024];
+        let mut sent = 0;
+        loop {
+            match stream.send(fd, &chunk, false) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(!stream.close_notify(fd).unwrap(), "the socket is full");
+        assert!(stream.wants_write());
+        assert!(!stream.close_notify(fd).unwrap(), "asked again: still waiting, not queued twice");
+        let mut got = Vec::new();
+        let mut ended = None;
+        for _ in 0..10_000 {
+            let (bytes, end) = client_reads(&mut client, &client_socket);
+            got.extend_from_slice(&bytes);
+            if end.is_some() {
+                ended = end;
+                break;
+            }
+            if stream.flush(fd).unwrap() {
+                assert!(stream.close_notify(fd).unwrap(), "sent: done");
+                assert!(!stream.wants_write());
+            }
+        }
+        assert_eq!(ended, Some(true), "the client read close_notify");
+        // The bytes taken when the socket filled (`owed`) were encrypted too.
+        assert!(got.len() >= sent && got.iter().all(|&b| b == 7), "{} of {sent}", got.len());
+    }
+
+    /// `close_notify` right behind data, without the socket's end: the data
+    /// first, with the end known (`end_pending`: the caller reads again
+    /// without waiting for readiness), then the end, a clean one.
+    #[test]
+    fn close_notify_behind_data_is_seen_with_it() {
+        let (stream, server, mut client, client_socket) = handshaken();
+        client.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        client.send_close_notify();
+        while client.wants_write() {
+            client.write_tls(&mut &client_socket).unwrap();
+        }
+        let mut buf = [0u8; 4096];
+        assert_eq!(stream.recv(server.as_fd(), &mut buf).unwrap(), 18);
+        assert!(stream.end_pending());
+        assert_eq!(stream.recv(server.as_fd(), &mut buf).unwrap(), 0);
+        assert!(!stream.truncated());
+    }
+
+    /// The socket's end without `close_notify` is an end too, marked
+    /// truncated (for the connection to tell an upgraded stream).
+    #[test]
+    fn an_end_without_close_notify_is_a_truncation() {
+        let (stream, server, mut client, client_socket) = handshaken();
+        client.writer().write_all(b"abc").unwrap();
+        while client.wants_write() {
+            client.write_tls(&mut &client_socket).unwrap();
+        }
+        client_socket.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        loop {
+            match stream.recv(server.as_fd(), &mut buf[got..]).unwrap() {
+                0 => break,
+                n => got += n,
+            }
+        }
+        assert_eq!(&buf[..got], b"abc");
+        assert!(stream.truncated());
+    }
 
     /// The reads that precede a move into kernel TLS never take a byte of
     /// the record after the one being read (the kernel must find it whole).

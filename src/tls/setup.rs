@@ -47,8 +47,9 @@ pub enum ClientAuth {
 }
 
 /// How a listener speaks TLS: its certificates (the first is the default,
-/// the others are chosen by the name the client asks for, SNI), ALPN,
-/// client certificates, session tickets, kernel TLS and the lowest version.
+/// the others are chosen by the name the client asks for, SNI; or, with
+/// `require_sni_match`, a name no certificate has is refused), ALPN, client
+/// certificates, session tickets, kernel TLS and the lowest version.
 #[derive(Debug, Clone)]
 pub struct TlsSetup {
     pub(crate) certs: Vec<CertSource>,
@@ -58,6 +59,7 @@ pub struct TlsSetup {
     pub(crate) session_tickets: bool,
     pub(crate) ktls: bool,
     pub(crate) min_version: u16,
+    pub(crate) require_sni_match: bool,
 }
 
 impl Default for TlsSetup {
@@ -70,6 +72,7 @@ impl Default for TlsSetup {
             session_tickets: true,
             ktls: true,
             min_version: TLS_1_2,
+            require_sni_match: false,
         }
     }
 }
@@ -151,7 +154,9 @@ impl TlsSetup {
     }
 
     /// Whether clients may resume sessions with tickets (TLS 1.3 and 1.2),
-    /// which save the next handshake's key exchange and signature. Default on.
+    /// which save the next handshake's key exchange and signature. Default
+    /// on. Off, TLS 1.3 clients never resume; TLS 1.2 clients may still
+    /// resume by session ID from the listener's cache.
     pub fn set_session_tickets(&mut self, on: bool) {
         self.session_tickets = on;
     }
@@ -161,6 +166,15 @@ impl TlsSetup {
     /// `sendfile` without passing through the process. Default on.
     pub fn set_ktls(&mut self, on: bool) {
         self.ktls = on;
+    }
+
+    /// Whether a client must ask (SNI) for a name one of the certificates
+    /// has: on, a client that asks for another name, or for none (as
+    /// clients connecting to an IP address do), fails its handshake with an
+    /// `unrecognized_name` alert; off (the default), it gets the first
+    /// certificate.
+    pub fn set_require_sni_match(&mut self, on: bool) {
+        self.require_sni_match = on;
     }
 
     /// The lowest TLS version accepted: `TLS_1_2` (the default) or `TLS_1_3`.

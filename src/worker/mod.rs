@@ -426,8 +426,10 @@ impl Worker {
                 c.state.read_ready = true;
                 self.contained(i, |w| w.drive(i));
             }
-            // Still idle, or with half a head: closed.
-            if matches!(&self.conns[i], Some(c) if idle(c)) {
+            // Still idle, or with half a head: closed (a TLS stream says
+            // `close_notify` first, if the socket takes it now).
+            if let Some(c) = self.conns[i].as_ref().filter(|c| idle(c)) {
+                let _ = c.state.stream.close_notify();
                 self.close(i);
             }
         }
@@ -693,7 +695,9 @@ impl Worker {
             match received {
                 Ok(0) => conn.state.peer_finished = true,
                 Ok(n) => {
-                    drained = short_read_drains && n < room;
+                    // A TLS stream may have met the client's end behind the
+                    // bytes it returned: read on to it (no edge would come).
+                    drained = short_read_drains && n < room && !conn.state.stream.end_pending();
                     conn.state.read_ready = !drained;
                     buf.advance(n);
                     bump(&ctx.stats.bytes_in, n as u64);
@@ -770,7 +774,15 @@ impl Worker {
             // sides are done.
             if conn.state.peer_finished && !up.eof_told && conn.input.is_empty() {
                 up.eof_told = true;
-                up.shared.peer_finished();
+                if conn.state.stream.truncated() {
+                    // A TLS stream cut without `close_notify` may be an
+                    // attacker's cut: the application reads a failure
+                    // (`Closed`), not the end of the stream.
+                    up.shared.mark_closed();
+                    gone = true;
+                } else {
+                    up.shared.peer_finished();
+                }
                 up.notify(upgrade_events::READABLE);
             }
             if gone || (up.eof_told && up.write_done) {
@@ -787,7 +799,9 @@ impl Worker {
         let handshaking = conn.state.stream.handshaking();
         let state = &mut conn.state;
         if let Some(up) = state.upgraded.as_mut().filter(|up| up.shut_write && !up.write_done) {
-            if state.backlog.is_empty() {
+            // A TLS stream's `close_notify` leaves before the half-close
+            // (when the socket is full, once it is writable).
+            if state.backlog.is_empty() && state.stream.close_notify().unwrap_or(true) {
                 // Everything written has left: the peer reads the end now.
                 up.write_done = true;
                 if state.stream.shutdown(std::net::Shutdown::Write).is_err() || up.eof_told {
@@ -795,7 +809,8 @@ impl Worker {
                 }
             }
         }
-        if !state.backlog.is_empty() {
+        if !state.backlog.is_empty() || (state.close_after_flush && state.stream.wants_write()) {
+            // Output to send, or a closing TLS stream's `close_notify`.
             if state.deadline.wait != Wait::Write {
                 state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }
@@ -852,7 +867,7 @@ impl Worker {
             state.deadline = Deadline { at: clock.after(timeouts.idle), wait: Wait::Idle };
         }
 
-        let needs_write = !conn.state.backlog.is_empty() || conn.state.stream.wants_write();
+        let mut needs_write = !conn.state.backlog.is_empty() || conn.state.stream.wants_write();
         // Draining, once idle connections' wait is over (see `close_idle`), a
         // connection with nothing left to do closes (a stream that started
         // before the shutdown could not announce it).
@@ -863,8 +878,18 @@ impl Worker {
             && !conn.state.awaiting_body()
             && !conn.state.streams_body()
             && conn.input.is_empty();
-        let closing =
+        let mut closing =
             (conn.state.close_after_flush || idle_while_draining) && !needs_write && conn.state.waiting.is_none();
+        // A TLS stream says `close_notify` before it closes; a socket too
+        // full to take it now sends it when writable, as any output, under
+        // the write timeout. (A client that left hears nothing.)
+        if closing && !gone && !conn.state.stream.close_notify().unwrap_or(true) {
+            closing = false;
+            needs_write = true;
+            if conn.state.deadline.wait != Wait::Write {
+                conn.state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
+            }
+        }
         let peer_done = conn.state.peer_finished || gone;
         if broken {
             self.close(index);
@@ -1036,6 +1061,10 @@ impl Worker {
                 }
                 if wait != Some(Wait::Linger) {
                     bump(&self.ctx.stats.timed_out, 1);
+                }
+                if wait == Some(Wait::Head) && matches!(&self.conns[i], Some(c) if c.state.stream.handshaking()) {
+                    // A TLS handshake that did not complete in time failed too.
+                    bump(&self.ctx.stats.tls_handshake_failures, 1);
                 }
                 if wait == Some(Wait::Answer) {
                     self.contained(i, |w| w.answer_overdue(i));

@@ -29,10 +29,13 @@ pub(super) fn start(stream: &mut Stream, listener: &Listener, ctx: &WorkerCtx) -
 pub(super) fn note(state: &ConnState, ctx: &WorkerCtx) {
     let Some(event) = state.stream.tls_event() else { return };
     match event {
-        TlsEvent::Completed { kernel } => {
+        TlsEvent::Completed { kernel, refused } => {
             bump(&ctx.stats.tls_handshakes, 1);
             if kernel {
                 bump(&ctx.stats.tls_kernel, 1);
+            }
+            if let Some(reason) = refused {
+                ctx.settings.log_error(Level::Info, &reason);
             }
         }
         TlsEvent::Failed { handshake: true, reason } => {

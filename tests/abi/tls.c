@@ -1,5 +1,6 @@
 /*
- * TLS listeners through the C API (WARPCORE_0.3), under AddressSanitizer:
+ * TLS listeners through the C API (WARPCORE_0.3, and
+ * warpcore_tls_set_require_sni_match of WARPCORE_0.4), under AddressSanitizer:
  * every warpcore_tls_* call's misuse answered with its documented code (bad
  * PEM, a missing key, a key of another certificate, unreadable files, NULLs,
  * unknown modes and versions, ALPN other than http/1.1), a setup freed after
@@ -7,8 +8,9 @@
  * as the client) whose request view shows TLS, SNI and ALPN, a certificate
  * file broken before start refused with WARPCORE_RESULT_TLS and a message
  * naming it, a reload that installs new certificates and one whose files are
- * broken (refused, the old ones serving on), and the TLS counters at the end
- * of warpcore_stats. Certificates are made at test time with openssl(1).
+ * broken (refused, the old ones serving on), the TLS counters at the end
+ * of warpcore_stats, and a reload that refuses clients asking for no name
+ * (curl to the IP address) while localhost is served. Certificates are made at test time with openssl(1).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <sys/stat.h>
@@ -155,6 +157,9 @@ static void misuse(void) {
     CHECK_RESULT(warpcore_tls_set_min_version(NULL, 0x0303), WARPCORE_RESULT_NULL_ARGUMENT);
     CHECK_RESULT(warpcore_tls_set_session_tickets(NULL, true), WARPCORE_RESULT_NULL_ARGUMENT);
     CHECK_RESULT(warpcore_tls_set_ktls(NULL, true), WARPCORE_RESULT_NULL_ARGUMENT);
+    CHECK_RESULT(warpcore_tls_set_require_sni_match(NULL, true), WARPCORE_RESULT_NULL_ARGUMENT);
+    CHECK_RESULT(warpcore_tls_set_require_sni_match(tls, true), WARPCORE_RESULT_OK);
+    CHECK_RESULT(warpcore_tls_set_require_sni_match(tls, false), WARPCORE_RESULT_OK);
     CHECK_RESULT(warpcore_tls_set_session_tickets(tls, false), WARPCORE_RESULT_OK);
     CHECK_RESULT(warpcore_tls_set_ktls(tls, false), WARPCORE_RESULT_OK);
     CHECK_RESULT(warpcore_tls_add_cert_files(tls, (const uint8_t *)"/nonexistent", 12, (const uint8_t *)"/x", 2),
@@ -176,18 +181,29 @@ static void tls_handler(void *userdata, const warpcore_request *req, warpcore_re
     warpcore_respond(res, 200, NULL, 0, (const uint8_t *)text, (size_t)n);
 }
 
-/* GET / with curl over TLS to localhost:port, trusting NAME.pem; the body, or "". */
-static void curl_get(uint16_t port, const char *trust, char *out, size_t cap) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "curl -s --max-time 10 --cacert %s/%s.pem --resolve localhost:%u:127.0.0.1 https://localhost:%u/",
-             dir, trust, (unsigned)port, (unsigned)port);
+static void run_curl(const char *cmd, char *out, size_t cap) {
     out[0] = 0;
     FILE *p = popen(cmd, "r");
     if (!p) return;
     size_t got = fread(out, 1, cap - 1, p);
     out[got] = 0;
     pclose(p);
+}
+
+/* GET / with curl over TLS to localhost:port, trusting NAME.pem; the body, or "". */
+static void curl_get(uint16_t port, const char *trust, char *out, size_t cap) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "curl -s --max-time 10 --cacert %s/%s.pem --resolve localhost:%u:127.0.0.1 https://localhost:%u/",
+             dir, trust, (unsigned)port, (unsigned)port);
+    run_curl(cmd, out, cap);
+}
+
+/* GET https://127.0.0.1:port/ (no SNI: curl sends none for an address), not verifying. */
+static void curl_get_by_address(uint16_t port, char *out, size_t cap) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "curl -s -k --max-time 10 https://127.0.0.1:%u/", (unsigned)port);
+    run_curl(cmd, out, cap);
 }
 
 static void serve(void) {
@@ -244,6 +260,23 @@ static void serve(void) {
     CHECK(stats.tls_handshakes == 3);
     CHECK(stats.tls_handshake_failures == 1);
     CHECK(stats.tls_kernel <= stats.tls_handshakes);
+
+    /* Names required: a client that asks for none is refused, localhost is served. */
+    curl_get_by_address(port, body, sizeof body);
+    CHECK(strncmp(body, "tls=1 version=0304 sni= ", 24) == 0);
+    CHECK_RESULT(warpcore_tls_new(&tls), WARPCORE_RESULT_OK);
+    CHECK_RESULT(add_files(tls, "live.pem", "live.key"), WARPCORE_RESULT_OK);
+    CHECK_RESULT(warpcore_tls_set_require_sni_match(tls, true), WARPCORE_RESULT_OK);
+    CHECK_RESULT(warpcore_config_add_tls_listener(config, (const uint8_t *)address, sizeof address - 1, tls),
+                 WARPCORE_RESULT_OK);
+    warpcore_tls_free(tls);
+    CHECK_RESULT(warpcore_server_reload(server, config), WARPCORE_RESULT_OK);
+    curl_get_by_address(port, body, sizeof body);
+    CHECK(body[0] == 0);
+    curl_get(port, "b", body, sizeof body);
+    CHECK(strncmp(body, "tls=1 version=0304 sni=localhost", 32) == 0);
+    CHECK_RESULT(warpcore_server_stats(server, &stats), WARPCORE_RESULT_OK);
+    CHECK(stats.tls_handshake_failures == 2);
 
     warpcore_server_shutdown(server, 1000);
     /* After shutdown a reload is refused, TLS or not. */

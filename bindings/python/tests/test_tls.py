@@ -1,9 +1,9 @@
 """HTTPS from Python: ``Server(..., tls=...)`` served to the standard
 library's ``ssl`` client, what ``Request.tls`` says, client certificates,
-certificates reloaded, bad files refused with ``TLSError``, WSGI's and ASGI's
-https scheme, the connection's TLS in WSGI's environ (mod_ssl's variables)
-and ASGI's ``tls`` extension, RFC 4514 names, and ``python -m warpcore.asgi
---certfile/--keyfile/--ssl-cert-reqs``.
+a name required (SNI), certificates reloaded, bad files refused with
+``TLSError``, WSGI's and ASGI's https scheme, the connection's TLS in WSGI's
+environ (mod_ssl's variables) and ASGI's ``tls`` extension, RFC 4514 names,
+and ``python -m warpcore.asgi --certfile/--keyfile/--ssl-cert-reqs``.
 Certificates are made at test time with openssl(1); no key is committed."""
 
 from __future__ import annotations
@@ -62,6 +62,20 @@ def test_client_certificates_required_reach_the_handler(serve, pki):
     assert _get(s.port, _context(pki, client=True))[1].endswith((b"certs=1", b"certs=2"))
     with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
         _get(s.port, _context(pki))
+
+
+def test_a_name_no_certificate_has_is_refused_when_required(serve, pki):
+    tls = warpcore.TLS(pki / "a.pem", pki / "a.key", require_sni_match=True)
+    s = serve(tls_view, tls=tls)
+    assert _get(s.port, _context(pki))[0] == 200
+    # By address: no SNI, so the unrecognized_name alert.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as raw:
+        with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
+            ctx.wrap_socket(raw)
+    assert s.stats()["tls_handshake_failures"] == 1
 
 
 def test_pem_in_memory_and_bad_files(pki, tmp_path):

@@ -410,6 +410,7 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_tls_set_session_tickets": (warpcore_result, [warpcore_tls_p, c_bool]),
     "warpcore_tls_set_ktls": (warpcore_result, [warpcore_tls_p, c_bool]),
     "warpcore_tls_set_min_version": (warpcore_result, [warpcore_tls_p, c_uint16]),
+    "warpcore_tls_set_require_sni_match": (warpcore_result, [warpcore_tls_p, c_bool]),
     "warpcore_config_add_tls_listener": (warpcore_result, [warpcore_config_p, _u8p, c_size_t, warpcore_tls_p]),
     "warpcore_server_listener_count": (c_uint32, [warpcore_server_p]),
     # buf is a writable buffer's address (a ctypes array).

@@ -55,7 +55,9 @@ class TLS:
     ``alpn``: the protocols offered (``("http/1.1",)``; ``()`` turns ALPN off).
     ``session_tickets``: resumption by tickets (default True). ``ktls``: let
     the kernel encrypt records after the handshake where it can (default True).
-    ``min_version``: ``"1.2"`` (default) or ``"1.3"``.
+    ``min_version``: ``"1.2"`` (default) or ``"1.3"``. ``require_sni_match``:
+    refuse (``unrecognized_name``) a client that asks for a name no
+    certificate has, or for none (default False: it gets the first certificate).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class TLS:
         session_tickets: bool = True,
         ktls: bool = True,
         min_version: str = "1.2",
+        require_sni_match: bool = False,
     ) -> None:
         self.certs: List[Tuple[PathOrPem, PathOrPem]] = [(certfile, keyfile)] + list(more_certs)
         if client_auth not in _CLIENT_AUTH:
@@ -84,6 +87,7 @@ class TLS:
         self.session_tickets = bool(session_tickets)
         self.ktls = bool(ktls)
         self.min_version = min_version
+        self.require_sni_match = bool(require_sni_match)
         # Checked now, as the library checks them (the files are read again at start).
         self._make()
 
@@ -126,6 +130,7 @@ class TLS:
             check(F.tls_set_session_tickets(tls, self.session_tickets), "warpcore_tls_set_session_tickets")
             check(F.tls_set_ktls(tls, self.ktls), "warpcore_tls_set_ktls")
             check(F.tls_set_min_version(tls, _VERSIONS[self.min_version]), "warpcore_tls_set_min_version")
+            check(F.tls_set_require_sni_match(tls, self.require_sni_match), "warpcore_tls_set_require_sni_match")
         except BaseException:
             F.tls_free(tls)
             raise

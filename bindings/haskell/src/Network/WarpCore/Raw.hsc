@@ -139,6 +139,7 @@ module Network.WarpCore.Raw
   , c_warpcore_tls_set_session_tickets
   , c_warpcore_tls_set_ktls
   , c_warpcore_tls_set_min_version
+  , c_warpcore_tls_set_require_sni_match
   , c_warpcore_config_add_tls_listener
   , c_warpcore_hs_tls_add_cert_files
   , c_warpcore_hs_tls_add_cert_pem
@@ -1127,6 +1128,8 @@ foreign import ccall unsafe "warpcore_tls_set_ktls"
   c_warpcore_tls_set_ktls :: Ptr TLS -> CBool -> IO Result
 foreign import ccall unsafe "warpcore_tls_set_min_version"
   c_warpcore_tls_set_min_version :: Ptr TLS -> Word16 -> IO Result
+foreign import ccall unsafe "warpcore_tls_set_require_sni_match"
+  c_warpcore_tls_set_require_sni_match :: Ptr TLS -> CBool -> IO Result
 foreign import ccall unsafe "warpcore_config_add_tls_listener"
   c_warpcore_config_add_tls_listener :: Ptr Config -> Ptr Word8 -> CSize -> Ptr TLS -> IO Result
 foreign import ccall unsafe "warpcore_hs_tls_add_cert_files"

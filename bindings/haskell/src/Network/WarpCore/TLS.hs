@@ -53,13 +53,16 @@ data TLSConfig = TLSConfig
   -- ^ Kernel TLS after the handshake where the kernel has it (default True).
   , tlsMinVersion :: Word16
   -- ^ @0x0303@ (TLS 1.2, the default) or @0x0304@ (TLS 1.3 only).
+  , tlsRequireSniMatch :: Bool
+  -- ^ Refuse (@unrecognized_name@) a client that asks for a name no
+  -- certificate has, or for none (default False: it gets the first).
   }
   deriving (Eq, Show)
 
 -- | One certificate, no client certificates, tickets and kernel TLS on,
--- TLS 1.2 and 1.3.
+-- TLS 1.2 and 1.3, any name served.
 tlsConfig :: Certificate -> TLSConfig
-tlsConfig cert = TLSConfig [cert] NoClientAuth True True 0x0303
+tlsConfig cert = TLSConfig [cert] NoClientAuth True True 0x0303 False
 
 -- | Makes listener @address@ of the C config speak TLS as the setup says
 -- (an address that is the config's listen address already becomes TLS).
@@ -81,6 +84,7 @@ addTLSListener cfg c address = bracket new Raw.c_warpcore_tls_free $ \t -> do
   check "warpcore_tls_set_session_tickets" (Raw.c_warpcore_tls_set_session_tickets t (flag (tlsSessionTickets cfg)))
   check "warpcore_tls_set_ktls" (Raw.c_warpcore_tls_set_ktls t (flag (tlsKernel cfg)))
   check "warpcore_tls_set_min_version" (Raw.c_warpcore_tls_set_min_version t (tlsMinVersion cfg))
+  check "warpcore_tls_set_require_sni_match" (Raw.c_warpcore_tls_set_require_sni_match t (flag (tlsRequireSniMatch cfg)))
   BU.unsafeUseAsCStringLen (B8.pack address) $ \(p, l) ->
     checkWith "warpcore_config_add_tls_listener" (Raw.c_warpcore_hs_config_add_tls_listener c (castPtr p) (fromIntegral l) t)
   where

@@ -38,6 +38,7 @@ module Network.Wai.Handler.WarpCoreTLS
   , tlsSessionTickets
   , tlsKernel
   , tlsMinVersion13
+  , tlsRequireSniMatch
     -- * Running
   , runTLS
   , runTLSSocket
@@ -108,6 +109,11 @@ tlsKernel on (TLSSettings c chain) = TLSSettings c {T.tlsKernel = on} chain
 -- | Accept TLS 1.3 only (the default accepts 1.2 and 1.3).
 tlsMinVersion13 :: TLSSettings -> TLSSettings
 tlsMinVersion13 (TLSSettings c chain) = TLSSettings c {T.tlsMinVersion = 0x0304} chain
+
+-- | Refuse (@unrecognized_name@) a client that asks for a name none of the
+-- certificates has, or for none (by default it gets the first certificate).
+tlsRequireSniMatch :: Bool -> TLSSettings -> TLSSettings
+tlsRequireSniMatch on (TLSSettings c chain) = TLSSettings c {T.tlsRequireSniMatch = on} chain
 
 -- | Runs the application over TLS on the port and host of the settings, as
 -- 'Network.Wai.Handler.WarpCore.runSettings' does over plain HTTP. A bad

@@ -60,3 +60,10 @@ mod tests {
         a.registry().deregister(&mut mio::unix::SourceFd(&fd)).unwrap();
     }
 }
+
+/// The epoll descriptor of `poll`, borrowed (mio lends only its number).
+pub(crate) fn descriptor(poll: &Poll) -> BorrowedFd<'_> {
+    // SAFETY: the descriptor is `poll`'s, open for as long as `poll` lives,
+    // which the returned borrow cannot outlive.
+    unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(poll)) }
+}

@@ -91,11 +91,8 @@ impl Ring {
     /// receive buffers of `buf_size` bytes. Must be made on the thread that
     /// will use it (`SINGLE_ISSUER`).
     pub fn new(entries: u32, buf_count: u16, buf_size: usize) -> io::Result<Ring> {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(entries * 4)
-            .build(entries)?;
+        let ring =
+            IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(entries * 4).build(entries)?;
         let bufs = BufRing::new(&ring, buf_count, buf_size)?;
         Ok(Ring {
             ring,

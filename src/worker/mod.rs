@@ -17,8 +17,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
 use mio::event::Event;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::app::deferred::{ConnRef, Mailbox, Message, WorkerThread};
@@ -256,9 +256,8 @@ impl Worker {
 
     fn on_event(&mut self, event: &Event) -> usize {
         match event.token() {
-            Token(i) if i < LISTENERS => self.contained(i, |w| {
-                w.on_conn_event(i, event.is_readable(), event.is_writable(), event.is_read_closed())
-            }),
+            Token(i) if i < LISTENERS => self
+                .contained(i, |w| w.on_conn_event(i, event.is_readable(), event.is_writable(), event.is_read_closed())),
             FILE_WATCH => {}
             // One wake-up may bring many answers: each counts.
             WAKER => return self.read_mailbox(),

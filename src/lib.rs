@@ -50,7 +50,7 @@ pub use app::deferred::Deferred;
 pub use app::handler::{Handler, Request, RespondError, Response};
 pub use app::hooks::{ConnHooks, Connection};
 pub use app::upgrade::{UpgradeError, UpgradeEvents, UpgradeRequest, Upgraded};
-pub use config::{Config, IoLoop};
+pub use config::Config;
 pub use error::{Error, ErrorKind};
 pub use file::{FileCacheStats, MountSpec};
 pub use net::payload::Payload;

@@ -81,7 +81,7 @@ MICRO_GROUPS = ["head_parse", "chunked_decode", "compose_head", "date"]
 # was busier than the server and wrk by more than FOREIGN_MAX % of a CPU.
 FOREIGN_MAX = 10.0
 # Pairs whose per-round ratios the results file lists (--compare).
-PAIRS = [("c-demo-uring", "c-demo"), ("c-demo", "nginx"), ("c-demo", "h2o"), ("c-deferred", "c-demo"), ("c-demo", "hyper"), ("c-demo", "ws-tokio"), ("hs-demo", "warp"),
+PAIRS = [("c-demo", "nginx"), ("c-demo", "h2o"), ("c-deferred", "c-demo"), ("c-demo", "hyper"), ("c-demo", "ws-tokio"), ("hs-demo", "warp"),
          ("py-demo", "granian"), ("py-demo", "gunicorn"), ("py-demo", "bjoern"),
          ("py-wsgi", "granian"), ("py-wsgi-pool", "py-wsgi"), ("py-flask", "gunicorn-flask"),
          ("py-asgi", "uvicorn"), ("py-asgi", "granian-asgi"), ("py-fastapi", "uvicorn-fastapi"),

@@ -128,37 +128,6 @@ pub struct Config {
     /// Told of each connection as it opens (and may refuse it) and closes
     /// (see `app::hooks`). Default none.
     pub conn_hooks: Option<Arc<dyn ConnHooks>>,
-    /// What drives the workers' sockets (see `IoLoop`); the environment
-    /// variable `WARPCORE_IO_LOOP` (`epoll` or `uring`), when set, overrides
-    /// it at start. Default `IoLoop::Epoll`.
-    pub io_loop: IoLoop,
-}
-
-/// The event loop a worker runs. Only the worker sees the difference: the
-/// connection code reads and writes the same way under both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IoLoop {
-    /// Readiness through epoll (mio); each read and write is a system call.
-    #[default]
-    Epoll,
-    /// io_uring (Linux 6.1 or later): multishot receives into a ring of
-    /// buffers, a round's answers sent by the call that waits for the next
-    /// completions. Where the ring cannot be made (older kernel, seccomp,
-    /// `kernel.io_uring_disabled`), the worker says so in the error log and
-    /// runs on epoll. TLS connections stay on readiness (epoll, polled
-    /// through the ring).
-    Uring,
-}
-
-impl IoLoop {
-    /// `WARPCORE_IO_LOOP`'s choice, if it names one.
-    pub fn from_env() -> Option<IoLoop> {
-        match std::env::var("WARPCORE_IO_LOOP").ok()?.trim() {
-            "uring" | "io_uring" => Some(IoLoop::Uring),
-            "epoll" => Some(IoLoop::Epoll),
-            _ => None,
-        }
-    }
 }
 
 impl Default for Config {
@@ -196,7 +165,6 @@ impl Default for Config {
             sched_batch: false,
             proxy_protocol: ProxyProtocols::default(),
             conn_hooks: None,
-            io_loop: IoLoop::Epoll,
         }
     }
 }

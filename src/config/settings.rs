@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::app::handler::Handler;
 use crate::app::hooks::ConnHooks;
-use crate::config::{Config, IoLoop};
+use crate::config::Config;
 use crate::error::Error;
 use crate::file::Site;
 use crate::http::head::HeadLimits;
@@ -49,8 +49,6 @@ pub(crate) struct Settings {
     /// The TLS of the listeners that speak it, by the address the config
     /// names them by (see `tls_for`).
     pub tls: Vec<(String, Arc<Acceptor>)>,
-    /// The loop a worker runs (taken when it starts; a reload changes nothing).
-    pub io_loop: IoLoop,
 }
 
 impl Settings {
@@ -117,7 +115,6 @@ impl Settings {
             sched_batch: config.sched_batch,
             conn_hooks: config.conn_hooks.clone(),
             tls,
-            io_loop: IoLoop::from_env().unwrap_or(config.io_loop),
         })
     }
 

@@ -4,7 +4,6 @@
 //! here too (`proxy_protocol`). A TLS connection's socket reads and writes
 //! through its session (`tls/`, the layer below).
 
-pub(crate) mod fed;
 pub(crate) mod input;
 pub(crate) mod listen;
 pub(crate) mod output;

@@ -13,7 +13,6 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use socket2::Socket;
 
-use super::fed::Fed;
 use super::peer::Peer;
 use crate::sys::{sendfile, socket_io};
 use crate::tls::acceptor::Acceptor;
@@ -24,9 +23,6 @@ use crate::tls::session::{TlsEvent, TlsStream};
 pub(crate) struct Stream {
     socket: Socket,
     tls: Option<Box<TlsStream>>,
-    /// Input a completion-based loop receives for it (see `fed`); a plain
-    /// stream only.
-    fed: Option<Box<Fed>>,
 }
 
 impl Stream {
@@ -81,27 +77,9 @@ impl Stream {
         self.tls.as_ref().and_then(|t| t.take_event())
     }
 
-    /// From now on reads return what the loop feeds (see `fed`), never
-    /// the socket's bytes; false for a TLS stream, which reads its socket.
-    pub fn feed_from_loop(&mut self) -> bool {
-        if self.tls.is_some() {
-            return false;
-        }
-        self.fed = Some(Box::default());
-        true
-    }
-
-    /// The input the loop feeds, for a stream that reads it.
-    pub fn fed(&self) -> Option<&Fed> {
-        self.fed.as_deref()
-    }
-
     /// Reads into `buf`; `Ok(0)` is the end of the stream.
     #[inline]
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(fed) = &self.fed {
-            return fed.recv(buf);
-        }
         match &self.tls {
             None => socket_io::recv(self.socket.as_fd(), buf),
             Some(tls) => tls.recv(self.socket.as_fd(), buf),
@@ -182,5 +160,5 @@ pub(crate) fn accept(listener: &Socket, tcp: bool) -> io::Result<(Stream, Peer)>
         let _ = socket.set_nodelay(true);
     }
     let peer = addr.as_socket().map_or(Peer::Unix, Peer::Ip);
-    Ok((Stream { socket, tls: None, fed: None }, peer))
+    Ok((Stream { socket, tls: None }, peer))
 }

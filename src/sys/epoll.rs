@@ -35,13 +35,6 @@ pub(crate) fn register_exclusive(poll: &Poll, socket: BorrowedFd<'_>, token: Tok
     Ok(())
 }
 
-/// The epoll descriptor of `poll`, borrowed (mio lends only its number).
-pub(crate) fn descriptor(poll: &Poll) -> BorrowedFd<'_> {
-    // SAFETY: the descriptor is `poll`'s, open for as long as `poll` lives,
-    // which the returned borrow cannot outlive.
-    unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(poll)) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,4 +26,3 @@ pub(crate) mod membarrier;
 pub(crate) mod sched;
 pub(crate) mod sendfile;
 pub(crate) mod socket_io;
-pub(crate) mod uring;

@@ -10,14 +10,12 @@ mod held;
 pub(crate) mod sched;
 pub(crate) mod shared;
 mod tls;
-mod uring;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -96,9 +94,6 @@ pub(crate) struct Worker {
     accept_paused: bool,
     /// While draining: when idle connections close (see `DRAIN_IDLE`).
     close_idle_at: Option<Instant>,
-    /// The io_uring loop's ring and per-connection state, when it runs
-    /// (see `uring`); None on epoll.
-    ring: Option<uring::Driver>,
 }
 
 impl Worker {
@@ -158,7 +153,6 @@ impl Worker {
             shared,
             accept_paused: false,
             close_idle_at: None,
-            ring: None,
         };
         let listeners = worker.shared.current_listeners();
         worker.follow_listeners(listeners, false)?;
@@ -179,10 +173,62 @@ impl Worker {
         // A reload or shutdown may have been asked before this thread started.
         self.check_settings();
         self.check_shutdown();
-        if self.ctx.settings.io_loop == crate::config::IoLoop::Uring && self.start_uring() {
-            self.run_uring();
-        } else {
-            self.run_epoll();
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if self.close_idle_at.is_some_and(|at| Instant::now() >= at) {
+                self.close_idle();
+            }
+            if self.ctx.draining && (self.live == 0 || self.shared.past_deadline()) {
+                break;
+            }
+            let wait = match self.close_idle_at {
+                Some(at) => at.saturating_duration_since(Instant::now()).min(Duration::from_secs(1)),
+                None => Duration::from_secs(1),
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            let now = Instant::now();
+            self.ctx.date.refresh();
+            let new_second = self.clock.tick_at(now);
+            // File changes first: a request that follows a change must see it.
+            if events.iter().any(|e| e.token() == FILE_WATCH) {
+                self.ctx.files.on_watch_event();
+            }
+            let mut round = events.iter().count();
+            self.held.start_round(round);
+            for event in events.iter() {
+                match event.token() {
+                    Token(i) if i < LISTENERS => self.contained(i, |w| {
+                        w.on_conn_event(i, event.is_readable(), event.is_writable(), event.is_read_closed())
+                    }),
+                    FILE_WATCH => {}
+                    // One wake-up may bring many answers: each counts.
+                    WAKER => round += self.read_mailbox(),
+                    Token(t) => self.accept_from(t - LISTENERS),
+                }
+                if self.held.overdue() {
+                    self.release_all_held();
+                }
+            }
+            self.release_all_held();
+            if new_second {
+                // Shutdown is announced through the mailbox's wake-up; looking
+                // once a second as well bounds the drain's start even if that
+                // wake-up were ever missed.
+                self.check_shutdown();
+                self.sweep();
+                self.flush_access_log();
+            } else if self.ctx.access.as_ref().is_some_and(|a| a.lines.len() >= 64 * 1024) {
+                self.flush_access_log();
+            }
+            self.take_own_messages();
+            if !self.ctx.draining {
+                self.nap_if_worth_it(now, round);
+            }
         }
         // Whatever is left at the deadline is cut; pending handles learn it.
         let cut = self.live as u64;
@@ -194,94 +240,6 @@ impl Worker {
         self.flush_access_log();
         self.shared.worker_report(self.ctx.finished_while_draining, cut);
         self.shared.worker_running(self.ctx.index, false);
-    }
-
-    /// The epoll loop: one `epoll_wait` per round, a system call per read and write.
-    fn run_epoll(&mut self) {
-        let mut events = Events::with_capacity(1024);
-        while let Some(wait) = self.before_poll() {
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                break;
-            }
-            let (now, new_second) = self.start_round();
-            let mut round = events.iter().count();
-            self.held.start_round(round);
-            round += self.on_events(&events);
-            self.release_all_held();
-            self.end_round(now, new_second, round);
-        }
-    }
-
-    /// Before each wait: closes idle connections when the drain says so;
-    /// None once the loop is over, else how long the wait may be.
-    fn before_poll(&mut self) -> Option<Duration> {
-        if self.close_idle_at.is_some_and(|at| Instant::now() >= at) {
-            self.close_idle();
-        }
-        if self.ctx.draining && (self.live == 0 || self.shared.past_deadline()) {
-            return None;
-        }
-        Some(match self.close_idle_at {
-            Some(at) => at.saturating_duration_since(Instant::now()).min(Duration::from_secs(1)),
-            None => Duration::from_secs(1),
-        })
-    }
-
-    /// After each wait: the time, and whether a new second began.
-    fn start_round(&mut self) -> (Instant, bool) {
-        let now = Instant::now();
-        self.ctx.date.refresh();
-        (now, self.clock.tick_at(now))
-    }
-
-    /// Handles epoll's events; returns the deferred answers delivered
-    /// (the coalescer counts each as an event).
-    fn on_events(&mut self, events: &Events) -> usize {
-        // File changes first: a request that follows a change must see it.
-        if events.iter().any(|e| e.token() == FILE_WATCH) {
-            self.ctx.files.on_watch_event();
-        }
-        let mut delivered = 0;
-        for event in events.iter() {
-            delivered += self.on_event(event);
-            if self.held.overdue() {
-                self.release_all_held();
-            }
-        }
-        delivered
-    }
-
-    fn on_event(&mut self, event: &Event) -> usize {
-        match event.token() {
-            Token(i) if i < LISTENERS => self
-                .contained(i, |w| w.on_conn_event(i, event.is_readable(), event.is_writable(), event.is_read_closed())),
-            FILE_WATCH => {}
-            // One wake-up may bring many answers: each counts.
-            WAKER => return self.read_mailbox(),
-            Token(t) => self.accept_from(t - LISTENERS),
-        }
-        0
-    }
-
-    /// What each round ends with, after its answers were released.
-    fn end_round(&mut self, now: Instant, new_second: bool, round: usize) {
-        if new_second {
-            // Shutdown is announced through the mailbox's wake-up; looking
-            // once a second as well bounds the drain's start even if that
-            // wake-up were ever missed.
-            self.check_shutdown();
-            self.sweep();
-            self.flush_access_log();
-        } else if self.ctx.access.as_ref().is_some_and(|a| a.lines.len() >= 64 * 1024) {
-            self.flush_access_log();
-        }
-        self.take_own_messages();
-        if !self.ctx.draining {
-            self.nap_if_worth_it(now, round);
-        }
     }
 
     /// Runs `f` for connection `index`; a panic in the engine's own code costs
@@ -308,8 +266,6 @@ impl Worker {
             return;
         }
         bump(&self.ctx.stats.coalesce_naps, 1);
-        // The round's answers leave before the nap, not after it.
-        self.submit_before_nap();
         let start = Instant::now();
         std::thread::sleep(nap);
         self.coalescer.slept(start.elapsed());
@@ -547,17 +503,6 @@ impl Worker {
         }
     }
 
-    /// Starts watching a new connection: through the ring's receive when
-    /// the io_uring loop runs and the ring can feed it, else through epoll.
-    fn watch_conn(&mut self, stream: &mut crate::net::stream::Stream, index: usize, id: u64) -> io::Result<()> {
-        if let Some(ring) = self.ring.as_mut() {
-            if ring.watch(stream, index, id)? {
-                return Ok(());
-            }
-        }
-        self.poll.registry().register(stream, Token(index), Interest::READABLE)
-    }
-
     /// Accepts what waits on every listener.
     fn accept_all(&mut self) {
         for slot in 0..self.listeners.len() {
@@ -610,7 +555,7 @@ impl Worker {
                         self.conns.push(None);
                         self.conns.len() - 1
                     });
-                    if self.watch_conn(&mut stream, index, id).is_err() {
+                    if self.poll.registry().register(&mut stream, Token(index), Interest::READABLE).is_err() {
                         self.free.push(index);
                         self.shared.close_connection();
                         bump(&self.ctx.stats.closed, 1);
@@ -962,17 +907,12 @@ impl Worker {
 
     /// Sends every held answer, in the order they were held.
     fn release_all_held(&mut self) {
-        self.release_all_held_via(false);
-    }
-
-    /// `release_all_held`, through the ring with `via_ring` (see `release_held_via`).
-    fn release_all_held_via(&mut self, via_ring: bool) {
         if self.held.is_empty() {
             return;
         }
         let conns = self.held.take_conns();
         for &index in &conns {
-            self.release_held_via(index, via_ring);
+            self.release_held(index);
         }
         self.held.clear(conns);
     }
@@ -981,20 +921,9 @@ impl Worker {
     /// written to it; what the socket does not take waits in its backlog for
     /// the next writable event, and an error closes it.
     fn release_held(&mut self, index: usize) {
-        self.release_held_via(index, false);
-    }
-
-    /// `release_held`; `via_ring`, the io_uring loop's last step before it
-    /// waits, queues the answers on the ring, which sends them as it waits.
-    fn release_held_via(&mut self, index: usize, via_ring: bool) {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         let Some(number) = conn.state.held.take() else { return };
         let state = &mut conn.state;
-        if let Some(ring) = self.ring.as_mut().filter(|_| via_ring && state.backlog.is_empty()) {
-            if ring.queue_send(&state.stream, index, state.conn_ref.id, self.held.bytes(number)) {
-                return;
-            }
-        }
         if !send_or_queue(&state.stream, &mut state.backlog, self.held.bytes(number)) {
             self.close(index);
             return;
@@ -1031,12 +960,6 @@ impl Worker {
         if conn.state.write_registered == want {
             return;
         }
-        if let Some(ring) = self.ring.as_mut() {
-            if ring.want_write(&conn.state.stream, index, conn.state.conn_ref.id, want) {
-                conn.state.write_registered = want;
-                return;
-            }
-        }
         let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         if self.poll.registry().reregister(&mut conn.state.stream, Token(index), interest).is_ok() {
             conn.state.write_registered = want;
@@ -1060,11 +983,7 @@ impl Worker {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         let mut discarded = 0;
         loop {
-            let received = match conn.state.stream.fed() {
-                Some(fed) => fed.recv(self.scratch.spare()),
-                None => socket_io::recv(conn.state.stream.as_fd(), self.scratch.spare()),
-            };
-            match received {
+            match socket_io::recv(conn.state.stream.as_fd(), self.scratch.spare()) {
                 Ok(0) => break,
                 Ok(n) => {
                     discarded += n;
@@ -1083,11 +1002,7 @@ impl Worker {
     fn close(&mut self, index: usize) {
         self.release_held(index);
         if let Some(slot) = self.conns.get_mut(index) {
-            if let Some(conn) = slot.take() {
-                if let Some(ring) = self.ring.as_mut() {
-                    ring.forget(index, conn.state.conn_ref.id);
-                }
-                drop(conn);
+            if slot.take().is_some() {
                 // The hooks hear of it once the socket is closed.
                 if let Some(hooked) = self.hooked.get_mut(index) {
                     hooked.take();
@@ -1109,8 +1024,6 @@ impl Worker {
     /// application stopped reading: an answer not begun becomes a 503, the
     /// connection closes, and the handle and the body's reader get `Closed`.
     fn answer_overdue(&mut self, index: usize) {
-        // The io_uring loop sends held answers only as it waits again.
-        self.release_held(index);
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         let mut not_begun = false;
         if let Some(waiting) = conn.state.waiting.take() {

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
 
 use mio::event::Source;
 use mio::unix::SourceFd;
@@ -27,9 +28,26 @@ pub(crate) struct Stream {
 
 impl Stream {
     /// Makes the connection a TLS server's: its first bytes are the client's hello.
-    pub fn start_tls(&mut self, acceptor: &Acceptor) -> Result<(), rustls::Error> {
+    pub fn start_tls(&mut self, acceptor: &Arc<Acceptor>) -> Result<(), rustls::Error> {
         self.tls = Some(Box::new(TlsStream::new(acceptor)?));
         Ok(())
+    }
+
+    /// After a reload replaced the listener's TLS (`now`, where `was` was):
+    /// a session that has read nothing yet begins again under `now`, so that
+    /// connections opened before the reload and silent since handshake under
+    /// its rules; one part-way through its handshake finishes under the old
+    /// rules when they name the same clients, else it must close (false).
+    /// Sessions of other acceptors, and handshakes done, are left alone.
+    pub fn follow_tls(&mut self, was: &Arc<Acceptor>, now: &Arc<Acceptor>) -> bool {
+        let Some(tls) = &self.tls else { return true };
+        if !Arc::ptr_eq(tls.acceptor(), was) || Arc::ptr_eq(was, now) || !tls.handshaking() {
+            return true;
+        }
+        if tls.untouched() {
+            return self.start_tls(now).is_ok();
+        }
+        was.same_rules(now)
     }
 
     /// What the TLS handshake negotiated, once it has completed; None for a

@@ -30,6 +30,8 @@ pub(crate) struct Acceptor {
     pub(crate) require_sni_match: bool,
     /// Who may authenticate, for deciding what a reload keeps.
     clients: ClientIdentity,
+    /// The lowest TLS version taken (`TLS_1_2` or `TLS_1_3`).
+    min_version: u16,
 }
 
 /// What decides who a client is: whether certificates are asked for, and
@@ -74,6 +76,15 @@ impl ResolvesServerCert for BySni {
 }
 
 impl Acceptor {
+    /// Whether a handshake begun under `self` may finish although `other`
+    /// replaced it: the same clients are let in the same way (who may
+    /// authenticate, whether a name must match, the lowest version).
+    pub fn same_rules(&self, other: &Acceptor) -> bool {
+        self.clients == other.clients
+            && self.require_sni_match == other.require_sni_match
+            && self.min_version == other.min_version
+    }
+
     /// Reads the setup's files and builds its `ServerConfig`. The session
     /// ticket keys and session cache of `previous` (the listener's TLS
     /// before a reload) are kept, so that clients resume across reloads,
@@ -146,6 +157,12 @@ impl Acceptor {
         } else {
             KernelSupport::NONE
         };
-        Ok(Acceptor { config: Arc::new(config), ktls, require_sni_match: setup.require_sni_match, clients })
+        Ok(Acceptor {
+            config: Arc::new(config),
+            ktls,
+            require_sni_match: setup.require_sni_match,
+            clients,
+            min_version: setup.min_version,
+        })
     }
 }

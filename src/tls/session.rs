@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use rustls::server::ServerConnection;
 
@@ -55,6 +56,9 @@ pub(crate) enum TlsEvent {
 pub(crate) struct TlsStream {
     session: RefCell<Session>,
     info: OnceCell<TlsInfo>,
+    /// The listener's TLS this session began with (a reload may replace it:
+    /// see `Stream::follow_tls`).
+    acceptor: Arc<Acceptor>,
 }
 
 pub(super) enum Mode {
@@ -137,7 +141,7 @@ pub(crate) const MAX_HANDSHAKE_BYTES: usize = 24 * 1024;
 
 impl TlsStream {
     /// A session that begins with the client's hello.
-    pub fn new(acceptor: &Acceptor) -> Result<TlsStream, rustls::Error> {
+    pub fn new(acceptor: &Arc<Acceptor>) -> Result<TlsStream, rustls::Error> {
         let mut conn = ServerConnection::new(acceptor.config.clone())?;
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
         let cut = acceptor.ktls.any().then(RecordCut::default);
@@ -154,7 +158,20 @@ impl TlsStream {
                 require_sni_match: acceptor.require_sni_match,
             }),
             info: OnceCell::new(),
+            acceptor: acceptor.clone(),
         })
+    }
+
+    /// The listener's TLS this session began with.
+    pub fn acceptor(&self) -> &Arc<Acceptor> {
+        &self.acceptor
+    }
+
+    /// Whether no byte of the client's has been read yet: the session may
+    /// still be replaced by one of another acceptor.
+    pub fn untouched(&self) -> bool {
+        let s = self.session.borrow();
+        s.handshake_read == 0 && matches!(&s.mode, Mode::User(c) if c.is_handshaking() && !c.wants_write())
     }
 
     /// What the handshake negotiated, once it has completed.

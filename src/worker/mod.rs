@@ -35,6 +35,7 @@ use crate::net::output::{send_or_queue, write_now_or_queue};
 use crate::observe::log::{AccessBuffer, Level};
 use crate::observe::stats::{bump, WorkerStats};
 use crate::sys::socket_io;
+use crate::tls::acceptor::Acceptor;
 use clock::CoarseClock;
 use coalesce::Coalescer;
 use held::HeldAnswers;
@@ -292,14 +293,43 @@ impl Worker {
         self.ctx.date.set_server_line(&settings.server_line);
         self.coalescer.set_nap(settings.coalesce_wait, Instant::now());
         sched::follow(&settings, &self.shared);
+        // Listeners whose TLS the reload replaced: (before, after).
+        let replaced: Vec<(Arc<Acceptor>, Arc<Acceptor>)> = self
+            .ctx
+            .settings
+            .tls
+            .iter()
+            .filter_map(|(address, was)| {
+                let (_, now) = settings.tls.iter().find(|(a, _)| a == address)?;
+                (!Arc::ptr_eq(was, now)).then(|| (was.clone(), now.clone()))
+            })
+            .collect();
         self.ctx.settings = settings;
         self.ctx.generation = generation;
+        if !replaced.is_empty() {
+            self.follow_tls(&replaced);
+        }
         // After the settings: connections accepted here are driven at once,
         // with the new settings, and must not find this reload still to do.
         if !self.ctx.draining {
             self.take_listeners(true);
         }
         self.shared.acknowledge(self.ctx.index, generation);
+    }
+
+    /// Connections still in their TLS handshake under a listener's TLS that
+    /// a reload replaced: silent ones begin again under the new rules (a
+    /// client may not open connections before a reload to handshake after it
+    /// under the old ones); ones part-way through finish if the rules name
+    /// the same clients, else close (see `Stream::follow_tls`).
+    fn follow_tls(&mut self, replaced: &[(Arc<Acceptor>, Arc<Acceptor>)]) {
+        for index in 0..self.conns.len() {
+            let Some(Some(conn)) = self.conns.get_mut(index) else { continue };
+            let stream = &mut conn.state.stream;
+            if !replaced.iter().all(|(was, now)| stream.follow_tls(was, now)) {
+                self.close(index);
+            }
+        }
     }
 
     /// Applies what this thread posted to its own mailbox this round (event

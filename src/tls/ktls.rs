@@ -269,44 +269,83 @@ fn classify(n: usize, kind: Option<u8>, bytes: &[u8]) -> Record {
     }
 }
 
-/// Reads decrypted application data from a kernel TLS socket into `buf`.
-/// `end` keeps how the stream ended once that is seen (see `recv_records`).
-pub(super) fn recv(socket: BorrowedFd<'_>, buf: &mut [u8], end: &mut Option<PeerEnd>) -> io::Result<usize> {
-    recv_records(|b| ktls::recv_record(socket, b), buf, end)
+/// The most empty application-data records read in a row, as rustls allows
+/// (past it, `TooManyEmptyFragments`): each costs a read and brings nothing,
+/// so a client could otherwise hold the worker in one call.
+const MAX_EMPTY_RECORDS: u8 = 32;
+
+/// What a kernel TLS session keeps between reads.
+#[derive(Debug, Default)]
+pub(super) struct KernelRx {
+    /// How the stream ended once that is seen (see `recv_records`).
+    pub(super) end: Option<PeerEnd>,
+    /// Empty records read in a row.
+    empty_run: u8,
 }
 
-/// `recv` over `read` (the kernel's records). A record of another type
-/// comes alone: a data read stops short before it, so a short data read is
-/// followed by another (usually `EAGAIN`), and what ends the stream is kept
-/// in `end` and reported by the next call: bytes before it go up first, and
-/// the caller, seeing its end pending, reads again at once instead of
-/// waiting for a readiness event that an alert already queued never raises.
+/// Reads decrypted application data from a kernel TLS socket into `buf`.
+pub(super) fn recv(socket: BorrowedFd<'_>, buf: &mut [u8], rx: &mut KernelRx) -> io::Result<usize> {
+    recv_records(|b, peek| ktls::recv_record(socket, b, peek), buf, rx)
+}
+
+/// `recv` over `read` (the kernel's records; `peek`: leave them there). A
+/// record of another type comes alone: a data read stops short before it,
+/// so a short data read is followed by another (usually `EAGAIN`), and what
+/// ends the stream is kept in `rx.end` and reported by the next call: bytes
+/// before it go up first, and the caller, seeing its end pending, reads
+/// again at once instead of waiting for a readiness event that an alert
+/// already queued never raises.
 fn recv_records(
-    mut read: impl FnMut(&mut [u8]) -> io::Result<(usize, Option<u8>)>,
+    mut read: impl FnMut(&mut [u8], bool) -> io::Result<(usize, Option<u8>)>,
     buf: &mut [u8],
-    end: &mut Option<PeerEnd>,
+    rx: &mut KernelRx,
 ) -> io::Result<usize> {
     let mut filled = 0;
     loop {
-        if let Some(e) = end {
+        if let Some(e) = rx.end {
             return if filled > 0 { Ok(filled) } else { e.result() };
         }
         if filled == buf.len() {
             return Ok(filled);
         }
-        let (n, kind) = match read(&mut buf[filled..]) {
+        // An alert is two bytes: read into less room it would be cut and
+        // misread, so there the next record's type is peeked first and only
+        // data is read into `buf` (a record is read whole or not at all
+        // into `small`: the peeked record is the one read).
+        let mut small = [0u8; 2];
+        let got = if buf.len() - filled < 2 {
+            read(&mut small[..1], true).and_then(|(_, kind)| match kind {
+                Some(kind) if kind != APPLICATION_DATA => read(&mut small, false).map(|(n, k)| (n, k, true)),
+                _ => read(&mut buf[filled..], false).map(|(n, k)| (n, k, false)),
+            })
+        } else {
+            read(&mut buf[filled..], false).map(|(n, k)| (n, k, false))
+        };
+        let (n, kind, in_small) = match got {
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        match classify(n, kind, &buf[filled..filled + n]) {
-            Record::Data(n) => filled += n,
-            Record::Empty => {}
-            Record::End => *end = Some(PeerEnd::Truncated),
-            Record::CloseNotify => *end = Some(PeerEnd::Clean),
-            Record::Alert(description) => *end = Some(PeerEnd::Alert(description)),
-            Record::Other(kind) => *end = Some(PeerEnd::Unexpected(kind)),
+        let bytes = if in_small { &small[..n] } else { &buf[filled..filled + n] };
+        match classify(n, kind, bytes) {
+            Record::Data(n) => {
+                rx.empty_run = 0;
+                filled += n;
+            }
+            Record::Empty => {
+                rx.empty_run += 1;
+                if rx.empty_run > MAX_EMPTY_RECORDS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the client sent over {MAX_EMPTY_RECORDS} empty TLS records in a row"),
+                    ));
+                }
+            }
+            Record::End => rx.end = Some(PeerEnd::Truncated),
+            Record::CloseNotify => rx.end = Some(PeerEnd::Clean),
+            Record::Alert(description) => rx.end = Some(PeerEnd::Alert(description)),
+            Record::Other(kind) => rx.end = Some(PeerEnd::Unexpected(kind)),
         }
     }
 }
@@ -412,13 +451,18 @@ mod tests {
 
     /// Replays `records` (bytes and type; `None` type: the socket's end; an
     /// empty script: `EAGAIN`) as the kernel would give them.
-    fn script(records: Vec<(&'static [u8], Option<u8>)>) -> impl FnMut(&mut [u8]) -> io::Result<(usize, Option<u8>)> {
+    /// A peek leaves the record where it was.
+    fn script(
+        records: Vec<(&'static [u8], Option<u8>)>,
+    ) -> impl FnMut(&mut [u8], bool) -> io::Result<(usize, Option<u8>)> {
         let mut records = std::collections::VecDeque::from(records);
-        move |buf: &mut [u8]| {
+        move |buf: &mut [u8], peek: bool| {
             let Some((bytes, kind)) = records.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
             let n = bytes.len().min(buf.len());
             buf[..n].copy_from_slice(&bytes[..n]);
-            if n < bytes.len() {
+            if peek {
+                records.push_front((bytes, kind));
+            } else if n < bytes.len() {
                 records.push_front((&bytes[n..], kind));
             }
             Ok((n, kind))
@@ -428,11 +472,11 @@ mod tests {
     #[test]
     fn empty_records_are_skipped_not_taken_for_the_end() {
         let mut read = script(vec![(b"", Some(23)), (b"", Some(23)), (b"abc", Some(23))]);
-        let (mut buf, mut end) = ([0u8; 16], None);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 3);
+        let (mut buf, mut rx) = ([0u8; 16], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 3);
         assert_eq!(&buf[..3], b"abc");
-        assert!(end.is_none());
-        let e = recv_records(&mut read, &mut buf, &mut end).unwrap_err();
+        assert!(rx.end.is_none());
+        let e = recv_records(&mut read, &mut buf, &mut rx).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "an empty socket, not the end");
     }
 
@@ -441,40 +485,75 @@ mod tests {
         // Data, then close_notify, and no FIN: the bytes first, with the end
         // pending (the caller reads again), then the end.
         let mut read = script(vec![(b"GET /", Some(23)), (&[1, 0], Some(21))]);
-        let (mut buf, mut end) = ([0u8; 64], None);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 5);
-        assert_eq!(end, Some(PeerEnd::Clean), "seen in the same call");
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0, "and stays the end");
+        let (mut buf, mut rx) = ([0u8; 64], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 5);
+        assert_eq!(rx.end, Some(PeerEnd::Clean), "seen in the same call");
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 0);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 0, "and stays the end");
     }
 
     #[test]
     fn a_fin_without_close_notify_is_a_truncation() {
         let mut read = script(vec![(b"abc", Some(23)), (b"", None)]);
-        let (mut buf, mut end) = ([0u8; 64], None);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 3);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0);
-        assert_eq!(end, Some(PeerEnd::Truncated));
+        let (mut buf, mut rx) = ([0u8; 64], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 3);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 0);
+        assert_eq!(rx.end, Some(PeerEnd::Truncated));
     }
 
     #[test]
     fn other_alerts_and_records_are_errors() {
         let mut read = script(vec![(&[2, 20], Some(21))]);
-        let (mut buf, mut end) = ([0u8; 64], None);
-        let e = recv_records(&mut read, &mut buf, &mut end).unwrap_err();
+        let (mut buf, mut rx) = ([0u8; 64], KernelRx::default());
+        let e = recv_records(&mut read, &mut buf, &mut rx).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
         let mut read = script(vec![(b"x", Some(23)), (&[24, 0, 0, 1, 0], Some(22))]);
-        let mut end = None;
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 1);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let mut rx = KernelRx::default();
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 1);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
     fn a_full_buffer_returns_without_reading_on() {
         let mut read = script(vec![(b"abcdef", Some(23))]);
-        let (mut buf, mut end) = ([0u8; 4], None);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 4);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 2);
+        let (mut buf, mut rx) = ([0u8; 4], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 4);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 2);
+    }
+
+    /// As rustls (`TooManyEmptyFragments`): 32 empty records in a row are
+    /// taken, the 33rd ends the session; data between runs starts the count
+    /// again, across calls too.
+    #[test]
+    fn over_32_empty_records_in_a_row_are_an_error() {
+        let mut records: Vec<(&'static [u8], Option<u8>)> = vec![(b"", Some(23)); 32];
+        records.push((b"abc", Some(23)));
+        records.extend(vec![(&b""[..], Some(23)); 20]);
+        let mut read = script(records);
+        let (mut buf, mut rx) = ([0u8; 16], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 3);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let mut read = script(vec![(b"", Some(23)); 13]);
+        let e = recv_records(&mut read, &mut buf, &mut rx).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
+    /// A `close_notify` (two bytes) read when the room left is one byte (a
+    /// streamed body's window nearly full) is the clean end, not a fatal
+    /// alert; data into that room still comes byte by byte, none lost.
+    #[test]
+    fn close_notify_into_a_one_byte_room_is_the_clean_end() {
+        let mut read = script(vec![(&[1, 0], Some(21))]);
+        let (mut buf, mut rx) = ([0u8; 1], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 0);
+        assert_eq!(rx.end, Some(PeerEnd::Clean));
+        let mut read = script(vec![(b"ab", Some(23)), (&[2, 40], Some(21))]);
+        let mut rx = KernelRx::default();
+        let mut got = Vec::new();
+        while let Ok(n @ 1..) = recv_records(&mut read, &mut buf, &mut rx) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!((got.as_slice(), rx.end), (&b"ab"[..], Some(PeerEnd::Alert(40))));
     }
 
     #[test]

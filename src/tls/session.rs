@@ -31,7 +31,7 @@ use rustls::server::ServerConnection;
 
 use super::acceptor::Acceptor;
 use super::info::TlsInfo;
-use super::ktls::{self, KernelSupport, Moved};
+use super::ktls::{self, KernelRx, KernelSupport, Moved};
 use crate::sys::socket_io;
 
 /// Most bytes of records a session buffers (rustls's own default): one
@@ -118,8 +118,9 @@ struct Session {
     event: Option<TlsEvent>,
     /// Bytes read from the socket while handshaking (see `MAX_HANDSHAKE_BYTES`).
     handshake_read: usize,
-    /// How the client's side ended, once seen.
-    end: Option<PeerEnd>,
+    /// How the client's side ended, once seen (`rx.end`), and what kernel
+    /// TLS reads keep.
+    rx: KernelRx,
     close: CloseNotify,
     /// What kernel TLS takes (see `ktls`).
     ktls: KernelSupport,
@@ -148,7 +149,7 @@ impl TlsStream {
                 cut,
                 event: None,
                 handshake_read: 0,
-                end: None,
+                rx: KernelRx::default(),
                 close: CloseNotify::NotSent,
                 ktls: acceptor.ktls,
                 require_sni_match: acceptor.require_sni_match,
@@ -182,12 +183,12 @@ impl TlsStream {
     /// returns it without the socket (a short read before it does not mean
     /// the socket is empty).
     pub fn end_pending(&self) -> bool {
-        self.session.borrow().end.is_some()
+        self.session.borrow().rx.end.is_some()
     }
 
     /// Whether the client's side ended without `close_notify`.
     pub fn truncated(&self) -> bool {
-        self.session.borrow().end == Some(PeerEnd::Truncated)
+        self.session.borrow().rx.end == Some(PeerEnd::Truncated)
     }
 
     /// The next thing the worker should count or log.
@@ -300,14 +301,14 @@ impl Session {
             let conn = match &mut self.mode {
                 // Reached only with nothing read yet in this call: the move
                 // happens right after the handshake, before any data.
-                Mode::Kernel => return ktls::recv(socket, &mut buf[filled..], &mut self.end).map(|n| filled + n),
+                Mode::Kernel => return ktls::recv(socket, &mut buf[filled..], &mut self.rx).map(|n| filled + n),
                 Mode::Failed => return Err(io::ErrorKind::ConnectionAborted.into()),
                 Mode::User(conn) => conn,
             };
             let (n, end) = take_plaintext(conn, &mut buf[filled..])?;
             filled += n;
             if end.is_some() {
-                self.end = end;
+                self.rx.end = end;
                 return Ok(filled);
             }
             if filled == buf.len() {
@@ -365,7 +366,7 @@ impl Session {
                 let (n, end) = take_plaintext(conn, &mut buf[filled..])?;
                 filled += n;
                 if end.is_some() {
-                    self.end = end;
+                    self.rx.end = end;
                     return Ok(filled);
                 }
                 if filled > 0 {

@@ -115,7 +115,10 @@ struct Session {
     /// Cuts socket reads at record boundaries while handshaking, so that no
     /// record after the handshake's last is read ahead of the kernel.
     cut: Option<RecordCut>,
-    event: Option<TlsEvent>,
+    /// What the worker is told, in this order: one slot each, since a
+    /// handshake can complete and the session then fail in the same read.
+    completed: Option<TlsEvent>,
+    failed: Option<TlsEvent>,
     /// Bytes read from the socket while handshaking (see `MAX_HANDSHAKE_BYTES`).
     handshake_read: usize,
     /// How the client's side ended, once seen (`rx.end`), and what kernel
@@ -147,7 +150,8 @@ impl TlsStream {
                 mode: Mode::User(Box::new(conn)),
                 owed: 0,
                 cut,
-                event: None,
+                completed: None,
+                failed: None,
                 handshake_read: 0,
                 rx: KernelRx::default(),
                 close: CloseNotify::NotSent,
@@ -191,9 +195,10 @@ impl TlsStream {
         self.session.borrow().rx.end == Some(PeerEnd::Truncated)
     }
 
-    /// The next thing the worker should count or log.
+    /// The next thing the worker should count or log (take them until None).
     pub fn take_event(&self) -> Option<TlsEvent> {
-        self.session.borrow_mut().event.take()
+        let mut s = self.session.borrow_mut();
+        s.completed.take().or_else(|| s.failed.take())
     }
 
     /// Reads decrypted bytes into `buf` (see the module's documentation).
@@ -317,7 +322,7 @@ impl Session {
             let handshaking = conn.is_handshaking();
             if handshaking && self.handshake_read >= MAX_HANDSHAKE_BYTES {
                 let reason = format!("the client sent over {MAX_HANDSHAKE_BYTES} bytes while handshaking");
-                self.event = Some(TlsEvent::Failed { handshake: true, reason: reason.clone() });
+                self.failed = Some(TlsEvent::Failed { handshake: true, reason: reason.clone() });
                 self.mode = Mode::Failed;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
             }
@@ -349,7 +354,7 @@ impl Session {
                     let _ = flush(conn, socket);
                     e.to_string()
                 };
-                self.event = Some(TlsEvent::Failed { handshake: was_handshaking, reason: reason.clone() });
+                self.failed = Some(TlsEvent::Failed { handshake: was_handshaking, reason: reason.clone() });
                 self.mode = Mode::Failed;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
             }
@@ -385,7 +390,7 @@ impl Session {
             Some(_) => match ktls::take_over(&mut self.mode, socket, self.ktls) {
                 Ok(moved) => moved,
                 Err(e) => {
-                    self.event = Some(TlsEvent::Failed { handshake: false, reason: format!("kernel TLS: {e}") });
+                    self.failed = Some(TlsEvent::Failed { handshake: false, reason: format!("kernel TLS: {e}") });
                     return Err(e);
                 }
             },
@@ -401,7 +406,7 @@ impl Session {
         };
         negotiated.kernel = kernel;
         let _ = info.set(negotiated);
-        self.event = Some(TlsEvent::Completed { kernel, refused });
+        self.completed = Some(TlsEvent::Completed { kernel, refused });
         Ok(())
     }
 

@@ -26,6 +26,9 @@ pub(crate) struct Acceptor {
     /// built; nothing when the setup turned kernel TLS off): connections
     /// whose negotiated version and cipher it takes move to it.
     pub(crate) ktls: KernelSupport,
+    /// Kernel TLS was asked for and the kernel takes none of it: why (logged
+    /// once per process when the listener's settings are built).
+    ktls_unusable: Option<&'static str>,
     /// A name no certificate has is refused (see `TlsSetup::set_require_sni_match`).
     pub(crate) require_sni_match: bool,
     /// Who may authenticate, for deciding what a reload keeps.
@@ -74,6 +77,12 @@ impl ResolvesServerCert for BySni {
 }
 
 impl Acceptor {
+    /// Why kernel TLS is not usable for this listener though asked for,
+    /// the first time in the process that is asked (it is said once).
+    pub(crate) fn ktls_unusable_first_time(&self) -> Option<&'static str> {
+        self.ktls_unusable.filter(|_| super::ktls::first_unusable())
+    }
+
     /// Reads the setup's files and builds its `ServerConfig`. The session
     /// ticket keys and session cache of `previous` (the listener's TLS
     /// before a reload) are kept, so that clients resume across reloads,
@@ -140,12 +149,18 @@ impl Acceptor {
             Some(p) => p.session_storage.clone(),
             None => rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE),
         };
-        let ktls = if setup.ktls {
+        let (ktls, ktls_unusable) = if setup.ktls {
             let versions: &[u16] = if setup.min_version == TLS_1_3 { &[TLS_1_3] } else { &[TLS_1_2, TLS_1_3] };
-            KernelSupport::probe(versions)
+            KernelSupport::probed(versions)
         } else {
-            KernelSupport::NONE
+            (KernelSupport::NONE, None)
         };
-        Ok(Acceptor { config: Arc::new(config), ktls, require_sni_match: setup.require_sni_match, clients })
+        Ok(Acceptor {
+            config: Arc::new(config),
+            ktls,
+            ktls_unusable,
+            require_sni_match: setup.require_sni_match,
+            clients,
+        })
     }
 }

@@ -21,8 +21,11 @@
 //! error.
 
 use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use rustls::ConnectionTrafficSecrets;
 
@@ -118,24 +121,50 @@ impl KernelSupport {
     /// Nothing: kernel TLS off, or no `tls` module.
     pub(crate) const NONE: KernelSupport = KernelSupport(0);
 
-    /// Asks the kernel which of `versions` × the kernel's ciphers it takes,
-    /// each on a throwaway connected loopback pair given dummy keys for both
-    /// directions. A kernel without the `tls` module (the first attach
-    /// fails) costs one pair.
-    pub(crate) fn probe(versions: &[u16]) -> KernelSupport {
+    /// What kernel TLS takes of `versions` in this process, and when that
+    /// is nothing, why. The kernel is asked once (`probe`) and the answer
+    /// kept: its TLS support does not change within a process's life, and
+    /// starts and reloads (under the reload lock) need not wait on sockets.
+    pub(crate) fn probed(versions: &[u16]) -> (KernelSupport, Option<&'static str>) {
+        static PROBED: OnceLock<(KernelSupport, Option<String>)> = OnceLock::new();
+        let (all, why) = PROBED.get_or_init(|| KernelSupport::probe(&[TLS_1_2, TLS_1_3]));
         let mut support = KernelSupport::NONE;
         for &version in versions {
             for cipher in CIPHERS {
-                let pair = || -> io::Result<(std::net::TcpStream, std::net::TcpStream)> {
-                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-                    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
-                    let (server, _) = listener.accept()?;
-                    Ok((client, server))
+                for direction in [Direction::Transmit, Direction::Receive] {
+                    if all.has(version, cipher, direction) {
+                        support.add(version, cipher, direction);
+                    }
+                }
+            }
+        }
+        let why = match why {
+            _ if support.any() => None,
+            Some(why) => Some(why.as_str()),
+            None => Some("the kernel's TLS takes none of the versions and ciphers the listener allows"),
+        };
+        (support, why)
+    }
+
+    /// Asks the kernel which of `versions` × the kernel's ciphers it takes,
+    /// each on a throwaway connected loopback pair given dummy keys for both
+    /// directions; with nothing, why. A kernel without the `tls` module (the
+    /// first attach fails) costs one pair.
+    fn probe(versions: &[u16]) -> (KernelSupport, Option<String>) {
+        let mut support = KernelSupport::NONE;
+        let mut why = None;
+        for &version in versions {
+            for cipher in CIPHERS {
+                let (_client, server) = match loopback_pair() {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        why = Some(format!("a loopback connection to probe it failed ({e})"));
+                        continue;
+                    }
                 };
-                let Ok((_client, server)) = pair() else { continue };
-                if ktls::attach(server.as_fd()).is_err() {
+                if let Err(e) = ktls::attach(server.as_fd()) {
                     if support == KernelSupport::NONE {
-                        return support;
+                        return (support, Some(format!("the kernel has no TLS module (TCP_ULP \"tls\": {e})")));
                     }
                     continue;
                 }
@@ -146,7 +175,7 @@ impl KernelSupport {
                 }
             }
         }
-        support
+        (support, why.filter(|_| !support.any()))
     }
 
     pub(crate) fn add(&mut self, version: u16, cipher: KernelCipher, direction: Direction) {
@@ -174,6 +203,34 @@ impl KernelSupport {
             Decision::KernelLacks { version, cipher }
         }
     }
+}
+
+/// How long the probe waits for its loopback connection (it is made at
+/// once unless something is badly wrong).
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// A connected loopback pair, in at most `PROBE_WAIT` for each step.
+fn loopback_pair() -> io::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let client = TcpStream::connect_timeout(&listener.local_addr()?, PROBE_WAIT)?;
+    let deadline = Instant::now() + PROBE_WAIT;
+    loop {
+        match listener.accept() {
+            Ok((server, _)) => return Ok((client, server)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True the first time (in this process) kernel TLS was asked for and
+/// found unusable: said once, not per listener or reload.
+pub(crate) fn first_unusable() -> bool {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    !SAID.swap(true, Ordering::Relaxed)
 }
 
 /// True the first time (in this process) `decision` keeps a connection out
@@ -429,13 +486,34 @@ mod tests {
     /// without the `tls` module, nothing.
     #[test]
     fn the_probe_answers_without_failing() {
-        let support = KernelSupport::probe(&[TLS_1_2, TLS_1_3]);
+        let (support, why) = KernelSupport::probe(&[TLS_1_2, TLS_1_3]);
+        assert_eq!(why.is_some(), !support.any(), "{why:?}");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         if ktls::attach(server.as_fd()).is_err() {
             assert_eq!(support, KernelSupport::NONE, "no tls module: nothing moves");
+            assert!(why.unwrap().starts_with("the kernel has no TLS module"));
         }
+    }
+
+    /// Asked once per process: later starts and reloads get the same answer
+    /// (the same reason, not a new one), masked to their versions.
+    #[test]
+    fn the_probe_runs_once_per_process() {
+        let (all, why) = KernelSupport::probed(&[TLS_1_2, TLS_1_3]);
+        let (again, why_again) = KernelSupport::probed(&[TLS_1_2, TLS_1_3]);
+        assert_eq!(all, again);
+        assert!(why.zip(why_again).is_none_or(|(a, b)| std::ptr::eq(a, b)), "kept, not probed again");
+        let (tls13, _) = KernelSupport::probed(&[TLS_1_3]);
+        assert!(!tls13.has(TLS_1_2, KernelCipher::Aes128Gcm, Direction::Transmit));
+        assert_eq!(
+            tls13.has(TLS_1_3, KernelCipher::Aes128Gcm, Direction::Receive),
+            all.has(TLS_1_3, KernelCipher::Aes128Gcm, Direction::Receive)
+        );
+        let first = first_unusable();
+        assert!(!first_unusable(), "said once");
+        let _ = first;
     }
 
     #[test]

@@ -824,3 +824,43 @@ fn kernel_tls_asked_for_falls_back_to_user_space_where_the_kernel_lacks_it() {
         assert_eq!(stats.tls_kernel, 0);
     }
 }
+
+/// A handshake that completes and a session that fails in the same read
+/// (the client's Finished, then a record that does not decrypt, sent
+/// together) are both reported: the handshake counted, the failure logged.
+#[test]
+fn a_session_failing_in_the_read_that_ends_its_handshake_still_counts_the_handshake() {
+    let pki = Pki::new("done-then-failed");
+    let leaf = pki.server(&["localhost"]);
+    let log = Arc::new(Lines::default());
+    let seen = log.clone();
+    let s = start_tls(tls_view, setup_for(&[&leaf]), move |c| c.error_log = Some(seen));
+    let config = client_config(&pki, ClientOpts { versions: TLS13, ..Default::default() });
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    // Up to the server's Finished: the client's own is then queued, unsent.
+    while conn.is_handshaking() {
+        if conn.wants_write() {
+            conn.write_tls(&mut sock).unwrap();
+        } else {
+            conn.read_tls(&mut sock).unwrap();
+            conn.process_new_packets().unwrap();
+        }
+    }
+    // Finished and a 16,000-byte record (longer than one of the server's
+    // reads: the handshake ends a read before the record fails) whose tag
+    // is spoiled.
+    conn.writer().write_all(&[b'x'; 16_000]).unwrap();
+    let mut bytes = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut bytes).unwrap();
+    }
+    *bytes.last_mut().unwrap() ^= 1;
+    sock.write_all(&bytes).unwrap();
+    let _ = sock.read_to_end(&mut Vec::new());
+    assert!(wait_until(IO_TIMEOUT, || log.has("TLS session with 127.0.0.1")), "the failure is logged");
+    let stats = s.server.stats();
+    assert_eq!((stats.tls_handshakes, stats.tls_handshake_failures), (1, 0));
+}

@@ -91,6 +91,15 @@ impl Settings {
             let previous = previous.and_then(|p| p.tls.iter().find(|(a, _)| a == address)).map(|(_, t)| &**t);
             let acceptor = Acceptor::build(setup, previous)
                 .map_err(|e| Error::new(e.kind, format!("TLS listener {address}: {}", e.message)))?;
+            if let Some(log) = &config.error_log {
+                if let Some(why) = acceptor.ktls_unusable_first_time() {
+                    let line = format!(
+                        "TLS listener {address}: kernel TLS was asked for but is not usable: {why}; \
+                         connections stay in user space (logged once)"
+                    );
+                    log.log(crate::observe::log::Level::Warning, &line);
+                }
+            }
             tls.push((address.clone(), Arc::new(acceptor)));
         }
         Ok(Settings {

@@ -156,8 +156,9 @@ impl<const IV: usize, const KEY: usize, const SALT: usize> CryptoInfo<IV, KEY, S
 /// decrypts: how many, and the type of the first record read (the kernel
 /// says it in a control message), or None when no record was read: the end
 /// of the stream. A record that is not application data (an alert, a
-/// handshake message) comes alone.
-pub(crate) fn recv_record(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<u8>)> {
+/// handshake message) comes alone. `peek`: the bytes stay in the socket
+/// (`MSG_PEEK`), to learn the next record's type.
+pub(crate) fn recv_record(socket: BorrowedFd<'_>, buf: &mut [u8], peek: bool) -> io::Result<(usize, Option<u8>)> {
     // Room for one `cmsghdr` and its one byte, aligned as the kernel writes it.
     let mut control = [0u64; 4];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
@@ -169,7 +170,8 @@ pub(crate) fn recv_record(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: `msg` points at one iovec valid for writes of `buf.len()` bytes
     // and at `control`, valid for writes of its size, for the call.
-    let n = syscall!(recvmsg(socket.as_raw_fd(), &mut msg, 0))? as usize;
+    let flags = if peek { libc::MSG_PEEK } else { 0 };
+    let n = syscall!(recvmsg(socket.as_raw_fd(), &mut msg, flags))? as usize;
     let mut record_type = None;
     // SAFETY: the kernel filled `msg.msg_control` with `msg_controllen`
     // bytes of well-formed control messages inside `control`; the CMSG

@@ -26,6 +26,9 @@ pub(crate) struct Acceptor {
     /// built; nothing when the setup turned kernel TLS off): connections
     /// whose negotiated version and cipher it takes move to it.
     pub(crate) ktls: KernelSupport,
+    /// Kernel TLS was asked for and the kernel takes none of it: why (logged
+    /// once per process when the listener's settings are built).
+    ktls_unusable: Option<&'static str>,
     /// A name no certificate has is refused (see `TlsSetup::set_require_sni_match`).
     pub(crate) require_sni_match: bool,
     /// Who may authenticate, for deciding what a reload keeps.
@@ -83,6 +86,12 @@ impl Acceptor {
         self.clients == other.clients
             && self.require_sni_match == other.require_sni_match
             && self.min_version == other.min_version
+    }
+
+    /// Why kernel TLS is not usable for this listener though asked for,
+    /// the first time in the process that is asked (it is said once).
+    pub(crate) fn ktls_unusable_first_time(&self) -> Option<&'static str> {
+        self.ktls_unusable.filter(|_| super::ktls::first_unusable())
     }
 
     /// Reads the setup's files and builds its `ServerConfig`. The session
@@ -151,15 +160,16 @@ impl Acceptor {
             Some(p) => p.session_storage.clone(),
             None => rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE),
         };
-        let ktls = if setup.ktls {
+        let (ktls, ktls_unusable) = if setup.ktls {
             let versions: &[u16] = if setup.min_version == TLS_1_3 { &[TLS_1_3] } else { &[TLS_1_2, TLS_1_3] };
-            KernelSupport::probe(versions)
+            KernelSupport::probed(versions)
         } else {
-            KernelSupport::NONE
+            (KernelSupport::NONE, None)
         };
         Ok(Acceptor {
             config: Arc::new(config),
             ktls,
+            ktls_unusable,
             require_sni_match: setup.require_sni_match,
             clients,
             min_version: setup.min_version,

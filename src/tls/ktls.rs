@@ -21,8 +21,11 @@
 //! error.
 
 use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use rustls::ConnectionTrafficSecrets;
 
@@ -118,24 +121,50 @@ impl KernelSupport {
     /// Nothing: kernel TLS off, or no `tls` module.
     pub(crate) const NONE: KernelSupport = KernelSupport(0);
 
-    /// Asks the kernel which of `versions` × the kernel's ciphers it takes,
-    /// each on a throwaway connected loopback pair given dummy keys for both
-    /// directions. A kernel without the `tls` module (the first attach
-    /// fails) costs one pair.
-    pub(crate) fn probe(versions: &[u16]) -> KernelSupport {
+    /// What kernel TLS takes of `versions` in this process, and when that
+    /// is nothing, why. The kernel is asked once (`probe`) and the answer
+    /// kept: its TLS support does not change within a process's life, and
+    /// starts and reloads (under the reload lock) need not wait on sockets.
+    pub(crate) fn probed(versions: &[u16]) -> (KernelSupport, Option<&'static str>) {
+        static PROBED: OnceLock<(KernelSupport, Option<String>)> = OnceLock::new();
+        let (all, why) = PROBED.get_or_init(|| KernelSupport::probe(&[TLS_1_2, TLS_1_3]));
         let mut support = KernelSupport::NONE;
         for &version in versions {
             for cipher in CIPHERS {
-                let pair = || -> io::Result<(std::net::TcpStream, std::net::TcpStream)> {
-                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-                    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
-                    let (server, _) = listener.accept()?;
-                    Ok((client, server))
+                for direction in [Direction::Transmit, Direction::Receive] {
+                    if all.has(version, cipher, direction) {
+                        support.add(version, cipher, direction);
+                    }
+                }
+            }
+        }
+        let why = match why {
+            _ if support.any() => None,
+            Some(why) => Some(why.as_str()),
+            None => Some("the kernel's TLS takes none of the versions and ciphers the listener allows"),
+        };
+        (support, why)
+    }
+
+    /// Asks the kernel which of `versions` × the kernel's ciphers it takes,
+    /// each on a throwaway connected loopback pair given dummy keys for both
+    /// directions; with nothing, why. A kernel without the `tls` module (the
+    /// first attach fails) costs one pair.
+    fn probe(versions: &[u16]) -> (KernelSupport, Option<String>) {
+        let mut support = KernelSupport::NONE;
+        let mut why = None;
+        for &version in versions {
+            for cipher in CIPHERS {
+                let (_client, server) = match loopback_pair() {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        why = Some(format!("a loopback connection to probe it failed ({e})"));
+                        continue;
+                    }
                 };
-                let Ok((_client, server)) = pair() else { continue };
-                if ktls::attach(server.as_fd()).is_err() {
+                if let Err(e) = ktls::attach(server.as_fd()) {
                     if support == KernelSupport::NONE {
-                        return support;
+                        return (support, Some(format!("the kernel has no TLS module (TCP_ULP \"tls\": {e})")));
                     }
                     continue;
                 }
@@ -146,7 +175,7 @@ impl KernelSupport {
                 }
             }
         }
-        support
+        (support, why.filter(|_| !support.any()))
     }
 
     pub(crate) fn add(&mut self, version: u16, cipher: KernelCipher, direction: Direction) {
@@ -174,6 +203,34 @@ impl KernelSupport {
             Decision::KernelLacks { version, cipher }
         }
     }
+}
+
+/// How long the probe waits for its loopback connection (it is made at
+/// once unless something is badly wrong).
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// A connected loopback pair, in at most `PROBE_WAIT` for each step.
+fn loopback_pair() -> io::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let client = TcpStream::connect_timeout(&listener.local_addr()?, PROBE_WAIT)?;
+    let deadline = Instant::now() + PROBE_WAIT;
+    loop {
+        match listener.accept() {
+            Ok((server, _)) => return Ok((client, server)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True the first time (in this process) kernel TLS was asked for and
+/// found unusable: said once, not per listener or reload.
+pub(crate) fn first_unusable() -> bool {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    !SAID.swap(true, Ordering::Relaxed)
 }
 
 /// True the first time (in this process) `decision` keeps a connection out
@@ -269,44 +326,83 @@ fn classify(n: usize, kind: Option<u8>, bytes: &[u8]) -> Record {
     }
 }
 
-/// Reads decrypted application data from a kernel TLS socket into `buf`.
-/// `end` keeps how the stream ended once that is seen (see `recv_records`).
-pub(super) fn recv(socket: BorrowedFd<'_>, buf: &mut [u8], end: &mut Option<PeerEnd>) -> io::Result<usize> {
-    recv_records(|b| ktls::recv_record(socket, b), buf, end)
+/// The most empty application-data records read in a row, as rustls allows
+/// (past it, `TooManyEmptyFragments`): each costs a read and brings nothing,
+/// so a client could otherwise hold the worker in one call.
+const MAX_EMPTY_RECORDS: u8 = 32;
+
+/// What a kernel TLS session keeps between reads.
+#[derive(Debug, Default)]
+pub(super) struct KernelRx {
+    /// How the stream ended once that is seen (see `recv_records`).
+    pub(super) end: Option<PeerEnd>,
+    /// Empty records read in a row.
+    empty_run: u8,
 }
 
-/// `recv` over `read` (the kernel's records). A record of another type
-/// comes alone: a data read stops short before it, so a short data read is
-/// followed by another (usually `EAGAIN`), and what ends the stream is kept
-/// in `end` and reported by the next call: bytes before it go up first, and
-/// the caller, seeing its end pending, reads again at once instead of
-/// waiting for a readiness event that an alert already queued never raises.
+/// Reads decrypted application data from a kernel TLS socket into `buf`.
+pub(super) fn recv(socket: BorrowedFd<'_>, buf: &mut [u8], rx: &mut KernelRx) -> io::Result<usize> {
+    recv_records(|b, peek| ktls::recv_record(socket, b, peek), buf, rx)
+}
+
+/// `recv` over `read` (the kernel's records; `peek`: leave them there). A
+/// record of another type comes alone: a data read stops short before it,
+/// so a short data read is followed by another (usually `EAGAIN`), and what
+/// ends the stream is kept in `rx.end` and reported by the next call: bytes
+/// before it go up first, and the caller, seeing its end pending, reads
+/// again at once instead of waiting for a readiness event that an alert
+/// already queued never raises.
 fn recv_records(
-    mut read: impl FnMut(&mut [u8]) -> io::Result<(usize, Option<u8>)>,
+    mut read: impl FnMut(&mut [u8], bool) -> io::Result<(usize, Option<u8>)>,
     buf: &mut [u8],
-    end: &mut Option<PeerEnd>,
+    rx: &mut KernelRx,
 ) -> io::Result<usize> {
     let mut filled = 0;
     loop {
-        if let Some(e) = end {
+        if let Some(e) = rx.end {
             return if filled > 0 { Ok(filled) } else { e.result() };
         }
         if filled == buf.len() {
             return Ok(filled);
         }
-        let (n, kind) = match read(&mut buf[filled..]) {
+        // An alert is two bytes: read into less room it would be cut and
+        // misread, so there the next record's type is peeked first and only
+        // data is read into `buf` (a record is read whole or not at all
+        // into `small`: the peeked record is the one read).
+        let mut small = [0u8; 2];
+        let got = if buf.len() - filled < 2 {
+            read(&mut small[..1], true).and_then(|(_, kind)| match kind {
+                Some(kind) if kind != APPLICATION_DATA => read(&mut small, false).map(|(n, k)| (n, k, true)),
+                _ => read(&mut buf[filled..], false).map(|(n, k)| (n, k, false)),
+            })
+        } else {
+            read(&mut buf[filled..], false).map(|(n, k)| (n, k, false))
+        };
+        let (n, kind, in_small) = match got {
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        match classify(n, kind, &buf[filled..filled + n]) {
-            Record::Data(n) => filled += n,
-            Record::Empty => {}
-            Record::End => *end = Some(PeerEnd::Truncated),
-            Record::CloseNotify => *end = Some(PeerEnd::Clean),
-            Record::Alert(description) => *end = Some(PeerEnd::Alert(description)),
-            Record::Other(kind) => *end = Some(PeerEnd::Unexpected(kind)),
+        let bytes = if in_small { &small[..n] } else { &buf[filled..filled + n] };
+        match classify(n, kind, bytes) {
+            Record::Data(n) => {
+                rx.empty_run = 0;
+                filled += n;
+            }
+            Record::Empty => {
+                rx.empty_run += 1;
+                if rx.empty_run > MAX_EMPTY_RECORDS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the client sent over {MAX_EMPTY_RECORDS} empty TLS records in a row"),
+                    ));
+                }
+            }
+            Record::End => rx.end = Some(PeerEnd::Truncated),
+            Record::CloseNotify => rx.end = Some(PeerEnd::Clean),
+            Record::Alert(description) => rx.end = Some(PeerEnd::Alert(description)),
+            Record::Other(kind) => rx.end = Some(PeerEnd::Unexpected(kind)),
         }
     }
 }
@@ -390,13 +486,34 @@ mod tests {
     /// without the `tls` module, nothing.
     #[test]
     fn the_probe_answers_without_failing() {
-        let support = KernelSupport::probe(&[TLS_1_2, TLS_1_3]);
+        let (support, why) = KernelSupport::probe(&[TLS_1_2, TLS_1_3]);
+        assert_eq!(why.is_some(), !support.any(), "{why:?}");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         if ktls::attach(server.as_fd()).is_err() {
             assert_eq!(support, KernelSupport::NONE, "no tls module: nothing moves");
+            assert!(why.unwrap().starts_with("the kernel has no TLS module"));
         }
+    }
+
+    /// Asked once per process: later starts and reloads get the same answer
+    /// (the same reason, not a new one), masked to their versions.
+    #[test]
+    fn the_probe_runs_once_per_process() {
+        let (all, why) = KernelSupport::probed(&[TLS_1_2, TLS_1_3]);
+        let (again, why_again) = KernelSupport::probed(&[TLS_1_2, TLS_1_3]);
+        assert_eq!(all, again);
+        assert!(why.zip(why_again).is_none_or(|(a, b)| std::ptr::eq(a, b)), "kept, not probed again");
+        let (tls13, _) = KernelSupport::probed(&[TLS_1_3]);
+        assert!(!tls13.has(TLS_1_2, KernelCipher::Aes128Gcm, Direction::Transmit));
+        assert_eq!(
+            tls13.has(TLS_1_3, KernelCipher::Aes128Gcm, Direction::Receive),
+            all.has(TLS_1_3, KernelCipher::Aes128Gcm, Direction::Receive)
+        );
+        let first = first_unusable();
+        assert!(!first_unusable(), "said once");
+        let _ = first;
     }
 
     #[test]
@@ -412,13 +529,18 @@ mod tests {
 
     /// Replays `records` (bytes and type; `None` type: the socket's end; an
     /// empty script: `EAGAIN`) as the kernel would give them.
-    fn script(records: Vec<(&'static [u8], Option<u8>)>) -> impl FnMut(&mut [u8]) -> io::Result<(usize, Option<u8>)> {
+    /// A peek leaves the record where it was.
+    fn script(
+        records: Vec<(&'static [u8], Option<u8>)>,
+    ) -> impl FnMut(&mut [u8], bool) -> io::Result<(usize, Option<u8>)> {
         let mut records = std::collections::VecDeque::from(records);
-        move |buf: &mut [u8]| {
+        move |buf: &mut [u8], peek: bool| {
             let Some((bytes, kind)) = records.pop_front() else { return Err(io::ErrorKind::WouldBlock.into()) };
             let n = bytes.len().min(buf.len());
             buf[..n].copy_from_slice(&bytes[..n]);
-            if n < bytes.len() {
+            if peek {
+                records.push_front((bytes, kind));
+            } else if n < bytes.len() {
                 records.push_front((&bytes[n..], kind));
             }
             Ok((n, kind))
@@ -428,11 +550,11 @@ mod tests {
     #[test]
     fn empty_records_are_skipped_not_taken_for_the_end() {
         let mut read = script(vec![(b"", Some(23)), (b"", Some(23)), (b"abc", Some(23))]);
-        let (mut buf, mut end) = ([0u8; 16], None);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 3);
+        let (mut buf, mut rx) = ([0u8; 16], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 3);
         assert_eq!(&buf[..3], b"abc");
-        assert!(end.is_none());
-        let e = recv_records(&mut read, &mut buf, &mut end).unwrap_err();
+        assert!(rx.end.is_none());
+        let e = recv_records(&mut read, &mut buf, &mut rx).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "an empty socket, not the end");
     }
 
@@ -441,40 +563,75 @@ mod tests {
         // Data, then close_notify, and no FIN: the bytes first, with the end
         // pending (the caller reads again), then the end.
         let mut read = script(vec![(b"GET /", Some(23)), (&[1, 0], Some(21))]);
-        let (mut buf, mut end) = ([0u8; 64], None);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 5);
-        assert_eq!(end, Some(PeerEnd::Clean), "seen in the same call");
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0, "and stays the end");
+        let (mut buf, mut rx) = ([0u8; 64], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 5);
+        assert_eq!(rx.end, Some(PeerEnd::Clean), "seen in the same call");
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 0);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 0, "and stays the end");
     }
 
     #[test]
     fn a_fin_without_close_notify_is_a_truncation() {
         let mut read = script(vec![(b"abc", Some(23)), (b"", None)]);
-        let (mut buf, mut end) = ([0u8; 64], None);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 3);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 0);
-        assert_eq!(end, Some(PeerEnd::Truncated));
+        let (mut buf, mut rx) = ([0u8; 64], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 3);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 0);
+        assert_eq!(rx.end, Some(PeerEnd::Truncated));
     }
 
     #[test]
     fn other_alerts_and_records_are_errors() {
         let mut read = script(vec![(&[2, 20], Some(21))]);
-        let (mut buf, mut end) = ([0u8; 64], None);
-        let e = recv_records(&mut read, &mut buf, &mut end).unwrap_err();
+        let (mut buf, mut rx) = ([0u8; 64], KernelRx::default());
+        let e = recv_records(&mut read, &mut buf, &mut rx).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
         let mut read = script(vec![(b"x", Some(23)), (&[24, 0, 0, 1, 0], Some(22))]);
-        let mut end = None;
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 1);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let mut rx = KernelRx::default();
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 1);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
     fn a_full_buffer_returns_without_reading_on() {
         let mut read = script(vec![(b"abcdef", Some(23))]);
-        let (mut buf, mut end) = ([0u8; 4], None);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 4);
-        assert_eq!(recv_records(&mut read, &mut buf, &mut end).unwrap(), 2);
+        let (mut buf, mut rx) = ([0u8; 4], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 4);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 2);
+    }
+
+    /// As rustls (`TooManyEmptyFragments`): 32 empty records in a row are
+    /// taken, the 33rd ends the session; data between runs starts the count
+    /// again, across calls too.
+    #[test]
+    fn over_32_empty_records_in_a_row_are_an_error() {
+        let mut records: Vec<(&'static [u8], Option<u8>)> = vec![(b"", Some(23)); 32];
+        records.push((b"abc", Some(23)));
+        records.extend(vec![(&b""[..], Some(23)); 20]);
+        let mut read = script(records);
+        let (mut buf, mut rx) = ([0u8; 16], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 3);
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let mut read = script(vec![(b"", Some(23)); 13]);
+        let e = recv_records(&mut read, &mut buf, &mut rx).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
+    /// A `close_notify` (two bytes) read when the room left is one byte (a
+    /// streamed body's window nearly full) is the clean end, not a fatal
+    /// alert; data into that room still comes byte by byte, none lost.
+    #[test]
+    fn close_notify_into_a_one_byte_room_is_the_clean_end() {
+        let mut read = script(vec![(&[1, 0], Some(21))]);
+        let (mut buf, mut rx) = ([0u8; 1], KernelRx::default());
+        assert_eq!(recv_records(&mut read, &mut buf, &mut rx).unwrap(), 0);
+        assert_eq!(rx.end, Some(PeerEnd::Clean));
+        let mut read = script(vec![(b"ab", Some(23)), (&[2, 40], Some(21))]);
+        let mut rx = KernelRx::default();
+        let mut got = Vec::new();
+        while let Ok(n @ 1..) = recv_records(&mut read, &mut buf, &mut rx) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!((got.as_slice(), rx.end), (&b"ab"[..], Some(PeerEnd::Alert(40))));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use rustls::server::ServerConnection;
 
 use super::acceptor::Acceptor;
 use super::info::TlsInfo;
-use super::ktls::{self, KernelSupport, Moved};
+use super::ktls::{self, KernelRx, KernelSupport, Moved};
 use crate::sys::socket_io;
 
 /// Most bytes of records a session buffers (rustls's own default): one
@@ -119,11 +119,15 @@ struct Session {
     /// Cuts socket reads at record boundaries while handshaking, so that no
     /// record after the handshake's last is read ahead of the kernel.
     cut: Option<RecordCut>,
-    event: Option<TlsEvent>,
+    /// What the worker is told, in this order: one slot each, since a
+    /// handshake can complete and the session then fail in the same read.
+    completed: Option<TlsEvent>,
+    failed: Option<TlsEvent>,
     /// Bytes read from the socket while handshaking (see `MAX_HANDSHAKE_BYTES`).
     handshake_read: usize,
-    /// How the client's side ended, once seen.
-    end: Option<PeerEnd>,
+    /// How the client's side ended, once seen (`rx.end`), and what kernel
+    /// TLS reads keep.
+    rx: KernelRx,
     close: CloseNotify,
     /// What kernel TLS takes (see `ktls`).
     ktls: KernelSupport,
@@ -150,9 +154,10 @@ impl TlsStream {
                 mode: Mode::User(Box::new(conn)),
                 owed: 0,
                 cut,
-                event: None,
+                completed: None,
+                failed: None,
                 handshake_read: 0,
-                end: None,
+                rx: KernelRx::default(),
                 close: CloseNotify::NotSent,
                 ktls: acceptor.ktls,
                 require_sni_match: acceptor.require_sni_match,
@@ -199,17 +204,18 @@ impl TlsStream {
     /// returns it without the socket (a short read before it does not mean
     /// the socket is empty).
     pub fn end_pending(&self) -> bool {
-        self.session.borrow().end.is_some()
+        self.session.borrow().rx.end.is_some()
     }
 
     /// Whether the client's side ended without `close_notify`.
     pub fn truncated(&self) -> bool {
-        self.session.borrow().end == Some(PeerEnd::Truncated)
+        self.session.borrow().rx.end == Some(PeerEnd::Truncated)
     }
 
-    /// The next thing the worker should count or log.
+    /// The next thing the worker should count or log (take them until None).
     pub fn take_event(&self) -> Option<TlsEvent> {
-        self.session.borrow_mut().event.take()
+        let mut s = self.session.borrow_mut();
+        s.completed.take().or_else(|| s.failed.take())
     }
 
     /// Reads decrypted bytes into `buf` (see the module's documentation).
@@ -317,14 +323,14 @@ impl Session {
             let conn = match &mut self.mode {
                 // Reached only with nothing read yet in this call: the move
                 // happens right after the handshake, before any data.
-                Mode::Kernel => return ktls::recv(socket, &mut buf[filled..], &mut self.end).map(|n| filled + n),
+                Mode::Kernel => return ktls::recv(socket, &mut buf[filled..], &mut self.rx).map(|n| filled + n),
                 Mode::Failed => return Err(io::ErrorKind::ConnectionAborted.into()),
                 Mode::User(conn) => conn,
             };
             let (n, end) = take_plaintext(conn, &mut buf[filled..])?;
             filled += n;
             if end.is_some() {
-                self.end = end;
+                self.rx.end = end;
                 return Ok(filled);
             }
             if filled == buf.len() {
@@ -333,7 +339,7 @@ impl Session {
             let handshaking = conn.is_handshaking();
             if handshaking && self.handshake_read >= MAX_HANDSHAKE_BYTES {
                 let reason = format!("the client sent over {MAX_HANDSHAKE_BYTES} bytes while handshaking");
-                self.event = Some(TlsEvent::Failed { handshake: true, reason: reason.clone() });
+                self.failed = Some(TlsEvent::Failed { handshake: true, reason: reason.clone() });
                 self.mode = Mode::Failed;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
             }
@@ -365,7 +371,7 @@ impl Session {
                     let _ = flush(conn, socket);
                     e.to_string()
                 };
-                self.event = Some(TlsEvent::Failed { handshake: was_handshaking, reason: reason.clone() });
+                self.failed = Some(TlsEvent::Failed { handshake: was_handshaking, reason: reason.clone() });
                 self.mode = Mode::Failed;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
             }
@@ -382,7 +388,7 @@ impl Session {
                 let (n, end) = take_plaintext(conn, &mut buf[filled..])?;
                 filled += n;
                 if end.is_some() {
-                    self.end = end;
+                    self.rx.end = end;
                     return Ok(filled);
                 }
                 if filled > 0 {
@@ -401,7 +407,7 @@ impl Session {
             Some(_) => match ktls::take_over(&mut self.mode, socket, self.ktls) {
                 Ok(moved) => moved,
                 Err(e) => {
-                    self.event = Some(TlsEvent::Failed { handshake: false, reason: format!("kernel TLS: {e}") });
+                    self.failed = Some(TlsEvent::Failed { handshake: false, reason: format!("kernel TLS: {e}") });
                     return Err(e);
                 }
             },
@@ -417,7 +423,7 @@ impl Session {
         };
         negotiated.kernel = kernel;
         let _ = info.set(negotiated);
-        self.event = Some(TlsEvent::Completed { kernel, refused });
+        self.completed = Some(TlsEvent::Completed { kernel, refused });
         Ok(())
     }
 

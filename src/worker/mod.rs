@@ -839,8 +839,10 @@ impl Worker {
                 }
             }
         }
-        if !state.backlog.is_empty() || (state.close_after_flush && state.stream.wants_write()) {
-            // Output to send, or a closing TLS stream's `close_notify`.
+        let half_closing = state.upgraded.as_ref().is_some_and(|up| up.shut_write && !up.write_done);
+        if !state.backlog.is_empty() || ((state.close_after_flush || half_closing) && state.stream.wants_write()) {
+            // Output to send, or a closing (or half-closing upgraded) TLS
+            // stream's queued `close_notify`: bounded by the write timeout.
             if state.deadline.wait != Wait::Write {
                 state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }

@@ -27,7 +27,12 @@ pub(super) fn start(stream: &mut Stream, listener: &Listener, ctx: &WorkerCtx) -
 
 /// Counts and logs what the connection's TLS session reported, if anything.
 pub(super) fn note(state: &ConnState, ctx: &WorkerCtx) {
-    let Some(event) = state.stream.tls_event() else { return };
+    while let Some(event) = state.stream.tls_event() {
+        note_one(event, state, ctx);
+    }
+}
+
+fn note_one(event: TlsEvent, state: &ConnState, ctx: &WorkerCtx) {
     match event {
         TlsEvent::Completed { kernel, refused } => {
             bump(&ctx.stats.tls_handshakes, 1);

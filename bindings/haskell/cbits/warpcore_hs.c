@@ -334,6 +334,10 @@ void warpcore_hs_handler(void *userdata, const warpcore_request *req, warpcore_r
         at = copy_str(&r->tls_sni, req->tls_sni, at);
         at = copy_str(&r->tls_alpn, req->tls_alpn, at);
         for (size_t i = 0; i < certs; i++) at = copy_str(&chain[i], req->tls_peer_certs[i], at);
+    } else {
+        /* Not TLS: no pointer into the borrowed view may outlive this call. */
+        r->tls_sni = (warpcore_str){0};
+        r->tls_alpn = (warpcore_str){0};
     }
     r->tls_peer_certs = certs ? chain : NULL;
     r->tls_peer_cert_count = certs;

@@ -257,6 +257,42 @@ def test_asgi_scope_has_the_tls_extension(pki):
         s.shutdown(2.0)
 
 
+def test_control_characters_in_a_client_certificates_names_are_escaped(tmp_path):
+    """A CA-signed client certificate whose subject has CR, LF and ESC: the
+    environ's SSL_CLIENT_S_DN and ASGI's client_cert_name give them as RFC
+    4514 hex pairs, as OpenSSL's RFC 2253 output (mod_ssl) does."""
+    from warpcore import _tls_request
+
+    d = tmp_path
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=test\x7fCA", "-keyout", str(d / "ca.key"),
+            "-out", str(d / "ca.pem"))
+    for name, subj, ext in (("srv", "/CN=localhost", "subjectAltName=DNS:localhost"),
+                            ("cli", "/CN=alice\r\nX-Admin: 1/O=Ex\x1b[31m\u0085", "extendedKeyUsage=clientAuth")):
+        openssl("req", *ec, "-utf8", "-subj", subj, "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))
+        (d / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+                "-CAcreateserial", "-days", "2", "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.pem"))
+    tls = warpcore.TLS(d / "srv.pem", d / "srv.key", client_auth="required", ca=d / "ca.pem")
+    ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+    ctx.load_cert_chain(str(d / "cli.pem"), str(d / "cli.key"))
+    with WSGIServer(_ssl_environ, port=0, tls=tls) as s:
+        status, body, _ = https_get_address(f"127.0.0.1:{s.port}", ctx)
+    env = json.loads(body)
+    assert status == 200 and env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    want = "O=Ex\\1B[31m\\C2\\85,CN=alice\\0D\\0AX-Admin: 1"
+    assert env["SSL_CLIENT_S_DN"] == want and env["SSL_CLIENT_I_DN"] == "CN=test\\7FCA"
+    rfc2253 = subprocess.run(["openssl", "x509", "-in", str(d / "cli.pem"), "-noout", "-subject", "-nameopt", "RFC2253"],
+                             capture_output=True, text=True, check=True, timeout=TIMEOUT).stdout
+    assert rfc2253.strip() == "subject=" + want
+    info = warpcore.TLSInfo("TLSv1.3", 0x1301, "", "", False, (_der(d / "cli.pem"),))
+    assert _tls_request.asgi_extension(info, None)["client_cert_name"] == want
+    # A certificate that does not read (never one the library verified)
+    # still has the entries, empty, beside SUCCESS.
+    junk = _tls_request.wsgi_entries(warpcore.TLSInfo("TLSv1.3", 0x1301, "", "", False, (b"junk",)))
+    assert (junk["SSL_CLIENT_VERIFY"], junk["SSL_CLIENT_S_DN"], junk["SSL_CLIENT_I_DN"]) == ("SUCCESS", "", "")
+
+
 def test_distinguished_names_follow_rfc_4514(tmp_path):
     from warpcore import _x509
 
@@ -267,4 +303,7 @@ def test_distinguished_names_follow_rfc_4514(tmp_path):
     cert = _der(tmp_path / "c.pem")
     name = 'UID=zz,CN=\\ Zo\u00eb #1\\;\\"\\<\\>\\\\,OU=R&D+O=Ex\\, Inc.,DC=example,DC=org'
     assert _x509.subject(cert) == name and _x509.issuer(cert) == name  # self-signed
+    # A value whose bytes are not what its type says: RFC 4514's # hex form.
+    bad = cert.replace(b"\x0c\x02zz", b"\x0c\x02\xff\xfe")
+    assert bad != cert and _x509.subject(bad) == "UID=#0c02fffe," + name.split(",", 1)[1]
     assert _x509.subject(b"\x30\x82\xff") is None and _x509.subject(b"") is None and _x509.issuer(cert[:40]) is None

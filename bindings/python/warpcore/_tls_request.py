@@ -47,11 +47,12 @@ def wsgi_entries(info: TLSInfo) -> Dict[str, Any]:
         env["SSL_CLIENT_CERT"] = _x509.pem(leaf)
         for i, der in enumerate(info.peer_certs[1:]):
             env[f"SSL_CLIENT_CERT_CHAIN_{i}"] = _x509.pem(der)
-        subject, issuer = _x509.subject(leaf), _x509.issuer(leaf)
-        if subject is not None:
-            env["SSL_CLIENT_S_DN"] = subject
-        if issuer is not None:
-            env["SSL_CLIENT_I_DN"] = issuer
+        # A verified certificate always has names; one that does not read
+        # (it cannot happen, see _x509) gives "" rather than no entry beside
+        # SSL_CLIENT_VERIFY's SUCCESS. A value that does not decode is in
+        # RFC 4514's # hex form.
+        env["SSL_CLIENT_S_DN"] = _x509.subject(leaf) or ""
+        env["SSL_CLIENT_I_DN"] = _x509.issuer(leaf) or ""
     return env
 
 

@@ -7,7 +7,10 @@ Only the names are parsed: a certificate is a SEQUENCE whose first element
 number, the signature algorithm, the issuer, the validity and the subject
 (RFC 5280, 4.1). A certificate that does not read so has no name (None);
 the library verified the chain before the request reached Python, so that
-does not happen with a client certificate.
+does not happen with a client certificate. A value whose bytes do not
+decode as its string type says is given in RFC 4514's ``#`` hex form, as
+is a value of a type that is not a string, so a name never goes missing
+for one bad value.
 """
 
 from __future__ import annotations
@@ -92,13 +95,16 @@ def _oid(b: bytes) -> str:
 
 
 def _escape(value: str) -> str:
-    """RFC 4514, 2.4: the characters a value string escapes."""
+    """RFC 4514, 2.4: the characters a value string escapes, and control
+    characters (C0, DEL, C1: NUL included) as hex pairs of their UTF-8 bytes
+    (``\\0D\\0A``, as OpenSSL's RFC 2253 output), so that none reaches an
+    environ entry or a log raw."""
     out = []
     for i, c in enumerate(value):
         if c in '"+,;<>\\' or (c == "#" and i == 0) or (c == " " and (i == 0 or i == len(value) - 1)):
             out.append("\\" + c)
-        elif c == "\0":
-            out.append("\\00")
+        elif c < " " or "\x7f" <= c <= "\x9f":
+            out.append("".join(f"\\{b:02X}" for b in c.encode("utf-8")))
         else:
             out.append(c)
     return "".join(out)
@@ -120,9 +126,13 @@ def _name(data: bytes, start: int, end: int) -> str:
                 raise ValueError("not an OID")
             oid = _oid(data[os_:oe])
             encoding = _STRINGS.get(vtag)
-            if encoding is not None:
-                value = _escape(data[vs:ve].decode(encoding))
-            else:
+            try:
+                value = _escape(data[vs:ve].decode(encoding)) if encoding else None
+            except UnicodeDecodeError:
+                value = None
+            if value is None:
+                # RFC 4514, 2.4: a value of another type, or one whose bytes
+                # do not decode as its type says, is its BER encoding in hex.
                 value = "#" + data[vat:ve].hex()
             parts.append(f"{_SHORT_NAMES.get(oid, oid)}={value}")
         rdns.append("+".join(parts))

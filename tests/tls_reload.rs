@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 
-use util::tls::{client_config, connect, try_connect, ClientOpts, Pki};
+use util::tls::{client_config, try_connect, ClientOpts, Pki};
 use util::*;
 use warpcore::{ClientAuth, Config, Request, Response, Server, TlsSetup};
 

@@ -576,7 +576,7 @@ mod tests {
         let mut setup = TlsSetup::new();
         setup.add_cert_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
         setup.set_ktls(false);
-        let stream = TlsStream::new(&Acceptor::build(&setup, None).unwrap()).unwrap();
+        let stream = TlsStream::new(&Arc::new(Acceptor::build(&setup, None).unwrap())).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.der().clone()).unwrap();
         #[allow(deprecated)]

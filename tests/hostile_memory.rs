@@ -6,9 +6,9 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use util::child::{is_child, read_port, rss_kib, spawn, ChildGuard};
+use util::child::{is_child, peak_rss_kib, read_port, rss_kib, spawn, ChildGuard};
 use util::*;
 use warpcore::{Request, Response};
 
@@ -108,13 +108,7 @@ impl ChildServer {
     /// negative check: the attack has had its bytes delivered already, so an
     /// unbounded server grows within milliseconds, far inside the window.
     fn peak_over(&self, window: Duration) -> u64 {
-        let end = Instant::now() + window;
-        let mut peak = self.rss_kib();
-        while Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-            peak = peak.max(self.rss_kib());
-        }
-        peak
+        peak_rss_kib(self.guard.0.id(), window)
     }
 
     /// The server still answers a fresh client.

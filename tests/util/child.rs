@@ -2,6 +2,7 @@
 //! limit (`prlimit`, util-linux), for tests that need a limit of their own.
 
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Starts the ignored test `name` of the current test binary in a child with
 /// `RLIMIT_NOFILE` lowered to `nofile`, stdin piped (closing it tells the child
@@ -64,4 +65,17 @@ pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process is alive");
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The highest resident memory of process `pid` seen over `window`, sampled
+/// every 20 ms: a negative check (an attack whose bytes were delivered
+/// already grows an unbounded server within milliseconds, far inside it).
+pub fn peak_rss_kib(pid: u32, window: Duration) -> u64 {
+    let end = Instant::now() + window;
+    let mut peak = rss_kib(pid);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+        peak = peak.max(rss_kib(pid));
+    }
+    peak
 }

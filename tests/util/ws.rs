@@ -359,13 +359,7 @@ impl DemoProcess {
 
     /// The highest resident memory seen over `window`, sampled every 20 ms.
     pub fn peak_rss_over(&self, window: Duration) -> u64 {
-        let end = Instant::now() + window;
-        let mut peak = self.rss_kib();
-        while Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-            peak = peak.max(self.rss_kib());
-        }
-        peak
+        super::child::peak_rss_kib(self.child.id(), window)
     }
 }
 

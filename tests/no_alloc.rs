@@ -392,11 +392,14 @@ mod deferred {
         handoff.queue.lock().unwrap().1 = true;
         handoff.ready.notify_one();
         answerer.join().unwrap();
-        // A batch's 16 answers are in flight at once, rendered into buffers
-        // that go round from the worker back to the answering thread: those
-        // pools may still grow (three batches' worth at most), never per request.
+        // Each connection's batch of 16 answers is in flight at once,
+        // rendered into buffers that go round from the worker back to the
+        // answering thread: those pools may still grow (three batches' worth
+        // per connection at most, as the scheduler spreads them), never per
+        // request (the leak this case was made for cost 300).
         let warm = batches_warm * 16 * CLIENTS;
-        worker.check_pooled(warm, total - 1, 48, "deferred pipelined, the worker thread");
-        answered.check_pooled(warm, total - 1, 48, "deferred pipelined, the answering thread");
+        let pooled = 48 * CLIENTS as u64;
+        worker.check_pooled(warm, total - 1, pooled, "deferred pipelined, the worker thread");
+        answered.check_pooled(warm, total - 1, pooled, "deferred pipelined, the answering thread");
     }
 }

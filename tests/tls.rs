@@ -776,6 +776,25 @@ fn close_notify_right_behind_a_request_ends_the_connection_after_its_answer() {
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
 }
 
+/// A keep-alive connection closed by the idle timeout ends with the
+/// server's `close_notify`: the client reads a clean end, not a truncation.
+#[test]
+fn an_idle_timeout_ends_with_close_notify() {
+    let (_pki, s, config) = tls_server(tls_view, |c| c.idle_timeout = Duration::from_secs(1));
+    let mut c = connect(s.port, &config, "localhost");
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(c.read_response(false).text().starts_with("tls="));
+    // The coarse clock closes it within a second or two of the timeout.
+    let tls = &mut c.stream.0;
+    tls.sock.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    match tls.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("not a clean end after {:?}: {other:?}", start.elapsed()),
+    }
+}
+
 /// Whether this kernel has TLS (the `tls` upper-layer protocol attaches).
 fn kernel_has_tls() -> bool {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

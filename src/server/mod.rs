@@ -134,7 +134,15 @@ impl Server {
         if self.shared.is_shutting_down() {
             return Err(Error::new(ErrorKind::ShuttingDown, "the server is shutting down"));
         }
-        let worker = self.take_worker(index)?;
+        let worker = self.take_worker(index).map_err(|e| {
+            // A shutdown that began after the check above took the worker
+            // that never ran: say so, not that the index is wrong.
+            if self.shared.is_shutting_down() && index < self.workers {
+                Error::new(ErrorKind::ShuttingDown, "the server is shutting down")
+            } else {
+                e
+            }
+        })?;
         run_contained(index, worker);
         Ok(())
     }

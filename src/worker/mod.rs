@@ -1101,6 +1101,14 @@ impl Worker {
                 if wait == Some(Wait::Answer) {
                     self.contained(i, |w| w.answer_overdue(i));
                 } else {
+                    if wait == Some(Wait::Idle) {
+                        // A keep-alive connection that idled out ends as at a
+                        // drain: a TLS stream says `close_notify` first, if
+                        // the socket takes it now.
+                        if let Some(c) = self.conns[i].as_ref() {
+                            let _ = c.state.stream.close_notify();
+                        }
+                    }
                     self.close(i);
                 }
             }

@@ -1104,8 +1104,11 @@ impl Worker {
                     if wait == Some(Wait::Idle) {
                         // A keep-alive connection that idled out ends as at a
                         // drain: a TLS stream says `close_notify` first, if
-                        // the socket takes it now.
-                        if let Some(c) = self.conns[i].as_ref() {
+                        // the socket takes it now. Not an upgraded one (its
+                        // idle deadline too): what its application wrote may
+                        // still wait in the shared queue, and a clean end
+                        // would hide the loss.
+                        if let Some(c) = self.conns[i].as_ref().filter(|c| c.state.upgraded.is_none()) {
                             let _ = c.state.stream.close_notify();
                         }
                     }

@@ -307,3 +307,20 @@ def test_distinguished_names_follow_rfc_4514(tmp_path):
     bad = cert.replace(b"\x0c\x02zz", b"\x0c\x02\xff\xfe")
     assert bad != cert and _x509.subject(bad) == "UID=#0c02fffe," + name.split(",", 1)[1]
     assert _x509.subject(b"\x30\x82\xff") is None and _x509.subject(b"") is None and _x509.issuer(cert[:40]) is None
+
+
+def test_distinguished_names_use_openssls_short_names(tmp_path):
+    """Attributes beyond RFC 4514's own (e-mail, serial number, EV
+    jurisdiction...) get the short names OpenSSL's RFC 2253 output (mod_ssl's
+    SSL_CLIENT_S_DN) gives them, not dotted OIDs."""
+    from warpcore import _x509
+
+    subj = ("/CN=a/emailAddress=a@b.c/serialNumber=42/SN=Doe/GN=Jo/title=Dr/initials=J/pseudonym=jd/postalCode=75001"
+            "/businessCategory=Private Organization/name=Jo Doe/dnQualifier=q/generationQualifier=III/jurisdictionC=FR"
+            "/jurisdictionST=IdF/jurisdictionL=Paris/organizationIdentifier=VATFR-1/street=1 rue/DC=org/UID=u")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", subj, "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem"))
+    rfc2253 = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "c.pem"), "-noout", "-subject", "-nameopt",
+                              "RFC2253"], capture_output=True, text=True, check=True, timeout=TIMEOUT).stdout
+    assert "emailAddress=a@b.c" in rfc2253 and "jurisdictionC=FR" in rfc2253
+    assert "subject=" + _x509.subject(_der(tmp_path / "c.pem")) == rfc2253.strip()

@@ -20,7 +20,10 @@ from typing import List, Optional, Tuple
 
 __all__ = ["pem", "subject", "issuer"]
 
-# RFC 4514, 3: the short names a distinguished name string uses.
+# The short names OpenSSL's RFC 2253 output gives (what mod_ssl puts in
+# SSL_CLIENT_S_DN): RFC 4514, 3's own, and the other attributes certificates
+# commonly carry (e-mail, serial number, the EV jurisdiction fields...).
+# Another attribute type is written as its dotted OID (RFC 4514, 2.3).
 _SHORT_NAMES = {
     "2.5.4.3": "CN",
     "2.5.4.7": "L",
@@ -28,9 +31,25 @@ _SHORT_NAMES = {
     "2.5.4.10": "O",
     "2.5.4.11": "OU",
     "2.5.4.6": "C",
-    "2.5.4.9": "STREET",
+    "2.5.4.9": "street",
     "0.9.2342.19200300.100.1.25": "DC",
     "0.9.2342.19200300.100.1.1": "UID",
+    "1.2.840.113549.1.9.1": "emailAddress",
+    "2.5.4.4": "SN",
+    "2.5.4.5": "serialNumber",
+    "2.5.4.12": "title",
+    "2.5.4.15": "businessCategory",
+    "2.5.4.17": "postalCode",
+    "2.5.4.41": "name",
+    "2.5.4.42": "GN",
+    "2.5.4.43": "initials",
+    "2.5.4.44": "generationQualifier",
+    "2.5.4.46": "dnQualifier",
+    "2.5.4.65": "pseudonym",
+    "2.5.4.97": "organizationIdentifier",
+    "1.3.6.1.4.1.311.60.2.1.1": "jurisdictionL",
+    "1.3.6.1.4.1.311.60.2.1.2": "jurisdictionST",
+    "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC",
 }
 
 # ASN.1 string types and how their bytes decode.

@@ -456,13 +456,25 @@ impl Worker {
                 c.state.read_ready = true;
                 self.contained(i, |w| w.drive(i));
             }
-            // Still idle, or with half a head: closed (a TLS stream says
-            // `close_notify` first, if the socket takes it now).
-            if let Some(c) = self.conns[i].as_ref().filter(|c| idle(c)) {
-                let _ = c.state.stream.close_notify();
-                self.close(i);
+            // Still idle, or with half a head: closed.
+            if self.conns[i].as_ref().is_some_and(idle) {
+                self.close_idle_conn(i);
             }
         }
+    }
+
+    /// Closes an idle connection (the drain's, or one past its keep-alive
+    /// timeout) as a server that chose to: a TLS stream says `close_notify`
+    /// first, if the socket takes it now. Not an upgraded one: what its
+    /// application wrote may still wait in the shared queue, and a clean end
+    /// would hide the loss.
+    fn close_idle_conn(&mut self, index: usize) {
+        if let Some(Some(c)) = self.conns.get(index) {
+            if c.state.upgraded.is_none() {
+                let _ = c.state.stream.close_notify();
+            }
+        }
+        self.close(index);
     }
 
     /// For a worker no thread runs yet: takes the server's current listeners
@@ -1098,21 +1110,11 @@ impl Worker {
                     // A TLS handshake that did not complete in time failed too.
                     bump(&self.ctx.stats.tls_handshake_failures, 1);
                 }
-                if wait == Some(Wait::Answer) {
-                    self.contained(i, |w| w.answer_overdue(i));
-                } else {
-                    if wait == Some(Wait::Idle) {
-                        // A keep-alive connection that idled out ends as at a
-                        // drain: a TLS stream says `close_notify` first, if
-                        // the socket takes it now. Not an upgraded one (its
-                        // idle deadline too): what its application wrote may
-                        // still wait in the shared queue, and a clean end
-                        // would hide the loss.
-                        if let Some(c) = self.conns[i].as_ref().filter(|c| c.state.upgraded.is_none()) {
-                            let _ = c.state.stream.close_notify();
-                        }
-                    }
-                    self.close(i);
+                match wait {
+                    Some(Wait::Answer) => self.contained(i, |w| w.answer_overdue(i)),
+                    // Past its keep-alive (or an upgraded stream's idle) timeout.
+                    Some(Wait::Idle) => self.close_idle_conn(i),
+                    _ => self.close(i),
                 }
             }
         }

@@ -79,6 +79,13 @@ fn start_tls(handler: impl warpcore::Handler, setup: TlsSetup, tune: impl FnOnce
     })
 }
 
+/// `start_tls` serving `tls_view`, with its error log kept to look at.
+fn start_tls_logged(setup: TlsSetup) -> (TestServer, Arc<Lines>) {
+    let log = Arc::new(Lines::default());
+    let seen = log.clone();
+    (start_tls(tls_view, setup, move |c| c.error_log = Some(seen)), log)
+}
+
 #[test]
 fn tls_1_3_and_1_2_handshakes_serve_requests_and_the_request_sees_them() {
     let pki = Pki::new("versions");
@@ -108,9 +115,7 @@ fn tls_1_3_and_1_2_handshakes_serve_requests_and_the_request_sees_them() {
 fn a_plain_client_on_a_tls_listener_costs_its_connection_and_a_counter_only() {
     let pki = Pki::new("garbage");
     let leaf = pki.server(&["localhost"]);
-    let log = Arc::new(Lines::default());
-    let seen = log.clone();
-    let s = start_tls(tls_view, setup_for(&[&leaf]), move |c| c.error_log = Some(seen));
+    let (s, log) = start_tls_logged(setup_for(&[&leaf]));
     let config = client_config(&pki, ClientOpts::default());
     // A session open across the garbage keeps being served.
     let mut good = connect(s.port, &config, "localhost");
@@ -633,9 +638,7 @@ fn with_a_name_required_other_names_and_none_are_refused_with_unrecognized_name(
     let wild = pki.server(&["*.wild.test"]);
     let mut setup = setup_for(&[&a, &wild]);
     setup.set_require_sni_match(true);
-    let log = Arc::new(Lines::default());
-    let seen = log.clone();
-    let s = start_tls(tls_view, setup, move |c| c.error_log = Some(seen));
+    let (s, log) = start_tls_logged(setup);
     for versions in [TLS13, TLS12] {
         let config = client_config(&pki, ClientOpts { versions, ..Default::default() });
         for (name, leaf) in [("a.test", &a), ("A.Test", &a), ("x.wild.test", &wild)] {
@@ -795,6 +798,30 @@ fn an_idle_timeout_ends_with_close_notify() {
     }
 }
 
+/// An upgraded connection closed by its idle timeout does not say
+/// `close_notify`: bytes its application wrote may still have been queued,
+/// and a clean end would hide their loss. The client reads a truncation.
+#[test]
+fn an_upgraded_connections_idle_timeout_is_not_a_clean_end() {
+    let handler = |_req: &Request<'_>, res: &mut Response<'_>| {
+        let up = res.upgrade([(&b"Upgrade"[..], &b"echo"[..])].into_iter(), None).unwrap();
+        up.set_idle_timeout(Some(Duration::from_secs(1))).unwrap();
+        // Kept until the connection closes.
+        std::thread::spawn(move || while up.read(&mut [0u8; 64]).is_ok_and(|n| n > 0) {});
+    };
+    let (_pki, s, config) = tls_server(handler, |_| {});
+    let mut c = connect(s.port, &config, "localhost");
+    c.send(b"GET /up HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    assert_eq!(c.read_response(false).status, 101);
+    let tls = &mut c.stream.0;
+    tls.sock.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let got = tls.read(&mut [0u8; 64]);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+        "the idle timeout's end, without close_notify: {got:?}"
+    );
+}
+
 /// Whether this kernel has TLS (the `tls` upper-layer protocol attaches).
 fn kernel_has_tls() -> bool {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -851,9 +878,7 @@ fn kernel_tls_asked_for_falls_back_to_user_space_where_the_kernel_lacks_it() {
 fn a_session_failing_in_the_read_that_ends_its_handshake_still_counts_the_handshake() {
     let pki = Pki::new("done-then-failed");
     let leaf = pki.server(&["localhost"]);
-    let log = Arc::new(Lines::default());
-    let seen = log.clone();
-    let s = start_tls(tls_view, setup_for(&[&leaf]), move |c| c.error_log = Some(seen));
+    let (s, log) = start_tls_logged(setup_for(&[&leaf]));
     let config = client_config(&pki, ClientOpts { versions: TLS13, ..Default::default() });
     let mut sock = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();

@@ -66,6 +66,21 @@ fn setup_for(leaf: &util::tls::Leaf) -> TlsSetup {
     s
 }
 
+/// `setup_for` that refuses clients without a certificate of `pki`'s CA.
+fn requiring_certificates(pki: &Pki, leaf: &util::tls::Leaf) -> TlsSetup {
+    let mut s = setup_for(leaf);
+    s.set_client_auth_file(ClientAuth::Required, pki.ca_path()).unwrap();
+    s
+}
+
+/// `n` connections the server has accepted, which have sent nothing.
+fn accepted_silent(server: &Server, n: u64) -> Vec<TcpStream> {
+    let before = server.stats().connections_accepted;
+    let socks = (0..n).map(|_| TcpStream::connect(("127.0.0.1", server.port())).unwrap()).collect();
+    assert!(wait_until(IO_TIMEOUT, || server.stats().connections_accepted >= before + n));
+    socks
+}
+
 /// Connections accepted before a reload that starts requiring client
 /// certificates, silent until after it: they handshake under the new rule
 /// (refused without a certificate), as a connection made after it does.
@@ -75,11 +90,8 @@ fn connections_accepted_before_a_reload_handshake_under_its_rules() {
     let leaf = pki.server(&["localhost"]);
     let server = Server::start(&tls_config(setup_for(&leaf))).unwrap();
     let port = server.port();
-    let early: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
-    assert!(wait_until(IO_TIMEOUT, || server.stats().connections_accepted >= 2));
-    let mut required = setup_for(&leaf);
-    required.set_client_auth_file(ClientAuth::Required, pki.ca_path()).unwrap();
-    server.reload(&tls_config(required)).unwrap();
+    let early = accepted_silent(&server, 2);
+    server.reload(&tls_config(requiring_certificates(&pki, &leaf))).unwrap();
     let anonymous = client_config(&pki, ClientOpts { versions: TLS13, ..Default::default() });
     let fresh = try_connect(port, &anonymous, "localhost").ok().and_then(get_over);
     assert_eq!(fresh, None, "a new connection needs a certificate");
@@ -88,11 +100,8 @@ fn connections_accepted_before_a_reload_handshake_under_its_rules() {
         assert_eq!(got, None, "a connection accepted before the reload got in without a certificate");
     }
     // With a certificate, one accepted before the reload is served.
-    let early = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    assert!(wait_until(IO_TIMEOUT, || server.stats().connections_accepted >= 4));
-    let mut again = setup_for(&leaf);
-    again.set_client_auth_file(ClientAuth::Required, pki.ca_path()).unwrap();
-    server.reload(&tls_config(again)).unwrap();
+    let early = accepted_silent(&server, 1).pop().unwrap();
+    server.reload(&tls_config(requiring_certificates(&pki, &leaf))).unwrap();
     let alice_cert = pki.client("alice");
     let alice = client_config(&pki, ClientOpts { versions: TLS13, cert: Some(&alice_cert), ..Default::default() });
     let got = handshake_over(early, &alice, "localhost").ok().and_then(get_over);
@@ -110,9 +119,7 @@ fn a_reload_that_keeps_the_rules_drops_no_waiting_connection() {
     let pki = Pki::new("reload-keep");
     let leaf = pki.server(&["localhost"]);
     let server = Server::start(&tls_config(setup_for(&leaf))).unwrap();
-    let port = server.port();
-    let early = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    assert!(wait_until(IO_TIMEOUT, || server.stats().connections_accepted >= 1));
+    let early = accepted_silent(&server, 1).pop().unwrap();
     server.reload(&tls_config(setup_for(&leaf))).unwrap();
     let anonymous = client_config(&pki, ClientOpts { versions: TLS12, ..Default::default() });
     assert_eq!(handshake_over(early, &anonymous, "localhost").ok().and_then(get_over).map(|r| r.0), Some(200));

@@ -601,6 +601,13 @@ typedef void (*warpcore_connection_close_cb)(void *userdata,
 // thread (usually the worker's) and must not call back into the library.
 typedef void (*warpcore_release_cb)(void *userdata, const uint8_t *data, size_t len);
 
+// Told that a request ended before its answer was complete (see
+// `warpcore_response_on_close`): `res` is the request's handle, still the
+// caller's (any call on it now returns `WARPCORE_RESULT_CLOSED` and releases
+// it); `userdata` is the caller's. Runs on the worker thread that served the
+// connection, inside its event loop: it must not block.
+typedef void (*warpcore_close_cb)(void *userdata, struct warpcore_response *res);
+
 // What a graceful shutdown did, from `warpcore_server_shutdown_report`.
 // Allocated by the caller, with `size` set (`WARPCORE_SHUTDOWN_REPORT_INIT`);
 // later releases may add fields at the end.
@@ -1295,6 +1302,45 @@ warpcore_result warpcore_response_set_reason(struct warpcore_response *response,
 // `WARPCORE_RESULT_NULL_ARGUMENT`, `WARPCORE_RESULT_INVALID_ARGUMENT` (not a
 // handle).
 warpcore_result warpcore_response_pause_timeout(struct warpcore_response *response);
+
+// Asks to be told when this request ends before its answer is complete:
+// `callback(userdata, response)` runs once, on the worker thread that serves
+// the connection, when the connection lets go of a request whose handler
+// returned without finishing its answer — the client closed or reset the
+// connection, a timeout (idle, write, answer) or an error ended it, or a
+// shutdown's deadline cut it. What an HTTP server's embedder needs for a
+// long poll or an event stream that has nothing to send: stop waiting and
+// release the handle (libmicrohttpd's `MHD_REQUEST_TERMINATED_CLIENT_ABORT`,
+// uvicorn's `http.disconnect`). The handle is still the caller's when it
+// runs: any call on it returns `WARPCORE_RESULT_CLOSED` and releases it,
+// from the callback or any thread.
+//
+// Call it inside the handler call or later, from any thread, before the
+// answer is complete; a later call replaces the callback, and a NULL
+// `callback` removes it. Registered inside a handler call that then finishes
+// its answer, it never runs. It never runs after a call that finished the
+// answer (or released the handle) has returned: such a call on another
+// thread, made while the callback runs, waits until it returns. Likewise,
+// once a call that replaced or removed a callback returned, the old one is
+// not running (unless that call was made from it) and will not run. So
+// `userdata` may be freed after the handle is released, or after the callback
+// itself ran.
+//
+// The callback runs inside the worker's event loop: it must not block, nor
+// wait for a thread that may be calling this handle (that thread may be
+// waiting for the callback). It may call the library (a release callback,
+// `warpcore_response_abort` on this handle, a wake-up of your own thread).
+// The handle it is given is the request's own (the same token).
+//
+// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer is complete, or the
+// handle is done or released: nothing was registered),
+// `WARPCORE_RESULT_CLOSED` (the connection is gone already: the callback
+// will not run, and the handle is released, as by any call that returns
+// it), `WARPCORE_RESULT_NULL_ARGUMENT` (`response` is NULL),
+// `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
+warpcore_result warpcore_response_on_close(struct warpcore_response *response,
+                                           warpcore_close_cb callback,
+                                           void *userdata);
 
 // A static, NUL-terminated description of `result`; never NULL (unknown codes
 // get "unknown result code"). Thread-safe; the string must not be freed.

@@ -365,12 +365,20 @@ struct SharedState {
     /// Writers blocked in `reserve`: without them a wake-up is a wasted syscall
     /// (one per deferred answer, when the connection drops its `Waiting`).
     waiters: usize,
+    /// What to run when the connection lets go of the request before its
+    /// answer completed (see `Deferred::on_close`); only when asked for, so
+    /// that a deferred request allocates nothing otherwise.
+    on_close: Option<CloseHook>,
 }
+
+/// A function the connection runs, once, on its worker thread, when it lets
+/// go of a request whose answer had not completed.
+pub(crate) type CloseHook = Box<dyn FnOnce() + Send>;
 
 impl DeferredShared {
     pub fn new(high_water: usize) -> Arc<DeferredShared> {
         Arc::new(DeferredShared {
-            state: Mutex::new(SharedState { queued: 0, closed: false, waiters: 0 }),
+            state: Mutex::new(SharedState { queued: 0, closed: false, waiters: 0, on_close: None }),
             drained: Condvar::new(),
             high_water,
             timeout_paused: std::sync::atomic::AtomicBool::new(false),
@@ -402,21 +410,54 @@ impl DeferredShared {
     /// so that a deferred request on a warm connection allocates none.
     pub fn reset(&self) {
         self.timeout_paused.store(false, std::sync::atomic::Ordering::Relaxed);
-        let mut s = self.lock();
-        s.queued = 0;
-        s.closed = false;
-        if s.waiters > 0 {
-            // A writer of the done handle still waiting learns it is over.
-            self.drained.notify_all();
+        let hook = {
+            let mut s = self.lock();
+            s.queued = 0;
+            s.closed = false;
+            if s.waiters > 0 {
+                // A writer of the done handle still waiting learns it is over.
+                self.drained.notify_all();
+            }
+            s.on_close.take()
+        };
+        // The answer completed: the hook is never run (dropped unlocked, as
+        // it is the application's).
+        drop(hook);
+    }
+
+    /// The connection is gone: wake blocked writers, refuse later calls, and
+    /// run the close hook if one was set (on this thread, the worker's,
+    /// without the lock, so that it may call the handle; its panic is
+    /// contained, as an upgraded connection's event callback's is).
+    pub fn mark_closed(&self) {
+        let hook = {
+            let mut s = self.lock();
+            s.closed = true;
+            if s.waiters > 0 {
+                self.drained.notify_all();
+            }
+            s.on_close.take()
+        };
+        if let Some(hook) = hook {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
         }
     }
 
-    /// The connection is gone: wake blocked writers, refuse later calls.
-    pub fn mark_closed(&self) {
-        let mut s = self.lock();
-        s.closed = true;
-        if s.waiters > 0 {
-            self.drained.notify_all();
+    /// Sets the function run if the connection lets go of the request before
+    /// its answer completed, in place of any set before; `Closed` (and the
+    /// hook dropped) when it is gone already.
+    pub(crate) fn set_on_close(&self, hook: CloseHook) -> Result<(), RespondError> {
+        let replaced = {
+            let mut s = self.lock();
+            if s.closed {
+                None
+            } else {
+                Some(s.on_close.replace(hook))
+            }
+        };
+        match replaced {
+            Some(_old) => Ok(()),
+            None => Err(RespondError::Closed),
         }
     }
 
@@ -558,6 +599,28 @@ impl Deferred {
         }
         self.shared.pause_timeout();
         Ok(())
+    }
+
+    /// Asks to be told when the request ends before its answer completed:
+    /// `hook` runs once, on the worker thread that serves the connection,
+    /// when the connection lets go of the request unanswered or part-way
+    /// through its answer — the client left or reset, a timeout or an error
+    /// closed the connection, the answer timeout answered for it, or shutdown
+    /// cut it. It is not run once the connection took the complete answer
+    /// (an answer finished just as the client left may still see it run: it
+    /// did not reach the client). A later call replaces it. It runs inside
+    /// the worker's loop and must not block; calls on this handle return
+    /// [`RespondError::Closed`] from then on. `Closed` when the connection is
+    /// gone already (the handle is then done).
+    pub fn on_close(&mut self, hook: impl FnOnce() + Send + 'static) -> Result<(), RespondError> {
+        self.set_close_hook(Box::new(hook))
+    }
+
+    pub(crate) fn set_close_hook(&mut self, hook: CloseHook) -> Result<(), RespondError> {
+        if self.phase == Phase::Done {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        self.shared.set_on_close(hook).inspect_err(|_| self.phase = Phase::Done)
     }
 
     /// Whether the request is HEAD (the body will not be sent).

@@ -36,6 +36,13 @@ const _: () = assert!(usize::BITS == 64, "response handles are 64-bit tokens");
 /// thread (usually the worker's) and must not call back into the library.
 pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const u8, len: usize)>;
 
+/// Told that a request ended before its answer was complete (see
+/// `warpcore_response_on_close`): `res` is the request's handle, still the
+/// caller's (any call on it now returns `WARPCORE_RESULT_CLOSED` and releases
+/// it); `userdata` is the caller's. Runs on the worker thread that served the
+/// connection, inside its event loop: it must not block.
+pub type warpcore_close_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, res: *mut warpcore_response)>;
+
 // Where a slot's current request is: the low two bits of `Slot::state`, above
 // them the generation, one per request the slot served (0: none yet).
 
@@ -119,6 +126,26 @@ pub(crate) struct Slot {
     /// The deferred answer, while `state` is `DEFERRED`; taken by other threads.
     deferred: Mutex<Option<Deferred>>,
     handed_over: Condvar,
+    /// The close callback of a request of this slot, and whether it runs.
+    /// Locked after `deferred` when both are (never the other way round).
+    close: Mutex<CloseWatch>,
+    /// Signalled when a close callback returns.
+    close_done: Condvar,
+    /// A close callback was registered inside a handler call (on that call's
+    /// thread, which reads it): a deferred request without one takes no lock
+    /// for it.
+    close_armed: AtomicBool,
+}
+
+/// A request's close callback (`warpcore_response_on_close`), tagged with the
+/// generation it was registered for: one left by an earlier request is
+/// never run (it is replaced by the next registration).
+struct CloseWatch {
+    generation: u64,
+    callback: Option<(unsafe extern "C" fn(*mut c_void, *mut warpcore_response), *mut c_void)>,
+    /// The generation whose callback runs now (0: none), on `running_on`.
+    running: u64,
+    running_on: usize,
 }
 
 // SAFETY: `in_call_core` is only dereferenced on the thread recorded in
@@ -127,7 +154,9 @@ pub(crate) struct Slot {
 // `Deferred`, which is `Send`, behind the mutex) or `ANSWERED`.
 unsafe impl Send for Slot {}
 // SAFETY: as above; `deferred` is behind the mutex, `state` and `waiting`
-// are atomics.
+// are atomics. `close` holds the caller's userdata pointer, which the library
+// only passes back to the caller's callback (documented to run on the
+// worker's thread), behind its mutex.
 unsafe impl Sync for Slot {}
 
 /// Every handle's slot, for the life of the process.
@@ -138,6 +167,9 @@ static SLOTS: Table<Slot> = Table::new(|| Slot {
     waiting: AtomicBool::new(false),
     deferred: Mutex::new(None),
     handed_over: Condvar::new(),
+    close: Mutex::new(CloseWatch { generation: 0, callback: None, running: 0, running_on: 0 }),
+    close_done: Condvar::new(),
+    close_armed: AtomicBool::new(false),
 });
 
 /// A slot's index and the generation of one request it served.
@@ -249,7 +281,13 @@ pub(crate) fn with_handle<'p>(
     }
     let mut deferred = slot.lock();
     let phase = match res.defer() {
-        Ok(d) => {
+        Ok(mut d) => {
+            // A close callback registered inside the call: the connection
+            // runs it if it lets go of the request unanswered. A fresh
+            // answer's state is open, so this cannot fail.
+            if slot.close_armed.swap(false, Ordering::Relaxed) && slot.watches_close(generation) {
+                let _ = d.set_close_hook(close_hook(token));
+            }
             *deferred = Some(d);
             DEFERRED
         }
@@ -336,6 +374,93 @@ impl Slot {
     fn holds(&self, generation: u64) -> bool {
         self.state.load(Ordering::Acquire) == generation << PHASE_BITS | DEFERRED
     }
+
+    fn lock_close(&self) -> MutexGuard<'_, CloseWatch> {
+        self.close.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a close callback is registered for `generation`'s request.
+    fn watches_close(&self, generation: u64) -> bool {
+        let c = self.lock_close();
+        c.generation == generation && c.callback.is_some()
+    }
+
+    /// Registers (or, with None, removes) `generation`'s close callback; a
+    /// callback it replaces never runs from now on (one running already is
+    /// waited for by `settle_close_watch`).
+    fn watch_close(
+        &self,
+        generation: u64,
+        callback: Option<(unsafe extern "C" fn(*mut c_void, *mut warpcore_response), *mut c_void)>,
+    ) {
+        let mut c = self.lock_close();
+        c.generation = generation;
+        c.callback = callback;
+    }
+
+    /// Returns once `generation`'s close callback is not running (unless on
+    /// this very thread: from the callback itself). Called without
+    /// `deferred` locked: the callback may be calling the handle.
+    fn settle_close_watch(&self, generation: u64) {
+        let c = self.lock_close();
+        self.wait_close_callback(c, generation);
+    }
+
+    /// The request of `generation` is over for its caller (the call that
+    /// finished it is about to return): its close callback will not run,
+    /// and one running on another thread has returned when this returns.
+    /// Called without `deferred` locked: the callback may be calling the handle.
+    fn end_close_watch(&self, generation: u64) {
+        let mut c = self.lock_close();
+        if c.generation == generation {
+            c.callback = None;
+        }
+        self.wait_close_callback(c, generation);
+    }
+
+    fn wait_close_callback(&self, mut c: MutexGuard<'_, CloseWatch>, generation: u64) {
+        let me = current_thread();
+        while c.running == generation && c.running_on != me {
+            c = self.close_done.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The hook the connection runs when it lets go of `token`'s request
+/// unanswered: it runs the request's close callback, unless the request was
+/// finished meanwhile.
+fn close_hook(token: Token) -> crate::app::deferred::CloseHook {
+    Box::new(move || run_close_callback(token))
+}
+
+/// Runs `token`'s close callback, on the worker thread, if it is registered
+/// and the request is still deferred and unfinished. While it runs, a call
+/// on another thread that finishes the request waits for it before
+/// returning, so the callback never runs after such a call returned; calls
+/// from the callback itself go through (they find the connection closed).
+fn run_close_callback(token: Token) {
+    let Some(slot) = SLOTS.get(token.index) else { return };
+    let (callback, userdata) = {
+        let mut c = slot.lock_close();
+        if c.generation != token.generation || !slot.holds(token.generation) {
+            return;
+        }
+        let Some(callback) = c.callback.take() else { return };
+        c.running = token.generation;
+        c.running_on = current_thread();
+        callback
+    };
+    // SAFETY: the caller registered this function for this signature, with
+    // this userdata, and is told it runs on the worker thread; it was not
+    // released (the request is unfinished: a finishing call waits for it).
+    unsafe { callback(userdata, token.handle()) };
+    let mut c = slot.lock_close();
+    if c.running == token.generation {
+        c.running = 0;
+        c.running_on = 0;
+    }
+    drop(c);
+    slot.close_done.notify_all();
 }
 
 /// What a response call does, in either mode.
@@ -374,6 +499,8 @@ pub(crate) enum Call<'a> {
     UpgradeRequest(&'a mut dyn FnMut(Option<&crate::app::upgrade::UpgradeRequest>)),
     /// Sets the reason phrase of the status line to come (checked already).
     SetReason(&'a [u8]),
+    /// Registers (None: removes) the close callback and its userdata.
+    OnClose(Option<(unsafe extern "C" fn(*mut c_void, *mut warpcore_response), *mut c_void)>),
     /// Pauses the answer timeout.
     PauseTimeout,
 }
@@ -517,6 +644,16 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
         // `in_call_core` is the live core response; other threads wait for
         // the call to end (`wait_for_call_end`).
         let core = unsafe { &mut *slot.in_call_core.load(Ordering::Relaxed) };
+        if let Call::OnClose(callback) = call {
+            // Kept in the slot: `with_handle` gives the connection its hook
+            // if the call returns without finishing the answer.
+            if core.is_complete() {
+                return into_result(Err(RespondError::AlreadyAnswered));
+            }
+            slot.watch_close(token.generation, callback);
+            slot.close_armed.store(true, Ordering::Relaxed);
+            return warpcore_result::Ok;
+        }
         return into_result(call_in_handler(core, call));
     }
     // A worker thread never waits for another's handler call (two handlers
@@ -554,7 +691,19 @@ fn perform_deferred(
     let Some(d) = guard.as_mut() else {
         return into_result(Err(RespondError::AlreadyAnswered));
     };
+    let mut settle_close = false;
     let result = match call {
+        Call::OnClose(callback) => {
+            // Registered before the hook is set: the hook may run at once
+            // (on the worker), and finds it. A callback it replaces may be
+            // running: waited for below, without the lock it may need.
+            slot.watch_close(token.generation, callback);
+            settle_close = true;
+            match callback {
+                Some(_) => d.set_close_hook(close_hook(token)),
+                None => Ok(()),
+            }
+        }
         Call::Write(body) => match d.backpressure() {
             None => d.write(body.into_payload()),
             Some(shared) => {
@@ -579,9 +728,13 @@ fn perform_deferred(
         if let Some(done) = done {
             done.shared().wake_writers();
         }
+        slot.end_close_watch(token.generation);
         if token.generation < LAST_GENERATION {
             SLOTS.give_back(token.index);
         }
+    } else if settle_close {
+        drop(guard);
+        slot.settle_close_watch(token.generation);
     }
     into_result(result)
 }
@@ -621,6 +774,7 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
         }
         Call::SetReason(reason) => core.set_reason(reason),
         Call::PauseTimeout => core.pause_timeout(),
+        Call::OnClose(_) => unreachable!("perform registers close callbacks in the slot"),
     }
 }
 
@@ -651,6 +805,7 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
         }
         Call::SetReason(reason) => d.set_reason(reason),
         Call::PauseTimeout => d.pause_timeout(),
+        Call::OnClose(_) => unreachable!("perform_deferred registers close callbacks in the slot"),
     }
 }
 
@@ -870,4 +1025,48 @@ pub extern "C" fn warpcore_response_set_reason(
 #[no_mangle]
 pub extern "C" fn warpcore_response_pause_timeout(response: *mut warpcore_response) -> warpcore_result {
     response_boundary!(response, { perform(response, Call::PauseTimeout) })
+}
+
+/// Asks to be told when this request ends before its answer is complete:
+/// `callback(userdata, response)` runs once, on the worker thread that serves
+/// the connection, when the connection lets go of a request whose handler
+/// returned without finishing its answer — the client closed or reset the
+/// connection, a timeout (idle, write, answer) or an error ended it, or a
+/// shutdown's deadline cut it. What an HTTP server's embedder needs for a
+/// long poll or an event stream that has nothing to send: stop waiting and
+/// release the handle (libmicrohttpd's `MHD_REQUEST_TERMINATED_CLIENT_ABORT`,
+/// uvicorn's `http.disconnect`). The handle is still the caller's when it
+/// runs: any call on it returns `WARPCORE_RESULT_CLOSED` and releases it,
+/// from the callback or any thread.
+///
+/// Call it inside the handler call or later, from any thread, before the
+/// answer is complete; a later call replaces the callback, and a NULL
+/// `callback` removes it. Registered inside a handler call that then finishes
+/// its answer, it never runs. It never runs after a call that finished the
+/// answer (or released the handle) has returned: such a call on another
+/// thread, made while the callback runs, waits until it returns. Likewise,
+/// once a call that replaced or removed a callback returned, the old one is
+/// not running (unless that call was made from it) and will not run. So
+/// `userdata` may be freed after the handle is released, or after the callback
+/// itself ran.
+///
+/// The callback runs inside the worker's event loop: it must not block, nor
+/// wait for a thread that may be calling this handle (that thread may be
+/// waiting for the callback). It may call the library (a release callback,
+/// `warpcore_response_abort` on this handle, a wake-up of your own thread).
+/// The handle it is given is the request's own (the same token).
+///
+/// Errors: `WARPCORE_RESULT_ALREADY_ANSWERED` (the answer is complete, or the
+/// handle is done or released: nothing was registered),
+/// `WARPCORE_RESULT_CLOSED` (the connection is gone already: the callback
+/// will not run, and the handle is released, as by any call that returns
+/// it), `WARPCORE_RESULT_NULL_ARGUMENT` (`response` is NULL),
+/// `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
+#[no_mangle]
+pub extern "C" fn warpcore_response_on_close(
+    response: *mut warpcore_response,
+    callback: warpcore_close_cb,
+    userdata: *mut c_void,
+) -> warpcore_result {
+    response_boundary!(response, { perform(response, Call::OnClose(callback.map(|f| (f, userdata)))) })
 }

@@ -28,6 +28,12 @@ static void count_release(void *userdata, const uint8_t *data, size_t len) {
     atomic_fetch_add(&releases, 1);
 }
 
+static void never_told(void *userdata, warpcore_response *res) {
+    (void)userdata;
+    (void)res;
+    CHECK(!"a close callback registered on a stale handle ran");
+}
+
 /* Every kind of call on `res`, each expected to return `want`. */
 static void every_call(warpcore_response *res, warpcore_result want) {
     static const uint8_t bytes[] = "stale bytes";
@@ -44,6 +50,7 @@ static void every_call(warpcore_response *res, warpcore_result want) {
     CHECK(atomic_load(&releases) == released + 2);
     CHECK_RESULT(warpcore_response_end(res), want);
     CHECK_RESULT(warpcore_response_abort(res), want);
+    CHECK_RESULT(warpcore_response_on_close(res, never_told, NULL), want);
 }
 
 static void handler(void *userdata, const warpcore_request *req, warpcore_response *res) {

@@ -414,6 +414,10 @@ typedef struct warpcore_upgraded warpcore_upgraded;
 // RFC's code (1002, 1007, 1009) and cut. permessage-deflate is not offered.
 typedef struct warpcore_websocket warpcore_websocket;
 
+// Told that a body may be read on (see `warpcore_body_on_readable`):
+// `userdata` is the caller's.
+typedef void (*warpcore_body_ready_cb)(void *userdata);
+
 // A byte string: `len` bytes at `ptr`, not NUL-terminated. `ptr` may be NULL
 // only when `len` is 0.
 typedef struct warpcore_str {
@@ -746,6 +750,40 @@ warpcore_result warpcore_body_read(struct warpcore_body *body,
                                    uint8_t *buf,
                                    size_t capacity,
                                    size_t *len);
+
+// Like `warpcore_body_read`, but never waits, on any thread:
+// `WARPCORE_RESULT_WOULD_BLOCK` while no byte has arrived. After it returned
+// `WARPCORE_RESULT_WOULD_BLOCK`, the callback set by
+// `warpcore_body_on_readable` runs once, when the body can be read on. So an
+// event loop of the application's reads many bodies without a thread each.
+//
+// Errors: as `warpcore_body_read`.
+warpcore_result warpcore_body_try_read(struct warpcore_body *body,
+                                       uint8_t *buf,
+                                       size_t capacity,
+                                       size_t *len);
+
+// Sets the callback that says when a non-blocking read may go on:
+// `callback(userdata)` runs once after each `warpcore_body_try_read` that
+// returned `WARPCORE_RESULT_WOULD_BLOCK`, on the worker thread that serves
+// the connection, as soon as bytes arrived or the body ended or failed (the
+// next read then says which). Then read until `WARPCORE_RESULT_WOULD_BLOCK`
+// again. The callback runs inside the worker's event loop: it must not
+// block (it may read the body, or wake a loop of your own, as the ASGI
+// server does). A NULL `callback` removes it; a later call replaces it. Set
+// it before the first `warpcore_body_try_read`: a read that returned
+// `WARPCORE_RESULT_WOULD_BLOCK` before it was set is not owed it (read again
+// after setting it).
+//
+// It never runs once `warpcore_body_free` returned (which waits for it if it
+// runs on another thread) nor after a call that replaced it returned, so
+// `userdata` may be freed then. Like the other calls on a body, it must not
+// overlap `warpcore_body_free`.
+//
+// Errors: `WARPCORE_RESULT_NULL_ARGUMENT` (`body` is NULL).
+warpcore_result warpcore_body_on_readable(struct warpcore_body *body,
+                                          warpcore_body_ready_cb callback,
+                                          void *userdata);
 
 // Releases a body reader made by `warpcore_response_body`; what it did not
 // read is discarded. NULL is ignored. Must not overlap another call on it.

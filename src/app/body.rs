@@ -52,7 +52,19 @@ struct BodyState {
     /// The reader was dropped: the worker discards what still comes.
     reader_gone: bool,
     waiters: usize,
+    /// Told, on the worker, that a `try_read` that found nothing may read on.
+    ready_hook: Option<ReadyHook>,
+    /// A `try_read` found nothing: the hook is owed once bytes arrive or the
+    /// body ends.
+    want_ready: bool,
+    /// The thread the hook runs on now: a reader dropped on another thread
+    /// waits for it to return.
+    hook_running_on: Option<std::thread::ThreadId>,
 }
+
+/// What a non-blocking reader is told by: run on the worker thread, it must
+/// not block.
+pub(crate) type ReadyHook = Arc<dyn Fn() + Send + Sync>;
 
 /// What a body's reader and its connection share.
 pub(crate) struct BodyShared {
@@ -71,6 +83,9 @@ impl BodyShared {
                 posted: false,
                 reader_gone: false,
                 waiters: 0,
+                ready_hook: None,
+                want_ready: false,
+                hook_running_on: None,
             }),
             arrived: Condvar::new(),
         })
@@ -92,8 +107,37 @@ impl BodyShared {
         if bytes.is_empty() {
             return;
         }
+        let hook = {
+            let mut s = self.lock();
+            s.bytes.extend(bytes);
+            if s.waiters > 0 {
+                self.arrived.notify_all();
+            }
+            Self::owed_hook(&mut s)
+        };
+        self.run_hook(hook);
+    }
+
+    /// The ready hook, when a `try_read` is owed it; marked running.
+    fn owed_hook(s: &mut BodyState) -> Option<ReadyHook> {
+        if !s.want_ready {
+            return None;
+        }
+        let hook = s.ready_hook.clone()?;
+        s.want_ready = false;
+        s.hook_running_on = Some(std::thread::current().id());
+        Some(hook)
+    }
+
+    /// Runs the ready hook taken by `owed_hook`, without the lock (it may
+    /// read); its panic is contained, as an upgraded connection's event
+    /// callback's is.
+    fn run_hook(&self, hook: Option<ReadyHook>) {
+        let Some(hook) = hook else { return };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook()));
+        drop(hook);
         let mut s = self.lock();
-        s.bytes.extend(bytes);
+        s.hook_running_on = None;
         if s.waiters > 0 {
             self.arrived.notify_all();
         }
@@ -137,16 +181,20 @@ impl BodyShared {
 
     /// Worker side: the body ended (`Ok`) or failed.
     pub fn finish(&self, result: Result<(), BodyError>) {
-        let mut s = self.lock();
-        if s.end == End::Open {
-            s.end = match result {
-                Ok(()) => End::Finished,
-                Err(e) => End::Failed(e),
-            };
-        }
-        if s.waiters > 0 {
-            self.arrived.notify_all();
-        }
+        let hook = {
+            let mut s = self.lock();
+            if s.end == End::Open {
+                s.end = match result {
+                    Ok(()) => End::Finished,
+                    Err(e) => End::Failed(e),
+                };
+            }
+            if s.waiters > 0 {
+                self.arrived.notify_all();
+            }
+            Self::owed_hook(&mut s)
+        };
+        self.run_hook(hook);
     }
 
     /// Whether the application asked for the body.
@@ -181,7 +229,64 @@ impl BodyStream {
     /// `read` through a shared reference: overlapping reads take bytes in
     /// turn (for the C API, whose readers may share one body).
     pub(crate) fn read_shared(&self, buf: &mut [u8]) -> Result<usize, BodyError> {
-        let never_block = on_worker_thread();
+        self.read_with(buf, on_worker_thread())
+    }
+
+    /// Reads what has arrived into `buf`, never waiting, on any thread:
+    /// `WouldBlock` while nothing has. After a `WouldBlock`, the hook set by
+    /// `on_readable` runs once, on the worker, when bytes arrive or the body
+    /// ends or fails. Overlapping calls take bytes in turn.
+    pub fn try_read(&self, buf: &mut [u8]) -> Result<usize, BodyError> {
+        self.read_with(buf, true)
+    }
+
+    /// Sets the function run, on the worker thread, when a `try_read` that
+    /// returned `WouldBlock` may read on (bytes arrived, or the body ended or
+    /// failed): once per such `WouldBlock`. It replaces any set before. Set it
+    /// before the first `try_read` (one that returned `WouldBlock` before it
+    /// was set is not owed it: read again after setting it). It must not
+    /// block; it may read. It is dropped with the reader, which then waits for
+    /// it to return if it runs on another thread, so it never runs after the
+    /// reader was dropped.
+    pub fn on_readable(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.set_ready_hook(Arc::new(hook));
+    }
+
+    pub(crate) fn set_ready_hook(&self, hook: ReadyHook) {
+        self.replace_ready_hook(Some(hook));
+    }
+
+    /// Removes the hook set by `on_readable`: once this returns it is not
+    /// running (unless on this thread: from the hook itself) and never runs.
+    pub fn clear_ready_hook(&self) {
+        self.replace_ready_hook(None);
+    }
+
+    fn replace_ready_hook(&self, hook: Option<ReadyHook>) {
+        let old = {
+            let mut s = self.shared.lock();
+            s.want_ready = false;
+            let old = std::mem::replace(&mut s.ready_hook, hook);
+            // The one replaced may be running on the worker: its owner may
+            // free what it uses once this returns.
+            drop(self.wait_for_hook(s));
+            old
+        };
+        drop(old);
+    }
+
+    /// Waits until the ready hook is not running on another thread.
+    fn wait_for_hook<'a>(&'a self, mut s: MutexGuard<'a, BodyState>) -> MutexGuard<'a, BodyState> {
+        let me = std::thread::current().id();
+        while s.hook_running_on.is_some_and(|on| on != me) {
+            s.waiters += 1;
+            s = self.shared.arrived.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiters -= 1;
+        }
+        s
+    }
+
+    fn read_with(&self, buf: &mut [u8], never_block: bool) -> Result<usize, BodyError> {
         let mut s = self.shared.lock();
         let mut wake = !s.asked;
         s.asked = true;
@@ -216,13 +321,17 @@ impl BodyStream {
             s = self.shared.arrived.wait(s).unwrap_or_else(|e| e.into_inner());
             s.waiters -= 1;
         };
+        if result == Err(BodyError::WouldBlock) {
+            s.want_ready = true;
+        }
         let post = wake && !s.posted && s.end == End::Open;
         if post {
             s.posted = true;
         }
         drop(s);
-        if post {
-            self.post();
+        if post && !self.post() && result == Err(BodyError::WouldBlock) {
+            // The worker has stopped: no hook will come.
+            return Err(BodyError::Closed);
         }
         result
     }
@@ -251,27 +360,44 @@ impl BodyStream {
         s.bytes.is_empty() && s.end != End::Open
     }
 
-    fn post(&self) {
+    /// Tells the worker to read on; false when it has stopped.
+    fn post(&self) -> bool {
         let message = Message { conn: self.conn, answer: Answer::ReadBody };
         if self.mailbox.post(message).is_err() {
-            // The worker has stopped: nothing more will arrive.
-            self.shared.finish(Err(BodyError::Closed));
+            // The worker has stopped: nothing more will arrive. No hook is
+            // run here, on the reader's thread, inside its own call.
+            let mut s = self.shared.lock();
+            if s.end == End::Open {
+                s.end = End::Failed(BodyError::Closed);
+            }
+            s.want_ready = false;
+            if s.waiters > 0 {
+                self.shared.arrived.notify_all();
+            }
+            return false;
         }
+        true
     }
 }
 
 impl Drop for BodyStream {
     fn drop(&mut self) {
-        let post = {
+        let (post, hook) = {
             let mut s = self.shared.lock();
             s.reader_gone = true;
             s.bytes = VecDeque::new();
+            let hook = s.ready_hook.take();
+            s.want_ready = false;
+            // A hook running on the worker returns before the reader is gone
+            // (its owner may free what it uses), unless this is that thread.
+            s = self.wait_for_hook(s);
             let post = s.paused && !s.posted && s.end == End::Open;
             if post {
                 s.posted = true;
             }
-            post
+            (post, hook)
         };
+        drop(hook);
         // A paused connection must learn it may read on, to discard the rest.
         if post {
             self.post();

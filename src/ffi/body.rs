@@ -1,6 +1,8 @@
 //! `warpcore_body`: a request body read as it arrives, from the handler call
 //! or from any thread after it.
 
+use std::ffi::c_void;
+
 use super::cast::{try_ref, try_slice_mut, write_out};
 use super::response::{warpcore_response, with_core_in_call};
 use super::result::{fail, warpcore_result};
@@ -88,20 +90,114 @@ pub extern "C" fn warpcore_body_read(
             return fail(warpcore_result::NullArgument, "len is NULL");
         }
         let buf = ok_or_return!(try_slice_mut(buf, capacity, "buf"));
-        match body.stream.read_shared(buf) {
-            Ok(n) => {
-                write_out(len, n);
-                warpcore_result::Ok
-            }
-            Err(BodyError::WouldBlock) => {
-                fail(warpcore_result::WouldBlock, "no body bytes have arrived yet, and a worker thread never waits")
-            }
-            Err(BodyError::TooLarge) => fail(warpcore_result::Closed, "the body passed max_body_size"),
-            Err(BodyError::Invalid) => fail(warpcore_result::Closed, "the body's chunked framing was invalid"),
-            Err(BodyError::Closed) => {
-                fail(warpcore_result::Closed, "the client left, stopped sending, or the connection closed")
-            }
+        read_result(
+            body.stream.read_shared(buf),
+            len,
+            "no body bytes have arrived yet, and a worker thread never waits",
+        )
+    })
+}
+
+/// A read's outcome as a result code, its count written to `len` on success.
+fn read_result(read: Result<usize, BodyError>, len: *mut usize, would_block: &str) -> warpcore_result {
+    match read {
+        Ok(n) => {
+            write_out(len, n);
+            warpcore_result::Ok
         }
+        Err(BodyError::WouldBlock) => fail(warpcore_result::WouldBlock, would_block),
+        Err(BodyError::TooLarge) => fail(warpcore_result::Closed, "the body passed max_body_size"),
+        Err(BodyError::Invalid) => fail(warpcore_result::Closed, "the body's chunked framing was invalid"),
+        Err(BodyError::Closed) => {
+            fail(warpcore_result::Closed, "the client left, stopped sending, or the connection closed")
+        }
+    }
+}
+
+/// Like `warpcore_body_read`, but never waits, on any thread:
+/// `WARPCORE_RESULT_WOULD_BLOCK` while no byte has arrived. After it returned
+/// `WARPCORE_RESULT_WOULD_BLOCK`, the callback set by
+/// `warpcore_body_on_readable` runs once, when the body can be read on. So an
+/// event loop of the application's reads many bodies without a thread each.
+///
+/// Errors: as `warpcore_body_read`.
+#[no_mangle]
+pub extern "C" fn warpcore_body_try_read(
+    body: *mut warpcore_body,
+    buf: *mut u8,
+    capacity: usize,
+    len: *mut usize,
+) -> warpcore_result {
+    ffi_boundary!({
+        let body = ok_or_return!(try_ref(body.cast_const(), "body"));
+        if len.is_null() {
+            return fail(warpcore_result::NullArgument, "len is NULL");
+        }
+        let buf = ok_or_return!(try_slice_mut(buf, capacity, "buf"));
+        read_result(body.stream.try_read(buf), len, "no body bytes have arrived yet")
+    })
+}
+
+/// Told that a body may be read on (see `warpcore_body_on_readable`):
+/// `userdata` is the caller's.
+pub type warpcore_body_ready_cb = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
+
+/// The caller's readiness callback and its userdata.
+struct ReadyCallback {
+    callback: unsafe extern "C" fn(*mut c_void),
+    userdata: *mut c_void,
+}
+
+// SAFETY: the library only passes `userdata` back to the caller's callback,
+// which is documented to run on the worker thread; the caller keeps both
+// valid until the body is freed (or the callback replaced).
+unsafe impl Send for ReadyCallback {}
+// SAFETY: as above; the pair is never written after it is made.
+unsafe impl Sync for ReadyCallback {}
+
+impl ReadyCallback {
+    fn call(&self) {
+        // SAFETY: the caller's function for this signature, with its
+        // userdata, valid until the body is freed or the callback replaced
+        // (both wait for a running call to return).
+        unsafe { (self.callback)(self.userdata) }
+    }
+}
+
+/// Sets the callback that says when a non-blocking read may go on:
+/// `callback(userdata)` runs once after each `warpcore_body_try_read` that
+/// returned `WARPCORE_RESULT_WOULD_BLOCK`, on the worker thread that serves
+/// the connection, as soon as bytes arrived or the body ended or failed (the
+/// next read then says which). Then read until `WARPCORE_RESULT_WOULD_BLOCK`
+/// again. The callback runs inside the worker's event loop: it must not
+/// block (it may read the body, or wake a loop of your own, as the ASGI
+/// server does). A NULL `callback` removes it; a later call replaces it. Set
+/// it before the first `warpcore_body_try_read`: a read that returned
+/// `WARPCORE_RESULT_WOULD_BLOCK` before it was set is not owed it (read again
+/// after setting it).
+///
+/// It never runs once `warpcore_body_free` returned (which waits for it if it
+/// runs on another thread) nor after a call that replaced it returned, so
+/// `userdata` may be freed then. Like the other calls on a body, it must not
+/// overlap `warpcore_body_free`.
+///
+/// Errors: `WARPCORE_RESULT_NULL_ARGUMENT` (`body` is NULL).
+#[no_mangle]
+pub extern "C" fn warpcore_body_on_readable(
+    body: *mut warpcore_body,
+    callback: warpcore_body_ready_cb,
+    userdata: *mut c_void,
+) -> warpcore_result {
+    ffi_boundary!({
+        let body = ok_or_return!(try_ref(body.cast_const(), "body"));
+        match callback {
+            Some(callback) => {
+                let ready = ReadyCallback { callback, userdata };
+                body.stream.on_readable(move || ready.call());
+            }
+            None => body.stream.clear_ready_hook(),
+        }
+        warpcore_result::Ok
     })
 }
 

@@ -44,6 +44,11 @@ pub mod events {
     pub const CLOSED: u32 = 4;
     /// The server is shutting down: finish up (see [`super::Upgraded::draining`]).
     pub const DRAINING: u32 = 8;
+    /// No byte either way for half the idle timeout: a protocol with pings
+    /// sends one now (the WebSocket layer does). Told again after each quiet
+    /// half; the idle timeout itself no longer closes the connection then,
+    /// its owner does. Only to connections that asked (`notify_when_quiet`).
+    pub const QUIET: u32 = 16;
 }
 
 /// Told, on the worker thread that owns the connection, what happened to an
@@ -139,6 +144,9 @@ struct State {
     write_shut: bool,
     /// The idle timeout asked for (None: none at all).
     idle: Option<Duration>,
+    /// The owner is told `QUIET` after half the idle timeout instead of the
+    /// connection closing at its end (a WebSocket, which pings).
+    quiet_notice: bool,
     /// Closed by then whatever the traffic (a closing handshake's bound).
     close_by: Option<Instant>,
     /// When the server's shutdown cuts the connection, once it drains.
@@ -167,6 +175,7 @@ impl UpgradeShared {
                 closed: false,
                 write_shut: false,
                 idle: Some(DEFAULT_UPGRADE_IDLE),
+                quiet_notice: false,
                 close_by: None,
                 drain_deadline: None,
                 waiters: 0,
@@ -263,11 +272,12 @@ impl UpgradeShared {
         self.lock().drain_deadline = Some(deadline);
     }
 
-    /// Worker side: the idle timeout to arm (None: none), and the time the
-    /// connection must be closed by whatever the traffic.
-    pub fn timeouts(&self) -> (Option<Duration>, Option<Instant>) {
+    /// Worker side: the idle timeout to arm (None: none), the time the
+    /// connection must be closed by whatever the traffic, and whether a quiet
+    /// half of the idle timeout is told (`QUIET`) instead of closing.
+    pub fn timeouts(&self) -> (Option<Duration>, Option<Instant>, bool) {
         let s = self.lock();
-        (s.idle, s.close_by)
+        (s.idle, s.close_by, s.quiet_notice)
     }
 }
 
@@ -443,6 +453,14 @@ impl Upgraded {
         // The worker re-arms the deadline when it looks at the connection.
         self.post(Answer::ReadBody);
         Ok(())
+    }
+
+    /// Asks to be told [`events::QUIET`] each time the connection has seen
+    /// no byte either way for half its idle timeout, instead of the idle
+    /// timeout closing it: for a protocol that keeps a connection alive with
+    /// pings and ends it itself when they go unanswered.
+    pub(crate) fn notify_when_quiet(&self) {
+        self.shared.lock().quiet_notice = true;
     }
 
     /// Closes the connection within `limit` from now whatever the traffic

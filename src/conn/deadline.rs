@@ -21,6 +21,9 @@ pub(crate) enum Wait {
     Linger,
     /// A deferred answer has not begun; expiring answers 503.
     Answer,
+    /// An upgraded connection that asked to be told when it is quiet (a
+    /// WebSocket, which pings): expiring tells it `QUIET`, not a close.
+    Quiet,
 }
 
 /// A connection's deadline in coarse seconds (0 = none).

@@ -328,8 +328,11 @@ pub extern "C" fn warpcore_websocket_set_nonblocking(
     })
 }
 
-/// Sets how long the WebSocket may carry no byte either way before the
-/// library closes it, in milliseconds; 0 means never (default 60 s).
+/// Sets the WebSocket's idle timeout in milliseconds; 0 means none (default
+/// 60 s). After half of it without a byte either way the library pings the
+/// peer; a peer that sends nothing back for another half is sent a close
+/// (1011) and cut. A peer that answers stays connected however long it is
+/// quiet. With 0, no pings and no cut.
 ///
 /// Errors: `WARPCORE_RESULT_CLOSED`; `WARPCORE_RESULT_NULL_ARGUMENT`;
 /// `WARPCORE_RESULT_INVALID_ARGUMENT`.

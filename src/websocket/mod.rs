@@ -217,6 +217,8 @@ struct State {
     backed_up: bool,
     /// A send was refused: `WRITABLE` is owed.
     want_writable: bool,
+    /// A keepalive ping went out and nothing came back since.
+    ping_unanswered: bool,
     waiters: usize,
 }
 
@@ -244,6 +246,9 @@ impl UpgradeEvents for Pump {
             }
             if ev & raw_events::WRITABLE != 0 {
                 inner.writable();
+            }
+            if ev & raw_events::QUIET != 0 {
+                inner.keepalive();
             }
             if ev & raw_events::CLOSED != 0 {
                 inner.connection_closed();
@@ -322,6 +327,8 @@ impl WebSocket {
         );
         let pump = Arc::new(Pump { inner: OnceLock::new(), app: events.clone(), closed_told: AtomicBool::new(false) });
         let raw = upgrade(&fields, pump.clone()).map_err(AcceptError::Respond)?;
+        // Kept alive with pings instead of closed by the idle timeout.
+        raw.notify_when_quiet();
         let max = options.max_message.max(125);
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
@@ -340,6 +347,7 @@ impl WebSocket {
                 peer_close: None,
                 backed_up: false,
                 want_writable: false,
+                ping_unanswered: false,
                 waiters: 0,
             }),
             arrived: Condvar::new(),
@@ -553,6 +561,10 @@ impl Inner {
                 break;
             }
             let read = st.ctx.read(&mut ReadIo { raw: &self.raw, reframe: &mut st.reframe });
+            if read.is_ok() {
+                // Any frame (the pong among them) says the peer is there.
+                st.ping_unanswered = false;
+            }
             match read {
                 Ok(Message::Text(text)) => {
                     got = true;
@@ -645,6 +657,30 @@ impl Inner {
         }
         if tell {
             self.tell(events::WRITABLE);
+        }
+    }
+
+    /// Half the idle timeout went by without a byte (on the worker): a ping,
+    /// so that a live peer's pong keeps the connection up (proxies and NATs
+    /// see traffic too), or, when the last one went unanswered for as long,
+    /// the end: a close frame (1011, as the `websockets` package's keepalive
+    /// timeout) and the connection cut soon after, the application told 1006.
+    fn keepalive(&self) {
+        let mut st = self.lock();
+        if st.ended || !st.ctx.can_write() {
+            return;
+        }
+        if st.ping_unanswered {
+            let frame =
+                CloseFrame { code: CloseCode::from(1011), reason: Utf8Bytes::from_static("keepalive ping timeout") };
+            let _ = st.ctx.close(&mut Io(&self.raw), Some(frame));
+            self.end(&mut st, 1006, "");
+            return;
+        }
+        st.ping_unanswered = true;
+        let _ = st.ctx.write(&mut Io(&self.raw), Message::Ping(Bytes::new()));
+        if let Err(()) = self.flush(&mut st) {
+            self.end(&mut st, 1006, "");
         }
     }
 

@@ -859,13 +859,20 @@ impl Worker {
                 state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }
         } else if let Some(up) = &state.upgraded {
-            // Quiet both ways for the application's idle timeout: closed.
-            let (idle, close_by) = up.shared.timeouts();
-            let idle_at = idle.map(|idle| clock.after(idle));
+            // Quiet both ways for the application's idle timeout: closed
+            // (or, for one that pings, told at half of it).
+            let (idle, close_by, quiet_notice) = up.shared.timeouts();
+            let (idle_at, idle_wait) = match idle {
+                Some(idle) if quiet_notice => (Some(clock.after(half_idle(idle))), Wait::Quiet),
+                idle => (idle.map(|idle| clock.after(idle)), Wait::Idle),
+            };
             let close_at = close_by.map(|by| clock.at(by));
-            state.deadline = match idle_at.into_iter().chain(close_at).min() {
-                Some(at) if !state.close_after_flush => Deadline { at, wait: Wait::Idle },
-                _ => Deadline::NONE,
+            state.deadline = match (idle_at, close_at) {
+                _ if state.close_after_flush => Deadline::NONE,
+                (Some(at), Some(by)) if at < by => Deadline { at, wait: idle_wait },
+                (_, Some(by)) => Deadline { at: by, wait: Wait::Idle },
+                (Some(at), None) => Deadline { at, wait: idle_wait },
+                (None, None) => Deadline::NONE,
             };
         } else if state.awaiting_body() && !state.close_after_flush {
             // Body bytes are due from the client (whole, or streaming into a
@@ -1089,6 +1096,20 @@ impl Worker {
         self.drive(index);
     }
 
+    /// An upgraded connection quiet for half its idle timeout, that asked to
+    /// be told (a WebSocket pings now): told, and told again after another
+    /// quiet half unless bytes move meanwhile (which re-arm it as usual).
+    fn tell_quiet(&mut self, index: usize) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else { return };
+        let Some(up) = conn.state.upgraded.as_ref() else { return };
+        let (idle, _, _) = up.shared.timeouts();
+        conn.state.deadline = match idle {
+            Some(idle) => Deadline { at: self.clock.after(half_idle(idle)), wait: Wait::Quiet },
+            None => Deadline::NONE,
+        };
+        up.notify(upgrade_events::QUIET);
+    }
+
     /// Once a second: expire deadlines, retry a paused accept.
     fn sweep(&mut self) {
         let now = self.clock.now();
@@ -1103,7 +1124,7 @@ impl Worker {
                     c.state.deadline = Deadline::NONE;
                     continue;
                 }
-                if wait != Some(Wait::Linger) {
+                if !matches!(wait, Some(Wait::Linger | Wait::Quiet)) {
                     bump(&self.ctx.stats.timed_out, 1);
                 }
                 if wait == Some(Wait::Head) && matches!(&self.conns[i], Some(c) if c.state.stream.handshaking()) {
@@ -1114,6 +1135,7 @@ impl Worker {
                     Some(Wait::Answer) => self.contained(i, |w| w.answer_overdue(i)),
                     // Past its keep-alive (or an upgraded stream's idle) timeout.
                     Some(Wait::Idle) => self.close_idle_conn(i),
+                    Some(Wait::Quiet) => self.contained(i, |w| w.tell_quiet(i)),
                     _ => self.close(i),
                 }
             }
@@ -1148,6 +1170,12 @@ impl Drop for Worker {
         }
         self.ctx.mailbox.close();
     }
+}
+
+/// Half an idle timeout, at least the clock's second: when a connection that
+/// pings is told it is quiet.
+fn half_idle(idle: Duration) -> Duration {
+    (idle / 2).max(Duration::from_secs(1))
 }
 
 fn env(ctx: &WorkerCtx) -> ComposeEnv<'_> {

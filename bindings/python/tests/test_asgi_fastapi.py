@@ -1,18 +1,22 @@
 """A FastAPI application on warpcore.asgi, driven by httpx and websockets:
 path and query parameters, JSON bodies, a multipart upload, a streaming
-response, a WebSocket endpoint, startup and shutdown events."""
+response, a WebSocket endpoint, a long poll on ``request.is_disconnected()``,
+startup and shutdown events."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import socket
+import struct
 import time
 from typing import List, Optional
 
 import httpx
 import pytest
-from fastapi import FastAPI, File, Form, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from websockets.sync.client import connect
@@ -62,6 +66,20 @@ def make_app(events: List[str]) -> FastAPI:
                 await asyncio.sleep(0)
 
         return StreamingResponse(lines(), media_type="text/plain")
+
+    @app.get("/poll")
+    async def poll(request: Request) -> dict:
+        # A long poll with nothing to send, as sse-starlette and the like
+        # write it: Starlette's is_disconnected() between pieces of work.
+        events.append("poll waits")
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if await request.is_disconnected():
+                events.append("poll: the client left")
+                return {}
+            await asyncio.sleep(0.01)
+        events.append("poll: timed out")
+        return {"timed_out": True}
 
     @app.websocket("/ws/{name}")
     async def ws(websocket: WebSocket, name: str) -> None:
@@ -129,3 +147,31 @@ def test_fastapi_websocket(served):
     while "ws closed 1000" not in events and time.monotonic() < end:
         time.sleep(0.01)
     assert "ws closed 1000" in events
+
+
+def test_fastapi_long_poll_sees_its_client_leave(served, caplog):
+    """``await request.is_disconnected()`` (a receive() in a scope cancelled
+    at once) turns True soon after the client resets, as under uvicorn; the
+    answer the endpoint then returns for nobody is not an error."""
+    server, events = served
+    caplog.set_level(logging.DEBUG, logger="warpcore")
+    c = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    c.sendall(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+    end = time.monotonic() + TIMEOUT
+    while "poll waits" not in events and time.monotonic() < end:
+        time.sleep(0.005)
+    assert "poll waits" in events
+    time.sleep(0.05)  # a few polls in vain
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    t0 = time.monotonic()
+    while not any(e.startswith("poll:") for e in events) and time.monotonic() < end:
+        time.sleep(0.005)
+    took = time.monotonic() - t0
+    assert [e for e in events if e.startswith("poll:")] == ["poll: the client left"], events
+    assert took < 2.0, f"is_disconnected() turned True {took:.2f} s after the reset"
+    while server._cycles and time.monotonic() < end:
+        time.sleep(0.005)
+    assert not server._cycles
+    errors = [r.getMessage() for r in caplog.records if r.name.startswith("warpcore") and r.levelno >= logging.WARNING]
+    assert not errors, errors

@@ -89,6 +89,7 @@ _SCALARS = {
     "warpcore_websocket_cb": {_ffi.warpcore_websocket_cb},
     "warpcore_connection_open_cb": {_ffi.warpcore_connection_open_cb},
     "warpcore_connection_close_cb": {_ffi.warpcore_connection_close_cb},
+    "warpcore_close_cb": {_ffi.warpcore_close_cb},
 }
 _OPAQUE = {
     "warpcore_config",

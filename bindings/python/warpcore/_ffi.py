@@ -183,6 +183,9 @@ warpcore_connection_close_cb = CFUNCTYPE(None, c_void_p, c_void_p)
 warpcore_upgrade_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_uint32)
 #: void (*)(void *userdata, warpcore_websocket *websocket, uint32_t events)
 warpcore_websocket_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_uint32)
+#: void (*)(void *userdata, warpcore_response *res): a request ended before
+#: its answer was complete (``warpcore_response_on_close``, on the worker).
+warpcore_close_cb = CFUNCTYPE(None, c_void_p, c_void_p)
 
 
 class _Sized(Structure):
@@ -383,6 +386,9 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_response_abort": (warpcore_result, [warpcore_response_p]),
     "warpcore_response_set_reason": (warpcore_result, [warpcore_response_p, _u8p, c_size_t]),
     "warpcore_response_pause_timeout": (warpcore_result, [warpcore_response_p]),
+    # WARPCORE_0.5. Through F only (CDLL: the GIL is released): a call that
+    # replaces a callback waits for it while it runs, and it runs Python.
+    "warpcore_response_on_close": (warpcore_result, [warpcore_response_p, warpcore_close_cb, c_void_p]),
     "warpcore_config_set_proxy_protocol": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_listener_proxy_protocol": (warpcore_result, [warpcore_config_p, _u8p, c_size_t, c_uint32]),
     "warpcore_config_set_connection_hooks": (

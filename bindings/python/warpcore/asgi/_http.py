@@ -24,9 +24,17 @@ handle through the engine's deferred path:
   (a read waits for the client), so an upload of any size takes bounded
   memory: at most the engine's 64 KiB window and the chunk being handed over.
 * ``http.disconnect``: ``receive`` gives it once the response is complete,
-  once the client is known to be gone (a body read or a write found the
-  connection closed), and at shutdown. ``send`` to a client that is gone
-  raises :class:`ClientDisconnected` (an ``OSError``, ASGI spec 2.4).
+  once the client is known to be gone, and at shutdown. The client is known
+  gone when a body read or a write found the connection closed, or, while
+  ``receive`` waits with the body read and the response not complete (a long
+  poll, Starlette's ``is_disconnected()``), when the engine says that the
+  connection let go of the request unanswered (a reset, a timeout, the
+  shutdown's cut): the first such wait of a request registers the engine's
+  close callback (``warpcore_response_on_close``), which hands the news to
+  the loop. A client that only half-closes (FIN) is still answered, and is
+  not taken as gone. ``send`` to a client that is gone raises
+  :class:`ClientDisconnected` (an ``OSError``, ASGI spec 2.4); an application
+  that returns without answering a client that is gone is not an error.
 """
 
 from __future__ import annotations
@@ -47,12 +55,14 @@ from .._ffi import (
     INVALID_STATUS,
     IO_ERROR,
     LENGTH_MISMATCH,
+    OK,
     RAW,
     RAW_UNTYPED,
     ClientClosedError,
     error_for,
     guarded,
     header_array,
+    warpcore_close_cb,
     warpcore_release_cb,
 )
 from .._response import ZERO_COPY_MIN, _abort, _end, _respond, _respond_buffer, _respond_file, _start
@@ -131,6 +141,40 @@ def chunks_held() -> int:
     return len(_chunks)
 
 
+# --- the engine's close notice: a waiting receive() learns that the client left ----
+
+# key (the callback's userdata) -> the cycle that registered it, until the
+# notice comes or the cycle ends (HTTPCycle._finish): a notice that comes
+# later finds nothing. Keys are never reused.
+_watched: Dict[int, "HTTPCycle"] = {}
+_watch_keys = itertools.count(1)  # next() on it is atomic under the GIL
+# Through F (CDLL): the GIL is released for the call, which may wait for a
+# close callback running on a worker, itself waiting for the GIL.
+_on_close = guarded(_ffi.F.response_on_close)
+
+
+def _on_close_notice(userdata: Optional[int], res: Optional[int]) -> None:
+    # On the worker thread that served the connection, inside its event loop:
+    # nothing here may block (the mailbox's post does not). At most once per
+    # registration; the handle is released by the cycle's next call on it.
+    try:
+        cycle = _watched.pop(userdata or 0, None)
+        if cycle is not None:
+            # False: the loop is gone (shutdown's drain told every cycle).
+            cycle.mailbox.post(HTTPCycle.gone, cycle)
+    except BaseException:  # noqa: B902 - nothing may cross into C (at exit the module may be half gone)
+        pass
+
+
+#: The one close callback, alive as long as the module (userdata: a key of _watched).
+_CLOSE_NOTICE = warpcore_close_cb(_on_close_notice)
+
+
+def cycles_watched() -> int:
+    """Cycles waiting for the engine's close notice (for tests)."""
+    return len(_watched)
+
+
 # --- blocking body reads, on the body-reader pool ---------------------------------
 
 _read_buffers = threading.local()
@@ -205,6 +249,7 @@ class HTTPCycle:
         "read_future",
         "task",
         "handed",
+        "watch_key",
         "__weakref__",
     )
 
@@ -240,6 +285,9 @@ class HTTPCycle:
         # The request's hand-over from the engine's handler call: its last
         # item turns True once that call has all but returned.
         self.handed: Optional[List[Any]] = None
+        # The key of the close callback registered for this request (0: none
+        # asked for; see _watch_close).
+        self.watch_key = 0
 
     # -- running the application -------------------------------------------------
 
@@ -262,7 +310,11 @@ class HTTPCycle:
             if result is not None:
                 log.error("ASGI callable should return None, but returned %r", result)
             if not self.complete:
-                if not self.started:
+                if self.disconnected:
+                    # Nothing to answer (as uvicorn): the call releases the
+                    # handle, which a close notice left to this cycle.
+                    self._close(abort=True)
+                elif not self.started:
                     log.error("ASGI callable returned without starting response")
                     self._fail()
                 else:
@@ -292,6 +344,11 @@ class HTTPCycle:
 
     def _finish(self) -> None:
         self.complete = True
+        if self.watch_key:
+            # Every path of run() made a finishing call on the handle: the
+            # engine runs the callback no more; a notice posted already
+            # finds a finished cycle (gone() is then harmless).
+            _watched.pop(self.watch_key, None)
         reader, self.reader = self.reader, None
         if reader is not None:
             reader.close()  # the engine discards the rest (or closes after the answer)
@@ -327,6 +384,12 @@ class HTTPCycle:
         if self.reader is not None and not self.disconnected and not self.complete:
             return await self._read()
         if not (self.complete or self.disconnected):
+            if not self.watch_key:
+                # The first wait of this request: ask the engine to tell when
+                # the connection lets go of it unanswered.
+                self._watch_close()
+                if self.complete or self.disconnected:
+                    return _DISCONNECT
             fut = self.loop.create_future()
             if self.waiters is None:
                 self.waiters = [fut]
@@ -341,6 +404,29 @@ class HTTPCycle:
                 if waiters is not None and fut in waiters:
                     waiters.remove(fut)
         return _DISCONNECT
+
+    def _watch_close(self) -> None:
+        """Registers the engine's close callback for this request (once):
+        when the connection lets go of it unanswered, gone() runs on the loop."""
+        key = self.watch_key = next(_watch_keys)
+        # In the dict before the call: the callback may run before it returns.
+        _watched[key] = self
+        rc = _on_close(self.res, _CLOSE_NOTICE, key)
+        if rc == OK:
+            return
+        _watched.pop(key, None)
+        if rc == CLOSED:
+            # The connection is gone already: the call released the handle,
+            # as a send that finds it closed does.
+            self.complete = True
+            self.gone()
+        elif rc == ALREADY_ANSWERED:
+            # The handle is done: nothing will finish it, nor tell.
+            self.complete = True
+            self._wake_waiters()
+        else:
+            # Not expected: the wait goes on without the notice, as before it.
+            log.warning("cannot watch the client: %s", error_for(rc, "warpcore_response_on_close"))
 
     async def _read(self) -> Dict[str, Any]:
         if self.reading:
@@ -501,12 +587,15 @@ class HTTPCycle:
         if n < ZERO_COPY_MIN:
             if RAW_UNTYPED and 0 <= status < 65536:
                 handed = self.handed
-                if handed is not None and handed[5]:
+                if handed is not None and handed[5] and not self.watch_key:
                     # The handler call has returned, so the engine takes a
                     # small answer at once, with no wait: keeping the GIL
                     # spares a hand-over to a worker thread waiting for it
                     # and the wait to take it back (a context switch or two
                     # per request once the application's steps are long).
+                    # Not once a close callback was registered: the call
+                    # would wait for one running on a worker, which waits
+                    # for the GIL.
                     rc = _respond_raw_keep_gil(self.res, status, h.pointer, h.count, body, n)
                 else:
                     rc = _respond_raw(self.res, status, h.pointer, h.count, body, n)

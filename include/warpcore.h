@@ -607,9 +607,10 @@ typedef void (*warpcore_release_cb)(void *userdata, const uint8_t *data, size_t 
 
 // Told that a request ended before its answer was complete (see
 // `warpcore_response_on_close`): `res` is the request's handle, still the
-// caller's (any call on it now returns `WARPCORE_RESULT_CLOSED` and releases
-// it); `userdata` is the caller's. Runs on the worker thread that served the
-// connection, inside its event loop: it must not block.
+// caller's (an answering call or `warpcore_response_abort` on it now returns
+// `WARPCORE_RESULT_CLOSED` and releases it); `userdata` is the caller's. Runs
+// on the worker thread that served the connection, inside its event loop: it
+// must not block.
 typedef void (*warpcore_close_cb)(void *userdata, struct warpcore_response *res);
 
 // What a graceful shutdown did, from `warpcore_server_shutdown_report`.
@@ -763,22 +764,25 @@ warpcore_result warpcore_body_try_read(struct warpcore_body *body,
                                        size_t capacity,
                                        size_t *len);
 
-// Sets the callback that says when a non-blocking read may go on:
-// `callback(userdata)` runs once after each `warpcore_body_try_read` that
-// returned `WARPCORE_RESULT_WOULD_BLOCK`, on the worker thread that serves
-// the connection, as soon as bytes arrived or the body ended or failed (the
-// next read then says which). Then read until `WARPCORE_RESULT_WOULD_BLOCK`
-// again. The callback runs inside the worker's event loop: it must not
-// block (it may read the body, or wake a loop of your own, as the ASGI
-// server does). A NULL `callback` removes it; a later call replaces it. Set
-// it before the first `warpcore_body_try_read`: a read that returned
-// `WARPCORE_RESULT_WOULD_BLOCK` before it was set is not owed it (read again
-// after setting it).
+// Sets the callback that says when a non-blocking read may go on: after a
+// `warpcore_body_try_read` returned `WARPCORE_RESULT_WOULD_BLOCK`,
+// `callback(userdata)` runs once, on the worker thread that serves the
+// connection, as soon as bytes arrived or the body ended or failed (the next
+// read then says which); several `WARPCORE_RESULT_WOULD_BLOCK` before that
+// bring one call. Then read until `WARPCORE_RESULT_WOULD_BLOCK` again. The
+// callback runs inside the worker's event loop: it must not block (it may
+// read the body, or wake a loop of your own, as the ASGI server does). A NULL
+// `callback` removes it; a later call replaces it. Setting (or replacing) it
+// clears a call owed to an earlier `WARPCORE_RESULT_WOULD_BLOCK`: read again
+// after setting it (set it before the first read).
 //
-// It never runs once `warpcore_body_free` returned (which waits for it if it
-// runs on another thread) nor after a call that replaced it returned, so
-// `userdata` may be freed then. Like the other calls on a body, it must not
-// overlap `warpcore_body_free`.
+// It never runs once `warpcore_body_free` returned nor after a call that
+// replaced it returned, so `userdata` may be freed then: those calls wait
+// for a callback running on another thread, on a worker thread too. So two
+// callbacks, on two workers, must not free (or replace the callback of)
+// each other's bodies: free a body from its own callback, its own request's
+// handler, or a thread of your own. Like the other calls on a body, it must
+// not overlap `warpcore_body_free`.
 //
 // Errors: `WARPCORE_RESULT_NULL_ARGUMENT` (`body` is NULL).
 warpcore_result warpcore_body_on_readable(struct warpcore_body *body,
@@ -787,6 +791,8 @@ warpcore_result warpcore_body_on_readable(struct warpcore_body *body,
 
 // Releases a body reader made by `warpcore_response_body`; what it did not
 // read is discarded. NULL is ignored. Must not overlap another call on it.
+// A callback set by `warpcore_body_on_readable` that runs on another thread
+// has returned when this returns (it waits for it), and never runs again.
 void warpcore_body_free(struct warpcore_body *body);
 
 // Makes a config with the defaults (listen `127.0.0.1:8080`, one worker per
@@ -1350,19 +1356,23 @@ warpcore_result warpcore_response_pause_timeout(struct warpcore_response *respon
 // long poll or an event stream that has nothing to send: stop waiting and
 // release the handle (libmicrohttpd's `MHD_REQUEST_TERMINATED_CLIENT_ABORT`,
 // uvicorn's `http.disconnect`). The handle is still the caller's when it
-// runs: any call on it returns `WARPCORE_RESULT_CLOSED` and releases it,
-// from the callback or any thread.
+// runs: release it with `warpcore_response_abort` (or any answering call),
+// which returns `WARPCORE_RESULT_CLOSED`, from the callback or any thread.
 //
 // Call it inside the handler call or later, from any thread, before the
 // answer is complete; a later call replaces the callback, and a NULL
 // `callback` removes it. Registered inside a handler call that then finishes
-// its answer, it never runs. It never runs after a call that finished the
-// answer (or released the handle) has returned: such a call on another
-// thread, made while the callback runs, waits until it returns. Likewise,
-// once a call that replaced or removed a callback returned, the old one is
-// not running (unless that call was made from it) and will not run. So
-// `userdata` may be freed after the handle is released, or after the callback
-// itself ran.
+// its answer, it never runs. Once a call on the handle that finished the
+// answer, released the handle, or found it released
+// (`WARPCORE_RESULT_ALREADY_ANSWERED`) returned, the callback is not running
+// (unless that call was made from it) and will not run: such a call made on
+// another thread while it runs waits until it returns. Likewise once a call
+// that replaced or removed a callback returned. So `userdata` may be freed
+// after such a call, or by the callback itself. A worker thread never waits:
+// there (another handler, or a callback of the library's), a call on a handle
+// whose close callback runs on another worker thread returns
+// `WARPCORE_RESULT_WOULD_BLOCK` and changes nothing; call again later, or
+// from a thread of your own.
 //
 // The callback runs inside the worker's event loop: it must not block, nor
 // wait for a thread that may be calling this handle (that thread may be
@@ -1374,7 +1384,8 @@ warpcore_result warpcore_response_pause_timeout(struct warpcore_response *respon
 // handle is done or released: nothing was registered),
 // `WARPCORE_RESULT_CLOSED` (the connection is gone already: the callback
 // will not run, and the handle is released, as by any call that returns
-// it), `WARPCORE_RESULT_NULL_ARGUMENT` (`response` is NULL),
+// it), `WARPCORE_RESULT_WOULD_BLOCK` (on a worker thread, see above),
+// `WARPCORE_RESULT_NULL_ARGUMENT` (`response` is NULL),
 // `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
 warpcore_result warpcore_response_on_close(struct warpcore_response *response,
                                            warpcore_close_cb callback,

@@ -616,6 +616,15 @@ impl Deferred {
         self.set_close_hook(Box::new(hook))
     }
 
+    /// `Ok` while the answer may still be given; `Closed` (the handle then
+    /// done) when the connection is gone, as any call says then.
+    pub(crate) fn still_open(&mut self) -> Result<(), RespondError> {
+        if self.phase == Phase::Done {
+            return Err(RespondError::AlreadyAnswered);
+        }
+        self.check_open()
+    }
+
     pub(crate) fn set_close_hook(&mut self, hook: CloseHook) -> Result<(), RespondError> {
         if self.phase == Phase::Done {
             return Err(RespondError::AlreadyAnswered);

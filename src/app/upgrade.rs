@@ -147,6 +147,8 @@ struct State {
     /// The owner is told `QUIET` after half the idle timeout instead of the
     /// connection closing at its end (a WebSocket, which pings).
     quiet_notice: bool,
+    /// Bytes received from the peer so far, read or not.
+    received: u64,
     /// Closed by then whatever the traffic (a closing handshake's bound).
     close_by: Option<Instant>,
     /// When the server's shutdown cuts the connection, once it drains.
@@ -176,6 +178,7 @@ impl UpgradeShared {
                 write_shut: false,
                 idle: Some(DEFAULT_UPGRADE_IDLE),
                 quiet_notice: false,
+                received: 0,
                 close_by: None,
                 drain_deadline: None,
                 waiters: 0,
@@ -204,6 +207,7 @@ impl UpgradeShared {
     pub fn push(&self, bytes: &[u8]) {
         let mut s = self.lock();
         s.inbound.extend(bytes);
+        s.received += bytes.len() as u64;
         self.wake(&s);
     }
 
@@ -453,6 +457,11 @@ impl Upgraded {
         // The worker re-arms the deadline when it looks at the connection.
         self.post(Answer::ReadBody);
         Ok(())
+    }
+
+    /// How many bytes the peer has sent so far, read or not yet.
+    pub(crate) fn bytes_received(&self) -> u64 {
+        self.shared.lock().received
     }
 
     /// Asks to be told [`events::QUIET`] each time the connection has seen

@@ -164,22 +164,25 @@ impl ReadyCallback {
     }
 }
 
-/// Sets the callback that says when a non-blocking read may go on:
-/// `callback(userdata)` runs once after each `warpcore_body_try_read` that
-/// returned `WARPCORE_RESULT_WOULD_BLOCK`, on the worker thread that serves
-/// the connection, as soon as bytes arrived or the body ended or failed (the
-/// next read then says which). Then read until `WARPCORE_RESULT_WOULD_BLOCK`
-/// again. The callback runs inside the worker's event loop: it must not
-/// block (it may read the body, or wake a loop of your own, as the ASGI
-/// server does). A NULL `callback` removes it; a later call replaces it. Set
-/// it before the first `warpcore_body_try_read`: a read that returned
-/// `WARPCORE_RESULT_WOULD_BLOCK` before it was set is not owed it (read again
-/// after setting it).
+/// Sets the callback that says when a non-blocking read may go on: after a
+/// `warpcore_body_try_read` returned `WARPCORE_RESULT_WOULD_BLOCK`,
+/// `callback(userdata)` runs once, on the worker thread that serves the
+/// connection, as soon as bytes arrived or the body ended or failed (the next
+/// read then says which); several `WARPCORE_RESULT_WOULD_BLOCK` before that
+/// bring one call. Then read until `WARPCORE_RESULT_WOULD_BLOCK` again. The
+/// callback runs inside the worker's event loop: it must not block (it may
+/// read the body, or wake a loop of your own, as the ASGI server does). A NULL
+/// `callback` removes it; a later call replaces it. Setting (or replacing) it
+/// clears a call owed to an earlier `WARPCORE_RESULT_WOULD_BLOCK`: read again
+/// after setting it (set it before the first read).
 ///
-/// It never runs once `warpcore_body_free` returned (which waits for it if it
-/// runs on another thread) nor after a call that replaced it returned, so
-/// `userdata` may be freed then. Like the other calls on a body, it must not
-/// overlap `warpcore_body_free`.
+/// It never runs once `warpcore_body_free` returned nor after a call that
+/// replaced it returned, so `userdata` may be freed then: those calls wait
+/// for a callback running on another thread, on a worker thread too. So two
+/// callbacks, on two workers, must not free (or replace the callback of)
+/// each other's bodies: free a body from its own callback, its own request's
+/// handler, or a thread of your own. Like the other calls on a body, it must
+/// not overlap `warpcore_body_free`.
 ///
 /// Errors: `WARPCORE_RESULT_NULL_ARGUMENT` (`body` is NULL).
 #[no_mangle]
@@ -203,6 +206,8 @@ pub extern "C" fn warpcore_body_on_readable(
 
 /// Releases a body reader made by `warpcore_response_body`; what it did not
 /// read is discarded. NULL is ignored. Must not overlap another call on it.
+/// A callback set by `warpcore_body_on_readable` that runs on another thread
+/// has returned when this returns (it waits for it), and never runs again.
 #[no_mangle]
 pub extern "C" fn warpcore_body_free(body: *mut warpcore_body) {
     let _ = ffi_boundary!({

@@ -38,9 +38,10 @@ pub type warpcore_release_cb = Option<unsafe extern "C" fn(userdata: *mut c_void
 
 /// Told that a request ended before its answer was complete (see
 /// `warpcore_response_on_close`): `res` is the request's handle, still the
-/// caller's (any call on it now returns `WARPCORE_RESULT_CLOSED` and releases
-/// it); `userdata` is the caller's. Runs on the worker thread that served the
-/// connection, inside its event loop: it must not block.
+/// caller's (an answering call or `warpcore_response_abort` on it now returns
+/// `WARPCORE_RESULT_CLOSED` and releases it); `userdata` is the caller's. Runs
+/// on the worker thread that served the connection, inside its event loop: it
+/// must not block.
 pub type warpcore_close_cb = Option<unsafe extern "C" fn(userdata: *mut c_void, res: *mut warpcore_response)>;
 
 // Where a slot's current request is: the low two bits of `Slot::state`, above
@@ -131,10 +132,9 @@ pub(crate) struct Slot {
     close: Mutex<CloseWatch>,
     /// Signalled when a close callback returns.
     close_done: Condvar,
-    /// A close callback was registered inside a handler call (on that call's
-    /// thread, which reads it): a deferred request without one takes no lock
-    /// for it.
-    close_armed: AtomicBool,
+    /// The generation a close callback was last registered for (0: none):
+    /// a request that never registers one takes no lock for it.
+    close_watched: AtomicU64,
 }
 
 /// A request's close callback (`warpcore_response_on_close`), tagged with the
@@ -169,7 +169,7 @@ static SLOTS: Table<Slot> = Table::new(|| Slot {
     handed_over: Condvar::new(),
     close: Mutex::new(CloseWatch { generation: 0, callback: None, running: 0, running_on: 0 }),
     close_done: Condvar::new(),
-    close_armed: AtomicBool::new(false),
+    close_watched: AtomicU64::new(0),
 });
 
 /// A slot's index and the generation of one request it served.
@@ -285,7 +285,7 @@ pub(crate) fn with_handle<'p>(
             // A close callback registered inside the call: the connection
             // runs it if it lets go of the request unanswered. A fresh
             // answer's state is open, so this cannot fail.
-            if slot.close_armed.swap(false, Ordering::Relaxed) && slot.watches_close(generation) {
+            if slot.close_watched.load(Ordering::Relaxed) == generation && slot.watches_close(generation) {
                 let _ = d.set_close_hook(close_hook(token));
             }
             *deferred = Some(d);
@@ -385,24 +385,26 @@ impl Slot {
         c.generation == generation && c.callback.is_some()
     }
 
-    /// Registers (or, with None, removes) `generation`'s close callback; a
-    /// callback it replaces never runs from now on (one running already is
-    /// waited for by `settle_close_watch`).
+    /// Registers (or, with None, removes) `generation`'s close callback in
+    /// `c` (this slot's, locked); a callback it replaces never runs from now
+    /// on (one running already is waited for by `settle_close_watch`).
     fn watch_close(
         &self,
+        c: &mut CloseWatch,
         generation: u64,
         callback: Option<(unsafe extern "C" fn(*mut c_void, *mut warpcore_response), *mut c_void)>,
     ) {
-        let mut c = self.lock_close();
         c.generation = generation;
         c.callback = callback;
+        self.close_watched.store(generation, Ordering::Release);
     }
 
     /// Returns once `generation`'s close callback is not running (unless on
-    /// this very thread: from the callback itself). Called without
+    /// this very thread: from the callback itself), with `held` (the lock,
+    /// when the caller holds it) or the lock taken here. Called without
     /// `deferred` locked: the callback may be calling the handle.
-    fn settle_close_watch(&self, generation: u64) {
-        let c = self.lock_close();
+    fn settle_close_watch(&self, generation: u64, held: Option<MutexGuard<'_, CloseWatch>>) {
+        let c = held.unwrap_or_else(|| self.lock_close());
         self.wait_close_callback(c, generation);
     }
 
@@ -410,12 +412,21 @@ impl Slot {
     /// finished it is about to return): its close callback will not run,
     /// and one running on another thread has returned when this returns.
     /// Called without `deferred` locked: the callback may be calling the handle.
-    fn end_close_watch(&self, generation: u64) {
-        let mut c = self.lock_close();
+    fn end_close_watch(&self, generation: u64, held: Option<MutexGuard<'_, CloseWatch>>) {
+        if held.is_none() && self.close_watched.load(Ordering::Acquire) != generation {
+            // Never registered for this request: no callback to stop or wait for.
+            return;
+        }
+        let mut c = held.unwrap_or_else(|| self.lock_close());
         if c.generation == generation {
             c.callback = None;
         }
         self.wait_close_callback(c, generation);
+    }
+
+    /// Whether `generation`'s close callback runs now on another thread.
+    fn close_callback_elsewhere(c: &CloseWatch, generation: u64) -> bool {
+        c.running == generation && c.running_on != current_thread()
     }
 
     fn wait_close_callback(&self, mut c: MutexGuard<'_, CloseWatch>, generation: u64) {
@@ -650,8 +661,7 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
             if core.is_complete() {
                 return into_result(Err(RespondError::AlreadyAnswered));
             }
-            slot.watch_close(token.generation, callback);
-            slot.close_armed.store(true, Ordering::Relaxed);
+            slot.watch_close(&mut slot.lock_close(), token.generation, callback);
             return warpcore_result::Ok;
         }
         return into_result(call_in_handler(core, call));
@@ -671,11 +681,48 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     // path above): wait for it to end. A stale token (a request answered in
     // its call, or released) finds its request over and is told so.
     let (phase, guard) = slot.wait_for_call_end(token.generation);
+    let on_worker = crate::app::deferred::on_worker_thread();
     match phase {
-        DEFERRED => perform_deferred(token, slot, guard, call),
+        DEFERRED => {
+            // A call may finish the request, and then waits for its close
+            // callback if that runs on another thread. A worker thread never
+            // waits: it is refused while one runs, and holds the watch for the
+            // call so that none starts meanwhile (two workers' callbacks
+            // answering each other's requests would wait for each other).
+            let close = if on_worker && slot.close_watched.load(Ordering::Acquire) == token.generation {
+                let c = slot.lock_close();
+                if Slot::close_callback_elsewhere(&c, token.generation) {
+                    return close_callback_running();
+                }
+                Some(c)
+            } else {
+                None
+            };
+            perform_deferred(token, slot, guard, close, call)
+        }
         UNKNOWN => not_a_handle(),
-        _ => into_result(Err(RespondError::AlreadyAnswered)),
+        _ => {
+            // Over. Its close callback may still be running, if it released
+            // the handle itself: the caller may free its userdata once this
+            // returns, so it waits for it too (a worker thread is refused).
+            drop(guard);
+            let c = slot.lock_close();
+            if Slot::close_callback_elsewhere(&c, token.generation) {
+                if on_worker {
+                    return close_callback_running();
+                }
+                slot.settle_close_watch(token.generation, Some(c));
+            }
+            into_result(Err(RespondError::AlreadyAnswered))
+        }
     }
+}
+
+fn close_callback_running() -> warpcore_result {
+    fail(
+        warpcore_result::WouldBlock,
+        "the handle's close callback is running on another worker thread, and a worker thread never waits",
+    )
 }
 
 /// Runs `call` on a deferred request, with its slot locked, and releases the
@@ -686,6 +733,7 @@ fn perform_deferred(
     token: Token,
     slot: &'static Slot,
     mut guard: MutexGuard<'static, Option<Deferred>>,
+    mut close: Option<MutexGuard<'static, CloseWatch>>,
     call: Call<'_>,
 ) -> warpcore_result {
     let Some(d) = guard.as_mut() else {
@@ -697,11 +745,14 @@ fn perform_deferred(
             // Registered before the hook is set: the hook may run at once
             // (on the worker), and finds it. A callback it replaces may be
             // running: waited for below, without the lock it may need.
-            slot.watch_close(token.generation, callback);
+            match close.as_mut() {
+                Some(c) => slot.watch_close(c, token.generation, callback),
+                None => slot.watch_close(&mut slot.lock_close(), token.generation, callback),
+            }
             settle_close = true;
             match callback {
                 Some(_) => d.set_close_hook(close_hook(token)),
-                None => Ok(()),
+                None => d.still_open(),
             }
         }
         Call::Write(body) => match d.backpressure() {
@@ -728,13 +779,13 @@ fn perform_deferred(
         if let Some(done) = done {
             done.shared().wake_writers();
         }
-        slot.end_close_watch(token.generation);
+        slot.end_close_watch(token.generation, close);
         if token.generation < LAST_GENERATION {
             SLOTS.give_back(token.index);
         }
     } else if settle_close {
         drop(guard);
-        slot.settle_close_watch(token.generation);
+        slot.settle_close_watch(token.generation, close);
     }
     into_result(result)
 }
@@ -1036,19 +1087,23 @@ pub extern "C" fn warpcore_response_pause_timeout(response: *mut warpcore_respon
 /// long poll or an event stream that has nothing to send: stop waiting and
 /// release the handle (libmicrohttpd's `MHD_REQUEST_TERMINATED_CLIENT_ABORT`,
 /// uvicorn's `http.disconnect`). The handle is still the caller's when it
-/// runs: any call on it returns `WARPCORE_RESULT_CLOSED` and releases it,
-/// from the callback or any thread.
+/// runs: release it with `warpcore_response_abort` (or any answering call),
+/// which returns `WARPCORE_RESULT_CLOSED`, from the callback or any thread.
 ///
 /// Call it inside the handler call or later, from any thread, before the
 /// answer is complete; a later call replaces the callback, and a NULL
 /// `callback` removes it. Registered inside a handler call that then finishes
-/// its answer, it never runs. It never runs after a call that finished the
-/// answer (or released the handle) has returned: such a call on another
-/// thread, made while the callback runs, waits until it returns. Likewise,
-/// once a call that replaced or removed a callback returned, the old one is
-/// not running (unless that call was made from it) and will not run. So
-/// `userdata` may be freed after the handle is released, or after the callback
-/// itself ran.
+/// its answer, it never runs. Once a call on the handle that finished the
+/// answer, released the handle, or found it released
+/// (`WARPCORE_RESULT_ALREADY_ANSWERED`) returned, the callback is not running
+/// (unless that call was made from it) and will not run: such a call made on
+/// another thread while it runs waits until it returns. Likewise once a call
+/// that replaced or removed a callback returned. So `userdata` may be freed
+/// after such a call, or by the callback itself. A worker thread never waits:
+/// there (another handler, or a callback of the library's), a call on a handle
+/// whose close callback runs on another worker thread returns
+/// `WARPCORE_RESULT_WOULD_BLOCK` and changes nothing; call again later, or
+/// from a thread of your own.
 ///
 /// The callback runs inside the worker's event loop: it must not block, nor
 /// wait for a thread that may be calling this handle (that thread may be
@@ -1060,7 +1115,8 @@ pub extern "C" fn warpcore_response_pause_timeout(response: *mut warpcore_respon
 /// handle is done or released: nothing was registered),
 /// `WARPCORE_RESULT_CLOSED` (the connection is gone already: the callback
 /// will not run, and the handle is released, as by any call that returns
-/// it), `WARPCORE_RESULT_NULL_ARGUMENT` (`response` is NULL),
+/// it), `WARPCORE_RESULT_WOULD_BLOCK` (on a worker thread, see above),
+/// `WARPCORE_RESULT_NULL_ARGUMENT` (`response` is NULL),
 /// `WARPCORE_RESULT_INVALID_ARGUMENT` (not a handle).
 #[no_mangle]
 pub extern "C" fn warpcore_response_on_close(

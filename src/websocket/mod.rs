@@ -217,8 +217,10 @@ struct State {
     backed_up: bool,
     /// A send was refused: `WRITABLE` is owed.
     want_writable: bool,
-    /// A keepalive ping went out and nothing came back since.
-    ping_unanswered: bool,
+    /// A keepalive ping went out when the peer had sent this many bytes:
+    /// unanswered while it has sent no more (read or not: a pong behind a
+    /// full inbox counts).
+    ping_sent_at: Option<u64>,
     waiters: usize,
 }
 
@@ -347,7 +349,7 @@ impl WebSocket {
                 peer_close: None,
                 backed_up: false,
                 want_writable: false,
-                ping_unanswered: false,
+                ping_sent_at: None,
                 waiters: 0,
             }),
             arrived: Condvar::new(),
@@ -561,10 +563,6 @@ impl Inner {
                 break;
             }
             let read = st.ctx.read(&mut ReadIo { raw: &self.raw, reframe: &mut st.reframe });
-            if read.is_ok() {
-                // Any frame (the pong among them) says the peer is there.
-                st.ping_unanswered = false;
-            }
             match read {
                 Ok(Message::Text(text)) => {
                     got = true;
@@ -662,7 +660,7 @@ impl Inner {
 
     /// Half the idle timeout went by without a byte (on the worker): a ping,
     /// so that a live peer's pong keeps the connection up (proxies and NATs
-    /// see traffic too), or, when the last one went unanswered for as long,
+    /// see traffic too), or, when the peer sent nothing since the last one,
     /// the end: a close frame (1011, as the `websockets` package's keepalive
     /// timeout) and the connection cut soon after, the application told 1006.
     fn keepalive(&self) {
@@ -670,14 +668,15 @@ impl Inner {
         if st.ended || !st.ctx.can_write() {
             return;
         }
-        if st.ping_unanswered {
+        let received = self.raw.bytes_received();
+        if st.ping_sent_at == Some(received) {
             let frame =
                 CloseFrame { code: CloseCode::from(1011), reason: Utf8Bytes::from_static("keepalive ping timeout") };
             let _ = st.ctx.close(&mut Io(&self.raw), Some(frame));
             self.end(&mut st, 1006, "");
             return;
         }
-        st.ping_unanswered = true;
+        st.ping_sent_at = Some(received);
         let _ = st.ctx.write(&mut Io(&self.raw), Message::Ping(Bytes::new()));
         if let Err(()) = self.flush(&mut st) {
             self.end(&mut st, 1006, "");

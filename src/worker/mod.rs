@@ -859,21 +859,7 @@ impl Worker {
                 state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }
         } else if let Some(up) = &state.upgraded {
-            // Quiet both ways for the application's idle timeout: closed
-            // (or, for one that pings, told at half of it).
-            let (idle, close_by, quiet_notice) = up.shared.timeouts();
-            let (idle_at, idle_wait) = match idle {
-                Some(idle) if quiet_notice => (Some(clock.after(half_idle(idle))), Wait::Quiet),
-                idle => (idle.map(|idle| clock.after(idle)), Wait::Idle),
-            };
-            let close_at = close_by.map(|by| clock.at(by));
-            state.deadline = match (idle_at, close_at) {
-                _ if state.close_after_flush => Deadline::NONE,
-                (Some(at), Some(by)) if at < by => Deadline { at, wait: idle_wait },
-                (_, Some(by)) => Deadline { at: by, wait: Wait::Idle },
-                (Some(at), None) => Deadline { at, wait: idle_wait },
-                (None, None) => Deadline::NONE,
-            };
+            state.deadline = if state.close_after_flush { Deadline::NONE } else { upgraded_deadline(clock, up) };
         } else if state.awaiting_body() && !state.close_after_flush {
             // Body bytes are due from the client (whole, or streaming into a
             // window with room): extended on progress.
@@ -1102,11 +1088,9 @@ impl Worker {
     fn tell_quiet(&mut self, index: usize) {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         let Some(up) = conn.state.upgraded.as_ref() else { return };
-        let (idle, _, _) = up.shared.timeouts();
-        conn.state.deadline = match idle {
-            Some(idle) => Deadline { at: self.clock.after(half_idle(idle)), wait: Wait::Quiet },
-            None => Deadline::NONE,
-        };
+        // The next quiet half, or the close the connection is bound to
+        // (a closing handshake's), whichever comes first.
+        conn.state.deadline = upgraded_deadline(&self.clock, up);
         up.notify(upgrade_events::QUIET);
     }
 
@@ -1169,6 +1153,24 @@ impl Drop for Worker {
             self.shared.close_connections(cut);
         }
         self.ctx.mailbox.close();
+    }
+}
+
+/// An upgraded connection's deadline from now: quiet both ways for its
+/// application's idle timeout, it is closed — or, for one that pings, told
+/// at half of it — unless it must be closed sooner whatever the traffic
+/// (`close_within`, a closing handshake's bound).
+fn upgraded_deadline(clock: &CoarseClock, up: &crate::app::upgrade::UpgradedConn) -> Deadline {
+    let (idle, close_by, quiet_notice) = up.shared.timeouts();
+    let (idle_at, idle_wait) = match idle {
+        Some(idle) if quiet_notice => (Some(clock.after(half_idle(idle))), Wait::Quiet),
+        idle => (idle.map(|idle| clock.after(idle)), Wait::Idle),
+    };
+    match (idle_at, close_by.map(|by| clock.at(by))) {
+        (Some(at), Some(by)) if at < by => Deadline { at, wait: idle_wait },
+        (_, Some(by)) => Deadline { at: by, wait: Wait::Idle },
+        (Some(at), None) => Deadline { at, wait: idle_wait },
+        (None, None) => Deadline::NONE,
     }
 }
 

@@ -85,22 +85,33 @@ pub extern "C" fn warpcore_body_read(
     len: *mut usize,
 ) -> warpcore_result {
     ffi_boundary!({
-        let body = ok_or_return!(try_ref(body.cast_const(), "body"));
-        if len.is_null() {
-            return fail(warpcore_result::NullArgument, "len is NULL");
-        }
-        let buf = ok_or_return!(try_slice_mut(buf, capacity, "buf"));
-        read_result(
-            body.stream.read_shared(buf),
+        read_into(
+            body,
+            buf,
+            capacity,
             len,
+            BodyStream::read_shared,
             "no body bytes have arrived yet, and a worker thread never waits",
         )
     })
 }
 
-/// A read's outcome as a result code, its count written to `len` on success.
-fn read_result(read: Result<usize, BodyError>, len: *mut usize, would_block: &str) -> warpcore_result {
-    match read {
+/// Checks a read's arguments, reads with `read`, and says how it went as a
+/// result code, the count written to `len` on success.
+fn read_into(
+    body: *mut warpcore_body,
+    buf: *mut u8,
+    capacity: usize,
+    len: *mut usize,
+    read: fn(&BodyStream, &mut [u8]) -> Result<usize, BodyError>,
+    would_block: &str,
+) -> warpcore_result {
+    let body = ok_or_return!(try_ref(body.cast_const(), "body"));
+    if len.is_null() {
+        return fail(warpcore_result::NullArgument, "len is NULL");
+    }
+    let buf = ok_or_return!(try_slice_mut(buf, capacity, "buf"));
+    match read(&body.stream, buf) {
         Ok(n) => {
             write_out(len, n);
             warpcore_result::Ok
@@ -128,14 +139,7 @@ pub extern "C" fn warpcore_body_try_read(
     capacity: usize,
     len: *mut usize,
 ) -> warpcore_result {
-    ffi_boundary!({
-        let body = ok_or_return!(try_ref(body.cast_const(), "body"));
-        if len.is_null() {
-            return fail(warpcore_result::NullArgument, "len is NULL");
-        }
-        let buf = ok_or_return!(try_slice_mut(buf, capacity, "buf"));
-        read_result(body.stream.try_read(buf), len, "no body bytes have arrived yet")
-    })
+    ffi_boundary!({ read_into(body, buf, capacity, len, BodyStream::try_read, "no body bytes have arrived yet") })
 }
 
 /// Told that a body may be read on (see `warpcore_body_on_readable`):

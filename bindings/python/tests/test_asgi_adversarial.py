@@ -550,18 +550,13 @@ def test_pipelined_requests_from_a_client_that_never_reads_are_bounded(asgi):
         c.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a streamed body can only be read by a call that blocks (off the worker threads), "
-    "so each pending read holds a thread of the body pool; needs a non-blocking body read with a "
-    "readiness event, as upgraded connections have",
-)
 def test_stalled_uploads_do_not_hold_up_other_uploads(asgi):
     """Clients that send a head promising a large body and then nothing
-    each hold one of the ``body_threads`` while the application waits in
-    receive(): with as many of them as threads, every other streamed upload
-    waits for the body timeout (30 s by default, renewed by a byte now and
-    then)."""
+    each held one of the ``body_threads`` (a blocking read) while the
+    application waited in receive(): with as many of them as threads, every
+    other streamed upload waited for the body timeout (30 s by default,
+    renewed by a byte now and then). Bodies are read on the loop now
+    (``body_threads`` is still accepted), and a stalled one holds nothing."""
 
     async def app(scope, receive, send):
         n = 0

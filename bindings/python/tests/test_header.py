@@ -90,6 +90,7 @@ _SCALARS = {
     "warpcore_connection_open_cb": {_ffi.warpcore_connection_open_cb},
     "warpcore_connection_close_cb": {_ffi.warpcore_connection_close_cb},
     "warpcore_close_cb": {_ffi.warpcore_close_cb},
+    "warpcore_body_ready_cb": {_ffi.warpcore_body_ready_cb},
 }
 _OPAQUE = {
     "warpcore_config",

@@ -19,7 +19,11 @@ stream thread), or passes it to a thread of its own and answers later.
 ``_RawBody`` is the one owner of the C pointer (freed exactly once, never
 while a read on it is under way); :class:`BodyReader` is the public reader on
 top; the WSGI adapter wraps ``_RawBody`` in an ``io.BufferedReader`` for
-``wsgi.input``.
+``wsgi.input``. ``_RawBody`` also reads without ever waiting
+(``try_read``, ``warpcore_body_try_read``) and registers the engine's
+readiness callback (``on_readable``, ``warpcore_body_on_readable``): the ASGI
+server reads streamed bodies so, on its event loop, with no thread per
+upload.
 """
 
 from __future__ import annotations
@@ -38,8 +42,13 @@ __all__ = ["BodyReader", "BodyWouldBlock", "CHUNK"]
 CHUNK = 64 * 1024
 
 # Reads may wait (off the workers) and come from daemon threads: guarded (see
-# _ffi.guarded), and releasing the GIL (F, a CDLL). The free never waits.
+# _ffi.guarded), and releasing the GIL (F, a CDLL). The non-blocking read and
+# the readiness callback's registration likewise. The free waits for nothing
+# but a readiness callback running on a worker (which needs the GIL: F lets
+# go of it), and so does a registration that replaces one.
 _body_read = guarded(F.body_read)
+_body_try_read = guarded(F.body_try_read)
+_body_on_readable = guarded(F.body_on_readable)
 _body_free = F.body_free
 
 
@@ -91,25 +100,17 @@ class _RawBody(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def _read(self, address: int, capacity: int) -> int:
-        """One library read of up to ``capacity`` bytes into ``address``:
-        their count, 0 at the end. Raises BodyWouldBlock, ClientClosedError
-        (the body cannot be had whole: the message says why), ValueError
-        (closed)."""
-        if self.ended:
-            return 0
+    def _call(self, fn: Any, *args: Any) -> int:
+        """``fn(ptr, *args)``, a library call on the body, never overlapping
+        its free (which, asked for meanwhile, the last call makes): its
+        result code. Raises ValueError (closed)."""
         with self._gate:
             ptr = self._ptr
             if ptr is None:
                 raise ValueError("read from a closed request body")
             self._busy += 1
-        got = c_size_t()
         try:
-            rc = _body_read(ptr, address, capacity, byref(got))
-            if rc:
-                if rc == WOULD_BLOCK:
-                    raise _would_block()
-                raise error_for(rc, "warpcore_body_read")
+            return fn(ptr, *args)
         finally:
             with self._gate:
                 self._busy -= 1
@@ -118,10 +119,58 @@ class _RawBody(io.RawIOBase):
                     self._orphan = None
             if orphan is not None:
                 _body_free(orphan)
+
+    def _read(self, address: int, capacity: int) -> int:
+        """One library read of up to ``capacity`` bytes into ``address``:
+        their count, 0 at the end. Raises BodyWouldBlock, ClientClosedError
+        (the body cannot be had whole: the message says why), ValueError
+        (closed)."""
+        if self.ended:
+            return 0
+        got = c_size_t()
+        rc = self._call(_body_read, address, capacity, byref(got))
+        if rc:
+            if rc == WOULD_BLOCK:
+                raise _would_block()
+            raise error_for(rc, "warpcore_body_read")
         n = got.value
         if n == 0:
             self.ended = True
         return n
+
+    def try_read(self, address: int, capacity: int) -> Optional[int]:
+        """One read of up to ``capacity`` bytes into ``address`` that never
+        waits, on any thread (``warpcore_body_try_read``): their count, 0 at
+        the end, None while nothing has arrived; the callback set by
+        :meth:`on_readable` is then owed one call, on the worker, once bytes
+        arrive or the body ends or fails. Raises ClientClosedError (the body
+        cannot be had whole), ValueError (closed)."""
+        if self.ended:
+            return 0
+        got = c_size_t()
+        rc = self._call(_body_try_read, address, capacity, byref(got))
+        if rc:
+            if rc == WOULD_BLOCK:
+                return None
+            raise error_for(rc, "warpcore_body_try_read")
+        n = got.value
+        if n == 0:
+            self.ended = True
+        return n
+
+    def on_readable(self, callback: Any, userdata: Optional[int]) -> None:
+        """Sets the engine's readiness callback (``warpcore_body_on_readable``):
+        ``callback`` is a ``warpcore_body_ready_cb`` the caller keeps alive
+        (an empty ``warpcore_body_ready_cb()``, NULL, removes it). It runs
+        once on the worker after each :meth:`try_read` that found nothing,
+        as soon as the body may be read on. Set it before the first
+        ``try_read``. It never runs once the body was freed (by
+        :meth:`close`, or by the last call under way on another thread then:
+        the free waits for a running callback), nor once a call that
+        replaced it returned. Raises ValueError (closed)."""
+        rc = self._call(_body_on_readable, callback, userdata)
+        if rc:
+            raise error_for(rc, "warpcore_body_on_readable")
 
     def readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")

@@ -186,6 +186,9 @@ warpcore_websocket_cb = CFUNCTYPE(None, c_void_p, c_void_p, c_uint32)
 #: void (*)(void *userdata, warpcore_response *res): a request ended before
 #: its answer was complete (``warpcore_response_on_close``, on the worker).
 warpcore_close_cb = CFUNCTYPE(None, c_void_p, c_void_p)
+#: void (*)(void *userdata): a body whose ``warpcore_body_try_read`` said
+#: WOULD_BLOCK may be read on (``warpcore_body_on_readable``, on the worker).
+warpcore_body_ready_cb = CFUNCTYPE(None, c_void_p)
 
 
 class _Sized(Structure):
@@ -398,6 +401,12 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_response_body": (warpcore_result, [warpcore_response_p, POINTER(warpcore_body_p)]),
     # buf is a writable buffer's address (a ctypes array or an int).
     "warpcore_body_read": (warpcore_result, [warpcore_body_p, c_void_p, c_size_t, POINTER(c_size_t)]),
+    # WARPCORE_0.5: reads that never wait, and the readiness callback.
+    # Through F only (CDLL: the GIL is released): body_free, and on_readable
+    # when it replaces a callback, wait for one running on a worker, and it
+    # runs Python.
+    "warpcore_body_try_read": (warpcore_result, [warpcore_body_p, c_void_p, c_size_t, POINTER(c_size_t)]),
+    "warpcore_body_on_readable": (warpcore_result, [warpcore_body_p, warpcore_body_ready_cb, c_void_p]),
     "warpcore_body_free": (None, [warpcore_body_p]),
     "warpcore_result_str": (c_char_p, [c_uint32]),
     "warpcore_last_error_message": (c_size_t, [c_char_p, c_size_t]),

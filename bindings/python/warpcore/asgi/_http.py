@@ -20,9 +20,14 @@ handle through the engine's deferred path:
   the file with ``sendfile`` (and answers conditionals and ranges itself).
 * A request body up to the server's ``whole_body_max`` arrives whole: the
   first ``receive`` gives it. A larger one streams: each ``receive`` reads up
-  to 64 KiB from the engine's body reader on a thread of the body-reader pool
-  (a read waits for the client), so an upload of any size takes bounded
-  memory: at most the engine's 64 KiB window and the chunk being handed over.
+  to 64 KiB of what has arrived, on the loop, with a read that never waits
+  (``warpcore_body_try_read``); while nothing has, it awaits a future that
+  the engine's readiness callback (``warpcore_body_on_readable``, registered
+  at the first read, run on the worker when bytes arrive or the body ends
+  or fails) resolves through the mailbox. So an upload of any size takes
+  bounded memory (the engine's 64 KiB window and the chunk being handed
+  over) and no thread: a client that stalls mid-body holds up nobody. A
+  ``receive`` cancelled while it waits has taken nothing from the engine.
 * ``http.disconnect``: ``receive`` gives it once the response is complete,
   once the client is known to be gone, and at shutdown. The client is known
   gone when a body read or a write found the connection closed, or, while
@@ -62,6 +67,7 @@ from .._ffi import (
     error_for,
     guarded,
     header_array,
+    warpcore_body_ready_cb,
     warpcore_close_cb,
     warpcore_release_cb,
 )
@@ -175,26 +181,54 @@ def cycles_watched() -> int:
     return len(_watched)
 
 
-# --- blocking body reads, on the body-reader pool ---------------------------------
+# --- streamed request bodies: read on the loop, woken by the engine ----------------
 
+# key (the readiness callback's userdata) -> the cycle whose body it is, from
+# the registration (the body's first read) until the body is freed (its end,
+# or HTTPCycle._finish): a callback that comes later finds nothing. Keys are
+# never reused.
+_bodies: Dict[int, "HTTPCycle"] = {}
+_body_keys = itertools.count(1)  # next() on it is atomic under the GIL
+
+
+def _on_body_ready(userdata: Optional[int]) -> None:
+    # On the worker thread that serves the connection, inside its event loop:
+    # nothing here may block (the mailbox's post does not). Once after each
+    # try_read that found nothing, when bytes arrived or the body ended or
+    # failed; never once the body's free returned (the free waits for it).
+    try:
+        cycle = _bodies.get(userdata or 0)
+        if cycle is not None:
+            # False: the loop is gone (the shutdown's drain woke every cycle).
+            cycle.mailbox.post(HTTPCycle._body_ready, cycle)
+    except BaseException:  # noqa: B902 - nothing may cross into C (at exit the module may be half gone)
+        pass
+
+
+#: The one readiness callback, alive as long as the module (userdata: a key of _bodies).
+_BODY_READY = warpcore_body_ready_cb(_on_body_ready)
+
+# The buffer the loop's reads go to, one per thread that runs a server's loop.
 _read_buffers = threading.local()
 
 
-def _read_chunk(raw: _RawBody) -> bytes:
-    """One engine read of up to 64 KiB (waits for the client): b"" at the end.
+def _try_read_chunk(raw: _RawBody) -> Optional[bytes]:
+    """Up to 64 KiB of what has arrived of the body, never waiting: b"" at
+    the end, None while nothing has (the readiness callback is then owed).
     Raises ClientClosedError when the body cannot be had whole."""
     buf = getattr(_read_buffers, "buf", None)
     if buf is None:
         buf = _read_buffers.buf = ctypes.create_string_buffer(CHUNK)
-    n = raw._read(ctypes.addressof(buf), CHUNK)
-    return buf.raw[:n] if n else b""
+    address = ctypes.addressof(buf)
+    n = raw.try_read(address, CHUNK)
+    if n is None:
+        return None
+    return ctypes.string_at(address, n) if n else b""
 
 
-def _retrieve(fut: "asyncio.Future[Any]") -> None:
-    """A body read's outcome is taken even when no receive() is left to
-    take it (the application ended first): nothing is logged as lost."""
-    if not fut.cancelled():
-        fut.exception()
+def bodies_watched() -> int:
+    """Streamed bodies whose readiness callback is registered (for tests)."""
+    return len(_bodies)
 
 
 def _content_length(headers: Any) -> Optional[int]:
@@ -250,6 +284,7 @@ class HTTPCycle:
         "task",
         "handed",
         "watch_key",
+        "body_key",
         "__weakref__",
     )
 
@@ -277,9 +312,12 @@ class HTTPCycle:
         self.drain_future: Optional[asyncio.Future] = None
         self.waiters: Optional[List[asyncio.Future]] = None
         self.reading = False
-        # The body read under way on the pool: a receive() cancelled while
-        # it waits (a timeout, Starlette's is_disconnected()) leaves it to
-        # the next receive(), so no chunk is lost.
+        # What a receive() of the streamed body awaits while nothing has
+        # arrived: resolved by the engine's readiness callback (through the
+        # mailbox), or when the cycle ends or the client is known gone. The
+        # bytes stay in the engine until a read takes them, in the step that
+        # returns them, so a receive() cancelled while it waits (a timeout,
+        # Starlette's is_disconnected()) loses no chunk.
         self.read_future: Optional[asyncio.Future] = None
         self.task: Optional[asyncio.Task] = None
         # The request's hand-over from the engine's handler call: its last
@@ -288,6 +326,9 @@ class HTTPCycle:
         # The key of the close callback registered for this request (0: none
         # asked for; see _watch_close).
         self.watch_key = 0
+        # The key of the streamed body's readiness callback (0: not
+        # registered yet; see _read).
+        self.body_key = 0
 
     # -- running the application -------------------------------------------------
 
@@ -349,11 +390,19 @@ class HTTPCycle:
             # engine runs the callback no more; a notice posted already
             # finds a finished cycle (gone() is then harmless).
             _watched.pop(self.watch_key, None)
-        reader, self.reader = self.reader, None
-        if reader is not None:
-            reader.close()  # the engine discards the rest (or closes after the answer)
+        self._drop_reader()  # the engine discards the rest (or closes after the answer)
         self._wake_waiters()
         self.server._cycle_done(self)
+
+    def _drop_reader(self) -> None:
+        """Frees the streamed body's reader (once): its readiness callback
+        runs no more once this returns (the free waits for a running one),
+        and one posted already finds no reader."""
+        reader, self.reader = self.reader, None
+        if self.body_key:
+            _bodies.pop(self.body_key, None)
+        if reader is not None:
+            reader.close()
 
     def _wake_waiters(self) -> None:
         waiters, self.waiters = self.waiters, None
@@ -363,6 +412,7 @@ class HTTPCycle:
         fut = self.drain_future
         if fut is not None and not fut.done():
             fut.set_result(None)
+        self._body_ready()
 
     def gone(self) -> None:
         """The client is known to be gone (or the server stops waiting for it)."""
@@ -429,43 +479,60 @@ class HTTPCycle:
             log.warning("cannot watch the client: %s", error_for(rc, "warpcore_response_on_close"))
 
     async def _read(self) -> Dict[str, Any]:
+        """The streamed body's next chunk (up to 64 KiB), read on the loop
+        with a read that never waits; while nothing has arrived, awaits the
+        engine's readiness callback."""
         if self.reading:
             raise RuntimeError("receive() called while another receive() of the same request waits")
         reader = self.reader
-        fut = self.read_future
-        if fut is None:
-            fut = self.read_future = self.loop.run_in_executor(self.server._body_pool, _read_chunk, reader)
-            fut.add_done_callback(_retrieve)
         self.reading = True
         try:
-            # Shielded: cancelling this receive() does not drop the chunk.
-            chunk = await asyncio.shield(fut)
-        except ClientClosedError as exc:
-            self.read_future = None
-            log.debug("request body cut short: %s", exc)
-            self.gone()
-            return _DISCONNECT
-        except asyncio.CancelledError:
-            # This receive() was cancelled: the read stays for the next one
-            # (unless it was the read itself that was cancelled).
-            if fut.cancelled():
-                self.read_future = None
-            raise
-        except BaseException:
-            self.read_future = None
-            raise
+            while True:
+                try:
+                    if not self.body_key:
+                        # Once per body, before its first read (a read that
+                        # found nothing before it would not be owed a call).
+                        key = self.body_key = next(_body_keys)
+                        # In the dict first: the callback may run before the
+                        # call returns.
+                        _bodies[key] = self
+                        reader.on_readable(_BODY_READY, key)
+                    # The first read also sends a 100 Continue the client is owed.
+                    chunk = _try_read_chunk(reader)
+                except ClientClosedError as exc:
+                    log.debug("request body cut short: %s", exc)
+                    self.gone()
+                    return _DISCONNECT
+                if chunk is not None:
+                    break
+                fut = self.read_future = self.loop.create_future()
+                try:
+                    # Cancelled here (a timeout), nothing was taken: the next
+                    # receive() reads again.
+                    await fut
+                finally:
+                    if self.read_future is fut:
+                        self.read_future = None
+                if self.reader is not reader or self.disconnected or self.complete:
+                    # The cycle ended, the client is gone, or the response
+                    # is complete meanwhile: as receive() says then.
+                    return _DISCONNECT
         finally:
             self.reading = False
-        self.read_future = None
         more = bool(chunk)
         if more and self.body_left is not None:
             self.body_left -= len(chunk)
             more = self.body_left > 0
         if not more:
-            self.reader = None
-            if reader is not None:
-                reader.close()
+            self._drop_reader()
         return {"type": "http.request", "body": chunk, "more_body": more}
+
+    def _body_ready(self) -> None:
+        """On the loop: the streamed body may be read on (the engine's
+        readiness callback), or the wait has ended otherwise."""
+        fut = self.read_future
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     # -- send --------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ second stop signal cuts the drain and a lifespan shutdown that hangs.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import math
@@ -317,8 +316,10 @@ class ASGIServer:
     in-flight requests get at shutdown (None: as long as they take);
     ``access_log`` True (lines to the ``warpcore.access`` logger), a path, a
     callable taking bytes, or False; ``share_port`` joins other processes on
-    the port (``SO_REUSEPORT``); ``body_threads`` threads that wait for
-    streamed request bodies; any other keyword is a
+    the port (``SO_REUSEPORT``); ``body_threads`` is accepted and unused
+    (streamed request bodies are read on the loop, with no thread of their
+    own; it was the size of a pool of threads that waited for them); any
+    other keyword is a
     :class:`warpcore.Server` setting (``max_body_size``, default no limit;
     ``whole_body_max``, default 1 MiB: larger bodies stream into
     ``receive``; ``timeouts``, ``server_name``, ``static``...).
@@ -389,11 +390,12 @@ class ASGIServer:
         if access_log is False:
             access_log = None
         settings["access_log"] = access_log
+        # Accepted as before (existing command lines and calls), unused:
+        # streamed bodies are read on the loop (HTTPCycle._read).
         self._body_threads = max(1, int(body_threads))
         self._engine = _Engine(self, host, port, int(loops), share_port=share_port, **settings)
         self._loop: Any = None
         self._mailbox: Any = None
-        self._body_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._cycles: Set[Any] = set()
         self._heads: List[HTTPCycle] = []  # heads sent by the app, their body not yet
         self._stopping = False
@@ -465,9 +467,6 @@ class ASGIServer:
         stop, drain, shutdown."""
         loop = self._loop = asyncio.get_running_loop()
         self._mailbox = Mailbox(loop)
-        self._body_pool = concurrent.futures.ThreadPoolExecutor(
-            self._body_threads, thread_name_prefix="warpcore-asgi-body", initializer=_block_signals
-        )
         self._stop_event = asyncio.Event()
         self._cut_event = asyncio.Event()
         lifespan = Lifespan(self.app, self.lifespan_mode, self.state)
@@ -493,7 +492,6 @@ class ASGIServer:
                 log.warning("the application's shutdown was cancelled by a second stop signal")
         finally:
             self._mailbox.close()
-            self._body_pool.shutdown(wait=False)
             task = lifespan.task
             if task is not None and not task.done():
                 task.cancel()
@@ -703,9 +701,3 @@ async def _unless(step: Any, event: asyncio.Event) -> bool:
     except asyncio.CancelledError:
         pass
     return False
-
-
-def _block_signals() -> None:
-    # Body-reader threads: the main thread takes the process's signals.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
-

@@ -281,14 +281,14 @@ pub(crate) fn with_handle<'p>(
     }
     let mut deferred = slot.lock();
     let phase = match res.defer() {
-        Ok(mut d) => {
+        Ok(d) => {
+            let d = deferred.insert(d);
             // A close callback registered inside the call: the connection
             // runs it if it lets go of the request unanswered. A fresh
             // answer's state is open, so this cannot fail.
             if slot.close_watched.load(Ordering::Relaxed) == generation && slot.watches_close(generation) {
                 let _ = d.set_close_hook(close_hook(token));
             }
-            *deferred = Some(d);
             DEFERRED
         }
         Err(_) => ANSWERED,

@@ -6,6 +6,7 @@ a lost byte or another request's answer."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import http.client
 import logging
@@ -833,6 +834,116 @@ def test_half_closed_client_still_gets_its_long_poll_answer(asgi):
     assert cycles_watched() == 0
 
 
+def test_limitation_long_poll_is_not_told_of_a_normal_close(asgi, caplog):
+    """A documented limitation (README, warpcore/asgi/_http.py), pinned: a
+    client that closes normally (close() with nothing unread: a FIN, no
+    RST; a browser tab closed, a stopped curl, a proxy giving up) is not
+    seen leaving. The engine takes the FIN as a half-close (RFC 9112 §9.6:
+    the client may still read), so the answer still goes out: a client that
+    half-closed gets it. A long poll whose client closed is therefore NOT
+    told http.disconnect before its own timeout (uvicorn tells it at the
+    EOF; nginx counts such a close as a client abort, 499); its answer then
+    goes to nobody without an error, and the connection closes after it.
+    If this test fails because the long poll was told, the engine learned
+    of normal closes: update the docs."""
+
+    got: Dict[str, List[str]] = {}
+    waiting: Dict[str, float] = {}
+
+    async def app(scope, receive, send):
+        path = scope["path"]
+        await receive()  # the (empty) body
+        waiting[path] = time.monotonic()
+        try:
+            got[path] = [(await asyncio.wait_for(receive(), 1.5))["type"]]
+        except asyncio.TimeoutError:
+            got[path] = ["timeout"]
+        try:
+            await ok(send, b"late answer " + path.encode())
+            got[path].append("answered")
+        except OSError as exc:
+            got[path].append(type(exc).__name__)
+
+    caplog.set_level(logging.DEBUG, logger="warpcore")
+    s = asgi(http_only(app))
+    closed = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    half = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    try:
+        closed.sendall(b"GET /closed HTTP/1.1\r\nHost: x\r\n\r\n")
+        half.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: len(waiting) == 2, what="both long polls to wait")
+        t0 = time.monotonic()
+        closed.close()  # the normal close: a FIN, nothing unread
+        half.shutdown(socket.SHUT_WR)  # the same FIN, the reading side kept
+        out = _read_response(half)
+    finally:
+        half.close()
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"\r\n\r\nlate answer /half"), out
+    wait_until(lambda: len(got.get("/closed", ())) == 2, what="the closed client's long poll to end")
+    # The close came well within the long poll's wait (its 1.5 s), which
+    # ran out all the same.
+    assert t0 - waiting["/closed"] < 1.0, "the client closed too late to tell"
+    assert got == {"/closed": ["timeout", "answered"], "/half": ["timeout", "answered"]}, got
+    wait_until(lambda: not s._cycles and s.stats()["connections_active"] == 0, what="the cycles and connections")
+    assert cycles_watched() == 0
+    noise = [r.getMessage() for r in caplog.records if r.name.startswith("warpcore") and r.levelno >= logging.WARNING]
+    assert not noise, noise
+
+
+def test_long_polls_do_not_keep_their_whole_request_bodies(asgi):
+    """50 long polls with 1 MB bodies: each application takes its body
+    whole from its first receive(), drops it and waits for http.disconnect.
+    The cycle kept the engine's hand-over for the rest of the request, and
+    that still held the body: 50 MB more for as long as the polls lived
+    (about 100 MB over the baseline, where 50 MB is the engine's own: it
+    keeps an unanswered request's bytes in its connection until the
+    answer). Now the hand-over lets go of the body and its reader."""
+
+    n, size = 50, 1_000_000
+    waiting = [0]
+    ended: List[str] = []
+
+    async def app(scope, receive, send):
+        m = await receive()
+        assert m["type"] == "http.request" and len(m["body"]) == size and not m["more_body"]
+        del m
+        waiting[0] += 1
+        ended.append((await receive())["type"])
+
+    s = asgi(http_only(app))
+    body = b"z" * size
+    libc = ctypes.CDLL(None)
+
+    def round_of_polls(count: int) -> int:
+        """RSS grown (KiB) while ``count`` polls wait, over a trimmed baseline."""
+        waiting[0] = 0
+        del ended[:]
+        # Heap memory freed earlier (by this test's rounds or others) goes
+        # back to the system first: the growth is then the polls' own.
+        libc.malloc_trim(0)
+        before = rss_kib()
+        socks = []
+        try:
+            for _ in range(count):
+                c = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+                c.sendall(b"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + body)
+                socks.append(c)
+            wait_until(lambda: waiting[0] == count, what="every long poll to take its body and wait")
+            grown = _settled(lambda: rss_kib() - before, "RSS", quiet=0.2)
+        finally:
+            for c in socks:
+                _reset(c)
+        wait_until(lambda: len(ended) == count, what="every long poll to end")
+        assert ended == ["http.disconnect"] * count, sorted(set(ended))
+        wait_until(lambda: not s._cycles and s.stats()["connections_active"] == 0, what="the cycles and connections")
+        return grown
+
+    round_of_polls(n)  # warms the loop, the engine's tables, the allocator
+    grown = round_of_polls(n)
+    # About 52 MB here (the engine's 50); the bodies kept besides: about 98.
+    assert grown < 75 * 1024, f"{n} long polls with {size} byte bodies grew RSS by {grown} KiB"
+
+
 def test_long_poll_whose_client_stays_gets_its_answer(asgi):
     """A long poll whose client waits: receive() gives nothing until the
     answer (no http.disconnect), then http.disconnect at once (the response
@@ -863,45 +974,89 @@ def test_long_poll_whose_client_stays_gets_its_answer(asgi):
     assert cycles_watched() == 0
 
 
-_ANSWER_WHILE_TOLD = """
-import asyncio, socket, struct, sys, time
+_ANSWER_WHILE_TOLD = r"""
+import asyncio, os, subprocess, sys, threading, time
+import warpcore.asgi._http as H
 from warpcore.asgi import ASGIServer
 
-socks, ended = {}, []
+# The client, in a process of its own: it resets when told, a little later
+# (the telling is a write, which lets go of the GIL: on one core the close
+# callback would take it then), whoever holds this process's GIL.
+CLIENT = r'''
+import socket, struct, sys, time
+port, socks = int(sys.argv[1]), {}
+for line in sys.stdin:
+    what, i = line.split()
+    if what == "open":
+        c = socks[i] = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"GET /" + i.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    else:
+        time.sleep(0.01)
+        c = socks.pop(i)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+'''
+
+ended = []
+# Whether the race happened: the close callback (a pop of the watched
+# cycles on a worker thread that finds the cycle) ran while the application
+# was in its answer (the one time its step lets go of the GIL).
+in_answer, told, loop_thread = [False], [], []
+
+
+class Watched(dict):
+    def pop(self, key, default=None):
+        cycle = dict.pop(self, key, default)
+        if cycle is not None and threading.get_ident() not in loop_thread:
+            told.append(in_answer[0])
+        return cycle
+
+
+H._watched = Watched()
+
+
+def tell(line):
+    os.write(client.stdin.fileno(), line.encode() + b"\n")
+
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
         raise RuntimeError("no lifespan here")
+    loop_thread[:] = [threading.get_ident()]
     await receive()
     try:
         await asyncio.wait_for(receive(), 0.01)  # registers the close callback
     except asyncio.TimeoutError:
         pass
-    c = socks.pop(scope["path"])
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    c.close()  # the client resets: its worker runs the callback, which wants the GIL...
-    t = time.perf_counter() + 0.03
+    tell("reset " + scope["path"][1:])  # the client resets: its worker runs the callback, which wants the GIL...
+    t = time.perf_counter() + 0.06
     while time.perf_counter() < t:  # ...that this step holds (see the switch interval)...
         pass
+    in_answer[0] = True
     try:  # ...as it answers: the answer waits for the callback, with the GIL let go
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"x"})
         ended.append("answered")
     except OSError:
         ended.append("gone")
+    finally:
+        in_answer[0] = False
 
 # The worker waiting for the GIL does not make this thread let go of it for
 # a second: long past the answer.
 sys.setswitchinterval(1.0)
 s = ASGIServer(app, "127.0.0.1", port=0, loop=sys.argv[1], access_log=False).start()
+client = subprocess.Popen([sys.executable, "-c", CLIENT, str(s.port)], stdin=subprocess.PIPE)
 for i in range(10):
-    c = socks[f"/{i}"] = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-    c.sendall(f"GET /{i} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n".encode())
+    tell(f"open {i}")
     deadline = time.monotonic() + 10
     while len(ended) <= i and time.monotonic() < deadline:
         time.sleep(0.001)
+client.stdin.close()
+client.wait(10)
 s.shutdown(2.0)
 print("ended", len(ended), sorted(set(ended)))
+print("told during the answer", told.count(True), "of", len(told))
 """
 
 
@@ -922,7 +1077,15 @@ def test_answer_while_the_close_callback_waits_for_the_gil(loop, tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the server hung: an answer waited for a close callback that waited for the GIL")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ended 10 "), (out.stdout, out.stderr)
+    ended, told = out.stdout.splitlines()
+    assert ended.startswith("ended 10 "), (out.stdout, out.stderr)
+    # The race this is about happened (not only the count of answers): the
+    # close callback ran while an answer was in the engine call, which found
+    # the client gone. Every request races so (10 of 10 here, on one core
+    # too); one that did not (a client too slow to reset in 60 ms) is no
+    # failure.
+    during = int(told.split()[4])
+    assert during >= 1 and "'gone'" in ended, (out.stdout, out.stderr)
 
 
 def test_many_long_polls_whose_clients_reset_end_and_leave_nothing(asgi):

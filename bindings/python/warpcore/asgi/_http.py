@@ -28,6 +28,11 @@ handle through the engine's deferred path:
   bounded memory (the engine's 64 KiB window and the chunk being handed
   over) and no thread: a client that stalls mid-body holds up nobody. A
   ``receive`` cancelled while it waits has taken nothing from the engine.
+  A ``receive`` that follows one which returned a chunk without suspending
+  (the engine refilled its window while the application worked on the
+  last chunk) yields to the loop once before it reads: a fast upload to an
+  application that spends a while on each chunk does not hold up the
+  loop's other work until its body ends.
 * ``http.disconnect``: ``receive`` gives it once the response is complete,
   once the client is known to be gone, and at shutdown. The client is known
   gone when a body read or a write found the connection closed, or, while
@@ -36,10 +41,25 @@ handle through the engine's deferred path:
   connection let go of the request unanswered (a reset, a timeout, the
   shutdown's cut): the first such wait of a request registers the engine's
   close callback (``warpcore_response_on_close``), which hands the news to
-  the loop. A client that only half-closes (FIN) is still answered, and is
-  not taken as gone. ``send`` to a client that is gone raises
+  the loop. ``send`` to a client that is gone raises
   :class:`ClientDisconnected` (an ``OSError``, ASGI spec 2.4); an application
   that returns without answering a client that is gone is not an error.
+
+  A limitation: a client that closes its connection *normally* (``close()``
+  with nothing unread: a FIN, no RST; a browser tab closed, curl stopped, a
+  proxy giving up on its upstream) is not known to be gone. The engine takes
+  a FIN as a half-close (RFC 9112 §9.6: the client may still read, and the
+  answer still goes out), so the close callback does not run and a long
+  poll waiting in ``receive`` is not told: it learns nothing until its own
+  timeout, its answer (sent to nobody; ``send`` succeeds, the engine closes
+  the connection after it), the engine's answer timeout (``timeouts={"answer":
+  s}``, a day by default) or the shutdown. Only a reset (RST), a timeout or
+  the shutdown's cut tells it. uvicorn gives ``http.disconnect`` at the EOF,
+  and nginx counts such a close as a client abort (499); an application that
+  must notice a client leaving should bound its long poll with a timeout of
+  its own, or stream something now and then: the first write after the
+  close goes out (the client's system answers it with a reset) and a later
+  one finds the client gone (``receive`` is told, ``send`` raises).
 """
 
 from __future__ import annotations
@@ -280,6 +300,7 @@ class HTTPCycle:
         "drain_future",
         "waiters",
         "reading",
+        "read_hot",
         "read_future",
         "task",
         "handed",
@@ -312,6 +333,9 @@ class HTTPCycle:
         self.drain_future: Optional[asyncio.Future] = None
         self.waiters: Optional[List[asyncio.Future]] = None
         self.reading = False
+        # The last receive() of the streamed body returned a chunk without
+        # suspending: the next one yields to the loop first (see receive()).
+        self.read_hot = False
         # What a receive() of the streamed body awaits while nothing has
         # arrived: resolved by the engine's readiness callback (through the
         # mailbox), or when the cycle ends or the client is known gone. The
@@ -432,7 +456,22 @@ class HTTPCycle:
             if not self.complete:
                 return {"type": "http.request", "body": body, "more_body": False}
         if self.reader is not None and not self.disconnected and not self.complete:
-            return await self._read()
+            if self.read_hot:
+                # The last receive() returned a chunk without suspending (the
+                # engine refilled its window while the application worked on
+                # it): this one lets the loop run first, else a fast upload
+                # to an application that spends a while on each chunk would
+                # hold the loop (every other request, WebSocket, timer) until
+                # its body ends. Before the read, so a cancellation here has
+                # taken nothing; the flag is cleared first, so the receive()
+                # after a cancelled one reads at once (a cancel scope that
+                # cancels every receive() at its first wait still progresses).
+                self.read_hot = False
+                await asyncio.sleep(0)
+            if self.reader is not None and not self.disconnected and not self.complete:
+                return await self._read()
+            # The body ended (another task's receive() took its last chunk)
+            # or the cycle did meanwhile: as receive() says then.
         if not (self.complete or self.disconnected):
             if not self.watch_key:
                 # The first wait of this request: ask the engine to tell when
@@ -486,17 +525,25 @@ class HTTPCycle:
             raise RuntimeError("receive() called while another receive() of the same request waits")
         reader = self.reader
         self.reading = True
+        suspended = False
         try:
             while True:
                 try:
                     if not self.body_key:
                         # Once per body, before its first read (a read that
                         # found nothing before it would not be owed a call).
-                        key = self.body_key = next(_body_keys)
+                        key = next(_body_keys)
                         # In the dict first: the callback may run before the
                         # call returns.
                         _bodies[key] = self
-                        reader.on_readable(_BODY_READY, key)
+                        try:
+                            reader.on_readable(_BODY_READY, key)
+                        except BaseException:
+                            # Not registered: no callback will come for it,
+                            # and the next receive() registers again.
+                            _bodies.pop(key, None)
+                            raise
+                        self.body_key = key
                     # The first read also sends a 100 Continue the client is owed.
                     chunk = _try_read_chunk(reader)
                 except ClientClosedError as exc:
@@ -505,6 +552,7 @@ class HTTPCycle:
                     return _DISCONNECT
                 if chunk is not None:
                     break
+                suspended = True
                 fut = self.read_future = self.loop.create_future()
                 try:
                     # Cancelled here (a timeout), nothing was taken: the next
@@ -519,6 +567,8 @@ class HTTPCycle:
                     return _DISCONNECT
         finally:
             self.reading = False
+        # Returned without letting the loop run: the next receive() will.
+        self.read_hot = not suspended
         more = bool(chunk)
         if more and self.body_left is not None:
             self.body_left -= len(chunk)

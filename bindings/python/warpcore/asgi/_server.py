@@ -427,6 +427,13 @@ class ASGIServer:
     def _start_http(self, item: List[Any]) -> None:
         scope, res, body, reader, length = item[:5]
         cycle = HTTPCycle(self, scope, res, body, reader, length)
+        # The cycle keeps the hand-over for its last item (HTTPCycle._respond
+        # reads it), not the body and the reader, which are the cycle's now:
+        # a whole body would stay in memory after receive() took it for as
+        # long as the request lives (a long poll). Nothing reads them from
+        # the item after this (the worker's _refuse only when it was not
+        # posted, so never ran this).
+        item[2] = item[3] = None
         cycle.handed = item
         self._cycles.add(cycle)
         cycle.task = self._loop.create_task(cycle.run(self.app))

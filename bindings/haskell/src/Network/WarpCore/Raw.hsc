@@ -100,6 +100,9 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_connection_hooks
   , c_warpcore_response_set_reason
   , c_warpcore_response_pause_timeout
+  , CloseCallback
+  , mkCloseCallback
+  , c_warpcore_response_on_close
   , c_warpcore_hs_config_set_proxy_protocol
   , c_warpcore_hs_config_set_listener_proxy_protocol
   , c_warpcore_hs_config_set_connection_hooks
@@ -189,6 +192,10 @@ module Network.WarpCore.Raw
     -- * Request bodies that stream
   , c_warpcore_response_body
   , c_warpcore_body_read
+  , c_warpcore_body_try_read
+  , BodyReadyCallback
+  , mkBodyReadyCallback
+  , c_warpcore_body_on_readable
   , c_warpcore_body_free
     -- * Upgraded connections
   , c_warpcore_response_upgrade
@@ -786,6 +793,18 @@ foreign import ccall safe "warpcore_response_set_reason"
   c_warpcore_response_set_reason :: Ptr Response -> Ptr Word8 -> CSize -> IO Result
 foreign import ccall safe "warpcore_response_pause_timeout"
   c_warpcore_response_pause_timeout :: Ptr Response -> IO Result
+
+-- | @warpcore_close_cb@: on the worker thread, when the connection lets go of
+-- a deferred request unanswered (see @warpcore_response_on_close@); must not
+-- block. The response handle is still the caller's.
+type CloseCallback = Ptr () -> Ptr Response -> IO ()
+
+foreign import ccall "wrapper"
+  mkCloseCallback :: CloseCallback -> IO (FunPtr CloseCallback)
+
+-- safe: a call that replaces a callback may wait for a running one.
+foreign import ccall safe "warpcore_response_on_close"
+  c_warpcore_response_on_close :: Ptr Response -> FunPtr CloseCallback -> Ptr () -> IO Result
 foreign import ccall unsafe "warpcore_config_set_unix_socket_mode"
   c_warpcore_config_set_unix_socket_mode :: Ptr Config -> Word32 -> Int64 -> Int64 -> IO Result
 -- Reads and may unset environment variables: not concurrently with other
@@ -887,8 +906,26 @@ foreign import ccall unsafe "warpcore_response_body"
 -- safe: off the worker threads it waits for bytes from the client.
 foreign import ccall safe "warpcore_body_read"
   c_warpcore_body_read :: Ptr Body -> Ptr Word8 -> CSize -> Ptr CSize -> IO Result
--- unsafe: it only lets go of the reader (the worker discards the rest).
-foreign import ccall unsafe "warpcore_body_free"
+-- unsafe: it never waits (WOULD_BLOCK while nothing has arrived).
+foreign import ccall unsafe "warpcore_body_try_read"
+  c_warpcore_body_try_read :: Ptr Body -> Ptr Word8 -> CSize -> Ptr CSize -> IO Result
+
+-- | @warpcore_body_ready_cb@: on the worker thread, once after a
+-- 'c_warpcore_body_try_read' that said WOULD_BLOCK, when the body can be read
+-- on; must not block.
+type BodyReadyCallback = Ptr () -> IO ()
+
+foreign import ccall "wrapper"
+  mkBodyReadyCallback :: BodyReadyCallback -> IO (FunPtr BodyReadyCallback)
+
+-- safe: replacing a callback waits for a running one (which may be Haskell).
+foreign import ccall safe "warpcore_body_on_readable"
+  c_warpcore_body_on_readable :: Ptr Body -> FunPtr BodyReadyCallback -> Ptr () -> IO Result
+
+-- safe: it waits for a readiness callback running on another thread (which
+-- may be Haskell code, needing this capability's RTS); else it only lets go
+-- of the reader (the worker discards the rest).
+foreign import ccall safe "warpcore_body_free"
   c_warpcore_body_free :: Ptr Body -> IO ()
 
 -- upgraded connections ----------------------------------------------------------

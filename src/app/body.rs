@@ -183,18 +183,23 @@ impl BodyShared {
     pub fn finish(&self, result: Result<(), BodyError>) {
         let hook = {
             let mut s = self.lock();
-            if s.end == End::Open {
-                s.end = match result {
-                    Ok(()) => End::Finished,
-                    Err(e) => End::Failed(e),
-                };
-            }
-            if s.waiters > 0 {
-                self.arrived.notify_all();
-            }
+            self.end(&mut s, result);
             Self::owed_hook(&mut s)
         };
         self.run_hook(hook);
+    }
+
+    /// Records how the body ended (the first word stays) and wakes blocked readers.
+    fn end(&self, s: &mut BodyState, result: Result<(), BodyError>) {
+        if s.end == End::Open {
+            s.end = match result {
+                Ok(()) => End::Finished,
+                Err(e) => End::Failed(e),
+            };
+        }
+        if s.waiters > 0 {
+            self.arrived.notify_all();
+        }
     }
 
     /// Whether the application asked for the body.
@@ -249,11 +254,7 @@ impl BodyStream {
     /// it to return if it runs on another thread, so it never runs after the
     /// reader was dropped.
     pub fn on_readable(&self, hook: impl Fn() + Send + Sync + 'static) {
-        self.set_ready_hook(Arc::new(hook));
-    }
-
-    pub(crate) fn set_ready_hook(&self, hook: ReadyHook) {
-        self.replace_ready_hook(Some(hook));
+        self.replace_ready_hook(Some(Arc::new(hook)));
     }
 
     /// Removes the hook set by `on_readable`: once this returns it is not
@@ -367,13 +368,8 @@ impl BodyStream {
             // The worker has stopped: nothing more will arrive. No hook is
             // run here, on the reader's thread, inside its own call.
             let mut s = self.shared.lock();
-            if s.end == End::Open {
-                s.end = End::Failed(BodyError::Closed);
-            }
+            self.shared.end(&mut s, Err(BodyError::Closed));
             s.want_ready = false;
-            if s.waiters > 0 {
-                self.shared.arrived.notify_all();
-            }
             return false;
         }
         true
@@ -382,22 +378,19 @@ impl BodyStream {
 
 impl Drop for BodyStream {
     fn drop(&mut self) {
-        let (post, hook) = {
+        // A hook running on the worker returns before the reader is gone
+        // (its owner may free what it uses), unless this is that thread.
+        self.clear_ready_hook();
+        let post = {
             let mut s = self.shared.lock();
             s.reader_gone = true;
             s.bytes = VecDeque::new();
-            let hook = s.ready_hook.take();
-            s.want_ready = false;
-            // A hook running on the worker returns before the reader is gone
-            // (its owner may free what it uses), unless this is that thread.
-            s = self.wait_for_hook(s);
             let post = s.paused && !s.posted && s.end == End::Open;
             if post {
                 s.posted = true;
             }
-            (post, hook)
+            post
         };
-        drop(hook);
         // A paused connection must learn it may read on, to discard the rest.
         if post {
             self.post();

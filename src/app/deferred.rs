@@ -447,18 +447,15 @@ impl DeferredShared {
     /// its answer completed, in place of any set before; `Closed` (and the
     /// hook dropped) when it is gone already.
     pub(crate) fn set_on_close(&self, hook: CloseHook) -> Result<(), RespondError> {
-        let replaced = {
-            let mut s = self.lock();
-            if s.closed {
-                None
-            } else {
-                Some(s.on_close.replace(hook))
-            }
-        };
-        match replaced {
-            Some(_old) => Ok(()),
-            None => Err(RespondError::Closed),
+        let mut s = self.lock();
+        if s.closed {
+            return Err(RespondError::Closed);
         }
+        let replaced = s.on_close.replace(hook);
+        // Hooks are the application's: dropped unlocked (`s` goes first).
+        drop(s);
+        drop(replaced);
+        Ok(())
     }
 
     /// `n` posted bytes have reached the socket.

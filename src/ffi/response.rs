@@ -137,12 +137,15 @@ pub(crate) struct Slot {
     close_watched: AtomicU64,
 }
 
+/// A caller's close callback and its userdata.
+type CloseCallback = (unsafe extern "C" fn(*mut c_void, *mut warpcore_response), *mut c_void);
+
 /// A request's close callback (`warpcore_response_on_close`), tagged with the
 /// generation it was registered for: one left by an earlier request is
 /// never run (it is replaced by the next registration).
 struct CloseWatch {
     generation: u64,
-    callback: Option<(unsafe extern "C" fn(*mut c_void, *mut warpcore_response), *mut c_void)>,
+    callback: Option<CloseCallback>,
     /// The generation whose callback runs now (0: none), on `running_on`.
     running: u64,
     running_on: usize,
@@ -388,12 +391,7 @@ impl Slot {
     /// Registers (or, with None, removes) `generation`'s close callback in
     /// `c` (this slot's, locked); a callback it replaces never runs from now
     /// on (one running already is waited for by `settle_close_watch`).
-    fn watch_close(
-        &self,
-        c: &mut CloseWatch,
-        generation: u64,
-        callback: Option<(unsafe extern "C" fn(*mut c_void, *mut warpcore_response), *mut c_void)>,
-    ) {
+    fn watch_close(&self, c: &mut CloseWatch, generation: u64, callback: Option<CloseCallback>) {
         c.generation = generation;
         c.callback = callback;
         self.close_watched.store(generation, Ordering::Release);
@@ -430,8 +428,7 @@ impl Slot {
     }
 
     fn wait_close_callback(&self, mut c: MutexGuard<'_, CloseWatch>, generation: u64) {
-        let me = current_thread();
-        while c.running == generation && c.running_on != me {
+        while Slot::close_callback_elsewhere(&c, generation) {
             c = self.close_done.wait(c).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -511,7 +508,7 @@ pub(crate) enum Call<'a> {
     /// Sets the reason phrase of the status line to come (checked already).
     SetReason(&'a [u8]),
     /// Registers (None: removes) the close callback and its userdata.
-    OnClose(Option<(unsafe extern "C" fn(*mut c_void, *mut warpcore_response), *mut c_void)>),
+    OnClose(Option<CloseCallback>),
     /// Pauses the answer timeout.
     PauseTimeout,
 }
@@ -668,7 +665,8 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     }
     // A worker thread never waits for another's handler call (two handlers
     // answering each other's handles would wait for each other for good).
-    if crate::app::deferred::on_worker_thread() {
+    let on_worker = crate::app::deferred::on_worker_thread();
+    if on_worker {
         let now = slot.state.load(Ordering::Acquire);
         if now >> PHASE_BITS == token.generation && now & PHASE_MASK == IN_CALL {
             return fail(
@@ -681,7 +679,6 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     // path above): wait for it to end. A stale token (a request answered in
     // its call, or released) finds its request over and is told so.
     let (phase, guard) = slot.wait_for_call_end(token.generation);
-    let on_worker = crate::app::deferred::on_worker_thread();
     match phase {
         DEFERRED => {
             // A call may finish the request, and then waits for its close
@@ -711,7 +708,7 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
                 if on_worker {
                     return close_callback_running();
                 }
-                slot.settle_close_watch(token.generation, Some(c));
+                slot.wait_close_callback(c, token.generation);
             }
             into_result(Err(RespondError::AlreadyAnswered))
         }

@@ -108,6 +108,22 @@ def child_env() -> Dict[str, str]:
     return env
 
 
+def run_hang_probe(tmp_path: Path, name: str, source: str, args: List[str], hang: str) -> List[str]:
+    """Runs `source` as a child Python script with `args` (bounded: 60 s) and
+    returns its stdout lines; a timeout fails the test with `hang` (a hang
+    there holds the GIL that a timeout in this process would need)."""
+    script = tmp_path / name
+    script.write_text(source)
+    try:
+        out = subprocess.run(
+            [sys.executable, str(script), *args], capture_output=True, text=True, env=child_env(), timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(hang)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
 @pytest.fixture
 def serve():
     """serve(handler, **kw) -> a started warpcore.Server on 127.0.0.1:0, shut

@@ -10,7 +10,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -59,6 +59,19 @@ def rss_kib() -> int:
 async def ok(send, body: bytes = b"ok", status: int = 200, headers=None) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers or [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def body_length(receive) -> Optional[int]:
+    """Receives the whole request body and returns its length; None when the
+    client left first (http.disconnect)."""
+    n = 0
+    while True:
+        m = await receive()
+        if m["type"] != "http.request":
+            return None
+        n += len(m["body"])
+        if not m["more_body"]:
+            return n
 
 
 def http_only(fn):

@@ -15,8 +15,6 @@ import random
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from typing import Any, Dict, List
@@ -29,8 +27,8 @@ from warpcore import _ffi
 from warpcore.asgi import ASGIServer
 from warpcore.asgi._http import chunks_held, cycles_watched
 
-from .conftest import child_env, raw_exchange, request, wait_for_line
-from .test_asgi import TIMEOUT, asgi, http_only, ok, rss_kib, wait_until  # noqa: F401 - asgi is a fixture
+from .conftest import raw_exchange, request, run_hang_probe, wait_for_line
+from .test_asgi import TIMEOUT, asgi, body_length, http_only, ok, rss_kib, wait_until  # noqa: F401 - asgi is a fixture
 from .test_asgi_cli import _start as _start_cli
 from .test_asgi_cli import _stop
 
@@ -560,15 +558,9 @@ def test_stalled_uploads_do_not_hold_up_other_uploads(asgi):
     (``body_threads`` is still accepted), and a stalled one holds nothing."""
 
     async def app(scope, receive, send):
-        n = 0
-        while True:
-            m = await receive()
-            if m["type"] != "http.request":
-                return
-            n += len(m["body"])
-            if not m["more_body"]:
-                break
-        await ok(send, str(n).encode())
+        n = await body_length(receive)
+        if n is not None:
+            await ok(send, str(n).encode())
 
     s = asgi(http_only(app), whole_body_max=1024, body_threads=4, timeouts={"body": 3})
     stalled = []
@@ -1068,24 +1060,22 @@ def test_answer_while_the_close_callback_waits_for_the_gil(loop, tmp_path):
     waits for the GIL: the process hung at the first request. Not after a
     registration: the answer lets go of the GIL. In a child process, as a
     hang holds the GIL that a timeout in this one would need."""
-    script = tmp_path / "answer_while_told.py"
-    script.write_text(_ANSWER_WHILE_TOLD)
-    try:
-        out = subprocess.run(
-            [sys.executable, str(script), loop], capture_output=True, text=True, env=child_env(), timeout=60
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("the server hung: an answer waited for a close callback that waited for the GIL")
-    assert out.returncode == 0, out.stderr
-    ended, told = out.stdout.splitlines()
-    assert ended.startswith("ended 10 "), (out.stdout, out.stderr)
+    lines = run_hang_probe(
+        tmp_path,
+        "answer_while_told.py",
+        _ANSWER_WHILE_TOLD,
+        [loop],
+        "the server hung: an answer waited for a close callback that waited for the GIL",
+    )
+    ended, told = lines
+    assert ended.startswith("ended 10 "), lines
     # The race this is about happened (not only the count of answers): the
     # close callback ran while an answer was in the engine call, which found
     # the client gone. Every request races so (10 of 10 here, on one core
     # too); one that did not (a client too slow to reset in 60 ms) is no
     # failure.
     during = int(told.split()[4])
-    assert during >= 1 and "'gone'" in ended, (out.stdout, out.stderr)
+    assert during >= 1 and "'gone'" in ended, lines
 
 
 def test_many_long_polls_whose_clients_reset_end_and_leave_nothing(asgi):

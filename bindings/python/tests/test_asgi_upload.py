@@ -24,8 +24,8 @@ import pytest
 
 from warpcore.asgi._http import HTTPCycle, bodies_watched, chunks_held, cycles_watched
 
-from .conftest import child_env
-from .test_asgi import TIMEOUT, asgi, http_only, ok, rss_kib, wait_until  # noqa: F401 - asgi is a fixture
+from .conftest import run_hang_probe
+from .test_asgi import TIMEOUT, asgi, body_length, http_only, ok, rss_kib, wait_until  # noqa: F401 - asgi is a fixture
 
 CHUNK = 64 * 1024
 
@@ -373,15 +373,9 @@ def test_expect_100_continue_is_answered_at_the_first_receive(asgi):
             return
         while not go.is_set():
             await asyncio.sleep(0.005)
-        n = 0
-        while True:
-            m = await receive()
-            if m["type"] != "http.request":
-                return
-            n += len(m["body"])
-            if not m["more_body"]:
-                break
-        await ok(send, str(n).encode())
+        n = await body_length(receive)
+        if n is not None:
+            await ok(send, str(n).encode())
 
     s = asgi(http_only(app), whole_body_max=1024)
     body = os.urandom(300_000)
@@ -736,20 +730,18 @@ def test_body_freed_while_its_readiness_callback_waits_for_the_gil(loop, tmp_pat
     waits for the GIL: the free must let go of the GIL (a free that kept it,
     through a PyDLL, hangs the process at the first request). In a child
     process, as a hang holds the GIL that a timeout in this one would need."""
-    script = tmp_path / "free_while_told.py"
-    script.write_text(_FREE_WHILE_TOLD)
-    try:
-        out = subprocess.run(
-            [sys.executable, str(script), loop], capture_output=True, text=True, env=child_env(), timeout=60
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("the server hung: a body's free waited for a readiness callback that waited for the GIL")
-    assert out.returncode == 0, out.stderr
-    ended, told = out.stdout.splitlines()
-    assert ended.startswith("ended 10 "), (out.stdout, out.stderr)
+    lines = run_hang_probe(
+        tmp_path,
+        "free_while_told.py",
+        _FREE_WHILE_TOLD,
+        [loop],
+        "the server hung: a body's free waited for a readiness callback that waited for the GIL",
+    )
+    ended, told = lines
+    assert ended.startswith("ended 10 "), lines
     # The race this is about happened (not only the count of answers): a
     # readiness callback ran during a free (10 of 10 here, on one core too;
     # one whose bytes came after the free, a client too slow to send in
     # 60 ms, is no failure).
     during = int(told.split()[4])
-    assert during >= 1, (out.stdout, out.stderr)
+    assert during >= 1, lines

@@ -78,6 +78,31 @@ fn server_child_deferred() {
     let _ = std::io::stdin().read_to_end(&mut sink);
 }
 
+#[test]
+#[ignore = "run by the tests below"]
+fn server_child_long_poll() {
+    // A long poll: every POST is deferred and never answered (its handle is
+    // kept); `GET /held` says how many are held.
+    assert!(is_child(), "only runs as a child");
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::<warpcore::Deferred>::new()));
+    let s = start_with(
+        move |req: &Request<'_>, res: &mut Response<'_>| {
+            if req.method == b"POST" {
+                if let Ok(d) = res.defer() {
+                    held.lock().unwrap().push(d);
+                }
+            } else {
+                let n = held.lock().unwrap().len().to_string();
+                let _ = res.respond(200, std::iter::empty(), n.as_bytes());
+            }
+        },
+        |c| c.workers = 1,
+    );
+    println!("PORT {}", s.port);
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+}
+
 struct ChildServer {
     guard: ChildGuard,
     port: u16,
@@ -109,6 +134,12 @@ impl ChildServer {
     /// unbounded server grows within milliseconds, far inside the window.
     fn peak_over(&self, window: Duration) -> u64 {
         peak_rss_kib(self.guard.0.id(), window)
+    }
+
+    /// The server still answers a fresh client's GET.
+    fn still_answers_get(&self) {
+        let mut c = Client::connect(self.port);
+        assert_eq!(c.get("/").status, 200);
     }
 
     /// The server still answers a fresh client.
@@ -326,4 +357,34 @@ fn partial_proxy_headers_cost_what_arrived() {
     let mut c = Client::connect(server.port);
     c.send(b"PROXY TCP4 192.0.2.1 198.51.100.2 1 2\r\nPOST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
     assert_eq!(c.read_response(false).text(), "2");
+}
+
+/// A request whose answer is deferred keeps its connection, not the buffer
+/// its body arrived in: 40 long polls, each posted a body of almost 1 MiB
+/// (read whole before the handler, the default `whole_body_max`), cost their
+/// slots, not 40 MiB, while they wait.
+#[test]
+fn long_polls_do_not_keep_the_buffers_their_bodies_arrived_in() {
+    let server = ChildServer::start("server_child_long_poll");
+    let before = server.warm_baseline();
+    let body = vec![b'p'; 1_000_000];
+    let mut clients = Vec::new();
+    for i in 1..=40 {
+        let mut c = Client::connect(server.port);
+        c.send(b"POST /poll HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n");
+        c.send(&body);
+        clients.push(c);
+        // One at a time: a buffer given back serves the next upload.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut probe = Client::connect(server.port);
+        while probe.get("/held").text() != i.to_string() {
+            assert!(std::time::Instant::now() < deadline, "long poll {i} never reached the handler");
+            std::thread::yield_now();
+        }
+    }
+    let grown = server.rss_kib().saturating_sub(before);
+    eprintln!("40 long polls with ~1 MiB bodies: +{grown} KiB");
+    assert!(grown < 12 * 1024, "40 long polls with ~1 MiB bodies hold {grown} KiB");
+    server.still_answers_get();
+    drop(clients);
 }

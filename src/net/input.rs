@@ -88,6 +88,17 @@ impl InBuf {
         self.filled = 0;
     }
 
+    /// Returns the memory of a buffer that grew past `keep` and holds no more
+    /// than `keep` bytes now (they are moved to a buffer of `keep`), so a
+    /// connection that waits (for an answer) costs little.
+    pub fn release_excess(&mut self, keep: usize) {
+        if self.data.len() > keep && self.filled <= keep {
+            let mut kept = vec![0; keep];
+            kept[..self.filled].copy_from_slice(&self.data[..self.filled]);
+            self.data = kept;
+        }
+    }
+
     /// Empties the buffer and returns its memory when it grew large, so an idle
     /// connection costs little.
     pub fn clear_and_shrink(&mut self, keep: usize) {

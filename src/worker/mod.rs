@@ -865,6 +865,10 @@ impl Worker {
             // window with room): extended on progress.
             state.deadline = Deadline { at: clock.after(timeouts.body), wait: Wait::Body };
         } else if let Some(waiting) = &state.waiting {
+            // The request's body was read whole into the buffer, which may
+            // have grown to `whole_body_max`: a long poll keeps its slot, not
+            // that memory, while it waits.
+            conn.input.release_excess(KEEP_INPUT);
             if waiting.status != 0 || waiting.shared().timeout_paused() {
                 // A stream has begun: the handler is working (Warp #351,
                 // #808); or the application paused the timeout.

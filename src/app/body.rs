@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::deferred::{on_worker_thread, Answer, ConnRef, Mailbox, Message};
+use super::mailbox::{on_worker_thread, Answer, ConnRef, Mailbox, Message};
 
 /// The most body bytes a connection holds for its application at once.
 pub const BODY_WINDOW: usize = 64 * 1024;

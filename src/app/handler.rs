@@ -5,13 +5,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::body::{BodyShared, BodyStream};
-use super::deferred::{ConnRef, Deferred, DeferredShared, Mailbox, OwnedHead};
-use super::respond_file::FileCtx;
-use super::upgrade::{UpgradeEvents, UpgradeRequest, UpgradeShared, Upgraded, UpgradedConn};
+use super::deferred::Deferred;
+use super::deferred_shared::DeferredShared;
+pub use super::error::RespondError;
+use super::head::OwnedHead;
+pub use super::head::DIRECT_WRITE_MIN;
+use super::mailbox::{ConnRef, Mailbox};
+use super::upgrade::Upgraded;
+use super::upgrade_shared::{UpgradeEvents, UpgradeRequest, UpgradeShared, UpgradedConn};
 use super::waiting::Waiting;
+use crate::file::StaticFiles;
 use crate::http::compose::{
     compose_head, compose_head_rendered, compose_switching, names_upgrade, render_fields, BodyLength, ComposeEnv,
-    ComposeError, Composed, RequestMeta,
+    Composed, RequestMeta,
 };
 use crate::http::image::{ImageCache, KeepAliveImage};
 use crate::http::stream::StreamOut;
@@ -77,47 +83,13 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Why a response call was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RespondError {
-    /// The request was answered already.
-    AlreadyAnswered,
-    /// The status is not a final status in 200..=599.
-    InvalidStatus,
-    /// A header name is not a token or a value holds CR, LF or NUL.
-    InvalidHeader,
-    /// The client is gone; the response was dropped.
-    Closed,
-    /// A stream call on a response that has not started streaming.
-    NotStreaming,
-    /// A stream broke its declared Content-Length; the connection is closed.
-    LengthMismatch,
-    /// A [`Deferred`] write on a worker thread found the stream's queue over
-    /// its high-water mark: waiting there could block the worker for good, so
-    /// nothing was sent and the stream goes on (see [`Deferred::write`]).
-    WouldBlock,
-    /// `upgrade`: the request did not ask to switch protocols (HTTP/1.1 with
-    /// `Connection: upgrade` and an `Upgrade` field, and no streaming body).
-    NotUpgradable,
-    /// `upgrade`: the handler's fields name no `Upgrade` protocol.
-    NoUpgradeField,
-    /// `respond_file`: the path is missing, a directory, not a regular file or
-    /// not readable; nothing was sent and the request may be answered again.
-    FileUnavailable(std::io::ErrorKind),
+/// What a response needs to answer with a file: the worker's static files and
+/// the request's method and header fields.
+pub(crate) struct FileCtx<'a> {
+    pub files: &'a mut StaticFiles,
+    pub method: &'a [u8],
+    pub headers: &'a [httparse::Header<'a>],
 }
-
-impl From<ComposeError> for RespondError {
-    fn from(e: ComposeError) -> Self {
-        match e {
-            ComposeError::Status => RespondError::InvalidStatus,
-            ComposeError::Header => RespondError::InvalidHeader,
-        }
-    }
-}
-
-/// Bodies at least this large are written straight from the caller's buffer with
-/// `writev` instead of being copied into the output buffer.
-pub const DIRECT_WRITE_MIN: usize = 32 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome {

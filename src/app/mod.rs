@@ -5,9 +5,14 @@
 
 pub mod body;
 pub mod deferred;
+pub(crate) mod deferred_shared;
+pub(crate) mod error;
 pub mod handler;
+pub(crate) mod head;
 pub mod hooks;
+pub(crate) mod mailbox;
 pub(crate) mod prepared;
 pub(crate) mod respond_file;
 pub mod upgrade;
+pub(crate) mod upgrade_shared;
 pub(crate) mod waiting;

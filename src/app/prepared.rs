@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::deferred::OwnedHead;
+use super::head::OwnedHead;
 use crate::http::image::KeepAliveImage;
 
 /// Immutable once made; any thread may send it, several at once.

@@ -14,11 +14,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::app::handler::{Outcome, RespondError, Response};
+use super::error::RespondError;
+use super::handler::{Outcome, Response};
 use crate::file::range::{ByteRange, Piece};
 use crate::file::serve::{Body, FileRequest};
 use crate::file::small::SmallFile;
-use crate::file::{Fields, FileError, Prepared, Served, StaticFiles};
+use crate::file::{Fields, FileError, Prepared, Served};
 use crate::http::compose::{compose_head, BodyLength};
 use crate::http::image::KeepAliveImage;
 use crate::net::output::OutQueue;
@@ -33,14 +34,6 @@ use crate::net::output::OutQueue;
 /// pipelining copy wins by 2.7× at 1 KiB and 2× at 4 KiB (the answers leave in
 /// one write) and ties at 16 KiB. 4 KiB keeps copy where it never lost.
 pub(crate) const COPY_MAX: u64 = 4 * 1024;
-
-/// What a response needs to answer with a file: the worker's static files and
-/// the request's method and header fields.
-pub(crate) struct FileCtx<'a> {
-    pub files: &'a mut StaticFiles,
-    pub method: &'a [u8],
-    pub headers: &'a [httparse::Header<'a>],
-}
 
 impl Response<'_> {
     /// Answers the request from a static mount if one covers `raw_path` (the

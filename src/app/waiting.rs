@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use super::deferred::{DeferredShared, OwnedHead};
+use super::deferred_shared::DeferredShared;
+use super::head::OwnedHead;
 use crate::http::compose::{compose_head_rendered, BodyLength, ComposeEnv, Composed, RequestMeta};
 use crate::http::stream::StreamOut;
 use crate::observe::log::LogStart;

@@ -5,8 +5,9 @@
 //! pending (read-ahead: see `ahead.rs`).
 
 use super::context::WorkerCtx;
-use crate::app::deferred::{recycle_head, Answer, FileAnswer};
 use crate::app::handler::DIRECT_WRITE_MIN;
+use crate::app::head::recycle_head;
+use crate::app::mailbox::{Answer, FileAnswer};
 use crate::app::prepared::PreparedAnswer;
 use crate::app::respond_file::push_file_body;
 use crate::app::waiting::Waiting;
@@ -208,7 +209,10 @@ pub(crate) fn apply_answer(
 
 /// Ends a completed answer: counted as finished while draining, logged; its
 /// shared state is given back for the connection's next deferred answer.
-pub(crate) fn finish_waiting(w: Waiting, ctx: &mut WorkerCtx) -> Option<Arc<crate::app::deferred::DeferredShared>> {
+pub(crate) fn finish_waiting(
+    w: Waiting,
+    ctx: &mut WorkerCtx,
+) -> Option<Arc<crate::app::deferred_shared::DeferredShared>> {
     if ctx.draining {
         ctx.finished_while_draining += 1;
     }

@@ -6,7 +6,8 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::app::deferred::{DeferredShared, Mailbox};
+use crate::app::deferred_shared::DeferredShared;
+use crate::app::mailbox::Mailbox;
 use crate::config::settings::Settings;
 use crate::file::StaticFiles;
 use crate::http::date::DateCache;

@@ -12,10 +12,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::app::body::{BodyError, BodyShared};
-use crate::app::deferred::{Answer, ConnRef, DeferredShared, UpgradeAnswer};
+use crate::app::deferred_shared::DeferredShared;
+use crate::app::handler::FileCtx;
 use crate::app::handler::{DeferSlot, Outcome, Request, Response};
-use crate::app::respond_file::FileCtx;
-use crate::app::upgrade::{events, UpgradeRequest, UpgradedConn};
+use crate::app::mailbox::{Answer, ConnRef, UpgradeAnswer};
+use crate::app::upgrade::{events, UpgradeRequest};
+use crate::app::upgrade_shared::UpgradedConn;
 use crate::app::waiting::Waiting;
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::compose::{compose_error, compose_switching, ComposeEnv, RequestMeta};

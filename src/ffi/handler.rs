@@ -87,7 +87,7 @@ impl Handler for CHandler {
     fn handle(&self, req: &Request<'_>, res: &mut Response<'_>) {
         with_thread(|thread| {
             with_view(&thread.header_views, req, |view| {
-                with_handle(thread, res, |handle| match self.callback {
+                with_handle(&thread.pool, res, |handle| match self.callback {
                     // SAFETY: the callback was given by the embedder for exactly this
                     // signature; `view` lives until it returns, `handle` as documented.
                     Callback::Plain(callback) => {
@@ -100,7 +100,7 @@ impl Handler for CHandler {
                         // SAFETY: a non-NULL return is a live prepared response
                         // until the handler call is over, as documented;
                         // `with_handle` sends it before that.
-                        unsafe { prepared.as_ref() }
+                        unsafe { prepared.as_ref() }.map(|p| &p.answer)
                     }
                 })
             })

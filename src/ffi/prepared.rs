@@ -10,8 +10,9 @@ use super::response::{check_headers, perform, warpcore_response, Call};
 use super::result::{fail, warpcore_result};
 use std::sync::Arc;
 
-use crate::app::deferred::{check_status, OwnedHead};
+use crate::app::deferred::check_status;
 use crate::app::handler::DIRECT_WRITE_MIN;
+use crate::app::head::OwnedHead;
 use crate::app::prepared::PreparedAnswer;
 use crate::http::image::KeepAliveImage;
 
@@ -91,6 +92,6 @@ pub extern "C" fn warpcore_respond_prepared(
 ) -> warpcore_result {
     response_boundary!(response, {
         let prepared = ok_or_return!(try_ref(prepared, "prepared"));
-        perform(response, Call::Prepared(prepared))
+        perform(response, Call::Prepared(&prepared.answer))
     })
 }

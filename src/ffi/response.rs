@@ -11,16 +11,15 @@
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::cast::{try_array, try_slice, try_slice_named};
 use super::handles::Table;
-use super::prepared::warpcore_prepared;
 use super::request::{warpcore_header, warpcore_str};
 use super::result::{fail, warpcore_result};
-use super::thread::{current_thread, FfiThread};
 use crate::app::deferred::Deferred;
 use crate::app::handler::{RespondError, Response};
+use crate::app::prepared::PreparedAnswer;
 use crate::net::payload::Payload;
 use crate::sys::membarrier;
 
@@ -211,6 +210,14 @@ fn not_a_handle() -> warpcore_result {
     fail(warpcore_result::InvalidArgument, "response is not a handle the library gave out")
 }
 
+/// A number, never 0, that tells the calling thread from every other live
+/// thread: its `pthread_t`, which glibc reads from the thread pointer without
+/// the `__tls_get_addr` call a thread-local of a shared object costs.
+pub(crate) fn current_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() as usize }
+}
+
 /// A thread's slot for its next handler call, kept so that a request
 /// answered in the call costs no allocation and no lock (one is enough: a
 /// thread runs one handler call at a time, and a slot that leaves with a
@@ -249,11 +256,11 @@ impl Drop for HandlePool {
 /// the thread's next call or leaves the handle to the caller as a deferred
 /// handle.
 pub(crate) fn with_handle<'p>(
-    thread: &FfiThread,
+    pool: &HandlePool,
     res: &mut Response<'_>,
-    call: impl FnOnce(*mut warpcore_response) -> Option<&'p warpcore_prepared>,
+    call: impl FnOnce(*mut warpcore_response) -> Option<&'p Arc<PreparedAnswer>>,
 ) {
-    let (index, slot) = thread.pool.take();
+    let (index, slot) = pool.take();
     let response: *mut Response<'static> = (res as *mut Response<'_>).cast();
     let me = current_thread();
     // No lock: the slot is this thread's until `call` hands the token out
@@ -271,7 +278,7 @@ pub(crate) fn with_handle<'p>(
     slot.in_call_on.store(0, Ordering::Relaxed);
     if let Some(prepared) = returned {
         // As if the handler had sent it last: refused when it answered already.
-        let p = &prepared.answer;
+        let p = prepared;
         let _ = res.respond_prepared(p.status, &p.head, p.image.as_ref());
     }
 
@@ -279,7 +286,7 @@ pub(crate) fn with_handle<'p>(
         // A thread waiting for the call learns that it ended answered; from
         // now on the token is stale, whoever holds it.
         slot.end_answered_call(generation);
-        thread.pool.put(token, slot);
+        pool.put(token, slot);
         return;
     }
     let mut deferred = slot.lock();
@@ -302,7 +309,7 @@ pub(crate) fn with_handle<'p>(
     }
     drop(deferred);
     if phase == ANSWERED {
-        thread.pool.put(token, slot);
+        pool.put(token, slot);
     }
     // Else the caller owns the handle now; the call that finishes the answer
     // gives the slot back to the table.
@@ -437,7 +444,7 @@ impl Slot {
 /// The hook the connection runs when it lets go of `token`'s request
 /// unanswered: it runs the request's close callback, unless the request was
 /// finished meanwhile.
-fn close_hook(token: Token) -> crate::app::deferred::CloseHook {
+fn close_hook(token: Token) -> crate::app::deferred_shared::CloseHook {
     Box::new(move || run_close_callback(token))
 }
 
@@ -478,7 +485,7 @@ pub(crate) enum Call<'a> {
         headers: CheckedHeaders<'a>,
         path: &'a std::path::Path,
     },
-    Prepared(&'a super::prepared::warpcore_prepared),
+    Prepared(&'a Arc<PreparedAnswer>),
     Respond {
         status: u16,
         headers: CheckedHeaders<'a>,
@@ -665,7 +672,7 @@ pub(crate) fn perform(handle: *mut warpcore_response, call: Call<'_>) -> warpcor
     }
     // A worker thread never waits for another's handler call (two handlers
     // answering each other's handles would wait for each other for good).
-    let on_worker = crate::app::deferred::on_worker_thread();
+    let on_worker = crate::app::mailbox::on_worker_thread();
     if on_worker {
         let now = slot.state.load(Ordering::Acquire);
         if now >> PHASE_BITS == token.generation && now & PHASE_MASK == IN_CALL {
@@ -807,7 +814,7 @@ fn call_in_handler(core: &mut Response<'_>, call: Call<'_>) -> Result<(), Respon
             let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             core.respond_file(status, &pairs, path)
         }
-        Call::Prepared(p) => core.respond_prepared(p.answer.status, &p.answer.head, p.answer.image.as_ref()),
+        Call::Prepared(p) => core.respond_prepared(p.status, &p.head, p.image.as_ref()),
         Call::Upgrade { headers, events, out } => {
             *out = Some(core.upgrade(headers.pairs(), events)?);
             Ok(())
@@ -838,7 +845,7 @@ fn call_deferred(d: &mut Deferred, call: Call<'_>) -> Result<(), RespondError> {
             let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
             d.respond_file(status, &pairs, path)
         }
-        Call::Prepared(p) => d.respond_prepared(&p.answer),
+        Call::Prepared(p) => d.respond_prepared(p),
         Call::Upgrade { headers, events, out } => {
             *out = Some(d.upgrade(headers.pairs(), events)?);
             Ok(())

@@ -6,7 +6,7 @@ use super::cast::{try_ref, write_out};
 use super::config::warpcore_config;
 use super::result::{fail, warpcore_result};
 use super::sized::{sized_len, write_sized};
-use crate::app::deferred::on_worker_thread;
+use crate::app::mailbox::on_worker_thread;
 use crate::server::Server;
 
 symbol_versions!();

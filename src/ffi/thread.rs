@@ -1,8 +1,8 @@
 //! What the C API keeps per thread, in one thread-local: a library built as a
 //! shared object reaches each thread-local through a `__tls_get_addr` call, so
 //! a handler call looks this up once and passes it down. A respond call finds
-//! what it needs in the handle itself, with `current_thread`, which costs no
-//! lookup.
+//! what it needs in the handle itself, with `current_thread` (in `response`),
+//! which costs no lookup.
 
 use std::cell::RefCell;
 
@@ -16,14 +16,6 @@ pub(crate) struct FfiThread {
     /// Header views of the request being handled, reused so that a request
     /// costs no allocation once the thread has seen its largest one.
     pub header_views: RefCell<Vec<warpcore_header>>,
-}
-
-/// A number, never 0, that tells the calling thread from every other live
-/// thread: its `pthread_t`, which glibc reads from the thread pointer without
-/// the `__tls_get_addr` call a thread-local of a shared object costs.
-pub(crate) fn current_thread() -> usize {
-    // SAFETY: pthread_self has no preconditions and cannot fail.
-    unsafe { libc::pthread_self() as usize }
 }
 
 thread_local! {

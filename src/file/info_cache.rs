@@ -18,30 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::fd_cache::FileId;
+use super::info::Info;
 use super::small::{SmallFile, SMALL_CACHE_MAX};
-use super::validator::Validators;
-use crate::sys::fs::Stat;
-
-/// A regular file's metadata, as sent in its response heads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileInfo {
-    pub stat: Stat,
-    pub validators: Validators,
-    pub content_type: &'static str,
-}
-
-/// What a path was found to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Info {
-    File(FileInfo),
-    Directory,
-    /// Nothing there (or a path through a non-directory): 404.
-    Missing,
-    /// There, but not to be served: a device, fifo or socket, no permission (403).
-    Refused,
-    /// Resolving it would leave the mount (a symlink pointing out, a loop): 404.
-    Outside,
-}
 
 struct Entry {
     info: Info,

@@ -25,6 +25,7 @@
 
 pub(crate) mod conditional;
 pub(crate) mod fd_cache;
+pub(crate) mod info;
 pub(crate) mod info_cache;
 pub(crate) mod mime;
 pub(crate) mod mount;
@@ -51,7 +52,8 @@ use mio::{Registry, Token};
 use crate::error::Error;
 use crate::sys::fs::{self, Access, FileKind};
 use fd_cache::{FdCache, FileId};
-use info_cache::{FileInfo, Info, InfoCache};
+use info::{FileInfo, Info};
+use info_cache::InfoCache;
 pub use mount::MountSpec;
 use mount::{Mounts, Route};
 pub(crate) use query::FileQuery;

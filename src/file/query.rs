@@ -3,7 +3,7 @@
 //! conditionals and ranges read. Captured when a response is deferred; most
 //! requests carry none of these fields, and then nothing is allocated.
 
-use super::serve::FileRequest;
+use super::serve::{wanted, FileRequest};
 use super::Fields;
 
 #[derive(Debug, Default)]
@@ -13,12 +13,6 @@ pub(crate) struct FileQuery {
     bytes: Vec<u8>,
     /// (start, name length, value length) into `bytes`.
     spans: Vec<(usize, usize, usize)>,
-}
-
-/// The fields the planner reads: `If-*` (conditionals, `If-Range`) and `Range`.
-pub(super) fn wanted(name: &str) -> bool {
-    let b = name.as_bytes();
-    (b.len() > 3 && b[..3].eq_ignore_ascii_case(b"if-")) || name.eq_ignore_ascii_case("range")
 }
 
 impl FileQuery {

@@ -5,10 +5,16 @@
 //! opens the file only when the plan needs its bytes.
 
 use super::conditional::{self, Precondition};
-use super::info_cache::FileInfo;
+use super::info::FileInfo;
 use super::range::{self, ByteRange, Piece, Ranges};
 use super::validator::Check;
 use super::Fields;
+
+/// The fields the planner reads: `If-*` (conditionals, `If-Range`) and `Range`.
+pub(super) fn wanted(name: &str) -> bool {
+    let b = name.as_bytes();
+    (b.len() > 3 && b[..3].eq_ignore_ascii_case(b"if-")) || name.eq_ignore_ascii_case("range")
+}
 
 /// The request as the planner sees it.
 pub(crate) struct FileRequest<'a> {
@@ -31,7 +37,7 @@ impl FileRequest<'_> {
     /// A GET without preconditions or `Range`, on a connection that takes a
     /// pre-rendered answer: its answer to a 200 is the plain whole file.
     pub fn is_plain_get(&self) -> bool {
-        self.image_fits && self.is_get() && !self.fields.any_name(super::query::wanted)
+        self.image_fits && self.is_get() && !self.fields.any_name(wanted)
     }
 }
 

@@ -22,7 +22,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::fd_cache::FileId;
-use super::info_cache::FileInfo;
+use super::info::FileInfo;
 use super::serve::{self, FileRequest};
 use super::Fields;
 use crate::http::compose::render_fields;

@@ -4,7 +4,7 @@
 //! cache, `Server` from a line rendered at start; the engine adds the framing
 //! fields (`Content-Length` or `Transfer-Encoding`) and `Connection` itself.
 
-use super::date::DATE_LINE_LEN;
+use super::date::{DateCache, DATE_LINE_LEN};
 use super::head::is_token;
 use super::status::{forbids_body, StatusTable};
 
@@ -16,6 +16,13 @@ pub struct ComposeEnv<'a> {
     pub common: &'a [u8],
     /// Changes whenever `common` does (`DateCache::compose_env`).
     pub version: u64,
+}
+
+impl DateCache {
+    /// What the composer takes from the cache: the common lines and their version.
+    pub fn compose_env(&self) -> ComposeEnv<'_> {
+        ComposeEnv { common: self.common_lines(), version: self.version() }
+    }
 }
 
 impl ComposeEnv<'_> {

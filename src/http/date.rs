@@ -3,8 +3,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::compose::ComposeEnv;
-
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) is always 29 bytes.
 pub const HTTP_DATE_LEN: usize = 29;
 
@@ -71,9 +69,10 @@ impl DateCache {
         &self.lines
     }
 
-    /// What the composer takes from here: the common lines and their version.
-    pub fn compose_env(&self) -> ComposeEnv<'_> {
-        ComposeEnv { common: &self.lines, version: self.version }
+    /// Changes whenever `common_lines` do (the composer's images are
+    /// rendered again then).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 }
 

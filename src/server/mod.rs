@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::app::deferred::Mailbox;
+use crate::app::mailbox::Mailbox;
 use crate::config::settings::Settings;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
@@ -178,7 +178,7 @@ impl Server {
             return Err(Error::new(ErrorKind::ShuttingDown, "the server is shutting down"));
         }
         let generation = self.publish(config)?;
-        if !crate::app::deferred::on_worker_thread() {
+        if !crate::app::mailbox::on_worker_thread() {
             self.shared.wait_for_acknowledgements(generation);
         }
         Ok(())

@@ -29,8 +29,8 @@ use tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
-use crate::app::deferred::on_worker_thread;
 use crate::app::handler::RespondError;
+use crate::app::mailbox::on_worker_thread;
 use crate::app::upgrade::{events as raw_events, UpgradeError, UpgradeEvents, UpgradeRequest, Upgraded};
 use crate::net::payload::Payload;
 use handshake::HandshakeError;

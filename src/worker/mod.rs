@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::app::deferred::{ConnRef, Mailbox, Message, WorkerThread};
 use crate::app::hooks::Hooked;
+use crate::app::mailbox::{ConnRef, Mailbox, Message, WorkerThread};
 use crate::app::upgrade::events as upgrade_events;
 use crate::conn::context::WorkerCtx;
 use crate::conn::deadline::{Deadline, Wait};
@@ -1164,7 +1164,7 @@ impl Drop for Worker {
 /// application's idle timeout, it is closed — or, for one that pings, told
 /// at half of it — unless it must be closed sooner whatever the traffic
 /// (`close_within`, a closing handshake's bound).
-fn upgraded_deadline(clock: &CoarseClock, up: &crate::app::upgrade::UpgradedConn) -> Deadline {
+fn upgraded_deadline(clock: &CoarseClock, up: &crate::app::upgrade_shared::UpgradedConn) -> Deadline {
     let (idle, close_by, quiet_notice) = up.shared.timeouts();
     let (idle_at, idle_wait) = match idle {
         Some(idle) if quiet_notice => (Some(clock.after(half_idle(idle))), Wait::Quiet),

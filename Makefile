@@ -38,10 +38,16 @@ all: lib include/warpcore.h build/demo build/deferred build/stream
 lib: $(LIB) $(SONAME_LINK)
 
 # Symbol versions (build.rs) for the library that ships: the release profile's
-# single codegen unit keeps each function with its `.symver` line.
-$(LIB): $(RUST_SRC)
+# single codegen unit keeps each function with its `.symver` line. Cargo is
+# asked every time (a no-op when fresh): a library a bare `cargo build
+# --release` left without versions is newer than the sources, and only cargo
+# knows it was built without WARPCORE_SYMBOL_VERSIONS. Its date changes only
+# when cargo writes it, so what links against it is remade only then.
+$(LIB): $(RUST_SRC) FORCE
 	WARPCORE_SYMBOL_VERSIONS=1 $(CARGO) build --release --lib
-	@touch $@
+
+.PHONY: FORCE
+FORCE:
 
 $(SONAME_LINK): $(LIB)
 	ln -sf libwarpcore.so $@

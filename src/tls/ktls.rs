@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use rustls::ConnectionTrafficSecrets;
 
-use super::session::{flush, Mode, PeerEnd};
 use super::setup::{TLS_1_2, TLS_1_3};
+use super::wire::{flush, Mode, PeerEnd};
 use crate::sys::ktls::{self, Direction, RecordKeys, APPLICATION_DATA};
 
 const ALERT: u8 = 21;

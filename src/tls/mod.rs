@@ -12,6 +12,7 @@ pub(crate) mod info;
 mod ktls;
 pub(crate) mod session;
 pub(crate) mod setup;
+mod wire;
 
 pub use info::TlsInfo;
 pub use setup::{ClientAuth, TlsSetup, TLS_1_2, TLS_1_3};

@@ -643,7 +643,8 @@ typedef struct warpcore_stats {
   uint64_t connections_accepted;
   // Connections open now.
   uint64_t connections_active;
-  // Connections closed because a timeout expired.
+  // Connections closed because a timeout expired (a WebSocket whose peer
+  // left a keepalive ping unanswered included).
   uint64_t connections_timed_out;
   // Requests read (the library's own error answers included).
   uint64_t requests;

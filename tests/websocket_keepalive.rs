@@ -88,6 +88,9 @@ fn a_peer_that_leaves_a_ping_unanswered_is_closed_with_1011() {
     // The application's last message is the Close with 1006 (none came back).
     assert!(wait_until(IO_TIMEOUT, || !ends.lock().unwrap().is_empty()));
     assert_eq!(*ends.lock().unwrap(), vec![Some(1006)]);
+    // Counted with the connections that timed out, as the idle timeout's
+    // close of a quiet WebSocket was before pings.
+    assert!(wait_until(IO_TIMEOUT, || s.server.stats().connections_timed_out == 1));
 }
 
 #[test]

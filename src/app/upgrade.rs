@@ -173,10 +173,22 @@ impl Upgraded {
     /// Closes the connection once what was written has left. Reads and
     /// writes fail from now on (`Closed`), here and on other threads.
     pub fn close(&self) -> Result<(), UpgradeError> {
+        self.close_with(false)
+    }
+
+    /// Closes the connection because the peer went silent (a keepalive ping
+    /// left unanswered): as `close`, and the server counts it with the
+    /// connections that timed out.
+    pub(crate) fn close_timed_out(&self) -> Result<(), UpgradeError> {
+        self.close_with(true)
+    }
+
+    fn close_with(&self, timed_out: bool) -> Result<(), UpgradeError> {
         let mut s = self.shared.lock();
         if s.closed {
             return Err(UpgradeError::Closed);
         }
+        s.timed_out = timed_out;
         s.closed = true;
         s.write_shut = true;
         s.read_end = ReadEnd::Closed;

@@ -138,6 +138,9 @@ pub(super) struct State {
     pub(super) drain_deadline: Option<Instant>,
     /// Threads waiting in a read or a write.
     pub(super) waiters: usize,
+    /// Closed because the peer went silent (a WebSocket's unanswered ping):
+    /// counted as a timeout.
+    pub(super) timed_out: bool,
 }
 
 /// What an upgraded connection's handle and the connection share.
@@ -165,6 +168,7 @@ impl UpgradeShared {
                 close_by: None,
                 drain_deadline: None,
                 waiters: 0,
+                timed_out: false,
             }),
             changed: Condvar::new(),
             high_water,
@@ -210,6 +214,12 @@ impl UpgradeShared {
         let mut s = self.lock();
         s.posted = false;
         s.paused = false;
+    }
+
+    /// Whether the application closed the connection for the peer's
+    /// silence (see `Upgraded::close_timed_out`).
+    pub fn timed_out(&self) -> bool {
+        self.lock().timed_out
     }
 
     /// Worker side: whether a read would return at once (bytes, the end, or

@@ -938,6 +938,9 @@ impl ConnState {
                     true
                 }
                 Answer::Abort => {
+                    if up.shared.timed_out() {
+                        bump(&ctx.stats.timed_out, 1);
+                    }
                     self.close_after_flush = true;
                     true
                 }

@@ -215,7 +215,8 @@ pub struct warpcore_stats {
     pub connections_accepted: u64,
     /// Connections open now.
     pub connections_active: u64,
-    /// Connections closed because a timeout expired.
+    /// Connections closed because a timeout expired (a WebSocket whose peer
+    /// left a keepalive ping unanswered included).
     pub connections_timed_out: u64,
     /// Requests read (the library's own error answers included).
     pub requests: u64,

@@ -10,7 +10,8 @@ pub struct Stats {
     pub connections_accepted: u64,
     /// Connections open now.
     pub connections_active: u64,
-    /// Connections closed because a timeout expired.
+    /// Connections closed because a timeout expired (a WebSocket whose peer
+    /// left a keepalive ping unanswered included).
     pub connections_timed_out: u64,
     /// Requests read and dispatched (the engine's error answers included).
     pub requests: u64,

@@ -673,6 +673,8 @@ impl Inner {
             let frame =
                 CloseFrame { code: CloseCode::from(1011), reason: Utf8Bytes::from_static("keepalive ping timeout") };
             let _ = st.ctx.close(&mut Io(&self.raw), Some(frame));
+            // Counted as a timeout (the idle timeout's close was, before pings).
+            let _ = self.raw.close_timed_out();
             self.end(&mut st, 1006, "");
             return;
         }

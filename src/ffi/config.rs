@@ -291,6 +291,21 @@ pub extern "C" fn warpcore_config_set_max_connections(
     ffi_boundary!({ update(config, |c| c.max_connections = connections as usize) })
 }
 
+/// Sets the listen queue of each socket the server binds (`listen(2)`'s
+/// backlog: connections the kernel has accepted that the server has not yet
+/// taken), 1 to 65535, default 1024; the kernel caps it at
+/// `net.core.somaxconn`. A connection that finds the queue full waits for its
+/// SYN to be sent again (a client sees a slow connect, not a refusal). It
+/// applies to the sockets bound when the server starts and to listeners a
+/// reload adds; a reload keeps the sockets it had, with their queues. Sockets
+/// the server is handed (`fd://N` listeners, systemd's) keep
+/// the queue they were given. `WARPCORE_RESULT_INVALID_ARGUMENT` outside the
+/// range. Not thread-safe: a config is used by one thread at a time.
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_backlog(config: *mut warpcore_config, backlog: u32) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.backlog = backlog) })
+}
+
 /// Logs every request in Apache combined format to the file at `path` (`len`
 /// bytes), appending; created when missing, opened when the server starts or
 /// reloads (a failure to open is reported there), reopened by

@@ -164,6 +164,7 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_stream_high_water
   , c_warpcore_config_set_timeout
   , c_warpcore_config_set_max_connections
+  , c_warpcore_config_set_backlog
   , c_warpcore_config_set_coalesce_wait
   , c_warpcore_config_set_access_log_file
   , c_warpcore_config_set_access_log_callback
@@ -832,6 +833,9 @@ foreign import ccall unsafe "warpcore_config_set_timeout"
 
 foreign import ccall unsafe "warpcore_config_set_max_connections"
   c_warpcore_config_set_max_connections :: Ptr Config -> Word32 -> IO Result
+foreign import ccall unsafe "warpcore_config_set_backlog"
+  c_warpcore_config_set_backlog :: Ptr Config -> Word32 -> IO Result
+
 foreign import ccall unsafe "warpcore_config_set_coalesce_wait"
   c_warpcore_config_set_coalesce_wait :: Ptr Config -> Word32 -> IO Result
 foreign import ccall unsafe "warpcore_config_set_access_log_file"

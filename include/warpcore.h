@@ -172,6 +172,10 @@ enum warpcore_upgrade_event
   // The server is shutting down: finish up and close;
   // `warpcore_upgraded_draining` says how long is left.
   WARPCORE_UPGRADE_EVENT_DRAINING = 8,
+  // No byte either way for half the idle timeout: send the protocol's
+  // ping now. Told again after each quiet half, and only to a connection
+  // that asked (`warpcore_upgraded_set_quiet_notice`).
+  WARPCORE_UPGRADE_EVENT_QUIET = 16,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1778,6 +1782,20 @@ warpcore_result warpcore_upgraded_set_nonblocking(struct warpcore_upgraded *upgr
 // `WARPCORE_RESULT_INVALID_ARGUMENT`.
 warpcore_result warpcore_upgraded_set_idle_timeout(struct warpcore_upgraded *upgraded,
                                                    uint64_t milliseconds);
+
+// With `on`, the callback is told `WARPCORE_UPGRADE_EVENT_QUIET` each time
+// the connection has carried no byte either way for half its idle timeout
+// (see `warpcore_upgraded_set_idle_timeout`; deadlines are checked once a
+// second), and the idle timeout no longer closes it: a protocol that keeps
+// its connections alive with pings sends one then, and closes the
+// connection itself (`warpcore_upgraded_close`) when the peer stays silent.
+// Any byte the peer sends, read or not, starts a new quiet half. With `on`
+// false, the default, the idle timeout closes a quiet connection; without
+// an idle timeout (0) nothing is told. Any thread.
+//
+// Errors: `WARPCORE_RESULT_CLOSED`; `WARPCORE_RESULT_NULL_ARGUMENT`;
+// `WARPCORE_RESULT_INVALID_ARGUMENT` (a freed handle).
+warpcore_result warpcore_upgraded_set_quiet_notice(struct warpcore_upgraded *upgraded, bool on);
 
 // Writes to `*milliseconds_left` how long, once the server began to shut
 // down, it waits before it cuts the connection (0 once past), or

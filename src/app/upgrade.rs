@@ -227,6 +227,24 @@ impl Upgraded {
         self.shared.lock().quiet_notice = true;
     }
 
+    /// With `on`, the connection's owner is told [`events::QUIET`] each time
+    /// it has seen no byte either way for half its idle timeout, and the idle
+    /// timeout no longer closes it: the owner sends its protocol's ping then,
+    /// and closes the connection itself when the peer stays silent. With
+    /// `on` false (the default) the idle timeout closes a quiet connection.
+    /// Without an idle timeout nothing is told.
+    pub fn set_quiet_notice(&self, on: bool) -> Result<(), UpgradeError> {
+        let mut s = self.shared.lock();
+        if s.closed {
+            return Err(UpgradeError::Closed);
+        }
+        s.quiet_notice = on;
+        drop(s);
+        // The worker re-arms the deadline when it looks at the connection.
+        self.post(Answer::ReadBody);
+        Ok(())
+    }
+
     /// Closes the connection within `limit` from now whatever the traffic
     /// (idle or not): the bound of a closing handshake the peer may drag out.
     pub fn close_within(&self, limit: Duration) -> Result<(), UpgradeError> {

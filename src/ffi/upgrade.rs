@@ -62,6 +62,10 @@ pub enum warpcore_upgrade_event {
     /// The server is shutting down: finish up and close;
     /// `warpcore_upgraded_draining` says how long is left.
     Draining = 8,
+    /// No byte either way for half the idle timeout: send the protocol's
+    /// ping now. Told again after each quiet half, and only to a connection
+    /// that asked (`warpcore_upgraded_set_quiet_notice`).
+    Quiet = 16,
 }
 
 /// Told what happened to an upgraded connection: `events` is a set of
@@ -396,6 +400,29 @@ pub extern "C" fn warpcore_upgraded_set_idle_timeout(
         let entry = ok_or_return!(resolve(upgraded));
         let idle = (milliseconds > 0).then(|| Duration::from_millis(milliseconds));
         match entry.upgraded.set_idle_timeout(idle) {
+            Ok(()) => warpcore_result::Ok,
+            Err(e) => upgrade_result(e),
+        }
+    })
+}
+
+/// With `on`, the callback is told `WARPCORE_UPGRADE_EVENT_QUIET` each time
+/// the connection has carried no byte either way for half its idle timeout
+/// (see `warpcore_upgraded_set_idle_timeout`; deadlines are checked once a
+/// second), and the idle timeout no longer closes it: a protocol that keeps
+/// its connections alive with pings sends one then, and closes the
+/// connection itself (`warpcore_upgraded_close`) when the peer stays silent.
+/// Any byte the peer sends, read or not, starts a new quiet half. With `on`
+/// false, the default, the idle timeout closes a quiet connection; without
+/// an idle timeout (0) nothing is told. Any thread.
+///
+/// Errors: `WARPCORE_RESULT_CLOSED`; `WARPCORE_RESULT_NULL_ARGUMENT`;
+/// `WARPCORE_RESULT_INVALID_ARGUMENT` (a freed handle).
+#[no_mangle]
+pub extern "C" fn warpcore_upgraded_set_quiet_notice(upgraded: *mut warpcore_upgraded, on: bool) -> warpcore_result {
+    ffi_boundary!({
+        let entry = ok_or_return!(resolve(upgraded));
+        match entry.upgraded.set_quiet_notice(on) {
             Ok(()) => warpcore_result::Ok,
             Err(e) => upgrade_result(e),
         }

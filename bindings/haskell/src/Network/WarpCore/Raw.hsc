@@ -78,6 +78,7 @@ module Network.WarpCore.Raw
   , upgradeEventWritable
   , upgradeEventClosed
   , upgradeEventDraining
+  , upgradeEventQuiet
   , websocketEventMessage
   , websocketEventWritable
   , websocketEventClosed
@@ -208,6 +209,7 @@ module Network.WarpCore.Raw
   , c_warpcore_upgraded_close
   , c_warpcore_upgraded_set_nonblocking
   , c_warpcore_upgraded_set_idle_timeout
+  , c_warpcore_upgraded_set_quiet_notice
   , c_warpcore_upgraded_draining
   , c_warpcore_upgraded_free
     -- * WebSockets
@@ -684,11 +686,12 @@ logLevelWarning = #{const WARPCORE_LOG_LEVEL_WARNING}
 logLevelInfo = #{const WARPCORE_LOG_LEVEL_INFO}
 
 -- | @warpcore_upgrade_event@ bits, as an 'UpgradeCallback' is told them.
-upgradeEventReadable, upgradeEventWritable, upgradeEventClosed, upgradeEventDraining :: Word32
+upgradeEventReadable, upgradeEventWritable, upgradeEventClosed, upgradeEventDraining, upgradeEventQuiet :: Word32
 upgradeEventReadable = #{const WARPCORE_UPGRADE_EVENT_READABLE}
 upgradeEventWritable = #{const WARPCORE_UPGRADE_EVENT_WRITABLE}
 upgradeEventClosed = #{const WARPCORE_UPGRADE_EVENT_CLOSED}
 upgradeEventDraining = #{const WARPCORE_UPGRADE_EVENT_DRAINING}
+upgradeEventQuiet = #{const WARPCORE_UPGRADE_EVENT_QUIET}
 
 -- | @warpcore_websocket_event@ bits, as a 'WebSocketCallback' is told them.
 websocketEventMessage, websocketEventWritable, websocketEventClosed, websocketEventDraining :: Word32
@@ -958,6 +961,8 @@ foreign import ccall unsafe "warpcore_upgraded_set_nonblocking"
   c_warpcore_upgraded_set_nonblocking :: Ptr Upgraded -> CBool -> IO Result
 foreign import ccall unsafe "warpcore_upgraded_set_idle_timeout"
   c_warpcore_upgraded_set_idle_timeout :: Ptr Upgraded -> Word64 -> IO Result
+foreign import ccall unsafe "warpcore_upgraded_set_quiet_notice"
+  c_warpcore_upgraded_set_quiet_notice :: Ptr Upgraded -> CBool -> IO Result
 foreign import ccall unsafe "warpcore_upgraded_draining"
   c_warpcore_upgraded_draining :: Ptr Upgraded -> Ptr Word64 -> IO Result
 foreign import ccall unsafe "warpcore_upgraded_free"

@@ -930,6 +930,39 @@ warpcore_result warpcore_config_set_coalesce_wait(struct warpcore_config *config
 // first failure is reported to the error log as a warning.
 warpcore_result warpcore_config_set_sched_batch(struct warpcore_config *config, bool on);
 
+// Sets whether a client's FIN ends its pending deferred requests (default
+// false).
+//
+// When a client half-closes its connection (sends its FIN) while the answer
+// at the front of that connection is deferred — the handler returned
+// without finishing it, and it has not begun, or it is streaming — and no
+// complete request it sent is left to handle, then with this on the
+// connection lets go of its pending requests as if the client had reset it:
+// their close callbacks run (`warpcore_response_on_close`), every later call
+// on their handles returns `WARPCORE_RESULT_CLOSED`, nothing more is written
+// to the client, and the connection closes. Answers already complete before
+// them (given inside the handler call) are still sent first. This is how
+// nginx takes such a close (a client abort, logged 499) and how ASGI servers
+// tell a long poll or an event stream whose browser tab closed
+// (`http.disconnect`).
+//
+// When false, a FIN only means the client sends nothing more (RFC 9112
+// §9.6): its complete requests are still answered, then the connection
+// closes. Either way, a request whose body is still streaming in when the
+// FIN comes has its body reader told the body ended early (the answer still
+// goes out); complete requests that the FIN finds waiting in the input
+// behind the pending one keep the half-close (all are answered); and a
+// connection that switched protocols (`warpcore_response_upgrade`) reads the
+// end of its stream as before.
+//
+// Thread safety: like every config setter, call it from one thread at a
+// time per config. It applies on `warpcore_server_reload` too (connections
+// follow the new value from their next event).
+//
+// Errors: `WARPCORE_RESULT_NULL_ARGUMENT` (`config` is NULL).
+warpcore_result warpcore_config_set_client_fin_ends_request(struct warpcore_config *config,
+                                                            bool on);
+
 // Sets the most connections open at once across the server (default 16384).
 // At the limit, accepting pauses (new connections wait in the listen backlog)
 // until one closes.
@@ -1368,8 +1401,9 @@ warpcore_result warpcore_response_pause_timeout(struct warpcore_response *respon
 // `callback(userdata, response)` runs once, on the worker thread that serves
 // the connection, when the connection lets go of a request whose handler
 // returned without finishing its answer — the client closed or reset the
-// connection, a timeout (idle, write, answer) or an error ended it, or a
-// shutdown's deadline cut it. What an HTTP server's embedder needs for a
+// connection (or only sent its FIN, with
+// `warpcore_config_set_client_fin_ends_request`), a timeout (idle, write,
+// answer) or an error ended it, or a shutdown's deadline cut it. What an HTTP server's embedder needs for a
 // long poll or an event stream that has nothing to send: stop waiting and
 // release the handle (libmicrohttpd's `MHD_REQUEST_TERMINATED_CLIENT_ABORT`,
 // uvicorn's `http.disconnect`). The handle is still the caller's when it

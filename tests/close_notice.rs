@@ -2,7 +2,8 @@
 //! poll, an event stream) learns that its request ended unanswered — the
 //! client reset the connection, the answer timeout answered for it, shutdown
 //! cut it — once, on the worker; never for an answered request, nor for a
-//! client that only half-closed (it still reads its answer).
+//! client that only half-closed (it still reads its answer; unless
+//! `Config::client_fin_ends_request`, see `client_fin.rs`).
 
 mod util;
 

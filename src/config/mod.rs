@@ -122,6 +122,19 @@ pub struct Config {
     /// back to it when their worker ends or a reload turns this off (see
     /// `worker::sched`). Default false.
     pub sched_batch: bool,
+    /// Whether a client's FIN ends its pending deferred requests. When a
+    /// client half-closes while the answer at the front of its connection is
+    /// deferred (not begun, or streaming), and no complete request is left
+    /// in its input to handle, the connection lets go of its pending
+    /// requests as for a reset: their close hooks run (`Deferred::on_close`),
+    /// their handles get `Closed`, nothing more is written and the
+    /// connection closes — nginx's client abort (499), ASGI's
+    /// `http.disconnect` at end of stream. When false, the default, a FIN
+    /// only means the client sends no more (RFC 9112 §9.6): the answers
+    /// still go out, then the connection closes. A request whose body still
+    /// streams in, an upgraded connection, and answers complete and being
+    /// written are not affected.
+    pub client_fin_ends_request: bool,
     /// Which listeners' connections start with a PROXY protocol header
     /// (see `net::proxy_protocol`). Default: none.
     pub proxy_protocol: ProxyProtocols,
@@ -163,6 +176,7 @@ impl Default for Config {
             stream_high_water: 1 << 20,
             coalesce_wait: Duration::from_micros(50),
             sched_batch: false,
+            client_fin_ends_request: false,
             proxy_protocol: ProxyProtocols::default(),
             conn_hooks: None,
         }

@@ -44,6 +44,8 @@ pub(crate) struct Settings {
     pub coalesce_wait: Duration,
     /// Worker threads under `SCHED_BATCH` (see `worker::sched`).
     pub sched_batch: bool,
+    /// A client's FIN ends its pending deferred requests (see `Config`).
+    pub client_fin_ends_request: bool,
     /// Told of connections opening and closing (see `app::hooks`).
     pub conn_hooks: Option<Arc<dyn ConnHooks>>,
     /// The TLS of the listeners that speak it, by the address the config
@@ -122,6 +124,7 @@ impl Settings {
             site,
             coalesce_wait: config.coalesce_wait,
             sched_batch: config.sched_batch,
+            client_fin_ends_request: config.client_fin_ends_request,
             conn_hooks: config.conn_hooks.clone(),
             tls,
         })

@@ -280,6 +280,44 @@ pub extern "C" fn warpcore_config_set_sched_batch(config: *mut warpcore_config, 
     ffi_boundary!({ update(config, |c| c.sched_batch = on) })
 }
 
+/// Sets whether a client's FIN ends its pending deferred requests (default
+/// false).
+///
+/// When a client half-closes its connection (sends its FIN) while the answer
+/// at the front of that connection is deferred — the handler returned
+/// without finishing it, and it has not begun, or it is streaming — and no
+/// complete request it sent is left to handle, then with this on the
+/// connection lets go of its pending requests as if the client had reset it:
+/// their close callbacks run (`warpcore_response_on_close`), every later call
+/// on their handles returns `WARPCORE_RESULT_CLOSED`, nothing more is written
+/// to the client, and the connection closes. Answers already complete before
+/// them (given inside the handler call) are still sent first. This is how
+/// nginx takes such a close (a client abort, logged 499) and how ASGI servers
+/// tell a long poll or an event stream whose browser tab closed
+/// (`http.disconnect`).
+///
+/// When false, a FIN only means the client sends nothing more (RFC 9112
+/// §9.6): its complete requests are still answered, then the connection
+/// closes. Either way, a request whose body is still streaming in when the
+/// FIN comes has its body reader told the body ended early (the answer still
+/// goes out); complete requests that the FIN finds waiting in the input
+/// behind the pending one keep the half-close (all are answered); and a
+/// connection that switched protocols (`warpcore_response_upgrade`) reads the
+/// end of its stream as before.
+///
+/// Thread safety: like every config setter, call it from one thread at a
+/// time per config. It applies on `warpcore_server_reload` too (connections
+/// follow the new value from their next event).
+///
+/// Errors: `WARPCORE_RESULT_NULL_ARGUMENT` (`config` is NULL).
+#[no_mangle]
+pub extern "C" fn warpcore_config_set_client_fin_ends_request(
+    config: *mut warpcore_config,
+    on: bool,
+) -> warpcore_result {
+    ffi_boundary!({ update(config, |c| c.client_fin_ends_request = on) })
+}
+
 /// Sets the most connections open at once across the server (default 16384).
 /// At the limit, accepting pauses (new connections wait in the listen backlog)
 /// until one closes.

@@ -1086,8 +1086,9 @@ pub extern "C" fn warpcore_response_pause_timeout(response: *mut warpcore_respon
 /// `callback(userdata, response)` runs once, on the worker thread that serves
 /// the connection, when the connection lets go of a request whose handler
 /// returned without finishing its answer — the client closed or reset the
-/// connection, a timeout (idle, write, answer) or an error ended it, or a
-/// shutdown's deadline cut it. What an HTTP server's embedder needs for a
+/// connection (or only sent its FIN, with
+/// `warpcore_config_set_client_fin_ends_request`), a timeout (idle, write,
+/// answer) or an error ended it, or a shutdown's deadline cut it. What an HTTP server's embedder needs for a
 /// long poll or an event stream that has nothing to send: stop waiting and
 /// release the handle (libmicrohttpd's `MHD_REQUEST_TERMINATED_CLIENT_ABORT`,
 /// uvicorn's `http.disconnect`). The handle is still the caller's when it

@@ -693,6 +693,8 @@ impl Worker {
         let Some(Some(conn)) = conns.get_mut(index) else { return };
         // A reset or a failed read: the client is gone.
         let mut gone = false;
+        // The client's FIN was read in this pass.
+        let mut fin_now = false;
         // A request was handled: the next head gets a fresh header deadline.
         let mut handled = false;
         let mut stop = conn.state.next_stop();
@@ -735,7 +737,10 @@ impl Worker {
             let received = conn.state.stream.recv(spare);
             tls::note(&conn.state, ctx);
             match received {
-                Ok(0) => conn.state.peer_finished = true,
+                Ok(0) => {
+                    conn.state.peer_finished = true;
+                    fin_now = true;
+                }
                 Ok(n) => {
                     // A TLS stream may have met the client's end behind the
                     // bytes it returned: read on to it (no edge would come).
@@ -784,9 +789,29 @@ impl Worker {
         if stop == Stop::Waiting && !conn.state.peer_finished && !gone && conn.state.peer_closing {
             match watch_while_waiting(conn, max_head) {
                 PeerInput::Open => {}
-                PeerInput::Finished => conn.state.peer_finished = true,
+                PeerInput::Finished => {
+                    conn.state.peer_finished = true;
+                    fin_now = true;
+                }
                 PeerInput::Gone => gone = true,
             }
+        }
+        // With `client_fin_ends_request`, a FIN read now ends the requests
+        // pending as a reset does (a long poll whose tab closed is told),
+        // when no complete request is left to handle: all were handled
+        // (`NeedInput`: what is left is part of a request that can never
+        // come whole), or the front waits with nothing behind it. Requests
+        // still to handle then are answered, as without it; so is a body
+        // streaming in ended early (its reader is told, below).
+        if fin_now
+            && !gone
+            && ctx.settings.client_fin_ends_request
+            && conn.state.waiting.is_some()
+            && conn.state.upgraded.is_none()
+            && !conn.state.streams_body()
+            && (stop == Stop::NeedInput || (stop == Stop::Waiting && conn.input.is_empty()))
+        {
+            gone = true;
         }
 
         // A keep-alive connection's answers wait for the end of the round

@@ -797,10 +797,11 @@ def test_long_poll_whose_client_left_before_it_waits(asgi, caplog):
     assert not noise, noise
 
 
-def test_half_closed_client_still_gets_its_long_poll_answer(asgi):
-    """A client that shuts down its sending side (FIN) after its request
-    still reads: it is not gone. The application waiting in receive() sees
-    no http.disconnect, and its answer reaches the client."""
+def test_half_closed_client_still_gets_its_long_poll_answer_with_the_option_off(asgi):
+    """With ``client_fin_ends_request=False``, a client that shuts down its
+    sending side (FIN) after its request still reads: it is not gone. The
+    application waiting in receive() sees no http.disconnect, and its
+    answer reaches the client."""
 
     got: List[str] = []
     waiting = threading.Event()
@@ -814,7 +815,7 @@ def test_half_closed_client_still_gets_its_long_poll_answer(asgi):
             got.append("timeout")
         await ok(send, b"late answer")
 
-    s = asgi(http_only(app))
+    s = asgi(http_only(app), client_fin_ends_request=False)
     with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
         c.sendall(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
         assert waiting.wait(TIMEOUT), "the application never waited"
@@ -826,18 +827,64 @@ def test_half_closed_client_still_gets_its_long_poll_answer(asgi):
     assert cycles_watched() == 0
 
 
-def test_limitation_long_poll_is_not_told_of_a_normal_close(asgi, caplog):
-    """A documented limitation (README, warpcore/asgi/_http.py), pinned: a
-    client that closes normally (close() with nothing unread: a FIN, no
-    RST; a browser tab closed, a stopped curl, a proxy giving up) is not
-    seen leaving. The engine takes the FIN as a half-close (RFC 9112 §9.6:
-    the client may still read), so the answer still goes out: a client that
-    half-closed gets it. A long poll whose client closed is therefore NOT
-    told http.disconnect before its own timeout (uvicorn tells it at the
-    EOF; nginx counts such a close as a client abort, 499); its answer then
-    goes to nobody without an error, and the connection closes after it.
-    If this test fails because the long poll was told, the engine learned
-    of normal closes: update the docs."""
+def test_long_poll_is_told_of_a_normal_close(asgi, caplog):
+    """A client that closes normally (close() with nothing unread: a FIN,
+    no RST; a browser tab closed, a stopped curl, a proxy giving up) is
+    gone, as under uvicorn (http.disconnect at the EOF) and nginx (a client
+    abort, 499): the server turns the engine's client_fin_ends_request on.
+    A long poll waiting in receive() is told http.disconnect at once (not
+    at its own 30 s timeout), a send() after it raises, and a client that
+    only shut down its sending side reads the end and no answer."""
+
+    got: Dict[str, List[str]] = {}
+    waiting: Dict[str, float] = {}
+
+    async def app(scope, receive, send):
+        path = scope["path"]
+        await receive()  # the (empty) body
+        waiting[path] = time.monotonic()
+        try:
+            got[path] = [(await asyncio.wait_for(receive(), 30))["type"]]
+        except asyncio.TimeoutError:
+            got[path] = ["timeout"]
+        try:
+            await ok(send, b"late answer " + path.encode())
+            got[path].append("answered")
+        except OSError as exc:
+            got[path].append(type(exc).__name__)
+
+    caplog.set_level(logging.DEBUG, logger="warpcore")
+    s = asgi(http_only(app))
+    closed = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    half = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    try:
+        closed.sendall(b"GET /closed HTTP/1.1\r\nHost: x\r\n\r\n")
+        half.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: len(waiting) == 2, what="both long polls to wait")
+        closed.close()  # the normal close: a FIN, nothing unread
+        half.shutdown(socket.SHUT_WR)  # the same FIN, the reading side kept
+        assert half.recv(4096) == b"", "no answer after the FIN"
+    finally:
+        half.close()
+    wait_until(lambda: all(len(got.get(p, ())) == 2 for p in ("/closed", "/half")), what="both long polls to end")
+    assert got == {
+        "/closed": ["http.disconnect", "ClientDisconnected"],
+        "/half": ["http.disconnect", "ClientDisconnected"],
+    }, got
+    wait_until(lambda: not s._cycles and s.stats()["connections_active"] == 0, what="the cycles and connections")
+    assert cycles_watched() == 0
+    noise = [r.getMessage() for r in caplog.records if r.name.startswith("warpcore") and r.levelno >= logging.WARNING]
+    assert not noise, noise
+
+
+def test_long_poll_is_not_told_of_a_normal_close_with_the_option_off(asgi, caplog):
+    """``client_fin_ends_request=False``: a client that closes normally (a
+    FIN, no RST) is not seen leaving. The engine takes the FIN as a
+    half-close (RFC 9112 §9.6: the client may still read), so the answer
+    still goes out: a client that half-closed gets it. A long poll whose
+    client closed is therefore NOT told http.disconnect before its own
+    timeout; its answer then goes to nobody without an error, and the
+    connection closes after it."""
 
     got: Dict[str, List[str]] = {}
     waiting: Dict[str, float] = {}
@@ -857,7 +904,7 @@ def test_limitation_long_poll_is_not_told_of_a_normal_close(asgi, caplog):
             got[path].append(type(exc).__name__)
 
     caplog.set_level(logging.DEBUG, logger="warpcore")
-    s = asgi(http_only(app))
+    s = asgi(http_only(app), client_fin_ends_request=False)
     closed = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
     half = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
     try:
@@ -1078,8 +1125,11 @@ def test_answer_while_the_close_callback_waits_for_the_gil(loop, tmp_path):
     assert during >= 1 and "'gone'" in ended, lines
 
 
-def test_many_long_polls_whose_clients_reset_end_and_leave_nothing(asgi):
-    """200 long polls at a time whose clients all reset: every application
+@pytest.mark.parametrize("leave", ["reset", "fin"])
+def test_many_long_polls_whose_clients_leave_end_and_leave_nothing(asgi, leave):
+    """200 long polls at a time whose clients all reset (RST), or all close
+    normally (a FIN, which the ASGI server takes as the client leaving, see
+    client_fin_ends_request): every application
     task ends on http.disconnect (none waits for its own timeout), the
     connections close, every response handle is released (a close notice
     leaves the handle to the cycle, whose end must release it), nothing
@@ -1117,7 +1167,10 @@ def test_many_long_polls_whose_clients_reset_end_and_leave_nothing(asgi):
         finally:
             t0 = time.monotonic()
             for c in socks:
-                _reset(c)
+                if leave == "reset":
+                    _reset(c)
+                else:
+                    c.close()
         wait_until(lambda: len(ended) == n, what="every application task to end")
         took = time.monotonic() - t0
         assert ended == ["http.disconnect"] * n, sorted(set(ended))
@@ -1141,10 +1194,10 @@ def test_many_long_polls_whose_clients_reset_end_and_leave_nothing(asgi):
     rounds = 8
     took = max(round_of_resets() for _ in range(rounds))
     grown = _settled(lambda: rss_kib() - before, "RSS")
-    assert took < 5.0, f"{n} resets took {took:.1f} s to reach their applications"
+    assert took < 5.0, f"{n} clients leaving ({leave}) took {took:.1f} s to reach their applications"
     # Under 300 KiB here (the end of the warm-up); a cycle kept per request
     # (its task, scope and futures) would be several MiB.
-    assert grown < 1024, f"{rounds * n} long polls whose clients reset grew RSS by {grown} KiB after the first {4 * n}"
+    assert grown < 1024, f"{rounds * n} long polls whose clients left ({leave}) grew RSS by {grown} KiB after the first {4 * n}"
 
 
 def test_websocket_close_with_a_bad_code_can_be_made_again(asgi):

@@ -408,6 +408,8 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_body_try_read": (warpcore_result, [warpcore_body_p, c_void_p, c_size_t, POINTER(c_size_t)]),
     "warpcore_body_on_readable": (warpcore_result, [warpcore_body_p, warpcore_body_ready_cb, c_void_p]),
     "warpcore_body_free": (None, [warpcore_body_p]),
+    # WARPCORE_0.6.
+    "warpcore_config_set_client_fin_ends_request": (warpcore_result, [warpcore_config_p, c_bool]),
     "warpcore_result_str": (c_char_p, [c_uint32]),
     "warpcore_last_error_message": (c_size_t, [c_char_p, c_size_t]),
     "warpcore_version": (c_char_p, []),

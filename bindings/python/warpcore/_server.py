@@ -133,6 +133,14 @@ class Server:
     threads under Linux's ``SCHED_BATCH`` policy while the server runs (see
     ``warpcore_config_set_sched_batch``; :func:`warpcore.thread_set_sched_batch`
     moves threads of the application's that answer deferred requests).
+    ``client_fin_ends_request`` (default False) makes a client's FIN that
+    comes while its answer is deferred end its pending requests as a reset
+    does (their close callbacks run, ``warpcore_response_on_close``; later
+    answers on them raise :class:`~warpcore.ClientClosedError`; see
+    ``warpcore_config_set_client_fin_ends_request``): how nginx and ASGI
+    servers take a browser tab that closed during a long poll (the ASGI
+    server turns it on). Off, a FIN only half-closes and the answers still
+    go out (RFC 9112 §9.6).
 
     Request bodies: ``max_body_size`` is the largest accepted (the library's
     default is 1 MiB; :data:`NO_LIMIT` or ``math.inf`` for none); a larger
@@ -171,6 +179,7 @@ class Server:
         max_connections: Optional[int] = None,
         coalesce_wait: Optional[float] = None,
         sched_batch: bool = False,
+        client_fin_ends_request: bool = False,
         timeouts: Optional[Mapping[str, float]] = None,
         access_log: Union[None, bool, str, os.PathLike, Callable[[bytes], Any]] = None,
         file_cache: Optional[Tuple[float, float]] = None,
@@ -206,6 +215,7 @@ class Server:
             "max_connections": max_connections,
             "coalesce_wait": coalesce_wait,
             "sched_batch": sched_batch,
+            "client_fin_ends_request": client_fin_ends_request,
             "timeouts": dict(timeouts or {}),
             "access_log": access_log,
             "file_cache": file_cache,
@@ -215,6 +225,7 @@ class Server:
         _check_timeouts(self._settings["timeouts"])
         _check_bool("static_dotfiles", static_dotfiles)
         _check_bool("sched_batch", sched_batch)
+        _check_bool("client_fin_ends_request", client_fin_ends_request)
         self._keep: List[Any] = []  # callbacks the library may still call
         # The certificate the TLS listeners serve, as PEM (read at each start
         # and reload, as the library reads the files then; see TLS.served_cert).
@@ -452,6 +463,10 @@ class Server:
                 )
             check(F.config_set_static_dotfiles(cfg, s["static_dotfiles"]), "warpcore_config_set_static_dotfiles")
             check(F.config_set_sched_batch(cfg, s["sched_batch"]), "warpcore_config_set_sched_batch")
+            check(
+                F.config_set_client_fin_ends_request(cfg, s["client_fin_ends_request"]),
+                "warpcore_config_set_client_fin_ends_request",
+            )
             log_to = s["access_log"]
             if log_to is True or callable(log_to):
                 cb = warpcore_access_log_cb(_access_logger(log_to))
@@ -633,7 +648,8 @@ class Server:
         no connection dropped: ``handler``, and any of the constructor's engine
         settings (``server_name``, ``max_body_size``, ``whole_body_max``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
-        ``coalesce_wait``, ``sched_batch``, ``timeouts``, ``access_log``,
+        ``coalesce_wait``, ``sched_batch``, ``client_fin_ends_request``,
+        ``timeouts``, ``access_log``,
         ``file_cache``, ``static_dotfiles``, ``max_request_line``, ``tls``: the
         certificate files are read again whenever the config is rebuilt),
         ``static`` (the whole new set of mounts; ``{}`` removes them all) and
@@ -653,7 +669,7 @@ class Server:
         if "timeouts" in settings:
             settings["timeouts"] = dict(settings["timeouts"] or {})
             _check_timeouts(settings["timeouts"])
-        for key in ("static_dotfiles", "sched_batch"):
+        for key in ("static_dotfiles", "sched_batch", "client_fin_ends_request"):
             if key in settings:
                 _check_bool(key, settings[key])
         if "tls" in settings:

@@ -295,6 +295,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", dest="access_log", action="store_true", default=True, help="log each request (default)")
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
     p.add_argument("--log-level", choices=tuple(_LOG_LEVELS), default="info")
+    p.add_argument("--client-fin-ends-request", dest="client_fin_ends_request", action="store_true", default=True,
+                   help="a client's FIN while its answer is pending ends the request: http.disconnect (default, as uvicorn)")
+    p.add_argument("--no-client-fin-ends-request", dest="client_fin_ends_request", action="store_false",
+                   help="take a client's FIN as a half-close: the answer still goes out (RFC 9112 9.6)")
     p.add_argument("--certfile", "--ssl-certfile", dest="certfile", metavar="FILE", help="serve HTTPS with this certificate chain (PEM; with --keyfile)")
     p.add_argument("--keyfile", "--ssl-keyfile", dest="keyfile", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--ssl-ca-certs", "--ca-certs", dest="ca_certs", metavar="FILE", help="the CA certificates (PEM) client certificates are checked against")
@@ -337,6 +341,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "timeout_keep_alive": args.timeout_keep_alive,
         "timeout_graceful_shutdown": args.timeout_graceful_shutdown,
         "access_log": True if args.access_log else False,
+        "client_fin_ends_request": args.client_fin_ends_request,
     }
     if args.max_body_size is not None:
         options["max_body_size"] = args.max_body_size

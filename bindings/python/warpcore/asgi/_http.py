@@ -38,28 +38,29 @@ handle through the engine's deferred path:
   gone when a body read or a write found the connection closed, or, while
   ``receive`` waits with the body read and the response not complete (a long
   poll, Starlette's ``is_disconnected()``), when the engine says that the
-  connection let go of the request unanswered (a reset, a timeout, the
-  shutdown's cut): the first such wait of a request registers the engine's
+  connection let go of the request unanswered (a reset, a FIN, a timeout,
+  the shutdown's cut): the first such wait of a request registers the engine's
   close callback (``warpcore_response_on_close``), which hands the news to
   the loop. ``send`` to a client that is gone raises
   :class:`ClientDisconnected` (an ``OSError``, ASGI spec 2.4); an application
   that returns without answering a client that is gone is not an error.
 
-  A limitation: a client that closes its connection *normally* (``close()``
-  with nothing unread: a FIN, no RST; a browser tab closed, curl stopped, a
-  proxy giving up on its upstream) is not known to be gone. The engine takes
-  a FIN as a half-close (RFC 9112 §9.6: the client may still read, and the
-  answer still goes out), so the close callback does not run and a long
-  poll waiting in ``receive`` is not told: it learns nothing until its own
-  timeout, its answer (sent to nobody; ``send`` succeeds, the engine closes
-  the connection after it), the engine's answer timeout (``timeouts={"answer":
-  s}``, a day by default) or the shutdown. Only a reset (RST), a timeout or
-  the shutdown's cut tells it. uvicorn gives ``http.disconnect`` at the EOF,
-  and nginx counts such a close as a client abort (499); an application that
-  must notice a client leaving should bound its long poll with a timeout of
-  its own, or stream something now and then: the first write after the
-  close goes out (the client's system answers it with a reset) and a later
-  one finds the client gone (``receive`` is told, ``send`` raises).
+  A client that closes its connection *normally* (``close()`` with nothing
+  unread: a FIN, no RST; a browser tab closed, curl stopped, a proxy giving
+  up on its upstream) is gone too, as under uvicorn (``http.disconnect`` at
+  the EOF) and nginx (a client abort, 499): the server turns on the engine's
+  ``client_fin_ends_request``, so a FIN that comes while the answer is
+  pending ends the request as a reset does — the close callback runs, a
+  long poll waiting in ``receive`` gets ``http.disconnect``, and ``send``
+  raises. A FIN that comes while a request body still streams in cuts the
+  body short (``receive`` gives ``http.disconnect``, with the setting or
+  without); complete requests the client pipelined that still wait behind
+  the pending one (not read ahead) keep the half-close: all are answered.
+  ``ASGIServer(..., client_fin_ends_request=False)``
+  (``--no-client-fin-ends-request``) takes a FIN as a half-close instead
+  (RFC 9112 §9.6: the client may still read, and the answer still goes
+  out): a long poll then learns nothing of a normal close until its own
+  timeout, its answer, the engine's answer timeout or the shutdown.
 """
 
 from __future__ import annotations

@@ -320,7 +320,10 @@ class ASGIServer:
     (streamed request bodies are read on the loop, with no thread of their
     own; it was the size of a pool of threads that waited for them); any
     other keyword is a
-    :class:`warpcore.Server` setting (``max_body_size``, default no limit;
+    :class:`warpcore.Server` setting (``client_fin_ends_request``, default
+    True here, as uvicorn: a client's FIN while its answer is pending ends
+    the request, a long poll gets ``http.disconnect``; False takes a FIN as
+    a half-close, the answer still going out; ``max_body_size``, default no limit;
     ``whole_body_max``, default 1 MiB: larger bodies stream into
     ``receive``; ``timeouts``, ``server_name``, ``static``...).
 
@@ -378,6 +381,9 @@ class ASGIServer:
         settings.setdefault("max_body_size", NO_LIMIT)
         settings.setdefault("whole_body_max", 1 << 20)
         settings.setdefault("stream_high_water", HIGH_WATER)
+        # As uvicorn (http.disconnect at the EOF) and nginx (a client abort):
+        # a browser tab closed during a long poll is a client gone.
+        settings.setdefault("client_fin_ends_request", True)
         self._high_water = int(settings["stream_high_water"])
         timeouts = dict(settings.pop("timeouts", None) or {})
         if timeout_keep_alive is not None:

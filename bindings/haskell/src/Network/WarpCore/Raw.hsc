@@ -175,6 +175,7 @@ module Network.WarpCore.Raw
   , c_warpcore_config_set_static_dotfiles
   , c_warpcore_config_set_sched_batch
   , c_warpcore_thread_set_sched_batch
+  , c_warpcore_config_set_client_fin_ends_request
     -- * Responses
   , c_warpcore_respond
   , c_warpcore_respond_unsafe
@@ -861,6 +862,11 @@ foreign import ccall unsafe "warpcore_config_set_sched_batch"
 -- bound thread ('Control.Concurrent.forkOS') or as the binding's dispatcher does.
 foreign import ccall unsafe "warpcore_thread_set_sched_batch"
   c_warpcore_thread_set_sched_batch :: CBool -> IO Result
+-- | Whether a client's FIN while its answer is deferred ends its pending
+-- requests as a reset does (their close callbacks run, their handles get
+-- @CLOSED@); default off: a FIN is a half-close and the answers still go out.
+foreign import ccall unsafe "warpcore_config_set_client_fin_ends_request"
+  c_warpcore_config_set_client_fin_ends_request :: Ptr Config -> CBool -> IO Result
 
 foreign import ccall unsafe "warpcore_config_set_answering_handler"
   c_warpcore_config_set_answering_handler :: Ptr Config -> FunPtr AnsweringCallback -> Ptr () -> IO Result

@@ -1,0 +1,302 @@
+//! `Config::client_fin_ends_request`: a client that half-closes (FIN) while
+//! its answer is deferred left, as nginx (499) and ASGI servers
+//! (`http.disconnect`) take it — its pending requests end as for a reset
+//! (close hooks, `Closed` handles, nothing more written). Off, the default,
+//! a FIN only means the client sends no more (RFC 9112 §9.6). Complete
+//! requests still to handle, bodies streaming in and upgraded connections
+//! keep today's behaviour either way.
+
+mod util;
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use util::*;
+use warpcore::{BodyError, BodyStream, Config, Deferred, Payload, Request, RespondError, Response};
+
+fn no_headers<'a>() -> std::iter::Empty<(&'a [u8], &'a [u8])> {
+    std::iter::empty()
+}
+
+fn ends(c: &mut Config) {
+    c.client_fin_ends_request = true;
+}
+
+/// Answers `/now…` in the call; defers anything else, asking to hear of its
+/// close (counted in `closes`, announced on `told`), and hands the handle
+/// (with a streamed body's reader, if any) to `tx`.
+fn watching(
+    tx: mpsc::Sender<(Deferred, Option<BodyStream>)>,
+    closes: Arc<AtomicUsize>,
+    told: mpsc::Sender<String>,
+) -> impl warpcore::Handler {
+    let (tx, told) = (Mutex::new(tx), Mutex::new(told));
+    move |req: &Request<'_>, res: &mut Response<'_>| {
+        if req.path.starts_with(b"/now") {
+            let _ = res.respond(200, no_headers(), b"now");
+            return;
+        }
+        let body = res.body();
+        let mut d = res.defer().expect("defer");
+        let (closes, told) = (closes.clone(), told.lock().unwrap().clone());
+        let path = String::from_utf8_lossy(req.path).into_owned();
+        d.on_close(move || {
+            closes.fetch_add(1, Ordering::SeqCst);
+            let _ = told.send(path);
+        })
+        .expect("on_close on an open request");
+        let _ = tx.lock().unwrap().send((d, body));
+    }
+}
+
+struct Watched {
+    s: TestServer,
+    handles: mpsc::Receiver<(Deferred, Option<BodyStream>)>,
+    closes: Arc<AtomicUsize>,
+    told: mpsc::Receiver<String>,
+}
+
+impl Watched {
+    fn handle(&self) -> Deferred {
+        self.handles.recv_timeout(IO_TIMEOUT).expect("the handle").0
+    }
+
+    /// A request on another connection of the (single) worker, answered:
+    /// once its answer is read, the worker has seen what was sent before it.
+    fn round(&self) {
+        let mut other = self.s.connect();
+        other.send(b"GET /now-round HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(other.read_response(false).text(), "now");
+    }
+}
+
+fn start_watched(tune: impl FnOnce(&mut Config)) -> Watched {
+    let (tx, handles) = mpsc::channel();
+    let (told_tx, told) = mpsc::channel();
+    let closes = Arc::new(AtomicUsize::new(0));
+    let s = start_with(watching(tx, closes.clone(), told_tx), tune);
+    Watched { s, handles, closes, told }
+}
+
+#[test]
+fn off_by_default() {
+    assert!(!Config::default().client_fin_ends_request);
+}
+
+#[test]
+fn a_fin_ends_a_deferred_request() {
+    let w = start_watched(ends);
+    let mut c = w.s.connect();
+    c.send(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut d = w.handle();
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("the close hook runs"), "/poll");
+    assert_eq!(d.respond(200, no_headers(), Payload::from(b"late".to_vec())), Err(RespondError::Closed));
+    assert!(d.is_finished());
+    assert_eq!(c.read_to_eof(), b"", "nothing is written");
+    assert!(wait_until(IO_TIMEOUT, || w.s.server.stats().connections_active == 0));
+    assert_eq!(w.closes.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_fin_with_the_request_ends_it() {
+    // The request and its FIN arrive together (`printf … | nc -N`).
+    let w = start_watched(ends);
+    let mut c = w.s.connect();
+    c.send(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let mut d = w.handle();
+    assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("the close hook runs"), "/poll");
+    assert_eq!(d.respond(200, no_headers(), Payload::from(b"late".to_vec())), Err(RespondError::Closed));
+    assert_eq!(c.read_to_eof(), b"");
+}
+
+#[test]
+fn a_fin_ends_the_front_and_the_requests_read_ahead() {
+    let w = start_watched(ends);
+    let mut c = w.s.connect();
+    c.send(b"GET /front HTTP/1.1\r\nHost: x\r\n\r\nGET /ahead HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut front = w.handle();
+    let mut ahead = w.handle();
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let mut told = [w.told.recv_timeout(IO_TIMEOUT).unwrap(), w.told.recv_timeout(IO_TIMEOUT).unwrap()];
+    told.sort();
+    assert_eq!(told, ["/ahead", "/front"], "both hooks run");
+    assert_eq!(ahead.respond(200, no_headers(), Payload::from(b"b".to_vec())), Err(RespondError::Closed));
+    assert_eq!(front.respond(200, no_headers(), Payload::from(b"a".to_vec())), Err(RespondError::Closed));
+    assert_eq!(c.read_to_eof(), b"");
+    assert_eq!(w.closes.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_fin_ends_a_stream_in_progress() {
+    // An event stream whose tab closed: its writes fail from then on.
+    let w = start_watched(ends);
+    let mut c = w.s.connect();
+    c.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut d = w.handle();
+    d.start(200, [(&b"Content-Type"[..], &b"text/event-stream"[..])], None).unwrap();
+    d.write(Payload::from(b"data: 1\n\n".to_vec())).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.windows(9).any(|w| w == b"data: 1\n\n") {
+        let n = c.stream.read(&mut chunk).expect("the first event");
+        assert!(n > 0, "closed before the first event");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("the close hook runs"), "/events");
+    assert_eq!(d.write(Payload::from(b"data: 2\n\n".to_vec())), Err(RespondError::Closed));
+    assert_eq!(c.read_to_eof(), b"", "nothing after the FIN");
+}
+
+#[test]
+fn off_a_fin_still_gets_its_answer() {
+    let w = start_watched(|_| {});
+    let mut c = w.s.connect();
+    c.send(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\nGET /half2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut d = w.handle();
+    let mut d2 = w.handle();
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    w.round();
+    d2.respond(200, no_headers(), Payload::from(b"second".to_vec())).unwrap();
+    d.respond(200, no_headers(), Payload::from(b"first".to_vec())).unwrap();
+    assert_eq!(c.read_response(false).text(), "first");
+    assert_eq!(c.read_response(false).text(), "second");
+    assert!(c.closed_by_server());
+    assert_eq!(w.closes.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn an_answer_given_in_the_call_still_goes_out() {
+    let w = start_watched(ends);
+    // Alone: nothing is pending, the FIN changes nothing.
+    let mut c = w.s.connect();
+    c.send(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(c.read_response(false).text(), "now");
+    assert!(c.closed_by_server());
+    // Before a deferred one: its answer goes, the pending one ends.
+    let mut c = w.s.connect();
+    c.send(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\nGET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let mut d = w.handle();
+    assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("the close hook runs"), "/poll");
+    assert_eq!(d.respond(200, no_headers(), Payload::from(b"late".to_vec())), Err(RespondError::Closed));
+    assert_eq!(c.read_response(false).text(), "now");
+    assert!(c.closed_by_server());
+    assert_eq!(c.leftover(), b"");
+}
+
+#[test]
+fn complete_requests_still_to_handle_keep_the_half_close() {
+    // `/last` asks to close, so it is not read ahead: it waits, complete, in
+    // the input behind the pending front. The client expects both answers.
+    let w = start_watched(ends);
+    let mut c = w.s.connect();
+    c.send(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\nGET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut d = w.handle();
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    w.round();
+    d.respond(200, no_headers(), Payload::from(b"polled".to_vec())).unwrap();
+    assert_eq!(c.read_response(false).text(), "polled");
+    let mut last = w.handle();
+    last.respond(200, no_headers(), Payload::from(b"last".to_vec())).unwrap();
+    assert_eq!(c.read_response(false).text(), "last");
+    assert!(c.closed_by_server());
+    assert_eq!(w.closes.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_fin_mid_body_tells_the_reader_and_the_answer_still_goes() {
+    let w = start_watched(|c| {
+        ends(c);
+        c.max_body_size = u64::MAX;
+        c.whole_body_max = 64 * 1024;
+    });
+    let mut c = w.s.connect();
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+    let (mut d, body) = w.handles.recv_timeout(IO_TIMEOUT).expect("the handle");
+    let mut body = body.expect("a streamed body");
+    c.send(&[b'f'; 1000]);
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0;
+    let end = loop {
+        match body.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got += n,
+            Err(e) => break Err(e),
+        }
+    };
+    assert_eq!((got, end), (1000, Err(BodyError::Closed)), "the reader learns the body cannot end whole");
+    d.respond(400, no_headers(), Payload::from(b"short".to_vec())).unwrap();
+    assert_eq!(c.read_response(false).text(), "short");
+    assert!(c.closed_by_server());
+    assert_eq!(w.closes.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn an_upgraded_connection_still_half_closes() {
+    let s = start_with(
+        |_req: &Request<'_>, res: &mut Response<'_>| {
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                let up = d.upgrade([(&b"Upgrade"[..], &b"echo"[..])], None).expect("upgrade");
+                let mut buf = vec![0u8; 10_000];
+                loop {
+                    match up.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => up.write(Payload::from(buf[..n].to_vec())).unwrap(),
+                        Err(e) => panic!("read failed: {e:?}"),
+                    }
+                }
+                up.write(Payload::from(b"|bye".to_vec())).unwrap();
+                up.shutdown_write().unwrap();
+            });
+        },
+        ends,
+    );
+    let mut c = s.connect();
+    c.send(b"GET /up HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let mut all = Vec::new();
+    c.stream.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello|bye"), "the echo reads to the end and answers: {text}");
+}
+
+#[test]
+fn two_hundred_clients_that_leave_with_a_fin_release_everything() {
+    let w = start_watched(ends);
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let mut clients = Vec::new();
+        for _ in 0..50 {
+            let mut c = w.s.connect();
+            c.send(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
+            clients.push(c);
+        }
+        for _ in 0..50 {
+            handles.push(w.handle());
+        }
+        for c in &clients {
+            c.stream.shutdown(Shutdown::Write).unwrap();
+        }
+        for mut c in clients {
+            assert_eq!(c.read_to_eof(), b"");
+        }
+    }
+    assert!(wait_until(IO_TIMEOUT, || w.closes.load(Ordering::SeqCst) == 200), "every hook runs");
+    assert!(wait_until(IO_TIMEOUT, || w.s.server.stats().connections_active == 0));
+    for mut d in handles {
+        assert_eq!(d.respond(200, no_headers(), Payload::from(b"late".to_vec())), Err(RespondError::Closed));
+    }
+    // The server goes on.
+    let mut c = w.s.connect();
+    c.send(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response(false).text(), "now");
+}

@@ -4,9 +4,11 @@ StreamResponse, FileResponse, errors, handler exceptions."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import http.client
 import logging
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -382,6 +384,43 @@ def test_errors_carry_the_library_message(serve):
             warpcore.Server(lambda r: None, port=0, file_cache=(1, bad)).start()
     for at_the_ends in (0, 0.001):
         warpcore.Server(lambda r: None, port=0, coalesce_wait=at_the_ends).start().shutdown(1.0)
+
+
+def test_backlog_is_the_listen_queue_of_the_sockets_it_binds():
+    # Out of range: refused by name, by Python (ctypes would wrap) or the library.
+    for bad in (-1, 2**32):
+        with pytest.raises(ValueError, match="backlog"):
+            warpcore.Server(lambda r: None, port=0, backlog=bad).start()
+    for bad in (0, 65536):
+        with pytest.raises(warpcore.WarpcoreError) as e:
+            warpcore.Server(lambda r: None, port=0, backlog=bad).start()
+        assert e.value.name == "INVALID_ARGUMENT" and "backlog" in e.value.message
+    # One connection allowed and held: a queue of 1 takes one or two more
+    # (the kernel holds backlog + 1), the others' SYNs are dropped.
+    with warpcore.Server(lambda r: Response(200, TEXT, b"ok"), port=0, max_connections=1, backlog=1) as s:
+        held = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        held.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert held.recv(4096).startswith(b"HTTP/1.1 200")
+        later = []
+        for _ in range(6):
+            c = socket.socket()
+            c.setblocking(False)
+            assert c.connect_ex(("127.0.0.1", s.port)) in (0, errno.EINPROGRESS)
+            later.append(c)
+        # Handshakes that complete do so at once on loopback; the dropped
+        # ones are sent again a second later, to a queue still full.
+        deadline = time.monotonic() + 2.5
+        done = []
+        while time.monotonic() < deadline:
+            _, writable, _ = select.select([], later, [], max(0.0, deadline - time.monotonic()))
+            done = [c for c in writable if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0]
+            if len(done) > 2:
+                break
+            time.sleep(0.05)
+        assert 1 <= len(done) <= 2, f"{len(done)} of 6 completed with a queue of 1"
+        for c in later:
+            c.close()
+        held.close()
 
 
 def test_limits_and_server_name(serve):

@@ -626,6 +626,49 @@ def test_a_raw_upgrade_echoes_bytes_and_half_closes(serve):
     assert results.get(timeout=TIMEOUT) == 11 + len(blob)
 
 
+def test_an_upgraded_connection_that_asked_is_told_when_quiet_instead_of_closed(serve):
+    events: "queue.Queue[Any]" = queue.Queue()
+
+    def on_event(conn: warpcore.Upgraded, bits: int) -> None:
+        if bits & warpcore.UpgradeEvent.QUIET:
+            events.put("quiet")
+        if bits & warpcore.UpgradeEvent.CLOSED:
+            events.put("closed")
+
+    def handler(request: warpcore.Request) -> Any:
+        conn = request.upgrade({"Upgrade": "x"}, on_event=on_event)
+        conn.set_idle_timeout(2)
+        conn.set_quiet_notice(True)
+        with pytest.raises(TypeError):
+            conn.set_quiet_notice(1)  # type: ignore[arg-type]
+        holder.append(conn)
+        return conn
+
+    holder: List[Any] = []
+    server = serve(handler)
+    with _raw_upgrade(server.port, "x") as sock:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        # Each quiet second (half the 2 s idle timeout) is told; the idle
+        # timeout does not close it.
+        assert [events.get(timeout=TIMEOUT) for _ in range(3)] == ["quiet"] * 3
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)
+        sock.setblocking(True)
+        # Off again: the idle timeout closes the quiet connection.
+        holder[0].set_quiet_notice(False)
+        while (e := events.get(timeout=TIMEOUT)) == "quiet":
+            pass
+        assert e == "closed"
+        assert _read_until_closed(sock) == b""
+    holder[0].set_quiet_notice(True)  # closed: nothing, no error
+    holder[0].release()
+    with pytest.raises(ValueError, match="released"):
+        holder[0].set_quiet_notice(True)
+
+
 def test_take_over_sends_nothing_and_the_application_writes_its_answer(serve):
     def handler(request: warpcore.Request) -> Any:
         conn = request.take_over()

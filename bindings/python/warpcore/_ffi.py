@@ -314,6 +314,7 @@ UPGRADE_EVENT_READABLE = 1
 UPGRADE_EVENT_WRITABLE = 2
 UPGRADE_EVENT_CLOSED = 4
 UPGRADE_EVENT_DRAINING = 8
+UPGRADE_EVENT_QUIET = 16
 
 # enum warpcore_websocket_event: bits of a WebSocket's callback.
 WEBSOCKET_EVENT_MESSAGE = 1
@@ -353,6 +354,7 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_config_set_max_header_count": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_stream_high_water": (warpcore_result, [warpcore_config_p, c_uint64]),
     "warpcore_config_set_max_connections": (warpcore_result, [warpcore_config_p, c_uint32]),
+    "warpcore_config_set_backlog": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_coalesce_wait": (warpcore_result, [warpcore_config_p, c_uint32]),
     "warpcore_config_set_access_log_file": (warpcore_result, [warpcore_config_p, _u8p, c_size_t]),
     "warpcore_config_set_access_log_callback": (
@@ -470,6 +472,7 @@ FUNCTIONS: Dict[str, Tuple[object, Sequence[object]]] = {
     "warpcore_upgraded_close": (warpcore_result, [warpcore_upgraded_p]),
     "warpcore_upgraded_set_nonblocking": (warpcore_result, [warpcore_upgraded_p, c_bool]),
     "warpcore_upgraded_set_idle_timeout": (warpcore_result, [warpcore_upgraded_p, c_uint64]),
+    "warpcore_upgraded_set_quiet_notice": (warpcore_result, [warpcore_upgraded_p, c_bool]),
     "warpcore_upgraded_draining": (warpcore_result, [warpcore_upgraded_p, POINTER(c_uint64)]),
     "warpcore_upgraded_free": (None, [warpcore_upgraded_p]),
     # WebSockets.

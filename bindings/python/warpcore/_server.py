@@ -177,6 +177,7 @@ class Server:
         max_header_count: Optional[int] = None,
         stream_high_water: Optional[int] = None,
         max_connections: Optional[int] = None,
+        backlog: Optional[int] = None,
         coalesce_wait: Optional[float] = None,
         sched_batch: bool = False,
         client_fin_ends_request: bool = False,
@@ -213,6 +214,7 @@ class Server:
             "max_header_count": max_header_count,
             "stream_high_water": stream_high_water,
             "max_connections": max_connections,
+            "backlog": backlog,
             "coalesce_wait": coalesce_wait,
             "sched_batch": sched_batch,
             "client_fin_ends_request": client_fin_ends_request,
@@ -648,6 +650,7 @@ class Server:
         no connection dropped: ``handler``, and any of the constructor's engine
         settings (``server_name``, ``max_body_size``, ``whole_body_max``, ``max_head_size``,
         ``max_header_count``, ``stream_high_water``, ``max_connections``,
+        ``backlog`` (for the listeners it opens),
         ``coalesce_wait``, ``sched_batch``, ``client_fin_ends_request``,
         ``timeouts``, ``access_log``,
         ``file_cache``, ``static_dotfiles``, ``max_request_line``, ``tls``: the
@@ -846,6 +849,7 @@ _SIZE_BITS = {
     "max_header_count": 32,
     "stream_high_water": 64,
     "max_connections": 32,
+    "backlog": 32,
 }
 
 

@@ -98,6 +98,9 @@ class UpgradeEvent(enum.IntFlag):
     CLOSED = _ffi.UPGRADE_EVENT_CLOSED
     #: The server is shutting down: finish up and close.
     DRAINING = _ffi.UPGRADE_EVENT_DRAINING
+    #: No byte either way for half the idle timeout: send the protocol's
+    #: ping (only after ``set_quiet_notice(True)``).
+    QUIET = _ffi.UPGRADE_EVENT_QUIET
 
 
 class WebSocketClosed(Exception):
@@ -723,6 +726,21 @@ class Upgraded(_Handle):
 
     def __init__(self) -> None:
         raise TypeError("an Upgraded connection is made by request.upgrade() or request.take_over()")
+
+    def set_quiet_notice(self, on: bool = True) -> None:
+        """With ``on``, ``on_event`` is told :attr:`UpgradeEvent.QUIET` at
+        each half of the idle timeout without a byte either way, and the idle
+        timeout no longer closes the connection: a protocol with pings sends
+        one then, and closes the connection itself when the peer stays
+        silent. Off (the default), the idle timeout closes a quiet
+        connection. Nothing once the connection is closed."""
+        if not isinstance(on, bool):
+            raise TypeError("on must be a bool")
+        rc = F.upgraded_set_quiet_notice(self._h(), on)
+        if rc == CLOSED:
+            return
+        if rc:
+            raise error_for(rc, "set_quiet_notice")
 
     def read(self, size: int = CHUNK, timeout: Optional[float] = None) -> bytes:
         """Up to ``size`` bytes that arrived, waiting for some up to

@@ -937,7 +937,11 @@ warpcore_result warpcore_config_set_sched_batch(struct warpcore_config *config, 
 // at the front of that connection is deferred — the handler returned
 // without finishing it, and it has not begun, or it is streaming — and no
 // complete request it sent is left to handle, then with this on the
-// connection lets go of its pending requests as if the client had reset it:
+// connection lets go of the requests still pending a second later (between
+// one and two: deadlines are checked once a second) as if the client had
+// reset it — an answer given within that grace still goes out, as a client
+// that sent its request and half-closed at once (`printf ... | nc -N`)
+// waits for it:
 // their close callbacks run (`warpcore_response_on_close`), every later call
 // on their handles returns `WARPCORE_RESULT_CLOSED`, nothing more is written
 // to the client, and the connection closes. Answers already complete before
@@ -951,7 +955,8 @@ warpcore_result warpcore_config_set_sched_batch(struct warpcore_config *config, 
 // closes. Either way, a request whose body is still streaming in when the
 // FIN comes has its body reader told the body ended early (the answer still
 // goes out); complete requests that the FIN finds waiting in the input
-// behind the pending one keep the half-close (all are answered); and a
+// behind the pending one, or part of one (a chunked body the FIN cut), keep
+// the half-close (the pending answer is waited for); and a
 // connection that switched protocols (`warpcore_response_upgrade`) reads the
 // end of its stream as before.
 //
@@ -1825,7 +1830,9 @@ warpcore_result warpcore_upgraded_set_idle_timeout(struct warpcore_upgraded *upg
 // connection itself (`warpcore_upgraded_close`) when the peer stays silent.
 // Any byte the peer sends, read or not, starts a new quiet half. With `on`
 // false, the default, the idle timeout closes a quiet connection; without
-// an idle timeout (0) nothing is told. Any thread.
+// an idle timeout (0) nothing is told; a connection upgraded without a
+// callback has nobody to tell, and its idle timeout closes it as before.
+// Any thread.
 //
 // Errors: `WARPCORE_RESULT_CLOSED`; `WARPCORE_RESULT_NULL_ARGUMENT`;
 // `WARPCORE_RESULT_INVALID_ARGUMENT` (a freed handle).

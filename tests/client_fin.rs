@@ -20,6 +20,27 @@ fn no_headers<'a>() -> std::iter::Empty<(&'a [u8], &'a [u8])> {
     std::iter::empty()
 }
 
+/// The size of `/now-big`'s answer: more than a 4 KiB receive window and
+/// the server's first send buffer take, less than the output a connection
+/// may hold (so the requests behind it are still handled).
+const BIG: usize = 60_000;
+
+/// A client with a 4 KiB receive window and a 536-byte MSS: the server's
+/// send buffer stays small (Linux sizes it from the MSS), so an answer of
+/// `BIG` bytes does not all fit in the kernel and waits in the server.
+fn small_client(port: u16) -> Client {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.set_mss(536).expect("TCP_MAXSEG");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT).expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    Client::over(stream)
+}
+
 fn ends(c: &mut Config) {
     c.client_fin_ends_request = true;
 }
@@ -34,6 +55,10 @@ fn watching(
 ) -> impl warpcore::Handler {
     let (tx, told) = (Mutex::new(tx), Mutex::new(told));
     move |req: &Request<'_>, res: &mut Response<'_>| {
+        if req.path == b"/now-big" {
+            let _ = res.respond(200, no_headers(), &[b'b'; BIG]);
+            return;
+        }
         if req.path.starts_with(b"/now") {
             let _ = res.respond(200, no_headers(), b"now");
             return;
@@ -101,8 +126,9 @@ fn a_fin_ends_a_deferred_request() {
 }
 
 #[test]
-fn a_fin_with_the_request_ends_it() {
-    // The request and its FIN arrive together (`printf … | nc -N`).
+fn a_fin_with_the_request_ends_it_when_not_answered_in_the_grace() {
+    // The request and its FIN arrive together (`printf … | nc -N`), and
+    // the answer does not come: let go when the grace ends.
     let w = start_watched(ends);
     let mut c = w.s.connect();
     c.send(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -111,6 +137,40 @@ fn a_fin_with_the_request_ends_it() {
     assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("the close hook runs"), "/poll");
     assert_eq!(d.respond(200, no_headers(), Payload::from(b"late".to_vec())), Err(RespondError::Closed));
     assert_eq!(c.read_to_eof(), b"");
+}
+
+#[test]
+fn an_answer_given_soon_after_a_fin_that_came_with_the_request_goes_out() {
+    // `printf … | nc -N`: the client sent its request and half-closed at
+    // once, and waits; an answer given within the grace reaches it.
+    let w = start_watched(ends);
+    let mut c = w.s.connect();
+    c.send(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let mut d = w.handle();
+    d.respond(200, no_headers(), Payload::from(b"answered".to_vec())).unwrap();
+    let r = c.read_response(false);
+    assert_eq!((r.status, r.text().as_str()), (200, "answered"));
+    assert_eq!(c.read_to_eof(), b"", "then the connection closes");
+    assert_eq!(w.closes.load(Ordering::SeqCst), 0, "completed: the hook never runs");
+}
+
+#[test]
+fn answers_composed_before_the_ended_request_still_reach_a_slow_reader() {
+    // An answer given in the call, larger than the socket takes at once,
+    // then a deferred request, then the FIN: the deferred one is let go, the
+    // complete one before it still leaves whole (the client still reads).
+    let w = start_watched(ends);
+    let mut c = small_client(w.s.port);
+    c.send(b"GET /now-big HTTP/1.1\r\nHost: x\r\n\r\nGET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut d = w.handle();
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    // Nothing read yet: the answer waits in the server's backlog.
+    assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("the close hook runs"), "/poll");
+    assert_eq!(d.respond(200, no_headers(), Payload::from(b"late".to_vec())), Err(RespondError::Closed));
+    let r = c.read_response(false);
+    assert_eq!((r.status, r.body.len()), (200, BIG));
+    assert_eq!(c.read_to_eof(), b"", "nothing after it");
 }
 
 #[test]

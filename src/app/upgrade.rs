@@ -232,7 +232,10 @@ impl Upgraded {
     /// timeout no longer closes it: the owner sends its protocol's ping then,
     /// and closes the connection itself when the peer stays silent. With
     /// `on` false (the default) the idle timeout closes a quiet connection.
-    /// Without an idle timeout nothing is told.
+    /// Without an idle timeout nothing is told; without an events callback
+    /// nobody can be, and the idle timeout closes it as before. On a
+    /// WebSocket's connection (`WebSocket::connection`), turning it off
+    /// stops the WebSocket's pings: the idle timeout closes it instead.
     pub fn set_quiet_notice(&self, on: bool) -> Result<(), UpgradeError> {
         let mut s = self.shared.lock();
         if s.closed {

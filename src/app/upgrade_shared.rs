@@ -310,6 +310,11 @@ impl UpgradedConn {
         }
     }
 
+    /// Whether the application gave a callback to tell events to.
+    pub fn has_events(&self) -> bool {
+        self.events.is_some()
+    }
+
     /// Tells the application `events`; its panic is contained here (the
     /// callback runs inside the worker's loop).
     pub fn notify(&self, events: u32) {

@@ -125,8 +125,9 @@ pub struct Config {
     /// Whether a client's FIN ends its pending deferred requests. When a
     /// client half-closes while the answer at the front of its connection is
     /// deferred (not begun, or streaming), and no complete request is left
-    /// in its input to handle, the connection lets go of its pending
-    /// requests as for a reset: their close hooks run (`Deferred::on_close`),
+    /// in its input to handle, the connection lets go of the requests still
+    /// pending a second later (an answer given meanwhile still goes out) as
+    /// for a reset: their close hooks run (`Deferred::on_close`),
     /// their handles get `Closed`, nothing more is written and the
     /// connection closes — nginx's client abort (499), ASGI's
     /// `http.disconnect` at end of stream. When false, the default, a FIN

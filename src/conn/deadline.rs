@@ -24,6 +24,9 @@ pub(crate) enum Wait {
     /// An upgraded connection that asked to be told when it is quiet (a
     /// WebSocket, which pings): expiring tells it `QUIET`, not a close.
     Quiet,
+    /// The client's FIN came while answers were pending
+    /// (`client_fin_ends_request`): expiring lets go of those still pending.
+    FinGrace,
 }
 
 /// A connection's deadline in coarse seconds (0 = none).

@@ -183,6 +183,10 @@ pub(crate) struct ConnState {
     /// The peer's FIN was read: it sends no more. Its complete requests are
     /// still answered; then the connection closes.
     pub peer_finished: bool,
+    /// The FIN came while answers were pending and nothing else was left to
+    /// handle, with `client_fin_ends_request`: those still pending when its
+    /// grace ends are let go (`abandon_pending`).
+    pub fin_grace: bool,
     pub deadline: Deadline,
     /// Answers held for the end of the poll round: their number in the
     /// worker's `HeldAnswers`, sent before anything else is written here.
@@ -225,6 +229,7 @@ impl Conn {
                 read_ready: true,
                 peer_closing: false,
                 peer_finished: false,
+                fin_grace: false,
                 deadline: Deadline::NONE,
                 held: None,
                 proxy: ProxyProtocol::None,
@@ -317,6 +322,18 @@ impl ConnState {
     /// Whether requests were handled ahead of the pending answer.
     pub fn has_ahead(&self) -> bool {
         !self.ahead.is_empty()
+    }
+
+    /// The client left while answers were pending (its FIN, with
+    /// `client_fin_ends_request`): they are let go as a closed connection
+    /// lets them go — their handles get `Closed`, their close hooks run —
+    /// and the connection closes once what was composed before them left.
+    pub fn abandon_pending(&mut self) {
+        // Dropped, each tells its handle (`Waiting`'s drop).
+        self.waiting = None;
+        self.ahead.clear();
+        self.ahead_blocked = true;
+        self.close_after_flush = true;
     }
 
     /// Handles every complete request at the start of `input`, appending the

@@ -287,7 +287,11 @@ pub extern "C" fn warpcore_config_set_sched_batch(config: *mut warpcore_config, 
 /// at the front of that connection is deferred — the handler returned
 /// without finishing it, and it has not begun, or it is streaming — and no
 /// complete request it sent is left to handle, then with this on the
-/// connection lets go of its pending requests as if the client had reset it:
+/// connection lets go of the requests still pending a second later (between
+/// one and two: deadlines are checked once a second) as if the client had
+/// reset it — an answer given within that grace still goes out, as a client
+/// that sent its request and half-closed at once (`printf ... | nc -N`)
+/// waits for it:
 /// their close callbacks run (`warpcore_response_on_close`), every later call
 /// on their handles returns `WARPCORE_RESULT_CLOSED`, nothing more is written
 /// to the client, and the connection closes. Answers already complete before
@@ -301,7 +305,8 @@ pub extern "C" fn warpcore_config_set_sched_batch(config: *mut warpcore_config, 
 /// closes. Either way, a request whose body is still streaming in when the
 /// FIN comes has its body reader told the body ended early (the answer still
 /// goes out); complete requests that the FIN finds waiting in the input
-/// behind the pending one keep the half-close (all are answered); and a
+/// behind the pending one, or part of one (a chunked body the FIN cut), keep
+/// the half-close (the pending answer is waited for); and a
 /// connection that switched protocols (`warpcore_response_upgrade`) reads the
 /// end of its stream as before.
 ///

@@ -414,7 +414,9 @@ pub extern "C" fn warpcore_upgraded_set_idle_timeout(
 /// connection itself (`warpcore_upgraded_close`) when the peer stays silent.
 /// Any byte the peer sends, read or not, starts a new quiet half. With `on`
 /// false, the default, the idle timeout closes a quiet connection; without
-/// an idle timeout (0) nothing is told. Any thread.
+/// an idle timeout (0) nothing is told; a connection upgraded without a
+/// callback has nobody to tell, and its idle timeout closes it as before.
+/// Any thread.
 ///
 /// Errors: `WARPCORE_RESULT_CLOSED`; `WARPCORE_RESULT_NULL_ARGUMENT`;
 /// `WARPCORE_RESULT_INVALID_ARGUMENT` (a freed handle).

@@ -53,6 +53,11 @@ const SCRATCH_SIZE: usize = 64 * 1024;
 /// Output buffers idle connections gave back, kept for busy ones (see
 /// `OutQueue::take_spare`).
 const SPARE_OUT: usize = 64;
+/// How long after a client's FIN its pending requests are let go, with
+/// `client_fin_ends_request`: an answer given meanwhile still goes out (a
+/// client that half-closed right after sending waits for it), one not given
+/// is not waited for (a long poll whose browser tab closed).
+const FIN_GRACE: Duration = Duration::from_secs(1);
 /// A connection buffer larger than this is released when it empties.
 const KEEP_INPUT: usize = 16 * 1024;
 /// When shutdown begins, how long an idle keep-alive connection is kept for
@@ -797,12 +802,14 @@ impl Worker {
             }
         }
         // With `client_fin_ends_request`, a FIN read now ends the requests
-        // pending as a reset does (a long poll whose tab closed is told),
-        // when no complete request is left to handle: all were handled
-        // (`NeedInput`: what is left is part of a request that can never
-        // come whole), or the front waits with nothing behind it. Requests
-        // still to handle then are answered, as without it; so is a body
-        // streaming in ended early (its reader is told, below).
+        // still pending `FIN_GRACE` later (a long poll whose tab closed is
+        // told; a client that half-closed right after its request still gets
+        // an answer given meanwhile), when no complete request is left to
+        // handle: all were handled (`NeedInput`: what is left is part of a
+        // request that can never come whole), or the front waits with
+        // nothing behind it. Requests still to handle then are answered, as
+        // without it; so is a body streaming in ended early (its reader is
+        // told, below).
         if fin_now
             && !gone
             && ctx.settings.client_fin_ends_request
@@ -811,7 +818,7 @@ impl Worker {
             && !conn.state.streams_body()
             && (stop == Stop::NeedInput || (stop == Stop::Waiting && conn.input.is_empty()))
         {
-            gone = true;
+            conn.state.fin_grace = true;
         }
 
         // A keep-alive connection's answers wait for the end of the round
@@ -894,7 +901,13 @@ impl Worker {
             // have grown to `whole_body_max`: a long poll keeps its slot, not
             // that memory, while it waits.
             conn.input.release_excess(KEEP_INPUT);
-            if waiting.status != 0 || waiting.shared().timeout_paused() {
+            if state.fin_grace {
+                // The client's FIN came: what is still pending at the end of
+                // the grace is let go (`fin_grace_over`); not extended.
+                if state.deadline.wait != Wait::FinGrace {
+                    state.deadline = Deadline { at: clock.after(FIN_GRACE), wait: Wait::FinGrace };
+                }
+            } else if waiting.status != 0 || waiting.shared().timeout_paused() {
                 // A stream has begun: the handler is working (Warp #351,
                 // #808); or the application paused the timeout.
                 state.deadline = Deadline::NONE;
@@ -1111,6 +1124,16 @@ impl Worker {
         self.drive(index);
     }
 
+    /// The grace after a client's FIN is over (`client_fin_ends_request`):
+    /// the requests still pending are let go, as a reset lets them go, and
+    /// the connection closes once what was composed before them left.
+    fn fin_grace_over(&mut self, index: usize) {
+        let Some(Some(conn)) = self.conns.get_mut(index) else { return };
+        conn.state.abandon_pending();
+        conn.state.deadline = Deadline::NONE;
+        self.drive(index);
+    }
+
     /// An upgraded connection quiet for half its idle timeout, that asked to
     /// be told (a WebSocket pings now): told, and told again after another
     /// quiet half unless bytes move meanwhile (which re-arm it as usual).
@@ -1137,7 +1160,11 @@ impl Worker {
                     c.state.deadline = Deadline::NONE;
                     continue;
                 }
-                if !matches!(wait, Some(Wait::Linger | Wait::Quiet)) {
+                // A WebSocket cut for an unanswered ping was counted when its
+                // close was applied; its close frame stuck behind a client that
+                // does not read is the same timeout.
+                let counted = matches!(&self.conns[i], Some(c) if c.state.upgraded.as_ref().is_some_and(|up| up.shared.timed_out()));
+                if !matches!(wait, Some(Wait::Linger | Wait::Quiet | Wait::FinGrace)) && !counted {
                     bump(&self.ctx.stats.timed_out, 1);
                 }
                 if wait == Some(Wait::Head) && matches!(&self.conns[i], Some(c) if c.state.stream.handshaking()) {
@@ -1149,6 +1176,7 @@ impl Worker {
                     // Past its keep-alive (or an upgraded stream's idle) timeout.
                     Some(Wait::Idle) => self.close_idle_conn(i),
                     Some(Wait::Quiet) => self.contained(i, |w| w.tell_quiet(i)),
+                    Some(Wait::FinGrace) => self.contained(i, |w| w.fin_grace_over(i)),
                     _ => self.close(i),
                 }
             }
@@ -1191,6 +1219,8 @@ impl Drop for Worker {
 /// (`close_within`, a closing handshake's bound).
 fn upgraded_deadline(clock: &CoarseClock, up: &crate::app::upgrade_shared::UpgradedConn) -> Deadline {
     let (idle, close_by, quiet_notice) = up.shared.timeouts();
+    // Nobody to tell (no events callback): the idle timeout closes it.
+    let quiet_notice = quiet_notice && up.has_events();
     let (idle_at, idle_wait) = match idle {
         Some(idle) if quiet_notice => (Some(clock.after(half_idle(idle))), Wait::Quiet),
         idle => (idle.map(|idle| clock.after(idle)), Wait::Idle),

@@ -30,10 +30,19 @@ static void on_event(void *userdata, warpcore_upgraded *up, uint32_t events) {
     if (events & WARPCORE_UPGRADE_EVENT_CLOSED) atomic_fetch_add(&closed_events, 1);
 }
 
+static _Atomic(warpcore_upgraded *) without_callback;
+
 static void handle(void *userdata, const warpcore_request *req, warpcore_response *res) {
     (void)userdata;
-    (void)req;
     warpcore_upgraded *up = NULL;
+    if (wstr_is(req->path, "/nocb")) {
+        /* Nobody to tell: the idle timeout still closes it. */
+        CHECK_RESULT(warpcore_response_upgrade(res, upgrade_x, 1, NULL, NULL, &up), WARPCORE_RESULT_OK);
+        CHECK_RESULT(warpcore_upgraded_set_idle_timeout(up, 1000), WARPCORE_RESULT_OK);
+        CHECK_RESULT(warpcore_upgraded_set_quiet_notice(up, true), WARPCORE_RESULT_OK);
+        atomic_store(&without_callback, up);
+        return;
+    }
     CHECK_RESULT(warpcore_response_upgrade(res, upgrade_x, 1, on_event, NULL, &up), WARPCORE_RESULT_OK);
     CHECK_RESULT(warpcore_upgraded_set_idle_timeout(up, 2000), WARPCORE_RESULT_OK);
     CHECK_RESULT(warpcore_upgraded_set_quiet_notice(up, true), WARPCORE_RESULT_OK);
@@ -93,6 +102,17 @@ int main(void) {
     CHECK_RESULT(warpcore_upgraded_set_quiet_notice(up, true), WARPCORE_RESULT_CLOSED);
     warpcore_upgraded_free(up);
     CHECK_RESULT(warpcore_upgraded_set_quiet_notice(up, true), WARPCORE_RESULT_INVALID_ARGUMENT);
+    close(fd);
+
+    /* Upgraded without a callback: quiet notice asked, nobody to tell, so
+     * the idle timeout closes it as before. */
+    fd = connect_local(port);
+    CHECK(fd >= 0);
+    static const char nocb[] = "GET /nocb HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n";
+    CHECK(send(fd, nocb, sizeof nocb - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof nocb - 1));
+    CHECK(read_101(fd));
+    CHECK(recv(fd, &c, 1, 0) == 0); /* within the 10 s receive timeout */
+    warpcore_upgraded_free(atomic_load(&without_callback));
     close(fd);
     warpcore_server_shutdown(server, 1000);
     warpcore_server_free(server);

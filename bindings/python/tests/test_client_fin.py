@@ -123,3 +123,32 @@ def test_a_wsgi_application_whose_client_sends_its_fin(on):
     finally:
         release.set()
         s.shutdown(2.0)
+
+
+async def quick(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def test_a_client_that_half_closes_right_after_its_request_gets_a_quick_answer():
+    """``printf ... | nc -N`` against the ASGI server's default: the request
+    and the FIN arrive together, the answer (given well within the grace
+    after the FIN) reaches every one of them. Ended at once, about half
+    got nothing (the reviewer's count: 11 of 20)."""
+    with ASGIServer(quick, port=0, lifespan="off") as s:
+        assert s._engine._settings["client_fin_ends_request"] is True
+        answered = 0
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
+                c.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                c.shutdown(socket.SHUT_WR)
+                out = b""
+                while True:
+                    more = c.recv(4096)
+                    if not more:
+                        break
+                    out += more
+                answered += out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello")
+        assert answered == 20

@@ -33,7 +33,7 @@ use crate::observe::stats::bump;
 use ahead::{Ahead, ReadAhead, MAX_AHEAD, MAX_HELD};
 use answer::{apply_answer, finish_waiting, Sink};
 use context::{WorkerCtx, SPARE_QUEUES, SPARE_SHARED};
-use deadline::Deadline;
+use deadline::{Deadline, Wait};
 
 /// How many bytes of composed answers a connection may have waiting before its
 /// next pipelined request is handled: past it the answers are sent first, and
@@ -185,8 +185,10 @@ pub(crate) struct ConnState {
     pub peer_finished: bool,
     /// The FIN came while answers were pending and nothing else was left to
     /// handle, with `client_fin_ends_request`: those still pending when its
-    /// grace ends are let go (`abandon_pending`).
-    pub fin_grace: bool,
+    /// grace ends are let go (`abandon_pending`): when it ends, in coarse
+    /// seconds (0 = no grace). Kept here, not only in `deadline`, so that a
+    /// write deadline armed meanwhile neither hides nor extends it.
+    pub fin_grace_at: u32,
     pub deadline: Deadline,
     /// Answers held for the end of the poll round: their number in the
     /// worker's `HeldAnswers`, sent before anything else is written here.
@@ -229,7 +231,7 @@ impl Conn {
                 read_ready: true,
                 peer_closing: false,
                 peer_finished: false,
-                fin_grace: false,
+                fin_grace_at: 0,
                 deadline: Deadline::NONE,
                 held: None,
                 proxy: ProxyProtocol::None,
@@ -324,11 +326,23 @@ impl ConnState {
         !self.ahead.is_empty()
     }
 
+    /// Arms `deadline`, unless the grace after the client's FIN ends first
+    /// while requests are still pending: then the grace's.
+    pub fn arm(&mut self, deadline: Deadline) {
+        let grace = self.fin_grace_at;
+        self.deadline = if grace != 0 && self.waiting.is_some() && (deadline.at == 0 || grace < deadline.at) {
+            Deadline { at: grace, wait: Wait::FinGrace }
+        } else {
+            deadline
+        };
+    }
+
     /// The client left while answers were pending (its FIN, with
     /// `client_fin_ends_request`): they are let go as a closed connection
     /// lets them go — their handles get `Closed`, their close hooks run —
     /// and the connection closes once what was composed before them left.
     pub fn abandon_pending(&mut self) {
+        self.fin_grace_at = 0;
         // Dropped, each tells its handle (`Waiting`'s drop).
         self.waiting = None;
         self.ahead.clear();

@@ -818,7 +818,7 @@ impl Worker {
             && !conn.state.streams_body()
             && (stop == Stop::NeedInput || (stop == Stop::Waiting && conn.input.is_empty()))
         {
-            conn.state.fin_grace = true;
+            conn.state.fin_grace_at = clock.after(FIN_GRACE);
         }
 
         // A keep-alive connection's answers wait for the end of the round
@@ -888,7 +888,7 @@ impl Worker {
             // Output to send, or a closing (or half-closing upgraded) TLS
             // stream's queued `close_notify`: bounded by the write timeout.
             if state.deadline.wait != Wait::Write {
-                state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
+                state.arm(Deadline { at: clock.after(timeouts.write), wait: Wait::Write });
             }
         } else if let Some(up) = &state.upgraded {
             state.deadline = if state.close_after_flush { Deadline::NONE } else { upgraded_deadline(clock, up) };
@@ -901,12 +901,10 @@ impl Worker {
             // have grown to `whole_body_max`: a long poll keeps its slot, not
             // that memory, while it waits.
             conn.input.release_excess(KEEP_INPUT);
-            if state.fin_grace {
+            if state.fin_grace_at != 0 {
                 // The client's FIN came: what is still pending at the end of
                 // the grace is let go (`fin_grace_over`); not extended.
-                if state.deadline.wait != Wait::FinGrace {
-                    state.deadline = Deadline { at: clock.after(FIN_GRACE), wait: Wait::FinGrace };
-                }
+                state.arm(Deadline::NONE);
             } else if waiting.status != 0 || waiting.shared().timeout_paused() {
                 // A stream has begun: the handler is working (Warp #351,
                 // #808); or the application paused the timeout.
@@ -945,6 +943,10 @@ impl Worker {
             }
             state.deadline = Deadline { at: clock.after(timeouts.idle), wait: Wait::Idle };
         }
+        // The grace after a client's FIN bounds whatever the connection
+        // waits for meanwhile (a write deadline neither hides nor extends it).
+        let armed = conn.state.deadline;
+        conn.state.arm(armed);
 
         let mut needs_write = !conn.state.backlog.is_empty() || conn.state.stream.wants_write();
         // Draining, once idle connections' wait is over (see `close_idle`), a
@@ -1024,7 +1026,7 @@ impl Worker {
             return false;
         };
         if state.backlog.len() < before {
-            state.deadline = Deadline { at: self.clock.after(self.ctx.settings.timeouts.write), wait: Wait::Write };
+            state.arm(Deadline { at: self.clock.after(self.ctx.settings.timeouts.write), wait: Wait::Write });
         }
         state.acknowledge_written();
         bump(&self.ctx.stats.bytes_out, state.backlog.take_written());

@@ -213,6 +213,30 @@ fn a_fin_ends_a_stream_in_progress() {
 }
 
 #[test]
+fn a_stream_that_fills_the_output_is_let_go_within_the_grace_not_the_write_timeout() {
+    // An event stream writing faster than a client that reads nothing: its
+    // output always waits. The FIN still ends it after the grace (1-2 s),
+    // not at the write timeout (30 s, past the wait below), which the
+    // output's own deadline would otherwise be.
+    let w = start_watched(ends);
+    let mut c = small_client(w.s.port);
+    c.send(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut d = w.handle();
+    d.start(200, [(&b"Content-Type"[..], &b"text/event-stream"[..])], None).unwrap();
+    let writer = std::thread::spawn(move || {
+        // Until the connection lets it go (writes wait over the mark).
+        let event = vec![b'e'; 16 * 1024];
+        while d.write(Payload::from(event.clone())).is_ok() {}
+    });
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("let go before the write timeout"), "/flood");
+    eprintln!("let go {:?} after the FIN", started.elapsed());
+    writer.join().unwrap();
+    assert_eq!(w.s.server.stats().connections_timed_out, 0, "a grace, not a timeout");
+}
+
+#[test]
 fn off_a_fin_still_gets_its_answer() {
     let w = start_watched(|_| {});
     let mut c = w.s.connect();

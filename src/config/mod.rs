@@ -126,7 +126,8 @@ pub struct Config {
     /// client half-closes while the answer at the front of its connection is
     /// deferred (not begun, or streaming), and no complete request is left
     /// in its input to handle, the connection lets go of the requests still
-    /// pending a second later (an answer given meanwhile still goes out) as
+    /// pending one to two seconds later (an answer given meanwhile still
+    /// goes out) as
     /// for a reset: their close hooks run (`Deferred::on_close`),
     /// their handles get `Closed`, nothing more is written and the
     /// connection closes — nginx's client abort (499), ASGI's

@@ -305,7 +305,8 @@ pub extern "C" fn warpcore_config_set_sched_batch(config: *mut warpcore_config, 
 /// closes. Either way, a request whose body is still streaming in when the
 /// FIN comes has its body reader told the body ended early (the answer still
 /// goes out); complete requests that the FIN finds waiting in the input
-/// behind the pending one, or part of one (a chunked body the FIN cut), keep
+/// behind the pending one, or part of one that may not be handled ahead of
+/// it (a chunked body or one large enough to stream, cut by the FIN), keep
 /// the half-close (the pending answer is waited for); and a
 /// connection that switched protocols (`warpcore_response_upgrade`) reads the
 /// end of its stream as before.

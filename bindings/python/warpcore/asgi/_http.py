@@ -49,17 +49,18 @@ handle through the engine's deferred path:
   unread: a FIN, no RST; a browser tab closed, curl stopped, a proxy giving
   up on its upstream) is gone too, as under uvicorn (``http.disconnect`` at
   the EOF) and nginx (a client abort, 499): the server turns on the engine's
-  ``client_fin_ends_request``, so a request still pending a second after
-  its client's FIN ends as for a reset — the close callback runs, a long
+  ``client_fin_ends_request``, so a request still pending one to two
+  seconds after its client's FIN ends as for a reset — the close callback runs, a long
   poll waiting in ``receive`` gets ``http.disconnect``, and ``send``
-  raises. An answer given within that second still goes out: a client that
+  raises. An answer given within that grace still goes out: a client that
   sends its request and half-closes at once (``printf ... | nc -N``) gets
   it, as under uvicorn when the application is quick; under uvicorn a slow
   one's is dropped. A FIN that comes while a request body still streams in cuts the
   body short (``receive`` gives ``http.disconnect``, with the setting or
   without); complete requests the client pipelined that still wait behind
-  the pending one (not read ahead), or part of one (a chunked body cut by
-  the FIN), keep the half-close: the pending answer is waited for.
+  the pending one (not read ahead), or part of one that may not be read
+  ahead (a chunked body cut by the FIN), keep the half-close: the pending
+  answer is waited for.
   ``ASGIServer(..., client_fin_ends_request=False)``
   (``--no-client-fin-ends-request``) takes a FIN as a half-close instead
   (RFC 9112 §9.6: the client may still read, and the answer still goes

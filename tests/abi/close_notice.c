@@ -15,10 +15,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 
-#include "check.h"
+#include "kept.h"
 
-static _Atomic(warpcore_response *) kept;
-static atomic_int kept_count;
 static atomic_int told;        /* callbacks run, of every kind */
 static atomic_int never_runs;  /* callbacks that must not run */
 static atomic_int self_abort;  /* what the callback's own abort returned */
@@ -74,20 +72,7 @@ static void handler(void *userdata, const warpcore_request *req, warpcore_respon
         CHECK_RESULT(warpcore_response_on_close(res, count_told, &told), WARPCORE_RESULT_OK);
     }
     /* Returns without answering: the main thread holds the handle. */
-    atomic_store(&kept, res);
-    atomic_fetch_add(&kept_count, 1);
-}
-
-/* Sends `path`'s request on a new connection and waits for its handle. */
-static warpcore_response *deferred_request(uint16_t port, const char *path, int *fd) {
-    int before = atomic_load(&kept_count);
-    *fd = connect_local(port);
-    CHECK(*fd >= 0);
-    char request[128];
-    int n = snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    CHECK(send(*fd, request, (size_t)n, MSG_NOSIGNAL) == n);
-    CHECK(wait_at_least(&kept_count, before + 1, 10000));
-    return atomic_load(&kept);
+    keep_handle(res);
 }
 
 /* Closes with a reset (SO_LINGER 0): the client left. */

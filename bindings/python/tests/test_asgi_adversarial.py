@@ -827,24 +827,17 @@ def test_half_closed_client_still_gets_its_long_poll_answer_with_the_option_off(
     assert cycles_watched() == 0
 
 
-def test_long_poll_is_told_of_a_normal_close(asgi, caplog):
-    """A client that closes normally (close() with nothing unread: a FIN,
-    no RST; a browser tab closed, a stopped curl, a proxy giving up) is
-    gone, as under uvicorn (http.disconnect at the EOF) and nginx (a client
-    abort, 499): the server turns the engine's client_fin_ends_request on.
-    A long poll waiting in receive() is told http.disconnect at once (not
-    at its own 30 s timeout), a send() after it raises, and a client that
-    only shut down its sending side reads the end and no answer."""
-
-    got: Dict[str, List[str]] = {}
-    waiting: Dict[str, float] = {}
+def long_poll(got: Dict[str, List[str]], waiting: Dict[str, float], wait: float):
+    """A long poll: records when each path starts to wait for
+    http.disconnect (in ``waiting``), what ``receive`` gave within ``wait``
+    seconds and what its late answer met (in ``got``)."""
 
     async def app(scope, receive, send):
         path = scope["path"]
         await receive()  # the (empty) body
         waiting[path] = time.monotonic()
         try:
-            got[path] = [(await asyncio.wait_for(receive(), 30))["type"]]
+            got[path] = [(await asyncio.wait_for(receive(), wait))["type"]]
         except asyncio.TimeoutError:
             got[path] = ["timeout"]
         try:
@@ -852,6 +845,23 @@ def test_long_poll_is_told_of_a_normal_close(asgi, caplog):
             got[path].append("answered")
         except OSError as exc:
             got[path].append(type(exc).__name__)
+
+    return app
+
+
+def test_long_poll_is_told_of_a_normal_close(asgi, caplog):
+    """A client that closes normally (close() with nothing unread: a FIN,
+    no RST; a browser tab closed, a stopped curl, a proxy giving up) is
+    gone, as under uvicorn (http.disconnect at the EOF) and nginx (a client
+    abort, 499): the server turns the engine's client_fin_ends_request on.
+    A long poll waiting in receive() is told http.disconnect within the
+    engine's grace after the FIN (one to two seconds; not at its own 30 s
+    timeout), a send() after it raises, and a client that
+    only shut down its sending side reads the end and no answer."""
+
+    got: Dict[str, List[str]] = {}
+    waiting: Dict[str, float] = {}
+    app = long_poll(got, waiting, 30)
 
     caplog.set_level(logging.DEBUG, logger="warpcore")
     s = asgi(http_only(app))
@@ -888,20 +898,7 @@ def test_long_poll_is_not_told_of_a_normal_close_with_the_option_off(asgi, caplo
 
     got: Dict[str, List[str]] = {}
     waiting: Dict[str, float] = {}
-
-    async def app(scope, receive, send):
-        path = scope["path"]
-        await receive()  # the (empty) body
-        waiting[path] = time.monotonic()
-        try:
-            got[path] = [(await asyncio.wait_for(receive(), 1.5))["type"]]
-        except asyncio.TimeoutError:
-            got[path] = ["timeout"]
-        try:
-            await ok(send, b"late answer " + path.encode())
-            got[path].append("answered")
-        except OSError as exc:
-            got[path].append(type(exc).__name__)
+    app = long_poll(got, waiting, 1.5)
 
     caplog.set_level(logging.DEBUG, logger="warpcore")
     s = asgi(http_only(app), client_fin_ends_request=False)

@@ -23,6 +23,16 @@ from warpcore.wsgi import WSGIServer
 from .test_asgi import TIMEOUT, wait_until
 
 
+def read_to_end(c: socket.socket) -> bytes:
+    """Everything the server sends until it closes."""
+    out = b""
+    while True:
+        more = c.recv(4096)
+        if not more:
+            return out
+        out += more
+
+
 def hello(req: warpcore.Request) -> warpcore.Response:
     return warpcore.Response(200, [], b"hello")
 
@@ -102,23 +112,13 @@ def test_a_wsgi_application_whose_client_sends_its_fin(on):
                 # Without the option the FIN changes nothing: whenever the
                 # worker sees it, the answer still goes out.
                 release.set()
-                out = b""
-                while True:
-                    more = c.recv(4096)
-                    if not more:
-                        break
-                    out += more
+                out = read_to_end(c)
                 assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"late answer"), out
         wait_until(lambda: s.stats()["connections_active"] == 0, what="the connection to close")
         with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
             release.set()
             c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            out = b""
-            while True:
-                more = c.recv(4096)
-                if not more:
-                    break
-                out += more
+            out = read_to_end(c)
             assert out.startswith(b"HTTP/1.1 200"), out
     finally:
         release.set()
@@ -144,11 +144,6 @@ def test_a_client_that_half_closes_right_after_its_request_gets_a_quick_answer()
             with socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT) as c:
                 c.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
                 c.shutdown(socket.SHUT_WR)
-                out = b""
-                while True:
-                    more = c.recv(4096)
-                    if not more:
-                        break
-                    out += more
+                out = read_to_end(c)
                 answered += out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello")
         assert answered == 20

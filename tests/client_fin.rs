@@ -157,20 +157,26 @@ fn an_answer_given_soon_after_a_fin_that_came_with_the_request_goes_out() {
 
 #[test]
 fn answers_composed_before_the_ended_request_still_reach_a_slow_reader() {
-    // An answer given in the call, larger than the socket takes at once,
-    // then a deferred request, then the FIN: the deferred one is let go, the
-    // complete one before it still leaves whole (the client still reads).
+    // Two requests pending, then the FIN; within the grace the first is
+    // answered with more than the kernel's buffers take from a client that
+    // reads nothing yet (so most of it waits in the server's output), the
+    // second never is. At the grace's end the second is let go, and the
+    // first answer still leaves whole, then the connection closes.
+    const LARGE: usize = 4 << 20;
     let w = start_watched(ends);
     let mut c = small_client(w.s.port);
-    c.send(b"GET /now-big HTTP/1.1\r\nHost: x\r\n\r\nGET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut d = w.handle();
+    c.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut first = w.handle();
+    let mut second = w.handle();
     c.stream.shutdown(Shutdown::Write).unwrap();
-    // Nothing read yet: the answer waits in the server's backlog.
-    assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("the close hook runs"), "/poll");
-    assert_eq!(d.respond(200, no_headers(), Payload::from(b"late".to_vec())), Err(RespondError::Closed));
+    first.respond(200, no_headers(), Payload::from(vec![b'f'; LARGE])).unwrap();
+    assert_eq!(w.told.recv_timeout(IO_TIMEOUT).expect("the close hook runs"), "/second");
+    assert!(w.s.server.stats().bytes_out < LARGE as u64, "most of the answer was still the server's to send");
+    assert_eq!(second.respond(200, no_headers(), Payload::from(b"late".to_vec())), Err(RespondError::Closed));
     let r = c.read_response(false);
-    assert_eq!((r.status, r.body.len()), (200, BIG));
+    assert_eq!((r.status, r.body.len()), (200, LARGE));
     assert_eq!(c.read_to_eof(), b"", "nothing after it");
+    assert_eq!(w.closes.load(Ordering::SeqCst), 1, "only the second was let go");
 }
 
 #[test]

@@ -888,7 +888,7 @@ impl Worker {
             // Output to send, or a closing (or half-closing upgraded) TLS
             // stream's queued `close_notify`: bounded by the write timeout.
             if state.deadline.wait != Wait::Write {
-                state.arm(Deadline { at: clock.after(timeouts.write), wait: Wait::Write });
+                state.deadline = Deadline { at: clock.after(timeouts.write), wait: Wait::Write };
             }
         } else if let Some(up) = &state.upgraded {
             state.deadline = if state.close_after_flush { Deadline::NONE } else { upgraded_deadline(clock, up) };
@@ -901,11 +901,7 @@ impl Worker {
             // have grown to `whole_body_max`: a long poll keeps its slot, not
             // that memory, while it waits.
             conn.input.release_excess(KEEP_INPUT);
-            if state.fin_grace_at != 0 {
-                // The client's FIN came: what is still pending at the end of
-                // the grace is let go (`fin_grace_over`); not extended.
-                state.arm(Deadline::NONE);
-            } else if waiting.status != 0 || waiting.shared().timeout_paused() {
+            if waiting.status != 0 || waiting.shared().timeout_paused() {
                 // A stream has begun: the handler is working (Warp #351,
                 // #808); or the application paused the timeout.
                 state.deadline = Deadline::NONE;
@@ -944,7 +940,9 @@ impl Worker {
             state.deadline = Deadline { at: clock.after(timeouts.idle), wait: Wait::Idle };
         }
         // The grace after a client's FIN bounds whatever the connection
-        // waits for meanwhile (a write deadline neither hides nor extends it).
+        // waits for meanwhile (the answer, or output to a client that does
+        // not read: neither hides nor extends it); at its end what is still
+        // pending is let go (`fin_grace_over`).
         let armed = conn.state.deadline;
         conn.state.arm(armed);
 
